@@ -1,0 +1,350 @@
+"""Typed, frozen configs: an experiment's ConfigDict in, small dataclasses out.
+
+Each concern (model, attention, linear, ffn, mtp, frontend, data, optimizer, train,
+mesh, checkpoint) is its own frozen dataclass, so a layer receives only what it
+needs (STYLE rule 4). `build(config_dict)` converts and validates: every error a
+user can cause raises `ConfigError` naming the field, before anything compiles.
+
+Later techniques extend a sub-config by registering a new `kind` (see
+`LINEAR_KINDS`, `FFN_KINDS`, ...) and, if they need fields, by adding them here with
+defaults that keep the float/dense/none/text model unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config value a user can fix; the message names the field."""
+
+
+# Variant registries: a kind listed here is accepted by validation. Packages that add
+# a kind (quant, moe, mtp, multimodal) append to these tuples' owners via register_kind.
+_KINDS: dict[str, set[str]] = {
+    'linear': {'float'},
+    'ffn': {'dense'},
+    'mtp': {'none'},
+    'frontend': {'text'},
+}
+
+
+def register_kind(concern: str, kind: str) -> None:
+  """Lets a technique package declare a new `model.<concern>.kind` value."""
+  _KINDS[concern].add(kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConfig:
+  """How every projection (attention, FFN, experts, heads) is built."""
+  kind: str = 'float'
+  use_bias: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  n_heads: int = 4
+  n_kv_heads: int = 0          # 0: same as n_heads (multi-head); fewer: GQA.
+  head_dim: int = 0            # 0: d_model // n_heads.
+  rope_theta: float = 10_000.0
+  implementation: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention).
+
+
+@dataclasses.dataclass(frozen=True)
+class FFNConfig:
+  kind: str = 'dense'
+  d_ff: int = 0                # 0: the Llama rule, 8/3 * d_model rounded up to 64.
+  activation: str = 'swiglu'   # swiglu | geglu | gelu | relu2
+
+
+@dataclasses.dataclass(frozen=True)
+class MTPConfig:
+  kind: str = 'none'
+  n: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendConfig:
+  kind: str = 'text'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  d_model: int = 128
+  n_layers: int = 2
+  vocab_size: int = 0          # 0: the tokenizer's vocabulary rounded up to 128.
+  max_len: int = 256
+  norm_eps: float = 1e-6
+  tie_embeddings: bool = True
+  scan_layers: bool = False
+  remat: str = 'none'          # none | full | dots
+  dtype: str = 'float32'       # activation/compute dtype
+  param_dtype: str = 'float32'
+  attention: AttentionConfig = AttentionConfig()
+  linear: LinearConfig = LinearConfig()
+  ffn: FFNConfig = FFNConfig()
+  mtp: MTPConfig = MTPConfig()
+  frontend: FrontendConfig = FrontendConfig()
+
+  @property
+  def n_heads(self) -> int:
+    return self.attention.n_heads
+
+  @property
+  def n_kv_heads(self) -> int:
+    return self.attention.n_kv_heads or self.attention.n_heads
+
+  @property
+  def head_dim(self) -> int:
+    return self.attention.head_dim or self.d_model // self.attention.n_heads
+
+  @property
+  def d_ff(self) -> int:
+    if self.ffn.d_ff:
+      return self.ffn.d_ff
+    return -(-(8 * self.d_model // 3) // 64) * 64
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  source: str = 'stdlib'       # stdlib | text | jsonl | arrayrecord | hf
+  paths: str = ''              # files, folders or globs, comma separated
+  field: str = 'text'          # JSONL / HF record field holding the text
+  hf_name: str = ''
+  hf_split: str = 'train'
+  seq_len: int = 128
+  batch_size: int = 16         # global batch, split over processes
+  val_fraction: float = 0.02
+  shuffle_seed: int = 0
+  num_workers: int = 0         # grain worker processes; 0 runs in-process
+  eval_batches: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  lr: float = 3e-3
+  schedule: str = 'cosine'     # constant | cosine | wsd | two_stage
+  warmup_steps: int = 100
+  min_lr_ratio: float = 0.1
+  decay_fraction: float = 0.2  # wsd: final fraction of steps spent decaying
+  stage2_lr_ratio: float = 0.67  # two_stage: LR after the halfway drop (BitNet)
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1
+  stage2_weight_decay: float = 0.0
+  clip_norm: float = 1.0       # 0 disables clipping
+  decay_norms_and_embeddings: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 1000
+  seed: int = 0
+  log_every: int = 50
+  eval_every: int = 500        # 0: only at the end
+  nonfinite: str = 'stop'      # stop | skip
+  progress: bool = True
+  tensorboard: bool = False
+  flops_peak: float = 0.0      # 0: measure a large matmul at start for MFU
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  data: int = -1               # -1: all devices not used by the other axes
+  fsdp: int = 1
+  expert: int = 1
+  tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  enabled: bool = True
+  every: int = 500
+  keep: int = 2
+  async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: ModelConfig = ModelConfig()
+  data: DataConfig = DataConfig()
+  optimizer: OptimizerConfig = OptimizerConfig()
+  train: TrainConfig = TrainConfig()
+  mesh: MeshConfig = MeshConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+
+
+_CHOICES = {
+    'model.remat': ('none', 'full', 'dots'),
+    'model.dtype': ('float32', 'bfloat16', 'float16'),
+    'model.param_dtype': ('float32', 'bfloat16'),
+    'model.attention.implementation': ('auto', 'xla', 'cudnn'),
+    'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2'),
+    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf'),
+    'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
+    'train.nonfinite': ('stop', 'skip'),
+}
+
+
+def _check_type(path: str, value: Any, want: Any) -> Any:
+  if want is bool:
+    if not isinstance(value, bool):
+      raise ConfigError(f'{path}: expected true/false, got {value!r}')
+    return value
+  if want is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f'{path}: expected an integer, got {value!r}')
+    return value
+  if want is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f'{path}: expected a number, got {value!r}')
+    return float(value)
+  if want is str:
+    if not isinstance(value, str):
+      raise ConfigError(f'{path}: expected a string, got {value!r}')
+    return value
+  return value
+
+
+def _from_mapping(cls, mapping: Any, path: str):
+  if isinstance(mapping, cls):
+    return mapping
+  if isinstance(mapping, ml_collections.ConfigDict):
+    mapping = mapping.to_dict()
+  if not isinstance(mapping, dict):
+    raise ConfigError(f'{path or "config"}: expected a section, got {mapping!r}')
+  hints = typing.get_type_hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(mapping) - names)
+  if unknown:
+    raise ConfigError(
+        f'{path + "." if path else ""}{unknown[0]}: unknown config key '
+        f'(known keys of {path or "config"}: {", ".join(sorted(names))})')
+  kwargs = {}
+  for name, value in mapping.items():
+    want = hints[name]
+    field_path = f'{path}.{name}' if path else name
+    if dataclasses.is_dataclass(want):
+      kwargs[name] = _from_mapping(want, value, field_path)
+    else:
+      kwargs[name] = _check_type(field_path, value, want)
+  return cls(**kwargs)
+
+
+def _positive(path: str, value: int | float, allow_zero: bool = False) -> None:
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f'{path}: must be {"non-negative" if allow_zero else "positive"}, '
+                      f'got {value}')
+
+
+def validate(cfg: Config) -> Config:
+  """Checks values and combinations; returns cfg unchanged or raises ConfigError."""
+  for path, choices in _CHOICES.items():
+    section, *rest = path.split('.')
+    value = getattr(cfg, section)
+    for part in rest:
+      value = getattr(value, part)
+    if value not in choices:
+      raise ConfigError(f'{path}: {value!r} is not one of {", ".join(choices)}')
+  for concern, kinds in _KINDS.items():
+    kind = getattr(cfg.model, concern).kind
+    if kind not in kinds:
+      raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
+                        f'{", ".join(sorted(kinds))}')
+  m, a = cfg.model, cfg.model.attention
+  for name in ('d_model', 'n_layers', 'max_len'):
+    _positive(f'model.{name}', getattr(m, name))
+  _positive('model.attention.n_heads', a.n_heads)
+  _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
+  _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
+  _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)
+  _positive('model.vocab_size', m.vocab_size, allow_zero=True)
+  if not a.head_dim and m.d_model % a.n_heads:
+    raise ConfigError(f'model.attention.n_heads: {a.n_heads} heads do not divide '
+                      f'model.d_model={m.d_model} (or set model.attention.head_dim)')
+  if m.n_heads % m.n_kv_heads:
+    raise ConfigError(f'model.attention.n_kv_heads: {m.n_kv_heads} must divide '
+                      f'n_heads={m.n_heads}')
+  if m.head_dim % 2:
+    raise ConfigError(f'model.attention.head_dim: RoPE needs an even head_dim, '
+                      f'got {m.head_dim}')
+  d = cfg.data
+  _positive('data.seq_len', d.seq_len)
+  _positive('data.batch_size', d.batch_size)
+  _positive('data.num_workers', d.num_workers, allow_zero=True)
+  _positive('data.eval_batches', d.eval_batches, allow_zero=True)
+  if not 0.0 <= d.val_fraction < 1.0:
+    raise ConfigError(f'data.val_fraction: must be in [0, 1), got {d.val_fraction}')
+  if d.seq_len > m.max_len:
+    raise ConfigError(f'data.seq_len: {d.seq_len} exceeds model.max_len={m.max_len}')
+  if d.source in ('text', 'jsonl', 'arrayrecord') and not d.paths:
+    raise ConfigError(f'data.paths: data.source={d.source!r} needs files, folders or '
+                      f'globs in data.paths')
+  if d.source == 'hf' and not d.hf_name:
+    raise ConfigError("data.hf_name: data.source='hf' needs a dataset name")
+  o = cfg.optimizer
+  _positive('optimizer.lr', o.lr)
+  _positive('optimizer.warmup_steps', o.warmup_steps, allow_zero=True)
+  _positive('optimizer.weight_decay', o.weight_decay, allow_zero=True)
+  _positive('optimizer.clip_norm', o.clip_norm, allow_zero=True)
+  if not 0.0 <= o.min_lr_ratio <= 1.0:
+    raise ConfigError(f'optimizer.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}')
+  if not 0.0 < o.decay_fraction <= 1.0:
+    raise ConfigError(f'optimizer.decay_fraction: must be in (0, 1], got '
+                      f'{o.decay_fraction}')
+  t = cfg.train
+  _positive('train.steps', t.steps)
+  _positive('train.log_every', t.log_every)
+  _positive('train.eval_every', t.eval_every, allow_zero=True)
+  if o.warmup_steps > t.steps:
+    raise ConfigError(f'optimizer.warmup_steps: {o.warmup_steps} exceeds '
+                      f'train.steps={t.steps}')
+  for name in ('fsdp', 'expert', 'tensor'):
+    _positive(f'mesh.{name}', getattr(cfg.mesh, name))
+  if cfg.mesh.data != -1:
+    _positive('mesh.data', cfg.mesh.data)
+  c = cfg.checkpoint
+  _positive('checkpoint.every', c.every)
+  _positive('checkpoint.keep', c.keep)
+  return cfg
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def build(config: ml_collections.ConfigDict | dict) -> Config:
+  """The typed, validated Config of an experiment's ConfigDict.
+
+  Only the sections in `SECTIONS` are read; an experiment may keep its own keys
+  (arms, seeds, eval settings) beside them.
+  """
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.to_dict()
+  sections = {k: v for k, v in config.items() if k in SECTIONS}
+  return validate(_from_mapping(Config, sections, ''))
+
+
+def replace(cfg: Config, **overrides: Any) -> Config:
+  """Returns cfg with dotted-path overrides, e.g. replace(cfg, **{'model.d_model': 64})."""
+  as_dict = dataclasses.asdict(cfg)
+  for path, value in overrides.items():
+    node = as_dict
+    *parents, leaf = path.split('.')
+    for part in parents:
+      if part not in node or not isinstance(node[part], dict):
+        raise ConfigError(f'{path}: unknown config key')
+      node = node[part]
+    if leaf not in node:
+      raise ConfigError(f'{path}: unknown config key')
+    node[leaf] = value
+  return validate(_from_mapping(Config, as_dict, ''))
+
+
+def to_config_dict(cfg: Config) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dataclasses.asdict(cfg))
+

@@ -1,0 +1,396 @@
+"""Document sources: each yields raw text bytes as a deterministic grain MapDataset.
+
+Built in: `stdlib` (the Python standard library's own source, a real code corpus on
+every machine), `text`, `jsonl`, `arrayrecord` and `hf`. Generated task sources
+(`lattice/data/tasks/`) add themselves with `register_source`.
+
+Splits. A document goes to 'validation' when a hash of its key is below
+`data.val_fraction`; the key is the relative path for `stdlib` and the document's
+index in the (sorted, deterministic) corpus for the other sources, so a split
+never depends on where the files live. Small corpora get two safeguards: with
+`val_fraction > 0` and at least two documents each split keeps at least one
+document (the last goes to validation, the first to train); a single-document
+corpus (one big text file) is split by bytes instead, its last `val_fraction`
+going to validation. `val_fraction == 0` leaves validation empty.
+
+Every error a user can cause (missing path, glob matching nothing, binary file,
+malformed JSONL line, missing field) raises `DataError`, a `ConfigError` naming the
+config field and the path, when the source is built, i.e. before anything compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob as glob_lib
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from lattice import config as config_lib
+
+SPLITS = ('train', 'validation')
+# Eager checks of ArrayRecord read this many records: enough to catch a wrong file
+# or field, cheap even for billion-record datasets (the rest is checked on read).
+_ARRAYRECORD_CHECK = 1000
+_GLOB_CHARS = frozenset('*?[')
+
+
+class DataError(config_lib.ConfigError):
+  """Bad data a user can fix; the message names the config field and the path."""
+
+
+SourceFn = Callable[[config_lib.DataConfig, str], grain.MapDataset]
+_SOURCES: dict[str, SourceFn] = {}
+
+
+def register_source(name: str, fn: SourceFn, *, override: bool = False) -> None:
+  """Makes `data.source=name` valid; `fn(data_cfg, split)` returns a MapDataset.
+
+  `fn` owns its train/validation split and returns documents as bytes (or str,
+  which `get_source` encodes as UTF-8).
+  """
+  if name in _SOURCES and not override:
+    raise ValueError(f'register_source: data source {name!r} already registered')
+  _SOURCES[name] = fn
+  # pylint: disable=protected-access
+  choices = config_lib._CHOICES['data.source']
+  if name not in choices:
+    config_lib._CHOICES['data.source'] = (*choices, name)
+  # pylint: enable=protected-access
+
+
+def get_source(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  """Documents (bytes) of `split` ('train' | 'validation') of `data_cfg.source`."""
+  if split not in SPLITS:
+    raise ValueError(f'get_source: split must be one of {SPLITS}, got {split!r}')
+  if data_cfg.source not in _SOURCES:
+    raise DataError(f'data.source: {data_cfg.source!r} is not one of '
+                    f'{", ".join(sorted(_SOURCES))}')
+  ds = _SOURCES[data_cfg.source](data_cfg, split)
+  return ds.map(_as_bytes)
+
+
+def _as_bytes(doc: Any) -> bytes:
+  return doc.encode('utf-8') if isinstance(doc, str) else bytes(doc)
+
+
+def _hash_unit(key: str) -> float:
+  return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], 'little') / 2**64
+
+
+def _split_indices(keys: Sequence[str], val_fraction: float, split: str) -> np.ndarray:
+  """Indices of the documents in `split`; see the module docstring for the rule."""
+  n = len(keys)
+  is_val = np.array([_hash_unit(k) < val_fraction for k in keys], dtype=bool)
+  if val_fraction > 0 and n >= 2:
+    if not is_val.any():
+      is_val[-1] = True
+    if is_val.all():
+      is_val[0] = False
+  return np.flatnonzero(is_val if split == 'validation' else ~is_val)
+
+
+class _Mapped:
+  """`fn(seq[i])`, computed on access: a lazy grain RandomAccessDataSource."""
+
+  def __init__(self, seq: Sequence[Any], fn: Callable[[Any], bytes]):
+    self._seq, self._fn = seq, fn
+
+  def __len__(self) -> int:
+    return len(self._seq)
+
+  def __getitem__(self, i: int) -> bytes:
+    return self._fn(self._seq[int(i)])
+
+
+def _byte_range(docs: Sequence[bytes], i: int, start: int, stop: int) -> bytes:
+  return docs[i][start:stop]
+
+
+def _split_source(docs: Sequence[bytes], keys: Sequence[str], val_fraction: float,
+                  split: str) -> grain.MapDataset:
+  if len(docs) == 1 and val_fraction > 0:
+    size = len(docs[0])
+    cut = size - int(np.ceil(size * val_fraction))
+    start, stop = (cut, size) if split == 'validation' else (0, cut)
+    return grain.MapDataset.source(
+        _Mapped([0] if stop > start else [],
+                functools.partial(_byte_range, docs, start=start, stop=stop)))
+  indices = _split_indices(keys, val_fraction, split)
+  return grain.MapDataset.source(_Mapped(indices, docs.__getitem__))
+
+
+def _expand_paths(paths: str, keep_in_folder: Callable[[str], bool]) -> list[str]:
+  """Files named by comma-separated files, folders (recursive) and globs, in order."""
+  specs = [p.strip() for p in paths.split(',') if p.strip()]
+  if not specs:
+    raise DataError('data.paths: empty; give files, folders or globs, comma separated')
+  files: list[str] = []
+  for spec in specs:
+    spec = os.path.expanduser(spec)
+    if _GLOB_CHARS & set(spec):
+      matches = sorted(glob_lib.glob(spec, recursive=True))
+      if not matches:
+        raise DataError(f'data.paths: glob {spec!r} matches no files')
+    elif os.path.exists(spec):
+      matches = [spec]
+    else:
+      raise DataError(f'data.paths: {spec!r} does not exist')
+    for match in matches:
+      if os.path.isdir(match):
+        found = _walk(match, keep_in_folder)
+        if not found:
+          raise DataError(f'data.paths: folder {match!r} holds no data files')
+        files.extend(found)
+      else:
+        files.append(match)
+  files = list(dict.fromkeys(files))  # Drop duplicates, keep the order.
+  if not files:
+    raise DataError(f'data.paths: {paths!r} names no files')
+  return files
+
+
+def _walk(folder: str, keep: Callable[[str], bool],
+          skip_dirs: Sequence[str] = ()) -> list[str]:
+  found = []
+  for dirpath, dirnames, filenames in os.walk(folder):
+    # Sorted in place so the walk order, and thus document order, is deterministic;
+    # hidden entries (.git, .DS_Store) are never data.
+    dirnames[:] = sorted(d for d in dirnames
+                         if not d.startswith('.') and d not in skip_dirs)
+    found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                 if not f.startswith('.') and keep(f))
+  return found
+
+
+def _read(path: str) -> bytes:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise DataError(f'data.paths: cannot read {path!r}: {e.strerror or e}') from e
+
+
+def _file_stamp(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+  """Cache key that changes when a file is rewritten."""
+  stamp = []
+  for p in paths:
+    try:
+      st = os.stat(p)
+    except OSError as e:
+      raise DataError(f'data.paths: cannot read {p!r}: {e.strerror or e}') from e
+    stamp.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+  return tuple(stamp)
+
+
+def _read_file(path: str) -> bytes:
+  # Read lazily: the build-time scan validated the file, and the OS page cache
+  # makes a second read cheap, while holding a corpus in memory would be copied
+  # into every grain worker.
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+@functools.lru_cache(maxsize=None)
+def _stdlib_scan() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+  """(root, sorted relative paths, info); reads every file once per process."""
+  root = sysconfig.get_paths()['stdlib']
+  rels = []
+  digest = hashlib.sha256()
+  n_bytes = 0
+  # site-packages holds installed third-party code, not the standard library.
+  for path in _walk(root, lambda f: f.endswith('.py'),
+                    skip_dirs=('site-packages', '__pycache__')):
+    rel = os.path.relpath(path, root)
+    try:
+      with open(path, 'rb') as f:
+        data = f.read()
+    except OSError:
+      continue  # Unreadable (permissions, broken link): not part of the corpus.
+    if b'\0' in data:
+      continue
+    rels.append(rel)
+    n_bytes += len(data)
+    # Path and length delimit the files so the hash is unambiguous.
+    digest.update(f'{rel}\0{len(data)}\0'.encode())
+    digest.update(data)
+  if not rels:
+    raise DataError(f'data.source: no readable .py files under the stdlib {root!r}')
+  info = dict(python_version=sys.version.split()[0], n_files=len(rels),
+              n_bytes=n_bytes, content_sha256=digest.hexdigest())
+  return root, tuple(rels), info
+
+
+def stdlib_info() -> dict[str, Any]:
+  """What the `stdlib` source holds: python_version, n_files, n_bytes, content_sha256."""
+  return dict(_stdlib_scan()[2])
+
+
+def _stdlib_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  root, rels, _ = _stdlib_scan()
+  docs = _Mapped([os.path.join(root, r) for r in rels], _read_file)
+  return _split_source(docs, rels, cfg.val_fraction, split)
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_text(stamp: tuple[tuple[str, int, int], ...]) -> tuple[str, ...]:
+  paths = tuple(p for p, _, _ in stamp)
+  total = 0
+  for p in paths:
+    data = _read(p)
+    if b'\0' in data:
+      raise DataError(f'data.paths: {p!r} looks binary (it contains NUL bytes); the '
+                      f'text source needs text files')
+    total += len(data)
+  if total == 0:
+    raise DataError(f'data.paths: all {len(paths)} files are empty: {paths[0]!r}, ...')
+  return paths
+
+
+def _text_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  files = _expand_paths(cfg.paths, lambda f: True)
+  paths = _scan_text(_file_stamp(files))
+  docs = _Mapped(paths, _read_file)
+  return _split_source(docs, [str(i) for i in range(len(paths))], cfg.val_fraction,
+                       split)
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_jsonl(stamp: tuple[tuple[str, int, int], ...], field: str) -> np.ndarray:
+  """int64[N, 3] rows (file index, byte offset, length), one per non-blank line."""
+  rows = []
+  for file_idx, (path, _, _) in enumerate(stamp):
+    offset = 0
+    for lineno, line in enumerate(_read(path).splitlines(keepends=True), 1):
+      where = f'{path}:{lineno}'
+      if line.strip():
+        try:
+          record = json.loads(line)
+        except ValueError as e:
+          raise DataError(f'data.paths: malformed JSON line at {where}: {e}') from e
+        if not isinstance(record, dict):
+          raise DataError(f'data.paths: {where} is not a JSON object')
+        if field not in record:
+          raise DataError(f'data.field: {field!r} missing at {where} (keys: '
+                          f'{", ".join(sorted(record)[:10])})')
+        if not isinstance(record[field], str):
+          raise DataError(f'data.field: {field!r} at {where} is a '
+                          f'{type(record[field]).__name__}, expected a string')
+        rows.append((file_idx, offset, len(line)))
+      offset += len(line)
+  if not rows:
+    raise DataError(f'data.paths: no JSON lines in {stamp[0][0]!r}, ...')
+  return np.asarray(rows, dtype=np.int64)
+
+
+def _jsonl_text(row: np.ndarray, paths: Sequence[str], field: str) -> bytes:
+  """The text of one JSONL record; the scan stored (file, offset, length)."""
+  file_idx, offset, length = (int(v) for v in row)
+  with open(paths[file_idx], 'rb') as f:
+    f.seek(offset)
+    return json.loads(f.read(length))[field].encode('utf-8')
+
+
+def _jsonl_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  files = _expand_paths(cfg.paths, lambda f: f.endswith(('.jsonl', '.json', '.ndjson')))
+  stamp = _file_stamp(files)
+  rows = _scan_jsonl(stamp, cfg.field)
+  docs = _Mapped(rows, functools.partial(
+      _jsonl_text, paths=[p for p, _, _ in stamp], field=cfg.field))
+  return _split_source(docs, [str(i) for i in range(len(docs))], cfg.val_fraction,
+                       split)
+
+
+def _record_text(record: bytes, field: str | None) -> bytes:
+  """An ArrayRecord record's text: the record itself, or its JSON `field`."""
+  if field is None:
+    return record
+  text = json.loads(record).get(field)
+  if not isinstance(text, str):
+    raise DataError(f'data.field: {field!r} missing or not a string in an '
+                    f'ArrayRecord record: {record[:80]!r}')
+  return text.encode('utf-8')
+
+
+def _json_object(record: bytes) -> dict[str, Any] | None:
+  if not record.lstrip()[:1] == b'{':
+    return None
+  try:
+    obj = json.loads(record)
+  except ValueError:
+    return None
+  return obj if isinstance(obj, dict) else None
+
+
+def _arrayrecord_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  files = _expand_paths(cfg.paths,
+                        lambda f: '.array_record' in f or '.arrayrecord' in f)
+  for p in files:
+    if not os.access(p, os.R_OK):
+      raise DataError(f'data.paths: cannot read {p!r}')
+  try:
+    records = grain.sources.ArrayRecordDataSource(files)
+    n = len(records)
+  except Exception as e:  # array_record raises bare RuntimeErrors on bad files.
+    raise DataError(f'data.paths: cannot open {files} as ArrayRecord: {e}') from e
+  if n == 0:
+    raise DataError(f'data.paths: ArrayRecord files {files} hold no records')
+  # The first record decides the format: a JSON object means JSON with `field`.
+  is_json = _json_object(records[0]) is not None
+  for i in range(min(n, _ARRAYRECORD_CHECK)):
+    record = records[i]
+    if is_json:
+      obj = _json_object(record)
+      if obj is None:
+        raise DataError(f'data.paths: ArrayRecord record {i} in {files} is not a JSON '
+                        f'object, though record 0 is')
+      if not isinstance(obj.get(cfg.field), str):
+        raise DataError(f'data.field: {cfg.field!r} missing or not a string in '
+                        f'ArrayRecord record {i} of {files}')
+    elif b'\0' in record:
+      raise DataError(f'data.paths: ArrayRecord record {i} in {files} looks binary '
+                      f'(it contains NUL bytes); records must be UTF-8 text or JSON')
+  docs = _Mapped(records, functools.partial(
+      _record_text, field=cfg.field if is_json else None))
+  return _split_source(docs, [str(i) for i in range(n)], cfg.val_fraction,
+                       split)
+
+
+def _hf_text(row: dict[str, Any], field: str) -> bytes:
+  return row[field].encode('utf-8')
+
+
+def _hf_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  try:
+    import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError("data.source: 'hf' needs the Hugging Face `datasets` package "
+                    '(pip install datasets)') from e
+  if not cfg.hf_name:
+    raise DataError("data.hf_name: data.source='hf' needs a dataset name")
+  try:
+    dataset = datasets.load_dataset(cfg.hf_name, split=cfg.hf_split)
+  except Exception as e:  # Any failure here is a name, split or network problem.
+    raise DataError(f'data.hf_name: cannot load {cfg.hf_name!r} split '
+                    f'{cfg.hf_split!r}: {e}') from e
+  if cfg.field not in dataset.column_names:
+    raise DataError(f'data.field: {cfg.field!r} is not a column of {cfg.hf_name!r} '
+                    f'(columns: {", ".join(dataset.column_names)})')
+  if len(dataset) == 0:
+    raise DataError(f'data.hf_name: {cfg.hf_name!r} split {cfg.hf_split!r} is empty')
+  docs = _Mapped(dataset, functools.partial(_hf_text, field=cfg.field))
+  return _split_source(docs, [str(i) for i in range(len(docs))], cfg.val_fraction,
+                       split)
+
+
+for _name, _fn in (('stdlib', _stdlib_source), ('text', _text_source),
+                   ('jsonl', _jsonl_source), ('arrayrecord', _arrayrecord_source),
+                   ('hf', _hf_source)):
+  register_source(_name, _fn)

@@ -1,0 +1,92 @@
+"""Byte-level tokenizer: UTF-8 bytes plus a few special tokens; needs no download.
+
+Ids 0..255 are the raw bytes. Specials follow so that every byte keeps its own id:
+
+  256 PAD, 257 BOS, 258 EOS,
+  259 BOI (image start), 260 EOI (image end), 261 IMG (image-patch placeholder),
+  262..271 reserved for later modalities / task markers (tool calls, ...).
+
+The vocabulary is 272; `padded_vocab_size` rounds it up so the embedding and
+logits matrices have MXU/tensor-core friendly shapes (272 -> 384).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+N_BYTES = 256
+PAD_ID = 256
+BOS_ID = 257
+EOS_ID = 258
+BOI_ID = 259
+EOI_ID = 260
+IMG_ID = 261
+FIRST_RESERVED_ID = 262
+VOCAB_SIZE = 272
+RESERVED_IDS = tuple(range(FIRST_RESERVED_ID, VOCAB_SIZE))
+
+SPECIAL_NAMES = {
+    PAD_ID: '<pad>', BOS_ID: '<bos>', EOS_ID: '<eos>',
+    BOI_ID: '<boi>', EOI_ID: '<eoi>', IMG_ID: '<img>',
+    **{i: f'<reserved_{i - FIRST_RESERVED_ID}>' for i in RESERVED_IDS},
+}
+
+
+class ByteTokenizer:
+  """UTF-8 byte tokenizer with PAD/BOS/EOS and reserved modality markers."""
+
+  pad_id = PAD_ID
+  bos_id = BOS_ID
+  eos_id = EOS_ID
+  boi_id = BOI_ID
+  eoi_id = EOI_ID
+  img_id = IMG_ID
+  vocab_size = VOCAB_SIZE
+
+  def encode(self, text: str | bytes, bos: bool = False,
+             eos: bool = False) -> np.ndarray:
+    """Returns int32 ids of `text`'s UTF-8 bytes, optionally wrapped in BOS/EOS."""
+    if isinstance(text, str):
+      text = text.encode('utf-8')
+    elif not isinstance(text, (bytes, bytearray, memoryview)):
+      raise TypeError(f'encode: expected str or bytes, got {type(text).__name__}')
+    body = np.frombuffer(text, dtype=np.uint8)
+    ids = np.empty(len(body) + bos + eos, dtype=np.int32)
+    ids[int(bos):int(bos) + len(body)] = body
+    if bos:
+      ids[0] = BOS_ID
+    if eos:
+      ids[-1] = EOS_ID
+    return ids
+
+  def decode_bytes(self, ids: Iterable[int] | np.ndarray,
+                   skip_special: bool = True) -> bytes:
+    """Bytes of `ids`; specials are dropped, or rendered as `<name>` when kept.
+
+    Ids outside the vocabulary (a model with a padded vocabulary can emit them)
+    count as specials: dropped, or rendered as `<unk_ID>`.
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if skip_special:
+      return ids[(ids >= 0) & (ids < N_BYTES)].astype(np.uint8).tobytes()
+    out = bytearray()
+    for i in ids.tolist():
+      if 0 <= i < N_BYTES:
+        out.append(i)
+      else:
+        out += SPECIAL_NAMES.get(i, f'<unk_{i}>').encode('ascii')
+    return bytes(out)
+
+  def decode(self, ids: Iterable[int] | np.ndarray,
+             skip_special: bool = True) -> str:
+    """Text of `ids`; invalid UTF-8 becomes U+FFFD. Does not stop at EOS/PAD."""
+    return self.decode_bytes(ids, skip_special).decode('utf-8', errors='replace')
+
+
+def padded_vocab_size(tokenizer: ByteTokenizer, multiple: int = 128) -> int:
+  """The vocabulary rounded up to a multiple of `multiple` (272 -> 384)."""
+  if multiple <= 0:
+    raise ValueError(f'padded_vocab_size: multiple must be positive, got {multiple}')
+  return -(-tokenizer.vocab_size // multiple) * multiple

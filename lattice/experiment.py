@@ -1,0 +1,95 @@
+"""Running an experiment's arms over seeds through the one train loop.
+
+An experiment file lists its arms in its ConfigDict (`config.arms`: a list of
+{name, overrides}) and its seeds (`config.seeds`); `run_arms` trains and evaluates
+each (arm, seed) in `workdir/<arm>/seed_<k>` (so a rerun resumes), optionally
+measures more with `measure(cfg, out) -> dict`, and aggregates over seeds into the
+`results.Arm` records a Result holds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ml_collections
+
+from lattice import config as config_lib
+from lattice import results
+from lattice.train import loop
+
+SCALARS = ('val_loss', 'val_bpb', 'train_loss', 'tokens_per_s', 'mfu')
+
+
+def load_experiment_module(path: str):
+  """Imports an experiment file by path (for `run` and `get_config`)."""
+  import importlib.util
+  p = Path(path)
+  if not p.is_file():
+    raise config_lib.ConfigError(f'--config: no such experiment file: {path}')
+  spec = importlib.util.spec_from_file_location(f'lattice_experiment_{p.stem}', p)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name in ('get_config', 'run'):
+    if not hasattr(module, name):
+      raise config_lib.ConfigError(f'--config: {path} defines no `{name}` function')
+  return module
+
+
+def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
+  arms = config.get('arms') or [{'name': 'baseline', 'overrides': {}}]
+  out = []
+  for arm in arms:
+    arm = dict(arm)
+    out.append((arm['name'], dict(arm.get('overrides', {}))))
+  return out
+
+
+def arm_config(config: ml_collections.ConfigDict, overrides: dict[str, Any],
+               seed: int) -> config_lib.Config:
+  """The typed config of one (arm, seed); errors name the arm's bad key."""
+  cfg = config_lib.build(config)
+  try:
+    return config_lib.replace(cfg, **overrides, **{'train.seed': seed})
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'arms: {e}') from None
+
+
+def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
+             measure: Callable[[config_lib.Config, dict], dict] | None = None,
+             ) -> tuple[list[results.Arm], dict[str, list[dict]]]:
+  """Trains every arm x seed; returns Arms and each arm's per-seed raw outputs."""
+  workdir = Path(workdir)
+  seeds = list(config.get('seeds', [0]))
+  arms, raw = [], {}
+  for name, overrides in arm_list(config):
+    per_seed, outs, t0 = [], [], time.perf_counter()
+    for seed in seeds:
+      cfg = arm_config(config, overrides, seed)
+      print(f'[lattice] arm {name!r} seed {seed}')
+      out = loop.train_and_evaluate(cfg, workdir / name / f'seed_{seed}')
+      scalars = {k: float(out[k]) for k in SCALARS if k in out}
+      if measure is not None:
+        scalars.update(measure(out['setup'].cfg, out))
+      per_seed.append(scalars)
+      outs.append({k: v for k, v in out.items() if k not in ('state', 'setup')}
+                  | {'seed': seed, 'measured': scalars})
+    first = outs[0]
+    arms.append(results.Arm(
+        name=name, overrides=overrides, metrics=results.aggregate(per_seed),
+        params=int(first['params']), active_params=int(first['params']),
+        train_flops=float(first['train_flops']), tokens=int(first['tokens']),
+        wall_s=time.perf_counter() - t0, seeds=seeds,
+        extra={'history': [o['history'] for o in outs]}))
+    raw[name] = outs
+  return arms, raw
+
+
+def pick_mode(arg: str | None, modes: dict[str, Callable[[], Any]]):
+  """`get_config(arg)` helper: the mode's builder, or a ConfigError listing modes."""
+  arg = arg or 'smoke'
+  if arg not in modes:
+    raise config_lib.ConfigError(
+        f'--config: unknown mode {arg!r}; choose one of {", ".join(modes)}')
+  return modes[arg]()

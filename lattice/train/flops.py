@@ -1,0 +1,54 @@
+"""Compute accounting: parameter counts, train FLOPs per token, a measured matmul peak.
+
+FLOPs per token follow PaLM (arXiv 2204.02311, App. B): 6 N for the matmuls of the
+N matmul parameters (forward 2N, backward 4N) plus 12 * layers * seq_len * attn_width
+for attention scores and values. N counts every matrix a token goes through once,
+so the tied embedding counts as the output projection (the lookup is free).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from lattice import config as config_lib
+
+
+def count_params(params: Any) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def matmul_params(params: Any, model_cfg: config_lib.ModelConfig) -> int:
+  """Parameters in matrices used once per token (excludes norms and the lookup)."""
+  total = 0
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    if 'embedding' in path:
+      total += leaf.size if model_cfg.tie_embeddings else 0
+    elif leaf.ndim >= 2:
+      total += leaf.size
+  return int(total)
+
+
+def train_flops_per_token(params: Any, model_cfg: config_lib.ModelConfig,
+                          seq_len: int) -> float:
+  attn_width = model_cfg.n_heads * model_cfg.head_dim
+  return float(6 * matmul_params(params, model_cfg)
+               + 12 * model_cfg.n_layers * seq_len * attn_width)
+
+
+def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
+  """FLOP/s of a large square `jnp.dot` on the default backend (best of repeats)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(jnp.dot)
+  f(a, b).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * n ** 3 / best

@@ -1,0 +1,36 @@
+"""Shared test setup: 8 simulated CPU devices (meshes), quiet logs, tiny configs."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '')
+import jax  # noqa: E402
+
+# Must happen before any backend is initialised; every test then sees 8 CPU devices
+# and picks a 1-device or 8-device mesh explicitly.
+jax.config.update('jax_num_cpu_devices', 8)
+
+import pytest  # noqa: E402
+from absl import logging  # noqa: E402
+
+logging.set_verbosity(logging.WARNING)
+
+
+def tiny_config(**sections):
+  """A ConfigDict-style dict for a ~30k-parameter model on short sequences."""
+  base = {
+      'model': {'d_model': 32, 'n_layers': 2, 'max_len': 64,
+                'attention': {'n_heads': 4, 'n_kv_heads': 2}},
+      'data': {'seq_len': 16, 'batch_size': 8, 'eval_batches': 2},
+      'optimizer': {'lr': 3e-3, 'warmup_steps': 2},
+      'train': {'steps': 6, 'log_every': 2, 'eval_every': 0, 'progress': False,
+                'flops_peak': 1e9},
+      'checkpoint': {'every': 3, 'keep': 3},
+  }
+  for name, values in sections.items():
+    base.setdefault(name, {}).update(values)
+  return base
+
+
+@pytest.fixture
+def one_device():
+  return jax.devices()[:1]

@@ -1,0 +1,108 @@
+"""The train loop: resume == uninterrupted (bitwise), non-finite handling, outputs."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lattice import config as config_lib
+from lattice.data import pipeline, tokenizer
+from lattice.train import checkpoint, loop, optim, step as step_lib
+
+from conftest import tiny_config
+
+
+def _cfg(**sections):
+  return config_lib.build(tiny_config(**sections))
+
+
+def _next_batch_after(cfg, workdir):
+  """The batch the restored data iterator yields next."""
+  it = pipeline.make_train_iterator(cfg.data, tokenizer.ByteTokenizer(),
+                                    seed=cfg.data.shuffle_seed)
+  setup = loop.build(cfg, devices=jax.devices()[:1])
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
+  ckpt.restore(setup.abstract_state, it)
+  ckpt.close()
+  return next(it)
+
+
+def test_resume_equals_uninterrupted_bitwise(tmp_path, one_device):
+  cfg = _cfg()  # 6 steps, checkpoint every 3
+  full = loop.train_and_evaluate(cfg, tmp_path / 'full', devices=one_device)
+  part = loop.train_and_evaluate(cfg, tmp_path / 'resumed', stop_after=3,
+                                 devices=one_device)
+  assert part['preempted'] and part['steps'] == 3
+  resumed = loop.train_and_evaluate(cfg, tmp_path / 'resumed', devices=one_device)
+  assert resumed['steps'] == 6 and not resumed['preempted']
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               full['state'].params, resumed['state'].params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               full['state'].opt_state, resumed['state'].opt_state)
+  assert full['val_loss'] == resumed['val_loss']
+  a = _next_batch_after(cfg, tmp_path / 'full')
+  b = _next_batch_after(cfg, tmp_path / 'resumed')
+  np.testing.assert_array_equal(a['inputs'], b['inputs'])
+
+
+def test_outputs_metrics_and_accounting(tmp_path, one_device):
+  out = loop.train_and_evaluate(_cfg(train={'eval_every': 3}), tmp_path, devices=one_device)
+  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [l['step'] for l in lines if 'loss' in l] == [2, 4, 6]
+  assert [h['step'] for h in out['history']] == [3, 6]
+  assert out['val_bpb'] > 0 and np.isfinite(out['val_loss'])
+  assert out['tokens'] == 6 * 8 * 16
+  # 6N + 12 * layers * L * attention width (PaLM App. B).
+  n_matmul = sum(x.size for x in jax.tree.leaves(out['state'].params) if x.ndim >= 2)
+  assert out['flops_per_token'] == 6 * n_matmul + 12 * 2 * 16 * 32
+  assert out['tokens_per_s'] > 0 and 0 < out['mfu']
+  assert json.loads((tmp_path / 'final_metrics.json').read_text())['steps'] == 6
+
+
+def _nan_loss(model, variables, batch, mutable):
+  loss, aux = step_lib.lm_loss(model, variables, batch, mutable)
+  return loss * jnp.nan, aux
+
+
+def test_nonfinite_stops_naming_the_step_and_saves_nothing(tmp_path, one_device):
+  with pytest.raises(loop.NonFiniteError, match='non-finite loss, grad_norm at step 1'):
+    loop.train_and_evaluate(_cfg(), tmp_path, loss_fn=_nan_loss, devices=one_device)
+  assert checkpoint.Checkpointer(tmp_path / 'checkpoints',
+                                 config_lib.CheckpointConfig()).latest_step() is None
+
+
+def test_nonfinite_skip_leaves_params_untouched(tmp_path, one_device):
+  cfg = _cfg(train={'nonfinite': 'skip'})
+  out = loop.train_and_evaluate(cfg, tmp_path, loss_fn=_nan_loss, devices=one_device)
+  init = loop.build(cfg, devices=one_device).init(jax.random.key(cfg.train.seed))
+  assert out['steps'] == 6
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               out['state'].params, init.params)
+
+
+@pytest.mark.parametrize('schedule', ['constant', 'cosine', 'wsd', 'two_stage'])
+def test_schedules(schedule):
+  o = config_lib.OptimizerConfig(lr=1.0, warmup_steps=10, schedule=schedule,
+                                 min_lr_ratio=0.1)
+  lr = optim.lr_schedule(o, 100)
+  assert float(lr(0)) == 0.0 and abs(float(lr(10)) - 1.0) < 1e-6
+  if schedule == 'constant':
+    assert float(lr(99)) == 1.0
+  elif schedule == 'wsd':
+    assert float(lr(79)) == 1.0 and abs(float(lr(100)) - 0.1) < 1e-6
+  elif schedule == 'cosine':
+    assert abs(float(lr(100)) - 0.1) < 1e-6
+  else:  # BitNet two-stage: an abrupt drop at the midpoint, decay off after it.
+    assert float(lr(49)) - float(lr(50)) > 0.1
+    wd = optim.weight_decay_schedule(o, 100)
+    assert float(wd(49)) == pytest.approx(0.1) and float(wd(50)) == 0.0
+
+
+def test_decay_mask_skips_norms_and_embeddings():
+  params = {'embed': {'embedding': jnp.ones((4, 2))}, 'norm': {'scale': jnp.ones(2)},
+            'dense': {'kernel': jnp.ones((2, 2))}}
+  mask = optim.decay_mask(params)
+  assert mask == {'embed': {'embedding': False}, 'norm': {'scale': False},
+                  'dense': {'kernel': True}}
