@@ -20,15 +20,14 @@ goes well below that.
 
 from __future__ import annotations
 
-import io
-import tokenize
+import ast
 
 import jax
 import ml_collections
 import numpy as np
 
 from lattice import experiment, results
-from lattice.data import pipeline, sources, tokenizer as tokenizer_lib
+from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.decode import sampling
 
 PAPER = {'title': 'LLaMA: Open and Efficient Foundation Language Models',
@@ -45,19 +44,19 @@ def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_
   c.checkpoint = dict(every=max(steps // 4, 1))
   c.seeds = [0]
   c.arms = [dict(name='baseline', overrides={})]
-  c.eval = dict(samples=8, prompt_len=32, new_tokens=96, temperature=0.7, top_k=20)
+  c.eval = dict(samples=16, prompt_len=32, new_tokens=96, temperature=0.7, top_k=20)
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = experiment.pick_mode(arg, {
       'smoke': lambda: _config(32, 1, 2, 32, 8, 12, 3e-3, 2, 0),
-      'quick': lambda: _config(128, 4, 4, 128, 16, 800, 3e-3, 50, 200),
+      'quick': lambda: _config(192, 4, 4, 128, 16, 1200, 3e-3, 60, 300),
       'full': lambda: _config(512, 8, 8, 512, 64, 20_000, 1e-3, 1000, 2000),
   })
   c.mode = arg or 'smoke'
   if c.mode == 'smoke':
-    c.eval = dict(samples=2, prompt_len=8, new_tokens=16, temperature=0.7, top_k=20)
+    c.eval = dict(samples=2, prompt_len=8, new_tokens=32, temperature=0.7, top_k=20)
   return c
 
 
@@ -74,26 +73,31 @@ def entropy_bits(p: np.ndarray) -> float:
   return float(-(p * np.log2(p)).sum())
 
 
-def python_line_validity(text: str) -> float:
-  """Share of complete, non-blank lines that Python's tokenizer accepts on their own.
+_CONTINUATIONS = {'elif': 'if 1:\n pass\n', 'else': 'if 1:\n pass\n',
+                  'except': 'try:\n pass\n', 'finally': 'try:\n pass\n'}
 
-  A line that only leaves a bracket or a triple-quoted string open counts as valid
-  (it continues on the next line); a line with an error token (stray characters,
-  an unterminated single-quoted string) does not.
+
+def _line_parses(line: str) -> bool:
+  """Whether one stripped line is Python on its own (a block opener gets a body)."""
+  s = line.strip()
+  prefix = _CONTINUATIONS.get(s.split(' ')[0].rstrip(':'), '')
+  body = '\n pass' if s.endswith(':') else ''
+  try:
+    ast.parse(prefix + s + body)
+    return True
+  except (SyntaxError, ValueError):
+    return False
+
+
+def python_line_validity(texts: list[str]) -> float:
+  """Share of complete, non-blank lines that parse as Python statements on their own.
+
+  Lines that continue a bracket or a docstring fail, so real code scores well
+  below 1; `run` therefore reports it next to the same measure on held-out real
+  code and on bytes drawn from the corpus's byte frequencies.
   """
-  lines = [l for l in text.split('\n')[:-1] if l.strip()]
-  if not lines:
-    return 0.0
-  ok = 0
-  for line in lines:
-    try:
-      toks = tokenize.generate_tokens(io.StringIO(line.strip() + '\n').readline)
-      ok += all(t.type != tokenize.ERRORTOKEN for t in toks)
-    except tokenize.TokenError as e:
-      ok += 'EOF in multi-line' in str(e)
-    except (SyntaxError, ValueError):  # IndentationError is a SyntaxError
-      pass
-  return ok / len(lines)
+  lines = [l for t in texts for l in t.split('\n')[:-1] if l.strip()]
+  return sum(map(_line_parses, lines)) / len(lines) if lines else 0.0
 
 
 def sample_texts(cfg, out, ev, key) -> list[str]:
@@ -110,6 +114,15 @@ def sample_texts(cfg, out, ev, key) -> list[str]:
   return [tok.decode(row) for row in np.asarray(new)]
 
 
+def reference_texts(data_cfg, tok, freqs, n: int, length: int) -> dict[str, list[str]]:
+  """Held-out real code and corpus-frequency random bytes, cut like the samples."""
+  rows = pipeline.make_eval_batches(data_cfg, tok, 4)[-1]['targets'][:n, :length]
+  rng = np.random.default_rng(0)
+  noise = rng.choice(256, size=(n, length), p=freqs)
+  return {'real': [tok.decode(r) for r in rows],
+          'random': [bytes(r.tolist()).decode('utf-8', 'replace') for r in noise]}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   ev = dict(config.eval)
   tok = tokenizer_lib.ByteTokenizer()
@@ -118,28 +131,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   def measure(cfg, out):
     texts = sample_texts(cfg, out, ev, jax.random.key(cfg.train.seed))
     samples[cfg.train.seed] = texts
-    return {'python_line_validity': python_line_validity('\n'.join(texts)),
-            'train_tokens_per_s': out['tokens_per_s']}
+    return {'python_line_validity': python_line_validity(texts)}
 
-  arms, raw = experiment.run_arms(config, workdir, measure=measure)
+  arms, _ = experiment.run_arms(config, workdir, measure=measure)
   cfg = experiment.arm_config(config, {}, 0)
   freqs = byte_frequencies(cfg.data, tok)
   h_unigram = entropy_bits(freqs)
-  # Reference: text drawn from the corpus's byte distribution, as long as the samples.
-  ref_bytes = np.random.default_rng(0).choice(
-      256, size=len(samples[0]) * ev['new_tokens'], p=freqs)
-  ref_validity = python_line_validity(bytes(ref_bytes.tolist()).decode('utf-8', 'replace'))
+  refs = reference_texts(cfg.data, tok, freqs, ev['samples'], ev['new_tokens'])
+  real, rand = (python_line_validity(refs[k]) for k in ('real', 'random'))
   m = arms[0].metrics
   bpb, validity = m['val_bpb']['mean'], m['python_line_validity']['mean']
   checks = [
       results.check('val bits/byte well below the unigram entropy',
-                    bpb < 0.6 * h_unigram,
+                    bpb < 2 / 3 * h_unigram,
                     f'val_bpb={bpb:.3f} vs unigram entropy {h_unigram:.3f} bits/byte '
-                    f'(needs < 60%: {0.6 * h_unigram:.3f})'),
-      results.check('sampled text is valid-looking Python',
-                    validity >= 0.8 and validity > ref_validity + 0.2,
-                    f'{validity:.1%} of sampled lines tokenize as Python '
-                    f'(random bytes: {ref_validity:.1%}; needs >= 80%)'),
+                    f'(needs < 2/3 of it: {2 / 3 * h_unigram:.3f})'),
+      results.check('sampled lines parse as Python about as often as real code',
+                    validity >= rand + 0.5 * (real - rand),
+                    f'{validity:.1%} of sampled lines parse on their own; held-out real '
+                    f'code {real:.1%}, corpus-frequency random bytes {rand:.1%} (needs '
+                    f'at least half the gap closed: {rand + 0.5 * (real - rand):.1%})'),
   ]
   plots = [results.plot_series(
       f'{workdir}/val_bpb.png',
@@ -147,11 +158,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                 [h['val_bpb'] for h in a.extra['history'][0]]) for a in arms},
       xlabel='step', ylabel='validation bits/byte', title='baseline LM on stdlib')]
   result = results.Result(
-      experiment='baseline_lm', paper=PAPER, claim=__doc__.split('Claim: ')[1].split('\n\n')[0],
+      experiment='baseline_lm', paper=PAPER,
+      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
       mode=config.mode, arms=arms, checks=checks,
-      headline={'paper': f'below unigram entropy ({h_unigram:.2f} bits/byte)',
-                'ours': f'{bpb:.3f} bits/byte, {validity:.0%} valid lines'},
-      plots=plots, notes='Data: ' + str(sources.stdlib_info()) +
-      '\n\nSamples:\n' + '\n---\n'.join(samples[0][:3]))
+      headline={'paper': f'well below the unigram entropy ({h_unigram:.2f} bits/byte)',
+                'ours': f'{bpb:.3f} bits/byte; {validity:.0%} of lines parse '
+                        f'(real code {real:.0%})'},
+      plots=plots, env=experiment.result_env(config),
+      notes='Samples (seed 0):\n\n```\n' + '\n---\n'.join(samples[0][:3]) + '\n```')
   result.write(workdir)
   return result

@@ -37,7 +37,8 @@ def main(argv=None) -> None:
       print(f'lattice: error: no benchmark {rest[0]!r} ({e})', file=sys.stderr)
       sys.exit(2)
   else:
-    print(f'lattice: error: unknown command {command!r}\n{USAGE}', file=sys.stderr)
+    print(f'lattice: error: unknown command {command!r}; choose run, report or bench '
+          '(see lattice --help)', file=sys.stderr)
     sys.exit(2)
 
 

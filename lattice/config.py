@@ -257,9 +257,11 @@ def validate(cfg: Config) -> Config:
       raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
                         f'{", ".join(sorted(kinds))}')
   m, a = cfg.model, cfg.model.attention
-  for name in ('d_model', 'n_layers', 'max_len'):
+  for name in ('d_model', 'n_layers', 'max_len', 'norm_eps'):
     _positive(f'model.{name}', getattr(m, name))
   _positive('model.attention.n_heads', a.n_heads)
+  _positive('model.attention.rope_theta', a.rope_theta)
+  _positive('model.mtp.n', m.mtp.n)
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)
@@ -292,6 +294,12 @@ def validate(cfg: Config) -> Config:
   _positive('optimizer.warmup_steps', o.warmup_steps, allow_zero=True)
   _positive('optimizer.weight_decay', o.weight_decay, allow_zero=True)
   _positive('optimizer.clip_norm', o.clip_norm, allow_zero=True)
+  _positive('optimizer.eps', o.eps)
+  _positive('optimizer.stage2_lr_ratio', o.stage2_lr_ratio, allow_zero=True)
+  _positive('optimizer.stage2_weight_decay', o.stage2_weight_decay, allow_zero=True)
+  for name in ('b1', 'b2'):
+    if not 0.0 <= getattr(o, name) < 1.0:
+      raise ConfigError(f'optimizer.{name}: must be in [0, 1), got {getattr(o, name)}')
   if not 0.0 <= o.min_lr_ratio <= 1.0:
     raise ConfigError(f'optimizer.min_lr_ratio: must be in [0, 1], got {o.min_lr_ratio}')
   if not 0.0 < o.decay_fraction <= 1.0:
@@ -301,13 +309,15 @@ def validate(cfg: Config) -> Config:
   _positive('train.steps', t.steps)
   _positive('train.log_every', t.log_every)
   _positive('train.eval_every', t.eval_every, allow_zero=True)
+  _positive('train.flops_peak', t.flops_peak, allow_zero=True)
   if o.warmup_steps > t.steps:
     raise ConfigError(f'optimizer.warmup_steps: {o.warmup_steps} exceeds '
                       f'train.steps={t.steps}')
   for name in ('fsdp', 'expert', 'tensor'):
     _positive(f'mesh.{name}', getattr(cfg.mesh, name))
-  if cfg.mesh.data != -1:
-    _positive('mesh.data', cfg.mesh.data)
+  if cfg.mesh.data != -1 and cfg.mesh.data <= 0:
+    raise ConfigError(f'mesh.data: must be positive, or -1 for all devices not used '
+                      f'by the other axes, got {cfg.mesh.data}')
   c = cfg.checkpoint
   _positive('checkpoint.every', c.every)
   _positive('checkpoint.keep', c.keep)

@@ -27,7 +27,9 @@ def load_experiment_module(path: str):
   import importlib.util
   p = Path(path)
   if not p.is_file():
-    raise config_lib.ConfigError(f'--config: no such experiment file: {path}')
+    raise config_lib.ConfigError(
+        f'--config: no such experiment file: {path!r} (expected FILE.py:MODE, e.g. '
+        f'experiments/baseline_lm.py:smoke)')
   spec = importlib.util.spec_from_file_location(f'lattice_experiment_{p.stem}', p)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -86,10 +88,29 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   return arms, raw
 
 
-def pick_mode(arg: str | None, modes: dict[str, Callable[[], Any]]):
-  """`get_config(arg)` helper: the mode's builder, or a ConfigError listing modes."""
+def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The Result's `env`: software and devices, plus what data the run trained on."""
+  from lattice.data import pipeline
+  return {**results.env_info(), 'data': pipeline.describe(config_lib.build(config).data)}
+
+
+def pick_mode(arg: str | None, modes: dict[str, Callable[[], Any]]
+              ) -> ml_collections.ConfigDict:
+  """`get_config(arg)` helper: the mode's config over the library defaults.
+
+  The mode's ConfigDict is merged onto every section's defaults, so any field
+  (`--config.mesh.tensor=2`, `--config.checkpoint.keep=5`) can be overridden on the
+  command line even when the experiment leaves it at its default, and a mistyped
+  key is reported by name. An unknown mode raises a ConfigError listing the modes.
+  """
   arg = arg or 'smoke'
   if arg not in modes:
     raise config_lib.ConfigError(
         f'--config: unknown mode {arg!r}; choose one of {", ".join(modes)}')
-  return modes[arg]()
+  config = config_lib.to_config_dict(config_lib.Config())
+  try:
+    config.update(modes[arg]())
+  except TypeError as e:  # ConfigDict's type safety: a default's type was changed.
+    raise config_lib.ConfigError(f'--config: mode {arg!r} sets a field to the wrong '
+                                 f'type: {e}') from None
+  return config

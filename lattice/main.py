@@ -7,7 +7,9 @@ Errors a user can cause end in one line naming the field, exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -45,8 +47,8 @@ def _init_distributed() -> None:
 def run(config, workdir: str):
   """Loads the experiment module named by the config flag and runs it."""
   from lattice import experiment
-  # The flag's value is 'FILE.py:MODE'; the mode is the part after the last ':'.
-  filename = config_flags.get_config_filename(flags.FLAGS['config']).rsplit(':', 1)[0]
+  # The flag's value is 'FILE.py:MODE'; config_flags splits it at the first ':'.
+  filename = config_flags.get_config_filename(flags.FLAGS['config']).split(':', 1)[0]
   module = experiment.load_experiment_module(filename)
   config_lib.build(config)  # Validate every section before anything compiles.
   result = module.run(config, workdir)
@@ -61,8 +63,10 @@ def run(config, workdir: str):
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  if _WORKDIR.value is None:
-    _fail('--workdir is required')
+  if not _WORKDIR.value:
+    _fail('--workdir is required (where checkpoints, metrics and result.json go)')
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    _fail(f'--workdir: {_WORKDIR.value!r} exists and is not a folder')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   try:
@@ -72,16 +76,122 @@ def main(argv):
     _fail(str(e))
 
 
+def _first_line(e: BaseException) -> str:
+  lines = [l for l in str(e).splitlines() if l.strip()]
+  return lines[0].strip() if lines else type(e).__name__
+
+
+def _config_error_in(e: BaseException | None) -> config_lib.ConfigError | None:
+  """The innermost ConfigError that `e` wraps.
+
+  absl re-raises as a flag error, and config_flags re-raises a get_config error as
+  `type(e)('Error whilst parsing config file:' + traceback)`; the original, with
+  the one-line message, is at the end of the chain.
+  """
+  found, seen = None, set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, config_lib.ConfigError):
+      found = e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return found
+
+
+_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)(?:=(.*))?$', re.S)
+
+
+def _config_args(argv) -> tuple[str | None, list[tuple[str, str | None]]]:
+  """The --config value and the (path, value) of each --config.PATH override."""
+  spec, overrides = None, []
+  for i, arg in enumerate(argv):
+    if re.match(r'^--?config(=|$)', arg):
+      spec = arg.split('=', 1)[1] if '=' in arg else (
+          argv[i + 1] if i + 1 < len(argv) else None)
+    elif m := _OVERRIDE.match(arg):
+      overrides.append((m.group(1), m.group(2)))
+  return spec, overrides
+
+
+def _check_override(config, path: str, value: str | None) -> str | None:
+  """Why `--config.path=value` does not fit `config`, or None if it does."""
+  node, parts = config, path.split('.')
+  for j, part in enumerate(parts):
+    where = '.'.join(parts[:j]) or 'the config'
+    if not hasattr(node, 'keys'):
+      return (f'--config.{path}: {where} holds a value ({type(node).__name__}), '
+              'not a section of keys')
+    if part not in node:
+      if j == 0 and part in config_lib.SECTIONS:
+        return (f'--config.{path}: the experiment config has no {part!r} section '
+                '(build its modes with lattice.experiment.pick_mode, which fills '
+                'in every default)')
+      keys = sorted(node.keys())
+      close = difflib.get_close_matches(part, keys, n=1)
+      hint = f'did you mean {close[0]!r}? ' if close else ''
+      return (f'--config.{path}: unknown config key {part!r} in {where} '
+              f'({hint}known keys: {", ".join(keys)})')
+    node = node[part]
+  if value is None:
+    return None
+  # The parsers config_flags uses for these field types.
+  for kind, parser, want in ((bool, flags.BooleanParser(), 'true/false'),
+                             (int, flags.IntegerParser(), 'an integer'),
+                             (float, flags.FloatParser(), 'a number')):
+    if isinstance(node, kind):
+      try:
+        parser.parse(value)
+      except ValueError:
+        return f'--config.{path}: expected {want}, got {value!r}'
+      break
+  return None
+
+
+def _diagnose(argv) -> str | None:
+  """Re-reads the experiment named by --config and checks each override."""
+  from lattice import experiment
+  spec, overrides = _config_args(argv[1:])
+  if not spec:
+    return '--config: needs a value, FILE.py:MODE'
+  # Mirrors config_flags: 'FILE.py:MODE' split at the first ':'.
+  filename, *mode = spec.split(':', 1)
+  try:
+    module = experiment.load_experiment_module(filename)
+    config = module.get_config(*mode)
+  except config_lib.ConfigError as e:
+    return str(e)
+  except Exception as e:  # A broken experiment file: say where, in one line.
+    return f'--config: {spec}: {type(e).__name__}: {_first_line(e)}'
+  for path, value in overrides:
+    problem = _check_override(config, path, value)
+    if problem:
+      return problem
+  return None
+
+
+def _explain(argv, e: BaseException) -> str:
+  """One line for a flag-parsing failure, naming the flag or config field."""
+  cause = _config_error_in(e)
+  if cause is not None:
+    return str(cause)
+  diagnosis = _diagnose(argv)
+  if diagnosis:
+    return diagnosis
+  if isinstance(e, flags.Error):
+    return _first_line(e)
+  return f'--config: {type(e).__name__}: {_first_line(e)}'
+
+
 def _parse_flags(argv):
-  """absl parsing, with config-file errors turned into one clear line."""
+  """absl parsing, with config-file and override errors turned into one clear line.
+
+  ml_collections reports a mistyped override key as a bare AttributeError/KeyError
+  and a get_config failure as a multi-line traceback inside a flag error, so on any
+  failure the experiment is re-read and each override checked by name.
+  """
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0] if str(e) else repr(e))
-  except config_lib.ConfigError as e:
-    _fail(str(e))
-  except Exception as e:  # get_config raising on a bad mode, a broken file, ...
-    _fail(f'--config: {type(e).__name__}: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(_explain(argv, e))
 
 
 def cli(argv=None):

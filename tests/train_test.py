@@ -106,3 +106,39 @@ def test_decay_mask_skips_norms_and_embeddings():
   mask = optim.decay_mask(params)
   assert mask == {'embed': {'embedding': False}, 'norm': {'scale': False},
                   'dense': {'kernel': True}}
+
+
+_SIGTERM_SCRIPT = '''
+import json, sys
+from lattice.train import loop
+cfg = json.loads(sys.argv[2])
+out = loop.train_and_evaluate(cfg, sys.argv[1])
+print('RESULT', json.dumps({'steps': out['steps'], 'preempted': out['preempted']}))
+'''
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+  cfg = tiny_config(train={'steps': 100_000, 'log_every': 1},
+                    checkpoint={'every': 100_000})
+  cmd = [sys.executable, '-c', _SIGTERM_SCRIPT, str(tmp_path), json.dumps(cfg)]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while not (metrics.exists() and metrics.read_text().count('\n') >= 3):
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline, 'training never started'
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  t0 = time.time()
+  stdout, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 0, stderr[-2000:]
+  assert time.time() - t0 < 30  # saved and exited promptly
+  result = json.loads(stdout.split('RESULT ')[1])
+  assert result['preempted'] and 3 <= result['steps'] < 100_000
+  ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints', config_lib.CheckpointConfig())
+  assert ckpt.latest_step() == result['steps']  # the interrupted step was saved
+  ckpt.close()

@@ -1,1 +1,4 @@
-"""lattice.train."""
+"""lattice.train: state, pure steps, the loop, checkpointing, optimizer, FLOP accounting."""
+
+from lattice.train.loop import NonFiniteError
+from lattice.train.loop import train_and_evaluate

@@ -8,6 +8,7 @@ so the tied embedding counts as the output projection (the lookup is free).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -40,6 +41,7 @@ def train_flops_per_token(params: Any, model_cfg: config_lib.ModelConfig,
                + 12 * model_cfg.n_layers * seq_len * attn_width)
 
 
+@functools.lru_cache(maxsize=None)  # once per process: every run in it shares the peak
 def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
   """FLOP/s of a large square `jnp.dot` on the default backend (best of repeats)."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)

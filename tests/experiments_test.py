@@ -1,0 +1,37 @@
+"""Every experiment's smoke mode runs end to end and writes a valid result.json."""
+
+import json
+import pathlib
+
+import pytest
+
+from lattice import experiment, results
+
+EXPERIMENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / 'experiments')
+                     .glob('*.py') if p.name != '__init__.py')
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.stem)
+def test_smoke_writes_valid_result(path, tmp_path):
+  module = experiment.load_experiment_module(str(path))
+  config = module.get_config('smoke')
+  result = module.run(config, str(tmp_path))
+  data = json.loads((tmp_path / 'result.json').read_text())
+  results.validate_result_json(data)
+  assert data['experiment'] == result.experiment == path.stem
+  assert data['mode'] == 'smoke' and data['checks']
+  assert (tmp_path / 'table.md').exists()
+  for plot in data['plots']:
+    assert (tmp_path / plot).stat().st_size > 0
+  for arm in data['arms']:
+    assert arm['tokens'] > 0 and arm['params'] > 0 and arm['train_flops'] > 0
+
+
+def test_modes_and_docstring():
+  for path in EXPERIMENTS:
+    module = experiment.load_experiment_module(str(path))
+    doc = module.__doc__
+    assert 'arXiv' in doc or 'arxiv' in doc, path
+    for mode in ('smoke', 'quick', 'full'):
+      assert f':{mode}' in doc, (path, mode)
+      assert module.get_config(mode).mode == mode
