@@ -1,6 +1,6 @@
 r"""Train-step throughput and model-FLOPs utilization against a measured matmul peak.
 
-  python -m benchmarks.train_throughput [--sizes 128,256,384] [--json out.json]
+  python -m benchmarks.train_throughput [--sizes 256,384,512] [--json out.json]
 
 For each model width, times the jitted train step (the same one `train_and_evaluate`
 uses) on synthetic batches and reports tokens/s and MFU = tokens/s x train FLOPs per
@@ -61,7 +61,7 @@ def time_train_step(cfg: config_lib.Config, steps: int, devices) -> dict:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--sizes', default='128,256,384')
+  parser.add_argument('--sizes', default='256,384,512')
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--steps', type=int, default=10)

@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, results
+from lattice import experiment, results, sharding
 from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.decode import sampling
 
@@ -44,7 +44,7 @@ def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_
   c.checkpoint = dict(every=max(steps // 4, 1))
   c.seeds = [0]
   c.arms = [dict(name='baseline', overrides={})]
-  c.eval = dict(samples=16, prompt_len=32, new_tokens=96, temperature=0.7, top_k=20)
+  c.eval = dict(samples=64, prompt_len=32, new_tokens=128, temperature=0.7, top_k=20)
   return c
 
 
@@ -100,14 +100,19 @@ def python_line_validity(texts: list[str]) -> float:
   return sum(map(_line_parses, lines)) / len(lines) if lines else 0.0
 
 
+def validation_rows(data_cfg, tok, n: int) -> np.ndarray:
+  """n packed validation windows (as many eval batches as that takes)."""
+  batches = pipeline.make_eval_batches(data_cfg, tok, -(-n // data_cfg.batch_size) + 1)
+  return np.concatenate([b['targets'] for b in batches])[:n]
+
+
 def sample_texts(cfg, out, ev, key) -> list[str]:
   tok = tokenizer_lib.ByteTokenizer()
-  batch = pipeline.make_eval_batches(cfg.data, tok, 1)[0]
-  prompts = batch['inputs'][:ev['samples'], :ev['prompt_len']]
+  prompts = validation_rows(cfg.data, tok, ev['samples'])[:, :ev['prompt_len']]
   state = out['state']
-  # Gathered to one device: sampling a handful of rows needs no mesh.
+  # Gathered to the host: sampling a handful of rows needs no mesh.
   new = sampling.generate(
-      jax.device_get(state.variables), prompts, key, model_cfg=cfg.model,
+      sharding.to_host(state.variables), prompts, key, model_cfg=cfg.model,
       max_new_tokens=ev['new_tokens'], eos_id=tokenizer_lib.EOS_ID,
       pad_id=tokenizer_lib.PAD_ID,
       sampling=sampling.SamplingConfig(ev['temperature'], ev['top_k']))
@@ -116,7 +121,8 @@ def sample_texts(cfg, out, ev, key) -> list[str]:
 
 def reference_texts(data_cfg, tok, freqs, n: int, length: int) -> dict[str, list[str]]:
   """Held-out real code and corpus-frequency random bytes, cut like the samples."""
-  rows = pipeline.make_eval_batches(data_cfg, tok, 4)[-1]['targets'][:n, :length]
+  # Windows after the prompts' ones, so the reference is not the prompts' text.
+  rows = validation_rows(data_cfg, tok, 2 * n)[n:, :length]
   rng = np.random.default_rng(0)
   noise = rng.choice(256, size=(n, length), p=freqs)
   return {'real': [tok.decode(r) for r in rows],

@@ -9,7 +9,6 @@ measures more with `measure(cfg, out) -> dict`, and aggregates over seeds into t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,7 +65,7 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   seeds = list(config.get('seeds', [0]))
   arms, raw = [], {}
   for name, overrides in arm_list(config):
-    per_seed, outs, t0 = [], [], time.perf_counter()
+    per_seed, outs = [], []
     for seed in seeds:
       cfg = arm_config(config, overrides, seed)
       print(f'[lattice] arm {name!r} seed {seed}')
@@ -82,7 +81,7 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
         name=name, overrides=overrides, metrics=results.aggregate(per_seed),
         params=int(first['params']), active_params=int(first['params']),
         train_flops=float(first['train_flops']), tokens=int(first['tokens']),
-        wall_s=time.perf_counter() - t0, seeds=seeds,
+        wall_s=sum(o['wall_s'] for o in outs), seeds=seeds,
         extra={'history': [o['history'] for o in outs]}))
     raw[name] = outs
   return arms, raw

@@ -36,6 +36,8 @@ def _fail(message: str) -> None:
 
 def _init_distributed() -> None:
   import jax
+  # CPU processes exchange collectives over gloo (TPU/GPU use their own fabric).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)

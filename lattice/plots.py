@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from typing import Sequence
 
 _FIGSIZE = (5.5, 3.6)
@@ -24,10 +25,18 @@ def _new_figure():
   return fig
 
 
+def is_primary_process() -> bool:
+  """False on every process but 0 of a jax.distributed run (they must not write)."""
+  jax = sys.modules.get('jax')  # never import jax here: this module stays cheap
+  return jax is None or jax.process_index() == 0
+
+
 def _save(fig, path: str | os.PathLike[str]) -> str:
   path = pathlib.Path(path)
   if path.suffix.lower() != '.png':
     raise ValueError(f'plot path must end in .png, got {path}')
+  if not is_primary_process():
+    return path.name
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
   fig.savefig(path, format='png')

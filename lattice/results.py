@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from typing import Any
 
-from lattice.plots import plot_bars, plot_series  # pylint: disable=unused-import
+from lattice.plots import is_primary_process, plot_bars, plot_series  # pylint: disable=unused-import
 
 MODES = ('smoke', 'quick', 'full')
 RESULT_FILE = 'result.json'
@@ -211,6 +211,8 @@ class Result:
     workdir = pathlib.Path(workdir)
     d = self.to_json()
     validate_result_json(d)  # Fail here, not later in `lattice report`.
+    if not is_primary_process():
+      return
     # NaN (a diverged arm) is written as the JSON extension `NaN`, which Python's
     # json reads back; dropping it to null would lose the fact it diverged.
     _write_atomic(workdir / RESULT_FILE, json.dumps(d, indent=2) + '\n')

@@ -58,19 +58,27 @@ class Linear(nn.Module):
         nn.initializers.zeros, tuple(self.out_axes)), tuple(self.features),
                       self.param_dtype)
 
-  def project(self, x: jax.Array, w: jax.Array) -> jax.Array:
-    """The contraction; quantized subclasses transform x and w before calling it."""
+  @staticmethod
+  def prepare(cfg: config_lib.LinearConfig, x: jax.Array, w: jax.Array,
+              n_in: int) -> tuple[jax.Array, jax.Array]:
+    """(input, kernel) as the contraction should see them; identity for float.
+
+    Quantized kinds override this (e.g. ternary weights, 8-bit activations with a
+    straight-through estimator). It is a pure function of its arguments so MoE
+    experts can apply it per expert (vmapped over the expert axis).
+    """
+    del cfg, n_in
+    return x, w
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
     n_in = len(self.in_axes)
+    x, w = self.prepare(self.cfg, x, self.kernel(x.shape[x.ndim - n_in:]), n_in)
     x, w = x.astype(self.dtype), w.astype(self.dtype)
     y = jax.lax.dot_general(
         x, w, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
     b = self.bias()
     return y if b is None else y + b.astype(self.dtype)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    n_in = len(self.in_axes)
-    return self.project(x, self.kernel(x.shape[x.ndim - n_in:]))
 
 
 _LINEARS: dict[str, type[Linear]] = {'float': Linear}
@@ -82,13 +90,17 @@ def register_linear(kind: str, cls: type[Linear]) -> None:
   config_lib.register_kind('linear', kind)
 
 
+def linear_class(cfg: config_lib.LinearConfig) -> type[Linear]:
+  return _LINEARS[cfg.kind]
+
+
 def dense(cfg: config_lib.LinearConfig, features: int | Sequence[int],
           in_axes: Sequence[str], out_axes: Sequence[str], *, dtype=jnp.float32,
           param_dtype=jnp.float32, name: str | None = None,
           kernel_init_scale: float = 1.0) -> Linear:
   """The Dense factory: the projection class chosen by `cfg.kind`."""
   features = (features,) if isinstance(features, int) else tuple(features)
-  return _LINEARS[cfg.kind](
+  return linear_class(cfg)(
       features=features, in_axes=tuple(in_axes), out_axes=tuple(out_axes), cfg=cfg,
       dtype=dtype, param_dtype=param_dtype, kernel_init_scale=kernel_init_scale,
       name=name)

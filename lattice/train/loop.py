@@ -149,6 +149,14 @@ class _MetricsWriter:
         print('[lattice] train.tensorboard=True but tensorboardX is not installed; '
               'writing metrics.jsonl only')
 
+  def previous_wall_s(self) -> float:
+    """Wall time a resumed run had already spent (its last logged `wall_s`)."""
+    if not self.path.exists():
+      return 0.0
+    walls = [json.loads(l).get('wall_s', 0.0) for l in self.path.read_text().splitlines()
+             if l.strip()]
+    return max(walls, default=0.0)
+
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
       return
@@ -202,6 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   flops_per_token = flops.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len)
   peak = cfg.train.flops_peak or flops.measure_matmul_peak()
   writer = _MetricsWriter(workdir, cfg.train.tensorboard)
+  t_start -= writer.previous_wall_s()  # wall_s counts every session of a resumed run
   start_step = int(state.step)
   history: list[dict[str, float]] = []
   recent: list[float] = []
@@ -229,8 +238,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     del recent[:-50]
     if step % cfg.train.log_every == 0 or step == cfg.train.steps:
       tps = timed_tokens / timed_s if timed_s else 0.0
-      writer.write(step, {**m, 'tokens_per_s': tps,
-                          'mfu': tps * flops_per_token / peak})
+      writer.write(step, {**m, 'tokens_per_s': tps, 'mfu': tps * flops_per_token / peak,
+                          'wall_s': time.perf_counter() - t_start})
     if bar is not None:
       bar.update(1)
       bar.set_postfix(loss=f'{m["loss"]:.3f}',
@@ -280,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   final = evaluate(setup, state, eval_batches) if not preempted else {}
   if final and (not history or history[-1]['step'] != final_step):
     history.append({'step': final_step, **final})
-    writer.write(final_step, final)
+    writer.write(final_step, {**final, 'wall_s': time.perf_counter() - t_start})
   tps = timed_tokens / timed_s if timed_s else 0.0
   result = {
       **final,
