@@ -142,3 +142,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints', config_lib.CheckpointConfig())
   assert ckpt.latest_step() == result['steps']  # the interrupted step was saved
   ckpt.close()
+
+
+def test_rerunning_a_finished_run_keeps_its_training_measurements(tmp_path, one_device):
+  first = loop.train_and_evaluate(_cfg(), tmp_path, devices=one_device)
+  again = loop.train_and_evaluate(_cfg(), tmp_path, devices=one_device)
+  assert again['steps'] == 6
+  for key in ('train_loss', 'tokens_per_s', 'mfu', 'val_loss'):
+    assert again[key] == pytest.approx(first[key]), key
+  assert again['wall_s'] >= first['wall_s']  # cumulative over sessions

@@ -291,9 +291,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     history.append({'step': final_step, **final})
     writer.write(final_step, {**final, 'wall_s': time.perf_counter() - t_start})
   tps = timed_tokens / timed_s if timed_s else 0.0
+  train_loss = float(np.mean(recent)) if recent else float('nan')
+  previous = workdir / 'final_metrics.json'
+  if not timed_s and previous.exists():
+    # Nothing trained in this session (the run had finished): keep the training
+    # session's measurements rather than report an empty one.
+    before = json.loads(previous.read_text())
+    tps, train_loss = before.get('tokens_per_s', tps), before.get('train_loss', train_loss)
   result = {
       **final,
-      'train_loss': float(np.mean(recent)) if recent else float('nan'),
+      'train_loss': train_loss,
       'params': n_params,
       'flops_per_token': flops_per_token,
       'train_flops': flops_per_token * tokens_seen,
