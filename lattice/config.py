@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 # a kind (quant, moe, mtp, multimodal) append to these tuples' owners via register_kind.
 _KINDS: dict[str, set[str]] = {
     'linear': {'float'},
-    'ffn': {'dense'},
+    'ffn': {'dense', 'moe'},
     'mtp': {'none'},
     'frontend': {'text'},
 }
@@ -56,9 +56,26 @@ class AttentionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FFNConfig:
-  kind: str = 'dense'
+  kind: str = 'dense'          # dense | moe
   d_ff: int = 0                # 0: the Llama rule, 8/3 * d_model rounded up to 64.
   activation: str = 'swiglu'   # swiglu | geglu | gelu | relu2
+  # Mixture of experts (kind='moe'); see lattice/moe.
+  n_experts: int = 8
+  top_k: int = 2
+  expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
+  n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
+  router: str = 'softmax'      # softmax | sigmoid (DeepSeek-V3)
+  norm_topk: bool = True       # renormalize the chosen k gates to sum to 1
+  route_scale: float = 1.0     # DeepSeek-V3 uses 2.5
+  n_groups: int = 1            # group-limited routing: groups of experts ...
+  topk_groups: int = 1         # ... of which this many are kept per token
+  aux_loss: float = 0.0        # Switch/GShard balance loss weight (1e-2 in Switch)
+  seq_aux_loss: float = 0.0    # DeepSeek-V3 sequence-wise balance loss weight (1e-4)
+  z_loss: float = 0.0          # router z-loss weight (ST-MoE: 1e-3)
+  bias_rate: float = 0.0       # loss-free balancing step u (1e-3, arXiv 2408.15664)
+  dispatch: str = 'dropless'   # dropless | capacity
+  capacity_factor: float = 1.25
+  dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +124,10 @@ class ModelConfig:
     if self.ffn.d_ff:
       return self.ffn.d_ff
     return -(-(8 * self.d_model // 3) // 64) * 64
+
+  @property
+  def expert_d_ff(self) -> int:
+    return self.ffn.expert_d_ff or max(self.d_ff // self.ffn.top_k, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +206,9 @@ _CHOICES = {
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2'),
+    'model.ffn.router': ('softmax', 'sigmoid'),
+    'model.ffn.dispatch': ('dropless', 'capacity'),
+    'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged'),
     'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
@@ -242,6 +266,33 @@ def _positive(path: str, value: int | float, allow_zero: bool = False) -> None:
                       f'got {value}')
 
 
+def _validate_moe(f: FFNConfig) -> None:
+  _positive('model.ffn.n_experts', f.n_experts)
+  _positive('model.ffn.top_k', f.top_k)
+  _positive('model.ffn.expert_d_ff', f.expert_d_ff, allow_zero=True)
+  _positive('model.ffn.n_shared', f.n_shared, allow_zero=True)
+  _positive('model.ffn.route_scale', f.route_scale)
+  _positive('model.ffn.capacity_factor', f.capacity_factor)
+  _positive('model.ffn.n_groups', f.n_groups)
+  _positive('model.ffn.topk_groups', f.topk_groups)
+  for name in ('aux_loss', 'seq_aux_loss', 'z_loss', 'bias_rate'):
+    _positive(f'model.ffn.{name}', getattr(f, name), allow_zero=True)
+  if f.kind != 'moe':
+    return
+  if f.top_k > f.n_experts:
+    raise ConfigError(f'model.ffn.top_k: {f.top_k} exceeds model.ffn.n_experts='
+                      f'{f.n_experts}')
+  if f.n_experts % f.n_groups:
+    raise ConfigError(f'model.ffn.n_groups: {f.n_groups} groups do not divide '
+                      f'model.ffn.n_experts={f.n_experts}')
+  if f.topk_groups > f.n_groups:
+    raise ConfigError(f'model.ffn.topk_groups: {f.topk_groups} exceeds '
+                      f'model.ffn.n_groups={f.n_groups}')
+  if f.n_groups > 1 and f.top_k > f.topk_groups * (f.n_experts // f.n_groups):
+    raise ConfigError(f'model.ffn.top_k: {f.top_k} experts cannot be chosen from '
+                      f'{f.topk_groups} kept groups of {f.n_experts // f.n_groups}')
+
+
 def validate(cfg: Config) -> Config:
   """Checks values and combinations; returns cfg unchanged or raises ConfigError."""
   for path, choices in _CHOICES.items():
@@ -265,6 +316,7 @@ def validate(cfg: Config) -> Config:
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)
+  _validate_moe(m.ffn)
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:
     raise ConfigError(f'model.attention.n_heads: {a.n_heads} heads do not divide '

@@ -18,7 +18,7 @@ from lattice import config as config_lib
 from lattice import results
 from lattice.train import loop
 
-SCALARS = ('val_loss', 'val_bpb', 'train_loss', 'tokens_per_s', 'mfu')
+SCALARS = ('val_loss', 'val_bpb', 'train_loss', 'tokens_per_s', 'mfu', 'maxvio_global')
 
 
 def load_experiment_module(path: str):
@@ -79,7 +79,7 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
     first = outs[0]
     arms.append(results.Arm(
         name=name, overrides=overrides, metrics=results.aggregate(per_seed),
-        params=int(first['params']), active_params=int(first['params']),
+        params=int(first['params']), active_params=int(first['active_params']),
         train_flops=float(first['train_flops']), tokens=int(first['tokens']),
         wall_s=sum(o['wall_s'] for o in outs), seeds=seeds,
         extra={'history': [o['history'] for o in outs]}))

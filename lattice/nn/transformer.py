@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice.nn import attention, layers, mlp
+from lattice import moe  # noqa: F401  (registers model.ffn.kind='moe')
 
 ACT = ('act_batch', 'act_len', 'act_embed')
 
@@ -74,7 +75,7 @@ class Transformer(nn.Module):
     block = _block_class(cfg)
     if cfg.scan_layers:
       self.blocks = nn.scan(
-          block, variable_axes={'params': 0, 'cache': 0, 'intermediates': 0},
+          block, variable_axes={True: 0},  # every collection stacks per layer
           split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
           length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: 'layers'},
       )(cfg, self.decode, name='layers')

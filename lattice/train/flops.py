@@ -23,15 +23,30 @@ def count_params(params: Any) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-def matmul_params(params: Any, model_cfg: config_lib.ModelConfig) -> int:
-  """Parameters in matrices used once per token (excludes norms and the lookup)."""
-  total = 0
+def _expert_fraction(path: tuple, model_cfg: config_lib.ModelConfig) -> float:
+  """Routed-expert weights (ffn/wi_0 etc. with an expert axis) count k/E per token."""
+  if model_cfg.ffn.kind == 'moe' and path[-1] in ('wi_0', 'wi_1', 'wo'):
+    return model_cfg.ffn.top_k / model_cfg.ffn.n_experts
+  return 1.0
+
+
+def matmul_params(params: Any, model_cfg: config_lib.ModelConfig,
+                  active: bool = True) -> int:
+  """Parameters in matrices a token goes through (excludes norms and the lookup);
+  with `active`, MoE experts count only the k of E a token is routed to."""
+  total = 0.0
   for path, leaf in traverse_util.flatten_dict(params).items():
     if 'embedding' in path:
       total += leaf.size if model_cfg.tie_embeddings else 0
     elif leaf.ndim >= 2:
-      total += leaf.size
+      total += leaf.size * (_expert_fraction(path, model_cfg) if active else 1.0)
   return int(total)
+
+
+def active_params(params: Any, model_cfg: config_lib.ModelConfig) -> int:
+  """All parameters, with routed experts counted at k/E (DeepSeek's 'activated')."""
+  return int(sum(leaf.size * _expert_fraction(path, model_cfg)
+                 for path, leaf in traverse_util.flatten_dict(params).items()))
 
 
 def train_flops_per_token(params: Any, model_cfg: config_lib.ModelConfig,
@@ -41,7 +56,6 @@ def train_flops_per_token(params: Any, model_cfg: config_lib.ModelConfig,
                + 12 * model_cfg.n_layers * seq_len * attn_width)
 
 
-@functools.lru_cache(maxsize=None)  # once per process: every run in it shares the peak
 def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
   """FLOP/s of a large square `jnp.dot` on the default backend (best of repeats)."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)

@@ -104,12 +104,12 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
 
 
 def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, float]:
-  totals = {'loss_sum': 0.0, 'weight': 0.0, 'bytes': 0.0}
+  totals: dict[str, Any] = {}
   with sharding.use_mesh(setup.mesh):
     for batch in batches:
       sums = jax.device_get(setup.eval_step(state, sharding.global_batch(batch, setup.mesh)))
-      for k in totals:
-        totals[k] += float(sums[k])
+      for k, v in sums.items():
+        totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
   return step_lib.summarize_eval(totals)
 
 
@@ -302,6 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       **final,
       'train_loss': train_loss,
       'params': n_params,
+      'active_params': flops.active_params(state.params, cfg.model),
       'flops_per_token': flops_per_token,
       'train_flops': flops_per_token * tokens_seen,
       'tokens': tokens_seen,

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lattice.train.state import TrainState
@@ -48,12 +49,12 @@ def _collect(tree: Any, leaf_name: str) -> list[jax.Array]:
 
 
 def sown_metrics(intermediates: Any) -> dict[str, jax.Array]:
+  """Means of everything sown under a `metrics` name, keyed by its last dict key."""
   out: dict[str, list] = {}
   for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
-    keys = [str(getattr(p, 'key', '')) for p in path]
-    if 'metrics' in keys:
-      name = keys[keys.index('metrics') + 1]
-      out.setdefault(name, []).append(jnp.mean(value))
+    keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+    if 'metrics' in keys[:-1]:
+      out.setdefault(keys[-1], []).append(jnp.mean(value))
   return {k: jnp.mean(jnp.stack(v)) for k, v in out.items()}
 
 
@@ -107,19 +108,31 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module):
-  """eval_step(state, batch) -> sums: loss (nats), weight, byte-target count."""
+  """eval_step(state, batch) -> sums: loss (nats), weight, byte targets, and the
+  per-layer expert loads [layers, E] when the model has MoE layers."""
 
   def eval_step(state: TrainState, batch: dict[str, jax.Array]):
-    logits_BxLxV = model.apply(state.variables, batch['inputs'])
+    logits_BxLxV, mutated = model.apply(state.variables, batch['inputs'],
+                                        mutable=['intermediates'])
     ce_sum, weight = cross_entropy(logits_BxLxV, batch['targets'], batch['weights'])
     n_bytes = jnp.sum(batch['weights'] * (batch['targets'] < BYTE_VOCAB))
-    return {'loss_sum': ce_sum, 'weight': weight, 'bytes': n_bytes}
+    sums = {'loss_sum': ce_sum, 'weight': weight, 'bytes': n_bytes}
+    loads = _collect(mutated.get('intermediates', {}), 'expert_load')
+    if loads:
+      sums['expert_load'] = jnp.concatenate([l.reshape(-1, l.shape[-1]) for l in loads])
+    return sums
 
   return eval_step
 
 
-def summarize_eval(sums: dict[str, float]) -> dict[str, float]:
-  """Mean loss and bits per byte (all target nats over the byte targets)."""
+def summarize_eval(sums: dict[str, Any]) -> dict[str, float]:
+  """Mean loss, bits per byte (all target nats over the byte targets) and, for MoE,
+  MaxVio_global: per layer over the whole eval set, averaged over layers."""
   loss = sums['loss_sum'] / max(sums['weight'], 1.0)
   bpb = sums['loss_sum'] / LN2 / max(sums['bytes'], 1.0)
-  return {'val_loss': float(loss), 'val_bpb': float(bpb)}
+  out = {'val_loss': float(loss), 'val_bpb': float(bpb)}
+  if 'expert_load' in sums:
+    load_LxE = np.asarray(sums['expert_load'], np.float64)
+    mean_L = load_LxE.mean(axis=1)
+    out['maxvio_global'] = float(np.mean((load_LxE.max(axis=1) - mean_L) / mean_L))
+  return out

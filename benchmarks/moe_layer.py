@@ -1,0 +1,172 @@
+r"""MoE layer forward+backward time against a dense FFN with the same active FLOPs.
+
+  python -m benchmarks.moe_layer [--experts 8,16,32] [--top_k 2] [--json out.json]
+
+For each expert count E, times one jitted `jax.value_and_grad` (w.r.t. params and
+input) of sum(y**2) for `lattice.moe.layer.MoE` with top-k routing and experts
+`expert_d_ff` wide, and for `lattice.nn.mlp.MLP` with d_ff = top_k * expert_d_ff, so
+the expert matmuls do the same FLOPs per token as the dense FFN. The router's D x E
+matmul, the top-k, the sort/scatter of dispatch and any padding rows are extra MoE
+cost and are counted in the MoE time. Variants: dropless with `dropless_impl='blocks'`
+(the CPU path), capacity dispatch (`--capacity_factor`, drops overflow), and dropless
+`ragged` (`jax.lax.ragged_dot`, ~10x slower on CPU, so only at `--ragged_experts`).
+After a compile+warmup call per function, the functions of one E are timed
+round-robin (so load on a shared machine hits them alike) and the median of
+`--repeats` calls is kept. Router weights use the layer's own random init on N(0, 1)
+inputs; the batch's MaxVio and each variant's drop rate are reported alongside.
+
+Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
+kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
+`--json PATH` writes {"dropless_over_dense": worst blocks/dense ratio over E,
+"capacity_over_dense": likewise, "ragged_over_dense" (if measured), "rows": [...],
+"device", "backend", settings}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lattice import config as config_lib
+from lattice.moe import layer as moe_layer
+from lattice.moe import router as router_lib
+from lattice.nn import mlp
+
+
+def model_config(d_model: int, seq_len: int, ffn: dict, dtype: str) -> config_lib.ModelConfig:
+  return config_lib.build({
+      'model': {'d_model': d_model, 'n_layers': 1, 'max_len': seq_len, 'dtype': dtype,
+                'vocab_size': 384, 'attention': {'n_heads': max(d_model // 64, 1)},
+                'ffn': ffn},
+      'data': {'seq_len': seq_len, 'batch_size': 1},
+  }).model
+
+
+def _grad_fn(module: nn.Module):
+  def loss(params, x):
+    return jnp.sum(jnp.square(module.apply({'params': params}, x).astype(jnp.float32)))
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def _time_round_robin(fns: dict, repeats: int) -> dict[str, float]:
+  """Median seconds per call of each (fn, args), calls interleaved across fns."""
+  for fn, args in fns.values():  # compile and warm up
+    jax.block_until_ready(fn(*args))
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, (fn, args) in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
+  D, K, F = args.d_model, args.top_k, args.expert_d_ff
+  x = jax.random.normal(jax.random.key(1), (args.batch, args.seq_len, D),
+                        getattr(jnp, args.dtype))
+  common = {'kind': 'moe', 'n_experts': E, 'top_k': K, 'expert_d_ff': F,
+            'activation': args.activation}
+  variants = {'blocks': {'dispatch': 'dropless', 'dropless_impl': 'blocks'},
+              'capacity': {'dispatch': 'capacity',
+                           'capacity_factor': args.capacity_factor}}
+  if with_ragged:
+    variants['ragged'] = {'dispatch': 'dropless', 'dropless_impl': 'ragged'}
+
+  dense = mlp.MLP(model_config(D, args.seq_len, {'kind': 'dense', 'd_ff': K * F,
+                                                 'activation': args.activation},
+                               args.dtype))
+  dense_params = nn.unbox(dense.init(jax.random.key(0), x))['params']
+  fns = {'dense': (_grad_fn(dense), (dense_params, x))}
+  stats = {'dense': (None, 0.0)}
+  moe_params = None
+  for name, ffn in variants.items():
+    moe = moe_layer.MoE(model_config(D, args.seq_len, {**common, **ffn}, args.dtype))
+    if moe_params is None:  # one init: every variant routes the batch identically
+      moe_params = nn.unbox(moe.init(jax.random.key(0), x))['params']
+    _, mut = jax.jit(lambda p, x, m=moe: m.apply({'params': p}, x,
+                                                 mutable=['intermediates']))(moe_params, x)
+    inter = mut['intermediates']
+    stats[name] = (float(router_lib.max_violation(inter['expert_load'][0])),
+                   float(inter['metrics'][0]['drop_rate']))
+    fns[name] = (_grad_fn(moe), (moe_params, x))
+  med = _time_round_robin(fns, args.repeats)
+
+  T = args.batch * args.seq_len
+  n_mats = 3 if args.activation in mlp.GATED else 2
+  ffn_flops = 3 * 2 * T * D * K * F * n_mats  # fwd + bwd, active expert matmuls
+  router_flops = 3 * 2 * T * D * E
+  rows = []
+  for name in fns:
+    rows.append({'n_experts': E, 'top_k': K, 'variant': name,
+                 'ms': med[name] * 1e3, 'ratio_vs_dense': med[name] / med['dense'],
+                 'maxvio_batch': stats[name][0], 'drop_rate': stats[name][1],
+                 'gflop': (ffn_flops + (router_flops if name != 'dense' else 0)) / 1e9})
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--experts', default='8,16,32')
+  parser.add_argument('--top_k', type=int, default=2)
+  parser.add_argument('--expert_d_ff', type=int, default=256)
+  parser.add_argument('--d_model', type=int, default=256)
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--seq_len', type=int, default=256)
+  parser.add_argument('--capacity_factor', type=float, default=1.25)
+  parser.add_argument('--ragged_experts', default='8',
+                      help="expert counts also timed with dropless_impl='ragged' "
+                           "(comma list; '' for none)")
+  parser.add_argument('--activation', default='swiglu')
+  parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args(argv)
+  experts = [int(s) for s in args.experts.split(',') if s]
+  ragged = {int(s) for s in args.ragged_experts.split(',') if s}
+
+  rows = []
+  for E in experts:
+    rows += bench_experts(E, args, E in ragged)
+  worst = lambda v: max((r['ratio_vs_dense'] for r in rows if r['variant'] == v),
+                        default=None)
+  summary = {'dropless_over_dense': worst('blocks'),
+             'capacity_over_dense': worst('capacity')}
+  if worst('ragged') is not None:
+    summary['ragged_over_dense'] = worst('ragged')
+
+  device = jax.devices()[0]
+  print(f'device: {device.device_kind} ({jax.default_backend()}); '
+        f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
+        f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
+        f'{args.activation}, {args.dtype}, median of {args.repeats}')
+  print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
+        'gflop = fwd+bwd matmul FLOPs')
+  print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '
+        f'{"MaxVio":>7} {"gflop":>7}')
+  for r in rows:
+    print(f'{r["n_experts"]:>4} {r["top_k"]:>3} {r["variant"]:>9} {r["ms"]:>9.2f} '
+          f'{r["ratio_vs_dense"]:>8.2f}x {r["drop_rate"]:>7.1%} '
+          f'{"-" if r["maxvio_batch"] is None else format(r["maxvio_batch"], ".2f"):>7} '
+          f'{r["gflop"]:>7.2f}')
+  print('worst over E: ' + ', '.join(f'{k} {v:.2f}x' for k, v in summary.items()) +
+        ' (goal: dropless <= 1.3x)')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({**summary, 'rows': rows, 'device': device.device_kind,
+                 'backend': jax.default_backend(), 'd_model': args.d_model,
+                 'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
+                 'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,
+                 'activation': args.activation, 'dtype': args.dtype,
+                 'repeats': args.repeats}, f, indent=1)
+  return summary
+
+
+if __name__ == '__main__':
+  main()

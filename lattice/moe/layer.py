@@ -1,0 +1,160 @@
+"""The MoE feed-forward layer: router, routed experts, shared experts, balancing.
+
+Shape legend: B batch, L length, T = B*L tokens, D model width, E experts,
+K experts per token, F expert FFN width, G groups of rows fed to the experts.
+
+Registered as `model.ffn.kind='moe'`, so the transformer block builds it like the
+dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
+- `intermediates/aux_loss`: the configured balance and z losses (weighted);
+- `intermediates/expert_load`: tokens per expert, summed over an eval set for
+  MaxVio_global;
+- `intermediates/metrics`: `maxvio_batch` and `drop_rate`.
+The loss-free bias lives in the `moe_bias` collection (kept in the train state's
+`extra`, never in the gradient) and is updated here when that collection is mutable,
+i.e. inside the train step only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lattice import config as config_lib
+from lattice.moe import dispatch, parallel, router
+from lattice.nn import layers, mlp
+
+BIAS_COLLECTION = 'moe_bias'
+
+
+def expert_ffn(cfg: config_lib.ModelConfig):
+  """ffn(w, x_GxCxD) -> y_GxCxD: the batched expert FFN through the Linear kind's hook."""
+  lcfg = cfg.linear
+  prepare = layers.linear_class(lcfg).prepare
+  act = layers.ACTIVATIONS[cfg.ffn.activation]
+  gated = cfg.ffn.activation in mlp.GATED
+  dtype = layers.dtype_of(cfg.dtype)
+
+  def mm(x, w):
+    x, w = prepare(lcfg, x, w, 1)
+    return jnp.dot(x.astype(dtype), w.astype(dtype))
+
+  def one(w, x_CxD):
+    h_CxF = act(mm(x_CxD, w['wi_0']))
+    if gated:
+      h_CxF = h_CxF * mm(x_CxD, w['wi_1'])
+    return mm(h_CxF, w['wo'])
+
+  return jax.vmap(one)
+
+
+def ragged_expert_ffn(cfg: config_lib.ModelConfig):
+  """ffn(w, x_NxD sorted by expert, sizes_E) via jax.lax.ragged_dot (GPU/TPU)."""
+  lcfg = cfg.linear
+  prepare = layers.linear_class(lcfg).prepare
+  act = layers.ACTIVATIONS[cfg.ffn.activation]
+  gated = cfg.ffn.activation in mlp.GATED
+  dtype = layers.dtype_of(cfg.dtype)
+
+  def mm(x, w_ExIxO, sizes):
+    # Per-token activation transform, per-expert weight transform (quantized kinds).
+    x = prepare(lcfg, x, w_ExIxO[0], 1)[0]
+    w_ExIxO = jax.vmap(lambda w: prepare(lcfg, x[:1], w, 1)[1])(w_ExIxO)
+    return jax.lax.ragged_dot(x.astype(dtype), w_ExIxO.astype(dtype), sizes)
+
+  def ffn(w, x_NxD, sizes):
+    h = act(mm(x_NxD, w['wi_0'], sizes))
+    if gated:
+      h = h * mm(x_NxD, w['wi_1'], sizes)
+    return mm(h, w['wo'], sizes)
+
+  return ffn
+
+
+def expert_parallel_size() -> int:
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or 'expert' not in mesh.axis_names:
+    return 1
+  return mesh.shape['expert']
+
+
+class MoE(nn.Module):
+  cfg: config_lib.ModelConfig
+
+  def _weights(self, E: int, D: int, F: int) -> dict[str, jax.Array]:
+    pdtype = layers.dtype_of(self.cfg.param_dtype)
+    init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal',
+                                            in_axis=1, out_axis=2, batch_axis=(0,))
+    names = ['wi_0', 'wi_1', 'wo'] if self.cfg.ffn.activation in mlp.GATED else [
+        'wi_0', 'wo']
+    shapes = {'wi_0': (E, D, F), 'wi_1': (E, D, F), 'wo': (E, F, D)}
+    axes = {'wi_0': ('exp', 'embed', 'mlp'), 'wi_1': ('exp', 'embed', 'mlp'),
+            'wo': ('exp', 'mlp', 'embed')}
+    return {n: self.param(n, nn.with_logical_partitioning(init, axes[n]), shapes[n],
+                          pdtype) for n in names}
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg, f = self.cfg, self.cfg.ffn
+    B, L, D = x_BxLxD.shape
+    E, K = f.n_experts, f.top_k
+    x_TxD = x_BxLxD.reshape(B * L, D)
+    w_router_DxE = self.param('router', nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
+    logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
+    bias_E = None
+    if f.bias_rate > 0:
+      bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))
+      bias_E = bias.value
+    idx_TxK, gate_TxK, scores_TxE = router.route(logits_TxE, f, bias_E)
+    counts_E = router.expert_counts(idx_TxK, E)
+    if (f.bias_rate > 0 and self.is_mutable_collection(BIAS_COLLECTION)
+        and not self.is_initializing()):
+      bias.value = router.bias_update(bias_E, counts_E, f.bias_rate)
+
+    aux = jnp.zeros((), jnp.float32)
+    if f.aux_loss:
+      aux += f.aux_loss * router.switch_aux_loss(idx_TxK, scores_TxE)
+    if f.seq_aux_loss:
+      aux += f.seq_aux_loss * router.sequence_aux_loss(
+          idx_TxK.reshape(B, L, K), scores_TxE.reshape(B, L, E))
+    if f.z_loss:
+      aux += f.z_loss * router.z_loss(logits_TxE)
+    if f.aux_loss or f.seq_aux_loss or f.z_loss:
+      self.sow('intermediates', 'aux_loss', aux)
+
+    w = self._weights(E, D, cfg.expert_d_ff)
+    y_TxD, dropped = self._dispatch(x_TxD, idx_TxK, gate_TxK, w)
+    self.sow('intermediates', 'expert_load', counts_E)
+    self.sow('intermediates', 'metrics', {'maxvio_batch': router.max_violation(counts_E),
+                                          'drop_rate': dropped})
+    y_BxLxD = y_TxD.reshape(B, L, D).astype(x_BxLxD.dtype)
+    if f.n_shared:
+      shared = dataclasses.replace(cfg, ffn=dataclasses.replace(
+          f, kind='dense', d_ff=f.n_shared * cfg.expert_d_ff))
+      y_BxLxD = y_BxLxD + mlp.MLP(shared, name='shared')(x_BxLxD)
+    return y_BxLxD
+
+  def _dispatch(self, x_TxD, idx_TxK, gate_TxK, w):
+    cfg, f = self.cfg, self.cfg.ffn
+    T, K = idx_TxK.shape
+    ffn = expert_ffn(cfg)
+    ep = expert_parallel_size()
+    if ep > 1:
+      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg)
+    if f.dispatch == 'capacity':
+      cap = dispatch.capacity(T, K, f.n_experts, f.capacity_factor)
+      return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts,
+                                        cap)
+    impl = f.dropless_impl
+    if impl == 'auto':  # measured: ragged_dot is ~10x slower than blocks on CPU
+      impl = 'blocks' if jax.default_backend() == 'cpu' else 'ragged'
+    if impl == 'ragged':
+      return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
+                                      ragged_expert_ffn(cfg), f.n_experts)
+    return dispatch.dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts)
+
+
+mlp.register_ffn('moe', MoE)

@@ -1,0 +1,88 @@
+"""Routing math: affinities, (group-limited) top-k, gates, balance losses, loads.
+
+Shape legend: T tokens, E experts, K chosen experts per token, G expert groups,
+S sequences, D model width.
+
+Pure functions, so they are tested against hand-computed cases and reused by every
+dispatch path. DeepSeek-V3 (arXiv 2412.19437, §2.1.2): sigmoid affinities, a
+per-expert bias added only when choosing the top-k, gates = the unbiased affinities
+of the chosen experts normalized over the k, times a route scale; group-limited
+routing scores a group by the sum of its two best experts.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lattice import config as config_lib
+
+
+def affinities(logits_TxE: jax.Array, kind: str) -> jax.Array:
+  logits_TxE = logits_TxE.astype(jnp.float32)
+  if kind == 'sigmoid':
+    return jax.nn.sigmoid(logits_TxE)
+  return jax.nn.softmax(logits_TxE, axis=-1)
+
+
+def group_mask(select_TxE: jax.Array, n_groups: int, keep: int) -> jax.Array:
+  """True for experts in each token's `keep` best groups (group = sum of its top 2)."""
+  T, E = select_TxE.shape
+  per_group = select_TxE.reshape(T, n_groups, E // n_groups)
+  top2 = jax.lax.top_k(per_group, min(2, E // n_groups))[0]
+  group_score_TxG = jnp.sum(top2, axis=-1)
+  kept_TxG = jax.lax.top_k(group_score_TxG, keep)[1]
+  mask_TxG = jnp.zeros((T, n_groups), bool).at[jnp.arange(T)[:, None], kept_TxG].set(True)
+  return jnp.repeat(mask_TxG, E // n_groups, axis=1)
+
+
+def route(logits_TxE: jax.Array, f: config_lib.FFNConfig,
+          bias_E: jax.Array | None = None):
+  """Returns (expert index [T, K], gate [T, K], affinity [T, E])."""
+  scores_TxE = affinities(logits_TxE, f.router)
+  select_TxE = jax.lax.stop_gradient(scores_TxE)
+  if bias_E is not None:  # Loss-free balancing: the bias steers selection only.
+    select_TxE = select_TxE + jax.lax.stop_gradient(bias_E)
+  if f.n_groups > 1:
+    select_TxE = jnp.where(group_mask(select_TxE, f.n_groups, f.topk_groups),
+                           select_TxE, -jnp.inf)
+  idx_TxK = jax.lax.top_k(select_TxE, f.top_k)[1]
+  gate_TxK = jnp.take_along_axis(scores_TxE, idx_TxK, axis=-1)
+  if f.norm_topk:
+    gate_TxK = gate_TxK / (jnp.sum(gate_TxK, axis=-1, keepdims=True) + 1e-9)
+  return idx_TxK, gate_TxK * f.route_scale, scores_TxE
+
+
+def expert_counts(idx_TxK: jax.Array, n_experts: int) -> jax.Array:
+  """Tokens routed to each expert (a token counts once per chosen expert)."""
+  return jnp.zeros((n_experts,), jnp.float32).at[idx_TxK.reshape(-1)].add(1.0)
+
+
+def max_violation(counts_E: jax.Array) -> jax.Array:
+  """MaxVio = (max load - mean load) / mean load (arXiv 2408.15664, §4.1)."""
+  mean = jnp.mean(counts_E)
+  return (jnp.max(counts_E) - mean) / jnp.maximum(mean, 1e-9)
+
+
+def switch_aux_loss(idx_TxK: jax.Array, scores_TxE: jax.Array) -> jax.Array:
+  """Switch/GShard: E * sum_i f_i P_i, f_i the dispatch fraction, P_i mean affinity."""
+  T, E = scores_TxE.shape
+  K = idx_TxK.shape[-1]
+  f_E = expert_counts(idx_TxK, E) / (T * K)
+  p_E = jnp.mean(scores_TxE / jnp.sum(scores_TxE, -1, keepdims=True), axis=0)
+  return E * jnp.sum(f_E * p_E)
+
+
+def sequence_aux_loss(idx_SxTxK: jax.Array, scores_SxTxE: jax.Array) -> jax.Array:
+  """DeepSeek-V3's sequence-wise balance loss (Eq. 17-20), averaged over sequences."""
+  return jnp.mean(jax.vmap(switch_aux_loss)(idx_SxTxK, scores_SxTxE))
+
+
+def z_loss(logits_TxE: jax.Array) -> jax.Array:
+  """ST-MoE router z-loss: mean squared log-partition of the router logits."""
+  return jnp.mean(jnp.square(jax.nn.logsumexp(logits_TxE.astype(jnp.float32), axis=-1)))
+
+
+def bias_update(bias_E: jax.Array, counts_E: jax.Array, rate: float) -> jax.Array:
+  """Loss-free balancing: b_i += u * sign(mean load - load_i) (arXiv 2408.15664)."""
+  return bias_E + rate * jnp.sign(jnp.mean(counts_E) - counts_E)

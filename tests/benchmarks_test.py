@@ -1,0 +1,36 @@
+"""Smoke tests: the benchmarks run end to end at tiny sizes and write their JSON."""
+
+import json
+import math
+
+from benchmarks import moe_layer, train_throughput
+
+
+def _positive_finite(v):
+  return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def test_moe_layer_benchmark_writes_its_ratios(tmp_path):
+  out = tmp_path / 'moe.json'
+  moe_layer.main(['--d_model', '32', '--batch', '4', '--seq_len', '16', '--experts', '4',
+                  '--ragged_experts', '', '--expert_d_ff', '16', '--repeats', '2',
+                  '--json', str(out)])
+  result = json.loads(out.read_text())
+  for key in ('dropless_over_dense', 'capacity_over_dense'):
+    assert _positive_finite(result[key]), (key, result[key])
+  assert {r['variant'] for r in result['rows']} == {'dense', 'blocks', 'capacity'}
+  for r in result['rows']:
+    assert _positive_finite(r['ms']) and 0 <= r['drop_rate'] <= 1
+  assert result['backend'] and result['device']
+
+
+def test_train_throughput_benchmark_writes_rows(tmp_path):
+  out = tmp_path / 'throughput.json'
+  train_throughput.main(['--sizes', '32', '--seq_len', '16', '--batch', '8', '--steps', '2',
+                         '--json', str(out)])
+  result = json.loads(out.read_text())
+  row = result['rows'][0]
+  for key in ('d_model', 'params', 'tokens_per_s', 'mfu'):
+    assert _positive_finite(row[key]), (key, row[key])
+  assert row['d_model'] == 32
+  assert _positive_finite(result['matmul_peak_flops'])

@@ -1,0 +1,193 @@
+"""MoE: dispatch paths equal a per-token loop, routing math, balancing, expert parallelism."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lattice import config as config_lib
+from lattice import sharding
+from lattice.moe import dispatch, layer, router
+from lattice.nn import layers
+
+from conftest import tiny_config
+
+
+def _cfg(**ffn):
+  c = tiny_config(model={'vocab_size': 384, 'ffn': {'kind': 'moe', 'n_experts': 4,
+                                                    'top_k': 2, **ffn}})
+  return config_lib.build(c).model
+
+
+def _naive(x_TxD, idx_TxK, gate_TxK, w, cfg):
+  """Each token through each of its experts, one at a time."""
+  act = layers.ACTIVATIONS[cfg.ffn.activation]
+  out = []
+  for t in range(x_TxD.shape[0]):
+    y = 0.0
+    for k in range(idx_TxK.shape[1]):
+      e = int(idx_TxK[t, k])
+      h = act(x_TxD[t] @ w['wi_0'][e]) * (x_TxD[t] @ w['wi_1'][e])
+      y = y + gate_TxK[t, k] * (h @ w['wo'][e])
+    out.append(y)
+  return jnp.stack(out)
+
+
+def _problem(cfg, T=24, seed=0):
+  E, D, F = cfg.ffn.n_experts, cfg.d_model, cfg.expert_d_ff
+  ks = jax.random.split(jax.random.key(seed), 5)
+  x = jax.random.normal(ks[0], (T, D))
+  w = {'wi_0': jax.random.normal(ks[1], (E, D, F)) / 4,
+       'wi_1': jax.random.normal(ks[2], (E, D, F)) / 4,
+       'wo': jax.random.normal(ks[3], (E, F, D)) / 4}
+  logits = jax.random.normal(ks[4], (T, E)) * 3  # skewed enough to overflow capacity
+  idx, gate, _ = router.route(logits, cfg.ffn)
+  return x, idx, gate, w
+
+
+@pytest.mark.parametrize('path', ['blocks', 'ragged', 'capacity_large'])
+def test_dispatch_equals_per_token_loop(path):
+  cfg = _cfg()
+  x, idx, gate, w = _problem(cfg)
+  ref = _naive(x, idx, gate, w, cfg)
+  E = cfg.ffn.n_experts
+  if path == 'blocks':
+    y, dropped = dispatch.dispatch_blocks(x, idx, gate, w, layer.expert_ffn(cfg), E, b=8)
+  elif path == 'ragged':
+    y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.ragged_expert_ffn(cfg), E)
+  else:  # a capacity no expert can exceed: nothing dropped, same as dropless
+    cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
+    y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
+  np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+  assert float(dropped) == 0.0
+
+
+def test_small_capacity_drops_and_reports_it():
+  cfg = _cfg()
+  x, idx, gate, w = _problem(cfg)
+  y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), 4, cap=3)
+  counts = np.asarray(router.expert_counts(idx, 4))
+  assert float(dropped) == pytest.approx(np.maximum(counts - 3, 0).sum() / 48)
+  # Kept assignments are exactly the first 3 of each expert, in token order.
+  first = {}
+  keep = np.zeros(idx.shape, bool)
+  for t in range(idx.shape[0]):
+    for k in range(2):
+      e = int(idx[t, k])
+      first[e] = first.get(e, 0) + 1
+      keep[t, k] = first[e] <= 3
+  ref = _naive(x, idx, gate * keep, w, cfg)
+  np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gate_math_by_hand():
+  f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=2, router='sigmoid',
+                           route_scale=2.5)
+  logits = jnp.array([[0.0, 2.0, -1.0, 1.0]])
+  bias = jnp.array([0.0, 0.0, 10.0, 0.0])  # bias changes the choice, not the gate value
+  idx, gate, scores = router.route(logits, f, bias)
+  s = 1 / (1 + np.exp(-np.array([0.0, 2.0, -1.0, 1.0])))
+  assert sorted(np.asarray(idx[0]).tolist()) == [1, 2]
+  chosen = {1: s[1], 2: s[2]}
+  for k in range(2):
+    e = int(idx[0, k])
+    assert float(gate[0, k]) == pytest.approx(2.5 * chosen[e] / (s[1] + s[2]), rel=1e-5)
+  soft = router.route(logits, dataclasses.replace(f, router='softmax', route_scale=1.0,
+                                                  norm_topk=False))[1]
+  p = np.exp([0.0, 2.0, -1.0, 1.0]) / np.exp([0.0, 2.0, -1.0, 1.0]).sum()
+  np.testing.assert_allclose(np.sort(np.asarray(soft[0])), np.sort(p[[1, 3]]), rtol=1e-5)
+  assert float(router.max_violation(jnp.array([2.0, 2.0, 2.0, 6.0]))) == pytest.approx(1.0)
+  # Balanced routing has Switch loss exactly 1.
+  bal_idx = jnp.array([[0], [1], [2], [3]])
+  assert float(router.switch_aux_loss(bal_idx, jnp.full((4, 4), 0.25))) == pytest.approx(1.0)
+
+
+def test_group_limited_routing_stays_in_kept_groups():
+  f = config_lib.FFNConfig(kind='moe', n_experts=16, top_k=4, n_groups=4, topk_groups=2,
+                           router='sigmoid')
+  logits = jax.random.normal(jax.random.key(0), (64, 16)) * 2
+  idx, _, scores = router.route(logits, f)
+  s = np.asarray(scores).reshape(64, 4, 4)
+  group_score = np.sort(s, axis=-1)[:, :, -2:].sum(-1)
+  kept = np.argsort(-group_score, axis=-1)[:, :2]
+  for t in range(64):
+    assert set((np.asarray(idx[t]) // 4).tolist()) <= set(kept[t].tolist())
+
+
+def _moe_apply(cfg, x, mutable=()):
+  moe = layer.MoE(cfg)
+  variables = nn.unbox(moe.init(jax.random.key(0), x))
+  return moe, variables
+
+
+def test_loss_free_bias_balances_a_skewed_router_without_gradients():
+  cfg = _cfg(bias_rate=1e-2, router='sigmoid')
+  x = jax.random.normal(jax.random.key(1), (4, 16, cfg.d_model)) + 1.0
+  moe, variables = _moe_apply(cfg, x)
+  # Skew the router hard toward expert 0.
+  variables['params']['router'] = variables['params']['router'].at[:, 0].add(0.5)
+  step = jax.jit(lambda v: moe.apply(v, x, mutable=['moe_bias', 'intermediates']))
+  first_vio = None
+  for i in range(300):
+    _, mut = step(variables)
+    vio = float(router.max_violation(mut['intermediates']['expert_load'][0]))
+    first_vio = vio if first_vio is None else first_vio
+    variables = {**variables, 'moe_bias': mut['moe_bias']}
+  assert first_vio > 0.5 and vio < 0.5 * first_vio, (first_vio, vio)
+  assert float(variables['moe_bias']['bias'][0]) < 0  # the overloaded expert is pushed down
+  # The bias is not a parameter and gets no gradient: the loss ignores it.
+  loss = lambda b: jnp.sum(moe.apply({**variables, 'moe_bias': {'bias': b}}, x) ** 2)
+  g = jax.grad(loss)(variables['moe_bias']['bias'])
+  assert np.all(np.asarray(g) == 0)
+
+
+def test_moe_in_the_train_step_updates_bias_and_reports_stats(tmp_path, one_device):
+  from lattice.train import loop
+  c = tiny_config(model={'ffn': {'kind': 'moe', 'n_experts': 4, 'top_k': 2,
+                                 'bias_rate': 1e-3, 'aux_loss': 1e-2}},
+                  train={'steps': 4})
+  out = loop.train_and_evaluate(c, tmp_path, devices=one_device)
+  bias = out['state'].extra['moe_bias']['layers_0']['ffn']['bias']
+  assert np.abs(np.asarray(bias)).sum() > 0  # moved inside the step
+  assert 0 <= out['maxvio_global'] and np.isfinite(out['val_loss'])
+  lines = (tmp_path / 'metrics.jsonl').read_text()
+  assert 'maxvio_batch' in lines and 'aux_loss' in lines
+
+
+@pytest.mark.parametrize('dispatch_kind', ['dropless', 'capacity'])
+def test_expert_parallel_equals_single_device(dispatch_kind):
+  cfg = _cfg(n_experts=8, top_k=2, dispatch=dispatch_kind, capacity_factor=4.0)
+  x = jax.random.normal(jax.random.key(3), (8, 6, cfg.d_model))
+  moe, variables = _moe_apply(cfg, x)
+
+  def loss(params, x):
+    return jnp.sum(moe.apply({'params': params}, x) ** 2)
+
+  ref_y = moe.apply(variables, x)
+  ref_g = jax.grad(loss)(variables['params'], x)
+  mesh = sharding.make_mesh(config_lib.MeshConfig(data=2, expert=4), jax.devices()[:8])
+  with sharding.use_mesh(mesh):
+    boxed = jax.eval_shape(moe.init, jax.random.key(0), x)
+    shard = sharding.logical_to_sharding(boxed, mesh)['params']
+    params = jax.device_put(variables['params'], shard)
+    xs = jax.device_put(x, sharding.batch_sharding(mesh))
+    assert params['wi_0'].sharding.spec[0] == 'expert'
+    y = jax.jit(lambda p, x: moe.apply({'params': p}, x))(params, xs)
+    g = jax.jit(jax.grad(loss))(params, xs)
+  np.testing.assert_allclose(y, ref_y, atol=1e-4, rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3), g, ref_g)
+
+
+def test_bad_moe_configs_are_clear():
+  with pytest.raises(config_lib.ConfigError, match='model.ffn.top_k'):
+    _cfg(top_k=5)
+  with pytest.raises(config_lib.ConfigError, match='model.ffn.n_groups'):
+    _cfg(n_groups=3)
+  from lattice.train import loop
+  cfg = config_lib.build(tiny_config(model={'ffn': {'kind': 'moe', 'n_experts': 6}},
+                                     mesh={'expert': 4}))
+  with pytest.raises(config_lib.ConfigError, match='model.ffn.n_experts'):
+    loop.build(cfg, devices=jax.devices()[:8])
