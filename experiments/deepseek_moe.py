@@ -65,7 +65,7 @@ def _config(d_model, n_layers, width, seq_len, batch, steps, lr):
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = experiment.pick_mode(arg, {
       'smoke': lambda: _config(32, 1, 64, 32, 8, 8, 3e-3),
-      'quick': lambda: _config(96, 2, 256, 128, 16, 400, 3e-3),
+      'quick': lambda: _config(96, 2, 256, 128, 16, 600, 3e-3),
       'full': lambda: _config(512, 8, 1408, 512, 64, 20_000, 1e-3),
   })
   c.mode = arg or 'smoke'

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 # Variant registries: a kind listed here is accepted by validation. Packages that add
 # a kind (quant, moe, mtp, multimodal) append to these tuples' owners via register_kind.
 _KINDS: dict[str, set[str]] = {
-    'linear': {'float'},
+    'linear': {'float', 'bitnet', 'quest'},
     'ffn': {'dense', 'moe'},
     'mtp': {'none'},
     'frontend': {'text'},
@@ -43,6 +43,11 @@ class LinearConfig:
   """How every projection (attention, FFN, experts, heads) is built."""
   kind: str = 'float'
   use_bias: bool = False
+  # Quantized kinds (lattice/quant). 'quest' reads all four; 'bitnet' is fixed W1.58A8.
+  w_bits: int = 4              # QuEST weight bits, 1..8
+  a_bits: int = 4              # QuEST activation bits, 1..8
+  hadamard: bool = True        # QuEST: rotate the contracted dim before quantizing
+  trust: float = 0.0           # QuEST trust factor; 0: the default alpha/(2^bits - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +321,10 @@ def validate(cfg: Config) -> Config:
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)
+  for name in ('w_bits', 'a_bits'):
+    if not 1 <= getattr(m.linear, name) <= 8:
+      raise ConfigError(f'model.linear.{name}: QuEST supports 1..8 bits, got '
+                        f'{getattr(m.linear, name)}')
   _validate_moe(m.ffn)
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:

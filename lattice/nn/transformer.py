@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 from lattice.nn import attention, layers, mlp
 from lattice import moe  # noqa: F401  (registers model.ffn.kind='moe')
+from lattice import quant  # noqa: F401  (registers model.linear.kind 'bitnet', 'quest')
 
 ACT = ('act_batch', 'act_len', 'act_embed')
 
