@@ -1,0 +1,125 @@
+"""Pallas kernel: int8 activations x 2-bit packed ternary weights, unpacked in-kernel.
+
+Shape legend: M tokens, K contracted features, N output features, Kq = ceil(K/4)
+packed rows (layout in reference.py), Kp = Kq padded to a multiple of bk4; bm, bn,
+bk4 block sizes (bk4 packed rows = 4 * bk4 features per K step).
+
+Grid (M/bm, N/bn); each program loops over K in steps of bk4 packed rows. A step
+loads one uint8 [bk4, bn] weight tile and turns it into four code planes with shifts
+and masks, plane i = ((w >> 2i) & 3) - 1 holding rows 4g + i. The wrapper stores x
+as [4, M, Kp] with x_4xMxKp[i, m, g] = x[m, 4g + i], so plane i meets the contiguous
+slice x_4xMxKp[i, :, step] and the step is four plain dots, no interleaving.
+
+Dots run in bfloat16 with float32 accumulation. That is exact: int8 codes and
+{-1, 0, 1} are exact in bfloat16 (8-bit significand), products are exact, and every
+partial sum is an integer below 128 * K, exact in float32 while K < 2**17. So the
+kernel matches reference.py bit for bit in that range.
+
+Block sizes are powers of two >= 16 (Triton needs power-of-two tiles and dots of at
+least 16); the wrapper zero-pads M, N and K up to whole blocks and slices the result.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from kernels.ternary_matmul import reference
+
+_MIN_BLOCK = 16
+
+
+def _block(size: int, cap: int) -> int:
+  """Smallest power of two >= size, clamped to [16, cap]."""
+  p = _MIN_BLOCK
+  while p < min(size, cap):
+    p *= 2
+  return p
+
+
+def _pad_to(a: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
+  extra = -a.shape[axis] % multiple
+  if not extra:
+    return a
+  widths = [(0, 0)] * a.ndim
+  widths[axis] = (0, extra)
+  return jnp.pad(a, widths, constant_values=value)
+
+
+def _ternary_matmul_kernel(x_ref, sx_ref, w_ref, sw_ref, o_ref, *, bk4: int,
+                           k_steps: int):
+  """x_ref int8 [4, bm, Kp], sx_ref [bm, 1], w_ref uint8 [Kp, bn], sw_ref [1, 1]."""
+  bm, bn = o_ref.shape
+
+  def k_step(step, acc_bmxbn):
+    rows = pl.ds(pl.multiple_of(step * bk4, bk4), bk4)
+    w_bk4xbn = w_ref[rows, :].astype(jnp.int32)
+    for i, shift in enumerate(reference._SHIFTS):
+      plane_bk4xbn = ((w_bk4xbn >> shift) & 3) - 1
+      x_bmxbk4 = x_ref[i, :, rows]
+      acc_bmxbn += jnp.dot(x_bmxbk4.astype(jnp.bfloat16),
+                           plane_bk4xbn.astype(jnp.bfloat16),
+                           preferred_element_type=jnp.float32)
+    return acc_bmxbn
+
+  acc_bmxbn = jax.lax.fori_loop(0, k_steps, k_step,
+                                jnp.zeros((bm, bn), jnp.float32))
+  o_ref[...] = acc_bmxbn / (sx_ref[...] * sw_ref[...])
+
+
+@functools.partial(jax.jit, static_argnames=('n', 'block_m', 'block_n', 'block_k4',
+                                             'interpret'))
+def ternary_matmul_pallas(x_int8_MxK: jax.Array, x_scale_Mx1: jax.Array,
+                          w_packed_KqxN: jax.Array, w_scale: jax.Array, n: int, *,
+                          block_m: int = 64, block_n: int = 128, block_k4: int = 64,
+                          interpret: bool = False) -> jax.Array:
+  """float32 [M, N] = (x_q @ w_t) / (sx * sw) with the Pallas kernel.
+
+  Any M, K, N: the wrapper pads to whole blocks. block_* are caps; each is lowered to
+  the smallest power of two >= 16 covering its dimension.
+  """
+  reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed_KqxN, n)
+  for name, b in (('block_m', block_m), ('block_n', block_n), ('block_k4', block_k4)):
+    if b < _MIN_BLOCK or b & (b - 1):
+      raise ValueError(f'ternary_matmul_pallas: {name} must be a power of two >= '
+                       f'{_MIN_BLOCK}, got {b}')
+  m, k = x_int8_MxK.shape
+  kq = w_packed_KqxN.shape[0]
+  bm, bn, bk4 = _block(m, block_m), _block(n, block_n), _block(kq, block_k4)
+
+  # x [M, K] -> [4, Mp, Kp] with x_4xMxKp[i, m, g] = x[m, 4g + i]; zero padding.
+  x_MxK = _pad_to(_pad_to(x_int8_MxK, 1, 4 * bk4), 0, bm)
+  mp, kp = x_MxK.shape[0], x_MxK.shape[1] // 4
+  x_4xMxKp = x_MxK.reshape(mp, kp, 4).transpose(2, 0, 1)
+  sx_Mx1 = _pad_to(x_scale_Mx1.astype(jnp.float32), 0, bm, value=1.0)
+  w_KpxN = _pad_to(_pad_to(w_packed_KqxN, 0, bk4, reference.ZERO_BYTE), 1, bn,
+                   reference.ZERO_BYTE)
+  np_ = w_KpxN.shape[1]
+  sw_1x1 = jnp.asarray(w_scale, jnp.float32).reshape(1, 1)
+
+  compiler_params = None
+  if not interpret and jax.default_backend() == 'gpu':
+    # pallas_call on GPU defaults to Mosaic GPU (Hopper+, deprecated for pallas_call);
+    # this plain tiled kernel targets the Triton backend.
+    from jax.experimental.pallas import triton as pltriton
+    compiler_params = pltriton.CompilerParams()
+
+  kernel = functools.partial(_ternary_matmul_kernel, bk4=bk4, k_steps=kp // bk4)
+  y_MpxNp = pl.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct((mp, np_), jnp.float32),
+      grid=(mp // bm, np_ // bn),
+      in_specs=[
+          pl.BlockSpec((4, bm, kp), lambda i, j: (0, i, 0)),
+          pl.BlockSpec((bm, 1), lambda i, j: (i, 0)),
+          pl.BlockSpec((kp, bn), lambda i, j: (0, j)),
+          pl.BlockSpec((1, 1), lambda i, j: (0, 0)),
+      ],
+      out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
+      compiler_params=compiler_params,
+      interpret=interpret,
+  )(x_4xMxKp, sx_Mx1, w_KpxN, sw_1x1)
+  return y_MpxNp[:m, :n]
