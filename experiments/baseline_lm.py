@@ -35,15 +35,9 @@ PAPER = {'title': 'LLaMA: Open and Efficient Foundation Language Models',
 
 
 def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_every):
-  c = ml_collections.ConfigDict()
-  c.model = dict(d_model=d_model, n_layers=n_layers, max_len=2 * seq_len,
-                 attention=dict(n_heads=n_heads))
-  c.data = dict(source='stdlib', seq_len=seq_len, batch_size=batch, eval_batches=16)
-  c.optimizer = dict(lr=lr, warmup_steps=warmup, schedule='cosine')
-  c.train = dict(steps=steps, log_every=max(steps // 20, 1), eval_every=eval_every)
-  c.checkpoint = dict(every=max(steps // 4, 1))
-  c.seeds = [0]
-  c.arms = [dict(name='baseline', overrides={})]
+  c = experiment.lm_config(d_model, n_layers, n_heads, seq_len, batch, steps, lr,
+                           warmup=warmup, eval_every=eval_every, max_len=2 * seq_len,
+                           log_points=20, checkpoints=4)
   c.eval = dict(samples=64, prompt_len=32, new_tokens=128, temperature=0.7, top_k=20)
   return c
 
@@ -54,7 +48,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'quick': lambda: _config(192, 4, 4, 128, 16, 1200, 3e-3, 60, 300),
       'full': lambda: _config(512, 8, 8, 512, 64, 20_000, 1e-3, 1000, 2000),
   })
-  c.mode = arg or 'smoke'
   if c.mode == 'smoke':
     c.eval = dict(samples=2, prompt_len=8, new_tokens=32, temperature=0.7, top_k=20)
   return c

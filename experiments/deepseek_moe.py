@@ -52,24 +52,18 @@ def arms(width: int) -> list[dict]:
 
 
 def _config(d_model, n_layers, width, seq_len, batch, steps, lr):
-  return ml_collections.ConfigDict(dict(
-      model=dict(d_model=d_model, n_layers=n_layers, max_len=seq_len,
-                 attention=dict(n_heads=max(d_model // 32, 2))),
-      data=dict(source='stdlib', seq_len=seq_len, batch_size=batch, eval_batches=16),
-      optimizer=dict(lr=lr, warmup_steps=max(steps // 20, 1)),
-      train=dict(steps=steps, log_every=max(steps // 50, 1), eval_every=0),
-      checkpoint=dict(every=max(steps // 2, 1)),
-      seeds=[0], arms=arms(width)))
+  c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
+                           steps, lr)
+  c.arms = arms(width)
+  return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = experiment.pick_mode(arg, {
+  return experiment.pick_mode(arg, {
       'smoke': lambda: _config(32, 1, 64, 32, 8, 8, 3e-3),
       'quick': lambda: _config(96, 2, 256, 128, 16, 600, 3e-3),
       'full': lambda: _config(512, 8, 1408, 512, 64, 20_000, 1e-3),
   })
-  c.mode = arg or 'smoke'
-  return c
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:

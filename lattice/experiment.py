@@ -93,6 +93,25 @@ def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {**results.env_info(), 'data': pipeline.describe(config_lib.build(config).data)}
 
 
+def lm_config(d_model: int, n_layers: int, n_heads: int, seq_len: int, batch: int,
+              steps: int, lr: float, *, warmup: int | None = None, eval_every: int = 0,
+              max_len: int | None = None, log_points: int = 50, checkpoints: int = 2,
+              **model: Any) -> ml_collections.ConfigDict:
+  """The common experiment config: an LM on the stdlib corpus, one seed, one arm.
+
+  `model` adds model fields (e.g. ffn=dict(kind='moe', ...)); the experiment then
+  sets its own `arms`, `seeds` and extra keys.
+  """
+  return ml_collections.ConfigDict(dict(
+      model=dict(d_model=d_model, n_layers=n_layers, max_len=max_len or seq_len,
+                 attention=dict(n_heads=n_heads), **model),
+      data=dict(source='stdlib', seq_len=seq_len, batch_size=batch, eval_batches=16),
+      optimizer=dict(lr=lr, warmup_steps=max(steps // 20, 1) if warmup is None else warmup),
+      train=dict(steps=steps, log_every=max(steps // log_points, 1), eval_every=eval_every),
+      checkpoint=dict(every=max(steps // checkpoints, 1)),
+      seeds=[0], arms=[dict(name='baseline', overrides={})]))
+
+
 def pick_mode(arg: str | None, modes: dict[str, Callable[[], Any]]
               ) -> ml_collections.ConfigDict:
   """`get_config(arg)` helper: the mode's config over the library defaults.
@@ -112,4 +131,5 @@ def pick_mode(arg: str | None, modes: dict[str, Callable[[], Any]]
   except TypeError as e:  # ConfigDict's type safety: a default's type was changed.
     raise config_lib.ConfigError(f'--config: mode {arg!r} sets a field to the wrong '
                                  f'type: {e}') from None
+  config.mode = arg
   return config

@@ -48,6 +48,13 @@ def _problem(cfg, T=24, seed=0):
   return x, idx, gate, w
 
 
+@pytest.fixture(autouse=True)
+def _exact_matmuls():
+  # GPUs default to TF32 matmuls; compare dispatch paths at full float32 precision.
+  with jax.default_matmul_precision('highest'):
+    yield
+
+
 @pytest.mark.parametrize('path', ['blocks', 'ragged', 'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()

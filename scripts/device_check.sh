@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The accelerator checks, as one script for a lent GPU machine (see BENCHMARKS.md):
+# installs the carried wheels (.whl: ml_collections, grain, array_record, portpicker,
+# PyYAML), then runs the GPU benchmarks and the GPU-relevant tests.
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
+python3 -m benchmarks.train_throughput --sizes 512,1024,2048 --seq_len 1024 --batch 16 \
+  --steps 10 --dtype bfloat16 --json "$OUT/train_throughput.json" 2>&1 | grep -v -i warn | tee "$OUT/train_throughput.log"
+[ "${SKIP_MOE_BENCH:-0}" = 1 ] || python3 -m benchmarks.moe_layer --ragged_experts 8,16,32 \
+  --json "$OUT/moe_layer.json" 2>&1 | grep -v -i warn | tee "$OUT/moe_layer.log"
+python3 -m pytest -q -p no:cacheprovider tests/ternary_matmul_test.py tests/transformer_test.py \
+  tests/sampling_test.py tests/moe_test.py tests/quant_test.py \
+  -k "not expert_parallel and not bad_moe" 2>&1 | tail -25 | tee "$OUT/pytest.log"
