@@ -33,6 +33,3 @@ class TrainState(struct.PyTreeNode):
   def variables(self) -> dict[str, Any]:
     return {'params': self.params, **self.extra}
 
-
-def param_count(params: Any) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(params)))
