@@ -29,48 +29,44 @@ from lattice.nn import layers, mlp
 BIAS_COLLECTION = 'moe_bias'
 
 
-def expert_ffn(cfg: config_lib.ModelConfig):
-  """ffn(w, x_GxCxD) -> y_GxCxD: the batched expert FFN through the Linear kind's hook."""
-  lcfg = cfg.linear
-  prepare = layers.linear_class(lcfg).prepare
+def _ffn_with(cfg: config_lib.ModelConfig, mm):
+  """The (gated) FFN wo(act(x wi_0) * x wi_1) over a given matmul `mm(x, w, *extra)`."""
   act = layers.ACTIVATIONS[cfg.ffn.activation]
   gated = cfg.ffn.activation in mlp.GATED
-  dtype = layers.dtype_of(cfg.dtype)
 
-  def mm(x, w):
-    x, w = prepare(lcfg, x, w, 1)
-    return jnp.dot(x.astype(dtype), w.astype(dtype))
-
-  def one(w, x_CxD):
-    h_CxF = act(mm(x_CxD, w['wi_0']))
+  def ffn(w, x, *extra):
+    h = act(mm(x, w['wi_0'], *extra))
     if gated:
-      h_CxF = h_CxF * mm(x_CxD, w['wi_1'])
-    return mm(h_CxF, w['wo'])
+      h = h * mm(x, w['wi_1'], *extra)
+    return mm(h, w['wo'], *extra)
 
-  return jax.vmap(one)
+  return ffn
+
+
+def expert_ffn(cfg: config_lib.ModelConfig):
+  """ffn(w, x_GxCxD) -> y_GxCxD: the batched expert FFN through the Linear kind's hook."""
+  lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
+  prepare = layers.linear_class(lcfg).prepare
+
+  def mm(x_CxI, w_IxO):
+    x_CxI, w_IxO = prepare(lcfg, x_CxI, w_IxO, 1)
+    return jnp.dot(x_CxI.astype(dtype), w_IxO.astype(dtype))
+
+  return jax.vmap(_ffn_with(cfg, mm))
 
 
 def ragged_expert_ffn(cfg: config_lib.ModelConfig):
-  """ffn(w, x_NxD sorted by expert, sizes_E) via jax.lax.ragged_dot (GPU/TPU)."""
-  lcfg = cfg.linear
+  """ffn(w, x_NxD sorted by expert, sizes_E) via jax.lax.ragged_dot."""
+  lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
   prepare = layers.linear_class(lcfg).prepare
-  act = layers.ACTIVATIONS[cfg.ffn.activation]
-  gated = cfg.ffn.activation in mlp.GATED
-  dtype = layers.dtype_of(cfg.dtype)
 
-  def mm(x, w_ExIxO, sizes):
+  def mm(x_NxI, w_ExIxO, sizes_E):
     # Per-token activation transform, per-expert weight transform (quantized kinds).
-    x = prepare(lcfg, x, w_ExIxO[0], 1)[0]
-    w_ExIxO = jax.vmap(lambda w: prepare(lcfg, x[:1], w, 1)[1])(w_ExIxO)
-    return jax.lax.ragged_dot(x.astype(dtype), w_ExIxO.astype(dtype), sizes)
+    x_NxI = prepare(lcfg, x_NxI, w_ExIxO[0], 1)[0]
+    w_ExIxO = jax.vmap(lambda w: prepare(lcfg, x_NxI[:1], w, 1)[1])(w_ExIxO)
+    return jax.lax.ragged_dot(x_NxI.astype(dtype), w_ExIxO.astype(dtype), sizes_E)
 
-  def ffn(w, x_NxD, sizes):
-    h = act(mm(x_NxD, w['wi_0'], sizes))
-    if gated:
-      h = h * mm(x_NxD, w['wi_1'], sizes)
-    return mm(h, w['wo'], sizes)
-
-  return ffn
+  return _ffn_with(cfg, mm)
 
 
 def expert_parallel_size() -> int:
