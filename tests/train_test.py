@@ -1,5 +1,6 @@
 """The train loop: resume == uninterrupted (bitwise), non-finite handling, outputs."""
 
+import dataclasses
 import json
 
 import jax
@@ -151,3 +152,19 @@ def test_rerunning_a_finished_run_keeps_its_training_measurements(tmp_path, one_
   for key in ('train_loss', 'tokens_per_s', 'mfu', 'val_loss'):
     assert again[key] == pytest.approx(first[key]), key
   assert again['wall_s'] >= first['wall_s']  # cumulative over sessions
+
+
+def test_accounting_and_decay_mask_are_the_same_with_scanned_layers():
+  import flax.linen as nn
+  from lattice.nn import transformer
+  from lattice.train import flops
+  cfg = loop.resolve(_cfg(model={'linear': {'use_bias': True}}))
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  counts = []
+  for scan in (False, True):
+    model_cfg = dataclasses.replace(cfg.model, scan_layers=scan)
+    params = nn.unbox(transformer.Transformer(model_cfg).init(jax.random.key(0), tokens))['params']
+    mask = optim.decay_mask(params)
+    decayed = sum(x.size for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
+    counts.append((flops.train_flops_per_token(params, model_cfg, 16), decayed))
+  assert counts[0] == counts[1]

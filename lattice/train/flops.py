@@ -23,6 +23,10 @@ def count_params(params: Any) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
+# Norm gains and biases: vectors, even when nn.scan stacks them into [layers, D].
+VECTOR_PARAMS = ('scale', 'bias')
+
+
 def _expert_fraction(path: tuple, model_cfg: config_lib.ModelConfig) -> float:
   """Routed-expert weights (ffn/wi_0 etc. with an expert axis) count k/E per token."""
   if model_cfg.ffn.kind == 'moe' and path[-1] in ('wi_0', 'wi_1', 'wo'):
@@ -38,7 +42,7 @@ def matmul_params(params: Any, model_cfg: config_lib.ModelConfig,
   for path, leaf in traverse_util.flatten_dict(params).items():
     if 'embedding' in path:
       total += leaf.size if model_cfg.tie_embeddings else 0
-    elif leaf.ndim >= 2:
+    elif path[-1] not in VECTOR_PARAMS and leaf.ndim >= 2:
       total += leaf.size * (_expert_fraction(path, model_cfg) if active else 1.0)
   return int(total)
 

@@ -16,6 +16,7 @@ import optax
 from flax import traverse_util
 
 from lattice import config as config_lib
+from lattice.train import flops
 
 
 def lr_schedule(o: config_lib.OptimizerConfig, steps: int) -> optax.Schedule:
@@ -64,8 +65,9 @@ def decay_mask(params: Any, decay_norms_and_embeddings: bool = False) -> Any:
   def wants_decay(path, leaf):
     if decay_norms_and_embeddings:
       return True
-    name = '/'.join(str(p) for p in path)
-    return jnp.ndim(leaf) >= 2 and 'embedding' not in name and 'scale' not in path[-1:]
+    # By name, not ndim: nn.scan stacks norm gains and biases into [layers, D].
+    return (jnp.ndim(leaf) >= 2 and 'embedding' not in path
+            and path[-1] not in flops.VECTOR_PARAMS)
 
   return traverse_util.unflatten_dict({k: wants_decay(k, v) for k, v in flat.items()})
 
