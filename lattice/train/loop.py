@@ -19,15 +19,14 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
 from lattice import config as config_lib
+from lattice import models
 from lattice import sharding
 from lattice.data import pipeline, tokenizer as tokenizer_lib
-from lattice.nn import transformer
 from lattice.train import checkpoint, flops, optim, step as step_lib
 from lattice.train.state import TrainState
 
@@ -65,21 +64,26 @@ class Setup:
 
 
 def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
-          loss_fn: Callable = step_lib.lm_loss, extra_update: Callable | None = None,
+          loss_fn: Callable | None = None, extra_update: Callable | None = None,
           devices=None) -> Setup:
-  """Mesh, shardings and jitted init/train/eval for `cfg` (no compilation yet)."""
+  """Mesh, shardings and jitted init/train/eval for `cfg` (no compilation yet).
+
+  The model, loss, init inputs and eval step come from the config's model family
+  (`lattice.models`); `model` and `loss_fn` override the family's."""
   cfg = resolve(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   sharding.validate_for_mesh(cfg, mesh)
-  model = model or transformer.Transformer(cfg.model)
+  family = models.family_for(cfg.model)
+  model = model or family.make_model(cfg.model, False)
+  loss_fn = loss_fn or family.loss_fn
   tx, schedule = optim.make_optimizer(cfg.optimizer, cfg.train.steps)
-  dummy = jnp.zeros((1, cfg.data.seq_len), jnp.int32)
+  init_args = family.init_args(cfg)
 
   def init(key):
-    return TrainState.create(nn.unbox(model.init(key, dummy)), tx)
+    return TrainState.create(nn.unbox(model.init(key, *init_args)), tx)
 
   with sharding.use_mesh(mesh):
-    boxed = jax.eval_shape(model.init, jax.random.key(0), dummy)
+    boxed = jax.eval_shape(model.init, jax.random.key(0), *init_args)
     var_sh = sharding.logical_to_sharding(boxed, mesh)
     abstract = jax.eval_shape(init, jax.random.key(0))
   repl = sharding.replicated(mesh)
@@ -97,7 +101,7 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
                                extra_update=extra_update),
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
       donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(model),
+  eval_step = jax.jit(family.make_eval_step(model),
                       in_shardings=(state_sh, batch_sh), out_shardings=repl)
   return Setup(cfg, model, mesh, tx, schedule, state_sh, abstract,
                jax.jit(init, out_shardings=state_sh), train_step, eval_step)
