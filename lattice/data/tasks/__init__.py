@@ -1,1 +1,3 @@
-"""lattice.data.tasks."""
+"""lattice.data.tasks: generated data sources (importing registers them)."""
+
+from lattice.data.tasks import arithmetic
