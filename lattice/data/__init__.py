@@ -10,3 +10,4 @@ from lattice.data.sources import register_source
 from lattice.data.sources import stdlib_info
 from lattice.data.tokenizer import ByteTokenizer
 from lattice.data.tokenizer import padded_vocab_size
+from lattice.data import tasks  # noqa: F401  (registers the generated-task sources)
