@@ -63,7 +63,7 @@ class AttentionConfig:
 class FFNConfig:
   kind: str = 'dense'          # dense | moe
   d_ff: int = 0                # 0: the Llama rule, 8/3 * d_model rounded up to 64.
-  activation: str = 'swiglu'   # swiglu | geglu | gelu | relu2
+  activation: str = 'swiglu'   # swiglu | geglu | gelu | relu2 | relu2_glu (gated, BitNet 2B4T)
   # Mixture of experts (kind='moe'); see lattice/moe.
   n_experts: int = 8
   top_k: int = 2
@@ -85,13 +85,44 @@ class FFNConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MTPConfig:
-  kind: str = 'none'
-  n: int = 1
+  """Multi-token prediction (lattice/mtp): parallel heads (Gloeckle et al. 2024,
+  arXiv 2404.19737) or sequential modules (DeepSeek-V3, arXiv 2412.19437)."""
+  kind: str = 'none'           # none | parallel | sequential
+  n: int = 1                   # parallel: heads; head i predicts token t+i (1 = main)
+  depth: int = 1               # sequential: modules D; module k predicts token t+1+k
+  loss_weights: str = ''       # parallel: comma-separated weight per head; '': all 1
+  memory_efficient: bool = False  # parallel: forward+backward one head at a time
+  lam: float = 0.3             # sequential: weight λ of the mean module loss
+  lam_late: float = 0.1        # sequential: λ from lam_switch_step on (V3: 0.3 -> 0.1)
+  lam_switch_step: int = 0     # sequential: 0 keeps λ = lam throughout
 
 
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
-  kind: str = 'text'
+  kind: str = 'text'           # text | early | late (lattice/multimodal)
+  # Images (early/late fusion): shapes images, cut into patches; each image fills
+  # BOI + (image_size/patch_size)^2 patch slots + EOI in the token stream.
+  image_size: int = 32
+  patch_size: int = 8
+  max_images: int = 4          # image slots per training sequence
+  # Document mix (Shukor et al. 2025, arXiv 2504.07951: 45% captions, 45%
+  # interleaved, 10% text-only).
+  caption_ratio: float = 0.45
+  interleaved_ratio: float = 0.45
+  text_ratio: float = 0.10
+  # Late fusion: a ViT trained from scratch, then LLaVA's 2-layer GELU MLP adapter.
+  enc_d_model: int = 64
+  enc_layers: int = 1
+  enc_heads: int = 2
+  # Early fusion: 'patches' (linear patch embedding) or 'discrete' (Chameleon-style
+  # k-means patch codes added to the vocabulary; loss on them weighted image_loss).
+  image_tokens: str = 'patches'
+  codebook_size: int = 64
+  image_loss: float = 0.0
+  # MoE with either frontend: 'learned' routing, or 'hard' (image tokens go to the
+  # first image_experts experts, text to the rest; 0: half of them).
+  modality_routing: str = 'learned'
+  image_experts: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +137,9 @@ class ModelConfig:
   remat: str = 'none'          # none | full | dots
   dtype: str = 'float32'       # activation/compute dtype
   param_dtype: str = 'float32'
+  # SubLN (BitNet b1.58 2B4T, arXiv 2504.12285): an RMSNorm on the inputs of the
+  # attention-output and FFN-down projections (dense FFN only).
+  subln: bool = False
   attention: AttentionConfig = AttentionConfig()
   linear: LinearConfig = LinearConfig()
   ffn: FFNConfig = FFNConfig()
@@ -210,7 +244,7 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
-    'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2'),
+    'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
     'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged'),
@@ -298,6 +332,41 @@ def _validate_moe(f: FFNConfig) -> None:
                       f'{f.topk_groups} kept groups of {f.n_experts // f.n_groups}')
 
 
+def mtp_loss_weights(t: MTPConfig) -> tuple[float, ...]:
+  """The parallel heads' loss weights (all 1 unless model.mtp.loss_weights is set)."""
+  if not t.loss_weights.strip():
+    return (1.0,) * t.n
+  try:
+    weights = tuple(float(w) for w in t.loss_weights.split(','))
+  except ValueError:
+    raise ConfigError(f'model.mtp.loss_weights: expected comma-separated numbers, got '
+                      f'{t.loss_weights!r}') from None
+  if len(weights) != t.n:
+    raise ConfigError(f'model.mtp.loss_weights: {len(weights)} weights for '
+                      f'model.mtp.n={t.n} heads')
+  if min(weights) < 0 or sum(weights) <= 0:
+    raise ConfigError(f'model.mtp.loss_weights: must be non-negative and not all zero, '
+                      f'got {t.loss_weights!r}')
+  return weights
+
+
+def _validate_mtp(m: ModelConfig) -> None:
+  t = m.mtp
+  _positive('model.mtp.n', t.n)
+  _positive('model.mtp.depth', t.depth)
+  _positive('model.mtp.lam', t.lam, allow_zero=True)
+  _positive('model.mtp.lam_late', t.lam_late, allow_zero=True)
+  _positive('model.mtp.lam_switch_step', t.lam_switch_step, allow_zero=True)
+  mtp_loss_weights(t)
+  if t.kind == 'parallel' and m.n_layers < 2:
+    raise ConfigError(f'model.n_layers: parallel MTP counts one head layer in '
+                      f'model.n_layers (trunk = n_layers - 1), so it needs >= 2, got '
+                      f'{m.n_layers}')
+  if t.memory_efficient and t.kind != 'parallel':
+    raise ConfigError(f'model.mtp.memory_efficient: only parallel heads have the '
+                      f'head-by-head backward, but model.mtp.kind={t.kind!r}')
+
+
 def validate(cfg: Config) -> Config:
   """Checks values and combinations; returns cfg unchanged or raises ConfigError."""
   for path, choices in _CHOICES.items():
@@ -317,7 +386,7 @@ def validate(cfg: Config) -> Config:
     _positive(f'model.{name}', getattr(m, name))
   _positive('model.attention.n_heads', a.n_heads)
   _positive('model.attention.rope_theta', a.rope_theta)
-  _positive('model.mtp.n', m.mtp.n)
+  _validate_mtp(m)
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)

@@ -67,6 +67,10 @@ class Attention(nn.Module):
           implementation=_implementation(cfg.attention.implementation))
     out_BxLxHxDh = layers.constrain(out_BxLxHxDh,
                                     ('act_batch', 'act_len', 'act_heads', None))
+    if cfg.subln:  # one norm over the concatenated heads, as in BitNet 2B4T
+      B, L, H, Dh = out_BxLxHxDh.shape
+      out_BxLxHxDh = layers.RMSNorm(cfg.norm_eps, dtype, pdtype, None, name='subln')(
+          out_BxLxHxDh.reshape(B, L, H * Dh)).reshape(B, L, H, Dh)
     return layers.dense(cfg.linear, cfg.d_model, ('heads', 'head_dim'), ('embed',),
                         dtype=dtype, param_dtype=pdtype, name='out')(out_BxLxHxDh)
 

@@ -110,7 +110,7 @@ class RMSNorm(nn.Module):
   eps: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
-  axis_name: str = 'embed'
+  axis_name: str | None = 'embed'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -154,4 +154,5 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'geglu': jax.nn.gelu,
     'gelu': jax.nn.gelu,
     'relu2': lambda x: jnp.square(jax.nn.relu(x)),
+    'relu2_glu': lambda x: jnp.square(jax.nn.relu(x)),  # gated: relu(xW)^2 * xV
 }

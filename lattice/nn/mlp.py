@@ -12,7 +12,7 @@ import jax
 from lattice import config as config_lib
 from lattice.nn import layers
 
-GATED = ('swiglu', 'geglu')
+GATED = ('swiglu', 'geglu', 'relu2_glu')
 
 
 class MLP(nn.Module):
@@ -20,7 +20,8 @@ class MLP(nn.Module):
   cfg: config_lib.ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, modality_BxL: jax.Array | None = None) -> jax.Array:
+    del modality_BxL  # every token goes through the same dense FFN
     cfg = self.cfg
     kw = dict(dtype=layers.dtype_of(cfg.dtype), param_dtype=layers.dtype_of(cfg.param_dtype))
     act = layers.ACTIVATIONS[cfg.ffn.activation]
@@ -30,6 +31,9 @@ class MLP(nn.Module):
     if cfg.ffn.activation in GATED:
       h_BxLxF = h_BxLxF * up('wi_1')
     h_BxLxF = layers.constrain(h_BxLxF, ('act_batch', 'act_len', 'act_mlp'))
+    if cfg.subln:
+      h_BxLxF = layers.RMSNorm(cfg.norm_eps, kw['dtype'], kw['param_dtype'], 'mlp',
+                               name='subln')(h_BxLxF)
     return layers.dense(cfg.linear, cfg.d_model, ('mlp',), ('embed',), name='wo',
                         **kw)(h_BxLxF)
 

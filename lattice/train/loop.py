@@ -27,7 +27,7 @@ from lattice import config as config_lib
 from lattice import models
 from lattice import sharding
 from lattice.data import pipeline, tokenizer as tokenizer_lib
-from lattice.train import checkpoint, flops, optim, step as step_lib
+from lattice.train import artifacts, checkpoint, flops, optim, step as step_lib
 from lattice.train.state import TrainState
 
 
@@ -200,8 +200,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   tok = tokenizer_lib.ByteTokenizer()
   setup = build(cfg, **build_kwargs)
   cfg = setup.cfg
-  train_iter = pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed)
-  eval_batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
+  if jax.process_index() == 0:
+    artifacts.save_config(workdir, cfg)
+  family = models.family_for(cfg.model)
+  if family.make_train_iterator is not None:  # e.g. image+text batches (multimodal)
+    train_iter = family.make_train_iterator(cfg, tok)
+    eval_batches = family.make_eval_batches(cfg, tok)
+  else:
+    train_iter = pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed)
+    eval_batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
 
   with sharding.use_mesh(setup.mesh):
@@ -211,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     else:
       state = setup.init(jax.random.key(cfg.train.seed))
   n_params = flops.count_params(state.params)
-  flops_per_token = flops.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len)
+  flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
+      state.params, cfg.model, cfg.data.seq_len)
   peak = cfg.train.flops_peak or flops.measure_matmul_peak()
   writer = _MetricsWriter(workdir, cfg.train.tensorboard)
   t_start -= writer.previous_wall_s()  # wall_s counts every session of a resumed run
