@@ -1,8 +1,9 @@
-"""The `lattice` console script: `lattice run|report|bench ...`.
+"""The `lattice` console script: `lattice run|report|bench|serve ...`.
 
   lattice run --config=experiments/baseline_lm.py:quick --workdir=runs/baseline
   lattice report runs/ [--out REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
+  lattice serve --workdir=runs/x [--config=FILE.py:MODE] [--port 8000]
 """
 
 from __future__ import annotations
@@ -36,8 +37,17 @@ def main(argv=None) -> None:
     except ImportError as e:
       print(f'lattice: error: no benchmark {rest[0]!r} ({e})', file=sys.stderr)
       sys.exit(2)
+  elif command == 'serve':
+    from lattice import config as config_lib
+    from lattice.agents import server
+    try:
+      server.main(rest)
+    except config_lib.ConfigError as e:
+      print(f'lattice: error: {e}', file=sys.stderr)
+      sys.exit(2)
   else:
-    print(f'lattice: error: unknown command {command!r}; choose run, report or bench '
+    print(f'lattice: error: unknown command {command!r}; choose run, report, bench '
+          'or serve '
           '(see lattice --help)', file=sys.stderr)
     sys.exit(2)
 
