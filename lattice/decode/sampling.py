@@ -4,8 +4,11 @@ Shape legend: B batch, P prompt length, N new tokens, V vocabulary.
 
 One prefill call writes the prompt into the cache; a `lax.scan` then samples one
 token a step (greedy, temperature, top-k, top-p). A `LogitProcessor` can rewrite the
-logits each step from a state it carries through the loop (constrained decoding
-plugs in here). Rows stop independently at EOS; later tokens are PAD.
+logits each step from a state it carries through the loop. A `constraint`
+(`lattice.decode.constraints.TokenIndex`) carries each row's automaton state and
+masks every token whose remaining need does not fit in the steps left, so the
+output always matches its schema or regex (see that module). Rows stop
+independently at EOS; later tokens are PAD.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
+from lattice.decode import constraints as constraints_lib
 from lattice.nn import transformer
 
 
@@ -65,10 +69,13 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
              model_cfg: config_lib.ModelConfig, max_new_tokens: int,
              sampling: SamplingConfig = SamplingConfig(),
              processor: LogitProcessor = LogitProcessor(),
-             eos_id: int | None = None, pad_id: int = 0) -> jax.Array:
+             eos_id: int | None = None, pad_id: int = 0,
+             constraint: constraints_lib.TokenIndex | None = None) -> jax.Array:
   """Samples `max_new_tokens` after each (equal-length) prompt; returns int32[B, N].
 
   `variables` holds 'params' (and any non-gradient collections); no 'cache'.
+  With a `constraint`, every row's tokens up to EOS (or all N) match it; `eos_id`
+  then defaults to, and must equal, the constraint's.
   """
   B, P = prompt_BxP.shape
   if P + max_new_tokens > model_cfg.max_len:
@@ -79,24 +86,57 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   cache = transformer.init_cache(model, B)
   logits_BxPxV, mut = model.apply({**variables, 'cache': cache}, prompt_BxP,
                                   mutable=['cache'])
+  if constraint is not None:
+    eos_id = _check_constraint(constraint, eos_id, max_new_tokens,
+                               logits_BxPxV.shape[-1])
 
-  def pick(key, logits_BxV, pstate, done_B):
-    token_B = sample_logits(key, processor(pstate, logits_BxV), sampling)
+  def pick(key, logits_BxV, pstate, cstate_B, done_B, step):
+    logits_BxV = processor(pstate, logits_BxV)
+    if constraint is not None:
+      # Allowed: the tokens after which an accepting state is still reachable in
+      # the steps left (`need` is INF for tokens the automaton rejects).
+      left = max_new_tokens - 1 - step
+      allowed_BxV = constraint.need_SxV[cstate_B] <= left
+      logits_BxV = jnp.where(allowed_BxV, logits_BxV, -jnp.inf)
+    token_B = sample_logits(key, logits_BxV, sampling)
     token_B = jnp.where(done_B, pad_id, token_B)
     pstate = processor.update(pstate, token_B)
+    if constraint is not None:
+      cstate_B = jnp.where(done_B, cstate_B, constraint.next_SxV[cstate_B, token_B])
     if eos_id is not None:
       done_B = done_B | (token_B == eos_id)
-    return token_B, pstate, done_B
+    return token_B, pstate, cstate_B, done_B
 
-  def body(carry, key):
-    cache, token_B, pstate, done_B = carry
+  def body(carry, xs):
+    key, step = xs
+    cache, token_B, pstate, cstate_B, done_B = carry
     logits_Bx1xV, mut = model.apply({**variables, 'cache': cache}, token_B[:, None],
                                     mutable=['cache'])
-    token_B, pstate, done_B = pick(key, logits_Bx1xV[:, -1], pstate, done_B)
-    return (mut['cache'], token_B, pstate, done_B), token_B
+    token_B, pstate, cstate_B, done_B = pick(key, logits_Bx1xV[:, -1], pstate,
+                                             cstate_B, done_B, step)
+    return (mut['cache'], token_B, pstate, cstate_B, done_B), token_B
 
   keys = jax.random.split(key, max_new_tokens)
-  first_B, pstate, done_B = pick(keys[0], logits_BxPxV[:, -1], processor.init(B),
-                                 jnp.zeros((B,), bool))
-  _, rest_BxN = jax.lax.scan(body, (mut['cache'], first_B, pstate, done_B), keys[1:])
+  start = constraint.start if constraint is not None else 0
+  first_B, pstate, cstate_B, done_B = pick(
+      keys[0], logits_BxPxV[:, -1], processor.init(B), jnp.full((B,), start, jnp.int32),
+      jnp.zeros((B,), bool), 0)
+  _, rest_BxN = jax.lax.scan(body, (mut['cache'], first_B, pstate, cstate_B, done_B),
+                             (keys[1:], jnp.arange(1, max_new_tokens)))
   return jnp.concatenate([first_B[:, None], rest_BxN.T], axis=1)
+
+
+def _check_constraint(constraint: constraints_lib.TokenIndex, eos_id: int | None,
+                      max_new_tokens: int, vocab_size: int) -> int:
+  """The EOS id to stop at; errors a caller can cause, raised while tracing."""
+  if eos_id is not None and eos_id != constraint.eos_id:
+    raise ValueError(f'generate: eos_id {eos_id} differs from the constraint\'s '
+                     f'{constraint.eos_id}')
+  if constraint.need_SxV.shape[1] != vocab_size:
+    raise config_lib.ConfigError(
+        f'model.vocab_size: the constraint was built for {constraint.need_SxV.shape[1]} '
+        f'tokens, the model has {vocab_size} (build_index(vocab_size=...))')
+  if constraint.min_tokens > max_new_tokens:
+    raise ValueError(f'generate: the shortest match takes {constraint.min_tokens} '
+                     f'tokens, more than max_new_tokens={max_new_tokens}')
+  return constraint.eos_id
