@@ -75,14 +75,14 @@ def _is_type(x: Any, t: str) -> bool:
                         'boolean': bool, 'null': type(None)}[t])
 
 
-def _equal(a: Any, b: Any) -> bool:
+def json_equal(a: Any, b: Any) -> bool:
   """JSON equality: 1 == 1.0 but True != 1."""
   if isinstance(a, bool) or isinstance(b, bool):
     return type(a) is type(b) and a == b
   if isinstance(a, dict) and isinstance(b, dict):
-    return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
   if isinstance(a, list) and isinstance(b, list):
-    return len(a) == len(b) and all(map(_equal, a, b))
+    return len(a) == len(b) and all(map(json_equal, a, b))
   return a == b
 
 
@@ -91,9 +91,9 @@ def errors(x: Any, schema: dict, where: str = '$') -> list[str]:
   out = []
   if 'anyOf' in schema and not any(not errors(x, s, where) for s in schema['anyOf']):
     out.append(f'{where}: matches none of anyOf')
-  if 'enum' in schema and not any(_equal(x, v) for v in schema['enum']):
+  if 'enum' in schema and not any(json_equal(x, v) for v in schema['enum']):
     out.append(f'{where}: {x!r} not in enum')
-  if 'const' in schema and not _equal(x, schema['const']):
+  if 'const' in schema and not json_equal(x, schema['const']):
     out.append(f'{where}: {x!r} != const {schema["const"]!r}')
   types = schema.get('type')
   if types is None:
@@ -131,13 +131,13 @@ def validate(x: Any, schema: dict) -> bool:
 def parses_and_validates(text: str | bytes, schema: dict) -> bool:
   """Whether `text` is one JSON value (strict: no NaN) that satisfies `schema`."""
   try:
-    value = json.loads(text, parse_constant=_reject)
+    value = json.loads(text, parse_constant=reject_constant)
   except ValueError:
     return False
   return validate(value, schema)
 
 
-def _reject(name: str):
+def reject_constant(name: str):
   raise ValueError(f'non-standard JSON constant {name}')
 
 
