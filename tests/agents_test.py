@@ -235,7 +235,6 @@ def lattice_gen(tmp_path_factory):
       'checkpoint': {'every': 2}})
   workdir = tmp_path_factory.mktemp('gen')
   out = loop.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
-  generator.save_run_config(out['setup'].cfg, workdir)
   gen = generator.LatticeGenerator(jax.device_get(out['state'].variables),
                                    out['setup'].cfg.model)
   return gen, workdir
@@ -265,7 +264,26 @@ def test_lattice_generator_served(lattice_gen):
     status, out = _raw(s, 'POST', '/v1/completions',
                        json.dumps({'prompt': 'x' * 30, 'max_tokens': 8}))
     assert status == 400 and 'max_tokens' in out['error']['message']
+    status, out = _raw(s, 'POST', '/v1/completions', json.dumps(
+        {'prompt': 'a', 'response_format': {'type': 'xml'}}))
+    assert status == 400 and 'response_format' in out['error']['message']
     assert client.generate(['12+34='], 5, 0.0) == want
+
+
+def test_lattice_generator_constrained_over_http(lattice_gen):
+  import inspect
+  from lattice.decode import sampling
+  if 'constraint' not in inspect.signature(sampling.generate).parameters:
+    pytest.skip('sampling.generate has no constraint argument in this tree')
+  gen, _ = lattice_gen
+  with server.Server(gen, model_name='tiny') as s:
+    client = generator.OpenAIClient(s.url, 'tiny')
+    out = client.generate(['12+34=', '1+2='], 6, 1.0, constraint={'regex': '[0-9]{3}'})
+    assert all(len(t) == 3 and t.isdigit() for t in out), out
+    schema = {'type': 'object', 'properties': {'a': {'type': 'integer'}},
+              'required': ['a']}
+    text = client.generate(['{'], 12, 1.0, constraint={'json_schema': schema})[0]
+    assert isinstance(json.loads(text)['a'], int), text
 
 
 def test_arith_task_is_exact():

@@ -29,7 +29,6 @@ from lattice import config as config_lib
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import sampling
 
-CONFIG_FILE = 'config.json'
 
 
 @runtime_checkable
@@ -70,6 +69,7 @@ class LatticeGenerator:
     self._top_k, self._top_p = top_k, top_p
     self._key = jax.random.key(seed)
     self._calls = 0
+    self._constraints: dict[str, Any] = {}
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike[str],
@@ -77,8 +77,8 @@ class LatticeGenerator:
                    **kwargs) -> LatticeGenerator:
     """Restores the params a training run saved in `workdir/checkpoints`.
 
-    `cfg` is the run's config; without it `workdir/config.json` (written by
-    `save_run_config`) is read.
+    `cfg` is the run's config; without it the `workdir/config.json` the train loop
+    wrote is read.
     """
     from lattice.train import checkpoint, loop  # the train stack only when needed
     workdir = Path(workdir)
@@ -90,6 +90,27 @@ class LatticeGenerator:
     variables = jax.device_get(state.variables)
     kwargs.setdefault('name', workdir.name)
     return cls(variables, setup.cfg.model, **kwargs)
+
+  def compile_constraint(self, constraint: Any) -> Any:
+    """`{'json_schema': S}` / `{'regex': R}` -> a token index over this model's
+    vocabulary (cached); a compiled index passes through."""
+    if not isinstance(constraint, dict):
+      return constraint
+    if 'constraint' not in inspect.signature(sampling.generate).parameters:
+      raise NotImplementedError('generate: this lattice has no constrained decoding '
+                                '(sampling.generate takes no constraint)')
+    from lattice.decode import constraints  # pylint: disable=g-import-not-at-top
+    key = json.dumps(constraint, sort_keys=True)
+    if key not in self._constraints:
+      vocab = constraints.byte_vocab(self.model_cfg.vocab_size)
+      if set(constraint) == {'json_schema'}:
+        self._constraints[key] = constraints.for_schema(constraint['json_schema'], vocab)
+      elif set(constraint) == {'regex'}:
+        self._constraints[key] = constraints.for_regex(constraint['regex'], vocab)
+      else:
+        raise ValueError("constraint: expected {'json_schema': SCHEMA} or "
+                         f"{{'regex': PATTERN}}, got keys {sorted(constraint)}")
+    return self._constraints[key]
 
   def max_tokens_for(self, prompt: str) -> int:
     """How many tokens fit after `prompt` in the model's KV cache."""
@@ -111,11 +132,7 @@ class LatticeGenerator:
                          f'{self.model_cfg.max_len} (prompt {p[:40]!r}...)')
     extra = {}
     if constraint is not None:
-      if 'constraint' not in inspect.signature(sampling.generate).parameters:
-        raise NotImplementedError('generate: constrained decoding needs '
-                                  'sampling.generate(constraint=...) '
-                                  '(lattice.decode.constraints)')
-      extra['constraint'] = constraint
+      extra['constraint'] = self.compile_constraint(constraint)
     s = sampling.SamplingConfig(temperature=float(temperature), top_k=self._top_k,
                                 top_p=self._top_p)
     by_len: dict[int, list[int]] = {}
@@ -139,19 +156,13 @@ class LatticeGenerator:
     return texts
 
 
-def save_run_config(cfg: config_lib.Config, workdir: str | os.PathLike[str]) -> None:
-  """Writes the run's typed config as `workdir/config.json` (for `lattice serve`)."""
-  path = Path(workdir) / CONFIG_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-
-
 def load_run_config(workdir: str | os.PathLike[str]) -> config_lib.Config:
-  path = Path(workdir) / CONFIG_FILE
+  """The config.json the train loop writes in every run directory."""
+  path = Path(workdir) / 'config.json'
   if not path.exists():
     raise config_lib.ConfigError(
-        f'--workdir: {path} does not exist; pass the run\'s --config=FILE.py:MODE '
-        f'(or save it with lattice.agents.generator.save_run_config)')
+        f'--workdir: {path} does not exist; is {workdir} a lattice training run? '
+        f'(or pass the run\'s --config=FILE.py:MODE)')
   saved = json.loads(path.read_text())
   # Serving reads only the model: the data section may name a source registered by
   # an experiment module that is not imported here, so keep just its seq_len.

@@ -5,6 +5,10 @@
   POST /v1/chat/completions   {messages: [{role, content}], max_tokens, temperature,
                                n, stop}
 
+Either POST may constrain its output with `response_format` {type: json_schema,
+json_schema: {schema}} (OpenAI) or `guided_json` / `guided_regex` (vLLM's names),
+compiled by `lattice.decode.constraints` for a lattice model.
+
 Standard library only (`http.server.ThreadingHTTPServer`), loopback by default. A bad
 request gets a 4xx answer with an OpenAI-style body
 `{"error": {"message": ..., "type": ...}}` and the server keeps serving; a failure
@@ -73,6 +77,30 @@ def _sampling_fields(body: dict) -> tuple[int, float, int, list[str]]:
   return max_tokens, temperature, n, stop
 
 
+def _constraint(body: dict) -> dict | None:
+  """`response_format` json_schema (OpenAI) or `guided_regex` / `guided_json`
+  (vLLM) -> the Generator's constraint dict."""
+  fmt = body.get('response_format')
+  if fmt is not None:
+    if not isinstance(fmt, dict) or fmt.get('type') not in ('text', 'json_schema'):
+      raise RequestError("response_format: expected {\"type\": \"json_schema\", "
+                         "\"json_schema\": {\"schema\": ...}} or type \"text\"")
+    if fmt['type'] == 'json_schema':
+      schema = (fmt.get('json_schema') or {}).get('schema')
+      if not isinstance(schema, dict):
+        raise RequestError('response_format.json_schema.schema: expected an object')
+      return {'json_schema': schema}
+  if body.get('guided_json') is not None:
+    if not isinstance(body['guided_json'], dict):
+      raise RequestError('guided_json: expected a JSON schema object')
+    return {'json_schema': body['guided_json']}
+  if body.get('guided_regex') is not None:
+    if not isinstance(body['guided_regex'], str):
+      raise RequestError('guided_regex: expected a string')
+    return {'regex': body['guided_regex']}
+  return None
+
+
 def _cut(text: str, stop: list[str]) -> tuple[str, bool]:
   cuts = [text.find(s) for s in stop if s in text]
   return (text[:min(cuts)], True) if cuts else (text, False)
@@ -99,9 +127,20 @@ class Service:
           raise RequestError(f'max_tokens: the prompt ({len(p)} characters) leaves '
                              f'room for {max(fits(p), 0)} new tokens in the model\'s '
                              f'context, fewer than max_tokens={max_tokens}')
+    constraint = _constraint(body)
+    if constraint is not None:
+      compile_ = getattr(self.gen, 'compile_constraint', None)
+      if compile_ is not None:
+        try:
+          constraint = compile_(constraint)
+        except NotImplementedError as e:
+          raise RequestError(str(e), 400) from None
+        except Exception as e:  # pylint: disable=broad-except
+          raise RequestError(f'constraint: cannot compile: {type(e).__name__}: {e}'
+                             ) from None
     rows = [p for p in prompts for _ in range(n)]
     with self._lock:
-      texts = self.gen.generate(rows, max_tokens, temperature)
+      texts = self.gen.generate(rows, max_tokens, temperature, constraint)
     out, reasons = [], []
     for text in texts:
       text, stopped = _cut(text, stop)
