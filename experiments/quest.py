@@ -79,7 +79,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   bits = [int(a.name[1:].split('A')[0]) for a in arms
           if a.name.startswith('W') and a.name.endswith(tuple('0123456789'))]
   had = [loss[f'W{b}A{b}'] for b in bits]
-  order_ok = all(lo >= hi * (1 - ORDER_SLACK) for hi, lo in zip(had, had[1:]))
+  order_ok = len(had) > 1 and all(lo >= hi * (1 - ORDER_SLACK)
+                                  for hi, lo in zip(had, had[1:]))
   wins = [b for b in bits if loss[f'W{b}A{b}'] < loss[f'W{b}A{b}_no_hadamard']]
   w1, naive = loss['W1A1'], loss['W1A1_naive_ste']
   first_loss = _train_curve(Path(workdir) / 'W1A1' / f'seed_{config.seeds[0]}')[1][0]
