@@ -1,0 +1,235 @@
+"""Self-speculative decoding with a model's own multi-token heads, under jit.
+
+Shape legend: B batch, P prompt length, N new tokens, K draft tokens per step,
+L = K + 1 tokens per verification forward, V vocabulary.
+
+Blockwise parallel decoding (Stern et al. 2018) as used by Gloeckle et al. 2024
+(arXiv 2404.19737, §3.2) and DeepSeek-V3 (arXiv 2412.19437, §5.4.3): the model's
+extra heads (parallel heads, or sequential MTP modules) draft the K tokens after
+the next one; ONE forward of the model over [current token, K drafts] then verifies
+them: the main head's choice at each position is compared with the next draft, the
+longest matching prefix is accepted, and the main head's own token at the first
+mismatch (or after the last draft) is emitted too, so every forward emits 1..K+1
+tokens. The same forward's extra heads at the last accepted position draft the next
+block. The KV caches of every layer and head are rolled back by lowering the per-row
+`cache_index` (lattice/nn/attention.py), so rejected drafts leave no trace.
+
+- greedy (temperature 0): the output is identical to plain greedy decoding;
+- sampling: drafts are sampled from the heads' distributions q and accepted with the
+  speculative-sampling rule (Leviathan et al. 2023; Chen et al. 2023): accept d with
+  probability min(1, p(d)/q(d)), else emit a sample of norm(max(p - q, 0)); the
+  emitted tokens are distributed exactly as sampling from the main model's p (with the
+  same temperature / top-k / top-p).
+
+The model must have a `spec_forward(tokens, choose)` method (lattice/mtp families);
+`generate_plain` decodes the same family one token per forward, for comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lattice import config as config_lib
+from lattice import models
+from lattice.decode.sampling import SamplingConfig, sample_logits
+from lattice.nn import transformer
+
+
+def n_drafts(model_cfg: config_lib.ModelConfig) -> int:
+  """Draft tokens per step: the extra parallel heads, or the sequential depth."""
+  kind = model_cfg.mtp.kind
+  if kind == 'parallel' and model_cfg.mtp.n >= 2:
+    return model_cfg.mtp.n - 1
+  if kind == 'sequential':
+    return model_cfg.mtp.depth
+  raise config_lib.ConfigError(
+      f'model.mtp.kind: self-speculative decoding needs draft heads (parallel with '
+      f'n >= 2, or sequential), got kind={kind!r} n={model_cfg.mtp.n}')
+
+
+def filtered_logits(logits_BxV: jax.Array, s: SamplingConfig) -> jax.Array:
+  """Logits after temperature, top-k and top-p, as `sample_logits` samples them."""
+  logits_BxV = logits_BxV.astype(jnp.float32) / s.temperature
+  if s.top_k:
+    kth = jax.lax.top_k(logits_BxV, s.top_k)[0][..., -1:]
+    logits_BxV = jnp.where(logits_BxV < kth, -jnp.inf, logits_BxV)
+  if s.top_p < 1.0:
+    sorted_ = jnp.sort(logits_BxV, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_, axis=-1)
+    n_keep = jnp.sum(jnp.cumsum(probs, axis=-1) - probs < s.top_p, axis=-1)
+    cutoff = jnp.take_along_axis(sorted_, n_keep[..., None] - 1, axis=-1)
+    logits_BxV = jnp.where(logits_BxV < cutoff, -jnp.inf, logits_BxV)
+  return logits_BxV
+
+
+def _is_index(path) -> bool:
+  return getattr(path[-1], 'key', None) == 'cache_index'
+
+
+def cache_index(cache: Any) -> jax.Array:
+  """int32[B]: the write index every layer shares (scanned layers stack it)."""
+  leaf = next(v for p, v in jax.tree_util.tree_flatten_with_path(cache)[0] if _is_index(p))
+  return leaf.reshape(-1, leaf.shape[-1])[0]
+
+
+def rollback(cache: Any, index_B: jax.Array) -> Any:
+  """The cache with every layer's write index set to `index_B` (per row).
+
+  Entries at or past the index stay in memory but are masked out by attention and
+  overwritten by the next write, so this is all a rollback needs.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda p, v: jnp.broadcast_to(index_B, v.shape).astype(v.dtype) if _is_index(p) else v,
+      cache)
+
+
+def _decode_setup(variables, model_cfg, B, total):
+  if total > model_cfg.max_len:
+    raise config_lib.ConfigError(
+        f'model.max_len: {total} positions needed (prompt + new tokens + drafts) exceed '
+        f'the KV cache of {model_cfg.max_len}')
+  model = models.family_for(model_cfg).make_model(model_cfg, True)
+  variables = {k: v for k, v in variables.items() if k not in ('cache', 'intermediates')}
+  return model, variables, transformer.init_cache(model, B)
+
+
+def _stop_after_eos(out_BxN: jax.Array, eos_id: int | None, pad_id: int) -> jax.Array:
+  """PAD after each row's first EOS (EOS itself kept), as sampling.generate does."""
+  if eos_id is None:
+    return out_BxN
+  after = jnp.cumsum(out_BxN == eos_id, axis=1) - (out_BxN == eos_id) > 0
+  return jnp.where(after, pad_id, out_BxN)
+
+
+@functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',
+                                             'eos_id', 'pad_id'))
+def generate_plain(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
+                   model_cfg: config_lib.ModelConfig, max_new_tokens: int,
+                   sampling: SamplingConfig = SamplingConfig(0.0),
+                   eos_id: int | None = None, pad_id: int = 0) -> jax.Array:
+  """One token per forward with the config's model family (the baseline); int32[B, N]."""
+  B, P = prompt_BxP.shape
+  model, variables, cache = _decode_setup(variables, model_cfg, B, P + max_new_tokens)
+  logits_BxPxV, mut = model.apply({**variables, 'cache': cache}, prompt_BxP,
+                                  mutable=['cache'])
+  keys = jax.random.split(key, max_new_tokens)
+  first_B = sample_logits(keys[0], logits_BxPxV[:, -1], sampling)
+
+  def body(carry, key):
+    cache, token_B = carry
+    logits_Bx1xV, mut = model.apply({**variables, 'cache': cache}, token_B[:, None],
+                                    mutable=['cache'])
+    token_B = sample_logits(key, logits_Bx1xV[:, -1], sampling)
+    return (mut['cache'], token_B), token_B
+
+  _, rest_NxB = jax.lax.scan(body, (mut['cache'], first_B), keys[1:])
+  out_BxN = jnp.concatenate([first_B[:, None], rest_NxB.T], axis=1)
+  return _stop_after_eos(out_BxN, eos_id, pad_id)
+
+
+def _draw(key, logits_BxKxV, s: SamplingConfig):
+  """Drafts and the distributions q they were drawn from."""
+  if s.temperature == 0.0:
+    return (jnp.argmax(logits_BxKxV, -1).astype(jnp.int32),
+            jnp.zeros(logits_BxKxV.shape, jnp.float32))
+  logits = filtered_logits(logits_BxKxV, s)
+  return (jax.random.categorical(key, logits, axis=-1).astype(jnp.int32),
+          jax.nn.softmax(logits, axis=-1))
+
+
+def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
+  """(token emitted if the block stopped at each position [B, L], accepted [B, K])."""
+  K = drafts_BxK.shape[1]
+  if s.temperature == 0.0:
+    g_BxL = jnp.argmax(main_BxLxV, axis=-1).astype(jnp.int32)
+    return g_BxL, drafts_BxK == g_BxL[:, :K]
+  k_u, k_r, k_last = jax.random.split(key, 3)
+  p_BxLxV = jax.nn.softmax(filtered_logits(main_BxLxV, s), axis=-1)
+  p_BxKxV = p_BxLxV[:, :K]
+  pick = lambda x, t: jnp.take_along_axis(x, t[..., None], axis=-1)[..., 0]
+  p_d, q_d = pick(p_BxKxV, drafts_BxK), pick(q_BxKxV, drafts_BxK)
+  accept_BxK = jax.random.uniform(k_u, drafts_BxK.shape) * q_d < p_d
+  resid_BxKxV = jnp.maximum(p_BxKxV - q_BxKxV, 0.0)
+  mass_BxK = jnp.sum(resid_BxKxV, axis=-1, keepdims=True)
+  resid_BxKxV = jnp.where(mass_BxK > 0, resid_BxKxV / jnp.maximum(mass_BxK, 1e-30),
+                          p_BxKxV)
+  fix_BxK = jax.random.categorical(k_r, jnp.log(resid_BxKxV), axis=-1).astype(jnp.int32)
+  last_B = jax.random.categorical(k_last, jnp.log(p_BxLxV[:, K]), axis=-1)
+  tok_BxL = jnp.concatenate([jnp.where(accept_BxK, drafts_BxK, fix_BxK),
+                             last_B[:, None].astype(jnp.int32)], axis=1)
+  return tok_BxL, accept_BxK
+
+
+@functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',
+                                             'eos_id', 'pad_id'))
+def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
+             model_cfg: config_lib.ModelConfig, max_new_tokens: int,
+             sampling: SamplingConfig = SamplingConfig(0.0),
+             eos_id: int | None = None, pad_id: int = 0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Self-speculative decoding; returns (int32[B, N], stats).
+
+  stats: `forwards` [B] (verification forwards after the prefill), `emitted` [B]
+  (tokens those forwards emitted, >= N - 1), `accepted_per_forward` [B] (their
+  ratio: 1.0 is plain decoding, K + 1 the most).
+  """
+  B, P = prompt_BxP.shape
+  K, N = n_drafts(model_cfg), max_new_tokens
+  L = K + 1
+  model, variables, cache = _decode_setup(variables, model_cfg, B, P + N + K)
+  s = sampling
+  spec = lambda cache, tokens, choose: model.apply(
+      {**variables, 'cache': cache}, tokens, choose, method='spec_forward',
+      mutable=['cache'])
+
+  key, k_first, k_draft = jax.random.split(key, 3)
+
+  def choose_prefill(main_BxPxV):  # the prompt's own next tokens, then a new one
+    last_B = sample_logits(k_first, main_BxPxV[:, -1], s)
+    return (jnp.concatenate([prompt_BxP[:, 1:], last_B[:, None]], axis=1),)
+
+  (_, (tok_BxP,), draft_BxPxKxV), mut = spec(cache, prompt_BxP, choose_prefill)
+  drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxPxKxV[:, -1], s)
+  cur_B = tok_BxP[:, -1]
+  out_BxM = jnp.full((B, N + L), pad_id, jnp.int32).at[:, 0].set(cur_B)
+  count_B = jnp.ones((B,), jnp.int32)
+  done_B = count_B >= N
+  if eos_id is not None:
+    done_B = done_B | (cur_B == eos_id)
+  write = jax.vmap(lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (i,)))
+
+  def body(carry):
+    cache, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
+    key, k_verify, k_draft = jax.random.split(key, 3)
+    index_B = cache_index(cache)
+    tokens_BxL = jnp.concatenate([cur_B[:, None], drafts_BxK], axis=1)
+    choose = lambda main_BxLxV: _verify(k_verify, main_BxLxV, drafts_BxK, q_BxKxV, s)
+    (_, (tok_BxL, accept_BxK), draft_BxLxKxV), mut = spec(cache, tokens_BxL, choose)
+    a_B = jnp.sum(jnp.cumprod(accept_BxK.astype(jnp.int32), axis=1), axis=1)
+    live_B = ~done_B
+    cache = rollback(mut['cache'], jnp.where(live_B, index_B + a_B + 1, index_B))
+    out_BxM = jnp.where(live_B[:, None], write(out_BxM, tok_BxL, count_B), out_BxM)
+    at_a = lambda x: jnp.take_along_axis(
+        x, a_B.reshape((B,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+    new_drafts_BxK, new_q_BxKxV = _draw(k_draft, at_a(draft_BxLxKxV), s)
+    keep = lambda new, old: jnp.where(live_B.reshape((B,) + (1,) * (new.ndim - 1)), new, old)
+    if eos_id is not None:
+      hit_B = jnp.any((tok_BxL == eos_id) & (jnp.arange(L) <= a_B[:, None]), axis=1)
+      done_B = done_B | (live_B & hit_B)
+    count_B = jnp.where(live_B, count_B + a_B + 1, count_B)
+    return (cache, keep(at_a(tok_BxL), cur_B), keep(new_drafts_BxK, drafts_BxK),
+            keep(new_q_BxKxV, q_BxKxV), out_BxM, count_B, fwd_B + live_B,
+            done_B | (count_B >= N), key)
+
+  carry = (mut['cache'], cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B,
+           jnp.zeros((B,), jnp.int32), done_B, key)
+  carry = jax.lax.while_loop(lambda c: ~jnp.all(c[7]), body, carry)
+  out_BxM, count_B, fwd_B = carry[4], carry[5], carry[6]
+  emitted_B = count_B - 1
+  stats = {'forwards': fwd_B, 'emitted': emitted_B,
+           'accepted_per_forward': emitted_B / jnp.maximum(fwd_B, 1)}
+  return _stop_after_eos(out_BxM[:, :N], eos_id, pad_id), stats
