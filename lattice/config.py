@@ -410,6 +410,7 @@ def validate(cfg: Config) -> Config:
   _positive('data.batch_size', d.batch_size)
   _positive('data.num_workers', d.num_workers, allow_zero=True)
   _positive('data.eval_batches', d.eval_batches, allow_zero=True)
+  _positive('data.shuffle_seed', d.shuffle_seed, allow_zero=True)  # numpy SeedSequence
   if not 0.0 <= d.val_fraction < 1.0:
     raise ConfigError(f'data.val_fraction: must be in [0, 1), got {d.val_fraction}')
   if d.seq_len > m.max_len:

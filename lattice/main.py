@@ -22,11 +22,18 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
                                'results go (a rerun resumes from it).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 for multi-process runs '
-                                   '(jax.distributed); unset: auto-detect or single.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 for a multi-process run '
+    '(jax.distributed); else $JAX_COORDINATOR_ADDRESS, else auto-detected on Cloud '
+    'TPU pod slices, SLURM and Open MPI, else a single process.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed '
+                                      'processes; else $JAX_NUM_PROCESSES.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index; else '
+                                   '$JAX_PROCESS_ID.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', None, 'Force (true) or forbid (false) jax.distributed with '
+    "JAX's own cluster auto-detection; unset: initialize only when a coordinator "
+    'or a multi-process cluster is found.')
 
 
 def _fail(message: str) -> None:
@@ -34,16 +41,79 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+# Environment markers of clusters whose launcher starts one process per host/GPU and
+# that jax.distributed.initialize() auto-detects (jax._src.clusters).
+_CLUSTER_MARKERS = (('TPU_WORKER_HOSTNAMES', ','),  # multi-host TPU slice (GKE, XPK)
+                    ('MEGASCALE_COORDINATOR_ADDRESS', ''),  # multi-slice TPU
+                    ('SLURM_NTASKS', 'int>1'), ('OMPI_COMM_WORLD_SIZE', 'int>1'))
+
+
+def _env_int(environ, name: str) -> int | None:
+  value = environ.get(name)
+  if value in (None, ''):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise config_lib.ConfigError(f'${name}: expected an integer, got {value!r}') from None
+
+
+def _cluster_detected(environ) -> str | None:
+  for name, rule in _CLUSTER_MARKERS:
+    value = environ.get(name, '')
+    if (rule == ',' and ',' in value) or (rule == '' and value) or (
+        rule == 'int>1' and value.isdigit() and int(value) > 1):
+      return name
+  return None
+
+
+def distributed_args(coordinator: str | None, num_processes: int | None,
+                     process_id: int | None, force: bool | None,
+                     environ=os.environ) -> dict | None:
+  """The jax.distributed.initialize kwargs for this process; None: single process.
+
+  Flags win over $JAX_COORDINATOR_ADDRESS / $JAX_NUM_PROCESSES / $JAX_PROCESS_ID;
+  with neither, a known multi-process cluster (Cloud TPU slice, SLURM, Open MPI)
+  or `--distributed` means JAX's auto-detection (empty kwargs).
+  """
+  if force is False:
+    return None
+  coordinator = coordinator or environ.get('JAX_COORDINATOR_ADDRESS') or None
+  if num_processes is None:
+    num_processes = _env_int(environ, 'JAX_NUM_PROCESSES')
+  if process_id is None:
+    process_id = _env_int(environ, 'JAX_PROCESS_ID')
+  if coordinator is None and num_processes is None and process_id is None:
+    return {} if force or _cluster_detected(environ) else None
+  if num_processes is not None and num_processes < 1:
+    raise config_lib.ConfigError(f'--num_processes: must be positive, got '
+                                 f'{num_processes}')
+  if process_id is not None and (process_id < 0 or (
+      num_processes is not None and process_id >= num_processes)):
+    raise config_lib.ConfigError(f'--process_id: must lie in [0, --num_processes='
+                                 f'{num_processes}), got {process_id}')
+  if coordinator is not None and not re.fullmatch(r'\[?[\w.:-]+\]?:\d+', coordinator):
+    raise config_lib.ConfigError(f'--coordinator_address: expected host:port, got '
+                                 f'{coordinator!r}')
+  if not _cluster_detected(environ) and not force and None in (
+      coordinator, num_processes, process_id):
+    raise config_lib.ConfigError(
+        '--coordinator_address, --num_processes and --process_id: give all three '
+        '(or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID) for a '
+        'multi-process run outside a detected cluster')
+  return {'coordinator_address': coordinator, 'num_processes': num_processes,
+          'process_id': process_id}
+
+
 def _init_distributed() -> None:
   import jax
+  kwargs = distributed_args(_COORDINATOR.value, _NUM_PROCESSES.value,
+                            _PROCESS_ID.value, _DISTRIBUTED.value)
+  if kwargs is None:
+    return
   # CPU processes exchange collectives over gloo (TPU/GPU use their own fabric).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
-  elif any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES', 'SLURM_JOB_ID',
-                                     'JAX_COORDINATOR_ADDRESS')):
-    jax.distributed.initialize()  # Cloud TPU pod slices / SLURM: auto-detected.
+  jax.distributed.initialize(**kwargs)
 
 
 def run(config, workdir: str):
@@ -71,11 +141,17 @@ def main(argv):
     _fail(f'--workdir: {_WORKDIR.value!r} exists and is not a folder')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   try:
     _init_distributed()
     run(_CONFIG.value, _WORKDIR.value)
   except config_lib.ConfigError as e:
     _fail(str(e))
+  except (checkpoint.CheckpointError, loop.NonFiniteError) as e:
+    # Faults of the run, not of the input: one line, exit 1; checkpoints on disk
+    # are intact and a rerun resumes from the newest good one.
+    print(f'lattice: error: {e}', file=sys.stderr)
+    sys.exit(1)
 
 
 def _first_line(e: BaseException) -> str:

@@ -10,10 +10,24 @@ A checkpoint step holds two items:
 grain's handler is synchronous; inside Orbax's async save it runs (a few KB of
 JSON) before `save` returns, so the iterator state is the one at the save call
 while the arrays are still being written in the background.
+
+Surviving faults. Orbax writes a step into `<step>.orbax-checkpoint-tmp` and
+renames it to `<step>` only when every process has finished (on GCS it writes
+`commit_success.txt` instead), so a run killed mid-save (`kill -9`, a lost host)
+leaves the previous steps untouched and an uncommitted folder that Orbax ignores
+and removes at the next start. On top of that, process 0 seals each step just
+before the commit with `lattice_manifest.json`: the size and sha256 of every file
+in it. A restore verifies the seal first; a truncated, tampered or unsealed step is
+moved to `<directory>/corrupt/` with a warning naming it, and the run resumes from
+the newest step that verifies, so garbage is never loaded silently. A save that
+fails (disk full, permissions) raises `CheckpointError` naming the step and the
+steps still intact; nothing half-written is ever committed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -21,11 +35,26 @@ from absl import logging
 from etils import epath
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lattice import config as config_lib
 
 _STATE, _DATA = 'state', 'data'
+MANIFEST = 'lattice_manifest.json'
+QUARANTINE = 'corrupt'
+# Orbax rewrites these at the commit itself, after the manifest is written; a bad
+# one makes Orbax's own restore fail loudly, so they are left out of the seal.
+_COMMIT_FILES = frozenset({'_CHECKPOINT_METADATA', 'commit_success.txt'})
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions, a lost mount)."""
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint step on disk does not match the manifest written when it was saved."""
 
 
 def _abstract(leaf: Any) -> Any:
@@ -42,6 +71,65 @@ def _path(directory: str | os.PathLike[str]) -> epath.Path:
   if '://' not in directory:
     directory = os.path.abspath(os.path.expanduser(directory))
   return epath.Path(directory)
+
+
+def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
+  """Relative name -> path of every file under `step_dir` (the seal's subject)."""
+  out = {}
+  stack = [step_dir]
+  while stack:
+    for child in stack.pop().iterdir():
+      if child.is_dir():
+        stack.append(child)
+        continue
+      name = str(child.relative_to(step_dir))
+      if name not in _COMMIT_FILES and name != MANIFEST:
+        out[name] = child
+  return out
+
+
+def _sha256(path: epath.Path) -> str:
+  digest = hashlib.sha256()
+  with path.open('rb') as f:
+    while chunk := f.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def write_manifest(step_dir: str | os.PathLike[str]) -> dict[str, Any]:
+  """Seals `step_dir`: writes the size and sha256 of each of its files."""
+  step_dir = epath.Path(step_dir)
+  files = {name: {'bytes': p.stat().length, 'sha256': _sha256(p)}
+           for name, p in sorted(_files(step_dir).items())}
+  manifest = {'format': 1, 'files': files}
+  (step_dir / MANIFEST).write_text(json.dumps(manifest, indent=0, sort_keys=True))
+  return manifest
+
+
+def verify(step_dir: str | os.PathLike[str]) -> str | None:
+  """None if `step_dir` matches its manifest, else why not (one line)."""
+  step_dir = epath.Path(step_dir)
+  manifest_path = step_dir / MANIFEST
+  if not manifest_path.exists():
+    return (f'no {MANIFEST} (never sealed: the save did not finish, or it was '
+            'written by an older lattice)')
+  try:
+    expected = json.loads(manifest_path.read_text())['files']
+  except (ValueError, KeyError, TypeError) as e:
+    return f'{MANIFEST} is unreadable ({type(e).__name__}: {e})'
+  found = _files(step_dir)
+  for name in sorted(set(expected) - set(found)):
+    return f'file {name} is missing'
+  for name in sorted(set(found) - set(expected)):
+    return f'file {name} was not there when it was saved'
+  for name, want in sorted(expected.items()):
+    size = found[name].stat().length
+    if size != want['bytes']:
+      return f'file {name} has {size} bytes, {want["bytes"]} were saved (truncated?)'
+  for name, want in sorted(expected.items()):
+    if _sha256(found[name]) != want['sha256']:
+      return f'file {name} does not match its sha256 (modified since it was saved)'
+  return None
 
 
 class Checkpointer:
@@ -61,19 +149,47 @@ class Checkpointer:
                                    f'{cfg.every}')
     self._cfg = cfg
     self.directory = _path(directory)
+    self._saving: int | None = None  # the step whose write is in flight
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep,
         save_interval_steps=cfg.every,
-        enable_async_checkpointing=cfg.async_save,
+        # Always Orbax's async path: its post-finalization hook (which seals the
+        # step before the commit) exists only there; sync saves wait at once.
+        enable_async_checkpointing=True,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
+        cleanup_tmp_directories=True,  # uncommitted leftovers of a killed run
         create=True,
     )
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    except OSError as e:
+      raise CheckpointError(f'checkpoint: cannot use {self.directory}: {e}') from e
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
+
+  def _in_flight_dir(self, step: int) -> epath.Path:
+    """Where step `step` is being written: its tmp folder, or itself on GCS."""
+    tmp = self.directory / f'{step}{_TMP_SUFFIX}'
+    if tmp.exists():
+      return tmp
+    tmps = sorted(self.directory.glob(f'{step}{_TMP_SUFFIX}*'))
+    return tmps[-1] if tmps else self.directory / str(step)
+
+  def _seal(self) -> None:
+    """Orbax's post-finalization hook: process 0, all writes done, not yet committed."""
+    if self._saving is not None:
+      write_manifest(self._in_flight_dir(self._saving))
+
+  def _failed(self, step: int | None, e: BaseException) -> CheckpointError:
+    self._manager.reload()  # forget the uncommitted step
+    return CheckpointError(
+        f'checkpoint: writing step {step} to {self.directory} failed: '
+        f'{type(e).__name__}: {e}; nothing of it was committed, and the earlier '
+        f'checkpoints (steps {self.all_steps()}) are intact')
 
   def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None = None,
            *, force: bool = False) -> bool:
@@ -82,9 +198,12 @@ class Checkpointer:
     Returns whether a save started: False when checkpointing is disabled, `step`
     is not a multiple of `cfg.every` (unless `force`), or `step` is not newer
     than the latest checkpoint (e.g. the final save of a run that just resumed).
+    Raises CheckpointError if this save, or the previous one still in flight,
+    cannot be written.
     """
     if not self._cfg.enabled:
       return False
+    self.wait()  # surfaces a failed previous write before starting a new one
     latest = self.latest_step()
     if latest is not None and step <= latest:
       logging.info('checkpoint: step %d not newer than saved step %d; skipped',
@@ -93,25 +212,88 @@ class Checkpointer:
     items = {_STATE: ocp.args.StandardSave(state)}
     if data_iter is not None:
       items[_DATA] = grain.checkpoint.CheckpointSave(data_iter)
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    self._saving = step
+    try:
+      started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      self._saving = None
+      raise self._failed(step, e) from e
+    if not started:
+      self._saving = None
+    elif not self._cfg.async_save:
+      self.wait()
+    return started
+
+  def _verified_latest(self) -> int | None:
+    """The newest step that verifies; newer ones are quarantined with a warning.
+
+    Process 0 reads and hashes; the other processes learn its answer, so every
+    process restores the same step.
+    """
+    self.wait()
+    steps = self.all_steps()
+    good = -1
+    if jax.process_index() == 0:
+      for step in reversed(steps):
+        problem = verify(self.directory / str(step))
+        if problem is None:
+          good = step
+          break
+        self._quarantine(step, problem)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      good = int(multihost_utils.broadcast_one_to_all(np.int32(good)))
+      multihost_utils.sync_global_devices('lattice_checkpoint_verified')
+    if any(s > good for s in steps):
+      self._manager.reload()
+    return None if good < 0 else good
+
+  def _quarantine(self, step: int, problem: str) -> None:
+    target = self.directory / QUARANTINE / str(step)
+    n = 1
+    while target.exists():
+      target, n = self.directory / QUARANTINE / f'{step}.{n}', n + 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (self.directory / str(step)).rename(target)
+    logging.warning('checkpoint: step %d in %s is corrupt: %s; moved it to %s and '
+                    'skipped it', step, self.directory, problem, target)
+
+  def resume(self, state_like: Any,
+             data_iter: grain.DatasetIterator | None = None) -> Any | None:
+    """Restores the newest checkpoint that verifies, or returns None if there is none.
+
+    Corrupt steps are skipped (and moved aside) with a warning naming each.
+    """
+    step = self._verified_latest()
+    if step is None:
+      return None
+    return self.restore(state_like, data_iter, step=step, verified=True)
 
   def restore(self, state_like: Any, data_iter: grain.DatasetIterator | None = None,
-              step: int | None = None) -> Any:
-    """Returns the state saved at `step` (default: latest) on `state_like`'s shardings.
+              step: int | None = None, *, verified: bool = False) -> Any:
+    """Returns the state saved at `step` on `state_like`'s shardings.
 
-    `state_like` is a pytree of `jax.ShapeDtypeStruct`s with `.sharding` (or of
-    concrete arrays, whose shardings are used). `data_iter`, when given, is moved
-    in place to the saved position.
+    `step=None` means the newest step that verifies (see `resume`). `state_like`
+    is a pytree of `jax.ShapeDtypeStruct`s with `.sharding` (or of concrete
+    arrays, whose shardings are used). `data_iter`, when given, is moved in place
+    to the saved position. A step that does not match its manifest raises
+    CorruptCheckpointError.
     """
     self.wait()
     if step is None:
-      step = self.latest_step()
+      step = self._verified_latest()
       if step is None:
         raise FileNotFoundError(f'checkpoint: no checkpoint to restore in '
                                 f'{self.directory}')
+      verified = True
     elif step not in self.all_steps():
       raise FileNotFoundError(f'checkpoint: no step {step} in {self.directory} '
                               f'(saved steps: {self.all_steps()})')
+    if not verified:
+      problem = verify(self.directory / str(step))
+      if problem is not None:
+        raise CorruptCheckpointError(f'checkpoint: step {step} in {self.directory} '
+                                     f'is corrupt: {problem}')
     items = {_STATE: ocp.args.StandardRestore(jax.tree.map(_abstract, state_like))}
     if data_iter is not None:
       if not (self.directory / str(step) / _DATA).exists():
@@ -130,12 +312,19 @@ class Checkpointer:
     return restored[_STATE]
 
   def wait(self) -> None:
-    """Blocks until every started save is on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until every started save is on disk; CheckpointError if one failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      step, self._saving = self._saving, None
+      raise self._failed(step, e) from e
+    self._saving = None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
   def __enter__(self) -> Checkpointer:
     return self

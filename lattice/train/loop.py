@@ -212,8 +212,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
 
   with sharding.use_mesh(setup.mesh):
-    if ckpt.latest_step() is not None:
-      state = ckpt.restore(setup.abstract_state, train_iter)
+    # The newest checkpoint that verifies; corrupt ones are skipped with a warning.
+    state = ckpt.resume(setup.abstract_state, train_iter)
+    if state is not None:
       print(f'[lattice] resumed from step {int(state.step)} in {workdir}')
     else:
       state = setup.init(jax.random.key(cfg.train.seed))
