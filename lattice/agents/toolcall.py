@@ -24,6 +24,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from lattice.data.tasks import toolcalls
 from lattice.decode import constraints
 from lattice.decode import schema as schema_lib
@@ -72,6 +75,10 @@ def summarize(verdicts: Sequence[Verdict]) -> dict[str, float]:
 @functools.lru_cache(maxsize=16)
 def call_constraint(vocab_size: int, tools: tuple[str, ...] | None = None
                     ) -> constraints.TokenIndex:
-  """The byte-tokenizer TokenIndex of a call to any of `tools` (default all)."""
-  return constraints.for_schema(toolcalls.call_schema(tools),
-                                constraints.byte_vocab(vocab_size))
+  """The byte-tokenizer TokenIndex of a call to any of `tools` (default all).
+
+  Its tables are device arrays, so repeated `generate` calls do not copy them.
+  """
+  index = constraints.for_schema(toolcalls.call_schema(tools),
+                                 constraints.byte_vocab(vocab_size))
+  return jax.tree.map(jnp.asarray, index)

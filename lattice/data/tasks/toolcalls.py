@@ -31,7 +31,7 @@ import grain
 import numpy as np
 
 SPLITS = ('train', 'test')
-REQUEST_WIDTH = 72
+REQUEST_WIDTH = 64
 
 _DAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday']
 _UNITS = {
