@@ -33,6 +33,14 @@ class Family:
       lambda cfg: (jnp.zeros((1, cfg.data.seq_len), jnp.int32),))
   # (model) -> eval_step(state, batch) -> sums (see lattice.train.step.make_eval_step).
   make_eval_step: Callable[[nn.Module], Callable] = step_lib.make_eval_step
+  # Batches other than packed text (e.g. images + text): (config, tokenizer) -> a
+  # checkpointable grain iterator, and (config, tokenizer) -> the eval batches.
+  # None: lattice.data.pipeline's text batches.
+  make_train_iterator: Callable | None = None
+  make_eval_batches: Callable | None = None
+  # (params, model config, seq_len) -> train FLOPs per token; None: the decoder's
+  # (lattice.train.flops). Multimodal families add their image path.
+  flops_per_token: Callable | None = None
 
 
 DEFAULT = Family(make_model=lambda cfg, decode=False: transformer.Transformer(cfg, decode))

@@ -8,7 +8,11 @@ dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
 - `intermediates/aux_loss`: the configured balance and z losses (weighted);
 - `intermediates/expert_load`: tokens per expert, summed over an eval set for
   MaxVio_global;
-- `intermediates/metrics`: `maxvio_batch` and `drop_rate`.
+- `intermediates/metrics`: `maxvio_batch` and `drop_rate`;
+- with modality ids (multimodal frontends): `intermediates/expert_load_image`, the
+  image tokens per expert (per-expert modality share).
+Hard modality routing (`model.frontend.modality_routing='hard'`) restricts image
+tokens to the first `image_experts` experts and text tokens to the others.
 The loss-free bias lives in the `moe_bias` collection (kept in the train state's
 `extra`, never in the gradient) and is updated here when that collection is mutable,
 i.e. inside the train step only.
@@ -92,7 +96,8 @@ class MoE(nn.Module):
                           pdtype) for n in names}
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, modality_BxL: jax.Array | None = None
+               ) -> jax.Array:
     cfg, f = self.cfg, self.cfg.ffn
     B, L, D = x_BxLxD.shape
     E, K = f.n_experts, f.top_k
@@ -100,6 +105,10 @@ class MoE(nn.Module):
     w_router_DxE = self.param('router', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
     logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
+    if modality_BxL is not None and cfg.frontend.modality_routing == 'hard':
+      allowed_TxE = router.modality_mask(modality_BxL.reshape(-1), E,
+                                         cfg.frontend.image_experts or E // 2)
+      logits_TxE = jnp.where(allowed_TxE, logits_TxE, router.MASKED_LOGIT)
     bias_E = None
     if f.bias_rate > 0:
       bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))
@@ -124,6 +133,9 @@ class MoE(nn.Module):
     w = self._weights(E, D, cfg.expert_d_ff)
     y_TxD, dropped = self._dispatch(x_TxD, idx_TxK, gate_TxK, w)
     self.sow('intermediates', 'expert_load', counts_E)
+    if modality_BxL is not None:
+      self.sow('intermediates', 'expert_load_image', router.expert_counts(
+          idx_TxK, E, modality_BxL.reshape(-1).astype(jnp.float32)))
     self.sow('intermediates', 'metrics', {'maxvio_batch': router.max_violation(counts_E),
                                           'drop_rate': dropped})
     y_BxLxD = y_TxD.reshape(B, L, D).astype(x_BxLxD.dtype)

@@ -53,9 +53,24 @@ def route(logits_TxE: jax.Array, f: config_lib.FFNConfig,
   return idx_TxK, gate_TxK * f.route_scale, scores_TxE
 
 
-def expert_counts(idx_TxK: jax.Array, n_experts: int) -> jax.Array:
-  """Tokens routed to each expert (a token counts once per chosen expert)."""
-  return jnp.zeros((n_experts,), jnp.float32).at[idx_TxK.reshape(-1)].add(1.0)
+def expert_counts(idx_TxK: jax.Array, n_experts: int,
+                  weight_T: jax.Array | None = None) -> jax.Array:
+  """Tokens routed to each expert (a token counts once per chosen expert), or with
+  `weight_T` the weighted count (e.g. 1 for image tokens: image tokens per expert)."""
+  K = idx_TxK.shape[-1]
+  w = 1.0 if weight_T is None else jnp.repeat(weight_T, K)
+  return jnp.zeros((n_experts,), jnp.float32).at[idx_TxK.reshape(-1)].add(w)
+
+
+# A router logit no softmax/sigmoid picks (finite, so z-loss and softmax stay finite).
+MASKED_LOGIT = -1e9
+
+
+def modality_mask(modality_T: jax.Array, n_experts: int, image_experts: int) -> jax.Array:
+  """[T, E] True where a token may go: image tokens (modality 1) to experts
+  [0, image_experts), text tokens to [image_experts, E) (hard modality routing)."""
+  image_E = jnp.arange(n_experts) < image_experts
+  return jnp.where(modality_T[:, None] > 0, image_E[None, :], ~image_E[None, :])
 
 
 def max_violation(counts_E: jax.Array) -> jax.Array:

@@ -32,7 +32,8 @@ class Block(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+               modality_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
     norm = lambda name: layers.RMSNorm(cfg.norm_eps, layers.dtype_of(cfg.dtype),
                                        layers.dtype_of(cfg.param_dtype), name=name)
@@ -41,15 +42,17 @@ class Block(nn.Module):
         norm('attention_norm')(x_BxLxD), positions_BxL)
     h_BxLxD = layers.constrain(h_BxLxD, ACT)
     ffn = mlp.FFN_CLASSES[cfg.ffn.kind](cfg=cfg, name='ffn')
-    out_BxLxD = h_BxLxD + ffn(norm('ffn_norm')(h_BxLxD))
+    # Modality ids (multimodal frontends only) let an MoE route by modality.
+    extra = () if modality_BxL is None else (modality_BxL,)
+    out_BxLxD = h_BxLxD + ffn(norm('ffn_norm')(h_BxLxD), *extra)
     return layers.constrain(out_BxLxD, ACT)
 
 
 class ScanBlock(Block):
   """Block with the (carry, per-layer output) signature nn.scan expects."""
 
-  def __call__(self, x_BxLxD, positions_BxL):  # pytype: disable=signature-mismatch
-    return super().__call__(x_BxLxD, positions_BxL), None
+  def __call__(self, x_BxLxD, positions_BxL, modality_BxL=None):  # pytype: disable=signature-mismatch
+    return super().__call__(x_BxLxD, positions_BxL, modality_BxL), None
 
 
 def _block_class(cfg: config_lib.ModelConfig):
@@ -92,16 +95,18 @@ class Transformer(nn.Module):
   def embed_tokens(self, tokens_BxL: jax.Array) -> jax.Array:
     return layers.constrain(self.embed(tokens_BxL), ACT)
 
-  def trunk(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None) -> jax.Array:
-    """Runs the blocks on embeddings; returns the pre-final-norm hidden states."""
+  def trunk(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None,
+            modality_BxL: jax.Array | None = None) -> jax.Array:
+    """Runs the blocks on embeddings; returns the pre-final-norm hidden states.
+    `modality_BxL` (0 text, 1 image; multimodal frontends) reaches every FFN."""
     if positions_BxL is None:
       B, L = x_BxLxD.shape[:2]
       positions_BxL = jnp.broadcast_to(jnp.arange(L), (B, L))
     if self.cfg.scan_layers:
-      x_BxLxD, _ = self.blocks(x_BxLxD, positions_BxL)
+      x_BxLxD, _ = self.blocks(x_BxLxD, positions_BxL, modality_BxL)
     else:
       for block in self.blocks:
-        x_BxLxD = block(x_BxLxD, positions_BxL)
+        x_BxLxD = block(x_BxLxD, positions_BxL, modality_BxL)
     return x_BxLxD
 
   def hidden(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None):

@@ -1,0 +1,77 @@
+"""Chameleon-style discrete image tokens: a k-means codebook of patches.
+
+Shape legend: T patches, Q values per patch, K codes.
+
+Chameleon (arXiv 2405.09818) turns an image into discrete tokens with a learned
+VQ tokenizer and adds them to the vocabulary; at our scale a k-means codebook of
+raw patches, fitted on training images, stands in for the VQ-GAN. The codebook is
+fitted when the model is initialized (numpy, from the shapes generator with a fixed
+seed, so every run gets the same one) and kept as a non-trainable variable in the
+`codebook` collection, so it is checkpointed with the model. Code i is token id
+FIRST_CODE_ID + i, above the byte tokenizer's 272 ids.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lattice import config as config_lib
+from lattice.data import tokenizer as tokenizer_lib
+from lattice.data.tasks import shapes
+from lattice.multimodal import patches as patches_lib
+
+FIRST_CODE_ID = tokenizer_lib.VOCAB_SIZE
+COLLECTION = 'codebook'
+FIT_IMAGES = 256
+FIT_SEED = 1234
+
+
+def training_patches(f: config_lib.FrontendConfig, n_images: int = FIT_IMAGES,
+                     seed: int = FIT_SEED) -> np.ndarray:
+  """Patches [n_images * P, Q] of shapes images drawn with `seed`."""
+  rng = np.random.default_rng(seed)
+  images = np.stack([shapes.render(shapes.random_scene(rng), f.image_size)
+                     for _ in range(n_images)])
+  p = patches_lib.patchify(images, f.patch_size)
+  return p.reshape(-1, p.shape[-1])
+
+
+def nearest(x_TxQ, centroids_KxQ, xp=jnp):
+  """Index of the nearest centroid (squared Euclidean) for every row; `xp` is jnp
+  (in the model) or np (fitting, which also runs while `init` is being traced)."""
+  d_TxK = (xp.sum(x_TxQ * x_TxQ, -1, keepdims=True) - 2 * x_TxQ @ centroids_KxQ.T
+           + xp.sum(centroids_KxQ * centroids_KxQ, -1))
+  return xp.argmin(d_TxK, axis=-1).astype(xp.int32)
+
+
+def kmeans(x_TxQ: np.ndarray, k: int, iters: int = 15, seed: int = 0) -> np.ndarray:
+  """Lloyd's k-means from k distinct random rows; empty clusters keep their centre."""
+  x_TxQ = np.asarray(x_TxQ, np.float32)
+  rng = np.random.default_rng(seed)
+  uniq = np.unique(x_TxQ, axis=0)
+  c_KxQ = uniq[rng.choice(len(uniq), size=min(k, len(uniq)), replace=False)]
+  if len(c_KxQ) < k:  # fewer distinct patches than codes: repeat some
+    c_KxQ = c_KxQ[np.arange(k) % len(c_KxQ)]
+  for _ in range(iters):
+    assign_T = nearest(x_TxQ, c_KxQ, np)
+    sums_KxQ = np.zeros_like(c_KxQ)
+    np.add.at(sums_KxQ, assign_T, x_TxQ)
+    counts_K = np.bincount(assign_T, minlength=k)[:, None]
+    c_KxQ = np.where(counts_K > 0, sums_KxQ / np.maximum(counts_K, 1), c_KxQ)
+  return c_KxQ.astype(np.float32)
+
+
+class Codebook(nn.Module):
+  """patches [B, M, Q] -> codes [B, M] (no gradient flows through quantization)."""
+  f: config_lib.FrontendConfig
+
+  @nn.compact
+  def __call__(self, patches_BxMxQ: jax.Array) -> jax.Array:
+    centroids = self.variable(COLLECTION, 'centroids', lambda: jnp.asarray(
+        kmeans(training_patches(self.f), self.f.codebook_size)))
+    B, M, Q = patches_BxMxQ.shape
+    x_TxQ = jax.lax.stop_gradient(patches_BxMxQ.reshape(B * M, Q).astype(jnp.float32))
+    return nearest(x_TxQ, centroids.value).reshape(B, M)
