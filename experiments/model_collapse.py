@@ -1,0 +1,244 @@
+r"""Model collapse: training on your own samples, replace vs accumulate.
+
+Papers: Shumailov et al. 2024, "AI models collapse when trained on recursively
+generated data" (Nature 631; arXiv 2305.17493), and Gerstgrasser et al. 2024, "Is
+Model Collapse Inevitable? Breaking the Curse of Recursion by Accumulating Real and
+Synthetic Data" (arXiv 2404.01413).
+
+Claim: refitting each generation only on the previous generation's samples
+("replace") loses variance and tails and raises test loss on real data
+generation after generation; accumulating real + all synthetic data keeps test
+error bounded (linear regression: replace grows linearly, g sigma^2 d/(T-d-1);
+accumulate stays below pi^2/6 times the first fit's error).
+
+Parts: (a) 1-D Gaussian and 2-component mixture refit over many generations
+(numpy); (b) linear regression, replace vs accumulate vs the closed forms; (c) a
+small LM on stdlib chunks over >= 5 generations, replace vs accumulate vs
+keep-10%-real, each generation trained from scratch through the shared train loop
+on JSONL written by lattice.synth and evaluated on held-out real stdlib data.
+Samples continue 8-byte prompts from the real chunks at temperature 1 with nucleus
+sampling p = 0.9, as a practitioner would sample; the truncation is one of the
+tail-losing mechanisms Shumailov et al. describe (with p = 1 an undertrained tiny
+model's samples carry *more* rare bytes than real data).
+
+Commands:
+  python -m lattice.main --config=experiments/model_collapse.py:smoke --workdir=runs/collapse_smoke
+  python -m lattice.main --config=experiments/model_collapse.py:quick --workdir=runs/collapse
+  python -m lattice.main --config=experiments/model_collapse.py:full  --workdir=runs/collapse_full
+
+Expected: Gaussian E[var_g] = ((n-1)/n)^(g+1); regression within ~10% of the closed
+forms; LM real-data loss and rare-token mass drift the wrong way under replace and
+stay near generation 0 under accumulate.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from lattice import config as config_lib
+from lattice import experiment, results
+from lattice.decode import sampling
+from lattice.synth import generate, lm, metrics, recursive, toy
+from lattice.train import flops
+
+PAPER = {'title': 'AI models collapse when trained on recursively generated data; '
+                  'Is Model Collapse Inevitable? (Gerstgrasser et al.)',
+         'arxiv': '2404.01413'}
+POLICIES = [('replace', recursive.Policy('replace')),
+            ('accumulate', recursive.Policy('accumulate')),
+            ('mix10', recursive.Policy('mix', 0.1))]
+
+
+def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000):
+  c = experiment.lm_config(d_model, 2 if d_model > 32 else 1, max(d_model // 32, 1), seq,
+                           batch, steps, 3e-3)
+  c.train.progress, c.checkpoint.enabled, c.data.eval_batches = False, False, 1
+  c.collapse = dict(generations=gens, docs=docs, doc_bytes=seq, prompt_bytes=8,
+                    temperature=1.0, top_p=0.9, real_eval_batches=8,
+                    gauss_n=100, gauss_gens=100 * toy_scale, gauss_chains=chains,
+                    mix_n=100, mix_gens=20 * toy_scale, mix_chains=chains // 10,
+                    lin_d=10, lin_T=40, lin_gens=10, lin_trials=200 * toy_scale)
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return experiment.pick_mode(arg, {
+      'smoke': lambda: _config(32, 6, 2, 64, 1, batch=8, seq=32, chains=500),
+      'quick': lambda: _config(64, 200, 6, 1536, 5),
+      'full': lambda: _config(256, 3000, 10, 50_000, 10, batch=64, seq=256),
+  })
+
+
+def _lm_part(config, workdir: Path, peak: float):
+  """Part (c): every policy's per-generation rows, sharing generation 0."""
+  p = config.collapse
+  cfg = config_lib.replace(config_lib.build(config), **{'train.flops_peak': peak})
+  real = lm.real_chunks(cfg.data, 'train', p.docs, p.doc_bytes, seed=0)
+  rare = metrics.rare_tokens(real)
+  real_batches = lm.eval_batches(cfg.data, p.real_eval_batches)
+  samp = sampling.SamplingConfig(p.temperature, top_p=p.top_p)
+  runs = {}
+
+  def train(name):
+    def fn(data, g):
+      path = generate.write_jsonl(workdir / name / f'gen{g}' / 'train.jsonl', data)
+      out = lm.train_on(cfg, [path], workdir / name / f'gen{g}')
+      runs.setdefault(name, []).append(out)
+      return out
+    return fn
+
+  def evaluate(out, g):
+    return {**lm.evaluate_on(out, real_batches), 'val_loss_own': out['val_loss']}
+
+  def synthesize(out, g):
+    prompts = generate.prompts_from_docs(real, p.docs, p.prompt_bytes, seed=1000 + g)
+    new = lm.continue_texts(out, prompts, jax.random.key(g), sampling_cfg=samp,
+                            batch_size=min(256, p.docs),
+                            max_new_tokens=p.doc_bytes - p.prompt_bytes - 1)
+    return [{'text': q.decode() + t, 'completion': t} for q, t in zip(prompts, new)]
+
+  def describe(records):
+    return metrics.diversity_report([r['completion'] for r in records], real, rare)
+
+  real_recs = recursive.tag([{'text': t} for t in real], 'real')
+  gen0 = train('gen0_shared')(real_recs, 0)
+  start = (gen0, evaluate(gen0, 0), synthesize(gen0, 0))
+  rows = {name: recursive.run_generations(
+      pol, real_recs, p.generations, train=train(name), evaluate=evaluate,
+      synthesize=synthesize, describe=describe, start=start)
+          for name, pol in POLICIES}
+  real_desc = metrics.diversity_report(real[:p.docs], real, rare)
+  return rows, runs, gen0, real_desc
+
+
+def _lm_arm(name, rows, runs_, gen0):
+  outs = [gen0] + runs_
+  last, first = rows[-1], rows[0]
+  m = {k: last[k] for k in ('val_loss_real', 'val_bpb_real', 'samples_rare_mass',
+                            'samples_distinct_4', 'samples_kl_to_real')}
+  m.update(val_loss_real_gen0=first['val_loss_real'],
+           rare_mass_gen0=first['samples_rare_mass'])
+  return results.Arm(
+      name=f'lm_{name}', overrides={'policy': name}, metrics=results.aggregate([m]),
+      params=int(gen0['params']), active_params=int(gen0['active_params']),
+      train_flops=sum(o['train_flops'] for o in outs), tokens=sum(o['tokens'] for o in outs),
+      wall_s=sum(o['wall_s'] for o in outs), seeds=[0],
+      extra={'per_generation': rows})
+
+
+def _toy_arm(name, series, params, samples, flops_):
+  m = {k: float(v[-1]) for k, v in series.items()}
+  return results.Arm(name=name, overrides={}, metrics=results.aggregate([m]),
+                     params=params, active_params=params, train_flops=float(flops_),
+                     tokens=int(samples), seeds=[0],
+                     extra={'per_generation': {k: v.tolist() for k, v in series.items()}})
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+  p, wd = config.collapse, Path(workdir)
+  # (a) Gaussian / mixture refits; FLOPs count ~3 per sample per fit (sum, square, add).
+  g_rep = toy.gaussian_refit(p.gauss_n, p.gauss_gens, p.gauss_chains, seed=0)
+  g_acc = toy.gaussian_refit(p.gauss_n, p.gauss_gens, p.gauss_chains, seed=0,
+                             policy='accumulate')
+  g_want = toy.expected_var_replace(p.gauss_n, p.gauss_gens)
+  mix = toy.mixture_refit(p.mix_n, p.mix_gens, p.mix_chains, seed=0)
+  # (b) linear regression; FLOPs ~ 2 T d^2 per fit (X^T X).
+  lin = toy.linreg_collapse(p.lin_d, p.lin_T, 1.0, p.lin_gens, p.lin_trials, seed=0)
+  lin_want = toy.linreg_expected(p.lin_d, p.lin_T, 1.0, p.lin_gens)
+  g_samples = p.gauss_n * p.gauss_chains * p.gauss_gens
+  arms = [
+      _toy_arm('gaussian_replace', g_rep, 2, g_samples, 3 * g_samples),
+      _toy_arm('gaussian_accumulate', g_acc, 2, g_samples, 3 * g_samples),
+      _toy_arm('mixture_replace', mix, 5, p.mix_n * p.mix_chains * p.mix_gens,
+               15 * 10 * p.mix_n * p.mix_chains * p.mix_gens),
+      _toy_arm('linreg', {'replace': lin['replace'], 'accumulate': lin['accumulate']},
+               p.lin_d, p.lin_T * p.lin_gens * p.lin_trials,
+               2 * p.lin_T * p.lin_d ** 2 * p.lin_gens * p.lin_trials)]
+  # (c) the LM; the matmul peak (for MFU) is measured once, not once per generation.
+  peak = flops.measure_matmul_peak(n=512 if config.mode == 'smoke' else 0)
+  rows, runs, gen0, real_desc = _lm_part(config, wd, peak)
+  arms += [_lm_arm(name, rows[name], runs.get(name, []), gen0) for name, _ in POLICIES]
+  col = {n: {k: [r[k] for r in rows[n]] for k in rows[n][0] if k != 'provenance'}
+         for n in rows}
+  loss = {n: col[n]['val_loss_real'] for n in col}
+  rare = {n: col[n]['samples_rare_mass'] for n in col}
+  c = lin_want['first'][0]
+  checks = [
+      results.check('Gaussian replace: mean fitted variance follows ((n-1)/n)^(g+1)',
+                    abs(g_rep['mean_var'][-1] / g_want[-1] - 1) < 0.15,
+                    f'gen {p.gauss_gens - 1}: {g_rep["mean_var"][-1]:.4f} vs closed form '
+                    f'{g_want[-1]:.4f}; needs within 15%'),
+      results.check('Gaussian replace collapses: median variance and tail mass vanish',
+                    g_rep['median_var'][-1] < 0.5 * g_rep['median_var'][0]
+                    and g_rep['median_tail_mass'][-1] < 0.5 * g_rep['median_tail_mass'][0],
+                    f'median var {g_rep["median_var"][0]:.3f} -> {g_rep["median_var"][-1]:.2e}, '
+                    f'median P(|x|>2) {g_rep["median_tail_mass"][0]:.4f} -> '
+                    f'{g_rep["median_tail_mass"][-1]:.2e}; accumulate var '
+                    f'{g_acc["mean_var"][-1]:.3f}, P(|x|>2) {g_acc["tail_mass"][-1]:.4f}'),
+      results.check('mixture replace: tail mass shrinks',
+                    mix['median_tail_mass'][-1] < mix['median_tail_mass'][0],
+                    f'median P(|x|>3) {mix["median_tail_mass"][0]:.4f} -> '
+                    f'{mix["median_tail_mass"][-1]:.4f}; total var {mix["total_var"][0]:.3f}'
+                    f' -> {mix["total_var"][-1]:.3f}'),
+      results.check('regression replace: error grows linearly, (g+1) sigma^2 d/(T-d-1)',
+                    np.max(np.abs(lin['replace'] / lin_want['replace'] - 1)) < 0.15,
+                    f'measured/closed form per generation: '
+                    f'{np.round(lin["replace"] / lin_want["replace"], 3).tolist()}; needs within 15%'),
+      results.check('regression accumulate: bounded by c sum 1/i^2 < c pi^2/6',
+                    np.all(lin['accumulate'] <= 1.05 * lin_want['accumulate_bound'])
+                    and lin['accumulate'][-1] < c * math.pi ** 2 / 6,
+                    f'final {lin["accumulate"][-1] / c:.3f} c (bound '
+                    f'{lin_want["accumulate_bound"][-1] / c:.3f} c, pi^2/6 = 1.645 c); '
+                    f'replace final {lin["replace"][-1] / c:.2f} c'),
+      results.check('LM replace: real-data loss rises over generations',
+                    loss['replace'][-1] > loss['replace'][0] * 1.01,
+                    f'val loss on real data by generation: {np.round(loss["replace"], 4).tolist()}'),
+      results.check('LM replace: rare-token mass of samples falls',
+                    rare['replace'][-1] < rare['replace'][0],
+                    f'rare mass (real: {real_desc["rare_mass"]:.4f}) by generation: '
+                    f'{np.round(rare["replace"], 4).tolist()}'),
+      results.check('LM accumulate: real-data loss stays bounded, below replace',
+                    max(loss['accumulate']) < loss['accumulate'][0] * 1.05
+                    and loss['accumulate'][-1] < loss['replace'][-1],
+                    f'accumulate {np.round(loss["accumulate"], 4).tolist()}; mix10 '
+                    f'{np.round(loss["mix10"], 4).tolist()}; needs max < 1.05x gen 0'),
+  ]
+  gens = list(range(p.generations))
+  plots = [
+      results.plot_series(wd / 'lm_real_loss.png', {n: (gens, loss[n]) for n in loss},
+                          xlabel='generation', ylabel='val loss on real data',
+                          title='LM: loss on held-out real data'),
+      results.plot_series(wd / 'lm_rare_mass.png', {n: (gens, rare[n]) for n in rare},
+                          xlabel='generation', ylabel='rare-token mass of samples',
+                          title='LM: tail mass of generated data'),
+      results.plot_series(wd / 'gaussian.png', {
+          'replace mean var': (range(p.gauss_gens), g_rep['mean_var']),
+          'replace median var': (range(p.gauss_gens), g_rep['median_var']),
+          'closed form E[var]': (range(p.gauss_gens), g_want),
+          'accumulate mean var': (range(p.gauss_gens), g_acc['mean_var'])},
+          xlabel='generation', ylabel='fitted variance', title='Gaussian refit', logy=True),
+      results.plot_series(wd / 'linreg.png', {
+          'replace': (range(1, p.lin_gens + 1), lin['replace'] / c),
+          'replace closed form': (range(1, p.lin_gens + 1), lin_want['replace'] / c),
+          'accumulate': (range(1, p.lin_gens + 1), lin['accumulate'] / c),
+          'accumulate bound': (range(1, p.lin_gens + 1), lin_want['accumulate_bound'] / c)},
+          xlabel='fit (generation + 1)', ylabel='excess test error / c',
+          title='linear regression collapse')]
+  result = results.Result(
+      experiment='model_collapse', paper=PAPER,
+      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
+      mode=config.mode, arms=arms, checks=checks, plots=plots,
+      headline={'paper': 'replace error grows ~linearly; accumulate bounded (<= pi^2/6 x)',
+                'ours': f'regression replace {lin["replace"][-1] / c:.2f}c vs accumulate '
+                        f'{lin["accumulate"][-1] / c:.2f}c at fit {p.lin_gens}; LM real loss '
+                        f'replace {loss["replace"][0]:.3f}->{loss["replace"][-1]:.3f}, '
+                        f'accumulate ->{loss["accumulate"][-1]:.3f}'},
+      notes=f'real data diversity: {real_desc}; LM rows per generation are in '
+            f'arms[*].extra.per_generation', env=experiment.result_env(config))
+  result.write(wd)
+  return result
