@@ -19,7 +19,8 @@ on JSONL written by lattice.synth and evaluated on held-out real stdlib data.
 Samples continue 8-byte prompts from the real chunks at temperature 1 with nucleus
 sampling p = 0.9, as a practitioner would sample; the truncation is one of the
 tail-losing mechanisms Shumailov et al. describe (with p = 1 an undertrained tiny
-model's samples carry *more* rare bytes than real data).
+model's samples carry *more* rare bytes than real data). (d) Phi-4-style
+instruction reversal with the generation-0 LM: its keep rate goes in the notes.
 
 Commands:
   python -m lattice.main --config=experiments/model_collapse.py:smoke --workdir=runs/collapse_smoke
@@ -42,8 +43,9 @@ import numpy as np
 
 from lattice import config as config_lib
 from lattice import experiment, results
+from lattice.data import sources
 from lattice.decode import sampling
-from lattice.synth import generate, lm, metrics, recursive, toy
+from lattice.synth import generate, lm, metrics, recursive, toy, transforms
 from lattice.train import flops
 
 PAPER = {'title': 'AI models collapse when trained on recursively generated data; '
@@ -62,7 +64,8 @@ def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000
                     temperature=1.0, top_p=0.9, real_eval_batches=8,
                     gauss_n=100, gauss_gens=100 * toy_scale, gauss_chains=chains,
                     mix_n=100, mix_gens=20 * toy_scale, mix_chains=chains // 10,
-                    lin_d=10, lin_T=40, lin_gens=10, lin_trials=200 * toy_scale)
+                    lin_d=10, lin_T=40, lin_gens=10, lin_trials=200 * toy_scale,
+                    reversal_functions=16 * toy_scale)
   return c
 
 
@@ -113,7 +116,37 @@ def _lm_part(config, workdir: Path, peak: float):
       synthesize=synthesize, describe=describe, start=start)
           for name, pol in POLICIES}
   real_desc = metrics.diversity_report(real[:p.docs], real, rare)
-  return rows, runs, gen0, real_desc
+  return rows, runs, gen0, real_desc, _reversal(cfg, gen0, p)
+
+
+def _fixed(text: str, width: int) -> str:
+  """Left-pads with newlines / left-truncates to `width` bytes: one prompt length."""
+  return ('\n' * width + text)[-width:]
+
+
+def _reversal(cfg, gen0, p) -> transforms.ReversalResult:
+  """(d) Instruction reversal with the generation-0 model on stdlib functions."""
+  docs = sources.get_source(cfg.data, 'validation')
+  fns = [f for i in range(len(docs))
+         for f in transforms.extract_functions(docs[i].decode('utf-8', 'ignore'))
+         if f.signature.isascii()][:p.reversal_functions]
+  width = p.doc_bytes // 2
+  samp = sampling.SamplingConfig(0.0)
+
+  def complete(prompts, key):
+    return lm.continue_texts(gen0, [_fixed(t, width) for t in prompts], key,
+                             sampling_cfg=samp, max_new_tokens=p.doc_bytes - width - 1,
+                             batch_size=max(len(prompts), 1))
+
+  def describe(functions):
+    outs = complete([f'{f.signature}\n    """' for f in functions], jax.random.key(1))
+    return [o.split('"""')[0].split('\n')[0].strip() for o in outs]
+
+  def implement(instructions):
+    return ['def ' + o for o in complete([f'# {d}\ndef ' for d in instructions],
+                                         jax.random.key(2))]
+
+  return transforms.instruction_reversal(fns, describe, implement)
 
 
 def _lm_arm(name, rows, runs_, gen0):
@@ -161,7 +194,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                2 * p.lin_T * p.lin_d ** 2 * p.lin_gens * p.lin_trials)]
   # (c) the LM; the matmul peak (for MFU) is measured once, not once per generation.
   peak = flops.measure_matmul_peak(n=512 if config.mode == 'smoke' else 0)
-  rows, runs, gen0, real_desc = _lm_part(config, wd, peak)
+  rows, runs, gen0, real_desc, reversal = _lm_part(config, wd, peak)
   arms += [_lm_arm(name, rows[name], runs.get(name, []), gen0) for name, _ in POLICIES]
   col = {n: {k: [r[k] for r in rows[n]] for k in rows[n][0] if k != 'provenance'}
          for n in rows}
@@ -239,6 +272,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                         f'replace {loss["replace"][0]:.3f}->{loss["replace"][-1]:.3f}, '
                         f'accumulate ->{loss["accumulate"][-1]:.3f}'},
       notes=f'real data diversity: {real_desc}; LM rows per generation are in '
-            f'arms[*].extra.per_generation', env=experiment.result_env(config))
+            f'arms[*].extra.per_generation. (d) instruction reversal with the generation-0 '
+            f'LM (greedy docstring for a stdlib function, then code from the docstring; '
+            f'kept when the regenerated signature matches): kept {len(reversal.kept)} of '
+            f'{reversal.tried} (keep rate {reversal.keep_rate:.3f}); examples: '
+            f'{[(d, f.signature) for d, f in reversal.kept[:3]]}',
+      env=experiment.result_env(config))
   result.write(wd)
   return result
