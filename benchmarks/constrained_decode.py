@@ -153,7 +153,7 @@ def main(argv=None):
     t = _round_robin({'free': free, 'con': con}, args.repeats)
     step = (t['con']['min'] - t['free']['min']) / N * 1e6
     step_median = (t['con']['median'] - t['free']['median']) / N * 1e6
-    rows.append({'batch': B, 'free_ms': t['free'], 'constrained_ms': t['con'],
+    rows.append({'batch': B, 'free_s': t['free'], 'constrained_s': t['con'],
                  'overhead_us_per_step': step, 'overhead_us_per_token': step / B,
                  'overhead_us_per_token_median': step_median / B,
                  'free_us_per_token': t['free']['min'] / N / B * 1e6})
