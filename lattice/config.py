@@ -48,6 +48,10 @@ class LinearConfig:
   a_bits: int = 4              # QuEST activation bits, 1..8
   hadamard: bool = True        # QuEST: rotate the contracted dim before quantizing
   trust: float = 0.0           # QuEST trust factor; 0: the default alpha/(2^bits - 1)
+  # NanoQuant (post-training, lattice/quant/nanoquant.py): W ~ s_in (sign(U) sign(V)^T) s_out
+  # with rank r = (bits*K*N/(K+N) - 16) rounded down to a multiple of rank_multiple.
+  nq_bits: float = 1.0         # target bits per weight, scales counted
+  nq_rank_multiple: int = 8    # the paper rounds to 32; 8 keeps tiny models' budgets apart
 
 
 @dataclasses.dataclass(frozen=True)

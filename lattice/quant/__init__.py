@@ -13,3 +13,4 @@ from lattice.quant.ste import straight_through
 from lattice.quant.ste import ternary_codes
 from lattice.quant.ste import ternary_weight
 from lattice.quant import inference  # registers model.linear.kind 'bitnet_packed'
+from lattice.quant import nanoquant  # registers model.linear.kind 'nanoquant'

@@ -1,0 +1,283 @@
+"""NanoQuant-style sub-1-bit post-training compression (arXiv 2602.06694).
+
+Shape legend: K a projection's contracted features (flattened), N its output
+features (flattened), r the binary rank, T calibration tokens, B/L/D as elsewhere.
+
+Every projection's float kernel W [K, N] becomes
+
+    W ~ s_in[:, None] * (sign(U) @ sign(V).T) * s_out[None, :],  U [K, r], V [N, r]
+
+with the rank from a bits-per-weight budget that counts the scales:
+(r + 16) (K + N) = bits K N, i.e. r = bits K N / (K + N) - 16, rounded down to a
+multiple of `nq_rank_multiple` (the paper rounds to 32; our tiny matrices need 8).
+
+`compress` goes block by block, as the paper does:
+  1. tune the float block's weights on the *compressed* model's inputs to that block
+     so they absorb the error of the blocks before it (targets: the float block's
+     outputs on the float model's inputs);
+  2. initialize each projection's U, V from the activation-weighted matrix
+     diag(d) W, d_k = RMS of input feature k on the calibration data: by ADMM
+     (alternating least squares against scaled-sign projections with dual
+     variables), or, for comparison, by the signs of the truncated SVD; then fit
+     s_in and s_out by alternating least squares;
+  3. tune the latent U, V (sign with a straight-through gradient) and the scales
+     against the float block's outputs;
+and optionally distils the whole compressed model to the float model's next-token
+distribution (KL) at the end. `model.linear.kind='nanoquant'` builds the compressed
+model; embeddings, norms and the output head stay float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lattice import config as config_lib
+from lattice.nn import layers, transformer
+from lattice.quant import ste
+
+KIND = 'nanoquant'
+SCALE_BITS = 16  # s_in and s_out are stored as float16
+
+
+def rank_for(bits: float, k: int, n: int, multiple: int = 8) -> int:
+  r = (bits * k * n / (k + n) - SCALE_BITS) // multiple * multiple
+  return int(max(r, multiple))
+
+
+def bits_per_weight(r: int, k: int, n: int) -> float:
+  return (r + SCALE_BITS) * (k + n) / (k * n)
+
+
+def _sign(x: jax.Array) -> jax.Array:
+  return jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+
+
+def binary_weight(u_Kxr, v_Nxr, s_in_K, s_out_N) -> jax.Array:
+  """s_in * (sign(U) sign(V)^T) * s_out, with straight-through gradients to U, V."""
+  su = ste.straight_through(u_Kxr, _sign)
+  sv = ste.straight_through(v_Nxr, _sign)
+  return s_in_K[:, None] * (su @ sv.T) * s_out_N[None, :]
+
+
+class NanoQuantLinear(layers.Linear):
+  """A projection stored as binary factors and two scale vectors."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in = len(self.in_axes)
+    in_shape = x.shape[x.ndim - n_in:]
+    k, n = math.prod(in_shape), math.prod(self.features)
+    r = rank_for(self.cfg.nq_bits, k, n, self.cfg.nq_rank_multiple)
+    init = nn.initializers.normal(1.0)
+    u = self.param('u', init, (k, r), self.param_dtype)
+    v = self.param('v', init, (n, r), self.param_dtype)
+    s_in = self.param('s_in', nn.initializers.ones_init(), (k,), self.param_dtype)
+    s_out = self.param('s_out', nn.initializers.constant(1.0 / math.sqrt(k * r)), (n,),
+                       self.param_dtype)
+    w = binary_weight(u, v, s_in, s_out).reshape(*in_shape, *self.features)
+    x, w = x.astype(self.dtype), w.astype(self.dtype)
+    y = jax.lax.dot_general(
+        x, w, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
+    b = self.bias()
+    return y if b is None else y + b.astype(self.dtype)
+
+
+layers.register_linear(KIND, NanoQuantLinear)
+
+
+# ---- initialization -------------------------------------------------------------
+
+def fit_scales(w_KxN: np.ndarray, b_KxN: np.ndarray, d_K: np.ndarray, iters: int = 10):
+  """s_in, s_out minimizing || diag(d) (W - diag(s_in) B diag(s_out)) ||_F."""
+  s_in, s_out = np.ones(w_KxN.shape[0]), np.ones(w_KxN.shape[1])
+  d2 = (d_K ** 2)[:, None]
+  for _ in range(iters):
+    bo = b_KxN * s_out[None]
+    s_in = (w_KxN * bo).sum(1) / np.maximum((bo * bo).sum(1), 1e-12)
+    bi = b_KxN * s_in[:, None]
+    s_out = (d2 * w_KxN * bi).sum(0) / np.maximum((d2 * bi * bi).sum(0), 1e-12)
+  return s_in, s_out
+
+
+def svd_init(m_KxN: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+  """U, V = the rank-r truncated SVD's factors (sqrt of singular values on each)."""
+  a, s, bt = np.linalg.svd(m_KxN, full_matrices=False)
+  root = np.sqrt(s[:r])
+  return a[:, :r] * root, bt[:r].T * root
+
+
+def admm_init(m_KxN: np.ndarray, r: int, iters: int = 40, rho: float = 1.0
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """ADMM for min ||M - U V^T|| with U, V constrained to column-scaled sign matrices.
+
+  Starts from the SVD; each iteration solves the two ridge-regularized least-squares
+  problems, projects U + Lu and V + Lv onto {alpha * sign} column by column (alpha the
+  mean magnitude: the L2-closest scaled sign matrix), and updates the duals.
+  """
+  u, v = svd_init(m_KxN, r)
+  scale = np.sqrt(np.mean(m_KxN ** 2)) + 1e-12
+  m = m_KxN / scale
+  u, v = u / np.sqrt(scale), v / np.sqrt(scale)
+
+  def project(x):
+    return np.abs(x).mean(0, keepdims=True) * np.where(x >= 0, 1.0, -1.0)
+
+  zu, zv = project(u), project(v)
+  lu, lv = np.zeros_like(u), np.zeros_like(v)
+  eye = np.eye(r)
+  for _ in range(iters):
+    u = (m @ v + rho * (zu - lu)) @ np.linalg.inv(v.T @ v + rho * eye)
+    v = (m.T @ u + rho * (zv - lv)) @ np.linalg.inv(u.T @ u + rho * eye)
+    zu, zv = project(u + lu), project(v + lv)
+    lu, lv = lu + u - zu, lv + v - zv
+  return zu, zv
+
+
+def init_factors(w_KxN: np.ndarray, d_K: np.ndarray, r: int, method: str):
+  """(U, V, s_in, s_out) for one kernel: 'admm' (activation-weighted) or 'svd'."""
+  if method == 'admm':
+    u, v = admm_init(d_K[:, None] * w_KxN, r)
+  elif method == 'svd':
+    u, v = svd_init(w_KxN, r)
+  else:
+    raise ValueError(f'nanoquant: init must be admm or svd, got {method!r}')
+  b = np.where(u >= 0, 1.0, -1.0) @ np.where(v >= 0, 1.0, -1.0).T
+  s_in, s_out = fit_scales(w_KxN, b, d_K if method == 'admm' else np.ones_like(d_K))
+  return u, v, s_in, s_out
+
+
+# ---- block-wise compression -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+  bits: float = 1.0
+  init: str = 'admm'          # admm | svd
+  float_steps: int = 50       # step 1: float block tuned on compressed inputs
+  block_steps: int = 200      # step 3: latent U, V and scales
+  distill_steps: int = 0      # final KL distillation of the whole model (0: off)
+  lr: float = 1e-3
+  rank_multiple: int = 8
+
+
+def _mse(a, b):
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def _tuner(loss_fn, lr: float):
+  """tune(params, steps, *data) -> params: Adam on loss_fn(params, *data), jitted once."""
+  tx = optax.adam(lr)
+
+  @jax.jit
+  def step(p, opt, *data):
+    loss, g = jax.value_and_grad(loss_fn)(p, *data)
+    upd, opt = tx.update(g, opt, p)
+    return optax.apply_updates(p, upd), opt, loss
+
+  def tune(params, steps: int, *data):
+    opt = tx.init(params)
+    for _ in range(steps):
+      params, opt, _ = step(params, opt, *data)
+    return params
+
+  return tune
+
+
+def _block_loss(block: nn.Module):
+  def loss(p, x, positions, target):
+    return _mse(block.apply({'params': p}, x, positions), target)
+  return loss
+
+
+def _linear_inputs(block: nn.Module, params, x, positions) -> dict[tuple, np.ndarray]:
+  """Per-projection input RMS over the calibration tokens, keyed by module path."""
+  rms = {}
+
+  def interceptor(next_fun, args, kwargs, context):
+    mod = context.module
+    if isinstance(mod, layers.Linear) and context.method_name == '__call__':
+      n_in = len(mod.in_axes)
+      a = np.asarray(args[0], np.float32)
+      a = a.reshape(-1, math.prod(a.shape[a.ndim - n_in:]))
+      rms[tuple(mod.path)] = np.sqrt(np.mean(a * a, axis=0)) + 1e-8
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    block.apply({'params': params}, x, positions)
+  return rms
+
+
+def compress(model_cfg: config_lib.ModelConfig, params: Any, calib_BxL: np.ndarray,
+             cc: CompressConfig = CompressConfig()) -> tuple[config_lib.ModelConfig, dict, dict]:
+  """(compressed config, compressed params, report) of a trained float model."""
+  if model_cfg.linear.kind != 'float' or model_cfg.ffn.kind != 'dense':
+    raise config_lib.ConfigError(
+        'nanoquant: compresses float models with dense FFNs (model.linear.kind=float, '
+        f'model.ffn.kind=dense), got {model_cfg.linear.kind!r} / {model_cfg.ffn.kind!r}')
+  if model_cfg.scan_layers:
+    raise config_lib.ConfigError('nanoquant: needs model.scan_layers=False (per-block params)')
+  nq_cfg = dataclasses.replace(model_cfg, linear=dataclasses.replace(
+      model_cfg.linear, kind=KIND, nq_bits=cc.bits, nq_rank_multiple=cc.rank_multiple))
+  params = jax.device_get(nn.unbox(params))
+  fmodel = transformer.Transformer(model_cfg)
+  tokens = jnp.asarray(calib_BxL)
+  positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  x_float = fmodel.apply({'params': params}, tokens, method=transformer.Transformer.embed_tokens)
+  x_comp = x_float
+  fblock, qblock = transformer.Block(model_cfg), transformer.Block(nq_cfg)
+  f_apply, q_apply = jax.jit(fblock.apply), jax.jit(qblock.apply)
+  tune_float = _tuner(_block_loss(fblock), cc.lr)
+  tune_quant = _tuner(_block_loss(qblock), cc.lr)
+  out = {k: v for k, v in params.items() if not k.startswith('layers_')}
+  n_bits = n_weights = 0
+  for i in range(model_cfg.n_layers):
+    p_float = params[f'layers_{i}']
+    target = f_apply({'params': p_float}, x_float, positions)
+    # 1. the float block absorbs the error of the compressed blocks before it.
+    p_float = tune_float(p_float, cc.float_steps, x_comp, positions, target)
+    # 2. factor every projection from its activation-weighted matrix.
+    rms = _linear_inputs(fblock, p_float, x_comp, positions)
+    shapes = jax.eval_shape(qblock.init, jax.random.key(0), x_comp, positions)['params']
+    flat_f = flax.traverse_util.flatten_dict(p_float)
+    p_q = {}
+    for path, leaf in flax.traverse_util.flatten_dict(nn.unbox(shapes)).items():
+      if path[-1] in ('u', 'v', 's_in', 's_out'):
+        if path[-1] == 'u':
+          kernel = np.asarray(flat_f[path[:-1] + ('kernel',)], np.float64)
+          k, r = leaf.shape
+          w = kernel.reshape(k, -1)
+          u, v, s_in, s_out = init_factors(w, rms[path[:-1]], r, cc.init)
+          for name, val in zip(('u', 'v', 's_in', 's_out'), (u, v, s_in, s_out)):
+            p_q[path[:-1] + (name,)] = jnp.asarray(val, jnp.float32)
+          n_bits += (r + SCALE_BITS) * (k + w.shape[1])
+          n_weights += w.size
+      else:
+        p_q[path] = jnp.asarray(flat_f[path])
+    p_q = flax.traverse_util.unflatten_dict(p_q)
+    # 3. tune latent factors and scales against the float block's outputs.
+    p_q = tune_quant(p_q, cc.block_steps, x_comp, positions, target)
+    out[f'layers_{i}'] = p_q
+    x_float, x_comp = target, q_apply({'params': p_q}, x_comp, positions)
+  qmodel = transformer.Transformer(nq_cfg)
+  if cc.distill_steps:
+    teacher = jax.jit(fmodel.apply)({'params': params}, tokens)
+
+    def kl(p, tokens, teacher_logits):
+      teacher = jax.nn.log_softmax(teacher_logits)
+      student = jax.nn.log_softmax(qmodel.apply({'params': p}, tokens))
+      return jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - student), -1))
+
+    out = _tuner(kl, cc.lr * 0.3)(out, cc.distill_steps, tokens, teacher)
+  report = {'bits_per_weight': n_bits / max(n_weights, 1),
+            'compressed_proj_bytes': n_bits / 8,
+            'float32_proj_bytes': 4 * n_weights,
+            'bf16_proj_bytes': 2 * n_weights}
+  return nq_cfg, out, report

@@ -1,0 +1,88 @@
+"""NanoQuant compression and the fast Hadamard transform's cost."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lattice import config as config_lib
+from lattice.nn import transformer
+from lattice.quant import nanoquant as nq
+from lattice.quant import quest
+
+
+def test_rank_follows_the_bit_budget_with_scales_counted():
+  # (r + 16)(K + N) = bits K N: 128 x 384 at 1 bit -> r = 80, exactly 1 bit/weight.
+  assert nq.rank_for(1.0, 128, 384) == 80
+  assert nq.bits_per_weight(80, 128, 384) == pytest.approx(1.0)
+  assert nq.rank_for(0.55, 128, 384) == 32 and nq.rank_for(0.55, 128, 384, 32) == 32
+  assert nq.rank_for(0.8, 128, 384, 32) == 32  # the paper's multiple of 32
+  for bits in (1.0, 0.8, 0.55):
+    r = nq.rank_for(bits, 128, 384)
+    assert nq.bits_per_weight(r, 128, 384) <= bits + 1e-9
+
+
+def test_admm_beats_sign_svd_on_the_activation_weighted_error():
+  rng = np.random.default_rng(0)
+  k, n = 64, 96
+  w = rng.normal(size=(k, n)) * np.linspace(0.2, 2.0, n) + np.outer(rng.normal(size=k),
+                                                                    rng.normal(size=n))
+  d = np.exp(rng.normal(size=k))  # uneven input-feature scales
+  errs = {}
+  for method in ('admm', 'svd'):
+    u, v, s_in, s_out = nq.init_factors(w, d, 24, method)
+    approx = s_in[:, None] * (np.where(u >= 0, 1, -1) @ np.where(v >= 0, 1, -1).T) * s_out
+    errs[method] = np.linalg.norm(d[:, None] * (w - approx)) / np.linalg.norm(d[:, None] * w)
+  assert errs['admm'] < errs['svd'] < 1.0
+
+
+def test_fit_scales_recovers_planted_scales():
+  rng = np.random.default_rng(1)
+  b = np.where(rng.normal(size=(16, 12)) >= 0, 1.0, -1.0)
+  s_in, s_out = rng.uniform(0.5, 2, 16), rng.uniform(0.5, 2, 12)
+  got_in, got_out = nq.fit_scales(s_in[:, None] * b * s_out, b, np.ones(16), iters=50)
+  np.testing.assert_allclose(got_in[:, None] * got_out, s_in[:, None] * s_out, rtol=1e-6)
+
+
+def test_binary_weight_has_straight_through_gradients():
+  u, v = jnp.array([[0.3], [-2.0]]), jnp.array([[1.5], [-0.1], [0.2]])
+  s_in, s_out = jnp.ones(2), jnp.ones(3)
+  w = nq.binary_weight(u, v, s_in, s_out)
+  np.testing.assert_array_equal(w, [[1, -1, 1], [-1, 1, -1]])
+  gu = jax.grad(lambda u: jnp.sum(nq.binary_weight(u, v, s_in, s_out)))(u)
+  # d sum / d sign(u_k) = sum_n sign(v_n); the STE passes it to u unchanged.
+  np.testing.assert_allclose(gu, [[1.0], [1.0]])
+
+
+def test_compress_a_model_end_to_end():
+  cfg = config_lib.build({'model': dict(d_model=64, n_layers=2, vocab_size=384, max_len=16,
+                                        attention=dict(n_heads=2)),
+                            'data': dict(seq_len=16)}).model
+  model = transformer.Transformer(cfg)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+  tokens = np.asarray(jax.random.randint(jax.random.key(1), (4, 16), 0, 256))
+  qcfg, qparams, report = nq.compress(
+      cfg, params, tokens, nq.CompressConfig(bits=1.0, float_steps=2, block_steps=3,
+                                             distill_steps=2))
+  assert qcfg.linear.kind == 'nanoquant'
+  assert report['bits_per_weight'] <= 1.0 + 1e-9
+  assert report['compressed_proj_bytes'] * 32 == pytest.approx(
+      report['float32_proj_bytes'] * report['bits_per_weight'])
+  q = qparams['layers_0']['ffn']['wi_0']
+  assert set(q) == {'u', 'v', 's_in', 's_out'} and q['u'].shape[0] == 64
+  logits = transformer.Transformer(qcfg).apply({'params': qparams}, tokens)
+  assert logits.shape == (4, 16, 384) and bool(jnp.all(jnp.isfinite(logits)))
+  with pytest.raises(config_lib.ConfigError, match='nanoquant'):
+    nq.compress(dataclasses.replace(cfg, linear=config_lib.LinearConfig(kind='bitnet')),
+                params, tokens)
+
+
+def test_fwht_is_n_log_n_butterflies_not_a_dense_matmul():
+  for n in (64, 1024):
+    jaxpr = jax.make_jaxpr(lambda x: quest.fwht(x, block=n))(jnp.zeros((2, n)))
+    prims = [e.primitive.name for e in jaxpr.jaxpr.eqns]
+    assert 'dot_general' not in prims
+    # log2(n) add/sub stages: the op count grows with log n, not with n.
+    assert prims.count('add') + prims.count('sub') <= 2 * int(np.log2(n)) + 2
