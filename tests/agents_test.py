@@ -248,6 +248,8 @@ def test_lattice_generator_greedy_is_deterministic(lattice_gen):
   assert len(a) == 3 and all(len(t.encode()) <= 6 for t in a)
   # Grouping and row padding do not change a prompt's greedy completion.
   assert gen.generate(['56+78='], 6, 0.0) == [a[2]]
+  chunked = generator.LatticeGenerator(gen.variables, gen.model_cfg, batch_size=2)
+  assert chunked.generate(prompts * 2, 6, 0.0) == a * 2
   # The same params restored from the checkpoint (config from config.json).
   restored = generator.LatticeGenerator.from_workdir(workdir)
   assert restored.generate(prompts, 6, 0.0) == a
@@ -289,7 +291,10 @@ def test_lattice_generator_constrained_over_http(lattice_gen):
 def test_arith_task_is_exact():
   assert arith_task.answer_of('12+34=') == '046'
   assert arith_task.aggregate_prompt('12+34=', ['46', '0461', '047']) == (
-      '12+34=|46?|046|047|>')
+      '12+34=|46?|046|047|---|---|---|>')
+  assert arith_task.normalize('\ufffd|1') == '??1'
+  with pytest.raises(ValueError, match='at most'):
+    arith_task.aggregate_prompt('12+34=', ['1'] * 7)
   assert arith_task.is_correct('99+99=', '198 ') and not arith_task.is_correct(
       '99+99=', '197')
   train = set(arith_task.questions(arith_task.N_TRAIN, 0))

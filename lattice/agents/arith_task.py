@@ -8,7 +8,7 @@ aggregator have something to combine, and every answer is checked exactly.
 
 Two data sources register themselves (`data.source=`):
   moa_arith      documents `question + answer` (proposers learn the task);
-  moa_aggregate  documents `question + |cand|cand|...| + > + answer`: the
+  moa_aggregate  documents `question + |cand|...|cand| + > + answer`: the
                  aggregator learns to read [question; candidate answers] and write
                  the answer. Candidates are the true answer with digits corrupted
                  (mostly off by one, like a carry error) at a rate drawn per
@@ -62,14 +62,27 @@ def questions(n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[
 
 
 def normalize(answer: str) -> str:
-  """A candidate as exactly ANSWER_WIDTH characters ('?' fills what is missing)."""
-  answer = answer.strip()[:ANSWER_WIDTH]
+  """A candidate as exactly ANSWER_WIDTH ASCII characters: '?' replaces what is
+  missing, non-ASCII, or a delimiter of the aggregation prompt (so the prompt's
+  byte length never varies)."""
+  answer = ''.join(c if c.isascii() and c.isprintable() and c not in '|>' else '?'
+                   for c in answer.strip()[:ANSWER_WIDTH])
   return answer + '?' * (ANSWER_WIDTH - len(answer))
 
 
+EMPTY_SLOT = '-' * ANSWER_WIDTH
+
+
 def aggregate_prompt(q: str, candidates: Sequence[str]) -> str:
-  """The aggregator's input: `q|c1|c2|...|>`; it answers after '>'."""
-  return q + '|' + '|'.join(normalize(c) for c in candidates) + '|>'
+  """The aggregator's input `q|c1|...|c6|>`, answered after '>'. Always
+  MAX_CANDIDATES slots (unused ones '----'), so every aggregation prompt has one
+  length and one compiled decode serves them all."""
+  if len(candidates) > MAX_CANDIDATES:
+    raise ValueError(f'aggregate_prompt: at most {MAX_CANDIDATES} candidates, got '
+                     f'{len(candidates)}')
+  slots = [normalize(c) for c in candidates]
+  slots += [EMPTY_SLOT] * (MAX_CANDIDATES - len(slots))
+  return q + '|' + '|'.join(slots) + '|>'
 
 
 def is_correct(q: str, answer: str) -> bool:

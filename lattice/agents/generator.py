@@ -51,14 +51,19 @@ class LatticeGenerator:
   Prompts are encoded as BOS + UTF-8 bytes (how training documents start) and
   grouped by length, because `sampling.generate` takes equal-length prompts and
   padding would change what the model attends to; each group's rows are padded up
-  to a power of two (repeating a prompt) to bound recompilation. Completions stop
+  to a power of two (repeating a prompt) to bound recompilation, or, with
+  `batch_size`, run in chunks of exactly that many rows (one compiled shape per
+  prompt length and temperature). Completions stop
   at EOS. Sampling keys come from `seed` and a call counter, so a fixed sequence of
   calls is reproducible; temperature 0 is greedy and deterministic.
   """
 
   def __init__(self, variables: dict, model_cfg: config_lib.ModelConfig, *,
                seed: int = 0, top_k: int = 0, top_p: float = 1.0,
-               name: str = 'lattice'):
+               name: str = 'lattice', batch_size: int | None = None):
+    if batch_size is not None and batch_size < 1:
+      raise ValueError(f'LatticeGenerator: batch_size must be positive, got {batch_size}')
+    self.batch_size = batch_size
     if model_cfg.vocab_size == 0:
       raise config_lib.ConfigError('model.vocab_size: LatticeGenerator needs the '
                                    'resolved config (lattice.train.loop.resolve)')
@@ -139,10 +144,14 @@ class LatticeGenerator:
     for i, ids in enumerate(encoded):
       by_len.setdefault(len(ids), []).append(i)
     texts: list[str] = [''] * len(prompts)
-    for length, rows in sorted(by_len.items()):
+    chunks = []
+    for _, rows in sorted(by_len.items()):
+      step = self.batch_size or len(rows)
+      chunks += [rows[i:i + step] for i in range(0, len(rows), step)]
+    for rows in chunks:
       batch = np.stack([encoded[i] for i in rows])
-      padded = np.concatenate([batch, np.repeat(batch[:1], _bucket(len(rows)) - len(rows),
-                                                axis=0)])
+      size = self.batch_size or _bucket(len(rows))
+      padded = np.concatenate([batch, np.repeat(batch[:1], size - len(rows), axis=0)])
       key = jax.random.fold_in(self._key, self._calls)
       self._calls += 1
       out = sampling.generate(self.variables, padded, key, model_cfg=self.model_cfg,
