@@ -34,3 +34,16 @@ def test_train_throughput_benchmark_writes_rows(tmp_path):
     assert _positive_finite(row[key]), (key, row[key])
   assert row['d_model'] == 32
   assert _positive_finite(result['matmul_peak_flops'])
+
+
+def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):
+  from benchmarks import ternary_decode
+  out = tmp_path / 'ternary.json'
+  ternary_decode.main(['--d_model', '64', '--layers', '1', '--new_tokens', '3',
+                       '--repeats', '1', '--json', str(out)])
+  result = json.loads(out.read_text())
+  for key in ('bf16_over_packed_2bit', 'bf16_over_packed_base3', 'decode_speedup'):
+    assert _positive_finite(result[key]), (key, result[key])
+  assert result['bf16_over_packed_2bit'] > 7.5 and result['bf16_over_packed_base3'] > 9.0
+  assert result['packed_equals_fake_quant'] is True
+  assert result['backend']
