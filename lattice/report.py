@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import sys
 import warnings
 from typing import Sequence
 
@@ -89,6 +90,12 @@ def render(results: Sequence[tuple[pathlib.Path, Result]],
   return '\n'.join(lines) + '\n'
 
 
+def _fail(message: str) -> None:
+  """One `lattice: error:` line and exit 2, like every other CLI error."""
+  print(f'lattice: error: report: {message}', file=sys.stderr)
+  raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """`lattice report RUNS_DIR [--out PATH]`; argv excludes the program name."""
   parser = argparse.ArgumentParser(
@@ -102,11 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   try:
     found = collect(args.runs_dir)
   except FileNotFoundError as e:
-    raise SystemExit(f'lattice report: {e}') from e
+    _fail(str(e))
   if not found:
-    raise SystemExit(f'lattice report: no valid {results_lib.RESULT_FILE} under '
-                     f'{args.runs_dir} (run an experiment with --workdir there '
-                     'first)')
+    _fail(f'no valid {results_lib.RESULT_FILE} under {args.runs_dir} (run an '
+          f'experiment with --workdir there first)')
   out = args.out
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(render(found, args.runs_dir, link_base=out.parent))

@@ -79,14 +79,19 @@ def test_main_writes_output(runs, tmp_path, monkeypatch, capsys):
   assert '](../runs/mtp/quick/loss.png)' in out.read_text()
 
 
-def test_main_missing_dir(tmp_path):
+def test_main_missing_dir(tmp_path, capsys):
   missing = tmp_path / 'nope'
-  with pytest.raises(SystemExit, match='nope.*does not exist'):
+  with pytest.raises(SystemExit) as e:
     report.main([str(missing)])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith('lattice: error: report:') and 'nope' in err
+  assert 'does not exist' in err and err.count('\n') == 1
 
 
-def test_main_no_results(tmp_path):
+def test_main_no_results(tmp_path, capsys):
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(SystemExit, match='no valid result.json'):
+  with pytest.raises(SystemExit) as e:
     report.main([str(tmp_path / 'empty'), '--out', str(tmp_path / 'r.md')])
+  assert e.value.code == 2 and 'no valid result.json' in capsys.readouterr().err
   assert not (tmp_path / 'r.md').exists()
