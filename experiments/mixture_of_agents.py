@@ -48,7 +48,8 @@ PAPER = {'title': 'Mixture-of-Agents Enhances Large Language Model Capabilities;
 MAX_TOKENS = task.ANSWER_WIDTH + 1
 
 
-def _config(d, proposers, agg_steps, n_eval, lr, gen_batch, agg_layers=2, peak=0.0):
+def _config(d, proposers, comparable, agg_steps, n_eval, lr, gen_batch, agg_layers=2,
+            peak=0.0):
   c = experiment.lm_config(d, 2, 4, 32, 32, max(p[3] for p in proposers if len(p) == 5), lr,
                            warmup=10, max_len=64)
   c.data.source = 'moa_arith'
@@ -59,7 +60,8 @@ def _config(d, proposers, agg_steps, n_eval, lr, gen_batch, agg_layers=2, peak=0
   # or [name, parent, step]: the parent run's checkpoint at that step (no training).
   c.proposers = [list(p) for p in proposers]
   c.aggregator = dict(steps=agg_steps, d_model=d, n_layers=agg_layers)
-  c.n_eval, c.temperature, c.n_samples, c.window, c.k = n_eval, 0.5, 4, 3, 3
+  c.comparable = list(comparable)  # the pool for MoA vs best single
+  c.n_eval, c.temperature, c.window, c.k = n_eval, 0.5, 3, 3
   c.gen_batch = gen_batch  # decode rows per call: one compiled shape per model
   return c
 
@@ -67,13 +69,16 @@ def _config(d, proposers, agg_steps, n_eval, lr, gen_batch, agg_layers=2, peak=0
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(32, [('strong', 32, 1, 30, 0), ('weak', 'strong', 10)],
-                               20, 8, 3e-3, 32, agg_layers=1, peak=1e11),
-      'quick': lambda: _config(64, [('strong', 64, 2, 1200, 0), ('mid', 64, 2, 450, 1),
-                                    ('weak', 64, 2, 250, 2), ('small', 32, 1, 400, 3)],
-                               600, 200, 6e-3, 128),
-      'full': lambda: _config(128, [('strong', 128, 2, 4000, 0), ('mid', 128, 2, 1500, 1),
-                                    ('weak', 64, 2, 800, 2), ('small', 64, 1, 800, 3)],
-                              3000, 1000, 3e-3, 512),
+                               ['strong', 'weak'], 20, 8, 3e-3, 32, agg_layers=1,
+                               peak=1e11),
+      'quick': lambda: _config(64, [('strong', 64, 2, 1200, 0), ('mid_a', 64, 2, 800, 1),
+                                    ('mid_b', 64, 2, 800, 2), ('weak', 'mid_a', 400),
+                                    ('early', 'strong', 700)],
+                               ['mid_a', 'mid_b', 'early'], 600, 200, 6e-3, 128),
+      'full': lambda: _config(128, [('strong', 128, 2, 4000, 0), ('mid_a', 128, 2, 2000, 1),
+                                    ('mid_b', 128, 2, 2000, 2), ('weak', 'mid_a', 800),
+                                    ('early', 'strong', 2000)],
+                              ['mid_a', 'mid_b', 'early'], 3000, 1000, 3e-3, 512),
   })
 
 
@@ -125,29 +130,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                                    'train.steps': a.steps}))
 
   qs = task.eval_questions(config.n_eval)
-  T, n, kw = config.temperature, config.n_samples, dict(max_tokens=MAX_TOKENS)
+  T, kw = config.temperature, dict(max_tokens=MAX_TOKENS)
   fmt = task.aggregate_prompt
   t0 = time.perf_counter()
   single = {g: _acc(qs, moa.single(qs, gens[g], **kw).answers) for g in gens}
   ranked = sorted(gens, key=lambda g: -single[g])
-  best = ranked[0]
-  mixed = [gens[g] for g in ranked]
-  refiners = [agg] * len(mixed)
+  # The method table runs on a pool of comparable proposers (MoA's setting) ...
+  pool = sorted(config.comparable, key=lambda g: -single[g])
+  mixed, pbest, n = [gens[g] for g in pool], pool[0], len(pool)
+  refiners = [agg] * n
   traces = {
-      'majority_vote (mixed, greedy)': moa.majority_vote(qs, mixed, **kw),
-      f'majority_vote (self x{n})': moa.majority_vote(qs, [gens[best]] * n,
-                                                      temperature=T, **kw),
+      'majority_vote (pool, greedy)': moa.majority_vote(qs, mixed, **kw),
+      f'majority_vote ({pbest} x{n})': moa.majority_vote(qs, [gens[pbest]] * n,
+                                                         temperature=T, **kw),
       'aggregator alone (no answers)': moa.single(
           [fmt(q, []) for q in qs], agg, **kw),
   }
   for layers in (1, 2, 3):
     traces[f'moa_{layers}'] = moa.moa(qs, [mixed] + [refiners] * (layers - 1), agg,
                                       fmt=fmt, temperature=T, **kw)
-  traces[f'self_moa (x{n})'] = moa.self_moa(qs, gens[best], agg, n=n, fmt=fmt,
-                                            temperature=T, **kw)
+  traces[f'self_moa ({pbest} x{n})'] = moa.self_moa(qs, gens[pbest], agg, n=n,
+                                                    fmt=fmt, temperature=T, **kw)
   m = task.MAX_CANDIDATES
-  traces[f'self_moa_seq (x{m}, window {config.window})'] = moa.self_moa_seq(
-      qs, gens[best], agg, n=m, window=config.window, fmt=fmt, temperature=T, **kw)
+  traces[f'self_moa_seq ({pbest} x{m}, window {config.window})'] = moa.self_moa_seq(
+      qs, gens[pbest], agg, n=m, window=config.window, fmt=fmt, temperature=T, **kw)
   traces[f'rmoa (k={config.k})'] = moa.rmoa(qs, mixed, refiners, agg, k=config.k,
                                             max_layers=3, fmt=fmt, temperature=T, **kw)
   traces['attention_moa'] = moa.attention_moa(
@@ -157,16 +163,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
       temperature=T, **kw)
   acc = {k: _acc(qs, t.answers) for k, t in traces.items()}
 
-  # Quality vs diversity: MoA (1 layer) over mixes from all-best to all-different.
-  mixes = {f'{best} x{n}': [gens[best]] * n}
-  for j in range(1, len(ranked)):
+  # ... and the quality-diversity sweep on all proposers, whose quality differs:
+  # MoA (1 layer, n_all answers) from the best proposer alone (Self-MoA) to a mix
+  # of every proposer (mixed MoA).
+  best, n_all = ranked[0], len(ranked)
+  mixes = {f'{best} x{n_all} (Self-MoA)': [gens[best]] * n_all}
+  for j in range(1, n_all):
     mixes['+'.join(ranked[:j + 1])] = [gens[g] for g in ranked[:j + 1]] + [
-        gens[best]] * (n - j - 1)
+        gens[best]] * (n_all - j - 1)
   sweep = []
   for label, members in mixes.items():
     tr = moa.moa(qs, [members], agg, fmt=fmt, temperature=T, **kw)
-    sweep.append(dict(mix=label, quality=sum(single[g.name] for g in members) / n,
+    sweep.append(dict(mix=label, quality=sum(single[g.name] for g in members) / n_all,
                       diversity=_disagreement(tr.layers[0]), moa=_acc(qs, tr.answers)))
+  self_all, mixed_all = sweep[0]['moa'], sweep[-1]['moa']
   eval_s = time.perf_counter() - t0
 
   result_arms = [results.Arm(
@@ -180,22 +190,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
       for name, o, ov in arms]
   checks = [
       results.check('MoA beats the best single proposer',
-                    acc['moa_1'] > single[best],
-                    f'MoA (1 layer, {len(mixed)} mixed proposers) accuracy '
-                    f'{acc["moa_1"]:.3f} vs best single ({best}, greedy) '
-                    f'{single[best]:.3f}; 2/3 layers {acc["moa_2"]:.3f}/'
-                    f'{acc["moa_3"]:.3f}'),
+                    acc['moa_1'] > single[pbest],
+                    f'MoA (1 layer) over the pool {", ".join(pool)} '
+                    f'{acc["moa_1"]:.3f} vs its best single ({pbest}, greedy) '
+                    f'{single[pbest]:.3f}; 2/3 layers {acc["moa_2"]:.3f}/'
+                    f'{acc["moa_3"]:.3f}; pool accuracies ' + ', '.join(
+                        f'{g} {single[g]:.3f}' for g in pool)),
       results.check('Self-MoA beats mixed MoA when proposer quality differs strongly',
-                    acc[f'self_moa (x{n})'] > acc['moa_1'],
-                    f'Self-MoA ({best} x{n}) {acc[f"self_moa (x{n})"]:.3f} vs mixed MoA '
-                    f'{acc["moa_1"]:.3f}; proposer accuracies ' + ', '.join(
-                        f'{g} {single[g]:.3f}' for g in ranked)),
+                    self_all > mixed_all,
+                    f'Self-MoA ({best} x{n_all}) {self_all:.3f} vs mixed MoA '
+                    f'({"+".join(ranked)}) {mixed_all:.3f}; proposer accuracies ' +
+                    ', '.join(f'{g} {single[g]:.3f}' for g in ranked)),
   ]
-  rows = ['| method | accuracy | completions | mean layers |', '|---|---|---|---|']
+  rows = [f'Methods over the pool {", ".join(pool)}:', '',
+          '| method | accuracy | completions | mean layers |', '|---|---|---|---|']
   rows += [f'| single: {g} (greedy) | {single[g]:.3f} | {len(qs)} | 1 |' for g in ranked]
   rows += [f'| {k} | {acc[k]:.3f} | {t.calls} | {t.mean_layers:.2f} |'
            for k, t in traces.items()]
-  rows += ['', '| mix (MoA, 1 layer) | mean proposer accuracy | disagreement | MoA '
+  rows += ['', 'Quality vs diversity, all proposers:', '',
+           '| mix (MoA, 1 layer) | mean proposer accuracy | disagreement | MoA '
            'accuracy |', '|---|---|---|---|']
   rows += [f'| {s["mix"]} | {s["quality"]:.3f} | {s["diversity"]:.3f} | '
            f'{s["moa"]:.3f} |' for s in sweep]
@@ -220,9 +233,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
       mode=config.mode, arms=result_arms, checks=checks,
       headline={'paper': 'MoA 65.1 vs GPT-4o 57.5 (AlpacaEval 2.0 LC); Self-MoA +6.6 '
                          'over mixed MoA',
-                'ours': f'MoA {acc["moa_1"]:.3f} vs best single {single[best]:.3f}; '
-                        f'Self-MoA {acc[f"self_moa (x{n})"]:.3f} vs mixed MoA '
-                        f'{acc["moa_1"]:.3f} (exact match)'},
+                'ours': f'MoA {acc["moa_1"]:.3f} vs best single {single[pbest]:.3f}; '
+                        f'Self-MoA {self_all:.3f} vs mixed MoA {mixed_all:.3f} '
+                        f'(exact match)'},
       plots=plots, notes=notes, env=experiment.result_env(config))
   result.write(workdir)
   return result
