@@ -26,8 +26,13 @@ Commands:
   python -m lattice.main --config=experiments/slm_agents.py:full  --workdir=runs/slm_full
 
 Expected: constrained calls 100% schema-valid for every model (by construction);
-specialists within 5 points of the teacher's accuracy at <= 1/10 of its FLOPs per
-call (quick: measured in results/slm_agents/; full: not yet run).
+specialists within 5 points of a capable teacher at <= 1/10 of its FLOPs per call.
+Measured, quick (2-core CPU shared by ~6 sessions, ~25 min wall; results/slm_agents):
+the 369K-parameter teacher (400 steps) picks the right tool 98.8% of the time but
+copies arguments badly (3.1% exact calls), so the exact-call comparison is void;
+the routed 28.8K-parameter specialists pick the right tool 49.2% (2.3% exact) at
+0.089x the FLOPs per call: not reproduced at this size. Constrained decoding: 100%
+valid calls vs 96.1% (teacher) and 23.0% (specialists) unconstrained. Full: not run.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ from lattice.train import loop
 PAPER = {'title': 'Small Language Models are the Future of Agentic AI',
          'arxiv': '2506.02153'}
 TOLERANCE = 0.05     # Accuracy points the specialists may trail the teacher by.
+# Below this the teacher is too weak for "the specialists match it" to mean anything.
+MIN_TEACHER_ACCURACY = 0.5
 MAX_FLOPS_RATIO = 0.1  # "at <= 1/10 of the FLOPs per call" (the issue's check).
 
 
@@ -233,13 +240,21 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   tc, sc = rows['teacher_constrained'], rows['specialists_constrained']
   tf, sf = rows['teacher_free'], rows['specialists_free']
   ratio = sc['flops_per_call'] / tc['flops_per_call']
+  meaningful = tc['accuracy'] >= MIN_TEACHER_ACCURACY
   checks = [
-      results.check('specialists match the teacher within the tolerance',
-                    sc['accuracy'] >= tc['accuracy'] - TOLERANCE,
-                    f'routed specialists {sc["accuracy"]:.1%} vs teacher '
-                    f'{tc["accuracy"]:.1%} exact-call accuracy, constrained (tolerance '
-                    f'{TOLERANCE:.0%}); unconstrained {sf["accuracy"]:.1%} vs '
-                    f'{tf["accuracy"]:.1%}'),
+      results.check('specialists match a capable teacher within the tolerance',
+                    meaningful and sc['accuracy'] >= tc['accuracy'] - TOLERANCE,
+                    f'exact-call accuracy, constrained: routed specialists '
+                    f'{sc["accuracy"]:.1%} vs teacher {tc["accuracy"]:.1%} (tolerance '
+                    f'{TOLERANCE:.0%}; the teacher must reach '
+                    f'{MIN_TEACHER_ACCURACY:.0%} for the comparison to mean anything'
+                    f'{"" if meaningful else ", it does not"}); unconstrained '
+                    f'{sf["accuracy"]:.1%} vs {tf["accuracy"]:.1%}'),
+      results.check('specialists pick the teacher\'s tools within the tolerance',
+                    sc['tool_accuracy'] >= tc['tool_accuracy'] - TOLERANCE,
+                    f'valid call of the right tool (any arguments), constrained: '
+                    f'specialists {sc["tool_accuracy"]:.1%} vs teacher '
+                    f'{tc["tool_accuracy"]:.1%}'),
       results.check('specialists cost <= 1/10 of the teacher per call',
                     ratio <= MAX_FLOPS_RATIO,
                     f'{sc["flops_per_call"]:.3g} vs {tc["flops_per_call"]:.3g} FLOPs per '
@@ -253,12 +268,13 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   plots = [results.plot_bars(
       f'{wd}/accuracy.png', {n: r['accuracy'] for n, r in rows.items()}, None,
       ylabel='exact-call accuracy', title='tool calls: teacher vs routed specialists')]
-  table = ['| model | decoding | accuracy | schema-valid | FLOPs/call | '
+  table = ['| model | decoding | accuracy | right tool | schema-valid | FLOPs/call | '
            + ' | '.join(toolcalls.CLUSTERS) + ' |',
-           '|---|---|---:|---:|---:|' + '---:|' * len(toolcalls.CLUSTERS)]
+           '|---|---|---:|---:|---:|---:|' + '---:|' * len(toolcalls.CLUSTERS)]
   for n, r in rows.items():
     who, how = n.split('_')
-    table.append(f'| {who} | {how} | {r["accuracy"]:.1%} | {r["schema_valid"]:.1%} | '
+    table.append(f'| {who} | {how} | {r["accuracy"]:.1%} | {r["tool_accuracy"]:.1%} | '
+                 f'{r["schema_valid"]:.1%} | '
                  f'{r["flops_per_call"]:.3g} | ' + ' | '.join(
                      f'{r["acc_" + c]:.0%}' for c in toolcalls.CLUSTERS) + ' |')
   seen = {e.request for e in logs}
@@ -276,8 +292,9 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
       mode=config.mode, arms=arms, checks=checks,
       headline={'paper': 'specialists replace the LLM on 40-70% of calls; '
                          'constrained decoding 100% valid',
-                'ours': f'specialists {sc["accuracy"]:.0%} vs teacher '
-                        f'{tc["accuracy"]:.0%} at {ratio:.2f}x FLOPs; valid '
+                'ours': f'exact calls: specialists {sc["accuracy"]:.0%} vs teacher '
+                        f'{tc["accuracy"]:.0%}, right tool {sc["tool_accuracy"]:.0%} vs '
+                        f'{tc["tool_accuracy"]:.0%}, at {ratio:.2f}x FLOPs; valid '
                         f'{sc["schema_valid"]:.0%} constrained vs '
                         f'{sf["schema_valid"]:.0%} free'},
       plots=plots, env=experiment.result_env(config), notes=notes)

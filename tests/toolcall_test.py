@@ -78,6 +78,7 @@ def test_summary_rates():
               toolcall.Verdict('invalid_json'), toolcall.Verdict(None)]
   s = toolcall.summarize(verdicts)
   assert s['accuracy'] == 0.5 and s['schema_valid'] == 0.75 and s['wrong_tool'] == 0.25
+  assert s['tool_accuracy'] == 0.5
 
 
 def test_registered_sources_serve_request_then_call():

@@ -63,11 +63,13 @@ def evaluate_call(text: str, expected: dict[str, Any],
 
 
 def summarize(verdicts: Sequence[Verdict]) -> dict[str, float]:
-  """accuracy, schema_valid (parses and is a call of some tool) and error rates."""
+  """accuracy, schema_valid (a call of some tool), tool_accuracy (a valid call of
+  the right tool, any arguments) and the rate of each error."""
   n = max(len(verdicts), 1)
   counts = Counter(v.error for v in verdicts)
-  out = {'accuracy': counts[None] / n,
-         'schema_valid': 1 - (counts['invalid_json'] + counts['schema_invalid']) / n}
+  valid = 1 - (counts['invalid_json'] + counts['schema_invalid']) / n
+  out = {'accuracy': counts[None] / n, 'schema_valid': valid,
+         'tool_accuracy': valid - counts['wrong_tool'] / n}
   out.update({e: counts[e] / n for e in ERRORS})
   return out
 
