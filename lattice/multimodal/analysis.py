@@ -73,3 +73,23 @@ def step_memory_bytes(setup, batch: dict[str, np.ndarray]) -> int:
     stats: Any = setup.train_step.lower(setup.abstract_state, abstract_batch
                                         ).compile().memory_analysis()
   return int(stats.argument_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def interleaved_step_seconds(runs: list[tuple[Any, Any]], batch: dict[str, np.ndarray],
+                             rounds: int = 5) -> list[float]:
+  """Best-of-`rounds` seconds of one train step for each (setup, state), timing the
+  runs in turn within each round, so that load on a shared machine hits all alike.
+  The states are trained further (and donated); pass copies you no longer need."""
+  import time  # pylint: disable=g-import-not-at-top
+  states = [state for _, state in runs]
+  batches = [sharding.global_batch(batch, setup.mesh) for setup, _ in runs]
+  best = [math.inf] * len(runs)
+  for r in range(rounds + 1):  # round 0 warms up (compiles if needed)
+    for i, (setup, _) in enumerate(runs):
+      with sharding.use_mesh(setup.mesh):
+        t0 = time.perf_counter()
+        states[i], metrics = setup.train_step(states[i], batches[i])
+        jax.block_until_ready(metrics)
+        if r:
+          best[i] = min(best[i], time.perf_counter() - t0)
+  return best
