@@ -9,6 +9,7 @@ and the next data batch, compared bitwise):
 
   sigterm     SIGTERM to a training process (preemption notice)
   kill9_save  kill -9 while an asynchronous checkpoint write is in flight
+  kill9_random  kill -9 at a random moment of a run that saves every step
   truncate    the newest checkpoint loses the tail of its largest file
   tamper      one byte flipped in a random file of the newest checkpoint
   enospc      the disk fills during a checkpoint write (OSError ENOSPC)
@@ -87,7 +88,7 @@ def _env(cache: pathlib.Path) -> dict:
 
 
 def _spawn(workdir, cache, **opts):
-  opts['config'] = CONFIG
+  opts.setdefault('config', CONFIG)
   return subprocess.Popen(
       [sys.executable, '-c', _WORKER, str(workdir), json.dumps(opts), str(ROOT)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache))
@@ -205,6 +206,28 @@ def fault_kill9_save(h: Harness, rng, work):
           'detail': f'step {at} left uncommitted; resumed from {resumed}'}
 
 
+def fault_kill9_random(h: Harness, rng, work):
+  """kill -9 at a random moment of a run that saves every step (a save is nearly
+  always in flight, so the kill lands inside Orbax's array writes too)."""
+  config = json.loads(json.dumps(CONFIG))
+  config['checkpoint']['every'] = 1
+  proc = _spawn(work, h.cache, slow=0.05, config=config)
+  _wait(lambda: _logged(work) >= 1, proc)
+  time.sleep(rng.uniform(0.0, 1.0))
+  reached = _logged(work) + 1  # metrics lag one step behind training
+  proc.kill()
+  proc.wait()
+  folder = work / 'checkpoints'
+  in_flight = [p.name for p in folder.glob('*.orbax-checkpoint-tmp*')]
+  if proc.returncode != -signal.SIGKILL or reached > STEPS:
+    raise RuntimeError('the run finished before the kill; use a larger step count')
+  seconds, exact, resumed = h.recover(work, reached)
+  return {'step': reached, 'lost': max(reached - resumed, 0), 'exact': exact,
+          'recover_s': seconds, 'ok': exact,
+          'detail': (f'killed with {in_flight[0]} in flight' if in_flight else
+                     'killed between saves') + f'; resumed from {resumed}'}
+
+
 def _damaged_run(h: Harness, rng, work, damage):
   at = EVERY * rng.randint(2, STEPS // EVERY - 1)
   h.train(work, stop_after=at)
@@ -310,12 +333,14 @@ def fault_nan(h: Harness, rng, work):
 
 
 FAULTS = {'sigterm': fault_sigterm, 'kill9_save': fault_kill9_save,
+          'kill9_random': fault_kill9_random,
           'truncate': fault_truncate, 'tamper': fault_tamper, 'enospc': fault_enospc,
           'nan': fault_nan}
 
 _WHAT = {
     'sigterm': 'SIGTERM at a random step (subprocess)',
     'kill9_save': 'kill -9 during an async checkpoint write (subprocess)',
+    'kill9_random': 'kill -9 at a random moment, saving every step (subprocess)',
     'truncate': 'newest checkpoint truncated',
     'tamper': 'one bit flipped in a random file of the newest checkpoint',
     'enospc': 'ENOSPC during a checkpoint write',

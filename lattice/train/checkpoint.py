@@ -115,19 +115,21 @@ def verify(step_dir: str | os.PathLike[str]) -> str | None:
             'written by an older lattice)')
   try:
     expected = json.loads(manifest_path.read_text())['files']
-  except (ValueError, KeyError, TypeError) as e:
+    expected = {str(k): (int(v['bytes']), str(v['sha256'])) for k, v in expected.items()}
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
     return f'{MANIFEST} is unreadable ({type(e).__name__}: {e})'
   found = _files(step_dir)
-  for name in sorted(set(expected) - set(found)):
-    return f'file {name} is missing'
-  for name in sorted(set(found) - set(expected)):
-    return f'file {name} was not there when it was saved'
-  for name, want in sorted(expected.items()):
+  if missing := sorted(set(expected) - set(found)):
+    return f'file {missing[0]} is missing'
+  if extra := sorted(set(found) - set(expected)):
+    return f'file {extra[0]} was not there when it was saved'
+  for name, (want, _) in sorted(expected.items()):
     size = found[name].stat().length
-    if size != want['bytes']:
-      return f'file {name} has {size} bytes, {want["bytes"]} were saved (truncated?)'
-  for name, want in sorted(expected.items()):
-    if _sha256(found[name]) != want['sha256']:
+    if size != want:
+      how = 'truncated' if size < want else 'grown since it was saved'
+      return f'file {name} has {size} bytes, {want} were saved ({how})'
+  for name, (_, want) in sorted(expected.items()):
+    if _sha256(found[name]) != want:
       return f'file {name} does not match its sha256 (modified since it was saved)'
   return None
 
@@ -150,6 +152,7 @@ class Checkpointer:
     self._cfg = cfg
     self.directory = _path(directory)
     self._saving: int | None = None  # the step whose write is in flight
+    self._skipped: set[int] = set()  # corrupt steps that could not be moved aside
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep,
         save_interval_steps=cfg.every,
@@ -166,10 +169,11 @@ class Checkpointer:
       raise CheckpointError(f'checkpoint: cannot use {self.directory}: {e}') from e
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    return sorted(set(self._manager.all_steps()) - self._skipped)
 
   def _in_flight_dir(self, step: int) -> epath.Path:
     """Where step `step` is being written: its tmp folder, or itself on GCS."""
@@ -246,6 +250,8 @@ class Checkpointer:
       multihost_utils.sync_global_devices('lattice_checkpoint_verified')
     if any(s > good for s in steps):
       self._manager.reload()
+      # Still listed above the good step: corrupt and not movable; never use them.
+      self._skipped |= {s for s in self._manager.all_steps() if s > good}
     return None if good < 0 else good
 
   def _quarantine(self, step: int, problem: str) -> None:
@@ -253,8 +259,14 @@ class Checkpointer:
     n = 1
     while target.exists():
       target, n = self.directory / QUARANTINE / f'{step}.{n}', n + 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    (self.directory / str(step)).rename(target)
+    try:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(target)
+    except OSError as e:  # e.g. an object store without folder renames
+      logging.warning('checkpoint: step %d in %s is corrupt: %s; skipped it, but could '
+                      'not move it aside (%s): delete it by hand', step, self.directory,
+                      problem, e)
+      return
     logging.warning('checkpoint: step %d in %s is corrupt: %s; moved it to %s and '
                     'skipped it', step, self.directory, problem, target)
 
