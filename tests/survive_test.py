@@ -597,3 +597,22 @@ def test_distributed_setup_from_flags_environment_or_cluster():
   assert args(None, None, None, True, environ={}) == {}  # --distributed: auto-detect
   with pytest.raises(config_lib.ConfigError, match='give all three'):
     args('10.0.0.2:1234', None, None, None, environ={})
+
+
+@pytest.mark.parametrize('fault', ['disk_full', 'nan'])
+def test_run_faults_end_the_command_in_one_line_exit_1(tmp_path, monkeypatch, fault):
+  from lattice import main as main_lib
+  monkeypatch.chdir(ROOT)
+  error = (checkpoint.CheckpointError('checkpoint: writing step 9 to /ckpt failed: '
+                                      'OSError: [Errno 28] No space left on device; '
+                                      'the earlier checkpoints (steps [3, 6]) are intact')
+           if fault == 'disk_full' else
+           loop.NonFiniteError('non-finite grad_norm at step 5 (loss=2.0, grad_norm=nan)'))
+
+  def failing_run(config, workdir):
+    raise error
+
+  monkeypatch.setattr(main_lib, 'run', failing_run)
+  code, err, out = _run_main([SMOKE, f'--workdir={tmp_path}'], {})
+  assert code == 1 and 'Traceback' not in err + out
+  assert [l for l in err.splitlines() if l.strip()] == [f'lattice: error: {error}']
