@@ -201,11 +201,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   loss = {n: col[n]['val_loss_real'] for n in col}
   rare = {n: col[n]['samples_rare_mass'] for n in col}
   c = lin_want['first'][0]
+  gauss_at = sorted({9, p.gauss_gens // 5, p.gauss_gens - 1})
+  g_se = toy.sd_var_replace(p.gauss_n, p.gauss_gens) / math.sqrt(p.gauss_chains)
   checks = [
+      # var_g is heavy-tailed late (its sd exceeds E[var_g]; the sample sd then
+      # underestimates it), so agreement is judged in exact standard errors.
       results.check('Gaussian replace: mean fitted variance follows ((n-1)/n)^(g+1)',
-                    abs(g_rep['mean_var'][-1] / g_want[-1] - 1) < 0.15,
-                    f'gen {p.gauss_gens - 1}: {g_rep["mean_var"][-1]:.4f} vs closed form '
-                    f'{g_want[-1]:.4f}; needs within 15%'),
+                    all(abs(g_rep['mean_var'][g] - g_want[g]) < 3 * g_se[g] for g in gauss_at),
+                    '; '.join(f'gen {g}: {g_rep["mean_var"][g]:.4f} vs {g_want[g]:.4f} '
+                              f'(SE {g_se[g]:.4f})' for g in gauss_at) + '; needs within 3 SE'),
       results.check('Gaussian replace collapses: median variance and tail mass vanish',
                     g_rep['median_var'][-1] < 0.5 * g_rep['median_var'][0]
                     and g_rep['median_tail_mass'][-1] < 0.5 * g_rep['median_tail_mass'][0],

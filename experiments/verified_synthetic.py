@@ -9,7 +9,8 @@ the same amount of unselected data, and selection, even with a noisy verifier,
 prevents collapse when students become the next generation's teachers.
 
 Setup: a teacher LM on the checkable modular-arithmetic task (lattice.data.tasks,
-e.g. '3+5*2-4 mod 7 = 2'). Questions are seeds from the task's train split plus
+e.g. '3+5*2-4 mod 7 = 2'; quick uses one operation, '3*5 mod 7 = 1': with up to
+four, a 400-step 64-wide teacher stayed at chance, 14-18% accuracy). Questions are seeds from the task's train split plus
 Phi-4-style templated rewrites of them (a number replaced, an identity '+0'/'*1'
 appended). The teacher answers by sampling (temperature 1). Each arm keeps N
 (question, answer) documents of equal count: all samples ('unfiltered'), those an
@@ -54,13 +55,14 @@ VERIFIERS = {'unfiltered': None, 'noisy': quality.NoisyVerifier(EXACT, 0.2, 0.3,
              'exact': EXACT}
 
 
-def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=64):
+def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=64,
+            max_ops=1):
   c = experiment.lm_config(d_model, 2 if d_model > 32 else 1, max(d_model // 32, 1), seq,
                            batch, steps, 3e-3)
   c.data.eval_batches = 4
   c.train.progress, c.checkpoint.enabled = False, False
   c.verified = dict(teacher_steps=teacher_steps, n_docs=n_docs, generations=gens,
-                    n_test=n_test, augment_fraction=0.5, temperature=1.0,
+                    n_test=n_test, augment_fraction=0.5, temperature=1.0, max_ops=max_ops,
                     revise_rounds=1 if gens == 1 else 2, max_rounds=2 if gens == 1 else 6)
   return c
 
@@ -68,8 +70,9 @@ def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=6
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(32, 8, 6, 64, 1, 32, batch=8, seq=32),
-      'quick': lambda: _config(64, 400, 300, 3072, 3, 512),
-      'full': lambda: _config(256, 5000, 3000, 100_000, 5, 4096, batch=64, seq=128),
+      'quick': lambda: _config(64, 400, 300, 3072, 2, 512),
+      'full': lambda: _config(256, 5000, 3000, 100_000, 5, 4096, batch=64, seq=128,
+                              max_ops=4),
   })
 
 
@@ -96,7 +99,7 @@ def accuracy(out, questions, batch) -> float:
 def _questions(v, rnd, seed):
   """Seeds from the task's train split plus templated rewrites of them."""
   n = v.n_docs
-  seeds = [q for q, _ in tasks.generate(n, seed * 1000 + rnd, 'train')]
+  seeds = [q for q, _ in tasks.generate(n, seed * 1000 + rnd, 'train', max_ops=v.max_ops)]
   n_aug = int(v.augment_fraction * n)
   augmented = transforms.augment_arithmetic(seeds, n_aug, seed * 1000 + rnd)
   return seeds[:n - n_aug] + [q for q in augmented if len(_prompt(q)) == WIDTH]
@@ -133,8 +136,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   # Real data, written through the data layer: task train docs for the teacher,
   # held-out test docs for every model's real-data loss.
   real = generate.write_jsonl(wd / 'real' / 'train.jsonl', recursive.tag(
-      [_doc(q, a) for q, a in tasks.generate(4 * v.n_docs, 0, 'train')], 'real'))
-  test = tasks.generate(v.n_test, 0, 'test')
+      [_doc(q, a) for q, a in tasks.generate(4 * v.n_docs, 0, 'train', max_ops=v.max_ops)],
+      'real'))
+  test = tasks.generate(v.n_test, 0, 'test', max_ops=v.max_ops)
   test_qs = [q for q, _ in test]
   held_out = generate.write_jsonl(wd / 'real' / 'test.jsonl', [_doc(q, a) for q, a in test])
   real_batches = lm.eval_batches(config_lib.replace(base, **generate.data_overrides(

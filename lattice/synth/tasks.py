@@ -64,9 +64,12 @@ def _backend():
   return None
 
 
-def generate(n: int, seed: int, split: str = 'train') -> list[tuple[str, str]]:
+def generate(n: int, seed: int, split: str = 'train', **kwargs) -> list[tuple[str, str]]:
+  """`kwargs` (e.g. max_ops) go to lattice.data.tasks.arithmetic; the fallback
+  takes `digits`."""
   mod = _backend()
-  return mod.generate(n, seed, split) if mod else fallback_generate(n, seed, split)
+  return mod.generate(n, seed, split, **kwargs) if mod else fallback_generate(
+      n, seed, split, **kwargs)
 
 
 def check(question: str, answer: str) -> bool:

@@ -66,6 +66,14 @@ def expected_var_replace(n: int, generations: int) -> np.ndarray:
   return ((n - 1) / n) ** np.arange(1, generations + 1)
 
 
+def sd_var_replace(n: int, generations: int) -> np.ndarray:
+  """Standard deviation of var_g over chains under replace: each generation scales
+  var by an independent chi2_{n-1}/n, so E[var_g^2] = ((n-1)(n+1)/n^2)^(g+1).
+  It exceeds E[var_g] late, which is why the sample mean is judged in these units."""
+  g = np.arange(1, generations + 1)
+  return np.sqrt(((n - 1) * (n + 1) / n ** 2) ** g - ((n - 1) / n) ** (2 * g))
+
+
 def _em_fit(x: np.ndarray, w: np.ndarray, mu: np.ndarray, sd: np.ndarray, iters: int):
   """EM for a K-component 1-D Gaussian mixture on each chain's rows of x[C, N]."""
   for _ in range(iters):
