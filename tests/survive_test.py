@@ -616,3 +616,22 @@ def test_run_faults_end_the_command_in_one_line_exit_1(tmp_path, monkeypatch, fa
   code, err, out = _run_main([SMOKE, f'--workdir={tmp_path}'], {})
   assert code == 1 and 'Traceback' not in err + out
   assert [l for l in err.splitlines() if l.strip()] == [f'lattice: error: {error}']
+
+
+def test_checkpoints_from_before_sealing_still_resume(tmp_path, caplog):
+  with checkpoint.Checkpointer(tmp_path, _ckpt_cfg()) as c:
+    c.save(1, _state(1))
+    c.save(2, _state(2))
+  for step in (1, 2):  # as an older lattice wrote them: no manifest anywhere
+    (tmp_path / str(step) / checkpoint.MANIFEST).unlink()
+  with checkpoint.Checkpointer(tmp_path, _ckpt_cfg()) as c:
+    assert int(c.resume(_state(0))['step']) == 2
+    assert c.all_steps() == [1, 2]
+    assert c.save(3, _state(3))
+  assert 'step 2' in caplog.text and 'trusting' in caplog.text
+  # Once a sealed step exists, a step without a seal has lost it: corrupt.
+  (tmp_path / '3' / 'state' / '_sharding').write_text('{}')
+  with checkpoint.Checkpointer(tmp_path, _ckpt_cfg()) as c:
+    with pytest.raises(checkpoint.CorruptCheckpointError, match='step 3'):
+      c.restore(_state(0), step=3)
+    assert int(c.resume(_state(0))['step']) == 2  # 3 corrupt: back to the legacy 2

@@ -239,7 +239,7 @@ class Checkpointer:
     good = -1
     if jax.process_index() == 0:
       for step in reversed(steps):
-        problem = verify(self.directory / str(step))
+        problem = self._check(step, steps)
         if problem is None:
           good = step
           break
@@ -253,6 +253,19 @@ class Checkpointer:
       # Still listed above the good step: corrupt and not movable; never use them.
       self._skipped |= {s for s in self._manager.all_steps() if s > good}
     return None if good < 0 else good
+
+  def _check(self, step: int, steps: list[int]) -> str | None:
+    """`verify`, except that a folder sealed nowhere (written before lattice sealed
+    its checkpoints) is trusted to Orbax's commit, with a warning. Where some step
+    is sealed, a step without a seal has lost it: corrupt."""
+    problem = verify(self.directory / str(step))
+    if problem is not None and not (self.directory / str(step) / MANIFEST).exists():
+      if not any((self.directory / str(s) / MANIFEST).exists() for s in steps):
+        logging.warning('checkpoint: step %d in %s has no %s (saved before lattice '
+                        'sealed checkpoints); trusting Orbax\'s commit marker',
+                        step, self.directory, MANIFEST)
+        return None
+    return problem
 
   def _quarantine(self, step: int, problem: str) -> None:
     target = self.directory / QUARANTINE / str(step)
@@ -302,7 +315,7 @@ class Checkpointer:
       raise FileNotFoundError(f'checkpoint: no step {step} in {self.directory} '
                               f'(saved steps: {self.all_steps()})')
     if not verified:
-      problem = verify(self.directory / str(step))
+      problem = self._check(step, self.all_steps())
       if problem is not None:
         raise CorruptCheckpointError(f'checkpoint: step {step} in {self.directory} '
                                      f'is corrupt: {problem}')
