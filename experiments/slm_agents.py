@@ -152,6 +152,10 @@ def flops_per_call(out, prompt_len: int, call_bytes: float) -> float:
 
 def _train(cfg: config_lib.Config, workdir: Path) -> dict:
   out = loop.train_and_evaluate(cfg, workdir)
+  if out['preempted']:
+    # SIGTERM: the checkpoint is saved; later stages must not run on a partly
+    # trained model (a rerun resumes every stage).
+    raise SystemExit(f'[lattice] slm_agents: preempted while training {workdir}')
   out['variables'] = sharding.to_host(out['state'].variables)
   return out
 
