@@ -12,10 +12,21 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
-python3 -m benchmarks.train_throughput --sizes 512,1024,2048 --seq_len 1024 --batch 16 \
+# CHECKS picks the sections (default: all of them).
+CHECKS=${CHECKS:-"throughput moe ternary speculative tests"}
+want() { [[ " $CHECKS " == *" $1 "* ]]; }
+want throughput && python3 -m benchmarks.train_throughput --sizes 512,1024,2048 --seq_len 1024 --batch 16 \
   --steps 10 --dtype bfloat16 --json "$OUT/train_throughput.json" 2>&1 | grep -v -i warn | tee "$OUT/train_throughput.log"
-[ "${SKIP_MOE_BENCH:-0}" = 1 ] || python3 -m benchmarks.moe_layer --ragged_experts 8,16,32 \
+want moe && python3 -m benchmarks.moe_layer --ragged_experts 8,16,32 \
   --json "$OUT/moe_layer.json" 2>&1 | grep -v -i warn | tee "$OUT/moe_layer.log"
-python3 -m pytest -q -p no:cacheprovider tests/ternary_matmul_test.py tests/transformer_test.py \
-  tests/sampling_test.py tests/moe_test.py tests/quant_test.py \
+want ternary && for d in 1024 2048; do
+  python3 -m benchmarks.ternary_decode --d_model $d --layers 4 --new_tokens 64 \
+    --json "$OUT/ternary_decode_d$d.json" 2>&1 | grep -v -i warn | tee "$OUT/ternary_decode_d$d.log"
+done
+want speculative && python3 -m benchmarks.speculative_decode --n 4 \
+  --json "$OUT/speculative_decode.json" 2>&1 | grep -v -i warn | tail -30 | tee "$OUT/speculative_decode.log"
+want tests && python3 -m pytest -q -p no:cacheprovider tests/ternary_matmul_test.py \
+  tests/quant_inference_test.py tests/transformer_test.py tests/sampling_test.py \
+  tests/moe_test.py tests/quant_test.py tests/speculative_test.py \
   -k "not expert_parallel and not bad_moe" 2>&1 | tail -25 | tee "$OUT/pytest.log"
+true

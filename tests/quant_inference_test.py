@@ -13,6 +13,13 @@ from lattice.quant import inference
 from lattice.train import artifacts, loop
 
 
+@pytest.fixture(autouse=True)
+def _exact_matmuls():
+  # The fake-quantized model's float matmuls must not use TF32 on GPUs.
+  with jax.default_matmul_precision('highest'):
+    yield
+
+
 def _config(**model):
   return config_lib.build({
       'model': dict(d_model=64, n_layers=2, max_len=48, attention=dict(n_heads=4, n_kv_heads=2),
