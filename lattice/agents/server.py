@@ -153,7 +153,8 @@ class Service:
   def _envelope(self, kind: str, choices: list[dict], texts: list[str],
                 prompt_tokens: int) -> dict:
     completion = sum(len(t.encode('utf-8')) for t in texts)
-    return {'id': f'{kind.split(".")[0]}-{uuid.uuid4().hex[:12]}', 'object': kind,
+    prefix = 'chatcmpl' if kind.startswith('chat') else 'cmpl'
+    return {'id': f'{prefix}-{uuid.uuid4().hex[:12]}', 'object': kind,
             'created': int(time.time()), 'model': self.model_name, 'choices': choices,
             'usage': {'prompt_tokens': prompt_tokens, 'completion_tokens': completion,
                       'total_tokens': prompt_tokens + completion}}
