@@ -398,6 +398,8 @@ def validate(cfg: Config) -> Config:
     if not 1 <= getattr(m.linear, name) <= 8:
       raise ConfigError(f'model.linear.{name}: QuEST supports 1..8 bits, got '
                         f'{getattr(m.linear, name)}')
+  _positive('model.linear.nq_bits', m.linear.nq_bits)
+  _positive('model.linear.nq_rank_multiple', m.linear.nq_rank_multiple)
   _validate_moe(m.ffn)
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:
