@@ -51,10 +51,16 @@ def real_chunks(data_cfg: config_lib.DataConfig, split: str, n: int, chunk_bytes
 
 def train_on(cfg: config_lib.Config, files: Sequence[str], workdir: str | Path,
              val_fraction: float = 0.02) -> dict[str, Any]:
-  """`train_and_evaluate` with the data source set to `files` (JSONL, field 'text')."""
+  """`train_and_evaluate` with the data source set to `files` (JSONL, field 'text');
+  exits (SystemExit) if SIGTERM stopped the run."""
   cfg = config_lib.replace(cfg, **generate.data_overrides(list(map(str, files)),
                                                           val_fraction=val_fraction))
-  return loop.train_and_evaluate(cfg, workdir)
+  out = loop.train_and_evaluate(cfg, workdir)
+  if out['preempted']:
+    # The loop saved and returned on SIGTERM; a recursive experiment must stop too,
+    # not sample the next generation from a partly trained model.
+    raise SystemExit(f'[lattice] synth: preempted while training {workdir}')
+  return out
 
 
 def eval_batches(data_cfg: config_lib.DataConfig, n_batches: int) -> list[dict]:
