@@ -163,6 +163,13 @@ class Checkpointer:
         cleanup_tmp_directories=True,  # uncommitted leftovers of a killed run
         create=True,
     )
+    # Remove a killed run's uncommitted leftovers now, synchronously: Orbax's own
+    # cleanup runs in the background and races the rmtree a save of the same step
+    # does (seen as FileNotFoundError on '<step>.orbax-checkpoint-tmp' under load).
+    if jax.process_index() == 0 and self.directory.exists():
+      for leftover in self.directory.glob(f'*{_TMP_SUFFIX}*'):
+        if leftover.is_dir():
+          leftover.rmtree(missing_ok=True)
     try:
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     except OSError as e:
