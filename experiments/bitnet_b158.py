@@ -30,7 +30,6 @@ Packed 2-bit projections take 1/8 of bf16, base-3 (5 weights a byte) 1/10.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -99,11 +98,6 @@ def _measure(cfg, out) -> dict[str, float]:
   return weight_memory(cfg.model, out['state'].params)
 
 
-def _train_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-  rows = [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-  rows = [r for r in rows if 'loss' in r and 'val_loss' not in r]
-  return [r['step'] for r in rows], [r['loss'] for r in rows]
-
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   arms, _ = experiment.run_arms(config, workdir, measure=_measure)
@@ -146,7 +140,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
           title='float vs ternary (b1.58) at equal tokens', logx=True),
       results.plot_series(
           f'{workdir}/train_loss.png',
-          {a.name: _train_curve(Path(workdir) / a.name / f'seed_{seed}') for a in arms},
+          {a.name: experiment.metric_curve(Path(workdir) / a.name / f'seed_{seed}', 'loss')
+           for a in arms},
           xlabel='step', ylabel='train loss',
           title='training loss (b1.58: two-stage schedule, drop at half)'),
   ]

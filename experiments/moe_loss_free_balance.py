@@ -23,7 +23,6 @@ Expected: MaxVio_global of loss-free well under half that of the aux loss (paper
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ml_collections
@@ -55,11 +54,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
 
 
-def maxvio_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-  rows = [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-  rows = [r for r in rows if 'maxvio_batch' in r]
-  return [r['step'] for r in rows], [r['maxvio_batch'] for r in rows]
-
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   arms, _ = experiment.run_arms(config, workdir)
@@ -81,7 +75,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   seed = config.seeds[0]
   plots = [results.plot_series(
       f'{workdir}/maxvio.png',
-      {a.name: maxvio_curve(Path(workdir) / a.name / f'seed_{seed}') for a in arms},
+      {a.name: experiment.metric_curve(Path(workdir) / a.name / f'seed_{seed}',
+                                       'maxvio_batch') for a in arms},
       xlabel='step', ylabel='MaxVio (batch, mean over layers)',
       title='load balance during training')]
   result = results.Result(

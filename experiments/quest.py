@@ -26,7 +26,6 @@ W1A1 converging and beating naive W1A1.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -67,11 +66,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
 
 
-def _train_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-  rows = [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-  rows = [r for r in rows if 'loss' in r and 'val_loss' not in r]
-  return [r['step'] for r in rows], [r['loss'] for r in rows]
-
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   arms, _ = experiment.run_arms(config, workdir)
@@ -83,7 +77,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                                   for hi, lo in zip(had, had[1:]))
   wins = [b for b in bits if loss[f'W{b}A{b}'] < loss[f'W{b}A{b}_no_hadamard']]
   w1, naive = loss['W1A1'], loss['W1A1_naive_ste']
-  first_loss = _train_curve(Path(workdir) / 'W1A1' / f'seed_{config.seeds[0]}')[1][0]
+  first_loss = experiment.metric_curve(
+      Path(workdir) / 'W1A1' / f'seed_{config.seeds[0]}', 'loss')[1][0]
   fmt = ', '.join(f'W{b}A{b} {loss[f"W{b}A{b}"]:.3f} / {loss[f"W{b}A{b}_no_hadamard"]:.3f}'
                   for b in bits)
   checks = [
@@ -111,7 +106,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
           title='QuEST: loss vs bit width'),
       results.plot_series(
           f'{workdir}/w1a1_train_loss.png',
-          {n: _train_curve(Path(workdir) / n / f'seed_{seed}')
+          {n: experiment.metric_curve(Path(workdir) / n / f'seed_{seed}', 'loss')
            for n in ('float', 'W1A1', 'W1A1_no_hadamard', 'W1A1_naive_ste')},
           xlabel='step', ylabel='train loss', title='1-bit weights and activations'),
   ]

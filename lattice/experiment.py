@@ -87,6 +87,14 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   return arms, raw
 
 
+def metric_curve(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of `key` over a run's metrics.jsonl (all sessions of a resumed run)."""
+  import json
+  lines = (Path(run_dir) / 'metrics.jsonl').read_text().splitlines()
+  rows = [r for r in map(json.loads, lines) if key in r]
+  return [r['step'] for r in rows], [r[key] for r in rows]
+
+
 def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The Result's `env`: software and devices, plus what data the run trained on."""
   from lattice.data import pipeline
