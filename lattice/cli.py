@@ -1,6 +1,8 @@
 """The `lattice` console script: `lattice run|report|bench|serve ...`.
 
   lattice run --config=experiments/baseline_lm.py:quick --workdir=runs/baseline
+  lattice sweep experiments/baseline_lm.py:smoke --workdir=runs/sweep \
+      --grid 'model.linear.kind=float,bitnet' --grid 'model.ffn.kind=dense,moe' --seeds 3
   lattice report runs/ [--out REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
   lattice serve --workdir=runs/x [--config=FILE.py:MODE] [--port 8000]
@@ -23,6 +25,9 @@ def main(argv=None) -> None:
   if command == 'run':
     from lattice import main as main_lib
     main_lib.cli(['lattice run', *rest])
+  elif command == 'sweep':
+    from lattice import sweep
+    sweep.main(rest)
   elif command == 'report':
     from lattice import report
     report.main(rest)
@@ -46,8 +51,8 @@ def main(argv=None) -> None:
       print(f'lattice: error: {e}', file=sys.stderr)
       sys.exit(2)
   else:
-    print(f'lattice: error: unknown command {command!r}; choose run, report, bench '
-          'or serve '
+    print(f'lattice: error: unknown command {command!r}; choose run, sweep, '
+          'report, bench or serve '
           '(see lattice --help)', file=sys.stderr)
     sys.exit(2)
 

@@ -49,36 +49,177 @@ def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any
 
 def arm_config(config: ml_collections.ConfigDict, overrides: dict[str, Any],
                seed: int) -> config_lib.Config:
-  """The typed config of one (arm, seed); errors name the arm's bad key."""
+  """The typed config of one (arm, seed); errors name the arm's bad key.
+
+  With `config.flops_budget` > 0 the arm's steps are set so that it trains for that
+  many FLOPs (see `match_flops`), which makes arms of different cost comparable.
+  """
   cfg = config_lib.build(config)
   try:
-    return config_lib.replace(cfg, **overrides, **{'train.seed': seed})
+    cfg = config_lib.replace(cfg, **overrides, **{'train.seed': seed})
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f'arms: {e}') from None
+  budget = float(config.get('flops_budget', 0) or 0)
+  return match_flops(cfg, budget) if budget > 0 else cfg
+
+
+def flops_per_token(cfg: config_lib.Config) -> float:
+  """Train FLOPs per token of `cfg`'s model, from abstract shapes (nothing is run)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from lattice import models  # pylint: disable=g-import-not-at-top
+  from lattice.train import flops  # pylint: disable=g-import-not-at-top
+  cfg = loop.resolve(cfg)
+  family = models.family_for(cfg.model)
+  model = family.make_model(cfg.model, False)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *family.init_args(cfg))
+  params = nn.unbox(boxed)['params']
+  return (family.flops_per_token or flops.train_flops_per_token)(
+      params, cfg.model, cfg.data.seq_len)
+
+
+# Step counts that scale with the run length when match_flops changes it.
+_STEP_FIELDS = ('optimizer.warmup_steps', 'train.eval_every', 'train.log_every',
+                'checkpoint.every', 'model.mtp.lam_switch_step')
+
+
+def match_flops(cfg: config_lib.Config, budget: float) -> config_lib.Config:
+  """`cfg` with train.steps set so that steps x tokens/step x FLOPs/token ~ budget.
+
+  FLOPs per token count active parameters (MoE experts at k/E) plus attention, so
+  arms that cost more per token train on fewer tokens. Warmup, eval, log, checkpoint
+  intervals and the MTP lambda switch scale with the steps. Raises ConfigError when
+  the budget buys less than one step.
+  """
+  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+  fpt = flops_per_token(cfg)
+  steps = int(round(budget / (fpt * tokens_per_step)))
+  if steps < 1:
+    raise config_lib.ConfigError(
+        f'flops_budget: {budget:.3g} FLOPs buys less than one step of this arm '
+        f'({fpt * tokens_per_step:.3g} FLOPs per step)')
+  ratio = steps / cfg.train.steps
+  fields = {'train.steps': steps}
+  for path in _STEP_FIELDS:
+    section, *rest = path.split('.')
+    value = getattr(cfg, section)
+    for name in rest:
+      value = getattr(value, name)
+    if value > 0:
+      fields[path] = max(1, int(round(value * ratio)))
+  return config_lib.replace(cfg, **fields)
+
+
+def _record_key(cfg: config_lib.Config, config: ml_collections.ConfigDict) -> str:
+  """What identifies a finished (arm, seed): its full typed config and the
+  experiment's own settings (prompts, budgets...), hashed."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  own = {k: v for k, v in config.to_dict().items()
+         if k not in config_lib.SECTIONS and k not in ('arms', 'seeds', 'mode')}
+  text = json.dumps({'config': dataclasses.asdict(cfg), 'experiment': own},
+                    sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+RECORD_FILE = 'record.json'
+
+
+class Preempted(RuntimeError):
+  """A run saved on SIGTERM before finishing; rerunning resumes it."""
+
+
+def _load_record(run_dir: Path, key: str) -> dict | None:
+  """The finished (arm, seed)'s record, None if not finished; a record of a
+  different config is an error (its checkpoints would be resumed by mistake)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = run_dir / RECORD_FILE
+  if not path.exists():
+    return None
+  record = json.loads(path.read_text())
+  if record.get('key') != key:
+    raise config_lib.ConfigError(
+        f'{run_dir} holds a finished run of a different config (record key '
+        f'{record.get("key")} vs {key}); use another workdir or delete that folder')
+  return record
+
+
+def _write_record(run_dir: Path, key: str, scalars: dict, out: dict) -> None:
+  import json  # pylint: disable=g-import-not-at-top
+  keep = {k: v for k, v in out.items() if k not in ('state', 'setup')}
+  results._write_atomic(run_dir / RECORD_FILE, json.dumps(  # pylint: disable=protected-access
+      {'key': key, 'measured': scalars, 'out': results._builtin(keep)}, indent=1))  # pylint: disable=protected-access
+
+
+def _use_vmap(vmap_seeds: bool | str, cfg: config_lib.Config, n: int) -> bool:
+  if vmap_seeds == 'auto':
+    # Small models on one process: the stacked states fit, and the step gains.
+    return n > 1 and jax_process_count() == 1 and flops_per_token(cfg) < 1e8
+  return bool(vmap_seeds) and n > 1
+
+
+def jax_process_count() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count()
 
 
 def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
              measure: Callable[[config_lib.Config, dict], dict] | None = None,
+             skip_finished: bool = False, vmap_seeds: bool | str = False,
              ) -> tuple[list[results.Arm], dict[str, list[dict]]]:
-  """Trains every arm x seed; returns Arms and each arm's per-seed raw outputs."""
+  """Trains every arm x seed; returns Arms and each arm's per-seed raw outputs.
+
+  Each (arm, seed) runs in `workdir/<arm>/seed_<k>`, resuming its checkpoints. With
+  `skip_finished`, a finished (arm, seed) (its `record.json` written, with the same
+  config) is not rerun at all: its recorded metrics and measurements are reused, and
+  its raw output lacks `state`. With `vmap_seeds` (True, or 'auto': small models,
+  one process) an arm's unfinished seeds train together in one vmapped step
+  (`lattice.train.vmap_seeds`, checkpoints in `workdir/<arm>/vmap_<seeds>`).
+  """
   workdir = Path(workdir)
   seeds = list(config.get('seeds', [0]))
   arms, raw = [], {}
   for name, overrides in arm_list(config):
-    per_seed, outs = [], []
-    for seed in seeds:
-      cfg = arm_config(config, overrides, seed)
-      print(f'[lattice] arm {name!r} seed {seed}')
-      out = loop.train_and_evaluate(cfg, workdir / name / f'seed_{seed}')
+    cfgs = {seed: arm_config(config, overrides, seed) for seed in seeds}
+    keys = {seed: _record_key(cfgs[seed], config) for seed in seeds}
+    done: dict[int, dict] = {}
+    if skip_finished:
+      for seed in seeds:
+        record = _load_record(workdir / name / f'seed_{seed}', keys[seed])
+        if record is not None:
+          done[seed] = {**record['out'], 'measured': record['measured']}
+          print(f'[lattice] arm {name!r} seed {seed}: finished, not rerun')
+    todo = [s for s in seeds if s not in done]
+    fresh: dict[int, dict] = {}
+    if todo and _use_vmap(vmap_seeds, cfgs[todo[0]], len(todo)):
+      from lattice.train import vmap_seeds as vmap_lib  # pylint: disable=g-import-not-at-top
+      print(f'[lattice] arm {name!r} seeds {todo} (vmapped)')
+      group = workdir / name / ('vmap_' + '-'.join(map(str, todo)))
+      outs = vmap_lib.train_seeds(cfgs[todo[0]], todo, group, seed_dirs=[
+          workdir / name / f'seed_{seed}' for seed in todo])
+      fresh.update(zip(todo, outs))
+    else:
+      for seed in todo:
+        print(f'[lattice] arm {name!r} seed {seed}')
+        fresh[seed] = loop.train_and_evaluate(cfgs[seed], workdir / name / f'seed_{seed}')
+    for seed, out in fresh.items():
+      if out.get('preempted'):
+        raise Preempted(f'arm {name!r} seed {seed} saved its checkpoint on SIGTERM; '
+                        'rerun the same command to resume')
       scalars = {k: float(out[k]) for k in SCALARS if k in out}
       if measure is not None:
-        scalars.update(measure(out['setup'].cfg, out))
-      per_seed.append(scalars)
-      outs.append({k: v for k, v in out.items() if k not in ('state', 'setup')}
-                  | {'seed': seed, 'measured': scalars})
+        scalars.update(measure(
+            config_lib.replace(out['setup'].cfg, **{'train.seed': seed}), out))
+      run_dir = workdir / name / f'seed_{seed}'
+      _write_record(run_dir, keys[seed], scalars, out)
+      done[seed] = {k: v for k, v in out.items() if k not in ('state', 'setup')} | {
+          'measured': scalars}
+    outs = [done[seed] | {'seed': seed} for seed in seeds]
     first = outs[0]
     arms.append(results.Arm(
-        name=name, overrides=overrides, metrics=results.aggregate(per_seed),
+        name=name, overrides=overrides,
+        metrics=results.aggregate([o['measured'] for o in outs]),
         params=int(first['params']), active_params=int(first['active_params']),
         train_flops=float(first['train_flops']), tokens=int(first['tokens']),
         wall_s=sum(o['wall_s'] for o in outs), seeds=seeds,

@@ -141,12 +141,15 @@ def main(argv):
     _fail(f'--workdir: {_WORKDIR.value!r} exists and is not a folder')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  from lattice import experiment  # pylint: disable=g-import-not-at-top
   from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   try:
     _init_distributed()
     run(_CONFIG.value, _WORKDIR.value)
   except config_lib.ConfigError as e:
     _fail(str(e))
+  except experiment.Preempted as e:
+    print(f'[lattice] preempted: {e}')
   except (checkpoint.CheckpointError, loop.NonFiniteError) as e:
     # Faults of the run, not of the input: one line, exit 1; checkpoints on disk
     # are intact and a rerun resumes from the newest good one.

@@ -6,6 +6,7 @@ train through the one train loop.
 """
 
 from lattice import models
+from lattice.mtp import flops
 from lattice.mtp import parallel
 from lattice.mtp import sequential
 from lattice.mtp.losses import head_ce
@@ -15,7 +16,7 @@ from lattice.mtp.sequential import SequentialMTP
 
 models.register_family('mtp', 'parallel', models.Family(
     make_model=lambda cfg, decode=False: parallel.ParallelMTP(cfg, decode),
-    loss_fn=parallel.loss_fn))
+    loss_fn=parallel.loss_fn, flops_per_token=flops.train_flops_per_token))
 models.register_family('mtp', 'sequential', models.Family(
     make_model=lambda cfg, decode=False: sequential.SequentialMTP(cfg, decode),
-    loss_fn=sequential.loss_fn))
+    loss_fn=sequential.loss_fn, flops_per_token=flops.train_flops_per_token))

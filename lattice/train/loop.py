@@ -61,6 +61,11 @@ class Setup:
   init: Callable[[jax.Array], TrainState]
   train_step: Callable
   eval_step: Callable
+  # The same three unjitted, for transformations (vmap over seeds: train/vmap_seeds.py).
+  init_fn: Callable | None = None
+  train_step_fn: Callable | None = None
+  eval_step_fn: Callable | None = None
+  batch_sharding: Any = None
 
 
 def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
@@ -96,15 +101,16 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_sh)
   batch_sh = sharding.batch_sharding(mesh)
-  train_step = jax.jit(
-      step_lib.make_train_step(model, tx, schedule, loss_fn=loss_fn,
-                               extra_update=extra_update),
-      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-      donate_argnums=0)
-  eval_step = jax.jit(family.make_eval_step(model),
-                      in_shardings=(state_sh, batch_sh), out_shardings=repl)
+  train_step_fn = step_lib.make_train_step(model, tx, schedule, loss_fn=loss_fn,
+                                           extra_update=extra_update)
+  eval_step_fn = family.make_eval_step(model)
+  train_step = jax.jit(train_step_fn, in_shardings=(state_sh, batch_sh),
+                       out_shardings=(state_sh, repl), donate_argnums=0)
+  eval_step = jax.jit(eval_step_fn, in_shardings=(state_sh, batch_sh), out_shardings=repl)
   return Setup(cfg, model, mesh, tx, schedule, state_sh, abstract,
-               jax.jit(init, out_shardings=state_sh), train_step, eval_step)
+               jax.jit(init, out_shardings=state_sh), train_step, eval_step,
+               init_fn=init, train_step_fn=train_step_fn, eval_step_fn=eval_step_fn,
+               batch_sharding=batch_sh)
 
 
 def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, float]:
