@@ -41,10 +41,8 @@ from __future__ import annotations
 import math
 
 import ml_collections
-import numpy as np
 
 from lattice import experiment, results, sweep
-from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.decode import speculative
 
 PAPER = {'title': 'BitNet b1.58 x DeepSeekMoE x multi-token prediction (composition)',
@@ -101,9 +99,7 @@ def _measure(config):
   def measure(cfg, out):
     if cfg.model.mtp.kind == 'none':
       return {}
-    batches = pipeline.make_eval_batches(cfg.data, tokenizer_lib.ByteTokenizer(), 4)
-    rows = np.concatenate([b['inputs'] for b in batches])
-    prompts = [rows[i:i + 1, :config.prompt_len] for i in range(config.prompts)]
+    prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
     spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
                                           config.new_tokens)
     return {'accepted_per_forward': float(spec['accepted_per_forward']),

@@ -31,10 +31,7 @@ from __future__ import annotations
 import ml_collections
 
 from lattice import experiment, results
-from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.decode import speculative
-
-import numpy as np
 
 PAPER = {'title': 'DeepSeek-V3 Technical Report', 'arxiv': '2412.19437'}
 LAM, LAM_LATE, SWITCH = 0.3, 0.1, 10 / 14.8  # §4.2: 0.3 for 10T tokens, 0.1 for 4.8T
@@ -68,9 +65,7 @@ def _measure(config):
   def measure(cfg, out):
     if cfg.model.mtp.kind != 'sequential':
       return {}
-    batches = pipeline.make_eval_batches(cfg.data, tokenizer_lib.ByteTokenizer(), 4)
-    rows = np.concatenate([b['inputs'] for b in batches])
-    prompts = [rows[i:i + 1, :config.prompt_len] for i in range(config.prompts)]
+    prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
     spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
                                           config.new_tokens)
     return {**{k: float(v) for k, v in spec.items()},

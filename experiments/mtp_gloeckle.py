@@ -35,7 +35,6 @@ import ml_collections
 import numpy as np
 
 from lattice import experiment, models, results
-from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.data.tasks import induction
 from lattice.decode import speculative
 from lattice.train import checkpoint
@@ -95,13 +94,6 @@ def mid_training_state(cfg, out, run_dir: Path, step: int):
     ckpt.close()
 
 
-def code_prompts(cfg, n: int, length: int) -> list[np.ndarray]:
-  """The first `length` tokens of `n` validation windows of the code corpus."""
-  batches = pipeline.make_eval_batches(cfg.data, tokenizer_lib.ByteTokenizer(), 4)
-  rows = np.concatenate([b['inputs'] for b in batches])
-  return [rows[i:i + 1, :length] for i in range(min(n, len(rows)))]
-
-
 def _measure(config, workdir):
   def measure(cfg, out):
     if cfg.data.source == 'induction':
@@ -109,7 +101,7 @@ def _measure(config, workdir):
       mid = mid_training_state(cfg, out, run_dir, cfg.train.steps // 2)
       return {'induction_acc': induction_accuracy(cfg, out['state'], config.eval_stories),
               'induction_acc_mid': induction_accuracy(cfg, mid, config.eval_stories)}
-    prompts = code_prompts(cfg, config.prompts, config.prompt_len)
+    prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
     spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
                                           config.new_tokens)
     return {k: float(v) for k, v in spec.items()}

@@ -31,15 +31,12 @@ import collections
 import json
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
-from flax import linen as nn
 
-from lattice import config as config_lib, experiment, models, results
+from lattice import experiment, results
 from lattice.data import tokenizer
 from lattice.multimodal import analysis, data, family
-from lattice.train import loop
 
 PAPER = {'title': 'Scaling Laws for Native Multimodal Models', 'arxiv': '2504.07951'}
 
@@ -75,22 +72,14 @@ def _size_overrides(d, layers, steps, enc_d, enc_layers, kind):
           'train.eval_every': max(steps // 4, 1), 'checkpoint.every': max(steps // 2, 1)}
 
 
-def flops_per_token(cfg: config_lib.Config) -> float:
-  cfg = loop.resolve(cfg)
-  fam = models.family_for(cfg.model)
-  shapes = jax.eval_shape(fam.make_model(cfg.model, False).init, jax.random.key(0),
-                          *fam.init_args(cfg))
-  return fam.flops_per_token(nn.unbox(shapes)['params'], cfg.model, cfg.data.seq_len)
-
-
 def make_arms(config) -> list[dict]:
   """Early and compute-matched late arms per size, then the two MoE arms."""
   arms = []
   for i, (d, layers, steps, enc_d, enc_layers) in enumerate(config.sizes):
     early = _size_overrides(d, layers, steps, enc_d, enc_layers, 'early')
     late = _size_overrides(d, layers, steps, enc_d, enc_layers, 'late')
-    ratio = (flops_per_token(experiment.arm_config(config, early, 0))
-             / flops_per_token(experiment.arm_config(config, late, 0)))
+    ratio = (experiment.flops_per_token(experiment.arm_config(config, early, 0))
+             / experiment.flops_per_token(experiment.arm_config(config, late, 0)))
     late = _size_overrides(d, layers, max(round(steps * ratio), 2), enc_d, enc_layers,
                            'late')
     arms += [dict(name=f'early_{i}', overrides=early), dict(name=f'late_{i}', overrides=late)]

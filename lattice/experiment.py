@@ -236,6 +236,16 @@ def metric_curve(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]
   return [r['step'] for r in rows], [r[key] for r in rows]
 
 
+def eval_prompts(cfg: config_lib.Config, n: int, length: int) -> list:
+  """The first `length` tokens of `n` validation windows of `cfg`'s text data, each
+  [1, length] (prompts for decoding measurements)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from lattice.data import pipeline, tokenizer  # pylint: disable=g-import-not-at-top
+  batches = pipeline.make_eval_batches(cfg.data, tokenizer.ByteTokenizer(), 4)
+  rows = np.concatenate([b['inputs'] for b in batches])
+  return [rows[i:i + 1, :length] for i in range(min(n, len(rows)))]
+
+
 def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The Result's `env`: software and devices, plus what data the run trained on."""
   from lattice.data import pipeline

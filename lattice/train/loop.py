@@ -188,6 +188,81 @@ def _host(metrics: dict) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
+  """The checkpointable train iterator and the eval batches of `cfg`'s model family."""
+  family = models.family_for(cfg.model)
+  if family.make_train_iterator is not None:  # e.g. image+text batches (multimodal)
+    return family.make_train_iterator(cfg, tok), family.make_eval_batches(cfg, tok)
+  return (pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed),
+          pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches))
+
+
+def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_iter,
+              ckpt: checkpoint.Checkpointer, *, on_step: Callable, on_eval: Callable,
+              stop_after: int | None = None, bar=None) -> tuple[Any, int, bool]:
+  """Steps from `state.step` to train.steps: eval, checkpoint and SIGTERM handling.
+
+  `on_step(step, device metrics, seconds, first)` sees each step's metrics one step
+  late (so reading them does not stall the device), and always before an eval, a
+  save or the end; `on_eval(step, state)` runs every train.eval_every steps. The
+  step counter is `state.step` (a leading seed axis is allowed: seed 0's is read).
+  Returns (state, final step, preempted).
+  """
+  step_of = lambda st: int(st.step) if st.step.ndim == 0 else int(st.step[0])
+  start_step = step_of(state)
+  preempted = False
+  try:
+    with _Preemption() as preemption, sharding.use_mesh(mesh):
+      pending = []  # at most one (step, device metrics, seconds, first): read late
+
+      def flush():
+        for args in pending:
+          on_step(*args)
+        pending.clear()
+
+      t_last = time.perf_counter()
+      for i in range(start_step, cfg.train.steps):
+        batch = sharding.global_batch(next(train_iter), mesh)
+        state, metrics = train_step(state, batch)
+        flush()  # the previous step's metrics, while this step runs
+        now = time.perf_counter()
+        pending.append((i + 1, metrics, now - t_last, i == start_step))
+        t_last = now
+        step = i + 1
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+          flush()
+          on_eval(step, state)
+          t_last = time.perf_counter()
+        if cfg.checkpoint.enabled and step % cfg.checkpoint.every == 0:
+          flush()  # never save before the step's finiteness is known
+          ckpt.save(step, state, train_iter)
+        if preemption.requested or step == stop_after:
+          preempted = True
+          break
+      flush()
+      final_step = step_of(state)
+      if cfg.checkpoint.enabled and final_step not in ckpt.all_steps():
+        ckpt.save(final_step, state, train_iter, force=True)
+      ckpt.wait()
+  finally:
+    if bar is not None:
+      bar.close()
+    ckpt.close()
+  return state, final_step, preempted
+
+
+def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
+                   train_loss: float) -> tuple[float, float]:
+  """When nothing trained in this session (the run had finished), the training
+  session's tokens/s and train loss from final_metrics.json, not an empty one's."""
+  previous = workdir / 'final_metrics.json'
+  if not trained and previous.exists():
+    before = json.loads(previous.read_text())
+    return (before.get('tokens_per_s', tokens_per_s),
+            before.get('train_loss', train_loss))
+  return tokens_per_s, train_loss
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
                        workdir: str | os.PathLike, *, stop_after: int | None = None,
                        **build_kwargs) -> dict[str, Any]:
@@ -209,12 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   if jax.process_index() == 0:
     artifacts.save_config(workdir, cfg)
   family = models.family_for(cfg.model)
-  if family.make_train_iterator is not None:  # e.g. image+text batches (multimodal)
-    train_iter = family.make_train_iterator(cfg, tok)
-    eval_batches = family.make_eval_batches(cfg, tok)
-  else:
-    train_iter = pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed)
-    eval_batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
+  train_iter, eval_batches = make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
 
   with sharding.use_mesh(setup.mesh):
@@ -235,7 +305,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   recent: list[float] = []
   tokens_seen = start_step * cfg.data.batch_size * cfg.data.seq_len
   timed_tokens, timed_s = 0, 0.0
-  preempted = False
   bar = _progress(cfg.train.steps, start_step, cfg.train.progress)
 
   def on_step(step: int, m: dict[str, float], seconds: float, first: bool):
@@ -264,44 +333,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       bar.set_postfix(loss=f'{m["loss"]:.3f}',
                       tok_s=f'{timed_tokens / timed_s:.0f}' if timed_s else '-')
 
-  try:
-    with _Preemption() as preemption, sharding.use_mesh(setup.mesh):
-      pending = []  # at most one (step, device metrics, seconds, first): read late
+  def on_eval(step: int, state):
+    history.append({'step': step, **evaluate(setup, state, eval_batches)})
+    writer.write(step, history[-1])
 
-      def flush():
-        for step_, m, seconds, first in pending:
-          on_step(step_, _host(m), seconds, first)
-        pending.clear()
-
-      t_last = time.perf_counter()
-      for i in range(start_step, cfg.train.steps):
-        batch = sharding.global_batch(next(train_iter), setup.mesh)
-        state, metrics = setup.train_step(state, batch)
-        flush()  # the previous step's metrics, while this step runs
-        now = time.perf_counter()
-        pending.append((i + 1, metrics, now - t_last, i == start_step))
-        t_last = now
-        step = i + 1
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
-          flush()
-          history.append({'step': step, **evaluate(setup, state, eval_batches)})
-          writer.write(step, history[-1])
-          t_last = time.perf_counter()
-        if cfg.checkpoint.enabled and step % cfg.checkpoint.every == 0:
-          flush()  # never save before the step's finiteness is known
-          ckpt.save(step, state, train_iter)
-        if preemption.requested or step == stop_after:
-          preempted = True
-          break
-      flush()
-      final_step = int(state.step)
-      if cfg.checkpoint.enabled and final_step not in ckpt.all_steps():
-        ckpt.save(final_step, state, train_iter, force=True)
-      ckpt.wait()
-  finally:
-    if bar is not None:
-      bar.close()
-    ckpt.close()
+  state, final_step, preempted = run_steps(
+      cfg, setup.mesh, state, setup.train_step, train_iter, ckpt,
+      on_step=lambda step, m, seconds, first: on_step(step, _host(m), seconds, first),
+      on_eval=on_eval, stop_after=stop_after, bar=bar)
 
   if preempted:
     print(f'[lattice] SIGTERM: saved step {final_step} to {workdir}; exiting')
@@ -311,12 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     writer.write(final_step, {**final, 'wall_s': time.perf_counter() - t_start})
   tps = timed_tokens / timed_s if timed_s else 0.0
   train_loss = float(np.mean(recent)) if recent else float('nan')
-  previous = workdir / 'final_metrics.json'
-  if not timed_s and previous.exists():
-    # Nothing trained in this session (the run had finished): keep the training
-    # session's measurements rather than report an empty one.
-    before = json.loads(previous.read_text())
-    tps, train_loss = before.get('tokens_per_s', tps), before.get('train_loss', train_loss)
+  tps, train_loss = previous_final(workdir, bool(timed_s), tps, train_loss)
   result = {
       **final,
       'train_loss': train_loss,

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lattice import config as config_lib
 from lattice import models
 from lattice import sharding
-from lattice.data import pipeline, tokenizer as tokenizer_lib
+from lattice.data import tokenizer as tokenizer_lib
 from lattice.train import artifacts, checkpoint, flops, loop, step as step_lib
 
 
@@ -110,12 +110,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
     if primary:
       artifacts.save_config(d, config_lib.replace(cfg, **{'train.seed': s}))
   family = models.family_for(cfg.model)
-  if family.make_train_iterator is not None:
-    train_iter = family.make_train_iterator(cfg, tok)
-    eval_batches = family.make_eval_batches(cfg, tok)
-  else:
-    train_iter = pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed)
-    eval_batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
+  train_iter, eval_batches = loop.make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
   with sharding.use_mesh(setup.mesh):
     state = ckpt.resume(fns['abstract_state'], train_iter)
@@ -137,7 +132,6 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
   tokens = cfg.data.batch_size * cfg.data.seq_len
   tokens_seen = start_step * tokens
   timed_tokens, timed_s = 0, 0.0
-  preempted = False
   bar = loop._progress(cfg.train.steps, start_step, cfg.train.progress)  # pylint: disable=protected-access
 
   def on_step(step: int, m: dict[str, np.ndarray], seconds: float, first: bool):
@@ -167,49 +161,17 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       bar.set_postfix(loss=f'{float(np.mean(m["loss"])):.3f}',
                       tok_s=f'{n * timed_tokens / timed_s:.0f}' if timed_s else '-')
 
-  def host(metrics):
-    return {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+  def on_eval(step: int, state):
+    for h, w, ev in zip(histories, writers, _evaluate(
+        setup, fns['eval_step'], state, eval_batches, n)):
+      h.append({'step': step, **ev})
+      w.write(step, h[-1])
 
-  try:
-    with loop._Preemption() as preemption, sharding.use_mesh(setup.mesh):  # pylint: disable=protected-access
-      pending = []
-
-      def flush():
-        for step_, m, seconds, first in pending:
-          on_step(step_, host(m), seconds, first)
-        pending.clear()
-
-      t_last = time.perf_counter()
-      for i in range(start_step, cfg.train.steps):
-        batch = sharding.global_batch(next(train_iter), setup.mesh)
-        state, metrics = fns['train_step'](state, batch)
-        flush()
-        now = time.perf_counter()
-        pending.append((i + 1, metrics, now - t_last, i == start_step))
-        t_last = now
-        step = i + 1
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
-          flush()
-          for h, w, ev in zip(histories, writers, _evaluate(
-              setup, fns['eval_step'], state, eval_batches, n)):
-            h.append({'step': step, **ev})
-            w.write(step, h[-1])
-          t_last = time.perf_counter()
-        if cfg.checkpoint.enabled and step % cfg.checkpoint.every == 0:
-          flush()
-          ckpt.save(step, state, train_iter)
-        if preemption.requested or step == stop_after:
-          preempted = True
-          break
-      flush()
-      final_step = int(state.step[0])
-      if cfg.checkpoint.enabled and final_step not in ckpt.all_steps():
-        ckpt.save(final_step, state, train_iter, force=True)
-      ckpt.wait()
-  finally:
-    if bar is not None:
-      bar.close()
-    ckpt.close()
+  state, final_step, preempted = loop.run_steps(
+      cfg, setup.mesh, state, fns['train_step'], train_iter, ckpt,
+      on_step=lambda step, m, seconds, first: on_step(
+          step, {k: np.asarray(v) for k, v in jax.device_get(m).items()}, seconds, first),
+      on_eval=on_eval, stop_after=stop_after, bar=bar)
 
   if preempted:
     print(f'[lattice] SIGTERM: saved step {final_step} of seeds {seeds} to {workdir}')
@@ -225,12 +187,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
     if final and (not history or history[-1]['step'] != final_step):
       history.append({'step': final_step, **final})
       writers[i].write(final_step, {**final, 'wall_s': wall})
-    seed_tps, seed_loss = tps, float(train_loss[i])
-    previous = d / 'final_metrics.json'
-    if not timed_s and previous.exists():
-      before = json.loads(previous.read_text())
-      seed_tps = before.get('tokens_per_s', seed_tps)
-      seed_loss = before.get('train_loss', seed_loss)
+    seed_tps, seed_loss = loop.previous_final(d, bool(timed_s), tps, float(train_loss[i]))
     params = unstack(state.params, i)
     result = {
         **final, 'train_loss': seed_loss, 'params': n_params,
@@ -241,7 +198,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
         'preempted': preempted, 'history': history, 'vmapped_seeds': seeds,
     }
     if primary:
-      previous.write_text(json.dumps(result, indent=1))
+      (d / 'final_metrics.json').write_text(json.dumps(result, indent=1))
     result['state'] = unstack(state, i)
     result['setup'] = setup
     outs.append(result)
