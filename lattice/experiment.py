@@ -154,14 +154,13 @@ def _write_record(run_dir: Path, key: str, scalars: dict, out: dict) -> None:
 
 def _use_vmap(vmap_seeds: bool | str, cfg: config_lib.Config, n: int) -> bool:
   if vmap_seeds == 'auto':
-    # Small models on one process: the stacked states fit, and the step gains.
-    return n > 1 and jax_process_count() == 1 and flops_per_token(cfg) < 1e8
+    # Small models, one process, an accelerator. On CPU the vmapped step measured
+    # slower than S separate steps (0.75-0.91x, benchmarks/seed_vmap.py in
+    # BENCHMARKS.md) except at toy sizes where per-step overhead dominates.
+    import jax  # pylint: disable=g-import-not-at-top
+    return (n > 1 and jax.process_count() == 1 and jax.default_backend() != 'cpu'
+            and flops_per_token(cfg) < 1e8)
   return bool(vmap_seeds) and n > 1
-
-
-def jax_process_count() -> int:
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_count()
 
 
 def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
@@ -174,7 +173,7 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   `skip_finished`, a finished (arm, seed) (its `record.json` written, with the same
   config) is not rerun at all: its recorded metrics and measurements are reused, and
   its raw output lacks `state`. With `vmap_seeds` (True, or 'auto': small models,
-  one process) an arm's unfinished seeds train together in one vmapped step
+  one process, not CPU) an arm's unfinished seeds train together in one vmapped step
   (`lattice.train.vmap_seeds`, checkpoints in `workdir/<arm>/vmap_<seeds>`).
   """
   workdir = Path(workdir)

@@ -290,6 +290,46 @@ def validate_result_json(d: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Equal-FLOPs reading
+
+
+def value_at_flops(history: list[dict[str, float]], train_flops: float, target: float,
+                   key: str = 'val_loss', rtol: float = 0.02) -> float:
+  """`key` at `target` training FLOPs, interpolated linearly in log FLOPs between a
+  run's eval points (FLOPs at step s = train_flops * s / final step). A target
+  within `rtol` outside the evaluated range takes the nearest point (arms matched
+  by a FLOP budget land within a step of it); further out it is NaN."""
+  points = [(h['step'], h[key]) for h in history if key in h]
+  if not points or train_flops <= 0:
+    return float('nan')
+  last = points[-1][0]
+  xs = [math.log(train_flops * s / last) for s, _ in points]
+  ys = [y for _, y in points]
+  t, tol = math.log(target), math.log1p(rtol)
+  if t > xs[-1] + tol or t < xs[0] - tol:
+    return float('nan')
+  t = min(max(t, xs[0]), xs[-1])
+  for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+    if x0 - 1e-9 <= t <= x1 + 1e-9:
+      return y0 if x1 == x0 else y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+  return ys[-1]  # t equals the only point
+
+
+def equal_flops(arms: list[Arm], key: str = 'val_loss'
+                ) -> tuple[float, dict[str, dict[str, float]]]:
+  """The largest FLOP count every arm reached, and each arm's `key` there
+  (mean and std over seeds)."""
+  target = min(a.train_flops for a in arms)
+  out = {}
+  for a in arms:
+    vals = [value_at_flops(h, a.train_flops, target, key)
+            for h in a.extra.get('history', [])]
+    out[a.name] = (aggregate([{key: v} for v in vals])[key] if vals else
+                   {'mean': float('nan'), 'std': float('nan'), 'n': 0, 'values': []})
+  return target, out
+
+
+# ---------------------------------------------------------------------------
 # table.md
 
 
@@ -342,6 +382,46 @@ def fmt_count(n: float) -> str:
   return str(int(n))
 
 
+def fmt_mean_std(m: dict[str, Any] | None) -> str:
+  """'2.415 ± 0.034' from an aggregate() entry; '—' for none or a NaN mean, the mean
+  alone for one seed, '± 0' when the seeds agree up to float rounding."""
+  if not m or m.get('mean') is None or math.isnan(m['mean']):
+    return '—'
+  std = m.get('std', 0.0)
+  if m.get('n', len(m.get('values', [])) or 1) < 2 or math.isnan(std):
+    return fmt_number(m['mean'])
+  if std <= 1e-9 * abs(m['mean']):
+    return f'{fmt_number(m["mean"])} ± 0'
+  # Two digits of a std are all a few seeds can estimate.
+  return f'{fmt_number(m["mean"])} ± {fmt_number(std, 2)}'
+
+
+def equal_flops_line(arms: list[Arm], key: str = 'val_loss') -> str:
+  """'At equal training FLOPs ...' when arms trained for different FLOPs and have
+  eval histories: each arm's `key` at the FLOPs the cheapest arm reached. Arms named
+  'group:name' are compared only within their group (e.g. other data); a group
+  where fewer than two arms were evaluated that early gets no line."""
+  groups: dict[str, list[Arm]] = {}
+  for a in arms:
+    if a.train_flops > 0 and any(key in h for run in a.extra.get('history', [])
+                                 for h in run):
+      groups.setdefault(a.name.split(':', 1)[0] if ':' in a.name else '', []).append(a)
+  lines = []
+  for group, members in groups.items():
+    flops = [a.train_flops for a in members]
+    if len(members) < 2 or max(flops) <= 1.02 * min(flops):
+      continue
+    target, values = equal_flops(members, key)
+    if sum(not math.isnan(v['mean']) for v in values.values()) < 2:
+      continue
+    cells = ', '.join(f'**{cell(a.name)}** {fmt_mean_std(values[a.name])}'
+                      for a in members)
+    lines.append(f'At equal training FLOPs{f" ({group})" if group else ""} '
+                 f'({fmt_sci(target)}, what the cheapest arm trained; interpolated '
+                 f'between eval points, — before an arm\'s first eval): {key} {cells}')
+  return '\n\n'.join(lines)
+
+
 def verdict(result: Result) -> str:
   if result.reproduced:
     return 'reproduced'
@@ -362,9 +442,7 @@ def arms_table(arms: list[Arm]) -> str:
     row = [f'**{cell(arm.name)}**']
     for name in names:
       m = arm.metrics.get(name)
-      row.append('—' if m is None else
-                 # Two digits of a std are all a few seeds can estimate.
-                 f'{fmt_number(m["mean"])} ± {fmt_number(m["std"], 2)}')
+      row.append(fmt_mean_std(m))
     n = max((m.get('n', 0) for m in arm.metrics.values()), default=0)
     row += [str(len(arm.seeds) or n), fmt_count(arm.params),
             fmt_count(arm.active_params), fmt_sci(arm.train_flops),
@@ -392,6 +470,9 @@ def to_markdown(result: Result, *, level: int = 1, plot_prefix: str = '') -> str
                f'commit {env.get("git_commit") or "unknown"}, '
                f'{env.get("timestamp", "")}')
   lines += ['', f'{h}# Arms', '', arms_table(result.arms), '']
+  line = equal_flops_line(result.arms)
+  if line:
+    lines += [line, '']
   overridden = [a for a in result.arms if a.overrides]
   if overridden:
     lines += ['Overrides (vs the experiment\'s base config):', '']

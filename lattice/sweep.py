@@ -185,46 +185,6 @@ def factorial_effects(cells: dict[tuple, list[float]], levels: Sequence[Sequence
 
 
 # ---------------------------------------------------------------------------
-# Equal-FLOPs reading
-
-
-def value_at_flops(history: list[dict[str, float]], train_flops: float, target: float,
-                   key: str = 'val_loss', rtol: float = 0.02) -> float:
-  """`key` at `target` training FLOPs, interpolated linearly in log FLOPs between a
-  run's eval points (FLOPs at step s = train_flops * s / final step). A target
-  within `rtol` outside the evaluated range takes the nearest point (arms matched
-  by a FLOP budget land within a step of it); further out it is NaN."""
-  points = [(h['step'], h[key]) for h in history if key in h]
-  if not points or train_flops <= 0:
-    return float('nan')
-  last = points[-1][0]
-  xs = [math.log(train_flops * s / last) for s, _ in points]
-  ys = [y for _, y in points]
-  t, tol = math.log(target), math.log1p(rtol)
-  if t > xs[-1] + tol or t < xs[0] - tol:
-    return float('nan')
-  t = min(max(t, xs[0]), xs[-1])
-  for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-    if x0 - 1e-9 <= t <= x1 + 1e-9:
-      return y0 if x1 == x0 else y0 + (y1 - y0) * (t - x0) / (x1 - x0)
-  return ys[-1]  # t equals the only point
-
-
-def equal_flops(arms: list[results.Arm], key: str = 'val_loss'
-                ) -> tuple[float, dict[str, dict[str, float]]]:
-  """The largest FLOP count every arm reached, and each arm's `key` there
-  (mean and std over seeds)."""
-  target = min(a.train_flops for a in arms)
-  out = {}
-  for a in arms:
-    vals = [value_at_flops(h, a.train_flops, target, key)
-            for h in a.extra.get('history', [])]
-    out[a.name] = (results.aggregate([{key: v} for v in vals])[key] if vals else
-                   {'mean': float('nan'), 'std': float('nan'), 'n': 0, 'values': []})
-  return target, out
-
-
-# ---------------------------------------------------------------------------
 # Analysis and table
 
 
@@ -238,7 +198,7 @@ def analyze(arms: list[results.Arm], grids: Sequence[tuple[str, list[Any]]],
     if metric in a.metrics and metric in base.metrics:
       diffs[a.name] = diff_ci(a.metrics[metric]['values'],
                               base.metrics[metric]['values'], level)
-  target, at_flops = equal_flops(arms, metric)
+  target, at_flops = results.equal_flops(arms, metric)
   analysis = {'metric': metric, 'baseline': base.name, 'level': level, 'diffs': diffs,
               'equal_flops': {'flops': target, 'values': at_flops}, 'effects': []}
   by_levels = {tuple(a.overrides[k] for k, _ in grids): a for a in arms}
@@ -250,14 +210,6 @@ def analyze(arms: list[results.Arm], grids: Sequence[tuple[str, list[Any]]],
       analysis['effects'] = factorial_effects(
           cells, [v for _, v in grids], [k.split('.', 1)[-1] for k, _ in grids], level)
   return analysis
-
-
-def _pm(m: dict[str, Any] | None) -> str:
-  if not m or m.get('mean') is None or math.isnan(m['mean']):
-    return '—'
-  if m.get('n', len(m.get('values', [])) or 1) < 2 or math.isnan(m.get('std', 0.0)):
-    return results.fmt_number(m['mean'])
-  return f'{results.fmt_number(m["mean"])} ± {results.fmt_number(m["std"], 2)}'
 
 
 def _ci(d: dict[str, float]) -> str:
@@ -285,10 +237,10 @@ def ablation_table(arms: list[results.Arm], grids: Sequence[tuple[str, list[Any]
     d = analysis['diffs'].get(a.name)
     row = [f'**{results.cell(a.name)}**'] + [results.cell(a.overrides.get(k, '—'))
                                             for k in keys]
-    row += [_pm(a.metrics.get(metric)),
+    row += [results.fmt_mean_std(a.metrics.get(metric)),
             '(baseline)' if a.name == analysis['baseline'] else (_ci(d) if d else '—'),
-            _pm(analysis['equal_flops']['values'].get(a.name))]
-    row += [_pm(a.metrics.get(m)) for m in extra_metrics]
+            results.fmt_mean_std(analysis['equal_flops']['values'].get(a.name))]
+    row += [results.fmt_mean_std(a.metrics.get(m)) for m in extra_metrics]
     row += [results.fmt_count(a.active_params), results.fmt_sci(a.train_flops),
             results.fmt_count(a.tokens), str(len(a.seeds)), f'{a.wall_s:.0f}']
     rows.append('| ' + ' | '.join(row) + ' |')
@@ -401,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--flops-budget', type=float, default=0.0,
                       help='train every arm for this many FLOPs (sets its steps)')
   parser.add_argument('--vmap-seeds', choices=('auto', 'on', 'off'), default='auto',
-                      help='train an arm\'s seeds together in one vmapped step')
+                      help='train an arm\'s seeds together in one vmapped step '
+                      '(auto: small models on an accelerator; on CPU it measured slower)')
   parser.add_argument('--metric', default='val_loss')
   args = parser.parse_args(argv)
   from lattice import experiment  # pylint: disable=g-import-not-at-top

@@ -9,6 +9,19 @@ import jax  # noqa: E402
 # and picks a 1-device or 8-device mesh explicitly.
 jax.config.update('jax_num_cpu_devices', 8)
 
+# One persistent compilation cache for the whole session: many tests compile the same
+# tiny models (same HLO, new jit objects), and XLA compiles are most of the suite's
+# time on a 2-core CPU. A fresh folder per session, so nothing leaks between runs.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_CACHE_DIR = tempfile.mkdtemp(prefix='lattice-jax-cache-')
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
 import pytest  # noqa: E402
 from absl import logging  # noqa: E402
 
