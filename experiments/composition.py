@@ -43,7 +43,7 @@ import math
 
 import ml_collections
 
-from lattice import experiment, results, sweep
+from lattice import config as config_lib, experiment, results, sweep
 from lattice.decode import speculative
 
 PAPER = {'title': 'BitNet b1.58 x DeepSeekMoE x multi-token prediction (composition)',
@@ -91,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _budget(config: ml_collections.ConfigDict, steps: int) -> float:
   """FLOPs of the baseline arm (float, dense, next token) trained for `steps`."""
-  cfg = experiment.arm_config(config, {}, 0)
+  cfg = config_lib.build(config)  # the base config, before any flops_budget
   return (experiment.flops_per_token(cfg) * steps * cfg.data.batch_size
           * cfg.data.seq_len)
 

@@ -180,7 +180,8 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   seeds = list(config.get('seeds', [0]))
   arms, raw = [], {}
   for name, overrides in arm_list(config):
-    cfgs = {seed: arm_config(config, overrides, seed) for seed in seeds}
+    first_cfg = arm_config(config, overrides, seeds[0])  # FLOP matching: once per arm
+    cfgs = {seed: config_lib.replace(first_cfg, **{'train.seed': seed}) for seed in seeds}
     keys = {seed: _record_key(cfgs[seed], config) for seed in seeds}
     done: dict[int, dict] = {}
     if skip_finished:

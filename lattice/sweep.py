@@ -368,11 +368,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     path, _, mode = args.config.partition(':')
     module = experiment.load_experiment_module(path)
     config = module.get_config(mode or None)
+    config_lib.build(config)  # the base must be valid before --set changes it
     for item in args.set:
       key, value = parse_grid(item)
       if len(value) != 1:
         raise config_lib.ConfigError(f'--set {item!r}: one value, not {len(value)}')
-      config_lib.build(config)  # the base must be valid before it is changed
       _set(config, key, value[0])
     if args.flops_budget:
       config.flops_budget = args.flops_budget

@@ -113,14 +113,21 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
                batch_sharding=batch_sh)
 
 
-def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, float]:
+def eval_sums(setup: Setup, state, batches: list[dict], eval_step=None
+              ) -> dict[str, np.ndarray]:
+  """`eval_step` (default the Setup's) summed over the eval batches, in float64."""
+  eval_step = eval_step or setup.eval_step
   totals: dict[str, Any] = {}
   with sharding.use_mesh(setup.mesh):
     for batch in batches:
-      sums = jax.device_get(setup.eval_step(state, sharding.global_batch(batch, setup.mesh)))
+      sums = jax.device_get(eval_step(state, sharding.global_batch(batch, setup.mesh)))
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
-  return step_lib.summarize_eval(totals)
+  return totals
+
+
+def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, float]:
+  return step_lib.summarize_eval(eval_sums(setup, state, batches))
 
 
 class _Preemption:

@@ -12,7 +12,7 @@ SIGTERM and non-finite handling behave as in the one-seed loop); each seed gets 
 own `seed_<k>/metrics.jsonl`, `config.json` and `final_metrics.json`. Per-seed
 `tokens_per_s` counts the tokens that seed trained per second of the shared step, and
 per-seed `wall_s` is the shared wall time divided by S, so summing over seeds gives
-the wall time actually spent.
+the wall time actually spent; `mfu` is the whole stacked step's (S x tokens_per_s).
 
 Shape legend: S seeds.
 """
@@ -70,12 +70,7 @@ def unstack(tree: Any, i: int) -> Any:
 
 def _evaluate(setup: loop.Setup, eval_step, state, batches, n_seeds: int
               ) -> list[dict[str, float]]:
-  totals: dict[str, Any] = {}
-  with sharding.use_mesh(setup.mesh):
-    for batch in batches:
-      sums = jax.device_get(eval_step(state, sharding.global_batch(batch, setup.mesh)))
-      for k, v in sums.items():
-        totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+  totals = loop.eval_sums(setup, state, batches, eval_step)
   return [step_lib.summarize_eval({k: v[i] for k, v in totals.items()})
           for i in range(n_seeds)]
 
@@ -194,7 +189,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
         'active_params': flops.active_params(params, cfg.model),
         'flops_per_token': flops_per_token, 'train_flops': flops_per_token * tokens_seen,
         'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': peak,
-        'mfu': seed_tps * flops_per_token / peak, 'wall_s': wall, 'steps': final_step,
+        'mfu': n * seed_tps * flops_per_token / peak, 'wall_s': wall, 'steps': final_step,
         'preempted': preempted, 'history': history, 'vmapped_seeds': seeds,
     }
     if primary:
