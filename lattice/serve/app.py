@@ -1,0 +1,262 @@
+"""The OpenAI-compatible ASGI app (FastAPI on uvicorn) over one or more served models.
+
+  GET  /v1/models              every served model id
+  POST /v1/completions         prompt (string, strings, token ids), echo, logprobs
+  POST /v1/chat/completions    messages (content parts, tool calls, tool results),
+                               tools / tool_choice, logprobs / top_logprobs
+
+Both POSTs take max_tokens (chat: max_completion_tokens too), temperature, top_p,
+n, stop, seed, stream (+ stream_options.include_usage, Server-Sent Events ending in
+`data: [DONE]`), response_format (json_object, json_schema) and vLLM's
+guided_json / guided_regex. Every client error is a 4xx
+`{"error": {"message", "type", "param", "code"}}` whose message starts with the
+field; an unknown model is a 404. Request bodies are read by the ASGI stack, so
+an error answer never leaves bytes on a keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from lattice.serve import chat
+from lattice.serve import format as fmt
+from lattice.serve import protocol
+from lattice.serve import run as run_lib
+from lattice.serve import served as served_lib
+
+MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class RequestError(Exception):
+  """A client mistake: becomes a 4xx JSON error."""
+
+  def __init__(self, message: str, status: int = 400,
+               kind: str = 'invalid_request_error'):
+    super().__init__(message)
+    self.status, self.kind = status, kind
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+  param = message.split(':', 1)[0] if ':' in message else None
+  return JSONResponse({'error': {'message': message, 'type': kind, 'param': param,
+                                 'code': status}}, status_code=status)
+
+
+def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
+  """The app serving `models` (the first is the default when a request names none)."""
+  if not models:
+    raise ValueError('create_app: no models to serve')
+  by_name = {m.name: m for m in models}
+  app = FastAPI(title='lattice', docs_url=None, redoc_url=None, openapi_url=None)
+
+  @app.exception_handler(RequestError)
+  async def _request_error(_, e: RequestError):
+    return _error(e.status, str(e), e.kind)
+
+  @app.exception_handler(RequestValidationError)
+  async def _invalid(_, e: RequestValidationError):
+    first = e.errors()[0]
+    where = protocol.field_path(tuple(first.get('loc', ())))
+    return _error(400, f'{where}: {first.get("msg", "invalid")}', 'invalid_request_error')
+
+  @app.exception_handler(HTTPException)
+  async def _http(request: Request, e: HTTPException):
+    if e.status_code == 404:
+      return _error(404, f'no route {request.method} {request.url.path}; try '
+                    '/v1/models, /v1/completions or /v1/chat/completions', 'not_found_error')
+    if e.status_code == 405:
+      return _error(405, f'{request.method} not allowed on {request.url.path}',
+                    'invalid_request_error')
+    return _error(e.status_code, str(e.detail), 'invalid_request_error')
+
+  @app.exception_handler(Exception)
+  async def _crash(_, e: Exception):
+    # The request failed, not the server: answer and keep serving.
+    return _error(500, f'{type(e).__name__}: {e}', 'server_error')
+
+  @app.middleware('http')
+  async def _limit_body(request: Request, call_next):
+    size = request.headers.get('content-length')
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+      return _error(413, f'body: {size} bytes exceed the limit of {MAX_BODY_BYTES}',
+                    'invalid_request_error')
+    return await call_next(request)
+
+  def pick(name: str | None) -> served_lib.ServedModel:
+    if not name:
+      return models[0]
+    if name not in by_name:
+      raise RequestError(f'model: {name!r} is not served here; served: '
+                         f'{", ".join(by_name)}', 404, 'model_not_found')
+    return by_name[name]
+
+  @app.get('/v1/models')
+  async def list_models():
+    return {'object': 'list', 'data': [m.card() for m in models]}
+
+  @app.post('/v1/completions')
+  async def completions(req: protocol.CompletionRequest):
+    served = pick(req.model)
+    prompts = _encode_prompts(served, req.prompt)
+    max_tokens = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+    if max_tokens == 0 and not req.echo:
+      raise RequestError('max_tokens: expected a positive integer (0 only with echo)')
+    _check_room(served, prompts, max_tokens)
+    index = await _constraint(served, req, max_tokens)
+    settings = _settings(req, max_tokens, index, prompt_logprobs=req.echo and (
+        req.logprobs is not None))
+    run = run_lib.Run(served, prompts, req.n, settings)
+    view = fmt.CompletionView(served.name, run, req)
+    if req.stream:
+      return _sse(run, view, _include_usage(req))
+    return await view.collect()
+
+  @app.post('/v1/chat/completions')
+  async def chat_completions(req: protocol.ChatRequest):
+    served = pick(req.model)
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    for i, m in enumerate(messages):
+      if m['role'] in ('system', 'developer', 'user', 'tool') and 'content' not in m:
+        raise RequestError(f'messages[{i}].content: required for role {m["role"]}')
+      if m['role'] == 'assistant' and 'content' not in m and not m.get('tool_calls'):
+        raise RequestError(f'messages[{i}]: an assistant message needs content or '
+                           'tool_calls')
+    tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
+    choice = req.tool_choice or ('auto' if tools else 'none')
+    prompt = served.template(messages, tools)
+    prompts = [served.tok.encode(prompt, bos=True)]
+    room = served.engine.room(len(prompts[0]))
+    max_tokens = req.max_completion_tokens or req.max_tokens or room
+    _check_room(served, prompts, max_tokens)
+    named, hold, hook = None, None, None
+    if choice != 'none' and not tools:
+      raise RequestError('tool_choice: needs tools')
+    if choice == 'none' or not tools:
+      index = await _constraint(served, req, max_tokens)
+    else:
+      if req.response_format is not None and req.response_format.type != 'text':
+        raise RequestError('response_format: cannot be combined with tools unless '
+                           'tool_choice is "none"')
+      if isinstance(choice, protocol.NamedToolChoice):
+        named = choice.function.name
+        tool = next((t for t in tools if t['function']['name'] == named), None)
+        if tool is None:
+          raise RequestError(f'tool_choice.function.name: no tool named {named!r}')
+        index = await _compile(served, 'json_schema', chat.parameters(tool),
+                               'tools.function.parameters', max_tokens)
+        hold = ''
+      else:
+        call = await _compile(served, 'json_schema', chat.call_schema(tools), 'tools',
+                              max_tokens if choice == 'required' else None)
+        if choice == 'required':
+          index, hold = call, ''
+        else:
+          index, hold = None, chat.MARKER
+          hook = chat.MarkerHook(call, served.engine.vocab)
+    settings = _settings(req, max_tokens, index, hold=hold, mask_hook=hook)
+    run = run_lib.Run(served, prompts, req.n, settings)
+    view = fmt.ChatView(served.name, run, req, tool_mode=choice != 'none' and bool(tools),
+                        named=named)
+    if req.stream:
+      return _sse(run, view, _include_usage(req))
+    return await view.collect()
+
+  return app
+
+
+def _include_usage(req) -> bool:
+  return bool(req.stream_options and req.stream_options.include_usage)
+
+
+def _sse(run: run_lib.Run, view, include_usage: bool) -> StreamingResponse:
+  async def events():
+    try:
+      async for chunk in view.chunks(include_usage):
+        yield f'data: {json.dumps(chunk)}\n\n'
+    except Exception as e:  # pylint: disable=broad-except
+      # Headers are gone: the error travels as an event, as OpenAI's does.
+      yield f'data: {json.dumps({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})}\n\n'
+    finally:
+      run.cancel()
+    yield 'data: [DONE]\n\n'
+  return StreamingResponse(events(), media_type='text/event-stream',
+                           headers={'Cache-Control': 'no-cache'})
+
+
+def _encode_prompts(served: served_lib.ServedModel, prompt) -> list:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if isinstance(prompt, str):
+    return [served.tok.encode(prompt, bos=True)]
+  if not prompt:
+    raise RequestError('prompt: expected a string, strings or token ids, got []')
+  rows = [prompt] if isinstance(prompt[0], int) else prompt
+  out = []
+  for i, row in enumerate(rows):
+    if isinstance(row, str):
+      out.append(served.tok.encode(row, bos=True))
+      continue
+    bad = [t for t in row if not 0 <= t < served.engine.vocab]
+    if bad:
+      raise RequestError(f'prompt[{i}]: token id {bad[0]} outside the vocabulary '
+                         f'[0, {served.engine.vocab})')
+    out.append(np.asarray([served.tok.bos_id, *row], np.int32))
+  return out
+
+
+def _check_room(served, prompts, max_tokens: int) -> None:
+  for ids in prompts:
+    room = served.engine.room(len(ids))
+    if room < max_tokens:
+      raise RequestError(f'max_tokens: the prompt ({len(ids)} tokens) leaves room for '
+                         f'{max(room, 0)} new tokens in the model\'s context of '
+                         f'{served.engine.max_len}, fewer than max_tokens={max_tokens}')
+
+
+async def _compile(served, kind: str, spec, field: str, max_tokens: int | None):
+  """Compiles off the event loop; compiler errors and a shortest match longer than
+  max_tokens are 400s naming `field`."""
+  try:
+    index = await asyncio.to_thread(served.compile, kind, spec)
+  except (ValueError, TypeError, RecursionError) as e:
+    raise RequestError(f'{field}: cannot be enforced: {e}') from None
+  if max_tokens is not None and index.min_tokens > max_tokens:
+    raise RequestError(f'max_tokens: the shortest output matching {field} takes '
+                       f'{index.min_tokens} tokens, more than max_tokens={max_tokens}')
+  return index
+
+
+async def _constraint(served, req, max_tokens: int):
+  fmt_ = req.response_format
+  if fmt_ is not None and fmt_.type == 'json_schema':
+    if fmt_.json_schema is None:
+      raise RequestError('response_format.json_schema: required for type json_schema')
+    return await _compile(served, 'json_schema', fmt_.json_schema.schema_,
+                          'response_format.json_schema.schema', max_tokens)
+  if fmt_ is not None and fmt_.type == 'json_object':
+    return await _compile(served, 'json_object', None, 'response_format', max_tokens)
+  if req.guided_json is not None:
+    return await _compile(served, 'json_schema', req.guided_json, 'guided_json',
+                          max_tokens)
+  if req.guided_regex is not None:
+    return await _compile(served, 'regex', req.guided_regex, 'guided_regex', max_tokens)
+  return None
+
+
+def _settings(req, max_tokens: int, index, **kwargs) -> run_lib.Settings:
+  if any(not s for s in req.stops()):
+    raise RequestError('stop: expected non-empty strings')
+  return run_lib.Settings(
+      max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+      seed=secrets.randbits(31) if req.seed is None else req.seed,
+      stops=tuple(req.stops()), constraint=index, **kwargs)
+
+
