@@ -254,3 +254,55 @@ def test_find_runs_and_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('lattice: error: no checkpoint in ') and '\n' not in err
   assert 'runs found: baseline/seed_0, moe/seed_0' in err
+
+
+def _chunked(srv, body_parts):
+  conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+  conn.request('POST', '/v1/completions', body=iter(body_parts), encode_chunked=True,
+               headers={'Content-Type': 'application/json'})
+  resp = conn.getresponse()
+  out = json.loads(resp.read())
+  conn.close()
+  return resp.status, out
+
+
+def test_chunked_bodies(srv):
+  status, out = _chunked(srv, [b'{"prompt": "ab", ', b'"max_tokens": 2}'])
+  assert status == 200 and out['usage']['prompt_tokens'] == 3
+  status, out = _chunked(srv, [b'{"prompt": "'] + [b'a' * (1 << 16)] * 20 + [b'"}'])
+  assert status == 413 and 'body' in out['error']['message']
+
+
+def test_stop_strings_and_token_prompts(client):
+  free = client.completions.create(model='tiny', prompt='hello', max_tokens=8,
+                                   temperature=0).choices[0].text
+  stop = free[3:5]
+  if not stop or '\ufffd' in stop:
+    pytest.skip(f'greedy output {free!r} has no usable stop string')
+  kw = dict(model='tiny', prompt='hello', max_tokens=8, temperature=0,
+            stop=[stop, 'never ' + stop])
+  cut = client.completions.create(**kw).choices[0]
+  assert cut.text == free[:free.index(stop)] and cut.finish_reason == 'stop'
+  streamed = ''.join(ch.choices[0].text for ch in
+                     client.completions.create(**kw, stream=True))
+  assert streamed == cut.text
+  # Token ids (what lm-eval sends) are the same prompt as its text.
+  ids = client.completions.create(model='tiny', prompt=list(b'hello'), max_tokens=8,
+                                  temperature=0)
+  assert ids.choices[0].text == free and ids.usage.prompt_tokens == 6
+
+
+def test_auto_marker_hook_only_starts_a_call_that_fits():
+  index = object.__new__(type('Index', (), {}))
+  index.min_tokens, index.start = 5, 0
+  hook = chat.MarkerHook(index, 272)
+  seq = engine_lib.Sequence(np.array([257], np.int32), max_tokens=20)
+  marker = chat.MARKER.encode()
+  seq.tokens = list(marker[:3])
+  # 7 marker bytes after this one + a 5-token call need 12 tokens after it.
+  assert hook(seq, 12)[marker[3]] and not hook(seq, 11)[marker[3]]
+  assert hook(seq, 11).sum() == 271
+  seq.tokens = list(b'<x')  # no longer the marker: free text
+  assert hook(seq, 0) is None and seq.constraint is None
+  seq.tokens = list(marker)
+  assert hook(seq, 10) is None and seq.constraint is index

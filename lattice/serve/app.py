@@ -70,6 +70,8 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
 
   @app.exception_handler(HTTPException)
   async def _http(request: Request, e: HTTPException):
+    if isinstance(e.__cause__, RequestError):  # raised while the body was read
+      return _error(e.__cause__.status, str(e.__cause__), e.__cause__.kind)
     if e.status_code == 404:
       return _error(404, f'no route {request.method} {request.url.path}; try '
                     '/v1/models, /v1/completions or /v1/chat/completions', 'not_found_error')
@@ -82,14 +84,6 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
   async def _crash(_, e: Exception):
     # The request failed, not the server: answer and keep serving.
     return _error(500, f'{type(e).__name__}: {e}', 'server_error')
-
-  @app.middleware('http')
-  async def _limit_body(request: Request, call_next):
-    size = request.headers.get('content-length')
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-      return _error(413, f'body: {size} bytes exceed the limit of {MAX_BODY_BYTES}',
-                    'invalid_request_error')
-    return await call_next(request)
 
   def pick(name: str | None) -> served_lib.ServedModel:
     if not name:
@@ -170,7 +164,35 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
       return _sse(run, view, _include_usage(req))
     return await view.collect()
 
+  app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
   return app
+
+
+class BodyLimit:
+  """ASGI middleware: a body over `limit` bytes is a 413, whether it declares its
+  length or arrives chunked (counted as it is read)."""
+
+  def __init__(self, app, limit: int):
+    self.app, self.limit = app, limit
+
+  async def __call__(self, scope, receive, send):
+    if scope['type'] != 'http':
+      return await self.app(scope, receive, send)
+    size = dict(scope['headers']).get(b'content-length', b'')
+    if size.isdigit() and int(size) > self.limit:
+      return await _error(413, f'body: {int(size)} bytes exceed the limit of '
+                          f'{self.limit}', 'invalid_request_error')(scope, receive, send)
+    seen = 0
+
+    async def counted():
+      nonlocal seen
+      message = await receive()
+      seen += len(message.get('body', b''))
+      if seen > self.limit:
+        raise RequestError(f'body: more than {self.limit} bytes (the limit)', 413)
+      return message
+
+    return await self.app(scope, counted, send)
 
 
 def _include_usage(req) -> bool:
