@@ -8,7 +8,6 @@ import http.client
 import json
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,26 +20,42 @@ from lattice import serve
 from lattice.agents import generator
 from lattice.decode import schema as schema_lib
 from lattice.nn import transformer
+from lattice.train import loop
 from lattice.serve import chat
 from lattice.serve import engine as engine_lib
 
 from conftest import tiny_config
 
 CFG = config_lib.build(tiny_config(model={'vocab_size': 272, 'max_len': 256})).model
+MODEL = 'baseline/seed_0'
 TOOL = {'type': 'function', 'function': {
     'name': 'add', 'parameters': {'type': 'object', 'properties': {
         'a': {'type': 'integer'}}, 'required': ['a']}}}
 
 
 @pytest.fixture(scope='module')
-def variables():
-  return nn.unbox(transformer.Transformer(CFG).init(jax.random.key(0),
-                                                    jnp.zeros((1, 4), jnp.int32)))
+def run_dir(tmp_path_factory):
+  """An experiment workdir holding one tiny trained run, baseline/seed_0."""
+  cfg = config_lib.build(tiny_config(
+      model={'vocab_size': 272, 'max_len': 256},
+      train={'steps': 1, 'log_every': 1, 'eval_every': 0, 'progress': False,
+             'flops_peak': 1e9},
+      optimizer={'warmup_steps': 1}, checkpoint={'every': 1, 'keep': 1}))
+  workdir = tmp_path_factory.mktemp('exp')
+  out = loop.train_and_evaluate(cfg, workdir / 'baseline' / 'seed_0',
+                                devices=jax.devices()[:1])
+  return workdir, jax.device_get(out['state'].variables)
 
 
 @pytest.fixture(scope='module')
-def srv(variables):
-  with serve.Server([serve.local_model('tiny', variables, CFG, slots=4)]) as s:
+def variables(run_dir):
+  return {k: v for k, v in run_dir[1].items() if k == 'params'}
+
+
+@pytest.fixture(scope='module')
+def srv(run_dir):
+  models = serve.load_models(str(run_dir[0]), slots=4)  # what `lattice serve` runs
+  with serve.Server(models) as s:
     yield s
 
 
@@ -64,13 +79,13 @@ def _log_softmax(variables, ids):
 
 def test_models_and_unknown_model_is_404(srv, client):
   assert srv.host == '127.0.0.1'
-  assert [m.id for m in client.models.list()] == ['tiny']
+  assert [m.id for m in client.models.list()] == [MODEL]  # <arm>/seed_<k>
   with pytest.raises(openai.NotFoundError, match='not served'):
     client.completions.create(model='nope', prompt='a', max_tokens=2)
 
 
 def test_streaming_equals_non_streaming(client):
-  kw = dict(model='tiny', prompt=['ab', 'xyz'], max_tokens=6, temperature=0, n=2)
+  kw = dict(model=MODEL, prompt=['ab', 'xyz'], max_tokens=6, temperature=0, n=2)
   whole = client.completions.create(**kw)
   chunks = list(client.completions.create(
       **kw, stream=True, stream_options={'include_usage': True}))
@@ -83,9 +98,9 @@ def test_streaming_equals_non_streaming(client):
   assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens == 3 + 4
   assert whole.usage.completion_tokens <= 4 * 6
   msgs = [{'role': 'user', 'content': [{'type': 'text', 'text': 'hi'}]}]
-  chat_whole = client.chat.completions.create(model='tiny', messages=msgs, max_tokens=5,
+  chat_whole = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=5,
                                               temperature=0)
-  chat_stream = client.chat.completions.create(model='tiny', messages=msgs,
+  chat_stream = client.chat.completions.create(model=MODEL, messages=msgs,
                                                max_tokens=5, temperature=0, stream=True)
   text = ''.join(ch.choices[0].delta.content or '' for ch in chat_stream)
   assert text == chat_whole.choices[0].message.content
@@ -94,13 +109,13 @@ def test_streaming_equals_non_streaming(client):
 
 
 def test_seed_reproduces_sampling(client):
-  kw = dict(model='tiny', prompt='q', max_tokens=8, temperature=1.0, seed=7)
+  kw = dict(model=MODEL, prompt='q', max_tokens=8, temperature=1.0, seed=7)
   assert client.completions.create(**kw).choices[0].text == (
       client.completions.create(**kw).choices[0].text)
 
 
 def test_logprobs_equal_log_softmax(client, variables):
-  out = client.completions.create(model='tiny', prompt='hey', max_tokens=3,
+  out = client.completions.create(model=MODEL, prompt='hey', max_tokens=3,
                                   temperature=0, echo=True, logprobs=2)
   lp = out.choices[0].logprobs
   assert out.choices[0].text.startswith('hey')
@@ -113,7 +128,7 @@ def test_logprobs_equal_log_softmax(client, variables):
   assert all(len(t) == 2 and max(t.values()) >= g - 1e-6
              for t, g in zip(lp.top_logprobs, got))
   chat_out = client.chat.completions.create(
-      model='tiny', messages=[{'role': 'user', 'content': 'hey'}], max_tokens=3,
+      model=MODEL, messages=[{'role': 'user', 'content': 'hey'}], max_tokens=3,
       temperature=0, logprobs=True, top_logprobs=3)
   content = chat_out.choices[0].logprobs.content
   assert len(content[0].top_logprobs) == 3
@@ -123,7 +138,7 @@ def test_logprobs_equal_log_softmax(client, variables):
 
 def test_tool_call_round_trip(client):
   first = client.chat.completions.create(
-      model='tiny', messages=[{'role': 'user', 'content': '1+2?'}], tools=[TOOL],
+      model=MODEL, messages=[{'role': 'user', 'content': '1+2?'}], tools=[TOOL],
       tool_choice={'type': 'function', 'function': {'name': 'add'}}, max_tokens=12,
       temperature=1.0, seed=0)
   msg = first.choices[0].message
@@ -134,7 +149,7 @@ def test_tool_call_round_trip(client):
                              TOOL['function']['parameters'])
   history = [{'role': 'user', 'content': '1+2?'}, msg.model_dump(exclude_none=True),
              {'role': 'tool', 'tool_call_id': call.id, 'content': '3'}]
-  second = client.chat.completions.create(model='tiny', messages=history, tools=[TOOL],
+  second = client.chat.completions.create(model=MODEL, messages=history, tools=[TOOL],
                                           tool_choice='none', max_tokens=4,
                                           temperature=0)
   assert second.choices[0].message.role == 'assistant'
@@ -144,15 +159,15 @@ def test_tool_call_round_trip(client):
 
 def test_constraint_longer_than_max_tokens_is_400(client):
   with pytest.raises(openai.BadRequestError, match='max_tokens.*guided_regex'):
-    client.completions.create(model='tiny', prompt='a', max_tokens=3,
+    client.completions.create(model=MODEL, prompt='a', max_tokens=3,
                               extra_body={'guided_regex': '[0-9]{5}'})
   schema = {'type': 'object', 'properties': {'a': {'type': 'integer'}}, 'required': ['a']}
   with pytest.raises(openai.BadRequestError, match='max_tokens'):
     client.chat.completions.create(
-        model='tiny', messages=[{'role': 'user', 'content': 'x'}], max_tokens=3,
+        model=MODEL, messages=[{'role': 'user', 'content': 'x'}], max_tokens=3,
         response_format={'type': 'json_schema', 'json_schema': {'name': 'r',
                                                                 'schema': schema}})
-  out = client.completions.create(model='tiny', prompt='a', max_tokens=7, temperature=1,
+  out = client.completions.create(model=MODEL, prompt='a', max_tokens=7, temperature=1,
                                   extra_body={'guided_json': schema})
   assert schema_lib.parses_and_validates(out.choices[0].text, schema)
   assert out.choices[0].finish_reason == 'stop'  # complete JSON, whatever its length
@@ -203,12 +218,12 @@ def test_bad_requests_get_json_errors(srv, client, path, body, status, needle):
   conn.close()
   assert resp.status == status, out
   assert needle in out['error']['message'], out
-  assert client.completions.create(model='tiny', prompt='ok', max_tokens=1).choices
+  assert client.completions.create(model=MODEL, prompt='ok', max_tokens=1).choices
 
 
 def test_openai_client_generator_over_the_server(srv):
-  completions = generator.OpenAIClient(srv.url + '/v1', 'tiny')
-  chat_client = generator.OpenAIClient(srv.url, 'tiny', api='chat')
+  completions = generator.OpenAIClient(srv.url + '/v1', MODEL)
+  chat_client = generator.OpenAIClient(srv.url, MODEL, api='chat')
   a = completions.generate(['12+34=', '1+2='], 4, 0.0)
   assert len(a) == 2 and a == completions.generate(['12+34=', '1+2='], 4, 0.0)
   assert all(t.isdigit() and len(t) == 3 for t in
@@ -274,12 +289,12 @@ def test_chunked_bodies(srv):
 
 
 def test_stop_strings_and_token_prompts(client):
-  free = client.completions.create(model='tiny', prompt='hello', max_tokens=8,
+  free = client.completions.create(model=MODEL, prompt='hello', max_tokens=8,
                                    temperature=0).choices[0].text
   stop = free[3:5]
   if not stop or '\ufffd' in stop:
     pytest.skip(f'greedy output {free!r} has no usable stop string')
-  kw = dict(model='tiny', prompt='hello', max_tokens=8, temperature=0,
+  kw = dict(model=MODEL, prompt='hello', max_tokens=8, temperature=0,
             stop=[stop, 'never ' + stop])
   cut = client.completions.create(**kw).choices[0]
   assert cut.text == free[:free.index(stop)] and cut.finish_reason == 'stop'
@@ -287,7 +302,7 @@ def test_stop_strings_and_token_prompts(client):
                      client.completions.create(**kw, stream=True))
   assert streamed == cut.text
   # Token ids (what lm-eval sends) are the same prompt as its text.
-  ids = client.completions.create(model='tiny', prompt=list(b'hello'), max_tokens=8,
+  ids = client.completions.create(model=MODEL, prompt=list(b'hello'), max_tokens=8,
                                   temperature=0)
   assert ids.choices[0].text == free and ids.usage.prompt_tokens == 6
 

@@ -64,9 +64,7 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
 
   @app.exception_handler(RequestValidationError)
   async def _invalid(_, e: RequestValidationError):
-    first = e.errors()[0]
-    where = protocol.field_path(tuple(first.get('loc', ())))
-    return _error(400, f'{where}: {first.get("msg", "invalid")}', 'invalid_request_error')
+    return _error(400, protocol.describe(list(e.errors())), 'invalid_request_error')
 
   @app.exception_handler(HTTPException)
   async def _http(request: Request, e: HTTPException):

@@ -115,15 +115,25 @@ class ChatRequest(_Common):
   tool_choice: Literal['none', 'auto', 'required'] | NamedToolChoice | None = None
 
 
+_TYPE_TAGS = frozenset({'str', 'int', 'float', 'bool', 'none', 'dict', 'list'})
+
+
 def field_path(loc: tuple) -> str:
-  """pydantic's error location -> `messages[0].content` (body/union parts dropped)."""
+  """pydantic's error location -> `messages[0].content` (`body` and union-branch
+  tags such as `str` or `list[TextPart]` dropped)."""
   out = ''
   for part in loc:
-    if part == 'body':
-      continue
     if isinstance(part, int):
       out += f'[{part}]'
-    elif isinstance(part, str) and (part[:1].islower() or part[:1] == '_') and (
-        '[' not in part and '(' not in part):
+    elif part != 'body' and part not in _TYPE_TAGS and not any(
+        c in part for c in '[(-') and not part[:1].isupper():
       out += ('.' if out else '') + part
   return out or 'body'
+
+
+def describe(errors: list[dict]) -> str:
+  """One line for a failed validation: the most specific error, field first."""
+  if any(e.get('type') == 'json_invalid' for e in errors):
+    return 'body: not valid JSON'
+  best = max(errors, key=lambda e: len(e.get('loc', ())))
+  return f'{field_path(tuple(best.get("loc", ())))}: {best.get("msg", "invalid")}'

@@ -134,6 +134,23 @@ def _load(run: Path, cfg, step: int | None):
   return gen.variables, gen.model_cfg
 
 
+def load_models(workdir: str, model: str | None = None, cfg=None, *,
+                step: int | None = None, name: str | None = None, slots: int = 8,
+                template: str = 'raw', warmup: bool = False) -> list[served_lib.ServedModel]:
+  """The ServedModels of `workdir`'s runs (or of run `model` only); `name` renames a
+  single run. Raises ConfigError naming what is missing."""
+  runs = _pick_runs(workdir, model)
+  if name and len(runs) > 1:
+    raise config_lib.ConfigError('--model-name: names a single run; pick one with '
+                                 f'--model (runs found: {", ".join(runs)})')
+  models = []
+  for run_id, run in runs.items():
+    variables, model_cfg = _load(run, cfg, step)
+    models.append(local_model(name or run_id, variables, model_cfg, slots=slots,
+                              template=template, warmup=warmup))
+  return models
+
+
 def main(argv: list[str]) -> None:
   """`lattice serve --workdir DIR [--model ID] [--config FILE.py:MODE] ...`; user
   errors raise ConfigError (the CLI prints one line and exits 2)."""
@@ -163,16 +180,9 @@ def main(argv: list[str]) -> None:
     from lattice import experiment
     filename, *mode = args.config.split(':', 1)
     cfg = config_lib.build(experiment.load_experiment_module(filename).get_config(*mode))
-  runs = _pick_runs(args.workdir, args.model)
-  if args.model_name and len(runs) > 1:
-    raise config_lib.ConfigError('--model-name: names a single run; pick one with '
-                                 f'--model (runs found: {", ".join(runs)})')
-  models = []
-  for name, run in runs.items():
-    variables, model_cfg = _load(run, cfg, args.step)
-    models.append(local_model(args.model_name or name, variables, model_cfg,
-                              slots=args.slots, template=args.chat_template,
-                              warmup=args.warmup))
+  models = load_models(args.workdir, args.model, cfg, step=args.step,
+                       name=args.model_name, slots=args.slots,
+                       template=args.chat_template, warmup=args.warmup)
   try:
     server = Server(models, host=args.host, port=args.port)
   except OSError as e:
