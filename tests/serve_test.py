@@ -54,7 +54,7 @@ def variables(run_dir):
 
 @pytest.fixture(scope='module')
 def srv(run_dir):
-  models = serve.load_models(str(run_dir[0]), slots=4)  # what `lattice serve` runs
+  models = serve.load_models(str(run_dir[0]), slots=2)  # what `lattice serve` runs
   with serve.Server(models) as s:
     yield s
 
@@ -236,7 +236,7 @@ def test_openai_client_generator_over_the_server(srv):
 
 def test_engine_greedy_matches_full_forward(srv, variables):
   """Continuous batching does not change a sequence: greedy tokens equal the
-  argmax of the full forward, whatever shares the step (5 sequences, 4 slots)."""
+  argmax of the full forward, whatever shares the step (5 sequences, 2 slots)."""
   eng = srv.models[0].engine
   done = []
   seqs = [engine_lib.Sequence(np.array([257, *p], np.int32), 5, temperature=0.0,

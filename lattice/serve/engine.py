@@ -12,9 +12,12 @@ feeds every slot's last token through the model once, samples one token per slot
 token, its log-probability under the model's log-softmax and the `K` most likely
 tokens. Sequences join and leave between steps (Orca-style iteration-level
 scheduling, Yu et al. OSDI 2022), so a long request never holds a short one back.
+Active sequences occupy slots 0..k-1 (a finished one's slot is filled by moving
+the last one down), and a step runs only the first R rows, R the smallest power of
+two >= k (or N): a lone request does not pay for N rows.
 
-The compiled shapes are one prefill per prompt bucket, one slot copy and one step,
-all compiled at start by `warmup()`. Grammar constraints
+The compiled shapes are one prefill per prompt bucket, one slot copy, one slot
+move and one step per row bucket, all compiled at start by `warmup()`. Grammar constraints
 (`lattice.decode.constraints.TokenIndex`) are applied on the host: each step gets an
 N x V mask, a token allowed when its remaining need fits in the sequence's token
 budget (the rule `lattice.decode.sampling.generate` applies in-graph), so requests
@@ -150,10 +153,13 @@ class Engine:
     self._cache = transformer.init_cache(self.model, slots)
     self._prefill = jax.jit(self._prefill_fn)
     self._insert = jax.jit(functools.partial(self._insert_fn, axes), donate_argnums=0)
-    self._step = jax.jit(self._step_fn, donate_argnums=1)
-    self._all_allowed = np.ones((slots, self.vocab), bool)
+    self._move = jax.jit(functools.partial(self._move_fn, axes), donate_argnums=0)
+    self._step = jax.jit(functools.partial(self._step_fn, axes), donate_argnums=1,
+                         static_argnames='rows')
     self._queue: queue.Queue[Sequence | None] = queue.Queue()
-    self._active: list[Sequence | None] = [None] * slots
+    # Active sequences fill slots 0..k-1 (compacted when one finishes), so a step
+    # runs only the first rows_for(k) rows.
+    self._active: list[Sequence] = []
     self._last = np.full((slots,), pad_id, np.int32)
     self._thread = threading.Thread(target=self._loop, daemon=True, name='lattice-engine')
     self._lock = threading.Lock()
@@ -182,12 +188,23 @@ class Engine:
         lambda big, small, ax: jax.lax.dynamic_update_slice_in_dim(big, small, slot, ax),
         cache, row, axes)
 
-  def _step_fn(self, variables, cache, token_N, allowed_NxV, temp_N, top_p_N, seed_N,
-               choice_N, step_N):
-    logits_Nx1xV, mut = self.model.apply({**variables, 'cache': cache}, token_N[:, None],
+  @staticmethod
+  def _move_fn(axes, cache, src, dst):
+    """The cache with slot `src` copied into slot `dst`."""
+    return jax.tree.map(lambda c, ax: jax.lax.dynamic_update_slice_in_dim(
+        c, jax.lax.dynamic_slice_in_dim(c, src, 1, ax), dst, ax), cache, axes)
+
+  def _step_fn(self, axes, variables, cache, token_R, allowed_RxV, temp_R, top_p_R,
+               seed_R, choice_R, step_R, *, rows):
+    """One token for the first `rows` slots (R = rows); the other slots untouched."""
+    head = jax.tree.map(lambda c, ax: jax.lax.slice_in_dim(c, 0, rows, axis=ax),
+                        cache, axes)
+    logits_Rx1xV, mut = self.model.apply({**variables, 'cache': head}, token_R[:, None],
                                          mutable=['cache'])
-    return (mut['cache'],) + _pick(logits_Nx1xV[:, -1], allowed_NxV, temp_N, top_p_N,
-                                   seed_N, choice_N, step_N)
+    cache = jax.tree.map(lambda c, h, ax: jax.lax.dynamic_update_slice_in_dim(c, h, 0, ax),
+                         cache, mut['cache'], axes)
+    return (cache,) + _pick(logits_Rx1xV[:, -1], allowed_RxV, temp_R, top_p_R, seed_R,
+                            choice_R, step_R)
 
   # --- public API -----------------------------------------------------------------
 
@@ -200,15 +217,25 @@ class Engine:
         return out
       b *= 2
 
+  def row_buckets(self) -> list[int]:
+    """The batch sizes a step compiles for: powers of two below `slots`, and it."""
+    return sorted({min(1 << i, self.slots) for i in range(self.slots.bit_length() + 1)})
+
+  def rows_for(self, k: int) -> int:
+    return next(r for r in self.row_buckets() if r >= k)
+
   def warmup(self) -> None:
-    """Compiles every shape the engine will use (each bucket's prefill, the slot
-    copy, the step) so no request waits for XLA."""
+    """Compiles every shape the engine will use (each prompt bucket's prefill, the
+    slot copy and move, each row bucket's step) so no request waits for XLA."""
+    if self._started:
+      raise RuntimeError('Engine.warmup: call it before the engine starts serving')
     for P in self.buckets():
       row = self._prefill(self.variables, jnp.zeros((1, P), jnp.int32), 1)[0]
     self._cache = self._insert(self._cache, row, 0)
-    self._run_step(self._all_allowed, np.zeros(self.slots, np.float32),
-                   np.ones(self.slots, np.float32), np.zeros(self.slots, np.int32),
-                   np.zeros(self.slots, np.int32), np.zeros(self.slots, np.int32))
+    self._cache = self._move(self._cache, 0, 0)
+    for R in self.row_buckets():
+      self._run_step(R, np.ones((R, self.vocab), bool), np.zeros(R, np.float32),
+                     np.ones(R, np.float32), *(np.zeros(R, np.int32) for _ in range(3)))
 
   def start(self) -> Engine:
     with self._lock:
@@ -237,9 +264,9 @@ class Engine:
 
   # --- the decode loop ------------------------------------------------------------
 
-  def _run_step(self, allowed, temp, top_p, seed, choice, step):
-    out = self._step(self.variables, self._cache, jnp.asarray(self._last), allowed,
-                     temp, top_p, seed, choice, step)
+  def _run_step(self, rows, allowed, temp, top_p, seed, choice, step):
+    out = self._step(self.variables, self._cache, self._last[:rows], allowed,
+                     temp, top_p, seed, choice, step, rows=rows)
     self._cache = out[0]
     self.steps += 1
     return jax.device_get(out[1:])
@@ -264,7 +291,7 @@ class Engine:
     row = self._prefill_padded(ids, len(ids) - 1)[0]
     self._cache = self._insert(self._cache, row, slot)
     self._last[slot] = ids[-1]
-    self._active[slot] = seq
+    self._active.append(seq)
 
   def _mask(self, seq: Sequence) -> np.ndarray | None:
     """bool[V] allowed next tokens (None: all): the hook's, and the constraint's
@@ -278,9 +305,8 @@ class Engine:
 
   def _loop(self) -> None:
     while True:
-      free = [i for i, s in enumerate(self._active) if s is None]
-      block = len(free) == self.slots
-      while free:
+      block = not self._active
+      while len(self._active) < self.slots:
         try:
           seq = self._queue.get(block=block)
         except queue.Empty:
@@ -288,51 +314,42 @@ class Engine:
         if seq is None:
           return
         block = False
-        slot = free.pop(0) if seq.max_tokens > 0 else None
+        slot = len(self._active) if seq.max_tokens > 0 else None
         try:
           self._admit(seq, slot)
           if slot is None:
             seq.finished = True
             seq.on_done(seq, None)
         except Exception as e:  # pylint: disable=broad-except
-          if slot is not None:
-            self._active[slot] = None
-            free.insert(0, slot)
           seq.finished = True
           seq.on_done(seq, e)
-      if all(s is None for s in self._active):
+      if not self._active:
         continue
       try:
         self._decode_once()
       except Exception as e:  # pylint: disable=broad-except
         # A failed step fails the sequences in it, not the server.
-        for i, seq in enumerate(self._active):
-          if seq is not None:
-            self._active[i] = None
-            seq.finished = True
-            seq.on_done(seq, e)
+        failed, self._active = self._active, []
+        for seq in failed:
+          seq.finished = True
+          seq.on_done(seq, e)
 
   def _decode_once(self) -> None:
-    N = self.slots
-    temp, top_p = np.zeros(N, np.float32), np.ones(N, np.float32)
-    seed, choice, step = (np.zeros(N, np.int32) for _ in range(3))
-    allowed = self._all_allowed
+    k = len(self._active)
+    R = self.rows_for(k)
+    temp, top_p = np.zeros(R, np.float32), np.ones(R, np.float32)
+    seed, choice, step = (np.zeros(R, np.int32) for _ in range(3))
+    allowed = np.ones((R, self.vocab), bool)
     for i, seq in enumerate(self._active):
-      if seq is None:
-        continue
       temp[i], top_p[i] = seq.temperature, seq.top_p
       seed[i], choice[i], step[i] = seq.seed, seq.choice, len(seq.tokens)
       mask = self._mask(seq)
       if mask is not None:
-        if allowed is self._all_allowed:
-          allowed = self._all_allowed.copy()
         allowed[i] = mask
-    token_N, lp_N, top_lp_NxK, top_id_NxK = self._run_step(allowed, temp, top_p, seed,
-                                                           choice, step)
+    token_R, lp_R, top_lp_RxK, top_id_RxK = self._run_step(R, allowed, temp, top_p,
+                                                           seed, choice, step)
     for i, seq in enumerate(self._active):
-      if seq is None:
-        continue
-      tok = Token(int(token_N[i]), float(lp_N[i]), top_id_NxK[i], top_lp_NxK[i])
+      tok = Token(int(token_R[i]), float(lp_R[i]), top_id_RxK[i], top_lp_RxK[i])
       seq.tokens.append(tok.id)
       if seq.constraint is not None and tok.id != self.eos_id:
         seq.cstate = int(seq.constraint.next_SxV[seq.cstate, tok.id])
@@ -340,6 +357,19 @@ class Engine:
       seq.on_token(seq, tok)
       if tok.id == self.eos_id or len(seq.tokens) >= seq.max_tokens:
         seq.finished = True
+    self._compact()
+
+  def _compact(self) -> None:
+    """Drops finished sequences and moves the rest down to slots 0..k'-1 (a source
+    slot is never below its destination, so moving in order is safe)."""
+    kept = []
+    for i, seq in enumerate(self._active):
       if seq.finished:
-        self._active[i] = None
         seq.on_done(seq, None)
+        continue
+      j = len(kept)
+      if i != j:
+        self._cache = self._move(self._cache, i, j)
+        self._last[j] = self._last[i]
+      kept.append(seq)
+    self._active = kept
