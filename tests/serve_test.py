@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import openai
+import pydantic
 import pytest
 
 from lattice import cli
@@ -171,6 +172,15 @@ def test_constraint_longer_than_max_tokens_is_400(client):
                                   extra_body={'guided_json': schema})
   assert schema_lib.parses_and_validates(out.choices[0].text, schema)
   assert out.choices[0].finish_reason == 'stop'  # complete JSON, whatever its length
+  # The SDK's parse() sends a strict json_schema and rejects finish_reason=length.
+
+  class Answer(pydantic.BaseModel):
+    a: int
+
+  parsed = client.chat.completions.parse(
+      model=MODEL, messages=[{'role': 'user', 'content': 'x'}], response_format=Answer,
+      max_tokens=7, temperature=1.0, seed=1)
+  assert isinstance(parsed.choices[0].message.parsed.a, int)
 
 
 @pytest.mark.parametrize('method,path,body', [
