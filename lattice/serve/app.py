@@ -127,33 +127,14 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
     prompt = served.template(messages, tools)
     prompts = [served.tok.encode(prompt, bos=True)]
     room = served.engine.room(len(prompts[0]))
+    if room < 1:
+      raise RequestError(f'messages: the prompt ({len(prompts[0])} tokens) leaves no '
+                         f'room in the model\'s context of {served.engine.max_len}')
+    if req.max_tokens == 0:
+      raise RequestError('max_tokens: expected a positive integer')
     max_tokens = req.max_completion_tokens or req.max_tokens or room
     _check_room(served, prompts, max_tokens)
-    named, hold, hook = None, None, None
-    if choice != 'none' and not tools:
-      raise RequestError('tool_choice: needs tools')
-    if choice == 'none' or not tools:
-      index = await _constraint(served, req, max_tokens)
-    else:
-      if req.response_format is not None and req.response_format.type != 'text':
-        raise RequestError('response_format: cannot be combined with tools unless '
-                           'tool_choice is "none"')
-      if isinstance(choice, protocol.NamedToolChoice):
-        named = choice.function.name
-        tool = next((t for t in tools if t['function']['name'] == named), None)
-        if tool is None:
-          raise RequestError(f'tool_choice.function.name: no tool named {named!r}')
-        index = await _compile(served, 'json_schema', chat.parameters(tool),
-                               'tools.function.parameters', max_tokens)
-        hold = ''
-      else:
-        call = await _compile(served, 'json_schema', chat.call_schema(tools), 'tools',
-                              max_tokens if choice == 'required' else None)
-        if choice == 'required':
-          index, hold = call, ''
-        else:
-          index, hold = None, chat.MARKER
-          hook = chat.MarkerHook(call, served.engine.vocab)
+    index, named, hold, hook = await _tool_plan(served, req, tools, choice, max_tokens)
     settings = _settings(req, max_tokens, index, hold=hold, mask_hook=hook)
     run = run_lib.Run(served, prompts, req.n, settings)
     view = fmt.ChatView(served.name, run, req, tool_mode=choice != 'none' and bool(tools),
@@ -191,6 +172,31 @@ class BodyLimit:
       return message
 
     return await self.app(scope, counted, send)
+
+
+async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int):
+  """(constraint, named tool, held text prefix, mask hook) for a chat request's
+  tool_choice (see lattice.serve.chat)."""
+  if choice != 'none' and not tools:
+    raise RequestError('tool_choice: needs tools')
+  if choice == 'none':
+    return await _constraint(served, req, max_tokens), None, None, None
+  if req.response_format is not None and req.response_format.type != 'text':
+    raise RequestError('response_format: cannot be combined with tools unless '
+                       'tool_choice is "none"')
+  if isinstance(choice, protocol.NamedToolChoice):
+    named = choice.function.name
+    tool = next((t for t in tools if t['function']['name'] == named), None)
+    if tool is None:
+      raise RequestError(f'tool_choice.function.name: no tool named {named!r}')
+    index = await _compile(served, 'json_schema', chat.parameters(tool),
+                           'tools.function.parameters', max_tokens)
+    return index, named, '', None
+  call = await _compile(served, 'json_schema', chat.call_schema(tools), 'tools',
+                        max_tokens if choice == 'required' else None)
+  if choice == 'required':
+    return call, None, '', None
+  return None, None, chat.MARKER, chat.MarkerHook(call, served.engine.vocab)
 
 
 def _include_usage(req) -> bool:
