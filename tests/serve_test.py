@@ -9,7 +9,6 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import openai
 import pydantic

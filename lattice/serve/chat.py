@@ -69,10 +69,12 @@ def _tools_line(tools: Sequence[dict] | None) -> list[str]:
 
 
 def raw_template(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> str:
+  """The message texts (tools line first) joined by newlines."""
   return '\n'.join(_tools_line(tools) + [_message_text(m) for m in messages])
 
 
 def tagged_template(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> str:
+  """`role: text` lines, then `assistant: ` for the model to continue."""
   lines = _tools_line(tools) + [f'{m["role"]}: {_message_text(m)}' for m in messages]
   return ''.join(l + '\n' for l in lines) + 'assistant: '
 
@@ -81,6 +83,7 @@ TEMPLATES = {'raw': raw_template, 'tagged': tagged_template}
 
 
 def parameters(tool: dict) -> dict:
+  """A tool's arguments schema (an empty object when it declares none)."""
   return tool['function'].get('parameters') or ANY_OBJECT
 
 
@@ -93,6 +96,7 @@ def call_schema(tools: Sequence[dict]) -> dict:
 
 
 def new_call(name: str, arguments: str) -> dict:
+  """An OpenAI `tool_calls` entry with a fresh id."""
   return {'id': f'call_{uuid.uuid4().hex[:24]}', 'type': 'function',
           'function': {'name': name, 'arguments': arguments}}
 

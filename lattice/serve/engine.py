@@ -222,6 +222,7 @@ class Engine:
     return sorted({min(1 << i, self.slots) for i in range(self.slots.bit_length() + 1)})
 
   def rows_for(self, k: int) -> int:
+    """The row bucket a step over k active sequences runs."""
     return next(r for r in self.row_buckets() if r >= k)
 
   def warmup(self) -> None:
@@ -238,6 +239,7 @@ class Engine:
                      np.ones(R, np.float32), *(np.zeros(R, np.int32) for _ in range(3)))
 
   def start(self) -> Engine:
+    """Starts the decode thread (idempotent); `submit` calls it too."""
     with self._lock:
       if not self._started:
         self._thread.start()
@@ -245,6 +247,7 @@ class Engine:
     return self
 
   def stop(self) -> None:
+    """Ends the decode thread after the sequences in flight get no more steps."""
     self._queue.put(None)
 
   def room(self, n_prompt: int) -> int:

@@ -73,5 +73,6 @@ class ServedModel:
     return index
 
   def card(self) -> dict:
+    """The model's `/v1/models` entry."""
     return {'id': self.name, 'object': 'model', 'created': 0, 'owned_by': 'lattice',
             'max_model_len': self.engine.max_len}
