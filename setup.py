@@ -24,7 +24,7 @@ setup(
                                     'benchmarks.*']),
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=8.0', 'chex>=0.1.90'],
+        'test': ['pytest>=8.0', 'chex>=0.1.90', 'openai>=1.40', 'httpx>=0.27'],
         'tensorboard': ['tensorboardX>=2.6'],
         'hf': ['datasets>=2.19'],
     },

@@ -5,7 +5,7 @@
       --grid 'model.linear.kind=float,bitnet' --grid 'model.ffn.kind=dense,moe' --seeds 3
   lattice report runs/ [--out REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
-  lattice serve --workdir=runs/x [--config=FILE.py:MODE] [--port 8000]
+  lattice serve --workdir=runs/x [--model=ARM/seed_K] [--slots 8] [--warmup] [--port 8000]
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def main(argv=None) -> None:
       sys.exit(2)
   elif command == 'serve':
     from lattice import config as config_lib
-    from lattice.agents import server
+    from lattice import serve
     try:
-      server.main(rest)
+      serve.main(rest)
     except config_lib.ConfigError as e:
       print(f'lattice: error: {e}', file=sys.stderr)
       sys.exit(2)

@@ -1,19 +1,16 @@
 """Generators, the OpenAI-compatible server and client, and the MoA family.
 
-The server tests start a real ThreadingHTTPServer on 127.0.0.1 (a free port) and
-drive it with `OpenAIClient` and raw HTTP; the MoA tests use deterministic fake
-generators whose outcomes are computed by hand.
+The MoA tests use deterministic fake generators whose outcomes are computed by
+hand; the server and `OpenAIClient` are tested in tests/serve_test.py.
 """
 
-import http.client
-import json
 
 import jax
 import numpy as np
 import pytest
 
 from lattice import config as config_lib
-from lattice.agents import arith_task, generator, moa, server
+from lattice.agents import arith_task, generator, moa
 from lattice.train import loop
 
 # --- fakes ---------------------------------------------------------------------------
@@ -35,16 +32,6 @@ class Table:
       out.append(options.pop(0) if options and len(options) > 1
                  else (options[0] if options else self.default))
     return out
-
-
-class Echo:
-  """Returns the prompt reversed, cut to max_tokens (for the server tests)."""
-
-  def generate(self, prompts, max_tokens, temperature, constraint=None):
-    return [p[::-1][:max_tokens] for p in prompts]
-
-  def max_tokens_for(self, prompt):
-    return 64 - len(prompt)
 
 
 def fmt(question, answers):
@@ -148,77 +135,6 @@ def test_attention_moa_critique_refine_and_stop():
   assert tr.answers == ['AGG'] and tr.layers_used == [1]
 
 
-# --- server and client -------------------------------------------------------------------
-
-
-@pytest.fixture(scope='module')
-def echo_server():
-  with server.Server(Echo(), model_name='echo') as s:
-    yield s
-
-
-def _raw(srv, method, path, body=None, headers=None):
-  conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
-  conn.request(method, path, body=body, headers=headers or {})
-  resp = conn.getresponse()
-  data = resp.read()
-  conn.close()
-  return resp.status, json.loads(data)
-
-
-def test_client_round_trip(echo_server):
-  assert echo_server.host == '127.0.0.1'
-  client = generator.OpenAIClient(echo_server.url + '/v1', 'echo')
-  assert client.models() == ['echo']
-  assert client.generate(['abc', 'hello'], 3, 0.0) == ['cba', 'oll']
-  chat = generator.OpenAIClient(echo_server.url, 'echo', api='chat')
-  assert chat.generate(['xyz'], 8, 0.5) == ['zyx']
-  status, out = _raw(echo_server, 'POST', '/v1/completions', json.dumps(
-      {'prompt': 'abcdef', 'max_tokens': 10, 'n': 2, 'stop': 'c'}))
-  assert status == 200 and [c['text'] for c in out['choices']] == ['fed', 'fed']
-  assert out['choices'][0]['finish_reason'] == 'stop'
-  assert out['usage']['prompt_tokens'] == 12
-  # A client runs MoA over the served model like over a local one.
-  tr = moa.majority_vote(['ab', 'cd'], [client, client], max_tokens=4)
-  assert tr.answers == ['ba', 'dc']
-
-
-@pytest.mark.parametrize('method,path,body,status,needle', [
-    ('POST', '/v1/completions', b'{not json', 400, 'JSON'),
-    ('POST', '/v1/completions', b'[1, 2]', 400, 'object'),
-    ('POST', '/v1/completions', b'{"max_tokens": 3}', 400, 'prompt'),
-    ('POST', '/v1/completions', b'{"prompt": 5}', 400, 'prompt'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "max_tokens": "3"}', 400,
-     'max_tokens'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "max_tokens": true}', 400,
-     'max_tokens'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "max_tokens": 0}', 400, 'max_tokens'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "max_tokens": 100}', 400, 'room'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "temperature": "hot"}', 400,
-     'temperature'),
-    ('POST', '/v1/completions', b'{"prompt": "a", "n": 99}', 400, 'n:'),
-    ('POST', '/v1/chat/completions', b'{"messages": "hi"}', 400, 'messages'),
-    ('POST', '/v1/chat/completions', b'{"messages": [{"role": "user"}]}', 400,
-     'messages[0]'),
-    ('POST', '/v1/nothing', b'{}', 404, 'no route'),
-    ('GET', '/v1/completions', None, 405, 'not allowed'),
-])
-def test_bad_requests_get_json_errors_and_server_stays_up(echo_server, method, path,
-                                                          body, status, needle):
-  got, out = _raw(echo_server, method, path, body)
-  assert got == status
-  assert set(out['error']) >= {'message', 'type'} and needle in out['error']['message']
-  client = generator.OpenAIClient(echo_server.url, 'echo')
-  assert client.generate(['ok'], 2, 0.0) == ['ko']  # still serving
-
-
-def test_client_raises_api_error(echo_server):
-  client = generator.OpenAIClient(echo_server.url, 'echo')
-  with pytest.raises(generator.APIError, match='max_tokens') as e:
-    client.generate(['a'], 0, 0.0)
-  assert e.value.status == 400
-
-
 # --- LatticeGenerator --------------------------------------------------------------------
 
 
@@ -255,37 +171,6 @@ def test_lattice_generator_greedy_is_deterministic(lattice_gen):
   assert restored.generate(prompts, 6, 0.0) == a
   with pytest.raises(ValueError, match='max_len'):
     gen.generate(['x' * 30], 6, 0.0)
-
-
-def test_lattice_generator_served(lattice_gen):
-  gen, _ = lattice_gen
-  want = gen.generate(['12+34='], 5, 0.0)
-  with server.Server(gen, model_name='tiny') as s:
-    client = generator.OpenAIClient(s.url, 'tiny')
-    assert client.generate(['12+34='], 5, 0.0) == want
-    status, out = _raw(s, 'POST', '/v1/completions',
-                       json.dumps({'prompt': 'x' * 30, 'max_tokens': 8}))
-    assert status == 400 and 'max_tokens' in out['error']['message']
-    status, out = _raw(s, 'POST', '/v1/completions', json.dumps(
-        {'prompt': 'a', 'response_format': {'type': 'xml'}}))
-    assert status == 400 and 'response_format' in out['error']['message']
-    assert client.generate(['12+34='], 5, 0.0) == want
-
-
-def test_lattice_generator_constrained_over_http(lattice_gen):
-  import inspect
-  from lattice.decode import sampling
-  if 'constraint' not in inspect.signature(sampling.generate).parameters:
-    pytest.skip('sampling.generate has no constraint argument in this tree')
-  gen, _ = lattice_gen
-  with server.Server(gen, model_name='tiny') as s:
-    client = generator.OpenAIClient(s.url, 'tiny')
-    out = client.generate(['12+34=', '1+2='], 6, 1.0, constraint={'regex': '[0-9]{3}'})
-    assert all(len(t) == 3 and t.isdigit() for t in out), out
-    schema = {'type': 'object', 'properties': {'a': {'type': 'integer'}},
-              'required': ['a']}
-    text = client.generate(['{'], 12, 1.0, constraint={'json_schema': schema})[0]
-    assert isinstance(json.loads(text)['a'], int), text
 
 
 def test_arith_task_is_exact():

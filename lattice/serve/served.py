@@ -1,0 +1,78 @@
+"""One served model: its engine, chat template, and its compiled constraints (cached).
+
+A constraint is `('json_schema', SCHEMA)`, `('regex', PATTERN)` or `('json_object',
+None)`; it compiles (`lattice.decode.constraints`, over the byte vocabulary) to a
+`TokenIndex` once per model and is then reused. `json_object` is any JSON object
+nested up to `JSON_OBJECT_DEPTH` levels (an object or array value inside an object
+counts one level), written compactly; a finite automaton cannot count brackets
+without such a bound.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from lattice.data import tokenizer as tokenizer_lib
+from lattice.decode import constraints as constraints_lib
+from lattice.serve import chat
+from lattice.serve import engine as engine_lib
+
+JSON_OBJECT_DEPTH = 2
+CACHE_SIZE = 64  # compiled constraints kept per model (least recently used dropped)
+
+_STRING = r'"([^"\\\x00-\x1f]|\\["\\/bfnrt])*"'
+_NUMBER = r'-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?'
+
+
+def _json_value(depth: int) -> str:
+  scalar = f'{_STRING}|{_NUMBER}|true|false|null'
+  if depth == 0:
+    return f'({scalar})'
+  inner = _json_value(depth - 1)
+  return f'({scalar}|{json_object_regex(depth - 1)}|\\[({inner}(,{inner})*)?\\])'
+
+
+def json_object_regex(depth: int = JSON_OBJECT_DEPTH) -> str:
+  """Regex of compact JSON objects whose values nest at most `depth` levels."""
+  v = _json_value(depth)
+  return f'\\{{({_STRING}:{v}(,{_STRING}:{v})*)?\\}}'
+
+
+class ServedModel:
+  """A model id, its `Engine`, its byte tokenizer and chat template."""
+
+  def __init__(self, name: str, engine: engine_lib.Engine, template: str = 'raw'):
+    self.name, self.engine = name, engine
+    self.template = chat.TEMPLATES[template]
+    self.tok = tokenizer_lib.ByteTokenizer()
+    self._cache: OrderedDict[str, constraints_lib.TokenIndex] = OrderedDict()
+    self._lock = threading.Lock()
+
+  def compile(self, kind: str, spec: Any) -> constraints_lib.TokenIndex:
+    """The TokenIndex of a constraint (cached). Raises the compiler's errors
+    (SchemaError, RegexError, ValueError) for the caller to turn into a 400."""
+    key = kind + json.dumps(spec, sort_keys=True)
+    with self._lock:
+      if key in self._cache:
+        self._cache.move_to_end(key)
+        return self._cache[key]
+    vocab = constraints_lib.byte_vocab(self.engine.vocab)
+    if kind == 'json_schema':
+      index = constraints_lib.for_schema(spec, vocab)
+    elif kind == 'regex':
+      index = constraints_lib.for_regex(spec, vocab)
+    else:
+      index = constraints_lib.for_regex(json_object_regex(), vocab)
+    with self._lock:
+      self._cache[key] = index
+      while len(self._cache) > CACHE_SIZE:
+        self._cache.popitem(last=False)
+    return index
+
+  def card(self) -> dict:
+    """The model's `/v1/models` entry."""
+    return {'id': self.name, 'object': 'model', 'created': 0, 'owned_by': 'lattice',
+            'max_model_len': self.engine.max_len}
