@@ -116,12 +116,37 @@ def test_group_limited_routing_stays_in_kept_groups():
   f = config_lib.FFNConfig(kind='moe', n_experts=16, top_k=4, n_groups=4, topk_groups=2,
                            router='sigmoid')
   logits = jax.random.normal(jax.random.key(0), (64, 16)) * 2
-  idx, _, scores = router.route(logits, f)
-  s = np.asarray(scores).reshape(64, 4, 4)
-  group_score = np.sort(s, axis=-1)[:, :, -2:].sum(-1)
-  kept = np.argsort(-group_score, axis=-1)[:, :2]
-  for t in range(64):
-    assert set((np.asarray(idx[t]) // 4).tolist()) <= set(kept[t].tolist())
+  for bias in (None, jnp.zeros((16,))):
+    idx, _, scores = router.route(logits, f, bias)
+    s = np.asarray(scores).reshape(64, 4, 4)
+    # No bias: a group scores its best expert; with a bias: its top-2 sum.
+    group_score = s.max(-1) if bias is None else np.sort(s, axis=-1)[:, :, -2:].sum(-1)
+    kept = np.argsort(-group_score, axis=-1)[:, :2]
+    for t in range(64):
+      assert set((np.asarray(idx[t]) // 4).tolist()) <= set(kept[t].tolist())
+
+
+def test_group_score_is_best_expert_without_bias_and_top2_sum_with():
+  # Issue 19: DeepSeek-V3's reference gate (inference/model.py, Gate.forward) scores
+  # a group by its max without a bias and by its top-2 sum with one. Two groups of
+  # two experts, keep one group, top-1: group 0 = [0.9, 0.0] (max 0.9, sum 0.9),
+  # group 1 = [0.6, 0.5] (max 0.6, sum 1.1). Softmax logits log(p / sum p) give
+  # affinities p / 2.0: the same order, so the same choices.
+  p = np.array([[0.9, 0.0, 0.6, 0.5]], np.float32)
+  logits = jnp.log(jnp.asarray(p / p.sum()))
+  f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=1, n_groups=2, topk_groups=1,
+                           router='softmax', norm_topk=False)
+  np.testing.assert_array_equal(router.group_mask(jnp.asarray(p), 2, 1, top2=False),
+                                [[True, True, False, False]])
+  np.testing.assert_array_equal(router.group_mask(jnp.asarray(p), 2, 1, top2=True),
+                                [[False, False, True, True]])
+  assert int(router.route(logits, f)[0][0, 0]) == 0          # best expert: group 0
+  assert int(router.route(logits, f, jnp.zeros(4))[0][0, 0]) == 2  # top-2 sum: group 1
+  # Same with sigmoid affinities (DeepSeek-V3's kind), bias zero vs absent.
+  fs = dataclasses.replace(f, router='sigmoid')
+  sig_logits = jnp.log(jnp.asarray(p) / (1 - jnp.asarray(p)))  # sigmoid^-1(p)
+  assert int(router.route(sig_logits, fs)[0][0, 0]) == 0
+  assert int(router.route(sig_logits, fs, jnp.zeros(4))[0][0, 0]) == 2
 
 
 def _moe_apply(cfg, x, mutable=()):
