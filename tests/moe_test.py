@@ -90,6 +90,31 @@ def test_small_capacity_drops_and_reports_it():
   np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_capacity_is_per_row_so_rows_never_change_each_other():
+  # Issue 19: capacity slots were handed out in flattened-batch order, so a row's
+  # output depended on the rows before it. Now the capacity is per sequence (as
+  # MaxText): permuting the rows permutes the outputs, and drops still happen.
+  cfg = _cfg(dispatch='capacity', capacity_factor=0.5)
+  x = jax.random.normal(jax.random.key(2), (4, 8, cfg.d_model))
+  moe, variables = _moe_apply(cfg, x)
+  run = jax.jit(lambda x: moe.apply(variables, x, mutable=['intermediates']))
+  y, mut = run(x)
+  y_swapped, _ = run(x[::-1])
+  np.testing.assert_allclose(y_swapped[::-1], y, atol=1e-5)
+  y_one, _ = run(jnp.tile(x[2:3], (4, 1, 1)))
+  np.testing.assert_allclose(y_one, jnp.tile(y[2:3], (4, 1, 1)), atol=1e-5)
+  assert float(mut['intermediates']['metrics'][0]['drop_rate']) > 0
+  # Grouped dispatch by hand: each group of 8 tokens keeps its first `cap` per expert.
+  xt, idx, gate, w = _problem(cfg, T=16)
+  y2, _ = dispatch.dispatch_capacity(xt, idx, gate, w, layer.expert_ffn(cfg), 4, cap=2,
+                                     group=8)
+  for g in range(2):
+    rows = slice(8 * g, 8 * g + 8)
+    ref, _ = dispatch.dispatch_capacity(xt[rows], idx[rows], gate[rows], w,
+                                        layer.expert_ffn(cfg), 4, cap=2)
+    np.testing.assert_allclose(y2[rows], ref, atol=1e-5)
+
+
 def test_gate_math_by_hand():
   f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=2, router='sigmoid',
                            route_scale=2.5)
