@@ -120,9 +120,11 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       params0, cfg.model, cfg.data.seq_len)
   peak = cfg.train.flops_peak or flops.measure_matmul_peak()
   writers = [loop._MetricsWriter(d, cfg.train.tensorboard) for d in seed_dirs]  # pylint: disable=protected-access
-  t_start -= n * writers[0].previous_wall_s()
   start_step = int(state.step[0])
-  histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+  for w in writers:  # rows past the restored step run again: never twice in the log
+    w.truncate_after(start_step)
+  t_start -= n * writers[0].previous_wall_s()
+  histories = [w.eval_history() for w in writers]
   recent: list[np.ndarray] = []
   tokens = cfg.data.batch_size * cfg.data.seq_len
   tokens_seen = start_step * tokens
