@@ -170,8 +170,6 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
           step, {k: np.asarray(v) for k, v in jax.device_get(m).items()}, seconds, first),
       on_eval=on_eval, stop_after=stop_after, bar=bar)
 
-  if preempted:
-    print(f'[lattice] SIGTERM: saved step {final_step} of seeds {seeds} to {workdir}')
   finals = (_evaluate(setup, fns['eval_step'], state, eval_batches, n)
             if not preempted else [{} for _ in seeds])
   wall = (time.perf_counter() - t_start) / n
@@ -185,13 +183,14 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       history.append({'step': final_step, **final})
       writers[i].write(final_step, {**final, 'wall_s': wall})
     seed_tps, seed_loss = loop.previous_final(d, bool(timed_s), tps, float(train_loss[i]))
+    seed_peak = loop.previous_peak(d, bool(timed_s), peak)
     params = unstack(state.params, i)
     result = {
         **final, 'train_loss': seed_loss, 'params': n_params,
         'active_params': flops.active_params(params, cfg.model),
         'flops_per_token': flops_per_token, 'train_flops': flops_per_token * tokens_seen,
-        'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': peak,
-        'mfu': n * seed_tps * flops_per_token / peak, 'wall_s': wall, 'steps': final_step,
+        'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': seed_peak,
+        'mfu': n * seed_tps * flops_per_token / seed_peak, 'wall_s': wall, 'steps': final_step,
         'preempted': preempted, 'history': history, 'vmapped_seeds': seeds,
     }
     if primary:
