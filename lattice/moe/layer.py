@@ -162,7 +162,7 @@ class MoE(nn.Module):
     ffn = expert_ffn(cfg)
     ep = expert_parallel_size()
     if ep > 1:
-      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg)
+      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg, seq_len)
     if f.dispatch == 'capacity':
       cap = dispatch.capacity(seq_len, K, f.n_experts, f.capacity_factor)
       return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts,
