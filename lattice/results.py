@@ -219,11 +219,19 @@ class Result:
     _write_atomic(workdir / TABLE_FILE, to_markdown(self))
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+  os.umask(mask)
+  return mask
+
+
 def _write_atomic(path: pathlib.Path, text: str) -> None:
   """Tmp file + rename, so a reader (or a preempted run) never sees half a file."""
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
   try:
+    # mkstemp makes the file 0600; results are for sharing: rw-r--r-- under umask 022.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, 'w') as f:
       f.write(text)
     os.replace(tmp, path)

@@ -53,6 +53,22 @@ def test_majority_and_diverse_select():
       '1234', '5678', '1235']
 
 
+def test_blank_answers_are_abstentions():
+  # Issue 19: majority(['', ' ', '42']) returned '' and the aggregator prompt listed
+  # blank answers as numbered empty lines.
+  assert moa.majority(['', ' ', '42']) == '42'
+  assert moa.majority(['', ' \n']) == ''
+  assert moa.diverse_select(['', '12', ' '], 3) == ['12']
+  props = [Table({'q': ''}), Table({'q': '42'}), Table({'q': '  '})]
+  agg = Table({'q|42': 'FINAL'})
+  tr = moa.moa(['q'], [props], agg, fmt=fmt, max_tokens=4)
+  assert agg.seen == [['q|42']] and tr.answers == ['FINAL']
+  assert tr.layers == [[['', '42', '  ']]] and tr.abstained == 2
+  assert moa.numbered_format('q', moa.voiced(['', '42'])).count('1. 42') == 1
+  tr = moa.majority_vote(['q'], props, max_tokens=4)
+  assert tr.answers == ['42'] and tr.abstained == 2
+
+
 def test_majority_vote_and_single():
   a, b, c = Table({'q': '1'}), Table({'q': '2'}), Table({'q': '2'})
   tr = moa.majority_vote(['q'], [a, b, c], max_tokens=4)

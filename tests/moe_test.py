@@ -90,6 +90,31 @@ def test_small_capacity_drops_and_reports_it():
   np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_capacity_is_per_row_so_rows_never_change_each_other():
+  # Issue 19: capacity slots were handed out in flattened-batch order, so a row's
+  # output depended on the rows before it. Now the capacity is per sequence (as
+  # MaxText): permuting the rows permutes the outputs, and drops still happen.
+  cfg = _cfg(dispatch='capacity', capacity_factor=0.5)
+  x = jax.random.normal(jax.random.key(2), (4, 8, cfg.d_model))
+  moe, variables = _moe_apply(cfg, x)
+  run = jax.jit(lambda x: moe.apply(variables, x, mutable=['intermediates']))
+  y, mut = run(x)
+  y_swapped, _ = run(x[::-1])
+  np.testing.assert_allclose(y_swapped[::-1], y, atol=1e-5)
+  y_one, _ = run(jnp.tile(x[2:3], (4, 1, 1)))
+  np.testing.assert_allclose(y_one, jnp.tile(y[2:3], (4, 1, 1)), atol=1e-5)
+  assert float(mut['intermediates']['metrics'][0]['drop_rate']) > 0
+  # Grouped dispatch by hand: each group of 8 tokens keeps its first `cap` per expert.
+  xt, idx, gate, w = _problem(cfg, T=16)
+  y2, _ = dispatch.dispatch_capacity(xt, idx, gate, w, layer.expert_ffn(cfg), 4, cap=2,
+                                     group=8)
+  for g in range(2):
+    rows = slice(8 * g, 8 * g + 8)
+    ref, _ = dispatch.dispatch_capacity(xt[rows], idx[rows], gate[rows], w,
+                                        layer.expert_ffn(cfg), 4, cap=2)
+    np.testing.assert_allclose(y2[rows], ref, atol=1e-5)
+
+
 def test_gate_math_by_hand():
   f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=2, router='sigmoid',
                            route_scale=2.5)
@@ -116,12 +141,37 @@ def test_group_limited_routing_stays_in_kept_groups():
   f = config_lib.FFNConfig(kind='moe', n_experts=16, top_k=4, n_groups=4, topk_groups=2,
                            router='sigmoid')
   logits = jax.random.normal(jax.random.key(0), (64, 16)) * 2
-  idx, _, scores = router.route(logits, f)
-  s = np.asarray(scores).reshape(64, 4, 4)
-  group_score = np.sort(s, axis=-1)[:, :, -2:].sum(-1)
-  kept = np.argsort(-group_score, axis=-1)[:, :2]
-  for t in range(64):
-    assert set((np.asarray(idx[t]) // 4).tolist()) <= set(kept[t].tolist())
+  for bias in (None, jnp.zeros((16,))):
+    idx, _, scores = router.route(logits, f, bias)
+    s = np.asarray(scores).reshape(64, 4, 4)
+    # No bias: a group scores its best expert; with a bias: its top-2 sum.
+    group_score = s.max(-1) if bias is None else np.sort(s, axis=-1)[:, :, -2:].sum(-1)
+    kept = np.argsort(-group_score, axis=-1)[:, :2]
+    for t in range(64):
+      assert set((np.asarray(idx[t]) // 4).tolist()) <= set(kept[t].tolist())
+
+
+def test_group_score_is_best_expert_without_bias_and_top2_sum_with():
+  # Issue 19: DeepSeek-V3's reference gate (inference/model.py, Gate.forward) scores
+  # a group by its max without a bias and by its top-2 sum with one. Two groups of
+  # two experts, keep one group, top-1: group 0 = [0.9, 0.0] (max 0.9, sum 0.9),
+  # group 1 = [0.6, 0.5] (max 0.6, sum 1.1). Softmax logits log(p / sum p) give
+  # affinities p / 2.0: the same order, so the same choices.
+  p = np.array([[0.9, 0.0, 0.6, 0.5]], np.float32)
+  logits = jnp.log(jnp.asarray(p / p.sum()))
+  f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=1, n_groups=2, topk_groups=1,
+                           router='softmax', norm_topk=False)
+  np.testing.assert_array_equal(router.group_mask(jnp.asarray(p), 2, 1, top2=False),
+                                [[True, True, False, False]])
+  np.testing.assert_array_equal(router.group_mask(jnp.asarray(p), 2, 1, top2=True),
+                                [[False, False, True, True]])
+  assert int(router.route(logits, f)[0][0, 0]) == 0          # best expert: group 0
+  assert int(router.route(logits, f, jnp.zeros(4))[0][0, 0]) == 2  # top-2 sum: group 1
+  # Same with sigmoid affinities (DeepSeek-V3's kind), bias zero vs absent.
+  fs = dataclasses.replace(f, router='sigmoid')
+  sig_logits = jnp.log(jnp.asarray(p) / (1 - jnp.asarray(p)))  # sigmoid^-1(p)
+  assert int(router.route(sig_logits, fs)[0][0, 0]) == 0
+  assert int(router.route(sig_logits, fs, jnp.zeros(4))[0][0, 0]) == 2
 
 
 def _moe_apply(cfg, x, mutable=()):
@@ -164,10 +214,12 @@ def test_moe_in_the_train_step_updates_bias_and_reports_stats(tmp_path, one_devi
   assert 'maxvio_batch' in lines and 'aux_loss' in lines
 
 
-@pytest.mark.parametrize('dispatch_kind', ['dropless', 'capacity'])
-def test_expert_parallel_equals_single_device(dispatch_kind):
-  cfg = _cfg(n_experts=8, top_k=2, dispatch=dispatch_kind, capacity_factor=4.0)
-  x = jax.random.normal(jax.random.key(3), (8, 6, cfg.d_model))
+@pytest.mark.parametrize('dispatch_kind,factor', [('dropless', 1.0), ('capacity', 4.0),
+                                                  ('capacity', 0.5)])
+def test_expert_parallel_equals_single_device(dispatch_kind, factor):
+  # At factor 0.5 tokens are dropped: equal only because both paths cap per sequence.
+  cfg = _cfg(n_experts=8, top_k=2, dispatch=dispatch_kind, capacity_factor=factor)
+  x = jax.random.normal(jax.random.key(3), (16, 6, cfg.d_model))  # 2 rows a shard
   moe, variables = _moe_apply(cfg, x)
 
   def loss(params, x):

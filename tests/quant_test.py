@@ -145,6 +145,39 @@ def test_quest_trust_gradient_mask(bits, trust):
   np.testing.assert_allclose(full, np.where(mask, np.asarray(g), 0.0) @ h, atol=1e-5)
 
 
+def test_quest_zeros_match_the_reference_quantizer():
+  # Issue 19. The reference (IST-DASLab/QuEST TrustQuantizer, 2 bits, no Hadamard) on
+  # [0, 1, -2, 3]: sigma = sqrt(14/4), step = 2 * alpha * sigma / 3 = 1.8627; 0 is a
+  # tie of round(0 / step + 1/2) and goes to the negative half-step, trusted.
+  x = jnp.array([[0.0, 1.0, -2.0, 3.0]])
+  half = quest.GAUSSIAN_ALPHA[2] * math.sqrt(3.5) / 3
+  x_q = quest.quest_quantize(x, 2, hadamard=False)
+  np.testing.assert_allclose(x_q, [[-half, half, -3 * half, 3 * half]], rtol=1e-6)
+  assert float(x_q[0, 0]) == pytest.approx(-0.9314, abs=1e-4)
+  np.testing.assert_array_equal(quest.trust_mask(x, 2, quest.default_trust(2)),
+                                [[True, True, True, True]])
+  # Sparse ReLU-like rows: every exact zero, at every width, goes to -step/2 and is
+  # trusted at the default radius (half a step), whatever the float32 rounding.
+  rows = jax.nn.relu(jax.random.normal(jax.random.key(3), (64, 128)))
+  for bits in (1, 2, 3, 4, 8):
+    x_q = np.asarray(quest.quest_quantize(rows, bits, hadamard=False))
+    mask = np.asarray(quest.trust_mask(rows, bits, quest.default_trust(bits)))
+    zero = np.asarray(rows) == 0
+    assert zero.sum() > 1000 and (x_q[zero] < 0).all() and mask[zero].all(), bits
+
+
+@pytest.mark.parametrize('bits', [1, 2, 5, 8])
+def test_quest_all_zero_row_gets_no_gradient(bits):
+  # The reference's trust radius is trust * sigma = 0 on an all-zero row: no entry is
+  # trusted, so no gradient flows (lattice gave 1 per entry at 1, 2 and 5-8 bits).
+  x = jnp.zeros((2, 128)).at[1].set(jnp.linspace(-1.0, 1.0, 128))
+  g = jax.grad(lambda v: quest.quest_quantize(v, bits, hadamard=False).sum())(x)
+  assert float(jnp.abs(g[0]).sum()) == 0.0
+  assert float(g[1].sum()) > 0  # the other row still learns
+  x_q = quest.quest_quantize(x, bits, hadamard=False)
+  np.testing.assert_allclose(x_q[0], -quest.SIGMA_EPS / (2 ** bits - 1), rtol=1e-5)
+
+
 def test_quest_linear_preserves_product_without_quantization_error_at_8_bits():
   cfg = config_lib.LinearConfig(kind='quest', w_bits=8, a_bits=8)
   x = jax.random.normal(jax.random.key(3), (5, 4, 16))

@@ -61,6 +61,32 @@ def test_top_p_keeps_the_smallest_nucleus():
   assert set(np.unique(draw).tolist()) == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
 
 
+def test_top_p_zero_keeps_only_the_argmax():
+  # Issue 19: n_keep was 0 at top_p = 0 and index -1 wrapped to the smallest logit,
+  # so every token stayed (samples {0, 1, 2}).
+  logits = jnp.log(jnp.array([[0.6, 0.3, 0.1]]))
+  keys = jax.random.split(jax.random.key(0), 200)
+  draw = jax.vmap(lambda k: sampling.sample_logits(
+      k, logits, sampling.SamplingConfig(1.0, top_p=0.0)))(keys)
+  assert set(np.unique(draw).tolist()) == {0}
+  kept = sampling.filtered_logits(logits, sampling.SamplingConfig(1.0, top_p=0.0))
+  assert np.isfinite(np.asarray(kept)).tolist() == [[True, False, False]]
+
+
+def test_speculative_draws_from_the_same_filter():
+  from lattice.decode import speculative
+  assert speculative.filtered_logits is sampling.filtered_logits
+
+
+@pytest.mark.parametrize('field,kw', [('top_p', dict(top_p=-0.1)),
+                                      ('top_p', dict(top_p=1.5)),
+                                      ('top_k', dict(top_k=-1)),
+                                      ('temperature', dict(temperature=-1.0))])
+def test_sampling_config_rejects_out_of_range(field, kw):
+  with pytest.raises(ValueError, match=f'sampling.{field}'):
+    sampling.SamplingConfig(**kw)
+
+
 class _OnlyToken(sampling.LogitProcessor):
   """Allows one token, then EOS: exercises the processor state and EOS handling."""
 

@@ -71,6 +71,7 @@ class LatticeGenerator:
     self.model_cfg = model_cfg
     self.name = name
     self.tok = tokenizer_lib.ByteTokenizer()
+    sampling.SamplingConfig(top_k=top_k, top_p=top_p)  # out of range: fail now, not per call
     self._top_k, self._top_p = top_k, top_p
     self._key = jax.random.key(seed)
     self._calls = 0

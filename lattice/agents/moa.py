@@ -26,6 +26,11 @@ prompt repeated r times consecutively ([p0, p0, p1, p1, ...]); at temperature > 
 the copies are independent samples, which is how Self-MoA samples one model.
 Every method returns a `Trace`: the final answers, each layer's answers, how many
 completions were generated (the cost) and how many layers each question used.
+
+Blank answers (empty or whitespace only) are abstentions: they are kept in
+`Trace.layers` and counted in `Trace.abstained`, but left out of votes, of diversity
+selection and of every prompt that lists answers, so a generator that says nothing
+neither wins a vote nor shows up as an empty `1. ` line for the aggregator.
 """
 
 from __future__ import annotations
@@ -62,15 +67,22 @@ class Trace:
   layers: list[list[list[str]]]      # [layer][question][agent] answers (None: stopped)
   calls: int                         # completions generated in all
   layers_used: list[int]             # per question
+  abstained: int = 0                 # completions that came back blank
 
   @property
   def mean_layers(self) -> float:
     return sum(self.layers_used) / max(len(self.layers_used), 1)
 
 
+def voiced(answers: Sequence[str]) -> list[str]:
+  """The answers that say something: blank ones (abstentions) left out, order kept."""
+  return [a for a in answers if a.strip()]
+
+
 class _Counter:
   def __init__(self):
     self.calls = 0
+    self.abstained = 0
 
   def run(self, gen: Generator, prompts: list[str], max_tokens: int,
           temperature: float) -> list[str]:
@@ -80,6 +92,7 @@ class _Counter:
     out = gen.generate(prompts, max_tokens, temperature)
     if len(out) != len(prompts):
       raise ValueError(f'generator returned {len(out)} texts for {len(prompts)} prompts')
+    self.abstained += sum(not a.strip() for a in out)
     return list(out)
 
   def layer(self, agents: Sequence[Generator], prompts: list[str], max_tokens: int,
@@ -102,8 +115,11 @@ class _Counter:
 
 
 def majority(answers: Sequence[str]) -> str:
-  """The most common answer (stripped); ties go to the one seen first."""
-  answers = [a.strip() for a in answers]
+  """The most common non-blank answer (stripped); ties go to the one seen first.
+
+  Blank answers are abstentions and get no vote; '' only when every answer is blank.
+  """
+  answers = [a.strip() for a in voiced(answers)]
   if not answers:
     return ''
   counts = collections.Counter(answers)
@@ -115,14 +131,14 @@ def single(questions: Sequence[str], gen: Generator, *, max_tokens: int,
            temperature: float = 0.0) -> Trace:
   c = _Counter()
   out = c.run(gen, list(questions), max_tokens, temperature)
-  return Trace(out, [[[a] for a in out]], c.calls, [1] * len(out))
+  return Trace(out, [[[a] for a in out]], c.calls, [1] * len(out), c.abstained)
 
 
 def majority_vote(questions: Sequence[str], agents: Sequence[Generator], *,
                   max_tokens: int, temperature: float = 0.0) -> Trace:
   c = _Counter()
   ans = c.layer(agents, list(questions), max_tokens, temperature)
-  return Trace([majority(a) for a in ans], [ans], c.calls, [1] * len(ans))
+  return Trace([majority(a) for a in ans], [ans], c.calls, [1] * len(ans), c.abstained)
 
 
 def moa(questions: Sequence[str], layers: Sequence[Sequence[Generator]],
@@ -138,9 +154,9 @@ def moa(questions: Sequence[str], layers: Sequence[Sequence[Generator]],
   for agents in layers:
     ans = c.layer(agents, prompts, max_tokens, temperature)
     history.append(ans)
-    prompts = [fmt(q, a) for q, a in zip(qs, ans)]
+    prompts = [fmt(q, voiced(a)) for q, a in zip(qs, ans)]
   final = c.run(aggregator, prompts, max_tokens, agg_temperature)
-  return Trace(final, history, c.calls, [len(layers)] * len(qs))
+  return Trace(final, history, c.calls, [len(layers)] * len(qs), c.abstained)
 
 
 def self_moa(questions: Sequence[str], proposer: Generator, aggregator: Generator, *,
@@ -163,18 +179,18 @@ def self_moa_seq(questions: Sequence[str], proposer: Generator, aggregator: Gene
   qs = list(questions)
   samples = c.layer([proposer] * n, qs, max_tokens, temperature)
   history = [samples]
-  synth = c.run(aggregator, [fmt(q, s[:window]) for q, s in zip(qs, samples)],
+  synth = c.run(aggregator, [fmt(q, voiced(s[:window])) for q, s in zip(qs, samples)],
                 max_tokens, agg_temperature)
   history.append([[a] for a in synth])
   start = window
   while start < n:
     stop = start + window - 1
-    synth = c.run(aggregator, [fmt(q, [a] + s[start:stop])
+    synth = c.run(aggregator, [fmt(q, voiced([a] + s[start:stop]))
                                for q, a, s in zip(qs, synth, samples)],
                   max_tokens, agg_temperature)
     history.append([[a] for a in synth])
     start = stop
-  return Trace(synth, history, c.calls, [len(history)] * len(qs))
+  return Trace(synth, history, c.calls, [len(history)] * len(qs), c.abstained)
 
 
 def ngram_distance(a: str, b: str, n: int = 2) -> float:
@@ -188,8 +204,8 @@ def diverse_select(answers: Sequence[str], k: int,
                    distance: Distance = ngram_distance) -> list[str]:
   """Greedy max-min diversity: start from the majority answer, then repeatedly add
   the answer farthest (by its nearest chosen answer) from those chosen; ties go to
-  the earliest. Exact duplicates are never chosen twice."""
-  pool = list(dict.fromkeys(a.strip() for a in answers))
+  the earliest. Exact duplicates are never chosen twice, blank answers never."""
+  pool = list(dict.fromkeys(a.strip() for a in voiced(answers)))
   if not pool:
     return []
   chosen = [majority(answers)]
@@ -234,7 +250,7 @@ def rmoa(questions: Sequence[str], proposers: Sequence[Generator],
     active = still
   final = c.run(aggregator, [fmt(q, cs) for q, cs in zip(qs, carry)], max_tokens,
                 agg_temperature)
-  return Trace(final, history, c.calls, used)
+  return Trace(final, history, c.calls, used, c.abstained)
 
 
 CritiqueFormat = Callable[[str, str, Sequence[str]], str]
@@ -282,7 +298,7 @@ def attention_moa(questions: Sequence[str], agents: Sequence[Generator], *,
   for _ in range(1, max_layers):
     if not active:
       break
-    others = lambda i, j: [answers[i][m] for m in range(n) if m != j]
+    others = lambda i, j: voiced([answers[i][m] for m in range(n) if m != j])
     crit = [[''] * n for _ in qs]
     new = [[''] * n for _ in qs]
     # Agent j writes its critique of question i, then its refinement.
@@ -310,6 +326,6 @@ def attention_moa(questions: Sequence[str], agents: Sequence[Generator], *,
   if aggregator is None:
     final = [majority(a) for a in answers]
   else:
-    final = c.run(aggregator, [fmt(q, a) for q, a in zip(qs, answers)], max_tokens,
-                  agg_temperature)
-  return Trace(final, history, c.calls, used)
+    final = c.run(aggregator, [fmt(q, voiced(a)) for q, a in zip(qs, answers)],
+                  max_tokens, agg_temperature)
+  return Trace(final, history, c.calls, used, c.abstained)

@@ -40,27 +40,61 @@ class LogitProcessor:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
+  """How a token is drawn from the logits.
+
+  temperature: 0 is greedy; top_k: 0 is off; top_p: 1 is off. top_p = 0 keeps only
+  the most likely token(s) (the nucleus is never empty, as in Holtzman et al. 2019,
+  arXiv 1904.09751, which keeps the smallest set whose mass reaches p).
+
+  Raises:
+    ValueError naming the field when temperature < 0, top_k < 0 or top_p is
+    outside [0, 1].
+  """
   temperature: float = 1.0   # 0: greedy
   top_k: int = 0             # 0: off
   top_p: float = 1.0         # 1: off
 
+  def __post_init__(self):
+    if not self.temperature >= 0.0:
+      raise ValueError(f'sampling.temperature: expected >= 0, got {self.temperature}')
+    if not self.top_k >= 0:
+      raise ValueError(f'sampling.top_k: expected >= 0 (0 is off), got {self.top_k}')
+    if not 0.0 <= self.top_p <= 1.0:
+      raise ValueError(f'sampling.top_p: expected a value in [0, 1] (1 is off), '
+                       f'got {self.top_p}')
+
+
+def filtered_logits(logits_xV: jax.Array, s: SamplingConfig) -> jax.Array:
+  """float32 logits after temperature, top-k and top-p; -inf where filtered out.
+
+  The one filter both plain sampling and speculative verification draw from, so the
+  two sample the same distribution. `logits_xV` has any leading axes and the
+  vocabulary last; needs `s.temperature > 0`. The nucleus is the smallest prefix of
+  the tokens sorted by probability whose mass reaches `top_p`, and always holds at
+  least the most likely token (top_p = 0 keeps only it, ties included).
+  """
+  logits_xV = logits_xV.astype(jnp.float32) / s.temperature
+  if s.top_k:
+    kth_x1 = jax.lax.top_k(logits_xV, s.top_k)[0][..., -1:]
+    logits_xV = jnp.where(logits_xV < kth_x1, -jnp.inf, logits_xV)
+  if s.top_p < 1.0:
+    sorted_xV = jnp.sort(logits_xV, axis=-1)[..., ::-1]
+    probs_xV = jax.nn.softmax(sorted_xV, axis=-1)
+    # Tokens whose preceding mass is still short of top_p; at least one, else index
+    # -1 below would wrap to the least likely token and keep everything.
+    n_keep_x = jnp.maximum(
+        jnp.sum(jnp.cumsum(probs_xV, axis=-1) - probs_xV < s.top_p, axis=-1), 1)
+    cutoff_x1 = jnp.take_along_axis(sorted_xV, n_keep_x[..., None] - 1, axis=-1)
+    logits_xV = jnp.where(logits_xV < cutoff_x1, -jnp.inf, logits_xV)
+  return logits_xV
+
 
 def sample_logits(key: jax.Array, logits_BxV: jax.Array, s: SamplingConfig) -> jax.Array:
-  logits_BxV = logits_BxV.astype(jnp.float32)
+  """int32[B]: one token per row, greedy at temperature 0, else from `filtered_logits`."""
   if s.temperature == 0.0:
-    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  logits_BxV = logits_BxV / s.temperature
-  if s.top_k:
-    kth_Bx1 = jax.lax.top_k(logits_BxV, s.top_k)[0][:, -1:]
-    logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
-  if s.top_p < 1.0:
-    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
-    cum_BxV = jnp.cumsum(jax.nn.softmax(sorted_BxV, axis=-1), axis=-1)
-    # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-    n_keep_B = jnp.sum(cum_BxV - jax.nn.softmax(sorted_BxV, axis=-1) < s.top_p, axis=-1)
-    cutoff_Bx1 = jnp.take_along_axis(sorted_BxV, n_keep_B[:, None] - 1, axis=-1)
-    logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, -jnp.inf, logits_BxV)
-  return jax.random.categorical(key, logits_BxV, axis=-1).astype(jnp.int32)
+    return jnp.argmax(logits_BxV.astype(jnp.float32), axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, filtered_logits(logits_BxV, s),
+                                axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice import models
-from lattice.decode.sampling import SamplingConfig, sample_logits
+from lattice.decode.sampling import SamplingConfig, filtered_logits, sample_logits
 from lattice.nn import transformer
 
 
@@ -49,21 +49,6 @@ def n_drafts(model_cfg: config_lib.ModelConfig) -> int:
   raise config_lib.ConfigError(
       f'model.mtp.kind: self-speculative decoding needs draft heads (parallel with '
       f'n >= 2, or sequential), got kind={kind!r} n={model_cfg.mtp.n}')
-
-
-def filtered_logits(logits_BxV: jax.Array, s: SamplingConfig) -> jax.Array:
-  """Logits after temperature, top-k and top-p, as `sample_logits` samples them."""
-  logits_BxV = logits_BxV.astype(jnp.float32) / s.temperature
-  if s.top_k:
-    kth = jax.lax.top_k(logits_BxV, s.top_k)[0][..., -1:]
-    logits_BxV = jnp.where(logits_BxV < kth, -jnp.inf, logits_BxV)
-  if s.top_p < 1.0:
-    sorted_ = jnp.sort(logits_BxV, axis=-1)[..., ::-1]
-    probs = jax.nn.softmax(sorted_, axis=-1)
-    n_keep = jnp.sum(jnp.cumsum(probs, axis=-1) - probs < s.top_p, axis=-1)
-    cutoff = jnp.take_along_axis(sorted_, n_keep[..., None] - 1, axis=-1)
-    logits_BxV = jnp.where(logits_BxV < cutoff, -jnp.inf, logits_BxV)
-  return logits_BxV
 
 
 def _is_index(path) -> bool:

@@ -32,19 +32,35 @@ def capacity(n_tokens: int, k: int, n_experts: int, factor: float) -> int:
 
 
 def dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn: Callable, n_experts: int,
-                      cap: int):
-  """Switch-style: each expert takes at most `cap` assignments, earliest tokens first."""
+                      cap: int, group: int | None = None):
+  """Switch-style: each expert takes at most `cap` assignments, earliest tokens first.
+
+  Tokens are taken in consecutive groups of `group` tokens (default: all T, one
+  group); the `cap` applies per group, so a group's outputs never depend on another
+  group's tokens. The MoE layer passes group = sequence length (as MaxText computes
+  capacity per batch row), so no row of a batch changes another. The expert buffer
+  is [E, (T / group) * cap, D]. Returns (y_TxD, fraction of assignments dropped).
+
+  Raises:
+    ValueError if `group` does not divide T.
+  """
   T, K = idx_TxK.shape
+  group = group or T
+  if T % group:
+    raise ValueError(f'dispatch_capacity: group {group} does not divide {T} tokens')
+  G, M = T // group, group * K  # groups, assignments per group
   e_N = idx_TxK.reshape(-1)
-  onehot_NxE = jax.nn.one_hot(e_N, n_experts, dtype=jnp.int32)
-  pos_N = jnp.take_along_axis(jnp.cumsum(onehot_NxE, axis=0) - 1, e_N[:, None], 1)[:, 0]
+  onehot_GxMxE = jax.nn.one_hot(e_N, n_experts, dtype=jnp.int32).reshape(G, M, n_experts)
+  rank_NxE = (jnp.cumsum(onehot_GxMxE, axis=1) - 1).reshape(G * M, n_experts)
+  pos_N = jnp.take_along_axis(rank_NxE, e_N[:, None], 1)[:, 0]
   keep_N = pos_N < cap
+  slot_N = (jnp.arange(G * M) // M) * cap + pos_N
   tok_N = jnp.arange(T * K) // K
-  buf_ExCxD = jnp.zeros((n_experts, cap, x_TxD.shape[-1]), x_TxD.dtype)
-  buf_ExCxD = buf_ExCxD.at[e_N, jnp.where(keep_N, pos_N, cap)].set(x_TxD[tok_N],
-                                                                   mode='drop')
+  buf_ExCxD = jnp.zeros((n_experts, G * cap, x_TxD.shape[-1]), x_TxD.dtype)
+  buf_ExCxD = buf_ExCxD.at[e_N, jnp.where(keep_N, slot_N, G * cap)].set(x_TxD[tok_N],
+                                                                       mode='drop')
   out_ExCxD = ffn(w, buf_ExCxD)
-  y_NxD = out_ExCxD.at[e_N, jnp.where(keep_N, pos_N, 0)].get() * keep_N[:, None]
+  y_NxD = out_ExCxD.at[e_N, jnp.where(keep_N, slot_N, 0)].get() * keep_N[:, None]
   return _combine(y_NxD, gate_TxK), 1.0 - jnp.mean(keep_N.astype(jnp.float32))
 
 

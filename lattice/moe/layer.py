@@ -16,6 +16,12 @@ tokens to the first `image_experts` experts and text tokens to the others.
 The loss-free bias lives in the `moe_bias` collection (kept in the train state's
 `extra`, never in the gradient) and is updated here when that collection is mutable,
 i.e. inside the train step only.
+
+Capacity dispatch never lets one row of a batch change another: in training and
+evaluation the capacity is per sequence (each row's drops depend only on its own
+earlier tokens); at inference (a forward that writes the KV cache: decoding,
+speculative decoding, serving) nothing is dropped at all, so a row's tokens do not
+depend on its batch neighbours nor on how many tokens one forward decodes.
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ class MoE(nn.Module):
       self.sow('intermediates', 'aux_loss', aux)
 
     w = self._weights(E, D, cfg.expert_d_ff)
-    y_TxD, dropped = self._dispatch(x_TxD, idx_TxK, gate_TxK, w)
+    y_TxD, dropped = self._dispatch(x_TxD, idx_TxK, gate_TxK, w, L)
     self.sow('intermediates', 'expert_load', counts_E)
     if modality_BxL is not None:
       self.sow('intermediates', 'expert_load_image', router.expert_counts(
@@ -145,17 +151,22 @@ class MoE(nn.Module):
       y_BxLxD = y_BxLxD + mlp.MLP(shared, name='shared')(x_BxLxD)
     return y_BxLxD
 
-  def _dispatch(self, x_TxD, idx_TxK, gate_TxK, w):
+  def _dispatch(self, x_TxD, idx_TxK, gate_TxK, w, seq_len: int):
     cfg, f = self.cfg, self.cfg.ffn
-    T, K = idx_TxK.shape
+    K = idx_TxK.shape[1]
+    if f.dispatch == 'capacity' and self.is_mutable_collection('cache'):
+      # Inference drops nothing: capacity is a training-throughput device, and a
+      # drop would make a row's tokens depend on the rows and tokens beside it.
+      f = dataclasses.replace(f, dispatch='dropless')
+      cfg = dataclasses.replace(cfg, ffn=f)
     ffn = expert_ffn(cfg)
     ep = expert_parallel_size()
     if ep > 1:
-      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg)
+      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg, seq_len)
     if f.dispatch == 'capacity':
-      cap = dispatch.capacity(T, K, f.n_experts, f.capacity_factor)
+      cap = dispatch.capacity(seq_len, K, f.n_experts, f.capacity_factor)
       return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts,
-                                        cap)
+                                        cap, group=seq_len)
     impl = f.dropless_impl
     if impl == 'auto':
       # Measured (BENCHMARKS.md): blocks beat ragged_dot on CPU (5x) and, at the

@@ -27,15 +27,20 @@ BATCH_AXES = ('data', 'fsdp', 'expert')
 
 
 def expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn: Callable,
-                    cfg: config_lib.ModelConfig):
+                    cfg: config_lib.ModelConfig, seq_len: int | None = None):
+  """(y_TxD, drop rate). With capacity dispatch and `seq_len`, the capacity is per
+  sequence, as on one device (`dispatch.dispatch_capacity`'s groups), whenever a
+  shard holds whole sequences; otherwise per shard."""
   mesh = jax.sharding.get_abstract_mesh()
   f = cfg.ffn
   shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
   t_local = x_TxD.shape[0] // shards
+  group = None
   if f.dispatch == 'dropless':
     cap = t_local  # a token picks an expert at most once: nothing can overflow
   else:
-    cap = dispatch.capacity(t_local, f.top_k, f.n_experts, f.capacity_factor)
+    group = seq_len if seq_len and t_local % seq_len == 0 else None
+    cap = dispatch.capacity(group or t_local, f.top_k, f.n_experts, f.capacity_factor)
 
   def exchange_ffn(w_local, buf_ExCxD):
     to_owner = jax.lax.all_to_all(buf_ExCxD, 'expert', 0, 1, tiled=True)  # [El, ep*C, D]
@@ -44,7 +49,7 @@ def expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn: Callable,
 
   def local(x, idx, gate, w_local):
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w_local, exchange_ffn,
-                                            f.n_experts, cap)
+                                            f.n_experts, cap, group)
     return y, jax.lax.pmean(dropped, BATCH_AXES)
 
   tokens = P(BATCH_AXES)

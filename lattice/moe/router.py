@@ -7,7 +7,11 @@ Pure functions, so they are tested against hand-computed cases and reused by eve
 dispatch path. DeepSeek-V3 (arXiv 2412.19437, §2.1.2): sigmoid affinities, a
 per-expert bias added only when choosing the top-k, gates = the unbiased affinities
 of the chosen experts normalized over the k, times a route scale; group-limited
-routing scores a group by the sum of its two best experts.
+routing scores a group by the sum of its two best experts. Without a bias (e.g.
+DeepSeek-V2's softmax router, arXiv 2405.04434 §2.1.2, device-limited routing), a
+group is scored by its single best expert, as DeepSeek-V3's public reference gate
+does (`Gate.forward` in github.com/deepseek-ai/DeepSeek-V3, inference/model.py:
+max over the group when the gate has no bias, the sum of the top two when it has).
 """
 
 from __future__ import annotations
@@ -25,12 +29,21 @@ def affinities(logits_TxE: jax.Array, kind: str) -> jax.Array:
   return jax.nn.softmax(logits_TxE, axis=-1)
 
 
-def group_mask(select_TxE: jax.Array, n_groups: int, keep: int) -> jax.Array:
-  """True for experts in each token's `keep` best groups (group = sum of its top 2)."""
+def group_mask(select_TxE: jax.Array, n_groups: int, keep: int,
+               top2: bool = True) -> jax.Array:
+  """bool[T, E]: True for experts in each token's `keep` best groups.
+
+  A group's score is the sum of its two best experts' selection scores when `top2`
+  (DeepSeek-V3 with its bias), else its best expert's (the reference gate without a
+  bias). Experts are grouped contiguously: group g holds experts [g*E/G, (g+1)*E/G).
+  """
   T, E = select_TxE.shape
-  per_group = select_TxE.reshape(T, n_groups, E // n_groups)
-  top2 = jax.lax.top_k(per_group, min(2, E // n_groups))[0]
-  group_score_TxG = jnp.sum(top2, axis=-1)
+  per_group_TxGxM = select_TxE.reshape(T, n_groups, E // n_groups)
+  if top2:
+    group_score_TxG = jnp.sum(jax.lax.top_k(per_group_TxGxM, min(2, E // n_groups))[0],
+                              axis=-1)
+  else:
+    group_score_TxG = jnp.max(per_group_TxGxM, axis=-1)
   kept_TxG = jax.lax.top_k(group_score_TxG, keep)[1]
   mask_TxG = jnp.zeros((T, n_groups), bool).at[jnp.arange(T)[:, None], kept_TxG].set(True)
   return jnp.repeat(mask_TxG, E // n_groups, axis=1)
@@ -38,13 +51,18 @@ def group_mask(select_TxE: jax.Array, n_groups: int, keep: int) -> jax.Array:
 
 def route(logits_TxE: jax.Array, f: config_lib.FFNConfig,
           bias_E: jax.Array | None = None):
-  """Returns (expert index [T, K], gate [T, K], affinity [T, E])."""
+  """Returns (expert index [T, K], gate [T, K], affinity [T, E]).
+
+  `bias_E` (the loss-free balancing bias) is added to the affinities for choosing
+  only; its presence also switches group scores from best-expert to top-2 sum.
+  """
   scores_TxE = affinities(logits_TxE, f.router)
   select_TxE = jax.lax.stop_gradient(scores_TxE)
   if bias_E is not None:  # Loss-free balancing: the bias steers selection only.
     select_TxE = select_TxE + jax.lax.stop_gradient(bias_E)
   if f.n_groups > 1:
-    select_TxE = jnp.where(group_mask(select_TxE, f.n_groups, f.topk_groups),
+    select_TxE = jnp.where(group_mask(select_TxE, f.n_groups, f.topk_groups,
+                                      top2=bias_E is not None),
                            select_TxE, -jnp.inf)
   idx_TxK = jax.lax.top_k(select_TxE, f.top_k)[1]
   gate_TxK = jnp.take_along_axis(scores_TxE, idx_TxK, axis=-1)

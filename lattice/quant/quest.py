@@ -27,7 +27,11 @@ MAX_BLOCK = 128  # QuEST rotates in blocks of 128 (Sec. 3, arXiv 2502.05003).
 # (its MSE is within 0.2% of the optimum's, the curve being flat there).
 GAUSSIAN_ALPHA = {1: 0.7979, 2: 1.4935, 3: 2.0511, 4: 2.5139, 5: 2.9162, 6: 3.2780,
                   7: 3.6111, 8: 3.8849}
-SIGMA_EPS = 1e-8  # as in the QuEST reference quantizer (std + 1e-8)
+SIGMA_EPS = 1e-8  # as in the QuEST reference quantizer (scale = alpha * std + 1e-8)
+# Relative slack on the trust radius: float32 rounding of the step is a few ulps
+# (~6e-8 each); without it, whether a value exactly half a step from its level (every
+# exact zero: it sits on a cell midpoint) is trusted is a coin flip of the rounding.
+TRUST_SLACK = 1e-6
 
 
 def hadamard_block(d: int) -> int:
@@ -61,21 +65,49 @@ def default_trust(bits: int) -> float:
   return GAUSSIAN_ALPHA[bits] / (2 ** bits - 1)
 
 
+def _grid(x: jax.Array, bits: int):
+  """(j int-valued float32 [N, D], step_Nx1, sigma_Nx1): x_q = j * step - step / 2.
+
+  The QuEST reference quantizer's grid (IST-DASLab/QuEST, TrustQuantizer):
+  sigma = RMS of the row, scale = alpha * sigma + 1e-8, step = 2 scale / (L - 1),
+  j = round(clip(x, +-scale) / step + 1/2), rounding half to even. An exact zero is
+  a tie, round(1/2) = 0, so it maps to the negative half-step -step/2, always (the
+  same grid written as round((x + scale) / step) breaks that tie upward at 2 bits).
+  """
+  x32 = x.astype(jnp.float32)
+  sigma = jnp.sqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True))
+  scale = GAUSSIAN_ALPHA[bits] * sigma + SIGMA_EPS
+  step = 2.0 * scale / (2 ** bits - 1)
+  j = jnp.round(jnp.clip(x32, -scale, scale) / step + 0.5)
+  return j, step, sigma
+
+
 def _quantize(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
   """(x_q, sigma_Nx1), float32: rows clipped at alpha*sigma onto 2^bits centred levels."""
+  j, step, sigma = _grid(x, bits)
+  return j * step - step / 2, sigma
+
+
+def trust_mask(x: jax.Array, bits: int, trust: float) -> jax.Array:
+  """bool, x's shape: entries whose gradient QuEST keeps, |x_q - x| <= trust * sigma.
+
+  As the reference, except that the radius is measured on the quantizer's own scale
+  (trust * (alpha sigma + 1e-8) / alpha) with `TRUST_SLACK`, so at the default trust
+  (half a step) every exact zero is trusted whatever the float32 rounding; and a row
+  with sigma = 0 (all zeros) is trusted nowhere, as in the reference (radius 0).
+  """
   x32 = x.astype(jnp.float32)
-  sigma = jnp.sqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True)) + SIGMA_EPS
-  scale = GAUSSIAN_ALPHA[bits] * sigma
-  step = 2.0 * scale / (2 ** bits - 1)
-  x_q = jnp.round((jnp.clip(x32, -scale, scale) + scale) / step) * step - scale
-  return x_q, sigma
+  j, step, sigma = _grid(x32, bits)
+  scale = step * (2 ** bits - 1) / 2
+  radius = trust * scale / GAUSSIAN_ALPHA[bits] * (1.0 + TRUST_SLACK)
+  return (jnp.abs(j * step - step / 2 - x32) <= radius) & (sigma > 0)
 
 
 def quest_codes(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
-  """(level k int32 in [0, 2^bits), sigma_Nx1); x_q = (2k/(L-1) - 1) * alpha * sigma."""
-  x_q, sigma = _quantize(x, bits)
-  scale = GAUSSIAN_ALPHA[bits] * sigma
-  k = jnp.round((x_q + scale) / (2.0 * scale / (2 ** bits - 1)))
+  """(level k int32 in [0, 2^bits), sigma_Nx1); x_q = (2k/(L-1) - 1) * scale,
+  scale = alpha * sigma + 1e-8 (`_grid`)."""
+  j, _, sigma = _grid(x, bits)
+  k = j + (2 ** (bits - 1) - 1)  # j runs over [1 - L/2, L/2]
   return k.astype(jnp.int32), sigma
 
 
@@ -86,9 +118,7 @@ def trust_quantize(x: jax.Array, bits: int, trust: float) -> jax.Array:
 
 
 def _trust_fwd(x, bits, trust):
-  x_q, sigma = _quantize(x, bits)
-  mask = jnp.abs(x_q - x.astype(jnp.float32)) <= trust * sigma
-  return x_q.astype(x.dtype), mask
+  return _quantize(x, bits)[0].astype(x.dtype), trust_mask(x, bits, trust)
 
 
 def _trust_bwd(bits, trust, mask, g):

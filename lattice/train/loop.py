@@ -2,8 +2,12 @@
 
 Init goes eval_shape -> shardings -> jit(init, out_shardings); the step is jitted
 with explicit shardings and donation. A run resumes from `workdir` by itself (train
-state and data-iterator state are checkpointed together), saves on SIGTERM and exits
-cleanly, and stops on a non-finite loss naming the step (or skips it, by config).
+state and data-iterator state are checkpointed together), saves on SIGTERM or
+Ctrl-C (SIGINT) and exits cleanly, and stops on a non-finite loss naming the step (or
+skips it, by config). A resumed run drops the metrics.jsonl rows past the restored
+step (they are trained again) and rebuilds its eval history from the rows before
+it; a workdir whose checkpoints hold a model of another shape is refused before
+anything is written.
 """
 
 from __future__ import annotations
@@ -131,24 +135,32 @@ def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, 
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop polls, so it can save and exit cleanly."""
+  """Turns SIGTERM and Ctrl-C (SIGINT) into a flag the loop polls, so it can save
+  the current step and exit cleanly. A second Ctrl-C interrupts at once (Python's
+  KeyboardInterrupt), for a run that is stuck."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.name = ''  # the signal's name once one arrived
+    self._previous: dict[int, Any] = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    if self.requested and signum == signal.SIGINT:
+      signal.default_int_handler(signum, frame)  # second Ctrl-C: stop now
     self.requested = True
+    self.name = signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 class _MetricsWriter:
@@ -165,6 +177,28 @@ class _MetricsWriter:
       except ImportError:
         print('[lattice] train.tensorboard=True but tensorboardX is not installed; '
               'writing metrics.jsonl only')
+
+  def rows(self) -> list[dict[str, Any]]:
+    if not self.path.exists():
+      return []
+    return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+
+  def truncate_after(self, step: int) -> None:
+    """Drops the rows past `step` (the restored checkpoint's): those steps run again,
+    and would otherwise appear twice."""
+    if not self.enabled or not self.path.exists():
+      return
+    rows = self.rows()
+    kept = [r for r in rows if r.get('step', 0) <= step]
+    if len(kept) != len(rows):
+      self.path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+
+  def eval_history(self) -> list[dict[str, float]]:
+    """The eval points already logged ({'step', val_loss, ...}), in step order: a
+    resumed run's history starts from them instead of from nothing."""
+    evals = {r['step']: {k: v for k, v in r.items() if k != 'wall_s'}
+             for r in self.rows() if 'val_loss' in r}
+    return [evals[k] for k in sorted(evals)]
 
   def previous_wall_s(self) -> float:
     """Wall time a resumed run had already spent (its last logged `wall_s`)."""
@@ -251,11 +285,55 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
       if cfg.checkpoint.enabled and final_step not in ckpt.all_steps():
         ckpt.save(final_step, state, train_iter, force=True)
       ckpt.wait()
+      if preemption.requested:
+        print(f'[lattice] {preemption.name}: saved step {final_step}; rerun the same '
+              'command to resume', flush=True)
   finally:
     if bar is not None:
       bar.close()
     ckpt.close()
   return state, final_step, preempted
+
+
+def _state_shapes(abstract_state) -> dict[str, tuple]:
+  """'params/layers_0/...' -> (shape, dtype) of every params/extra leaf."""
+  tree = {'params': abstract_state.params, **abstract_state.extra}
+  return {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _flat(tree: dict, prefix: str = 'model') -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f'{prefix}.{k}') if isinstance(v, dict) else {f'{prefix}.{k}': v})
+  return out
+
+
+def refuse_reshaped_workdir(workdir: Path, setup: Setup, **build_kwargs) -> None:
+  """Raises ConfigError, before anything is written, when `workdir` holds checkpoints
+  of a model whose state has other shapes than `setup`'s, naming the differing
+  `model.*` fields (resuming would fail deep inside Orbax, and overwriting
+  config.json would leave the old checkpoints unloadable)."""
+  ckpt_dir = workdir / 'checkpoints'
+  if not (workdir / artifacts.CONFIG_FILE).is_file() or not ckpt_dir.is_dir() or not any(
+      p.name.isdigit() for p in ckpt_dir.iterdir()):
+    return
+  try:
+    stored = artifacts.load_config(workdir)
+  except (ValueError, TypeError, config_lib.ConfigError):
+    return  # an older schema; the checkpoint restore will judge the shapes
+  old = _flat(dataclasses.asdict(stored.model))
+  new = _flat(dataclasses.asdict(setup.cfg.model))
+  fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  if not fields:
+    return
+  if _state_shapes(build(stored, **build_kwargs).abstract_state) == _state_shapes(
+      setup.abstract_state):
+    return  # e.g. remat or dtype: the same checkpoint fits
+  changes = ', '.join(f'{k} (stored {old.get(k)!r}, now {new.get(k)!r})' for k in fields)
+  raise config_lib.ConfigError(
+      f'{fields[0]}: {workdir} holds checkpoints of another model shape; changed: '
+      f'{changes}. Use a new --workdir, or delete this one to start over')
 
 
 def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
@@ -268,6 +346,15 @@ def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
     return (before.get('tokens_per_s', tokens_per_s),
             before.get('train_loss', train_loss))
   return tokens_per_s, train_loss
+
+
+def previous_peak(workdir: Path, trained: bool, peak: float) -> float:
+  """When nothing trained in this session, the matmul peak the training session's
+  MFU was computed with (a fresh measurement would change a finished run's MFU)."""
+  previous = workdir / 'final_metrics.json'
+  if not trained and previous.exists():
+    return json.loads(previous.read_text()).get('matmul_peak_flops', peak)
+  return peak
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
@@ -283,11 +370,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   """
   cfg = config if isinstance(config, config_lib.Config) else config_lib.build(config)
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
   tok = tokenizer_lib.ByteTokenizer()
   setup = build(cfg, **build_kwargs)
   cfg = setup.cfg
+  refuse_reshaped_workdir(workdir, setup, **build_kwargs)
+  workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     artifacts.save_config(workdir, cfg)
   family = models.family_for(cfg.model)
@@ -306,9 +394,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       state.params, cfg.model, cfg.data.seq_len)
   peak = cfg.train.flops_peak or flops.measure_matmul_peak()
   writer = _MetricsWriter(workdir, cfg.train.tensorboard)
-  t_start -= writer.previous_wall_s()  # wall_s counts every session of a resumed run
   start_step = int(state.step)
-  history: list[dict[str, float]] = []
+  writer.truncate_after(start_step)
+  t_start -= writer.previous_wall_s()  # wall_s counts every session of a resumed run
+  history = writer.eval_history()
   recent: list[float] = []
   tokens_seen = start_step * cfg.data.batch_size * cfg.data.seq_len
   timed_tokens, timed_s = 0, 0.0
@@ -349,8 +438,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       on_step=lambda step, m, seconds, first: on_step(step, _host(m), seconds, first),
       on_eval=on_eval, stop_after=stop_after, bar=bar)
 
-  if preempted:
-    print(f'[lattice] SIGTERM: saved step {final_step} to {workdir}; exiting')
   final = evaluate(setup, state, eval_batches) if not preempted else {}
   if final and (not history or history[-1]['step'] != final_step):
     history.append({'step': final_step, **final})
@@ -358,6 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   tps = timed_tokens / timed_s if timed_s else 0.0
   train_loss = float(np.mean(recent)) if recent else float('nan')
   tps, train_loss = previous_final(workdir, bool(timed_s), tps, train_loss)
+  peak = previous_peak(workdir, bool(timed_s), peak)
   result = {
       **final,
       'train_loss': train_loss,

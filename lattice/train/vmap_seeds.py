@@ -120,9 +120,11 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       params0, cfg.model, cfg.data.seq_len)
   peak = cfg.train.flops_peak or flops.measure_matmul_peak()
   writers = [loop._MetricsWriter(d, cfg.train.tensorboard) for d in seed_dirs]  # pylint: disable=protected-access
-  t_start -= n * writers[0].previous_wall_s()
   start_step = int(state.step[0])
-  histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+  for w in writers:  # rows past the restored step run again: never twice in the log
+    w.truncate_after(start_step)
+  t_start -= n * writers[0].previous_wall_s()
+  histories = [w.eval_history() for w in writers]
   recent: list[np.ndarray] = []
   tokens = cfg.data.batch_size * cfg.data.seq_len
   tokens_seen = start_step * tokens
@@ -168,8 +170,6 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
           step, {k: np.asarray(v) for k, v in jax.device_get(m).items()}, seconds, first),
       on_eval=on_eval, stop_after=stop_after, bar=bar)
 
-  if preempted:
-    print(f'[lattice] SIGTERM: saved step {final_step} of seeds {seeds} to {workdir}')
   finals = (_evaluate(setup, fns['eval_step'], state, eval_batches, n)
             if not preempted else [{} for _ in seeds])
   wall = (time.perf_counter() - t_start) / n
@@ -183,13 +183,14 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       history.append({'step': final_step, **final})
       writers[i].write(final_step, {**final, 'wall_s': wall})
     seed_tps, seed_loss = loop.previous_final(d, bool(timed_s), tps, float(train_loss[i]))
+    seed_peak = loop.previous_peak(d, bool(timed_s), peak)
     params = unstack(state.params, i)
     result = {
         **final, 'train_loss': seed_loss, 'params': n_params,
         'active_params': flops.active_params(params, cfg.model),
         'flops_per_token': flops_per_token, 'train_flops': flops_per_token * tokens_seen,
-        'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': peak,
-        'mfu': n * seed_tps * flops_per_token / peak, 'wall_s': wall, 'steps': final_step,
+        'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': seed_peak,
+        'mfu': n * seed_tps * flops_per_token / seed_peak, 'wall_s': wall, 'steps': final_step,
         'preempted': preempted, 'history': history, 'vmapped_seeds': seeds,
     }
     if primary:
