@@ -229,6 +229,9 @@ class TrainConfig:
   progress: bool = True
   tensorboard: bool = False
   flops_peak: float = 0.0      # 0: measure a large matmul at start for MFU
+  # A run directory (e.g. `lattice convert hf --out RUN`) whose params start a fresh
+  # run, and whose model section replaces this config's (fine-tuning).
+  init_from: str = ''
 
 
 @dataclasses.dataclass(frozen=True)

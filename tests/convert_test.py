@@ -140,3 +140,67 @@ def test_moe_import_matches_transformers(tmp_path, name):
   cfg = import_hf(hf_dir, run)
   assert cfg.model.ffn.kind == 'moe'
   _check_logits_and_greedy(model, run)
+
+
+def _tiny_llama_dir(tmp_path):
+  return _save(tmp_path, transformers.LlamaConfig(**COMMON))
+
+
+def test_unsupported_architecture_is_one_line_naming_it(tmp_path, capsys):
+  from lattice import cli
+  for arch, words in (('DeepseekV3ForCausalLM', 'multi-head latent attention'),
+                      ('GPT2LMHeadModel', 'not supported')):
+    src = tmp_path / arch
+    src.mkdir()
+    (src / 'config.json').write_text(json.dumps({'architectures': [arch]}))
+    with pytest.raises(ConvertError, match=f'{arch}.*{words}'):
+      import_hf(src, tmp_path / 'out')
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(['convert', 'hf', '--from', str(src), '--out', str(tmp_path / 'out')])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and arch in err, err
+
+
+def test_missing_and_unknown_tensors_are_named(tmp_path):
+  from safetensors.numpy import load_file, save_file
+  _, hf_dir = _tiny_llama_dir(tmp_path)
+  tensors = load_file(hf_dir / 'model.safetensors')
+  name = 'model.layers.1.self_attn.k_proj.weight'
+  save_file({k: v for k, v in tensors.items() if k != name}, hf_dir / 'model.safetensors')
+  with pytest.raises(ConvertError, match=f'missing tensor {name}'):
+    import_hf(hf_dir, tmp_path / 'out')
+  save_file({**tensors, 'model.layers.0.mlp.extra.weight': tensors[name]},
+            hf_dir / 'model.safetensors')
+  with pytest.raises(ConvertError, match='tensor model.layers.0.mlp.extra.weight .*no place'):
+    import_hf(hf_dir, tmp_path / 'out')
+
+
+def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
+  from lattice import config as config_lib
+  from lattice.train import loop
+  model = transformers.AutoModelForCausalLM.from_config(
+      transformers.LlamaConfig(**COMMON)).eval()
+  _randomize(model, 3)
+  hf_dir = tmp_path / 'hf'
+  model.save_pretrained(hf_dir, max_shard_size='40KB')  # several files + index json
+  assert (hf_dir / 'model.safetensors.index.json').is_file()
+  run = tmp_path / 'run'
+  import_hf(hf_dir, run)
+  tokens = _tokens(COMMON['vocab_size'], (1, 16))
+  cfg, variables = _restore(run)
+  got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
+  assert np.abs(np.asarray(got) - _hf_logits(model, tokens)).max() <= ATOL
+
+  # Fine-tuning: a fresh run whose model and params come from the imported run.
+  ft = config_lib.build({
+      'model': {'d_model': 8, 'n_layers': 1},  # replaced by the imported model
+      'data': {'seq_len': 16, 'batch_size': 2, 'eval_batches': 1},
+      'optimizer': {'lr': 1e-9, 'warmup_steps': 0, 'weight_decay': 0.0},
+      'train': {'steps': 1, 'init_from': str(run), 'progress': False, 'flops_peak': 1e12},
+      'checkpoint': {'enabled': False}, 'mesh': {'data': 1}})
+  result = loop.train_and_evaluate(ft, tmp_path / 'ft', devices=jax.devices()[:1])
+  assert result['setup'].cfg.model == cfg.model
+  imported = jax.tree.leaves(variables['params'])
+  tuned = jax.tree.leaves(result['state'].params)
+  assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(imported, tuned))

@@ -7,11 +7,10 @@ step 0, and for DeepSeek-V3-style routers the correction bias in `extra`). The
 model's tokenizer files are copied to `tokenizer/` and the conversion's provenance
 to `convert.json`.
 
-Streaming: tensors are read, transformed and written one at a time with Orbax's
-partial save (`orbax.checkpoint.experimental.v1.partial`), so the conversion's peak
-memory is a few tensors, not the model (`python -m benchmarks.convert_memory`
-measures it). The optimizer moments are written as `np.zeros`, whose pages the OS
-maps lazily. Sharding happens at restore: Orbax reads each device's slice.
+Streaming: tensors are read, transformed and written one at a time
+(`state_writer`), so the conversion's peak memory is a few tensors, not the model
+(`python -m benchmarks.convert_memory` measures it). Sharding happens at restore:
+Orbax reads each device's slice.
 """
 
 from __future__ import annotations
@@ -21,35 +20,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import jax
-import numpy as np
 
 from lattice import config as config_lib
-from lattice.convert import hf_config, names
+from lattice.convert import hf_config, names, state_writer
 from lattice.convert.hf_config import ConvertError
 from lattice.convert.safetensors_reader import HFCheckpoint
 
 PROVENANCE = 'convert.json'
 TOKENIZER_DIR = 'tokenizer'
-# A partial save is flushed once this many bytes are pending (fewer, larger Orbax
-# writes; at least one tensor per write whatever its size).
-FLUSH_BYTES = 64 << 20
-
-
-def _key(k: Any) -> str:
-  if isinstance(k, jax.tree_util.GetAttrKey):
-    return k.name
-  if isinstance(k, jax.tree_util.DictKey):
-    return str(k.key)
-  return str(k.idx)
-
-
-def _nest(tree: dict, path: tuple[str, ...], value: Any) -> None:
-  for part in path[:-1]:
-    tree = tree.setdefault(part, {})
-  tree[path[-1]] = value
 
 
 def check_tensors(ckpt: HFCheckpoint, plan: names.Plan, family: str) -> None:
@@ -80,7 +60,6 @@ def import_hf(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
   setting or tensor lattice cannot represent, and FileExistsError if `out` holds a
   run and not `overwrite`.
   """
-  from orbax.checkpoint.experimental.v1 import partial  # pylint: disable=g-import-not-at-top
   from lattice.train import artifacts, checkpoint, loop  # pylint: disable=g-import-not-at-top
   ckpt = HFCheckpoint(src)
   hf = ckpt.config
@@ -104,41 +83,7 @@ def import_hf(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
   setup = loop.build(cfg, devices=jax.devices()[:1])
   target = str((out / 'checkpoints' / '0').absolute())
 
-  # Non-parameter leaves first: step 0 and zero Adam moments (lazily mapped pages);
-  # an empty `extra` is written as such so the saved tree matches the train state's.
-  first = {'step': np.zeros((), np.int32),
-           'opt_state': jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
-                                     setup.abstract_state.opt_state)}
-  if not setup.abstract_state.extra:
-    first['extra'] = {}
-  partial.save(target, first)
-  del first
-  pending: dict = {}
-  pending_bytes = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(setup.abstract_state)[0]:
-    path = tuple(_key(k) for k in path)
-    if path[0] in ('step', 'opt_state'):
-      continue
-    if path not in plan:
-      raise ConvertError(f'lattice parameter {"/".join(path)} has no source in the '
-                         f'{family} name map')
-    hf_names, fn = plan[path]
-    value = np.asarray(fn(*[ckpt.get(n).astype(np.float32, copy=False)
-                                for n in hf_names]))
-    if value.shape != tuple(leaf.shape):
-      raise ConvertError(f'tensor {hf_names[0]}: shape gives {value.shape} for lattice\'s '
-                         f'{"/".join(path)}, which needs {tuple(leaf.shape)}')
-    value = value.astype(leaf.dtype, copy=False)
-    _nest(pending, path, value)
-    pending_bytes += value.nbytes
-    del value
-    if pending_bytes >= FLUSH_BYTES:
-      partial.save(target, pending)
-      pending, pending_bytes = {}, 0
-  if pending:
-    partial.save(target, pending)
-  del pending
-  partial.finalize(target)
+  state_writer.write_state(target, setup.abstract_state, plan, ckpt.get, family)
   checkpoint.write_manifest(target)
   artifacts.save_config(out, setup.cfg)
 
