@@ -1,20 +1,24 @@
 r"""Peak memory of `lattice convert hf`: streamed tensor by tensor, not the model's size.
 
-  python -m benchmarks.convert_memory [--d_model 1024] [--layers 12] [--vocab 16384]
+  python -m benchmarks.convert_memory [--d_model 1024] [--layers 3,12] [--vocab 16384]
                                       [--json out.json]
 
-Builds a random Llama-format checkpoint here (float32, one safetensors shard per
-layer plus the index json, written shard by shard), then in fresh subprocesses:
-  baseline  imports everything the conversion uses (lattice.convert, the train
-            stack, Orbax, safetensors) and starts JAX's CPU backend; its peak RSS
-            is the interpreter baseline;
-  convert   `lattice.convert.import_hf` of the checkpoint into a lattice run.
-Peak RSS is the child's `ru_maxrss` (resident set high-water mark, anonymous and
-file-backed pages). The claim (issue 21): convert's peak stays below the baseline
-plus the bytes of the checkpoint's three largest tensors, far below the model.
+Builds random Llama-format checkpoints here (float32, one safetensors shard per
+layer plus the index json, written shard by shard) of the same widths at each
+depth in `--layers`, then measures fresh subprocesses:
+  imports   imports what the conversion uses and starts JAX's CPU backend (the
+            interpreter baseline of the issue);
+  tiny      `lattice convert hf` of a 1-layer, d_model 64 model (the baseline plus
+            the conversion's fixed cost: Orbax, the abstract train state);
+  convert   `lattice convert hf` of each checkpoint.
+Peak RSS is each child's `ru_maxrss` (resident high-water mark, anonymous and
+file-backed pages). Streaming shows as (a) a peak that does not grow with depth
+while the model does, and (b) convert - baseline below the bytes of the three
+largest tensors; (b) is reported against both baselines.
 
-`--json PATH` writes {"peak_rss_mb", "baseline_rss_mb", "three_largest_mb",
-"model_mb", "bound_mb", "within_bound", "peak_over_model", "convert_s", settings}.
+`--json PATH` writes {"rows": [{layers, model_mb, three_largest_mb, peak_rss_mb,
+convert_s}], "imports_rss_mb", "tiny_rss_mb", "peak_growth_over_model_growth",
+"within_bound_imports", "within_bound_tiny", settings}.
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 MB = 1 << 20
 
-_BASELINE = r'''
+_IMPORTS = r'''
 import json, resource
 import jax, jax.numpy as jnp, orbax.checkpoint, safetensors
-from lattice.convert import import_hf
+from lattice.convert import cli, import_hf
 from lattice.train import loop, artifacts, checkpoint
+cli.limit_malloc_retention()
 jnp.zeros(1).block_until_ready()
 print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 '''
@@ -43,11 +47,11 @@ print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 _CONVERT = r'''
 import json, resource, sys, time
 import jax, jax.numpy as jnp, orbax.checkpoint, safetensors
-from lattice.convert import import_hf
+from lattice.convert import cli, import_hf
 from lattice.train import loop, artifacts, checkpoint
 jnp.zeros(1).block_until_ready()
 t = time.perf_counter()
-import_hf(sys.argv[1], sys.argv[2])
+cli.main(["hf", "--from", sys.argv[1], "--out", sys.argv[2]])
 print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "seconds": time.perf_counter() - t}))
 '''
@@ -104,41 +108,58 @@ def _child(code: str, *args: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _convert(tmp: Path, name: str, **dims) -> dict:
+  src = tmp / name
+  src.mkdir()
+  sizes = write_checkpoint(src, **dims)
+  out = _child(_CONVERT, str(src), str(tmp / f'{name}_run'))
+  return {'layers': dims['layers'], 'model_mb': sum(sizes) / MB,
+          'three_largest_mb': sum(sorted(sizes)[-3:]) / MB,
+          'peak_rss_mb': out['peak_kb'] / 1024, 'convert_s': out['seconds']}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--d_model', type=int, default=1024)
-  parser.add_argument('--layers', type=int, default=12)
+  parser.add_argument('--layers', default='3,12', help='comma-separated depths')
   parser.add_argument('--vocab', type=int, default=16384)
   parser.add_argument('--d_ff', type=int, default=2816)
   parser.add_argument('--heads', type=int, default=8)
   parser.add_argument('--kv_heads', type=int, default=4)
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  depths = [int(x) for x in args.layers.split(',')]
   with tempfile.TemporaryDirectory(prefix='lattice-convert-mem-') as tmp:
-    src, run = Path(tmp) / 'hf', Path(tmp) / 'run'
-    src.mkdir()
-    sizes = write_checkpoint(src, args.d_model, args.layers, args.vocab, args.d_ff,
-                             args.heads, args.kv_heads)
-    baseline = _child(_BASELINE)
-    t = time.perf_counter()
-    converted = _child(_CONVERT, str(src), str(run))
-    wall = time.perf_counter() - t
-  model_mb = sum(sizes) / MB
-  three = sum(sorted(sizes)[-3:]) / MB
-  base_mb, peak_mb = baseline['peak_kb'] / 1024, converted['peak_kb'] / 1024
-  bound = base_mb + three
-  result = {'peak_rss_mb': peak_mb, 'baseline_rss_mb': base_mb, 'three_largest_mb': three,
-            'model_mb': model_mb, 'bound_mb': bound, 'within_bound': peak_mb < bound,
-            'peak_over_model': (peak_mb - base_mb) / model_mb,
-            'convert_s': converted['seconds'], 'subprocess_s': wall,
+    tmp = Path(tmp)
+    imports_mb = _child(_IMPORTS)['peak_kb'] / 1024
+    tiny = _convert(tmp, 'tiny', d_model=64, layers=1, vocab=512, d_ff=128, n_heads=2,
+                    n_kv_heads=1)
+    rows = [_convert(tmp, f'l{n}', d_model=args.d_model, layers=n, vocab=args.vocab,
+                     d_ff=args.d_ff, n_heads=args.heads, n_kv_heads=args.kv_heads)
+            for n in depths]
+  tiny_mb = tiny['peak_rss_mb']
+  big = rows[-1]
+  growth = ((rows[-1]['peak_rss_mb'] - rows[0]['peak_rss_mb'])
+            / max(rows[-1]['model_mb'] - rows[0]['model_mb'], 1e-9)) if len(rows) > 1 else None
+  result = {'rows': rows, 'imports_rss_mb': imports_mb, 'tiny_rss_mb': tiny_mb,
+            'peak_growth_over_model_growth': growth,
+            'within_bound_imports': big['peak_rss_mb'] < imports_mb + big['three_largest_mb'],
+            'within_bound_tiny': big['peak_rss_mb'] < tiny_mb + big['three_largest_mb'],
             'settings': vars(args)}
-  print(f'checkpoint: {model_mb:.0f} MB in {len(sizes)} tensors (3 largest: {three:.0f} MB)')
-  print(f'| process | peak RSS (MB) |\n|---|---|\n| baseline (imports) | {base_mb:.0f} |\n'
-        f'| convert | {peak_mb:.0f} |')
-  print(f'convert peak - baseline = {peak_mb - base_mb:.0f} MB = '
-        f'{result["peak_over_model"]:.2f} x the model; bound (baseline + 3 largest) '
-        f'{bound:.0f} MB: {"within" if result["within_bound"] else "EXCEEDED"}; '
-        f'conversion {converted["seconds"]:.1f} s')
+  print(f'baselines: imports {imports_mb:.0f} MB, tiny conversion {tiny_mb:.0f} MB')
+  print('| layers | model (MB) | 3 largest tensors (MB) | peak RSS (MB) | '
+        'peak - imports | peak - tiny | convert (s) |\n|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['layers']} | {r['model_mb']:.0f} | {r['three_largest_mb']:.0f} | "
+          f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - imports_mb:.0f} | "
+          f"{r['peak_rss_mb'] - tiny_mb:.0f} | {r['convert_s']:.1f} |")
+  if growth is not None:
+    print(f'peak growth / model growth from {rows[0]["layers"]} to {big["layers"]} layers: '
+          f'{growth:.3f} (0: streaming; 1: holds the model)')
+  for name, base in (('imports', imports_mb), ('tiny conversion', tiny_mb)):
+    print(f'peak < {name} baseline + 3 largest tensors '
+          f'({base + big["three_largest_mb"]:.0f} MB): '
+          f'{big["peak_rss_mb"] < base + big["three_largest_mb"]}')
   if args.json:
     Path(args.json).write_text(json.dumps(result, indent=1))
   return result

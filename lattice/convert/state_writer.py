@@ -20,8 +20,8 @@ import numpy as np
 from lattice.convert import names
 from lattice.convert.hf_config import ConvertError
 
-# Pending tensors are written once this many bytes are pending (small tensors share
-# an Orbax write; a large one is written alone).
+# Pending tensors are written once this many bytes (or the largest tensor's, if
+# fewer) are pending: small tensors share an Orbax write, a large one is alone.
 FLUSH_BYTES = 8 << 20
 
 
@@ -109,6 +109,10 @@ def write_state(target: str, abstract_state: Any, plan: names.Plan,
     pending_bytes = 0
     slots = {_slot(p) for p, _ in jax.tree_util.tree_flatten_with_path(opt)[0]
              if not _is_count(p)}
+    # Batching never holds more than the largest tensor would alone.
+    flush_bytes = min(FLUSH_BYTES, max(
+        np.dtype(l.dtype).itemsize * int(np.prod(l.shape))
+        for l in jax.tree.leaves(abstract_state.params)))
 
     def flush():
       """Writes the pending tensors, then their zero moments one slot (Adam's mu, nu)
@@ -142,7 +146,7 @@ def write_state(target: str, abstract_state: Any, plan: names.Plan,
       if path[0] == 'params':
         pending_params.add(path[1:])
       del value
-      if pending_bytes >= FLUSH_BYTES:
+      if pending_bytes >= flush_bytes:
         flush()
     flush()
     partial.finalize(target)
