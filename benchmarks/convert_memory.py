@@ -36,7 +36,7 @@ MB = 1 << 20
 
 _IMPORTS = r'''
 import json, resource
-import jax, jax.numpy as jnp, orbax.checkpoint, safetensors
+import jax, jax.numpy as jnp, orbax.checkpoint
 from lattice.convert import cli, import_hf
 from lattice.train import loop, artifacts, checkpoint
 cli.limit_malloc_retention()
@@ -46,7 +46,7 @@ print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 _CONVERT = r'''
 import json, resource, sys, time
-import jax, jax.numpy as jnp, orbax.checkpoint, safetensors
+import jax, jax.numpy as jnp, orbax.checkpoint
 from lattice.convert import cli, import_hf
 from lattice.train import loop, artifacts, checkpoint
 jnp.zeros(1).block_until_ready()

@@ -191,6 +191,9 @@ def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
   cfg, variables = _restore(run)
   got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
   assert np.abs(np.asarray(got) - _hf_logits(model, tokens)).max() <= ATOL
+  from lattice.agents import generator
+  served = generator.LatticeGenerator.from_workdir(run)  # what `lattice serve` loads
+  assert served.model_cfg == cfg.model
 
   # Fine-tuning: a fresh run whose model and params come from the imported run.
   ft = config_lib.build({
@@ -204,3 +207,36 @@ def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
   imported = jax.tree.leaves(variables['params'])
   tuned = jax.tree.leaves(result['state'].params)
   assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(imported, tuned))
+
+
+def test_export_of_a_lattice_initialized_model(tmp_path):
+  from lattice import config as config_lib
+  from lattice.train import checkpoint, loop
+  cfg = config_lib.build({
+      'model': {'d_model': 32, 'n_layers': 2, 'vocab_size': 320, 'ffn': {'d_ff': 64},
+                'attention': {'n_heads': 4, 'n_kv_heads': 2, 'rope_theta': 1000.0}},
+      'data': {'seq_len': 16}})
+  setup = loop.build(cfg, devices=jax.devices()[:1])
+  state = setup.init(jax.random.key(0))
+  run = tmp_path / 'run'
+  run.mkdir()
+  artifacts.save_config(run, setup.cfg)
+  with checkpoint.Checkpointer(run / 'checkpoints', setup.cfg.checkpoint) as ckpt:
+    ckpt.save(0, state, force=True)
+  back = transformers.AutoModelForCausalLM.from_pretrained(
+      export_hf(run, tmp_path / 'hf')).eval()
+  assert type(back).__name__ == 'LlamaForCausalLM'
+  tokens = _tokens(320, (2, 16))
+  ours = jax.jit(transformer.Transformer(setup.cfg.model).apply)({'params': state.params},
+                                                                 tokens)
+  assert np.abs(np.asarray(ours) - _hf_logits(back, tokens)).max() <= ATOL
+
+
+def test_export_refuses_what_llama_cannot_hold(tmp_path):
+  from lattice import config as config_lib
+  from lattice.train import artifacts as art
+  run = tmp_path / 'run'
+  run.mkdir()
+  art.save_config(run, config_lib.build({'model': {'ffn': {'kind': 'moe'}}}))
+  with pytest.raises(ConvertError, match="model.ffn.kind: 'moe'"):
+    export_hf(run, tmp_path / 'hf')
