@@ -13,7 +13,6 @@ biases on the output/FFN projections, sliding windows beyond `max_len`, ...
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from lattice import config as config_lib
@@ -163,8 +162,3 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
 def family(hf: dict[str, Any]) -> str:
   """'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'mixtral' | 'dots1'."""
   return {**DENSE, **MOE}[architecture(hf)]
-
-
-def replace_model(cfg: config_lib.Config, model: config_lib.ModelConfig
-                  ) -> config_lib.Config:
-  return config_lib.validate(dataclasses.replace(cfg, model=model))

@@ -50,8 +50,7 @@ def _bias(n: int):
   return lambda b: b.reshape(n, -1)
 
 
-def _attention(plan: Plan, p: Path, hf: str, m: config_lib.ModelConfig,
-               family: str) -> None:
+def _attention(plan: Plan, p: Path, hf: str, m: config_lib.ModelConfig) -> None:
   H, K = m.n_heads, m.n_kv_heads
   for name, hf_name, n in (('query', 'q', H), ('key', 'k', K), ('value', 'v', K)):
     plan[p + (name, 'kernel')] = ((f'{hf}.{hf_name}_proj.weight',), _linear(n))
@@ -94,7 +93,7 @@ def plan(m: config_lib.ModelConfig, family: str) -> Plan:
     p, hf = ('params', f'layers_{i}'), f'model.layers.{i}'
     out[p + ('attention_norm', 'scale')] = ((f'{hf}.input_layernorm.weight',), _same)
     out[p + ('ffn_norm', 'scale')] = ((f'{hf}.post_attention_layernorm.weight',), _same)
-    _attention(out, p + ('attention',), f'{hf}.self_attn', m, family)
+    _attention(out, p + ('attention',), f'{hf}.self_attn', m)
     if m.ffn.kind == 'moe':
       _moe(out, p + ('ffn',), f'{hf}.mlp', m, family, i)
     else:
