@@ -24,9 +24,15 @@ setup(
                                     'benchmarks.*']),
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=8.0', 'chex>=0.1.90', 'openai>=1.40', 'httpx>=0.27'],
+        # openai/httpx: the server tests drive it with the official SDK.
+        # torch/transformers/safetensors: the convert tests build tiny HF models
+        # (on these machines `pip install torch==2.13.0` is a local CPU wheel).
+        'test': ['pytest>=8.0', 'chex>=0.1.90', 'openai>=1.40', 'httpx>=0.27',
+                 'torch==2.13.0', 'transformers>=5.24.0', 'safetensors>=0.8.0'],
         'tensorboard': ['tensorboardX>=2.6'],
-        'hf': ['datasets>=2.19'],
+        # datasets for data.source=hf; safetensors to import/export HF checkpoints
+        # (lattice convert); transformers only to load exported models back.
+        'hf': ['datasets>=2.19', 'safetensors>=0.8.0'],
     },
     entry_points={'console_scripts': ['lattice=lattice.cli:main']},
 )

@@ -6,6 +6,8 @@
   lattice report runs/ [--out REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
   lattice serve --workdir=runs/x [--model=ARM/seed_K] [--slots 8] [--warmup] [--port 8000]
+  lattice convert hf --from HF_DIR --out runs/imported [--max-len 4096]
+  lattice convert export --run runs/x --out HF_DIR
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ def main(argv=None) -> None:
     except config_lib.ConfigError as e:
       print(f'lattice: error: {e}', file=sys.stderr)
       sys.exit(2)
+  elif command == 'convert':
+    from lattice.convert import cli as convert_cli
+    convert_cli.main(rest)
   else:
     print(f'lattice: error: unknown command {command!r}; choose run, sweep, '
-          'report, bench or serve '
+          'report, bench, serve or convert '
           '(see lattice --help)', file=sys.stderr)
     sys.exit(2)
 

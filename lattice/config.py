@@ -61,6 +61,17 @@ class AttentionConfig:
   head_dim: int = 0            # 0: d_model // n_heads.
   rope_theta: float = 10_000.0
   implementation: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention).
+  # Imported checkpoints (lattice/convert): Qwen2 biases on q/k/v only; Qwen3 RMSNorm
+  # of each query/key head before RoPE; RoPE frequency scaling as Hugging Face's
+  # `rope_scaling` (linear: all frequencies / factor; llama3: Llama 3.1's
+  # wavelength-banded rule, transformers' _compute_llama3_parameters).
+  qkv_bias: bool = False
+  qk_norm: bool = False
+  rope_scaling: str = 'none'   # none | linear | llama3
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +96,9 @@ class FFNConfig:
   dispatch: str = 'dropless'   # dropless | capacity
   capacity_factor: float = 1.25
   dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot)
+  # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
+  # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
+  router_bias: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +229,9 @@ class TrainConfig:
   progress: bool = True
   tensorboard: bool = False
   flops_peak: float = 0.0      # 0: measure a large matmul at start for MFU
+  # A run directory (e.g. `lattice convert hf --out RUN`) whose params start a fresh
+  # run, and whose model section replaces this config's (fine-tuning).
+  init_from: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +265,7 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
+    'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
@@ -390,6 +408,12 @@ def validate(cfg: Config) -> Config:
     _positive(f'model.{name}', getattr(m, name))
   _positive('model.attention.n_heads', a.n_heads)
   _positive('model.attention.rope_theta', a.rope_theta)
+  _positive('model.attention.rope_factor', a.rope_factor)
+  _positive('model.attention.rope_original_max_len', a.rope_original_max_len)
+  if a.rope_scaling == 'llama3' and not a.rope_high_freq_factor > a.rope_low_freq_factor > 0:
+    raise ConfigError(f'model.attention.rope_high_freq_factor: must exceed '
+                      f'rope_low_freq_factor > 0, got {a.rope_high_freq_factor} and '
+                      f'{a.rope_low_freq_factor}')
   _validate_mtp(m)
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)

@@ -116,7 +116,7 @@ class MoE(nn.Module):
                                          cfg.frontend.image_experts or E // 2)
       logits_TxE = jnp.where(allowed_TxE, logits_TxE, router.MASKED_LOGIT)
     bias_E = None
-    if f.bias_rate > 0:
+    if f.bias_rate > 0 or f.router_bias:
       bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))
       bias_E = bias.value
     idx_TxK, gate_TxK, scores_TxE = router.route(logits_TxE, f, bias_E)

@@ -13,6 +13,8 @@ are masked until overwritten).
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,11 +23,42 @@ from lattice import config as config_lib
 from lattice.nn import layers
 
 
-def rope(x_BxLxNxDh: jax.Array, positions_BxL: jax.Array, theta: float) -> jax.Array:
-  """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/MaxText."""
+def rope_frequencies(d_half: int, a: config_lib.AttentionConfig) -> jax.Array:
+  """The [Dh/2] RoPE angular frequencies theta^(-i/(Dh/2)), optionally rescaled.
+
+  'linear' divides every frequency by rope_factor; 'llama3' is Llama 3.1's rule
+  (transformers' `_compute_llama3_parameters`): wavelengths longer than
+  original_max_len/low_freq_factor are divided by the factor, shorter than
+  original_max_len/high_freq_factor kept, and the band between interpolated.
+  """
+  freq = a.rope_theta ** (-jnp.arange(d_half, dtype=jnp.float32) / d_half)
+  if a.rope_scaling == 'linear':
+    return freq / a.rope_factor
+  if a.rope_scaling == 'llama3':
+    wavelen = 2 * jnp.pi / freq
+    old = a.rope_original_max_len
+    scaled = jnp.where(wavelen > old / a.rope_low_freq_factor, freq / a.rope_factor, freq)
+    smooth = (old / wavelen - a.rope_low_freq_factor) / (
+        a.rope_high_freq_factor - a.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / a.rope_factor + smooth * scaled
+    medium = (wavelen >= old / a.rope_high_freq_factor) & (
+        wavelen <= old / a.rope_low_freq_factor)
+    return jnp.where(medium, smoothed, scaled)
+  return freq
+
+
+def rope(x_BxLxNxDh: jax.Array, positions_BxL: jax.Array, theta: float | None = None,
+         freq_Dh2: jax.Array | None = None) -> jax.Array:
+  """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/MaxText.
+
+  The half-split ("rotate half") layout is also Hugging Face Llama's, so imported
+  q/k projections need no row permutation. `freq_Dh2` (rope_frequencies) overrides
+  the plain theta^(-i/(Dh/2)) frequencies.
+  """
   d_half = x_BxLxNxDh.shape[-1] // 2
-  freq = theta ** (-jnp.arange(d_half, dtype=jnp.float32) / d_half)
-  angle_BxLx1xDh2 = (positions_BxL.astype(jnp.float32)[..., None] * freq)[:, :, None, :]
+  if freq_Dh2 is None:
+    freq_Dh2 = theta ** (-jnp.arange(d_half, dtype=jnp.float32) / d_half)
+  angle_BxLx1xDh2 = (positions_BxL.astype(jnp.float32)[..., None] * freq_Dh2)[:, :, None, :]
   sin, cos = jnp.sin(angle_BxLx1xDh2), jnp.cos(angle_BxLx1xDh2)
   x1, x2 = jnp.split(x_BxLxNxDh.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -46,16 +79,26 @@ class Attention(nn.Module):
     dtype, pdtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     H, K, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
 
+    a = cfg.attention
+    # Qwen2-style biases on q/k/v only (the out projection follows cfg.linear).
+    qkv_linear = (dataclasses.replace(cfg.linear, use_bias=True) if a.qkv_bias
+                  else cfg.linear)
+
     def proj(n, axis, name):
-      return layers.dense(cfg.linear, (n, Dh), ('embed',), (axis, 'head_dim'),
-                          dtype=dtype, param_dtype=pdtype, name=name)(x_BxLxD)
+      y = layers.dense(qkv_linear, (n, Dh), ('embed',), (axis, 'head_dim'),
+                       dtype=dtype, param_dtype=pdtype, name=name)(x_BxLxD)
+      if a.qk_norm and name != 'value':  # Qwen3: RMSNorm per head before RoPE
+        y = layers.RMSNorm(cfg.norm_eps, dtype, pdtype, 'head_dim',
+                           name=f'{name}_norm')(y)
+      return y
 
     if self.decode and self.has_variable('cache', 'cache_index'):
       # Decoding positions come from the cache, so callers cannot get them wrong.
       L = x_BxLxD.shape[1]
       positions_BxL = self.get_variable('cache', 'cache_index')[:, None] + jnp.arange(L)
-    q_BxLxHxDh = rope(proj(H, 'heads', 'query'), positions_BxL, cfg.attention.rope_theta)
-    k_BxLxKxDh = rope(proj(K, 'kv_heads', 'key'), positions_BxL, cfg.attention.rope_theta)
+    freq_Dh2 = rope_frequencies(Dh // 2, a)
+    q_BxLxHxDh = rope(proj(H, 'heads', 'query'), positions_BxL, freq_Dh2=freq_Dh2)
+    k_BxLxKxDh = rope(proj(K, 'kv_heads', 'key'), positions_BxL, freq_Dh2=freq_Dh2)
     v_BxLxKxDh = proj(K, 'kv_heads', 'value')
     q_BxLxHxDh = layers.constrain(q_BxLxHxDh, ('act_batch', 'act_len', 'act_heads', None))
 

@@ -369,6 +369,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   tokens, tokens_per_s, mfu, wall_s, steps, preempted, and `history` (eval points).
   """
   cfg = config if isinstance(config, config_lib.Config) else config_lib.build(config)
+  if cfg.train.init_from:
+    cfg = artifacts.with_model_of(cfg, cfg.train.init_from)
   workdir = Path(workdir)
   t_start = time.perf_counter()
   tok = tokenizer_lib.ByteTokenizer()
@@ -389,6 +391,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       print(f'[lattice] resumed from step {int(state.step)} in {workdir}')
     else:
       state = setup.init(jax.random.key(cfg.train.seed))
+      if cfg.train.init_from:
+        state = state.replace(params=artifacts.load_params(
+            cfg.train.init_from, setup.abstract_state.params))
+        print(f'[lattice] started from the params of {cfg.train.init_from}')
   n_params = flops.count_params(state.params)
   flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
       state.params, cfg.model, cfg.data.seq_len)
