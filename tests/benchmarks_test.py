@@ -47,3 +47,4 @@ def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):
   assert result['bf16_over_packed_2bit'] > 7.5 and result['bf16_over_packed_base3'] > 9.0
   assert result['packed_equals_fake_quant'] is True
   assert result['backend']
+  assert result['kernel_path'] in ('pallas', 'native-avx512', 'native-avx2', 'xla-unpack')
