@@ -79,7 +79,9 @@ def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
   CPU: 'grouped' (kernels.grouped_matmul: tile loops over the experts' weights in
-  place), measured 2x faster than blocks at E = 8..32 (benchmarks/moe_layer.py).
+  place): 1.5-2.1x faster than blocks at E = 8, 16, 32 in one run of
+  benchmarks/moe_layer.py on the shared 2-core CPU while loaded (load average ~14);
+  to be confirmed on an idle machine.
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
   BENCHMARKS.md), and the grouped loops issue one small dot per tile, which on an
   accelerator is launch-bound (not measured there).
