@@ -1,8 +1,10 @@
 """lattice: composable LLM techniques in JAX/Flax, each backed by paper reproductions."""
 
+import importlib.util
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
 
@@ -11,6 +13,34 @@ def requirements():
   lines = (ROOT / 'requirements.txt').read_text().splitlines()
   return [l.strip() for l in lines if l.strip() and not l.startswith('#')]
 
+
+class BuildFfiExt(build_ext):
+  """Adds the XLA FFI headers that jaxlib ships (jaxlib/include) to every extension.
+
+  jaxlib is found without importing jax; pyproject.toml lists it as a build
+  requirement so pip's isolated build environment has it. The extension is optional:
+  if it cannot be built, lattice installs without it and the XLA path is used.
+  """
+
+  def build_extensions(self):
+    spec = importlib.util.find_spec('jaxlib')
+    if spec is not None and spec.submodule_search_locations:
+      include = Path(list(spec.submodule_search_locations)[0]) / 'include'
+      for ext in self.extensions:
+        ext.include_dirs.append(str(include))
+    super().build_extensions()
+
+
+# The native CPU ternary matmul (kernels/ternary_cpu): no -march flags, so the library
+# runs on any x86-64; AVX2 / AVX-512 code is chosen at run time from CPUID.
+# -ffp-contract=off: no FMA in the final scaling, to match XLA's result bit for bit.
+TERNARY_CPU = Extension(
+    'kernels.ternary_cpu._ternary_cpu',
+    sources=['kernels/ternary_cpu/ternary_cpu.cc'],
+    language='c++',
+    extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],
+    optional=True,
+)
 
 setup(
     name='lattice',
@@ -34,5 +64,7 @@ setup(
         # (lattice convert); transformers only to load exported models back.
         'hf': ['datasets>=2.19', 'safetensors>=0.8.0'],
     },
+    ext_modules=[TERNARY_CPU],
+    cmdclass={'build_ext': BuildFfiExt},
     entry_points={'console_scripts': ['lattice=lattice.cli:main']},
 )

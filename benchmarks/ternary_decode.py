@@ -1,12 +1,14 @@
 r"""Batch-1 decoding with packed ternary weights against the same model in float.
 
   python -m benchmarks.ternary_decode [--d_model 1024] [--layers 4] [--new_tokens 64]
-                                      [--json out.json]
+                                      [--cpu_path auto|native|xla] [--json out.json]
 
 Builds a BitNet b1.58 decoder (random weights: speed does not depend on training)
 at a width where batch-1 decoding is memory-bound, packs it with
 `lattice.quant.inference.pack_model` (2-bit codes, 4 a byte, through
-`kernels.ternary_matmul`: the Pallas kernel on GPU/TPU, XLA on CPU), and times greedy
+`kernels.ternary_matmul`: the Pallas kernel on GPU/TPU; on CPU the native AVX2 /
+AVX-512 kernel of `kernels.ternary_cpu` when built, else XLA's unpack-then-dot;
+`--cpu_path xla` forces the fallback), and times greedy
 KV-cache decoding (`lattice.decode.sampling.generate`, jitted) of the packed model,
 of the same weights as a float32 model and as a bfloat16 model, round-robin in one
 process after a compile call each; the median of `--repeats` runs is kept. The packed
@@ -20,7 +22,8 @@ Goals: 2-bit <= 1/8 and base-3 <= 1/10 of bf16; decode at least as fast as float
 CPU and >= 2x on GPU (anchor: bitnet.cpp 2.37-6.17x over fp16 on x86 CPUs, with
 hand-written lookup-table kernels). `--json PATH` writes bf16_over_packed_2bit,
 bf16_over_packed_base3, decode_speedup (packed tokens/s / float32 tokens/s),
-decode_speedup_vs_bf16, tokens_per_s per variant, backend and device.
+decode_speedup_vs_bf16, tokens_per_s per variant, kernel_path (the packed model's
+matmul path: pallas, native-avx512, native-avx2 or xla-unpack), backend and device.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import ternary_matmul as tm
 from lattice import config as config_lib
 from lattice.decode import sampling
 from lattice.nn import transformer
@@ -68,9 +72,17 @@ def main(argv=None) -> dict:
   ap.add_argument('--prompt', type=int, default=8)
   ap.add_argument('--new_tokens', type=int, default=64)
   ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--cpu_path', default='auto', choices=('auto', 'native', 'xla'),
+                  help='CPU path of the packed matmuls (auto: native when built)')
   ap.add_argument('--json', default=None)
   args = ap.parse_args(argv)
+  if args.cpu_path == 'auto':
+    return _run(args)
+  with tm.cpu_auto(args.cpu_path):
+    return _run(args)
 
+
+def _run(args) -> dict:
   cfg = model_config(args.d_model, args.layers, args.prompt + args.new_tokens)
   params = transformer.Transformer(cfg).init(
       jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
@@ -102,6 +114,7 @@ def main(argv=None) -> dict:
       times[name].append(time.perf_counter() - t0)
   tps = {name: args.new_tokens / statistics.median(ts) for name, ts in times.items()}
   wb = weight_bytes(params)
+  kernel_path = 'pallas' if jax.default_backend() in ('gpu', 'tpu') else tm.cpu_path()
   result = {
       'bf16_over_packed_2bit': wb['bf16'] / wb['packed_2bit'],
       'bf16_over_packed_base3': wb['bf16'] / wb['packed_base3'],
@@ -111,12 +124,14 @@ def main(argv=None) -> dict:
       'packed_equals_fake_quant': bool(np.array_equal(outs['packed_ternary'],
                                                       outs['fake_quant_ternary'])),
       'weight_bytes': wb,
+      'kernel_path': kernel_path,
       'backend': jax.default_backend(),
       'device': jax.devices()[0].device_kind,
       'settings': vars(args),
   }
   print(f'device: {result["device"]} ({result["backend"]}); d_model {args.d_model}, '
-        f'{args.layers} layers, batch 1, {args.new_tokens} new tokens')
+        f'{args.layers} layers, batch 1, {args.new_tokens} new tokens; packed matmul '
+        f'path: {kernel_path}')
   print(f'projection bytes: bf16 {wb["bf16"]:,}, 2-bit {wb["packed_2bit"]:,} '
         f'({result["bf16_over_packed_2bit"]:.2f}x smaller), base-3 {wb["packed_base3"]:,} '
         f'({result["bf16_over_packed_base3"]:.2f}x smaller)')

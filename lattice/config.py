@@ -95,7 +95,7 @@ class FFNConfig:
   bias_rate: float = 0.0       # loss-free balancing step u (1e-3, arXiv 2408.15664)
   dispatch: str = 'dropless'   # dropless | capacity
   capacity_factor: float = 1.25
-  dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot)
+  dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot) | grouped
   # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
   # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
   router_bias: bool = False
@@ -269,7 +269,7 @@ _CHOICES = {
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
-    'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged'),
+    'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged', 'grouped'),
     'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),

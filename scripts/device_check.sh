@@ -12,14 +12,16 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
-# CHECKS picks the sections (default: all of them).
-CHECKS=${CHECKS:-"throughput moe ternary speculative tests"}
+# CHECKS picks the sections (default: all of them). `cpu` reruns the CPU claims of
+# issue 18 on the lent machine's idle host CPU (native ternary kernel built here).
+CHECKS=${CHECKS:-"throughput moe ternary speculative tests cpu"}
 want() { [[ " $CHECKS " == *" $1 "* ]]; }
 want throughput && python3 -m benchmarks.train_throughput --sizes 512,1024,2048 --seq_len 1024 --batch 16 \
   --steps 10 --dtype bfloat16 --json "$OUT/train_throughput.json" 2>&1 | grep -v -i warn | tee "$OUT/train_throughput.log"
 want moe && python3 -m benchmarks.moe_layer --ragged_experts 8,16,32 \
   --json "$OUT/moe_layer.json" 2>&1 | grep -v -i warn | tee "$OUT/moe_layer.log"
-want ternary && for d in 1024 2048; do
+# d 4096: the memory-bound size of the GPU goal (packed >= 1.5x bf16).
+want ternary && for d in 1024 2048 4096; do
   python3 -m benchmarks.ternary_decode --d_model $d --layers 4 --new_tokens 64 \
     --json "$OUT/ternary_decode_d$d.json" 2>&1 | grep -v -i warn | tee "$OUT/ternary_decode_d$d.log"
 done
@@ -28,5 +30,19 @@ want speculative && python3 -m benchmarks.speculative_decode --n 4 \
 want tests && python3 -m pytest -q -p no:cacheprovider tests/ternary_matmul_test.py \
   tests/quant_inference_test.py tests/transformer_test.py tests/sampling_test.py \
   tests/moe_test.py tests/quant_test.py tests/speculative_test.py \
+  tests/grouped_matmul_test.py tests/ternary_cpu_test.py \
   -k "not expert_parallel and not bad_moe" 2>&1 | tail -25 | tee "$OUT/pytest.log"
+if want cpu; then
+  python3 setup.py build_ext --inplace > "$OUT/build_ext.log" 2>&1 || tail -5 "$OUT/build_ext.log"
+  uptime | tee "$OUT/cpu_load.txt"
+  for d in 1024 2048; do
+    JAX_PLATFORMS=cpu python3 -m benchmarks.ternary_decode --d_model $d --layers 4 \
+      --new_tokens 64 --json "$OUT/cpu_ternary_decode_d$d.json" 2>&1 | grep -v -i warn \
+      | tee "$OUT/cpu_ternary_decode_d$d.log"
+  done
+  JAX_PLATFORMS=cpu python3 -m benchmarks.moe_layer --ragged_experts '' \
+    --json "$OUT/cpu_moe_layer.json" 2>&1 | grep -v -i warn | tee "$OUT/cpu_moe_layer.log"
+  JAX_PLATFORMS=cpu python3 -m pytest -q -p no:cacheprovider tests/ternary_cpu_test.py \
+    tests/grouped_matmul_test.py 2>&1 | tail -5 | tee "$OUT/cpu_pytest.log"
+fi
 true

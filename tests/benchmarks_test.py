@@ -16,9 +16,11 @@ def test_moe_layer_benchmark_writes_its_ratios(tmp_path):
                   '--ragged_experts', '', '--expert_d_ff', '16', '--repeats', '2',
                   '--json', str(out)])
   result = json.loads(out.read_text())
-  for key in ('dropless_over_dense', 'capacity_over_dense'):
+  for key in ('dropless_over_dense', 'grouped_over_dense', 'blocks_over_dense',
+              'capacity_over_dense'):
     assert _positive_finite(result[key]), (key, result[key])
-  assert {r['variant'] for r in result['rows']} == {'dense', 'blocks', 'capacity'}
+  assert {r['variant'] for r in result['rows']} == {'dense', 'grouped', 'blocks', 'capacity'}
+  assert result['dropless_over_dense'] == result[f'{result["dropless_impl"]}_over_dense']
   for r in result['rows']:
     assert _positive_finite(r['ms']) and 0 <= r['drop_rate'] <= 1
   assert result['backend'] and result['device']
@@ -47,3 +49,4 @@ def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):
   assert result['bf16_over_packed_2bit'] > 7.5 and result['bf16_over_packed_base3'] > 9.0
   assert result['packed_equals_fake_quant'] is True
   assert result['backend']
+  assert result['kernel_path'] in ('pallas', 'native-avx512', 'native-avx2', 'xla-unpack')

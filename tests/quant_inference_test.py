@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kernels import ternary_cpu
+from kernels import ternary_matmul as tm
 from lattice import config as config_lib
 from lattice.decode import sampling
 from lattice.nn import transformer
@@ -62,6 +64,24 @@ def test_packed_greedy_decode_matches(trained):
   got = sampling.generate({'params': packed}, prompt, jax.random.key(0),
                           model_cfg=packed_cfg, **kw)
   np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu' or not ternary_cpu.available(),
+                    reason='native CPU kernel not built or not on CPU')
+def test_native_and_xla_cpu_paths_give_the_same_tokens(trained):
+  cfg, params = trained
+  packed_cfg, packed = inference.pack_model(cfg.model, params)
+  prompt = jax.random.randint(jax.random.key(3), (2, 5), 0, 256)
+  kw = dict(max_new_tokens=8, sampling=sampling.SamplingConfig(temperature=0.0))
+  tokens, logits = {}, {}
+  for impl in ('native', 'xla'):
+    jax.clear_caches()  # the CPU path is chosen when generate is traced
+    with tm.cpu_auto(impl):
+      tokens[impl] = sampling.generate({'params': packed}, prompt, jax.random.key(0),
+                                       model_cfg=packed_cfg, **kw)
+      logits[impl] = transformer.Transformer(packed_cfg).apply({'params': packed}, prompt)
+  np.testing.assert_array_equal(tokens['native'], tokens['xla'])
+  np.testing.assert_allclose(logits['native'], logits['xla'], atol=1e-5, rtol=1e-5)
 
 
 def test_scanned_layers_pack_per_layer():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kernels import ternary_cpu
 from kernels import ternary_matmul as tm
 from lattice.quant import packing, ste
 
@@ -55,8 +56,10 @@ def test_kernel_interpret_equals_reference(m, k, n, block):
   np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize('impl', ['auto', 'xla', 'reference', 'pallas'])
+@pytest.mark.parametrize('impl', ['auto', 'xla', 'reference', 'pallas', 'native'])
 def test_op_equals_bitnet_fake_quant(impl):
+  if impl == 'native' and not (jax.default_backend() == 'cpu' and ternary_cpu.available()):
+    pytest.skip('native CPU kernel not built or not on CPU')
   x_MxK, w_KxN, args = _operands(24, 96, 40, seed=3)
   got = tm.ternary_matmul(*args, 40, impl=impl)
   want = _fake_quant(x_MxK, w_KxN)

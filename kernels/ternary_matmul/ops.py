@@ -1,5 +1,10 @@
 """Public int8 x ternary matmul for BitNet b1.58 inference (arXiv 2402.17764).
 
+Paths: the Pallas kernel (kernel.py) on GPU/TPU; on CPU the native C++ kernel
+(kernels/ternary_cpu, AVX2 / AVX-512 VNNI, built at install) when it is built and the
+CPU has AVX2, else XLA (unpack the codes to float32, then XLA's dot). `cpu_path()`
+names the CPU path `impl='auto'` takes.
+
 Shape legend: M tokens (any leading dims are flattened into M), K contracted
 features, N output features, Kq = ceil(K / 4). Weight layout: reference.py.
 
@@ -14,14 +19,20 @@ quantizers in `lattice.quant.ste`; this op consumes their integer codes, and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import ternary_cpu
 from kernels.ternary_matmul import kernel, reference
 from lattice.quant import packing, ste
 
-IMPLS = ('auto', 'pallas', 'xla', 'reference')
+IMPLS = ('auto', 'pallas', 'native', 'xla', 'reference')
+# What impl='auto' means on CPU ('native' | 'xla'); None: native when available.
+_CPU_AUTO = contextvars.ContextVar('ternary_cpu_auto', default=None)
 # float32 sums of int8 x ternary products stay exact integers while 128 * K < 2**24.
 _F32_EXACT_MAX_K = 2**24 // 128
 
@@ -48,6 +59,34 @@ def pack_weight(w_KxN) -> tuple[jax.Array, jax.Array]:
   return jnp.asarray(np.ascontiguousarray(w_packed_KqxN)), sw
 
 
+def cpu_path() -> str:
+  """The CPU path impl='auto' takes now: 'native-avx512', 'native-avx2' or 'xla-unpack'."""
+  want = _CPU_AUTO.get()
+  if want != 'xla' and ternary_cpu.available():
+    return f'native-{ternary_cpu.best_isa()}'
+  if want == 'native':
+    raise RuntimeError('ternary_matmul: the native CPU kernel is not built or this CPU '
+                       'lacks AVX2')
+  return 'xla-unpack'
+
+
+@contextlib.contextmanager
+def cpu_auto(impl: str):
+  """Within the block, impl='auto' on CPU means `impl` ('native' or 'xla').
+
+  The choice is made when a function is traced: functions jitted before the block keep
+  their path (call `jax.clear_caches()` to retrace them). For tests and benchmarks
+  comparing the two CPU paths through a whole model.
+  """
+  if impl not in ('native', 'xla'):
+    raise ValueError(f'cpu_auto: impl must be native or xla, got {impl!r}')
+  token = _CPU_AUTO.set(impl)
+  try:
+    yield
+  finally:
+    _CPU_AUTO.reset(token)
+
+
 @jax.jit
 def _xla_unpack_then_dot(x_int8_MxK, x_scale_Mx1, w_packed_KqxN, w_scale):
   """Unpack once to float32 and use XLA's float dot: exact while K < 2**17."""
@@ -62,9 +101,11 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
                    interpret: bool | None = None) -> jax.Array:
   """float32 [..., N] = (x_q / sx) @ (w_t / sw) from int8 x and packed ternary w.
 
-  impl: 'pallas' (kernel.py), 'xla' (unpack once, float32 dot), 'reference'
-  (unpack, int32 dot), or 'auto': the Pallas kernel on GPU/TPU, 'xla' on CPU (the
-  int32 reference when K >= 2**17, where float32 sums stop being exact).
+  impl: 'pallas' (kernel.py), 'native' (kernels/ternary_cpu, CPU only), 'xla'
+  (unpack once, float32 dot), 'reference' (unpack, int32 dot), or 'auto': the Pallas
+  kernel on GPU/TPU; on CPU 'native' where `kernels.ternary_cpu.available()`, else
+  'xla' (see `cpu_path`, `cpu_auto`); 'xla' becomes the int32 reference when
+  K >= 2**17, where float32 sums stop being exact.
   interpret: for 'pallas'; None means interpret only when running on CPU.
   """
   if impl not in IMPLS:
@@ -76,7 +117,12 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed, n)
   k = x_int8_MxK.shape[1]
   if impl == 'auto':
-    impl = 'pallas' if backend in ('gpu', 'tpu') else 'xla'
+    if backend in ('gpu', 'tpu'):
+      impl = 'pallas'
+    else:
+      impl = 'native' if cpu_path().startswith('native') else 'xla'
+  if impl == 'native' and backend != 'cpu':
+    raise ValueError(f'ternary_matmul: impl native runs on CPU only, backend is {backend}')
   if impl == 'xla' and k >= _F32_EXACT_MAX_K:
     impl = 'reference'
   if impl == 'pallas':
@@ -84,6 +130,8 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
       interpret = backend == 'cpu'
     y_MxN = kernel.ternary_matmul_pallas(x_int8_MxK, x_scale_Mx1, w_packed, w_scale,
                                          n, interpret=interpret)
+  elif impl == 'native':
+    y_MxN = ternary_cpu.ternary_matmul_cpu(x_int8_MxK, x_scale_Mx1, w_packed, w_scale, n)
   elif impl == 'xla':
     y_MxN = _xla_unpack_then_dot(x_int8_MxK, x_scale_Mx1, w_packed,
                                  jnp.asarray(w_scale, jnp.float32))

@@ -149,6 +149,61 @@ def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
   return tok_BxL, accept_BxK
 
 
+def _generic_forward(model, variables):
+  """(init(cache) -> state, forward(state, tokens, choose)) through `spec_forward`."""
+  def forward(cache, tokens_BxL, choose):
+    (main, chosen, drafts), mut = model.apply(
+        {**variables, 'cache': cache}, tokens_BxL, choose, method='spec_forward',
+        mutable=['cache'])
+    return main, chosen, drafts, mut['cache']
+  return (lambda cache: cache), forward
+
+
+def _parallel_forward(model, variables, n: int):
+  """`_generic_forward` for parallel heads, the K draft heads run as one vmapped head.
+
+  The heads share one structure, so their parameters and KV caches are stacked once
+  and the drafting costs one batched head block instead of K separate ones (at decode
+  sizes a block costs its op count, not its FLOPs). The main head runs alone, exactly
+  as in plain decoding, so greedy outputs stay bitwise identical: drafts only propose.
+  """
+  params = variables['params']
+  shared = {k: v for k, v in params.items() if not k.startswith('heads_')}
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  draft_params = stack([params[f'heads_{i}'] for i in range(1, n)])
+
+  def init(cache):
+    main = {k: v for k, v in cache.items()
+            if not k.startswith('heads_') or k == 'heads_0'}
+    return main, stack([cache[f'heads_{i}'] for i in range(1, n)])
+
+  def forward(state, tokens_BxL, choose):
+    main_cache, draft_cache = state
+    h_BxLxD, mut = model.apply({'params': params, 'cache': main_cache}, tokens_BxL,
+                               method='trunk_hidden', mutable=['cache'])
+    main_BxLxV, mut = model.apply({'params': params, 'cache': mut['cache']}, h_BxLxD, 0,
+                                  method='head_logits', mutable=['cache'])
+
+    def draft(p_head, c_head):
+      logits, m = model.apply({'params': {**shared, 'heads_0': p_head},
+                               'cache': {'heads_0': c_head}}, h_BxLxD, 0,
+                              method='head_logits', mutable=['cache'])
+      return logits, m['cache']['heads_0']
+
+    draft_KxBxLxV, draft_cache = jax.vmap(draft)(draft_params, draft_cache)
+    return (main_BxLxV, choose(main_BxLxV), jnp.moveaxis(draft_KxBxLxV, 0, 2),
+            (mut['cache'], draft_cache))
+
+  return init, forward
+
+
+def _spec_forward(model, variables, model_cfg):
+  if (model_cfg.mtp.kind == 'parallel' and set(variables) == {'params'}
+      and all(f'heads_{i}' in variables['params'] for i in range(model_cfg.mtp.n))):
+    return _parallel_forward(model, variables, model_cfg.mtp.n)
+  return _generic_forward(model, variables)
+
+
 @functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',
                                              'eos_id', 'pad_id'))
 def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
@@ -167,9 +222,8 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   L = K + 1
   model, variables, cache = _decode_setup(variables, model_cfg, B, P + N + K)
   s = sampling
-  spec = lambda cache, tokens, choose: model.apply(
-      {**variables, 'cache': cache}, tokens, choose, method='spec_forward',
-      mutable=['cache'])
+  greedy = s.temperature == 0.0
+  init_state, spec = _spec_forward(model, variables, model_cfg)
 
   key, k_first, k_draft = jax.random.split(key, 3)
 
@@ -177,8 +231,11 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     last_B = sample_logits(k_first, main_BxPxV[:, -1], s)
     return (jnp.concatenate([prompt_BxP[:, 1:], last_B[:, None]], axis=1),)
 
-  (_, (tok_BxP,), draft_BxPxKxV), mut = spec(cache, prompt_BxP, choose_prefill)
+  _, (tok_BxP,), draft_BxPxKxV, state = spec(init_state(cache), prompt_BxP,
+                                              choose_prefill)
   drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxPxKxV[:, -1], s)
+  if greedy:  # q is unused: carry nothing
+    q_BxKxV = jnp.zeros((B, K, 0), jnp.float32)
   cur_B = tok_BxP[:, -1]
   out_BxM = jnp.full((B, N + L), pad_id, jnp.int32).at[:, 0].set(cur_B)
   count_B = jnp.ones((B,), jnp.int32)
@@ -188,29 +245,33 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   write = jax.vmap(lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (i,)))
 
   def body(carry):
-    cache, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
-    key, k_verify, k_draft = jax.random.split(key, 3)
-    index_B = cache_index(cache)
+    state, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
+    k_verify = k_draft = key
+    if not greedy:
+      key, k_verify, k_draft = jax.random.split(key, 3)
+    index_B = cache_index(state)
     tokens_BxL = jnp.concatenate([cur_B[:, None], drafts_BxK], axis=1)
     choose = lambda main_BxLxV: _verify(k_verify, main_BxLxV, drafts_BxK, q_BxKxV, s)
-    (_, (tok_BxL, accept_BxK), draft_BxLxKxV), mut = spec(cache, tokens_BxL, choose)
+    _, (tok_BxL, accept_BxK), draft_BxLxKxV, state = spec(state, tokens_BxL, choose)
     a_B = jnp.sum(jnp.cumprod(accept_BxK.astype(jnp.int32), axis=1), axis=1)
     live_B = ~done_B
-    cache = rollback(mut['cache'], jnp.where(live_B, index_B + a_B + 1, index_B))
+    state = rollback(state, jnp.where(live_B, index_B + a_B + 1, index_B))
     out_BxM = jnp.where(live_B[:, None], write(out_BxM, tok_BxL, count_B), out_BxM)
     at_a = lambda x: jnp.take_along_axis(
         x, a_B.reshape((B,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
     new_drafts_BxK, new_q_BxKxV = _draw(k_draft, at_a(draft_BxLxKxV), s)
+    if greedy:
+      new_q_BxKxV = q_BxKxV
     keep = lambda new, old: jnp.where(live_B.reshape((B,) + (1,) * (new.ndim - 1)), new, old)
     if eos_id is not None:
       hit_B = jnp.any((tok_BxL == eos_id) & (jnp.arange(L) <= a_B[:, None]), axis=1)
       done_B = done_B | (live_B & hit_B)
     count_B = jnp.where(live_B, count_B + a_B + 1, count_B)
-    return (cache, keep(at_a(tok_BxL), cur_B), keep(new_drafts_BxK, drafts_BxK),
+    return (state, keep(at_a(tok_BxL), cur_B), keep(new_drafts_BxK, drafts_BxK),
             keep(new_q_BxKxV, q_BxKxV), out_BxM, count_B, fwd_B + live_B,
             done_B | (count_B >= N), key)
 
-  carry = (mut['cache'], cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B,
+  carry = (state, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B,
            jnp.zeros((B,), jnp.int32), done_B, key)
   carry = jax.lax.while_loop(lambda c: ~jnp.all(c[7]), body, carry)
   out_BxM, count_B, fwd_B = carry[4], carry[5], carry[6]

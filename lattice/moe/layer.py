@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels.grouped_matmul import grouped_matmul
 from lattice import config as config_lib
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
@@ -65,8 +66,9 @@ def expert_ffn(cfg: config_lib.ModelConfig):
   return jax.vmap(_ffn_with(cfg, mm))
 
 
-def ragged_expert_ffn(cfg: config_lib.ModelConfig):
-  """ffn(w, x_NxD sorted by expert, sizes_E) via jax.lax.ragged_dot."""
+def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot):
+  """ffn(w, x_NxD sorted by expert, sizes_E) via `ragged_dot(x_NxI, w_ExIxO, sizes_E)`:
+  jax.lax.ragged_dot, or kernels.grouped_matmul for dropless_impl='grouped'."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
   prepare = layers.linear_class(lcfg).prepare
 
@@ -74,9 +76,23 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig):
     # Per-token activation transform, per-expert weight transform (quantized kinds).
     x_NxI = prepare(lcfg, x_NxI, w_ExIxO[0], 1)[0]
     w_ExIxO = jax.vmap(lambda w: prepare(lcfg, x_NxI[:1], w, 1)[1])(w_ExIxO)
-    return jax.lax.ragged_dot(x_NxI.astype(dtype), w_ExIxO.astype(dtype), sizes_E)
+    return ragged_dot(x_NxI.astype(dtype), w_ExIxO.astype(dtype), sizes_E)
 
   return _ffn_with(cfg, mm)
+
+
+def auto_dropless_impl() -> str:
+  """What dropless_impl='auto' runs on this backend.
+
+  CPU: 'grouped' (kernels.grouped_matmul: tile loops over the experts' weights in
+  place): 1.5-2.1x faster than blocks at E = 8, 16, 32 in one run of
+  benchmarks/moe_layer.py on the shared 2-core CPU while loaded (load average ~14);
+  to be confirmed on an idle machine.
+  Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
+  BENCHMARKS.md), and the grouped loops issue one small dot per tile, which on an
+  accelerator is launch-bound (not measured there).
+  """
+  return 'grouped' if jax.default_backend() == 'cpu' else 'blocks'
 
 
 def expert_parallel_size() -> int:
@@ -169,12 +185,14 @@ class MoE(nn.Module):
                                         cap, group=seq_len)
     impl = f.dropless_impl
     if impl == 'auto':
-      # Measured (BENCHMARKS.md): blocks beat ragged_dot on CPU (5x) and, at the
-      # shapes tried, on an H200 too (1.3-2.4x), so auto means blocks everywhere.
-      impl = 'blocks'
+      impl = auto_dropless_impl()
     if impl == 'ragged':
       return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
                                       ragged_expert_ffn(cfg), f.n_experts)
+    if impl == 'grouped':  # sorted rows, tile loops over w in place (no gathers)
+      return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
+                                      ragged_expert_ffn(cfg, grouped_matmul),
+                                      f.n_experts)
     return dispatch.dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts)
 
 

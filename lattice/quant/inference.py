@@ -1,6 +1,7 @@
 """Packed ternary inference: a trained BitNet b1.58 model with its projections stored
 as 2-bit packed codes (4 a byte) and one float scale each, decoded through
-`kernels.ternary_matmul` (the Pallas kernel on GPU/TPU, XLA on CPU).
+`kernels.ternary_matmul` (the Pallas kernel on GPU/TPU; on CPU the native AVX2 /
+AVX-512 kernel of `kernels.ternary_cpu` when built, else XLA's unpack-then-dot).
 
 Shape legend: K the contracted features (flattened), N the output features
 (flattened), Kq = ceil(K / 4), M tokens.
