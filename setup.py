@@ -24,7 +24,8 @@ setup(
                                     'benchmarks.*']),
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=8.0', 'chex>=0.1.90'],
+        'test': ['pytest>=8.0', 'chex>=0.1.90', 'datasets>=2.19', 'lm_eval>=0.4.9'],
+        'eval': ['lm_eval>=0.4.9'],
         'tensorboard': ['tensorboardX>=2.6'],
         'hf': ['datasets>=2.19'],
     },
