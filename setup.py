@@ -58,7 +58,10 @@ setup(
         # torch/transformers/safetensors: the convert tests build tiny HF models
         # (on these machines `pip install torch==2.13.0` is a local CPU wheel).
         'test': ['pytest>=8.0', 'chex>=0.1.90', 'openai>=1.40', 'httpx>=0.27',
-                 'torch==2.13.0', 'transformers>=5.24.0', 'safetensors>=0.8.0'],
+                 'torch==2.13.0', 'transformers>=5.24.0', 'safetensors>=0.8.0',
+                 # datasets: HF streaming sources; lm_eval: the harness adapter.
+                 'datasets>=2.19', 'lm_eval>=0.4.9'],
+        'eval': ['lm_eval>=0.4.9'],
         'tensorboard': ['tensorboardX>=2.6'],
         # datasets for data.source=hf; safetensors to import/export HF checkpoints
         # (lattice convert); transformers only to load exported models back.

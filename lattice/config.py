@@ -194,6 +194,16 @@ class DataConfig:
   field: str = 'text'          # JSONL / HF record field holding the text
   hf_name: str = ''
   hf_split: str = 'train'
+  hf_config: str = ''          # the dataset's config name (load_dataset's 2nd argument)
+  hf_data_files: str = ''      # comma-separated files/globs (the json/parquet/text builders)
+  hf_revision: str = ''        # a commit, tag or branch of the dataset repo
+  hf_streaming: bool = False   # stream instead of downloading the whole split first
+  # byte | sentencepiece:PATH | hf:NAME_OR_DIR (lattice/data/tokenizer.py)
+  tokenizer: str = 'byte'
+  # Weighted corpora, shares of training tokens: [{'source':..., 'paths':..., 'weight':
+  # w}, ...]; and a separate eval corpus {'source':..., 'paths':...} (data/mixture.py).
+  mixture: tuple = ()
+  eval: dict = dataclasses.field(default_factory=dict)
   seq_len: int = 128
   batch_size: int = 16         # global batch, split over processes
   val_fraction: float = 0.02
@@ -270,7 +280,7 @@ _CHOICES = {
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
     'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged', 'grouped'),
-    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf'),
+    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'parquet', 'tokens'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }

@@ -228,10 +228,19 @@ def test_train_batches_shapes_and_shift():
   batch = next(it)
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       'inputs': ((8, 64), np.int32), 'targets': ((8, 64), np.int32),
-      'weights': ((8, 64), np.float32)}
+      'weights': ((8, 64), np.float32), 'segment_ids': ((8, 64), np.int32),
+      'positions': ((8, 64), np.int32)}
   np.testing.assert_array_equal(batch['inputs'][:, 1:], batch['targets'][:, :-1])
-  assert batch['weights'].all()  # Packed training windows hold no padding.
+  # Packed training windows hold no padding; the only targets without loss are
+  # the first tokens of a document (BOS), predicted across a boundary.
+  assert (batch['segment_ids'] > 0).all()
+  np.testing.assert_array_equal(batch['weights'] == 0,
+                                batch['targets'] == tokenizer_lib.BOS_ID)
   assert (batch['inputs'] == tokenizer_lib.BOS_ID).any()
+  starts = batch['inputs'] == tokenizer_lib.BOS_ID
+  assert (batch['positions'][starts] == 0).all()
+  np.testing.assert_array_equal(np.diff(batch['segment_ids'], axis=1) == 1,
+                                starts[:, 1:])
 
 
 def test_train_windows_are_consecutive_slices_of_documents(tmp_path):

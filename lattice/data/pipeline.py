@@ -3,12 +3,19 @@
 Every batch is a dict of numpy arrays, B = data.batch_size // process_count rows
 (this process's share of the global batch), L = data.seq_len:
 
-  inputs  int32[B, L]    window[:-1]
-  targets int32[B, L]    window[1:]
-  weights float32[B, L]  1 where targets is not PAD
+  inputs       int32[B, L]    window[:-1]
+  targets      int32[B, L]    window[1:]
+  weights      float32[B, L]  1 where the target is not PAD and lies in the same
+                              document as its input (no loss across a boundary)
+  segment_ids  int32[B, L]    the input's document within its row, from 1 (0: PAD)
+  positions    int32[B, L]    the input's position within its document, from 0
 
 Documents are concatenated and cut into windows of L+1 tokens by grain's
-ConcatThenSplit packing, so no token is wasted on padding during training. Each
+ConcatThenSplit packing, so no token is wasted on padding during training; segment
+ids and positions restart per document (the MaxText convention), so attention and
+the loss never cross a document boundary. Pre-tokenized corpora (`data.source=
+tokens`) are read as windows directly, their documents split at EOS. A weighted
+mixture (`data.mixture`) packs each corpus and draws windows by weight. Each
 process reads a disjoint slice of the documents (`ds[p::count]`) before packing.
 The train iterator is infinite, reshuffles documents every epoch from `seed`, and
 is a grain `DatasetIterator`, so `get_state()/set_state()` (and the Orbax
@@ -24,7 +31,10 @@ import jax
 import numpy as np
 
 from lattice import config as config_lib
+from lattice.data import hf_stream
+from lattice.data import mixture
 from lattice.data import sources
+from lattice.data import token_files
 from lattice.data import tokenizer as tokenizer_lib
 
 Batch = dict[str, np.ndarray]
@@ -44,7 +54,7 @@ class _Encode(grain.transforms.Map):
 
 
 class _ToExample(grain.transforms.Map):
-  """Packed windows of L+1 tokens -> inputs / targets / weights."""
+  """Packed windows of L+1 tokens (with segment ids and positions) -> a Batch."""
 
   def __init__(self, pad_id: int):
     self._pad_id = pad_id
@@ -52,11 +62,26 @@ class _ToExample(grain.transforms.Map):
   def map(self, batch: dict[str, np.ndarray]) -> Batch:
     # Packing fills the unused tail of the last window with zeros (a real byte);
     # segment id 0 marks those positions, which become PAD.
-    tokens = np.where(batch['tokens_segment_ids'] > 0, batch['tokens'], self._pad_id)
-    tokens = tokens.astype(np.int32)
+    segments = batch['tokens_segment_ids'].astype(np.int32)
+    tokens = np.where(segments > 0, batch['tokens'], self._pad_id).astype(np.int32)
     targets = tokens[:, 1:]
+    same_doc = segments[:, 1:] == segments[:, :-1]
     return {'inputs': tokens[:, :-1], 'targets': targets,
-            'weights': (targets != self._pad_id).astype(np.float32)}
+            'weights': ((targets != self._pad_id) & same_doc).astype(np.float32),
+            'segment_ids': segments[:, :-1],
+            'positions': batch['tokens_positions'][:, :-1].astype(np.int32)}
+
+
+class _Segment(grain.transforms.Map):
+  """A window of a flat token stream -> the packed-window dict (documents at EOS)."""
+
+  def __init__(self, eos_id: int):
+    self._eos_id = eos_id
+
+  def map(self, window: np.ndarray) -> dict[str, np.ndarray]:
+    segments, positions = token_files.segments(window[None], self._eos_id)
+    return {'tokens': window, 'tokens_segment_ids': segments[0],
+            'tokens_positions': positions[0]}
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -76,11 +101,53 @@ def local_batch_size(data_cfg: config_lib.DataConfig, process_count: int) -> int
   return data_cfg.batch_size // process_count
 
 
-def _pack(docs: grain.MapDataset, tokenizer: tokenizer_lib.ByteTokenizer,
-          seq_len: int) -> grain.IterDataset:
+def _pack(docs: grain.MapDataset, tokenizer, seq_len: int) -> grain.IterDataset:
   ds = docs.map(_Encode(tokenizer)).to_iter_dataset(_READ_OPTIONS)
+  return _pack_iter(ds, seq_len)
+
+
+def _pack_iter(encoded: grain.IterDataset, seq_len: int) -> grain.IterDataset:
   return grain.experimental.ConcatThenSplitIterDataset(
-      ds, length_struct={'tokens': seq_len + 1})
+      encoded, length_struct={'tokens': seq_len + 1})
+
+
+def _windows(data_cfg: config_lib.DataConfig, tokenizer, split: str, index: int,
+             count: int, seed: int | None) -> grain.IterDataset:
+  """Packed windows of one corpus for this process; infinite and shuffled when
+  `seed` is given (training), one pass in order otherwise (evaluation)."""
+  if data_cfg.source == 'tokens':
+    files = sources.expand_paths(data_cfg.paths, lambda f: f.endswith(('.bin', '.npy')))
+    try:
+      windows = grain.MapDataset.source(token_files.TokenWindows(files, data_cfg.seq_len + 1))
+    except ValueError as e:
+      raise sources.DataError(str(e)) from None
+    windows = sources.split_rows(windows, data_cfg.val_fraction, split)[index::count]
+    if seed is not None:
+      windows = windows.shuffle(seed).repeat()
+    return windows.map(_Segment(tokenizer.eos_id)).to_iter_dataset(_READ_OPTIONS)
+  if data_cfg.source == 'hf' and data_cfg.hf_streaming:
+    if split != 'train':
+      raise sources.DataError('data.eval: a streamed source has no validation split; '
+                              "name an eval corpus, e.g. data.eval={'source': 'hf', ...}")
+    stream = hf_stream.load(
+        data_cfg.hf_name, config=data_cfg.hf_config, split=data_cfg.hf_split,
+        data_files=sources.hf_data_files(data_cfg), revision=data_cfg.hf_revision,
+        process_index=index, process_count=count)
+    if seed is not None:
+      stream = stream.shuffle(seed=seed % 2**32, buffer_size=10_000)
+    return _pack_iter(hf_stream.StreamDataset(stream, data_cfg.field).map(
+        _Encode(tokenizer)), data_cfg.seq_len)
+  docs = sources.get_source(data_cfg, split)
+  if len(docs) < count:
+    raise sources.DataError(
+        f'data.paths: the {split} split of data.source={data_cfg.source!r} has '
+        f'{len(docs)} documents, fewer than the {count} processes reading it')
+  docs = docs[index::count]
+  if seed is not None:
+    # shuffle before repeat: grain folds the epoch into the seed, so every epoch
+    # gets a new (deterministic) order and epochs never mix.
+    docs = docs.shuffle(seed).repeat()
+  return _pack(docs, tokenizer, data_cfg.seq_len)
 
 
 def _mix_seed(seed: int, shuffle_seed: int) -> int:
@@ -99,16 +166,12 @@ def make_train_iterator(data_cfg: config_lib.DataConfig,
   """
   index, count = _processes(process_index, process_count)
   batch = local_batch_size(data_cfg, count)
-  docs = sources.get_source(data_cfg, 'train')
-  if len(docs) < count:
-    raise sources.DataError(
-        f'data.paths: the train split of data.source={data_cfg.source!r} has '
-        f'{len(docs)} documents, fewer than the {count} processes reading it')
-  docs = docs[index::count]
-  # shuffle before repeat: grain folds the epoch into the seed, so every epoch
-  # gets a new (deterministic) order and epochs never mix.
-  docs = docs.shuffle(_mix_seed(seed, data_cfg.shuffle_seed)).repeat()
-  ds = _pack(docs, tokenizer, data_cfg.seq_len)
+  parts = mixture.components(data_cfg)
+  streams = [_windows(c, tokenizer, 'train', index, count,
+                      _mix_seed(seed + k, data_cfg.shuffle_seed))
+             for k, (c, _) in enumerate(parts)]
+  ds = streams[0] if len(parts) == 1 else grain.IterDataset.mix(
+      streams, [w for _, w in parts])
   ds = ds.batch(batch, drop_remainder=True).map(_ToExample(tokenizer.pad_id))
   if data_cfg.num_workers > 0:
     _mark_flags_parsed()
@@ -137,8 +200,10 @@ def _n_batches(docs: grain.MapDataset, seq_len: int, batch: int, cap: int) -> in
 
 def _empty_batch(batch: int, seq_len: int, pad_id: int) -> Batch:
   tokens = np.full((batch, seq_len), pad_id, np.int32)
+  zeros = np.zeros((batch, seq_len), np.int32)
   return {'inputs': tokens, 'targets': tokens.copy(),
-          'weights': np.zeros((batch, seq_len), np.float32)}
+          'weights': np.zeros((batch, seq_len), np.float32),
+          'segment_ids': zeros, 'positions': zeros.copy()}
 
 
 def _pad_rows(example: Batch, batch: int, pad_id: int) -> Batch:
@@ -164,15 +229,21 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
   batch = local_batch_size(data_cfg, count)
   if n_batches <= 0:
     return []
-  docs = sources.get_source(data_cfg, 'validation')
-  if len(docs) == 0:  # pylint: disable=g-explicit-length-test
-    raise sources.DataError(
-        f'data.val_fraction: the validation split of data.source='
-        f'{data_cfg.source!r} is empty (val_fraction={data_cfg.val_fraction})')
-  counts = [_n_batches(docs[p::count], data_cfg.seq_len, batch, n_batches)
-            for p in range(count)]
+  eval_cfg, split = mixture.eval_config(data_cfg)
+  if eval_cfg.source == 'tokens' or (eval_cfg.source == 'hf' and eval_cfg.hf_streaming):
+    # Window-level sources: every process takes up to n_batches and pads to n.
+    counts = [n_batches] * count
+    ds = _windows(eval_cfg, tokenizer, split, index, count, seed=None)
+  else:
+    docs = sources.get_source(eval_cfg, split)
+    if len(docs) == 0:  # pylint: disable=g-explicit-length-test
+      raise sources.DataError(
+          f'data.val_fraction: the {split} split of data.source='
+          f'{eval_cfg.source!r} is empty (val_fraction={eval_cfg.val_fraction})')
+    counts = [_n_batches(docs[p::count], data_cfg.seq_len, batch, n_batches)
+              for p in range(count)]
+    ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len)
   n = max(counts)
-  ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len)
   ds = ds.batch(batch, drop_remainder=False).map(_ToExample(tokenizer.pad_id))
   out: list[Batch] = []
   for example in ds:

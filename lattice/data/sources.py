@@ -32,8 +32,10 @@ from typing import Any
 
 import grain
 import numpy as np
+from etils import epath
 
 from lattice import config as config_lib
+from lattice.data import parquet
 
 SPLITS = ('train', 'validation')
 # Eager checks of ArrayRecord read this many records: enough to catch a wrong file
@@ -134,6 +136,9 @@ def _expand_paths(paths: str, keep_in_folder: Callable[[str], bool]) -> list[str
     raise DataError('data.paths: empty; give files, folders or globs, comma separated')
   files: list[str] = []
   for spec in specs:
+    if '://' in spec:
+      files.extend(_expand_remote(spec, keep_in_folder))
+      continue
     spec = os.path.expanduser(spec)
     if _GLOB_CHARS & set(spec):
       matches = sorted(glob_lib.glob(spec, recursive=True))
@@ -155,6 +160,26 @@ def _expand_paths(paths: str, keep_in_folder: Callable[[str], bool]) -> list[str
   if not files:
     raise DataError(f'data.paths: {paths!r} names no files')
   return files
+
+
+def _expand_remote(spec: str, keep: Callable[[str], bool]) -> list[str]:
+  """A remote file, folder or glob (`gs://bucket/dir/*.parquet`) through etils.epath."""
+  if _GLOB_CHARS & set(spec):
+    cut = min(spec.index(c) for c in _GLOB_CHARS if c in spec)
+    base = spec[:spec.rindex('/', 0, cut)]
+    matches = sorted(str(p) for p in epath.Path(base).glob(spec[len(base) + 1:]))
+    if not matches:
+      raise DataError(f'data.paths: glob {spec!r} matches no files')
+    return matches
+  path = epath.Path(spec)
+  if not path.exists():
+    raise DataError(f'data.paths: {spec!r} does not exist')
+  if path.is_dir():
+    found = sorted(str(p) for p in path.rglob('*') if keep(str(p)) and not p.is_dir())
+    if not found:
+      raise DataError(f'data.paths: folder {spec!r} holds no data files')
+    return found
+  return [spec]
 
 
 def _walk(folder: str, keep: Callable[[str], bool],
@@ -376,7 +401,9 @@ def _hf_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   if not cfg.hf_name:
     raise DataError("data.hf_name: data.source='hf' needs a dataset name")
   try:
-    dataset = datasets.load_dataset(cfg.hf_name, split=cfg.hf_split)
+    dataset = datasets.load_dataset(cfg.hf_name, cfg.hf_config or None, split=cfg.hf_split,
+                                    data_files=hf_data_files(cfg),
+                                    revision=cfg.hf_revision or None)
   except Exception as e:  # Any failure here is a name, split or network problem.
     raise DataError(f'data.hf_name: cannot load {cfg.hf_name!r} split '
                     f'{cfg.hf_split!r}: {e}') from e
@@ -390,7 +417,44 @@ def _hf_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
                        split)
 
 
+def split_rows(rows: grain.MapDataset, val_fraction: float, split: str) -> grain.MapDataset:
+  """The last ceil(n * val_fraction) rows are validation, the rest train: no scan of
+  the corpus (the rule for sources too large to hash every key at start).
+
+  Raises:
+    ValueError: an unknown split.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'split_rows: split must be one of {SPLITS}, got {split!r}')
+  n = len(rows)
+  n_val = int(np.ceil(n * val_fraction)) if n >= 2 else 0
+  return rows[n - n_val:] if split == 'validation' else rows[:n - n_val]
+
+
+def expand_paths(paths: str, keep_in_folder: Callable[[str], bool]) -> list[str]:
+  """Files named by comma-separated files, folders and globs (local or remote, e.g.
+  `gs://`), in order; see `DataError` for what a bad path raises."""
+  return _expand_paths(paths, keep_in_folder)
+
+
+def hf_data_files(cfg: config_lib.DataConfig) -> list[str] | None:
+  """`data.hf_data_files` as load_dataset's `data_files` (None when empty)."""
+  files = [f.strip() for f in cfg.hf_data_files.split(',') if f.strip()]
+  return files or None
+
+
+def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  files = _expand_paths(cfg.paths, lambda f: f.endswith('.parquet'))
+  try:
+    docs = parquet.ParquetDocs(files, cfg.field)
+  except ValueError as e:
+    raise DataError(str(e)) from None
+  if len(docs) == 0:
+    raise DataError(f'data.paths: Parquet files {files} hold no rows')
+  return split_rows(grain.MapDataset.source(docs), cfg.val_fraction, split)
+
+
 for _name, _fn in (('stdlib', _stdlib_source), ('text', _text_source),
                    ('jsonl', _jsonl_source), ('arrayrecord', _arrayrecord_source),
-                   ('hf', _hf_source)):
+                   ('hf', _hf_source), ('parquet', _parquet_source)):
   register_source(_name, _fn)

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from lattice.data import subword
+
 N_BYTES = 256
 PAD_ID = 256
 BOS_ID = 257
@@ -84,9 +86,41 @@ class ByteTokenizer:
     """Text of `ids`; invalid UTF-8 becomes U+FFFD. Does not stop at EOS/PAD."""
     return self.decode_bytes(ids, skip_special).decode('utf-8', errors='replace')
 
+  def token_bytes(self) -> list[bytes]:
+    """Per id, the bytes it contributes to decoded text (specials: b'')."""
+    return [bytes([i]) for i in range(N_BYTES)] + [b''] * (VOCAB_SIZE - N_BYTES)
+
 
 def padded_vocab_size(tokenizer: ByteTokenizer, multiple: int = 128) -> int:
   """The vocabulary rounded up to a multiple of `multiple` (272 -> 384)."""
   if multiple <= 0:
     raise ValueError(f'padded_vocab_size: multiple must be positive, got {multiple}')
   return -(-tokenizer.vocab_size // multiple) * multiple
+
+
+def make_tokenizer(spec: str = 'byte'):
+  """The tokenizer `data.tokenizer` names.
+
+  Args:
+    spec: `byte` (the embedded byte tokenizer), `sentencepiece:PATH` (a `.model`
+      file, local or `gs://`), or `hf:NAME_OR_DIR` (a `tokenizer.json`, a folder
+      holding one, or a Hugging Face hub name where the machine has internet).
+
+  Returns:
+    An object with ByteTokenizer's interface (`encode`, `decode`, `decode_bytes`,
+    `token_bytes`, `vocab_size`, `pad_id`, `bos_id`, `eos_id`, `boi_id`, `eoi_id`,
+    `img_id`; the last three may be None for a subword vocabulary without markers).
+
+  Raises:
+    lattice.data.subword.TokenizerError: an unknown kind or a missing file, in one
+      line naming `data.tokenizer`.
+  """
+  kind, _, arg = (spec or 'byte').partition(':')
+  if kind == 'byte' and not arg:
+    return ByteTokenizer()
+  if kind in ('sentencepiece', 'spm') and arg:
+    return subword.SentencePieceTokenizer(arg)
+  if kind == 'hf' and arg:
+    return subword.HFTokenizer(arg)
+  raise subword.TokenizerError(
+      f'data.tokenizer: {spec!r} is not byte, sentencepiece:PATH or hf:NAME_OR_DIR')
