@@ -3,12 +3,6 @@ r"""LLM-to-SLM conversion for tool calls, with grammar-constrained decoding.
 Paper: Belcak et al. 2025, "Small Language Models are the Future of Agentic AI"
 (arXiv 2506.02153); constrained decoding after Outlines (arXiv 2307.09702).
 
-Claim: most agent calls are narrow; logging a large model's calls, clustering the
-requests into tasks and fine-tuning a small specialist per cluster on the logged
-calls gives specialists that match the large model on their clusters at a fraction
-of its cost; compiling the call schema into the decoder gives 100% schema-valid
-calls.
-
 Steps: a "teacher" LM trains on all four tool-call clusters
 (`lattice.data.tasks.toolcalls`); it answers `n_log` fresh requests (constrained
 decoding: every logged call is a valid call); the requests are clustered by k-means
@@ -47,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from lattice import config as config_lib
-from lattice import experiment, results, sharding
+from lattice import experiment, sharding
 from lattice.agents import toolcall
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import toolcalls
@@ -55,8 +49,14 @@ from lattice.decode import sampling
 from lattice.train import flops as flops_lib
 from lattice.train import loop
 
+NAME = 'slm_agents'
 PAPER = {'title': 'Small Language Models are the Future of Agentic AI',
          'arxiv': '2506.02153'}
+CLAIM = ("most agent calls are narrow; logging a large model's calls, clustering the "
+         'requests into tasks and fine-tuning a small specialist per cluster on the '
+         'logged calls gives specialists that match the large model on their clusters '
+         'at a fraction of its cost; compiling the call schema into the decoder gives '
+         '100% schema-valid calls.')
 TOLERANCE = 0.05     # Accuracy points the specialists may trail the teacher by.
 # Below this the teacher is too weak for "the specialists match it" to mean anything.
 MIN_TEACHER_ACCURACY = 0.5
@@ -143,20 +143,20 @@ def answer(setup_cfg, variables, requests: list[str], constrained: bool, ev) -> 
 
 def flops_per_call(out, prompt_len: int, call_bytes: float) -> float:
   """Forward FLOPs of one call: 2N per token plus attention over the context."""
-  cfg = out['setup'].cfg.model
-  n = flops_lib.matmul_params(out['state'].params, cfg)
+  cfg = out.setup.cfg.model
+  n = flops_lib.matmul_params(out.state.params, cfg)
   tokens = prompt_len + call_bytes + 1  # + EOS
   attn = 4 * cfg.n_layers * cfg.d_model * tokens * tokens / 2
   return 2 * n * tokens + attn
 
 
-def _train(cfg: config_lib.Config, workdir: Path) -> dict:
+def _train(cfg: config_lib.Config, workdir: Path) -> loop.RunOutput:
   out = loop.train_and_evaluate(cfg, workdir)
-  if out['preempted']:
+  if out.metrics['preempted']:
     # SIGTERM: the checkpoint is saved; later stages must not run on a partly
     # trained model (a rerun resumes every stage).
     raise SystemExit(f'[lattice] slm_agents: preempted while training {workdir}')
-  out['variables'] = sharding.to_host(out['state'].variables)
+  out.variables = sharding.to_host(out.state.variables)  # host copy for decoding
   return out
 
 
@@ -164,15 +164,15 @@ def _grade(texts, examples) -> list[toolcall.Verdict]:
   return [toolcall.evaluate_call(t, e.call) for t, e in zip(texts, examples)]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   ev, sp = dict(config.agents), dict(config.specialist)
   wd = Path(workdir)
   cfg = config_lib.build(config)
   teacher = _train(cfg, wd / 'teacher')
-  tcfg = teacher['setup'].cfg
+  tcfg = teacher.setup.cfg
   # 1. Log the teacher's (constrained, hence valid) calls on fresh requests.
   logs = toolcalls.generate(ev['n_log'], 1, 'train')
-  logged = answer(tcfg, teacher['variables'], [e.request for e in logs], True, ev)
+  logged = answer(tcfg, teacher.variables, [e.request for e in logs], True, ev)
   # 2. Cluster the logged requests; 3. one specialist per cluster on its logs.
   centroids, labels = kmeans(features([e.request for e in logs]), ev['k'])
   (wd / 'logs').mkdir(parents=True, exist_ok=True)
@@ -198,12 +198,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   rows = {}
   for constrained in (True, False):
     tag = 'constrained' if constrained else 'free'
-    t_texts = answer(tcfg, teacher['variables'], requests, constrained, ev)
+    t_texts = answer(tcfg, teacher.variables, requests, constrained, ev)
     s_texts = [''] * len(test)
     for j, s in enumerate(specialists):
       idx = np.flatnonzero(routed == j)
       if len(idx):
-        texts = answer(s['setup'].cfg, s['variables'], [requests[i] for i in idx],
+        texts = answer(s.setup.cfg, s.variables, [requests[i] for i in idx],
                        constrained, ev)
         for i, t in zip(idx, texts):
           s_texts[i] = t
@@ -234,8 +234,8 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   arms = []
   for name, r in rows.items():
     models = r.pop('models')
-    arms.append(results.Arm(
-        name=name, overrides={}, metrics=results.aggregate([r]),
+    arms.append(experiment.Arm(
+        name=name, overrides={}, metrics=experiment.aggregate([r]),
         params=sum(int(m['params']) for m in models),
         active_params=int(models[0]['active_params']),
         train_flops=sum(float(m['train_flops']) for m in models),
@@ -246,7 +246,7 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   ratio = sc['flops_per_call'] / tc['flops_per_call']
   meaningful = tc['accuracy'] >= MIN_TEACHER_ACCURACY
   checks = [
-      results.check('specialists match a capable teacher within the tolerance',
+      experiment.check('specialists match a capable teacher within the tolerance',
                     meaningful and sc['accuracy'] >= tc['accuracy'] - TOLERANCE,
                     f'exact-call accuracy, constrained: routed specialists '
                     f'{sc["accuracy"]:.1%} vs teacher {tc["accuracy"]:.1%} (tolerance '
@@ -254,22 +254,22 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
                     f'{MIN_TEACHER_ACCURACY:.0%} for the comparison to mean anything'
                     f'{"" if meaningful else ", it does not"}); unconstrained '
                     f'{sf["accuracy"]:.1%} vs {tf["accuracy"]:.1%}'),
-      results.check('specialists pick the teacher\'s tools within the tolerance',
+      experiment.check('specialists pick the teacher\'s tools within the tolerance',
                     sc['tool_accuracy'] >= tc['tool_accuracy'] - TOLERANCE,
                     f'valid call of the right tool (any arguments), constrained: '
                     f'specialists {sc["tool_accuracy"]:.1%} vs teacher '
                     f'{tc["tool_accuracy"]:.1%}'),
-      results.check('specialists cost <= 1/10 of the teacher per call',
+      experiment.check('specialists cost <= 1/10 of the teacher per call',
                     ratio <= MAX_FLOPS_RATIO,
                     f'{sc["flops_per_call"]:.3g} vs {tc["flops_per_call"]:.3g} FLOPs per '
                     f'call: {ratio:.3f}x'),
-      results.check('constrained decoding gives 100% schema-valid calls',
+      experiment.check('constrained decoding gives 100% schema-valid calls',
                     tc['schema_valid'] == 1.0 and sc['schema_valid'] == 1.0,
                     f'constrained: teacher {tc["schema_valid"]:.1%}, specialists '
                     f'{sc["schema_valid"]:.1%}; unconstrained: teacher '
                     f'{tf["schema_valid"]:.1%}, specialists {sf["schema_valid"]:.1%}'),
   ]
-  plots = [results.plot_bars(
+  plots = [experiment.plot_bars(
       f'{wd}/accuracy.png', {n: r['accuracy'] for n, r in rows.items()}, None,
       ylabel='exact-call accuracy', title='tool calls: teacher vs routed specialists')]
   table = ['| model | decoding | accuracy | right tool | schema-valid | FLOPs/call | '
@@ -290,10 +290,9 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
            f'specialist params {specialists[0]["params"]} each. Specialists train '
            f'from scratch on the teacher\'s logged calls only (distillation), not '
            f'from a pretrained small model.')
-  result = results.Result(
-      experiment='slm_agents', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, wd, arms=arms,
+      checks=checks,
       headline={'paper': 'specialists replace the LLM on 40-70% of calls; '
                          'constrained decoding 100% valid',
                 'ours': f'exact calls: specialists {sc["accuracy"]:.0%} vs teacher '
@@ -301,6 +300,5 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
                         f'{tc["tool_accuracy"]:.0%}, at {ratio:.2f}x FLOPs; valid '
                         f'{sc["schema_valid"]:.0%} constrained vs '
                         f'{sf["schema_valid"]:.0%} free'},
-      plots=plots, env=experiment.result_env(config), notes=notes)
-  result.write(wd)
-  return result
+      plots=plots,
+      notes=notes)

@@ -1,60 +1,258 @@
-"""The `lattice` console script: `lattice run|report|bench|serve ...`.
+r"""The `lattice` command line, one parser for every command.
 
-  lattice run --config=experiments/baseline_lm.py:quick --workdir=runs/baseline
+  lattice run --config=experiments/baseline_lm.py:quick --workdir=runs/baseline \
+      [--config.model.d_model=256 ...]
+  lattice config experiments/baseline_lm.py:quick [--config.KEY=VALUE ...]
   lattice sweep experiments/baseline_lm.py:smoke --workdir=runs/sweep \
       --grid 'model.linear.kind=float,bitnet' --grid 'model.ffn.kind=dense,moe' --seeds 3
-  lattice report runs/ [--out REPRODUCTIONS.md]
+  lattice report runs/ [--out runs/REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
   lattice serve --workdir=runs/x [--config=FILE.py:MODE] [--port 8000]
+
+`python -m lattice.main ARGS` is `lattice run ARGS`. A user error ends in one line,
+`lattice: error: ...`, exit 2; a fault of the run (a checkpoint write, a non-finite
+loss) in one line, exit 1.
 """
 
 from __future__ import annotations
 
+import argparse
+import pathlib
+import pkgutil
+import re
 import runpy
 import sys
+from typing import Sequence
 
 USAGE = __doc__
+COMMANDS = ('run', 'config', 'sweep', 'report', 'bench', 'serve')
+_OVERRIDE = re.compile(r'^--?(no)?config\.([^=]+)(?:=(.*))?$', re.S)
 
 
-def main(argv=None) -> None:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  if not argv or argv[0] in ('-h', '--help'):
-    print(USAGE)
-    sys.exit(0 if argv else 2)
-  command, rest = argv[0], argv[1:]
-  if command == 'run':
-    from lattice import main as main_lib
-    main_lib.cli(['lattice run', *rest])
-  elif command == 'sweep':
-    from lattice import sweep
-    sweep.main(rest)
-  elif command == 'report':
-    from lattice import report
-    report.main(rest)
-  elif command == 'bench':
-    if not rest:
-      print('lattice: error: bench needs a benchmark name, e.g. train_throughput',
-            file=sys.stderr)
-      sys.exit(2)
-    sys.argv = [f'benchmarks.{rest[0]}', *rest[1:]]
-    try:
-      runpy.run_module(f'benchmarks.{rest[0]}', run_name='__main__')
-    except ImportError as e:
-      print(f'lattice: error: no benchmark {rest[0]!r} ({e})', file=sys.stderr)
-      sys.exit(2)
-  elif command == 'serve':
-    from lattice import config as config_lib
-    from lattice.agents import server
-    try:
-      server.main(rest)
-    except config_lib.ConfigError as e:
-      print(f'lattice: error: {e}', file=sys.stderr)
-      sys.exit(2)
+def fail(message: str, code: int = 2) -> None:
+  """Prints `lattice: error: message` on stderr and exits with `code`."""
+  print(f'lattice: error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose errors are one `lattice: error:` line, exit 2."""
+
+  def error(self, message: str) -> None:  # pylint: disable=signature-differs
+    fail(f'{self.prog.removeprefix("lattice ")}: {message}')
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str | None]]]:
+  """(other arguments, [(path, text)] of each --config.PATH=TEXT); a bare
+  --config.PATH is true and --noconfig.PATH false."""
+  rest, overrides = [], []
+  for arg in argv:
+    m = _OVERRIDE.match(arg)
+    if m:
+      no, path, text = m.groups()
+      overrides.append((path, 'false' if no else text))
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def _add_config(p: argparse.ArgumentParser, flag: bool) -> None:
+  help_ = ('experiment file and mode, e.g. experiments/baseline_lm.py:quick; '
+           'override any key with --config.KEY=VALUE (list them: lattice config '
+           'FILE.py:MODE)')
+  if flag:
+    p.add_argument('--config', metavar='FILE.py:MODE', help=help_)
   else:
-    print(f'lattice: error: unknown command {command!r}; choose run, sweep, '
-          'report, bench or serve '
-          '(see lattice --help)', file=sys.stderr)
+    p.add_argument('config', metavar='FILE.py:MODE', help=help_)
+
+
+def parser() -> argparse.ArgumentParser:
+  """The one parser: a subcommand each for run, config, sweep, report, bench, serve."""
+  top = _Parser(prog='lattice', description=USAGE.split('\n\n')[0],
+                epilog=USAGE.split('\n\n', 1)[1],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = top.add_subparsers(dest='command', metavar='COMMAND', parser_class=_Parser)
+
+  run = sub.add_parser('run', help='train and evaluate an experiment, write its '
+                       'result', description='Run an experiment: FILE.py:MODE into '
+                       'WORKDIR (a rerun resumes). Config keys: --config.KEY=VALUE.')
+  _add_config(run, flag=True)
+  run.add_argument('--workdir', help='where checkpoints, metrics and result.json go '
+                   '(a rerun resumes from it)')
+  run.add_argument('--coordinator_address', help='host:port of process 0 for a '
+                   'multi-process run (jax.distributed); else $JAX_COORDINATOR_ADDRESS, '
+                   'else auto-detected on Cloud TPU slices, SLURM and Open MPI')
+  run.add_argument('--num_processes', type=int, help='jax.distributed processes; '
+                   'else $JAX_NUM_PROCESSES')
+  run.add_argument('--process_id', type=int, help='this process index; else '
+                   '$JAX_PROCESS_ID')
+  run.add_argument('--distributed', action=argparse.BooleanOptionalAction,
+                   default=None, help='force or forbid jax.distributed (default: only '
+                   'when a coordinator or a multi-process cluster is found)')
+
+  config = sub.add_parser('config', help='print every config key of FILE.py:MODE '
+                          'with its value', description='Print every key of an '
+                          "experiment's config (after --config.KEY=VALUE overrides) "
+                          'with its value, one per line.')
+  _add_config(config, flag=False)
+
+  sweep = sub.add_parser('sweep', help='every combination of some config values, '
+                         'over seeds, in one ablation table',
+                         description='Train every combination of the grids x seeds '
+                         '(resumable), then write WORKDIR/ablation.md and sweep.json.')
+  _add_config(sweep, flag=False)
+  sweep.add_argument('--workdir', required=True, type=pathlib.Path)
+  sweep.add_argument('--grid', action='append', default=[], metavar='KEY=V1,V2',
+                     help='a config key and its values; repeat for more factors')
+  sweep.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 per arm')
+  sweep.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                     help='a base-config override applied to every arm')
+  sweep.add_argument('--flops-budget', type=float, default=0.0,
+                     help='train every arm for this many FLOPs (sets its steps)')
+  sweep.add_argument('--vmap-seeds', choices=('auto', 'on', 'off'), default='auto',
+                     help="train an arm's seeds together in one vmapped step (auto: "
+                     'small models on an accelerator; on CPU it measured slower)')
+  sweep.add_argument('--metric', default='val_loss')
+
+  report = sub.add_parser('report', help='gather every result.json under a folder '
+                          'into one markdown file', description='Gather every '
+                          "result.json under RUNS_DIR into one table: paper, claim, "
+                          "paper's number, ours, verdict.")
+  report.add_argument('runs_dir', metavar='RUNS_DIR', type=pathlib.Path)
+  report.add_argument('--out', type=pathlib.Path, default=None,
+                      help='markdown file to write (default: RUNS_DIR/REPRODUCTIONS.md; '
+                      'the committed ./REPRODUCTIONS.md changes only when named here)')
+
+  bench = sub.add_parser('bench', help='run a benchmark (benchmarks/NAME.py)',
+                         description='Run benchmarks/NAME.py with its own flags '
+                         f'(NAME: {", ".join(benchmarks()) or "none found"}).')
+  bench.add_argument('name', metavar='NAME')
+  bench.add_argument('args', nargs=argparse.REMAINDER, help="the benchmark's flags")
+
+  serve = sub.add_parser('serve', add_help=False, help='serve a trained run over an '
+                         'OpenAI-compatible API (lattice serve --help)')
+  serve.add_argument('args', nargs=argparse.REMAINDER)
+  return top
+
+
+def benchmarks() -> list[str]:
+  """The benchmark modules under benchmarks/ (empty when not importable)."""
+  try:
+    import benchmarks as package  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return []
+  return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+
+
+def _config_command(args, overrides) -> None:
+  from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lattice.run import config_file  # pylint: disable=g-import-not-at-top
+  try:
+    _, config = config_file.load(args.config)
+    for path, text in overrides:
+      config_file.override(config, path, text)
+    config_lib.build(config)
+  except config_lib.ConfigError as e:
+    fail(str(e))
+  for key, value in config_file.flatten(config):
+    print(f'{key} = {value!r}')
+
+
+def _bench(args) -> None:
+  if args.name not in benchmarks():
+    fail(f'bench: no benchmark {args.name!r}; choose one of '
+         f'{", ".join(benchmarks())}')
+  sys.argv = [f'benchmarks.{args.name}', *args.args]
+  runpy.run_module(f'benchmarks.{args.name}', run_name='__main__')
+
+
+def _serve(rest: list[str]) -> None:
+  from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lattice.agents import server  # pylint: disable=g-import-not-at-top
+  try:
+    server.main(rest)
+  except config_lib.ConfigError as e:
+    fail(str(e))
+
+
+def _sweep(args) -> None:
+  """`lattice sweep`: the base config, --set overrides, grids, then run_sweep."""
+  from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lattice.run import arms, config_file, sweep  # pylint: disable=g-import-not-at-top
+  try:
+    if not args.grid:
+      raise config_lib.ConfigError('--grid: give at least one KEY=V1,V2')
+    if args.seeds < 1:
+      raise config_lib.ConfigError(f'--seeds: must be >= 1, got {args.seeds}')
+    if args.workdir.exists() and not args.workdir.is_dir():
+      raise config_lib.ConfigError(f'--workdir: {args.workdir} is not a folder')
+    _, config = config_file.load(args.config)
+    config_lib.build(config)  # the base must be valid before --set changes it
+    for item in args.set:
+      key, _, text = item.partition('=')
+      if not _ or not key.strip():
+        raise config_lib.ConfigError(f'--set {item!r}: expected KEY=VALUE')
+      try:
+        config_file.override(config, key.strip(), text.strip())
+      except config_lib.ConfigError as e:
+        raise config_lib.ConfigError(f'--set: {e}'.replace('--config.', '')) from None
+    if args.flops_budget:
+      config.flops_budget = args.flops_budget
+    grids = [sweep.parse_grid(g) for g in args.grid]
+    for key, _values in grids:
+      try:
+        config_file.check_key(config, key)
+      except config_lib.ConfigError as e:
+        raise config_lib.ConfigError(f'--grid: {e}'.replace('--config.', '')) from None
+    vmap = {'auto': 'auto', 'on': True, 'off': False}[args.vmap_seeds]
+    out = sweep.run_sweep(config, args.workdir, grids, seeds=range(args.seeds),
+                          metric=args.metric, vmap_seeds=vmap,
+                          title=f'Sweep of {args.config}')
+  except config_lib.ConfigError as e:
+    fail(f'sweep: {e}')
+  except arms.Preempted as e:
+    print(f'[lattice] preempted: {e}')
+    return
+  print(out['table'])
+  print(f'wrote {args.workdir / sweep.TABLE_FILE} and {args.workdir / sweep.SWEEP_FILE}')
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """`lattice COMMAND ...`; argv excludes the program name."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv:
+    print(USAGE)
     sys.exit(2)
+  command = argv[0]
+  if not command.startswith('-') and command not in COMMANDS:
+    fail(f'unknown command {command!r}; choose {", ".join(COMMANDS)} '
+         '(see lattice --help)')
+  if command == 'serve':  # its own flags, passed through untouched
+    _serve(argv[1:])
+    return
+  if command == 'bench' and len(argv) > 2:  # the benchmark's flags, untouched
+    args = argparse.Namespace(name=argv[1], args=argv[2:])
+    _bench(args)
+    return
+  rest, overrides = split_overrides(argv)
+  args = parser().parse_args(rest)
+  if args.command is None:
+    fail('give a command: run, config, sweep, report, bench or serve (lattice --help)')
+  if overrides and args.command not in ('run', 'config'):
+    fail(f'{args.command}: --config.KEY=VALUE overrides go with run and config '
+         '(sweep: --set KEY=VALUE)')
+  if args.command == 'run':
+    from lattice import main as main_lib  # pylint: disable=g-import-not-at-top
+    main_lib.run_command(args, overrides)
+  elif args.command == 'config':
+    _config_command(args, overrides)
+  elif args.command == 'sweep':
+    _sweep(args)
+  elif args.command == 'report':
+    from lattice import report  # pylint: disable=g-import-not-at-top
+    report.write(args.runs_dir, args.out)
+  elif args.command == 'bench':
+    _bench(args)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@ import pathlib
 
 import pytest
 
-from lattice import experiment, results
+from lattice import experiment
+from lattice.run import records
 
 EXPERIMENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / 'experiments')
                      .glob('*.py') if p.name != '__init__.py')
@@ -17,7 +18,7 @@ def test_smoke_writes_valid_result(path, tmp_path):
   config = module.get_config('smoke')
   result = module.run(config, str(tmp_path))
   data = json.loads((tmp_path / 'result.json').read_text())
-  results.validate_result_json(data)
+  records.validate_result_json(data)
   assert data['experiment'] == result.experiment == path.stem
   assert data['mode'] == 'smoke' and data['checks']
   assert (tmp_path / 'table.md').exists()

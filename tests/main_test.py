@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lattice import results
+from lattice.run import equal_flops, plots, records, stats, tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = '--config=experiments/baseline_lm.py:smoke'
@@ -145,11 +145,11 @@ def test_bad_input_is_one_clear_line(outcomes, name):
 
 def test_report_cli_on_one_result(tmp_path):
   workdir = tmp_path / 'runs' / 'one'
-  arm = results.Arm('baseline', {}, results.aggregate([{'val_loss': 2.5}]), seeds=[0])
-  results.Result(
+  arm = records.Arm('baseline', {}, stats.aggregate([{'val_loss': 2.5}]), seeds=[0])
+  records.Result(
       experiment='cli_probe', paper={'title': 'Probe paper', 'arxiv': '2401.00002'},
       claim='the CLI finds results', mode='smoke', arms=[arm],
-      checks=[results.check('found', True, 'yes')],
+      checks=[records.check('found', True, 'yes')],
       headline={'paper': 'n/a', 'ours': '2.5 loss'}).write(workdir)
   out = tmp_path / 'REPORT.md'
   proc, _ = _run('lattice.cli', ['report', str(tmp_path / 'runs'), '--out', str(out)],

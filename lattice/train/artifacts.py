@@ -7,19 +7,14 @@ export (lattice.quant.inference.pack_model) or serving, without the experiment f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from lattice import config as config_lib
-
-CONFIG_FILE = 'config.json'
-
-
-def save_config(workdir: str | os.PathLike, cfg: config_lib.Config) -> None:
-  (Path(workdir) / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+from lattice.train import checkpoint, loop
+from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
 
 
 def load_config(workdir: str | os.PathLike) -> config_lib.Config:
@@ -33,7 +28,6 @@ def load_config(workdir: str | os.PathLike) -> config_lib.Config:
 def load_run(workdir: str | os.PathLike, step: int | None = None
              ) -> tuple[config_lib.Config, Any]:
   """(Config, params) of the run in `workdir` at `step` (default: the latest)."""
-  from lattice.train import checkpoint, loop
   cfg = load_config(workdir)
   setup = loop.build(cfg)
   with checkpoint.Checkpointer(Path(workdir) / 'checkpoints', cfg.checkpoint) as ckpt:
