@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
                    'when a coordinator or a multi-process cluster is found)')
 
   config = sub.add_parser('config', help='print every config key of FILE.py:MODE '
-                          'with its value', description='Print every key of an '
+                          'with its value and meaning', description='Print every key of an '
                           "experiment's config (after --config.KEY=VALUE overrides) "
                           'with its value, one per line.')
   _add_config(config, flag=False)
@@ -149,13 +149,13 @@ def _config_command(args, overrides) -> None:
   from lattice.run import config_file  # pylint: disable=g-import-not-at-top
   try:
     _, config = config_file.load(args.config)
-    for path, text in overrides:
-      config_file.override(config, path, text)
+    notes = config_file.apply(config, overrides)
     config_lib.build(config)
   except config_lib.ConfigError as e:
     fail(str(e))
-  for key, value in config_file.flatten(config):
-    print(f'{key} = {value!r}')
+  for note in notes:
+    print(f'# {note}')
+  print(config_file.describe(config))
 
 
 def _bench(args) -> None:
@@ -188,14 +188,17 @@ def _sweep(args) -> None:
       raise config_lib.ConfigError(f'--workdir: {args.workdir} is not a folder')
     _, config = config_file.load(args.config)
     config_lib.build(config)  # the base must be valid before --set changes it
+    sets = []
     for item in args.set:
-      key, _, text = item.partition('=')
-      if not _ or not key.strip():
+      key, eq, text = item.partition('=')
+      if not eq or not key.strip():
         raise config_lib.ConfigError(f'--set {item!r}: expected KEY=VALUE')
-      try:
-        config_file.override(config, key.strip(), text.strip())
-      except config_lib.ConfigError as e:
-        raise config_lib.ConfigError(f'--set: {e}'.replace('--config.', '')) from None
+      sets.append((key.strip(), text.strip()))
+    try:
+      for note in config_file.apply(config, sets):
+        print(f'[lattice] {note}')
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f'--set: {e}'.replace('--config.', '')) from None
     if args.flops_budget:
       config.flops_budget = args.flops_budget
     grids = [sweep.parse_grid(g) for g in args.grid]

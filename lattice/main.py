@@ -114,8 +114,8 @@ def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
   from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   try:
     module, config = config_file.load(args.config)
-    for path, text in overrides:
-      config_file.override(config, path, text)
+    for note in config_file.apply(config, overrides):
+      print(f'[lattice] {note}')
     if not args.workdir:
       raise config_lib.ConfigError('--workdir is required (where checkpoints, metrics '
                                    'and result.json go)')

@@ -161,6 +161,11 @@ def test_sweep_resumes_without_rerunning_and_aggregates(tmp_path, monkeypatch):
   other.optimizer.lr = 1e-2
   with pytest.raises(config_lib.ConfigError, match='different config'):
     sweep.run_sweep(other, tmp_path, grids, seeds=[0], vmap_seeds=False)
+  # Other grids in the same workdir would replace its ablation table: refused.
+  with pytest.raises(config_lib.ConfigError, match='other grids.*model.ffn.kind=dense,moe'):
+    sweep.run_sweep(_base(), tmp_path, [('model.ffn.kind', ['moe', 'dense'])], seeds=[0],
+                    vmap_seeds=False)
+  assert (tmp_path / sweep.TABLE_FILE).read_text() == table
 
 
 def test_match_flops_sets_steps_from_the_budget():
@@ -223,6 +228,13 @@ def test_cli_errors_are_one_line(capsys):
       (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
         'model.ffn.kind=dense,moe', '--seeds', '0'], '--seeds'),
       (['nope.py:smoke', '--workdir', '/tmp/x', '--grid', 'a.b=1,2'], 'nope.py'),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kindd=dense,moe'], "did you mean 'kind'"),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kind=dense,moe', '--set', 'train.steps=abc'],
+       "--set: train.steps: expected an integer, got 'abc'"),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kind=dense,moe', '--set', 'train.stepz=3'], "did you mean 'steps'"),
   ]
   for argv, needle in cases:
     with pytest.raises(SystemExit) as e:

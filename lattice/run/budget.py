@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from lattice import config as config_lib
 from lattice import models
+from lattice.run.config_file import STEP_FIELDS
 from lattice.train import flops, loop
-
-# Step counts that scale with the run length when match_flops changes it.
-STEP_FIELDS = ('optimizer.warmup_steps', 'train.eval_every', 'train.log_every',
-               'checkpoint.every', 'model.mtp.lam_switch_step')
 
 
 def flops_per_token(cfg: config_lib.Config) -> float:

@@ -9,7 +9,10 @@ key that does not exist is refused with the keys that do (and a "did you mean").
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
+import inspect
+import re
 from typing import Any
 
 import ml_collections
@@ -122,6 +125,49 @@ def override(config: ml_collections.ConfigDict, path: str, text: str | None) -> 
     raise config_lib.ConfigError(f'--config.{path}: {_first_line(e)}') from None
 
 
+# Step counts that follow train.steps when only train.steps is overridden.
+STEP_FIELDS = ('optimizer.warmup_steps', 'train.eval_every', 'train.log_every',
+               'checkpoint.every', 'model.mtp.lam_switch_step')
+
+
+def apply(config: ml_collections.ConfigDict,
+          overrides: list[tuple[str, str | None]]) -> list[str]:
+  """Applies `--config.PATH=TEXT` overrides in order; returns notes to print.
+
+  When train.steps changes, every STEP_FIELDS interval the command line leaves
+  alone (warmup, eval, log, checkpoint, the MTP lambda switch) scales by the same
+  ratio (at least 1; 0, i.e. off, stays off), so `--config.train.steps=2000` on a
+  smoke config does not keep smoke's every-step logging; the note says what moved.
+  Raises ConfigError as `override` does.
+  """
+  before = check_key(config, 'train.steps') if 'train' in config else None
+  for path, text in overrides:
+    override(config, path, text)
+  given = {path for path, _ in overrides}
+  if before is None or 'train.steps' not in given:
+    return []
+  after = config.train.steps
+  if after == before or before <= 0:
+    return []
+  moved = []
+  for path in STEP_FIELDS:
+    if path in given:
+      continue
+    try:
+      value = check_key(config, path)
+    except config_lib.ConfigError:
+      continue  # this config has no such field
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+      new = max(1, int(round(value * after / before)))
+      if new != value:
+        override(config, path, str(new))
+        moved.append(f'{path} {value} -> {new}')
+  if not moved:
+    return []
+  return [f'train.steps {before} -> {after}: scaled {", ".join(moved)} (set them '
+          'with --config.KEY=VALUE to choose otherwise)']
+
+
 def flatten(config: ml_collections.ConfigDict, prefix: str = '') -> list[tuple[str, Any]]:
   """(dotted key, value) of every leaf, in the config's order."""
   out = []
@@ -132,3 +178,39 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = '') -> list[tuple[s
     else:
       out.append((path, value))
   return out
+
+
+def _comments(cls: type) -> dict[str, str]:
+  """`field: type = default  # comment` -> {field: comment} from a class's source."""
+  try:
+    source = inspect.getsource(cls)
+  except (OSError, TypeError):
+    return {}
+  return {m.group(1): m.group(2).strip() for m in re.finditer(
+      r'^\s+(\w+)\s*:[^#\n]*#\s*(.+)$', source, re.M)}
+
+
+def field_notes(obj: Any = None, prefix: str = '') -> dict[str, str]:
+  """{dotted key: the comment beside that field in its config dataclass}, for every
+  field of the typed Config (`lattice.config`) that has one."""
+  obj = config_lib.Config() if obj is None else obj
+  notes = {}
+  comments = _comments(type(obj))
+  for f in dataclasses.fields(obj):
+    value = getattr(obj, f.name)
+    if dataclasses.is_dataclass(value):
+      notes.update(field_notes(value, f'{prefix}{f.name}.'))
+    elif f.name in comments:
+      notes[f'{prefix}{f.name}'] = comments[f.name]
+  return notes
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """Every key of `config` with its value and, where the typed Config documents it,
+  its meaning: one `key = value  # meaning` line each."""
+  notes = field_notes()
+  lines = []
+  for key, value in flatten(config):
+    note = notes.get(key)
+    lines.append(f'{key} = {value!r}' + (f'  # {note}' if note else ''))
+  return '\n'.join(lines)

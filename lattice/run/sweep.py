@@ -105,12 +105,29 @@ def analyze(arms: list[records.Arm], grids: Sequence[tuple[str, list[Any]]],
   return analysis
 
 
+def _grid_text(grids) -> str:
+  return ' '.join(f'{k}={",".join(map(str, v))}' for k, v in grids or [])
+
+
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
               grids: Sequence[tuple[str, list[Any]]], *, seeds: Sequence[int],
               metric: str = 'val_loss', vmap_seeds: bool | str = 'auto',
               measure=None, title: str = 'Ablation') -> dict[str, Any]:
-  """Runs (or resumes) the sweep and writes sweep.json, ablation.md, ablation.png."""
+  """Runs (or resumes) the sweep and writes sweep.json, ablation.md, ablation.png.
+
+  Raises ConfigError before training when `workdir` holds a sweep of other grids
+  (whose table this one would replace) or an arm's overrides do not fit.
+  """
   workdir = pathlib.Path(workdir)
+  previous = workdir / SWEEP_FILE
+  if previous.exists():
+    before = json.loads(previous.read_text()).get('grids')
+    now = records.to_builtin([[k, v] for k, v in grids])
+    if before != now:
+      raise config_lib.ConfigError(
+          f'--workdir: {workdir} holds a sweep of other grids ({_grid_text(before)}); '
+          f'its {TABLE_FILE} would be replaced by this one ({_grid_text(now)}). Use '
+          'another workdir, or delete that sweep.json to replace it')
   config = ml_collections.ConfigDict(config.to_dict())
   config.arms = expand(grids)
   config.seeds = [int(s) for s in seeds]
