@@ -32,8 +32,6 @@ valid calls vs 96.1% (teacher) and 23.0% (specialists) unconstrained. Full: not 
 from __future__ import annotations
 
 import json
-import re
-import zlib
 from pathlib import Path
 
 import jax
@@ -42,7 +40,7 @@ import numpy as np
 
 from lattice import config as config_lib
 from lattice import experiment, sharding
-from lattice.agents import toolcall
+from lattice.agents import routing, toolcall
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import toolcalls
 from lattice.decode import sampling
@@ -86,39 +84,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'full': lambda: _config((384, 6, 6), (64, 2, 2), 5000, 2000, 32, 8192, 2048, 4,
                               112),
   })
-
-
-def features(requests: list[str], dim: int = 128) -> np.ndarray:
-  """Hashed, L2-normalised bag of words; numbers map to one token."""
-  x = np.zeros((len(requests), dim))
-  for i, r in enumerate(requests):
-    for w in re.findall(r"[a-z']+|\d+(?:\.\d+)?", r.lower()):
-      w = '<num>' if w[0].isdigit() else w
-      x[i, zlib.crc32(w.encode()) % dim] += 1
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
-
-
-def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 8, iters: int = 50):
-  """Best-of-`restarts` k-means++ (lowest inertia): (centroids, labels)."""
-  rng = np.random.default_rng(seed)
-  best = None
-  for _ in range(restarts):
-    c = x[[rng.integers(len(x))]]
-    while len(c) < k:
-      d2 = ((x[:, None] - c[None]) ** 2).sum(-1).min(1)
-      c = np.vstack([c, x[rng.choice(len(x), p=d2 / d2.sum())]])
-    for _ in range(iters):
-      labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-      c = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j]
-                    for j in range(k)])
-    inertia = ((x - c[labels]) ** 2).sum()
-    if best is None or inertia < best[0]:
-      best = (inertia, c, labels)
-  return best[1], best[2]
-
-
-def route(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-  return ((x[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
 
 
 def answer(setup_cfg, variables, requests: list[str], constrained: bool, ev) -> list[str]:
@@ -174,7 +139,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   logs = toolcalls.generate(ev['n_log'], 1, 'train')
   logged = answer(tcfg, teacher.variables, [e.request for e in logs], True, ev)
   # 2. Cluster the logged requests; 3. one specialist per cluster on its logs.
-  centroids, labels = kmeans(features([e.request for e in logs]), ev['k'])
+  centroids, labels = routing.fit([e.request for e in logs], ev['k'])
   (wd / 'logs').mkdir(parents=True, exist_ok=True)
   specialists = []
   for j in range(ev['k']):
@@ -193,7 +158,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   # 4. Test: teacher vs routed specialists, with and without the constraint.
   test = toolcalls.generate(ev['n_test'], 2, 'test')
   requests = [e.request for e in test]
-  routed = route(features(requests), centroids)
+  routed = routing.route(requests, centroids)
   prompt_len = len(toolcalls.prompt_of('')) + 1
   rows = {}
   for constrained in (True, False):
