@@ -2,6 +2,8 @@ r"""Behaviour-preservation check: every experiment's smoke result against a refe
 
   python scripts/smoke_parity.py --record   # writes scripts/smoke_parity_reference.json
   python scripts/smoke_parity.py            # reruns and lists every difference
+  python scripts/smoke_parity.py --save now.json   # ... and keeps this run's numbers
+  python scripts/smoke_parity.py --compare now.json  # compares saved numbers only
 
 Each experiment's `smoke` mode (its fixed seeds) runs in its own process into a
 temporary workdir; the key numbers of its result.json are kept: per arm every
@@ -10,7 +12,9 @@ check's name and outcome. Timings are recorded but not compared: metrics whose
 names say they are times, rates or utilisation (wall, mfu, tokens_per_s, *_s,
 latency, speedup, time). Floats compare at relative tolerance RTOL (1e-5) with
 an absolute floor ATOL (1e-7); counts and check outcomes compare exactly.
-Exit status 0 when nothing differs, 1 otherwise.
+Metrics that exist only now (a run now reports every scalar metric that appears)
+are listed separately as additions, not as differences. Exit status 0 when
+nothing differs, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def differences(ref, new, path: str = '') -> list[str]:
       if k not in new:
         out.append(f'{where}: missing now (was {ref[k]!r})')
       elif k not in ref:
-        out.append(f'{where}: new (now {new[k]!r})')
+        out.append(f'ADDED {where}: (now {new[k]!r})')
       elif '.metrics.' in f'{where}.' and TIMING.search(str(k)):
         continue
       else:
@@ -116,22 +120,33 @@ def main() -> None:
   parser.add_argument('--record', action='store_true', help='write the reference')
   parser.add_argument('--one', help=argparse.SUPPRESS)
   parser.add_argument('--only', nargs='*', help='these experiments only')
+  parser.add_argument('--save', help='also write this run\'s numbers to this file')
+  parser.add_argument('--compare', help='compare numbers saved with --save; no run')
   args = parser.parse_args()
   if args.one:
     print(json.dumps(run_one(args.one)))
     return
   names = args.only or experiments()
-  now = run_all(names)
+  if args.compare:
+    now = json.loads(pathlib.Path(args.compare).read_text())
+    names = [n for n in names if n in now]
+  else:
+    now = run_all(names)
+  if args.save:
+    pathlib.Path(args.save).write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
   if args.record:
     REFERENCE.write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
     print(f'[parity] wrote {REFERENCE}')
     return
   ref = json.loads(REFERENCE.read_text())
-  diffs = differences({n: ref.get(n) for n in names}, now)
-  for d in diffs:
+  found = differences({n: ref.get(n) for n in names}, now)
+  added = [d for d in found if d.startswith('ADDED ')]
+  diffs = [d for d in found if not d.startswith('ADDED ')]
+  for d in diffs + added:
     print(d)
   print(f'[parity] {len(names)} experiments, {len(diffs)} differences beyond '
-        f'rtol={RTOL} (atol={ATOL}); counts and checks exact; timings not compared')
+        f'rtol={RTOL} (atol={ATOL}); counts and checks exact; timings not compared; '
+        f'{len(added)} metrics added')
   sys.exit(1 if diffs else 0)
 
 
