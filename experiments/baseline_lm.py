@@ -45,9 +45,12 @@ def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 2, 32, 8, 12, 3e-3, 2, 0),
-      'quick': lambda: _config(192, 4, 4, 128, 16, 1200, 3e-3, 60, 300),
-      'full': lambda: _config(512, 8, 8, 512, 64, 20_000, 1e-3, 1000, 2000),
+      'smoke': lambda: _config(d_model=32, n_layers=1, n_heads=2, seq_len=32, batch=8,
+                               steps=12, lr=3e-3, warmup=2, eval_every=0),
+      'quick': lambda: _config(d_model=192, n_layers=4, n_heads=4, seq_len=128,
+                               batch=16, steps=1200, lr=3e-3, warmup=60, eval_every=300),
+      'full': lambda: _config(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, warmup=1000, eval_every=2000),
   })
   if c.mode == 'smoke':
     c.eval = dict(samples=2, prompt_len=8, new_tokens=32, temperature=0.7, top_k=20)

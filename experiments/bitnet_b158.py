@@ -70,10 +70,12 @@ def _config(sizes, seq_len, batch, steps, lr, same_recipe_float=True):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config([(32, 1), (64, 1)], 32, 8, 8, 3e-3,
-                               same_recipe_float=False),
-      'quick': lambda: _config([(64, 2), (128, 2), (192, 3)], 128, 16, 500, 3e-3),
-      'full': lambda: _config([(256, 4), (512, 8), (768, 12)], 512, 64, 20_000, 1.5e-3),
+      'smoke': lambda: _config(sizes=[(32, 1), (64, 1)], seq_len=32, batch=8, steps=8,
+                               lr=3e-3, same_recipe_float=False),
+      'quick': lambda: _config(sizes=[(64, 2), (128, 2), (192, 3)], seq_len=128,
+                               batch=16, steps=500, lr=3e-3),
+      'full': lambda: _config(sizes=[(256, 4), (512, 8), (768, 12)], seq_len=512,
+                              batch=64, steps=20_000, lr=1.5e-3),
   })
 
 

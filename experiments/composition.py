@@ -82,10 +82,13 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, seeds, *, prompts=4,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(16, 2, 32, 8, 3, 3e-3, 1, prompts=1, prompt_len=8,
-                               new_tokens=8, multimodal=False),
-      'quick': lambda: _config(64, 3, 128, 16, 400, 3e-3, 3, image_steps=250),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, 3, prompts=16,
+      'smoke': lambda: _config(d_model=16, n_layers=2, seq_len=32, batch=8, steps=3,
+                               lr=3e-3, seeds=1, prompts=1, prompt_len=8, new_tokens=8,
+                               multimodal=False),
+      'quick': lambda: _config(d_model=64, n_layers=3, seq_len=128, batch=16, steps=400,
+                               lr=3e-3, seeds=3, image_steps=250),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, seeds=3, prompts=16,
                               new_tokens=256),
   })
 

@@ -61,9 +61,12 @@ def _config(d_model, n_layers, width, seq_len, batch, steps, lr):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 64, 32, 8, 8, 3e-3),
-      'quick': lambda: _config(96, 2, 256, 128, 16, 600, 3e-3),
-      'full': lambda: _config(512, 8, 1408, 512, 64, 20_000, 1e-3),
+      'smoke': lambda: _config(d_model=32, n_layers=1, width=64, seq_len=32, batch=8,
+                               steps=8, lr=3e-3),
+      'quick': lambda: _config(d_model=96, n_layers=2, width=256, seq_len=128, batch=16,
+                               steps=600, lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, width=1408, seq_len=512,
+                              batch=64, steps=20_000, lr=1e-3),
   })
 
 

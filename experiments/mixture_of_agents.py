@@ -76,17 +76,22 @@ def _config(d, proposers, comparable, agg_steps, n_eval, lr, gen_batch, agg_laye
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, [('strong', 32, 1, 30, 0), ('weak', 'strong', 10)],
-                               ['strong', 'weak'], 20, 8, 3e-3, 32, agg_layers=1,
-                               peak=1e11),
-      'quick': lambda: _config(64, [('strong', 64, 2, 1200, 0), ('mid_a', 64, 2, 800, 1),
+      'smoke': lambda: _config(d=32,
+                               proposers=[('strong', 32, 1, 30, 0), ('weak', 'strong', 10)],
+                               comparable=['strong', 'weak'], agg_steps=20, n_eval=8,
+                               lr=3e-3, gen_batch=32, agg_layers=1, peak=1e11),
+      'quick': lambda: _config(d=64,
+                               proposers=[('strong', 64, 2, 1200, 0), ('mid_a', 64, 2, 800, 1),
                                     ('mid_b', 64, 2, 800, 2), ('weak', 'mid_a', 400),
                                     ('early', 'strong', 700)],
-                               ['mid_a', 'mid_b', 'early'], 600, 200, 6e-3, 128),
-      'full': lambda: _config(128, [('strong', 128, 2, 4000, 0), ('mid_a', 128, 2, 2000, 1),
+                               comparable=['mid_a', 'mid_b', 'early'], agg_steps=600,
+                               n_eval=200, lr=6e-3, gen_batch=128),
+      'full': lambda: _config(d=128,
+                              proposers=[('strong', 128, 2, 4000, 0), ('mid_a', 128, 2, 2000, 1),
                                     ('mid_b', 128, 2, 2000, 2), ('weak', 'mid_a', 800),
                                     ('early', 'strong', 2000)],
-                              ['mid_a', 'mid_b', 'early'], 3000, 1000, 3e-3, 512),
+                              comparable=['mid_a', 'mid_b', 'early'], agg_steps=3000,
+                              n_eval=1000, lr=3e-3, gen_batch=512),
   })
 
 

@@ -71,9 +71,11 @@ def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 6, 2, 64, 1, batch=8, seq=32, chains=500),
-      'quick': lambda: _config(64, 200, 6, 1536, 5),
-      'full': lambda: _config(256, 3000, 10, 50_000, 10, batch=64, seq=256),
+      'smoke': lambda: _config(d_model=32, steps=6, gens=2, docs=64, toy_scale=1,
+                               batch=8, seq=32, chains=500),
+      'quick': lambda: _config(d_model=64, steps=200, gens=6, docs=1536, toy_scale=5),
+      'full': lambda: _config(d_model=256, steps=3000, gens=10, docs=50_000,
+                              toy_scale=10, batch=64, seq=256),
   })
 
 

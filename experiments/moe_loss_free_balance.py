@@ -49,9 +49,12 @@ def _config(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 32, 32, 8, 10, 3e-3),
-      'quick': lambda: _config(96, 2, 96, 128, 16, 1500, 3e-3),
-      'full': lambda: _config(512, 8, 512, 512, 64, 20_000, 1e-3),
+      'smoke': lambda: _config(d_model=32, n_layers=1, expert_d_ff=32, seq_len=32,
+                               batch=8, steps=10, lr=3e-3),
+      'quick': lambda: _config(d_model=96, n_layers=2, expert_d_ff=96, seq_len=128,
+                               batch=16, steps=1500, lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, expert_d_ff=512, seq_len=512,
+                              batch=64, steps=20_000, lr=1e-3),
   })
 
 

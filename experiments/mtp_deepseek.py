@@ -55,10 +55,12 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, *, prompts=4, prompt_l
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 32, 8, 4, 3e-3, prompts=1, prompt_len=8,
-                               new_tokens=8),
-      'quick': lambda: _config(64, 2, 128, 16, 400, 3e-3),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, prompts=16, new_tokens=256),
+      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=4,
+                               lr=3e-3, prompts=1, prompt_len=8, new_tokens=8),
+      'quick': lambda: _config(d_model=64, n_layers=2, seq_len=128, batch=16, steps=400,
+                               lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, prompts=16, new_tokens=256),
   })
 
 

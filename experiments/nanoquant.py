@@ -58,12 +58,14 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, *, budgets, calib, flo
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(64, 1, 32, 8, 10, 3e-3, budgets=(1.0, 0.55), calib=8,
-                               float_steps=2, block_steps=4, distill_steps=2),
-      'quick': lambda: _config(128, 2, 128, 16, 600, 3e-3, budgets=(1.0, 0.8, 0.55),
-                               calib=32, float_steps=30, block_steps=200,
-                               distill_steps=60),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, budgets=(1.0, 0.8, 0.55),
+      'smoke': lambda: _config(d_model=64, n_layers=1, seq_len=32, batch=8, steps=10,
+                               lr=3e-3, budgets=(1.0, 0.55), calib=8, float_steps=2,
+                               block_steps=4, distill_steps=2),
+      'quick': lambda: _config(d_model=128, n_layers=2, seq_len=128, batch=16,
+                               steps=600, lr=3e-3, budgets=(1.0, 0.8, 0.55), calib=32,
+                               float_steps=30, block_steps=200, distill_steps=60),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, budgets=(1.0, 0.8, 0.55),
                               calib=128, float_steps=200, block_steps=2000,
                               distill_steps=1000),
   })

@@ -57,12 +57,17 @@ def _config(sizes, seq_len, batch, lr, max_images, eval_batches, patch=8,
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       # Smoke: one size only (CI time); the fits then use the runs' eval histories.
-      'smoke': lambda: _config([(16, 1, 4, 16, 1)], 96, 8, 3e-3, 2, 1, patch=16,
+      'smoke': lambda: _config(sizes=[(16, 1, 4, 16, 1)], seq_len=96, batch=8, lr=3e-3,
+                               max_images=2, eval_batches=1, patch=16,
                                checkpoints=False),
-      'quick': lambda: _config([(32, 2, 150, 32, 1), (48, 2, 250, 32, 1),
-                                (64, 2, 400, 48, 1)], 128, 16, 3e-3, 2, 8),
-      'full': lambda: _config([(256, 4, 4000, 128, 2), (384, 6, 6000, 192, 3),
-                               (512, 8, 8000, 256, 4)], 512, 64, 1e-3, 8, 32),
+      'quick': lambda: _config(sizes=[(32, 2, 150, 32, 1), (48, 2, 250, 32, 1),
+                                (64, 2, 400, 48, 1)],
+                               seq_len=128, batch=16, lr=3e-3, max_images=2,
+                               eval_batches=8),
+      'full': lambda: _config(sizes=[(256, 4, 4000, 128, 2), (384, 6, 6000, 192, 3),
+                               (512, 8, 8000, 256, 4)],
+                              seq_len=512, batch=64, lr=1e-3, max_images=8,
+                              eval_batches=32),
   })
 
 

@@ -61,9 +61,12 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, bits=BITS):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 32, 8, 6, 3e-3, bits=(1,)),
-      'quick': lambda: _config(64, 2, 128, 16, 300, 3e-3),
-      'full': lambda: _config(640, 6, 512, 64, 20_000, 1.5e-3),
+      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=6,
+                               lr=3e-3, bits=(1,)),
+      'quick': lambda: _config(d_model=64, n_layers=2, seq_len=128, batch=16, steps=300,
+                               lr=3e-3),
+      'full': lambda: _config(d_model=640, n_layers=6, seq_len=512, batch=64,
+                              steps=20_000, lr=1.5e-3),
   })
 
 

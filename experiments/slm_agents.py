@@ -79,10 +79,15 @@ def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, k, max
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config((32, 1, 2), (16, 1, 2), 3, 2, 8, 16, 16, 1, 48, 16),
-      'quick': lambda: _config((96, 3, 4), (32, 1, 2), 400, 300, 16, 1024, 256, 4, 112),
-      'full': lambda: _config((384, 6, 6), (64, 2, 2), 5000, 2000, 32, 8192, 2048, 4,
-                              112),
+      'smoke': lambda: _config(teacher=(32, 1, 2), specialist=(16, 1, 2), steps=3,
+                               spec_steps=2, batch=8, n_log=16, n_test=16, k=1,
+                               max_new=48, gen_batch=16),
+      'quick': lambda: _config(teacher=(96, 3, 4), specialist=(32, 1, 2), steps=400,
+                               spec_steps=300, batch=16, n_log=1024, n_test=256, k=4,
+                               max_new=112),
+      'full': lambda: _config(teacher=(384, 6, 6), specialist=(64, 2, 2), steps=5000,
+                              spec_steps=2000, batch=32, n_log=8192, n_test=2048, k=4,
+                              max_new=112),
   })
 
 

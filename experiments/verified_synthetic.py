@@ -70,9 +70,12 @@ def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=6
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 8, 6, 64, 1, 32, batch=8, seq=32),
-      'quick': lambda: _config(64, 400, 300, 3072, 2, 512),
-      'full': lambda: _config(256, 5000, 3000, 100_000, 5, 4096, batch=64, seq=128,
+      'smoke': lambda: _config(d_model=32, teacher_steps=8, steps=6, n_docs=64, gens=1,
+                               n_test=32, batch=8, seq=32),
+      'quick': lambda: _config(d_model=64, teacher_steps=400, steps=300, n_docs=3072,
+                               gens=2, n_test=512),
+      'full': lambda: _config(d_model=256, teacher_steps=5000, steps=3000,
+                              n_docs=100_000, gens=5, n_test=4096, batch=64, seq=128,
                               max_ops=4),
   })
 
