@@ -34,17 +34,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 
 from lattice import config as config_lib
 from lattice import experiment, sharding
-from lattice.agents import routing, toolcall
-from lattice.data import tokenizer as tok_lib
+from lattice.agents import calls, routing, toolcall
 from lattice.data.tasks import toolcalls
-from lattice.decode import sampling
-from lattice.train import flops as flops_lib
 from lattice.train import loop
 
 NAME = 'slm_agents'
@@ -91,33 +87,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
 
 
-def answer(setup_cfg, variables, requests: list[str], constrained: bool, ev) -> list[str]:
-  """Greedy calls for `requests`, in fixed-size batches (one compile per model)."""
-  tok = tok_lib.ByteTokenizer()
-  prompts = np.stack([tok.encode(toolcalls.prompt_of(r), bos=True) for r in requests])
-  B = ev['gen_batch']  # Short chunks are padded: one batch shape, one compile.
-  index = toolcall.call_constraint(setup_cfg.model.vocab_size) if constrained else None
-  out = []
-  for i in range(0, len(prompts), B):
-    chunk = prompts[i:i + B]
-    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], B - len(chunk), 0)])
-    new = sampling.generate(variables, chunk, jax.random.key(0),
-                            model_cfg=setup_cfg.model, max_new_tokens=ev['max_new'],
-                            sampling=sampling.SamplingConfig(0.0), constraint=index,
-                            eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID)
-    for row in np.asarray(new)[:len(prompts[i:i + B])].tolist():
-      out.append(tok.decode(row[:row.index(tok_lib.EOS_ID)] if tok_lib.EOS_ID in row
-                            else row))
-  return out
+def answer(cfg, variables, requests: list[str], constrained: bool, ev) -> list[str]:
+  return calls.answer(cfg, variables, requests, constrained=constrained,
+                      batch=ev['gen_batch'], max_new=ev['max_new'])
 
 
 def flops_per_call(out, prompt_len: int, call_bytes: float) -> float:
-  """Forward FLOPs of one call: 2N per token plus attention over the context."""
-  cfg = out.setup.cfg.model
-  n = flops_lib.matmul_params(out.state.params, cfg)
-  tokens = prompt_len + call_bytes + 1  # + EOS
-  attn = 4 * cfg.n_layers * cfg.d_model * tokens * tokens / 2
-  return 2 * n * tokens + attn
+  return calls.flops_per_call(out.state.params, out.setup.cfg.model, prompt_len,
+                              call_bytes)
 
 
 def _train(cfg: config_lib.Config, workdir: Path) -> loop.RunOutput:
