@@ -1,6 +1,6 @@
 r"""Runs an experiment: `python -m lattice.main --config=FILE.py:MODE --workdir=DIR`.
 
-The same as `lattice run` (one parser: `lattice.cli`). Overrides follow the
+The same as `lattice run` (one parser: `lattice.parser`). Overrides follow the
 ml_collections convention, e.g. `--config.model.d_model=512`; the experiment file's
 `run(config, workdir)` is called and its Result written. Flags -> config -> run:
 config errors come from `lattice.run.config_file` as one line naming the field.
@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from lattice import cli as cli_lib
+from lattice import parser as parser_lib
 from lattice import config as config_lib
 
 
@@ -130,17 +130,18 @@ def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
     _experiment_module = module
     run(config, args.workdir)
   except config_lib.ConfigError as e:
-    cli_lib.fail(str(e))
+    parser_lib.fail(str(e))
   except arms.Preempted as e:
     print(f'[lattice] preempted: {e}')
   except (checkpoint.CheckpointError, loop.NonFiniteError) as e:
-    cli_lib.fail(str(e), code=1)
+    parser_lib.fail(str(e), code=1)
 
 
 def cli(argv=None) -> None:
   """`python -m lattice.main ARGS`: `lattice run ARGS` (argv[0] is the program)."""
   argv = sys.argv if argv is None else argv
-  cli_lib.main(['run', *argv[1:]])
+  rest, overrides = parser_lib.split_overrides(['run', *argv[1:]])
+  run_command(parser_lib.parser().parse_args(rest), overrides)
 
 
 if __name__ == '__main__':
