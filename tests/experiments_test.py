@@ -33,6 +33,9 @@ def test_modes_and_docstring():
     module = experiment.load_experiment_module(str(path))
     doc = module.__doc__
     assert 'arXiv' in doc or 'arxiv' in doc, path
+    # What the Result is built from (experiment.finish): module constants.
+    assert module.NAME == path.stem and module.CLAIM.strip(), path
+    assert module.PAPER['title'] and module.PAPER['arxiv'], path
     for mode in ('smoke', 'quick', 'full'):
       assert f':{mode}' in doc, (path, mode)
       assert module.get_config(mode).mode == mode
