@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lattice import config as config_lib
 from lattice import models
-from lattice.run.config_file import STEP_FIELDS
+from lattice.run import config_file
 from lattice.train import flops, loop
 
 
@@ -28,16 +28,14 @@ def flops_per_token(cfg: config_lib.Config) -> float:
 
 
 def scale_steps(cfg: config_lib.Config, steps: int) -> config_lib.Config:
-  """`cfg` with train.steps = `steps` and every STEP_FIELDS interval (warmup, eval,
-  log, checkpoint, the MTP lambda switch) scaled by the same ratio (at least 1;
-  a field at 0, i.e. off, stays off)."""
+  """`cfg` with train.steps = `steps` and every other step count
+  (`config_file.step_fields`: warmup, eval, log and checkpoint intervals, a
+  technique's *_step) scaled by the same ratio (at least 1; 0, i.e. off, stays off)."""
   ratio = steps / cfg.train.steps
   fields = {'train.steps': steps}
-  for path in STEP_FIELDS:
-    section, *rest = path.split('.')
-    value = getattr(cfg, section)
-    for name in rest:
-      value = getattr(value, name)
+  as_dict = config_lib.to_config_dict(cfg)
+  for path in config_file.step_fields(as_dict):
+    value = config_file.check_key(as_dict, path)
     if value > 0:
       fields[path] = max(1, int(round(value * ratio)))
   return config_lib.replace(cfg, **fields)

@@ -125,17 +125,26 @@ def override(config: ml_collections.ConfigDict, path: str, text: str | None) -> 
     raise config_lib.ConfigError(f'--config.{path}: {_first_line(e)}') from None
 
 
-# Step counts that follow train.steps when only train.steps is overridden.
-STEP_FIELDS = ('optimizer.warmup_steps', 'train.eval_every', 'train.log_every',
-               'checkpoint.every', 'model.mtp.lam_switch_step')
+# A config field counts steps when its name says so (warmup_steps, eval_every,
+# checkpoint.every, a technique's *_step); such intervals follow train.steps.
+_STEP_NAME = re.compile(r'(^|_)(step|steps|every)$')
+
+
+def step_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """Dotted paths of the library sections' integer step counts other than
+  train.steps (by name: *_step, *_steps, *every), in the config's order."""
+  return [path for path, value in flatten(config)
+          if path.split('.')[0] in config_lib.SECTIONS and path != 'train.steps'
+          and _STEP_NAME.search(path.rsplit('.', 1)[-1])
+          and isinstance(value, int) and not isinstance(value, bool)]
 
 
 def apply(config: ml_collections.ConfigDict,
           overrides: list[tuple[str, str | None]]) -> list[str]:
   """Applies `--config.PATH=TEXT` overrides in order; returns notes to print.
 
-  When train.steps changes, every STEP_FIELDS interval the command line leaves
-  alone (warmup, eval, log, checkpoint, the MTP lambda switch) scales by the same
+  When train.steps changes, every step count (`step_fields`) the command line
+  leaves alone (warmup, eval, log and checkpoint intervals...) scales by the same
   ratio (at least 1; 0, i.e. off, stays off), so `--config.train.steps=2000` on a
   smoke config does not keep smoke's every-step logging; the note says what moved.
   Raises ConfigError as `override` does.
@@ -150,14 +159,11 @@ def apply(config: ml_collections.ConfigDict,
   if after == before or before <= 0:
     return []
   moved = []
-  for path in STEP_FIELDS:
+  for path in step_fields(config):
     if path in given:
       continue
-    try:
-      value = check_key(config, path)
-    except config_lib.ConfigError:
-      continue  # this config has no such field
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    value = check_key(config, path)
+    if value > 0:
       new = max(1, int(round(value * after / before)))
       if new != value:
         override(config, path, str(new))
