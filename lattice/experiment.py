@@ -10,7 +10,6 @@ machinery lives in `lattice.run` (one idea per file); this module gathers it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,29 +21,10 @@ from lattice import config as config_lib
 from lattice.run import records
 from lattice.run.arms import Preempted, arm_config, arm_list, run_arms  # pylint: disable=unused-import
 from lattice.run.budget import flops_per_token, match_flops  # pylint: disable=unused-import
+from lattice.run.config_file import load_experiment_module  # pylint: disable=unused-import
 from lattice.run.plots import plot_bars, plot_series  # pylint: disable=unused-import
 from lattice.run.records import Arm, Result, check  # pylint: disable=unused-import
 from lattice.run.stats import aggregate  # pylint: disable=unused-import
-
-
-def load_experiment_module(path: str):
-  """Imports an experiment file by path (for `run`, `sweep`, `config`, `serve`).
-
-  Raises ConfigError when the file is missing or lacks get_config/run.
-  """
-  p = Path(path)
-  if not p.is_file():
-    raise config_lib.ConfigError(
-        f'--config: no such experiment file: {path!r} (expected FILE.py:MODE, e.g. '
-        f'experiments/baseline_lm.py:smoke)')
-  spec = importlib.util.spec_from_file_location(f'lattice_experiment_{p.stem}', p)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # so `finish(__name__, ...)` finds it
-  spec.loader.exec_module(module)
-  for name in ('get_config', 'run'):
-    if not hasattr(module, name):
-      raise config_lib.ConfigError(f'--config: {path} defines no `{name}` function')
-  return module
 
 
 def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:

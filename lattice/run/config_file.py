@@ -11,8 +11,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -27,18 +30,37 @@ def _first_line(e: BaseException) -> str:
   return lines[0].strip() if lines else type(e).__name__
 
 
+def load_experiment_module(path: str):
+  """Imports an experiment file by path (for `run`, `sweep`, `config`, `serve`).
+
+  Raises ConfigError when the file is missing or lacks get_config/run.
+  """
+  p = Path(path)
+  if not p.is_file():
+    raise config_lib.ConfigError(
+        f'--config: no such experiment file: {path!r} (expected FILE.py:MODE, e.g. '
+        f'experiments/baseline_lm.py:smoke)')
+  spec = importlib.util.spec_from_file_location(f'lattice_experiment_{p.stem}', p)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # so `finish(__name__, ...)` finds it
+  spec.loader.exec_module(module)
+  for name in ('get_config', 'run'):
+    if not hasattr(module, name):
+      raise config_lib.ConfigError(f'--config: {path} defines no `{name}` function')
+  return module
+
+
 def load(spec: str | None) -> tuple[Any, ml_collections.ConfigDict]:
   """(experiment module, its ConfigDict) for 'FILE.py:MODE' (MODE optional).
 
   Raises ConfigError: no spec, no such file, unknown mode, or a get_config that
   raised (named with its exception's first line).
   """
-  from lattice import experiment  # pylint: disable=g-import-not-at-top
   if not spec:
     raise config_lib.ConfigError('--config=FILE.py:MODE is required (e.g. '
                                  'experiments/baseline_lm.py:quick)')
   filename, *mode = spec.split(':', 1)
-  module = experiment.load_experiment_module(filename)
+  module = load_experiment_module(filename)
   try:
     return module, module.get_config(*mode)
   except config_lib.ConfigError:
