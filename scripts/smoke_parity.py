@@ -10,7 +10,9 @@ temporary workdir; the key numbers of its result.json are kept: per arm every
 metric's per-seed values, params, active params, tokens, train FLOPs; every
 check's name and outcome. Timings are recorded but not compared: metrics whose
 names say they are times, rates or utilisation (wall, mfu, tokens_per_s, *_s,
-latency, speedup, time). Floats compare at relative tolerance RTOL (1e-5) with
+latency, speedup, time), nor checks whose names say they test one (e.g. "MTP
+speculative speedup survives ternary weights", decided by wall-clock ratios on a
+loaded machine). Floats compare at relative tolerance RTOL (1e-5) with
 an absolute floor ATOL (1e-7); counts and check outcomes compare exactly.
 Metrics that exist only now (a run now reports every scalar metric that appears)
 are listed separately as additions, not as differences. Exit status 0 when
@@ -100,8 +102,9 @@ def differences(ref, new, path: str = '') -> list[str]:
         out.append(f'{where}: missing now (was {ref[k]!r})')
       elif k not in ref:
         out.append(f'ADDED {where}: (now {new[k]!r})')
-      elif '.metrics.' in f'{where}.' and TIMING.search(str(k)):
-        continue
+      elif ('.metrics.' in f'{where}.' or '.checks.' in f'{where}.') and TIMING.search(
+          str(k)):
+        continue  # a measured time or rate, or a check on one
       else:
         out.extend(differences(ref[k], new[k], where))
     return out
@@ -139,7 +142,7 @@ def main() -> None:
     print(f'[parity] wrote {REFERENCE}')
     return
   ref = json.loads(REFERENCE.read_text())
-  found = differences({n: ref.get(n) for n in names}, now)
+  found = differences({n: ref.get(n) for n in names}, {n: now.get(n) for n in names})
   added = [d for d in found if d.startswith('ADDED ')]
   diffs = [d for d in found if not d.startswith('ADDED ')]
   for d in diffs + added:
