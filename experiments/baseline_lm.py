@@ -4,10 +4,6 @@ Paper: the lattice baseline (no paper); the architecture follows "LLaMA: Open an
 Efficient Foundation Language Models" (arXiv 2302.13971): RMSNorm, RoPE, SwiGLU,
 grouped-query attention.
 
-Claim: the shared model, data pipeline and train loop learn real structure from
-the embedded code corpus — validation bits per byte fall well below the corpus's
-unigram (byte-frequency) entropy, and sampled text is valid-looking Python.
-
 Commands:
   python -m lattice.main --config=experiments/baseline_lm.py:smoke --workdir=runs/baseline_smoke
   python -m lattice.main --config=experiments/baseline_lm.py:quick --workdir=runs/baseline
@@ -27,12 +23,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, results, sharding
+from lattice import experiment, sharding
 from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.decode import sampling
 
+NAME = 'baseline_lm'
 PAPER = {'title': 'LLaMA: Open and Efficient Foundation Language Models',
          'arxiv': '2302.13971'}
+CLAIM = ('the shared model, data pipeline and train loop learn real structure from the '
+         "embedded code corpus — validation bits per byte fall well below the corpus's "
+         'unigram (byte-frequency) entropy, and sampled text is valid-looking Python.')
 
 
 def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_every):
@@ -45,9 +45,12 @@ def _config(d_model, n_layers, n_heads, seq_len, batch, steps, lr, warmup, eval_
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 2, 32, 8, 12, 3e-3, 2, 0),
-      'quick': lambda: _config(192, 4, 4, 128, 16, 1200, 3e-3, 60, 300),
-      'full': lambda: _config(512, 8, 8, 512, 64, 20_000, 1e-3, 1000, 2000),
+      'smoke': lambda: _config(d_model=32, n_layers=1, n_heads=2, seq_len=32, batch=8,
+                               steps=12, lr=3e-3, warmup=2, eval_every=0),
+      'quick': lambda: _config(d_model=192, n_layers=4, n_heads=4, seq_len=128,
+                               batch=16, steps=1200, lr=3e-3, warmup=60, eval_every=300),
+      'full': lambda: _config(d_model=512, n_layers=8, n_heads=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, warmup=1000, eval_every=2000),
   })
   if c.mode == 'smoke':
     c.eval = dict(samples=2, prompt_len=8, new_tokens=32, temperature=0.7, top_k=20)
@@ -103,7 +106,7 @@ def validation_rows(data_cfg, tok, n: int) -> np.ndarray:
 def sample_texts(cfg, out, ev, key) -> list[str]:
   tok = tokenizer_lib.ByteTokenizer()
   prompts = validation_rows(cfg.data, tok, ev['samples'])[:, :ev['prompt_len']]
-  state = out['state']
+  state = out.state
   # Gathered to the host: sampling a handful of rows needs no mesh.
   new = sampling.generate(
       sharding.to_host(state.variables), prompts, key, model_cfg=cfg.model,
@@ -123,7 +126,7 @@ def reference_texts(data_cfg, tok, freqs, n: int, length: int) -> dict[str, list
           'random': [bytes(r.tolist()).decode('utf-8', 'replace') for r in noise]}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   ev = dict(config.eval)
   tok = tokenizer_lib.ByteTokenizer()
   samples = {}
@@ -142,29 +145,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   m = arms[0].metrics
   bpb, validity = m['val_bpb']['mean'], m['python_line_validity']['mean']
   checks = [
-      results.check('val bits/byte well below the unigram entropy',
+      experiment.check('val bits/byte well below the unigram entropy',
                     bpb < 2 / 3 * h_unigram,
                     f'val_bpb={bpb:.3f} vs unigram entropy {h_unigram:.3f} bits/byte '
                     f'(needs < 2/3 of it: {2 / 3 * h_unigram:.3f})'),
-      results.check('sampled lines parse as Python about as often as real code',
+      experiment.check('sampled lines parse as Python about as often as real code',
                     validity >= rand + 0.5 * (real - rand),
                     f'{validity:.1%} of sampled lines parse on their own; held-out real '
                     f'code {real:.1%}, corpus-frequency random bytes {rand:.1%} (needs '
                     f'at least half the gap closed: {rand + 0.5 * (real - rand):.1%})'),
   ]
-  plots = [results.plot_series(
+  plots = [experiment.plot_series(
       f'{workdir}/val_bpb.png',
       {a.name: ([h['step'] for h in a.extra['history'][0]],
                 [h['val_bpb'] for h in a.extra['history'][0]]) for a in arms},
       xlabel='step', ylabel='validation bits/byte', title='baseline LM on stdlib')]
-  result = results.Result(
-      experiment='baseline_lm', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': f'well below the unigram entropy ({h_unigram:.2f} bits/byte)',
                 'ours': f'{bpb:.3f} bits/byte; {validity:.0%} of lines parse '
                         f'(real code {real:.0%})'},
-      plots=plots, env=experiment.result_env(config),
+      plots=plots,
       notes='Samples (seed 0):\n\n```\n' + '\n---\n'.join(samples[0][:3]) + '\n```')
-  result.write(workdir)
-  return result

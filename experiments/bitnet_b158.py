@@ -4,12 +4,6 @@ Paper: Ma et al. 2024, "The Era of 1-bit LLMs: All Large Language Models are in 
 Bits" (arXiv 2402.17764); the 2B4T report (arXiv 2504.12285) for SubLN and the
 gated squared-ReLU FFN.
 
-Claim: a model whose projections are ternary {-1, 0, 1} (absmean scale per tensor)
-with per-token absmax 8-bit activations, trained from scratch with a straight-through
-estimator, comes close to the float model of the same size and tokens, and the gap
-shrinks as the model grows (PPL 12.87 vs 12.33 at 700M, 11.29 vs 11.25 at 1.3B, 9.91
-vs 10.04 at 3B); its projection weights pack to 2 bits (8x below bf16).
-
 Arms: at each size, `float` (SwiGLU, cosine LR), `float2b4t` (float with the 2B4T
 recipe: SubLN, gated squared-ReLU FFN, two-stage LR/weight-decay schedule) and `b158`
 (that recipe with BitLinear projections), same data, tokens and peak LR. The gap that
@@ -37,11 +31,18 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from lattice import experiment, results
+from lattice import experiment
 from lattice.quant import inference, packing, ste
 
+NAME = 'bitnet_b158'
 PAPER = {'title': 'The Era of 1-bit LLMs: All Large Language Models are in 1.58 Bits',
          'arxiv': '2402.17764'}
+CLAIM = ('a model whose projections are ternary {-1, 0, 1} (absmean scale per tensor) '
+         'with per-token absmax 8-bit activations, trained from scratch with a '
+         'straight-through estimator, comes close to the float model of the same size '
+         'and tokens, and the gap shrinks as the model grows (PPL 12.87 vs 12.33 at '
+         '700M, 11.29 vs 11.25 at 1.3B, 9.91 vs 10.04 at 3B); its projection weights '
+         'pack to 2 bits (8x below bf16).')
 RECIPE_2B4T = {'model.subln': True, 'model.ffn.activation': 'relu2_glu',
                'optimizer.schedule': 'two_stage'}
 B158 = {'model.linear.kind': 'bitnet', **RECIPE_2B4T}
@@ -69,10 +70,12 @@ def _config(sizes, seq_len, batch, steps, lr, same_recipe_float=True):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config([(32, 1), (64, 1)], 32, 8, 8, 3e-3,
-                               same_recipe_float=False),
-      'quick': lambda: _config([(64, 2), (128, 2), (192, 3)], 128, 16, 500, 3e-3),
-      'full': lambda: _config([(256, 4), (512, 8), (768, 12)], 512, 64, 20_000, 1.5e-3),
+      'smoke': lambda: _config(sizes=[(32, 1), (64, 1)], seq_len=32, batch=8, steps=8,
+                               lr=3e-3, same_recipe_float=False),
+      'quick': lambda: _config(sizes=[(64, 2), (128, 2), (192, 3)], seq_len=128,
+                               batch=16, steps=500, lr=3e-3),
+      'full': lambda: _config(sizes=[(256, 4), (512, 8), (768, 12)], seq_len=512,
+                              batch=64, steps=20_000, lr=1.5e-3),
   })
 
 
@@ -95,11 +98,11 @@ def weight_memory(model_cfg, params) -> dict[str, float]:
 
 
 def _measure(cfg, out) -> dict[str, float]:
-  return weight_memory(cfg.model, out['state'].params)
+  return weight_memory(cfg.model, out.state.params)
 
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir, measure=_measure)
   by = {a.name: a for a in arms}
   sizes = [a.name.split('_', 1)[1] for a in arms if a.name.startswith('float_')]
@@ -117,28 +120,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   ratio_2bit = bf16 / mem['proj_bytes_2bit']['mean']
   ratio_base3 = bf16 / mem['proj_bytes_base3']['mean']
   checks = [
-      results.check(f'ternary within {100 * GAP_TOLERANCE:.0f}% of float at the largest size',
+      experiment.check(f'ternary within {100 * GAP_TOLERANCE:.0f}% of float at the largest size',
                     gap[sizes[-1]] <= GAP_TOLERANCE,
                     f'relative val-loss gap b1.58 vs {ref} (same recipe): {gaps_text}; '
                     f'vs the plain float baseline (SwiGLU, cosine): {plain_text}'),
-      results.check(f'gap to {ref} shrinks as the model grows',
+      experiment.check(f'gap to {ref} shrinks as the model grows',
                     gap[sizes[-1]] < gap[sizes[0]],
                     f'gap {100 * gap[sizes[0]]:+.1f}% at {sizes[0]} -> '
                     f'{100 * gap[sizes[-1]]:+.1f}% at {sizes[-1]}'),
-      results.check('packed projections at most 1/8 (2-bit) and 1/10 (base-3) of bf16',
+      experiment.check('packed projections at most 1/8 (2-bit) and 1/10 (base-3) of bf16',
                     ratio_2bit >= 7.9 and ratio_base3 >= 9.8,
                     f'bf16 / packed: 2-bit {ratio_2bit:.2f}x, base-3 {ratio_base3:.2f}x '
                     f'(scales included) at {sizes[-1]}'),
   ]
   seed = config.seeds[0]
   plots = [
-      results.plot_series(
+      experiment.plot_series(
           f'{workdir}/val_loss_vs_params.png',
           {kind: ([params[s] for s in sizes], [loss[f'{kind}_{s}'] for s in sizes])
            for kind in dict.fromkeys(('float', ref, 'b158'))},
           xlabel='parameters', ylabel='validation loss (nats/token)',
           title='float vs ternary (b1.58) at equal tokens', logx=True),
-      results.plot_series(
+      experiment.plot_series(
           f'{workdir}/train_loss.png',
           {a.name: experiment.metric_curve(Path(workdir) / a.name / f'seed_{seed}', 'loss')
            for a in arms},
@@ -150,17 +153,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
       f'{by[f"b158_{s}"].metrics["proj_bytes_bf16"]["mean"]:.0f} | '
       f'{by[f"b158_{s}"].metrics["proj_bytes_2bit"]["mean"]:.0f} | '
       f'{by[f"b158_{s}"].metrics["proj_bytes_base3"]["mean"]:.0f} |' for s in sizes)
-  result = results.Result(
-      experiment='bitnet_b158', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'PPL b1.58 vs FP16: +4.4% at 700M, +0.4% at 1.3B, -1.3% at 3B; '
                          '2-bit packing 8x below bf16',
                 'ours': f'val-loss gap vs {ref}: {gaps_text}; packed {ratio_2bit:.1f}x (2-bit), '
                         f'{ratio_base3:.1f}x (base-3) below bf16'},
-      plots=plots, env=experiment.result_env(config),
+      plots=plots,
       notes='Projection weight memory (bytes; packed formats include one float32 scale '
             'per tensor):\n\n| size | float32 | bf16 | 2-bit packed | base-3 packed |\n'
             '|---|---|---|---|---|\n' + memory_rows)
-  result.write(workdir)
-  return result

@@ -5,11 +5,6 @@ Paper: no single paper. The factors come from BitNet b1.58 (Ma et al. 2024, arXi
 prediction with self-speculative decoding (Gloeckle et al. 2024, arXiv 2404.19737);
 the early-fusion factor from native multimodal models (arXiv 2504.07951).
 
-Claim: the techniques compose: at equal active training compute, MoE still lowers the
-loss with ternary weights (ternary does not hurt MoE more than it hurts dense), and
-MTP's self-speculative decoding survives ternary weights (drafts accepted as often,
-the same wall-clock ratio).
-
 Arms: a 2x2x2 factorial on the stdlib code corpus, {float, b1.58 ternary}
 (model.linear.kind) x {dense, MoE: 16 quarter-width experts, top-3 + 1 shared, sigmoid
 router with loss-free balancing, so the active FFN width equals the dense one}
@@ -43,11 +38,17 @@ import math
 
 import ml_collections
 
-from lattice import config as config_lib, experiment, results, sweep
+from lattice import config as config_lib, experiment
+from lattice.run import sweep
 from lattice.decode import speculative
 
+NAME = 'composition'
 PAPER = {'title': 'BitNet b1.58 x DeepSeekMoE x multi-token prediction (composition)',
          'arxiv': '2402.17764'}
+CLAIM = ('the techniques compose: at equal active training compute, MoE still lowers '
+         'the loss with ternary weights (ternary does not hurt MoE more than it hurts '
+         "dense), and MTP's self-speculative decoding survives ternary weights (drafts "
+         'accepted as often, the same wall-clock ratio).')
 TEXT_GRIDS = [('model.linear.kind', ['float', 'bitnet']),
               ('model.ffn.kind', ['dense', 'moe']),
               ('model.mtp.kind', ['none', 'parallel'])]
@@ -81,10 +82,13 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, seeds, *, prompts=4,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(16, 2, 32, 8, 3, 3e-3, 1, prompts=1, prompt_len=8,
-                               new_tokens=8, multimodal=False),
-      'quick': lambda: _config(64, 3, 128, 16, 400, 3e-3, 3, image_steps=250),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, 3, prompts=16,
+      'smoke': lambda: _config(d_model=16, n_layers=2, seq_len=32, batch=8, steps=3,
+                               lr=3e-3, seeds=1, prompts=1, prompt_len=8, new_tokens=8,
+                               multimodal=False),
+      'quick': lambda: _config(d_model=64, n_layers=3, seq_len=128, batch=16, steps=400,
+                               lr=3e-3, seeds=3, image_steps=250),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, seeds=3, prompts=16,
                               new_tokens=256),
   })
 
@@ -101,7 +105,7 @@ def _measure(config):
     if cfg.model.mtp.kind == 'none':
       return {}
     prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
-    spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
+    spec = speculative.compare_with_plain(out.state.variables, cfg.model, prompts,
                                           config.new_tokens,
                                           repeats=1 if config.mode == 'smoke' else 3)
     return {'accepted_per_forward': float(spec['accepted_per_forward']),
@@ -139,12 +143,12 @@ def _interaction_plot(path, arms, mtp_kinds) -> str:
       rest = (ffn, mtp) if mtp else (ffn,)
       ys = [by[(lin, *rest)].metrics['val_loss']['mean'] for lin in ('float', 'bitnet')]
       series[ffn + (f', mtp={mtp}' if mtp else '')] = ([0, 1], ys)
-  return results.plot_series(path, series, xlabel='0 = float, 1 = b1.58 ternary',
+  return experiment.plot_series(path, series, xlabel='0 = float, 1 = b1.58 ternary',
                              ylabel='val loss (nats)',
                              title='Equal slopes = no interaction with b1.58')
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   config = ml_collections.ConfigDict(config.to_dict())
   config.flops_budget = _budget(config, config.budget_steps)
   seeds = list(config.seeds)
@@ -156,10 +160,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   checks = []
   inter = _effect(an, 'linear.kind=bitnet x ffn.kind=moe')
   moe = _effect(an, 'ffn.kind: moe vs dense')
-  checks.append(results.check(
+  checks.append(experiment.check(
       'MoE lowers val loss at equal active compute (main effect < 0, CI excludes 0)',
       moe['hi'] < 0, f'MoE vs dense: {_ci_text(moe)} nats'))
-  checks.append(results.check(
+  checks.append(experiment.check(
       'ternary does not hurt MoE more than dense (b1.58 x MoE interaction not > 0)',
       not inter['lo'] > 0, f'interaction {_ci_text(inter)} nats (> 0 would mean b1.58 '
       'costs MoE more)'))
@@ -167,19 +171,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   fm, tm = ('float', 'moe', 'parallel'), ('bitnet', 'moe', 'parallel')
   apf = {k: mean(k, 'accepted_per_forward') for k in (fl, tl, fm, tm)}
   speed = {k: mean(k, 'speedup') for k in (fl, tl, fm, tm)}
-  checks.append(results.check(
+  checks.append(experiment.check(
       'MTP drafts accepted as often with ternary weights (b1.58 >= 0.9x float tokens '
       'per forward, dense and MoE)',
       apf[tl] >= 0.9 * apf[fl] and apf[tm] >= 0.9 * apf[fm],
       f'tokens/forward dense {apf[tl]:.3f} vs {apf[fl]:.3f}, MoE {apf[tm]:.3f} vs '
       f'{apf[fm]:.3f}'))
-  checks.append(results.check(
+  checks.append(experiment.check(
       'MTP speculative speedup survives ternary weights (b1.58 >= 0.9x float)',
       speed[tl] >= 0.9 * speed[fl] and speed[tm] >= 0.9 * speed[fm],
       f'speculative/plain wall clock dense {speed[tl]:.2f}x vs {speed[fl]:.2f}x, MoE '
       f'{speed[tm]:.2f}x vs {speed[fm]:.2f}x (batch 1, this machine)'))
   ident = min(mean(k, 'identical') for k in (fl, tl, fm, tm))
-  checks.append(results.check('speculative greedy output identical to plain greedy',
+  checks.append(experiment.check('speculative greedy output identical to plain greedy',
                               ident == 1.0, f'min over MTP arms and seeds: {ident}'))
   plots = [_interaction_plot(f'{workdir}/interaction.png', arms, ['none', 'parallel'])]
   notes = ['**Text factorial**', '', text['table'].split('\n', 2)[2]]
@@ -191,7 +195,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                             title='Composition: early-fusion factorial')
     ian = image['analysis']
     iinter = _effect(ian, 'linear.kind=bitnet x ffn.kind=moe')
-    checks.append(results.check(
+    checks.append(experiment.check(
         'on early-fusion image+text data too, ternary does not hurt MoE more than dense',
         not iinter['lo'] > 0, f'interaction {_ci_text(iinter)} nats'))
     plots.append(_interaction_plot(f'{workdir}/interaction_image.png',
@@ -204,20 +208,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   plots += ['text/ablation.png'] + (['image/ablation.png'] if image else [])
   tern = _effect(an, 'linear.kind: bitnet vs float')
   mtp = _effect(an, 'mtp.kind: parallel vs none')
-  result = results.Result(
-      experiment='composition', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode,
-      arms=arms + ([] if image is None else [
-          results.Arm(**{**a.__dict__, 'name': f'image:{a.name}'})
+  return experiment.finish(
+      __name__, config, workdir, arms=arms + ([] if image is None else [
+          experiment.Arm(**{**a.__dict__, 'name': f'image:{a.name}'})
           for a in image['arm_records']]),
-      checks=checks, plots=plots,
+      checks=checks,
       headline={'paper': 'each technique works alone (its own paper); no composed '
                          'numbers published',
                 'ours': f'main effects (nats): b1.58 {tern["mean"]:+.3f}, MoE '
                         f'{moe["mean"]:+.3f}, MTP {mtp["mean"]:+.3f}; b1.58 x MoE '
                         f'{inter["mean"]:+.3f}; MTP tokens/forward '
                         f'{apf[fl]:.2f} float vs {apf[tl]:.2f} b1.58'},
-      env=experiment.result_env(config), notes=notes)
-  result.write(workdir)
-  return result
+      plots=plots,
+      notes=notes)

@@ -5,11 +5,6 @@ Mixture-of-Experts Language Models" (arXiv 2401.06066); routing as in DeepSeek-V
 (arXiv 2412.19437): sigmoid affinities, top-k gates normalized over the k,
 auxiliary-loss-free balancing.
 
-Claim: at equal activated parameters and tokens, an MoE beats the dense model, and
-splitting experts finer (more, narrower experts, more of them active) helps further;
-DeepSeekMoE also isolates shared experts, whose effect at small scale we report as
-measured (a public TinyStories study saw no gain from them; see PAPERS.md).
-
 Arms (all with the same attention and the same active FFN width F): dense (d_ff=F),
 coarse MoE (8 experts of width F, top-1), fine MoE (32 experts of width F/4, top-4),
 fine + shared (32 routed of width F/4, top-3, plus 1 shared expert of width F/4).
@@ -27,10 +22,16 @@ from __future__ import annotations
 
 import ml_collections
 
-from lattice import experiment, results
+from lattice import experiment
 
+NAME = 'deepseek_moe'
 PAPER = {'title': 'DeepSeekMoE: Towards Ultimate Expert Specialization in '
                   'Mixture-of-Experts Language Models', 'arxiv': '2401.06066'}
+CLAIM = ('at equal activated parameters and tokens, an MoE beats the dense model, and '
+         'splitting experts finer (more, narrower experts, more of them active) helps '
+         'further; DeepSeekMoE also isolates shared experts, whose effect at small '
+         'scale we report as measured (a public TinyStories study saw no gain from '
+         'them; see PAPERS.md).')
 
 
 def arms(width: int) -> list[dict]:
@@ -60,42 +61,42 @@ def _config(d_model, n_layers, width, seq_len, batch, steps, lr):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 64, 32, 8, 8, 3e-3),
-      'quick': lambda: _config(96, 2, 256, 128, 16, 600, 3e-3),
-      'full': lambda: _config(512, 8, 1408, 512, 64, 20_000, 1e-3),
+      'smoke': lambda: _config(d_model=32, n_layers=1, width=64, seq_len=32, batch=8,
+                               steps=8, lr=3e-3),
+      'quick': lambda: _config(d_model=96, n_layers=2, width=256, seq_len=128, batch=16,
+                               steps=600, lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, width=1408, seq_len=512,
+                              batch=64, steps=20_000, lr=1e-3),
   })
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arm_results, _ = experiment.run_arms(config, workdir)
   loss = {a.name: a.metrics['val_loss']['mean'] for a in arm_results}
   active = {a.name: a.active_params for a in arm_results}
   best_moe = min(('moe_coarse', 'moe_fine', 'moe_fine_shared'), key=loss.get)
   checks = [
-      results.check('MoE beats dense at equal active parameters',
+      experiment.check('MoE beats dense at equal active parameters',
                     loss[best_moe] < loss['dense'],
                     f'val loss {best_moe} {loss[best_moe]:.4f} vs dense {loss["dense"]:.4f} '
                     f'(active params {active[best_moe]:,} vs {active["dense"]:,})'),
-      results.check('finer experts help',
+      experiment.check('finer experts help',
                     loss['moe_fine'] < loss['moe_coarse'],
                     f'val loss fine (32 x F/4, top-4) {loss["moe_fine"]:.4f} vs coarse '
                     f'(8 x F, top-1) {loss["moe_coarse"]:.4f}'),
   ]
   shared_delta = loss['moe_fine_shared'] - loss['moe_fine']
-  plots = [results.plot_bars(
+  plots = [experiment.plot_bars(
       f'{workdir}/val_loss.png', loss,
       {a.name: a.metrics['val_loss']['std'] for a in arm_results},
       ylabel='validation loss (nats/byte)', title='equal active parameters')]
-  result = results.Result(
-      experiment='deepseek_moe', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arm_results, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arm_results,
+      checks=checks,
       headline={'paper': 'MoE > dense at equal compute; finer experts better',
                 'ours': f'dense {loss["dense"]:.3f}, coarse {loss["moe_coarse"]:.3f}, '
                         f'fine {loss["moe_fine"]:.3f}, fine+shared '
                         f'{loss["moe_fine_shared"]:.3f}'},
-      plots=plots, env=experiment.result_env(config),
+      plots=plots,
       notes=f'Shared expert (reported as measured, no check): fine+shared minus fine '
             f'= {shared_delta:+.4f} nats/byte validation loss.')
-  result.write(workdir)
-  return result

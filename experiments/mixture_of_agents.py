@@ -5,11 +5,6 @@ Capabilities" (arXiv 2406.04692); Li et al. 2025, "Rethinking Mixture-of-Agents:
 Mixing Different Large Language Models Beneficial?" (arXiv 2502.00674); RMoA (arXiv
 2505.24442); Attention-MoA (arXiv 2601.16596).
 
-Claim: an aggregator reading several proposers' answers beats the best single
-proposer (MoA, AlpacaEval 2.0 LC 65.1 vs GPT-4o 57.5), and when proposer quality
-differs strongly, aggregating samples of the best proposer alone (Self-MoA) beats
-mixing proposers (+6.6 AlpacaEval LC): quality matters more than diversity.
-
 Setup (no instruction-tuned models here): proposers of different quality (training
 steps, sizes, seeds) learn fixed-width 2-digit addition (`lattice.agents.arith_task`,
 exact answers); an aggregator learns to read [question; candidate answers] and write
@@ -44,14 +39,20 @@ import time
 import jax
 import ml_collections
 
-from lattice import experiment, results
+from lattice import experiment
 from lattice.agents import arith_task as task
 from lattice.agents import generator as generator_lib
 from lattice.agents import moa
 from lattice.train import loop
 
+NAME = 'mixture_of_agents'
 PAPER = {'title': 'Mixture-of-Agents Enhances Large Language Model Capabilities; '
                   'Rethinking Mixture-of-Agents (Self-MoA)', 'arxiv': '2406.04692'}
+CLAIM = ("an aggregator reading several proposers' answers beats the best single "
+         'proposer (MoA, AlpacaEval 2.0 LC 65.1 vs GPT-4o 57.5), and when proposer '
+         'quality differs strongly, aggregating samples of the best proposer alone '
+         '(Self-MoA) beats mixing proposers (+6.6 AlpacaEval LC): quality matters more '
+         'than diversity.')
 MAX_TOKENS = task.ANSWER_WIDTH + 1
 
 
@@ -75,17 +76,22 @@ def _config(d, proposers, comparable, agg_steps, n_eval, lr, gen_batch, agg_laye
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, [('strong', 32, 1, 30, 0), ('weak', 'strong', 10)],
-                               ['strong', 'weak'], 20, 8, 3e-3, 32, agg_layers=1,
-                               peak=1e11),
-      'quick': lambda: _config(64, [('strong', 64, 2, 1200, 0), ('mid_a', 64, 2, 800, 1),
+      'smoke': lambda: _config(d=32,
+                               proposers=[('strong', 32, 1, 30, 0), ('weak', 'strong', 10)],
+                               comparable=['strong', 'weak'], agg_steps=20, n_eval=8,
+                               lr=3e-3, gen_batch=32, agg_layers=1, peak=1e11),
+      'quick': lambda: _config(d=64,
+                               proposers=[('strong', 64, 2, 1200, 0), ('mid_a', 64, 2, 800, 1),
                                     ('mid_b', 64, 2, 800, 2), ('weak', 'mid_a', 400),
                                     ('early', 'strong', 700)],
-                               ['mid_a', 'mid_b', 'early'], 600, 200, 6e-3, 128),
-      'full': lambda: _config(128, [('strong', 128, 2, 4000, 0), ('mid_a', 128, 2, 2000, 1),
+                               comparable=['mid_a', 'mid_b', 'early'], agg_steps=600,
+                               n_eval=200, lr=6e-3, gen_batch=128),
+      'full': lambda: _config(d=128,
+                              proposers=[('strong', 128, 2, 4000, 0), ('mid_a', 128, 2, 2000, 1),
                                     ('mid_b', 128, 2, 2000, 2), ('weak', 'mid_a', 800),
                                     ('early', 'strong', 2000)],
-                              ['mid_a', 'mid_b', 'early'], 3000, 1000, 3e-3, 512),
+                              comparable=['mid_a', 'mid_b', 'early'], agg_steps=3000,
+                              n_eval=1000, lr=3e-3, gen_batch=512),
   })
 
 
@@ -98,10 +104,10 @@ def _train(config, workdir, name, overrides, seed):
   cfg = experiment.arm_config(config, {'train.steps': steps, **overrides}, seed)
   print(f'[lattice] training {name}')
   out = loop.train_and_evaluate(cfg, f'{workdir}/{name}')
-  gen = generator_lib.LatticeGenerator(jax.device_get(out['state'].variables),
-                                       out['setup'].cfg.model, seed=seed, name=name,
+  gen = generator_lib.LatticeGenerator(jax.device_get(out.state.variables),
+                                       out.setup.cfg.model, seed=seed, name=name,
                                        batch_size=config.gen_batch)
-  return gen, out
+  return gen, out.metrics
 
 
 def _acc(questions, answers):
@@ -114,7 +120,7 @@ def _disagreement(layer):
   return sum(pairs) / max(len(pairs), 1)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   gens, arms = {}, []
   for name, d, n_layers, steps, seed in (p for p in config.proposers if len(p) == 5):
     gens[name], out = _train(config, workdir, name, {
@@ -186,9 +192,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   self_all, mixed_all = sweep[0]['moa'], sweep[-1]['moa']
   eval_s = time.perf_counter() - t0
 
-  result_arms = [results.Arm(
+  result_arms = [experiment.Arm(
       name=name, overrides=ov,
-      metrics=results.aggregate([{
+      metrics=experiment.aggregate([{
           **({'val_loss': float(o['val_loss'])} if o['val_loss'] is not None else {}),
           **({'accuracy': single[name]} if name in single else {})}]),
       params=int(o['params']), active_params=int(o['active_params']),
@@ -196,14 +202,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
       wall_s=float(o['wall_s']), seeds=[ov.get('train.seed', 0)])
       for name, o, ov in arms]
   checks = [
-      results.check('MoA beats the best single proposer',
+      experiment.check('MoA beats the best single proposer',
                     acc['moa_1'] > single[pbest],
                     f'MoA (1 layer) over the pool {", ".join(pool)} '
                     f'{acc["moa_1"]:.3f} vs its best single ({pbest}, greedy) '
                     f'{single[pbest]:.3f}; 2/3 layers {acc["moa_2"]:.3f}/'
                     f'{acc["moa_3"]:.3f}; pool accuracies ' + ', '.join(
                         f'{g} {single[g]:.3f}' for g in pool)),
-      results.check('Self-MoA beats mixed MoA when proposer quality differs strongly',
+      experiment.check('Self-MoA beats mixed MoA when proposer quality differs strongly',
                     self_all > mixed_all,
                     f'Self-MoA ({best} x{n_all}) {self_all:.3f} vs mixed MoA '
                     f'({"+".join(ranked)}) {mixed_all:.3f}; proposer accuracies ' +
@@ -223,10 +229,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
            f'{eval_s:.0f} s.\n\n' + '\n'.join(rows))
   by_quality = sorted(sweep, key=lambda s: s['quality'])
   plots = [
-      results.plot_bars(f'{workdir}/methods.png',
+      experiment.plot_bars(f'{workdir}/methods.png',
                         {**{f'single {g}': single[g] for g in ranked}, **acc}, None,
                         ylabel='exact-match accuracy', title='MoA methods'),
-      results.plot_series(f'{workdir}/quality_diversity.png', {
+      experiment.plot_series(f'{workdir}/quality_diversity.png', {
           'MoA accuracy': ([s['quality'] for s in by_quality],
                            [s['moa'] for s in by_quality]),
           'proposer disagreement': ([s['quality'] for s in by_quality],
@@ -234,15 +240,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
           xlabel='mean proposer accuracy of the mix (quality)', ylabel='value',
           title='MoA vs proposer quality and diversity'),
   ]
-  result = results.Result(
-      experiment='mixture_of_agents', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=result_arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=result_arms,
+      checks=checks,
       headline={'paper': 'MoA 65.1 vs GPT-4o 57.5 (AlpacaEval 2.0 LC); Self-MoA +6.6 '
                          'over mixed MoA',
                 'ours': f'MoA {acc["moa_1"]:.3f} vs best single {single[pbest]:.3f}; '
                         f'Self-MoA {self_all:.3f} vs mixed MoA {mixed_all:.3f} '
                         f'(exact match)'},
-      plots=plots, notes=notes, env=experiment.result_env(config))
-  result.write(workdir)
-  return result
+      plots=plots,
+      notes=notes)

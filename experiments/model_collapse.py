@@ -5,12 +5,6 @@ generated data" (Nature 631; arXiv 2305.17493), and Gerstgrasser et al. 2024, "I
 Model Collapse Inevitable? Breaking the Curse of Recursion by Accumulating Real and
 Synthetic Data" (arXiv 2404.01413).
 
-Claim: refitting each generation only on the previous generation's samples
-("replace") loses variance and tails and raises test loss on real data
-generation after generation; accumulating real + all synthetic data keeps test
-error bounded (linear regression: replace grows linearly, g sigma^2 d/(T-d-1);
-accumulate stays below pi^2/6 times the first fit's error).
-
 Parts: (a) 1-D Gaussian and 2-component mixture refit over many generations
 (numpy); (b) linear regression, replace vs accumulate vs the closed forms; (c) a
 small LM on stdlib chunks over >= 5 generations, replace vs accumulate vs
@@ -42,15 +36,21 @@ import ml_collections
 import numpy as np
 
 from lattice import config as config_lib
-from lattice import experiment, results
+from lattice import experiment
 from lattice.data import sources
 from lattice.decode import sampling
 from lattice.synth import generate, lm, metrics, recursive, toy, transforms
 from lattice.train import flops
 
+NAME = 'model_collapse'
 PAPER = {'title': 'AI models collapse when trained on recursively generated data; '
                   'Is Model Collapse Inevitable? (Gerstgrasser et al.)',
          'arxiv': '2404.01413'}
+CLAIM = ("refitting each generation only on the previous generation's samples "
+         '("replace") loses variance and tails and raises test loss on real data '
+         'generation after generation; accumulating real + all synthetic data keeps '
+         'test error bounded (linear regression: replace grows linearly, g sigma^2 '
+         "d/(T-d-1); accumulate stays below pi^2/6 times the first fit's error).")
 POLICIES = [('replace', recursive.Policy('replace')),
             ('accumulate', recursive.Policy('accumulate')),
             ('mix10', recursive.Policy('mix', 0.1))]
@@ -71,9 +71,11 @@ def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 6, 2, 64, 1, batch=8, seq=32, chains=500),
-      'quick': lambda: _config(64, 200, 6, 1536, 5),
-      'full': lambda: _config(256, 3000, 10, 50_000, 10, batch=64, seq=256),
+      'smoke': lambda: _config(d_model=32, steps=6, gens=2, docs=64, toy_scale=1,
+                               batch=8, seq=32, chains=500),
+      'quick': lambda: _config(d_model=64, steps=200, gens=6, docs=1536, toy_scale=5),
+      'full': lambda: _config(d_model=256, steps=3000, gens=10, docs=50_000,
+                              toy_scale=10, batch=64, seq=256),
   })
 
 
@@ -156,8 +158,8 @@ def _lm_arm(name, rows, runs_, gen0):
                             'samples_distinct_4', 'samples_kl_to_real')}
   m.update(val_loss_real_gen0=first['val_loss_real'],
            rare_mass_gen0=first['samples_rare_mass'])
-  return results.Arm(
-      name=f'lm_{name}', overrides={'policy': name}, metrics=results.aggregate([m]),
+  return experiment.Arm(
+      name=f'lm_{name}', overrides={'policy': name}, metrics=experiment.aggregate([m]),
       params=int(gen0['params']), active_params=int(gen0['active_params']),
       train_flops=sum(o['train_flops'] for o in outs), tokens=sum(o['tokens'] for o in outs),
       wall_s=sum(o['wall_s'] for o in outs), seeds=[0],
@@ -166,13 +168,13 @@ def _lm_arm(name, rows, runs_, gen0):
 
 def _toy_arm(name, series, params, samples, flops_):
   m = {k: float(v[-1]) for k, v in series.items()}
-  return results.Arm(name=name, overrides={}, metrics=results.aggregate([m]),
+  return experiment.Arm(name=name, overrides={}, metrics=experiment.aggregate([m]),
                      params=params, active_params=params, train_flops=float(flops_),
                      tokens=int(samples), seeds=[0],
                      extra={'per_generation': {k: v.tolist() for k, v in series.items()}})
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   p, wd = config.collapse, Path(workdir)
   # (a) Gaussian / mixture refits; FLOPs count ~3 per sample per fit (sum, square, add).
   g_rep = toy.gaussian_refit(p.gauss_n, p.gauss_gens, p.gauss_chains, seed=0)
@@ -206,40 +208,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   checks = [
       # var_g is heavy-tailed late (its sd exceeds E[var_g]; the sample sd then
       # underestimates it), so agreement is judged in exact standard errors.
-      results.check('Gaussian replace: mean fitted variance follows ((n-1)/n)^(g+1)',
+      experiment.check('Gaussian replace: mean fitted variance follows ((n-1)/n)^(g+1)',
                     all(abs(g_rep['mean_var'][g] - g_want[g]) < 3 * g_se[g] for g in gauss_at),
                     '; '.join(f'gen {g}: {g_rep["mean_var"][g]:.4f} vs {g_want[g]:.4f} '
                               f'(SE {g_se[g]:.4f})' for g in gauss_at) + '; needs within 3 SE'),
-      results.check('Gaussian replace collapses: median variance and tail mass vanish',
+      experiment.check('Gaussian replace collapses: median variance and tail mass vanish',
                     g_rep['median_var'][-1] < 0.5 * g_rep['median_var'][0]
                     and g_rep['median_tail_mass'][-1] < 0.5 * g_rep['median_tail_mass'][0],
                     f'median var {g_rep["median_var"][0]:.3f} -> {g_rep["median_var"][-1]:.2e}, '
                     f'median P(|x|>2) {g_rep["median_tail_mass"][0]:.4f} -> '
                     f'{g_rep["median_tail_mass"][-1]:.2e}; accumulate var '
                     f'{g_acc["mean_var"][-1]:.3f}, P(|x|>2) {g_acc["tail_mass"][-1]:.4f}'),
-      results.check('mixture replace: tail mass shrinks',
+      experiment.check('mixture replace: tail mass shrinks',
                     mix['median_tail_mass'][-1] < mix['median_tail_mass'][0],
                     f'median P(|x|>3) {mix["median_tail_mass"][0]:.4f} -> '
                     f'{mix["median_tail_mass"][-1]:.4f}; total var {mix["total_var"][0]:.3f}'
                     f' -> {mix["total_var"][-1]:.3f}'),
-      results.check('regression replace: error grows linearly, (g+1) sigma^2 d/(T-d-1)',
+      experiment.check('regression replace: error grows linearly, (g+1) sigma^2 d/(T-d-1)',
                     np.max(np.abs(lin['replace'] / lin_want['replace'] - 1)) < 0.15,
                     f'measured/closed form per generation: '
                     f'{np.round(lin["replace"] / lin_want["replace"], 3).tolist()}; needs within 15%'),
-      results.check('regression accumulate: bounded by c sum 1/i^2 < c pi^2/6',
+      experiment.check('regression accumulate: bounded by c sum 1/i^2 < c pi^2/6',
                     np.all(lin['accumulate'] <= 1.05 * lin_want['accumulate_bound'])
                     and lin['accumulate'][-1] < c * math.pi ** 2 / 6,
                     f'final {lin["accumulate"][-1] / c:.3f} c (bound '
                     f'{lin_want["accumulate_bound"][-1] / c:.3f} c, pi^2/6 = 1.645 c); '
                     f'replace final {lin["replace"][-1] / c:.2f} c'),
-      results.check('LM replace: real-data loss rises over generations',
+      experiment.check('LM replace: real-data loss rises over generations',
                     loss['replace'][-1] > loss['replace'][0] * 1.01,
                     f'val loss on real data by generation: {np.round(loss["replace"], 4).tolist()}'),
-      results.check('LM replace: rare-token mass of samples falls',
+      experiment.check('LM replace: rare-token mass of samples falls',
                     rare['replace'][-1] < rare['replace'][0],
                     f'rare mass (real: {real_desc["rare_mass"]:.4f}) by generation: '
                     f'{np.round(rare["replace"], 4).tolist()}'),
-      results.check('LM accumulate: real-data loss stays bounded, below replace',
+      experiment.check('LM accumulate: real-data loss stays bounded, below replace',
                     max(loss['accumulate']) < loss['accumulate'][0] * 1.05
                     and loss['accumulate'][-1] < loss['replace'][-1],
                     f'accumulate {np.round(loss["accumulate"], 4).tolist()}; mix10 '
@@ -247,40 +249,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   ]
   gens = list(range(p.generations))
   plots = [
-      results.plot_series(wd / 'lm_real_loss.png', {n: (gens, loss[n]) for n in loss},
+      experiment.plot_series(wd / 'lm_real_loss.png', {n: (gens, loss[n]) for n in loss},
                           xlabel='generation', ylabel='val loss on real data',
                           title='LM: loss on held-out real data'),
-      results.plot_series(wd / 'lm_rare_mass.png', {n: (gens, rare[n]) for n in rare},
+      experiment.plot_series(wd / 'lm_rare_mass.png', {n: (gens, rare[n]) for n in rare},
                           xlabel='generation', ylabel='rare-token mass of samples',
                           title='LM: tail mass of generated data'),
-      results.plot_series(wd / 'gaussian.png', {
+      experiment.plot_series(wd / 'gaussian.png', {
           'replace mean var': (range(p.gauss_gens), g_rep['mean_var']),
           'replace median var': (range(p.gauss_gens), g_rep['median_var']),
           'closed form E[var]': (range(p.gauss_gens), g_want),
           'accumulate mean var': (range(p.gauss_gens), g_acc['mean_var'])},
           xlabel='generation', ylabel='fitted variance', title='Gaussian refit', logy=True),
-      results.plot_series(wd / 'linreg.png', {
+      experiment.plot_series(wd / 'linreg.png', {
           'replace': (range(1, p.lin_gens + 1), lin['replace'] / c),
           'replace closed form': (range(1, p.lin_gens + 1), lin_want['replace'] / c),
           'accumulate': (range(1, p.lin_gens + 1), lin['accumulate'] / c),
           'accumulate bound': (range(1, p.lin_gens + 1), lin_want['accumulate_bound'] / c)},
           xlabel='fit (generation + 1)', ylabel='excess test error / c',
           title='linear regression collapse')]
-  result = results.Result(
-      experiment='model_collapse', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks, plots=plots,
+  return experiment.finish(
+      __name__, config, wd, arms=arms,
+      checks=checks,
       headline={'paper': 'replace error grows ~linearly; accumulate bounded (<= pi^2/6 x)',
                 'ours': f'regression replace {lin["replace"][-1] / c:.2f}c vs accumulate '
                         f'{lin["accumulate"][-1] / c:.2f}c at fit {p.lin_gens}; LM real loss '
                         f'replace {loss["replace"][0]:.3f}->{loss["replace"][-1]:.3f}, '
                         f'accumulate ->{loss["accumulate"][-1]:.3f}'},
+      plots=plots,
       notes=f'real data diversity: {real_desc}; LM rows per generation are in '
             f'arms[*].extra.per_generation. (d) instruction reversal with the generation-0 '
             f'LM (greedy docstring for a stdlib function, then code from the docstring; '
             f'kept when the regenerated signature matches): kept {len(reversal.kept)} of '
             f'{reversal.tried} (keep rate {reversal.keep_rate:.3f}); examples: '
-            f'{[(d, f.signature) for d, f in reversal.kept[:3]]}',
-      env=experiment.result_env(config))
-  result.write(wd)
-  return result
+            f'{[(d, f.signature) for d, f in reversal.kept[:3]]}')

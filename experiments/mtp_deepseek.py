@@ -3,12 +3,6 @@ r"""DeepSeek-V3 sequential multi-token prediction: depth-1 MTP module, λ schedu
 Paper: DeepSeek-AI 2024, "DeepSeek-V3 Technical Report" (arXiv 2412.19437), §2.2 and
 §5.4.3.
 
-Claim: one sequential MTP module (D = 1: [RMSNorm(h); RMSNorm(Emb(t+1))] -> projection
--> transformer block, sharing embedding and output head) trained with weight λ = 0.3
-(0.1 for the last part of training) does not hurt the main model's next-token loss
-(it improves it at scale), and used as a drafter its second-token prediction is
-accepted 85-90% of the time, giving 1.8x decoding tokens per second.
-
 Arms: the plain decoder (model.mtp.kind='none') and the same decoder plus one MTP
 module (model.mtp.kind='sequential', depth 1, λ = 0.3 then 0.1 from 68% of the steps,
 DeepSeek's 10T of 14.8T tokens) on the stdlib code corpus. The MTP arm's module drafts
@@ -30,10 +24,17 @@ from __future__ import annotations
 
 import ml_collections
 
-from lattice import experiment, results
+from lattice import experiment
 from lattice.decode import speculative
 
+NAME = 'mtp_deepseek'
 PAPER = {'title': 'DeepSeek-V3 Technical Report', 'arxiv': '2412.19437'}
+CLAIM = ('one sequential MTP module (D = 1: [RMSNorm(h); RMSNorm(Emb(t+1))] -> '
+         'projection -> transformer block, sharing embedding and output head) trained '
+         'with weight λ = 0.3 (0.1 for the last part of training) does not hurt the '
+         "main model's next-token loss (it improves it at scale), and used as a "
+         'drafter its second-token prediction is accepted 85-90% of the time, giving '
+         '1.8x decoding tokens per second.')
 LAM, LAM_LATE, SWITCH = 0.3, 0.1, 10 / 14.8  # §4.2: 0.3 for 10T tokens, 0.1 for 4.8T
 
 
@@ -54,10 +55,12 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, *, prompts=4, prompt_l
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 32, 8, 4, 3e-3, prompts=1, prompt_len=8,
-                               new_tokens=8),
-      'quick': lambda: _config(64, 2, 128, 16, 400, 3e-3),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, prompts=16, new_tokens=256),
+      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=4,
+                               lr=3e-3, prompts=1, prompt_len=8, new_tokens=8),
+      'quick': lambda: _config(d_model=64, n_layers=2, seq_len=128, batch=16, steps=400,
+                               lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, prompts=16, new_tokens=256),
   })
 
 
@@ -66,40 +69,36 @@ def _measure(config):
     if cfg.model.mtp.kind != 'sequential':
       return {}
     prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
-    spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
+    spec = speculative.compare_with_plain(out.state.variables, cfg.model, prompts,
                                           config.new_tokens)
     return {**{k: float(v) for k, v in spec.items()},
             'acceptance': float(spec['accepted_per_forward']) - 1.0}
   return measure
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir, measure=_measure(config))
   by = {a.name: {k: v['mean'] for k, v in a.metrics.items()} for a in arms}
   base, mtp = by['next_token'], by['mtp_d1']
   checks = [
-      results.check('main-token validation loss not worse with the MTP module',
+      experiment.check('main-token validation loss not worse with the MTP module',
                     mtp['val_loss'] <= 1.01 * base['val_loss'],
                     f'val loss {mtp["val_loss"]:.4f} (MTP D=1) vs {base["val_loss"]:.4f} '
                     f'(next-token only); needs <= 1.01x'),
-      results.check('second-token acceptance 85-90% (paper)',
+      experiment.check('second-token acceptance 85-90% (paper)',
                     mtp['acceptance'] >= 0.85,
                     f'acceptance {mtp["acceptance"]:.3f} ({config.prompts} code prompts x '
                     f'{config.new_tokens} tokens, greedy)'),
-      results.check('speculative greedy output identical to greedy decoding',
+      experiment.check('speculative greedy output identical to greedy decoding',
                     mtp['identical'] == 1.0, 'every prompt matched token for token'),
-      results.check('1.8x tokens/s from speculative use (paper)',
+      experiment.check('1.8x tokens/s from speculative use (paper)',
                     mtp['speedup'] >= 1.8,
                     f'{mtp["speedup"]:.2f}x ({mtp["spec_tokens_per_s"]:.0f} vs '
                     f'{mtp["plain_tokens_per_s"]:.0f} tokens/s, batch 1)'),
   ]
-  result = results.Result(
-      experiment='mtp_deepseek', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'loss not worse; 85-90% acceptance; 1.8x TPS',
                 'ours': f'val loss {mtp["val_loss"]:.3f} vs {base["val_loss"]:.3f}; '
-                        f'acceptance {mtp["acceptance"]:.2f}; {mtp["speedup"]:.2f}x'},
-      env=experiment.result_env(config))
-  result.write(workdir)
-  return result
+                        f'acceptance {mtp["acceptance"]:.2f}; {mtp["speedup"]:.2f}x'})

@@ -3,12 +3,6 @@ r"""Multi-token prediction with parallel heads: induction and self-speculative d
 Paper: Gloeckle et al. 2024, "Better & Faster Large Language Models via Multi-token
 Prediction" (arXiv 2404.19737).
 
-Claim: for small models, predicting n = 2 tokens at once makes induction (copying the
-second token of a repeated random two-token name) form earlier than next-token
-training (§4.1, Fig. 7), while the small models' next-token loss gets worse (§3.1);
-and the extra heads draft for self-speculative decoding, up to 3x faster at n = 4 on
-code with outputs identical to greedy decoding (§3.2).
-
 Arms: n = 1, 2, 4 parallel heads (model.mtp.kind='parallel'; model.n_layers counts
 the trunk plus one head layer, so n = 1 is the plain decoder) on the induction
 stories (lattice/data/tasks/induction.py), induction accuracy measured at mid
@@ -34,13 +28,20 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, models, results
+from lattice import experiment, models
 from lattice.data.tasks import induction
 from lattice.decode import speculative
 from lattice.train import checkpoint
 
+NAME = 'mtp_gloeckle'
 PAPER = {'title': 'Better & Faster Large Language Models via Multi-token Prediction',
          'arxiv': '2404.19737'}
+CLAIM = ('for small models, predicting n = 2 tokens at once makes induction (copying '
+         'the second token of a repeated random two-token name) form earlier than '
+         "next-token training (§4.1, Fig. 7), while the small models' next-token loss "
+         'gets worse (§3.1); and the extra heads draft for self-speculative decoding, '
+         'up to 3x faster at n = 4 on code with outputs identical to greedy decoding '
+         '(§3.2).')
 INDUCTION_NS = (1, 2, 4)
 CODE_N = 4
 CHANCE = 1 / 26  # a name's second letter before the name has been seen
@@ -67,11 +68,14 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, *, ns=INDUCTION_NS,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 2, 64, 8, 4, 3e-3, ns=(1, 2), code_n=2,
-                               eval_stories=16, prompts=1, prompt_len=8, new_tokens=8),
-      'quick': lambda: _config(64, 3, 128, 16, 400, 3e-3),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, eval_stories=2048,
-                              prompts=16, new_tokens=256),
+      'smoke': lambda: _config(d_model=32, n_layers=2, seq_len=64, batch=8, steps=4,
+                               lr=3e-3, ns=(1, 2), code_n=2, eval_stories=16, prompts=1,
+                               prompt_len=8, new_tokens=8),
+      'quick': lambda: _config(d_model=64, n_layers=3, seq_len=128, batch=16, steps=400,
+                               lr=3e-3),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, eval_stories=2048, prompts=16,
+                              new_tokens=256),
   })
 
 
@@ -89,7 +93,7 @@ def mid_training_state(cfg, out, run_dir: Path, step: int):
   """The train state checkpointed at `step` (lm_config saves at half and end)."""
   ckpt = checkpoint.Checkpointer(run_dir / 'checkpoints', cfg.checkpoint)
   try:
-    return ckpt.restore(out['state'], step=step)
+    return ckpt.restore(out.state, step=step)
   finally:
     ckpt.close()
 
@@ -99,16 +103,16 @@ def _measure(config, workdir):
     if cfg.data.source == 'induction':
       run_dir = Path(workdir) / f'induction_n{cfg.model.mtp.n}' / f'seed_{cfg.train.seed}'
       mid = mid_training_state(cfg, out, run_dir, cfg.train.steps // 2)
-      return {'induction_acc': induction_accuracy(cfg, out['state'], config.eval_stories),
+      return {'induction_acc': induction_accuracy(cfg, out.state, config.eval_stories),
               'induction_acc_mid': induction_accuracy(cfg, mid, config.eval_stories)}
     prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
-    spec = speculative.compare_with_plain(out['state'].variables, cfg.model, prompts,
+    spec = speculative.compare_with_plain(out.state.variables, cfg.model, prompts,
                                           config.new_tokens)
     return {k: float(v) for k, v in spec.items()}
   return measure
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   steps = config.train.steps
   arms, _ = experiment.run_arms(config, workdir, measure=_measure(config, workdir))
   by = {a.name: {k: v['mean'] for k, v in a.metrics.items()} for a in arms}
@@ -119,37 +123,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   code = by[next(a.name for a in arms if a.name.startswith('code'))]
   fmt = lambda d: ', '.join(f'n={n}: {v:.3f}' for n, v in d.items())
   checks = [
-      results.check('n=2 induction forms earlier than n=1 (accuracy at mid training)',
+      experiment.check('n=2 induction forms earlier than n=1 (accuracy at mid training)',
                     acc_mid[2] > acc_mid[1] and acc_mid[2] > 2 * CHANCE,
                     f'repeated-name second-token accuracy at step {steps // 2}: '
                     f'{fmt(acc_mid)}; at the end: {fmt(acc_end)}; chance is 1/26 = '
                     f'{CHANCE:.3f}, and induction counts as formed above twice that'),
-      results.check('small models: MTP next-token loss worse than n=1 (paper §3.1)',
+      experiment.check('small models: MTP next-token loss worse than n=1 (paper §3.1)',
                     all(loss[n] > loss[1] for n in ns if n > 1),
                     f'induction-stories val loss (main head): {fmt(loss)}'),
-      results.check('self-speculative greedy output identical to greedy decoding',
+      experiment.check('self-speculative greedy output identical to greedy decoding',
                     code['identical'] == 1.0,
                     f'{config.prompts} code prompts x {config.new_tokens} tokens, batch 1'),
-      results.check('self-speculative decoding is faster than greedy (paper: up to 3x)',
+      experiment.check('self-speculative decoding is faster than greedy (paper: up to 3x)',
                     code['speedup'] > 1.0,
                     f'{code["speedup"]:.2f}x wall clock ({code["spec_tokens_per_s"]:.0f} '
                     f'vs {code["plain_tokens_per_s"]:.0f} tokens/s), '
                     f'{code["accepted_per_forward"]:.2f} tokens per forward'),
   ]
-  plots = [results.plot_series(
+  plots = [experiment.plot_series(
       f'{workdir}/induction.png',
       {f'n={n}': ([steps // 2, steps], [acc_mid[n], acc_end[n]]) for n in ns},
       xlabel='step', ylabel='repeated-name 2nd-token accuracy',
       title='induction over training')]
-  result = results.Result(
-      experiment='mtp_gloeckle', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'n=2 induction earlier for small models; up to 3x faster '
                          'self-speculative decoding at n=4',
                 'ours': f'induction acc mid {fmt(acc_mid)}; speculative '
                         f'{code["speedup"]:.2f}x, {code["accepted_per_forward"]:.2f} '
                         f'tokens/forward'},
-      plots=plots, env=experiment.result_env(config))
-  result.write(workdir)
-  return result
+      plots=plots)

@@ -3,12 +3,6 @@ r"""NanoQuant: sub-1-bit post-training compression of a trained LM.
 Paper: "NanoQuant: Sub-1-bit post-training quantization of LLMs" (arXiv 2602.06694;
 repo SamsungLabs/NanoQuant).
 
-Claim: writing every projection as s_post * (sign(U) sign(V)^T) * s_pre, initialized by
-ADMM on the activation-weighted matrix and tuned block by block against the float
-model's outputs (then distilled), compresses an LLM below 1 bit per weight with
-perplexity that degrades smoothly as the budget falls (Llama-2-70B ~24x smaller), and
-the ADMM initialization beats a plain sign-of-SVD initialization.
-
 Arms: the trained float model; compressed to 1.0, 0.8 and 0.55 bits per weight
 (scales counted), each from the ADMM and from the sign-of-SVD initialization, both
 before tuning (init only) and after block-wise tuning plus KL distillation.
@@ -35,14 +29,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, results
+from lattice import experiment
 from lattice.data import pipeline, tokenizer as tokenizer_lib
 from lattice.nn import transformer
 from lattice.quant import nanoquant
 from lattice.train import step as step_lib
 
+NAME = 'nanoquant'
 PAPER = {'title': 'NanoQuant: Sub-1-bit post-training quantization of large language models',
          'arxiv': '2602.06694'}
+CLAIM = ('writing every projection as s_post * (sign(U) sign(V)^T) * s_pre, '
+         'initialized by ADMM on the activation-weighted matrix and tuned block by '
+         "block against the float model's outputs (then distilled), compresses an LLM "
+         'below 1 bit per weight with perplexity that degrades smoothly as the budget '
+         'falls (Llama-2-70B ~24x smaller), and the ADMM initialization beats a plain '
+         'sign-of-SVD initialization.')
 
 
 def _config(d_model, n_layers, seq_len, batch, steps, lr, *, budgets, calib, float_steps,
@@ -57,12 +58,14 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, *, budgets, calib, flo
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(64, 1, 32, 8, 10, 3e-3, budgets=(1.0, 0.55), calib=8,
-                               float_steps=2, block_steps=4, distill_steps=2),
-      'quick': lambda: _config(128, 2, 128, 16, 600, 3e-3, budgets=(1.0, 0.8, 0.55),
-                               calib=32, float_steps=30, block_steps=200,
-                               distill_steps=60),
-      'full': lambda: _config(512, 8, 512, 64, 20_000, 1e-3, budgets=(1.0, 0.8, 0.55),
+      'smoke': lambda: _config(d_model=64, n_layers=1, seq_len=32, batch=8, steps=10,
+                               lr=3e-3, budgets=(1.0, 0.55), calib=8, float_steps=2,
+                               block_steps=4, distill_steps=2),
+      'quick': lambda: _config(d_model=128, n_layers=2, seq_len=128, batch=16,
+                               steps=600, lr=3e-3, budgets=(1.0, 0.8, 0.55), calib=32,
+                               float_steps=30, block_steps=200, distill_steps=60),
+      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
+                              steps=20_000, lr=1e-3, budgets=(1.0, 0.8, 0.55),
                               calib=128, float_steps=200, block_steps=2000,
                               distill_steps=1000),
   })
@@ -78,11 +81,11 @@ def val_loss(model_cfg, params, batches) -> float:
   return total / weight
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   trained = {}
 
   def keep(cfg, out):  # the float model to compress (run_arms keeps only metrics)
-    trained.update(cfg=cfg, params=jax.device_get(out['state'].params))
+    trained.update(cfg=cfg, params=jax.device_get(out.state.params))
     return {}
 
   arms, _ = experiment.run_arms(config, workdir, measure=keep)
@@ -113,10 +116,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
         print(f'[nanoquant] {name}: {rep["bits_per_weight"]:.3f} bits/weight, val loss '
               f'{loss[name]:.4f} (float {float_loss:.4f})')
         n_params = sum(np.size(x) for x in jax.tree.leaves(qparams))
-        arms.append(results.Arm(
+        arms.append(experiment.Arm(
             name=name, overrides={'compress.bits': bits, 'compress.init': init,
                                   'compress.tuned': tuned},
-            metrics=results.aggregate([{
+            metrics=experiment.aggregate([{
                 'val_loss': loss[name],
                 'bits_per_weight': rep['bits_per_weight'],
                 'proj_bytes': rep['compressed_proj_bytes']}]),
@@ -130,19 +133,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   achieved = {b: report[f'{b:g}bit_admm']['bits_per_weight'] for b in budgets}
   f32 = report[f'{budgets[0]:g}bit_admm']['float32_proj_bytes']
   checks = [
-      results.check('validation loss rises as bits fall (ADMM, tuned)',
+      experiment.check('validation loss rises as bits fall (ADMM, tuned)',
                     all(a <= b for a, b in zip(tuned, tuned[1:])),
                     ', '.join(f'{b:g} bits ({achieved[b]:.2f} achieved): {l:.3f}'
                               for b, l in zip(budgets, tuned)) + f'; float {float_loss:.3f}'),
-      results.check('ADMM init beats sign-of-SVD init at every budget',
+      experiment.check('ADMM init beats sign-of-SVD init at every budget',
                     all(admm0[b] < svd0[b] for b in budgets),
                     ', '.join(f'{b:g} bits: ADMM {admm0[b]:.3f} vs SVD {svd0[b]:.3f}'
                               for b in budgets) + ' (val loss, before tuning)'),
-      results.check('achieved bits per weight within the budget',
+      experiment.check('achieved bits per weight within the budget',
                     all(achieved[b] <= b + 1e-9 for b in budgets),
                     ', '.join(f'{b:g} -> {achieved[b]:.3f}' for b in budgets)),
   ]
-  plots = [results.plot_series(
+  plots = [experiment.plot_series(
       f'{workdir}/loss_vs_bits.png',
       {'ADMM, tuned': ([achieved[b] for b in budgets], tuned),
        'SVD, tuned': ([achieved[b] for b in budgets],
@@ -155,18 +158,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   sizes = '\n'.join(
       f'| {b:g} | {achieved[b]:.3f} | {report[f"{b:g}bit_admm"]["compressed_proj_bytes"]:.0f} | '
       f'{f32 / report[f"{b:g}bit_admm"]["compressed_proj_bytes"]:.1f}x |' for b in budgets)
-  result = results.Result(
-      experiment='nanoquant', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'Llama-2-70B ~24x smaller at sub-1-bit; ADMM init > SVD init',
                 'ours': ', '.join(f'{achieved[b]:.2f} bits: loss {l:.3f}'
                                   for b, l in zip(budgets, tuned))
                         + f' (float {float_loss:.3f})'},
-      plots=plots, env=experiment.result_env(config),
+      plots=plots,
       notes='Compressed projection size (float32 projections: '
             f'{f32:.0f} bytes; embeddings, norms and head stay float):\n\n'
             '| budget | achieved bits/weight | bytes | vs float32 |\n|---|---|---|---|\n'
             + sizes)
-  result.write(workdir)
-  return result

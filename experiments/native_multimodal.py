@@ -3,13 +3,6 @@ r"""Native multimodal models: early fusion vs late fusion, and modality-aware Mo
 Paper: Shukor et al. 2025, "Scaling Laws for Native Multimodal Models" (arXiv
 2504.07951); late-fusion adapter from LLaVA-1.5 (arXiv 2310.03744).
 
-Claim: trained from scratch at equal compute, early fusion (patches linearly
-projected into the decoder) is at least as good as late fusion (a ViT encoder plus
-an adapter, its compute counted) at small compute, with almost the same scaling
-exponent (L ~ C^-0.0492 vs C^-0.0494), while training faster and with less memory;
-an MoE (8 experts, top-1) beats dense early fusion at equal active compute, learned
-routing beats hard modality routing, and experts become near-unimodal.
-
 Arms: early and late fusion at three sizes, each late arm given the same training
 FLOPs as its early arm (fewer steps, since the encoder costs FLOPs); early-fusion MoE
 (8 experts of the dense FFN width, top-1) with learned and with hard modality routing
@@ -34,11 +27,19 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from lattice import experiment, results
+from lattice import experiment
 from lattice.data import tokenizer
 from lattice.multimodal import analysis, data, family
 
+NAME = 'native_multimodal'
 PAPER = {'title': 'Scaling Laws for Native Multimodal Models', 'arxiv': '2504.07951'}
+CLAIM = ('trained from scratch at equal compute, early fusion (patches linearly '
+         'projected into the decoder) is at least as good as late fusion (a ViT '
+         'encoder plus an adapter, its compute counted) at small compute, with almost '
+         'the same scaling exponent (L ~ C^-0.0492 vs C^-0.0494), while training '
+         'faster and with less memory; an MoE (8 experts, top-1) beats dense early '
+         'fusion at equal active compute, learned routing beats hard modality routing, '
+         'and experts become near-unimodal.')
 
 
 def _config(sizes, seq_len, batch, lr, max_images, eval_batches, patch=8,
@@ -56,12 +57,17 @@ def _config(sizes, seq_len, batch, lr, max_images, eval_batches, patch=8,
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       # Smoke: one size only (CI time); the fits then use the runs' eval histories.
-      'smoke': lambda: _config([(16, 1, 4, 16, 1)], 96, 8, 3e-3, 2, 1, patch=16,
+      'smoke': lambda: _config(sizes=[(16, 1, 4, 16, 1)], seq_len=96, batch=8, lr=3e-3,
+                               max_images=2, eval_batches=1, patch=16,
                                checkpoints=False),
-      'quick': lambda: _config([(32, 2, 150, 32, 1), (48, 2, 250, 32, 1),
-                                (64, 2, 400, 48, 1)], 128, 16, 3e-3, 2, 8),
-      'full': lambda: _config([(256, 4, 4000, 128, 2), (384, 6, 6000, 192, 3),
-                               (512, 8, 8000, 256, 4)], 512, 64, 1e-3, 8, 32),
+      'quick': lambda: _config(sizes=[(32, 2, 150, 32, 1), (48, 2, 250, 32, 1),
+                                (64, 2, 400, 48, 1)],
+                               seq_len=128, batch=16, lr=3e-3, max_images=2,
+                               eval_batches=8),
+      'full': lambda: _config(sizes=[(256, 4, 4000, 128, 2), (384, 6, 6000, 192, 3),
+                               (512, 8, 8000, 256, 4)],
+                              seq_len=512, batch=64, lr=1e-3, max_images=8,
+                              eval_batches=32),
   })
 
 
@@ -99,20 +105,20 @@ def _evals(run_dir: Path) -> list[dict]:
   return list({r['step']: r for r in rows if 'val_loss' in r}.values())
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   config.arms = make_arms(config)
   extras = []  # per arm (one seed): image shares and expert loads, not scalars
 
   def measure(cfg, out):
     batches = data.make_eval_batches(cfg, None)
-    ev = family.evaluate(out['setup'], out['state'], batches)
+    ev = family.evaluate(out.setup, out.state, batches)
     extras.append({'image_share': ev.get('image_share'), 'batches': batches,
-                   'expert_load': ev.get('expert_load'), 'run': (out['setup'], out['state']),
-                   'fpt': out['flops_per_token'],
+                   'expert_load': ev.get('expert_load'), 'run': (out.setup, out.state),
+                   'fpt': out.metrics['flops_per_token'],
                    'step_tokens': cfg.data.batch_size * cfg.data.seq_len})
-    return {'qa_accuracy': ev['qa_accuracy'], 'steps': out['steps'],
-            'flops_per_token': out['flops_per_token'],
-            'step_memory_mb': analysis.step_memory_bytes(out['setup'], batches[0]) / 2**20,
+    return {'qa_accuracy': ev['qa_accuracy'], 'steps': out.metrics['steps'],
+            'flops_per_token': out.metrics['flops_per_token'],
+            'step_memory_mb': analysis.step_memory_bytes(out.setup, batches[0]) / 2**20,
             'image_token_fraction': float(np.mean([b['modality'].mean() for b in batches]))}
 
   arms, _ = experiment.run_arms(config, workdir, measure=measure)
@@ -138,7 +144,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
     for kind, sec in zip(('early', 'late'), secs):
       timed = {'step_s': sec, 'train_time_s': sec * by[f'{kind}_{i}']['steps']}
       by[f'{kind}_{i}'].update(timed)
-      next(a for a in arms if a.name == f'{kind}_{i}').metrics.update(results.aggregate([timed]))
+      next(a for a in arms if a.name == f'{kind}_{i}').metrics.update(experiment.aggregate([timed]))
   time_ok = all(by[f'early_{i}']['train_time_s'] < by[f'late_{i}']['train_time_s'] for i in range(n))
   mem_ok = all(by[f'early_{i}']['step_memory_mb'] < by[f'late_{i}']['step_memory_mb'] for i in range(n))
   fmt = lambda key, f='{:.3g}': ', '.join(
@@ -154,60 +160,57 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   prior = max(answers.values(), default=0) / max(sum(answers.values()), 1)
   best_qa = max(by[k]['qa_accuracy'] for k in by)
   checks = [
-      results.check('early fusion no worse than late at the smallest compute',
+      experiment.check('early fusion no worse than late at the smallest compute',
                     loss['early_0'] <= loss['late_0'],
                     f'val loss early {loss["early_0"]:.4f} vs late {loss["late_0"]:.4f} at '
                     f'{arms[0].train_flops:.3g} vs {arms[1].train_flops:.3g} FLOPs'),
-      results.check('scaling exponents close (within 25%)',
+      experiment.check('scaling exponents close (within 25%)',
                     np.isfinite(aE) and np.isfinite(aL) and abs(aE - aL) <= 0.25 * max(aE, aL),
                     f'alpha early {aE:.4f} vs late {aL:.4f} (paper 0.0492 vs 0.0494); fits '
                     f'{fits}'),
-      results.check('early fusion trains in less time at matched compute', time_ok,
+      experiment.check('early fusion trains in less time at matched compute', time_ok,
                     f'train seconds (steps x best step time, early and late timed in turn) '
                     f'early vs late per budget: {fmt("train_time_s")}; step s {fmt("step_s")}'),
-      results.check('early fusion uses less step memory at matched compute', mem_ok,
+      experiment.check('early fusion uses less step memory at matched compute', mem_ok,
                     f'compiled step memory MB early vs late: {fmt("step_memory_mb")}'),
-      results.check('MoE (8 experts, top-1) beats dense early fusion at equal active compute',
+      experiment.check('MoE (8 experts, top-1) beats dense early fusion at equal active compute',
                     loss['moe_learned'] < loss[dense],
                     f'val loss MoE {loss["moe_learned"]:.4f} vs dense {loss[dense]:.4f}'),
-      results.check('learned routing beats hard modality routing',
+      experiment.check('learned routing beats hard modality routing',
                     loss['moe_learned'] < loss['moe_hard'],
                     f'val loss learned {loss["moe_learned"]:.4f} vs hard {loss["moe_hard"]:.4f}'),
-      results.check('learned experts near-unimodal in the first and last layers (NMI > 0.5)',
+      experiment.check('learned experts near-unimodal in the first and last layers (NMI > 0.5)',
                     nmi[0] > 0.5 and nmi[-1] > 0.5,
                     f'modality/expert NMI per layer {[round(x, 3) for x in nmi]} (hard routing: 1)'),
-      results.check('question answering above the most-common-answer prior',
+      experiment.check('question answering above the most-common-answer prior',
                     best_qa > prior,
                     f'QA exact match per arm {dict((k, round(v["qa_accuracy"], 3)) for k, v in by.items())}; '
                     f'prior {prior:.3f} over {sum(answers.values())} answers'),
   ]
   frac = by['moe_learned']['image_token_fraction']
   plots = [
-      results.plot_series(f'{workdir}/loss_vs_compute.png', curves, xlabel='train FLOPs',
+      experiment.plot_series(f'{workdir}/loss_vs_compute.png', curves, xlabel='train FLOPs',
                           ylabel='val loss (text tokens)', logx=True, logy=True,
                           title='early vs late fusion, iso-FLOP'),
-      results.plot_series(f'{workdir}/expert_image_share.png', {
+      experiment.plot_series(f'{workdir}/expert_image_share.png', {
           **{f'{name} layer {l}': (np.arange(len(s)), s) for name in shares
              for l, s in enumerate(shares[name])},
           'image token fraction': ([0, len(shares['moe_learned'][0]) - 1], [frac, frac])},
           xlabel='expert', ylabel='share of its tokens that are image tokens',
           title='per-layer, per-expert modality share'),
-      results.plot_bars(f'{workdir}/moe_loss.png', {k: loss[k] for k in (dense, 'moe_learned', 'moe_hard')},
+      experiment.plot_bars(f'{workdir}/moe_loss.png', {k: loss[k] for k in (dense, 'moe_learned', 'moe_hard')},
                         None, ylabel='val loss', title='dense vs MoE (equal active compute)'),
   ]
-  result = results.Result(
-      experiment='native_multimodal', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'EF C^-0.0492 vs LF C^-0.0494; EF better at small compute, faster, '
                          'less memory; MoE > dense; learned > hard routing',
                 'ours': f'alpha EF {aE:.3f} vs LF {aL:.3f}; loss at smallest budget EF '
                         f'{loss["early_0"]:.3f} vs LF {loss["late_0"]:.3f}; MoE '
                         f'{loss["moe_learned"]:.3f} vs dense {loss[dense]:.3f}; hard '
                         f'{loss["moe_hard"]:.3f}'},
-      plots=plots, env=experiment.result_env(config),
+      plots=plots,
       notes=f'Image shares per layer/expert: {dict((k, v.round(3).tolist()) for k, v in shares.items())}. '
             f'Compute counts the image path per patch slot (multimodal/flops.py).')
-  result.write(workdir)
-  return result
 

@@ -4,12 +4,6 @@ gradients, against naive sign-STE at 1 bit.
 Paper: Panferov et al. 2025, "QuEST: Stable Training of LLMs with 1-Bit Weights and
 Activations" (arXiv 2502.05003; repo IST-DASLab/QuEST).
 
-Claim: rotating each row by a block Hadamard transform, normalizing it by its RMS,
-clipping at the Gaussian MSE-optimal scale and masking gradients outside a trust
-region trains models whose loss degrades gracefully as weight and activation bits
-fall (30M model, C4: BF16 3.207, W8A8 3.209, W4A4 3.272 (3.304 without Hadamard),
-W3A3 3.372, W2A2 3.574, W1A1 3.945) and makes W1A1 train stably.
-
 Arms: float; QuEST W{8,4,3,2,1}A{same} with and without the Hadamard rotation; and
 naive W1A1 (sign with mean-|x| scale, plain straight-through gradient: no rotation,
 no trust mask). Same model, data, tokens and LR.
@@ -31,10 +25,17 @@ from pathlib import Path
 
 import ml_collections
 
-from lattice import experiment, results
+from lattice import experiment
 
+NAME = 'quest'
 PAPER = {'title': 'QuEST: Stable Training of LLMs with 1-Bit Weights and Activations',
          'arxiv': '2502.05003'}
+CLAIM = ('rotating each row by a block Hadamard transform, normalizing it by its RMS, '
+         'clipping at the Gaussian MSE-optimal scale and masking gradients outside a '
+         'trust region trains models whose loss degrades gracefully as weight and '
+         'activation bits fall (30M model, C4: BF16 3.207, W8A8 3.209, W4A4 3.272 '
+         '(3.304 without Hadamard), W3A3 3.372, W2A2 3.574, W1A1 3.945) and makes W1A1 '
+         'train stably.')
 BITS = (8, 4, 3, 2, 1)
 # A lower width may beat the next higher one by at most this relative margin (noise).
 ORDER_SLACK = 0.005
@@ -60,14 +61,17 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, bits=BITS):
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 1, 32, 8, 6, 3e-3, bits=(1,)),
-      'quick': lambda: _config(64, 2, 128, 16, 300, 3e-3),
-      'full': lambda: _config(640, 6, 512, 64, 20_000, 1.5e-3),
+      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=6,
+                               lr=3e-3, bits=(1,)),
+      'quick': lambda: _config(d_model=64, n_layers=2, seq_len=128, batch=16, steps=300,
+                               lr=3e-3),
+      'full': lambda: _config(d_model=640, n_layers=6, seq_len=512, batch=64,
+                              steps=20_000, lr=1.5e-3),
   })
 
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir)
   loss = {a.name: a.metrics['val_loss']['mean'] for a in arms}
   bits = [int(a.name[1:].split('A')[0]) for a in arms
@@ -82,29 +86,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   fmt = ', '.join(f'W{b}A{b} {loss[f"W{b}A{b}"]:.3f} / {loss[f"W{b}A{b}_no_hadamard"]:.3f}'
                   for b in bits)
   checks = [
-      results.check('validation loss ordered by bits (QuEST, Hadamard)', order_ok,
+      experiment.check('validation loss ordered by bits (QuEST, Hadamard)', order_ok,
                     f'float {loss["float"]:.3f}; ' + ', '.join(
                         f'W{b}A{b} {l:.3f}' for b, l in zip(bits, had))
                     + f' (a lower width may win by < {100 * ORDER_SLACK:.1f}%)'),
-      results.check('Hadamard better than none at every width', len(wins) == len(bits),
+      experiment.check('Hadamard better than none at every width', len(wins) == len(bits),
                     f'with / without Hadamard: {fmt}; Hadamard wins at '
                     f'{len(wins)}/{len(bits)} widths'),
-      results.check('QuEST W1A1 converges (finite, well below its first loss)',
+      experiment.check('QuEST W1A1 converges (finite, well below its first loss)',
                     math.isfinite(w1) and w1 < first_loss - 1.0,
                     f'W1A1 val loss {w1:.3f} (first train loss {first_loss:.3f})'),
-      results.check('QuEST W1A1 beats naive sign-STE W1A1', w1 < naive,
+      experiment.check('QuEST W1A1 beats naive sign-STE W1A1', w1 < naive,
                     f'QuEST {w1:.3f} vs naive {naive:.3f}'),
   ]
   seed = config.seeds[0]
   plots = [
-      results.plot_series(
+      experiment.plot_series(
           f'{workdir}/loss_vs_bits.png',
           {'QuEST (Hadamard)': (bits, had),
            'no Hadamard': (bits, [loss[f'W{b}A{b}_no_hadamard'] for b in bits]),
            'float': (bits, [loss['float']] * len(bits))},
           xlabel='bits (weights = activations)', ylabel='validation loss (nats/token)',
           title='QuEST: loss vs bit width'),
-      results.plot_series(
+      experiment.plot_series(
           f'{workdir}/w1a1_train_loss.png',
           {n: experiment.metric_curve(Path(workdir) / n / f'seed_{seed}', 'loss')
            for n in ('float', 'W1A1', 'W1A1_no_hadamard', 'W1A1_naive_ste')},
@@ -113,14 +117,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   paper_rel = {8: 3.209, 4: 3.272, 3: 3.372, 2: 3.574, 1: 3.945}
   ours = ', '.join(f'W{b}A{b} {100 * (loss[f"W{b}A{b}"] / loss["float"] - 1):+.1f}%'
                    for b in bits)
-  result = results.Result(
-      experiment='quest', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, workdir, arms=arms,
+      checks=checks,
       headline={'paper': 'loss vs BF16: ' + ', '.join(
                     f'W{b}A{b} {100 * (v / 3.207 - 1):+.1f}%' for b, v in paper_rel.items()),
                 'ours': f'loss vs float: {ours}; naive W1A1 '
                         f'{100 * (naive / loss["float"] - 1):+.1f}%'},
-      plots=plots, env=experiment.result_env(config))
-  result.write(workdir)
-  return result
+      plots=plots)

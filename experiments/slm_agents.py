@@ -3,12 +3,6 @@ r"""LLM-to-SLM conversion for tool calls, with grammar-constrained decoding.
 Paper: Belcak et al. 2025, "Small Language Models are the Future of Agentic AI"
 (arXiv 2506.02153); constrained decoding after Outlines (arXiv 2307.09702).
 
-Claim: most agent calls are narrow; logging a large model's calls, clustering the
-requests into tasks and fine-tuning a small specialist per cluster on the logged
-calls gives specialists that match the large model on their clusters at a fraction
-of its cost; compiling the call schema into the decoder gives 100% schema-valid
-calls.
-
 Steps: a "teacher" LM trains on all four tool-call clusters
 (`lattice.data.tasks.toolcalls`); it answers `n_log` fresh requests (constrained
 decoding: every logged call is a valid call); the requests are clustered by k-means
@@ -38,25 +32,25 @@ valid calls vs 96.1% (teacher) and 23.0% (specialists) unconstrained. Full: not 
 from __future__ import annotations
 
 import json
-import re
-import zlib
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 
 from lattice import config as config_lib
-from lattice import experiment, results, sharding
-from lattice.agents import toolcall
-from lattice.data import tokenizer as tok_lib
+from lattice import experiment, sharding
+from lattice.agents import calls, routing, toolcall
 from lattice.data.tasks import toolcalls
-from lattice.decode import sampling
-from lattice.train import flops as flops_lib
 from lattice.train import loop
 
+NAME = 'slm_agents'
 PAPER = {'title': 'Small Language Models are the Future of Agentic AI',
          'arxiv': '2506.02153'}
+CLAIM = ("most agent calls are narrow; logging a large model's calls, clustering the "
+         'requests into tasks and fine-tuning a small specialist per cluster on the '
+         'logged calls gives specialists that match the large model on their clusters '
+         'at a fraction of its cost; compiling the call schema into the decoder gives '
+         '100% schema-valid calls.')
 TOLERANCE = 0.05     # Accuracy points the specialists may trail the teacher by.
 # Below this the teacher is too weak for "the specialists match it" to mean anything.
 MIN_TEACHER_ACCURACY = 0.5
@@ -81,82 +75,35 @@ def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, k, max
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config((32, 1, 2), (16, 1, 2), 3, 2, 8, 16, 16, 1, 48, 16),
-      'quick': lambda: _config((96, 3, 4), (32, 1, 2), 400, 300, 16, 1024, 256, 4, 112),
-      'full': lambda: _config((384, 6, 6), (64, 2, 2), 5000, 2000, 32, 8192, 2048, 4,
-                              112),
+      'smoke': lambda: _config(teacher=(32, 1, 2), specialist=(16, 1, 2), steps=3,
+                               spec_steps=2, batch=8, n_log=16, n_test=16, k=1,
+                               max_new=48, gen_batch=16),
+      'quick': lambda: _config(teacher=(96, 3, 4), specialist=(32, 1, 2), steps=400,
+                               spec_steps=300, batch=16, n_log=1024, n_test=256, k=4,
+                               max_new=112),
+      'full': lambda: _config(teacher=(384, 6, 6), specialist=(64, 2, 2), steps=5000,
+                              spec_steps=2000, batch=32, n_log=8192, n_test=2048, k=4,
+                              max_new=112),
   })
 
 
-def features(requests: list[str], dim: int = 128) -> np.ndarray:
-  """Hashed, L2-normalised bag of words; numbers map to one token."""
-  x = np.zeros((len(requests), dim))
-  for i, r in enumerate(requests):
-    for w in re.findall(r"[a-z']+|\d+(?:\.\d+)?", r.lower()):
-      w = '<num>' if w[0].isdigit() else w
-      x[i, zlib.crc32(w.encode()) % dim] += 1
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
-
-
-def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 8, iters: int = 50):
-  """Best-of-`restarts` k-means++ (lowest inertia): (centroids, labels)."""
-  rng = np.random.default_rng(seed)
-  best = None
-  for _ in range(restarts):
-    c = x[[rng.integers(len(x))]]
-    while len(c) < k:
-      d2 = ((x[:, None] - c[None]) ** 2).sum(-1).min(1)
-      c = np.vstack([c, x[rng.choice(len(x), p=d2 / d2.sum())]])
-    for _ in range(iters):
-      labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-      c = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j]
-                    for j in range(k)])
-    inertia = ((x - c[labels]) ** 2).sum()
-    if best is None or inertia < best[0]:
-      best = (inertia, c, labels)
-  return best[1], best[2]
-
-
-def route(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-  return ((x[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
-
-
-def answer(setup_cfg, variables, requests: list[str], constrained: bool, ev) -> list[str]:
-  """Greedy calls for `requests`, in fixed-size batches (one compile per model)."""
-  tok = tok_lib.ByteTokenizer()
-  prompts = np.stack([tok.encode(toolcalls.prompt_of(r), bos=True) for r in requests])
-  B = ev['gen_batch']  # Short chunks are padded: one batch shape, one compile.
-  index = toolcall.call_constraint(setup_cfg.model.vocab_size) if constrained else None
-  out = []
-  for i in range(0, len(prompts), B):
-    chunk = prompts[i:i + B]
-    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], B - len(chunk), 0)])
-    new = sampling.generate(variables, chunk, jax.random.key(0),
-                            model_cfg=setup_cfg.model, max_new_tokens=ev['max_new'],
-                            sampling=sampling.SamplingConfig(0.0), constraint=index,
-                            eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID)
-    for row in np.asarray(new)[:len(prompts[i:i + B])].tolist():
-      out.append(tok.decode(row[:row.index(tok_lib.EOS_ID)] if tok_lib.EOS_ID in row
-                            else row))
-  return out
+def answer(cfg, variables, requests: list[str], constrained: bool, ev) -> list[str]:
+  return calls.answer(cfg, variables, requests, constrained=constrained,
+                      batch=ev['gen_batch'], max_new=ev['max_new'])
 
 
 def flops_per_call(out, prompt_len: int, call_bytes: float) -> float:
-  """Forward FLOPs of one call: 2N per token plus attention over the context."""
-  cfg = out['setup'].cfg.model
-  n = flops_lib.matmul_params(out['state'].params, cfg)
-  tokens = prompt_len + call_bytes + 1  # + EOS
-  attn = 4 * cfg.n_layers * cfg.d_model * tokens * tokens / 2
-  return 2 * n * tokens + attn
+  return calls.flops_per_call(out.state.params, out.setup.cfg.model, prompt_len,
+                              call_bytes)
 
 
-def _train(cfg: config_lib.Config, workdir: Path) -> dict:
+def _train(cfg: config_lib.Config, workdir: Path) -> loop.RunOutput:
   out = loop.train_and_evaluate(cfg, workdir)
-  if out['preempted']:
+  if out.metrics['preempted']:
     # SIGTERM: the checkpoint is saved; later stages must not run on a partly
     # trained model (a rerun resumes every stage).
     raise SystemExit(f'[lattice] slm_agents: preempted while training {workdir}')
-  out['variables'] = sharding.to_host(out['state'].variables)
+  out.variables = sharding.to_host(out.state.variables)  # host copy for decoding
   return out
 
 
@@ -164,17 +111,17 @@ def _grade(texts, examples) -> list[toolcall.Verdict]:
   return [toolcall.evaluate_call(t, e.call) for t, e in zip(texts, examples)]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   ev, sp = dict(config.agents), dict(config.specialist)
   wd = Path(workdir)
   cfg = config_lib.build(config)
   teacher = _train(cfg, wd / 'teacher')
-  tcfg = teacher['setup'].cfg
+  tcfg = teacher.setup.cfg
   # 1. Log the teacher's (constrained, hence valid) calls on fresh requests.
   logs = toolcalls.generate(ev['n_log'], 1, 'train')
-  logged = answer(tcfg, teacher['variables'], [e.request for e in logs], True, ev)
+  logged = answer(tcfg, teacher.variables, [e.request for e in logs], True, ev)
   # 2. Cluster the logged requests; 3. one specialist per cluster on its logs.
-  centroids, labels = kmeans(features([e.request for e in logs]), ev['k'])
+  centroids, labels = routing.fit([e.request for e in logs], ev['k'])
   (wd / 'logs').mkdir(parents=True, exist_ok=True)
   specialists = []
   for j in range(ev['k']):
@@ -193,17 +140,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
   # 4. Test: teacher vs routed specialists, with and without the constraint.
   test = toolcalls.generate(ev['n_test'], 2, 'test')
   requests = [e.request for e in test]
-  routed = route(features(requests), centroids)
+  routed = routing.route(requests, centroids)
   prompt_len = len(toolcalls.prompt_of('')) + 1
   rows = {}
   for constrained in (True, False):
     tag = 'constrained' if constrained else 'free'
-    t_texts = answer(tcfg, teacher['variables'], requests, constrained, ev)
+    t_texts = answer(tcfg, teacher.variables, requests, constrained, ev)
     s_texts = [''] * len(test)
     for j, s in enumerate(specialists):
       idx = np.flatnonzero(routed == j)
       if len(idx):
-        texts = answer(s['setup'].cfg, s['variables'], [requests[i] for i in idx],
+        texts = answer(s.setup.cfg, s.variables, [requests[i] for i in idx],
                        constrained, ev)
         for i, t in zip(idx, texts):
           s_texts[i] = t
@@ -234,8 +181,8 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   arms = []
   for name, r in rows.items():
     models = r.pop('models')
-    arms.append(results.Arm(
-        name=name, overrides={}, metrics=results.aggregate([r]),
+    arms.append(experiment.Arm(
+        name=name, overrides={}, metrics=experiment.aggregate([r]),
         params=sum(int(m['params']) for m in models),
         active_params=int(models[0]['active_params']),
         train_flops=sum(float(m['train_flops']) for m in models),
@@ -246,7 +193,7 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   ratio = sc['flops_per_call'] / tc['flops_per_call']
   meaningful = tc['accuracy'] >= MIN_TEACHER_ACCURACY
   checks = [
-      results.check('specialists match a capable teacher within the tolerance',
+      experiment.check('specialists match a capable teacher within the tolerance',
                     meaningful and sc['accuracy'] >= tc['accuracy'] - TOLERANCE,
                     f'exact-call accuracy, constrained: routed specialists '
                     f'{sc["accuracy"]:.1%} vs teacher {tc["accuracy"]:.1%} (tolerance '
@@ -254,22 +201,22 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
                     f'{MIN_TEACHER_ACCURACY:.0%} for the comparison to mean anything'
                     f'{"" if meaningful else ", it does not"}); unconstrained '
                     f'{sf["accuracy"]:.1%} vs {tf["accuracy"]:.1%}'),
-      results.check('specialists pick the teacher\'s tools within the tolerance',
+      experiment.check('specialists pick the teacher\'s tools within the tolerance',
                     sc['tool_accuracy'] >= tc['tool_accuracy'] - TOLERANCE,
                     f'valid call of the right tool (any arguments), constrained: '
                     f'specialists {sc["tool_accuracy"]:.1%} vs teacher '
                     f'{tc["tool_accuracy"]:.1%}'),
-      results.check('specialists cost <= 1/10 of the teacher per call',
+      experiment.check('specialists cost <= 1/10 of the teacher per call',
                     ratio <= MAX_FLOPS_RATIO,
                     f'{sc["flops_per_call"]:.3g} vs {tc["flops_per_call"]:.3g} FLOPs per '
                     f'call: {ratio:.3f}x'),
-      results.check('constrained decoding gives 100% schema-valid calls',
+      experiment.check('constrained decoding gives 100% schema-valid calls',
                     tc['schema_valid'] == 1.0 and sc['schema_valid'] == 1.0,
                     f'constrained: teacher {tc["schema_valid"]:.1%}, specialists '
                     f'{sc["schema_valid"]:.1%}; unconstrained: teacher '
                     f'{tf["schema_valid"]:.1%}, specialists {sf["schema_valid"]:.1%}'),
   ]
-  plots = [results.plot_bars(
+  plots = [experiment.plot_bars(
       f'{wd}/accuracy.png', {n: r['accuracy'] for n, r in rows.items()}, None,
       ylabel='exact-call accuracy', title='tool calls: teacher vs routed specialists')]
   table = ['| model | decoding | accuracy | right tool | schema-valid | FLOPs/call | '
@@ -290,10 +237,9 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
            f'specialist params {specialists[0]["params"]} each. Specialists train '
            f'from scratch on the teacher\'s logged calls only (distillation), not '
            f'from a pretrained small model.')
-  result = results.Result(
-      experiment='slm_agents', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks,
+  return experiment.finish(
+      __name__, config, wd, arms=arms,
+      checks=checks,
       headline={'paper': 'specialists replace the LLM on 40-70% of calls; '
                          'constrained decoding 100% valid',
                 'ours': f'exact calls: specialists {sc["accuracy"]:.0%} vs teacher '
@@ -301,6 +247,5 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
                         f'{tc["tool_accuracy"]:.0%}, at {ratio:.2f}x FLOPs; valid '
                         f'{sc["schema_valid"]:.0%} constrained vs '
                         f'{sf["schema_valid"]:.0%} free'},
-      plots=plots, env=experiment.result_env(config), notes=notes)
-  result.write(wd)
-  return result
+      plots=plots,
+      notes=notes)

@@ -4,10 +4,6 @@ Papers: Abdin et al. 2024, "Phi-4 Technical Report" (arXiv 2412.08905), and Feng
 al. 2024, "Beyond Model Collapse: Scaling Up with Synthesized Data Requires
 Verification" (arXiv 2406.07515).
 
-Claim: a student trained on verifier-selected synthetic data beats one trained on
-the same amount of unselected data, and selection, even with a noisy verifier,
-prevents collapse when students become the next generation's teachers.
-
 Setup: a teacher LM on the checkable modular-arithmetic task (lattice.data.tasks,
 e.g. '3+5*2-4 mod 7 = 2'; quick uses one operation, '3*5 mod 7 = 1': with up to
 four, a 400-step 64-wide teacher stayed at chance, 14-18% accuracy). Questions are seeds from the task's train split plus
@@ -38,14 +34,19 @@ import ml_collections
 import numpy as np
 
 from lattice import config as config_lib
-from lattice import experiment, results
+from lattice import experiment
 from lattice.decode import sampling
 from lattice.synth import generate, lm, quality, recursive, tasks, transforms
 from lattice.train import flops
 
+NAME = 'verified_synthetic'
 PAPER = {'title': 'Beyond Model Collapse: Scaling Up with Synthesized Data Requires '
                   'Verification (Feng et al.); Phi-4 Technical Report',
          'arxiv': '2406.07515'}
+CLAIM = ('a student trained on verifier-selected synthetic data beats one trained on '
+         'the same amount of unselected data, and selection, even with a noisy '
+         "verifier, prevents collapse when students become the next generation's "
+         'teachers.')
 EXACT = quality.exact(tasks.check)
 # Prompts are right-aligned in a fixed width (the longest question, 4 operations
 # plus an appended identity, is 20 bytes): sampling.generate takes equal-length
@@ -69,9 +70,12 @@ def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=6
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(32, 8, 6, 64, 1, 32, batch=8, seq=32),
-      'quick': lambda: _config(64, 400, 300, 3072, 2, 512),
-      'full': lambda: _config(256, 5000, 3000, 100_000, 5, 4096, batch=64, seq=128,
+      'smoke': lambda: _config(d_model=32, teacher_steps=8, steps=6, n_docs=64, gens=1,
+                               n_test=32, batch=8, seq=32),
+      'quick': lambda: _config(d_model=64, teacher_steps=400, steps=300, n_docs=3072,
+                               gens=2, n_test=512),
+      'full': lambda: _config(d_model=256, teacher_steps=5000, steps=3000,
+                              n_docs=100_000, gens=5, n_test=4096, batch=64, seq=128,
                               max_ops=4),
   })
 
@@ -128,7 +132,7 @@ def synthesize(out, verifier, v, gen, batch):
            'n_docs': len(kept)})
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
+def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   v, wd = config.verified, Path(workdir)
   peak = flops.measure_matmul_peak(n=512 if config.mode == 'smoke' else 0)
   base = config_lib.replace(config_lib.build(config), **{'train.flops_peak': peak})
@@ -162,16 +166,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
                          **lm.evaluate_on(current, real_batches), **stats})
       print(f'[verified] {name} gen {g}: {rows[name][-1]}')
   acc = {n: [r['accuracy'] for r in rows[n]] for n in rows}
-  arms = [results.Arm(
+  arms = [experiment.Arm(
       name='teacher', overrides={'train.steps': v.teacher_steps},
-      metrics=results.aggregate([{'accuracy': teacher_acc, 'val_loss': teacher['val_loss']}]),
+      metrics=experiment.aggregate([{'accuracy': teacher_acc, 'val_loss': teacher['val_loss']}]),
       params=int(teacher['params']), active_params=int(teacher['active_params']),
       train_flops=teacher['train_flops'], tokens=teacher['tokens'],
       wall_s=teacher['wall_s'], seeds=[0])]
   for n in rows:
     last = rows[n][-1]
-    arms.append(results.Arm(
-        name=n, overrides={'verifier': n}, metrics=results.aggregate([{
+    arms.append(experiment.Arm(
+        name=n, overrides={'verifier': n}, metrics=experiment.aggregate([{
             'accuracy_gen1': acc[n][0], 'accuracy_last': acc[n][-1],
             'val_loss_real_last': last['val_loss_real'],
             'data_correct_gen1': rows[n][0]['data_correct'],
@@ -182,38 +186,36 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> results.Result:
         seeds=[0], extra={'per_generation': rows[n]}))
   fmt = lambda xs: np.round(xs, 3).tolist()
   checks = [
-      results.check('exact-filtered student beats unfiltered', acc['exact'][0] > acc['unfiltered'][0],
+      experiment.check('exact-filtered student beats unfiltered', acc['exact'][0] > acc['unfiltered'][0],
                     f'gen-1 accuracy exact {acc["exact"][0]:.3f} vs unfiltered '
                     f'{acc["unfiltered"][0]:.3f} (teacher {teacher_acc:.3f})'),
-      results.check('noisy-filtered student beats unfiltered', acc['noisy'][0] > acc['unfiltered'][0],
+      experiment.check('noisy-filtered student beats unfiltered', acc['noisy'][0] > acc['unfiltered'][0],
                     f'gen-1 accuracy noisy {acc["noisy"][0]:.3f} vs unfiltered '
                     f'{acc["unfiltered"][0]:.3f}'),
-      results.check('filtering prevents collapse across generations',
+      experiment.check('filtering prevents collapse across generations',
                     min(acc['exact'][-1], acc['noisy'][-1]) > acc['unfiltered'][-1]
                     and acc['exact'][-1] >= acc['exact'][0] - 0.05,
                     f'accuracy by generation: exact {fmt(acc["exact"])}, noisy '
                     f'{fmt(acc["noisy"])}, unfiltered {fmt(acc["unfiltered"])}'),
   ]
   gens = list(range(0, v.generations + 1))
-  plots = [results.plot_series(wd / 'accuracy.png',
+  plots = [experiment.plot_series(wd / 'accuracy.png',
                                {n: (gens, [teacher_acc] + acc[n]) for n in acc},
                                xlabel='generation (0: teacher)', ylabel='test accuracy',
                                title='students on verified vs unverified samples'),
-           results.plot_series(wd / 'data_correct.png',
+           experiment.plot_series(wd / 'data_correct.png',
                                {n: (gens[1:], [r['data_correct'] for r in rows[n]])
                                 for n in rows},
                                xlabel='generation', ylabel='fraction of training docs correct',
                                title='purity of each generation\'s synthetic data')]
-  result = results.Result(
-      experiment='verified_synthetic', paper=PAPER,
-      claim=__doc__.split('Claim: ')[1].split('\n\n')[0].replace('\n', ' '),
-      mode=config.mode, arms=arms, checks=checks, plots=plots,
+  return experiment.finish(
+      __name__, config, wd, arms=arms,
+      checks=checks,
       headline={'paper': 'verified selection prevents collapse (Feng et al.); Phi-4 '
                          'filters all synthetic data by execution/verification',
                 'ours': f'gen-1 accuracy exact {acc["exact"][0]:.3f}, noisy '
                         f'{acc["noisy"][0]:.3f}, unfiltered {acc["unfiltered"][0]:.3f}; '
                         f'last gen {acc["exact"][-1]:.3f} / {acc["noisy"][-1]:.3f} / '
                         f'{acc["unfiltered"][-1]:.3f} (teacher {teacher_acc:.3f})'},
-      notes=f'task: {tasks.source_name()}', env=experiment.result_env(config))
-  result.write(wd)
-  return result
+      plots=plots,
+      notes=f'task: {tasks.source_name()}')

@@ -1,44 +1,19 @@
 r"""Runs an experiment: `python -m lattice.main --config=FILE.py:MODE --workdir=DIR`.
 
-Overrides follow the ml_collections convention, e.g. `--config.model.d_model=512`.
-The experiment file's `run(config, workdir)` is called and its Result written.
-Errors a user can cause end in one line naming the field, exit code 2.
+The same as `lattice run` (one parser: `lattice.parser`). Overrides follow the
+ml_collections convention, e.g. `--config.model.d_model=512`; the experiment file's
+`run(config, workdir)` is called and its Result written. Flags -> config -> run:
+config errors come from `lattice.run.config_file` as one line naming the field.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
+from lattice import parser as parser_lib
 from lattice import config as config_lib
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment file and mode, e.g. experiments/baseline_lm.py:quick.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and '
-                               'results go (a rerun resumes from it).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'host:port of process 0 for a multi-process run '
-    '(jax.distributed); else $JAX_COORDINATOR_ADDRESS, else auto-detected on Cloud '
-    'TPU pod slices, SLURM and Open MPI, else a single process.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed '
-                                      'processes; else $JAX_NUM_PROCESSES.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index; else '
-                                   '$JAX_PROCESS_ID.')
-_DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', None, 'Force (true) or forbid (false) jax.distributed with '
-    "JAX's own cluster auto-detection; unset: initialize only when a coordinator "
-    'or a multi-process cluster is found.')
-
-
-def _fail(message: str) -> None:
-  print(f'lattice: error: {message}', file=sys.stderr)
-  sys.exit(2)
 
 
 # Environment markers of clusters whose launcher starts one process per host/GPU and
@@ -105,10 +80,10 @@ def distributed_args(coordinator: str | None, num_processes: int | None,
           'process_id': process_id}
 
 
-def _init_distributed() -> None:
-  import jax
-  kwargs = distributed_args(_COORDINATOR.value, _NUM_PROCESSES.value,
-                            _PROCESS_ID.value, _DISTRIBUTED.value)
+def _init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None, force: bool | None = None) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs = distributed_args(coordinator, num_processes, process_id, force)
   if kwargs is None:
     return
   # CPU processes exchange collectives over gloo (TPU/GPU use their own fabric).
@@ -116,14 +91,13 @@ def _init_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
+# The experiment module `run_command` loaded (the file named by --config).
+_experiment_module = None
+
+
 def run(config, workdir: str):
-  """Loads the experiment module named by the config flag and runs it."""
-  from lattice import experiment
-  # The flag's value is 'FILE.py:MODE'; config_flags splits it at the first ':'.
-  filename = config_flags.get_config_filename(flags.FLAGS['config']).split(':', 1)[0]
-  module = experiment.load_experiment_module(filename)
-  config_lib.build(config)  # Validate every section before anything compiles.
-  result = module.run(config, workdir)
+  """Runs the loaded experiment on `config` in `workdir`; prints the verdict."""
+  result = _experiment_module.run(config, workdir)
   print(f'[lattice] {result.experiment} ({result.mode}): '
         f'{"reproduced" if result.reproduced else "NOT reproduced"}; '
         f'wrote {os.path.join(workdir, "result.json")}')
@@ -132,154 +106,42 @@ def run(config, workdir: str):
   return result
 
 
-def main(argv):
-  if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _WORKDIR.value:
-    _fail('--workdir is required (where checkpoints, metrics and result.json go)')
-  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
-    _fail(f'--workdir: {_WORKDIR.value!r} exists and is not a folder')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  from lattice import experiment  # pylint: disable=g-import-not-at-top
+def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
+  """`lattice run`: flags -> config -> run. Exit 2 on a user error, 1 on a fault
+  of the run (checkpoints on disk stay intact; a rerun resumes)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from lattice.run import arms, config_file  # pylint: disable=g-import-not-at-top
   from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   try:
-    _init_distributed()
-    run(_CONFIG.value, _WORKDIR.value)
+    module, config = config_file.load(args.config)
+    for note in config_file.apply(config, overrides):
+      print(f'[lattice] {note}')
+    if not args.workdir:
+      raise config_lib.ConfigError('--workdir is required (where checkpoints, metrics '
+                                   'and result.json go)')
+    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+      raise config_lib.ConfigError(f'--workdir: {args.workdir!r} exists and is not a '
+                                   'folder')
+    config_lib.build(config)  # Validate every section before anything compiles.
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+    _init_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                      args.distributed)
+    global _experiment_module
+    _experiment_module = module
+    run(config, args.workdir)
   except config_lib.ConfigError as e:
-    _fail(str(e))
-  except experiment.Preempted as e:
+    parser_lib.fail(str(e))
+  except arms.Preempted as e:
     print(f'[lattice] preempted: {e}')
   except (checkpoint.CheckpointError, loop.NonFiniteError) as e:
-    # Faults of the run, not of the input: one line, exit 1; checkpoints on disk
-    # are intact and a rerun resumes from the newest good one.
-    print(f'lattice: error: {e}', file=sys.stderr)
-    sys.exit(1)
+    parser_lib.fail(str(e), code=1)
 
 
-def _first_line(e: BaseException) -> str:
-  lines = [l for l in str(e).splitlines() if l.strip()]
-  return lines[0].strip() if lines else type(e).__name__
-
-
-def _config_error_in(e: BaseException | None) -> config_lib.ConfigError | None:
-  """The innermost ConfigError that `e` wraps.
-
-  absl re-raises as a flag error, and config_flags re-raises a get_config error as
-  `type(e)('Error whilst parsing config file:' + traceback)`; the original, with
-  the one-line message, is at the end of the chain.
-  """
-  found, seen = None, set()
-  while e is not None and id(e) not in seen:
-    if isinstance(e, config_lib.ConfigError):
-      found = e
-    seen.add(id(e))
-    e = e.__cause__ or e.__context__
-  return found
-
-
-_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)(?:=(.*))?$', re.S)
-
-
-def _config_args(argv) -> tuple[str | None, list[tuple[str, str | None]]]:
-  """The --config value and the (path, value) of each --config.PATH override."""
-  spec, overrides = None, []
-  for i, arg in enumerate(argv):
-    if re.match(r'^--?config(=|$)', arg):
-      spec = arg.split('=', 1)[1] if '=' in arg else (
-          argv[i + 1] if i + 1 < len(argv) else None)
-    elif m := _OVERRIDE.match(arg):
-      overrides.append((m.group(1), m.group(2)))
-  return spec, overrides
-
-
-def _check_override(config, path: str, value: str | None) -> str | None:
-  """Why `--config.path=value` does not fit `config`, or None if it does."""
-  node, parts = config, path.split('.')
-  for j, part in enumerate(parts):
-    where = '.'.join(parts[:j]) or 'the config'
-    if not hasattr(node, 'keys'):
-      return (f'--config.{path}: {where} holds a value ({type(node).__name__}), '
-              'not a section of keys')
-    if part not in node:
-      if j == 0 and part in config_lib.SECTIONS:
-        return (f'--config.{path}: the experiment config has no {part!r} section '
-                '(build its modes with lattice.experiment.pick_mode, which fills '
-                'in every default)')
-      keys = sorted(node.keys())
-      close = difflib.get_close_matches(part, keys, n=1)
-      hint = f'did you mean {close[0]!r}? ' if close else ''
-      return (f'--config.{path}: unknown config key {part!r} in {where} '
-              f'({hint}known keys: {", ".join(keys)})')
-    node = node[part]
-  if value is None:
-    return None
-  # The parsers config_flags uses for these field types.
-  for kind, parser, want in ((bool, flags.BooleanParser(), 'true/false'),
-                             (int, flags.IntegerParser(), 'an integer'),
-                             (float, flags.FloatParser(), 'a number')):
-    if isinstance(node, kind):
-      try:
-        parser.parse(value)
-      except ValueError:
-        return f'--config.{path}: expected {want}, got {value!r}'
-      break
-  return None
-
-
-def _diagnose(argv) -> str | None:
-  """Re-reads the experiment named by --config and checks each override."""
-  from lattice import experiment
-  spec, overrides = _config_args(argv[1:])
-  if not spec:
-    return '--config: needs a value, FILE.py:MODE'
-  # Mirrors config_flags: 'FILE.py:MODE' split at the first ':'.
-  filename, *mode = spec.split(':', 1)
-  try:
-    module = experiment.load_experiment_module(filename)
-    config = module.get_config(*mode)
-  except config_lib.ConfigError as e:
-    return str(e)
-  except Exception as e:  # A broken experiment file: say where, in one line.
-    return f'--config: {spec}: {type(e).__name__}: {_first_line(e)}'
-  for path, value in overrides:
-    problem = _check_override(config, path, value)
-    if problem:
-      return problem
-  return None
-
-
-def _explain(argv, e: BaseException) -> str:
-  """One line for a flag-parsing failure, naming the flag or config field."""
-  cause = _config_error_in(e)
-  if cause is not None:
-    return str(cause)
-  diagnosis = _diagnose(argv)
-  if diagnosis:
-    return diagnosis
-  if isinstance(e, flags.Error):
-    return _first_line(e)
-  return f'--config: {type(e).__name__}: {_first_line(e)}'
-
-
-def _parse_flags(argv):
-  """absl parsing, with config-file and override errors turned into one clear line.
-
-  ml_collections reports a mistyped override key as a bare AttributeError/KeyError
-  and a get_config failure as a multi-line traceback inside a flag error, so on any
-  failure the experiment is re-read and each override checked by name.
-  """
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    _fail(_explain(argv, e))
-
-
-def cli(argv=None):
+def cli(argv=None) -> None:
+  """`python -m lattice.main ARGS`: `lattice run ARGS` (argv[0] is the program)."""
   argv = sys.argv if argv is None else argv
-  if not any(a.startswith('--config') for a in argv[1:]):
-    _fail('--config=FILE.py:MODE is required (e.g. experiments/baseline_lm.py:quick)')
-  app.run(main, argv=argv, flags_parser=_parse_flags)
+  rest, overrides = parser_lib.split_overrides(['run', *argv[1:]])
+  run_command(parser_lib.parser().parse_args(rest), overrides)
 
 
 if __name__ == '__main__':

@@ -29,8 +29,9 @@ import numpy as np
 
 from lattice import chips as chips_lib
 from lattice import config as config_lib
-from lattice import experiment
 from lattice.data import sources
+from lattice.run import arms as arms_lib
+from lattice.run import config_file
 from lattice.train import flops, loop
 
 
@@ -111,6 +112,21 @@ def _fmt(x: float, unit: str = '') -> str:
   return f'{x:.2f}{unit}'
 
 
+def parse_overrides(argv: list[str]) -> list[tuple[str, str | None]]:
+  """`--config.KEY=VALUE` arguments as (KEY, VALUE) pairs.
+
+  Raises:
+    ValueError: an argument that is not such an override.
+  """
+  out = []
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      raise ValueError(f'{arg}: expected --config.KEY=VALUE')
+    key, eq, value = arg[len('--config.'):].partition('=')
+    out.append((key, value if eq else None))
+  return out
+
+
 def main(argv: list[str]) -> list[ArmPlan]:
   """Entry point of `lattice plan`; exits 2 with one line on a user error."""
   parser = argparse.ArgumentParser(prog='lattice plan', description=__doc__,
@@ -126,19 +142,13 @@ def main(argv: list[str]) -> list[ArmPlan]:
     chip, n_chips = chips_lib.parse_slice(args.chips)
     if not 0 < args.mfu <= 1:
       raise ValueError(f'--mfu: must lie in (0, 1], got {args.mfu}')
-    path, _, mode = args.config.partition(':')
-    module = experiment.load_experiment_module(path)
-    config = module.get_config(mode or None)
-    sets = {}
-    for o in overrides:
-      if not o.startswith('--config.') or '=' not in o:
-        raise ValueError(f'{o}: expected --config.KEY=VALUE')
-      key, value = o[len('--config.'):].split('=', 1)
-      sets[key] = json.loads(value) if value[:1] in '0123456789-[{tf"' and value not in (
-          't', 'f') else value
+    _, config = config_file.load(args.config)
+    notes = config_file.apply(config, parse_overrides(overrides))
+    for note in notes:
+      print(f'# {note}')
     plans, memory = [], {}
-    for name, arm_overrides in experiment.arm_list(config):
-      cfg = experiment.arm_config(config, {**arm_overrides, **sets}, seed=0)
+    for name, arm_overrides in arms_lib.arm_list(config):
+      cfg = arms_lib.arm_config(config, arm_overrides, seed=0)
       plans.append(plan_arm(name, cfg, chip, n_chips, args.mfu))
       if args.compile:
         memory[name] = compiled_memory(cfg)

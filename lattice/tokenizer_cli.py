@@ -16,7 +16,7 @@ import sys
 import time
 
 from lattice import config as config_lib
-from lattice import experiment
+from lattice.run import config_file
 from lattice.data import tokenizer_train
 
 
@@ -42,9 +42,8 @@ def main(argv: list[str]) -> None:
     sys.exit(0 if argv and argv[0] in ('-h', '--help') else 2)
   args = _parser().parse_args(argv[1:])
   try:
-    path, _, mode = args.config.partition(':')
-    module = experiment.load_experiment_module(path)
-    cfg = config_lib.build(module.get_config(mode or None))
+    _, config = config_file.load(args.config)
+    cfg = config_lib.build(config)
     start = time.perf_counter()
     tok, spec = tokenizer_train.train(cfg.data, args.vocab_size, args.out, args.kind,
                                       args.max_bytes)

@@ -5,7 +5,8 @@ import pathlib
 
 import pytest
 
-from lattice import experiment, results
+from lattice import experiment
+from lattice.run import records
 
 EXPERIMENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / 'experiments')
                      .glob('*.py') if p.name != '__init__.py')
@@ -17,7 +18,7 @@ def test_smoke_writes_valid_result(path, tmp_path):
   config = module.get_config('smoke')
   result = module.run(config, str(tmp_path))
   data = json.loads((tmp_path / 'result.json').read_text())
-  results.validate_result_json(data)
+  records.validate_result_json(data)
   assert data['experiment'] == result.experiment == path.stem
   assert data['mode'] == 'smoke' and data['checks']
   assert (tmp_path / 'table.md').exists()
@@ -32,6 +33,9 @@ def test_modes_and_docstring():
     module = experiment.load_experiment_module(str(path))
     doc = module.__doc__
     assert 'arXiv' in doc or 'arxiv' in doc, path
+    # What the Result is built from (experiment.finish): module constants.
+    assert module.NAME == path.stem and module.CLAIM.strip(), path
+    assert module.PAPER['title'] and module.PAPER['arxiv'], path
     for mode in ('smoke', 'quick', 'full'):
       assert f':{mode}' in doc, (path, mode)
       assert module.get_config(mode).mode == mode

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lattice import results
+from lattice.run import records, stats
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = '--config=experiments/baseline_lm.py:smoke'
@@ -145,11 +145,11 @@ def test_bad_input_is_one_clear_line(outcomes, name):
 
 def test_report_cli_on_one_result(tmp_path):
   workdir = tmp_path / 'runs' / 'one'
-  arm = results.Arm('baseline', {}, results.aggregate([{'val_loss': 2.5}]), seeds=[0])
-  results.Result(
+  arm = records.Arm('baseline', {}, stats.aggregate([{'val_loss': 2.5}]), seeds=[0])
+  records.Result(
       experiment='cli_probe', paper={'title': 'Probe paper', 'arxiv': '2401.00002'},
       claim='the CLI finds results', mode='smoke', arms=[arm],
-      checks=[results.check('found', True, 'yes')],
+      checks=[records.check('found', True, 'yes')],
       headline={'paper': 'n/a', 'ours': '2.5 loss'}).write(workdir)
   out = tmp_path / 'REPORT.md'
   proc, _ = _run('lattice.cli', ['report', str(tmp_path / 'runs'), '--out', str(out)],
@@ -164,3 +164,50 @@ def test_report_cli_on_one_result(tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode != 0 and len(lines) == 1 and 'Traceback' not in proc.stderr
   assert str(missing) in lines[0]
+
+
+def test_help_everywhere_and_config_listing():
+  """`--help` exits 0 for every command and for `python -m lattice.main`; `lattice
+  config` lists every key with its value and the field's meaning."""
+  cases = {
+      'run': ('lattice.cli', ['run', '--help'], 'usage: lattice run'),
+      'main': ('lattice.main', ['--help'], 'usage: lattice run'),
+      'main_with_config': ('lattice.main', [SMOKE, '--help'], '--workdir'),
+      'bench': ('lattice.cli', ['bench', '--help'], 'train_throughput'),
+      'sweep': ('lattice.cli', ['sweep', '--help'], '--grid'),
+      'top': ('lattice.cli', ['--help'], 'sweep'),
+      'config': ('lattice.cli', ['config', 'experiments/baseline_lm.py:quick'],
+                 'model.d_model = 192\n'),
+  }
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    futures = {k: pool.submit(_run, m, a, '') for k, (m, a, _) in cases.items()}
+  for name, (_, _, want) in cases.items():
+    proc, _ = futures[name].result()
+    assert proc.returncode == 0, (name, proc.stderr)
+    assert want in proc.stdout, (name, proc.stdout[-2000:])
+  listing = futures['config'].result()[0].stdout
+  assert "data.paths = ''  # files, folders or globs" in listing
+  assert 'train.steps = 1200' in listing
+
+
+def test_overrides_parse_by_type_and_scale_step_intervals():
+  from lattice import config as config_lib
+  from lattice import experiment
+  from lattice.run import config_file
+  _, config = config_file.load('experiments/baseline_lm.py:smoke')
+  notes = config_file.apply(config, [('train.steps', '1200'), ('train.log_every', '7'),
+                                     ('model.attention.rope_theta', '500'),
+                                     ('train.progress', 'false')])
+  assert config.train.steps == 1200 and config.train.log_every == 7  # given: kept
+  assert config.optimizer.warmup_steps == 200 and config.checkpoint.every == 300
+  assert config.model.attention.rope_theta == 500.0 and config.train.progress is False
+  assert len(notes) == 1 and 'optimizer.warmup_steps 2 -> 200' in notes[0]
+  assert 'train.log_every' not in notes[0]
+  for path, text, want in (('model.d_modle', '3', "did you mean 'd_model'"),
+                           ('train.steps', 'abc', 'expected an integer'),
+                           ('model', '3', 'is a section'),
+                           ('model.d_model.x', '3', 'holds a value')):
+    with pytest.raises(config_lib.ConfigError, match=want):
+      config_file.override(config, path, text)
+  assert experiment.load_experiment_module('experiments/baseline_lm.py').NAME == (
+      'baseline_lm')

@@ -8,11 +8,12 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from conftest import tiny_config
 from lattice import config as config_lib
-from lattice import experiment, results, sweep
+from lattice import experiment
+from lattice.run import equal_flops, records, stats, sweep, tables
 from lattice.train import loop, vmap_seeds
 
 
@@ -55,25 +56,25 @@ def test_expand_is_the_full_product_baseline_first():
 
 def test_diff_ci_is_welch():
   arm, base = [2.0, 2.2, 2.4], [1.0, 1.1, 1.2]
-  d = sweep.diff_ci(arm, base)
+  d = stats.diff_ci(arm, base)
   # By hand: variances 0.04 and 0.01, se^2 = 0.05 / 3, Welch df = 2.941.
   se2 = 0.04 / 3 + 0.01 / 3
   df = se2 ** 2 / ((0.04 / 3) ** 2 / 2 + (0.01 / 3) ** 2 / 2)
-  half = stats.t.ppf(0.975, df) * math.sqrt(se2)
+  half = scipy_stats.t.ppf(0.975, df) * math.sqrt(se2)
   assert d['diff'] == pytest.approx(1.1)
   assert d['df'] == pytest.approx(df) and df == pytest.approx(2.941, abs=1e-3)
   assert (d['lo'], d['hi']) == pytest.approx((1.1 - half, 1.1 + half))
-  ref = stats.ttest_ind(arm, base, equal_var=False).confidence_interval(0.95)
+  ref = scipy_stats.ttest_ind(arm, base, equal_var=False).confidence_interval(0.95)
   assert (d['lo'], d['hi']) == pytest.approx((ref.low, ref.high))
-  one = sweep.diff_ci([2.0], [1.0, 1.5])
+  one = stats.diff_ci([2.0], [1.0, 1.5])
   assert one['diff'] == pytest.approx(0.75) and math.isnan(one['lo'])
 
 
 def test_mean_ci_and_aggregate():
-  m = sweep.mean_ci([1.0, 2.0, 3.0])
+  m = stats.mean_ci([1.0, 2.0, 3.0])
   half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
   assert m['mean'] == 2.0 and (m['lo'], m['hi']) == pytest.approx((2 - half, 2 + half))
-  agg = results.aggregate([{'val_loss': 1.0}, {'val_loss': 2.0}, {'val_loss': 3.0}])
+  agg = stats.aggregate([{'val_loss': 1.0}, {'val_loss': 2.0}, {'val_loss': 3.0}])
   assert agg['val_loss']['mean'] == 2.0 and agg['val_loss']['std'] == pytest.approx(1.0)
 
 
@@ -88,7 +89,7 @@ def test_factorial_effects_recover_planted_effects():
       for c in (0, 1):
         y = 1 + 0.5 * a + 0.2 * b + 0.1 * a * b + 0.3 * c
         cells[(levels[0][a], levels[1][b], levels[2][c])] = [y + o for o in offsets]
-  effects = {e['effect']: e for e in sweep.factorial_effects(cells, levels, 'ABC')}
+  effects = {e['effect']: e for e in stats.factorial_effects(cells, levels, 'ABC')}
   assert effects['A: b vs f']['mean'] == pytest.approx(0.55)  # 0.5 + 0.1 * mean(B)
   assert effects['B: m vs d']['mean'] == pytest.approx(0.25)
   assert effects['C: p vs n']['mean'] == pytest.approx(0.3)
@@ -99,10 +100,10 @@ def test_factorial_effects_recover_planted_effects():
   noisy = {k: list(v) for k, v in cells.items()}
   noisy[('b', 'm', 'n')] = [v + e for v, e in zip(noisy[('b', 'm', 'n')],
                                                     (0.05, -0.05, 0.0))]
-  e = {x['effect']: x for x in sweep.factorial_effects(noisy, levels, 'ABC')}
+  e = {x['effect']: x for x in stats.factorial_effects(noisy, levels, 'ABC')}
   inter = e['A=b x B=m']
   per_seed = [0.1 + 0.5 * d for d in (0.05, -0.05, 0.0)]  # cell (b,m,n) is half the mean
-  ref = sweep.mean_ci(per_seed)
+  ref = stats.mean_ci(per_seed)
   assert inter['per_seed'] == pytest.approx(per_seed)
   assert (inter['lo'], inter['hi']) == pytest.approx((ref['lo'], ref['hi']))
   assert inter['lo'] < 0.1 < inter['hi']
@@ -110,17 +111,17 @@ def test_factorial_effects_recover_planted_effects():
 
 def test_value_at_flops_interpolates_in_log_flops():
   history = [{'step': 50, 'val_loss': 3.0}, {'step': 100, 'val_loss': 2.0}]
-  at = results.value_at_flops(history, 1e10, 7.5e9)
+  at = equal_flops.value_at_flops(history, 1e10, 7.5e9)
   assert at == pytest.approx(3.0 - math.log(1.5) / math.log(2.0))
-  assert results.value_at_flops(history, 1e10, 1e10) == 2.0
-  assert results.value_at_flops(history, 1e10, 1.01e10) == 2.0  # within rtol: clamped
-  assert math.isnan(results.value_at_flops(history, 1e10, 2e9))  # before the first eval
-  arms = [results.Arm('a', {}, {}, train_flops=1e10, extra={'history': [history]}),
-          results.Arm('b', {}, {}, train_flops=7.5e9, extra={'history': [history]})]
-  target, values = results.equal_flops(arms)
+  assert equal_flops.value_at_flops(history, 1e10, 1e10) == 2.0
+  assert equal_flops.value_at_flops(history, 1e10, 1.01e10) == 2.0  # within rtol: clamped
+  assert math.isnan(equal_flops.value_at_flops(history, 1e10, 2e9))  # before the first eval
+  arms = [records.Arm('a', {}, {}, train_flops=1e10, extra={'history': [history]}),
+          records.Arm('b', {}, {}, train_flops=7.5e9, extra={'history': [history]})]
+  target, values = equal_flops.equal_flops(arms)
   assert target == 7.5e9 and values['b']['mean'] == 2.0
   assert values['a']['mean'] == pytest.approx(at)
-  line = results.equal_flops_line(arms)
+  line = tables.equal_flops_line(arms)
   assert line.startswith('At equal training FLOPs (7.5e9') and '**b** 2' in line
 
 
@@ -160,6 +161,11 @@ def test_sweep_resumes_without_rerunning_and_aggregates(tmp_path, monkeypatch):
   other.optimizer.lr = 1e-2
   with pytest.raises(config_lib.ConfigError, match='different config'):
     sweep.run_sweep(other, tmp_path, grids, seeds=[0], vmap_seeds=False)
+  # Other grids in the same workdir would replace its ablation table: refused.
+  with pytest.raises(config_lib.ConfigError, match='other grids.*model.ffn.kind=dense,moe'):
+    sweep.run_sweep(_base(), tmp_path, [('model.ffn.kind', ['moe', 'dense'])], seeds=[0],
+                    vmap_seeds=False)
+  assert (tmp_path / sweep.TABLE_FILE).read_text() == table
 
 
 def test_match_flops_sets_steps_from_the_budget():
@@ -197,19 +203,19 @@ def test_vmapped_seeds_equal_sequential_seeds(tmp_path):
   for seed, out in zip(seeds, together):
     alone = loop.train_and_evaluate(config_lib.replace(cfg, **{'train.seed': seed}),
                                     tmp_path / f'seq_{seed}')
-    for a, b in zip(jax.tree.leaves(alone['state']), jax.tree.leaves(out['state'])):
+    for a, b in zip(jax.tree.leaves(alone.state), jax.tree.leaves(out.state)):
       np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
                                  atol=2e-6, rtol=1e-5)
-    assert out['val_loss'] == pytest.approx(alone['val_loss'], abs=1e-5)
-    assert [h['step'] for h in out['history']] == [h['step'] for h in alone['history']]
-    assert out['train_loss'] == pytest.approx(alone['train_loss'], abs=1e-5)
+    assert out.metrics['val_loss'] == pytest.approx(alone.metrics['val_loss'], abs=1e-5)
+    assert [h['step'] for h in out.metrics['history']] == [h['step'] for h in alone.metrics['history']]
+    assert out.metrics['train_loss'] == pytest.approx(alone.metrics['train_loss'], abs=1e-5)
     rows = (tmp_path / 'vmap' / f'seed_{seed}' / 'metrics.jsonl').read_text().splitlines()
-    assert json.loads(rows[-1])['val_loss'] == pytest.approx(out['val_loss'])
+    assert json.loads(rows[-1])['val_loss'] == pytest.approx(out.metrics['val_loss'])
   # Interrupted after step 2 and resumed (stacked checkpoint) == uninterrupted.
   vmap_seeds.train_seeds(cfg, seeds, tmp_path / 'resumed', stop_after=2)
   resumed = vmap_seeds.train_seeds(cfg, seeds, tmp_path / 'resumed')
   for a, b in zip(together, resumed):
-    for x, y in zip(jax.tree.leaves(a['state']), jax.tree.leaves(b['state'])):
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -222,6 +228,13 @@ def test_cli_errors_are_one_line(capsys):
       (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
         'model.ffn.kind=dense,moe', '--seeds', '0'], '--seeds'),
       (['nope.py:smoke', '--workdir', '/tmp/x', '--grid', 'a.b=1,2'], 'nope.py'),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kindd=dense,moe'], "did you mean 'kind'"),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kind=dense,moe', '--set', 'train.steps=abc'],
+       "--set: train.steps: expected an integer, got 'abc'"),
+      (['experiments/baseline_lm.py:smoke', '--workdir', '/tmp/x', '--grid',
+        'model.ffn.kind=dense,moe', '--set', 'train.stepz=3'], "did you mean 'steps'"),
   ]
   for argv, needle in cases:
     with pytest.raises(SystemExit) as e:

@@ -37,12 +37,12 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path, one_device):
                                  devices=one_device)
   assert part['preempted'] and part['steps'] == 3
   resumed = loop.train_and_evaluate(cfg, tmp_path / 'resumed', devices=one_device)
-  assert resumed['steps'] == 6 and not resumed['preempted']
+  assert resumed.metrics['steps'] == 6 and not resumed.metrics['preempted']
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               full['state'].params, resumed['state'].params)
+               full.state.params, resumed.state.params)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               full['state'].opt_state, resumed['state'].opt_state)
-  assert full['val_loss'] == resumed['val_loss']
+               full.state.opt_state, resumed.state.opt_state)
+  assert full.metrics['val_loss'] == resumed.metrics['val_loss']
   a = _next_batch_after(cfg, tmp_path / 'full')
   b = _next_batch_after(cfg, tmp_path / 'resumed')
   np.testing.assert_array_equal(a['inputs'], b['inputs'])
@@ -52,13 +52,13 @@ def test_outputs_metrics_and_accounting(tmp_path, one_device):
   out = loop.train_and_evaluate(_cfg(train={'eval_every': 3}), tmp_path, devices=one_device)
   lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [l['step'] for l in lines if 'loss' in l] == [2, 4, 6]
-  assert [h['step'] for h in out['history']] == [3, 6]
-  assert out['val_bpb'] > 0 and np.isfinite(out['val_loss'])
-  assert out['tokens'] == 6 * 8 * 16
+  assert [h['step'] for h in out.metrics['history']] == [3, 6]
+  assert out.metrics['val_bpb'] > 0 and np.isfinite(out.metrics['val_loss'])
+  assert out.metrics['tokens'] == 6 * 8 * 16
   # 6N + 12 * layers * L * attention width (PaLM App. B).
-  n_matmul = sum(x.size for x in jax.tree.leaves(out['state'].params) if x.ndim >= 2)
-  assert out['flops_per_token'] == 6 * n_matmul + 12 * 2 * 16 * 32
-  assert out['tokens_per_s'] > 0 and 0 < out['mfu']
+  n_matmul = sum(x.size for x in jax.tree.leaves(out.state.params) if x.ndim >= 2)
+  assert out.metrics['flops_per_token'] == 6 * n_matmul + 12 * 2 * 16 * 32
+  assert out.metrics['tokens_per_s'] > 0 and 0 < out.metrics['mfu']
   assert json.loads((tmp_path / 'final_metrics.json').read_text())['steps'] == 6
 
 
@@ -78,9 +78,9 @@ def test_nonfinite_skip_leaves_params_untouched(tmp_path, one_device):
   cfg = _cfg(train={'nonfinite': 'skip'})
   out = loop.train_and_evaluate(cfg, tmp_path, loss_fn=_nan_loss, devices=one_device)
   init = loop.build(cfg, devices=one_device).init(jax.random.key(cfg.train.seed))
-  assert out['steps'] == 6
+  assert out.metrics['steps'] == 6
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               out['state'].params, init.params)
+               out.state.params, init.params)
 
 
 @pytest.mark.parametrize('schedule', ['constant', 'cosine', 'wsd', 'two_stage'])
@@ -114,7 +114,7 @@ import json, sys
 from lattice.train import loop
 cfg = json.loads(sys.argv[2])
 out = loop.train_and_evaluate(cfg, sys.argv[1])
-print('RESULT', json.dumps({'steps': out['steps'], 'preempted': out['preempted']}))
+print('RESULT', json.dumps({'steps': out.metrics['steps'], 'preempted': out.metrics['preempted']}))
 '''
 
 

@@ -1,4 +1,6 @@
-"""Agents: the Generator interface, an OpenAI-compatible server and client, and the
-Mixture-of-Agents family (see generator.py, moa.py; the server is lattice.serve)."""
+"""Agents: the Generator interface, an OpenAI-compatible server and client, the
+Mixture-of-Agents family, tool calls (constrained decoding, grading, per-call FLOPs)
+and routing requests to specialists by clustering (see generator.py,
+moa.py, toolcall.py, calls.py, routing.py; the server is lattice.serve)."""
 
 from lattice.agents.generator import Generator, LatticeGenerator, OpenAIClient  # noqa: F401

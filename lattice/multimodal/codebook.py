@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice import config as config_lib
+from lattice.cluster import kmeans as _kmeans, nearest  # pylint: disable=unused-import
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data.tasks import shapes
 from lattice.multimodal import patches as patches_lib
@@ -39,29 +40,9 @@ def training_patches(f: config_lib.FrontendConfig, n_images: int = FIT_IMAGES,
   return p.reshape(-1, p.shape[-1])
 
 
-def nearest(x_TxQ, centroids_KxQ, xp=jnp):
-  """Index of the nearest centroid (squared Euclidean) for every row; `xp` is jnp
-  (in the model) or np (fitting, which also runs while `init` is being traced)."""
-  d_TxK = (xp.sum(x_TxQ * x_TxQ, -1, keepdims=True) - 2 * x_TxQ @ centroids_KxQ.T
-           + xp.sum(centroids_KxQ * centroids_KxQ, -1))
-  return xp.argmin(d_TxK, axis=-1).astype(xp.int32)
-
-
 def kmeans(x_TxQ: np.ndarray, k: int, iters: int = 15, seed: int = 0) -> np.ndarray:
-  """Lloyd's k-means from k distinct random rows; empty clusters keep their centre."""
-  x_TxQ = np.asarray(x_TxQ, np.float32)
-  rng = np.random.default_rng(seed)
-  uniq = np.unique(x_TxQ, axis=0)
-  c_KxQ = uniq[rng.choice(len(uniq), size=min(k, len(uniq)), replace=False)]
-  if len(c_KxQ) < k:  # fewer distinct patches than codes: repeat some
-    c_KxQ = c_KxQ[np.arange(k) % len(c_KxQ)]
-  for _ in range(iters):
-    assign_T = nearest(x_TxQ, c_KxQ, np)
-    sums_KxQ = np.zeros_like(c_KxQ)
-    np.add.at(sums_KxQ, assign_T, x_TxQ)
-    counts_K = np.bincount(assign_T, minlength=k)[:, None]
-    c_KxQ = np.where(counts_K > 0, sums_KxQ / np.maximum(counts_K, 1), c_KxQ)
-  return c_KxQ.astype(np.float32)
+  """The codebook's centres [K, Q]: `lattice.cluster.kmeans` from k distinct rows."""
+  return _kmeans(x_TxQ, k, iters=iters, seed=seed)[0]
 
 
 class Codebook(nn.Module):
@@ -74,4 +55,4 @@ class Codebook(nn.Module):
         kmeans(training_patches(self.f), self.f.codebook_size)))
     B, M, Q = patches_BxMxQ.shape
     x_TxQ = jax.lax.stop_gradient(patches_BxMxQ.reshape(B * M, Q).astype(jnp.float32))
-    return nearest(x_TxQ, centroids.value).reshape(B, M)
+    return nearest(x_TxQ, centroids.value, jnp).reshape(B, M)

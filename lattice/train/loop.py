@@ -13,7 +13,6 @@ anything is written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -31,12 +30,11 @@ from lattice import config as config_lib
 from lattice import models
 from lattice import sharding
 from lattice.data import pipeline, tokenizer as tokenizer_lib
-from lattice.train import artifacts, checkpoint, flops, optim, step as step_lib
+from lattice.train import checkpoint, flops, optim, step as step_lib
+from lattice.train import recorder as recorder_lib
+from lattice.train import rundir
+from lattice.train.recorder import NonFiniteError, Recorder, RunOutput  # pylint: disable=unused-import
 from lattice.train.state import TrainState
-
-
-class NonFiniteError(RuntimeError):
-  """Raised when a step's loss or gradient is NaN/Inf and train.nonfinite='stop'."""
 
 
 def resolve(cfg: config_lib.Config, tok=None) -> config_lib.Config:
@@ -163,72 +161,6 @@ class _Preemption:
       signal.signal(sig, previous)
 
 
-class _MetricsWriter:
-  """metrics.jsonl on process 0 (and TensorBoard when asked and installed)."""
-
-  def __init__(self, workdir: Path, tensorboard: bool):
-    self.path = workdir / 'metrics.jsonl'
-    self.enabled = jax.process_index() == 0
-    self.tb = None
-    if tensorboard and self.enabled:
-      try:
-        from tensorboardX import SummaryWriter  # optional dependency
-        self.tb = SummaryWriter(str(workdir / 'tb'))
-      except ImportError:
-        print('[lattice] train.tensorboard=True but tensorboardX is not installed; '
-              'writing metrics.jsonl only')
-
-  def rows(self) -> list[dict[str, Any]]:
-    if not self.path.exists():
-      return []
-    return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
-
-  def truncate_after(self, step: int) -> None:
-    """Drops the rows past `step` (the restored checkpoint's): those steps run again,
-    and would otherwise appear twice."""
-    if not self.enabled or not self.path.exists():
-      return
-    rows = self.rows()
-    kept = [r for r in rows if r.get('step', 0) <= step]
-    if len(kept) != len(rows):
-      self.path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
-
-  def eval_history(self) -> list[dict[str, float]]:
-    """The eval points already logged ({'step', val_loss, ...}), in step order: a
-    resumed run's history starts from them instead of from nothing."""
-    evals = {r['step']: {k: v for k, v in r.items() if k != 'wall_s'}
-             for r in self.rows() if 'val_loss' in r}
-    return [evals[k] for k in sorted(evals)]
-
-  def previous_wall_s(self) -> float:
-    """Wall time a resumed run had already spent (its last logged `wall_s`)."""
-    if not self.path.exists():
-      return 0.0
-    walls = [json.loads(l).get('wall_s', 0.0) for l in self.path.read_text().splitlines()
-             if l.strip()]
-    return max(walls, default=0.0)
-
-  def write(self, step: int, metrics: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    with self.path.open('a') as f:
-      f.write(json.dumps({'step': step, **metrics}) + '\n')
-    if self.tb is not None:
-      for k, v in metrics.items():
-        self.tb.add_scalar(k, v, step)
-
-
-def _progress(total: int, initial: int, enabled: bool):
-  if not enabled or jax.process_index() != 0:
-    return None
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, dynamic_ncols=True, desc='train')
-
-
-def _host(metrics: dict) -> dict[str, float]:
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
   """The checkpointable train iterator and the eval batches of `cfg`'s model family."""
   family = models.family_for(cfg.model)
@@ -315,11 +247,11 @@ def refuse_reshaped_workdir(workdir: Path, setup: Setup, **build_kwargs) -> None
   `model.*` fields (resuming would fail deep inside Orbax, and overwriting
   config.json would leave the old checkpoints unloadable)."""
   ckpt_dir = workdir / 'checkpoints'
-  if not (workdir / artifacts.CONFIG_FILE).is_file() or not ckpt_dir.is_dir() or not any(
+  if not (workdir / rundir.CONFIG_FILE).is_file() or not ckpt_dir.is_dir() or not any(
       p.name.isdigit() for p in ckpt_dir.iterdir()):
     return
   try:
-    stored = artifacts.load_config(workdir)
+    stored = rundir.load_config(workdir)
   except (ValueError, TypeError, config_lib.ConfigError):
     return  # an older schema; the checkpoint restore will judge the shapes
   old = _flat(dataclasses.asdict(stored.model))
@@ -336,41 +268,21 @@ def refuse_reshaped_workdir(workdir: Path, setup: Setup, **build_kwargs) -> None
       f'{changes}. Use a new --workdir, or delete this one to start over')
 
 
-def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
-                   train_loss: float) -> tuple[float, float]:
-  """When nothing trained in this session (the run had finished), the training
-  session's tokens/s and train loss from final_metrics.json, not an empty one's."""
-  previous = workdir / 'final_metrics.json'
-  if not trained and previous.exists():
-    before = json.loads(previous.read_text())
-    return (before.get('tokens_per_s', tokens_per_s),
-            before.get('train_loss', train_loss))
-  return tokens_per_s, train_loss
-
-
-def previous_peak(workdir: Path, trained: bool, peak: float) -> float:
-  """When nothing trained in this session, the matmul peak the training session's
-  MFU was computed with (a fresh measurement would change a finished run's MFU)."""
-  previous = workdir / 'final_metrics.json'
-  if not trained and previous.exists():
-    return json.loads(previous.read_text()).get('matmul_peak_flops', peak)
-  return peak
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
                        workdir: str | os.PathLike, *, stop_after: int | None = None,
-                       **build_kwargs) -> dict[str, Any]:
+                       **build_kwargs) -> RunOutput:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint) and evaluates.
 
   `stop_after=k` behaves as if SIGTERM arrived after step k (save, then return);
   `build_kwargs` go to `build` (e.g. `devices=` for a sub-mesh).
 
-  Returns the final metrics: val_loss, val_bpb, train_loss, params, flops_per_token,
-  tokens, tokens_per_s, mfu, wall_s, steps, preempted, and `history` (eval points).
+  Returns a RunOutput: the final metrics (val_loss, val_bpb, train_loss, params,
+  active_params, flops_per_token, train_flops, tokens, tokens_per_s, mfu, wall_s,
+  steps, preempted, `history` of eval points), the final state and the Setup.
   """
   cfg = config if isinstance(config, config_lib.Config) else config_lib.build(config)
   if cfg.train.init_from:
-    cfg = artifacts.with_model_of(cfg, cfg.train.init_from)
+    cfg = rundir.with_model_of(cfg, cfg.train.init_from)
   workdir = Path(workdir)
   t_start = time.perf_counter()
   tok = tokenizer_lib.ByteTokenizer()
@@ -379,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   refuse_reshaped_workdir(workdir, setup, **build_kwargs)
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    artifacts.save_config(workdir, cfg)
+    recorder_lib.save_config(workdir, cfg)
   family = models.family_for(cfg.model)
   train_iter, eval_batches = make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
@@ -392,84 +304,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     else:
       state = setup.init(jax.random.key(cfg.train.seed))
       if cfg.train.init_from:
-        state = state.replace(params=artifacts.load_params(
+        state = state.replace(params=rundir.load_params(
             cfg.train.init_from, setup.abstract_state.params))
         print(f'[lattice] started from the params of {cfg.train.init_from}')
-  n_params = flops.count_params(state.params)
   flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
       state.params, cfg.model, cfg.data.seq_len)
-  peak = cfg.train.flops_peak or flops.measure_matmul_peak()
-  writer = _MetricsWriter(workdir, cfg.train.tensorboard)
-  start_step = int(state.step)
-  writer.truncate_after(start_step)
-  t_start -= writer.previous_wall_s()  # wall_s counts every session of a resumed run
-  history = writer.eval_history()
-  recent: list[float] = []
-  tokens_seen = start_step * cfg.data.batch_size * cfg.data.seq_len
-  timed_tokens, timed_s = 0, 0.0
-  bar = _progress(cfg.train.steps, start_step, cfg.train.progress)
-
-  def on_step(step: int, m: dict[str, float], seconds: float, first: bool):
-    nonlocal tokens_seen, timed_tokens, timed_s
-    if not m['finite']:
-      bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(m[k])]
-      msg = (f'non-finite {", ".join(bad) or "value"} at step {step} '
-             f'(loss={m["loss"]}, grad_norm={m["grad_norm"]})')
-      if cfg.train.nonfinite == 'stop':
-        raise NonFiniteError(msg + '; the state was not updated and no checkpoint of '
-                             'it is written. Set train.nonfinite=skip to skip such steps.')
-      print(f'[lattice] skipped step: {msg}')
-    tokens = cfg.data.batch_size * cfg.data.seq_len
-    tokens_seen += tokens
-    if not first:  # the first step of a process includes compilation
-      timed_tokens += tokens
-      timed_s += seconds
-    recent.append(m['loss'])
-    del recent[:-50]
-    if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-      tps = timed_tokens / timed_s if timed_s else 0.0
-      writer.write(step, {**m, 'tokens_per_s': tps, 'mfu': tps * flops_per_token / peak,
-                          'wall_s': time.perf_counter() - t_start})
-    if bar is not None:
-      bar.update(1)
-      bar.set_postfix(loss=f'{m["loss"]:.3f}',
-                      tok_s=f'{timed_tokens / timed_s:.0f}' if timed_s else '-')
-
-  def on_eval(step: int, state):
-    history.append({'step': step, **evaluate(setup, state, eval_batches)})
-    writer.write(step, history[-1])
+  recorder = Recorder(
+      cfg, [cfg.train.seed], [workdir], flops_per_token=flops_per_token,
+      peak=cfg.train.flops_peak or flops.measure_matmul_peak(),
+      start_step=int(state.step), t_start=t_start, stacked=False)
 
   state, final_step, preempted = run_steps(
       cfg, setup.mesh, state, setup.train_step, train_iter, ckpt,
-      on_step=lambda step, m, seconds, first: on_step(step, _host(m), seconds, first),
-      on_eval=on_eval, stop_after=stop_after, bar=bar)
+      on_step=recorder.on_step,
+      on_eval=lambda step, st: recorder.on_eval(
+          step, [evaluate(setup, st, eval_batches)]),
+      stop_after=stop_after, bar=recorder.bar)
 
   final = evaluate(setup, state, eval_batches) if not preempted else {}
-  if final and (not history or history[-1]['step'] != final_step):
-    history.append({'step': final_step, **final})
-    writer.write(final_step, {**final, 'wall_s': time.perf_counter() - t_start})
-  tps = timed_tokens / timed_s if timed_s else 0.0
-  train_loss = float(np.mean(recent)) if recent else float('nan')
-  tps, train_loss = previous_final(workdir, bool(timed_s), tps, train_loss)
-  peak = previous_peak(workdir, bool(timed_s), peak)
-  result = {
-      **final,
-      'train_loss': train_loss,
-      'params': n_params,
-      'active_params': flops.active_params(state.params, cfg.model),
-      'flops_per_token': flops_per_token,
-      'train_flops': flops_per_token * tokens_seen,
-      'tokens': tokens_seen,
-      'tokens_per_s': tps,
-      'matmul_peak_flops': peak,
-      'mfu': tps * flops_per_token / peak,
-      'wall_s': time.perf_counter() - t_start,
-      'steps': final_step,
-      'preempted': preempted,
-      'history': history,
-  }
-  if jax.process_index() == 0:
-    (workdir / 'final_metrics.json').write_text(json.dumps(result, indent=1))
-  result['state'] = state
-  result['setup'] = setup
-  return result
+  counts = {'params': flops.count_params(state.params),
+            'active_params': flops.active_params(state.params, cfg.model)}
+  return recorder.finish(final_step, [final], preempted, [counts], [state], setup)[0]

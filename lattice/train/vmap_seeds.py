@@ -19,21 +19,21 @@ Shape legend: S seeds.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lattice import config as config_lib
 from lattice import models
 from lattice import sharding
 from lattice.data import tokenizer as tokenizer_lib
-from lattice.train import artifacts, checkpoint, flops, loop, step as step_lib
+from lattice.train import checkpoint, flops, loop, step as step_lib
+from lattice.train import recorder as recorder_lib
+from lattice.train.recorder import Recorder, RunOutput
 
 
 def _stacked(s: NamedSharding) -> NamedSharding:
@@ -77,14 +77,15 @@ def _evaluate(setup: loop.Setup, eval_step, state, batches, n_seeds: int
 
 def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *,
                 seed_dirs: list[str | Path] | None = None,
-                stop_after: int | None = None) -> list[dict[str, Any]]:
+                stop_after: int | None = None) -> list[RunOutput]:
   """Trains `cfg` once per seed, all seeds in one vmapped step; resumes from workdir.
 
   The stacked checkpoints go to `workdir/checkpoints`, each seed's files to
   `seed_dirs` (default `workdir/seed_<k>`).
 
-  Returns one dict per seed with the keys `loop.train_and_evaluate` returns (its
-  `state` is that seed's unstacked TrainState, `setup` the shared one-seed Setup).
+  Returns one RunOutput per seed, as `loop.train_and_evaluate` does (its `state` is
+  that seed's unstacked TrainState, `setup` the shared one-seed Setup; its metrics
+  add `vmapped_seeds`). Raises ConfigError for repeated or no seeds.
   """
   workdir = Path(workdir)
   seeds = [int(s) for s in seeds]
@@ -99,11 +100,10 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       workdir / f'seed_{s}' for s in seeds]
   if len(seed_dirs) != n:
     raise ValueError(f'train_seeds: {len(seed_dirs)} seed_dirs for {n} seeds')
-  primary = jax.process_index() == 0
   for s, d in zip(seeds, seed_dirs):
     d.mkdir(parents=True, exist_ok=True)
-    if primary:
-      artifacts.save_config(d, config_lib.replace(cfg, **{'train.seed': s}))
+    if jax.process_index() == 0:
+      recorder_lib.save_config(d, config_lib.replace(cfg, **{'train.seed': s}))
   family = models.family_for(cfg.model)
   train_iter, eval_batches = loop.make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
@@ -115,87 +115,25 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
       state = fns['init'](keys)
   params0 = unstack(state.params, 0)
-  n_params = flops.count_params(params0)
   flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
       params0, cfg.model, cfg.data.seq_len)
-  peak = cfg.train.flops_peak or flops.measure_matmul_peak()
-  writers = [loop._MetricsWriter(d, cfg.train.tensorboard) for d in seed_dirs]  # pylint: disable=protected-access
-  start_step = int(state.step[0])
-  for w in writers:  # rows past the restored step run again: never twice in the log
-    w.truncate_after(start_step)
-  t_start -= n * writers[0].previous_wall_s()
-  histories = [w.eval_history() for w in writers]
-  recent: list[np.ndarray] = []
-  tokens = cfg.data.batch_size * cfg.data.seq_len
-  tokens_seen = start_step * tokens
-  timed_tokens, timed_s = 0, 0.0
-  bar = loop._progress(cfg.train.steps, start_step, cfg.train.progress)  # pylint: disable=protected-access
-
-  def on_step(step: int, m: dict[str, np.ndarray], seconds: float, first: bool):
-    nonlocal tokens_seen, timed_tokens, timed_s
-    bad = [s for s, ok in zip(seeds, m['finite']) if not ok]
-    if bad:
-      msg = f'non-finite loss or gradient at step {step} for seeds {bad}'
-      if cfg.train.nonfinite == 'stop':
-        raise loop.NonFiniteError(msg + '; the state was not updated and no checkpoint '
-                                  'of it is written. Set train.nonfinite=skip to skip '
-                                  'such steps.')
-      print(f'[lattice] skipped step: {msg}')
-    tokens_seen += tokens
-    if not first:
-      timed_tokens += tokens
-      timed_s += seconds
-    recent.append(m['loss'])
-    del recent[:-50]
-    if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-      tps = timed_tokens / timed_s if timed_s else 0.0
-      wall = (time.perf_counter() - t_start) / n
-      for i, w in enumerate(writers):
-        w.write(step, {**{k: float(v[i]) for k, v in m.items()}, 'tokens_per_s': tps,
-                       'mfu': n * tps * flops_per_token / peak, 'wall_s': wall})
-    if bar is not None:
-      bar.update(1)
-      bar.set_postfix(loss=f'{float(np.mean(m["loss"])):.3f}',
-                      tok_s=f'{n * timed_tokens / timed_s:.0f}' if timed_s else '-')
-
-  def on_eval(step: int, state):
-    for h, w, ev in zip(histories, writers, _evaluate(
-        setup, fns['eval_step'], state, eval_batches, n)):
-      h.append({'step': step, **ev})
-      w.write(step, h[-1])
+  recorder = Recorder(
+      cfg, seeds, seed_dirs, flops_per_token=flops_per_token,
+      peak=cfg.train.flops_peak or flops.measure_matmul_peak(),
+      start_step=int(state.step[0]), t_start=t_start, stacked=True)
 
   state, final_step, preempted = loop.run_steps(
       cfg, setup.mesh, state, fns['train_step'], train_iter, ckpt,
-      on_step=lambda step, m, seconds, first: on_step(
-          step, {k: np.asarray(v) for k, v in jax.device_get(m).items()}, seconds, first),
-      on_eval=on_eval, stop_after=stop_after, bar=bar)
+      on_step=recorder.on_step,
+      on_eval=lambda step, st: recorder.on_eval(
+          step, _evaluate(setup, fns['eval_step'], st, eval_batches, n)),
+      stop_after=stop_after, bar=recorder.bar)
 
   finals = (_evaluate(setup, fns['eval_step'], state, eval_batches, n)
             if not preempted else [{} for _ in seeds])
-  wall = (time.perf_counter() - t_start) / n
-  tps = timed_tokens / timed_s if timed_s else 0.0
-  train_loss = (np.mean(np.stack(recent), axis=0) if recent
-                else np.full((n,), np.nan))
-  outs = []
-  for i, (s, d) in enumerate(zip(seeds, seed_dirs)):
-    final, history = finals[i], histories[i]
-    if final and (not history or history[-1]['step'] != final_step):
-      history.append({'step': final_step, **final})
-      writers[i].write(final_step, {**final, 'wall_s': wall})
-    seed_tps, seed_loss = loop.previous_final(d, bool(timed_s), tps, float(train_loss[i]))
-    seed_peak = loop.previous_peak(d, bool(timed_s), peak)
-    params = unstack(state.params, i)
-    result = {
-        **final, 'train_loss': seed_loss, 'params': n_params,
-        'active_params': flops.active_params(params, cfg.model),
-        'flops_per_token': flops_per_token, 'train_flops': flops_per_token * tokens_seen,
-        'tokens': tokens_seen, 'tokens_per_s': seed_tps, 'matmul_peak_flops': seed_peak,
-        'mfu': n * seed_tps * flops_per_token / seed_peak, 'wall_s': wall, 'steps': final_step,
-        'preempted': preempted, 'history': history, 'vmapped_seeds': seeds,
-    }
-    if primary:
-      (d / 'final_metrics.json').write_text(json.dumps(result, indent=1))
-    result['state'] = unstack(state, i)
-    result['setup'] = setup
-    outs.append(result)
-  return outs
+  n_params = flops.count_params(params0)
+  counts = [{'params': n_params,
+             'active_params': flops.active_params(unstack(state.params, i), cfg.model),
+             'extra': {'vmapped_seeds': seeds}} for i in range(n)]
+  return recorder.finish(final_step, finals, preempted, counts,
+                         [unstack(state, i) for i in range(n)], setup)

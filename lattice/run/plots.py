@@ -7,10 +7,12 @@ no global figure state, no GUI backend, nothing ever shown.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
-import sys
-from typing import Sequence
+from typing import Any, Sequence
+
+from lattice.run.records import is_primary_process
 
 _FIGSIZE = (5.5, 3.6)
 _DPI = 130
@@ -23,12 +25,6 @@ def _new_figure():
   fig = Figure(figsize=_FIGSIZE, dpi=_DPI)
   FigureCanvasAgg(fig)
   return fig
-
-
-def is_primary_process() -> bool:
-  """False on every process but 0 of a jax.distributed run (they must not write)."""
-  jax = sys.modules.get('jax')  # never import jax here: this module stays cheap
-  return jax is None or jax.process_index() == 0
 
 
 def _save(fig, path: str | os.PathLike[str]) -> str:
@@ -106,3 +102,16 @@ def plot_bars(path: str | os.PathLike[str], values: dict[str, float],
   ax.set_title(title)
   ax.grid(True, axis='y', alpha=0.3)
   return _save(fig, path)
+
+
+def plot_ablation(path: str | pathlib.Path, arms: list,
+                  analysis: dict[str, Any]) -> str:
+  """Bars of the metric per arm; error bars: half the CI of Δ vs the baseline."""
+  metric = analysis['metric']
+  values = {a.name: a.metrics[metric]['mean'] for a in arms if metric in a.metrics}
+  errors = {}
+  for name in values:
+    d = analysis['diffs'].get(name)
+    errors[name] = 0.0 if not d or math.isnan(d['lo']) else (d['hi'] - d['lo']) / 2
+  return plot_bars(path, values, errors, ylabel=metric,
+                           title=f'{metric} per arm (bars: CI of Δ vs baseline)')

@@ -1,0 +1,67 @@
+"""A run directory's config and params, read without building a model or a loop.
+
+`config.json` (the typed, resolved Config that `train_and_evaluate` writes) and the
+params of a checkpoint: what `train.init_from=RUN` (fine-tuning an imported model),
+the reshaped-workdir check and `lattice.train.artifacts.load_run` need. Nothing here
+imports the train loop, so the loop can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from lattice import config as config_lib
+from lattice.train import checkpoint
+from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
+
+
+def load_config(workdir: str | os.PathLike) -> config_lib.Config:
+  path = Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f'{path}: no such file; is {workdir} a lattice training '
+                            f'directory (written by lattice.train.loop)?')
+  return config_lib.build(json.loads(path.read_text()))
+
+
+def with_model_of(cfg: config_lib.Config, run: str | os.PathLike) -> config_lib.Config:
+  """`cfg` with the model section of the run in `run` (train.init_from)."""
+  path = Path(run) / CONFIG_FILE
+  if not path.is_file():
+    raise config_lib.ConfigError(f'train.init_from: {path} does not exist (expected a '
+                                 f'lattice run, e.g. from `lattice convert hf`)')
+  model = load_config(run).model
+  try:
+    return config_lib.validate(dataclasses.replace(cfg, model=model))
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'train.init_from: the model of {run} does not fit '
+                                 f'this config: {e}') from None
+
+
+def load_params(run: str | os.PathLike, abstract_params: Any, step: int | None = None
+                ) -> Any:
+  """The params of the run in `run` (latest step by default), restored onto the
+  shapes, dtypes and shardings of `abstract_params` (ShapeDtypeStructs); the rest of
+  its train state (optimizer, step) is not read."""
+  directory = Path(run).absolute() / 'checkpoints'
+  steps = sorted(int(p.name) for p in directory.glob('*') if p.name.isdigit()) \
+      if directory.is_dir() else []
+  if not steps or (step is not None and step not in steps):
+    raise config_lib.ConfigError(f'train.init_from: no checkpoint'
+                                 f'{"" if step is None else f" at step {step}"} in '
+                                 f'{directory}')
+  step_dir = directory / str(steps[-1] if step is None else step)
+  problem = checkpoint.verify(step_dir)
+  if problem is not None:
+    raise checkpoint.CorruptCheckpointError(f'train.init_from: {step_dir}: {problem}')
+  item = {'params': abstract_params}
+  with ocp.PyTreeCheckpointer() as ckptr:
+    restored = ckptr.restore(step_dir / 'state', args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  return restored['params']
