@@ -20,7 +20,8 @@ import jax
 import pytest
 
 from lattice import config as config_lib
-from lattice import results
+from lattice.run import records as results
+from lattice.run import stats
 from lattice.train import checkpoint, loop
 
 from conftest import tiny_config
@@ -145,7 +146,7 @@ def test_result_files_are_readable_by_others(tmp_path):
   try:
     results.Result(experiment='e', paper={'title': 't', 'arxiv': '0000.00000'},
                    claim='c', mode='smoke', checks=[],
-                   arms=[results.Arm('a', {}, results.aggregate([{'loss': 1.0}]),
+                   arms=[results.Arm('a', {}, stats.aggregate([{'loss': 1.0}]),
                                      params=1)],
                    headline={'paper': 'p', 'ours': 'o'},
                    env={'jax': '0', 'backend': 'cpu', 'device_count': 1,
