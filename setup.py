@@ -24,7 +24,11 @@ setup(
                                     'benchmarks.*']),
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest>=8.0', 'chex>=0.1.90'],
+        # jsonschema + its format-checker extras: the reference validator of the
+        # constrained-decoding tests.
+        'test': ['pytest>=8.0', 'chex>=0.1.90', 'jsonschema[format-nongpl]>=4.20'],
+        # Other constrained-decoding engines, compared by benchmarks.constrained_decode.
+        'bench': ['llguidance>=1.0', 'xgrammar>=0.2.9', 'outlines-core>=0.2.14'],
         'tensorboard': ['tensorboardX>=2.6'],
         'hf': ['datasets>=2.19'],
     },

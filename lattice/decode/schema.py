@@ -28,8 +28,7 @@ _KEYWORDS = {
 TYPES = tuple(_KEYWORDS)
 
 
-class SchemaError(ValueError):
-  """A schema outside the supported subset; the message names the keyword."""
+from lattice.decode.jsonschema.resolve import SchemaError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def check_supported(schema: Any, where: str = '$') -> None:
