@@ -179,21 +179,35 @@ class _Nfa:
   def _embed(self, dfa: Dfa, json_escape: bool, start: int) -> int:
     ids = [start] + [self.state() for _ in range(dfa.n_states - 1)]
     end = self.state()
-    for s in range(dfa.n_states):
+    n_cls = dfa.delta_SxC.shape[1]
+    cls_mask = [0] * n_cls
+    for b, c in enumerate(dfa.byte_class.tolist()):
+      cls_mask[c] |= 1 << b
+    special = [cls_mask[c] & _ESCAPED_MASK if json_escape else 0 for c in range(n_cls)]
+    for s, row in enumerate(dfa.delta_SxC.tolist()):
       if dfa.accepting[s]:
         self.eps[ids[s]].append(end)
       masks: dict[int, int] = {}
-      for b in range(256):
-        t = int(dfa.delta_SxC[s, dfa.byte_class[b]])
-        if t >= 0:
-          if json_escape and b in JSON_ESCAPE:
-            mid = self.build(lit(JSON_ESCAPE[b][:-1]), ids[s])
-            self.edges[mid].append((1 << JSON_ESCAPE[b][-1], ids[t]))
-          else:
-            masks[t] = masks.get(t, 0) | (1 << b)
+      for c, t in enumerate(row):
+        if t < 0:
+          continue
+        masks[t] = masks.get(t, 0) | (cls_mask[c] & ~special[c])
+        for b in _bits(special[c]):
+          mid = self.build(lit(JSON_ESCAPE[b][:-1]), ids[s])
+          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], ids[t]))
       for t, m in masks.items():
-        self.edges[ids[s]].append((m, ids[t]))
+        if m:
+          self.edges[ids[s]].append((m, ids[t]))
     return end
+
+
+def _bits(mask: int) -> list[int]:
+  out = []
+  while mask:
+    low = mask & -mask
+    out.append(low.bit_length() - 1)
+    mask ^= low
+  return out
 
 
 def _is_char(node: Node) -> bool:

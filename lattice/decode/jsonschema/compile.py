@@ -18,6 +18,7 @@ one it requires that the branch never writes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -269,6 +270,16 @@ class Compiler:
     except automaton.RegexError:
       return None
 
+  def minimal(self, node: Node) -> Node:
+    """`node` as its own minimal DFA, embedded: the parent's subset construction
+    and minimisation then see each member at its minimal size."""
+    if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
+      return node
+    try:
+      return automaton.embed(automaton.to_dfa(node, self.opts.limits))
+    except automaton.LimitError as e:
+      raise SchemaError('', 'schema', str(e)) from e
+
   def t_array(self, s, where, depth):
     from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
     return containers.array(self, s, where, depth)
@@ -279,16 +290,25 @@ class Compiler:
 
   def any_value(self, depth: int) -> Node:
     """Any JSON value nesting at most `depth` containers (compact, no \\u escapes)."""
-    scalar = alt(lit('null'), lit('true'), lit('false'), numbers.NUMBER,
-                 cat(lit('"'), rep(JSON_CHAR, 0, None), lit('"')))
-    if depth <= 0:
-      return scalar
-    inner = self.any_value(depth - 1)
-    key = cat(lit('"'), rep(one(_KEY_CHAR), 0, None), lit('"'), lit(':'))
-    obj = cat(lit('{'), rep(cat(key, inner, rep(cat(lit(','), key, inner), 0, None)), 0, 1),
-              lit('}'))
-    arr = cat(lit('['), rep(cat(inner, rep(cat(lit(','), inner), 0, None)), 0, 1), lit(']'))
-    return alt(scalar, arr, obj)
+    return _any_value(depth)
+
+
+def _any_value_node(depth: int) -> Node:
+  scalar = alt(lit('null'), lit('true'), lit('false'), numbers.NUMBER,
+               cat(lit('"'), rep(JSON_CHAR, 0, None), lit('"')))
+  if depth <= 0:
+    return scalar
+  inner = _any_value(depth - 1)
+  key = cat(lit('"'), rep(one(_KEY_CHAR), 0, None), lit('"'), lit(':'))
+  obj = cat(lit('{'), rep(cat(key, inner, rep(cat(lit(','), key, inner), 0, None)), 0, 1),
+            lit('}'))
+  arr = cat(lit('['), rep(cat(inner, rep(cat(lit(','), inner), 0, None)), 0, 1), lit(']'))
+  return alt(scalar, arr, obj)
+
+
+@functools.lru_cache(maxsize=8)
+def _any_value(depth: int) -> Node:
+  return automaton.embed(automaton.to_dfa(_any_value_node(depth)))
 
 
 def _portable(pattern: str) -> Node:

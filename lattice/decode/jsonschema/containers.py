@@ -50,6 +50,8 @@ def array(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
       break
   m = len(pnodes)
   item = None if items is False else comp.node(items, ptr(where, 'items'), depth + 1)
+  item = None if item is None else comp.minimal(item)
+  pnodes = [comp.minimal(n) if n is not None else None for n in pnodes]
   if item is None:
     if lo > m:
       return None
@@ -131,7 +133,7 @@ def obj(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
       if is_req:
         return None
       continue
-    members.append((cat(_key_lit(name), value), is_req))
+    members.append((cat(_key_lit(name), comp.minimal(value)), is_req))
   if len(req) < lo or (hi is not None and len(req) > hi):
     return None
   if hi is not None:  # Keep required members and the first optional ones.

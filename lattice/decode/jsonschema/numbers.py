@@ -41,6 +41,8 @@ def _same_len(lo: str, hi: str) -> Node:
   """Digit strings of one length between lo and hi (inclusive, lo <= hi)."""
   if not lo:
     return EPS
+  if set(lo) == {'0'} and set(hi) == {'9'}:  # Any digits: keeps the split linear.
+    return rep(_D, len(lo), len(lo))
   if lo[0] == hi[0]:
     return cat(lit(lo[0]), _same_len(lo[1:], hi[1:]))
   n = len(lo) - 1
