@@ -78,6 +78,10 @@ GROUPS = [
                                  {'type': 'object', 'properties': {'k': {'const': 'b'}},
                                   'required': ['k']}]},
      ['{"k":"a","v":1}', '{"k":"b"}'], ['{"k":"c"}']),
+    ('oneOf by required', {'type': 'object', 'properties': {
+        'side': {'type': 'integer'}, 'radius': {'type': 'integer'}},
+        'oneOf': [{'required': ['side']}, {'required': ['radius']}]},
+     ['{"side":1}', '{"radius":2}'], ['{"side":1,"radius":2}', '{}']),
     ('prefixItems', {'type': 'array', 'prefixItems': [{'type': 'string'}, {'type': 'integer'}],
                      'items': False, 'minItems': 1},
      ['["a"]', '["a",1]'], ['[]', '[1]', '["a",1,2]']),

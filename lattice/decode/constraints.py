@@ -5,8 +5,9 @@ Shape legend: S automaton states (padded), V vocabulary (the model's logits widt
 The approach is Outlines' (Willard & Louf 2023, arXiv 2307.09702): a JSON schema
 becomes a regular expression over bytes under a fixed whitespace policy (none:
 `json.dumps(separators=(',', ':'))`, object keys in schema order, optional keys
-may be left out), the regex a minimal DFA (`lattice.decode.automaton`), and the
-DFA an index: for every state s and token v, walking v's bytes from s gives the
+may be left out; coverage in `lattice.decode.jsonschema`), the regex a DFA
+(`lattice.decode.automaton`, linear in its size: counted repetition unrolled at
+the DFA level, optional members as a chain), and the DFA an index: for every state s and token v, walking v's bytes from s gives the
 next state or a rejection. `TokenIndex` stores that as two dense tables that the
 jitted sampler gathers one row of per step (`lattice.decode.sampling.generate`,
 argument `constraint`):
@@ -20,6 +21,10 @@ generation of `max_new_tokens` always ends in an accepting state, with EOS or at
 the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
+
+`compile_schema` caches per (schema, Options); `Options.limits` caps DFA states
+and seconds. Every unsupported, malformed or over-cap schema raises `SchemaError`
+(a ValueError naming the keyword and JSON pointer) — the server's 400.
 """
 
 from __future__ import annotations
@@ -220,12 +225,17 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
                     min_tokens=int(dist[0]))
 
 
-def for_schema(schema: dict, vocab: Sequence[bytes | None] | None = None,
-               **kwargs: Any) -> TokenIndex:
-  """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default)."""
-  return build_index(compile_schema(schema), vocab, **kwargs)
+def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
+               options: Options = Options(), **kwargs: Any) -> TokenIndex:
+  """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default).
+
+  Raises SchemaError (unsupported/malformed/over the caps) or ValueError (no
+  token sequence of `vocab` spells a match).
+  """
+  return build_index(compile_schema(schema, options), vocab, **kwargs)
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,
               **kwargs: Any) -> TokenIndex:
+  """`re.fullmatch` regex -> DFA -> TokenIndex; raises `automaton.RegexError`."""
   return build_index(automaton.compile_regex(pattern), vocab, **kwargs)

@@ -132,9 +132,15 @@ class Compiler:
     if not isinstance(subs, list) or not subs:
       raise SchemaError(where, key, 'expected a non-empty array')
     base = {k: v for k, v in s.items() if k != key}
+    original, subs = subs, list(subs)
     if key == 'oneOf':
-      keep = [i for i, b in enumerate(subs)
-              if all(j == i or _excludes(self, b, c, base) for j, c in enumerate(subs))]
+      keep = []
+      for i, b in enumerate(original):
+        # Against the branches as written (never the narrowed ones).
+        b = self._exclusive(b, [c for j, c in enumerate(original) if j != i], base, where)
+        if b is not None:
+          subs[i] = b
+          keep.append(i)
       if not keep:
         raise SchemaError(where, 'oneOf', 'no branch provably excludes the others')
     else:
@@ -146,6 +152,27 @@ class Compiler:
                              depth))
     parts = [p for p in parts if p is not None]
     return alt(*parts) if parts else None
+
+  def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
+    """Branch `b`, narrowed so that nothing written validates against `others`
+    (a name another branch requires is never written), or None if unprovable."""
+    drops = {}
+    for c in others:
+      if _excludes(self, b, c, base):
+        continue
+      bd, cd = self.deref(b, where), self.deref(c, where)
+      if not isinstance(bd, dict) or not isinstance(cd, dict):
+        return None
+      mine = set(bd.get('required', [])) | set(base.get('required', []))
+      names = [q for q in cd.get('required', []) if isinstance(q, str) and q not in mine]
+      if not names:
+        return None
+      drops[names[0]] = False
+    if not drops:
+      return b
+    narrowed = merge(self.deref(b, where), {'properties': drops}, where)
+    ok = all(_excludes(self, narrowed, c, base) for c in others)
+    return narrowed if ok else None
 
   # -- types -----------------------------------------------------------------------------
   def typed(self, s: dict, where: str, depth: int) -> Node | None:

@@ -86,9 +86,10 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
         and not c.get('patternProperties')):
       return True
   b_extra = bool(b.get('patternProperties')) or b.get('additionalProperties', True) \
-      not in (False, True, {}) or comp.opts.extra_properties or not b_props
+      not in (False, True, {}) or (b.get('additionalProperties', True) is not False and (
+          comp.opts.extra_properties or not b_props))
   if not b_extra:
     for q in c.get('required', []):
-      if q not in b_props and q not in b.get('required', []):
+      if (q not in b_props or b_props[q] is False) and q not in b.get('required', []):
         return True
   return False
