@@ -33,11 +33,6 @@ def available() -> list[str]:
   return [k for k, m in _MODULES.items() if importlib.util.find_spec(m) is not None]
 
 
-def _special(i: int) -> str:
-  return tok_lib.SPECIAL_NAMES.get(i, f'<reserved_{i}>') if hasattr(
-      tok_lib, 'SPECIAL_NAMES') else f'<special_{i}>'
-
-
 class Lattice:
   """lattice: schema -> DFA -> token tables; the mask is a table row."""
   name = 'lattice'
@@ -117,11 +112,9 @@ class Xgrammar:
     return self.xgr.GrammarMatcher(g)
 
   def allowed(self, g, m) -> np.ndarray:
-    import torch  # pylint: disable=g-import-not-at-top
     bitmask = self.xgr.allocate_token_bitmask(1, V)
     m.fill_next_token_bitmask(bitmask)
     bits = bitmask.numpy().view(np.uint32).reshape(-1)
-    del torch
     return np.unpackbits(bits.view(np.uint8), bitorder='little')[:V].astype(bool)
 
   def advance(self, g, m, token: int):
