@@ -100,6 +100,8 @@ def merge(a: Any, b: Any, where: str) -> Any:
       out[k] = v
       continue
     u = out[k]
+    if k not in ASSERTIONS:
+      continue  # Annotations and unknown keywords: nothing to reconcile.
     if k in ('minimum', 'minLength', 'minItems', 'minProperties', 'exclusiveMinimum') \
         and not isinstance(u, bool) and not isinstance(v, bool):
       out[k] = max(u, v)
