@@ -60,8 +60,13 @@ setup(
         'test': ['pytest>=8.0', 'chex>=0.1.90', 'openai>=1.40', 'httpx>=0.27',
                  'torch==2.13.0', 'transformers>=5.24.0', 'safetensors>=0.8.0',
                  # datasets: HF streaming sources; lm_eval: the harness adapter.
-                 'datasets>=2.19', 'lm_eval>=0.4.9'],
+                 'datasets>=2.19', 'lm_eval>=0.4.9',
+                 # jsonschema + its format-checker extras: the reference validator
+                 # of the constrained-decoding tests.
+                 'jsonschema[format-nongpl]>=4.20'],
         'eval': ['lm_eval>=0.4.9'],
+        # Other constrained-decoding engines, compared by benchmarks.constrained_decode.
+        'bench': ['llguidance>=1.0', 'xgrammar>=0.2.9', 'outlines-core>=0.2.14'],
         'tensorboard': ['tensorboardX>=2.6'],
         # datasets for data.source=hf; safetensors to import/export HF checkpoints
         # (lattice convert); transformers only to load exported models back.

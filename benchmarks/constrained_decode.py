@@ -1,6 +1,21 @@
-r"""Constrained decoding: per-token cost of the state-indexed mask, and index build time.
+r"""Constrained decoding: per-token cost of the in-graph mask, build time, and engines compared.
 
   python -m benchmarks.constrained_decode [--batch 1,8] [--new_tokens 128] [--json out.json]
+  python -m benchmarks.constrained_decode --compare_only --schemas DIR [--sample 300]
+      [--engines lattice,llguidance,xgrammar,outlines] [--json out.json]
+
+Engine comparison (`benchmarks.constrained_compare`, engines in
+`benchmarks.constrained_engines`): every engine compiles the same schemas for the
+same byte vocabulary, each in a worker process with a per-schema timeout, then
+walks its own masks at random; finished outputs are checked with `jsonschema` and
+its format checker. Printed per subset and engine: coverage %, compile ms median
+and p95, host-side mask µs per token, invalid and non-UTF-8 outputs. Without
+`--schemas` it runs on the committed hand-written set
+(`benchmarks/data/constrained_schemas.json`: the keyword groups of
+tests/jsonschema_test.py, the tool-call schema, 20 optional properties, maxLength
+5000, a pydantic model). `--schemas DIR`: each subfolder of DIR is a subset of
+one-schema `.json` files (JSONSchemaBench's `data/<subset>/` layout), `--sample N`
+seeded per subset. Missing engines (`pip install 'lattice[bench]'`) are skipped.
 
 Same process, same random model (d_model 128, 2 layers, byte vocabulary padded to
 384), same prompts and length: `lattice.decode.sampling.generate` without and with
@@ -21,7 +36,9 @@ the tool-call schema without the constraint.
 Goal: mask overhead < 100 µs per token on CPU (anchors: llguidance ~50 µs per
 mask, XGrammar). `--json PATH` writes {"mask_overhead_us_per_token" (batch 1),
 "valid_fraction", "unconstrained_valid_fraction", "mask_only_us_per_step",
-"rows", "schemas", settings}.
+"rows", "schemas", settings, "comparison": {subset: {engine: {"coverage",
+"compile_ms_median", "compile_ms_p95", "mask_us_median", "outputs_checked",
+"invalid_outputs", "non_utf8_outputs", "schemas_with_invalid", "top_errors"}}}}.
 """
 
 from __future__ import annotations
@@ -32,12 +49,14 @@ import json
 import random
 import statistics
 import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import constrained_compare, constrained_engines
 from lattice import config as config_lib
 from lattice.agents import toolcall
 from lattice.data import tokenizer as tok_lib
@@ -127,7 +146,25 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=15)
   parser.add_argument('--random_schemas', type=int, default=8)
   parser.add_argument('--json', default=None)
+  parser.add_argument('--schemas', default=None, help='JSONSchemaBench-style data dir')
+  parser.add_argument('--sample', type=int, default=300, help='schemas per subset')
+  parser.add_argument('--engines', default='lattice,llguidance,xgrammar,outlines')
+  parser.add_argument('--walks', type=int, default=5, help='random walks per schema')
+  parser.add_argument('--max_tokens', type=int, default=256)
+  parser.add_argument('--timeout', type=float, default=30.0, help='s per schema')
+  parser.add_argument('--compare_only', action='store_true')
   args = parser.parse_args(argv)
+  engines = [e for e in args.engines.split(',') if e in constrained_engines.available()]
+  path = args.schemas or Path(__file__).parent / 'data' / 'constrained_schemas.json'
+  comparison = constrained_compare.compare(
+      constrained_compare.load_schemas(path, args.sample), engines, args.walks,
+      args.max_tokens, args.timeout)
+  if args.compare_only:
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump({'comparison': comparison, 'engines': engines, 'schemas': str(path),
+                   'sample': args.sample, 'walks': args.walks}, f, indent=1)
+    return
   N = args.new_tokens
   examples = toolcalls.generate(max(int(b) for b in args.batch.split(',')), 0, 'test')
   tok = tok_lib.ByteTokenizer()
@@ -186,6 +223,7 @@ def main(argv=None):
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({**summary, 'rows': rows, 'schemas': schemas, 'new_tokens': N,
+                 'comparison': comparison, 'engines': engines,
                  'device': jax.devices()[0].device_kind, 'backend': jax.default_backend()},
                 f, indent=1)
 

@@ -1,307 +1,57 @@
-"""Regular languages over bytes: regex syntax -> AST -> NFA -> minimal DFA.
+"""Regular languages over bytes: regex AST -> NFA -> DFA, in time linear in the result.
 
 Shape legend: S DFA states, C byte classes.
 
 The constrained decoder (`lattice.decode.constraints`) needs a deterministic
-automaton over the bytes a tokenizer emits. Patterns are read as Python regexes
-over *characters* (with `re.ASCII` meaning for \\d \\w \\s) and every character is
-matched as its UTF-8 bytes, so `.` and negated classes accept any valid UTF-8
-character and the automaton only ever accepts valid UTF-8. Matching is whole-string
-(`re.fullmatch`); `^` at the start and `$` at the end are accepted and ignored.
+automaton over the bytes a tokenizer emits. Patterns (`regex_parse`) are read as
+regexes over *characters*, each matched as its UTF-8 bytes, so the automaton only
+ever accepts valid UTF-8; matching is whole-string.
 
-Pipeline: `parse` gives an AST of tuples (`('set', mask)`, `('cat', parts)`,
-`('alt', parts)`, `('rep', node, lo, hi)`, with a 256-bit int as the byte set);
-`to_dfa` builds a Thompson NFA, splits the 256 bytes into classes that every edge
-treats alike, runs the subset construction over those classes, drops states from
-which no accepting state is reachable, and merges equivalent states (Moore).
+Pipeline (`to_dfa`): a Thompson NFA of the AST (`regex_ast`), bytes split into
+classes that every edge treats alike, the subset construction over those classes
+(a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
+split states), pruning of states that cannot accept, and Moore minimisation.
+
+Counted repetition is linear, not unrolled through the subset construction: a
+repetition `X{lo,hi}` with a bound above `Limits.region_min` whose body is one
+"character" (no inner repetition) is built as the loop `X*` with its states tagged,
+determinised and minimised at that small size, and only then unrolled into
+`hi + 1` copies of the loop's DFA states with numpy (copy i: i characters written;
+leaving needs i >= lo, another character i < hi). That is exact when the loop's DFA
+states hold nothing but the loop (checked; otherwise that repetition is unrolled
+the ordinary way), and costs O(hi x loop states) — `maxLength: 5000` compiles in
+milliseconds where the subset construction and Moore rounds over the unrolled chain
+were quadratic. `Limits` caps DFA states and seconds; past a cap `LimitError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
-Node = tuple
-EPS: Node = ('cat', ())
-ALL_BYTES = (1 << 256) - 1
+from lattice.decode import regex_parse
+# Re-exported: the AST vocabulary is part of this module's public surface.
+from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
+                                      Node, RegexError, alt, byte_set, cat, chain, chars,
+                                      embed, lit, one, rep)
 
 
-class RegexError(ValueError):
-  """A pattern this module cannot compile; the message says where and why."""
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """Caps on one compilation (exceeding one raises `LimitError`)."""
+  max_states: int = 200_000     # DFA states, counted repetitions unrolled
+  max_seconds: float = 10.0     # wall time of one `to_dfa`
+  region_min: int = 12          # counted repetitions above this bound use the loop
 
 
-def byte_set(*ranges: tuple[int, int]) -> int:
-  mask = 0
-  for lo, hi in ranges:
-    mask |= ((1 << (hi - lo + 1)) - 1) << lo
-  return mask
-
-
-def one(mask: int) -> Node:
-  return ('set', mask)
-
-
-def lit(data: bytes | str) -> Node:
-  if isinstance(data, str):
-    data = data.encode('utf-8')
-  return cat(*(one(1 << b) for b in data))
-
-
-def cat(*parts: Node) -> Node:
-  flat = []
-  for p in parts:
-    flat.extend(p[1] if p[0] == 'cat' else (p,))
-  return flat[0] if len(flat) == 1 else ('cat', tuple(flat))
-
-
-def alt(*parts: Node) -> Node:
-  if not parts:
-    raise RegexError('empty alternation')
-  return parts[0] if len(parts) == 1 else ('alt', tuple(parts))
-
-
-def rep(node: Node, lo: int, hi: int | None) -> Node:
-  if hi is not None and hi < lo:
-    raise RegexError(f'repetition {{{lo},{hi}}}: max below min')
-  return ('rep', node, lo, hi)
-
-
-_CONT = one(byte_set((0x80, 0xBF)))
-# Every non-ASCII character as its valid UTF-8 encodings (RFC 3629, table 3-7 of
-# the Unicode standard): no overlongs, no surrogates, nothing above U+10FFFF.
-NON_ASCII: Node = alt(
-    cat(one(byte_set((0xC2, 0xDF))), _CONT),
-    cat(one(1 << 0xE0), one(byte_set((0xA0, 0xBF))), _CONT),
-    cat(one(byte_set((0xE1, 0xEC), (0xEE, 0xEF))), _CONT, _CONT),
-    cat(one(1 << 0xED), one(byte_set((0x80, 0x9F))), _CONT),
-    cat(one(1 << 0xF0), one(byte_set((0x90, 0xBF))), _CONT, _CONT),
-    cat(one(byte_set((0xF1, 0xF3))), _CONT, _CONT, _CONT),
-    cat(one(1 << 0xF4), one(byte_set((0x80, 0x8F))), _CONT, _CONT))
-
-_DIGIT = byte_set((48, 57))
-_WORD = _DIGIT | byte_set((65, 90), (97, 122)) | 1 << 95
-_SPACE = byte_set((9, 13)) | 1 << 32
-_ASCII = byte_set((0, 127))
-_CLASS_ESCAPES = {'d': _DIGIT, 'w': _WORD, 's': _SPACE}
-_CHAR_ESCAPES = {'n': 10, 't': 9, 'r': 13, 'f': 12, 'v': 11, 'a': 7, '0': 0}
-
-
-def chars(ascii_mask: int, negated: bool = False, extra: tuple[str, ...] = ()) -> Node:
-  """One character: from an ASCII set (+ non-ASCII `extra`), or any outside it."""
-  if negated:
-    if extra:
-      raise RegexError('negated classes with non-ASCII members are not supported')
-    return alt(one(_ASCII & ~ascii_mask), NON_ASCII)
-  return alt(one(ascii_mask), *(lit(c) for c in extra)) if extra else one(ascii_mask)
-
-
-class _Parser:
-  """Recursive descent over Python regex syntax (the subset documented above)."""
-
-  def __init__(self, pattern: str):
-    self.p, self.i = pattern, 0
-
-  def error(self, msg: str) -> RegexError:
-    return RegexError(f'regex {self.p!r} at {self.i}: {msg}')
-
-  def peek(self) -> str | None:
-    return self.p[self.i] if self.i < len(self.p) else None
-
-  def take(self) -> str:
-    if self.i >= len(self.p):
-      raise self.error('unexpected end')
-    self.i += 1
-    return self.p[self.i - 1]
-
-  def parse(self) -> Node:
-    if self.peek() == '^':
-      self.i += 1
-    node = self.alternation()
-    if self.i != len(self.p):
-      raise self.error(f'unexpected {self.p[self.i]!r}')
-    return node
-
-  def alternation(self) -> Node:
-    parts = [self.sequence()]
-    while self.peek() == '|':
-      self.i += 1
-      parts.append(self.sequence())
-    return alt(*parts)
-
-  def sequence(self) -> Node:
-    parts = []
-    while self.peek() not in (None, '|', ')'):
-      if self.peek() == '$' and self.i == len(self.p) - 1:
-        self.i += 1
-        break
-      parts.append(self.quantified(self.atom()))
-    return cat(*parts) if parts else EPS
-
-  def number(self) -> int | None:
-    start = self.i
-    while self.peek() is not None and self.peek().isdigit():
-      self.i += 1
-    return int(self.p[start:self.i]) if self.i > start else None
-
-  def quantified(self, node: Node) -> Node:
-    while self.peek() in ('*', '+', '?', '{'):
-      c = self.take()
-      if c == '*':
-        node = rep(node, 0, None)
-      elif c == '+':
-        node = rep(node, 1, None)
-      elif c == '?':
-        node = rep(node, 0, 1)
-      else:
-        lo = self.number()
-        hi = lo
-        if self.peek() == ',':
-          self.i += 1
-          hi = self.number()
-        if lo is None or self.take() != '}':
-          raise self.error('bad {m,n} repetition')
-        node = rep(node, lo, hi)
-      if self.peek() in ('?', '+'):  # Lazy/possessive: the same language.
-        self.i += 1
-    return node
-
-  def atom(self) -> Node:
-    c = self.take()
-    if c == '(':
-      if self.p.startswith('?:', self.i):
-        self.i += 2
-      elif self.peek() == '?':
-        raise self.error('only (...) and (?:...) groups are supported')
-      node = self.alternation()
-      if self.take() != ')':
-        raise self.error('missing )')
-      return node
-    if c == '[':
-      return self.char_class()
-    if c == '.':
-      return chars(1 << 10, negated=True)
-    if c == '\\':
-      return self.escape(in_class=False)
-    if c in '*+?{)':
-      raise self.error(f'nothing to repeat or unbalanced {c!r}')
-    if c in '^$':
-      raise self.error('anchors are only allowed at the ends')
-    return lit(c)
-
-  def escape(self, in_class: bool) -> Node | int | str:
-    """An escape: a Node outside classes; a mask or a character inside them."""
-    c = self.take()
-    if c.lower() in _CLASS_ESCAPES:
-      mask = _CLASS_ESCAPES[c.lower()]
-      if c.isupper():
-        if in_class:
-          raise self.error(f'\\{c} inside a class is not supported')
-        return chars(mask, negated=True)
-      return mask if in_class else one(mask)
-    if c in _CHAR_ESCAPES:
-      ch = chr(_CHAR_ESCAPES[c])
-    elif c in 'xu':
-      width = 2 if c == 'x' else 4
-      digits = self.p[self.i:self.i + width]
-      if len(digits) != width or any(d not in '0123456789abcdefABCDEF' for d in digits):
-        raise self.error(f'bad \\{c} escape')
-      self.i += width
-      ch = chr(int(digits, 16))
-    elif c.isalnum():
-      raise self.error(f'unsupported escape \\{c}')
-    else:
-      ch = c
-    return ch if in_class else lit(ch)
-
-  def char_class(self) -> Node:
-    negated = self.peek() == '^'
-    if negated:
-      self.i += 1
-    mask, extra, first = 0, [], True
-    while True:
-      c = self.take()
-      if c == ']' and not first:
-        break
-      first = False
-      if c == '\\':
-        item = self.escape(in_class=True)
-        if isinstance(item, int):
-          mask |= item
-          continue
-        c = item
-      if self.peek() == '-' and self.p[self.i + 1:self.i + 2] not in ('', ']'):
-        self.i += 1
-        hi = self.take()
-        if hi == '\\':
-          hi = self.escape(in_class=True)
-          if isinstance(hi, int):
-            raise self.error('class escape as a range end')
-        if ord(hi) < ord(c) or ord(hi) > 127:
-          raise self.error(f'bad or non-ASCII range {c}-{hi}')
-        mask |= byte_set((ord(c), ord(hi)))
-      elif ord(c) < 128:
-        mask |= 1 << ord(c)
-      else:
-        extra.append(c)
-    return chars(mask, negated, tuple(extra))
-
-
-def parse(pattern: str) -> Node:
-  """The AST of `pattern` (see the module docstring for the supported syntax)."""
-  return _Parser(pattern).parse()
-
-
-class _Nfa:
-  """Thompson NFA: per state, epsilon targets and (byte mask, target) edges."""
-
-  def __init__(self):
-    self.eps: list[list[int]] = []
-    self.edges: list[list[tuple[int, int]]] = []
-
-  def state(self) -> int:
-    self.eps.append([])
-    self.edges.append([])
-    return len(self.eps) - 1
-
-  def build(self, node: Node, start: int) -> int:
-    """Adds `node` from `start`; returns its end state."""
-    kind = node[0]
-    if kind == 'set':
-      end = self.state()
-      if node[1]:
-        self.edges[start].append((node[1], end))
-      return end
-    if kind == 'cat':
-      for part in node[1]:
-        start = self.build(part, start)
-      return start
-    if kind == 'alt':
-      end = self.state()
-      for part in node[1]:
-        s = self.state()
-        self.eps[start].append(s)
-        self.eps[self.build(part, s)].append(end)
-      return end
-    _, body, lo, hi = node
-    for _ in range(lo):
-      start = self.build(body, start)
-    if hi is None:  # body*: a loop through a fresh state.
-      loop = self.state()
-      self.eps[start].append(loop)
-      self.eps[self.build(body, loop)].append(loop)
-      return loop
-    end = self.state()
-    for _ in range(hi - lo):  # Optional copies, nested so the NFA stays linear.
-      self.eps[start].append(end)
-      start = self.build(body, start)
-    self.eps[start].append(end)
-    return end
+DEFAULT_LIMITS = Limits()
 
 
 @dataclasses.dataclass(frozen=True)
 class Dfa:
-  """A minimal DFA without dead states: `delta_SxC[s, byte_class[b]]`, -1 = reject.
+  """A DFA without dead states: `delta_SxC[s, byte_class[b]]`, -1 = reject.
 
   State 0 is the start. Every state can reach an accepting state.
   """
@@ -327,6 +77,146 @@ class Dfa:
     return state >= 0 and bool(self.accepting[state])
 
 
+# Bytes JSON must escape inside a string, and the one escape the compiler writes.
+_SHORT_ESCAPES = {0x22: '\\"', 0x5C: '\\\\', 0x08: '\\b', 0x0C: '\\f', 0x0A: '\\n',
+                  0x0D: '\\r', 0x09: '\\t'}
+JSON_ESCAPE = {b: _SHORT_ESCAPES.get(b, f'\\u{b:04x}').encode() for b in
+               [*range(0x20), 0x22, 0x5C]}
+_ESCAPED_MASK = sum(1 << b for b in JSON_ESCAPE)
+
+
+class _Nfa:
+  """Thompson NFA: per state, epsilon targets, (byte mask, target) edges, a region."""
+
+  def __init__(self, limits: Limits, no_region: set[int]):
+    self.eps: list[list[int]] = []
+    self.edges: list[list[tuple[int, int]]] = []
+    self.region: list[int] = []
+    self.cur_region = -1
+    # Per region id: (AST node id, lo, hi, hub state).
+    self.regions: list[tuple[int, int, int | None, int]] = []
+    self.limits, self.no_region = limits, no_region
+    self.deadline = time.perf_counter() + limits.max_seconds
+
+  def state(self) -> int:
+    self.eps.append([])
+    self.edges.append([])
+    self.region.append(self.cur_region)
+    if len(self.eps) > 4 * self.limits.max_states:
+      raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
+                       f'(Limits.max_states={self.limits.max_states})')
+    return len(self.eps) - 1
+
+  def build(self, node: Node, start: int) -> int:
+    """Adds `node` from `start`; returns its end state."""
+    kind = node[0]
+    if kind == 'set':
+      end = self.state()
+      if node[1]:
+        self.edges[start].append((node[1], end))
+      return end
+    if kind == 'cat':
+      for part in node[1]:
+        start = self.build(part, start)
+      return start
+    if kind == 'alt':
+      end = self.state()
+      for part in node[1]:
+        s = self.state()
+        self.eps[start].append(s)
+        self.eps[self.build(part, s)].append(end)
+      return end
+    if kind == 'chain':
+      return self._chain(node[1], node[2], start)
+    if kind == 'dfa':
+      return self._embed(node[1], node[2], start)
+    _, body, lo, hi = node
+    if (self.cur_region < 0 and max(lo, hi or 0) > self.limits.region_min
+        and id(node) not in self.no_region and _is_char(body)):
+      return self._region(node, start)
+    for _ in range(lo):
+      start = self.build(body, start)
+    if hi is None:  # body*: a loop through a fresh state.
+      loop = self.state()
+      self.eps[start].append(loop)
+      self.eps[self.build(body, loop)].append(loop)
+      return loop
+    end = self.state()
+    for _ in range(hi - lo):  # Optional copies, nested so the NFA stays linear.
+      self.eps[start].append(end)
+      start = self.build(body, start)
+    self.eps[start].append(end)
+    return end
+
+  def _region(self, node: Node, start: int) -> int:
+    _, body, lo, hi = node
+    self.cur_region = len(self.regions)
+    hub = self.state()
+    self.regions.append((id(node), lo, hi, hub))
+    self.eps[start].append(hub)
+    self.eps[self.build(body, hub)].append(hub)
+    self.cur_region = -1
+    end = self.state()
+    self.eps[hub].append(end)
+    return end
+
+  def _chain(self, members, sep: Node, start: int) -> int:
+    """first[i]: nothing written yet before member i; rest[i]: something was."""
+    first, rest = start, self.state()
+    for node, required in members:
+      nf, nr = self.state(), self.state()
+      self.eps[self.build(node, first)].append(nr)
+      self.eps[self.build(node, self.build(sep, rest))].append(nr)
+      if not required:
+        self.eps[first].append(nf)
+        self.eps[rest].append(nr)
+      first, rest = nf, nr
+    end = self.state()
+    self.eps[first].append(end)
+    self.eps[rest].append(end)
+    return end
+
+  def _embed(self, dfa: Dfa, json_escape: bool, start: int) -> int:
+    ids = [start] + [self.state() for _ in range(dfa.n_states - 1)]
+    end = self.state()
+    n_cls = dfa.delta_SxC.shape[1]
+    cls_mask = [0] * n_cls
+    for b, c in enumerate(dfa.byte_class.tolist()):
+      cls_mask[c] |= 1 << b
+    special = [cls_mask[c] & _ESCAPED_MASK if json_escape else 0 for c in range(n_cls)]
+    for s, row in enumerate(dfa.delta_SxC.tolist()):
+      if dfa.accepting[s]:
+        self.eps[ids[s]].append(end)
+      masks: dict[int, int] = {}
+      for c, t in enumerate(row):
+        if t < 0:
+          continue
+        masks[t] = masks.get(t, 0) | (cls_mask[c] & ~special[c])
+        for b in _bits(special[c]):
+          mid = self.build(lit(JSON_ESCAPE[b][:-1]), ids[s])
+          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], ids[t]))
+      for t, m in masks.items():
+        if m:
+          self.edges[ids[s]].append((m, ids[t]))
+    return end
+
+
+def _bits(mask: int) -> list[int]:
+  out = []
+  while mask:
+    low = mask & -mask
+    out.append(low.bit_length() - 1)
+    mask ^= low
+  return out
+
+
+def _is_char(node: Node) -> bool:
+  """Whether `node` is made of byte sets, concatenations and alternations only."""
+  if node[0] == 'set':
+    return True
+  return node[0] in ('cat', 'alt') and all(_is_char(p) for p in node[1])
+
+
 def _byte_classes(masks: list[int]) -> np.ndarray:
   """int32[256]: bytes that every mask treats alike share a class."""
   if not masks:
@@ -336,9 +226,26 @@ def _byte_classes(masks: list[int]) -> np.ndarray:
   return cls.reshape(-1).astype(np.int32)
 
 
-def to_dfa(node: Node) -> Dfa:
-  """Subset construction, dead-state pruning and minimisation of `node`."""
-  nfa = _Nfa()
+class _RegionConflict(Exception):
+
+  def __init__(self, node_ids: set[int]):
+    super().__init__()
+    self.node_ids = node_ids
+
+
+def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
+  """Subset construction, counted-loop unrolling, pruning and minimisation."""
+  no_region: set[int] = set()
+  for _ in range(8):
+    try:
+      return _to_dfa(node, limits, no_region)
+    except _RegionConflict as e:
+      no_region |= e.node_ids  # Unroll those repetitions the ordinary way.
+  return _to_dfa(node, limits, no_region | {-1})
+
+
+def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
+  nfa = _Nfa(limits, no_region)
   start = nfa.state()
   final = nfa.build(node, start)
   masks = sorted({m for edges in nfa.edges for m, _ in edges})
@@ -347,41 +254,104 @@ def to_dfa(node: Node) -> Dfa:
   reps = [int(np.argmax(byte_class == c)) for c in range(n_cls)]
   # moves[s][c]: NFA targets of state s on class c.
   moves = [[tuple(t for m, t in edges if m >> r & 1) for r in reps] for edges in nfa.edges]
-  closures: dict[frozenset, frozenset] = {}
+  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  closures: dict[int, tuple[int, ...]] = {}
 
-  def closure(states) -> frozenset:
-    key = frozenset(states)
-    if key not in closures:
-      seen, todo = set(key), list(key)
+  def closure(s: int) -> tuple[int, ...]:
+    if s not in closures:
+      seen, todo = {s}, [s]
       while todo:
         for t in nfa.eps[todo.pop()]:
           if t not in seen:
             seen.add(t)
             todo.append(t)
-      closures[key] = frozenset(seen)
-    return closures[key]
+      closures[s] = tuple(t for t in seen if core_ok[t])
+    return closures[s]
 
-  ids = {closure([start]): 0}
-  order = [closure([start])]
-  rows = []
+  def core(states) -> frozenset:
+    out = set()
+    for s in states:
+      out.update(closure(s))
+    return frozenset(out)
+
+  first = core([start])
+  ids, order, rows = {first: 0}, [first], []
+  internal_rows = []  # Per state with loop members: per class, moved from the loop?
   for dstate in order:
-    row = []
+    row, inner = [], None
+    regs = {nfa.region[s] for s in dstate} - {-1}
+    if regs:
+      inner = [0] * n_cls
     for c in range(n_cls):
-      targets = closure(t for s in dstate for t in moves[s][c])
+      targets = core(t for s in dstate for t in moves[s][c])
       if not targets:
         row.append(-1)
         continue
+      if inner is not None:
+        srcs = {nfa.region[s] for s in dstate if moves[s][c]}
+        inner[c] = (1 if -1 not in srcs else 0) if len(srcs) == 1 else 2
       if targets not in ids:
         ids[targets] = len(order)
         order.append(targets)
+        if len(order) > limits.max_states:
+          raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                           f'(Limits.max_states)')
       row.append(ids[targets])
     rows.append(row)
+    internal_rows.append(inner or [0] * n_cls)
+    if len(rows) % 256 == 0 and time.perf_counter() > nfa.deadline:
+      raise LimitError(f'automaton: compiling took over {limits.max_seconds} s '
+                       f'(Limits.max_seconds)')
   delta = np.array(rows, np.int32).reshape(len(order), n_cls)
   accepting = np.array([final in d for d in order], bool)
-  return _minimise(*_prune(delta, accepting), byte_class)
+  internal = np.array(internal_rows, np.int64).reshape(len(order), n_cls)
+  tag = _region_tags(nfa, order, delta, internal, core)
+  internal = internal == 1
+  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
+  delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions:
+    delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
+  delta, accepting = _renumber(delta, accepting)
+  return Dfa(delta, byte_class, accepting)
 
 
-def _prune(delta: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
+  """int64[S]: -1 outside counted loops, 2r for loop r's hub state (between
+  characters), 2r+1 inside a character of loop r. Raises `_RegionConflict` naming
+  the loops whose DFA states are shared with anything else, or that are left and
+  re-entered in one step."""
+  hub_core = [core([hub]) for (_, _, _, hub) in nfa.regions]
+  tag = np.full(len(order), -1, np.int64)
+  bad: set[int] = set()
+  for i, d in enumerate(order):
+    regs = {nfa.region[s] for s in d}
+    inside = regs - {-1}
+    if not inside:
+      continue
+    r = min(inside)
+    if len(inside) > 1 or (internal[i] == 2).any():
+      bad |= inside
+    elif d == hub_core[r]:
+      tag[i] = 2 * r
+    elif -1 in regs:
+      bad.add(r)  # A character of the loop in step with another branch.
+    else:
+      tag[i] = 2 * r + 1
+  for i in np.where(tag >= 0)[0]:
+    r = int(tag[i] // 2)
+    t = delta[i]
+    t_tag = np.where(t >= 0, tag[np.maximum(t, 0)], -1)
+    inner = internal[i] == 1
+    # Moves out of the loop must leave it; moves in it must stay in it.
+    if ((~inner & (t >= 0) & (t_tag >= 0) & (t_tag // 2 == r)).any()
+        or (inner & ((t_tag < 0) | (t_tag // 2 != r))).any()):
+      bad.add(r)
+  if bad:
+    raise _RegionConflict({nfa.regions[r][0] for r in bad})
+  return tag
+
+
+def _prune(delta, accepting, tag, internal):
   """Drops states that cannot reach an accepting state (edges to them reject)."""
   live = accepting.copy()
   while True:
@@ -394,39 +364,125 @@ def _prune(delta: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.nda
     raise RegexError('the pattern matches nothing')
   new_id = np.where(live, np.cumsum(live) - 1, -1).astype(np.int32)
   delta = np.where(delta >= 0, new_id[np.where(delta >= 0, delta, 0)], -1)
-  return delta[live], accepting[live]
+  return delta[live], accepting[live], tag[live], internal[live]
 
 
-def _minimise(delta: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray) -> Dfa:
-  """Moore partition refinement, then states renumbered in BFS order from 0."""
-  block = accepting.astype(np.int64)
-  n_blocks = len(np.unique(block))
+def _minimise(delta, accepting, tag, internal):
+  """Moore partition refinement (loop tags kept apart); states renumbered by block."""
+  _, block = np.unique(np.stack([accepting.astype(np.int64), tag], 1), axis=0,
+                       return_inverse=True)
+  block = block.reshape(-1)
+  n_blocks = int(block.max()) + 1
   while True:
     succ = np.where(delta >= 0, block[np.where(delta >= 0, delta, 0)], -1)
-    sig = np.concatenate([block[:, None], succ], axis=1)
+    sig = np.concatenate([block[:, None], succ * 2 + internal], axis=1)
     _, block = np.unique(sig, axis=0, return_inverse=True)
     block = block.reshape(-1)
     n = int(block.max()) + 1
     if n == n_blocks:
       break
     n_blocks = n
-  # One representative per block; renumber by BFS so the start is state 0.
   rep = np.zeros(n_blocks, np.int64)
   rep[block[::-1]] = np.arange(len(block))[::-1]
-  order, ids = [int(block[0])], {int(block[0]): 0}
-  for b in order:
-    for t in delta[rep[b]]:
-      if t >= 0 and int(block[t]) not in ids:
-        ids[int(block[t])] = len(order)
-        order.append(int(block[t]))
-  new_delta = np.full((len(order), delta.shape[1]), -1, np.int32)
-  for i, b in enumerate(order):
-    row = delta[rep[b]]
-    new_delta[i] = [ids[int(block[t])] if t >= 0 else -1 for t in row]
-  new_accepting = np.array([accepting[rep[b]] for b in order], bool)
-  return Dfa(new_delta, byte_class, new_accepting)
+  new_delta = np.where(delta[rep] >= 0, block[np.maximum(delta[rep], 0)], -1)
+  # Keep the start state first.
+  perm = np.arange(n_blocks)
+  perm[[0, block[0]]] = perm[[block[0], 0]]
+  inv = np.argsort(perm)
+  new_delta = np.where(new_delta >= 0, inv[np.maximum(new_delta, 0)], -1)[perm]
+  return (new_delta.astype(np.int32), accepting[rep][perm], tag[rep][perm],
+          internal[rep][perm])
 
 
-def compile_regex(pattern: str) -> Dfa:
-  """The minimal DFA over UTF-8 bytes of `re.fullmatch(pattern, ., re.ASCII)`."""
-  return to_dfa(parse(pattern))
+def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
+  """Each counted loop's DFA states copied once per count (see module docstring)."""
+  S = len(accepting)
+  base = np.where(tag < 0)[0]
+  new_id = np.full(S, -1, np.int64)
+  new_id[base] = np.arange(len(base))
+  blocks_d, blocks_a = [delta[base]], [accepting[base]]
+  n = len(base)
+  for r, (_, lo, hi, _) in enumerate(nfa.regions):
+    hubs = np.where(tag == 2 * r)[0]
+    if not len(hubs):
+      continue
+    h = int(hubs[0])
+    mids = np.where(tag == 2 * r + 1)[0]
+    local = np.full(S, -1, np.int64)
+    local[h] = 0
+    local[mids] = np.arange(1, len(mids) + 1)
+    k = 1 + len(mids)
+    copies = (hi if hi is not None else lo) + 1
+    if n + copies * k > limits.max_states:
+      raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                       f'(Limits.max_states) unrolling {{{lo},{hi}}}')
+    members = np.concatenate([[h], mids])
+    t = delta[members][None]                           # 1 x k x C, old ids
+    inner = internal[members][None]
+    i_K = np.arange(copies)[:, None, None]
+    loc = local[np.maximum(t, 0)]
+    is_hub, is_mid = inner & (t == h), inner & (t >= 0) & (loc > 0)
+    from_hub = np.zeros((1, k, 1), bool)
+    from_hub[0, 0, 0] = True
+    nxt = np.minimum(i_K + 1, copies - 1) if hi is None else i_K + 1
+    tgt = np.where(is_hub, n + nxt * k, np.where(is_mid, n + i_K * k + loc, -2))
+    # A new character only below hi; leaving only at or above lo.
+    starting = from_hub & (is_hub | is_mid)
+    if hi is not None:
+      tgt = np.where((starting | is_hub) & (i_K >= hi), -1, tgt)
+    leave = (t >= 0) & ~inner
+    tgt = np.where(leave & from_hub & (i_K >= lo), -3 - t, tgt)   # old id, fixed below
+    tgt = np.where(leave & ~(from_hub & (i_K >= lo)), -1, tgt)
+    tgt = np.where(t < 0, -1, tgt)
+    blocks_d.append(tgt.reshape(copies * k, -1))
+    acc = np.zeros((copies, k), bool)
+    acc[:, 0] = accepting[h] & (np.arange(copies) >= lo)
+    blocks_a.append(acc.reshape(-1))
+    new_id[h] = n  # Entries from outside land in copy 0's hub.
+    n += copies * k
+  out = np.concatenate(blocks_d).astype(np.int64)
+  old = np.where(out <= -3, -3 - out, np.where(out >= 0, -1, -1))
+  plain = slice(0, len(base))
+  out[plain] = np.where(out[plain] >= 0, new_id[np.maximum(out[plain], 0)], -1)
+  out = np.where(out <= -3, new_id[np.maximum(old, 0)], out)
+  if (out[plain] < -1).any() or (tag[0] >= 0 and tag[0] % 2 == 1):
+    raise RegexError('automaton: internal error unrolling a counted loop')
+  accepting = np.concatenate(blocks_a)
+  if tag[0] >= 0:  # The pattern starts inside a loop: start at its copy 0.
+    start = int(new_id[0])
+    perm = np.arange(n)
+    perm[[0, start]] = perm[[start, 0]]
+    inv = np.argsort(perm)
+    out = np.where(out >= 0, inv[np.maximum(out, 0)], -1)[perm]
+    accepting = accepting[perm]
+  return out.astype(np.int32), accepting
+
+
+def _renumber(delta, accepting):
+  """States in BFS order from the start (state 0), dropping unreachable ones."""
+  S = len(accepting)
+  seen = np.zeros(S, bool)
+  seen[0] = True
+  order, frontier = [np.array([0])], np.array([0])
+  while len(frontier):
+    t = delta[frontier].reshape(-1)
+    t = np.unique(t[t >= 0])
+    t = t[~seen[t]]
+    seen[t] = True
+    order.append(t)
+    frontier = t
+  order = np.concatenate(order)
+  new = np.full(S, -1, np.int64)
+  new[order] = np.arange(len(order))
+  d = delta[order]
+  return np.where(d >= 0, new[np.maximum(d, 0)], -1).astype(np.int32), accepting[order]
+
+
+def compile_regex(pattern: str, limits: Limits = DEFAULT_LIMITS) -> Dfa:
+  """The DFA over UTF-8 bytes of `re.fullmatch(pattern, .)` (see `regex_parse`)."""
+  return to_dfa(regex_parse.parse(pattern), limits)
+
+
+def parse(pattern: str) -> Node:
+  """The AST of `pattern` (see `regex_parse`)."""
+  return regex_parse.parse(pattern)

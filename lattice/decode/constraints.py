@@ -5,8 +5,9 @@ Shape legend: S automaton states (padded), V vocabulary (the model's logits widt
 The approach is Outlines' (Willard & Louf 2023, arXiv 2307.09702): a JSON schema
 becomes a regular expression over bytes under a fixed whitespace policy (none:
 `json.dumps(separators=(',', ':'))`, object keys in schema order, optional keys
-may be left out), the regex a minimal DFA (`lattice.decode.automaton`), and the
-DFA an index: for every state s and token v, walking v's bytes from s gives the
+may be left out; coverage in `lattice.decode.jsonschema`), the regex a DFA
+(`lattice.decode.automaton`, linear in its size: counted repetition unrolled at
+the DFA level, optional members as a chain), and the DFA an index: for every state s and token v, walking v's bytes from s gives the
 next state or a rejection. `TokenIndex` stores that as two dense tables that the
 jitted sampler gathers one row of per step (`lattice.decode.sampling.generate`,
 argument `constraint`):
@@ -20,10 +21,15 @@ generation of `max_new_tokens` always ends in an accepting state, with EOS or at
 the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
+
+`compile_schema` caches per (schema, Options); `Options.limits` caps DFA states
+and seconds. Every unsupported, malformed or over-cap schema raises `SchemaError`
+(a ValueError naming the keyword and JSON pointer) — the server's 400.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -33,93 +39,48 @@ import numpy as np
 
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import automaton
-from lattice.decode import schema as schema_lib
-from lattice.decode.automaton import alt, cat, lit, one, rep
+from lattice.decode import jsonschema as jsonschema_lib
 
 INF = 2**30
-# JSON text: a string character is printable ASCII except `"` and `\`, any valid
-# non-ASCII UTF-8 character, or a short escape. \uXXXX is left out: a surrogate
-# pair would count as one character for minLength/maxLength but two here.
-_JSON_CHAR = alt(one(automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5C)),
-                 automaton.NON_ASCII,
-                 cat(lit('\\'), one(sum(1 << ord(c) for c in '"\\/bfnrt'))))
-_DIGITS = rep(one(automaton.byte_set((48, 57))), 1, None)
-_INT = cat(rep(lit('-'), 0, 1),
-           alt(lit('0'), cat(one(automaton.byte_set((49, 57))), rep(_DIGITS, 0, 1))))
-_NUMBER = cat(_INT, rep(cat(lit('.'), _DIGITS), 0, 1),
-              rep(cat(one((1 << ord('e')) | (1 << ord('E'))),
-                      rep(one((1 << ord('+')) | (1 << ord('-'))), 0, 1), _DIGITS), 0, 1))
-_TYPES = {'integer': _INT, 'number': _NUMBER, 'boolean': alt(lit('true'), lit('false')),
-          'null': lit('null')}
+SchemaError = jsonschema_lib.SchemaError
+Options = jsonschema_lib.Options
 
 
-def _dumps(value: Any) -> str:
-  return json.dumps(value, ensure_ascii=False, separators=(',', ':'))
+def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
+  """The byte-regex AST of `schema`'s compact JSON texts (`lattice.decode.jsonschema`).
+
+  Raises SchemaError (keyword + JSON pointer) for unsupported or malformed schemas.
+  """
+  try:
+    node = jsonschema_lib.Compiler(schema, options).node(schema)
+  except SchemaError:
+    raise
+  except RecursionError as e:
+    raise SchemaError('/', 'schema', 'nested too deeply') from e
+  except (TypeError, AttributeError, KeyError, ValueError) as e:
+    raise SchemaError('/', 'schema', f'malformed schema: {type(e).__name__}: {e}') from e
+  if node is None:
+    raise SchemaError('/', 'schema', 'no instance can be written (false, empty enum, '
+                      'contradictory bounds, or recursion beyond max_ref_depth)')
+  return node
 
 
-def schema_regex(schema: dict) -> automaton.Node:
-  """The byte-regex AST of `schema`'s compact JSON texts (see the module docstring)."""
-  schema_lib.check_supported(schema)
-  return _node(schema)
+@functools.lru_cache(maxsize=256)
+def _compile_cached(key: str, options: Options) -> automaton.Dfa:
+  schema = json.loads(key)
+  try:
+    return automaton.to_dfa(schema_regex(schema, options), options.limits)
+  except automaton.RegexError as e:
+    raise SchemaError('/', 'schema', str(e)) from e
 
 
-def _node(s: dict) -> automaton.Node:
-  if 'anyOf' in s:
-    # Keywords beside anyOf would have to hold in every branch: not supported.
-    if set(s) - {'anyOf'} - schema_lib._ANNOTATIONS:  # pylint: disable=protected-access
-      raise schema_lib.SchemaError('anyOf: combine it with no other keyword')
-    return alt(*(_node(b) for b in s['anyOf']))
-  values = [s['const']] if 'const' in s else s.get('enum')
-  if values is not None:
-    # Enum members must also satisfy the rest of the schema (e.g. its type).
-    values = [v for v in values if schema_lib.validate(v, s)]
-    if not values:
-      raise schema_lib.SchemaError('enum/const: no member satisfies the schema')
-    return alt(*(lit(_dumps(v)) for v in values))
-  types = s['type']
-  if isinstance(types, list):
-    return alt(*(_node({**s, 'type': t}) for t in types))
-  if types in _TYPES:
-    return _TYPES[types]
-  if types == 'string':
-    return cat(lit('"'), rep(_JSON_CHAR, s.get('minLength', 0), s.get('maxLength')),
-               lit('"'))
-  if types == 'array':
-    item = _node(s.get('items', {'type': ['string', 'number', 'boolean', 'null']}))
-    lo, hi = s.get('minItems', 0), s.get('maxItems')
-    if hi == 0:
-      return lit('[]')
-    more = rep(cat(lit(','), item), max(lo - 1, 0), None if hi is None else hi - 1)
-    body = cat(item, more)
-    return cat(lit('['), body if lo > 0 else rep(body, 0, 1), lit(']'))
-  return _object(s)
-
-
-def _object(s: dict) -> automaton.Node:
-  """Properties in schema order; optional ones may be absent, commas between."""
-  props = list(s.get('properties', {}).items())
-  required = set(s.get('required', []))
-  members = [(cat(lit(_dumps(k) + ':'), _node(v)), k in required) for k, v in props]
-
-  # tail(i, first): members i.. given whether nothing was written yet. Optional
-  # members branch, so the size is exponential in consecutive optional members;
-  # tool schemas have a handful.
-  memo: dict[tuple[int, bool], automaton.Node] = {}
-
-  def tail(i: int, first: bool) -> automaton.Node:
-    if i == len(members):
-      return automaton.EPS
-    if (i, first) not in memo:
-      node, req = members[i]
-      take = cat(automaton.EPS if first else lit(','), node, tail(i + 1, False))
-      memo[i, first] = take if req else alt(take, tail(i + 1, first))
-    return memo[i, first]
-
-  return cat(lit('{'), tail(0, True), lit('}'))
-
-
-def compile_schema(schema: dict) -> automaton.Dfa:
-  return automaton.to_dfa(schema_regex(schema))
+def compile_schema(schema: Any, options: Options = Options()) -> automaton.Dfa:
+  """The DFA of `schema` (cached per schema and options). Raises SchemaError."""
+  try:
+    key = json.dumps(schema, allow_nan=False)  # Key order matters: members are written in it.
+  except (TypeError, ValueError) as e:
+    raise SchemaError('/', 'schema', f'not JSON: {e}') from e
+  return _compile_cached(key, options)
 
 
 @flax.struct.dataclass
@@ -159,20 +120,69 @@ def byte_vocab(vocab_size: int = tokenizer_lib.VOCAB_SIZE) -> list[bytes | None]
 
 def _walk_tokens(dfa: automaton.Dfa, vocab: Sequence[bytes | None]) -> np.ndarray:
   """int32[S, T]: the state after each token's bytes from each state (-1: rejected)."""
-  S, T = dfa.n_states, len(vocab)
+  T = len(vocab)
   lens = np.array([len(v) if v else 0 for v in vocab])
   width = max(int(lens.max()), 1)
   bytes_TxL = np.zeros((T, width), np.int64)
   for i, v in enumerate(vocab):
     if v:
       bytes_TxL[i, :len(v)] = np.frombuffer(v, np.uint8)
-  cur_SxT = np.broadcast_to(np.arange(S, dtype=np.int32)[:, None], (S, T)).copy()
+  # First byte: one column gather; later bytes only for the tokens that have them.
+  cur_SxT = dfa.delta_SxC[:, dfa.byte_class[bytes_TxL[:, 0]]]
   cur_SxT[:, lens == 0] = -1  # Specials and empty tokens spell nothing.
-  for j in range(width):
-    cls_T = dfa.byte_class[bytes_TxL[:, j]]
-    nxt = dfa.delta_SxC[np.maximum(cur_SxT, 0), cls_T[None, :]]
-    cur_SxT = np.where((lens > j)[None, :], np.where(cur_SxT < 0, -1, nxt), cur_SxT)
+  for j in range(1, width):
+    idx = np.flatnonzero(lens > j)
+    sub = cur_SxT[:, idx]
+    nxt = dfa.delta_SxC[np.maximum(sub, 0), dfa.byte_class[bytes_TxL[idx, j]][None, :]]
+    cur_SxT[:, idx] = np.where(sub < 0, -1, nxt)
   return cur_SxT
+
+
+def _unique_columns(next_SxT: np.ndarray) -> np.ndarray:
+  """The distinct columns of `next_SxT`: grouped on a sample of rows, then checked
+  exactly (on a mismatch, all columns)."""
+  S = next_SxT.shape[0]
+  rows = np.unique(np.random.default_rng(0).integers(0, S, min(S, 256)))
+  _, first, inverse = np.unique(next_SxT[rows].T, axis=0, return_index=True,
+                                return_inverse=True)
+  cols = next_SxT[:, first]
+  if (cols[:, inverse.reshape(-1)] == next_SxT).all():
+    return cols
+  return next_SxT
+
+
+def _distances(next_SxT: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+  """int64[S]: fewest tokens from each state to an accepting state (INF: none).
+
+  Breadth-first search backwards from the accepting states over the token edges;
+  tokens with identical columns (for a byte vocabulary, bytes of one class) are
+  one edge, so the cost is O(S x distinct columns), not O(S x V x longest path).
+  """
+  S = next_SxT.shape[0]
+  cols_SxU = _unique_columns(next_SxT)
+  src = np.repeat(np.arange(S), cols_SxU.shape[1])
+  dst = cols_SxU.reshape(-1)
+  keep = dst >= 0
+  src, dst = src[keep], dst[keep]
+  order = np.argsort(dst, kind='stable')
+  src = src[order]
+  counts = np.bincount(dst, minlength=S)
+  start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  dist = np.where(accepting, 0, INF).astype(np.int64)
+  frontier = np.flatnonzero(accepting)
+  level = 0
+  while len(frontier):
+    level += 1
+    lens = counts[frontier]
+    total = int(lens.sum())
+    if not total:
+      break
+    offs = np.repeat(start[frontier] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    preds = src[offs + np.arange(total)]
+    preds = np.unique(preds[dist[preds] >= INF])
+    dist[preds] = level
+    frontier = preds
+  return dist
 
 
 def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None, *,
@@ -193,35 +203,39 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
     raise ValueError(f'build_index: eos_id {eos_id} is a text token {vocab[eos_id]!r}')
   S = dfa.n_states
   next_SxT = _walk_tokens(dfa, vocab)
-  # Fewest tokens from each state to an accepting state (Bellman-Ford over tokens).
-  dist = np.where(dfa.accepting, 0, INF).astype(np.int64)
-  while True:
-    via = np.where(next_SxT >= 0, dist[np.maximum(next_SxT, 0)], INF).min(axis=1)
-    new = np.minimum(dist, via + 1)
-    if (new == dist).all():
-      break
-    dist = new
+  dist = _distances(next_SxT, dfa.accepting)
   if dist[0] >= INF:
     raise ValueError('build_index: no token sequence of this vocabulary spells a match')
   S_pad = -(-S // state_multiple) * state_multiple
-  next_SxV = np.full((S_pad, V), -1, np.int32)
-  need_SxV = np.full((S_pad, V), INF, np.int32)
-  ok = next_SxT >= 0
-  ok &= dist[np.maximum(next_SxT, 0)] < INF
-  next_SxV[:S, :len(vocab)] = np.where(ok, next_SxT, -1)
-  need_SxV[:S, :len(vocab)] = np.where(ok, dist[np.maximum(next_SxT, 0)], INF)
+  T = len(vocab)
+  # Index -1 (rejected) reads the appended INF.
+  need_SxT = np.append(dist, INF).astype(np.int32)[next_SxT]
+  next_SxT[need_SxT >= INF] = -1
+  if S_pad == S and V == T:
+    next_SxV, need_SxV = next_SxT, need_SxT
+  else:
+    next_SxV = np.empty((S_pad, V), np.int32)
+    need_SxV = np.empty((S_pad, V), np.int32)
+    next_SxV[:S, :T], need_SxV[:S, :T] = next_SxT, need_SxT
+    next_SxV[S:], need_SxV[S:] = -1, INF
+    next_SxV[:S, T:], need_SxV[:S, T:] = -1, INF
   need_SxV[:S, eos_id] = np.where(dfa.accepting, 0, INF)
   next_SxV[:S, eos_id] = np.where(dfa.accepting, np.arange(S), -1)
   return TokenIndex(next_SxV=next_SxV, need_SxV=need_SxV, start=0, eos_id=eos_id,
                     min_tokens=int(dist[0]))
 
 
-def for_schema(schema: dict, vocab: Sequence[bytes | None] | None = None,
-               **kwargs: Any) -> TokenIndex:
-  """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default)."""
-  return build_index(compile_schema(schema), vocab, **kwargs)
+def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
+               options: Options = Options(), **kwargs: Any) -> TokenIndex:
+  """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default).
+
+  Raises SchemaError (unsupported/malformed/over the caps) or ValueError (no
+  token sequence of `vocab` spells a match).
+  """
+  return build_index(compile_schema(schema, options), vocab, **kwargs)
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,
               **kwargs: Any) -> TokenIndex:
+  """`re.fullmatch` regex -> DFA -> TokenIndex; raises `automaton.RegexError`."""
   return build_index(automaton.compile_regex(pattern), vocab, **kwargs)

@@ -1,6 +1,10 @@
-"""The JSON-schema subset the constrained decoder compiles, checked independently.
+"""A hand-written reference validator and seeded schema generators (the original subset).
 
-Supported keywords: `type` (object, string, integer, number, boolean, null, array,
+The constrained decoder now compiles much more (`lattice.decode.jsonschema`; its
+tests validate with the `jsonschema` package). This module keeps the small
+reference `validate` for the subset below, which `lattice.agents.toolcall` uses
+at run time without the `jsonschema` dependency, and the generators of that
+subset for property tests and benchmarks. Subset keywords: `type` (object, string, integer, number, boolean, null, array,
 or a list of them), `properties`, `required`, `additionalProperties` (false or
 absent), `minLength` / `maxLength`, `items`, `minItems` / `maxItems`, `enum`,
 `const`, `anyOf`; `title`, `description`, `format` and `$comment` are annotations.
@@ -28,8 +32,7 @@ _KEYWORDS = {
 TYPES = tuple(_KEYWORDS)
 
 
-class SchemaError(ValueError):
-  """A schema outside the supported subset; the message names the keyword."""
+from lattice.decode.jsonschema.resolve import SchemaError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def check_supported(schema: Any, where: str = '$') -> None:

@@ -1,0 +1,38 @@
+"""JSON Schema -> byte-regex AST for the constrained decoder (see `compile`).
+
+Supported (drafts 4 to 2020-12): `type` (a name, a list, or absent), `enum`,
+`const`; integer `minimum`/`maximum`/`exclusive*` (both drafts' forms) exactly,
+`multipleOf` (integers up to 10000, powers of 1/2); number bounds as the sound
+subset in `numbers`; `minLength`/`maxLength`, `pattern` (the `regex_parse` subset,
+search semantics), `format` (date-time, date, time, email, idn-email, hostname,
+idn-hostname, ipv4, ipv6, uuid, uri, uri-reference, iri, iri-reference,
+json-pointer, relative-json-pointer, duration, regex, uri-template: sound subsets,
+see `formats`; unknown formats are annotations); `items` (schema or draft-4 tuple),
+`prefixItems`, `additionalItems`, `minItems`/`maxItems`, `uniqueItems` (at most
+one element); `properties`, `required`, `additionalProperties`,
+`patternProperties`, `propertyNames` (string keywords), `minProperties`/
+`maxProperties`, `dependentRequired`/`dependencies`, `unevaluatedProperties`
+(false/schema after merging); `$ref` to local pointers (`#/$defs/..`,
+`#/definitions/..`, any `#/...`), recursion bounded by `Options.max_ref_depth`;
+`allOf` (merged), `anyOf`, `oneOf` (branches that provably exclude the others).
+Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
+`default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
+ignored, as the specification treats them.
+
+Not supported, one `SchemaError` naming the keyword and JSON pointer: `not`,
+`if`/`then`/`else`, `contains`, `$dynamicRef`/`$recursiveRef`, `dependentSchemas`
+on a required property, `unevaluatedItems`, remote `$ref`s, non-binary fractional
+`multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
+`\\b`, inner anchors), the `color` format.
+
+Left out on purpose (sound, so never written): extra members when
+`additionalProperties` is absent or true and the object declares properties
+(`Options.extra_properties` turns them on), `\\u` escapes, whitespace, leap days
+and leap seconds, numbers with exponents under bounds, array elements beyond
+`Options.max_items_unroll` when `maxItems` is larger, more than one element under
+`uniqueItems`.
+"""
+
+from lattice.decode.jsonschema.compile import Compiler
+from lattice.decode.jsonschema.compile import Options
+from lattice.decode.jsonschema.resolve import SchemaError

@@ -1,0 +1,369 @@
+"""JSON Schema (drafts 4 to 2020-12) -> the byte-regex AST of compact JSON texts.
+
+Output policy (what the decoder may write): no whitespace; object members in
+schema order (declared properties first, optional ones skippable, then any extra
+members); strings without `\\u` escapes (JSON escapes a character needs are
+written one fixed way); numbers as in `numbers`. Every text of the AST validates
+(soundness); what is left out is listed in `lattice.decode.jsonschema` (e.g. extra
+members when `additionalProperties` is absent, leap days).
+
+`Options.max_ref_depth` bounds recursive `$ref`s: at the bound a recursive
+subschema is left out where the instance may omit it (optional property, array
+that may be empty, other `anyOf` branch), otherwise SchemaError. `oneOf` keeps the
+branches that provably exclude every other branch (different types, a required
+property whose `const`/`enum` the other branch forbids, one that it disallows, or
+one it requires that the branch never writes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any
+
+from lattice.decode import automaton, dfa_ops, regex_parse
+from lattice.decode.regex_ast import ANY_STRING_CHAR
+from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
+from lattice.decode.jsonschema import formats, numbers
+from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, resolve_pointer,
+                                               strip)
+
+TYPES = ('null', 'boolean', 'object', 'array', 'number', 'string', 'integer')
+# A string character: printable ASCII but `"` and `\`, any non-ASCII character, or
+# a short escape (no \u: a surrogate pair would count as two characters).
+JSON_CHAR = alt(one(automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5C)),
+                automaton.NON_ASCII,
+                cat(lit('\\'), one(sum(1 << ord(c) for c in '"\\/bfnrt'))))
+# Characters of extra member names: printable ASCII but `"` and `\`, so a name has
+# one spelling and cannot collide with a declared one.
+_KEY_CHAR = automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5C)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Compiler settings (all part of the compile cache key)."""
+  max_ref_depth: int = 3          # expansions of one $ref on a path
+  any_depth: int = 2              # nesting of free-form values ({} / no type)
+  max_items_unroll: int = 64      # bounded arrays: maxItems above this is clamped
+  extra_properties: bool = False  # write extra members when additionalProperties is absent
+  limits: automaton.Limits = automaton.DEFAULT_LIMITS
+
+
+def _dumps(v: Any) -> str:
+  return json.dumps(v, ensure_ascii=False, separators=(',', ':'))
+
+
+def _nonneg_int(s: dict, k: str, where: str, default: int | None = None) -> int | None:
+  v = s.get(k, default)
+  if v is None:
+    return None
+  if isinstance(v, float) and v.is_integer():
+    v = int(v)
+  if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    raise SchemaError(where, k, f'expected a non-negative integer, got {v!r}')
+  return v
+
+
+class Compiler:
+  """One schema's compilation; `node(root)` is the AST (None: no instance fits)."""
+
+  def __init__(self, root: Any, opts: Options):
+    self.root, self.opts = root, opts
+    self.ref_stack: list[str] = []
+
+  # -- entry, references, combinators ---------------------------------------------------
+  def node(self, s: Any, where: str = '', depth: int = 0) -> Node | None:
+    if s is True or s == {}:
+      return self.any_value(self.opts.any_depth)
+    if s is False:
+      return None
+    if not isinstance(s, dict):
+      raise SchemaError(where, 'schema', f'expected an object or boolean, got {s!r}')
+    s = strip(s)
+    if '$ref' in s:
+      ref = s['$ref']
+      if self.ref_stack.count(ref) >= self.opts.max_ref_depth:
+        return None  # Recursion bound: the caller leaves this value out if it can.
+      target = resolve_pointer(self.root, ref, where)
+      rest = {k: v for k, v in s.items() if k != '$ref'}
+      self.ref_stack.append(ref)
+      try:
+        return self.node(merge(target, rest, where) if rest else target, where, depth)
+      finally:
+        self.ref_stack.pop()
+    for k in ('$dynamicRef', '$recursiveRef', 'not', 'contains', 'unevaluatedItems',
+              'dependentSchemas'):
+      if k in s:
+        raise SchemaError(where, k, 'not supported')
+    if 'if' in s:
+      raise SchemaError(where, 'if', 'if/then/else is not supported')
+    if 'allOf' in s:
+      subs = s['allOf']
+      if not isinstance(subs, list) or not subs:
+        raise SchemaError(where, 'allOf', 'expected a non-empty array')
+      # The parent's unevaluatedProperties sees what every subschema evaluates.
+      merged = {k: v for k, v in s.items() if k not in ('allOf', 'unevaluatedProperties')}
+      for i, sub in enumerate(subs):
+        merged = merge(merged, self.deref(sub, ptr(where, 'allOf', i)),
+                       ptr(where, 'allOf', i))
+      if 'unevaluatedProperties' in s and isinstance(merged, dict):
+        merged = {**merged, 'unevaluatedProperties': merge(
+            merged.get('unevaluatedProperties', True), s['unevaluatedProperties'], where)}
+      return self.node(merged, where, depth)
+    if 'anyOf' in s:
+      return self.branches(s, 'anyOf', where, depth)
+    if 'oneOf' in s:
+      return self.branches(s, 'oneOf', where, depth)
+    return self.typed(s, where, depth)
+
+  def deref(self, s: Any, where: str) -> Any:
+    """`s` with a top-level `$ref` inlined (for merging), recursion-bounded."""
+    while isinstance(s, dict) and '$ref' in s:
+      if self.ref_stack.count(s['$ref']) >= self.opts.max_ref_depth:
+        return s
+      rest = {k: v for k, v in s.items() if k != '$ref'}
+      target = resolve_pointer(self.root, s['$ref'], where)
+      s = merge(target, rest, where) if rest else target
+    return s
+
+  def branches(self, s: dict, key: str, where: str, depth: int) -> Node | None:
+    subs = s[key]
+    if not isinstance(subs, list) or not subs:
+      raise SchemaError(where, key, 'expected a non-empty array')
+    base = {k: v for k, v in s.items() if k != key}
+    original, subs = subs, list(subs)
+    if key == 'oneOf':
+      keep = []
+      for i, b in enumerate(original):
+        # Against the branches as written (never the narrowed ones).
+        b = self._exclusive(b, [c for j, c in enumerate(original) if j != i], base, where)
+        if b is not None:
+          subs[i] = b
+          keep.append(i)
+      if not keep:
+        raise SchemaError(where, 'oneOf', 'no branch provably excludes the others')
+    else:
+      keep = range(len(subs))
+    parts = []
+    for i in keep:
+      sub = self.deref(subs[i], ptr(where, key, i))
+      parts.append(self.node(merge(base, sub, ptr(where, key, i)), ptr(where, key, i),
+                             depth))
+    parts = [p for p in parts if p is not None]
+    return alt(*parts) if parts else None
+
+  def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
+    """Branch `b`, narrowed so that nothing written validates against `others`
+    (a name another branch requires is never written), or None if unprovable."""
+    drops = {}
+    for c in others:
+      if _excludes(self, b, c, base):
+        continue
+      bd, cd = self.deref(b, where), self.deref(c, where)
+      if not isinstance(bd, dict) or not isinstance(cd, dict):
+        return None
+      mine = set(bd.get('required', [])) | set(base.get('required', []))
+      names = [q for q in cd.get('required', []) if isinstance(q, str) and q not in mine]
+      if not names:
+        return None
+      drops[names[0]] = False
+    if not drops:
+      return b
+    narrowed = merge(self.deref(b, where), {'properties': drops}, where)
+    ok = all(_excludes(self, narrowed, c, base) for c in others)
+    return narrowed if ok else None
+
+  # -- types -----------------------------------------------------------------------------
+  def typed(self, s: dict, where: str, depth: int) -> Node | None:
+    types = s.get('type', list(TYPES[:-1]))
+    types = [types] if isinstance(types, str) else types
+    if not isinstance(types, list) or any(t not in TYPES for t in types):
+      raise SchemaError(where, 'type', f'expected one of {TYPES} or a list, got {types!r}')
+    if 'integer' in types and 'number' in types:
+      types = [t for t in types if t != 'integer']
+    if 'enum' in s or 'const' in s:
+      return self.literals(s, where)
+    parts = []
+    for t in dict.fromkeys(types):
+      node = getattr(self, 't_' + t)(s, where, depth)
+      if node is not None:
+        parts.append(node)
+    return alt(*parts) if parts else None
+
+  def literals(self, s: dict, where: str) -> Node | None:
+    values = [s['const']] if 'const' in s else s['enum']
+    if not isinstance(values, list):
+      raise SchemaError(where, 'enum', f'expected an array, got {values!r}')
+    rest = {k: v for k, v in s.items() if k not in ('enum', 'const')}
+    values = [v for v in values if _writable(v)]
+    if set(rest) - {'type'}:
+      # Members must satisfy the rest of the schema: kept when the compiled rest
+      # (a sound subset) writes them exactly.
+      node = self.node(rest, where)
+      if node is None:
+        return None
+      dfa = automaton.to_dfa(node, self.opts.limits)
+      ok = [v for v in values if dfa.matches(_dumps(v))]
+    else:
+      ok = [v for v in values if _has_type(v, rest.get('type'))]
+    return alt(*(lit(_dumps(v)) for v in ok)) if ok else None
+
+  def t_null(self, s, where, depth):
+    return lit('null')
+
+  def t_boolean(self, s, where, depth):
+    return alt(lit('true'), lit('false'))
+
+  def t_integer(self, s, where, depth):
+    return numbers.integer_node(s, self.multiple(s, where, integer=True), self.opts.limits)
+
+  def t_number(self, s, where, depth):
+    if 'multipleOf' in s:
+      return self.t_integer(s, where, depth)
+    for k in ('minimum', 'maximum'):
+      if k in s and (isinstance(s[k], bool) or not isinstance(s[k], (int, float))):
+        raise SchemaError(where, k, f'expected a number, got {s[k]!r}')
+    return numbers.number_node(s)
+
+  def multiple(self, s: dict, where: str, integer: bool) -> int | None:
+    """`multipleOf` as the integer step integers must be multiples of."""
+    m = s.get('multipleOf')
+    if m is None:
+      return None
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
+      raise SchemaError(where, 'multipleOf', f'expected a positive number, got {m!r}')
+    if float(m).is_integer() and m <= 10_000:
+      return int(m)
+    # 2^-k: every integer is a multiple, exactly in floating point too.
+    if m < 1 and float(1 / m).is_integer() and (int(1 / m) & (int(1 / m) - 1)) == 0:
+      return 1
+    raise SchemaError(where, 'multipleOf', f'{m!r} is not supported (integers up to '
+                      f'10000 and powers of 1/2)')
+
+  def t_string(self, s, where, depth):
+    lo = _nonneg_int(s, 'minLength', where, 0)
+    hi = _nonneg_int(s, 'maxLength', where)
+    if hi is not None and hi < lo:
+      return None
+    pats = s.get('pattern', [])
+    pats = pats if isinstance(pats, list) else [pats]
+    fmts = s.get('format', [])
+    fmts = fmts if isinstance(fmts, list) else [fmts]
+    regexes = []
+    for p in pats:
+      if not isinstance(p, str):
+        raise SchemaError(where, 'pattern', f'expected a string, got {p!r}')
+      regexes.append((regex_parse.parse_search, p, 'pattern'))
+    for f in fmts:
+      if f in formats.UNSUPPORTED:
+        raise SchemaError(where, 'format', f'{f!r} is not supported')
+      if formats.FORMATS.get(f):
+        regexes.append((_portable, formats.FORMATS[f], 'format'))
+    if not regexes:
+      return cat(lit('"'), rep(JSON_CHAR, lo, hi), lit('"'))
+    dfa = self.string_dfa(regexes, lo, hi, where)
+    return None if dfa is None else cat(lit('"'), automaton.embed(dfa, json_escape=True),
+                                        lit('"'))
+
+  def string_dfa(self, regexes, lo, hi, where) -> automaton.Dfa | None:
+    """Raw (unescaped) strings matching every regex, with lo..hi characters."""
+    limits = self.opts.limits
+    dfa = None
+    for parse, p, key in regexes:
+      try:
+        d = automaton.to_dfa(parse(p), limits)
+      except automaton.LimitError as e:
+        raise SchemaError(where, key, str(e)) from e
+      except automaton.RegexError as e:
+        if 'matches nothing' in str(e):
+          return None
+        raise SchemaError(where, key, f'unsupported regex: {e}') from e
+      dfa = d if dfa is None else self._meet(dfa, d, where, key)
+      if dfa is None:
+        return None
+    if dfa is None and not (lo or hi is not None):
+      return automaton.to_dfa(rep(ANY_STRING_CHAR, 0, None), limits)
+    if lo or hi is not None or dfa is None:
+      length = automaton.to_dfa(rep(ANY_STRING_CHAR, lo, hi), limits)
+      dfa = length if dfa is None else self._meet(dfa, length, where, 'maxLength')
+    return dfa
+
+  def _meet(self, a, b, where, key):
+    try:
+      return dfa_ops.intersect(a, b, self.opts.limits.max_states)
+    except automaton.LimitError as e:
+      raise SchemaError(where, key, str(e)) from e
+    except automaton.RegexError:
+      return None
+
+  def minimal(self, node: Node) -> Node:
+    """`node` as its own minimal DFA, embedded: the parent's subset construction
+    and minimisation then see each member at its minimal size."""
+    if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
+      return node
+    try:
+      return automaton.embed(automaton.to_dfa(node, self.opts.limits))
+    except automaton.LimitError as e:
+      raise SchemaError('', 'schema', str(e)) from e
+
+  def t_array(self, s, where, depth):
+    from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
+    return containers.array(self, s, where, depth)
+
+  def t_object(self, s, where, depth):
+    from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
+    return containers.obj(self, s, where, depth)
+
+  def any_value(self, depth: int) -> Node:
+    """Any JSON value nesting at most `depth` containers (compact, no \\u escapes)."""
+    return _any_value(depth)
+
+
+def _any_value_node(depth: int) -> Node:
+  scalar = alt(lit('null'), lit('true'), lit('false'), numbers.NUMBER,
+               cat(lit('"'), rep(JSON_CHAR, 0, None), lit('"')))
+  if depth <= 0:
+    return scalar
+  inner = _any_value(depth - 1)
+  key = cat(lit('"'), rep(one(_KEY_CHAR), 0, None), lit('"'), lit(':'))
+  obj = cat(lit('{'), rep(cat(key, inner, rep(cat(lit(','), key, inner), 0, None)), 0, 1),
+            lit('}'))
+  arr = cat(lit('['), rep(cat(inner, rep(cat(lit(','), inner), 0, None)), 0, 1), lit(']'))
+  return alt(scalar, arr, obj)
+
+
+@functools.lru_cache(maxsize=8)
+def _any_value(depth: int) -> Node:
+  return automaton.embed(automaton.to_dfa(_any_value_node(depth)))
+
+
+def _portable(pattern: str) -> Node:
+  return regex_parse.parse(pattern, portable=True)
+
+
+def _has_type(v: Any, types: Any) -> bool:
+  if types is None:
+    return True
+  types = [types] if isinstance(types, str) else types
+  kinds = {type(None): 'null', bool: 'boolean', dict: 'object', list: 'array', str: 'string'}
+  if type(v) in kinds:
+    return kinds[type(v)] in types
+  if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):
+    return 'integer' in types or 'number' in types
+  return isinstance(v, float) and 'number' in types
+
+
+def _writable(v: Any) -> bool:
+  """Whether the compact JSON text of `v` is one the decoder may write (finite)."""
+  try:
+    json.dumps(v, allow_nan=False)
+    return True
+  except ValueError:
+    return False
+
+
+def _excludes(comp: Compiler, b: Any, c: Any, base: dict) -> bool:
+  """Whether no instance the compiler writes for branch `b` validates against `c`."""
+  from lattice.decode.jsonschema import disjoint  # pylint: disable=g-import-not-at-top
+  return disjoint.excludes(comp, b, c, base)

@@ -1,0 +1,234 @@
+"""Arrays and objects: `prefixItems`/`items`, member chains, extra members.
+
+Arrays: `[` prefix items in order, then items of the `items` schema, `,` between,
+with `minItems`..`maxItems` elements (`maxItems` above `Options.max_items_unroll` is
+clamped there unless the array is unbounded: a bounded repetition of a non-trivial
+item unrolls). `uniqueItems: true` is kept sound by writing at most one element.
+
+Objects: declared properties as an O(n) chain (`regex_ast.chain`): required ones
+always, optional ones skippable. Extra members come after them when
+`additionalProperties` is a schema (or true and `Options.extra_properties`, or the
+object declares nothing) and for `patternProperties`: names are printable ASCII,
+never a declared name, and match exactly the patterns whose schemas the value
+satisfies (a DFA difference/intersection per pattern). `minProperties` promotes
+optional properties to required; `maxProperties` keeps the first ones and drops
+extras. `dependentRequired`/`dependencies` leave out optional properties whose
+dependencies are not all required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lattice.decode import automaton, dfa_ops, regex_parse
+from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
+from lattice.decode.jsonschema.compile import _KEY_CHAR, Compiler, _dumps, _nonneg_int
+from lattice.decode.jsonschema.resolve import SchemaError, merge, ptr
+
+
+def array(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
+  lo = _nonneg_int(s, 'minItems', where, 0)
+  hi = _nonneg_int(s, 'maxItems', where)
+  items = s.get('items', True)
+  prefix = s.get('prefixItems', [])
+  if isinstance(items, list):  # Drafts 4-2019: items as a tuple.
+    prefix, items = items, s.get('additionalItems', True)
+  if not isinstance(prefix, list):
+    raise SchemaError(where, 'prefixItems', f'expected an array, got {prefix!r}')
+  if s.get('uniqueItems') is True:
+    hi = 1 if hi is None else min(hi, 1)
+  if hi is not None and hi < lo:
+    return None
+  pnodes = [comp.node(p, ptr(where, 'prefixItems', i), depth + 1)
+            for i, p in enumerate(prefix)]
+  # A prefix position nothing fits ends the array there.
+  for i, n in enumerate(pnodes):
+    if n is None:
+      if lo > i:
+        return None
+      pnodes, hi, items = pnodes[:i], i if hi is None else min(hi, i), False
+      break
+  m = len(pnodes)
+  item = None if items is False else comp.node(items, ptr(where, 'items'), depth + 1)
+  item = None if item is None else comp.minimal(item)
+  pnodes = [comp.minimal(n) if n is not None else None for n in pnodes]
+  if item is None:
+    if lo > m:
+      return None
+    hi = m if hi is None else min(hi, m)
+  if hi is not None and hi > comp.opts.max_items_unroll and item is not None:
+    hi = max(lo, comp.opts.max_items_unroll)
+  # tail(k): elements k.. given k already written (k >= 1 means a comma first).
+  def rest(k: int) -> Node:
+    if hi is not None and k >= hi:
+      return EPS
+    if k >= m:  # Items of `items`: count in [max(lo - k, 0), hi - k].
+      return rep(cat(lit(','), item), max(lo - k, 0), None if hi is None else hi - k)
+    more = cat(lit(','), pnodes[k], rest(k + 1))
+    return more if k < lo else rep(more, 0, 1)
+
+  if hi == 0:
+    return lit('[]')
+  first = pnodes[0] if m else item
+  body = cat(first, rest(1))
+  return cat(lit('['), body if lo > 0 else rep(body, 0, 1), lit(']'))
+
+
+def _key_lit(name: str) -> Node:
+  return lit(_dumps(name) + ':')
+
+
+def obj(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
+  props = s.get('properties', {})
+  if not isinstance(props, dict):
+    raise SchemaError(where, 'properties', f'expected an object, got {props!r}')
+  required = s.get('required', [])
+  if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+    raise SchemaError(where, 'required', f'expected an array of strings, got {required!r}')
+  patterns = s.get('patternProperties', {})
+  if not isinstance(patterns, dict):
+    raise SchemaError(where, 'patternProperties', f'expected an object, got {patterns!r}')
+  addl = s.get('additionalProperties', s.get('unevaluatedProperties', True))
+  lo = _nonneg_int(s, 'minProperties', where, 0)
+  hi = _nonneg_int(s, 'maxProperties', where)
+  deps = {**_deps(s.get('dependencies', {})), **_deps(s.get('dependentRequired', {}))}
+  names_schema = s.get('propertyNames', True)
+  name_dfa = None
+  if names_schema not in (True, {}):
+    name_dfa = _name_dfa(comp, names_schema, ptr(where, 'propertyNames'))
+
+  # Declared members, then required names that are not declared.
+  req = set(required)
+  grew = True
+  while grew:  # A required member's dependencies are required too.
+    grew = False
+    for name in list(req):
+      dep = deps.get(name, ())
+      if '\0never' in dep:
+        raise SchemaError(where, 'dependentSchemas', f'{name!r} is required and has a '
+                          f'schema dependency: not supported')
+      if set(dep) - req:
+        req |= set(dep)
+        grew = True
+  order = list(props) + [r for r in sorted(req) if r not in props]
+  # minProperties: promote optional declared members in order.
+  for name in order:
+    if len(req) >= lo:
+      break
+    req.add(name)
+  members = []
+  for name in order:
+    sub = props.get(name)
+    for pat, psub in patterns.items():  # A matching pattern's schema applies too.
+      if _search(pat, name, ptr(where, 'patternProperties', pat)):
+        sub = psub if sub is None else merge(sub, psub, ptr(where, 'patternProperties', pat))
+    if sub is None:
+      sub = addl
+    is_req = name in req
+    ok_name = name_dfa is None or name_dfa.matches(name)
+    if not is_req and (not ok_name or not all(d in req for d in deps.get(name, ()))):
+      continue
+    value = comp.node(sub, ptr(where, 'properties', name), depth + 1) if ok_name else None
+    if value is None:
+      if is_req:
+        return None
+      continue
+    members.append((cat(_key_lit(name), comp.minimal(value)), is_req))
+  if len(req) < lo or (hi is not None and len(req) > hi):
+    return None
+  if hi is not None:  # Keep required members and the first optional ones.
+    n_opt = hi - sum(r for _, r in members)
+    kept = []
+    for node, r in members:
+      if r or n_opt > 0:
+        kept.append((node, r))
+        n_opt -= not r
+    members = kept
+  write_extra = (hi is None and (patterns or isinstance(addl, dict) and addl != {} or
+                                 (addl is not False and
+                                  (comp.opts.extra_properties or not props))))
+  if write_extra:
+    extra = _extras(comp, s, props, patterns, addl, name_dfa, where, depth)
+    if extra is not None:
+      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), False))
+  return cat(lit('{'), chain(tuple(members), lit(',')), lit('}'))
+
+
+def _deps(d: Any) -> dict[str, list[str]]:
+  """Property -> names it requires (array-valued dependencies only)."""
+  if not isinstance(d, dict):
+    return {}
+  out = {}
+  for k, v in d.items():
+    # Schema-valued dependencies: never write k unless required (checked by caller).
+    out[k] = v if isinstance(v, list) else ['\0never']
+  return out
+
+
+def _search(pattern: str, name: str, where: str) -> bool:
+  try:
+    return automaton.to_dfa(regex_parse.parse_search(pattern)).matches(name)
+  except automaton.RegexError as e:
+    raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
+
+
+def _name_dfa(comp: Compiler, schema: Any, where: str) -> automaton.Dfa:
+  """Raw names `propertyNames` allows (string keywords only)."""
+  if not isinstance(schema, dict) or set(schema) - {'type', 'pattern', 'minLength',
+                                                    'maxLength', 'format'} \
+      - {'title', 'description', '$comment'}:
+    raise SchemaError(where, 'propertyNames', 'only string keywords are supported')
+  regexes = [(regex_parse.parse_search, p, 'pattern') for p in
+             ([schema['pattern']] if 'pattern' in schema else [])]
+  
+  dfa = comp.string_dfa(regexes, _nonneg_int(schema, 'minLength', where, 0),
+                        _nonneg_int(schema, 'maxLength', where), where)
+  if dfa is None:
+    raise SchemaError(where, 'propertyNames', 'matches no name')
+  return dfa
+
+
+def _extras(comp, s, props, patterns, addl, name_dfa, where, depth) -> Node | None:
+  """One extra member `"name":value`, or None when none can be written."""
+  limits = comp.opts.limits
+  names = automaton.to_dfa(cat(rep(one(_KEY_CHAR), 0, None)), limits)
+  if name_dfa is not None:
+    names = dfa_ops.intersect(names, name_dfa, limits.max_states)
+  if props:
+    declared = automaton.to_dfa(alt(*(lit(n) for n in props)), limits)
+    names = _diff(names, declared)
+  pats = {}
+  for pat in patterns:
+    try:
+      pats[pat] = automaton.to_dfa(regex_parse.parse_search(pat), limits)
+    except automaton.RegexError as e:
+      raise SchemaError(ptr(where, 'patternProperties', pat), 'patternProperties',
+                        f'unsupported regex: {e}') from e
+  parts = []
+  for pat, psub in patterns.items():
+    # Names matching this pattern and no other (so one schema applies).
+    keys = dfa_ops.intersect(names, pats[pat], limits.max_states) if names else None
+    for other, d in pats.items():
+      if other != pat and keys is not None:
+        keys = _diff(keys, d)
+    value = comp.node(psub, ptr(where, 'patternProperties', pat), depth + 1)
+    if keys is not None and value is not None:
+      parts.append(cat(lit('"'), automaton.embed(keys), lit('":'), value))
+  if addl is not False:
+    keys = names
+    for d in pats.values():
+      if keys is not None:
+        keys = _diff(keys, d)
+    value = comp.node(addl, ptr(where, 'additionalProperties'), depth + 1)
+    if keys is not None and value is not None:
+      parts.append(cat(lit('"'), automaton.embed(keys), lit('":'), value))
+  return alt(*parts) if parts else None
+
+
+def _diff(a, b):
+  try:
+    return dfa_ops.difference(a, b)
+  except automaton.LimitError:
+    raise
+  except automaton.RegexError:
+    return None

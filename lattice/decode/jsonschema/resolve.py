@@ -1,0 +1,189 @@
+"""Schema preprocessing: annotations dropped, local `$ref` inlined, `allOf` merged.
+
+`SchemaError` is the one error every unsupported or malformed schema raises; it
+names the keyword and its JSON pointer (RFC 6901), e.g.
+`/properties/a/minLength: minLength: expected a non-negative integer, got 1.5`.
+The server answers it with a 400.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Keywords that constrain nothing the decoder writes (JSON Schema 2020-12 meta-data,
+# core identifiers, content annotations, OpenAPI/vendor annotations).
+ANNOTATIONS = frozenset({
+    'title', 'description', '$id', 'id', '$schema', 'examples', 'example', 'default',
+    'self', '$comment', 'readOnly', 'writeOnly', 'deprecated', '$anchor',
+    'contentMediaType', 'contentEncoding', 'contentSchema', '$vocabulary',
+    'discriminator', 'xml', 'externalDocs', 'markdownDescription', 'deprecationMessage',
+    'then', 'else',  # Without `if` (handled below) these do nothing.
+})
+# Every keyword of drafts 4 to 2020-12 that asserts something; any other key is an
+# unknown keyword, which the specification treats as an annotation.
+ASSERTIONS = frozenset({
+    'type', 'enum', 'const', 'multipleOf', 'maximum', 'exclusiveMaximum', 'minimum',
+    'exclusiveMinimum', 'maxLength', 'minLength', 'pattern', 'format', 'maxItems',
+    'minItems', 'uniqueItems', 'maxContains', 'minContains', 'contains', 'maxProperties',
+    'minProperties', 'required', 'dependentRequired', 'dependencies', 'dependentSchemas',
+    'properties', 'patternProperties', 'additionalProperties', 'propertyNames',
+    'unevaluatedProperties', 'unevaluatedItems', 'items', 'prefixItems',
+    'additionalItems', 'allOf', 'anyOf', 'oneOf', 'not', 'if', '$ref', '$defs',
+    'definitions', '$dynamicRef', '$dynamicAnchor', '$recursiveRef', '$recursiveAnchor',
+})
+
+
+class SchemaError(ValueError):
+  """A schema the compiler cannot enforce exactly or that is malformed.
+
+  `keyword` and `pointer` (JSON pointer of the schema holding it) name the place.
+  """
+
+  def __init__(self, pointer: str, keyword: str, message: str):
+    self.pointer, self.keyword = pointer or '/', keyword
+    super().__init__(f'{self.pointer}: {keyword}: {message}')
+
+
+def ptr(base: str, *parts: Any) -> str:
+  for p in parts:
+    base += '/' + str(p).replace('~', '~0').replace('/', '~1')
+  return base
+
+
+def resolve_pointer(root: Any, ref: str, where: str) -> Any:
+  """The subschema `ref` ('#', '#/a/b') names inside `root`."""
+  if not isinstance(ref, str) or not ref.startswith('#'):
+    raise SchemaError(where, '$ref', f'only local references (#/...) are supported, '
+                      f'got {ref!r}')
+  node = root
+  path = ref[1:]
+  if path and not path.startswith('/'):
+    raise SchemaError(where, '$ref', f'anchors are not supported, got {ref!r}')
+  for raw in path.split('/')[1:] if path else []:
+    key = raw.replace('~1', '/').replace('~0', '~')
+    from urllib.parse import unquote  # pylint: disable=g-import-not-at-top
+    key = unquote(key)
+    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+      node = node[int(key)]
+    elif isinstance(node, dict) and key in node:
+      node = node[key]
+    else:
+      raise SchemaError(where, '$ref', f'{ref!r} does not resolve')
+  return node
+
+
+def strip(schema: dict) -> dict:
+  """`schema` without annotations and unknown keywords."""
+  return {k: v for k, v in schema.items() if k in ASSERTIONS}
+
+
+def merge(a: Any, b: Any, where: str) -> Any:
+  """One schema that means `a` and `b` both hold (allOf), keyword by keyword.
+
+  Subschema keywords merge recursively (as allOf); bounds take the tighter side;
+  `required` unites; `enum`/`const`/`type` intersect; `pattern` and `format` pile up
+  into lists that the string compiler intersects. Raises SchemaError when a pair of
+  keywords has no exact merge (e.g. two different `multipleOf`).
+  """
+  if a is True or a == {}:
+    return b
+  if b is True or b == {}:
+    return a
+  if a is False or b is False:
+    return False
+  if not isinstance(a, dict) or not isinstance(b, dict):
+    raise SchemaError(where, 'allOf', f'expected schemas, got {a!r} and {b!r}')
+  out = dict(a)
+  for k, v in b.items():
+    if k not in out:
+      out[k] = v
+      continue
+    u = out[k]
+    if k not in ASSERTIONS:
+      continue  # Annotations and unknown keywords: nothing to reconcile.
+    if k in ('minimum', 'minLength', 'minItems', 'minProperties', 'exclusiveMinimum') \
+        and not isinstance(u, bool) and not isinstance(v, bool):
+      out[k] = max(u, v)
+    elif k in ('maximum', 'maxLength', 'maxItems', 'maxProperties', 'exclusiveMaximum') \
+        and not isinstance(u, bool) and not isinstance(v, bool):
+      out[k] = min(u, v)
+    elif k == 'required':
+      out[k] = list(dict.fromkeys([*u, *v]))
+    elif k == 'type':
+      tu = {u} if isinstance(u, str) else set(u)
+      tv = {v} if isinstance(v, str) else set(v)
+      both = (tu & tv) | ({'integer'} if ('number' in tu and 'integer' in tv) or
+                          ('integer' in tu and 'number' in tv) else set())
+      out[k] = sorted(both)
+    elif k in ('properties', 'patternProperties', '$defs', 'definitions'):
+      merged = dict(u)
+      for name, sub in v.items():
+        merged[name] = merge(merged[name], sub, ptr(where, k, name)) if name in merged \
+            else sub
+      out[k] = merged
+    elif k in ('additionalProperties', 'items', 'propertyNames') and \
+        isinstance(u, (dict, bool)) and isinstance(v, (dict, bool)):
+      out[k] = merge(u, v, ptr(where, k))
+    elif k == 'prefixItems':
+      continue  # Below, with `items`.
+    elif k in ('pattern', 'format'):
+      out[k] = [*(u if isinstance(u, list) else [u]), *(v if isinstance(v, list) else [v])]
+    elif k == 'allOf':
+      out[k] = [*u, *v]
+    elif k == 'enum':
+      out[k] = [x for x in u if any(_same(x, y) for y in v)]
+    elif k == 'anyOf':
+      out[k] = [{'allOf': [x, y]} for x in u for y in v]
+    elif _same(u, v):
+      continue
+    else:
+      raise SchemaError(where, k, 'allOf: two different values cannot be merged')
+  _merge_positions(a, b, out, where)
+  _merge_other_properties(a, b, out, where)
+  return out
+
+
+def _at(s: dict, i: int) -> Any:
+  """The schema an array element at position i must satisfy under `s`."""
+  prefix = s.get('prefixItems', s['items'] if isinstance(s.get('items'), list) else [])
+  if i < len(prefix):
+    return prefix[i]
+  if isinstance(s.get('items'), list):
+    return s.get('additionalItems', True)
+  return s.get('items', True)
+
+
+def _merge_positions(a: dict, b: dict, out: dict, where: str) -> None:
+  """prefixItems of either side meet the other's schema at the same position."""
+  n = max(len(a.get('prefixItems', [])), len(b.get('prefixItems', [])))
+  if n:
+    out['prefixItems'] = [merge(_at(a, i), _at(b, i), ptr(where, 'prefixItems', i))
+                          for i in range(n)]
+
+
+def _merge_other_properties(a: dict, b: dict, out: dict, where: str) -> None:
+  """A property one side declares is an additional property of the other side."""
+  import re  # pylint: disable=g-import-not-at-top
+  props = dict(out.get('properties', {}))
+  for side in (a, b):
+    extra = merge(side.get('additionalProperties', True),
+                  side.get('unevaluatedProperties', True), where)
+    if extra is True or extra == {}:
+      continue
+    for name in list(props):
+      if name in side.get('properties', {}):
+        continue
+      try:
+        by_pattern = any(re.search(p, name) for p in side.get('patternProperties', {}))
+      except re.error:
+        by_pattern = False
+      if not by_pattern:
+        props[name] = merge(props[name], extra, ptr(where, 'properties', name))
+  if props:
+    out['properties'] = props
+
+
+def _same(x: Any, y: Any) -> bool:
+  return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True) and (
+      type(x) is type(y) or not isinstance(x, bool) and not isinstance(y, bool))

@@ -1,0 +1,116 @@
+"""Regular-expression ASTs over bytes: the node constructors and byte sets.
+
+A node is a tuple: `('set', mask)` (one byte from a 256-bit int mask), `('cat',
+parts)`, `('alt', parts)`, `('rep', node, lo, hi)` (hi None: unbounded), and the
+compiler's own `('dfa', Dfa, json_escape)` (an automaton embedded as a piece) and
+`('chain', members, sep)` (members in order, optional ones skippable, `sep`
+between written ones: O(n) states where nested alternations would be exponential).
+"""
+
+from __future__ import annotations
+
+Node = tuple
+EPS: Node = ('cat', ())
+ALL_BYTES = (1 << 256) - 1
+
+
+class RegexError(ValueError):
+  """A pattern this module cannot compile; the message says where and why."""
+
+
+class LimitError(RegexError):
+  """Compilation would exceed the configured size or time cap."""
+
+
+def byte_set(*ranges: tuple[int, int]) -> int:
+  mask = 0
+  for lo, hi in ranges:
+    mask |= ((1 << (hi - lo + 1)) - 1) << lo
+  return mask
+
+
+def one(mask: int) -> Node:
+  return ('set', mask)
+
+
+def lit(data: bytes | str) -> Node:
+  if isinstance(data, str):
+    data = data.encode('utf-8')
+  return cat(*(one(1 << b) for b in data))
+
+
+def cat(*parts: Node) -> Node:
+  flat = []
+  for p in parts:
+    flat.extend(p[1] if p[0] == 'cat' else (p,))
+  return flat[0] if len(flat) == 1 else ('cat', tuple(flat))
+
+
+def alt(*parts: Node) -> Node:
+  if not parts:
+    raise RegexError('empty alternation')
+  return parts[0] if len(parts) == 1 else ('alt', tuple(parts))
+
+
+def rep(node: Node, lo: int, hi: int | None) -> Node:
+  if hi is not None and hi < lo:
+    raise RegexError(f'repetition {{{lo},{hi}}}: max below min')
+  return ('rep', node, lo, hi)
+
+
+_CONT = one(byte_set((0x80, 0xBF)))
+# Every non-ASCII character as its valid UTF-8 encodings (RFC 3629, table 3-7 of
+# the Unicode standard): no overlongs, no surrogates, nothing above U+10FFFF.
+NON_ASCII: Node = alt(
+    cat(one(byte_set((0xC2, 0xDF))), _CONT),
+    cat(one(1 << 0xE0), one(byte_set((0xA0, 0xBF))), _CONT),
+    cat(one(byte_set((0xE1, 0xEC), (0xEE, 0xEF))), _CONT, _CONT),
+    cat(one(1 << 0xED), one(byte_set((0x80, 0x9F))), _CONT),
+    cat(one(1 << 0xF0), one(byte_set((0x90, 0xBF))), _CONT, _CONT),
+    cat(one(byte_set((0xF1, 0xF3))), _CONT, _CONT, _CONT),
+    cat(one(1 << 0xF4), one(byte_set((0x80, 0x8F))), _CONT, _CONT))
+
+# `.` as both Python and ECMA read it (ECMA also excludes \r, U+2028, U+2029): every
+# character but those four, so a match is a match under either dialect.
+_NON_ASCII_NO_SEP: Node = alt(
+    cat(one(byte_set((0xC2, 0xDF))), _CONT),
+    cat(one(1 << 0xE0), one(byte_set((0xA0, 0xBF))), _CONT),
+    cat(one(byte_set((0xE1, 0xE1), (0xE3, 0xEC), (0xEE, 0xEF))), _CONT, _CONT),
+    cat(one(1 << 0xE2), one(byte_set((0x81, 0xBF))), _CONT),
+    cat(one(1 << 0xE2), one(1 << 0x80), one(byte_set((0x80, 0xA7), (0xAA, 0xBF)))),
+    cat(one(1 << 0xED), one(byte_set((0x80, 0x9F))), _CONT),
+    cat(one(1 << 0xF0), one(byte_set((0x90, 0xBF))), _CONT, _CONT),
+    cat(one(byte_set((0xF1, 0xF3))), _CONT, _CONT, _CONT),
+    cat(one(1 << 0xF4), one(byte_set((0x80, 0x8F))), _CONT, _CONT))
+ANY_CHAR: Node = alt(one(byte_set((0, 127)) & ~(1 << 10) & ~(1 << 13)), _NON_ASCII_NO_SEP)
+# Any character at all (the unanchored sides of a search).
+ANY_STRING_CHAR: Node = alt(one(byte_set((0, 127))), NON_ASCII)
+
+_DIGIT = byte_set((48, 57))
+_WORD = _DIGIT | byte_set((65, 90), (97, 122)) | 1 << 95
+_SPACE = byte_set((9, 13)) | 1 << 32
+_ASCII = byte_set((0, 127))
+_CLASS_ESCAPES = {'d': _DIGIT, 'w': _WORD, 's': _SPACE}
+_CHAR_ESCAPES = {'n': 10, 't': 9, 'r': 13, 'f': 12, 'v': 11, 'a': 7, '0': 0}
+
+
+def chars(ascii_mask: int, negated: bool = False, extra: tuple[str, ...] = ()) -> Node:
+  """One character: from an ASCII set (+ non-ASCII `extra`), or any outside it."""
+  if negated:
+    if extra:
+      raise RegexError('negated classes with non-ASCII members are not supported')
+    return alt(one(_ASCII & ~ascii_mask), NON_ASCII)
+  return alt(one(ascii_mask), *(lit(c) for c in extra)) if extra else one(ascii_mask)
+
+
+
+
+def chain(members: tuple[tuple[Node, bool], ...], sep: Node) -> Node:
+  """Members in order, each `(node, required)`; `sep` between written members."""
+  return ('chain', tuple(members), sep)
+
+
+def embed(dfa, json_escape: bool = False) -> Node:
+  """A compiled `automaton.Dfa` as a node; with `json_escape`, every byte the DFA
+  reads that JSON must escape (`"`, `\\`, controls) is written as its escape."""
+  return ('dfa', dfa, json_escape)

@@ -1,0 +1,232 @@
+"""JSON Schema keyword groups: soundness (random walks validate with `jsonschema`),
+completeness on hand-written instances, clear errors, linear compile size.
+
+Valid instances are written as the decoder writes them (compact, members in schema
+order); invalid ones must be rejected whatever their form.
+"""
+
+import json
+import random
+
+import jsonschema
+import numpy as np
+import pytest
+
+from lattice.data import tokenizer as tok_lib
+from lattice.decode import automaton, constraints
+
+# (group, schema, valid texts, invalid texts)
+GROUPS = [
+    ('integer bounds', {'type': 'integer', 'minimum': -17, 'maximum': 1234},
+     ['-17', '0', '9', '1234', '-5', '999'], ['-18', '1235', '01', '-0', '1.5', '12345']),
+    ('exclusive bounds', {'type': 'integer', 'exclusiveMinimum': 3, 'exclusiveMaximum': 100},
+     ['4', '99', '50'], ['3', '100', '0']),
+    ('draft4 exclusive', {'type': 'integer', 'minimum': 3, 'exclusiveMinimum': True},
+     ['4', '400000'], ['3', '2']),
+    ('number bounds', {'type': 'number', 'minimum': -1.5, 'maximum': 2},
+     ['0', '1.25', '-1', '2', '-0.5'], ['2.5', '-2', '3', '1e5']),
+    ('multipleOf', {'type': 'integer', 'multipleOf': 7, 'minimum': 0, 'maximum': 100},
+     ['0', '7', '98'], ['8', '105', '-7']),
+    ('pattern', {'type': 'string', 'pattern': '^[a-z]+-\\d{2}$'},
+     ['"ab-12"', '"x-00"'], ['"ab-1"', '"AB-12"', '"ab-123"']),
+    ('pattern search', {'type': 'string', 'pattern': 'cat'},
+     ['"cat"', '"a cat!"', '"concatenate"'], ['"dog"', '"ca t"']),
+    ('pattern + length', {'type': 'string', 'pattern': '^a', 'maxLength': 3},
+     ['"a"', '"abc"'], ['"abcd"', '"ba"']),
+    ('string length', {'type': 'string', 'minLength': 2, 'maxLength': 3},
+     ['"ab"', '"a\\nc"', '"éé"'], ['"a"', '"abcd"', '"\\u0061b"']),
+    ('long maxLength', {'type': 'string', 'maxLength': 40},
+     ['""', '"' + 'x' * 40 + '"', '"' + 'é' * 40 + '"'], ['"' + 'x' * 41 + '"']),
+    ('format date-time', {'type': 'string', 'format': 'date-time'},
+     ['"2024-02-28T13:45:00Z"', '"1999-12-31T23:59:59.5+05:30"'],
+     ['"2024-02-30T13:45:00Z"', '"2024-01-01"', '"x"']),
+    ('format date', {'type': 'string', 'format': 'date'}, ['"2024-04-30"'],
+     ['"2024-04-31"', '"24-04-30"']),
+    ('format time', {'type': 'string', 'format': 'time'}, ['"10:20:30Z"'], ['"25:00:00Z"']),
+    ('format email', {'type': 'string', 'format': 'email'}, ['"a.b@example.com"'],
+     ['"a.b"', '"@x.com"']),
+    ('format uuid', {'type': 'string', 'format': 'uuid'},
+     ['"123e4567-e89b-12d3-a456-426614174000"'], ['"123e4567e89b12d3a456426614174000"']),
+    ('format uri', {'type': 'string', 'format': 'uri'}, ['"https://example.com/a/b"'],
+     ['"example"', '"//x"']),
+    ('format ipv4', {'type': 'string', 'format': 'ipv4'}, ['"192.168.0.1"'],
+     ['"256.1.1.1"', '"01.1.1.1"']),
+    ('format ipv6', {'type': 'string', 'format': 'ipv6'}, ['"2001:db8:0:0:0:0:0:1"'],
+     ['"2001:db8"', '"g::1"']),
+    ('$ref/$defs', {'$defs': {'pt': {'type': 'object', 'properties': {
+        'x': {'type': 'integer'}}, 'required': ['x'], 'additionalProperties': False}},
+        'type': 'array', 'items': {'$ref': '#/$defs/pt'}},
+     ['[{"x":1},{"x":2}]', '[]'], ['[{"y":1}]', '[{"x":"1"}]']),
+    ('definitions', {'definitions': {'s': {'type': 'string', 'maxLength': 2}},
+                     '$ref': '#/definitions/s'}, ['"ab"'], ['"abc"', '1']),
+    ('recursive $ref', {'$defs': {'n': {'type': 'object', 'properties': {
+        'v': {'type': 'integer'}, 'next': {'$ref': '#/$defs/n'}}, 'required': ['v'],
+        'additionalProperties': False}}, '$ref': '#/$defs/n'},
+     ['{"v":1}', '{"v":1,"next":{"v":2,"next":{"v":3}}}'], ['{"next":{"v":2}}', '{}']),
+    ('allOf', {'allOf': [{'type': 'object', 'properties': {'a': {'type': 'integer'}},
+                          'required': ['a']},
+                         {'properties': {'b': {'type': 'string'}}, 'required': ['b']}],
+               'unevaluatedProperties': False},
+     ['{"a":1,"b":"x"}'], ['{"a":1}', '{"b":"x"}']),
+    ('anyOf', {'anyOf': [{'type': 'integer'}, {'type': 'string', 'maxLength': 1}]},
+     ['5', '"a"'], ['"ab"', 'null']),
+    ('oneOf', {'oneOf': [{'type': 'integer'}, {'type': 'boolean'}]}, ['3', 'true'],
+     ['"x"']),
+    ('oneOf overlap', {'oneOf': [{'type': 'object', 'properties': {'k': {'const': 'a'},
+                                                                   'v': {'type': 'integer'}},
+                                  'required': ['k', 'v']},
+                                 {'type': 'object', 'properties': {'k': {'const': 'b'}},
+                                  'required': ['k']}]},
+     ['{"k":"a","v":1}', '{"k":"b"}'], ['{"k":"c"}']),
+    ('oneOf by required', {'type': 'object', 'properties': {
+        'side': {'type': 'integer'}, 'radius': {'type': 'integer'}},
+        'oneOf': [{'required': ['side']}, {'required': ['radius']}]},
+     ['{"side":1}', '{"radius":2}'], ['{"side":1,"radius":2}', '{}']),
+    ('prefixItems', {'type': 'array', 'prefixItems': [{'type': 'string'}, {'type': 'integer'}],
+                     'items': False, 'minItems': 1},
+     ['["a"]', '["a",1]'], ['[]', '[1]', '["a",1,2]']),
+    ('items + counts', {'type': 'array', 'items': {'type': 'boolean'}, 'minItems': 2,
+                        'maxItems': 3},
+     ['[true,false]', '[true,true,true]'], ['[true]', '[true,true,true,true]']),
+    ('additionalProperties schema', {'type': 'object', 'properties': {'id': {'type': 'integer'}},
+                                     'required': ['id'],
+                                     'additionalProperties': {'type': 'string'}},
+     ['{"id":1}', '{"id":1,"a":"x","b c":"y"}'], ['{"id":1,"a":2}', '{"a":"x"}']),
+    ('patternProperties', {'type': 'object', 'patternProperties': {'^x-': {'type': 'integer'}},
+                           'additionalProperties': False},
+     ['{}', '{"x-a":1,"x-b":2}'], ['{"y":1}', '{"x-a":"s"}']),
+    ('const/enum', {'type': 'object', 'properties': {
+        'c': {'const': {'k': [1, 2]}}, 'e': {'enum': ['a', 2, None, True]}},
+        'required': ['c', 'e']},
+     ['{"c":{"k":[1,2]},"e":"a"}', '{"c":{"k":[1,2]},"e":null}'],
+     ['{"c":{"k":[1]},"e":"a"}', '{"c":{"k":[1,2]},"e":"b"}']),
+    ('type list', {'type': ['string', 'null'], 'maxLength': 2}, ['null', '"ab"'],
+     ['"abc"', '1']),
+    ('no type', {'minimum': 5, 'maxLength': 1}, ['5', '"a"', 'true', 'null', '[]', '{}'],
+     ['4', '"ab"']),
+    ('min/maxProperties', {'type': 'object', 'properties': {
+        'a': {'type': 'null'}, 'b': {'type': 'null'}, 'c': {'type': 'null'}},
+        'minProperties': 1, 'maxProperties': 2, 'additionalProperties': False},
+     ['{"a":null}', '{"a":null,"b":null}'], ['{}', '{"a":null,"b":null,"c":null}']),
+    ('annotations', {'title': 't', 'description': 'd', '$id': 'x', 'id': 'y',
+                     '$schema': 'https://json-schema.org/draft/2020-12/schema',
+                     'examples': [1], 'default': 1, 'self': {'vendor': 'v'},
+                     'x-kubernetes-int-or-string': True, '$comment': 'c', 'readOnly': True,
+                     'type': 'integer', 'maximum': 3}, ['3', '-1'], ['4', '"3"']),
+    ('uniqueItems', {'type': 'array', 'items': {'type': 'integer'}, 'uniqueItems': True},
+     ['[]', '[1]'], ['[1,1]']),
+]
+IDS = [g[0] for g in GROUPS]
+
+
+def _validator(schema):
+  cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+  return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+@pytest.mark.parametrize('group', GROUPS, ids=IDS)
+def test_keyword_group_complete_and_sound(group):
+  _, schema, valid, invalid = group
+  dfa = constraints.compile_schema(schema)
+  check = _validator(schema)
+  for text in valid:
+    assert check.is_valid(json.loads(text)), text  # The test's own instance is valid.
+    assert dfa.matches(text), text
+  for text in invalid:
+    assert not dfa.matches(text), text
+
+
+def _walks(index, dfa, rng, n, max_len=120):
+  """Random texts the token tables allow (each ends accepting within max_len)."""
+  out = []
+  for _ in range(n):
+    state, data = 0, bytearray()
+    for step in range(max_len):
+      moves = np.flatnonzero(index.need_SxV[state] <= max_len - 1 - step)
+      t = int(rng.choice(moves))
+      if t == tok_lib.EOS_ID:
+        break
+      data.append(t)
+      state = int(index.next_SxV[state, t])
+    assert dfa.accepting[state]
+    out.append(bytes(data))
+  return out
+
+
+@pytest.mark.parametrize('group', GROUPS, ids=IDS)
+def test_random_walks_validate_with_jsonschema(group):
+  _, schema, _, _ = group
+  dfa = constraints.compile_schema(schema)
+  index = constraints.build_index(dfa)
+  check = _validator(schema)
+  rng = np.random.default_rng(0)
+  for data in _walks(index, dfa, rng, 40):
+    value = json.loads(data.decode('utf-8'))  # Valid UTF-8 and JSON.
+    errors = [e.message for e in check.iter_errors(value)]
+    assert not errors, (data, errors)
+
+
+@pytest.mark.parametrize('schema,keyword,pointer', [
+    ({'type': 'string', 'minLength': 1.5}, 'minLength', '/'),
+    ({'properties': {'a': {'type': 'string', 'maxLength': 'x'}}}, 'maxLength', '/properties/a'),
+    ({'type': 'object', 'properties': {'a': {'not': {'type': 'null'}}}}, 'not', '/properties/a'),
+    ({'type': 'string', 'pattern': '(?=a)b'}, 'pattern', '/'),
+    ({'items': {'type': 'string', 'pattern': 'a\\1'}, 'type': 'array'}, 'pattern', '/items'),
+    ({'$ref': 'http://example.com/s.json'}, '$ref', '/'),
+    ({'$ref': '#/$defs/missing'}, '$ref', '/'),
+    ({'type': 'tuple'}, 'type', '/'),
+    ({'if': {'type': 'string'}, 'then': {'maxLength': 1}}, 'if', '/'),
+    ({'type': 'array', 'contains': {'type': 'integer'}}, 'contains', '/'),
+    ({'type': 'number', 'multipleOf': 0.1}, 'multipleOf', '/'),
+    ({'anyOf': []}, 'anyOf', '/'),
+])
+def test_unsupported_or_malformed_is_one_error_naming_keyword_and_pointer(schema, keyword,
+                                                                          pointer):
+  with pytest.raises(constraints.SchemaError) as e:
+    constraints.compile_schema(schema)
+  assert e.value.keyword == keyword and e.value.pointer == pointer, str(e.value)
+  assert str(e.value).startswith(f'{pointer}: {keyword}: ')
+
+
+def test_unsatisfiable_is_a_schema_error():
+  for bad in (False, {'enum': []}, {'type': 'integer', 'minimum': 5, 'maximum': 1},
+              {'type': 'object', 'required': ['a'], 'additionalProperties': False}):
+    with pytest.raises(constraints.SchemaError):
+      constraints.compile_schema(bad)
+
+
+def test_compile_is_linear_in_optional_properties_and_length():
+  def n_states(n):
+    return constraints.compile_schema({'type': 'object', 'properties': {
+        f'p{i}': {'type': 'integer'} for i in range(n)}}).n_states
+  s10, s20, s40 = n_states(10), n_states(20), n_states(40)
+  assert s40 - s20 <= 2.5 * (s20 - s10), (s10, s20, s40)  # Linear, not 2^n.
+  short = constraints.compile_schema({'type': 'string', 'maxLength': 500}).n_states
+  long = constraints.compile_schema({'type': 'string', 'maxLength': 5000}).n_states
+  assert long <= 10.5 * short, (short, long)
+  dfa = constraints.compile_schema({'type': 'string', 'minLength': 4000, 'maxLength': 5000})
+  assert dfa.matches('"' + 'a' * 4000 + '"') and not dfa.matches('"' + 'a' * 3999 + '"')
+  assert dfa.matches('"' + 'é' * 5000 + '"') and not dfa.matches('"' + 'é' * 5001 + '"')
+
+
+def test_caps_raise_schema_error_and_compile_is_cached():
+  tight = constraints.Options(limits=automaton.Limits(max_states=1000))
+  with pytest.raises(constraints.SchemaError, match='max_states'):
+    constraints.compile_schema({'type': 'string', 'maxLength': 5000}, tight)
+  schema = {'type': 'object', 'properties': {'a': {'type': 'integer'}}}
+  assert constraints.compile_schema(schema) is constraints.compile_schema(
+      json.loads(json.dumps(schema)))
+
+
+def test_counted_loops_equal_plain_unrolling():
+  """The DFA-level unrolled loop accepts exactly what the regex does."""
+  import re
+  rng = random.Random(0)
+  for pattern in [r'a{20,30}b', r'(ab){15,}', r'.{0,40}', r'é{14}x|y', r'x{0,20};?',
+                  r'[a-z]{0,20}[0-9]{0,20}', r'(x{0,20};)*', r'(a|ab){20}']:
+    dfa = automaton.compile_regex(pattern)
+    for _ in range(400):
+      s = ''.join(rng.choice('abxyé;0\n') for _ in range(rng.randint(0, 45)))
+      if rng.random() < 0.5:
+        s = rng.choice('axb') * rng.randint(0, 45)
+      assert dfa.matches(s) == (re.fullmatch(pattern, s) is not None), (pattern, s)
