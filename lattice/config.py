@@ -5,9 +5,9 @@ mesh, checkpoint) is its own frozen dataclass, so a layer receives only what it
 needs (STYLE rule 4). `build(config_dict)` converts and validates: every error a
 user can cause raises `ConfigError` naming the field, before anything compiles.
 
-Later techniques extend a sub-config by registering a new `kind` (see
-`LINEAR_KINDS`, `FFN_KINDS`, ...) and, if they need fields, by adding them here with
-defaults that keep the float/dense/none/text model unchanged.
+A technique adds a kind by one entry in its package's table and its name in
+`_KINDS`; fields it needs go here with defaults that keep the float/dense/none/text
+model unchanged.
 """
 
 from __future__ import annotations
@@ -23,19 +23,15 @@ class ConfigError(ValueError):
   """A config value a user can fix; the message names the field."""
 
 
-# Variant registries: a kind listed here is accepted by validation. Packages that add
-# a kind (quant, moe, mtp, multimodal) append to these tuples' owners via register_kind.
-_KINDS: dict[str, set[str]] = {
-    'linear': {'float', 'bitnet', 'quest'},
-    'ffn': {'dense', 'moe'},
-    'mtp': {'none'},
-    'frontend': {'text'},
+# The kinds of each model concern. Each is an entry of its package's table
+# (quant.LINEARS, nn FFN table, mtp.HEADS, multimodal.FRONTENDS); tests check that
+# these names and the tables agree.
+_KINDS: dict[str, tuple[str, ...]] = {
+    'linear': ('float', 'bitnet', 'quest', 'bitnet_packed', 'nanoquant'),
+    'ffn': ('dense', 'moe'),
+    'mtp': ('none', 'parallel', 'sequential'),
+    'frontend': ('text', 'early', 'late'),
 }
-
-
-def register_kind(concern: str, kind: str) -> None:
-  """Lets a technique package declare a new `model.<concern>.kind` value."""
-  _KINDS[concern].add(kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +171,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  source: str = 'stdlib'       # stdlib | text | jsonl | arrayrecord | hf
+  source: str = 'stdlib'       # stdlib | text | jsonl | arrayrecord | hf | shapes (image+text)
   paths: str = ''              # files, folders or globs, comma separated
   field: str = 'text'          # JSONL / HF record field holding the text
   hf_name: str = ''
@@ -252,7 +248,7 @@ _CHOICES = {
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
     'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged'),
-    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf'),
+    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'shapes'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }
@@ -384,7 +380,7 @@ def validate(cfg: Config) -> Config:
     kind = getattr(cfg.model, concern).kind
     if kind not in kinds:
       raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
-                        f'{", ".join(sorted(kinds))}')
+                        f'{", ".join(kinds)}')
   m, a = cfg.model, cfg.model.attention
   for name in ('d_model', 'n_layers', 'max_len', 'norm_eps'):
     _positive(f'model.{name}', getattr(m, name))

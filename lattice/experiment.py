@@ -67,15 +67,12 @@ def flops_per_token(cfg: config_lib.Config) -> float:
   """Train FLOPs per token of `cfg`'s model, from abstract shapes (nothing is run)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from lattice import models  # pylint: disable=g-import-not-at-top
-  from lattice.train import flops  # pylint: disable=g-import-not-at-top
+  from lattice import model as model_lib  # pylint: disable=g-import-not-at-top
   cfg = loop.resolve(cfg)
-  family = models.family_for(cfg.model)
-  model = family.make_model(cfg.model, False)
-  boxed = jax.eval_shape(model.init, jax.random.key(0), *family.init_args(cfg))
+  model = model_lib.make_model(cfg.model)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), model_lib.init_batch(cfg))
   params = nn.unbox(boxed)['params']
-  return (family.flops_per_token or flops.train_flops_per_token)(
-      params, cfg.model, cfg.data.seq_len)
+  return model_lib.train_flops_per_token(params, cfg.model, cfg.data.seq_len)
 
 
 # Step counts that scale with the run length when match_flops changes it.

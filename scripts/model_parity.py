@@ -34,6 +34,7 @@ BASE = {
     'mesh.data': 1,
 }
 MM = {'model.frontend.image_size': 16, 'model.frontend.patch_size': 8,
+      'data.seq_len': 64, 'model.max_len': 128,
       'model.frontend.max_images': 2}
 MOE = {'model.ffn.kind': 'moe', 'model.ffn.n_experts': 4, 'model.ffn.top_k': 2}
 CASES = {
@@ -64,7 +65,7 @@ CASES = {
 
 def config_of(overrides: dict) -> config_lib.Config:
   """The case's typed config (base + overrides)."""
-  cfg = config_lib.replace(config_lib.Config(), **BASE, **overrides)
+  cfg = config_lib.replace(config_lib.Config(), **{**BASE, **overrides})
   if overrides.get('model.frontend.kind', 'text') != 'text':
     try:  # image+text batches are the data source 'shapes' (before: the family's)
       cfg = config_lib.replace(cfg, **{'data.source': 'shapes'})
@@ -104,8 +105,9 @@ def main(argv: list[str]) -> int:
   names = args.cases or list(CASES)
   out = {name: run_case(CASES[name]) for name in names}
   print(json.dumps(out, indent=1))
-  if args.write:
-    REFERENCE.write_text(json.dumps(out, indent=1) + '\n')
+  if args.write:  # named cases update the reference; none rewrites it
+    ref = json.loads(REFERENCE.read_text()) if args.cases and REFERENCE.exists() else {}
+    REFERENCE.write_text(json.dumps({**ref, **out}, indent=1) + '\n')
   if args.check:
     ref = json.loads(REFERENCE.read_text())
     bad = [n for n in names if n not in ref or set(ref[n]) - set(out[n])

@@ -87,7 +87,6 @@ _LINEARS: dict[str, type[Linear]] = {'float': Linear}
 def register_linear(kind: str, cls: type[Linear]) -> None:
   """Makes `model.linear.kind=<kind>` build every projection with `cls`."""
   _LINEARS[kind] = cls
-  config_lib.register_kind('linear', kind)
 
 
 def linear_class(cfg: config_lib.LinearConfig) -> type[Linear]:

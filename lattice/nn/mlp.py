@@ -44,4 +44,3 @@ FFN_CLASSES: dict[str, type[nn.Module]] = {'dense': MLP}
 def register_ffn(kind: str, cls: type[nn.Module]) -> None:
   """Makes `model.ffn.kind=<kind>` build every block's FFN with `cls(cfg=...)`."""
   FFN_CLASSES[kind] = cls
-  config_lib.register_kind('ffn', kind)

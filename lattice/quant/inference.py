@@ -87,9 +87,8 @@ def pack_model(model_cfg: config_lib.ModelConfig, params: Any
         f'experts keep their fake-quantized weights (not packed)')
   packed_cfg = dataclasses.replace(
       model_cfg, linear=dataclasses.replace(model_cfg.linear, kind=KIND))
-  from lattice import models  # the model family (plain decoder, MTP heads)
-  family = models.family_for(packed_cfg)
-  model = family.make_model(packed_cfg, False)
+  from lattice import model as model_lib  # pylint: disable=g-import-not-at-top  (quant <- nn <- model)
+  model = model_lib.make_model(packed_cfg)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   want = flax.traverse_util.flatten_dict(nn.unbox(shapes['params']))
   have = flax.traverse_util.flatten_dict(jax.device_get(nn.unbox(params)))
