@@ -3,8 +3,8 @@
 Shape legend: B batch, L length, T = B*L tokens, D model width, E experts,
 K experts per token, F expert FFN width, G groups of rows fed to the experts.
 
-Registered as `model.ffn.kind='moe'`, so the transformer block builds it like the
-dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
+`model.ffn.kind='moe'` in the FFN table (`lattice.nn.transformer.FFNS`), so the
+transformer block builds it like the dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
 - `intermediates/aux_loss`: the configured balance and z losses (weighted);
 - `intermediates/expert_load`: tokens per expert, summed over an eval set for
   MaxVio_global;
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
+from lattice.quant import linears
 
 BIAS_COLLECTION = 'moe_bias'
 
@@ -50,7 +51,7 @@ def _ffn_with(cfg: config_lib.ModelConfig, mm):
 def expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_GxCxD) -> y_GxCxD: the batched expert FFN through the Linear kind's hook."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
-  prepare = layers.linear_class(lcfg).prepare
+  prepare = linears.LINEARS[lcfg.kind].prepare
 
   def mm(x_CxI, w_IxO):
     x_CxI, w_IxO = prepare(lcfg, x_CxI, w_IxO, 1)
@@ -62,7 +63,7 @@ def expert_ffn(cfg: config_lib.ModelConfig):
 def ragged_expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_NxD sorted by expert, sizes_E) via jax.lax.ragged_dot."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
-  prepare = layers.linear_class(lcfg).prepare
+  prepare = linears.LINEARS[lcfg.kind].prepare
 
   def mm(x_NxI, w_ExIxO, sizes_E):
     # Per-token activation transform, per-expert weight transform (quantized kinds).
@@ -166,5 +167,3 @@ class MoE(nn.Module):
                                       ragged_expert_ffn(cfg), f.n_experts)
     return dispatch.dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts)
 
-
-mlp.register_ffn('moe', MoE)
