@@ -11,7 +11,7 @@ differs strongly, aggregating samples of the best proposer alone (Self-MoA) beat
 mixing proposers (+6.6 AlpacaEval LC): quality matters more than diversity.
 
 Setup (no instruction-tuned models here): proposers of different quality (training
-steps, sizes, seeds) learn fixed-width 2-digit addition (`lattice.agents.arith_task`,
+steps, sizes, seeds) learn fixed-width 2-digit addition (`lattice.data.tasks.addition`,
 exact answers); an aggregator learns to read [question; candidate answers] and write
 the answer, from candidates made by corrupting true answers. Methods over the same
 held-out questions: each proposer alone (greedy), majority vote, MoA with 1-3
@@ -45,7 +45,7 @@ import jax
 import ml_collections
 
 from lattice import experiment, results
-from lattice.agents import arith_task as task
+from lattice.data.tasks import addition as task
 from lattice.agents import generator as generator_lib
 from lattice.agents import moa
 from lattice.train import loop

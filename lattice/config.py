@@ -248,7 +248,11 @@ _CHOICES = {
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
     'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged'),
-    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'shapes'),
+    # lattice.data.sources.SOURCES and lattice.data.batches.BATCH_SOURCES (tested).
+    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'induction',
+                    'arithmetic', 'arithmetic_ood', 'toolcalls', 'toolcalls_calendar',
+                    'toolcalls_math', 'toolcalls_search', 'toolcalls_units',
+                    'moa_arith', 'moa_aggregate', 'shapes'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }

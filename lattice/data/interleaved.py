@@ -52,6 +52,11 @@ def n_patches(image_size: int, patch: int) -> int:
   return (image_size // patch) ** 2
 
 
+def text_corpus(cfg: config_lib.Config, split: str):
+  """The text documents the rows mix in: the standard library's source."""
+  return sources.get_source(dataclasses.replace(cfg.data, source='stdlib'), split)
+
+
 def ratios(f: config_lib.FrontendConfig) -> tuple[float, float, float]:
   return (f.caption_ratio, f.interleaved_ratio, f.text_ratio)
 
@@ -139,9 +144,7 @@ class _MakeBatch(grain.transforms.Map):
 
   def map(self, step: int) -> Batch:
     if self._corpus is None:
-      # The text documents and captions' surroundings: the standard library's source.
-      self._corpus = sources.get_source(
-          dataclasses.replace(self._cfg.data, source='stdlib'), self._split)
+      self._corpus = text_corpus(self._cfg, self._split)
     corpus = self._corpus
     out = []
     for r in self._rows:
