@@ -362,10 +362,12 @@ def _validate_mtp(m: ModelConfig) -> None:
   _positive('model.mtp.lam_late', t.lam_late, allow_zero=True)
   _positive('model.mtp.lam_switch_step', t.lam_switch_step, allow_zero=True)
   mtp_loss_weights(t)
-  if t.kind == 'parallel' and m.n_layers < 2:
-    raise ConfigError(f'model.n_layers: parallel MTP counts one head layer in '
-                      f'model.n_layers (trunk = n_layers - 1), so it needs >= 2, got '
-                      f'{m.n_layers}')
+  # Parallel heads count one head block in model.n_layers (trunk = n_layers - 1); a
+  # one-layer model's heads read the embeddings directly, which nn.scan cannot do.
+  if t.kind == 'parallel' and m.scan_layers and m.n_layers < 2:
+    raise ConfigError(f'model.n_layers: parallel MTP with model.scan_layers counts one '
+                      f'head layer in model.n_layers (trunk = n_layers - 1), so it needs '
+                      f'>= 2, got {m.n_layers}')
   if t.memory_efficient and t.kind != 'parallel':
     raise ConfigError(f'model.mtp.memory_efficient: only parallel heads have the '
                       f'head-by-head backward, but model.mtp.kind={t.kind!r}')

@@ -200,6 +200,7 @@ def test_source_tables_match_the_config_choices():
   choices = config_lib._CHOICES['data.source']  # pylint: disable=protected-access
   assert set(choices) == set(sources.SOURCES) | set(batches.BATCH_SOURCES)
   assert not set(sources.SOURCES) & set(batches.BATCH_SOURCES)
+  assert set(sources.TEXT_OF_BATCH_SOURCE) == set(batches.BATCH_SOURCES)
   cfg = config_lib.build({'data': {'source': 'moa_arith'}})
   assert len(sources.get_source(cfg.data, 'validation')) > 0
   with pytest.raises(config_lib.ConfigError, match='^data.source: '):

@@ -102,7 +102,8 @@ def test_loss_weights_and_config_errors():
   with pytest.raises(config_lib.ConfigError, match='model.mtp.depth'):
     _cfg(kind='sequential', depth=0)
   with pytest.raises(config_lib.ConfigError, match='model.n_layers'):
-    config_lib.build(tiny_config(model={'n_layers': 1, 'mtp': {'kind': 'parallel'}}))
+    config_lib.build(tiny_config(model={'n_layers': 1, 'scan_layers': True,
+                                        'mtp': {'kind': 'parallel'}}))
 
 
 def test_sequential_modules_shapes_and_loss_weights():

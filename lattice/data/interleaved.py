@@ -29,7 +29,6 @@ does the text pipeline's.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import grain
@@ -53,8 +52,8 @@ def n_patches(image_size: int, patch: int) -> int:
 
 
 def text_corpus(cfg: config_lib.Config, split: str):
-  """The text documents the rows mix in: the standard library's source."""
-  return sources.get_source(dataclasses.replace(cfg.data, source='stdlib'), split)
+  """The text documents the rows mix in (`sources.TEXT_OF_BATCH_SOURCE`: stdlib)."""
+  return sources.get_source(cfg.data, split)
 
 
 def ratios(f: config_lib.FrontendConfig) -> tuple[float, float, float]:

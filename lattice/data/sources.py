@@ -51,13 +51,15 @@ SourceFn = Callable[[config_lib.DataConfig, str], grain.MapDataset]
 
 
 def get_source(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
-  """Documents (bytes) of `split` ('train' | 'validation') of `data_cfg.source`."""
+  """Documents (bytes) of `split` ('train' | 'validation') of `data_cfg.source`; for
+  a batch source (lattice.data.batches), the text documents its rows mix in."""
   if split not in SPLITS:
     raise ValueError(f'get_source: split must be one of {SPLITS}, got {split!r}')
-  if data_cfg.source not in SOURCES:
-    raise DataError(f'data.source: {data_cfg.source!r} is not a document source (one '
-                    f'of {", ".join(SOURCES)})')
-  ds = SOURCES[data_cfg.source](data_cfg, split)
+  name = TEXT_OF_BATCH_SOURCE.get(data_cfg.source, data_cfg.source)
+  if name not in SOURCES:
+    raise DataError(f'data.source: {data_cfg.source!r} is not one of '
+                    f'{", ".join([*SOURCES, *TEXT_OF_BATCH_SOURCE])}')
+  ds = SOURCES[name](data_cfg, split)
   return ds.map(_as_bytes)
 
 
@@ -390,3 +392,8 @@ SOURCES: dict[str, SourceFn] = {
     'moa_arith': addition.source('moa_arith'),
     'moa_aggregate': addition.source('moa_aggregate'),
 }
+
+# Batch sources (lattice.data.batches.BATCH_SOURCES) -> the document source of the
+# text their rows mix in, which is what a text view of their data (prompts, corpus
+# statistics, `pipeline.describe`) reads.
+TEXT_OF_BATCH_SOURCE = {'shapes': 'stdlib'}

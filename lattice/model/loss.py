@@ -18,11 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice import mtp, multimodal
+from lattice.moe import summary as moe_summary
 from lattice.mtp import losses as mtp_losses
 from lattice.nn import losses
 
 LN2 = float(np.log(2.0))
 MAX_ANSWERS = 16  # answers per row scored for exact match (rows hold far fewer)
+
+# Techniques that report eval statistics: the sown names the eval step sums over the
+# eval set (stacked per layer), and the function that turns the sums into metrics.
+EVAL_SUMS = (*moe_summary.EVAL_SUMS,)
+SUMMARIES = (moe_summary.summarize,)
 
 
 def loss_fn(model: nn.Module, variables: dict, batch: dict[str, jax.Array],
@@ -62,8 +68,8 @@ def answer_sums(logits_BxLxV: jax.Array, batch: dict[str, jax.Array]) -> dict:
 
 def make_eval_step(model: nn.Module):
   """eval_step(state, batch) -> sums: loss (nats), weight, byte targets; answer
-  counts when the batch marks answers; every sown per-layer count (e.g. MoE's
-  `expert_load`, `expert_load_image`) stacked to [layers, ...]."""
+  counts when the batch marks answers; every sown name in `EVAL_SUMS` stacked to
+  [layers, ...]."""
 
   def eval_step(state, batch):
     logits_BxLxV, mutated = model.apply(state.variables, batch, mutable=['intermediates'])
@@ -73,7 +79,7 @@ def make_eval_step(model: nn.Module):
     if 'answer_id' in batch:
       sums.update(answer_sums(logits_BxLxV, batch))
     inter = mutated.get('intermediates', {})
-    for name in ('expert_load', 'expert_load_image'):
+    for name in EVAL_SUMS:
       loads = losses.collect(inter, name)
       if loads:
         sums[name] = jnp.concatenate([l.reshape(-1, l.shape[-1]) for l in loads])
@@ -83,27 +89,18 @@ def make_eval_step(model: nn.Module):
 
 
 def summarize_eval(sums: dict[str, Any], detail: bool = False) -> dict[str, Any]:
-  """Mean loss, bits per byte (all target nats over the byte targets) and, for MoE,
-  MaxVio_global: per layer over the whole eval set, averaged over layers.
+  """Mean loss and bits per byte (all target nats over the byte targets), and every
+  technique's summary (`SUMMARIES`, e.g. MoE's maxvio_global).
 
   With `detail`: also qa_accuracy / qa_answers when the batches mark answers, and
-  per-layer lists `expert_load` [layers][E] and `image_share` [layers][E] (the
-  image share of each expert's tokens) when the model sows them.
+  the techniques' per-layer lists (e.g. `expert_load`, `image_share`).
   """
   loss = sums['loss_sum'] / max(sums['weight'], 1.0)
   bpb = sums['loss_sum'] / LN2 / max(sums['bytes'], 1.0)
   out: dict[str, Any] = {'val_loss': float(loss), 'val_bpb': float(bpb)}
-  if 'expert_load' in sums:
-    load_LxE = np.asarray(sums['expert_load'], np.float64)
-    mean_L = load_LxE.mean(axis=1)
-    out['maxvio_global'] = float(np.mean((load_LxE.max(axis=1) - mean_L) / mean_L))
-  if not detail:
-    return out
-  if 'answers' in sums:
+  for summarize in SUMMARIES:
+    out.update(summarize(sums, detail))
+  if detail and 'answers' in sums:
     out['qa_accuracy'] = float(sums['answers_exact'] / max(sums['answers'], 1.0))
     out['qa_answers'] = int(sums['answers'])
-  if 'expert_load_image' in sums:
-    share = sums['expert_load_image'] / np.maximum(sums['expert_load'], 1.0)
-    out['image_share'] = np.asarray(share).tolist()
-    out['expert_load'] = np.asarray(sums['expert_load']).tolist()
   return out

@@ -147,23 +147,36 @@ class MoE(nn.Module):
     return y_BxLxD
 
   def _dispatch(self, x_TxD, idx_TxK, gate_TxK, w):
-    cfg, f = self.cfg, self.cfg.ffn
-    T, K = idx_TxK.shape
-    ffn = expert_ffn(cfg)
-    ep = expert_parallel_size()
-    if ep > 1:
-      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg)
-    if f.dispatch == 'capacity':
-      cap = dispatch.capacity(T, K, f.n_experts, f.capacity_factor)
-      return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts,
-                                        cap)
-    impl = f.dropless_impl
-    if impl == 'auto':
-      # Measured (BENCHMARKS.md): blocks beat ragged_dot on CPU (5x) and, at the
-      # shapes tried, on an H200 too (1.3-2.4x), so auto means blocks everywhere.
-      impl = 'blocks'
-    if impl == 'ragged':
-      return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
-                                      ragged_expert_ffn(cfg), f.n_experts)
-    return dispatch.dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts)
+    cfg = self.cfg
+    if expert_parallel_size() > 1:
+      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, expert_ffn(cfg), cfg)
+    return DISPATCH[dispatch_kind(cfg.ffn)](x_TxD, idx_TxK, gate_TxK, w, cfg)
 
+
+def dispatch_kind(f: config_lib.FFNConfig) -> str:
+  """The `DISPATCH` entry of `f`: capacity, or dropless with its implementation.
+
+  Measured (BENCHMARKS.md): blocks beat ragged_dot on CPU (5x) and, at the shapes
+  tried, on an H200 too (1.3-2.4x), so dropless_impl 'auto' means blocks everywhere.
+  """
+  if f.dispatch == 'capacity':
+    return 'capacity'
+  return 'ragged' if f.dropless_impl == 'ragged' else 'blocks'
+
+
+def _capacity(x_TxD, idx_TxK, gate_TxK, w, cfg):
+  T, K = idx_TxK.shape
+  cap = dispatch.capacity(T, K, cfg.ffn.n_experts, cfg.ffn.capacity_factor)
+  return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, expert_ffn(cfg),
+                                    cfg.ffn.n_experts, cap)
+
+
+# Token dispatch on one device: (x [T, D], idx [T, K], gate [T, K], weights, model
+# config) -> (y [T, D], dropped fraction).
+DISPATCH = {
+    'capacity': _capacity,
+    'blocks': lambda x, idx, gate, w, cfg: dispatch.dispatch_blocks(
+        x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
+    'ragged': lambda x, idx, gate, w, cfg: dispatch.dispatch_ragged(
+        x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
+}
