@@ -403,6 +403,9 @@ def validate(cfg: Config) -> Config:
   _positive('model.linear.nq_bits', m.linear.nq_bits)
   _positive('model.linear.nq_rank_multiple', m.linear.nq_rank_multiple)
   _validate_moe(m.ffn)
+  if m.ffn.kind == 'moe' and m.ffn.n_experts % cfg.mesh.expert:
+    raise ConfigError(f'model.ffn.n_experts: {m.ffn.n_experts} experts are not '
+                      f'divisible by mesh.expert={cfg.mesh.expert}')
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:
     raise ConfigError(f'model.attention.n_heads: {a.n_heads} heads do not divide '

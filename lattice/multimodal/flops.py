@@ -1,6 +1,6 @@
 """Compute accounting for multimodal models: the image path counts too.
 
-Per token (PaLM's 6N + attention rule, `lattice.train.flops`), averaged over the
+Per token (PaLM's 6N + attention rule, `lattice.nn.flops`), averaged over the
 sequence: the decoder's matmuls and attention for every token, plus the image
 path's for every patch slot, i.e. times the fraction M / L of sequence positions
 that are patch slots (M = max_images * patches per image; slots left empty by the

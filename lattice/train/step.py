@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import optax
 
 from lattice import model as model_lib
+from lattice.nn import losses
 from lattice.train.state import TrainState
 
 # The eval side lives with the model; re-exported for the run layer.
 make_eval_step = model_lib.make_eval_step
 summarize_eval = model_lib.summarize_eval
 lm_loss = model_lib.loss_fn
+cross_entropy = losses.cross_entropy
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
