@@ -15,13 +15,16 @@ from lattice.train import loop
 from conftest import tiny_config
 
 
+def _sign(w):
+  return jnp.where(w >= 0, 1.0, -1.0) * jnp.mean(jnp.abs(w))
+
+
 class SignLinear(linear.Linear):
   """1-bit weights: sign(w) scaled by mean |w| (per tensor), straight-through."""
 
   @staticmethod
   def prepare(cfg, x, w, n_in):
-    scale = jnp.mean(jnp.abs(w))
-    return x, ste.straight_through(w, lambda v: jnp.where(v >= 0, scale, -scale))
+    return x, ste.straight_through(w, _sign)
 
 
 def test_a_new_quantizer_is_one_class_and_one_table_line(monkeypatch, one_device):
