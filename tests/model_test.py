@@ -23,6 +23,7 @@ import pytest
 from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice import mtp, multimodal, sharding
+from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import speculative
 from lattice.nn import transformer
 from lattice.quant import linears
@@ -101,7 +102,7 @@ def test_every_combination_builds_and_traces_a_train_step(linear):
 def test_covering_combinations_train_eval_restore_and_decode(kinds):
   cfg = _cfg(*kinds)
   setup = loop.build(cfg, devices=jax.devices()[:1])
-  train_iter, eval_batches = loop.make_data(setup.cfg, None)
+  train_iter, eval_batches = loop.make_data(setup.cfg, tokenizer_lib.ByteTokenizer())
   with sharding.use_mesh(setup.mesh):
     state = setup.init(jax.random.key(0))
     restored = flax.serialization.from_bytes(state, flax.serialization.to_bytes(state))

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels.ternary_matmul import ops
 from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice.quant import packing
