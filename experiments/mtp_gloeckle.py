@@ -34,7 +34,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, models, results
+from lattice import experiment, results
+from lattice import model as model_lib
 from lattice.data.tasks import induction
 from lattice.decode import speculative
 from lattice.train import checkpoint
