@@ -117,6 +117,7 @@ def _image_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c = ml_collections.ConfigDict(config.to_dict())
   c.model.frontend.kind = 'early'
   c.model.frontend.max_images = 2
+  c.data.source = 'shapes'
   c.model.mtp.n = 1
   c.data.eval_batches = 8
   c.train.steps = c.image_steps

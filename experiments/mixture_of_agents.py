@@ -6,7 +6,7 @@ Mixing Different Large Language Models Beneficial?" (arXiv 2502.00674); RMoA (ar
 2505.24442); Attention-MoA (arXiv 2601.16596).
 
 Setup (no instruction-tuned models here): proposers of different quality (training
-steps, sizes, seeds) learn fixed-width 2-digit addition (`lattice.agents.arith_task`,
+steps, sizes, seeds) learn fixed-width 2-digit addition (`lattice.data.tasks.addition`,
 exact answers); an aggregator learns to read [question; candidate answers] and write
 the answer, from candidates made by corrupting true answers. Methods over the same
 held-out questions: each proposer alone (greedy), majority vote, MoA with 1-3
@@ -40,7 +40,7 @@ import jax
 import ml_collections
 
 from lattice import experiment
-from lattice.agents import arith_task as task
+from lattice.data.tasks import addition as task
 from lattice.agents import generator as generator_lib
 from lattice.agents import moa
 from lattice.train import loop

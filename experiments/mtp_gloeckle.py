@@ -28,7 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from lattice import experiment, models
+from lattice import experiment
+from lattice import model as model_lib
 from lattice.data.tasks import induction
 from lattice.decode import speculative
 from lattice.train import checkpoint
@@ -83,7 +84,7 @@ def induction_accuracy(cfg, state, n_stories: int) -> float:
   """Next-token accuracy on the second token of repeated names (main head)."""
   inputs, targets, mask = induction.eval_arrays(n_stories, seed=10_007,
                                                 seq_len=cfg.data.seq_len)
-  model = models.family_for(cfg.model).make_model(cfg.model, False)
+  model = model_lib.make_model(cfg.model, False)
   logits = jax.jit(model.apply)(state.variables, inputs)
   hit = np.asarray(np.argmax(logits, -1) == targets, np.float32)
   return float((hit * mask).sum() / max(mask.sum(), 1.0))

@@ -29,7 +29,10 @@ import numpy as np
 
 from lattice import experiment
 from lattice.data import tokenizer
-from lattice.multimodal import analysis, data, family
+from lattice import model as model_lib
+from lattice.data import interleaved
+from lattice.multimodal import analysis
+from lattice.train import loop
 
 NAME = 'native_multimodal'
 PAPER = {'title': 'Scaling Laws for Native Multimodal Models', 'arxiv': '2504.07951'}
@@ -49,6 +52,7 @@ def _config(sizes, seq_len, batch, lr, max_images, eval_batches, patch=8,
                            frontend=dict(kind='early', max_images=max_images,
                                          patch_size=patch))
   c.data.eval_batches = eval_batches
+  c.data.source = 'shapes'
   c.checkpoint.enabled = checkpoints
   c.sizes = [list(s) for s in sizes]
   return c
@@ -110,8 +114,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   extras = []  # per arm (one seed): image shares and expert loads, not scalars
 
   def measure(cfg, out):
-    batches = data.make_eval_batches(cfg, None)
-    ev = family.evaluate(out.setup, out.state, batches)
+    batches = interleaved.make_eval_batches(cfg, None)
+    ev = model_lib.summarize_eval(loop.eval_sums(out.setup, out.state, batches),
+                                  detail=True)
     extras.append({'image_share': ev.get('image_share'), 'batches': batches,
                    'expert_load': ev.get('expert_load'), 'run': (out.setup, out.state),
                    'fpt': out.metrics['flops_per_token'],

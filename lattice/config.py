@@ -5,9 +5,9 @@ mesh, checkpoint) is its own frozen dataclass, so a layer receives only what it
 needs (STYLE rule 4). `build(config_dict)` converts and validates: every error a
 user can cause raises `ConfigError` naming the field, before anything compiles.
 
-Later techniques extend a sub-config by registering a new `kind` (see
-`LINEAR_KINDS`, `FFN_KINDS`, ...) and, if they need fields, by adding them here with
-defaults that keep the float/dense/none/text model unchanged.
+A technique adds a kind by one entry in its package's table and its name in
+`_KINDS`; fields it needs go here with defaults that keep the float/dense/none/text
+model unchanged.
 """
 
 from __future__ import annotations
@@ -23,19 +23,15 @@ class ConfigError(ValueError):
   """A config value a user can fix; the message names the field."""
 
 
-# Variant registries: a kind listed here is accepted by validation. Packages that add
-# a kind (quant, moe, mtp, multimodal) append to these tuples' owners via register_kind.
-_KINDS: dict[str, set[str]] = {
-    'linear': {'float', 'bitnet', 'quest'},
-    'ffn': {'dense', 'moe'},
-    'mtp': {'none'},
-    'frontend': {'text'},
+# The kinds of each model concern. Each is an entry of its package's table
+# (quant.LINEARS, nn FFN table, mtp.HEADS, multimodal.FRONTENDS); tests check that
+# these names and the tables agree.
+_KINDS: dict[str, tuple[str, ...]] = {
+    'linear': ('float', 'bitnet', 'quest', 'bitnet_packed', 'nanoquant'),
+    'ffn': ('dense', 'moe'),
+    'mtp': ('none', 'parallel', 'sequential'),
+    'frontend': ('text', 'early', 'late'),
 }
-
-
-def register_kind(concern: str, kind: str) -> None:
-  """Lets a technique package declare a new `model.<concern>.kind` value."""
-  _KINDS[concern].add(kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +185,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  source: str = 'stdlib'       # stdlib | text | jsonl | arrayrecord | hf
+  source: str = 'stdlib'       # stdlib | text | jsonl | arrayrecord | hf | shapes (image+text)
   paths: str = ''              # files, folders or globs, comma separated
   field: str = 'text'          # JSONL / HF record field holding the text
   hf_name: str = ''
@@ -280,7 +276,12 @@ _CHOICES = {
     'model.ffn.router': ('softmax', 'sigmoid'),
     'model.ffn.dispatch': ('dropless', 'capacity'),
     'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged', 'grouped'),
-    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'parquet', 'tokens'),
+    # lattice.data.sources.SOURCES and lattice.data.batches.BATCH_SOURCES (tested).
+    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'parquet', 'tokens',
+                    'induction',
+                    'arithmetic', 'arithmetic_ood', 'toolcalls', 'toolcalls_calendar',
+                    'toolcalls_math', 'toolcalls_search', 'toolcalls_units',
+                    'moa_arith', 'moa_aggregate', 'shapes'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }
@@ -390,10 +391,12 @@ def _validate_mtp(m: ModelConfig) -> None:
   _positive('model.mtp.lam_late', t.lam_late, allow_zero=True)
   _positive('model.mtp.lam_switch_step', t.lam_switch_step, allow_zero=True)
   mtp_loss_weights(t)
-  if t.kind == 'parallel' and m.n_layers < 2:
-    raise ConfigError(f'model.n_layers: parallel MTP counts one head layer in '
-                      f'model.n_layers (trunk = n_layers - 1), so it needs >= 2, got '
-                      f'{m.n_layers}')
+  # Parallel heads count one head block in model.n_layers (trunk = n_layers - 1); a
+  # one-layer model's heads read the embeddings directly, which nn.scan cannot do.
+  if t.kind == 'parallel' and m.scan_layers and m.n_layers < 2:
+    raise ConfigError(f'model.n_layers: parallel MTP with model.scan_layers counts one '
+                      f'head layer in model.n_layers (trunk = n_layers - 1), so it needs '
+                      f'>= 2, got {m.n_layers}')
   if t.memory_efficient and t.kind != 'parallel':
     raise ConfigError(f'model.mtp.memory_efficient: only parallel heads have the '
                       f'head-by-head backward, but model.mtp.kind={t.kind!r}')
@@ -412,7 +415,7 @@ def validate(cfg: Config) -> Config:
     kind = getattr(cfg.model, concern).kind
     if kind not in kinds:
       raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
-                        f'{", ".join(sorted(kinds))}')
+                        f'{", ".join(kinds)}')
   m, a = cfg.model, cfg.model.attention
   for name in ('d_model', 'n_layers', 'max_len', 'norm_eps'):
     _positive(f'model.{name}', getattr(m, name))
@@ -435,6 +438,9 @@ def validate(cfg: Config) -> Config:
   _positive('model.linear.nq_bits', m.linear.nq_bits)
   _positive('model.linear.nq_rank_multiple', m.linear.nq_rank_multiple)
   _validate_moe(m.ffn)
+  if m.ffn.kind == 'moe' and m.ffn.n_experts % cfg.mesh.expert:
+    raise ConfigError(f'model.ffn.n_experts: {m.ffn.n_experts} experts are not '
+                      f'divisible by mesh.expert={cfg.mesh.expert}')
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:
     raise ConfigError(f'model.attention.n_heads: {a.n_heads} heads do not divide '

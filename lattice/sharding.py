@@ -90,10 +90,6 @@ def validate_for_mesh(cfg: config_lib.Config, mesh: Mesh) -> None:
     if value % t:
       raise config_lib.ConfigError(
           f'{path}: {value} is not divisible by mesh.tensor={t}')
-  if m.ffn.kind == 'moe' and m.ffn.n_experts % sizes['expert']:
-    raise config_lib.ConfigError(
-        f'model.ffn.n_experts: {m.ffn.n_experts} experts are not divisible by '
-        f'mesh.expert={sizes["expert"]}')
   if m.d_model % sizes['fsdp']:
     raise config_lib.ConfigError(
         f'model.d_model: {m.d_model} is not divisible by mesh.fsdp={sizes["fsdp"]}')

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lattice import config as config_lib
-from lattice.agents import arith_task, generator, moa
+from lattice.agents import generator, moa
+from lattice.data.tasks import addition as arith_task
 from lattice.train import loop
 
 # --- fakes ---------------------------------------------------------------------------

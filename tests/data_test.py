@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lattice import config as config_lib
+from lattice.data import batches
 from lattice.data import pipeline
 from lattice.data import sources
 from lattice.data import tokenizer as tokenizer_lib
@@ -195,20 +196,16 @@ def test_bad_inputs_raise_clear_errors(tmp_path, kind):
     sources.get_source(_cfg(source=source, paths=paths, field=field), 'train')
 
 
-def test_register_source_extends_config_choices():
-  def fn(data_cfg, split):
-    del data_cfg
-    return sources.grain.MapDataset.source([f'{split} task doc {i}' for i in range(4)])
+def test_source_tables_match_the_config_choices():
   choices = config_lib._CHOICES['data.source']  # pylint: disable=protected-access
-  sources.register_source('lattice_test_task', fn, override=True)
-  try:
-    cfg = config_lib.build({'data': {'source': 'lattice_test_task'}})
-    assert sources.get_source(cfg.data, 'validation')[1] == b'validation task doc 1'
-    with pytest.raises(config_lib.ConfigError, match='data.source'):
-      config_lib.build({'data': {'source': 'no_such_source'}})
-  finally:  # Other tests in this process must see the registry unchanged.
-    del sources._SOURCES['lattice_test_task']  # pylint: disable=protected-access
-    config_lib._CHOICES['data.source'] = choices  # pylint: disable=protected-access
+  assert set(choices) == (set(sources.SOURCES) | set(batches.BATCH_SOURCES)
+                          | set(sources.WINDOW_SOURCES))
+  assert not set(sources.SOURCES) & set(batches.BATCH_SOURCES)
+  assert set(sources.TEXT_OF_BATCH_SOURCE) == set(batches.BATCH_SOURCES)
+  cfg = config_lib.build({'data': {'source': 'moa_arith'}})
+  assert len(sources.get_source(cfg.data, 'validation')) > 0
+  with pytest.raises(config_lib.ConfigError, match='^data.source: '):
+    config_lib.build({'data': {'source': 'no_such_source'}})
 
 
 # ----------------------------------------------------------------------- pipeline

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice.mtp import losses, parallel, sequential
 from lattice.train import loop
 
@@ -29,7 +29,7 @@ def _batch(seed=0):
 @pytest.fixture(scope='module')
 def par():
   cfg = _cfg(kind='parallel', n=3)
-  model = models.family_for(cfg.model).make_model(cfg.model, False)
+  model = model_lib.make_model(cfg.model, False)
   variables = nn.unbox(model.init(jax.random.key(0), _batch()['inputs']))
   return cfg, model, variables
 
@@ -48,8 +48,9 @@ def test_shifted_targets_are_the_token_k_ahead():
 def test_head_i_is_trained_on_token_t_plus_i(par):
   cfg, model, variables = par
   batch = _batch()
-  loss, (metrics, _) = parallel.plain_loss(model, variables, batch, [])
-  logits = model.apply(variables, batch['inputs'], method='all_logits')
+  loss, (metrics, _) = model_lib.loss_fn(model, variables, batch, [])
+  out = model.apply(variables, batch, method='outputs')
+  logits = [out['logits'], *out['mtp_logits']]
   window = np.concatenate([batch['inputs'], batch['targets'][:, -1:]], axis=1)
   w = np.asarray(batch['weights'])
   for i in range(1, cfg.model.mtp.n + 1):
@@ -76,7 +77,7 @@ def test_memory_efficient_backward_equals_plain_and_uses_less_memory(par):
   grad = lambda fn: jax.jit(jax.value_and_grad(
       lambda p, b: fn(model, {'params': p}, b, [])[0])).lower(
           variables['params'], batch).compile()
-  plain, efficient = grad(parallel.plain_loss), grad(parallel.memory_efficient_loss)
+  plain, efficient = grad(model_lib.loss_fn), grad(parallel.memory_efficient_loss)
   lp, gp = plain(variables['params'], batch)
   le, ge = efficient(variables['params'], batch)
   np.testing.assert_allclose(le, lp, rtol=1e-6)
@@ -101,12 +102,13 @@ def test_loss_weights_and_config_errors():
   with pytest.raises(config_lib.ConfigError, match='model.mtp.depth'):
     _cfg(kind='sequential', depth=0)
   with pytest.raises(config_lib.ConfigError, match='model.n_layers'):
-    config_lib.build(tiny_config(model={'n_layers': 1, 'mtp': {'kind': 'parallel'}}))
+    config_lib.build(tiny_config(model={'n_layers': 1, 'scan_layers': True,
+                                        'mtp': {'kind': 'parallel'}}))
 
 
 def test_sequential_modules_shapes_and_loss_weights():
   cfg = _cfg(kind='sequential', depth=2, lam=0.3, lam_late=0.1, lam_switch_step=2)
-  model = models.family_for(cfg.model).make_model(cfg.model, False)
+  model = model_lib.make_model(cfg.model, False)
   batch = _batch()
   variables = nn.unbox(model.init(jax.random.key(0), batch['inputs']))
   D = cfg.model.d_model
@@ -116,7 +118,8 @@ def test_sequential_modules_shapes_and_loss_weights():
     assert p['hidden_norm']['scale'].shape == p['embed_norm']['scale'].shape == (D,)
     assert 'attention' in p['block'] and 'ffn' in p['block']
   future = sequential.future_tokens(batch, 2)
-  logits = model.apply(variables, batch['inputs'], future, method='all_logits')
+  out = model.apply(variables, batch, method='outputs')
+  logits = [out['logits'], *out['mtp_logits']]
   assert [l.shape for l in logits] == [(B, L, V)] * 3
   # Module 1 at position i reads token i+1 (and module 2 token i+2).
   np.testing.assert_array_equal(future[:, :, 0], batch['targets'])
@@ -125,7 +128,7 @@ def test_sequential_modules_shapes_and_loss_weights():
 
   state = dict(variables)
   for step, lam in enumerate([0.3, 0.3, 0.1, 0.1]):
-    loss, (m, mutated) = sequential.loss_fn(model, state, batch, ['mtp_state'])
+    loss, (m, mutated) = model_lib.loss_fn(model, state, batch, ['mtp_state'])
     np.testing.assert_allclose(m['lam'], lam, rtol=1e-6)
     np.testing.assert_allclose(
         loss, m['ce_depth0'] + lam * (m['ce_depth1'] + m['ce_depth2']) / 2, rtol=1e-6)
@@ -147,8 +150,7 @@ def test_sequential_modules_shapes_and_loss_weights():
 def test_train_step_composes_with_moe_and_quantized_linears(kind, model_over, one_device):
   cfg = config_lib.build(tiny_config(model=model_over))
   setup = loop.build(cfg, devices=one_device)
-  assert isinstance(setup.model, parallel.ParallelMTP if kind == 'parallel'
-                    else sequential.SequentialMTP)
+  assert isinstance(setup.model, model_lib.Model) and setup.model.cfg.mtp.kind == kind
   state = setup.init(jax.random.key(0))
   before = jax.tree.map(np.asarray, state.params)
   batch = {k: np.asarray(v) for k, v in _batch().items()}

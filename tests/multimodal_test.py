@@ -7,10 +7,13 @@ import pytest
 from flax import traverse_util
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
+from lattice import multimodal
+from lattice.data import interleaved as data
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import shapes
-from lattice.multimodal import codebook, data, early, family, flops, patches
+from lattice.multimodal import codebook, early, flops, patches
+from lattice.nn import flops as nn_flops
 from lattice.train import loop
 
 from conftest import tiny_config
@@ -24,7 +27,8 @@ def _cfg(kind='early', ffn=None, **frontend):
              'frontend': {'kind': kind, 'patch_size': 16, 'max_images': 2,
                           'enc_d_model': 16, 'enc_heads': 2, **frontend},
              **({'ffn': ffn} if ffn else {})},
-      data={'seq_len': 48, 'batch_size': 8}, optimizer={'warmup_steps': 0})
+      data={'seq_len': 48, 'batch_size': 8, 'source': 'shapes'},
+      optimizer={'warmup_steps': 0})
   return loop.resolve(config_lib.build(c))
 
 
@@ -47,7 +51,7 @@ def test_patchify_round_trip():
 def test_positions_and_modality_line_up(batch):
   cfg = _cfg()
   rng = np.random.default_rng([cfg.data.shuffle_seed, 1, 0, 3])  # row 3 of eval batch 0
-  row = data.pack_row(rng, cfg, data.sources.get_source(cfg.data, 'validation'),
+  row = data.pack_row(rng, cfg, data.text_corpus(cfg, 'validation'),
                       tok_lib.ByteTokenizer())
   inputs, pidx, mod = batch['inputs'][3], batch['patch_index'][3], batch['modality'][3]
   np.testing.assert_array_equal(inputs, row['tokens'][:-1])
@@ -98,7 +102,7 @@ def test_image_tokens_get_no_text_loss(setups, batch):
   setup, state = setups['early_moe']
   assert np.all(batch['weights'][batch['targets'] == tok_lib.IMG_ID] == 0)
   assert np.all(batch['weights'][batch['targets'] == tok_lib.EOI_ID] == 0)
-  loss = jax.jit(lambda b: family.loss_fn(setup.model, state.variables, b, [])[0])
+  loss = jax.jit(lambda b: model_lib.loss_fn(setup.model, state.variables, b, [])[0])
   scrambled = dict(batch, targets=np.where(batch['targets'] == tok_lib.IMG_ID, 7,
                                            batch['targets']))
   assert float(loss(batch)) == pytest.approx(float(loss(scrambled)), rel=1e-6)
@@ -116,10 +120,10 @@ def test_late_fusion_flops_count_the_encoder(setups):
   assert encoder > 0
   frac = cfg.model.frontend.max_images * P / cfg.data.seq_len
   enc_attn = 12 * cfg.model.frontend.enc_layers * P * cfg.model.frontend.enc_d_model
-  decoder = loop.flops.train_flops_per_token(state.params['lm'], cfg.model, cfg.data.seq_len)
-  got = flops.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len)
+  decoder = nn_flops.train_flops_per_token(state.params['lm'], cfg.model, cfg.data.seq_len)
+  got = model_lib.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len)
   assert got == pytest.approx(decoder + frac * (6 * encoder + enc_attn))
-  assert models.family_for(cfg.model).flops_per_token is flops.train_flops_per_token
+  assert loop.flops.train_flops_per_token is model_lib.train_flops_per_token
 
 
 def test_one_train_step_each(setups, batch):
@@ -135,7 +139,7 @@ def test_one_train_step_each(setups, batch):
       assert all(jax.tree.leaves(changed)), name  # image path and decoder both learn
     setups[name] = (setup, new)
   setup, state = setups['early_moe']
-  ev = family.evaluate(setup, state, [batch])
+  ev = model_lib.summarize_eval(loop.eval_sums(setup, state, [batch]), detail=True)
   share = np.asarray(ev['image_share'])
   # Hard routing: experts 0-1 see only image tokens, 2-3 only text.
   np.testing.assert_array_equal(share[:, 2:], 0.0)
@@ -150,12 +154,12 @@ def test_discrete_tokens_codebook_and_loss():
   np.testing.assert_array_equal(codebook.nearest(jnp.asarray(x), jnp.asarray(c)), [3, 1, 5])
   batch = data.make_eval_batches(_cfg(image_tokens='discrete'), None, 1)[0]
   seen = jnp.where(batch['modality'] > 0, codebook.FIRST_CODE_ID + 2, batch['inputs'])
-  t, w = family._targets(batch, seen, 0.5)  # pylint: disable=protected-access
+  t, w = early.image_targets(batch, seen, 0.5)
   img = batch['targets'] == tok_lib.IMG_ID
   assert np.all(np.asarray(t)[img] == codebook.FIRST_CODE_ID + 2)
   assert np.all(np.asarray(w)[img] == 0.5)
   with pytest.raises(config_lib.ConfigError, match='image_tokens'):
-    family.validate(_cfg('late', image_tokens='discrete'))
+    multimodal.validate(_cfg('late', image_tokens='discrete'))
 
 
 def test_iterator_resumes_from_state():
@@ -172,9 +176,9 @@ def test_iterator_resumes_from_state():
 
 def test_config_errors():
   with pytest.raises(config_lib.ConfigError, match='patch_size'):
-    family.validate(_cfg(patch_size=12))
+    multimodal.validate(_cfg(patch_size=12))
   with pytest.raises(config_lib.ConfigError, match='image_experts'):
-    family.validate(_cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1},
+    multimodal.validate(_cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1},
                          modality_routing='hard', image_experts=4))
   with pytest.raises(config_lib.ConfigError, match='modality_routing'):
-    family.validate(_cfg(modality_routing='random'))
+    multimodal.validate(_cfg(modality_routing='random'))

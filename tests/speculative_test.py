@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice.decode import sampling, speculative
 from lattice.nn import transformer
 
@@ -32,7 +32,7 @@ def _lively(variables, seed=3):
 def _model(ffn=None, **mtp):
   cfg = config_lib.build(tiny_config(model={'vocab_size': V, 'mtp': mtp,
                                             **({'ffn': ffn} if ffn else {})})).model
-  model = models.family_for(cfg).make_model(cfg, False)
+  model = model_lib.make_model(cfg, False)
   prompt = jnp.asarray(np.random.default_rng(0).choice(ALPHABET, (4, 5)), jnp.int32)
   return cfg, _lively(nn.unbox(model.init(jax.random.key(0), prompt))), prompt
 
@@ -53,7 +53,7 @@ def test_speculative_greedy_equals_plain_greedy(mtp_model):
                                      max_new_tokens=N)
   np.testing.assert_array_equal(spec, plain)
   # The plain decoder of the same family is step-by-step argmax of the full forward.
-  model = models.family_for(cfg).make_model(cfg, False)
+  model = model_lib.make_model(cfg, False)
   full = jax.jit(model.apply)(variables, jnp.concatenate([prompt, plain[:, :-1]], axis=1))
   np.testing.assert_array_equal(jnp.argmax(full[:, prompt.shape[1] - 1:], -1), plain)
   apf = np.asarray(stats['accepted_per_forward'])
@@ -92,7 +92,7 @@ def test_plain_decoder_family_matches_sampling_generate():
 
 def test_kv_rollback_forgets_rejected_tokens(mtp_model):
   cfg, variables, prompt = mtp_model
-  model = models.family_for(cfg).make_model(cfg, True)
+  model = model_lib.make_model(cfg, True)
   B = prompt.shape[0]
   apply = jax.jit(
       lambda cache, t: model.apply({**variables, 'cache': cache}, t, mutable=['cache']))
@@ -125,7 +125,7 @@ def test_speculative_sampling_keeps_the_main_distribution():
                                     max_new_tokens=3, sampling=s)
   assert float(np.mean(stats['accepted_per_forward'])) > 1.0  # drafts were used
   # Exact marginals of tokens 1 and 2 under the main model with the same filter.
-  model = models.family_for(cfg).make_model(cfg, False)
+  model = model_lib.make_model(cfg, False)
   probs = lambda logits: np.asarray(jax.nn.softmax(speculative.filtered_logits(logits, s)))
   p1 = probs(model.apply(variables, prompt[:1])[:, -1])[0]
   support = np.flatnonzero(p1)

@@ -1,8 +1,8 @@
 """Document sources: each yields raw text bytes as a deterministic grain MapDataset.
 
 Built in: `stdlib` (the Python standard library's own source, a real code corpus on
-every machine), `text`, `jsonl`, `arrayrecord` and `hf`. Generated task sources
-(`lattice/data/tasks/`) add themselves with `register_source`.
+every machine), `text`, `jsonl`, `arrayrecord` and `hf`, and the generated tasks of
+`lattice/data/tasks/`; all are listed in the literal table `SOURCES` at the end.
 
 Splits. A document goes to 'validation' when a hash of its key is below
 `data.val_fraction`; the key is the relative path for `stdlib` and the document's
@@ -36,6 +36,7 @@ from etils import epath
 
 from lattice import config as config_lib
 from lattice.data import parquet
+from lattice.data.tasks import addition, arithmetic, induction, toolcalls
 
 SPLITS = ('train', 'validation')
 # Eager checks of ArrayRecord read this many records: enough to catch a wrong file
@@ -49,33 +50,18 @@ class DataError(config_lib.ConfigError):
 
 
 SourceFn = Callable[[config_lib.DataConfig, str], grain.MapDataset]
-_SOURCES: dict[str, SourceFn] = {}
-
-
-def register_source(name: str, fn: SourceFn, *, override: bool = False) -> None:
-  """Makes `data.source=name` valid; `fn(data_cfg, split)` returns a MapDataset.
-
-  `fn` owns its train/validation split and returns documents as bytes (or str,
-  which `get_source` encodes as UTF-8).
-  """
-  if name in _SOURCES and not override:
-    raise ValueError(f'register_source: data source {name!r} already registered')
-  _SOURCES[name] = fn
-  # pylint: disable=protected-access
-  choices = config_lib._CHOICES['data.source']
-  if name not in choices:
-    config_lib._CHOICES['data.source'] = (*choices, name)
-  # pylint: enable=protected-access
 
 
 def get_source(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
-  """Documents (bytes) of `split` ('train' | 'validation') of `data_cfg.source`."""
+  """Documents (bytes) of `split` ('train' | 'validation') of `data_cfg.source`; for
+  a batch source (lattice.data.batches), the text documents its rows mix in."""
   if split not in SPLITS:
     raise ValueError(f'get_source: split must be one of {SPLITS}, got {split!r}')
-  if data_cfg.source not in _SOURCES:
+  name = TEXT_OF_BATCH_SOURCE.get(data_cfg.source, data_cfg.source)
+  if name not in SOURCES:
     raise DataError(f'data.source: {data_cfg.source!r} is not one of '
-                    f'{", ".join(sorted(_SOURCES))}')
-  ds = _SOURCES[data_cfg.source](data_cfg, split)
+                    f'{", ".join([*SOURCES, *TEXT_OF_BATCH_SOURCE])}')
+  ds = SOURCES[name](data_cfg, split)
   return ds.map(_as_bytes)
 
 
@@ -454,7 +440,29 @@ def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   return split_rows(grain.MapDataset.source(docs), cfg.val_fraction, split)
 
 
-for _name, _fn in (('stdlib', _stdlib_source), ('text', _text_source),
-                   ('jsonl', _jsonl_source), ('arrayrecord', _arrayrecord_source),
-                   ('hf', _hf_source), ('parquet', _parquet_source)):
-  register_source(_name, _fn)
+# data.source -> (data config, split) -> documents. `config._CHOICES['data.source']`
+# lists these names and the batch sources' (lattice.data.batches); a test checks it.
+SOURCES: dict[str, SourceFn] = {
+    'stdlib': _stdlib_source,
+    'text': _text_source,
+    'jsonl': _jsonl_source,
+    'arrayrecord': _arrayrecord_source,
+    'hf': _hf_source,
+    'parquet': _parquet_source,
+    'induction': induction.source,
+    'arithmetic': arithmetic.source({'train': 'train', 'validation': 'test'}),
+    'arithmetic_ood': arithmetic.source({'train': 'train', 'validation': 'ood'}),
+    'toolcalls': toolcalls.source(tuple(toolcalls.CLUSTERS)),
+    **{f'toolcalls_{c}': toolcalls.source((c,)) for c in toolcalls.CLUSTERS},
+    'moa_arith': addition.source('moa_arith'),
+    'moa_aggregate': addition.source('moa_aggregate'),
+}
+
+# Batch sources (lattice.data.batches.BATCH_SOURCES) -> the document source of the
+# text their rows mix in, which is what a text view of their data (prompts, corpus
+# statistics, `pipeline.describe`) reads.
+TEXT_OF_BATCH_SOURCE = {'shapes': 'stdlib'}
+
+# Sources read as token windows, not documents (lattice.data.pipeline): pre-tokenized
+# files (lattice.data.token_files).
+WINDOW_SOURCES = ('tokens',)

@@ -1,4 +1,11 @@
-"""lattice.decode: KV-cache sampling with logit processors."""
+"""lattice.decode: generating tokens from a trained model.
+
+Owns KV-cache sampling (greedy, temperature, top-k, top-p, logit processors;
+`sampling`), self-speculative decoding with a model's own multi-token heads
+(`speculative`, greedy output identical to plain greedy), and grammar-constrained
+decoding (JSON-schema automata; `constraints`, `schema`, `automaton`). It builds
+models through `lattice.model.make_model` and never imports the train or run layer.
+"""
 
 from lattice.decode.sampling import LogitProcessor
 from lattice.decode.sampling import SamplingConfig

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice.decode import constraints as constraints_lib
+from lattice import model as model_lib
 from lattice.nn import transformer
 
 
@@ -116,7 +117,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     raise config_lib.ConfigError(
         f'model.max_len: prompt ({P}) + max_new_tokens ({max_new_tokens}) exceed the '
         f'KV cache of {model_cfg.max_len} positions')
-  model = transformer.Transformer(model_cfg, decode=True)
+  model = model_lib.make_model(model_cfg, decode=True)
   cache = transformer.init_cache(model, B)
   logits_BxPxV, mut = model.apply({**variables, 'cache': cache}, prompt_BxP,
                                   mutable=['cache'])

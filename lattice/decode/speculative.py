@@ -21,8 +21,8 @@ block. The KV caches of every layer and head are rolled back by lowering the per
   emitted tokens are distributed exactly as sampling from the main model's p (with the
   same temperature / top-k / top-p).
 
-The model must have a `spec_forward(tokens, choose)` method (lattice/mtp families);
-`generate_plain` decodes the same family one token per forward, for comparison.
+The model's output heads draft (`lattice.model.Model.spec_forward`);
+`generate_plain` decodes the same model one token per forward, for comparison.
 """
 
 from __future__ import annotations
@@ -34,21 +34,19 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice.decode.sampling import SamplingConfig, filtered_logits, sample_logits
 from lattice.nn import transformer
 
 
 def n_drafts(model_cfg: config_lib.ModelConfig) -> int:
   """Draft tokens per step: the extra parallel heads, or the sequential depth."""
-  kind = model_cfg.mtp.kind
-  if kind == 'parallel' and model_cfg.mtp.n >= 2:
-    return model_cfg.mtp.n - 1
-  if kind == 'sequential':
-    return model_cfg.mtp.depth
-  raise config_lib.ConfigError(
-      f'model.mtp.kind: self-speculative decoding needs draft heads (parallel with '
-      f'n >= 2, or sequential), got kind={kind!r} n={model_cfg.mtp.n}')
+  k = model_lib.n_drafts(model_cfg)
+  if k < 1:
+    raise config_lib.ConfigError(
+        f'model.mtp.kind: self-speculative decoding needs draft heads (parallel with '
+        f'n >= 2, or sequential), got kind={model_cfg.mtp.kind!r} n={model_cfg.mtp.n}')
+  return k
 
 
 def _is_index(path) -> bool:
@@ -77,7 +75,7 @@ def _decode_setup(variables, model_cfg, B, total):
     raise config_lib.ConfigError(
         f'model.max_len: {total} positions needed (prompt + new tokens + drafts) exceed '
         f'the KV cache of {model_cfg.max_len}')
-  model = models.family_for(model_cfg).make_model(model_cfg, True)
+  model = model_lib.make_model(model_cfg, decode=True)
   variables = {k: v for k, v in variables.items() if k not in ('cache', 'intermediates')}
   return model, variables, transformer.init_cache(model, B)
 
@@ -96,7 +94,7 @@ def generate_plain(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
                    model_cfg: config_lib.ModelConfig, max_new_tokens: int,
                    sampling: SamplingConfig = SamplingConfig(0.0),
                    eos_id: int | None = None, pad_id: int = 0) -> jax.Array:
-  """One token per forward with the config's model family (the baseline); int32[B, N]."""
+  """One token per forward with the config's model (the baseline); int32[B, N]."""
   B, P = prompt_BxP.shape
   model, variables, cache = _decode_setup(variables, model_cfg, B, P + max_new_tokens)
   logits_BxPxV, mut = model.apply({**variables, 'cache': cache}, prompt_BxP,

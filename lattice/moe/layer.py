@@ -3,8 +3,8 @@
 Shape legend: B batch, L length, T = B*L tokens, D model width, E experts,
 K experts per token, F expert FFN width, G groups of rows fed to the experts.
 
-Registered as `model.ffn.kind='moe'`, so the transformer block builds it like the
-dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
+`model.ffn.kind='moe'` in the FFN table (`lattice.nn.transformer.FFNS`), so the
+transformer block builds it like the dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
 - `intermediates/aux_loss`: the configured balance and z losses (weighted);
 - `intermediates/expert_load`: tokens per expert, summed over an eval set for
   MaxVio_global;
@@ -36,6 +36,7 @@ from kernels.grouped_matmul import grouped_matmul
 from lattice import config as config_lib
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
+from lattice.quant import linears
 
 BIAS_COLLECTION = 'moe_bias'
 
@@ -57,7 +58,7 @@ def _ffn_with(cfg: config_lib.ModelConfig, mm):
 def expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_GxCxD) -> y_GxCxD: the batched expert FFN through the Linear kind's hook."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
-  prepare = layers.linear_class(lcfg).prepare
+  prepare = linears.LINEARS[lcfg.kind].prepare
 
   def mm(x_CxI, w_IxO):
     x_CxI, w_IxO = prepare(lcfg, x_CxI, w_IxO, 1)
@@ -70,7 +71,7 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot
   """ffn(w, x_NxD sorted by expert, sizes_E) via `ragged_dot(x_NxI, w_ExIxO, sizes_E)`:
   jax.lax.ragged_dot, or kernels.grouped_matmul for dropless_impl='grouped'."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
-  prepare = layers.linear_class(lcfg).prepare
+  prepare = linears.LINEARS[lcfg.kind].prepare
 
   def mm(x_NxI, w_ExIxO, sizes_E):
     # Per-token activation transform, per-expert weight transform (quantized kinds).
@@ -168,32 +169,43 @@ class MoE(nn.Module):
     return y_BxLxD
 
   def _dispatch(self, x_TxD, idx_TxK, gate_TxK, w, seq_len: int):
-    cfg, f = self.cfg, self.cfg.ffn
-    K = idx_TxK.shape[1]
-    if f.dispatch == 'capacity' and self.is_mutable_collection('cache'):
+    cfg = self.cfg
+    if cfg.ffn.dispatch == 'capacity' and self.is_mutable_collection('cache'):
       # Inference drops nothing: capacity is a training-throughput device, and a
       # drop would make a row's tokens depend on the rows and tokens beside it.
-      f = dataclasses.replace(f, dispatch='dropless')
-      cfg = dataclasses.replace(cfg, ffn=f)
-    ffn = expert_ffn(cfg)
-    ep = expert_parallel_size()
-    if ep > 1:
-      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, ffn, cfg, seq_len)
-    if f.dispatch == 'capacity':
-      cap = dispatch.capacity(seq_len, K, f.n_experts, f.capacity_factor)
-      return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts,
-                                        cap, group=seq_len)
-    impl = f.dropless_impl
-    if impl == 'auto':
-      impl = auto_dropless_impl()
-    if impl == 'ragged':
-      return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
-                                      ragged_expert_ffn(cfg), f.n_experts)
-    if impl == 'grouped':  # sorted rows, tile loops over w in place (no gathers)
-      return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w,
-                                      ragged_expert_ffn(cfg, grouped_matmul),
-                                      f.n_experts)
-    return dispatch.dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn, f.n_experts)
+      cfg = dataclasses.replace(cfg, ffn=dataclasses.replace(cfg.ffn, dispatch='dropless'))
+    if expert_parallel_size() > 1:
+      return parallel.expert_parallel(x_TxD, idx_TxK, gate_TxK, w, expert_ffn(cfg), cfg,
+                                      seq_len)
+    return DISPATCH[dispatch_kind(cfg.ffn)](x_TxD, idx_TxK, gate_TxK, w, cfg, seq_len)
 
 
-mlp.register_ffn('moe', MoE)
+def dispatch_kind(f: config_lib.FFNConfig) -> str:
+  """The `DISPATCH` entry of `f`: capacity, or dropless with its implementation
+  ('auto': `auto_dropless_impl()`, the measured-fastest for the backend)."""
+  if f.dispatch == 'capacity':
+    return 'capacity'
+  return auto_dropless_impl() if f.dropless_impl == 'auto' else f.dropless_impl
+
+
+def _capacity(x_TxD, idx_TxK, gate_TxK, w, cfg, seq_len):
+  # Capacity per sequence (MaxText's rule): a row's drops depend only on its own
+  # tokens, never on the other rows of the batch.
+  cap = dispatch.capacity(seq_len, idx_TxK.shape[1], cfg.ffn.n_experts,
+                          cfg.ffn.capacity_factor)
+  return dispatch.dispatch_capacity(x_TxD, idx_TxK, gate_TxK, w, expert_ffn(cfg),
+                                    cfg.ffn.n_experts, cap, group=seq_len)
+
+
+# Token dispatch on one device: (x [T, D], idx [T, K], gate [T, K], weights, model
+# config, sequence length) -> (y [T, D], dropped fraction).
+DISPATCH = {
+    'capacity': _capacity,
+    'blocks': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_blocks(
+        x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
+    'ragged': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
+        x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
+    # Sorted rows, tile loops over the expert weights in place (no gathers).
+    'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
+        x, idx, gate, w, ragged_expert_ffn(cfg, grouped_matmul), cfg.ffn.n_experts),
+}

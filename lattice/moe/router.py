@@ -22,11 +22,17 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 
 
+# model.ffn.router -> affinity function of the router logits [T, E] (float32):
+# softmax (Switch, DeepSeekMoE) or per-expert sigmoid (DeepSeek-V3).
+ROUTERS = {
+    'softmax': lambda logits_TxE: jax.nn.softmax(logits_TxE, axis=-1),
+    'sigmoid': jax.nn.sigmoid,
+}
+
+
 def affinities(logits_TxE: jax.Array, kind: str) -> jax.Array:
-  logits_TxE = logits_TxE.astype(jnp.float32)
-  if kind == 'sigmoid':
-    return jax.nn.sigmoid(logits_TxE)
-  return jax.nn.softmax(logits_TxE, axis=-1)
+  """Token-to-expert affinities [T, E] of router kind `kind` (a `ROUTERS` entry)."""
+  return ROUTERS[kind](logits_TxE.astype(jnp.float32))
 
 
 def group_mask(select_TxE: jax.Array, n_groups: int, keep: int,

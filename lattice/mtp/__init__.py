@@ -1,22 +1,21 @@
-"""lattice.mtp: multi-token prediction, parallel heads and sequential modules.
+"""lattice.mtp: multi-token prediction output stages and their losses.
 
-Importing registers two model families (lattice/models.py), so
-`model.mtp.kind='parallel'` (Gloeckle et al. 2024) and `'sequential'` (DeepSeek-V3)
-train through the one train loop.
+Owns `HEADS`, the table of output stages `model.mtp.kind` picks from: the plain
+next-token head ('none'), parallel heads (Gloeckle et al. 2024, arXiv 2404.19737)
+and sequential modules (DeepSeek-V3, arXiv 2412.19437). Each stage builds its
+parameters beside the trunk's, returns its logits in order (main head first),
+combines the per-head cross entropies into its loss, drafts tokens for
+self-speculative decoding, and says how many extra passes its FLOPs count.
 """
 
-from lattice import models
-from lattice.mtp import flops
-from lattice.mtp import parallel
-from lattice.mtp import sequential
+from lattice.mtp.heads import NextToken
 from lattice.mtp.losses import head_ce
 from lattice.mtp.losses import shifted_targets
-from lattice.mtp.parallel import ParallelMTP
-from lattice.mtp.sequential import SequentialMTP
+from lattice.mtp.parallel import ParallelHeads
+from lattice.mtp.sequential import SequentialHeads
 
-models.register_family('mtp', 'parallel', models.Family(
-    make_model=lambda cfg, decode=False: parallel.ParallelMTP(cfg, decode),
-    loss_fn=parallel.loss_fn, flops_per_token=flops.train_flops_per_token))
-models.register_family('mtp', 'sequential', models.Family(
-    make_model=lambda cfg, decode=False: sequential.SequentialMTP(cfg, decode),
-    loss_fn=sequential.loss_fn, flops_per_token=flops.train_flops_per_token))
+HEADS = {
+    'none': NextToken,
+    'parallel': ParallelHeads,
+    'sequential': SequentialHeads,
+}

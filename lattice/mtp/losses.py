@@ -1,4 +1,4 @@
-"""Shifted targets and per-head cross entropies shared by the MTP families.
+"""Shifted targets and per-head cross entropies shared by the MTP heads.
 
 Shape legend: B batch, L length, V vocabulary.
 
@@ -10,12 +10,10 @@ the last k - 1 positions (whose target lies past the window) get weight 0.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-from lattice.train import step as step_lib
+from lattice.nn import losses as nn_losses
 
 
 def shifted_targets(batch: dict[str, jax.Array], k: int
@@ -33,7 +31,7 @@ def shifted_targets(batch: dict[str, jax.Array], k: int
 def head_ce(logits_BxLxV: jax.Array, batch: dict[str, jax.Array], k: int) -> jax.Array:
   """Mean cross entropy (nats) of predicting the token k steps ahead."""
   targets_BxL, weights_BxL = shifted_targets(batch, k)
-  ce_sum, weight = step_lib.cross_entropy(logits_BxLxV, targets_BxL, weights_BxL)
+  ce_sum, weight = nn_losses.cross_entropy(logits_BxLxV, targets_BxL, weights_BxL)
   return ce_sum / jnp.maximum(weight, 1.0)
 
 
@@ -43,12 +41,6 @@ def head_ce_dynamic(logits_BxLxV: jax.Array, batch: dict[str, jax.Array],
   L = batch['targets'].shape[1]
   shift = lambda x: jax.lax.dynamic_slice_in_dim(
       jnp.pad(x, ((0, 0), (0, L))), i, L, axis=1)
-  ce_sum, weight = step_lib.cross_entropy(logits_BxLxV, shift(batch['targets']),
+  ce_sum, weight = nn_losses.cross_entropy(logits_BxLxV, shift(batch['targets']),
                                           shift(batch['weights']))
   return ce_sum / jnp.maximum(weight, 1.0)
-
-
-def sown_aux(mutated: Any) -> jax.Array:
-  """The sum of every sown `aux_loss` (e.g. MoE balance losses) in `mutated`."""
-  found = step_lib._collect(mutated.get('intermediates', {}), 'aux_loss')  # pylint: disable=protected-access
-  return sum((jnp.sum(a) for a in found), jnp.zeros(()))

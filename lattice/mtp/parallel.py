@@ -30,8 +30,8 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice.mtp import losses
+from lattice.nn import losses as nn_losses
 from lattice.nn import transformer
-from lattice.train import step as step_lib
 
 
 def head_block(cfg: config_lib.ModelConfig, decode: bool, name: str) -> nn.Module:
@@ -47,63 +47,77 @@ def _positions(x_BxLxD: jax.Array) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(L), (B, L))
 
 
-class ParallelMTP(nn.Module):
-  """Trunk + n parallel heads; `__call__(tokens)` returns the main (next-token) logits."""
+class ParallelHeads(nn.Module):
+  """n parallel heads on the trunk output; head 0 is the next-token head.
+
+  An output stage of `lattice.model.Model` (which shares its scope, so the heads'
+  parameters are `heads_<i>` beside the trunk's). `logits_fn` is the trunk's shared
+  final norm + unembedding.
+  """
   cfg: config_lib.ModelConfig
   decode: bool = False
 
+  @staticmethod
+  def trunk_config(cfg: config_lib.ModelConfig) -> config_lib.ModelConfig:
+    """`model.n_layers` counts one head block, so the trunk has n_layers - 1."""
+    return dataclasses.replace(cfg, n_layers=cfg.n_layers - 1)
+
+  @staticmethod
+  def extra_passes(cfg: config_lib.ModelConfig) -> int:
+    """Head blocks and unembedding passes beyond the plain decoder's, per token."""
+    return cfg.mtp.n - 1
+
+  @staticmethod
+  def n_drafts(cfg: config_lib.ModelConfig) -> int:
+    return cfg.mtp.n - 1
+
   def setup(self):
-    cfg = self.cfg
-    self.decoder = transformer.Transformer(
-        dataclasses.replace(cfg, n_layers=cfg.n_layers - 1), self.decode)
-    self.heads = [head_block(cfg, self.decode, f'heads_{i}') for i in range(cfg.mtp.n)]
+    self.heads = [head_block(self.cfg, self.decode, f'heads_{i}')
+                  for i in range(self.cfg.mtp.n)]
 
-  def trunk_hidden(self, tokens_BxL: jax.Array) -> jax.Array:
-    return self.decoder.hidden(tokens_BxL)
-
-  def head_logits(self, h_BxLxD: jax.Array, i: int) -> jax.Array:
+  def head_logits(self, h_BxLxD: jax.Array, i: int, logits_fn: Callable,
+                  modality_BxL: jax.Array | None = None) -> jax.Array:
     """Logits of head i (0-based: 0 is the next-token head) on the trunk output."""
-    return self.decoder.logits(self.heads[i](h_BxLxD, _positions(h_BxLxD)))
+    extra = () if modality_BxL is None else (modality_BxL,)
+    return logits_fn(self.heads[i](h_BxLxD, _positions(h_BxLxD), *extra))
 
-  def all_logits(self, tokens_BxL: jax.Array) -> list[jax.Array]:
-    h_BxLxD = self.trunk_hidden(tokens_BxL)
-    return [self.head_logits(h_BxLxD, i) for i in range(self.cfg.mtp.n)]
+  def __call__(self, h_BxLxD, logits_fn, embed_fn, batch, modality_BxL=None):
+    """[head 0 logits, head 1 logits, ...] (named `logits` and `mtp_logits` upstream)."""
+    del embed_fn, batch
+    return [self.head_logits(h_BxLxD, i, logits_fn, modality_BxL)
+            for i in range(self.cfg.mtp.n)]
 
-  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
-    if self.is_initializing():  # create every head's params (and KV cache)
-      return self.all_logits(tokens_BxL)[0]
-    return self.head_logits(self.trunk_hidden(tokens_BxL), 0)
+  def main(self, h_BxLxD, logits_fn, modality_BxL=None):
+    return self.head_logits(h_BxLxD, 0, logits_fn, modality_BxL)
 
-  def spec_forward(self, tokens_BxL: jax.Array, choose: Callable):
-    """One decoding forward for self-speculative decoding (lattice/decode/speculative).
+  def drafts(self, h_BxLxD, next_BxL, logits_fn, embed_fn, modality_BxL=None):
+    """Head i+1's logits at each position draft the token i+1 steps past the next."""
+    del next_BxL, embed_fn
+    return [self.head_logits(h_BxLxD, i, logits_fn, modality_BxL)
+            for i in range(1, self.cfg.mtp.n)]
 
-    Returns (main logits [B, L, V], choose's outputs, draft logits [B, L, K, V]):
-    head i+1's logits at each position draft the token i+1 steps past the next.
-    """
-    h_BxLxD = self.trunk_hidden(tokens_BxL)
-    main_BxLxV = self.head_logits(h_BxLxD, 0)
-    chosen = choose(main_BxLxV)
-    drafts = [self.head_logits(h_BxLxD, i) for i in range(1, self.cfg.mtp.n)]
-    return main_BxLxV, chosen, jnp.stack(drafts, axis=2)
+  @staticmethod
+  def combine(cfg: config_lib.ModelConfig, ces: list[jax.Array], variables: dict,
+              mutated: dict, mutable: list[str]):
+    """sum_i w_i CE_i (head i predicts token t+i+1); returns (loss, metrics, mutated)."""
+    del variables, mutable
+    weights = config_lib.mtp_loss_weights(cfg.mtp)
+    mtp = sum(w * ce for w, ce in zip(weights, ces))
+    return mtp, {'mtp_loss': mtp, **{f'ce_head{i + 1}': ce for i, ce in enumerate(ces)}
+                 }, mutated
+
+  @staticmethod
+  def train_loss(cfg: config_lib.ModelConfig) -> Callable | None:
+    """The head-by-head loss when model.mtp.memory_efficient; None: the shared one."""
+    return memory_efficient_loss if cfg.mtp.memory_efficient else None
 
 
 def _metrics(ces: list[jax.Array], weights, aux: jax.Array, mutated: Any):
   mtp = sum(w * ce for w, ce in zip(weights, ces))
   metrics = {'loss': mtp + aux, 'ce': ces[0], 'mtp_loss': mtp, 'aux_loss': aux,
              **{f'ce_head{i + 1}': ce for i, ce in enumerate(ces)},
-             **step_lib.sown_metrics(mutated.get('intermediates', {}))}
+             **nn_losses.sown_metrics(mutated.get('intermediates', {}))}
   return mtp + aux, metrics
-
-
-def plain_loss(model: ParallelMTP, variables: dict, batch: dict[str, jax.Array],
-               mutable: list[str]):
-  """sum_i w_i CE(head i, token t+i) + sown aux losses; one autodiff graph."""
-  weights = config_lib.mtp_loss_weights(model.cfg.mtp)
-  logits, mutated = model.apply(variables, batch['inputs'], method='all_logits',
-                                mutable=['intermediates', *mutable])
-  ces = [losses.head_ce(l, batch, i + 1) for i, l in enumerate(logits)]
-  loss, metrics = _metrics(ces, weights, losses.sown_aux(mutated), mutated)
-  return loss, (metrics, mutated)
 
 
 def _split_heads(tree: dict, n: int) -> tuple[dict, Any]:
@@ -117,7 +131,7 @@ def _unstack_heads(stacked: Any, n: int) -> dict:
   return {f'heads_{i}': jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(n)}
 
 
-def memory_efficient_loss(model: ParallelMTP, variables: dict,
+def memory_efficient_loss(model: nn.Module, variables: dict,
                           batch: dict[str, jax.Array], mutable: list[str]):
   """Same value and gradient as `plain_loss`, one head's logits alive at a time.
 
@@ -135,9 +149,9 @@ def memory_efficient_loss(model: ParallelMTP, variables: dict,
   cols = ['intermediates', *mutable]
 
   def trunk(p):
-    h, mut = model.apply({'params': p, **others}, batch['inputs'],
-                         method='trunk_hidden', mutable=cols)
-    return (h, losses.sown_aux(mut)), mut
+    h, mut = model.apply({'params': p, **others}, batch, method='trunk_hidden',
+                         mutable=cols)
+    return (h, nn_losses.sown_aux(mut)), mut
 
   (h_BxLxD, aux_trunk), trunk_vjp, mut_trunk = jax.vjp(trunk, p0, has_aux=True)
   shared_p, heads_p = _split_heads(p0, n)
@@ -148,9 +162,10 @@ def memory_efficient_loss(model: ParallelMTP, variables: dict,
     vs = {'params': {**p_shared, 'heads_0': p_head}}
     for k, (shared, _) in split.items():
       vs[k] = {**shared, **({'heads_0': other_head[k]} if k in other_head else {})}
-    logits, mut = model.apply(vs, h, 0, method='head_logits', mutable=cols)
+    logits, mut = model.apply(vs, h, 0, batch.get('modality'), method='head_logits',
+                              mutable=cols)
     ce = losses.head_ce_dynamic(logits, batch, i)
-    aux = losses.sown_aux(mut)
+    aux = nn_losses.sown_aux(mut)
     return w_n[i] * ce + aux, (ce, aux, {k: v.get('heads_0', {}) for k, v in mut.items()})
 
   def body(carry, xs):
@@ -169,8 +184,8 @@ def memory_efficient_loss(model: ParallelMTP, variables: dict,
   mutated = {}
   for col in cols:
     merged = dict(variables.get(col, {}))
-    if 'decoder' in mut_trunk.get(col, {}):
-      merged['decoder'] = mut_trunk[col]['decoder']
+    merged.update({k: v for k, v in mut_trunk.get(col, {}).items()
+                   if not k.startswith('heads_')})
     if muts.get(col):
       merged.update(_unstack_heads(muts[col], n))
     if merged:
@@ -184,11 +199,3 @@ def memory_efficient_loss(model: ParallelMTP, variables: dict,
   surrogate = jax.lax.stop_gradient(loss) + sum(
       jnp.vdot(p - jax.lax.stop_gradient(p), g) for p, g in zip(flat_p, flat_g))
   return surrogate, (metrics, mutated)
-
-
-def loss_fn(model: ParallelMTP, variables: dict, batch: dict[str, jax.Array],
-            mutable: list[str]):
-  """The family's loss: the memory-efficient one when model.mtp.memory_efficient."""
-  if model.cfg.mtp.memory_efficient:
-    return memory_efficient_loss(model, variables, batch, mutable)
-  return plain_loss(model, variables, batch, mutable)

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 from lattice.mtp import losses
 from lattice.mtp.parallel import head_block
-from lattice.nn import layers, transformer
-from lattice.train import step as step_lib
+from lattice.nn import layers
 
 STATE = 'mtp_state'
 
@@ -39,7 +38,8 @@ class MTPModule(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, h_BxLxD: jax.Array, emb_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, h_BxLxD: jax.Array, emb_BxLxD: jax.Array,
+               modality_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
     dtype, pdtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     norm = lambda name: layers.RMSNorm(cfg.norm_eps, dtype, pdtype, name=name)
@@ -48,59 +48,90 @@ class MTPModule(nn.Module):
     x_BxLxD = layers.dense(cfg.linear, cfg.d_model, ('mlp',), ('embed',), dtype=dtype,
                            param_dtype=pdtype, name='proj')(x_BxLx2D)
     B, L = x_BxLxD.shape[:2]
+    extra = () if modality_BxL is None else (modality_BxL,)
     return head_block(cfg, self.decode, 'block')(
-        x_BxLxD, jnp.broadcast_to(jnp.arange(L), (B, L)))
+        x_BxLxD, jnp.broadcast_to(jnp.arange(L), (B, L)), *extra)
 
 
-class SequentialMTP(nn.Module):
-  """Plain decoder + D sequential MTP modules; `__call__` returns the main logits."""
+class SequentialHeads(nn.Module):
+  """D sequential MTP modules after the main head (an output stage of
+  `lattice.model.Model`, sharing its scope: parameters `mtp_<k>`, and the λ step
+  counter `mtp_state/step`)."""
   cfg: config_lib.ModelConfig
   decode: bool = False
 
+  @staticmethod
+  def trunk_config(cfg: config_lib.ModelConfig) -> config_lib.ModelConfig:
+    return cfg
+
+  @staticmethod
+  def extra_passes(cfg: config_lib.ModelConfig) -> int:
+    """Module blocks and unembedding passes beyond the plain decoder's, per token."""
+    return cfg.mtp.depth
+
+  @staticmethod
+  def n_drafts(cfg: config_lib.ModelConfig) -> int:
+    return cfg.mtp.depth
+
   def setup(self):
-    self.decoder = transformer.Transformer(self.cfg, self.decode)
     self.modules_ = [MTPModule(self.cfg, self.decode, name=f'mtp_{k}')
                      for k in range(self.cfg.mtp.depth)]
     if self.cfg.mtp.lam_switch_step and not self.decode:
       self.step_count = self.variable(STATE, 'step', lambda: jnp.zeros((), jnp.int32))
 
-  def depth_logits(self, h_BxLxD: jax.Array, next_BxLxK: jax.Array) -> list[jax.Array]:
+  def depth_logits(self, h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL=None):
     """Logits of every module; next_BxLxK[..., k] is token i+k+1 (the input of module k+1)."""
     out = []
     for k, module in enumerate(self.modules_):
-      h_BxLxD = module(h_BxLxD, self.decoder.embed_tokens(next_BxLxK[..., k]))
-      out.append(self.decoder.logits(h_BxLxD))
+      h_BxLxD = module(h_BxLxD, embed_fn(next_BxLxK[..., k]), modality_BxL)
+      out.append(logits_fn(h_BxLxD))
     return out
 
-  def all_logits(self, tokens_BxL: jax.Array, next_BxLxK: jax.Array) -> list[jax.Array]:
-    """[main logits, module 1 logits, ...] for teacher-forced future tokens."""
+  def __call__(self, h_BxLxD, logits_fn, embed_fn, batch, modality_BxL=None):
+    """[main logits, module 1 logits, ...] for teacher-forced future tokens (from
+    the batch's targets; the inputs repeated when there are none, at init)."""
     if self.cfg.mtp.lam_switch_step and not self.decode:
       self.step_count.value  # pylint: disable=pointless-statement  (creates it at init)
-    h_BxLxD = self.decoder.hidden(tokens_BxL)
-    return [self.decoder.logits(h_BxLxD), *self.depth_logits(h_BxLxD, next_BxLxK)]
+    depth = self.cfg.mtp.depth
+    if 'targets' in batch:
+      next_BxLxK = future_tokens(batch, depth)
+    else:
+      next_BxLxK = jnp.repeat(batch['inputs'][..., None], depth, axis=-1)
+    return [logits_fn(h_BxLxD),
+            *self.depth_logits(h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL)]
 
-  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
-    if self.is_initializing():  # create the modules' params (and KV caches)
-      next_BxLxK = jnp.repeat(tokens_BxL[..., None], self.cfg.mtp.depth, axis=-1)
-      return self.all_logits(tokens_BxL, next_BxLxK)[0]
-    return self.decoder(tokens_BxL)
+  def main(self, h_BxLxD, logits_fn, modality_BxL=None):
+    del modality_BxL
+    return logits_fn(h_BxLxD)
 
-  def spec_forward(self, tokens_BxL: jax.Array, choose: Callable):
-    """One decoding forward for self-speculative decoding (lattice/decode/speculative).
-
-    `choose(main logits)` returns (next token at each position, ...): module 1 reads
-    it; deeper modules read the previous module's greedy draft. Returns (main logits,
-    choose's outputs, draft logits [B, L, K, V]).
-    """
-    h_BxLxD = self.decoder.hidden(tokens_BxL)
-    main_BxLxV = self.decoder.logits(h_BxLxD)
-    chosen = choose(main_BxLxV)
-    nxt_BxL, drafts = chosen[0], []
+  def drafts(self, h_BxLxD, next_BxL, logits_fn, embed_fn, modality_BxL=None):
+    """Module 1 reads the chosen next token; deeper modules read the previous
+    module's greedy draft."""
+    drafts = []
     for module in self.modules_:
-      h_BxLxD = module(h_BxLxD, self.decoder.embed_tokens(nxt_BxL))
-      drafts.append(self.decoder.logits(h_BxLxD))
-      nxt_BxL = jnp.argmax(drafts[-1], axis=-1).astype(jnp.int32)
-    return main_BxLxV, chosen, jnp.stack(drafts, axis=2)
+      h_BxLxD = module(h_BxLxD, embed_fn(next_BxL), modality_BxL)
+      drafts.append(logits_fn(h_BxLxD))
+      next_BxL = jnp.argmax(drafts[-1], axis=-1).astype(jnp.int32)
+    return drafts
+
+  @staticmethod
+  def combine(cfg: config_lib.ModelConfig, ces: list[jax.Array], variables: dict,
+              mutated: dict, mutable: list[str]):
+    """CE_main + λ/D sum_k CE_k; counts the λ step. Returns (loss, metrics, mutated)."""
+    mtp = cfg.mtp
+    step = variables[STATE]['step'] if mtp.lam_switch_step else jnp.zeros((), jnp.int32)
+    lam = lam_at(mtp, step)
+    mtp_loss = sum(ces[1:]) / mtp.depth
+    if mtp.lam_switch_step and STATE in mutable:
+      mutated = {**mutated, STATE: {'step': step + 1}}
+    return ces[0] + lam * mtp_loss, {
+        'mtp_loss': mtp_loss, 'lam': lam,
+        **{f'ce_depth{k}': ce for k, ce in enumerate(ces)}}, mutated
+
+  @staticmethod
+  def train_loss(cfg: config_lib.ModelConfig) -> Callable | None:
+    del cfg
+    return None
 
 
 def future_tokens(batch: dict[str, jax.Array], depth: int) -> jax.Array:
@@ -113,24 +144,3 @@ def lam_at(mtp: config_lib.MTPConfig, step: jax.Array) -> jax.Array:
   if not mtp.lam_switch_step:
     return jnp.asarray(mtp.lam, jnp.float32)
   return jnp.where(step < mtp.lam_switch_step, mtp.lam, mtp.lam_late).astype(jnp.float32)
-
-
-def loss_fn(model: SequentialMTP, variables: dict, batch: dict[str, jax.Array],
-            mutable: list[str]):
-  """CE_main + λ/D sum_k CE_k + sown aux losses; reports each depth's CE."""
-  mtp = model.cfg.mtp
-  logits, mutated = model.apply(
-      variables, batch['inputs'], future_tokens(batch, mtp.depth), method='all_logits',
-      mutable=['intermediates', *mutable])
-  ces = [losses.head_ce(l, batch, k + 1) for k, l in enumerate(logits)]
-  step = variables[STATE]['step'] if mtp.lam_switch_step else jnp.zeros((), jnp.int32)
-  lam = lam_at(mtp, step)
-  mtp_loss = sum(ces[1:]) / mtp.depth
-  aux = losses.sown_aux(mutated)
-  loss = ces[0] + lam * mtp_loss + aux
-  if mtp.lam_switch_step and STATE in mutable:
-    mutated = {**mutated, STATE: {'step': step + 1}}
-  metrics = {'loss': loss, 'ce': ces[0], 'mtp_loss': mtp_loss, 'lam': lam,
-             'aux_loss': aux, **{f'ce_depth{k}': ce for k, ce in enumerate(ces)},
-             **step_lib.sown_metrics(mutated.get('intermediates', {}))}
-  return loss, (metrics, mutated)

@@ -1,12 +1,24 @@
-"""Native multimodal models: early fusion (patches into the decoder) and late fusion
-(ViT encoder + LLaVA adapter), as `model.frontend.kind` 'early' / 'late'."""
+"""lattice.multimodal: the input stages of the model and their image paths.
 
-from lattice.multimodal import family as _family
+Owns `FRONTENDS`, the table `model.frontend.kind` picks from: text embeddings only
+('text'), early fusion (patches projected, or k-means patch codes, straight into
+the decoder; Shukor et al. 2025, Chameleon) and late fusion (a ViT encoder + LLaVA's
+adapter). Also the frontend config checks, the patch helpers, the image path's FLOP
+count and the analyses the native-multimodal experiment reports. Image+text
+batches are the data source `shapes` (lattice.data.interleaved).
+"""
+
+from lattice.multimodal.checks import validate
 from lattice.multimodal.early import EarlyFusion
-from lattice.multimodal.family import evaluate, validate
 from lattice.multimodal.late import LateFusion
 from lattice.multimodal.patches import patchify, unpatchify
+from lattice.multimodal.text import TextInput
 
-_family.register()
+FRONTENDS = {
+    'text': TextInput,
+    'early': EarlyFusion,
+    'late': LateFusion,
+}
 
-__all__ = ['EarlyFusion', 'LateFusion', 'evaluate', 'patchify', 'unpatchify', 'validate']
+__all__ = ['FRONTENDS', 'EarlyFusion', 'LateFusion', 'TextInput', 'patchify',
+           'unpatchify', 'validate']

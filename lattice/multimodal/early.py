@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
+from lattice.multimodal import checks
 from lattice.multimodal import codebook as codebook_lib
 from lattice.multimodal import patches as patches_lib
-from lattice.nn import layers, transformer
+from lattice.data import tokenizer as tokenizer_lib
+from lattice.nn import layers
 
 
 def scatter_images(x_BxLxD: jax.Array, img_BxMxD: jax.Array,
@@ -38,37 +40,68 @@ def flat_patches(cfg: config_lib.ModelConfig, images_BxNxHxWxC: jax.Array) -> ja
   return p_BxNxPxQ.reshape(B, N * P, Q)
 
 
-class EarlyFusion(nn.Module):
-  """`__call__(tokens, images, patch_index, modality) -> logits [B, L, V]`.
+def image_inputs(cfg: config_lib.Config) -> dict[str, jax.Array]:
+  """Zero images and no patch slots for a one-row batch (`init`); validates the
+  frontend fields first (lattice.multimodal.checks)."""
+  checks.validate(cfg)
+  f, L = cfg.model.frontend, cfg.data.seq_len
+  return {'images': jnp.zeros((1, f.max_images, f.image_size, f.image_size, 3), jnp.float32),
+          'patch_index': jnp.full((1, L), -1, jnp.int32),
+          'modality': jnp.zeros((1, L), jnp.int32)}
 
-  Text tokens go through the decoder's embedding; image slots get their patch's
-  linear projection (or, discrete, the embedding of its code). `modality` reaches
-  every FFN, so MoE layers can route or count by modality.
+
+def image_targets(batch, seen_BxL, image_loss: float):
+  """Targets and weights; with discrete image tokens, image-slot targets become the
+  codes the model saw one position later, weighted `image_loss`."""
+  targets_BxL, weights_BxL = batch['targets'], batch['weights']
+  if not image_loss:
+    return targets_BxL, weights_BxL
+  # The target at t is the input at t+1 (the packer never cuts an image, so an
+  # image target always has its input in the row).
+  next_seen_BxL = jnp.concatenate([seen_BxL[:, 1:], seen_BxL[:, -1:]], axis=1)
+  is_image_BxL = targets_BxL == tokenizer_lib.IMG_ID
+  return (jnp.where(is_image_BxL, next_seen_BxL, targets_BxL),
+          weights_BxL + image_loss * is_image_BxL)
+
+
+class EarlyFusion(nn.Module):
+  """Input stage: `(embed_fn, batch) -> (x [B, L, D], ids seen [B, L])`.
+
+  Text tokens go through the decoder's embedding (`embed_fn`); image slots get
+  their patch's linear projection (or, discrete, the embedding of its code). A
+  batch without images (text decoding) is embedded as text. An input stage of
+  `lattice.model.Model`, sharing its scope (parameters `patch_embed` or the
+  `codebook` collection beside the trunk's).
   """
   cfg: config_lib.ModelConfig
   decode: bool = False
 
-  def embed(self, tokens_BxL, images_BxNxHxWxC, patch_index_BxL):
-    cfg = self.cfg
-    lm = transformer.Transformer(cfg, self.decode, name='lm')
-    patches_BxMxQ = flat_patches(cfg, images_BxNxHxWxC)
+  # Top-level names of the image path's variables (FLOP accounting).
+  IMAGE_PATH = ('patch_embed', 'codebook')
+
+  @staticmethod
+  def init_inputs(cfg: config_lib.Config) -> dict:
+    """Zero images, no patch slots: the extra inputs `init` needs."""
+    return image_inputs(cfg)
+
+  @staticmethod
+  def targets(cfg: config_lib.ModelConfig, batch, seen_BxL):
+    return image_targets(batch, seen_BxL, cfg.frontend.image_loss)
+
+  @nn.compact
+  def __call__(self, embed_fn, batch):
+    cfg, tokens_BxL = self.cfg, batch['inputs']
+    if 'images' not in batch:
+      return embed_fn(tokens_BxL), tokens_BxL
+    patch_index_BxL = batch['patch_index']
+    patches_BxMxQ = flat_patches(cfg, batch['images'])
     if cfg.frontend.image_tokens == 'discrete':
       codes_BxM = codebook_lib.Codebook(cfg.frontend, name='codebook')(patches_BxMxQ)
       ids_BxL = jnp.take_along_axis(codes_BxM, jnp.maximum(patch_index_BxL, 0), axis=1)
       tokens_BxL = jnp.where(patch_index_BxL >= 0, codebook_lib.FIRST_CODE_ID + ids_BxL,
                              tokens_BxL)
-      return lm, lm.embed_tokens(tokens_BxL), tokens_BxL
+      return embed_fn(tokens_BxL), tokens_BxL
     kw = dict(dtype=layers.dtype_of(cfg.dtype), param_dtype=layers.dtype_of(cfg.param_dtype))
     img_BxMxD = layers.dense(cfg.linear, cfg.d_model, (None,), ('embed',),
                              name='patch_embed', **kw)(patches_BxMxQ)
-    return lm, scatter_images(lm.embed_tokens(tokens_BxL), img_BxMxD,
-                              patch_index_BxL), tokens_BxL
-
-  @nn.compact
-  def __call__(self, tokens_BxL, images_BxNxHxWxC, patch_index_BxL, modality_BxL,
-               return_tokens: bool = False):
-    """Logits; with `return_tokens`, also the ids the decoder saw (discrete codes at
-    image slots), which the loss uses as targets for image tokens."""
-    lm, x_BxLxD, seen_BxL = self.embed(tokens_BxL, images_BxNxHxWxC, patch_index_BxL)
-    logits_BxLxV = lm.logits(lm.trunk(x_BxLxD, None, modality_BxL))
-    return (logits_BxLxV, seen_BxL) if return_tokens else logits_BxLxV
+    return scatter_images(embed_fn(tokens_BxL), img_BxMxD, patch_index_BxL), tokens_BxL

@@ -1,6 +1,6 @@
 """Compute accounting for multimodal models: the image path counts too.
 
-Per token (PaLM's 6N + attention rule, `lattice.train.flops`), averaged over the
+Per token (PaLM's 6N + attention rule, `lattice.nn.flops`), averaged over the
 sequence: the decoder's matmuls and attention for every token, plus the image
 path's for every patch slot, i.e. times the fraction M / L of sequence positions
 that are patch slots (M = max_images * patches per image; slots left empty by the
@@ -18,9 +18,7 @@ from flax import traverse_util
 
 from lattice import config as config_lib
 from lattice.multimodal import patches as patches_lib
-from lattice.train import flops as flops_lib
-
-DECODER = 'lm'
+from lattice.nn import flops as flops_lib
 
 
 def image_slot_fraction(model_cfg: config_lib.ModelConfig, seq_len: int) -> float:
@@ -29,10 +27,10 @@ def image_slot_fraction(model_cfg: config_lib.ModelConfig, seq_len: int) -> floa
 
 
 def image_path_matmul_params(params: Any) -> int:
-  """Matrices outside the decoder (patch embedding, encoder, adapter)."""
+  """Matrices of the image path's parameters (patch embedding, encoder, adapter)."""
   total = 0
   for path, leaf in traverse_util.flatten_dict(params).items():
-    if path[0] != DECODER and path[-1] not in flops_lib.VECTOR_PARAMS and leaf.ndim >= 2:
+    if path[-1] not in flops_lib.VECTOR_PARAMS and leaf.ndim >= 2:
       if path[-1] == 'position':  # learned position table: an add, not a matmul
         continue
       total += leaf.size
@@ -48,9 +46,8 @@ def encoder_attention_flops(model_cfg: config_lib.ModelConfig) -> float:
   return 12.0 * f.enc_layers * P * f.enc_d_model
 
 
-def train_flops_per_token(params: Any, model_cfg: config_lib.ModelConfig,
+def image_flops_per_token(image_params: Any, model_cfg: config_lib.ModelConfig,
                           seq_len: int) -> float:
-  """Decoder FLOPs per token + the image path's per patch slot x the slot fraction."""
-  decoder = flops_lib.train_flops_per_token(params[DECODER], model_cfg, seq_len)
-  image = 6.0 * image_path_matmul_params(params) + encoder_attention_flops(model_cfg)
-  return decoder + image_slot_fraction(model_cfg, seq_len) * image
+  """The image path's train FLOPs per patch slot x the slot fraction, per token."""
+  image = 6.0 * image_path_matmul_params(image_params) + encoder_attention_flops(model_cfg)
+  return image_slot_fraction(model_cfg, seq_len) * image

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice.multimodal import early, patches as patches_lib
-from lattice.nn import layers, transformer
+from lattice.nn import layers
 
 
 class EncoderBlock(nn.Module):
@@ -39,7 +39,6 @@ class EncoderBlock(nn.Module):
     a_BxPxHxDh = jax.nn.dot_product_attention(*qkv, is_causal=False)
     x_BxPxE = x_BxPxE + layers.dense(cfg.linear, E, ('heads', 'head_dim'), ('embed',),
                                      name='out', **kw)(a_BxPxHxDh)
-    # Not named wi_*/wo: those names mark MoE expert weights in FLOP accounting.
     h_BxPxF = jax.nn.gelu(layers.dense(cfg.linear, 4 * E, ('embed',), ('mlp',),
                                        name='fc1', **kw)(norm('mlp_norm')(x_BxPxE)))
     return x_BxPxE + layers.dense(cfg.linear, E, ('mlp',), ('embed',), name='fc2',
@@ -79,19 +78,31 @@ class Adapter(nn.Module):
 
 
 class LateFusion(nn.Module):
-  """`__call__(tokens, images, patch_index, modality) -> logits [B, L, V]`."""
+  """Input stage: `(embed_fn, batch) -> (x [B, L, D], ids seen [B, L])`: ViT
+  features through the adapter at the image slots. An input stage of
+  `lattice.model.Model`, sharing its scope (parameters `encoder`, `adapter`)."""
   cfg: config_lib.ModelConfig
   decode: bool = False
 
+  IMAGE_PATH = ('encoder', 'adapter')
+
+  @staticmethod
+  def init_inputs(cfg: config_lib.Config) -> dict:
+    """Zero images, no patch slots: the extra inputs `init` needs."""
+    return early.image_inputs(cfg)
+
+  @staticmethod
+  def targets(cfg: config_lib.ModelConfig, batch, seen_BxL):
+    return early.image_targets(batch, seen_BxL, cfg.frontend.image_loss)
+
   @nn.compact
-  def __call__(self, tokens_BxL, images_BxNxHxWxC, patch_index_BxL, modality_BxL,
-               return_tokens: bool = False):
-    cfg = self.cfg
-    lm = transformer.Transformer(cfg, self.decode, name='lm')
-    p_BxNxPxQ = patches_lib.patchify(images_BxNxHxWxC, cfg.frontend.patch_size)
+  def __call__(self, embed_fn, batch):
+    cfg, tokens_BxL = self.cfg, batch['inputs']
+    if 'images' not in batch:
+      return embed_fn(tokens_BxL), tokens_BxL
+    p_BxNxPxQ = patches_lib.patchify(batch['images'], cfg.frontend.patch_size)
     B, N, P, Q = p_BxNxPxQ.shape
     feats_BNxPxE = ViT(cfg, name='encoder')(p_BxNxPxQ.reshape(B * N, P, Q))
     img_BxMxD = Adapter(cfg, name='adapter')(feats_BNxPxE.reshape(B, N * P, -1))
-    x_BxLxD = early.scatter_images(lm.embed_tokens(tokens_BxL), img_BxMxD, patch_index_BxL)
-    logits_BxLxV = lm.logits(lm.trunk(x_BxLxD, None, modality_BxL))
-    return (logits_BxLxV, tokens_BxL) if return_tokens else logits_BxLxV
+    return (early.scatter_images(embed_fn(tokens_BxL), img_BxMxD, batch['patch_index']),
+            tokens_BxL)

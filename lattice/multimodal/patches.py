@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import einops
 
+from lattice.data.interleaved import n_patches  # noqa: F401  (one definition)
+
 
 def patchify(images_BxNxHxWxC, patch: int):
   """[..., H, W, C] -> [..., P, Q]; H and W must be multiples of `patch`."""
@@ -24,7 +26,3 @@ def unpatchify(patches_BxNxPxQ, patch: int, height: int, width: int):
   """Inverse of `patchify`: [..., P, Q] -> [..., H, W, C]."""
   return einops.rearrange(patches_BxNxPxQ, '... (h w) (p1 p2 c) -> ... (h p1) (w p2) c',
                           h=height // patch, w=width // patch, p1=patch, p2=patch)
-
-
-def n_patches(image_size: int, patch: int) -> int:
-  return (image_size // patch) ** 2

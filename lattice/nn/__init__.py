@@ -1,7 +1,9 @@
-"""lattice.nn: the Llama-style decoder and the Dense factory every projection uses."""
+"""lattice.nn: the decoder trunk and the layers every stage builds from.
 
-from lattice.nn.layers import dense
-from lattice.nn.layers import register_linear
-from lattice.nn.mlp import register_ffn
-from lattice.nn.transformer import Transformer
-from lattice.nn.transformer import init_cache
+Owns the Llama-style `transformer.Transformer` (pre-norm blocks of GQA attention and
+an FFN from the table `transformer.FFNS`), the one projection factory
+`layers.dense` (kinds from `lattice.quant.linears.LINEARS`), RMSNorm, embeddings,
+activations, the cross-entropy and sown-collection helpers (`losses`) and the
+decoder's FLOP count (`flops`). Import the modules themselves; this file re-exports
+nothing, so technique packages can build on `layers` without importing the trunk.
+"""

@@ -4,9 +4,8 @@ Shape legend: B batch, L length, D model width, V vocabulary, F FFN width,
 H query heads, K kv heads, Dh head width.
 
 Every projection in the model (attention, FFN, MoE experts, MTP heads, adapters) is
-built by `dense(...)`, which picks the class registered for `LinearConfig.kind`. A
-technique that quantizes weights registers its own class with `register_linear`; no
-block ever branches on the kind.
+built by `dense(...)`, which picks the class of `LinearConfig.kind` from the literal
+table `lattice.quant.linears.LINEARS`; no block ever branches on the kind.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
+from lattice.quant import linears
+from lattice.quant.linear import Linear  # noqa: F401  (the float projection; re-exported)
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -26,81 +27,13 @@ def dtype_of(name: str):
   return DTYPES[name]
 
 
-class Linear(nn.Module):
-  """A float projection contracting the last `len(in_axes)` input dims.
-
-  The kernel has shape `in_shape + features` and the logical axis names
-  `in_axes + out_axes`, so e.g. the query projection is a D -> (H, Dh) map with
-  kernel axes ('embed', 'heads', 'head_dim').
-  """
-  features: Sequence[int]
-  in_axes: Sequence[str]
-  out_axes: Sequence[str]
-  cfg: config_lib.LinearConfig = config_lib.LinearConfig()
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-  kernel_init_scale: float = 1.0
-
-  def kernel(self, in_shape: tuple[int, ...]) -> jax.Array:
-    n_in = len(in_shape)
-    init = nn.initializers.variance_scaling(
-        self.kernel_init_scale, 'fan_in', 'truncated_normal',
-        in_axis=tuple(range(n_in)),
-        out_axis=tuple(range(n_in, n_in + len(self.features))))
-    return self.param(
-        'kernel', nn.with_logical_partitioning(init, (*self.in_axes, *self.out_axes)),
-        (*in_shape, *self.features), self.param_dtype)
-
-  def bias(self) -> jax.Array | None:
-    if not self.cfg.use_bias:
-      return None
-    return self.param('bias', nn.with_logical_partitioning(
-        nn.initializers.zeros, tuple(self.out_axes)), tuple(self.features),
-                      self.param_dtype)
-
-  @staticmethod
-  def prepare(cfg: config_lib.LinearConfig, x: jax.Array, w: jax.Array,
-              n_in: int) -> tuple[jax.Array, jax.Array]:
-    """(input, kernel) as the contraction should see them; identity for float.
-
-    Quantized kinds override this (e.g. ternary weights, 8-bit activations with a
-    straight-through estimator). It is a pure function of its arguments so MoE
-    experts can apply it per expert (vmapped over the expert axis).
-    """
-    del cfg, n_in
-    return x, w
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    n_in = len(self.in_axes)
-    x, w = self.prepare(self.cfg, x, self.kernel(x.shape[x.ndim - n_in:]), n_in)
-    x, w = x.astype(self.dtype), w.astype(self.dtype)
-    y = jax.lax.dot_general(
-        x, w, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
-    b = self.bias()
-    return y if b is None else y + b.astype(self.dtype)
-
-
-_LINEARS: dict[str, type[Linear]] = {'float': Linear}
-
-
-def register_linear(kind: str, cls: type[Linear]) -> None:
-  """Makes `model.linear.kind=<kind>` build every projection with `cls`."""
-  _LINEARS[kind] = cls
-  config_lib.register_kind('linear', kind)
-
-
-def linear_class(cfg: config_lib.LinearConfig) -> type[Linear]:
-  return _LINEARS[cfg.kind]
-
-
 def dense(cfg: config_lib.LinearConfig, features: int | Sequence[int],
           in_axes: Sequence[str], out_axes: Sequence[str], *, dtype=jnp.float32,
           param_dtype=jnp.float32, name: str | None = None,
           kernel_init_scale: float = 1.0) -> Linear:
-  """The Dense factory: the projection class chosen by `cfg.kind`."""
+  """The Dense factory: the projection class `quant.linears.LINEARS[cfg.kind]`."""
   features = (features,) if isinstance(features, int) else tuple(features)
-  return linear_class(cfg)(
+  return linears.LINEARS[cfg.kind](
       features=features, in_axes=tuple(in_axes), out_axes=tuple(out_axes), cfg=cfg,
       dtype=dtype, param_dtype=param_dtype, kernel_init_scale=kernel_init_scale,
       name=name)

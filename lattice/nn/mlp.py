@@ -1,7 +1,6 @@
-"""Feed-forward blocks. Shape legend: B batch, L length, D model width, F FFN width.
+"""The dense feed-forward block. Shape legend: B batch, L length, D model width, F FFN width.
 
-`FFN_CLASSES` maps `model.ffn.kind` to a module class; the MoE package registers its
-layer there, so the transformer block never branches on the kind.
+`model.ffn.kind` picks the block's FFN from `lattice.nn.transformer.FFNS`.
 """
 
 from __future__ import annotations
@@ -36,12 +35,3 @@ class MLP(nn.Module):
                                name='subln')(h_BxLxF)
     return layers.dense(cfg.linear, cfg.d_model, ('mlp',), ('embed',), name='wo',
                         **kw)(h_BxLxF)
-
-
-FFN_CLASSES: dict[str, type[nn.Module]] = {'dense': MLP}
-
-
-def register_ffn(kind: str, cls: type[nn.Module]) -> None:
-  """Makes `model.ffn.kind=<kind>` build every block's FFN with `cls(cfg=...)`."""
-  FFN_CLASSES[kind] = cls
-  config_lib.register_kind('ffn', kind)

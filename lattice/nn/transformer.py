@@ -4,7 +4,7 @@ Shape legend: B batch, L length, D model width, V vocabulary.
 
 One `Transformer`, composed from typed sub-configs: the projection kind comes from
 `cfg.linear` (through `layers.dense`), the FFN class from `cfg.ffn.kind` (through
-`mlp.FFN_CLASSES`). Layers are optionally scanned (`nn.scan`, params stacked on a
+the table `FFNS`). Layers are optionally scanned (`nn.scan`, params stacked on a
 'layers' axis) and rematerialised with a named checkpoint policy.
 """
 
@@ -15,11 +15,17 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
+from lattice.moe import layer as moe_layer
 from lattice.nn import attention, layers, mlp
-from lattice import moe  # noqa: F401  (registers model.ffn.kind='moe')
-from lattice import quant  # noqa: F401  (registers model.linear.kind 'bitnet', 'quest')
 
 ACT = ('act_batch', 'act_len', 'act_embed')
+
+# model.ffn.kind -> the FFN module class every block builds (called as
+# ffn(x_BxLxD, modality_BxL) when the input stage gives modality ids).
+FFNS = {
+    'dense': mlp.MLP,
+    'moe': moe_layer.MoE,
+}
 
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,
@@ -41,7 +47,7 @@ class Block(nn.Module):
     h_BxLxD = x_BxLxD + attention.Attention(cfg, self.decode, name='attention')(
         norm('attention_norm')(x_BxLxD), positions_BxL)
     h_BxLxD = layers.constrain(h_BxLxD, ACT)
-    ffn = mlp.FFN_CLASSES[cfg.ffn.kind](cfg=cfg, name='ffn')
+    ffn = FFNS[cfg.ffn.kind](cfg=cfg, name='ffn')
     # Modality ids (multimodal frontends only) let an MoE route by modality.
     extra = () if modality_BxL is None else (modality_BxL,)
     out_BxLxD = h_BxLxD + ffn(norm('ffn_norm')(h_BxLxD), *extra)

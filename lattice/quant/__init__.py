@@ -1,8 +1,15 @@
-"""lattice.quant: BitNet b1.58 and QuEST quantized training (importing it registers
-`model.linear.kind` values 'bitnet' and 'quest')."""
+"""lattice.quant: quantized training and post-training compression.
+
+Owns the projection kinds (`lattice.quant.linears.LINEARS`: float, BitNet b1.58,
+QuEST, packed ternary inference, NanoQuant), their straight-through and trust
+quantizers, packing formats, the packed-inference export (`quant.inference`) and
+NanoQuant's post-training compression (`quant.nanoquant`). Those two use the model
+and are imported explicitly; importing this package registers nothing.
+"""
 
 from lattice.quant import packing
 from lattice.quant.linear import BitLinear
+from lattice.quant.linear import Linear
 from lattice.quant.linear import QuestLinear
 from lattice.quant.quest import fwht
 from lattice.quant.quest import quest_quantize
@@ -12,5 +19,3 @@ from lattice.quant.ste import int8_codes
 from lattice.quant.ste import straight_through
 from lattice.quant.ste import ternary_codes
 from lattice.quant.ste import ternary_weight
-from lattice.quant import inference  # registers model.linear.kind 'bitnet_packed'
-from lattice.quant import nanoquant  # registers model.linear.kind 'nanoquant'

@@ -33,33 +33,10 @@ import numpy as np
 
 from kernels.ternary_matmul import ops
 from lattice import config as config_lib
-from lattice.nn import layers
+from lattice import model as model_lib
 from lattice.quant import packing
 
-KIND = 'bitnet_packed'
-
-
-class PackedBitLinear(layers.Linear):
-  """BitLinear at inference: int8 activations x 2-bit packed ternary weights."""
-  impl: str = 'auto'  # ternary_matmul's impl: auto | pallas | xla | reference
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    n_in = len(self.in_axes)
-    k = math.prod(x.shape[x.ndim - n_in:])
-    n = math.prod(self.features)
-    w_packed_KqxN = self.param('w_packed', nn.initializers.zeros_init(),
-                               (-(-k // 4), n), jnp.uint8)
-    w_scale = self.param('w_scale', nn.initializers.ones_init(), (), jnp.float32)
-    x_NxK = x.reshape(*x.shape[:x.ndim - n_in], k)
-    x_q, sx = ops.quantize_activation(x_NxK)
-    y = ops.ternary_matmul(x_q, sx, w_packed_KqxN, w_scale, n, impl=self.impl)
-    y = y.reshape(*y.shape[:-1], *self.features).astype(self.dtype)
-    b = self.bias()
-    return y if b is None else y + b.astype(self.dtype)
-
-
-layers.register_linear(KIND, PackedBitLinear)
+from lattice.quant.packed_linear import KIND, PackedBitLinear  # noqa: F401
 
 
 def _pack_kernel(kernel: np.ndarray, n: int, stacked: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +65,7 @@ def pack_model(model_cfg: config_lib.ModelConfig, params: Any
         f'experts keep their fake-quantized weights (not packed)')
   packed_cfg = dataclasses.replace(
       model_cfg, linear=dataclasses.replace(model_cfg.linear, kind=KIND))
-  from lattice import models  # the model family (plain decoder, MTP heads)
-  family = models.family_for(packed_cfg)
-  model = family.make_model(packed_cfg, False)
+  model = model_lib.make_model(packed_cfg)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   want = flax.traverse_util.flatten_dict(nn.unbox(shapes['params']))
   have = flax.traverse_util.flatten_dict(jax.device_get(nn.unbox(params)))

@@ -1,4 +1,4 @@
-"""Quantized projections: `model.linear.kind='bitnet'` (W1.58A8) and 'quest' (WbAb).
+"""Projections: float `Linear`, and the quantized 'bitnet' (W1.58A8) and 'quest' (WbAb).
 
 Shape legend: N leading (token) dims, I the contracted input dims flattened,
 O the output dims flattened.
@@ -12,15 +12,72 @@ happens in the forward pass with straight-through / trust gradients.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from lattice import config as config_lib
-from lattice.nn import layers
 from lattice.quant import quest, ste
 
 
-class BitLinear(layers.Linear):
+class Linear(nn.Module):
+  """A float projection contracting the last `len(in_axes)` input dims.
+
+  The kernel has shape `in_shape + features` and the logical axis names
+  `in_axes + out_axes`, so e.g. the query projection is a D -> (H, Dh) map with
+  kernel axes ('embed', 'heads', 'head_dim').
+  """
+  features: Sequence[int]
+  in_axes: Sequence[str]
+  out_axes: Sequence[str]
+  cfg: config_lib.LinearConfig = config_lib.LinearConfig()
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  kernel_init_scale: float = 1.0
+
+  def kernel(self, in_shape: tuple[int, ...]) -> jax.Array:
+    n_in = len(in_shape)
+    init = nn.initializers.variance_scaling(
+        self.kernel_init_scale, 'fan_in', 'truncated_normal',
+        in_axis=tuple(range(n_in)),
+        out_axis=tuple(range(n_in, n_in + len(self.features))))
+    return self.param(
+        'kernel', nn.with_logical_partitioning(init, (*self.in_axes, *self.out_axes)),
+        (*in_shape, *self.features), self.param_dtype)
+
+  def bias(self) -> jax.Array | None:
+    if not self.cfg.use_bias:
+      return None
+    return self.param('bias', nn.with_logical_partitioning(
+        nn.initializers.zeros, tuple(self.out_axes)), tuple(self.features),
+                      self.param_dtype)
+
+  @staticmethod
+  def prepare(cfg: config_lib.LinearConfig, x: jax.Array, w: jax.Array,
+              n_in: int) -> tuple[jax.Array, jax.Array]:
+    """(input, kernel) as the contraction should see them; identity for float.
+
+    Quantized kinds override this (e.g. ternary weights, 8-bit activations with a
+    straight-through estimator). It is a pure function of its arguments so MoE
+    experts can apply it per expert (vmapped over the expert axis).
+    """
+    del cfg, n_in
+    return x, w
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in = len(self.in_axes)
+    x, w = self.prepare(self.cfg, x, self.kernel(x.shape[x.ndim - n_in:]), n_in)
+    x, w = x.astype(self.dtype), w.astype(self.dtype)
+    y = jax.lax.dot_general(
+        x, w, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
+    b = self.bias()
+    return y if b is None else y + b.astype(self.dtype)
+
+
+class BitLinear(Linear):
   """BitNet b1.58 (arXiv 2402.17764): per-tensor absmean ternary weights, per-token
   absmax int8 activations, straight-through gradients.
 
@@ -50,7 +107,7 @@ def _check(cfg: config_lib.LinearConfig) -> None:
         f'model.linear.trust: must be non-negative (0: default), got {cfg.trust}')
 
 
-class QuestLinear(layers.Linear):
+class QuestLinear(Linear):
   """QuEST (arXiv 2502.05003): both operands rotated by the same block Hadamard along
   the contracted dim (so the product is preserved), then trust-quantized per row:
   activations per token at `a_bits`, weights per output unit at `w_bits`."""
@@ -66,6 +123,3 @@ class QuestLinear(layers.Linear):
     w_q = quest.quest_quantize(w_OxI, cfg.w_bits, hadamard=cfg.hadamard, trust=cfg.trust)
     return x_q.reshape(x.shape), w_q.T.reshape(w.shape)
 
-
-layers.register_linear('bitnet', BitLinear)
-layers.register_linear('quest', QuestLinear)

@@ -1,7 +1,7 @@
 """FLOP budgets: train FLOPs per token of a config, and the steps that spend a budget.
 
 FLOPs per token come from abstract shapes (`jax.eval_shape`, nothing runs) through
-the model family's count (`lattice.train.flops`: 6 x active parameters plus
+the model's count (`lattice.train.flops`: 6 x active parameters plus
 attention, Kaplan et al. 2020 arXiv 2001.08361 eq. 2.1 and the PaLM appendix B
 attention term). `run.arms` calls `match_flops` once per arm and reuses the count.
 """
@@ -9,7 +9,7 @@ attention term). `run.arms` calls `match_flops` once per arm and reuses the coun
 from __future__ import annotations
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice.run import config_file
 from lattice.train import flops, loop
 
@@ -19,12 +19,10 @@ def flops_per_token(cfg: config_lib.Config) -> float:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   cfg = loop.resolve(cfg)
-  family = models.family_for(cfg.model)
-  model = family.make_model(cfg.model, False)
-  boxed = jax.eval_shape(model.init, jax.random.key(0), *family.init_args(cfg))
+  model = model_lib.make_model(cfg.model)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), model_lib.init_batch(cfg))
   params = nn.unbox(boxed)['params']
-  return (family.flops_per_token or flops.train_flops_per_token)(
-      params, cfg.model, cfg.data.seq_len)
+  return model_lib.train_flops_per_token(params, cfg.model, cfg.data.seq_len)
 
 
 def scale_steps(cfg: config_lib.Config, steps: int) -> config_lib.Config:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice.decode import constraints as constraints_lib
 from lattice.nn import transformer
 
@@ -146,7 +146,7 @@ class Engine:
     self.model_cfg, self.slots = model_cfg, slots
     self.eos_id, self.pad_id = eos_id, pad_id
     self.max_len, self.vocab = model_cfg.max_len, model_cfg.vocab_size
-    self.model = models.family_for(model_cfg).make_model(model_cfg, True)
+    self.model = model_lib.make_model(model_cfg, True)
     self.variables = {k: v for k, v in variables.items()
                       if k not in ('cache', 'intermediates')}
     axes = _batch_axes(self.model)

@@ -27,9 +27,9 @@ import numpy as np
 import optax
 
 from lattice import config as config_lib
-from lattice import models
+from lattice import model as model_lib
 from lattice import sharding
-from lattice.data import pipeline, tokenizer as tokenizer_lib
+from lattice.data import batches, tokenizer as tokenizer_lib
 from lattice.train import checkpoint, flops, optim, step as step_lib
 from lattice.train import recorder as recorder_lib
 from lattice.train import rundir
@@ -75,16 +75,15 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
           devices=None) -> Setup:
   """Mesh, shardings and jitted init/train/eval for `cfg` (no compilation yet).
 
-  The model, loss, init inputs and eval step come from the config's model family
-  (`lattice.models`); `model` and `loss_fn` override the family's."""
+  The model, loss, init inputs and eval step come from `lattice.model`;
+  `model` and `loss_fn` override its."""
   cfg = resolve(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   sharding.validate_for_mesh(cfg, mesh)
-  family = models.family_for(cfg.model)
-  model = model or family.make_model(cfg.model, False)
-  loss_fn = loss_fn or family.loss_fn
+  model = model or model_lib.make_model(cfg.model)
+  loss_fn = loss_fn or model_lib.loss_fn
   tx, schedule = optim.make_optimizer(cfg.optimizer, cfg.train.steps)
-  init_args = family.init_args(cfg)
+  init_args = (model_lib.init_batch(cfg),)
 
   def init(key):
     return TrainState.create(nn.unbox(model.init(key, *init_args)), tx)
@@ -105,7 +104,7 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
   batch_sh = sharding.batch_sharding(mesh)
   train_step_fn = step_lib.make_train_step(model, tx, schedule, loss_fn=loss_fn,
                                            extra_update=extra_update)
-  eval_step_fn = family.make_eval_step(model)
+  eval_step_fn = model_lib.make_eval_step(model)
   train_step = jax.jit(train_step_fn, in_shardings=(state_sh, batch_sh),
                        out_shardings=(state_sh, repl), donate_argnums=0)
   eval_step = jax.jit(eval_step_fn, in_shardings=(state_sh, batch_sh), out_shardings=repl)
@@ -162,12 +161,8 @@ class _Preemption:
 
 
 def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
-  """The checkpointable train iterator and the eval batches of `cfg`'s model family."""
-  family = models.family_for(cfg.model)
-  if family.make_train_iterator is not None:  # e.g. image+text batches (multimodal)
-    return family.make_train_iterator(cfg, tok), family.make_eval_batches(cfg, tok)
-  return (pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed),
-          pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches))
+  """The checkpointable train iterator and the eval batches of `cfg`'s data source."""
+  return batches.make_data(cfg, tok)
 
 
 def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_iter,
@@ -292,7 +287,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     recorder_lib.save_config(workdir, cfg)
-  family = models.family_for(cfg.model)
   train_iter, eval_batches = make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
 
@@ -307,7 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
         state = state.replace(params=rundir.load_params(
             cfg.train.init_from, setup.abstract_state.params))
         print(f'[lattice] started from the params of {cfg.train.init_from}')
-  flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
+  flops_per_token = flops.train_flops_per_token(
       state.params, cfg.model, cfg.data.seq_len)
   recorder = Recorder(
       cfg, [cfg.train.seed], [workdir], flops_per_token=flops_per_token,

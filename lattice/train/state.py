@@ -1,7 +1,7 @@
 """The train state: one pytree, checkpointed whole.
 
-`extra` holds non-gradient model state that the step updates itself (e.g. the MoE
-loss-free router bias lives in a flax collection named there); it is saved and
+`extra` holds non-gradient model state that the step updates itself (every flax
+collection other than params, cache and intermediates, e.g. a router bias); it is saved and
 sharded with everything else, and never touched by the optimizer.
 """
 

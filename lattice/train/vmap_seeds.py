@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lattice import config as config_lib
-from lattice import models
 from lattice import sharding
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.train import checkpoint, flops, loop, step as step_lib
@@ -104,7 +103,6 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
     d.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
       recorder_lib.save_config(d, config_lib.replace(cfg, **{'train.seed': s}))
-  family = models.family_for(cfg.model)
   train_iter, eval_batches = loop.make_data(cfg, tok)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', cfg.checkpoint)
   with sharding.use_mesh(setup.mesh):
@@ -115,7 +113,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
       state = fns['init'](keys)
   params0 = unstack(state.params, 0)
-  flops_per_token = (family.flops_per_token or flops.train_flops_per_token)(
+  flops_per_token = flops.train_flops_per_token(
       params0, cfg.model, cfg.data.seq_len)
   recorder = Recorder(
       cfg, seeds, seed_dirs, flops_per_token=flops_per_token,

@@ -1,4 +1,1 @@
-"""lattice.data.tasks: generated data sources (importing registers them)."""
-
-from lattice.data.tasks import arithmetic
-from lattice.data.tasks import induction
+"""lattice.data.tasks: generated documents (listed in lattice.data.sources.SOURCES)."""

@@ -130,7 +130,7 @@ EVAL_DOCS = 4096
 
 
 def source(split_map: dict[str, str]):
-  """A `register_source` function serving our splits as train/validation."""
+  """A data source (`lattice.data.sources.SOURCES`) serving our splits as train/validation."""
 
   def fn(data_cfg, split: str) -> grain.MapDataset:
     ours = split_map[split]
@@ -138,14 +138,3 @@ def source(split_map: dict[str, str]):
     return grain.MapDataset.source(_Examples(n, data_cfg.shuffle_seed, ours))
 
   return fn
-
-
-def register() -> None:
-  from lattice.data import sources  # pylint: disable=g-import-not-at-top
-  sources.register_source('arithmetic', source({'train': 'train', 'validation': 'test'}),
-                          override=True)
-  sources.register_source('arithmetic_ood', source({'train': 'train', 'validation': 'ood'}),
-                          override=True)
-
-
-register()

@@ -136,15 +136,7 @@ EVAL_STORIES = 2048
 EVAL_SEED_OFFSET = 7919  # validation stories come from a different seed stream
 
 
-def _source(data_cfg, split: str) -> grain.MapDataset:
+def source(data_cfg, split: str) -> grain.MapDataset:
   seed = data_cfg.shuffle_seed + (EVAL_SEED_OFFSET if split == 'validation' else 0)
   n = TRAIN_STORIES if split == 'train' else EVAL_STORIES
   return grain.MapDataset.source(_Stories(n, seed))
-
-
-def register() -> None:
-  from lattice.data import sources  # pylint: disable=g-import-not-at-top
-  sources.register_source('induction', _source, override=True)
-
-
-register()

@@ -232,13 +232,3 @@ def source(clusters: tuple[str, ...]):
     ours, n = ('train', TRAIN_DOCS) if split == 'train' else ('test', EVAL_DOCS)
     return grain.MapDataset.source(_Examples(n, data_cfg.shuffle_seed, ours, clusters))
   return fn
-
-
-def register() -> None:
-  from lattice.data import sources  # pylint: disable=g-import-not-at-top
-  sources.register_source('toolcalls', source(tuple(CLUSTERS)), override=True)
-  for c in CLUSTERS:
-    sources.register_source(f'toolcalls_{c}', source((c,)), override=True)
-
-
-register()

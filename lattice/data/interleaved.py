@@ -1,4 +1,4 @@
-"""Image+text batches: shapes documents packed into fixed-length interleaved rows.
+"""The `shapes` data source: image+text documents packed into interleaved rows.
 
 Shape legend: B rows, L = data.seq_len, N = frontend.max_images image slots per row,
 H = W = image size, C = 3, P patches per image.
@@ -36,14 +36,24 @@ import jax
 import numpy as np
 
 from lattice import config as config_lib
+from lattice.data import pipeline
 from lattice.data import sources
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data.tasks import shapes
-from lattice.multimodal import patches as patches_lib
 
 Batch = dict[str, np.ndarray]
 _SPLIT_IDS = {'train': 0, 'validation': 1}
 MAX_REJECTS = 3  # multimodal documents that did not fit before the row is filled
+
+
+def n_patches(image_size: int, patch: int) -> int:
+  """Patches per image (square images, square patches)."""
+  return (image_size // patch) ** 2
+
+
+def text_corpus(cfg: config_lib.Config, split: str):
+  """The text documents the rows mix in (`sources.TEXT_OF_BATCH_SOURCE`: stdlib)."""
+  return sources.get_source(cfg.data, split)
 
 
 def ratios(f: config_lib.FrontendConfig) -> tuple[float, float, float]:
@@ -80,7 +90,7 @@ def pack_row(rng: np.random.Generator, cfg: config_lib.Config, corpus,
              tok: tokenizer_lib.ByteTokenizer) -> dict[str, np.ndarray]:
   """One window of L+1 tokens: tokens, patch index, answer id [L+1]; images [N,...]."""
   f, L1 = cfg.model.frontend, cfg.data.seq_len + 1
-  P = patches_lib.n_patches(f.image_size, f.patch_size)
+  P = n_patches(f.image_size, f.patch_size)
   toks, pidx, ans, scenes = [], [], [], []
   rejects = 0
   while len(toks) < L1:
@@ -133,7 +143,7 @@ class _MakeBatch(grain.transforms.Map):
 
   def map(self, step: int) -> Batch:
     if self._corpus is None:
-      self._corpus = sources.get_source(self._cfg.data, self._split)
+      self._corpus = text_corpus(self._cfg, self._split)
     corpus = self._corpus
     out = []
     for r in self._rows:
@@ -145,7 +155,6 @@ class _MakeBatch(grain.transforms.Map):
 def _rows(cfg: config_lib.Config, process_index, process_count) -> range:
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
-  from lattice.data import pipeline  # pylint: disable=g-import-not-at-top
   b = pipeline.local_batch_size(cfg.data, count)
   return range(index * b, (index + 1) * b)
 

@@ -6,7 +6,7 @@ A question is `"ddd+ddd="` (two 3-digit numbers); its exact answer is the sum as
 with digit-level (carry) errors, so proposers of different quality and a trained
 aggregator have something to combine, and every answer is checked exactly.
 
-Two data sources register themselves (`data.source=`):
+Two data sources (`data.source=`, listed in lattice.data.sources.SOURCES):
   moa_arith      documents `question + answer` (proposers learn the task);
   moa_aggregate  documents `question + |cand|...|cand| + > + answer`: the
                  aggregator learns to read [question; candidate answers] and write
@@ -27,7 +27,6 @@ import grain
 import numpy as np
 
 from lattice import config as config_lib
-from lattice.data import sources
 
 DIGITS = 2
 ANSWER_WIDTH = DIGITS + 1
@@ -128,7 +127,8 @@ def _docs(kind: str, split: str) -> list[str]:
 _CACHE: dict[tuple[str, str], list[str]] = {}
 
 
-def _source(kind: str):
+def source(kind: str):
+  """The data source of `kind` ('moa_arith' | 'moa_aggregate'): (config, split) -> docs."""
   def fn(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
     del data_cfg
     if (kind, split) not in _CACHE:
@@ -136,6 +136,3 @@ def _source(kind: str):
     return grain.MapDataset.source(_CACHE[(kind, split)])
   return fn
 
-
-for _kind in ('moa_arith', 'moa_aggregate'):
-  sources.register_source(_kind, _source(_kind), override=True)

@@ -1,0 +1,27 @@
+"""Train and eval batches of a config: packed text documents, or a batch source.
+
+`BATCH_SOURCES` lists the data sources that build whole batches themselves
+(`data.source=shapes`: interleaved image+text rows); every other source yields
+documents that `lattice.data.pipeline` packs into text rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lattice import config as config_lib
+from lattice.data import interleaved, pipeline
+
+# name -> (train iterator of (config, tokenizer), eval batches of (config, tokenizer)).
+BATCH_SOURCES = {
+    'shapes': (interleaved.make_train_iterator, interleaved.make_eval_batches),
+}
+
+
+def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
+  """The checkpointable train iterator and the `data.eval_batches` eval batches."""
+  if cfg.data.source in BATCH_SOURCES:
+    train, evals = BATCH_SOURCES[cfg.data.source]
+    return train(cfg, tok), evals(cfg, tok)
+  return (pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed),
+          pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches))

@@ -1,0 +1,128 @@
+"""Imports point one way and never form a cycle (function-local imports included).
+
+Every `import` statement of every module in lattice/, kernels/ and experiments/ is
+read with `ast`. An edge A -> B means running A imports B, and with it every package
+`__init__` on B's path (except A's own packages, already initializing). The graph must be acyclic, and the technique packages must
+not reach the train or run layer or the experiments.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = ('lattice', 'kernels', 'experiments')
+TECHNIQUES = ('nn', 'quant', 'moe', 'mtp', 'multimodal', 'data', 'decode')
+FORBIDDEN = ('lattice.train', 'lattice.run', 'lattice.experiment', 'lattice.results',
+             'lattice.sweep', 'experiments')
+# Cycles left in files another change owns (the run layer), each with its reason:
+# reported as xfail, never hidden. Any other cycle fails.
+KNOWN = {
+    frozenset({'lattice.train.loop', 'lattice.train.artifacts'}):
+        'run layer (issue 15 part 2): train/loop <-> train/artifacts, hidden by a '
+        'function-local import; fixed in the run-layer change',
+}
+
+
+def _modules() -> dict[str, pathlib.Path]:
+  out = {}
+  for pkg in PACKAGES:
+    for path in (ROOT / pkg).rglob('*.py'):
+      parts = path.relative_to(ROOT).with_suffix('').parts
+      name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+      out[name] = path
+  return out
+
+
+def _with_parents(name: str, modules) -> list[str]:
+  parts = name.split('.')
+  return [m for m in ('.'.join(parts[:i]) for i in range(1, len(parts) + 1)) if m in modules]
+
+
+def _resolve(name: str, modules) -> str | None:
+  while name and name not in modules:
+    name = name.rpartition('.')[0]
+  return name or None
+
+
+def graph() -> dict[str, set[str]]:
+  modules = _modules()
+  edges: dict[str, set[str]] = {m: set() for m in modules}
+  for mod, path in modules.items():
+    is_pkg = path.name == '__init__.py'
+    for node in ast.walk(ast.parse(path.read_text())):
+      targets = []
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ''
+        if node.level:
+          pkg = mod if is_pkg else mod.rpartition('.')[0]
+          for _ in range(node.level - 1):
+            pkg = pkg.rpartition('.')[0]
+          base = f'{pkg}.{base}' if base else pkg
+        targets = [f'{base}.{a.name}' for a in node.names] + [base]
+      for t in targets:
+        hit = _resolve(t, modules)
+        if hit is not None:
+          # A module's own packages are already initializing when it runs.
+          own = set(_with_parents(mod, modules))
+          edges[mod].update(m for m in _with_parents(hit, modules) if m not in own)
+  return edges
+
+
+def cycles(edges) -> list[frozenset[str]]:
+  """The strongly connected components with more than one module (Tarjan)."""
+  index, low, stack, on, out = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on.add(v)
+    for w in sorted(edges[v]):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = set()
+      while True:
+        w = stack.pop()
+        on.discard(w)
+        comp.add(w)
+        if w == v:
+          break
+      if len(comp) > 1:
+        out.append(frozenset(comp))
+
+  for v in sorted(edges):
+    if v not in index:
+      visit(v)
+  return out
+
+
+def test_no_import_cycles():
+  found = cycles(graph())
+  unknown = [sorted(c) for c in found if c not in KNOWN]
+  assert not unknown, unknown
+  if found:
+    pytest.xfail('; '.join(KNOWN[c] for c in found))
+
+
+def test_techniques_do_not_import_the_train_or_run_layer():
+  edges = graph()
+  bad = []
+  for mod, deps in edges.items():
+    if any(mod == f'lattice.{t}' or mod.startswith(f'lattice.{t}.') for t in TECHNIQUES):
+      bad += [f'{mod} -> {d}' for d in deps
+              if any(d == f or d.startswith(f + '.') for f in FORBIDDEN)]
+  assert not bad, bad
+
+
+def test_the_graph_sees_function_local_imports(tmp_path):
+  # The walker reads nested imports: a cycle made only by one is still found.
+  assert cycles({'a': {'b'}, 'b': {'a'}, 'c': {'a'}}) == [frozenset({'a', 'b'})]
+  # lattice.experiment imports lattice.model inside a function.
+  assert 'lattice.model' in graph()['lattice.experiment']
