@@ -71,7 +71,7 @@ def main(argv=None):
   print(f'model: mtp={cfg.model.mtp.kind} n={cfg.model.mtp.n} depth={cfg.model.mtp.depth} '
         f'd_model={cfg.model.d_model} n_layers={cfg.model.n_layers}; trained on '
         f'{train_tokens} tokens of {cfg.data.source}, val loss {val_loss:.4f}')
-  batches = pipeline.make_eval_batches(cfg.data, tokenizer_lib.ByteTokenizer(), 4)
+  batches = pipeline.make_eval_batches(cfg.data, tokenizer_lib.make_tokenizer(cfg.data.tokenizer), 4)
   rows = np.concatenate([b['inputs'] for b in batches])
   prompts = [rows[i:i + 1, :args.prompt_len] for i in range(args.prompts)]
   res = speculative.compare_with_plain({'params': params}, cfg.model, prompts,

@@ -104,14 +104,13 @@ def validation_rows(data_cfg, tok, n: int) -> np.ndarray:
 
 
 def sample_texts(cfg, out, ev, key) -> list[str]:
-  tok = tokenizer_lib.ByteTokenizer()
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   prompts = validation_rows(cfg.data, tok, ev['samples'])[:, :ev['prompt_len']]
   state = out.state
   # Gathered to the host: sampling a handful of rows needs no mesh.
   new = sampling.generate(
       sharding.to_host(state.variables), prompts, key, model_cfg=cfg.model,
-      max_new_tokens=ev['new_tokens'], eos_id=tokenizer_lib.EOS_ID,
-      pad_id=tokenizer_lib.PAD_ID,
+      max_new_tokens=ev['new_tokens'], eos_id=tok.eos_id, pad_id=tok.pad_id,
       sampling=sampling.SamplingConfig(ev['temperature'], ev['top_k']))
   return [tok.decode(row) for row in np.asarray(new)]
 

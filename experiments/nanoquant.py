@@ -90,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
 
   arms, _ = experiment.run_arms(config, workdir, measure=keep)
   cfg, params = trained['cfg'], trained['params']
-  tok = tokenizer_lib.ByteTokenizer()
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   cc = config.compress
   batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
   calib_iter = pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed + 1)

@@ -68,7 +68,7 @@ def eval_prompts(cfg: config_lib.Config, n: int, length: int) -> list:
   [1, length] (prompts for decoding measurements)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from lattice.data import pipeline, tokenizer  # pylint: disable=g-import-not-at-top
-  batches = pipeline.make_eval_batches(cfg.data, tokenizer.ByteTokenizer(), 4)
+  batches = pipeline.make_eval_batches(cfg.data, tokenizer.make_tokenizer(cfg.data.tokenizer), 4)
   rows = np.concatenate([b['inputs'] for b in batches])
   return [rows[i:i + 1, :length] for i in range(min(n, len(rows)))]
 

@@ -60,7 +60,8 @@ class LatticeGenerator:
 
   def __init__(self, variables: dict, model_cfg: config_lib.ModelConfig, *,
                seed: int = 0, top_k: int = 0, top_p: float = 1.0,
-               name: str = 'lattice', batch_size: int | None = None):
+               name: str = 'lattice', batch_size: int | None = None,
+               tokenizer: Any = None):
     if batch_size is not None and batch_size < 1:
       raise ValueError(f'LatticeGenerator: batch_size must be positive, got {batch_size}')
     self.batch_size = batch_size
@@ -70,7 +71,8 @@ class LatticeGenerator:
     self.variables = variables
     self.model_cfg = model_cfg
     self.name = name
-    self.tok = tokenizer_lib.ByteTokenizer()
+    # The run's tokenizer (data.tokenizer); the byte tokenizer when none is given.
+    self.tok = tokenizer or tokenizer_lib.ByteTokenizer()
     sampling.SamplingConfig(top_k=top_k, top_p=top_p)  # out of range: fail now, not per call
     self._top_k, self._top_p = top_k, top_p
     self._key = jax.random.key(seed)
@@ -95,6 +97,7 @@ class LatticeGenerator:
       state = ckpt.restore(setup.abstract_state, step=step)
     variables = jax.device_get(state.variables)
     kwargs.setdefault('name', workdir.name)
+    kwargs.setdefault('tokenizer', tokenizer_lib.make_tokenizer(setup.cfg.data.tokenizer))
     return cls(variables, setup.cfg.model, **kwargs)
 
   def compile_constraint(self, constraint: Any) -> Any:
@@ -108,7 +111,7 @@ class LatticeGenerator:
     from lattice.decode import constraints  # pylint: disable=g-import-not-at-top
     key = json.dumps(constraint, sort_keys=True)
     if key not in self._constraints:
-      vocab = constraints.byte_vocab(self.model_cfg.vocab_size)
+      vocab = tokenizer_lib.vocab_bytes(self.tok, self.model_cfg.vocab_size)
       if set(constraint) == {'json_schema'}:
         self._constraints[key] = constraints.for_schema(constraint['json_schema'], vocab)
       elif set(constraint) == {'regex'}:

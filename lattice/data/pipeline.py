@@ -7,6 +7,7 @@ Every batch is a dict of numpy arrays, B = data.batch_size // process_count rows
   targets      int32[B, L]    window[1:]
   weights      float32[B, L]  1 where the target is not PAD and lies in the same
                               document as its input (no loss across a boundary)
+  target_bytes float32[B, L]  UTF-8 bytes the target token writes (bits per byte)
   segment_ids  int32[B, L]    the input's document within its row, from 1 (0: PAD)
   positions    int32[B, L]    the input's position within its document, from 0
 
@@ -56,8 +57,8 @@ class _Encode(grain.transforms.Map):
 class _ToExample(grain.transforms.Map):
   """Packed windows of L+1 tokens (with segment ids and positions) -> a Batch."""
 
-  def __init__(self, pad_id: int):
-    self._pad_id = pad_id
+  def __init__(self, pad_id: int, byte_lengths: np.ndarray):
+    self._pad_id, self._byte_lengths = pad_id, byte_lengths
 
   def map(self, batch: dict[str, np.ndarray]) -> Batch:
     # Packing fills the unused tail of the last window with zeros (a real byte);
@@ -69,7 +70,14 @@ class _ToExample(grain.transforms.Map):
     return {'inputs': tokens[:, :-1], 'targets': targets,
             'weights': ((targets != self._pad_id) & same_doc).astype(np.float32),
             'segment_ids': segments[:, :-1],
-            'positions': batch['tokens_positions'][:, :-1].astype(np.int32)}
+            'positions': batch['tokens_positions'][:, :-1].astype(np.int32),
+            'target_bytes': self._lengths(targets)}
+
+  def _lengths(self, targets: np.ndarray) -> np.ndarray:
+    # Ids past the tokenizer's vocabulary (padding ids of the model) write no bytes.
+    inside = targets < len(self._byte_lengths)
+    return np.where(inside, self._byte_lengths[np.where(inside, targets, 0)], 0
+                    ).astype(np.float32)
 
 
 class _Segment(grain.transforms.Map):
@@ -172,7 +180,7 @@ def make_train_iterator(data_cfg: config_lib.DataConfig,
              for k, (c, _) in enumerate(parts)]
   ds = streams[0] if len(parts) == 1 else grain.IterDataset.mix(
       streams, [w for _, w in parts])
-  ds = ds.batch(batch, drop_remainder=True).map(_ToExample(tokenizer.pad_id))
+  ds = ds.batch(batch, drop_remainder=True).map(_ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer)))
   if data_cfg.num_workers > 0:
     _mark_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
@@ -203,7 +211,8 @@ def _empty_batch(batch: int, seq_len: int, pad_id: int) -> Batch:
   zeros = np.zeros((batch, seq_len), np.int32)
   return {'inputs': tokens, 'targets': tokens.copy(),
           'weights': np.zeros((batch, seq_len), np.float32),
-          'segment_ids': zeros, 'positions': zeros.copy()}
+          'segment_ids': zeros, 'positions': zeros.copy(),
+          'target_bytes': np.zeros((batch, seq_len), np.float32)}
 
 
 def _pad_rows(example: Batch, batch: int, pad_id: int) -> Batch:
@@ -244,7 +253,7 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
               for p in range(count)]
     ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len)
   n = max(counts)
-  ds = ds.batch(batch, drop_remainder=False).map(_ToExample(tokenizer.pad_id))
+  ds = ds.batch(batch, drop_remainder=False).map(_ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer)))
   out: list[Batch] = []
   for example in ds:
     if len(out) == counts[index]:

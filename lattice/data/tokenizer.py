@@ -124,3 +124,17 @@ def make_tokenizer(spec: str = 'byte'):
     return subword.HFTokenizer(arg)
   raise subword.TokenizerError(
       f'data.tokenizer: {spec!r} is not byte, sentencepiece:PATH or hf:NAME_OR_DIR')
+
+
+def vocab_bytes(tok, vocab_size: int) -> list[bytes | None]:
+  """Per id of a (padded) model vocabulary, the bytes the token writes, or None for
+  specials and padding ids: the token table the constrained decoder builds from."""
+  table = tok.token_bytes()
+  specials = {tok.pad_id, tok.bos_id, tok.eos_id, tok.boi_id, tok.eoi_id, tok.img_id}
+  return [table[i] if i < len(table) and i not in specials and table[i] else None
+          for i in range(vocab_size)]
+
+
+def byte_lengths(tok) -> np.ndarray:
+  """int32[V]: UTF-8 bytes each token writes (specials 0): bpb's denominator."""
+  return np.asarray([len(b) for b in tok.token_bytes()], np.int32)

@@ -74,7 +74,10 @@ def make_eval_step(model: nn.Module):
   def eval_step(state, batch):
     logits_BxLxV, mutated = model.apply(state.variables, batch, mutable=['intermediates'])
     ce_sum, weight = losses.cross_entropy(logits_BxLxV, batch['targets'], batch['weights'])
-    n_bytes = jnp.sum(batch['weights'] * (batch['targets'] < losses.BYTE_VOCAB))
+    if 'target_bytes' in batch:  # the tokenizer's UTF-8 length of each target
+      n_bytes = jnp.sum(batch['weights'] * batch['target_bytes'])
+    else:  # batches built by hand or by a batch source: byte-tokenizer ids
+      n_bytes = jnp.sum(batch['weights'] * (batch['targets'] < losses.BYTE_VOCAB))
     sums = {'loss_sum': ce_sum, 'weight': weight, 'bytes': n_bytes}
     if 'answer_id' in batch:
       sums.update(answer_sums(logits_BxLxV, batch))
@@ -89,7 +92,9 @@ def make_eval_step(model: nn.Module):
 
 
 def summarize_eval(sums: dict[str, Any], detail: bool = False) -> dict[str, Any]:
-  """Mean loss and bits per byte (all target nats over the byte targets), and every
+  """Mean loss (nats/token), perplexity per token and bits per byte (all target nats
+  over the UTF-8 bytes of the targets' text: bpb = ln PPL x tokens / (bytes x ln 2),
+  comparable across tokenizers), and every
   technique's summary (`SUMMARIES`, e.g. MoE's maxvio_global).
 
   With `detail`: also qa_accuracy / qa_answers when the batches mark answers, and
@@ -97,7 +102,8 @@ def summarize_eval(sums: dict[str, Any], detail: bool = False) -> dict[str, Any]
   """
   loss = sums['loss_sum'] / max(sums['weight'], 1.0)
   bpb = sums['loss_sum'] / LN2 / max(sums['bytes'], 1.0)
-  out: dict[str, Any] = {'val_loss': float(loss), 'val_bpb': float(bpb)}
+  out: dict[str, Any] = {'val_loss': float(loss), 'val_ppl': float(np.exp(min(loss, 700.0))),
+                         'val_bpb': float(bpb)}
   for summarize in SUMMARIES:
     out.update(summarize(sums, detail))
   if detail and 'answers' in sums:

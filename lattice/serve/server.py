@@ -131,6 +131,10 @@ def _load(run: Path, cfg, step: int | None):
   except Exception as e:  # pylint: disable=broad-except
     raise config_lib.ConfigError(f'cannot restore {run}: {type(e).__name__}: '
                                  f'{str(e).splitlines()[0] if str(e) else ""}') from None
+  if not isinstance(gen.tok, tokenizer_lib.ByteTokenizer):
+    # The server's incremental decoding, logprob tokens and usage count byte ids.
+    raise config_lib.ConfigError(f'data.tokenizer: {run} uses a subword tokenizer; '
+                                 'lattice serve serves byte-tokenizer runs only (yet)')
   return gen.variables, gen.model_cfg
 
 
@@ -177,9 +181,8 @@ def main(argv: list[str]) -> None:
   args = parser.parse_args(argv)
   cfg = None
   if args.config:
-    from lattice import experiment
-    filename, *mode = args.config.split(':', 1)
-    cfg = config_lib.build(experiment.load_experiment_module(filename).get_config(*mode))
+    from lattice.run import config_file  # pylint: disable=g-import-not-at-top
+    cfg = config_lib.build(config_file.load(args.config)[1])
   models = load_models(args.workdir, args.model, cfg, step=args.step,
                        name=args.model_name, slots=args.slots,
                        template=args.chat_template, warmup=args.warmup)

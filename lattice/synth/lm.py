@@ -64,7 +64,8 @@ def train_on(cfg: config_lib.Config, files: Sequence[str], workdir: str | Path,
 
 
 def eval_batches(data_cfg: config_lib.DataConfig, n_batches: int) -> list[dict]:
-  return pipeline.make_eval_batches(data_cfg, tokenizer_lib.ByteTokenizer(), n_batches)
+  return pipeline.make_eval_batches(data_cfg, tokenizer_lib.make_tokenizer(data_cfg.tokenizer),
+                                    n_batches)
 
 
 def evaluate_on(out: dict[str, Any], batches: list[dict], suffix: str = '_real'

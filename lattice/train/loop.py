@@ -39,7 +39,7 @@ from lattice.train.state import TrainState
 
 def resolve(cfg: config_lib.Config, tok=None) -> config_lib.Config:
   """Fills derived fields (model.vocab_size=0 -> the tokenizer's, padded to 128)."""
-  tok = tok or tokenizer_lib.ByteTokenizer()
+  tok = tok or tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   if cfg.model.vocab_size == 0:
     cfg = config_lib.replace(
         cfg, **{'model.vocab_size': tokenizer_lib.padded_vocab_size(tok)})
@@ -280,7 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     cfg = rundir.with_model_of(cfg, cfg.train.init_from)
   workdir = Path(workdir)
   t_start = time.perf_counter()
-  tok = tokenizer_lib.ByteTokenizer()
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   setup = build(cfg, **build_kwargs)
   cfg = setup.cfg
   refuse_reshaped_workdir(workdir, setup, **build_kwargs)

@@ -92,7 +92,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
   if n < 1 or len(set(seeds)) != n:
     raise config_lib.ConfigError(f'seeds: need distinct seeds, got {seeds}')
   t_start = time.perf_counter()
-  tok = tokenizer_lib.ByteTokenizer()
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   setup, fns = build(cfg, n)
   cfg = setup.cfg
   seed_dirs = [Path(d) for d in seed_dirs] if seed_dirs else [
