@@ -25,7 +25,7 @@ from typing import Any
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import formats, numbers
+from lattice.decode.jsonschema import common, containers, formats, numbers
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, resolve_pointer,
                                                strip)
 
@@ -37,7 +37,7 @@ JSON_CHAR = alt(one(automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5
                 cat(lit('\\'), one(sum(1 << ord(c) for c in '"\\/bfnrt'))))
 # Characters of extra member names: printable ASCII but `"` and `\`, so a name has
 # one spelling and cannot collide with a declared one.
-_KEY_CHAR = automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5C)
+_KEY_CHAR = common.KEY_CHAR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +50,10 @@ class Options:
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
-def _dumps(v: Any) -> str:
-  return json.dumps(v, ensure_ascii=False, separators=(',', ':'))
+_dumps = common.dumps
 
 
-def _nonneg_int(s: dict, k: str, where: str, default: int | None = None) -> int | None:
-  v = s.get(k, default)
-  if v is None:
-    return None
-  if isinstance(v, float) and v.is_integer():
-    v = int(v)
-  if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-    raise SchemaError(where, k, f'expected a non-negative integer, got {v!r}')
-  return v
+_nonneg_int = common.nonneg_int
 
 
 class Compiler:
@@ -308,11 +299,9 @@ class Compiler:
       raise SchemaError('', 'schema', str(e)) from e
 
   def t_array(self, s, where, depth):
-    from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
     return containers.array(self, s, where, depth)
 
   def t_object(self, s, where, depth):
-    from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
     return containers.obj(self, s, where, depth)
 
   def any_value(self, depth: int) -> Node:

@@ -22,11 +22,13 @@ from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema.compile import _KEY_CHAR, Compiler, _dumps, _nonneg_int
+from lattice.decode.jsonschema.common import KEY_CHAR as _KEY_CHAR
+from lattice.decode.jsonschema.common import dumps as _dumps
+from lattice.decode.jsonschema.common import nonneg_int as _nonneg_int
 from lattice.decode.jsonschema.resolve import SchemaError, merge, ptr
 
 
-def array(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
+def array(comp: Any, s: dict, where: str, depth: int) -> Node | None:
   lo = _nonneg_int(s, 'minItems', where, 0)
   hi = _nonneg_int(s, 'maxItems', where)
   items = s.get('items', True)
@@ -78,7 +80,7 @@ def _key_lit(name: str) -> Node:
   return lit(_dumps(name) + ':')
 
 
-def obj(comp: Compiler, s: dict, where: str, depth: int) -> Node | None:
+def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
   props = s.get('properties', {})
   if not isinstance(props, dict):
     raise SchemaError(where, 'properties', f'expected an object, got {props!r}')
@@ -172,7 +174,7 @@ def _search(pattern: str, name: str, where: str) -> bool:
     raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
 
 
-def _name_dfa(comp: Compiler, schema: Any, where: str) -> automaton.Dfa:
+def _name_dfa(comp: Any, schema: Any, where: str) -> automaton.Dfa:
   """Raw names `propertyNames` allows (string keywords only)."""
   if not isinstance(schema, dict) or set(schema) - {'type', 'pattern', 'minLength',
                                                     'maxLength', 'format'} \
