@@ -226,7 +226,9 @@ def test_train_batches_shapes_and_shift():
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       'inputs': ((8, 64), np.int32), 'targets': ((8, 64), np.int32),
       'weights': ((8, 64), np.float32), 'segment_ids': ((8, 64), np.int32),
-      'positions': ((8, 64), np.int32)}
+      'positions': ((8, 64), np.int32), 'target_bytes': ((8, 64), np.float32)}
+  # Byte tokenizer: every byte target writes one byte, specials none.
+  np.testing.assert_array_equal(batch['target_bytes'], batch['targets'] < 256)
   np.testing.assert_array_equal(batch['inputs'][:, 1:], batch['targets'][:, :-1])
   # Packed training windows hold no padding; the only targets without loss are
   # the first tokens of a document (BOS), predicted across a boundary.
