@@ -29,7 +29,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from lattice.agents import generator as generator_lib
-from lattice.nn import transformer
+from lattice import model as model_lib
 
 _ROWS = 8   # rows per scoring batch
 
@@ -43,7 +43,8 @@ class Scorer:
 
   def __init__(self, variables: dict, model_cfg, tok):
     self.tok, self.max_len = tok, model_cfg.max_len
-    model = transformer.Transformer(model_cfg, decode=False)
+    # The one model factory: MTP and multimodal runs score with their main head.
+    model = model_lib.make_model(model_cfg)
 
     @jax.jit
     def logprobs(ids_BxL):
