@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault('XLA_FLAGS', '')
+# Nothing in the tests may reach a hub: datasets, transformers and lm_eval read only
+# the local files the tests write.
+for _offline in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE'):
+  os.environ.setdefault(_offline, '1')
 import jax  # noqa: E402
 
 # Must happen before any backend is initialised; every test then sees 8 CPU devices
