@@ -149,7 +149,10 @@ class ModelConfig:
   tie_embeddings: bool = True
   scan_layers: bool = False
   remat: str = 'none'          # none | full | dots
-  dtype: str = 'float32'       # activation/compute dtype
+  # Compute (activation) dtype. 'auto': bfloat16 on GPU/TPU, float32 on CPU
+  # (jax.default_backend() when the model is built). Parameters (master weights) and
+  # optimizer state stay param_dtype; logits and losses are always float32.
+  dtype: str = 'auto'
   param_dtype: str = 'float32'
   # SubLN (BitNet b1.58 2B4T, arXiv 2504.12285): an RMSNorm on the inputs of the
   # attention-output and FFN-down projections (dense FFN only).
@@ -235,6 +238,12 @@ class TrainConfig:
   progress: bool = True
   tensorboard: bool = False
   flops_peak: float = 0.0      # 0: measure a large matmul at start for MFU
+  # Gradient accumulation: the step scans over this many microbatches of the global
+  # batch (data.batch_size) and applies one update (lattice/train/step.py).
+  microbatches: int = 1
+  # 'A:B': write a jax.profiler trace of steps A+1..B (1-based; A < B) to
+  # workdir/profile, readable by TensorBoard/XProf. '': no trace.
+  profile_steps: str = ''
   # A run directory (e.g. `lattice convert hf --out RUN`) whose params start a fresh
   # run, and whose model section replaces this config's (fine-tuning).
   init_from: str = ''
@@ -268,7 +277,7 @@ class Config:
 
 _CHOICES = {
     'model.remat': ('none', 'full', 'dots'),
-    'model.dtype': ('float32', 'bfloat16', 'float16'),
+    'model.dtype': ('auto', 'float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
@@ -402,6 +411,23 @@ def _validate_mtp(m: ModelConfig) -> None:
                       f'head-by-head backward, but model.mtp.kind={t.kind!r}')
 
 
+def profile_range(t: TrainConfig) -> tuple[int, int] | None:
+  """train.profile_steps 'A:B' -> (A, B), the trace covering steps A+1..B; None
+  when empty. Raises ConfigError unless 0 <= A < B <= train.steps."""
+  spec = t.profile_steps.strip()
+  if not spec:
+    return None
+  try:
+    a, b = (int(x) for x in spec.split(':'))
+  except ValueError:
+    raise ConfigError(f'train.profile_steps: expected A:B (e.g. 10:15), got '
+                      f'{t.profile_steps!r}') from None
+  if not 0 <= a < b <= t.steps:
+    raise ConfigError(f'train.profile_steps: need 0 <= A < B <= train.steps='
+                      f'{t.steps}, got {t.profile_steps!r}')
+  return a, b
+
+
 def validate(cfg: Config) -> Config:
   """Checks values and combinations; returns cfg unchanged or raises ConfigError."""
   for path, choices in _CHOICES.items():
@@ -487,6 +513,11 @@ def validate(cfg: Config) -> Config:
   _positive('train.log_every', t.log_every)
   _positive('train.eval_every', t.eval_every, allow_zero=True)
   _positive('train.flops_peak', t.flops_peak, allow_zero=True)
+  _positive('train.microbatches', t.microbatches)
+  if d.batch_size % t.microbatches:
+    raise ConfigError(f'train.microbatches: {t.microbatches} does not divide '
+                      f'data.batch_size={d.batch_size}')
+  profile_range(t)
   if o.warmup_steps > t.steps:
     raise ConfigError(f'optimizer.warmup_steps: {o.warmup_steps} exceeds '
                       f'train.steps={t.steps}')

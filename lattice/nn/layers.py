@@ -24,6 +24,10 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 
 
 def dtype_of(name: str):
+  """The jnp dtype of a config dtype name; 'auto' (model.dtype's default) is
+  bfloat16 on GPU/TPU and float32 on CPU, by `jax.default_backend()`."""
+  if name == 'auto':
+    return jnp.float32 if jax.default_backend() == 'cpu' else jnp.bfloat16
   return DTYPES[name]
 
 

@@ -103,7 +103,8 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
                           abstract, state_sh)
   batch_sh = sharding.batch_sharding(mesh)
   train_step_fn = step_lib.make_train_step(model, tx, schedule, loss_fn=loss_fn,
-                                           extra_update=extra_update)
+                                           extra_update=extra_update,
+                                           microbatches=cfg.train.microbatches)
   eval_step_fn = model_lib.make_eval_step(model)
   train_step = jax.jit(train_step_fn, in_shardings=(state_sh, batch_sh),
                        out_shardings=(state_sh, repl), donate_argnums=0)
