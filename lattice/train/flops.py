@@ -1,4 +1,5 @@
-"""Compute accounting for runs: counts and FLOPs per token, and a measured matmul peak.
+"""Compute accounting for runs: counts and FLOPs per token, and the peaks MFU is
+measured against: the chips' published peak (`lattice.chips`) and a timed matmul.
 
 The counting lives with the model (`lattice.nn.flops` for the decoder,
 `lattice.model.flops` for the composed model); this module gathers what the train
@@ -12,6 +13,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+from lattice import chips
 
 from lattice.model.flops import train_flops_per_token  # noqa: F401
 from lattice.nn.flops import VECTOR_PARAMS, active_params, count_params, matmul_params  # noqa: F401
@@ -43,3 +46,23 @@ def measure_matmul_peak(n: int = 0, dtype=jnp.float32, repeats: int = 5,
     f(a, b).block_until_ready()
     best = min(best, time.perf_counter() - t0)
   return 2.0 * n ** 3 * chain / best
+
+
+def spec_peak(devices) -> float:
+  """Published dense bf16 FLOP/s of `devices` together (`lattice.chips`: the chip
+  of the first device's `device_kind` times the device count); 0.0 when the chip
+  has no published peak (a CPU, an unlisted GPU)."""
+  devices = list(devices)
+  chip = chips.for_device_kind(devices[0].device_kind) if devices else None
+  return chip.bf16_flops * len(devices) if chip else 0.0
+
+
+def measured_peak(devices) -> float:
+  """FLOP/s of the timed matmul (`measure_matmul_peak`, one device) scaled to
+  `devices`: times the device count on accelerators; on CPU once, since simulated
+  CPU devices share the same cores."""
+  devices = list(devices)
+  per_device = measure_matmul_peak()
+  if devices and devices[0].platform == 'cpu':
+    return per_device
+  return per_device * max(len(devices), 1)

@@ -32,6 +32,7 @@ from lattice import sharding
 from lattice.data import batches, tokenizer as tokenizer_lib
 from lattice.train import checkpoint, flops, optim, step as step_lib
 from lattice.train import recorder as recorder_lib
+from lattice.train import profile as profile_lib
 from lattice.train import rundir
 from lattice.train.recorder import NonFiniteError, Recorder, RunOutput  # pylint: disable=unused-import
 from lattice.train.state import TrainState
@@ -168,18 +169,22 @@ def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
 
 def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_iter,
               ckpt: checkpoint.Checkpointer, *, on_step: Callable, on_eval: Callable,
-              stop_after: int | None = None, bar=None) -> tuple[Any, int, bool]:
+              stop_after: int | None = None, bar=None, profile_dir=None
+              ) -> tuple[Any, int, bool]:
   """Steps from `state.step` to train.steps: eval, checkpoint and SIGTERM handling.
 
-  `on_step(step, device metrics, seconds, first)` sees each step's metrics one step
-  late (so reading them does not stall the device), and always before an eval, a
-  save or the end; `on_eval(step, state)` runs every train.eval_every steps. The
+  `on_step(step, device metrics, seconds, first, data_s)` sees each step's metrics
+  one step late (so reading them does not stall the device), and always before an
+  eval, a save or the end; `seconds` is the step's wall time (evals and checkpoint
+  saves excluded) and `data_s` the part of it the host spent fetching the batch; `on_eval(step, state)` runs every train.eval_every steps. The
   step counter is `state.step` (a leading seed axis is allowed: seed 0's is read).
+  With `profile_dir`, train.profile_steps are traced there (train/profile.py).
   Returns (state, final step, preempted).
   """
   step_of = lambda st: int(st.step) if st.step.ndim == 0 else int(st.step[0])
   start_step = step_of(state)
   preempted = False
+  profile = profile_lib.ProfileWindow(cfg.train, profile_dir)
   try:
     with _Preemption() as preemption, sharding.use_mesh(mesh):
       pending = []  # at most one (step, device metrics, seconds, first): read late
@@ -191,13 +196,17 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
 
       t_last = time.perf_counter()
       for i in range(start_step, cfg.train.steps):
+        profile.before_step(i)
+        t_data = time.perf_counter()
         batch = sharding.global_batch(next(train_iter), mesh)
+        data_s = time.perf_counter() - t_data
         state, metrics = train_step(state, batch)
         flush()  # the previous step's metrics, while this step runs
         now = time.perf_counter()
-        pending.append((i + 1, metrics, now - t_last, i == start_step))
+        pending.append((i + 1, metrics, now - t_last, i == start_step, data_s))
         t_last = now
         step = i + 1
+        profile.after_step(step, metrics)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:
           flush()
           on_eval(step, state)
@@ -205,6 +214,7 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
         if cfg.checkpoint.enabled and step % cfg.checkpoint.every == 0:
           flush()  # never save before the step's finiteness is known
           ckpt.save(step, state, train_iter)
+          t_last = time.perf_counter()  # a save stall is not step time
         if preemption.requested or step == stop_after:
           preempted = True
           break
@@ -217,6 +227,7 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
         print(f'[lattice] {preemption.name}: saved step {final_step}; rerun the same '
               'command to resume', flush=True)
   finally:
+    profile.close()
     if bar is not None:
       bar.close()
     ckpt.close()
@@ -273,8 +284,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   `build_kwargs` go to `build` (e.g. `devices=` for a sub-mesh).
 
   Returns a RunOutput: the final metrics (val_loss, val_bpb, train_loss, params,
-  active_params, flops_per_token, train_flops, tokens, tokens_per_s, mfu, wall_s,
-  steps, preempted, `history` of eval points), the final state and the Setup.
+  active_params, flops_per_token, train_flops, tokens, tokens_per_s, mfu,
+  mfu_measured, step_s, data_wait_s, compute_s, goodput, wall_s, steps, preempted,
+  `history` of eval points; train/recorder.py defines them), the final state and
+  the Setup.
   """
   cfg = config if isinstance(config, config_lib.Config) else config_lib.build(config)
   if cfg.train.init_from:
@@ -306,7 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       state.params, cfg.model, cfg.data.seq_len)
   recorder = Recorder(
       cfg, [cfg.train.seed], [workdir], flops_per_token=flops_per_token,
-      peak=cfg.train.flops_peak or flops.measure_matmul_peak(),
+      peak=cfg.train.flops_peak or flops.measured_peak(setup.mesh.devices.flat),
+      spec_peak=flops.spec_peak(setup.mesh.devices.flat),
       start_step=int(state.step), t_start=t_start, stacked=False)
 
   state, final_step, preempted = run_steps(
@@ -314,7 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       on_step=recorder.on_step,
       on_eval=lambda step, st: recorder.on_eval(
           step, [evaluate(setup, st, eval_batches)]),
-      stop_after=stop_after, bar=recorder.bar)
+      stop_after=stop_after, bar=recorder.bar,
+      profile_dir=workdir / profile_lib.PROFILE_DIR)
 
   final = evaluate(setup, state, eval_batches) if not preempted else {}
   counts = {'params': flops.count_params(state.params),

@@ -11,6 +11,23 @@ second of the shared step and `wall_s` is the shared wall time divided by S (so
 summing over seeds gives the time actually spent); `mfu` is the whole step's
 (S x tokens_per_s x FLOPs/token / peak). With S = 1 these are the one-seed values.
 
+Seeing the run (metrics.jsonl rows and final metrics):
+- `step_s`: wall seconds per step (the compiling first step of a process, evals
+  and checkpoint saves excluded); `data_wait_s`: the part the host spent fetching
+  and placing the batch (the device runs the previous step meanwhile, so it stalls
+  the device only when it exceeds the compute); `compute_s` = step_s - data_wait_s.
+  Rows average the steps since the previous row, final metrics the whole session.
+- `mfu`: against the chips' published dense bf16 peak (`lattice.chips`, times the
+  device count) where the chip is listed, else against the timed matmul;
+  `mfu_measured`: always against the timed matmul (`matmul_peak_flops`), the
+  second column, and the only one on a CPU. `spec_peak_flops` is 0 when no chip
+  peak is known.
+- `goodput`: productive step time (the step_s of every step that trained; not
+  compilation, startup, evals, checkpoint saves, or steps lost to a restart) over
+  the wall time of every session of the run, restarts included. Earlier sessions
+  are counted to their last metrics row (`run_wall_s`, `productive_s`), so time a
+  killed session spent after its last row is missed.
+
 Shape legend: S seeds.
 """
 
@@ -146,6 +163,17 @@ def previous_peak(workdir: Path, trained: bool, peak: float) -> float:
   return peak
 
 
+def previous_split(workdir: Path, trained: bool, split: dict[str, float]
+                   ) -> dict[str, float]:
+  """When nothing trained in this session, the training session's step_s,
+  data_wait_s and compute_s from final_metrics.json."""
+  previous = Path(workdir) / FINAL_FILE
+  if not trained and previous.exists():
+    before = json.loads(previous.read_text())
+    return {k: before.get(k, v) for k, v in split.items()}
+  return split
+
+
 class Recorder:
   """Bookkeeping of one run of S stacked seeds (S = 1: a plain run).
 
@@ -162,13 +190,24 @@ class Recorder:
 
   def __init__(self, cfg, seeds: list[int], seed_dirs: list[Path], *,
                flops_per_token: float, peak: float, start_step: int, t_start: float,
-               stacked: bool):
+               stacked: bool, spec_peak: float = 0.0):
     self.cfg, self.seeds, self.seed_dirs = cfg, list(seeds), [Path(d) for d in seed_dirs]
     self.n, self.stacked = len(self.seeds), stacked
-    self.flops_per_token, self.peak = flops_per_token, peak
+    self.flops_per_token, self.peak, self.spec_peak = flops_per_token, peak, spec_peak
     self.writers = [MetricsWriter(d, cfg.train.tensorboard) for d in self.seed_dirs]
+    # Goodput over every session: earlier sessions' wall time counts whole (rows
+    # about to be dropped included); their productive time only up to the restored
+    # step (the steps past it are lost and run again).
+    rows = self.writers[0].rows()
+    self.t_session = t_start
+    self.prior_run_wall = max((r.get('run_wall_s', r.get('wall_s', 0.0)) for r in rows),
+                              default=0.0)
     for w in self.writers:  # steps past the restored one run again: no duplicates
       w.truncate_after(start_step)
+    self.prior_productive = max((r.get('productive_s', 0.0) for r in rows
+                                 if r.get('step', 0) <= start_step), default=0.0)
+    self.timed_data_s, self.timed_steps = 0.0, 0
+    self.window = [0.0, 0.0, 0]  # step seconds, data seconds, steps since the last row
     # wall_s counts every session of a resumed run.
     self.t_start = t_start - self.n * self.writers[0].previous_wall_s()
     self.tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
@@ -184,6 +223,27 @@ class Recorder:
 
   def tokens_per_s(self) -> float:
     return self.timed_tokens / self.timed_s if self.timed_s else 0.0
+
+  def goodput(self) -> float:
+    """Productive step seconds over wall seconds, every session counted."""
+    wall = self.prior_run_wall + time.perf_counter() - self.t_session
+    return (self.prior_productive + self.timed_s) / wall if wall > 0 else 0.0
+
+  def mfus(self, tokens_per_s: float, matmul_peak: float) -> dict[str, float]:
+    """mfu (the chip's published peak when known, else the timed matmul's) and
+    mfu_measured (the timed matmul's) of the whole step's throughput."""
+    achieved = self.n * tokens_per_s * self.flops_per_token
+    measured = achieved / matmul_peak
+    return {'mfu': achieved / self.spec_peak if self.spec_peak else measured,
+            'mfu_measured': measured}
+
+  @staticmethod
+  def step_split(step_s: float, data_s: float, steps: int) -> dict[str, float]:
+    """Mean step_s, data_wait_s and compute_s over `steps` timed steps (0 if none)."""
+    if not steps:
+      return {'step_s': 0.0, 'data_wait_s': 0.0, 'compute_s': 0.0}
+    return {'step_s': step_s / steps, 'data_wait_s': data_s / steps,
+            'compute_s': (step_s - data_s) / steps}
 
   def _check_finite(self, step: int, m_S: dict[str, np.ndarray]) -> None:
     bad = [s for s, ok in zip(self.seeds, m_S['finite']) if not ok]
@@ -201,8 +261,10 @@ class Recorder:
                            'it is written. Set train.nonfinite=skip to skip such steps.')
     print(f'[lattice] skipped step: {msg}')
 
-  def on_step(self, step: int, device_metrics: dict, seconds: float, first: bool):
-    """One step's metrics (device arrays, [S] when stacked, else scalars)."""
+  def on_step(self, step: int, device_metrics: dict, seconds: float, first: bool,
+              data_s: float = 0.0):
+    """One step's metrics (device arrays, [S] when stacked, else scalars); `seconds`
+    its wall time, `data_s` the part spent fetching its batch."""
     m_S = {k: np.reshape(np.asarray(v), (self.n,))
            for k, v in jax.device_get(device_metrics).items()}
     self._check_finite(step, m_S)
@@ -210,15 +272,23 @@ class Recorder:
     if not first:  # the first step of a process includes compilation
       self.timed_tokens += self.tokens_per_step
       self.timed_s += seconds
+      self.timed_data_s += data_s
+      self.timed_steps += 1
+      self.window = [self.window[0] + seconds, self.window[1] + data_s,
+                     self.window[2] + 1]
     self.recent.append(m_S['loss'].astype(np.float64))
     del self.recent[:-50]
     cfg = self.cfg
     if step % cfg.train.log_every == 0 or step == cfg.train.steps:
       tps, wall = self.tokens_per_s(), self.wall_s()
+      seen = {**self.mfus(tps, self.peak), **self.step_split(*self.window),
+              'goodput': self.goodput(), 'wall_s': wall,
+              'run_wall_s': self.prior_run_wall + time.perf_counter() - self.t_session,
+              'productive_s': self.prior_productive + self.timed_s}
+      self.window = [0.0, 0.0, 0]
       for i, w in enumerate(self.writers):
         w.write(step, {**{k: float(v[i]) for k, v in m_S.items()}, 'tokens_per_s': tps,
-                       'mfu': self.n * tps * self.flops_per_token / self.peak,
-                       'wall_s': wall})
+                       **seen})
     if self.bar is not None:
       self.bar.update(1)
       self.bar.set_postfix(
@@ -252,14 +322,16 @@ class Recorder:
       seed_tps, seed_loss = previous_final(d, bool(self.timed_s), tps,
                                            float(train_loss_S[i]))
       peak = previous_peak(d, bool(self.timed_s), self.peak)
+      split = previous_split(d, bool(self.timed_s), self.step_split(
+          self.timed_s, self.timed_data_s, self.timed_steps))
       metrics = {
           **final, 'train_loss': seed_loss, 'params': seed_metrics[i]['params'],
           'active_params': seed_metrics[i]['active_params'],
           'flops_per_token': self.flops_per_token,
           'train_flops': self.flops_per_token * self.tokens_seen,
           'tokens': self.tokens_seen, 'tokens_per_s': seed_tps,
-          'matmul_peak_flops': peak,
-          'mfu': self.n * seed_tps * self.flops_per_token / peak,
+          'matmul_peak_flops': peak, 'spec_peak_flops': self.spec_peak,
+          **self.mfus(seed_tps, peak), **split, 'goodput': self.goodput(),
           'wall_s': wall, 'steps': final_step, 'preempted': preempted,
           'history': history, **seed_metrics[i].get('extra', {})}
       if jax.process_index() == 0:

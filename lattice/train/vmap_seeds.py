@@ -117,7 +117,8 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       params0, cfg.model, cfg.data.seq_len)
   recorder = Recorder(
       cfg, seeds, seed_dirs, flops_per_token=flops_per_token,
-      peak=cfg.train.flops_peak or flops.measure_matmul_peak(),
+      peak=cfg.train.flops_peak or flops.measured_peak(setup.mesh.devices.flat),
+      spec_peak=flops.spec_peak(setup.mesh.devices.flat),
       start_step=int(state.step[0]), t_start=t_start, stacked=True)
 
   state, final_step, preempted = loop.run_steps(
@@ -125,7 +126,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       on_step=recorder.on_step,
       on_eval=lambda step, st: recorder.on_eval(
           step, _evaluate(setup, fns['eval_step'], st, eval_batches, n)),
-      stop_after=stop_after, bar=recorder.bar)
+      stop_after=stop_after, bar=recorder.bar, profile_dir=workdir / loop.profile_lib.PROFILE_DIR)
 
   finals = (_evaluate(setup, fns['eval_step'], state, eval_batches, n)
             if not preempted else [{} for _ in seeds])
