@@ -83,7 +83,8 @@ def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: i
   corpus = corpus_tokens(cfg.data)
   param_bytes = np.dtype(cfg.model.param_dtype).itemsize
   state_bytes = n * (param_bytes + 4 + 8) / n_chips   # params + f32 grads + Adam m, v
-  local_batch = max(cfg.data.batch_size // n_chips, 1)
+  # Activations live for one microbatch at a time (train.microbatches).
+  local_batch = max(cfg.data.batch_size // n_chips // cfg.train.microbatches, 1)
   return ArmPlan(
       arm=name, params=n, active_params=active, tokens=tokens,
       tokens_per_param=tokens / max(active, 1),
