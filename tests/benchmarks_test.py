@@ -50,3 +50,17 @@ def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):
   assert result['packed_equals_fake_quant'] is True
   assert result['backend']
   assert result['kernel_path'] in ('pallas', 'native-avx512', 'native-avx2', 'xla-unpack')
+
+
+def test_accumulation_benchmark_writes_its_ratios(tmp_path):
+  from benchmarks import accumulation  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'accumulation.json'
+  accumulation.main(['--microbatches', '1,4', '--d_model', '32', '--seq_len', '16',
+                     '--batch', '8', '--steps', '1', '--json', str(out)])
+  result = json.loads(out.read_text())
+  assert [r['microbatches'] for r in result['rows']] == [1, 4]
+  assert _positive_finite(result['time_ratio'])
+  if result['temp_ratio'] is not None:  # the CPU backend reports memory_analysis()
+    assert 0 < result['temp_ratio'] < 1
+  for r in result['rows']:
+    assert _positive_finite(r['tokens_per_s']) and _positive_finite(r['mfu_measured'])
