@@ -111,8 +111,10 @@ def test_microbatched_loss_is_global_token_mean():
   assert abs(mean_of_means - float(ce / w)) > 1e-3  # the check can tell them apart
 
 
+# Capacity dispatch (per-sequence capacity, so microbatching drops the same tokens)
+# compiles in a third of dropless's time on CPU.
 MOE_MTP = {'ffn': {'kind': 'moe', 'n_experts': 4, 'top_k': 2, 'aux_loss': 1e-2,
-                   'bias_rate': 1e-3},
+                   'bias_rate': 1e-3, 'dispatch': 'capacity'},
            'mtp': {'kind': 'parallel', 'n': 2}}
 
 
@@ -163,13 +165,14 @@ def test_auto_dtype_is_float32_on_cpu_and_bf16_elsewhere():
 
 def test_bf16_compute_tracks_float32():
   """bf16 compute with float32 master weights: the same 3 steps' losses agree with
-  float32 compute within rtol 2e-2 (bf16 keeps 8 significant bits); params and
-  optimizer state stay float32 and the logits float32."""
+  float32 compute within rtol 2e-3 (measured 1.7e-4 on CPU; bf16 keeps 8
+  significant bits, and the loss is reduced in float32); params and optimizer state
+  stay float32 and the logits float32."""
   _, f32, f32_losses, _ = _run(1)   # model.dtype 'auto' is float32 on CPU
   if jax.default_backend() != 'cpu':
     _, f32, f32_losses, _ = _run(1, {'dtype': 'float32'})
   _, bf, bf_losses, bf_setup = _run(1, {'dtype': 'bfloat16'})
-  np.testing.assert_allclose(bf_losses, f32_losses, rtol=2e-2)
+  np.testing.assert_allclose(bf_losses, f32_losses, rtol=2e-3)
   assert bf_losses != f32_losses  # bf16 really ran
   assert {x.dtype for x in jax.tree.leaves(bf.params)} == {jnp.dtype(jnp.float32)}
   assert {x.dtype for x in jax.tree.leaves(bf.opt_state) if x.ndim} == {
