@@ -22,6 +22,13 @@ moved to `<directory>/corrupt/` with a warning naming it, and the run resumes fr
 the newest step that verifies, so garbage is never loaded silently. A save that
 fails (disk full, permissions) raises `CheckpointError` naming the step and the
 steps still intact; nothing half-written is ever committed.
+
+Remote directories (`gs://...`) work as local ones (through etils.epath and
+tensorstore). Against a GCS emulator (`TENSORSTORE_GCS_HTTP_URL` set, as
+tests/gcs_emulator.py does) the arrays are written without OCDBT: OCDBT's
+conditional manifest writes failed intermittently against gcp-storage-emulator
+("Malformed StorageGeneration"), while one zarr store per array works; restore
+reads either layout.
 """
 
 from __future__ import annotations
@@ -62,6 +69,11 @@ def _abstract(leaf: Any) -> Any:
   if isinstance(leaf, jax.Array):
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
   return leaf
+
+
+def _use_ocdbt() -> bool:
+  """OCDBT (one database per process) except against a GCS emulator (module doc)."""
+  return not os.environ.get('TENSORSTORE_GCS_HTTP_URL')
 
 
 def _path(directory: str | os.PathLike[str]) -> epath.Path:
@@ -171,7 +183,10 @@ class Checkpointer:
         if leftover.is_dir():
           leftover.rmtree(missing_ok=True)
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_handlers={
+              _STATE: ocp.StandardCheckpointHandler(use_ocdbt=_use_ocdbt()),
+              _DATA: grain.checkpoint.CheckpointHandler()})
     except OSError as e:
       raise CheckpointError(f'checkpoint: cannot use {self.directory}: {e}') from e
 
