@@ -2,8 +2,9 @@
 
 The issue's command, run twice as a user runs it: the first trains, checkpoints and
 writes result.json/table.md/metrics.jsonl/config.json into the bucket; the second
-resumes from the last checkpoint, trains nothing, and finishes. Nothing may land in
-a local `gs:` folder (what pathlib made of the URL before).
+resumes from the last checkpoint, trains nothing, and finishes. Then one checkpoint
+object is rewritten and its seal (the store's crc32c checksums) must catch it.
+Nothing may land in a local `gs:` folder (what pathlib made of the URL before).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ pytest.importorskip('gcsfs')
 from etils import epath  # pylint: disable=g-import-not-at-top
 
 from lattice import storage  # pylint: disable=g-import-not-at-top
+from lattice.train import checkpoint  # pylint: disable=g-import-not-at-top
 from tests import gcs_emulator  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,4 +72,32 @@ def test_smoke_run_trains_and_resumes_in_a_gcs_bucket():
             if l.strip()]
     train_steps = [r['step'] for r in rows if 'loss' in r]
     assert train_steps == sorted(set(train_steps))  # no step logged twice
+
+    # The seal holds the store's own checksums (one listing, no bytes re-read), and
+    # a checkpoint object rewritten afterwards, even at the same size, fails it.
+    step_dir = seed / 'checkpoints' / '12'
+    manifest = json.loads((step_dir / checkpoint.MANIFEST).read_text())['files']
+    assert manifest and all('crc32c' in v and 'sha256' not in v
+                            for v in manifest.values())
+    assert checkpoint.verify(step_dir) is None
+    victim = next(step_dir / n for n in sorted(manifest) if n.startswith('state/')
+                  and manifest[n]['bytes'] > 0)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert 'does not match its crc32c' in checkpoint.verify(step_dir)
   assert not os.path.exists(os.path.join(ROOT, 'gs:'))
+
+
+def test_report_of_a_bucket(tmp_path):
+  from lattice import report  # pylint: disable=g-import-not-at-top
+  from tests.report_test import write_result  # pylint: disable=g-import-not-at-top
+  with gcs_emulator.running():
+    runs = epath.Path('gs://lattice-test/runs')
+    write_result(runs / 'moe', 'moe_lossfree', passed=False, mode='smoke')
+    assert (runs / 'moe' / 'loss.png').read_bytes().startswith(b'\x89PNG')
+    out = report.write(runs)
+    assert str(out) == 'gs://lattice-test/runs/REPRODUCTIONS.md'
+    text = out.read_text()
+    assert '1 results from `gs://lattice-test/runs`' in text
+    assert '[moe](moe/table.md)' in text and '(moe/loss.png)' in text
