@@ -63,7 +63,11 @@ setup(
                  'datasets>=2.19', 'lm_eval>=0.4.9',
                  # jsonschema + its format-checker extras: the reference validator
                  # of the constrained-decoding tests.
-                 'jsonschema[format-nongpl]>=4.20'],
+                 'jsonschema[format-nongpl]>=4.20',
+                 # A local GCS emulator for the gs:// workdir tests (127.0.0.1 only).
+                 'gcp-storage-emulator>=2026.7.19', 'gcsfs>=2026.10.1'],
+        # --workdir=gs://...: etils.epath reads and writes GCS through gcsfs.
+        'gcs': ['gcsfs>=2026.10.1'],
         'eval': ['lm_eval>=0.4.9'],
         # Other constrained-decoding engines, compared by benchmarks.constrained_decode.
         'bench': ['llguidance>=1.0', 'xgrammar>=0.2.9', 'outlines-core>=0.2.14'],

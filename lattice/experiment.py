@@ -18,6 +18,7 @@ from typing import Any, Callable
 import ml_collections
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice.run import records
 from lattice.run.arms import Preempted, arm_config, arm_list, run_arms  # pylint: disable=unused-import
 from lattice.run.budget import flops_per_token, match_flops  # pylint: disable=unused-import
@@ -58,7 +59,7 @@ def finish(module_name: str, config: ml_collections.ConfigDict, workdir: str | P
 
 def metric_curve(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
   """(steps, values) of `key` over a run's metrics.jsonl (all sessions of a resumed run)."""
-  lines = (Path(run_dir) / 'metrics.jsonl').read_text().splitlines()
+  lines = (storage.path(run_dir) / 'metrics.jsonl').read_text().splitlines()
   rows = [r for r in map(json.loads, lines) if key in r]
   return [r['step'] for r in rows], [r[key] for r in rows]
 

@@ -4,16 +4,23 @@ The summary table answers, per run, "did the paper's claim hold here?"; the
 sections below it repeat each run's table.md so the numbers behind a verdict sit
 next to it. One unreadable result.json is skipped with a warning rather than
 failing the report, since runs dirs collect crashed and half-written runs.
+RUNS_DIR (and --out) may be a bucket (`gs://...`): links are then relative within
+the bucket.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import posixpath
 import sys
 import warnings
 from typing import Sequence
 
+from etils import epath
+import fsspec
+
+from lattice import storage
 from lattice.run import records, tables
 from lattice.run.records import Result
 
@@ -28,12 +35,12 @@ def collect(runs_dir: str | os.PathLike[str]) -> list[tuple[pathlib.Path, Result
   Raises FileNotFoundError if runs_dir is not a directory; warns (and skips) for
   each result.json that cannot be read or fails validation.
   """
-  runs_dir = pathlib.Path(runs_dir)
+  runs_dir = storage.path(runs_dir)
   if not runs_dir.is_dir():
     raise FileNotFoundError(f'runs dir {runs_dir} does not exist or is not a '
                             'directory')
   found = []
-  for path in sorted(runs_dir.rglob(records.RESULT_FILE)):
+  for path in _result_files(runs_dir):
     try:
       found.append((path.parent, Result.load(path)))
     except (OSError, ValueError) as e:
@@ -43,14 +50,38 @@ def collect(runs_dir: str | os.PathLike[str]) -> list[tuple[pathlib.Path, Result
   return found
 
 
+def _result_files(runs_dir: epath.Path) -> list[epath.Path]:
+  """Every result.json under `runs_dir`, recursively (a bucket: one listing)."""
+  if not storage.is_remote(runs_dir):
+    return sorted(pathlib.Path(runs_dir).rglob(records.RESULT_FILE))
+  # epath refuses recursive globs on object stores; fsspec's find lists once.
+  scheme = os.fspath(runs_dir).split('://', 1)[0]
+  fs, root = fsspec.core.url_to_fs(os.fspath(runs_dir))
+  return sorted(epath.Path(f'{scheme}://{p}') for p in fs.find(root)
+                if posixpath.basename(p) == records.RESULT_FILE)
+
+
+def _remote_rel(target: epath.Path, base: epath.Path) -> str:
+  """`target` relative to `base` when both are in one store, else its full URL."""
+  t, b = os.fspath(target), os.fspath(base)
+  if storage.is_remote(t) and storage.is_remote(b) and \
+      t.split('/', 3)[:3] == b.split('/', 3)[:3]:  # same scheme and bucket
+    return posixpath.relpath(t.split('://', 1)[1], b.split('://', 1)[1])
+  return t
+
+
 def _link(target: pathlib.Path, link_base: pathlib.Path) -> str:
   # Forward slashes and no spaces, so the link works in any markdown viewer.
+  if storage.is_remote(target) or storage.is_remote(link_base):
+    return _remote_rel(target, link_base).replace(' ', '%20')
   rel = pathlib.Path(os.path.relpath(target.resolve(), link_base.resolve()))
   return rel.as_posix().replace(' ', '%20')
 
 
 def _label(run_dir: pathlib.Path, runs_dir: pathlib.Path) -> str:
   """The run's folder relative to the runs folder ('.' for the folder itself)."""
+  if storage.is_remote(run_dir):
+    return _remote_rel(run_dir, runs_dir)
   try:
     return run_dir.resolve().relative_to(runs_dir.resolve()).as_posix()
   except ValueError:
@@ -68,8 +99,8 @@ def render(results: Sequence[tuple[pathlib.Path, Result]],
     link_base: the folder the document will be written to; links to run dirs and
       plots are made relative to it. Defaults to the current directory.
   """
-  runs_dir = pathlib.Path(runs_dir)
-  base = pathlib.Path(link_base) if link_base is not None else pathlib.Path.cwd()
+  runs_dir = storage.path(runs_dir)
+  base = storage.path(link_base) if link_base is not None else pathlib.Path.cwd()
   cell = tables.cell
   n_ok = sum(r.reproduced for _, r in results)
   lines = [
@@ -110,7 +141,7 @@ def write(runs_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None =
   RUNS_DIR/REPRODUCTIONS.md, so the committed ./REPRODUCTIONS.md changes only when
   named) and returns its path. Exits 2 with one line when RUNS_DIR is missing or
   holds no valid result."""
-  runs_dir = pathlib.Path(runs_dir)
+  runs_dir = storage.path(runs_dir)
   try:
     found = collect(runs_dir)
   except FileNotFoundError as e:
@@ -118,7 +149,7 @@ def write(runs_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None =
   if not found:
     _fail(f'no valid {records.RESULT_FILE} under {runs_dir} (run an '
           f'experiment with --workdir there first)')
-  out = pathlib.Path(out) if out is not None else runs_dir / DEFAULT_OUT
+  out = storage.path(out) if out is not None else runs_dir / DEFAULT_OUT
   records.write_atomic(out, render(found, runs_dir, link_base=out.parent))
   print(f'wrote {out}: {len(found)} results, '
         f'{sum(r.reproduced for _, r in found)} reproduced')

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import socket
 import subprocess
@@ -31,6 +32,15 @@ def environment(port: int) -> dict[str, str]:
           'GCE_METADATA_HOST': dead, 'GCE_METADATA_IP': dead,
           'GCE_METADATA_ROOT': dead, 'NO_GCE_CHECK': 'true',
           'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false'}
+
+
+def _refresh_google_auth() -> None:
+  """google-auth reads GCE_METADATA_* and NO_GCE_CHECK once, at import: if it was
+  imported before `running()` set them (any earlier import of orbax, gcsfs, ...), it
+  would probe 169.254.169.254 and wait out its timeouts (minutes) on every client."""
+  module = sys.modules.get('google.auth.compute_engine._metadata')
+  if module is not None:
+    importlib.reload(module)
 
 
 def _free_port() -> int:
@@ -58,6 +68,7 @@ def running(bucket: str = 'lattice-test'):
     else:
       raise RuntimeError('gcp-storage-emulator did not start')
     os.environ.update(environment(port))
+    _refresh_google_auth()
     yield port
   finally:
     proc.terminate()

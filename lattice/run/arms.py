@@ -19,6 +19,7 @@ from typing import Any, Callable
 import ml_collections
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice.run import budget as budget_lib
 from lattice.run import records, stats
 from lattice.train import loop
@@ -148,7 +149,7 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   once per arm (for the budget and the vmap policy). Raises Preempted when a run
   saved on SIGTERM.
   """
-  workdir = Path(workdir)
+  workdir = storage.path(workdir)
   seeds = list(config.get('seeds', [0]))
   flops_budget = float(config.get('flops_budget', 0) or 0)
   arms, raw = [], {}

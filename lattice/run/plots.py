@@ -12,6 +12,7 @@ import os
 import pathlib
 from typing import Any, Sequence
 
+from lattice import storage
 from lattice.run.records import is_primary_process
 
 _FIGSIZE = (5.5, 3.6)
@@ -28,14 +29,15 @@ def _new_figure():
 
 
 def _save(fig, path: str | os.PathLike[str]) -> str:
-  path = pathlib.Path(path)
+  path = storage.path(path)  # local or gs://
   if path.suffix.lower() != '.png':
     raise ValueError(f'plot path must end in .png, got {path}')
   if not is_primary_process():
     return path.name
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format='png')
+  with path.open('wb') as f:
+    fig.savefig(f, format='png')
   return path.name
 
 

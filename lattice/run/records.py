@@ -18,9 +18,9 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
+from lattice import storage
 from lattice.run import tables
 
 MODES = ('smoke', 'quick', 'full')
@@ -176,7 +176,7 @@ class Result:
   @classmethod
   def load(cls, path_or_workdir: str | os.PathLike[str]) -> Result:
     """Reads a result.json, or the one inside a workdir; ValueError if invalid."""
-    path = pathlib.Path(path_or_workdir)
+    path = storage.path(path_or_workdir)
     if path.is_dir():
       path = path / RESULT_FILE
     try:
@@ -187,7 +187,7 @@ class Result:
 
   def write(self, workdir: str | os.PathLike[str]) -> None:
     """Writes workdir/result.json and workdir/table.md."""
-    workdir = pathlib.Path(workdir)
+    workdir = storage.path(workdir)
     d = self.to_json()
     validate_result_json(d)  # Fail here, not later in `lattice report`.
     if not is_primary_process():
@@ -199,19 +199,9 @@ class Result:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-  """Writes `text` to `path` through a tmp file + rename, so a reader (or a
-  preempted run) never sees half a file. The file is 0644 (mkstemp makes 0600)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  """Writes `text` to `path` (local or gs://) so a reader (or a preempted run) never
+  sees half a file; see `lattice.storage.write_atomic`. Local files are 0644."""
+  storage.write_atomic(path, text)
 
 
 def _is_number(x: Any) -> bool:

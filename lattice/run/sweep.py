@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice.run import arms as arms_lib
 from lattice.run import equal_flops, plots, records, stats, tables
 
@@ -118,7 +119,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   Raises ConfigError before training when `workdir` holds a sweep of other grids
   (whose table this one would replace) or an arm's overrides do not fit.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   previous = workdir / SWEEP_FILE
   if previous.exists():
     before = json.loads(previous.read_text()).get('grids')

@@ -10,10 +10,10 @@ export (lattice.quant.inference.pack_model) or serving, without the experiment f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice.train import checkpoint, loop
 from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
 from lattice.train.rundir import load_config, load_params, with_model_of  # pylint: disable=unused-import
@@ -24,7 +24,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None
   """(Config, params) of the run in `workdir` at `step` (default: the latest)."""
   cfg = load_config(workdir)
   setup = loop.build(cfg)
-  with checkpoint.Checkpointer(Path(workdir) / 'checkpoints', cfg.checkpoint) as ckpt:
+  with checkpoint.Checkpointer(storage.path(workdir) / 'checkpoints', cfg.checkpoint) as ckpt:
     state = ckpt.restore(setup.abstract_state, step=step)
   return setup.cfg, state.params
 

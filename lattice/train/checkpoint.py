@@ -16,12 +16,23 @@ renames it to `<step>` only when every process has finished (on GCS it writes
 `commit_success.txt` instead), so a run killed mid-save (`kill -9`, a lost host)
 leaves the previous steps untouched and an uncommitted folder that Orbax ignores
 and removes at the next start. On top of that, process 0 seals each step just
-before the commit with `lattice_manifest.json`: the size and sha256 of every file
-in it. A restore verifies the seal first; a truncated, tampered or unsealed step is
+before the commit with `lattice_manifest.json`: the size and a digest of every
+file in it. Locally the digest is a sha256 of the file's bytes. On an object store
+whose listing carries the store's own checksum (GCS: crc32c, computed over the
+uploaded bytes by the writing process's client and checked by the server), the
+digest is that checksum, so sealing and verifying read one listing of the step,
+not its bytes: no host re-reads the checkpoint. A restore verifies the seal first; a truncated, tampered or unsealed step is
 moved to `<directory>/corrupt/` with a warning naming it, and the run resumes from
 the newest step that verifies, so garbage is never loaded silently. A save that
 fails (disk full, permissions) raises `CheckpointError` naming the step and the
 steps still intact; nothing half-written is ever committed.
+
+Remote directories (`gs://...`) work as local ones (through etils.epath and
+tensorstore). Against a GCS emulator (`TENSORSTORE_GCS_HTTP_URL` set, as
+tests/gcs_emulator.py does) the arrays are written without OCDBT: OCDBT's
+conditional manifest writes failed intermittently against gcp-storage-emulator
+("Malformed StorageGeneration"), while one zarr store per array works; restore
+reads either layout.
 """
 
 from __future__ import annotations
@@ -33,12 +44,14 @@ from typing import Any
 
 from absl import logging
 from etils import epath
+import fsspec
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from lattice import config as config_lib
+from lattice import storage
 
 _STATE, _DATA = 'state', 'data'
 MANIFEST = 'lattice_manifest.json'
@@ -62,6 +75,11 @@ def _abstract(leaf: Any) -> Any:
   if isinstance(leaf, jax.Array):
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
   return leaf
+
+
+def _use_ocdbt() -> bool:
+  """OCDBT (one database per process) except against a GCS emulator (module doc)."""
+  return not os.environ.get('TENSORSTORE_GCS_HTTP_URL')
 
 
 def _path(directory: str | os.PathLike[str]) -> epath.Path:
@@ -96,11 +114,38 @@ def _sha256(path: epath.Path) -> str:
   return digest.hexdigest()
 
 
+_STORE_DIGESTS = ('crc32c', 'md5Hash')  # what GCS listings carry, best first
+
+
+def _store_listing(step_dir: epath.Path) -> dict[str, dict[str, Any]] | None:
+  """Remote: relative name -> {'bytes', <the store's checksum>} of every file
+  under `step_dir`, from one listing; None when local or when the store gives no
+  checksum (then the bytes are hashed)."""
+  if not storage.is_remote(step_dir):
+    return None
+  fs, root = fsspec.core.url_to_fs(os.fspath(step_dir))
+  root = root.rstrip('/')
+  fs.invalidate_cache(root)  # a listing cached before the last writes would be stale
+  out = {}
+  for full, info in fs.find(root, detail=True).items():
+    name = full[len(root) + 1:]
+    if not name or name in _COMMIT_FILES or name == MANIFEST:
+      continue
+    kind = next((k for k in _STORE_DIGESTS if info.get(k)), None)
+    if kind is None:
+      return None
+    out[name] = {'bytes': int(info['size']), kind: str(info[kind])}
+  return out
+
+
 def write_manifest(step_dir: str | os.PathLike[str]) -> dict[str, Any]:
-  """Seals `step_dir`: writes the size and sha256 of each of its files."""
+  """Seals `step_dir`: writes the size and digest of each of its files (the
+  store's checksum from one listing when remote, else a sha256 of the bytes)."""
   step_dir = epath.Path(step_dir)
-  files = {name: {'bytes': p.stat().length, 'sha256': _sha256(p)}
-           for name, p in sorted(_files(step_dir).items())}
+  files = _store_listing(step_dir)
+  if files is None:
+    files = {name: {'bytes': p.stat().length, 'sha256': _sha256(p)}
+             for name, p in sorted(_files(step_dir).items())}
   manifest = {'format': 1, 'files': files}
   (step_dir / MANIFEST).write_text(json.dumps(manifest, indent=0, sort_keys=True))
   return manifest
@@ -115,9 +160,16 @@ def verify(step_dir: str | os.PathLike[str]) -> str | None:
             'written by an older lattice)')
   try:
     expected = json.loads(manifest_path.read_text())['files']
-    expected = {str(k): (int(v['bytes']), str(v['sha256'])) for k, v in expected.items()}
-  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    kinds = {str(k): next(d for d in ('sha256', *_STORE_DIGESTS) if d in v)
+             for k, v in expected.items()}
+    expected = {str(k): (int(v['bytes']), str(v[kinds[str(k)]]))
+                for k, v in expected.items()}
+  except (ValueError, KeyError, TypeError, AttributeError, StopIteration) as e:
     return f'{MANIFEST} is unreadable ({type(e).__name__}: {e})'
+  if 'sha256' not in kinds.values():
+    listing = _store_listing(step_dir)
+    if listing is not None:
+      return _compare(expected, kinds, listing)
   found = _files(step_dir)
   if missing := sorted(set(expected) - set(found)):
     return f'file {missing[0]} is missing'
@@ -131,6 +183,24 @@ def verify(step_dir: str | os.PathLike[str]) -> str | None:
   for name, (_, want) in sorted(expected.items()):
     if _sha256(found[name]) != want:
       return f'file {name} does not match its sha256 (modified since it was saved)'
+  return None
+
+
+def _compare(expected: dict[str, tuple[int, str]], kinds: dict[str, str],
+             listing: dict[str, dict[str, Any]]) -> str | None:
+  """`verify` against a store listing (sizes and the store's checksums)."""
+  if missing := sorted(set(expected) - set(listing)):
+    return f'file {missing[0]} is missing'
+  if extra := sorted(set(listing) - set(expected)):
+    return f'file {extra[0]} was not there when it was saved'
+  for name, (want_bytes, want) in sorted(expected.items()):
+    size = listing[name]['bytes']
+    if size != want_bytes:
+      how = 'truncated' if size < want_bytes else 'grown since it was saved'
+      return f'file {name} has {size} bytes, {want_bytes} were saved ({how})'
+    if listing[name].get(kinds[name]) != want:
+      return (f'file {name} does not match its {kinds[name]} (modified since it was '
+              'saved)')
   return None
 
 
@@ -171,7 +241,10 @@ class Checkpointer:
         if leftover.is_dir():
           leftover.rmtree(missing_ok=True)
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_handlers={
+              _STATE: ocp.StandardCheckpointHandler(use_ocdbt=_use_ocdbt()),
+              _DATA: grain.checkpoint.CheckpointHandler()})
     except OSError as e:
       raise CheckpointError(f'checkpoint: cannot use {self.directory}: {e}') from e
 

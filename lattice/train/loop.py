@@ -1,10 +1,12 @@
 """`train_and_evaluate(config, workdir) -> metrics`: the one train loop.
 
 Init goes eval_shape -> shardings -> jit(init, out_shardings); the step is jitted
-with explicit shardings and donation. A run resumes from `workdir` by itself (train
+with explicit shardings and donation. `workdir` may be local or remote (`gs://...`,
+through etils.epath: lattice.storage). A run resumes from `workdir` by itself (train
 state and data-iterator state are checkpointed together), saves on SIGTERM or
-Ctrl-C (SIGINT) and exits cleanly, and stops on a non-finite loss naming the step (or
-skips it, by config). A resumed run drops the metrics.jsonl rows past the restored
+Ctrl-C (SIGINT) and exits cleanly (with several processes, all of them after the
+same step, whichever was signalled: lattice.train.preemption), and stops on a
+non-finite loss naming the step (or skips it, by config). A resumed run drops the metrics.jsonl rows past the restored
 step (they are trained again) and rebuilds its eval history from the rows before
 it; a workdir whose checkpoints hold a model of another shape is refused before
 anything is written.
@@ -14,10 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -29,8 +28,10 @@ import optax
 from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice import sharding
+from lattice import storage
 from lattice.data import batches, tokenizer as tokenizer_lib
 from lattice.train import checkpoint, flops, optim, step as step_lib
+from lattice.train import preemption as preemption_lib
 from lattice.train import recorder as recorder_lib
 from lattice.train import profile as profile_lib
 from lattice.train import rundir
@@ -133,35 +134,6 @@ def evaluate(setup: Setup, state: TrainState, batches: list[dict]) -> dict[str, 
   return step_lib.summarize_eval(eval_sums(setup, state, batches))
 
 
-class _Preemption:
-  """Turns SIGTERM and Ctrl-C (SIGINT) into a flag the loop polls, so it can save
-  the current step and exit cleanly. A second Ctrl-C interrupts at once (Python's
-  KeyboardInterrupt), for a run that is stuck."""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.requested = False
-    self.name = ''  # the signal's name once one arrived
-    self._previous: dict[int, Any] = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in self.SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    if self.requested and signum == signal.SIGINT:
-      signal.default_int_handler(signum, frame)  # second Ctrl-C: stop now
-    self.requested = True
-    self.name = signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for sig, previous in self._previous.items():
-      signal.signal(sig, previous)
-
-
 def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
   """The checkpointable train iterator and the eval batches of `cfg`'s data source."""
   return batches.make_data(cfg, tok)
@@ -186,7 +158,9 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
   preempted = False
   profile = profile_lib.ProfileWindow(cfg.train, profile_dir)
   try:
-    with _Preemption() as preemption, sharding.use_mesh(mesh):
+    with preemption_lib.Signals() as signals, sharding.use_mesh(mesh):
+      # Every process stops after the same step, whichever one was signalled.
+      agreement = preemption_lib.Agreement(signals)
       pending = []  # at most one (step, device metrics, seconds, first): read late
 
       def flush():
@@ -215,7 +189,7 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
           flush()  # never save before the step's finiteness is known
           ckpt.save(step, state, train_iter)
           t_last = time.perf_counter()  # a save stall is not step time
-        if preemption.requested or step == stop_after:
+        if agreement.stop(step) or step == stop_after:
           preempted = True
           break
       flush()
@@ -223,9 +197,9 @@ def run_steps(cfg: config_lib.Config, mesh, state, train_step: Callable, train_i
       if cfg.checkpoint.enabled and final_step not in ckpt.all_steps():
         ckpt.save(final_step, state, train_iter, force=True)
       ckpt.wait()
-      if preemption.requested:
-        print(f'[lattice] {preemption.name}: saved step {final_step}; rerun the same '
-              'command to resume', flush=True)
+      if agreement.stopped_by:
+        print(f'[lattice] {agreement.stopped_by}: saved step {final_step}; rerun the '
+              'same command to resume', flush=True)
   finally:
     profile.close()
     if bar is not None:
@@ -248,11 +222,12 @@ def _flat(tree: dict, prefix: str = 'model') -> dict[str, Any]:
   return out
 
 
-def refuse_reshaped_workdir(workdir: Path, setup: Setup, **build_kwargs) -> None:
+def refuse_reshaped_workdir(workdir: str | os.PathLike, setup: Setup, **build_kwargs) -> None:
   """Raises ConfigError, before anything is written, when `workdir` holds checkpoints
   of a model whose state has other shapes than `setup`'s, naming the differing
   `model.*` fields (resuming would fail deep inside Orbax, and overwriting
   config.json would leave the old checkpoints unloadable)."""
+  workdir = storage.path(workdir)
   ckpt_dir = workdir / 'checkpoints'
   if not (workdir / rundir.CONFIG_FILE).is_file() or not ckpt_dir.is_dir() or not any(
       p.name.isdigit() for p in ckpt_dir.iterdir()):
@@ -292,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   cfg = config if isinstance(config, config_lib.Config) else config_lib.build(config)
   if cfg.train.init_from:
     cfg = rundir.with_model_of(cfg, cfg.train.init_from)
-  workdir = Path(workdir)
+  workdir = storage.path(workdir)
   t_start = time.perf_counter()
   tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   setup = build(cfg, **build_kwargs)

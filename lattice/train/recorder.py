@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+from lattice import storage
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -51,9 +53,10 @@ class NonFiniteError(RuntimeError):
   """Raised when a step's loss or gradient is NaN/Inf and train.nonfinite='stop'."""
 
 
-def save_config(workdir: str | Path, cfg) -> None:
-  """Writes `workdir/config.json`: the typed, resolved Config of the run."""
-  (Path(workdir) / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+def save_config(workdir: str | os.PathLike, cfg) -> None:
+  """Writes `workdir/config.json` (local or gs://): the typed, resolved Config."""
+  storage.write_atomic(storage.path(workdir) / CONFIG_FILE,
+                       json.dumps(dataclasses.asdict(cfg), indent=1))
 
 
 @dataclasses.dataclass
@@ -80,34 +83,56 @@ class RunOutput:
 
 
 class MetricsWriter:
-  """metrics.jsonl on process 0 (and TensorBoard when asked and installed)."""
+  """metrics.jsonl on process 0 (and TensorBoard when asked and installed).
 
-  def __init__(self, workdir: Path, tensorboard: bool):
-    self.path = Path(workdir) / METRICS_FILE
+  Locally each row is appended at once. An object store (gs://) has no append, so
+  there the rows are kept and the object is rewritten whole at most every
+  `REMOTE_FLUSH_S` seconds and at `flush()` (evals, the end of a run): a run killed
+  without warning loses at most that many seconds of rows, which its resume trains
+  again anyway.
+  """
+
+  REMOTE_FLUSH_S = 30.0
+
+  def __init__(self, workdir: str | os.PathLike, tensorboard: bool):
+    self.path = storage.path(workdir) / METRICS_FILE
     self.enabled = jax.process_index() == 0
+    self.remote = storage.is_remote(self.path)
+    self._unwritten: list[str] = []  # remote: rows not yet in the object
+    self._flushed_at = time.monotonic()
     self.tb = None
     if tensorboard and self.enabled:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self.tb = SummaryWriter(str(Path(workdir) / 'tb'))
+        self.tb = SummaryWriter(str(storage.path(workdir) / 'tb'))
       except ImportError:
         print('[lattice] train.tensorboard=True but tensorboardX is not installed; '
               'writing metrics.jsonl only')
 
+  def _lines(self) -> list[str]:
+    stored = self.path.read_text().splitlines() if self.path.exists() else []
+    return [l for l in stored + self._unwritten if l.strip()]
+
   def rows(self) -> list[dict[str, Any]]:
-    if not self.path.exists():
-      return []
-    return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+    return [json.loads(l) for l in self._lines()]
+
+  def flush(self) -> None:
+    """Remote: writes the rows kept so far into the object. Local: nothing to do."""
+    if self._unwritten:
+      storage.append_text(self.path, ''.join(l + '\n' for l in self._unwritten))
+      self._unwritten.clear()
+    self._flushed_at = time.monotonic()
 
   def truncate_after(self, step: int) -> None:
     """Drops the rows past `step` (the restored checkpoint's): those steps run again,
     and would otherwise appear twice."""
     if not self.enabled or not self.path.exists():
       return
+    self.flush()
     rows = self.rows()
     kept = [r for r in rows if r.get('step', 0) <= step]
     if len(kept) != len(rows):
-      self.path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+      storage.write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
 
   def eval_history(self) -> list[dict[str, float]]:
     """The eval points already logged ({'step', val_loss, ...}), in step order: a
@@ -118,17 +143,18 @@ class MetricsWriter:
 
   def previous_wall_s(self) -> float:
     """Wall time a resumed run had already spent (its last logged `wall_s`)."""
-    if not self.path.exists():
-      return 0.0
-    walls = [json.loads(l).get('wall_s', 0.0) for l in self.path.read_text().splitlines()
-             if l.strip()]
-    return max(walls, default=0.0)
+    return max((r.get('wall_s', 0.0) for r in self.rows()), default=0.0)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
       return
-    with self.path.open('a') as f:
-      f.write(json.dumps({'step': step, **metrics}) + '\n')
+    line = json.dumps({'step': step, **metrics})
+    if self.remote:
+      self._unwritten.append(line)
+      if time.monotonic() - self._flushed_at >= self.REMOTE_FLUSH_S:
+        self.flush()
+    else:
+      storage.append_text(self.path, line + '\n')
     if self.tb is not None:
       for k, v in metrics.items():
         self.tb.add_scalar(k, v, step)
@@ -142,11 +168,11 @@ def progress_bar(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, dynamic_ncols=True, desc='train')
 
 
-def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
+def previous_final(workdir: str | os.PathLike, trained: bool, tokens_per_s: float,
                    train_loss: float) -> tuple[float, float]:
   """When nothing trained in this session (the run had finished), the training
   session's tokens/s and train loss from final_metrics.json, not an empty one's."""
-  previous = Path(workdir) / FINAL_FILE
+  previous = storage.path(workdir) / FINAL_FILE
   if not trained and previous.exists():
     before = json.loads(previous.read_text())
     return (before.get('tokens_per_s', tokens_per_s),
@@ -154,20 +180,20 @@ def previous_final(workdir: Path, trained: bool, tokens_per_s: float,
   return tokens_per_s, train_loss
 
 
-def previous_peak(workdir: Path, trained: bool, peak: float) -> float:
+def previous_peak(workdir: str | os.PathLike, trained: bool, peak: float) -> float:
   """When nothing trained in this session, the matmul peak the training session's
   MFU was computed with (a fresh measurement would change a finished run's MFU)."""
-  previous = Path(workdir) / FINAL_FILE
+  previous = storage.path(workdir) / FINAL_FILE
   if not trained and previous.exists():
     return json.loads(previous.read_text()).get('matmul_peak_flops', peak)
   return peak
 
 
-def previous_split(workdir: Path, trained: bool, split: dict[str, float]
+def previous_split(workdir: str | os.PathLike, trained: bool, split: dict[str, float]
                    ) -> dict[str, float]:
   """When nothing trained in this session, the training session's step_s,
   data_wait_s and compute_s from final_metrics.json."""
-  previous = Path(workdir) / FINAL_FILE
+  previous = storage.path(workdir) / FINAL_FILE
   if not trained and previous.exists():
     before = json.loads(previous.read_text())
     return {k: before.get(k, v) for k, v in split.items()}
@@ -188,10 +214,11 @@ class Recorder:
       names seeds rather than the loss and gradient norm).
   """
 
-  def __init__(self, cfg, seeds: list[int], seed_dirs: list[Path], *,
+  def __init__(self, cfg, seeds: list[int], seed_dirs: list[str | os.PathLike], *,
                flops_per_token: float, peak: float, start_step: int, t_start: float,
                stacked: bool, spec_peak: float = 0.0):
-    self.cfg, self.seeds, self.seed_dirs = cfg, list(seeds), [Path(d) for d in seed_dirs]
+    self.cfg, self.seeds, self.seed_dirs = cfg, list(seeds), [
+        storage.path(d) for d in seed_dirs]
     self.n, self.stacked = len(self.seeds), stacked
     self.flops_per_token, self.peak, self.spec_peak = flops_per_token, peak, spec_peak
     self.writers = [MetricsWriter(d, cfg.train.tensorboard) for d in self.seed_dirs]
@@ -300,6 +327,7 @@ class Recorder:
     for h, w, ev in zip(self.histories, self.writers, evals):
       h.append({'step': step, **ev})
       w.write(step, h[-1])
+      w.flush()
 
   def finish(self, final_step: int, finals: list[dict[str, float]], preempted: bool,
              seed_metrics: list[dict[str, Any]], states: list[Any], setup: Any
@@ -319,6 +347,7 @@ class Recorder:
       if final and (not history or history[-1]['step'] != final_step):
         history.append({'step': final_step, **final})
         self.writers[i].write(final_step, {**final, 'wall_s': wall})
+      self.writers[i].flush()
       seed_tps, seed_loss = previous_final(d, bool(self.timed_s), tps,
                                            float(train_loss_S[i]))
       peak = previous_peak(d, bool(self.timed_s), self.peak)
@@ -335,7 +364,7 @@ class Recorder:
           'wall_s': wall, 'steps': final_step, 'preempted': preempted,
           'history': history, **seed_metrics[i].get('extra', {})}
       if jax.process_index() == 0:
-        (d / FINAL_FILE).write_text(json.dumps(metrics, indent=1))
+        storage.write_atomic(d / FINAL_FILE, json.dumps(metrics, indent=1))
       outs.append(RunOutput(metrics=metrics, state=states[i], setup=setup))
     return outs
 

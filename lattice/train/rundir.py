@@ -11,18 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice.train import checkpoint
 from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
 
 
 def load_config(workdir: str | os.PathLike) -> config_lib.Config:
-  path = Path(workdir) / CONFIG_FILE
+  path = storage.path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f'{path}: no such file; is {workdir} a lattice training '
                             f'directory (written by lattice.train.loop)?')
@@ -31,7 +31,7 @@ def load_config(workdir: str | os.PathLike) -> config_lib.Config:
 
 def with_model_of(cfg: config_lib.Config, run: str | os.PathLike) -> config_lib.Config:
   """`cfg` with the model section of the run in `run` (train.init_from)."""
-  path = Path(run) / CONFIG_FILE
+  path = storage.path(run) / CONFIG_FILE
   if not path.is_file():
     raise config_lib.ConfigError(f'train.init_from: {path} does not exist (expected a '
                                  f'lattice run, e.g. from `lattice convert hf`)')
@@ -48,7 +48,7 @@ def load_params(run: str | os.PathLike, abstract_params: Any, step: int | None =
   """The params of the run in `run` (latest step by default), restored onto the
   shapes, dtypes and shardings of `abstract_params` (ShapeDtypeStructs); the rest of
   its train state (optimizer, step) is not read."""
-  directory = Path(run).absolute() / 'checkpoints'
+  directory = storage.absolute(run) / 'checkpoints'
   steps = sorted(int(p.name) for p in directory.glob('*') if p.name.isdigit()) \
       if directory.is_dir() else []
   if not steps or (step is not None and step not in steps):

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lattice import config as config_lib
 from lattice import sharding
+from lattice import storage
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.train import checkpoint, flops, loop, step as step_lib
 from lattice.train import recorder as recorder_lib
@@ -86,7 +87,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
   that seed's unstacked TrainState, `setup` the shared one-seed Setup; its metrics
   add `vmapped_seeds`). Raises ConfigError for repeated or no seeds.
   """
-  workdir = Path(workdir)
+  workdir = storage.path(workdir)
   seeds = [int(s) for s in seeds]
   n = len(seeds)
   if n < 1 or len(set(seeds)) != n:
@@ -95,7 +96,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
   tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
   setup, fns = build(cfg, n)
   cfg = setup.cfg
-  seed_dirs = [Path(d) for d in seed_dirs] if seed_dirs else [
+  seed_dirs = [storage.path(d) for d in seed_dirs] if seed_dirs else [
       workdir / f'seed_{s}' for s in seeds]
   if len(seed_dirs) != n:
     raise ValueError(f'train_seeds: {len(seed_dirs)} seed_dirs for {n} seeds')
