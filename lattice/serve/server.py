@@ -23,8 +23,8 @@ from lattice.data import tokenizer as tokenizer_lib
 from lattice.serve import app as app_lib
 from lattice.serve import engine as engine_lib
 from lattice.serve import served as served_lib
+from lattice.train.rundir import find_runs  # pylint: disable=unused-import  (re-exported)
 
-MAX_DEPTH = 3  # how deep under --workdir runs are looked for (<arm>/seed_<k>: 2)
 
 
 def local_model(name: str, variables: dict, model_cfg: config_lib.ModelConfig, *,
@@ -84,29 +84,6 @@ class Server:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def _has_checkpoint(run: Path) -> bool:
-  ckpt = run / 'checkpoints'
-  return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
-
-
-def find_runs(workdir: str | os.PathLike[str]) -> dict[str, Path]:
-  """Model id -> run folder for every folder under `workdir` holding a checkpoint:
-  the workdir itself (id: its name) or `<arm>/seed_<k>` below it (id: the path)."""
-  root = Path(workdir)
-  if _has_checkpoint(root):
-    return {root.name: root}
-  found: dict[str, Path] = {}
-  frontier = [root] if root.is_dir() else []
-  for _ in range(MAX_DEPTH):
-    frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()
-                and c.name != 'checkpoints']
-    for d in frontier:
-      if _has_checkpoint(d):
-        found[d.relative_to(root).as_posix()] = d
-    frontier = [d for d in frontier if not _has_checkpoint(d)]
-  return found
 
 
 def _pick_runs(workdir: str, model: str | None) -> dict[str, Path]:
