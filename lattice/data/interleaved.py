@@ -142,10 +142,21 @@ def to_example(rows: list[dict], tok: tokenizer_lib.ByteTokenizer) -> Batch:
   }
 
 
+def require_bytes(cfg: config_lib.Config) -> None:
+  """Raises ConfigError naming data.tokenizer unless it is `byte`: image rows use
+  the byte vocabulary's reserved BOI/EOI/IMG ids (and discrete image codes follow
+  it), which a subword vocabulary does not have."""
+  if (cfg.data.tokenizer or 'byte') != 'byte':
+    raise config_lib.ConfigError(
+        f'data.tokenizer: data.source=shapes builds byte-level image+text rows (the '
+        f'BOI/EOI/IMG ids); set data.tokenizer=byte, got {cfg.data.tokenizer!r}')
+
+
 class _MakeBatch(grain.transforms.Map):
   """Step index -> this process's rows of that step's global batch."""
 
   def __init__(self, cfg: config_lib.Config, split: str, seed: int, rows: range):
+    require_bytes(cfg)
     self._cfg, self._split, self._seed, self._rows = cfg, split, seed, rows
     self._tok = tokenizer_lib.ByteTokenizer()
     self._corpus = None  # text documents, opened on first use

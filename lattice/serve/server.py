@@ -28,15 +28,20 @@ from lattice.train.rundir import find_runs  # pylint: disable=unused-import  (re
 
 
 def local_model(name: str, variables: dict, model_cfg: config_lib.ModelConfig, *,
-                slots: int = 8, template: str = 'raw',
-                warmup: bool = False) -> served_lib.ServedModel:
-  """A ServedModel over in-memory params (byte tokenizer); `warmup` compiles now."""
-  tok = tokenizer_lib.ByteTokenizer()
+                slots: int = 8, template: str = 'raw', warmup: bool = False,
+                tok=None) -> served_lib.ServedModel:
+  """A ServedModel over in-memory params; `tok` is the run's tokenizer (default:
+  bytes); `warmup` compiles now. Raises ConfigError naming data.tokenizer when the
+  vocabulary has no BOS or EOS token (prompts start with BOS; EOS ends an answer)."""
+  tok = tok if tok is not None else tokenizer_lib.ByteTokenizer()
+  if tok.eos_id is None or tok.bos_id is None:
+    raise config_lib.ConfigError(f'data.tokenizer: {name}: serving needs a vocabulary '
+                                 'with BOS and EOS tokens')
   engine = engine_lib.Engine(variables, model_cfg, slots=slots, eos_id=tok.eos_id,
                              pad_id=tok.pad_id)
   if warmup:
     engine.warmup()
-  return served_lib.ServedModel(name, engine.start(), template)
+  return served_lib.ServedModel(name, engine.start(), template, tok)
 
 
 class Server:
@@ -108,11 +113,7 @@ def _load(run: Path, cfg, step: int | None):
   except Exception as e:  # pylint: disable=broad-except
     raise config_lib.ConfigError(f'cannot restore {run}: {type(e).__name__}: '
                                  f'{str(e).splitlines()[0] if str(e) else ""}') from None
-  if not isinstance(gen.tok, tokenizer_lib.ByteTokenizer):
-    # The server's incremental decoding, logprob tokens and usage count byte ids.
-    raise config_lib.ConfigError(f'data.tokenizer: {run} uses a subword tokenizer; '
-                                 'lattice serve serves byte-tokenizer runs only (yet)')
-  return gen.variables, gen.model_cfg
+  return gen.variables, gen.model_cfg, gen.tok
 
 
 def load_models(workdir: str, model: str | None = None, cfg=None, *,
@@ -126,9 +127,9 @@ def load_models(workdir: str, model: str | None = None, cfg=None, *,
                                  f'--model (runs found: {", ".join(runs)})')
   models = []
   for run_id, run in runs.items():
-    variables, model_cfg = _load(run, cfg, step)
+    variables, model_cfg, tok = _load(run, cfg, step)
     models.append(local_model(name or run_id, variables, model_cfg, slots=slots,
-                              template=template, warmup=warmup))
+                              template=template, warmup=warmup, tok=tok))
   return models
 
 
