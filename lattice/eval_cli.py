@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from lattice import config as config_lib
 from lattice import sharding
 from lattice.data import batches as batches_lib
@@ -59,7 +57,7 @@ def evaluate_run(run: str | Path, *, step: int | None = None,
       raise config_lib.ConfigError(f'--eval-batches: must be > 0, got {eval_batches}')
     cfg = config_lib.replace(cfg, **{'data.eval_batches': eval_batches})
   tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
-  setup = loop.build(cfg, devices=jax.devices()[:1])
+  setup = loop.build(cfg)  # the mesh the run trained on (config.mesh, all devices)
   try:
     with checkpoint.Checkpointer(run / 'checkpoints', setup.cfg.checkpoint) as ckpt:
       state = ckpt.restore(setup.abstract_state, step=step)

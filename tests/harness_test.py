@@ -55,7 +55,7 @@ def test_lattice_eval_and_scorer_equal_training_eval(run, capsys):
   written = json.loads((pathlib.Path(workdir) / eval_cli.EVAL_FILE).read_text())
   assert written['step'] == cfg.train.steps
   for key in ('val_loss', 'val_ppl', 'val_bpb'):
-    np.testing.assert_allclose(written[key], trained[key], rtol=1e-6)
+    np.testing.assert_allclose(written[key], trained[key], rtol=1e-5)
 
   # The adapter scores each document alone (attention never crosses documents in
   # the training eval either), from BOS at position 0.

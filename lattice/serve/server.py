@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import threading
 from collections.abc import Sequence
