@@ -1,5 +1,6 @@
 """`lattice COMMAND ...`: dispatches the commands the one parser (`lattice.parser`)
-reads: run, config, sweep, report, bench, serve, convert, tokenizer, plan, lm-eval.
+reads: run, config, sweep, report, bench, serve, convert, tokenizer, plan, lm-eval,
+eval.
 See `lattice --help`.
 """
 
@@ -37,7 +38,7 @@ def _bench(args) -> None:
 
 
 def _passthrough(command: str, rest: list[str]) -> None:
-  """Commands with flags of their own: serve, convert, tokenizer, plan, lm-eval."""
+  """Commands with flags of their own: serve, convert, tokenizer, plan, lm-eval, eval."""
   from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
     if command == 'serve':
@@ -55,6 +56,9 @@ def _passthrough(command: str, rest: list[str]) -> None:
     elif command == 'lm-eval':
       from lattice.eval import harness  # pylint: disable=g-import-not-at-top
       harness.main(rest)
+    elif command == 'eval':
+      from lattice import eval_cli  # pylint: disable=g-import-not-at-top
+      eval_cli.main(rest)
   except config_lib.ConfigError as e:
     fail(str(e))
 

@@ -13,6 +13,7 @@ r"""The one parser of the `lattice` command line (and of `python -m lattice.main
   lattice tokenizer train --config=FILE.py:MODE --vocab-size 4096 --out runs/tok/spm.model
   lattice plan --config=FILE.py:MODE --chips v5e-64 [--config.KEY=VALUE ...]
   lattice lm-eval --model_args workdir=RUN --tasks TASKS   (lm_eval's own flags)
+  lattice eval --workdir=runs/x [--step S] [--eval-batches N]
 
 `python -m lattice.main ARGS` is `lattice run ARGS`. A user error ends in one line,
 `lattice: error: ...`, exit 2; a fault of the run (a checkpoint write, a non-finite
@@ -36,6 +37,7 @@ PASSTHROUGH = {
     'tokenizer': 'train a subword tokenizer on an experiment\'s training data',
     'plan': 'parameters, tokens, FLOPs, chip-hours and memory of a mode, untrained',
     'lm-eval': 'lm-evaluation-harness over a trained run (lattice model registered)',
+    'eval': "val_loss, val_ppl and val_bpb of a trained run on its eval sets",
 }
 COMMANDS = ('run', 'config', 'sweep', 'report', 'bench', *PASSTHROUGH)
 _OVERRIDE = re.compile(r'^--?(no)?config\.([^=]+)(?:=(.*))?$', re.S)

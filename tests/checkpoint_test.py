@@ -126,3 +126,36 @@ def test_errors(tmp_path):
   disabled = checkpoint.Checkpointer(tmp_path / 'off', _ckpt_cfg(enabled=False))
   assert not disabled.save(500, _state(1), force=True)
   disabled.close()
+
+
+@pytest.mark.parametrize('kind', ['mixture', 'hf_streaming'])
+def test_orbax_checkpoint_resumes_mixture_and_streaming_iterators(tmp_path, kind):
+  # The Checkpointer (not just get_state/set_state) carries a weighted mixture's and
+  # a streamed HF dataset's position: the resumed iterator continues exactly.
+  base = _data_cfg(tmp_path)
+  if kind == 'mixture':
+    other = tmp_path / 'other'
+    other.mkdir()
+    for i in range(6):
+      (other / f'{i}.txt').write_text(f'other text {i} ' * (4 + i))
+    data_cfg = dataclasses.replace(base, mixture=(
+        {'source': 'text', 'paths': base.paths, 'weight': 3.0},
+        {'source': 'text', 'paths': str(other), 'weight': 1.0}))
+  else:
+    pytest.importorskip('datasets')
+    path = tmp_path / 'stream.jsonl'
+    path.write_text(''.join(f'{{"text": "streamed {i} {"ab" * i}"}}\n' for i in range(40)))
+    data_cfg = dataclasses.replace(base, source='hf', hf_name='json', hf_streaming=True,
+                                   hf_data_files=str(path))
+  it = _iterator(data_cfg)
+  for _ in range(3):
+    next(it)
+  state = _state(1)
+  with checkpoint.Checkpointer(tmp_path / 'ckpt', _ckpt_cfg(every=1)) as ckpt:
+    assert ckpt.save(3, state, it)
+    expected = [next(it) for _ in range(3)]
+  fresh = _iterator(data_cfg)
+  with checkpoint.Checkpointer(tmp_path / 'ckpt', _ckpt_cfg(every=1)) as ckpt:
+    ckpt.restore(_state(0), fresh)
+  for want in expected:
+    _assert_batches_equal(next(fresh), want)

@@ -1,14 +1,17 @@
-"""lm-eval adapter: same per-token loss as the training eval; a local lm_eval task runs."""
+"""lm-eval adapter and `lattice eval`: the training eval's per-token loss; a local
+lm_eval task runs."""
 
 import json
+import pathlib
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
+from lattice import cli, eval_cli
 from lattice import config as config_lib
-from lattice.data import pipeline
+from lattice.data import batches
 from lattice.eval import harness
 from lattice.train import loop
 
@@ -16,35 +19,68 @@ from lattice.train import loop
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
+  # A separate eval corpus of short documents (several per packed row).
+  evals = workdir.parent / 'eval.jsonl'
+  evals.write_text(''.join(json.dumps({'text': f'doc {i}: ' + 'ab' * (i % 7)}) + '\n'
+                           for i in range(60)))
   cfg = config_lib.build({
       'model': {'d_model': 32, 'n_layers': 1, 'max_len': 32, 'attention': {'n_heads': 2}},
-      'data': {'seq_len': 32, 'batch_size': 8, 'eval_batches': 1},
+      'data': {'seq_len': 32, 'batch_size': 8, 'eval_batches': 1,
+               'eval': {'source': 'jsonl', 'paths': str(evals)}},
       'optimizer': {'lr': 3e-3, 'warmup_steps': 1},
       'train': {'steps': 2, 'log_every': 1, 'eval_every': 0, 'progress': False,
                 'flops_peak': 1e9},
       'checkpoint': {'every': 2}})
-  loop.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
-  return cfg, str(workdir)
+  out = loop.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1])
+  return cfg, str(workdir), out.metrics
 
 
-def test_scorer_equals_training_eval(run):
-  cfg, workdir = run
+def _documents(batch):
+  """Every document piece of a packed eval batch as its own row of ids (inputs of
+  the segment + its last target) with the weights of its targets."""
+  for inputs, targets, segments, weights in zip(batch['inputs'], batch['targets'],
+                                                batch['segment_ids'], batch['weights']):
+    for s in np.unique(segments[segments > 0]):
+      idx = np.flatnonzero(segments == s)
+      yield np.concatenate([inputs[idx], targets[idx[-1:]]]), weights[idx]
+
+
+def test_lattice_eval_and_scorer_equal_training_eval(run, capsys):
+  # The must-show of #16: `lattice eval` and the lm-eval adapter give the training
+  # eval's per-token loss on the same text.
+  cfg, workdir, trained = run
+  cli.main(['eval', '--workdir', workdir])
+  printed = capsys.readouterr().out
+  assert 'val_loss=' in printed and 'val_bpb=' in printed
+  written = json.loads((pathlib.Path(workdir) / eval_cli.EVAL_FILE).read_text())
+  assert written['step'] == cfg.train.steps
+  for key in ('val_loss', 'val_ppl', 'val_bpb'):
+    np.testing.assert_allclose(written[key], trained[key], rtol=1e-5)
+
+  # The adapter scores each document alone (attention never crosses documents in
+  # the training eval either), from BOS at position 0.
   lm = harness.LatticeLM(workdir=workdir)
   setup = loop.build(loop.resolve(cfg), devices=jax.devices()[:1])
-  batch = pipeline.make_eval_batches(setup.cfg.data, lm.tok, 1)[0]
-  sums = loop.eval_sums(setup, setup.abstract_state.replace(
-      params=lm.gen.variables['params']), [batch])
-  rows = [np.concatenate([i, t[-1:]]) for i, t in zip(batch['inputs'], batch['targets'])]
-  scored = lm.scorer.token_logprobs(rows)
-  w = batch['weights']
-  nll = -sum(float((lp * wr).sum()) for (lp, _), wr in zip(scored, w))
-  np.testing.assert_allclose(nll / w.sum(), sums['loss_sum'] / sums['weight'], rtol=1e-5)
+  batch = batches.make_eval_batches(setup.cfg, lm.tok)[0]
+  docs = list(_documents(batch))
+  assert len(docs) > 2 * len(batch['inputs'])  # rows hold several documents
+  scored = lm.scorer.token_logprobs([ids for ids, _ in docs])
+  nll = -sum(float((lp * w).sum()) for (lp, _), (_, w) in zip(scored, docs))
+  np.testing.assert_allclose(nll / batch['weights'].sum(), trained['val_loss'], rtol=1e-5)
+
+
+def test_lattice_eval_errors_are_one_line(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(['eval', '--workdir', str(tmp_path / 'nothing')])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count('\n') == 0 and '--workdir' in err
 
 
 def test_lm_eval_runs_a_local_task(run, tmp_path):
   lm_eval = pytest.importorskip('lm_eval')
   from lm_eval.tasks import TaskManager
-  _, workdir = run
+  _, workdir, _ = run
   data = tmp_path / 'qa.jsonl'
   rows = [{'q': f'{a}+{b}=', 'choices': [str(a + b), str(a + b + 1)], 'label': 0}
           for a, b in [(1, 2), (3, 4), (2, 2), (5, 1)]]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from lattice.agents import toolcall
+from lattice import config as config_lib
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import toolcalls
 from lattice.decode import sampling
@@ -23,6 +24,11 @@ def answer(cfg, variables: Any, requests: list[str], *, constrained: bool,
   """Greedy calls (text up to EOS) for `requests` from the model of Config `cfg`,
   in batches of `batch` rows (a short last batch is padded: one compiled shape per
   model); `constrained` compiles the call schema into the decoder."""
+  if (cfg.data.tokenizer or 'byte') != 'byte':
+    # The call constraint and the task's prompts are built over byte ids.
+    raise config_lib.ConfigError(
+        f'data.tokenizer: tool-call answers are decoded over the byte vocabulary; '
+        f'set data.tokenizer=byte, got {cfg.data.tokenizer!r}')
   tok = tok_lib.ByteTokenizer()
   prompts = np.stack([tok.encode(toolcalls.prompt_of(r), bos=True) for r in requests])
   index = toolcall.call_constraint(cfg.model.vocab_size) if constrained else None

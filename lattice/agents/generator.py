@@ -113,9 +113,11 @@ class LatticeGenerator:
     if key not in self._constraints:
       vocab = tokenizer_lib.vocab_bytes(self.tok, self.model_cfg.vocab_size)
       if set(constraint) == {'json_schema'}:
-        self._constraints[key] = constraints.for_schema(constraint['json_schema'], vocab)
+        self._constraints[key] = constraints.for_schema(constraint['json_schema'], vocab,
+                                                        eos_id=self.tok.eos_id)
       elif set(constraint) == {'regex'}:
-        self._constraints[key] = constraints.for_regex(constraint['regex'], vocab)
+        self._constraints[key] = constraints.for_regex(constraint['regex'], vocab,
+                                                       eos_id=self.tok.eos_id)
       else:
         raise ValueError("constraint: expected {'json_schema': SCHEMA} or "
                          f"{{'regex': PATTERN}}, got keys {sorted(constraint)}")
@@ -177,9 +179,12 @@ def load_run_config(workdir: str | os.PathLike[str]) -> config_lib.Config:
         f'--workdir: {path} does not exist; is {workdir} a lattice training run? '
         f'(or pass the run\'s --config=FILE.py:MODE)')
   saved = json.loads(path.read_text())
-  # Serving reads only the model: the data section may name a source registered by
-  # an experiment module that is not imported here, so keep just its seq_len.
-  saved['data'] = {'seq_len': saved.get('data', {}).get('seq_len', 128)}
+  # Serving reads only the model and its tokenizer: the data section may name a
+  # source registered by an experiment module that is not imported here, so keep
+  # just its seq_len and tokenizer.
+  data = saved.get('data', {})
+  saved['data'] = {'seq_len': data.get('seq_len', 128),
+                   'tokenizer': data.get('tokenizer', 'byte')}
   return config_lib.build(saved)
 
 

@@ -25,3 +25,11 @@ def make_data(cfg: config_lib.Config, tok) -> tuple[Any, list[dict]]:
     return train(cfg, tok), evals(cfg, tok)
   return (pipeline.make_train_iterator(cfg.data, tok, seed=cfg.data.shuffle_seed),
           pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches))
+
+
+def make_eval_batches(cfg: config_lib.Config, tok) -> list[dict]:
+  """The `data.eval_batches` eval batches of `cfg` alone (no train iterator): the
+  `data.eval` corpus, or the default hash split of the training source."""
+  if cfg.data.source in BATCH_SOURCES:
+    return BATCH_SOURCES[cfg.data.source][1](cfg, tok)
+  return pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)

@@ -20,6 +20,11 @@ arrays:
   modality     int32[B, L]       1 on image inputs (patch slots), 0 on text
   answer_id    int32[B, L]       for a target inside a question's answer, which
                                  answer of the row (0..); -1 elsewhere
+  segment_ids  int32[B, L]       the input's document within its row, from 1
+  positions    int32[B, L]       the input's position within its document, from 0
+
+As in the text pipeline, attention and the loss never cross a document boundary:
+a target in the next document (the BOS after an EOS) gets weight 0.
 
 Batch (step) s, row r is a pure function of (seed, split, s, r), so the train
 iterator is a grain `MapDataset.range(...).map(...)` iterator whose checkpointable
@@ -38,6 +43,7 @@ import numpy as np
 from lattice import config as config_lib
 from lattice.data import pipeline
 from lattice.data import sources
+from lattice.data import token_files
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data.tasks import shapes
 
@@ -123,9 +129,12 @@ def to_example(rows: list[dict], tok: tokenizer_lib.ByteTokenizer) -> Batch:
   pidx_BxL1 = np.stack([r['patch_index'] for r in rows])
   targets = w_BxL1[:, 1:]
   text = (targets != tok.img_id) & (targets != tok.eoi_id) & (targets != tok.pad_id)
+  segments_BxL1, positions_BxL1 = token_files.segments(w_BxL1, tok.eos_id)
+  same_doc = segments_BxL1[:, 1:] == segments_BxL1[:, :-1]
   return {
       'inputs': w_BxL1[:, :-1], 'targets': targets,
-      'weights': text.astype(np.float32),
+      'weights': (text & same_doc).astype(np.float32),
+      'segment_ids': segments_BxL1[:, :-1], 'positions': positions_BxL1[:, :-1],
       'images': np.stack([r['images'] for r in rows]),
       'patch_index': pidx_BxL1[:, :-1],
       'modality': (pidx_BxL1[:, :-1] >= 0).astype(np.int32),
@@ -133,10 +142,21 @@ def to_example(rows: list[dict], tok: tokenizer_lib.ByteTokenizer) -> Batch:
   }
 
 
+def require_bytes(cfg: config_lib.Config) -> None:
+  """Raises ConfigError naming data.tokenizer unless it is `byte`: image rows use
+  the byte vocabulary's reserved BOI/EOI/IMG ids (and discrete image codes follow
+  it), which a subword vocabulary does not have."""
+  if (cfg.data.tokenizer or 'byte') != 'byte':
+    raise config_lib.ConfigError(
+        f'data.tokenizer: data.source=shapes builds byte-level image+text rows (the '
+        f'BOI/EOI/IMG ids); set data.tokenizer=byte, got {cfg.data.tokenizer!r}')
+
+
 class _MakeBatch(grain.transforms.Map):
   """Step index -> this process's rows of that step's global batch."""
 
   def __init__(self, cfg: config_lib.Config, split: str, seed: int, rows: range):
+    require_bytes(cfg)
     self._cfg, self._split, self._seed, self._rows = cfg, split, seed, rows
     self._tok = tokenizer_lib.ByteTokenizer()
     self._corpus = None  # text documents, opened on first use

@@ -34,6 +34,7 @@ import numpy as np
 from lattice import config as config_lib
 from lattice.data import hf_stream
 from lattice.data import mixture
+from lattice.data import resume
 from lattice.data import sources
 from lattice.data import token_files
 from lattice.data import tokenizer as tokenizer_lib
@@ -184,7 +185,8 @@ def make_train_iterator(data_cfg: config_lib.DataConfig,
   if data_cfg.num_workers > 0:
     _mark_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
-  return iter(ds)
+  # Checkpoints store the state as JSON; the packer needs its tuples back.
+  return resume.Restorable(iter(ds))
 
 
 def _mark_flags_parsed() -> None:

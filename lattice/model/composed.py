@@ -45,6 +45,14 @@ def _as_batch(inputs: Batch | jax.Array) -> Batch:
   return inputs if isinstance(inputs, dict) else {'inputs': inputs}
 
 
+def _documents(batch: Batch) -> dict[str, jax.Array | None]:
+  """The packed rows' document layout, as the output heads' keyword arguments:
+  positions restarting per document and segment ids (None: one document per row,
+  e.g. decoding)."""
+  return {'positions_BxL': batch.get('positions'),
+          'segment_ids_BxL': batch.get('segment_ids')}
+
+
 class Model(nn.Module):
   """A decoder-only LM built from `cfg`'s input, trunk and output kinds.
 
@@ -54,7 +62,8 @@ class Model(nn.Module):
     `decode=True` the KV caches advance);
   - `spec_forward(tokens, choose)` -> (main logits, choose's outputs, draft logits
     [B, L, K, V]) for self-speculative decoding;
-  - `trunk_hidden(batch)` and `head_logits(h, i, modality)` for losses that run
+  - `trunk_hidden(batch)` and `head_logits(h, i, modality, positions, segment_ids)`
+    for losses that run
     the heads one at a time.
   A batch is a dict: `inputs` int32[B, L], and for image frontends `images`,
   `patch_index`, `modality` (lattice.data.interleaved); `targets` feed sequential
@@ -82,16 +91,22 @@ class Model(nn.Module):
   def _hidden(self, batch: Batch):
     x_BxLxD, seen_BxL = self.input_stage(self.decoder.embed_tokens, batch)
     modality_BxL = batch.get('modality')
-    return self.decoder.trunk(x_BxLxD, None, modality_BxL), seen_BxL, modality_BxL
+    h_BxLxD = self.decoder.trunk(x_BxLxD, batch.get('positions'), modality_BxL,
+                                 batch.get('segment_ids'))
+    return h_BxLxD, seen_BxL, modality_BxL
 
   def trunk_hidden(self, batch: Batch) -> jax.Array:
     """The trunk's output [B, L, D] (before the final norm)."""
     return self._hidden(_as_batch(batch))[0]
 
   def head_logits(self, h_BxLxD: jax.Array, i: int,
-                  modality_BxL: jax.Array | None = None) -> jax.Array:
-    """Logits of output head i on the trunk output (heads that run independently)."""
-    return self.heads.head_logits(h_BxLxD, i, self.decoder.logits, modality_BxL)
+                  modality_BxL: jax.Array | None = None,
+                  positions_BxL: jax.Array | None = None,
+                  segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+    """Logits of output head i on the trunk output (heads that run independently);
+    `positions`/`segment_ids` as in the batch (packed rows), None when decoding."""
+    return self.heads.head_logits(h_BxLxD, i, self.decoder.logits, modality_BxL,
+                                  positions_BxL, segment_ids_BxL)
 
   def outputs(self, batch: Batch) -> dict[str, Any]:
     """Every head's named logits, and the ids the trunk saw (for the loss)."""
@@ -104,8 +119,10 @@ class Model(nn.Module):
   def __call__(self, inputs: Batch | jax.Array) -> jax.Array:
     if self.is_initializing():  # create every stage's params (and KV caches)
       return self.outputs(inputs)['logits']
-    h_BxLxD, _, modality_BxL = self._hidden(_as_batch(inputs))
-    return self.heads.main(h_BxLxD, self.decoder.logits, modality_BxL)
+    batch = _as_batch(inputs)
+    h_BxLxD, _, modality_BxL = self._hidden(batch)
+    return self.heads.main(h_BxLxD, self.decoder.logits, modality_BxL,
+                           **_documents(batch))
 
   def spec_forward(self, tokens_BxL: jax.Array, choose: Callable):
     """One decoding forward for self-speculative decoding (lattice/decode/speculative).

@@ -36,8 +36,9 @@ class NextToken(nn.Module):
     del embed_fn, batch, modality_BxL
     return [logits_fn(h_BxLxD)]
 
-  def main(self, h_BxLxD, logits_fn, modality_BxL=None):
-    del modality_BxL
+  def main(self, h_BxLxD, logits_fn, modality_BxL=None, positions_BxL=None,
+           segment_ids_BxL=None):
+    del modality_BxL, positions_BxL, segment_ids_BxL
     return logits_fn(h_BxLxD)
 
   def drafts(self, h_BxLxD, next_BxL, logits_fn, embed_fn, modality_BxL=None):

@@ -42,11 +42,6 @@ def head_block(cfg: config_lib.ModelConfig, decode: bool, name: str) -> nn.Modul
   return cls(cfg, decode, name=name)
 
 
-def _positions(x_BxLxD: jax.Array) -> jax.Array:
-  B, L = x_BxLxD.shape[:2]
-  return jnp.broadcast_to(jnp.arange(L), (B, L))
-
-
 class ParallelHeads(nn.Module):
   """n parallel heads on the trunk output; head 0 is the next-token head.
 
@@ -76,19 +71,27 @@ class ParallelHeads(nn.Module):
                   for i in range(self.cfg.mtp.n)]
 
   def head_logits(self, h_BxLxD: jax.Array, i: int, logits_fn: Callable,
-                  modality_BxL: jax.Array | None = None) -> jax.Array:
-    """Logits of head i (0-based: 0 is the next-token head) on the trunk output."""
-    extra = () if modality_BxL is None else (modality_BxL,)
-    return logits_fn(self.heads[i](h_BxLxD, _positions(h_BxLxD), *extra))
+                  modality_BxL: jax.Array | None = None,
+                  positions_BxL: jax.Array | None = None,
+                  segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+    """Logits of head i (0-based: 0 is the next-token head) on the trunk output.
+    Packed rows pass their per-document positions and segment ids (the head's
+    block attends within each document, as the trunk's do)."""
+    positions_BxL = transformer.default_positions(h_BxLxD, positions_BxL)
+    return logits_fn(self.heads[i](h_BxLxD, positions_BxL, modality_BxL,
+                                   segment_ids_BxL))
 
   def __call__(self, h_BxLxD, logits_fn, embed_fn, batch, modality_BxL=None):
     """[head 0 logits, head 1 logits, ...] (named `logits` and `mtp_logits` upstream)."""
-    del embed_fn, batch
-    return [self.head_logits(h_BxLxD, i, logits_fn, modality_BxL)
+    del embed_fn
+    docs = (batch.get('positions'), batch.get('segment_ids'))
+    return [self.head_logits(h_BxLxD, i, logits_fn, modality_BxL, *docs)
             for i in range(self.cfg.mtp.n)]
 
-  def main(self, h_BxLxD, logits_fn, modality_BxL=None):
-    return self.head_logits(h_BxLxD, 0, logits_fn, modality_BxL)
+  def main(self, h_BxLxD, logits_fn, modality_BxL=None, positions_BxL=None,
+           segment_ids_BxL=None):
+    return self.head_logits(h_BxLxD, 0, logits_fn, modality_BxL, positions_BxL,
+                            segment_ids_BxL)
 
   def drafts(self, h_BxLxD, next_BxL, logits_fn, embed_fn, modality_BxL=None):
     """Head i+1's logits at each position draft the token i+1 steps past the next."""
@@ -162,7 +165,8 @@ def memory_efficient_loss(model: nn.Module, variables: dict,
     vs = {'params': {**p_shared, 'heads_0': p_head}}
     for k, (shared, _) in split.items():
       vs[k] = {**shared, **({'heads_0': other_head[k]} if k in other_head else {})}
-    logits, mut = model.apply(vs, h, 0, batch.get('modality'), method='head_logits',
+    logits, mut = model.apply(vs, h, 0, batch.get('modality'), batch.get('positions'),
+                              batch.get('segment_ids'), method='head_logits',
                               mutable=cols)
     ce = losses.head_ce_dynamic(logits, batch, i)
     aux = nn_losses.sown_aux(mut)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 from lattice.mtp import losses
 from lattice.mtp.parallel import head_block
-from lattice.nn import layers
+from lattice.nn import layers, transformer
 
 STATE = 'mtp_state'
 
@@ -39,7 +39,11 @@ class MTPModule(nn.Module):
 
   @nn.compact
   def __call__(self, h_BxLxD: jax.Array, emb_BxLxD: jax.Array,
-               modality_BxL: jax.Array | None = None) -> jax.Array:
+               modality_BxL: jax.Array | None = None,
+               positions_BxL: jax.Array | None = None,
+               segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+    """Packed rows pass per-document positions and segment ids, so the block attends
+    within each document, as the trunk's do."""
     cfg = self.cfg
     dtype, pdtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     norm = lambda name: layers.RMSNorm(cfg.norm_eps, dtype, pdtype, name=name)
@@ -47,10 +51,9 @@ class MTPModule(nn.Module):
                                 norm('embed_norm')(emb_BxLxD)], axis=-1)
     x_BxLxD = layers.dense(cfg.linear, cfg.d_model, ('mlp',), ('embed',), dtype=dtype,
                            param_dtype=pdtype, name='proj')(x_BxLx2D)
-    B, L = x_BxLxD.shape[:2]
-    extra = () if modality_BxL is None else (modality_BxL,)
-    return head_block(cfg, self.decode, 'block')(
-        x_BxLxD, jnp.broadcast_to(jnp.arange(L), (B, L)), *extra)
+    positions_BxL = transformer.default_positions(x_BxLxD, positions_BxL)
+    return head_block(cfg, self.decode, 'block')(x_BxLxD, positions_BxL, modality_BxL,
+                                                 segment_ids_BxL)
 
 
 class SequentialHeads(nn.Module):
@@ -79,11 +82,13 @@ class SequentialHeads(nn.Module):
     if self.cfg.mtp.lam_switch_step and not self.decode:
       self.step_count = self.variable(STATE, 'step', lambda: jnp.zeros((), jnp.int32))
 
-  def depth_logits(self, h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL=None):
+  def depth_logits(self, h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL=None,
+                   positions_BxL=None, segment_ids_BxL=None):
     """Logits of every module; next_BxLxK[..., k] is token i+k+1 (the input of module k+1)."""
     out = []
     for k, module in enumerate(self.modules_):
-      h_BxLxD = module(h_BxLxD, embed_fn(next_BxLxK[..., k]), modality_BxL)
+      h_BxLxD = module(h_BxLxD, embed_fn(next_BxLxK[..., k]), modality_BxL,
+                       positions_BxL, segment_ids_BxL)
       out.append(logits_fn(h_BxLxD))
     return out
 
@@ -98,10 +103,12 @@ class SequentialHeads(nn.Module):
     else:
       next_BxLxK = jnp.repeat(batch['inputs'][..., None], depth, axis=-1)
     return [logits_fn(h_BxLxD),
-            *self.depth_logits(h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL)]
+            *self.depth_logits(h_BxLxD, next_BxLxK, logits_fn, embed_fn, modality_BxL,
+                               batch.get('positions'), batch.get('segment_ids'))]
 
-  def main(self, h_BxLxD, logits_fn, modality_BxL=None):
-    del modality_BxL
+  def main(self, h_BxLxD, logits_fn, modality_BxL=None, positions_BxL=None,
+           segment_ids_BxL=None):
+    del modality_BxL, positions_BxL, segment_ids_BxL
     return logits_fn(h_BxLxD)
 
   def drafts(self, h_BxLxD, next_BxL, logits_fn, embed_fn, modality_BxL=None):

@@ -9,6 +9,12 @@ row's index and attends to every cached position <= the query's position, so the
 same code does one-token decoding, multi-token prefill and the verification pass of
 speculative decoding; rolling back is just lowering the index (stale entries past it
 are masked until overwritten).
+
+Packed rows (several documents per row, lattice.data.pipeline) pass `segment_ids`
+[B, L] and per-document `positions`: a query attends only to earlier keys of its
+own document (the causal mask AND equal segment ids, MaxText's convention), and RoPE
+restarts at 0 per document, so a token's output never depends on the documents
+before it in the row. Decoding has no segment ids (one document per cache row).
 """
 
 from __future__ import annotations
@@ -65,6 +71,16 @@ def rope(x_BxLxNxDh: jax.Array, positions_BxL: jax.Array, theta: float | None = 
   return out.astype(x_BxLxNxDh.dtype)
 
 
+def document_mask(segment_ids_BxL: jax.Array) -> jax.Array:
+  """bool[B, 1, L, L]: query i may see key j only in its own document (segment id).
+
+  Combined with the causal mask by the caller. Padding (segment 0) sees only
+  padding, so no row of the mask is empty and softmax stays finite.
+  """
+  same_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+  return same_BxLxL[:, None]
+
+
 def _implementation(name: str) -> str | None:
   return None if name == 'auto' else name
 
@@ -74,7 +90,11 @@ class Attention(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+               segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+    """x [B, L, D] at `positions` [B, L] -> [B, L, D]. `segment_ids` [B, L] (packed
+    training/eval rows only) keeps attention inside each document; ignored when
+    decoding, where positions and visibility come from the cache."""
     cfg = self.cfg
     dtype, pdtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     H, K, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -105,8 +125,9 @@ class Attention(nn.Module):
     if self.decode:
       out_BxLxHxDh = self._cached_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh)
     else:
+      mask = None if segment_ids_BxL is None else document_mask(segment_ids_BxL)
       out_BxLxHxDh = jax.nn.dot_product_attention(
-          q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, is_causal=True,
+          q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, mask=mask, is_causal=True,
           implementation=_implementation(cfg.attention.implementation))
     out_BxLxHxDh = layers.constrain(out_BxLxHxDh,
                                     ('act_batch', 'act_len', 'act_heads', None))

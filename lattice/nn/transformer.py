@@ -39,13 +39,14 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
-               modality_BxL: jax.Array | None = None) -> jax.Array:
+               modality_BxL: jax.Array | None = None,
+               segment_ids_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
     norm = lambda name: layers.RMSNorm(cfg.norm_eps, layers.dtype_of(cfg.dtype),
                                        layers.dtype_of(cfg.param_dtype), name=name)
     x_BxLxD = layers.constrain(x_BxLxD, ACT)
     h_BxLxD = x_BxLxD + attention.Attention(cfg, self.decode, name='attention')(
-        norm('attention_norm')(x_BxLxD), positions_BxL)
+        norm('attention_norm')(x_BxLxD), positions_BxL, segment_ids_BxL)
     h_BxLxD = layers.constrain(h_BxLxD, ACT)
     ffn = FFNS[cfg.ffn.kind](cfg=cfg, name='ffn')
     # Modality ids (multimodal frontends only) let an MoE route by modality.
@@ -57,8 +58,9 @@ class Block(nn.Module):
 class ScanBlock(Block):
   """Block with the (carry, per-layer output) signature nn.scan expects."""
 
-  def __call__(self, x_BxLxD, positions_BxL, modality_BxL=None):  # pytype: disable=signature-mismatch
-    return super().__call__(x_BxLxD, positions_BxL, modality_BxL), None
+  def __call__(self, x_BxLxD, positions_BxL, modality_BxL=None,  # pytype: disable=signature-mismatch
+               segment_ids_BxL=None):
+    return super().__call__(x_BxLxD, positions_BxL, modality_BxL, segment_ids_BxL), None
 
 
 def _block_class(cfg: config_lib.ModelConfig):
@@ -102,17 +104,18 @@ class Transformer(nn.Module):
     return layers.constrain(self.embed(tokens_BxL), ACT)
 
   def trunk(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None,
-            modality_BxL: jax.Array | None = None) -> jax.Array:
+            modality_BxL: jax.Array | None = None,
+            segment_ids_BxL: jax.Array | None = None) -> jax.Array:
     """Runs the blocks on embeddings; returns the pre-final-norm hidden states.
-    `modality_BxL` (0 text, 1 image; multimodal frontends) reaches every FFN."""
-    if positions_BxL is None:
-      B, L = x_BxLxD.shape[:2]
-      positions_BxL = jnp.broadcast_to(jnp.arange(L), (B, L))
+    `modality_BxL` (0 text, 1 image; multimodal frontends) reaches every FFN;
+    `segment_ids_BxL` (packed rows) keeps attention inside each document, and
+    `positions_BxL` (default 0..L-1) then restart per document."""
+    positions_BxL = default_positions(x_BxLxD, positions_BxL)
     if self.cfg.scan_layers:
-      x_BxLxD, _ = self.blocks(x_BxLxD, positions_BxL, modality_BxL)
+      x_BxLxD, _ = self.blocks(x_BxLxD, positions_BxL, modality_BxL, segment_ids_BxL)
     else:
       for block in self.blocks:
-        x_BxLxD = block(x_BxLxD, positions_BxL, modality_BxL)
+        x_BxLxD = block(x_BxLxD, positions_BxL, modality_BxL, segment_ids_BxL)
     return x_BxLxD
 
   def hidden(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None):
@@ -128,6 +131,14 @@ class Transformer(nn.Module):
 
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None):
     return self.logits(self.hidden(tokens_BxL, positions_BxL))
+
+
+def default_positions(x_BxL: jax.Array, positions_BxL: jax.Array | None) -> jax.Array:
+  """`positions_BxL`, or 0..L-1 in every row when None (one document per row)."""
+  if positions_BxL is not None:
+    return positions_BxL
+  B, L = x_BxL.shape[:2]
+  return jnp.broadcast_to(jnp.arange(L), (B, L))
 
 
 def init_cache(model: Transformer, batch_size: int) -> dict:

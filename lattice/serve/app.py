@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from lattice.data import tokenizer as tokenizer_lib
 from lattice.serve import chat
 from lattice.serve import format as fmt
 from lattice.serve import protocol
@@ -196,7 +197,8 @@ async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int):
                         max_tokens if choice == 'required' else None)
   if choice == 'required':
     return call, None, '', None
-  return None, None, chat.MARKER, chat.MarkerHook(call, served.engine.vocab)
+  return None, None, chat.MARKER, chat.MarkerHook(
+      call, served.engine.vocab, tokenizer_lib.vocab_bytes(served.tok, served.engine.vocab))
 
 
 def _include_usage(req) -> bool:

@@ -120,26 +120,46 @@ def parse_calls(text: str, named: str | None) -> list[dict] | None:
 class MarkerHook:
   """The `auto` rule as an engine mask hook (see the module docstring).
 
-  While the output so far is a proper prefix of MARKER, the marker's next byte is
-  allowed only if the rest of the marker plus the shortest call fit in the tokens
-  left; once the marker is complete, the sequence switches to the call constraint.
+  While the output so far spells a proper prefix of MARKER, a token that extends it
+  is allowed only if the rest of the marker (spelled in the fewest tokens of the
+  vocabulary) plus the shortest call fit in the tokens left, and a token that runs
+  past the marker's end is not (the call starts at a token boundary); once the
+  marker is complete, the sequence switches to the call constraint. With the byte
+  tokenizer each marker byte is one token.
   """
 
-  def __init__(self, call_index: Any, vocab_size: int):
+  def __init__(self, call_index: Any, vocab_size: int,
+               token_bytes: Sequence[bytes | None] | None = None):
     self.call_index, self.vocab = call_index, vocab_size
     self.marker = MARKER.encode()
+    if token_bytes is None:  # the byte vocabulary
+      token_bytes = [bytes([i]) for i in range(256)]
+    self.token_bytes = [b or b'' for b in token_bytes][:vocab_size]
+    # Tokens that spell part of the marker, and the fewest tokens spelling
+    # marker[j:] for each j (INF when the vocabulary cannot).
+    n = len(self.marker)
+    self.parts = [(t, b) for t, b in enumerate(self.token_bytes)
+                  if b and b in self.marker]
+    self.cost = [0] * (n + 1)
+    for j in range(n - 1, -1, -1):
+      self.cost[j] = min((1 + self.cost[j + len(b)] for _, b in self.parts
+                          if self.marker.startswith(b, j)), default=1 << 30)
 
   def __call__(self, seq: Any, left: int) -> np.ndarray | None:
-    k = len(seq.tokens)
-    if seq.constraint is not None or k > len(self.marker):
-      return None
-    if bytes(t for t in seq.tokens if t < 256) != self.marker[:k] or any(
-        t >= 256 for t in seq.tokens):
-      return None
-    if k == len(self.marker):
+    written = [self.token_bytes[t] if t < len(self.token_bytes) else b''
+               for t in seq.tokens]
+    out = b''.join(written)
+    if seq.constraint is not None or not self.marker.startswith(out) or not all(written):
+      return None  # free text (or a special token): not a tool call
+    if out == self.marker:
       seq.set_constraint(self.call_index)
       return None
-    allowed = np.ones(self.vocab, bool)
-    if left - (len(self.marker) - k - 1) < self.call_index.min_tokens:
-      allowed[self.marker[k]] = False
+    j, allowed = len(out), np.ones(self.vocab, bool)
+    rest = self.marker[j:]
+    for t, b in enumerate(self.token_bytes):
+      if b and b.startswith(rest) and b != rest:
+        allowed[t] = False  # would run past the marker
+    for t, b in self.parts:
+      if rest.startswith(b) and left - self.cost[j + len(b)] < self.call_index.min_tokens:
+        allowed[t] = False
     return allowed

@@ -58,12 +58,12 @@ class CompletionView(_View):
     start = self.offsets[index]
     seen = b''
     for t in tokens:
-      out['tokens'].append(output.token_text(t.id))
+      out['tokens'].append(self.run.table.text(t.id))
       out['token_logprobs'].append(t.logprob)
-      out['top_logprobs'].append({output.token_text(int(i)): float(lp) for i, lp in
+      out['top_logprobs'].append({self.run.table.text(int(i)): float(lp) for i, lp in
                                   zip(t.top_ids[:self.k], t.top_logprobs[:self.k])})
       out['text_offset'].append(start + len(seen.decode('utf-8', 'replace')))
-      seen += bytes(output.token_bytes(t.id))
+      seen += bytes(self.run.table.bytes(t.id))
     del text
     return out
 
@@ -71,7 +71,7 @@ class CompletionView(_View):
     ids = self.run.prompts[index // self.req.n]
     seq = self.run.seqs[index]
     tokens = seq.prompt_tokens or []
-    return bytes(int(i) for i in ids[1:] if i < 256).decode('utf-8', 'replace'), tokens
+    return self.run.table.decode(ids[1:]), tokens
 
   def _choice(self, delta: output.Delta, first: bool) -> dict:
     text, tokens = delta.text, list(delta.tokens)
@@ -129,8 +129,8 @@ class ChatView(_View):
       return None
 
     def entry(i, lp):
-      return {'token': output.token_text(int(i)), 'logprob': float(lp),
-              'bytes': output.token_bytes(int(i))}
+      return {'token': self.run.table.text(int(i)), 'logprob': float(lp),
+              'bytes': self.run.table.bytes(int(i))}
 
     return [{**entry(t.id, t.logprob), 'top_logprobs': [
         entry(i, lp) for i, lp in zip(t.top_ids[:self.k], t.top_logprobs[:self.k])]}

@@ -25,21 +25,39 @@ from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import constraints as constraints_lib
 from lattice.serve import engine as engine_lib
 
-_TOK = tokenizer_lib.ByteTokenizer()
+
+class TokenTable:
+  """A served model's tokens as OpenAI prints them, from its configured tokenizer
+  (`data.tokenizer`: bytes or a subword vocabulary).
+
+  `bytes(id)`: the UTF-8 bytes the token writes (specials and padding ids: none);
+  `text(id)`: its text when those bytes are valid UTF-8, `bytes:\\xNN...` when not
+  (a lone non-ASCII byte), the special's name (`<eos>`) for a special.
+  """
+
+  def __init__(self, tok):
+    self.tok = tok
+    self._bytes = tokenizer_lib.vocab_bytes(tok, len(tok.token_bytes()))
+
+  def bytes(self, token_id: int) -> list[int]:
+    b = self._bytes[token_id] if 0 <= token_id < len(self._bytes) else None
+    return list(b) if b else []
+
+  def text(self, token_id: int) -> str:
+    b = self._bytes[token_id] if 0 <= token_id < len(self._bytes) else None
+    if not b:
+      return self.tok.decode_bytes([token_id], skip_special=False).decode('utf-8', 'replace')
+    try:
+      return b.decode('utf-8')
+    except UnicodeDecodeError:
+      return 'bytes:' + ''.join(f'\\x{c:02x}' for c in b)
+
+  def decode(self, ids) -> str:
+    """Text of `ids` (specials dropped)."""
+    return self.tok.decode(ids)
 
 
-def token_text(token_id: int) -> str:
-  """A token as OpenAI prints it: the character, `bytes:\\xNN` for a lone non-ASCII
-  byte, the special's name (`<eos>`) otherwise."""
-  if token_id < 128:
-    return chr(token_id)
-  if token_id < tokenizer_lib.N_BYTES:
-    return f'bytes:\\x{token_id:02x}'
-  return _TOK.decode_bytes([token_id], skip_special=False).decode('ascii', 'replace')
-
-
-def token_bytes(token_id: int) -> list[int]:
-  return [token_id] if token_id < tokenizer_lib.N_BYTES else []
+BYTES = TokenTable(tokenizer_lib.ByteTokenizer())
 
 
 @dataclasses.dataclass
@@ -62,8 +80,9 @@ class Choice:
   """Accumulates one choice; see the module docstring."""
 
   def __init__(self, index: int, stops: list[str], emit: Callable[[Delta], None], *,
-               eos_id: int, hold: str | None = None):
+               eos_id: int, hold: str | None = None, table: TokenTable = BYTES):
     self.index, self.stops, self.emit, self.eos_id = index, stops, emit, eos_id
+    self.table = table
     self.hold = hold   # a prefix (tool-call marker) whose text is never streamed
     self._decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
     self.text = ''        # all text so far (cut at a stop string)
@@ -107,7 +126,7 @@ class Choice:
       self.finish_reason = 'stop'
       return
     before = len(self.text)
-    self.text += self._decoder.decode(bytes(token_bytes(tok.id)))
+    self.text += self._decoder.decode(bytes(self.table.bytes(tok.id)))
     if self.stops:
       start = max(before - self._longest_stop, 0)
       hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]

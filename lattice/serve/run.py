@@ -45,10 +45,11 @@ class Run:
     self.choices: list[output.Choice] = []
     self.seqs: list[engine_lib.Sequence] = []
     self.prompts = prompts
+    self.table = served.table
     for p, ids in enumerate(prompts):
       for i in range(n):
         choice = output.Choice(p * n + i, list(s.stops), self._emit,
-                               eos_id=served.tok.eos_id, hold=s.hold)
+                               eos_id=served.tok.eos_id, hold=s.hold, table=served.table)
         seq = engine_lib.Sequence(
             ids, s.max_tokens, s.temperature, s.top_p, s.seed & 0x7FFFFFFF, p * n + i,
             on_token=choice.on_token, on_done=choice.on_done, mask_hook=s.mask_hook,

@@ -19,6 +19,7 @@ from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import constraints as constraints_lib
 from lattice.serve import chat
 from lattice.serve import engine as engine_lib
+from lattice.serve import output
 
 JSON_OBJECT_DEPTH = 2
 CACHE_SIZE = 64  # compiled constraints kept per model (least recently used dropped)
@@ -42,12 +43,15 @@ def json_object_regex(depth: int = JSON_OBJECT_DEPTH) -> str:
 
 
 class ServedModel:
-  """A model id, its `Engine`, its byte tokenizer and chat template."""
+  """A model id, its `Engine`, its tokenizer (the run's `data.tokenizer`; bytes by
+  default) with its token table, and its chat template."""
 
-  def __init__(self, name: str, engine: engine_lib.Engine, template: str = 'raw'):
+  def __init__(self, name: str, engine: engine_lib.Engine, template: str = 'raw',
+               tok=None):
     self.name, self.engine = name, engine
     self.template = chat.TEMPLATES[template]
-    self.tok = tokenizer_lib.ByteTokenizer()
+    self.tok = tok if tok is not None else tokenizer_lib.ByteTokenizer()
+    self.table = output.TokenTable(self.tok)
     self._cache: OrderedDict[str, constraints_lib.TokenIndex] = OrderedDict()
     self._lock = threading.Lock()
 
@@ -59,13 +63,15 @@ class ServedModel:
       if key in self._cache:
         self._cache.move_to_end(key)
         return self._cache[key]
-    vocab = constraints_lib.byte_vocab(self.engine.vocab)
+    # The token table of the model's own vocabulary (subword pieces or bytes).
+    vocab = tokenizer_lib.vocab_bytes(self.tok, self.engine.vocab)
+    kw = {'eos_id': self.tok.eos_id}
     if kind == 'json_schema':
-      index = constraints_lib.for_schema(spec, vocab)
+      index = constraints_lib.for_schema(spec, vocab, **kw)
     elif kind == 'regex':
-      index = constraints_lib.for_regex(spec, vocab)
+      index = constraints_lib.for_regex(spec, vocab, **kw)
     else:
-      index = constraints_lib.for_regex(json_object_regex(), vocab)
+      index = constraints_lib.for_regex(json_object_regex(), vocab, **kw)
     with self._lock:
       self._cache[key] = index
       while len(self._cache) > CACHE_SIZE:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import threading
 from collections.abc import Sequence
@@ -23,20 +22,25 @@ from lattice.data import tokenizer as tokenizer_lib
 from lattice.serve import app as app_lib
 from lattice.serve import engine as engine_lib
 from lattice.serve import served as served_lib
+from lattice.train.rundir import find_runs  # pylint: disable=unused-import  (re-exported)
 
-MAX_DEPTH = 3  # how deep under --workdir runs are looked for (<arm>/seed_<k>: 2)
 
 
 def local_model(name: str, variables: dict, model_cfg: config_lib.ModelConfig, *,
-                slots: int = 8, template: str = 'raw',
-                warmup: bool = False) -> served_lib.ServedModel:
-  """A ServedModel over in-memory params (byte tokenizer); `warmup` compiles now."""
-  tok = tokenizer_lib.ByteTokenizer()
+                slots: int = 8, template: str = 'raw', warmup: bool = False,
+                tok=None) -> served_lib.ServedModel:
+  """A ServedModel over in-memory params; `tok` is the run's tokenizer (default:
+  bytes); `warmup` compiles now. Raises ConfigError naming data.tokenizer when the
+  vocabulary has no BOS or EOS token (prompts start with BOS; EOS ends an answer)."""
+  tok = tok if tok is not None else tokenizer_lib.ByteTokenizer()
+  if tok.eos_id is None or tok.bos_id is None:
+    raise config_lib.ConfigError(f'data.tokenizer: {name}: serving needs a vocabulary '
+                                 'with BOS and EOS tokens')
   engine = engine_lib.Engine(variables, model_cfg, slots=slots, eos_id=tok.eos_id,
                              pad_id=tok.pad_id)
   if warmup:
     engine.warmup()
-  return served_lib.ServedModel(name, engine.start(), template)
+  return served_lib.ServedModel(name, engine.start(), template, tok)
 
 
 class Server:
@@ -86,29 +90,6 @@ class Server:
     self.close()
 
 
-def _has_checkpoint(run: Path) -> bool:
-  ckpt = run / 'checkpoints'
-  return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
-
-
-def find_runs(workdir: str | os.PathLike[str]) -> dict[str, Path]:
-  """Model id -> run folder for every folder under `workdir` holding a checkpoint:
-  the workdir itself (id: its name) or `<arm>/seed_<k>` below it (id: the path)."""
-  root = Path(workdir)
-  if _has_checkpoint(root):
-    return {root.name: root}
-  found: dict[str, Path] = {}
-  frontier = [root] if root.is_dir() else []
-  for _ in range(MAX_DEPTH):
-    frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()
-                and c.name != 'checkpoints']
-    for d in frontier:
-      if _has_checkpoint(d):
-        found[d.relative_to(root).as_posix()] = d
-    frontier = [d for d in frontier if not _has_checkpoint(d)]
-  return found
-
-
 def _pick_runs(workdir: str, model: str | None) -> dict[str, Path]:
   runs = find_runs(workdir)
   names = ', '.join(runs) or 'none'
@@ -131,11 +112,7 @@ def _load(run: Path, cfg, step: int | None):
   except Exception as e:  # pylint: disable=broad-except
     raise config_lib.ConfigError(f'cannot restore {run}: {type(e).__name__}: '
                                  f'{str(e).splitlines()[0] if str(e) else ""}') from None
-  if not isinstance(gen.tok, tokenizer_lib.ByteTokenizer):
-    # The server's incremental decoding, logprob tokens and usage count byte ids.
-    raise config_lib.ConfigError(f'data.tokenizer: {run} uses a subword tokenizer; '
-                                 'lattice serve serves byte-tokenizer runs only (yet)')
-  return gen.variables, gen.model_cfg
+  return gen.variables, gen.model_cfg, gen.tok
 
 
 def load_models(workdir: str, model: str | None = None, cfg=None, *,
@@ -149,9 +126,9 @@ def load_models(workdir: str, model: str | None = None, cfg=None, *,
                                  f'--model (runs found: {", ".join(runs)})')
   models = []
   for run_id, run in runs.items():
-    variables, model_cfg = _load(run, cfg, step)
+    variables, model_cfg, tok = _load(run, cfg, step)
     models.append(local_model(name or run_id, variables, model_cfg, slots=slots,
-                              template=template, warmup=warmup))
+                              template=template, warmup=warmup, tok=tok))
   return models
 
 

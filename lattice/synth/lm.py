@@ -83,8 +83,11 @@ def variables(out: dict[str, Any]) -> dict[str, Any]:
 def continue_texts(out: dict[str, Any], prompts: Sequence[str | bytes], key: jax.Array,
                    *, max_new_tokens: int, sampling_cfg: sampling.SamplingConfig,
                    max_prompt_len: int | None = None, batch_size: int = 256) -> list[str]:
-  """Completions (UTF-8 text, cut at EOS) of each prompt by a trained run."""
-  new = generate.sample(variables(out), out['setup'].cfg.model, prompts, key,
+  """Completions (UTF-8 text, cut at EOS) of each prompt by a trained run, encoded
+  and decoded with the run's own `data.tokenizer`."""
+  cfg = out['setup'].cfg
+  new = generate.sample(variables(out), cfg.model, prompts, key,
                         max_new_tokens=max_new_tokens, sampling_cfg=sampling_cfg,
-                        max_prompt_len=max_prompt_len, batch_size=batch_size)
+                        max_prompt_len=max_prompt_len, batch_size=batch_size,
+                        tok=tokenizer_lib.make_tokenizer(cfg.data.tokenizer))
   return [b.decode('utf-8', 'ignore') for b in new]

@@ -20,6 +20,8 @@ from lattice import storage
 from lattice.train import checkpoint
 from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
 
+MAX_DEPTH = 3  # how deep under a workdir runs are looked for (<arm>/seed_<k>: 2)
+
 
 def load_config(workdir: str | os.PathLike) -> config_lib.Config:
   path = storage.path(workdir) / CONFIG_FILE
@@ -65,3 +67,26 @@ def load_params(run: str | os.PathLike, abstract_params: Any, step: int | None =
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
         partial_restore=True))
   return restored['params']
+
+
+def _has_checkpoint(run: Path) -> bool:
+  ckpt = run / 'checkpoints'
+  return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def find_runs(workdir: str | os.PathLike[str]) -> dict[str, Path]:
+  """Model id -> run folder for every folder under `workdir` holding a checkpoint:
+  the workdir itself (id: its name) or `<arm>/seed_<k>` below it (id: the path)."""
+  root = Path(workdir)
+  if _has_checkpoint(root):
+    return {root.name: root}
+  found: dict[str, Path] = {}
+  frontier = [root] if root.is_dir() else []
+  for _ in range(MAX_DEPTH):
+    frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()
+                and c.name != 'checkpoints']
+    for d in frontier:
+      if _has_checkpoint(d):
+        found[d.relative_to(root).as_posix()] = d
+    frontier = [d for d in frontier if not _has_checkpoint(d)]
+  return found
