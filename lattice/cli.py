@@ -1,6 +1,6 @@
 """`lattice COMMAND ...`: dispatches the commands the one parser (`lattice.parser`)
-reads: run, config, sweep, report, bench, serve, convert, tokenizer, plan, lm-eval,
-eval.
+reads: run, config, sweep, report, bench, serve, sample, convert, tokenizer, plan,
+lm-eval, eval.
 See `lattice --help`.
 """
 
@@ -38,12 +38,16 @@ def _bench(args) -> None:
 
 
 def _passthrough(command: str, rest: list[str]) -> None:
-  """Commands with flags of their own: serve, convert, tokenizer, plan, lm-eval, eval."""
+  """Commands with flags of their own: serve, sample, convert, tokenizer, plan,
+  lm-eval, eval."""
   from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
     if command == 'serve':
       from lattice import serve  # pylint: disable=g-import-not-at-top
       serve.main(rest)
+    elif command == 'sample':
+      from lattice import sample  # pylint: disable=g-import-not-at-top
+      sample.main(rest)
     elif command == 'convert':
       from lattice.convert import cli as convert_cli  # pylint: disable=g-import-not-at-top
       convert_cli.main(rest)

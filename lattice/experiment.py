@@ -23,7 +23,7 @@ from lattice.run import records
 from lattice.run.arms import Preempted, arm_config, arm_list, run_arms  # pylint: disable=unused-import
 from lattice.run.budget import flops_per_token, match_flops  # pylint: disable=unused-import
 from lattice.run.config_file import load_experiment_module  # pylint: disable=unused-import
-from lattice.run.plots import plot_bars, plot_series  # pylint: disable=unused-import
+from lattice.run.plots import plot_bars, plot_series, plot_training  # pylint: disable=unused-import
 from lattice.run.records import Arm, Result, check  # pylint: disable=unused-import
 from lattice.run.stats import aggregate  # pylint: disable=unused-import
 

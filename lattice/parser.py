@@ -8,6 +8,8 @@ r"""The one parser of the `lattice` command line (and of `python -m lattice.main
   lattice report runs/ [--out runs/REPRODUCTIONS.md]
   lattice bench train_throughput [--json out.json]
   lattice serve --workdir=runs/x [--model=ARM/seed_K] [--slots 8] [--warmup] [--port 8000]
+  lattice sample --workdir=runs/baseline --prompt 'def main(' [--max-tokens 64]
+      [--temperature 0.8] [--top-p 1] [--top-k 0] [--seed 0] [--n 1] [--model=ARM/seed_K]
   lattice convert hf --from HF_DIR --out runs/imported [--max-len 4096]
   lattice convert export --run runs/x --out HF_DIR
   lattice tokenizer train --config=FILE.py:MODE --vocab-size 4096 --out runs/tok/spm.model
@@ -33,6 +35,7 @@ USAGE = __doc__
 # Commands that parse their own flags (serve, convert, ...): passed through untouched.
 PASSTHROUGH = {
     'serve': 'serve a trained run over an OpenAI-compatible API',
+    'sample': 'print text sampled from a trained run (prompt + completion)',
     'convert': 'import a Hugging Face checkpoint as a run, or export one',
     'tokenizer': 'train a subword tokenizer on an experiment\'s training data',
     'plan': 'parameters, tokens, FLOPs, chip-hours and memory of a mode, untrained',

@@ -65,6 +65,23 @@ def diff_ci(arm: Sequence[float], base: Sequence[float], level: float = 0.95
   return {'diff': diff, 'lo': diff - half, 'hi': diff + half, 'df': df}
 
 
+def paired_diff_ci(arm: Sequence[float], base: Sequence[float], level: float = 0.95
+                   ) -> dict[str, float]:
+  """mean(arm - base) over seeds paired by index, and its one-sample t interval on
+  the per-seed differences (NaN bounds with < 2 pairs).
+
+  The interval `factorial_effects` gives a main effect (each seed a replicate), so
+  a one-factor sweep's Δ vs the baseline and its main effect are one number with
+  one CI. Raises ValueError when the lists differ in length.
+  """
+  if len(arm) != len(base):
+    raise ValueError(f'paired_diff_ci: {len(arm)} arm values vs {len(base)} baseline '
+                     'values; pairs need one of each per seed')
+  d = mean_ci([a - b for a, b in zip(arm, base)], level)
+  return {'diff': d['mean'], 'lo': d['lo'], 'hi': d['hi'],
+          'df': float(d['n'] - 1) if d['n'] > 1 else float('nan')}
+
+
 def mean_ci(xs: Sequence[float], level: float = 0.95) -> dict[str, float]:
   """Mean and its one-sample t interval (NaN bounds with < 2 values)."""
   mean, var, n = mean_var(xs)

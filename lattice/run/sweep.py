@@ -85,13 +85,20 @@ def expand(grids: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
 def analyze(arms: list[records.Arm], grids: Sequence[tuple[str, list[Any]]],
             metric: str = 'val_loss', level: float = 0.95) -> dict[str, Any]:
   """Differences vs the baseline (the first arm), equal-FLOPs values and, when
-  every grid has two or more values, factorial effects."""
+  every grid has two or more values, factorial effects.
+
+  An arm trained on the baseline's seeds is compared seed by seed
+  (`stats.paired_diff_ci`, the interval the factorial effects use, so one effect
+  has one CI in every table and in the plot); otherwise by Welch's interval.
+  """
   base = arms[0]
   diffs = {}
   for a in arms:
     if metric in a.metrics and metric in base.metrics:
-      diffs[a.name] = stats.diff_ci(a.metrics[metric]['values'],
-                              base.metrics[metric]['values'], level)
+      va, vb = a.metrics[metric]['values'], base.metrics[metric]['values']
+      paired = list(a.seeds) == list(base.seeds) and len(va) == len(vb) == len(a.seeds)
+      diffs[a.name] = (stats.paired_diff_ci if paired else stats.diff_ci)(va, vb, level)
+      diffs[a.name]['paired'] = paired
   target, at_flops = equal_flops.equal_flops(arms, metric)
   analysis = {'metric': metric, 'baseline': base.name, 'level': level, 'diffs': diffs,
               'equal_flops': {'flops': target, 'values': at_flops}, 'effects': []}
