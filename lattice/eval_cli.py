@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lattice import config as config_lib
+from lattice import storage
 from lattice import sharding
 from lattice.data import batches as batches_lib
 from lattice.data import mixture
@@ -31,7 +32,7 @@ from lattice.train import checkpoint, loop, rundir
 EVAL_FILE = 'eval.json'
 
 
-def evaluate_run(run: str | Path, *, step: int | None = None,
+def evaluate_run(run: str | os.PathLike[str], *, step: int | None = None,
                  eval_batches: int | None = None) -> dict[str, Any]:
   """Evaluates the training run in `run` (a folder with config.json and checkpoints).
 
@@ -47,7 +48,7 @@ def evaluate_run(run: str | Path, *, step: int | None = None,
   Raises:
     ConfigError: `run` holds no config.json, or `eval_batches` is not positive.
   """
-  run = Path(run)
+  run = storage.path(run)
   if not (run / rundir.CONFIG_FILE).is_file():
     raise config_lib.ConfigError(f'--workdir: {run / rundir.CONFIG_FILE} does not exist; '
                                  f'is {run} a lattice training run?')

@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 from typing import Sequence
 
+from etils import epath
+
 from lattice import config as config_lib
+from lattice import storage
 from lattice.data import tokenizer as tokenizer_lib
 
 
-def pick_run(workdir: str | os.PathLike[str], model: str | None) -> Path:
+def pick_run(workdir: str | os.PathLike[str], model: str | None) -> epath.Path:
   """The one run folder `workdir` names: itself, its single `<arm>/seed_<k>`, or
   the run `model`.
 
@@ -38,7 +40,7 @@ def pick_run(workdir: str | os.PathLike[str], model: str | None) -> Path:
   names = ', '.join(runs) or 'none'
   if model is not None:
     if model not in runs:
-      raise config_lib.ConfigError(f'--model: no checkpoint in {Path(workdir) / model}; '
+      raise config_lib.ConfigError(f'--model: no checkpoint in {storage.path(workdir) / model}; '
                                    f'runs found: {names}')
     return runs[model]
   if not runs:
@@ -53,7 +55,7 @@ def pick_run(workdir: str | os.PathLike[str], model: str | None) -> Path:
 def run_tokenizer(run: str | os.PathLike[str]):
   """The tokenizer the run in `run` trained with (`data.tokenizer` of its
   config.json; `byte` when the file names none)."""
-  path = Path(run) / 'config.json'
+  path = storage.path(run) / 'config.json'
   if not path.is_file():
     raise config_lib.ConfigError(f'--workdir: {path} does not exist; is {run} a '
                                  'lattice training run?')

@@ -133,7 +133,7 @@ def training_curves(runs: dict[str, str | os.PathLike[str]], *, x: str = 'tokens
     raise ValueError(f'training_curves: x must be one of {", ".join(_X_LABELS)}, got {x!r}')
   out: Series = {}
   for label, run in runs.items():
-    run = pathlib.Path(run)
+    run = storage.path(run)  # local or gs://
     need = ['metrics.jsonl'] + (['config.json'] if x != 'step' else []) + (
         ['final_metrics.json'] if x == 'flops' else [])
     missing = [n for n in need if not (run / n).is_file()]

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from etils import epath
 import orbax.checkpoint as ocp
 
 from lattice import config as config_lib
@@ -69,18 +70,18 @@ def load_params(run: str | os.PathLike, abstract_params: Any, step: int | None =
   return restored['params']
 
 
-def _has_checkpoint(run: Path) -> bool:
+def _has_checkpoint(run: epath.Path) -> bool:
   ckpt = run / 'checkpoints'
   return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
 
 
-def find_runs(workdir: str | os.PathLike[str]) -> dict[str, Path]:
+def find_runs(workdir: str | os.PathLike[str]) -> dict[str, epath.Path]:
   """Model id -> run folder for every folder under `workdir` holding a checkpoint:
   the workdir itself (id: its name) or `<arm>/seed_<k>` below it (id: the path)."""
-  root = Path(workdir)
+  root = storage.path(workdir)  # local or gs://
   if _has_checkpoint(root):
     return {root.name: root}
-  found: dict[str, Path] = {}
+  found: dict[str, epath.Path] = {}
   frontier = [root] if root.is_dir() else []
   for _ in range(MAX_DEPTH):
     frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()
