@@ -75,7 +75,8 @@ def _with_kind_fields(name: str, base: type, table: dict, doc: str) -> type:
   fields = [(n, t, dataclasses.field(default=d)) for n, (_, t, d) in spec.items()]
   cls = dataclasses.make_dataclass(
       base.__name__.lstrip('_'), fields, bases=(base, _Kinded), frozen=True,
-      namespace={'__doc__': doc, '_TABLE': table})
+      namespace={'__doc__': doc, '_TABLE': table, '_OPTIONS': tuple(dict.fromkeys(
+          c.options for c in table.values() if getattr(c, 'options', None)))})
   cls.__module__ = __name__
   return cls
 

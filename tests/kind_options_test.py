@@ -52,3 +52,12 @@ def test_only_the_selected_kind_is_checked():
                       'mesh': {'expert': 4}})
   with pytest.raises(config_lib.ConfigError, match='^model.linear.nq_bits: must be positive'):
     config_lib.build({'model': {'linear': {'kind': 'nanoquant', 'nq_bits': 0.0}}})
+
+
+def test_lattice_config_documents_the_kinds_fields():
+  # `lattice config` reads the comments of the kinds' option classes too.
+  from lattice.run import config_file
+  notes = config_file.field_notes()
+  assert notes['model.linear.w_bits'] == 'QuEST weight bits, 1..8'
+  assert notes['model.ffn.n_experts'] == 'routed experts per MoE layer'
+  assert notes['model.ffn.d_ff'].startswith('0: the Llama rule')

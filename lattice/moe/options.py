@@ -25,8 +25,8 @@ DROPLESS_IMPLS = ('auto', 'blocks', 'ragged', 'grouped')
 @dataclasses.dataclass(frozen=True)
 class MoEOptions:
   """A mixture-of-experts FFN (DeepSeekMoE / DeepSeek-V3 routing; see lattice/moe)."""
-  n_experts: int = 8
-  top_k: int = 2
+  n_experts: int = 8           # routed experts per MoE layer
+  top_k: int = 2               # routed experts each token goes through
   expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
   n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
   router: str = 'softmax'      # a moe.router.ROUTERS entry: softmax | sigmoid (DeepSeek-V3)

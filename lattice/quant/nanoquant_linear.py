@@ -51,7 +51,7 @@ class NanoQuant:
   budgets apart.
   """
   nq_bits: float = 1.0         # target bits per weight, scales counted
-  nq_rank_multiple: int = 8
+  nq_rank_multiple: int = 8    # the rank is rounded down to a multiple of this
 
   def check(self, cfg) -> None:
     """Raises ConfigError naming `model.linear.<field>` for a non-positive value."""
