@@ -12,7 +12,9 @@ them on its class as `options`, a frozen dataclass with defaults and a
 module adds those fields to `model.linear` / `model.ffn`, so command lines keep
 their flat keys (`--config.model.ffn.n_experts=8`), and `build` runs the selected
 kind's `check` once; the other kinds' fields are ignored. `LinearConfig.options`
-and `FFNConfig.options` give the selected kind's typed block.
+and `FFNConfig.options` give the selected kind's typed block. Output heads and input
+stages (`mtp.HEADS`, `multimodal.FRONTENDS`) import modules that import this one,
+so their names are still listed in `_KINDS` and their fields still written here.
 """
 
 from __future__ import annotations
