@@ -54,7 +54,7 @@ def time_train_step(cfg: config_lib.Config, steps: int, devices) -> dict:
     jax.block_until_ready(m)
     seconds = time.perf_counter() - t0
   params = flops.count_params(state.params)
-  fpt = flops.train_flops_per_token(state.params, setup.cfg.model, L)
+  fpt = flops.train_flops_per_token(state.params, setup.cfg.model, L, setup.param_axes)
   return {'d_model': cfg.model.d_model, 'params': params, 'flops_per_token': fpt,
           'tokens_per_s': steps * B * L / seconds}
 

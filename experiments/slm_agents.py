@@ -94,7 +94,7 @@ def answer(cfg, variables, requests: list[str], constrained: bool, ev) -> list[s
 
 def flops_per_call(out, prompt_len: int, call_bytes: float) -> float:
   return calls.flops_per_call(out.state.params, out.setup.cfg.model, prompt_len,
-                              call_bytes)
+                              call_bytes, out.setup.param_axes)
 
 
 def _train(cfg: config_lib.Config, workdir: Path) -> loop.RunOutput:

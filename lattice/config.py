@@ -5,9 +5,16 @@ mesh, checkpoint) is its own frozen dataclass, so a layer receives only what it
 needs (STYLE rule 4). `build(config_dict)` converts and validates: every error a
 user can cause raises `ConfigError` naming the field, before anything compiles.
 
-A technique adds a kind by one entry in its package's table and its name in
-`_KINDS`; fields it needs go here with defaults that keep the float/dense/none/text
-model unchanged.
+A projection or FFN kind is one file plus one entry in its package's table
+(`quant.linears.LINEARS`, `nn.ffns.FFNS`). A kind with fields of its own declares
+them on its class as `options`, a frozen dataclass with defaults and a
+`check(cfg)` method (e.g. `quant.linear.Quest`, `moe.options.MoEOptions`). This
+module adds those fields to `model.linear` / `model.ffn`, so command lines keep
+their flat keys (`--config.model.ffn.n_experts=8`), and `build` runs the selected
+kind's `check` once; the other kinds' fields are ignored. `LinearConfig.options`
+and `FFNConfig.options` give the selected kind's typed block. Output heads and input
+stages (`mtp.HEADS`, `multimodal.FRONTENDS`) import modules that import this one,
+so their names are still listed in `_KINDS` and their fields still written here.
 """
 
 from __future__ import annotations
@@ -18,36 +25,76 @@ from typing import Any
 
 import ml_collections
 
+from lattice.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from lattice.nn.ffns import FFNS
+from lattice.quant.linears import LINEARS
 
-class ConfigError(ValueError):
-  """A config value a user can fix; the message names the field."""
-
-
-# The kinds of each model concern. Each is an entry of its package's table
-# (quant.LINEARS, nn FFN table, mtp.HEADS, multimodal.FRONTENDS); tests check that
-# these names and the tables agree.
+# The kinds of the model concerns whose tables sit above this module in the import
+# graph (mtp.HEADS, multimodal.FRONTENDS); tests check that names and tables agree.
 _KINDS: dict[str, tuple[str, ...]] = {
-    'linear': ('float', 'bitnet', 'quest', 'bitnet_packed', 'nanoquant'),
-    'ffn': ('dense', 'moe'),
     'mtp': ('none', 'parallel', 'sequential'),
     'frontend': ('text', 'early', 'late'),
 }
+# The concerns whose kinds (and kinds' own fields) come from their tables.
+_TABLES = {'linear': LINEARS, 'ffn': FFNS}
+
+
+class _Kinded:
+  """Mixin of a concern section: `options`, the selected kind's typed field block."""
+  _TABLE: dict = {}
+
+  @property
+  def options(self) -> Any:
+    """The kind's `options` dataclass filled from this section, or None if it has none."""
+    cls = getattr(self._TABLE.get(self.kind), 'options', None)
+    if cls is None:
+      return None
+    return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+
+def _with_kind_fields(name: str, base: type, table: dict, doc: str) -> type:
+  """`base` plus every field the kinds in `table` declare in their `options`.
+
+  A field two kinds both declare must agree on type and default (a TypeError at
+  import otherwise), so one flat key means one thing whatever the kind.
+  """
+  own = {f.name for f in dataclasses.fields(base)}
+  spec: dict[str, tuple[str, Any, Any]] = {}
+  for kind, cls in table.items():
+    opts = getattr(cls, 'options', None)
+    if opts is None:
+      continue
+    hints = typing.get_type_hints(opts)
+    for f in dataclasses.fields(opts):
+      if f.default is dataclasses.MISSING:
+        raise TypeError(f'{opts.__qualname__}.{f.name}: an options field needs a default')
+      if f.name in own:
+        raise TypeError(f'{opts.__qualname__}.{f.name}: shadows model.{name} field')
+      if f.name in spec and spec[f.name][1:] != (hints[f.name], f.default):
+        raise TypeError(f'{opts.__qualname__}.{f.name}: declared differently by kind '
+                        f'{spec[f.name][0]!r}')
+      spec.setdefault(f.name, (kind, hints[f.name], f.default))
+  fields = [(n, t, dataclasses.field(default=d)) for n, (_, t, d) in spec.items()]
+  cls = dataclasses.make_dataclass(
+      base.__name__.lstrip('_'), fields, bases=(base, _Kinded), frozen=True,
+      namespace={'__doc__': doc, '_TABLE': table, '_OPTIONS': tuple(dict.fromkeys(
+          c.options for c in table.values() if getattr(c, 'options', None)))})
+  cls.__module__ = __name__
+  return cls
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearConfig:
-  """How every projection (attention, FFN, experts, heads) is built."""
-  kind: str = 'float'
+class _LinearConfig:
+  kind: str = 'float'          # a quant.linears.LINEARS entry
   use_bias: bool = False
-  # Quantized kinds (lattice/quant). 'quest' reads all four; 'bitnet' is fixed W1.58A8.
-  w_bits: int = 4              # QuEST weight bits, 1..8
-  a_bits: int = 4              # QuEST activation bits, 1..8
-  hadamard: bool = True        # QuEST: rotate the contracted dim before quantizing
-  trust: float = 0.0           # QuEST trust factor; 0: the default alpha/(2^bits - 1)
-  # NanoQuant (post-training, lattice/quant/nanoquant.py): W ~ s_in (sign(U) sign(V)^T) s_out
-  # with rank r = (bits*K*N/(K+N) - 16) rounded down to a multiple of rank_multiple.
-  nq_bits: float = 1.0         # target bits per weight, scales counted
-  nq_rank_multiple: int = 8    # the paper rounds to 32; 8 keeps tiny models' budgets apart
+
+
+LinearConfig = _with_kind_fields(
+    'linear', _LinearConfig, LINEARS,
+    """How every projection (attention, FFN, experts, heads) is built: the common
+    fields plus each kind's own (QuEST's `quant.linear.Quest`: w_bits, a_bits,
+    hadamard, trust; NanoQuant's `quant.nanoquant_linear.NanoQuant`: nq_bits,
+    nq_rank_multiple; 'bitnet' is fixed W1.58A8 and has none).""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,30 +118,16 @@ class AttentionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FFNConfig:
-  kind: str = 'dense'          # dense | moe
+class _FFNConfig:
+  kind: str = 'dense'          # a nn.ffns.FFNS entry: dense | moe
   d_ff: int = 0                # 0: the Llama rule, 8/3 * d_model rounded up to 64.
   activation: str = 'swiglu'   # swiglu | geglu | gelu | relu2 | relu2_glu (gated, BitNet 2B4T)
-  # Mixture of experts (kind='moe'); see lattice/moe.
-  n_experts: int = 8
-  top_k: int = 2
-  expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
-  n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
-  router: str = 'softmax'      # softmax | sigmoid (DeepSeek-V3)
-  norm_topk: bool = True       # renormalize the chosen k gates to sum to 1
-  route_scale: float = 1.0     # DeepSeek-V3 uses 2.5
-  n_groups: int = 1            # group-limited routing: groups of experts ...
-  topk_groups: int = 1         # ... of which this many are kept per token
-  aux_loss: float = 0.0        # Switch/GShard balance loss weight (1e-2 in Switch)
-  seq_aux_loss: float = 0.0    # DeepSeek-V3 sequence-wise balance loss weight (1e-4)
-  z_loss: float = 0.0          # router z-loss weight (ST-MoE: 1e-3)
-  bias_rate: float = 0.0       # loss-free balancing step u (1e-3, arXiv 2408.15664)
-  dispatch: str = 'dropless'   # dropless | capacity
-  capacity_factor: float = 1.25
-  dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot) | grouped
-  # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
-  # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
-  router_bias: bool = False
+
+
+FFNConfig = _with_kind_fields(
+    'ffn', _FFNConfig, FFNS,
+    """The FFN of every block: the common fields plus each kind's own (MoE's
+    `moe.options.MoEOptions`: n_experts, top_k, router, dispatch, ...).""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +315,6 @@ _CHOICES = {
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
-    'model.ffn.router': ('softmax', 'sigmoid'),
-    'model.ffn.dispatch': ('dropless', 'capacity'),
-    'model.ffn.dropless_impl': ('auto', 'blocks', 'ragged', 'grouped'),
     # lattice.data.sources.SOURCES and lattice.data.batches.BATCH_SOURCES (tested).
     'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'parquet', 'tokens',
                     'induction',
@@ -345,33 +375,6 @@ def _positive(path: str, value: int | float, allow_zero: bool = False) -> None:
   if value < 0 or (value == 0 and not allow_zero):
     raise ConfigError(f'{path}: must be {"non-negative" if allow_zero else "positive"}, '
                       f'got {value}')
-
-
-def _validate_moe(f: FFNConfig) -> None:
-  _positive('model.ffn.n_experts', f.n_experts)
-  _positive('model.ffn.top_k', f.top_k)
-  _positive('model.ffn.expert_d_ff', f.expert_d_ff, allow_zero=True)
-  _positive('model.ffn.n_shared', f.n_shared, allow_zero=True)
-  _positive('model.ffn.route_scale', f.route_scale)
-  _positive('model.ffn.capacity_factor', f.capacity_factor)
-  _positive('model.ffn.n_groups', f.n_groups)
-  _positive('model.ffn.topk_groups', f.topk_groups)
-  for name in ('aux_loss', 'seq_aux_loss', 'z_loss', 'bias_rate'):
-    _positive(f'model.ffn.{name}', getattr(f, name), allow_zero=True)
-  if f.kind != 'moe':
-    return
-  if f.top_k > f.n_experts:
-    raise ConfigError(f'model.ffn.top_k: {f.top_k} exceeds model.ffn.n_experts='
-                      f'{f.n_experts}')
-  if f.n_experts % f.n_groups:
-    raise ConfigError(f'model.ffn.n_groups: {f.n_groups} groups do not divide '
-                      f'model.ffn.n_experts={f.n_experts}')
-  if f.topk_groups > f.n_groups:
-    raise ConfigError(f'model.ffn.topk_groups: {f.topk_groups} exceeds '
-                      f'model.ffn.n_groups={f.n_groups}')
-  if f.n_groups > 1 and f.top_k > f.topk_groups * (f.n_experts // f.n_groups):
-    raise ConfigError(f'model.ffn.top_k: {f.top_k} experts cannot be chosen from '
-                      f'{f.topk_groups} kept groups of {f.n_experts // f.n_groups}')
 
 
 def mtp_loss_weights(t: MTPConfig) -> tuple[float, ...]:
@@ -437,6 +440,11 @@ def validate(cfg: Config) -> Config:
       value = getattr(value, part)
     if value not in choices:
       raise ConfigError(f'{path}: {value!r} is not one of {", ".join(choices)}')
+  for concern, table in _TABLES.items():
+    kind = getattr(cfg.model, concern).kind
+    if kind not in table:
+      raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
+                        f'{", ".join(table)}')
   for concern, kinds in _KINDS.items():
     kind = getattr(cfg.model, concern).kind
     if kind not in kinds:
@@ -457,16 +465,10 @@ def validate(cfg: Config) -> Config:
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)
-  for name in ('w_bits', 'a_bits'):
-    if not 1 <= getattr(m.linear, name) <= 8:
-      raise ConfigError(f'model.linear.{name}: QuEST supports 1..8 bits, got '
-                        f'{getattr(m.linear, name)}')
-  _positive('model.linear.nq_bits', m.linear.nq_bits)
-  _positive('model.linear.nq_rank_multiple', m.linear.nq_rank_multiple)
-  _validate_moe(m.ffn)
-  if m.ffn.kind == 'moe' and m.ffn.n_experts % cfg.mesh.expert:
-    raise ConfigError(f'model.ffn.n_experts: {m.ffn.n_experts} experts are not '
-                      f'divisible by mesh.expert={cfg.mesh.expert}')
+  for concern in _TABLES:  # the selected kind's own fields, checked by their owner
+    options = getattr(m, concern).options
+    if options is not None:
+      options.check(cfg)
   _positive('model.vocab_size', m.vocab_size, allow_zero=True)
   if not a.head_dim and m.d_model % a.n_heads:
     raise ConfigError(f'model.attention.n_heads: {a.n_heads} heads do not divide '

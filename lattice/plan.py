@@ -75,8 +75,9 @@ def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: i
   setup = loop.build(cfg, devices=jax.devices()[:1])
   cfg, params = setup.cfg, setup.abstract_state.params
   n = flops.count_params(params)
-  active = flops.active_params(params, cfg.model)
-  per_token = flops.train_flops_per_token(params, cfg.model, cfg.data.seq_len)
+  active = flops.active_params(params, cfg.model, setup.param_axes)
+  per_token = flops.train_flops_per_token(params, cfg.model, cfg.data.seq_len,
+                                          setup.param_axes)
   tokens = cfg.train.steps * cfg.data.batch_size * cfg.data.seq_len
   total = per_token * tokens
   step_s = per_token * cfg.data.batch_size * cfg.data.seq_len / (n_chips * chip.bf16_flops * mfu)

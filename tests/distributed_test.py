@@ -34,9 +34,9 @@ import json, os, sys
 import jax
 jax.config.update('jax_num_cpu_devices', 2)
 from absl import flags
-from lattice import main as main_lib
+from lattice import distributed
 flags.FLAGS(['lattice'])  # no flags: the JAX_* environment variables decide
-main_lib._init_distributed()
+distributed.initialize()
 import numpy as np
 from lattice import sharding
 from lattice.train import checkpoint, loop

@@ -70,8 +70,8 @@ def test_covering_rows_cover_every_pair():
 
 def test_tables_match_the_config_kinds():
   kinds = config_lib._KINDS  # pylint: disable=protected-access
-  assert tuple(linears.LINEARS) == kinds['linear']
-  assert tuple(transformer.FFNS) == kinds['ffn']
+  tables = config_lib._TABLES  # pylint: disable=protected-access
+  assert tables['linear'] is linears.LINEARS and tables['ffn'] is transformer.FFNS
   assert tuple(mtp.HEADS) == kinds['mtp']
   assert tuple(multimodal.FRONTENDS) == kinds['frontend']
 

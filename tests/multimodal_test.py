@@ -120,8 +120,10 @@ def test_late_fusion_flops_count_the_encoder(setups):
   assert encoder > 0
   frac = cfg.model.frontend.max_images * P / cfg.data.seq_len
   enc_attn = 12 * cfg.model.frontend.enc_layers * P * cfg.model.frontend.enc_d_model
-  decoder = nn_flops.train_flops_per_token(state.params['lm'], cfg.model, cfg.data.seq_len)
-  got = model_lib.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len)
+  axes = setup.param_axes
+  decoder = nn_flops.train_flops_per_token(state.params['lm'], cfg.model, cfg.data.seq_len,
+                                           axes['lm'])
+  got = model_lib.train_flops_per_token(state.params, cfg.model, cfg.data.seq_len, axes)
   assert got == pytest.approx(decoder + frac * (6 * encoder + enc_attn))
   assert loop.flops.train_flops_per_token is model_lib.train_flops_per_token
 

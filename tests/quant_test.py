@@ -187,8 +187,9 @@ def test_quest_linear_preserves_product_without_quantization_error_at_8_bits():
   ref = np.einsum('nhd,hdo->no', x, w)
   got = np.einsum('nhd,hdo->no', xq, wq)
   assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.02
-  with pytest.raises(config_lib.ConfigError, match='model.linear.w_bits'):
-    quant.QuestLinear.prepare(config_lib.LinearConfig(kind='quest', w_bits=9), x, w, 2)
+  # Bits are checked once, when the config is built (QuestLinear.options = Quest).
+  with pytest.raises(config_lib.ConfigError, match='^model.linear.w_bits: QuEST supports'):
+    config_lib.build({'model': {'linear': {'kind': 'quest', 'w_bits': 9}}})
 
 
 # --- Packing ------------------------------------------------------------------------

@@ -579,8 +579,8 @@ def test_fuzzed_bad_input_always_ends_in_one_clear_line(tmp_path, monkeypatch):
 
 
 def test_distributed_setup_from_flags_environment_or_cluster():
-  from lattice import main as main_lib
-  args = main_lib.distributed_args
+  from lattice import distributed
+  args = distributed.distributed_args
   assert args(None, None, None, None, environ={}) is None  # one process
   assert args(None, None, None, False, environ={'SLURM_NTASKS': '4'}) is None
   want = {'coordinator_address': '10.0.0.2:1234', 'num_processes': 4, 'process_id': 3}

@@ -163,8 +163,9 @@ def test_accounting_and_decay_mask_are_the_same_with_scanned_layers():
   counts = []
   for scan in (False, True):
     model_cfg = dataclasses.replace(cfg.model, scan_layers=scan)
-    params = nn.unbox(transformer.Transformer(model_cfg).init(jax.random.key(0), tokens))['params']
+    boxed = transformer.Transformer(model_cfg).init(jax.random.key(0), tokens)['params']
+    params = nn.unbox(boxed)
     mask = optim.decay_mask(params)
     decayed = sum(x.size for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
-    counts.append((flops.train_flops_per_token(params, model_cfg, 16), decayed))
+    counts.append((flops.train_flops_per_token(boxed, model_cfg, 16), decayed))
   assert counts[0] == counts[1]

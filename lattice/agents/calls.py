@@ -47,11 +47,13 @@ def answer(cfg, variables: Any, requests: list[str], *, constrained: bool,
   return out
 
 
-def flops_per_call(params: Any, model_cfg, prompt_len: int, call_bytes: float) -> float:
-  """Forward FLOPs of one call: 2N per token (N matmul parameters) plus attention,
-  4 L D T^2 / 2 over the T = prompt + call + EOS tokens (Kaplan et al. 2020,
-  arXiv 2001.08361 table 1, causal half)."""
-  n = flops_lib.matmul_params(params, model_cfg)
+def flops_per_call(params: Any, model_cfg, prompt_len: int, call_bytes: float,
+                   axes: Any = None) -> float:
+  """Forward FLOPs of one call: 2N per token (N active matmul parameters) plus
+  attention, 4 L D T^2 / 2 over the T = prompt + call + EOS tokens (Kaplan et al.
+  2020, arXiv 2001.08361 table 1, causal half). `params` boxed, or unboxed with their
+  logical `axes` (`Setup.param_axes`)."""
+  n = flops_lib.matmul_params(params, model_cfg, axes=axes)
   tokens = prompt_len + call_bytes + 1  # + EOS
   attn = 4 * model_cfg.n_layers * model_cfg.d_model * tokens * tokens / 2
   return 2 * n * tokens + attn

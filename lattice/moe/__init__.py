@@ -3,7 +3,9 @@
 Owns the MoE layer (`layer.MoE`: router, routed and shared experts, aux-loss-free
 balancing), routing functions and balance losses (`router`), token dispatch
 (dropless blocks / ragged, capacity; `dispatch`) and expert parallelism
-(`parallel`). The trunk picks it as `model.ffn.kind='moe'` from its FFN table.
+(`parallel`), and its config block (`options.MoEOptions`: the `model.ffn` fields of
+kind 'moe', checked once when the config is built). The trunk picks it as
+`model.ffn.kind='moe'` from its FFN table (`lattice.nn.ffns.FFNS`).
 """
 
 from lattice.moe.layer import BIAS_COLLECTION

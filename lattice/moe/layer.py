@@ -3,7 +3,7 @@
 Shape legend: B batch, L length, T = B*L tokens, D model width, E experts,
 K experts per token, F expert FFN width, G groups of rows fed to the experts.
 
-`model.ffn.kind='moe'` in the FFN table (`lattice.nn.transformer.FFNS`), so the
+`model.ffn.kind='moe'` in the FFN table (`lattice.nn.ffns.FFNS`), so the
 transformer block builds it like the dense FFN. What it sows (DESIGN.md: statistics leave through `sow`):
 - `intermediates/aux_loss`: the configured balance and z losses (weighted);
 - `intermediates/expert_load`: tokens per expert, summed over an eval set for
@@ -27,16 +27,20 @@ depend on its batch neighbours nor on how many tokens one forward decodes.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from kernels.grouped_matmul import grouped_matmul
-from lattice import config as config_lib
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
+from lattice.moe.options import MoEOptions
 from lattice.quant import linears
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
 
 BIAS_COLLECTION = 'moe_bias'
 
@@ -104,6 +108,8 @@ def expert_parallel_size() -> int:
 
 
 class MoE(nn.Module):
+  """The MoE FFN: router, routed experts (`DISPATCH`) and optional shared experts."""
+  options = MoEOptions  # its fields of model.ffn, checked once when the config is built
   cfg: config_lib.ModelConfig
 
   def _weights(self, E: int, D: int, F: int) -> dict[str, jax.Array]:

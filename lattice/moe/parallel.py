@@ -15,13 +15,16 @@ worst case C = T (no token can be dropped) at the cost of padded expert compute.
 from __future__ import annotations
 
 import math
+import typing
 from typing import Callable
 
 import jax
 from jax.sharding import PartitionSpec as P
 
-from lattice import config as config_lib
 from lattice.moe import dispatch
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
 
 BATCH_AXES = ('data', 'fsdp', 'expert')
 

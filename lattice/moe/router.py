@@ -16,10 +16,14 @@ max over the group when the gate has no bias, the sum of the top two when it has
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
+
 
 
 # model.ffn.router -> affinity function of the router logits [T, E] (float32):

@@ -10,15 +10,18 @@ table `lattice.quant.linears.LINEARS`; no block ever branches on the kind.
 
 from __future__ import annotations
 
+import typing
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
 from lattice.quant import linears
 from lattice.quant.linear import Linear  # noqa: F401  (the float projection; re-exported)
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 

@@ -1,15 +1,19 @@
 """The dense feed-forward block. Shape legend: B batch, L length, D model width, F FFN width.
 
-`model.ffn.kind` picks the block's FFN from `lattice.nn.transformer.FFNS`.
+`model.ffn.kind` picks the block's FFN from `lattice.nn.ffns.FFNS`.
 """
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 
-from lattice import config as config_lib
 from lattice.nn import layers
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
 
 GATED = ('swiglu', 'geglu', 'relu2_glu')
 

@@ -4,7 +4,7 @@ Shape legend: B batch, L length, D model width, V vocabulary.
 
 One `Transformer`, composed from typed sub-configs: the projection kind comes from
 `cfg.linear` (through `layers.dense`), the FFN class from `cfg.ffn.kind` (through
-the table `FFNS`). Layers are optionally scanned (`nn.scan`, params stacked on a
+the table `ffns.FFNS`). Layers are optionally scanned (`nn.scan`, params stacked on a
 'layers' axis) and rematerialised with a named checkpoint policy.
 """
 
@@ -15,17 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from lattice import config as config_lib
-from lattice.moe import layer as moe_layer
-from lattice.nn import attention, layers, mlp
+from lattice.nn import attention, layers
+from lattice.nn.ffns import FFNS  # noqa: F401  (the table; re-exported)
 
 ACT = ('act_batch', 'act_len', 'act_embed')
-
-# model.ffn.kind -> the FFN module class every block builds (called as
-# ffn(x_BxLxD, modality_BxL) when the input stage gives modality ids).
-FFNS = {
-    'dense': mlp.MLP,
-    'moe': moe_layer.MoE,
-}
 
 REMAT_POLICIES = {
     'full': jax.checkpoint_policies.nothing_saveable,

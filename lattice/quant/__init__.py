@@ -1,7 +1,8 @@
 """lattice.quant: quantized training and post-training compression.
 
 Owns the projection kinds (`lattice.quant.linears.LINEARS`: float, BitNet b1.58,
-QuEST, packed ternary inference, NanoQuant), their straight-through and trust
+QuEST, packed ternary inference, NanoQuant) with each kind's own config fields
+(`linear.Quest`, `nanoquant_linear.NanoQuant`), their straight-through and trust
 quantizers, packing formats, the packed-inference export (`quant.inference`) and
 NanoQuant's post-training compression (`quant.nanoquant`). Those two use the model
 and are imported explicitly; importing this package registers nothing.

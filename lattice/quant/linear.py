@@ -11,15 +11,20 @@ happens in the forward pass with straight-through / trust gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.quant import quest, ste
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
+  from lattice import config as config_lib
 
 
 class Linear(nn.Module):
@@ -32,7 +37,7 @@ class Linear(nn.Module):
   features: Sequence[int]
   in_axes: Sequence[str]
   out_axes: Sequence[str]
-  cfg: config_lib.LinearConfig = config_lib.LinearConfig()
+  cfg: config_lib.LinearConfig | None = None  # None: float, no bias (e.g. an output head)
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   kernel_init_scale: float = 1.0
@@ -48,7 +53,7 @@ class Linear(nn.Module):
         (*in_shape, *self.features), self.param_dtype)
 
   def bias(self) -> jax.Array | None:
-    if not self.cfg.use_bias:
+    if self.cfg is None or not self.cfg.use_bias:
       return None
     return self.param('bias', nn.with_logical_partitioning(
         nn.initializers.zeros, tuple(self.out_axes)), tuple(self.features),
@@ -96,26 +101,39 @@ class BitLinear(Linear):
     return ste.int8_activation(x, token_axes), ste.ternary_weight(w)
 
 
-def _check(cfg: config_lib.LinearConfig) -> None:
-  for field in ('w_bits', 'a_bits'):
-    bits = getattr(cfg, field)
-    if bits not in quest.GAUSSIAN_ALPHA:
-      raise config_lib.ConfigError(
-          f'model.linear.{field}: QuEST supports 1..8 bits, got {bits!r}')
-  if cfg.trust < 0:
-    raise config_lib.ConfigError(
-        f'model.linear.trust: must be non-negative (0: default), got {cfg.trust}')
+@dataclasses.dataclass(frozen=True)
+class Quest:
+  """QuEST's own fields of `model.linear` (read only when `model.linear.kind='quest'`).
+
+  Bits are per weight (per output unit) and per activation (per token), 1..8: the
+  range of `quest.GAUSSIAN_ALPHA`, the paper's MSE-optimal Gaussian clipping scales.
+  """
+  w_bits: int = 4              # QuEST weight bits, 1..8
+  a_bits: int = 4              # QuEST activation bits, 1..8
+  hadamard: bool = True        # rotate the contracted dim before quantizing
+  trust: float = 0.0           # trust factor; 0: the default alpha/(2^bits - 1)
+
+  def check(self, cfg: config_lib.Config) -> None:
+    """Raises ConfigError naming `model.linear.<field>` for a value QuEST cannot use."""
+    del cfg
+    for field in ('w_bits', 'a_bits'):
+      bits = getattr(self, field)
+      if bits not in quest.GAUSSIAN_ALPHA:
+        raise ConfigError(f'model.linear.{field}: QuEST supports 1..8 bits, got {bits!r}')
+    if self.trust < 0:
+      raise ConfigError(
+          f'model.linear.trust: must be non-negative (0: default), got {self.trust}')
 
 
 class QuestLinear(Linear):
   """QuEST (arXiv 2502.05003): both operands rotated by the same block Hadamard along
   the contracted dim (so the product is preserved), then trust-quantized per row:
   activations per token at `a_bits`, weights per output unit at `w_bits`."""
+  options = Quest  # its fields of model.linear, checked once when the config is built
 
   @staticmethod
   def prepare(cfg: config_lib.LinearConfig, x: jax.Array, w: jax.Array,
               n_in: int) -> tuple[jax.Array, jax.Array]:
-    _check(cfg)
     n_i = math.prod(w.shape[:n_in])
     x_NxI = x.reshape(*x.shape[:x.ndim - n_in], n_i)
     w_OxI = w.reshape(n_i, -1).T

@@ -8,12 +8,14 @@ W ~ s_in (sign(U) sign(V)^T) s_out (NanoQuant; fitted by lattice.quant.nanoquant
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lattice.errors import ConfigError
 from lattice.quant import linear, ste
 
 KIND = 'nanoquant'
@@ -40,8 +42,29 @@ def binary_weight(u_Kxr, v_Nxr, s_in_K, s_out_N) -> jax.Array:
   return s_in_K[:, None] * (su @ sv.T) * s_out_N[None, :]
 
 
+@dataclasses.dataclass(frozen=True)
+class NanoQuant:
+  """NanoQuant's own fields of `model.linear` (read only when its kind is 'nanoquant').
+
+  The rank is r = (bits*K*N/(K+N) - 16) rounded down to a multiple of
+  `nq_rank_multiple` (`rank_for`): the paper rounds to 32; 8 keeps tiny models'
+  budgets apart.
+  """
+  nq_bits: float = 1.0         # target bits per weight, scales counted
+  nq_rank_multiple: int = 8    # the rank is rounded down to a multiple of this
+
+  def check(self, cfg) -> None:
+    """Raises ConfigError naming `model.linear.<field>` for a non-positive value."""
+    del cfg
+    for field in ('nq_bits', 'nq_rank_multiple'):
+      if getattr(self, field) <= 0:
+        raise ConfigError(f'model.linear.{field}: must be positive, got '
+                          f'{getattr(self, field)}')
+
+
 class NanoQuantLinear(linear.Linear):
   """A projection stored as binary factors and two scale vectors."""
+  options = NanoQuant  # its fields of model.linear, checked once when the config is built
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

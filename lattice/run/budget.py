@@ -16,13 +16,11 @@ from lattice.train import flops, loop
 
 def flops_per_token(cfg: config_lib.Config) -> float:
   """Train FLOPs per token of `cfg`'s model (FLOPs/token), from abstract shapes."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   cfg = loop.resolve(cfg)
   model = model_lib.make_model(cfg.model)
   boxed = jax.eval_shape(model.init, jax.random.key(0), model_lib.init_batch(cfg))
-  params = nn.unbox(boxed)['params']
-  return model_lib.train_flops_per_token(params, cfg.model, cfg.data.seq_len)
+  return model_lib.train_flops_per_token(boxed['params'], cfg.model, cfg.data.seq_len)
 
 
 def scale_steps(cfg: config_lib.Config, steps: int) -> config_lib.Config:

@@ -209,13 +209,17 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = '') -> list[tuple[s
 
 
 def _comments(cls: type) -> dict[str, str]:
-  """`field: type = default  # comment` -> {field: comment} from a class's source."""
-  try:
-    source = inspect.getsource(cls)
-  except (OSError, TypeError):
-    return {}
-  return {m.group(1): m.group(2).strip() for m in re.finditer(
-      r'^\s+(\w+)\s*:[^#\n]*#\s*(.+)$', source, re.M)}
+  """`field: type = default  # comment` -> {field: comment} from a class's source, its
+  bases' and (a section built from a kind table) its kinds' `options` classes'."""
+  out = {}
+  for c in (*cls.__mro__, *getattr(cls, '_OPTIONS', ())):
+    try:
+      source = inspect.getsource(c)
+    except (OSError, TypeError):
+      continue
+    for m in re.finditer(r'^\s+(\w+)\s*:[^#\n]*#\s*(.+)$', source, re.M):
+      out.setdefault(m.group(1), m.group(2).strip())
+  return out
 
 
 def field_notes(obj: Any = None, prefix: str = '') -> dict[str, str]:

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from lattice import chips
 
 from lattice.model.flops import train_flops_per_token  # noqa: F401
-from lattice.nn.flops import VECTOR_PARAMS, active_params, count_params, matmul_params  # noqa: F401
+from lattice.nn.flops import (  # noqa: F401
+    VECTOR_PARAMS, active_params, count_params, logical_axes, matmul_params)
 
 
 @functools.lru_cache(maxsize=None)  # once per process: every run in it shares the peak

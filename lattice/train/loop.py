@@ -70,6 +70,9 @@ class Setup:
   train_step_fn: Callable | None = None
   eval_step_fn: Callable | None = None
   batch_sharding: Any = None
+  # Logical axis names of every parameter (nn.flops.logical_axes): the FLOP and
+  # active-parameter counts find per-expert weights by them.
+  param_axes: Any = None
 
 
 def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
@@ -114,7 +117,8 @@ def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
   return Setup(cfg, model, mesh, tx, schedule, state_sh, abstract,
                jax.jit(init, out_shardings=state_sh), train_step, eval_step,
                init_fn=init, train_step_fn=train_step_fn, eval_step_fn=eval_step_fn,
-               batch_sharding=batch_sh)
+               batch_sharding=batch_sh,
+               param_axes=flops.logical_axes(boxed['params']))
 
 
 def eval_sums(setup: Setup, state, batches: list[dict], eval_step=None
@@ -291,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
             cfg.train.init_from, setup.abstract_state.params))
         print(f'[lattice] started from the params of {cfg.train.init_from}')
   flops_per_token = flops.train_flops_per_token(
-      state.params, cfg.model, cfg.data.seq_len)
+      state.params, cfg.model, cfg.data.seq_len, setup.param_axes)
   recorder = Recorder(
       cfg, [cfg.train.seed], [workdir], flops_per_token=flops_per_token,
       peak=cfg.train.flops_peak or flops.measured_peak(setup.mesh.devices.flat),
@@ -308,5 +312,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
 
   final = evaluate(setup, state, eval_batches) if not preempted else {}
   counts = {'params': flops.count_params(state.params),
-            'active_params': flops.active_params(state.params, cfg.model)}
+            'active_params': flops.active_params(state.params, cfg.model,
+                                                 setup.param_axes)}
   return recorder.finish(final_step, [final], preempted, [counts], [state], setup)[0]

@@ -115,7 +115,7 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
       state = fns['init'](keys)
   params0 = unstack(state.params, 0)
   flops_per_token = flops.train_flops_per_token(
-      params0, cfg.model, cfg.data.seq_len)
+      params0, cfg.model, cfg.data.seq_len, setup.param_axes)
   recorder = Recorder(
       cfg, seeds, seed_dirs, flops_per_token=flops_per_token,
       peak=cfg.train.flops_peak or flops.measured_peak(setup.mesh.devices.flat),
@@ -133,7 +133,8 @@ def train_seeds(cfg: config_lib.Config, seeds: list[int], workdir: str | Path, *
             if not preempted else [{} for _ in seeds])
   n_params = flops.count_params(params0)
   counts = [{'params': n_params,
-             'active_params': flops.active_params(unstack(state.params, i), cfg.model),
+             'active_params': flops.active_params(unstack(state.params, i), cfg.model,
+                                                 setup.param_axes),
              'extra': {'vmapped_seeds': seeds}} for i in range(n)]
   return recorder.finish(final_step, finals, preempted, counts,
                          [unstack(state, i) for i in range(n)], setup)
