@@ -64,7 +64,8 @@ def measure(cfg: config_lib.Config, steps: int, devices) -> dict:
   return {'microbatches': cfg.train.microbatches,
           'temp_bytes': stats.temp_size_in_bytes if stats is not None else None,
           'step_s': step_s, 'tokens_per_s': B * L / step_s,
-          'flops_per_token': flops.train_flops_per_token(state.params, setup.cfg.model, L)}
+          'flops_per_token': flops.train_flops_per_token(state.params, setup.cfg.model, L,
+                                                          setup.param_axes)}
 
 
 def main(argv=None):
