@@ -87,9 +87,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arm_results, _ = experiment.run_arms(config, workdir)
   loss = {a.name: a.metrics['val_loss']['mean'] for a in arm_results}
   results = checks.judge_all(CHECKS, arm_results)
-  reported = [checks.judge(checks.better(a, 'dense'), arm_results)
-              for a in ('moe_coarse', 'moe_fine')]
-  reported.append(checks.judge(checks.better('moe_fine_shared', 'moe_fine'), arm_results))
+  reported = [checks.ci_line(a, b, arm_results) for a, b in (
+      ('moe_coarse', 'dense'), ('moe_fine', 'dense'), ('moe_fine_shared', 'moe_fine'))]
   plots = [experiment.plot_bars(
       f'{workdir}/val_loss.png', loss,
       {a.name: a.metrics['val_loss']['std'] for a in arm_results},
@@ -103,4 +102,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
                         f'{len(config.seeds)} seeds)'},
       plots=plots,
       notes='Reported as measured, not pre-registered (no verdict drawn):\n\n'
-            + '\n'.join(f'- {c.detail}' for c in reported))
+            + '\n'.join(f'- {line}' for line in reported))

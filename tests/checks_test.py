@@ -68,3 +68,10 @@ def test_unpaired_and_bad_inputs_raise():
     checks.not_worse('a', 'b', margin=-0.1)
   with pytest.raises(ValueError, match='kind'):
     checks.Comparison('best_of', 'a', 'b')
+
+
+def test_ci_line_reports_without_verdict():
+  a, b = _arm('a', [3.0, 5.0, 7.0]), _arm('b', [2.0, 3.0, 4.0])
+  line = checks.ci_line('a', 'b', [a, b])
+  assert line.startswith('val_loss a - b: +2, 95% CI [') and 'over 3 seeds' in line
+  assert '+2.00%' not in line and '%' in checks.ci_line('a', 'b', [a, b], relative=True)

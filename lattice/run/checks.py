@@ -198,3 +198,25 @@ def judge_all(comparisons: Sequence[Comparison], arms: Sequence[Any] | Mapping[s
               *, level: float = 0.95, min_seeds: int = 3) -> list[records.Check]:
   """`judge` for each pre-registered comparison, in order."""
   return [judge(c, arms, level=level, min_seeds=min_seeds) for c in comparisons]
+
+
+def ci_line(a: str, b: str, arms: Sequence[Any] | Mapping[str, Any],
+            metric: str = 'val_loss', *, relative: bool = False,
+            level: float = 0.95) -> str:
+  """A paired difference reported as measured, with no verdict (for notes):
+  'metric a - b: +0.012, 95% CI [...] over n seeds'. Raises as `judge` does."""
+  by = arms if isinstance(arms, Mapping) else {x.name: x for x in arms}
+  for name in (a, b):
+    if name not in by:
+      raise ValueError(f'checks: no arm {name!r} (arms: {", ".join(by)})')
+  va, vb = seed_values(by[a], metric), seed_values(by[b], metric)
+  if set(va) != set(vb):
+    raise ValueError(f'checks: {a!r} ran seeds {sorted(va)} but {b!r} ran {sorted(vb)}')
+  seeds = sorted(va)
+  ci = paired_ci([va[s] for s in seeds], [vb[s] for s in seeds], relative=relative,
+                 level=level)
+  what = f'{a} / {b} - 1' if relative else f'{a} - {b}'
+  if math.isnan(ci['lo']):
+    return f'{metric} {what}: {_fmt(ci["diff"], relative)} ({ci["n"]} seed: no CI)'
+  return (f'{metric} {what}: {_fmt(ci["diff"], relative)}, {100 * level:g}% CI '
+          f'[{_fmt(ci["lo"], relative)}, {_fmt(ci["hi"], relative)}] over {ci["n"]} seeds')
