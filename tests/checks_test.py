@@ -75,3 +75,15 @@ def test_ci_line_reports_without_verdict():
   line = checks.ci_line('a', 'b', [a, b])
   assert line.startswith('val_loss a - b: +2, 95% CI [') and 'over 3 seeds' in line
   assert '+2.00%' not in line and '%' in checks.ci_line('a', 'b', [a, b], relative=True)
+
+
+def test_table_md_shows_the_ci_and_margin():
+  from lattice.run import tables  # pylint: disable=g-import-not-at-top
+  a, b = _arm('a', [1.0, 1.1, 1.2]), _arm('b', [1.0, 1.0, 1.0])
+  result = records.Result(
+      experiment='x', paper={'title': 't', 'arxiv': '1'}, claim='c', mode='quick',
+      arms=[a, b], checks=[checks.judge(checks.not_worse('a', 'b', margin=0.35), [a, b])],
+      headline={}, plots=[], notes='', env={})
+  text = tables.result_markdown(result)
+  assert tables.PAIRED_NOTE in text
+  assert '95% CI [-0.1484, +0.3484]' in text and 'margin +0.35' in text and '✓' in text
