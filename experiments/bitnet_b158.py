@@ -29,6 +29,13 @@ effective capacity at 100K-48M params, so ternary at 2x width about matches floa
 The earlier single-seed quick run (+0.5% / -0.3% / -1.2% at 0.13M / 0.48M / 1.4M)
 was within seed noise; the 3-seed numbers: to be measured (the lead runs quick on
 the idle machine). Packed 2-bit projections take 1/8 of bf16, base-3 1/10.
+
+quick: widths 32 / 64 / 128 (2 layers), so Reloaded's rule is checked twice (32 ->
+64, 64 -> 128). Budget (an estimate, not a measurement): 6 arms x 3 seeds x 400
+steps; the idle 2-core seed_vmap benchmark (BENCHMARKS.md, 2 layers, 16 x 128
+tokens: 35 / 61 / 143 ms per seed-step at d 32 / 64 / 128), with BitLinear arms
+assumed 1.3x slower, gives ~670 s of steps plus compile and eval per run (~10 s
+each assumed idle): ~850 s summed arm time.
 """
 
 from __future__ import annotations
@@ -89,8 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(widths=(32, 64), n_layers=1, seq_len=32, batch=8,
                                steps=8, lr=3e-3, seeds=(0,)),
-      'quick': lambda: _config(widths=(64, 128, 192), n_layers=2, seq_len=128,
-                               batch=16, steps=500, lr=3e-3),
+      'quick': lambda: _config(widths=(32, 64, 128), n_layers=2, seq_len=128,
+                               batch=16, steps=400, lr=3e-3),
       'full': lambda: _config(widths=(256, 512, 1024), n_layers=8, seq_len=512,
                               batch=64, steps=20_000, lr=1.5e-3, plain_float=True),
   })

@@ -23,8 +23,14 @@ No best-of-N: each check names its two arms before the run. The coarse-vs-dense 
 fine-vs-dense differences are reported as measured (notes), not checked.
 
 Expected: MoE below dense in validation loss; fine below coarse (the public study:
-8 experts top-1 1.141 -> 64 top-8 1.071 loss). Our numbers: to be measured (quick is
-4 arms x 3 seeds x 600 steps; the lead runs it on the idle machine).
+8 experts top-1 1.141 -> 64 top-8 1.071 loss). Our numbers: to be measured (the
+lead runs quick on the idle machine).
+
+Quick budget (an estimate, not a measurement): 4 arms x 3 seeds x 500 steps of
+16 x 128 tokens. The best tokens/s the earlier single-seed quick result recorded
+(results/deepseek_moe: dense 22K, MoE arms 15-18K tokens/s) gives 47-68 s of steps
+per run, ~700 s for the 12 runs, plus compile and eval (~10 s each assumed idle):
+~820 s summed arm time. Here, under load ~14 on 2 cores, dense took 0.86 s a step.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _config(d_model=32, n_layers=1, width=64, seq_len=32, batch=8,
                                steps=8, lr=3e-3, seeds=(0,)),
       'quick': lambda: _config(d_model=96, n_layers=2, width=256, seq_len=128, batch=16,
-                               steps=600, lr=3e-3),
+                               steps=500, lr=3e-3),
       'full': lambda: _config(d_model=512, n_layers=8, width=1408, seq_len=512,
                               batch=64, steps=20_000, lr=1e-3),
   })

@@ -30,6 +30,12 @@ Expected: validation loss ordered by bits; Hadamard below no-Hadamard at W4A4 (t
 paper's gap is 1%: at our size it may be within noise); QuEST W1A1 converging and
 beating naive W1A1. Our numbers: to be measured (the lead runs quick on the idle
 machine).
+
+Quick budget (an estimate, not a measurement): 8 arms x 3 seeds x 400 steps. The
+idle 2-core seed_vmap benchmark (BENCHMARKS.md: d32, 2 layers, 16 x 128 tokens,
+35 ms per seed-step) gives ~340 s of steps, plus compile and eval per run (25-60 s
+each measured here under load ~14 on 2 cores, where a step took 0.13-0.17 s;
+assumed ~5x less idle): ~500-650 s summed arm time.
 """
 
 from __future__ import annotations
