@@ -52,6 +52,7 @@ cores here the 1500-step teacher took 898 s (0.6 s a step).
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import jax
@@ -163,23 +164,18 @@ def synthesize(out, verifier, v, gen, seed, batch):
            'n_docs': len(kept)})
 
 
-def above_chance(acc: float, n: int, test) -> experiment.records.Check:
-  """Check 1: the Clopper-Pearson 95% lower bound of the teacher's held-out accuracy
-  (acc over n questions) above the share of the most frequent test answer."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  answers = [a for _, a in test]
-  top = max(set(answers), key=answers.count)
-  chance = answers.count(top) / len(answers)
-  low = stats.binomtest(int(round(acc * n)), n).proportion_ci(0.95).low
-  return experiment.check(
-      'teacher above chance on held-out questions', low > chance,
-      f'teacher accuracy {acc:.3f} on {n} held-out questions, Clopper-Pearson 95% '
-      f'lower bound {low:.3f} vs chance {chance:.3f} (most frequent answer {top!r}); '
-      'target band for the design: 0.5-0.7')
+def chance(test) -> tuple[str, float]:
+  """The most frequent test answer and its share (accuracy of always answering it)."""
+  answers = collections.Counter(a for _, a in test)
+  top, count = answers.most_common(1)[0]
+  return top, count / len(test)
 
 
 def _checks(arms, teacher_acc, test, generations) -> list:
-  out = [above_chance(teacher_acc, len(test), test)]
+  top, rate = chance(test)
+  out = [checks.proportion_above(
+      f'teacher above chance on held-out questions (most frequent answer {top!r}; '
+      'design band 0.5-0.7)', round(teacher_acc * len(test)), len(test), rate)]
   out += [checks.judge(checks.better(
       name, 'unfiltered', 'accuracy_gen1', higher_is_better=True,
       label=f'{name}-verifier student better than unfiltered (gen-1 held-out accuracy)'),

@@ -87,3 +87,11 @@ def test_table_md_shows_the_ci_and_margin():
   text = tables.result_markdown(result)
   assert tables.PAIRED_NOTE in text
   assert '95% CI [-0.1484, +0.3484]' in text and 'margin +0.35' in text and '✓' in text
+
+
+def test_proportion_above_chance():
+  assert checks.proportion_above('acc', 30, 100, 0.1).passed  # CI ~[0.21, 0.40]
+  check = checks.proportion_above('acc', 12, 100, 0.1)  # CI ~[0.06, 0.20] spans 0.1
+  assert not check.passed and 'Clopper-Pearson 95% CI [0.06' in check.detail
+  with pytest.raises(ValueError, match='successes'):
+    checks.proportion_above('acc', 5, 4, 0.1)

@@ -142,9 +142,9 @@ def describe(comparison: Comparison, ci: Mapping[str, Any], seeds: Sequence[int]
     rule = (f'non-inferiority margin {_fmt(bound, rel)}: needs the CI '
             f'{"lower" if c.higher_is_better else "upper"} bound {side} {_fmt(bound, rel)}')
   per_seed = ', '.join(f's{s} {_fmt(d, rel)}' for s, d in zip(seeds, ci['per_seed']))
-  short = (f'; only {ci["n"]} paired seeds, {min_seeds} needed'
-           if ci['n'] < min_seeds else '')
-  return (f'{c.metric} {what}: {interval}, paired t over {ci["n"]} seeds '
+  seeds_n = f'{ci["n"]} seed{"" if ci["n"] == 1 else "s"}'
+  short = (f'; only {seeds_n} paired, {min_seeds} needed' if ci['n'] < min_seeds else '')
+  return (f'{c.metric} {what}: {interval}, paired t over {seeds_n} '
           f'({per_seed}); {rule}{short}')
 
 
@@ -220,3 +220,20 @@ def ci_line(a: str, b: str, arms: Sequence[Any] | Mapping[str, Any],
     return f'{metric} {what}: {_fmt(ci["diff"], relative)} ({ci["n"]} seed: no CI)'
   return (f'{metric} {what}: {_fmt(ci["diff"], relative)}, {100 * level:g}% CI '
           f'[{_fmt(ci["lo"], relative)}, {_fmt(ci["hi"], relative)}] over {ci["n"]} seeds')
+
+
+def proportion_above(label: str, successes: int, n: int, chance: float, *,
+                     level: float = 0.95) -> records.Check:
+  """"A rate is above `chance`": passes when the Clopper-Pearson (exact binomial)
+  `level` interval of successes / n lies entirely above `chance` (e.g. accuracy on
+  n held-out questions vs the most frequent answer's share). Raises ValueError for
+  n < 1 or successes outside [0, n]."""
+  if n < 1 or not 0 <= successes <= n:
+    raise ValueError(f'checks: proportion needs 0 <= successes <= n and n >= 1, got '
+                     f'{successes} of {n}')
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  ci = scipy_stats.binomtest(int(successes), int(n)).proportion_ci(level)
+  return records.check(label, ci.low > chance,
+                       f'{successes}/{n} = {successes / n:.3f}, Clopper-Pearson '
+                       f'{100 * level:g}% CI [{ci.low:.3f}, {ci.high:.3f}]; needs the '
+                       f'CI above chance {chance:.3f}')
