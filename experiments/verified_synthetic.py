@@ -39,18 +39,16 @@ Commands:
 Expected: the teacher above chance on held-out questions; exact- and noisy-filtered
 students above the unfiltered one. Measured teacher held-out accuracy (1000 test
 questions, 776 distinct; chance 0.017, the most frequent answer's share; accuracy
-does not depend on load): 0.243 after 1500 steps
-on 16,384 real documents (n_docs=4096), 0.978 after 3000 steps on 32,768
-(n_docs=8192, quick's data). 0.978 leaves almost nothing for a verifier to remove,
-so quick trains the teacher for 2000 steps, between the two; its accuracy there,
-and the student gaps, are to be measured by the lead's quick run (check 1's detail
-prints it; outside 0.5-0.7, move teacher_steps toward the band).
+does not depend on load): 0.243 after 1500 steps on 16,384 real documents
+(n_docs=4096); on quick's 32,768 (n_docs=8192) 0.609 after 2000 steps (quick's
+teacher, inside the 50-70% band) and 0.978 after 3000. The student gaps are to be
+measured by the lead's quick run.
 
 Quick budget (an estimate, not a measurement): a 2000-step teacher and 3 arms x 3
 seeds of 1000-step students (d64, 2 layers, 32 x 64 tokens a step), 11,000 steps at
 the idle seed_vmap benchmark's 61 ms per step for d64 at 2048 tokens (BENCHMARKS.md)
-~670 s, plus compile/eval per run and sampling: ~850 s. Under load ~13-21 on 2
-cores here the 1500- and 3000-step teachers took 898 s and 937 s.
+~670 s, plus compile/eval per run and sampling: ~850 s. Under load 12-21 on 2
+cores here the 1500-, 2000- and 3000-step teachers took 898 s, 295 s and 937 s.
 """
 
 from __future__ import annotations
