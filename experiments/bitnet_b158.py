@@ -2,24 +2,40 @@ r"""BitNet b1.58: ternary weights and 8-bit activations against float, at severa
 
 Paper: Ma et al. 2024, "The Era of 1-bit LLMs: All Large Language Models are in 1.58
 Bits" (arXiv 2402.17764); the 2B4T report (arXiv 2504.12285) for SubLN and the
-gated squared-ReLU FFN.
+gated squared-ReLU FFN; "BitNet b1.58 Reloaded" (Nielsen & Schneider-Kamp, arXiv
+2407.09527) for small sizes.
 
-Arms: at each size, `float` (SwiGLU, cosine LR), `float2b4t` (float with the 2B4T
-recipe: SubLN, gated squared-ReLU FFN, two-stage LR/weight-decay schedule) and `b158`
-(that recipe with BitLinear projections), same data, tokens and peak LR. The gap that
-isolates quantization is b158 vs float2b4t. Embeddings and the output head stay float.
+Arms: at each width d, `float2b4t_d{d}` (float with the 2B4T recipe: SubLN, gated
+squared-ReLU FFN, two-stage LR/weight-decay schedule) and `b158_d{d}` (that recipe
+with BitLinear projections), same data, tokens, peak LR and seeds (paired: the same
+init seed and data order in both arms); `full` adds `float_d{d}` (SwiGLU, cosine LR).
+Embeddings and the output head stay float.
+
+Pre-registered checks (code: `_checks`, fixed by the widths; lattice.run.checks,
+95% paired t interval over the seeds, relative gaps g = b158 / float2b4t - 1):
+  1. at the largest width, b158 not worse than float2b4t by more than GAP_MARGIN (8%);
+  2. the gap shrinks with size: CI of g(largest) - g(smallest) below 0;
+  3. Reloaded's rule on the same runs: b158 at width 2d not worse than float2b4t at
+     width d by more than RELOADED_MARGIN (1%);
+  4. packed projections at most 1/8 (2-bit) and 1/10 (base-3) of bf16 (exact bytes).
 
 Commands:
   python -m lattice.main --config=experiments/bitnet_b158.py:smoke --workdir=runs/bitnet_smoke
   python -m lattice.main --config=experiments/bitnet_b158.py:quick --workdir=runs/bitnet
   python -m lattice.main --config=experiments/bitnet_b158.py:full  --workdir=runs/bitnet_full
 
-Expected: at our sizes (0.1–1.4M parameters, ~1M tokens) a gap of a few percent that
-shrinks with size ("BitNet b1.58 Reloaded", arXiv 2407.09527, finds about half the
-effective capacity at 100K–48M params). Measured (quick): b1.58 vs float with the same
-2B4T recipe +0.5% / -0.3% / -1.2% val loss at 0.13M / 0.48M / 1.4M params (one seed, so
-differences under ~1% are within noise); vs the plain SwiGLU/cosine float -1.3% to -1.8%.
-Packed 2-bit projections take 1/8 of bf16, base-3 (5 weights a byte) 1/10.
+Expected: a gap of a few percent that shrinks with size (Reloaded: about half the
+effective capacity at 100K-48M params, so ternary at 2x width about matches float).
+The earlier single-seed quick run (+0.5% / -0.3% / -1.2% at 0.13M / 0.48M / 1.4M)
+was within seed noise; the 3-seed numbers: to be measured (the lead runs quick on
+the idle machine). Packed 2-bit projections take 1/8 of bf16, base-3 1/10.
+
+quick: widths 32 / 64 / 128 (2 layers), so Reloaded's rule is checked twice (32 ->
+64, 64 -> 128). Budget (an estimate, not a measurement): 6 arms x 3 seeds x 400
+steps; the idle 2-core seed_vmap benchmark (BENCHMARKS.md, 2 layers, 16 x 128
+tokens: 35 / 61 / 143 ms per seed-step at d 32 / 64 / 128), with BitLinear arms
+assumed 1.3x slower, gives ~670 s of steps plus compile and eval per run (~10 s
+each assumed idle): ~850 s summed arm time.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from flax import traverse_util
 
 from lattice import experiment
 from lattice.quant import inference, packing, ste
+from lattice.run import checks
 
 NAME = 'bitnet_b158'
 PAPER = {'title': 'The Era of 1-bit LLMs: All Large Language Models are in 1.58 Bits',
@@ -46,9 +63,13 @@ CLAIM = ('a model whose projections are ternary {-1, 0, 1} (absmean scale per te
 RECIPE_2B4T = {'model.subln': True, 'model.ffn.activation': 'relu2_glu',
                'optimizer.schedule': 'two_stage'}
 B158 = {'model.linear.kind': 'bitnet', **RECIPE_2B4T}
-# Stated tolerance for "ternary within reach of float" at our tiny sizes: the
-# relative validation-loss gap at the largest size.
-GAP_TOLERANCE = 0.08
+# Stated non-inferiority margins (relative validation loss). GAP_MARGIN: "ternary
+# within reach of float" at the largest size; Reloaded (arXiv 2407.09527) reports
+# about half the effective capacity at our sizes, i.e. a gap of several percent.
+# RELOADED_MARGIN: "matches" at 2x width, set at the seed-to-seed noise of one run
+# here (1-1.4%, issue #20).
+GAP_MARGIN = 0.08
+RELOADED_MARGIN = 0.01
 
 
 def _size(d_model: int, n_layers: int) -> dict:
@@ -56,26 +77,29 @@ def _size(d_model: int, n_layers: int) -> dict:
           'model.attention.n_heads': max(d_model // 32, 2)}
 
 
-def _config(sizes, seq_len, batch, steps, lr, same_recipe_float=True):
-  c = experiment.lm_config(sizes[0][0], sizes[0][1], 2, seq_len, batch, steps, lr,
+def _config(widths, n_layers, seq_len, batch, steps, lr, seeds=(0, 1, 2),
+            plain_float=False):
+  c = experiment.lm_config(widths[0], n_layers, 2, seq_len, batch, steps, lr,
                            log_points=40)
   c.arms = []
-  for d, n in sizes:
-    c.arms.append(dict(name=f'float_d{d}', overrides=_size(d, n)))
-    if same_recipe_float:  # isolates quantization from the 2B4T architecture/schedule
-      c.arms.append(dict(name=f'float2b4t_d{d}', overrides={**_size(d, n), **RECIPE_2B4T}))
-    c.arms.append(dict(name=f'b158_d{d}', overrides={**_size(d, n), **B158}))
+  for d in widths:
+    if plain_float:
+      c.arms.append(dict(name=f'float_d{d}', overrides=_size(d, n_layers)))
+    c.arms.append(dict(name=f'float2b4t_d{d}',
+                       overrides={**_size(d, n_layers), **RECIPE_2B4T}))
+    c.arms.append(dict(name=f'b158_d{d}', overrides={**_size(d, n_layers), **B158}))
+  c.seeds = list(seeds)
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(sizes=[(32, 1), (64, 1)], seq_len=32, batch=8, steps=8,
-                               lr=3e-3, same_recipe_float=False),
-      'quick': lambda: _config(sizes=[(64, 2), (128, 2), (192, 3)], seq_len=128,
-                               batch=16, steps=500, lr=3e-3),
-      'full': lambda: _config(sizes=[(256, 4), (512, 8), (768, 12)], seq_len=512,
-                              batch=64, steps=20_000, lr=1.5e-3),
+      'smoke': lambda: _config(widths=(32, 64), n_layers=1, seq_len=32, batch=8,
+                               steps=8, lr=3e-3, seeds=(0,)),
+      'quick': lambda: _config(widths=(32, 64, 128), n_layers=2, seq_len=128,
+                               batch=16, steps=400, lr=3e-3),
+      'full': lambda: _config(widths=(256, 512, 1024), n_layers=8, seq_len=512,
+                              batch=64, steps=20_000, lr=1.5e-3, plain_float=True),
   })
 
 
@@ -102,43 +126,57 @@ def _measure(cfg, out) -> dict[str, float]:
 
 
 
+def _checks(arms, widths: list[int]) -> list:
+  by = {a.name: a for a in arms}
+  small, large = widths[0], widths[-1]
+  out = [checks.judge(checks.not_worse(
+      f'b158_d{large}', f'float2b4t_d{large}', GAP_MARGIN, relative=True,
+      label=f'ternary within {100 * GAP_MARGIN:g}% of same-recipe float at the '
+            f'largest width (d={large})'), by)]
+  gap = {d: {s: checks.seed_values(by[f'b158_d{d}'], 'val_loss')[s] /
+             checks.seed_values(by[f'float2b4t_d{d}'], 'val_loss')[s] - 1
+             for s in by[f'b158_d{d}'].seeds} for d in (small, large)}
+  out.append(checks.judge_values(checks.better(
+      f'gap_d{large}', f'gap_d{small}', 'relative val-loss gap b158/float2b4t - 1',
+      label=f'gap to same-recipe float shrinks from d={small} to d={large}'),
+      gap[large], gap[small]))
+  pairs = [(d, 2 * d) for d in widths if 2 * d in widths]
+  for d, d2 in pairs:
+    out.append(checks.judge(checks.not_worse(
+        f'b158_d{d2}', f'float2b4t_d{d}', RELOADED_MARGIN, relative=True,
+        label=f'Reloaded: ternary at 2x width (d={d2}) matches float at d={d} '
+              f'(margin {100 * RELOADED_MARGIN:g}%)'), by))
+  if not pairs:
+    out.append(experiment.check('Reloaded: ternary at 2x width matches float', False,
+                                f'no width pair (d, 2d) among {widths}'))
+  return out
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir, measure=_measure)
   by = {a.name: a for a in arms}
-  sizes = [a.name.split('_', 1)[1] for a in arms if a.name.startswith('float_')]
+  widths = [int(a.name.split('_d')[1]) for a in arms if a.name.startswith('b158_')]
   loss = {n: by[n].metrics['val_loss']['mean'] for n in by}
-  # The gap that isolates quantization: b1.58 vs float with the same 2B4T recipe
-  # (SubLN, gated squared ReLU, two-stage schedule) when that arm ran; else vs float.
-  ref = 'float2b4t' if f'float2b4t_{sizes[0]}' in loss else 'float'
-  gap = {s: loss[f'b158_{s}'] / loss[f'{ref}_{s}'] - 1 for s in sizes}
-  gap_plain = {s: loss[f'b158_{s}'] / loss[f'float_{s}'] - 1 for s in sizes}
-  params = {s: by[f'float_{s}'].params for s in sizes}
-  gaps_text = ', '.join(f'{s} ({params[s] / 1e6:.2f}M): {100 * gap[s]:+.1f}%' for s in sizes)
-  plain_text = ', '.join(f'{s}: {100 * gap_plain[s]:+.1f}%' for s in sizes)
-  mem = by[f'b158_{sizes[-1]}'].metrics
+  params = {d: by[f'float2b4t_d{d}'].params for d in widths}
+  gaps_text = '; '.join(
+      f'd={d} ({params[d] / 1e6:.2f}M): ' + checks.ci_line(
+          f'b158_d{d}', f'float2b4t_d{d}', by, relative=True) for d in widths)
+  mem = by[f'b158_d{widths[-1]}'].metrics
   bf16 = mem['proj_bytes_bf16']['mean']
   ratio_2bit = bf16 / mem['proj_bytes_2bit']['mean']
   ratio_base3 = bf16 / mem['proj_bytes_base3']['mean']
-  checks = [
-      experiment.check(f'ternary within {100 * GAP_TOLERANCE:.0f}% of float at the largest size',
-                    gap[sizes[-1]] <= GAP_TOLERANCE,
-                    f'relative val-loss gap b1.58 vs {ref} (same recipe): {gaps_text}; '
-                    f'vs the plain float baseline (SwiGLU, cosine): {plain_text}'),
-      experiment.check(f'gap to {ref} shrinks as the model grows',
-                    gap[sizes[-1]] < gap[sizes[0]],
-                    f'gap {100 * gap[sizes[0]]:+.1f}% at {sizes[0]} -> '
-                    f'{100 * gap[sizes[-1]]:+.1f}% at {sizes[-1]}'),
+  results = _checks(arms, widths) + [
       experiment.check('packed projections at most 1/8 (2-bit) and 1/10 (base-3) of bf16',
-                    ratio_2bit >= 7.9 and ratio_base3 >= 9.8,
-                    f'bf16 / packed: 2-bit {ratio_2bit:.2f}x, base-3 {ratio_base3:.2f}x '
-                    f'(scales included) at {sizes[-1]}'),
-  ]
+                       ratio_2bit >= 7.9 and ratio_base3 >= 9.8,
+                       f'bf16 / packed: 2-bit {ratio_2bit:.2f}x, base-3 {ratio_base3:.2f}x '
+                       f'(scales included) at d={widths[-1]}')]
   seed = config.seeds[0]
+  kinds = [k for k in ('float', 'float2b4t', 'b158') if f'{k}_d{widths[0]}' in by]
   plots = [
       experiment.plot_series(
           f'{workdir}/val_loss_vs_params.png',
-          {kind: ([params[s] for s in sizes], [loss[f'{kind}_{s}'] for s in sizes])
-           for kind in dict.fromkeys(('float', ref, 'b158'))},
+          {kind: ([params[d] for d in widths], [loss[f'{kind}_d{d}'] for d in widths])
+           for kind in kinds},
           xlabel='parameters', ylabel='validation loss (nats/token)',
           title='float vs ternary (b1.58) at equal tokens', logx=True),
       experiment.plot_series(
@@ -149,18 +187,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
           title='training loss (b1.58: two-stage schedule, drop at half)'),
   ]
   memory_rows = '\n'.join(
-      f'| {s} | {by[f"b158_{s}"].metrics["proj_bytes_f32"]["mean"]:.0f} | '
-      f'{by[f"b158_{s}"].metrics["proj_bytes_bf16"]["mean"]:.0f} | '
-      f'{by[f"b158_{s}"].metrics["proj_bytes_2bit"]["mean"]:.0f} | '
-      f'{by[f"b158_{s}"].metrics["proj_bytes_base3"]["mean"]:.0f} |' for s in sizes)
+      f'| d={d} | {by[f"b158_d{d}"].metrics["proj_bytes_f32"]["mean"]:.0f} | '
+      f'{by[f"b158_d{d}"].metrics["proj_bytes_bf16"]["mean"]:.0f} | '
+      f'{by[f"b158_d{d}"].metrics["proj_bytes_2bit"]["mean"]:.0f} | '
+      f'{by[f"b158_d{d}"].metrics["proj_bytes_base3"]["mean"]:.0f} |' for d in widths)
   return experiment.finish(
       __name__, config, workdir, arms=arms,
-      checks=checks,
+      checks=results,
       headline={'paper': 'PPL b1.58 vs FP16: +4.4% at 700M, +0.4% at 1.3B, -1.3% at 3B; '
                          '2-bit packing 8x below bf16',
-                'ours': f'val-loss gap vs {ref}: {gaps_text}; packed {ratio_2bit:.1f}x (2-bit), '
-                        f'{ratio_base3:.1f}x (base-3) below bf16'},
+                'ours': f'val-loss gap vs same-recipe float: {gaps_text}; packed '
+                        f'{ratio_2bit:.1f}x (2-bit), {ratio_base3:.1f}x (base-3) below bf16'},
       plots=plots,
       notes='Projection weight memory (bytes; packed formats include one float32 scale '
-            'per tensor):\n\n| size | float32 | bf16 | 2-bit packed | base-3 packed |\n'
+            'per tensor):\n\n| width | float32 | bf16 | 2-bit packed | base-3 packed |\n'
             '|---|---|---|---|---|\n' + memory_rows)

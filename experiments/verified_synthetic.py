@@ -4,29 +4,56 @@ Papers: Abdin et al. 2024, "Phi-4 Technical Report" (arXiv 2412.08905), and Feng
 al. 2024, "Beyond Model Collapse: Scaling Up with Synthesized Data Requires
 Verification" (arXiv 2406.07515).
 
-Setup: a teacher LM on the checkable modular-arithmetic task (lattice.data.tasks,
-e.g. '3+5*2-4 mod 7 = 2'; quick uses one operation, '3*5 mod 7 = 1': with up to
-four, a 400-step 64-wide teacher stayed at chance, 14-18% accuracy). Questions are seeds from the task's train split plus
-Phi-4-style templated rewrites of them (a number replaced, an identity '+0'/'*1'
-appended). The teacher answers by sampling (temperature 1). Each arm keeps N
-(question, answer) documents of equal count: all samples ('unfiltered'), those an
-exact checker accepts (rejection sampling with self-revision: failed questions are
-re-asked), or those a noisy verifier accepts (false reject 20%, false accept 30%).
-Students of the teacher's size train on each set from scratch through the shared
-train loop; each student is then the teacher of its arm's next generation.
-Accuracy is exact-match of greedy answers on held-out test questions.
+Setup: a teacher LM on a checkable task with a held-out operand split: 2-digit
+addition 'a+b=' (lattice.synth.tasks.held_out_generate), where a test question's
+operand pair never occurs in training (a hash of the question picks 20% of all
+10,000 pairs for test). The earlier design used 'a*b mod 7', whose 147 questions
+all sat inside the teacher's training set, and a 400-step teacher that answered
+'0' to everything (issue #20). The teacher trains on real train-split documents
+until it is clearly above chance but imperfect on held-out questions (target
+~50-70%). Questions for synthesis are train-split seeds plus Phi-4-style rewrites
+(a number replaced; rewrites that land in the test split are dropped). The teacher
+answers by sampling (temperature 1). Each arm keeps N (question, answer) documents:
+all samples ('unfiltered'), those an exact checker accepts (rejection sampling with
+self-revision), or those a noisy verifier accepts (false reject 20%, false accept
+30%). Students of the teacher's size train on each set from scratch, for
+`student_steps`; with generations > 1 each student teaches the next generation.
+Accuracy is exact match of greedy answers on the held-out test questions. Seeds:
+each seed s gives every arm the same questions, sampling keys and student init
+(paired by seed); the teacher is one run.
+
+Pre-registered checks (code: `_checks`; lattice.run.checks, 95% paired t interval
+over the seeds):
+  1. the teacher above chance on held-out questions: the Clopper-Pearson 95% lower
+     bound of its accuracy above the most frequent test answer's share;
+  2. exact-verifier student better than unfiltered (gen-1 accuracy, CI above 0);
+  3. noisy-verifier student better than unfiltered (gen-1 accuracy, CI above 0);
+  4. (only with generations > 1) no collapse with the exact verifier: last-generation
+     accuracy not worse than generation 1 by more than COLLAPSE_MARGIN (0.05).
 
 Commands:
   python -m lattice.main --config=experiments/verified_synthetic.py:smoke --workdir=runs/verified_smoke
   python -m lattice.main --config=experiments/verified_synthetic.py:quick --workdir=runs/verified
   python -m lattice.main --config=experiments/verified_synthetic.py:full  --workdir=runs/verified_full
 
-Expected: exact- and noisy-filtered students above the unfiltered one; filtered
-arms hold their accuracy over generations while unfiltered drifts down.
+Expected: the teacher above chance on held-out questions; exact- and noisy-filtered
+students above the unfiltered one. Measured teacher held-out accuracy (1000 test
+questions, 776 distinct; chance 0.017, the most frequent answer's share; accuracy
+does not depend on load): 0.243 after 1500 steps on 16,384 real documents
+(n_docs=4096); on quick's 32,768 (n_docs=8192) 0.609 after 2000 steps (quick's
+teacher, inside the 50-70% band) and 0.978 after 3000. The student gaps are to be
+measured by the lead's quick run.
+
+Quick budget (an estimate, not a measurement): a 2000-step teacher and 3 arms x 3
+seeds of 1000-step students (d64, 2 layers, 32 x 64 tokens a step), 11,000 steps at
+the idle seed_vmap benchmark's 61 ms per step for d64 at 2048 tokens (BENCHMARKS.md)
+~670 s, plus compile/eval per run and sampling: ~850 s. Under load 12-21 on 2
+cores here the 1500-, 2000- and 3000-step teachers took 898 s, 295 s and 937 s.
 """
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import jax
@@ -37,6 +64,7 @@ from lattice import config as config_lib
 from lattice import experiment
 from lattice.decode import sampling
 from lattice.synth import generate, lm, quality, recursive, tasks, transforms
+from lattice.run import checks
 from lattice.train import flops
 
 NAME = 'verified_synthetic'
@@ -47,23 +75,27 @@ CLAIM = ('a student trained on verifier-selected synthetic data beats one traine
          'the same amount of unselected data, and selection, even with a noisy '
          "verifier, prevents collapse when students become the next generation's "
          'teachers.')
-EXACT = quality.exact(tasks.check)
-# Prompts are right-aligned in a fixed width (the longest question, 4 operations
-# plus an appended identity, is 20 bytes): sampling.generate takes equal-length
-# prompts, so one width means one compilation per sampling setting.
-WIDTH = 24
+CHECK = tasks.held_out_check
+EXACT = quality.exact(CHECK)
+# Prompts are right-aligned in a fixed width (the longest prompt, '99+99= ', is 7
+# bytes): sampling.generate takes equal-length prompts, so one width means one
+# compilation per sampling setting.
+WIDTH = 8
 VERIFIERS = {'unfiltered': None, 'noisy': quality.NoisyVerifier(EXACT, 0.2, 0.3, seed=0),
              'exact': EXACT}
+# "No collapse" tolerates this much accuracy loss from generation 1 to the last.
+COLLAPSE_MARGIN = 0.05
 
 
-def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=64,
-            max_ops=1):
+def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=32, seq=64,
+            seeds=(0, 1, 2)):
   c = experiment.lm_config(d_model, 2 if d_model > 32 else 1, max(d_model // 32, 1), seq,
                            batch, steps, 3e-3)
   c.data.eval_batches = 4
   c.train.progress, c.checkpoint.enabled = False, False
+  c.seeds = list(seeds)
   c.verified = dict(teacher_steps=teacher_steps, n_docs=n_docs, generations=gens,
-                    n_test=n_test, augment_fraction=0.5, temperature=1.0, max_ops=max_ops,
+                    n_test=n_test, augment_fraction=0.5, temperature=1.0, digits=2,
                     revise_rounds=1 if gens == 1 else 2, max_rounds=2 if gens == 1 else 6)
   return c
 
@@ -71,12 +103,11 @@ def _config(d_model, teacher_steps, steps, n_docs, gens, n_test, batch=16, seq=6
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(d_model=32, teacher_steps=8, steps=6, n_docs=64, gens=1,
-                               n_test=32, batch=8, seq=32),
-      'quick': lambda: _config(d_model=64, teacher_steps=400, steps=300, n_docs=3072,
-                               gens=2, n_test=512),
+                               n_test=32, batch=8, seq=32, seeds=(0,)),
+      'quick': lambda: _config(d_model=64, teacher_steps=2000, steps=1000, n_docs=8192,
+                               gens=1, n_test=1000),
       'full': lambda: _config(d_model=256, teacher_steps=5000, steps=3000,
-                              n_docs=100_000, gens=5, n_test=4096, batch=64, seq=128,
-                              max_ops=4),
+                              n_docs=100_000, gens=5, n_test=2000, batch=64, seq=128),
   })
 
 
@@ -97,25 +128,27 @@ def _answers(out, questions, key, temperature, batch):
 
 def accuracy(out, questions, batch) -> float:
   answers = _answers(out, questions, jax.random.key(0), 0.0, batch)
-  return float(np.mean([tasks.check(q, a) for q, a in zip(questions, answers)]))
+  return float(np.mean([CHECK(q, a) for q, a in zip(questions, answers)]))
 
 
-def _questions(v, rnd, seed):
-  """Seeds from the task's train split plus templated rewrites of them."""
-  n = v.n_docs
-  seeds = [q for q, _ in tasks.generate(n, seed * 1000 + rnd, 'train', max_ops=v.max_ops)]
+def _questions(v, rnd, gen, seed):
+  """Train-split seeds plus templated rewrites of them (none in the test split)."""
+  n, rs = v.n_docs, seed * 1_000_000 + gen * 1000 + rnd
+  seeds = [q for q, _ in tasks.held_out_generate(n, rs, 'train', digits=v.digits)]
   n_aug = int(v.augment_fraction * n)
-  augmented = transforms.augment_arithmetic(seeds, n_aug, seed * 1000 + rnd)
-  return seeds[:n - n_aug] + [q for q in augmented if len(_prompt(q)) == WIDTH]
+  augmented = transforms.augment_arithmetic(seeds, n_aug, rs,
+                                            templates=('perturb_number',))
+  return seeds[:n - n_aug] + [q for q in augmented if not tasks.is_test(q)
+                              and len(_prompt(q)) == WIDTH]
 
 
-def synthesize(out, verifier, v, gen, batch):
+def synthesize(out, verifier, v, gen, seed, batch):
   """N documents from `out`'s samples kept by `verifier` (None: all kept)."""
   stats = {}
 
   def propose(rnd):
-    qs = _questions(v, rnd, gen)
-    key = jax.random.fold_in(jax.random.key(gen), rnd)
+    qs = _questions(v, rnd, gen, seed)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), gen), rnd)
     if verifier is EXACT:  # self-revision: failed questions are asked again
       ans, rates = transforms.self_revise(
           qs, lambda q, r: _answers(out, q, jax.random.fold_in(key, r), v.temperature,
@@ -126,23 +159,50 @@ def synthesize(out, verifier, v, gen, batch):
     return list(zip(qs, ans))
 
   kept, rs = quality.rejection_sample(propose, verifier, v.n_docs, v.max_rounds)
-  correct = float(np.mean([tasks.check(q, a) for q, a in kept])) if kept else 0.0
+  correct = float(np.mean([CHECK(q, a) for q, a in kept])) if kept else 0.0
   return ([_doc(q, a) for q, a in kept],
           {**stats, 'accept_rate': rs.accept_rate, 'data_correct': correct,
            'n_docs': len(kept)})
 
 
+def chance(test) -> tuple[str, float]:
+  """The most frequent test answer and its share (accuracy of always answering it)."""
+  answers = collections.Counter(a for _, a in test)
+  top, count = answers.most_common(1)[0]
+  return top, count / len(test)
+
+
+def _checks(arms, teacher_acc, test, generations) -> list:
+  top, rate = chance(test)
+  out = [checks.proportion_above(
+      f'teacher above chance on held-out questions (most frequent answer {top!r}; '
+      'design band 0.5-0.7)', round(teacher_acc * len(test)), len(test), rate)]
+  out += [checks.judge(checks.better(
+      name, 'unfiltered', 'accuracy_gen1', higher_is_better=True,
+      label=f'{name}-verifier student better than unfiltered (gen-1 held-out accuracy)'),
+      arms) for name in ('exact', 'noisy')]
+  if generations > 1:
+    by = {a.name: a for a in arms}
+    out.append(checks.judge_values(checks.not_worse(
+        'exact last gen', 'exact gen 1', COLLAPSE_MARGIN, 'accuracy',
+        higher_is_better=True, label='no collapse with the exact verifier'),
+        checks.seed_values(by['exact'], 'accuracy_last'),
+        checks.seed_values(by['exact'], 'accuracy_gen1')))
+  return out
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   v, wd = config.verified, Path(workdir)
+  seeds = list(config.seeds)
   peak = flops.measure_matmul_peak(n=512 if config.mode == 'smoke' else 0)
   base = config_lib.replace(config_lib.build(config), **{'train.flops_peak': peak})
   batch = min(256, v.n_docs)
   # Real data, written through the data layer: task train docs for the teacher,
   # held-out test docs for every model's real-data loss.
   real = generate.write_jsonl(wd / 'real' / 'train.jsonl', recursive.tag(
-      [_doc(q, a) for q, a in tasks.generate(4 * v.n_docs, 0, 'train', max_ops=v.max_ops)],
-      'real'))
-  test = tasks.generate(v.n_test, 0, 'test', max_ops=v.max_ops)
+      [_doc(q, a) for q, a in tasks.held_out_generate(4 * v.n_docs, 0, 'train',
+                                                      digits=v.digits)], 'real'))
+  test = tasks.held_out_generate(v.n_test, 0, 'test', digits=v.digits)
   test_qs = [q for q, _ in test]
   held_out = generate.write_jsonl(wd / 'real' / 'test.jsonl', [_doc(q, a) for q, a in test])
   real_batches = lm.eval_batches(config_lib.replace(base, **generate.data_overrides(
@@ -150,72 +210,67 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   teacher = lm.train_on(config_lib.replace(base, **{'train.steps': v.teacher_steps}),
                         [real], wd / 'teacher')
   teacher_acc = accuracy(teacher, test_qs, batch)
-  rows, outs = {}, {}
-  for name, verifier in VERIFIERS.items():
-    current, rows[name], outs[name] = teacher, [], []
-    for g in range(1, v.generations + 1):
-      docs, stats = synthesize(current, verifier, v, g, batch)
-      if docs:
-        path = generate.write_jsonl(wd / name / f'gen{g}' / 'train.jsonl',
-                                    recursive.tag(docs, f'{name}_gen{g - 1}'))
-        current = lm.train_on(base, [path], wd / name / f'gen{g}')
-      else:  # nothing passed the verifier: no data, so no update (smoke's untrained teacher)
-        stats['skipped'] = True
-      outs[name].append(current)
-      rows[name].append({'generation': g, 'accuracy': accuracy(current, test_qs, batch),
-                         **lm.evaluate_on(current, real_batches), **stats})
-      print(f'[verified] {name} gen {g}: {rows[name][-1]}')
-  acc = {n: [r['accuracy'] for r in rows[n]] for n in rows}
+  print(f'[verified] teacher held-out accuracy {teacher_acc:.3f}')
+  rows: dict[str, dict[int, list]] = {n: {} for n in VERIFIERS}
+  outs: dict[str, list] = {n: [] for n in VERIFIERS}
+  for seed in seeds:
+    student = config_lib.replace(base, **{'train.seed': seed})
+    for name, verifier in VERIFIERS.items():
+      current, rows[name][seed] = teacher, []
+      for g in range(1, v.generations + 1):
+        docs, stats = synthesize(current, verifier, v, g, seed, batch)
+        if docs:
+          path = generate.write_jsonl(wd / name / f'seed_{seed}' / f'gen{g}' / 'train.jsonl',
+                                      recursive.tag(docs, f'{name}_gen{g - 1}'))
+          current = lm.train_on(student, [path], wd / name / f'seed_{seed}' / f'gen{g}')
+        else:  # nothing passed the verifier: no data, no update (smoke's untrained
+          stats['skipped'] = True  # teacher); the generation keeps, and counts, `current`
+        outs[name].append(current)
+        rows[name][seed].append({'generation': g,
+                                 'accuracy': accuracy(current, test_qs, batch),
+                                 **lm.evaluate_on(current, real_batches), **stats})
+        print(f'[verified] seed {seed} {name} gen {g}: {rows[name][seed][-1]}')
   arms = [experiment.Arm(
       name='teacher', overrides={'train.steps': v.teacher_steps},
       metrics=experiment.aggregate([{'accuracy': teacher_acc, 'val_loss': teacher['val_loss']}]),
       params=int(teacher['params']), active_params=int(teacher['active_params']),
       train_flops=teacher['train_flops'], tokens=teacher['tokens'],
       wall_s=teacher['wall_s'], seeds=[0])]
-  for n in rows:
-    last = rows[n][-1]
+  for n in VERIFIERS:
+    trained = outs[n]
     arms.append(experiment.Arm(
         name=n, overrides={'verifier': n}, metrics=experiment.aggregate([{
-            'accuracy_gen1': acc[n][0], 'accuracy_last': acc[n][-1],
-            'val_loss_real_last': last['val_loss_real'],
-            'data_correct_gen1': rows[n][0]['data_correct'],
-            'accept_rate_gen1': rows[n][0]['accept_rate']}]),
-        params=int(outs[n][0]['params']), active_params=int(outs[n][0]['active_params']),
+            'accuracy_gen1': rows[n][s][0]['accuracy'],
+            'accuracy_last': rows[n][s][-1]['accuracy'],
+            'val_loss_real_last': rows[n][s][-1]['val_loss_real'],
+            'data_correct_gen1': rows[n][s][0]['data_correct'],
+            'accept_rate_gen1': rows[n][s][0]['accept_rate']} for s in seeds]),
+        params=int(trained[0]['params']), active_params=int(trained[0]['active_params']),
         train_flops=sum(o['train_flops'] for o in outs[n]),
         tokens=sum(o['tokens'] for o in outs[n]), wall_s=sum(o['wall_s'] for o in outs[n]),
-        seeds=[0], extra={'per_generation': rows[n]}))
-  fmt = lambda xs: np.round(xs, 3).tolist()
-  checks = [
-      experiment.check('exact-filtered student beats unfiltered', acc['exact'][0] > acc['unfiltered'][0],
-                    f'gen-1 accuracy exact {acc["exact"][0]:.3f} vs unfiltered '
-                    f'{acc["unfiltered"][0]:.3f} (teacher {teacher_acc:.3f})'),
-      experiment.check('noisy-filtered student beats unfiltered', acc['noisy'][0] > acc['unfiltered'][0],
-                    f'gen-1 accuracy noisy {acc["noisy"][0]:.3f} vs unfiltered '
-                    f'{acc["unfiltered"][0]:.3f}'),
-      experiment.check('filtering prevents collapse across generations',
-                    min(acc['exact'][-1], acc['noisy'][-1]) > acc['unfiltered'][-1]
-                    and acc['exact'][-1] >= acc['exact'][0] - 0.05,
-                    f'accuracy by generation: exact {fmt(acc["exact"])}, noisy '
-                    f'{fmt(acc["noisy"])}, unfiltered {fmt(acc["unfiltered"])}'),
-  ]
+        seeds=seeds, extra={'per_generation': {str(s): rows[n][s] for s in seeds}}))
+  acc = {n: [float(np.mean([rows[n][s][g]['accuracy'] for s in seeds]))
+             for g in range(v.generations)] for n in VERIFIERS}
   gens = list(range(0, v.generations + 1))
   plots = [experiment.plot_series(wd / 'accuracy.png',
                                {n: (gens, [teacher_acc] + acc[n]) for n in acc},
-                               xlabel='generation (0: teacher)', ylabel='test accuracy',
+                               xlabel='generation (0: teacher)',
+                               ylabel='held-out accuracy (mean over seeds)',
                                title='students on verified vs unverified samples'),
            experiment.plot_series(wd / 'data_correct.png',
-                               {n: (gens[1:], [r['data_correct'] for r in rows[n]])
-                                for n in rows},
+                               {n: (gens[1:], [float(np.mean(
+                                   [rows[n][s][g]['data_correct'] for s in seeds]))
+                                   for g in range(v.generations)]) for n in rows},
                                xlabel='generation', ylabel='fraction of training docs correct',
                                title='purity of each generation\'s synthetic data')]
   return experiment.finish(
       __name__, config, wd, arms=arms,
-      checks=checks,
+      checks=_checks(arms, teacher_acc, test, v.generations),
       headline={'paper': 'verified selection prevents collapse (Feng et al.); Phi-4 '
                          'filters all synthetic data by execution/verification',
-                'ours': f'gen-1 accuracy exact {acc["exact"][0]:.3f}, noisy '
-                        f'{acc["noisy"][0]:.3f}, unfiltered {acc["unfiltered"][0]:.3f}; '
-                        f'last gen {acc["exact"][-1]:.3f} / {acc["noisy"][-1]:.3f} / '
-                        f'{acc["unfiltered"][-1]:.3f} (teacher {teacher_acc:.3f})'},
+                'ours': f'gen-1 held-out accuracy exact {acc["exact"][0]:.3f}, noisy '
+                        f'{acc["noisy"][0]:.3f}, unfiltered {acc["unfiltered"][0]:.3f} '
+                        f'(mean over {len(seeds)} seeds; teacher {teacher_acc:.3f})'},
       plots=plots,
-      notes=f'task: {tasks.source_name()}')
+      notes=f'task: 2-digit addition with held-out operand pairs '
+            f'(lattice.synth.tasks.held_out_generate); {len(test)} test questions.')

@@ -86,3 +86,15 @@ def test_fwht_is_n_log_n_butterflies_not_a_dense_matmul():
     assert 'dot_general' not in prims
     # log2(n) add/sub stages: the op count grows with log n, not with n.
     assert prims.count('add') + prims.count('sub') <= 2 * int(np.log2(n)) + 2
+
+
+def test_init_keeps_admm_scales_and_refits_monotonically():
+  rng = np.random.default_rng(2)
+  w = rng.normal(size=(32, 48))
+  d = np.exp(rng.normal(size=32))
+  u, v, a, b_out = nq.admm_init(d[:, None] * w, 8)
+  b = np.where(u >= 0, 1.0, -1.0) @ np.where(v >= 0, 1.0, -1.0).T
+  admm_err = nq.weighted_error(w, d, b, a / d, b_out)  # ADMM's own scales, in W units
+  _, _, s_in, s_out = nq.init_factors(w, d, 8, 'admm')
+  refined = nq.weighted_error(w, d, b, s_in, s_out)
+  assert refined <= admm_err + 1e-12 and refined < 1.0

@@ -166,3 +166,12 @@ def test_gaussian_refit_variance_shrinks_in_expectation():
   exp = toy.linreg_expected(5, 20, 1.0, 6)
   np.testing.assert_allclose(lin['replace'], exp['replace'], rtol=0.2)
   assert np.all(lin['accumulate'] <= 1.1 * exp['accumulate_bound'])
+
+
+def test_held_out_split_never_shares_a_question_with_train():
+  train = {q for q, _ in tasks.held_out_generate(3000, 0, 'train')}
+  test = [(q, a) for q, a in tasks.held_out_generate(300, 0, 'test')]
+  assert train and test and not train & {q for q, _ in test}
+  assert all(tasks.is_test(q) for q, _ in test) and not any(map(tasks.is_test, train))
+  assert all(tasks.held_out_check(q, a) for q, a in test)
+  assert not tasks.held_out_check(test[0][0], str(int(test[0][1]) + 1))

@@ -102,6 +102,14 @@ def equal_flops_line(arms: list, key: str = 'val_loss') -> str:
   return '\n\n'.join(lines)
 
 
+# Above the checks when any was judged by lattice.run.checks (pre-registered, paired).
+PAIRED_NOTE = ('Pre-registered paired checks (lattice.run.checks): per seed, the '
+               'difference of the two arms (same init seed and data order); the '
+               'interval is the Student t 95% CI of its mean over seeds. "Better" '
+               'needs the whole CI on the good side of 0; "not worse" needs it within '
+               'the stated margin; fewer than 3 seeds fail.')
+
+
 def verdict(result) -> str:
   if result.reproduced:
     return 'reproduced'
@@ -161,6 +169,8 @@ def result_markdown(result, *, level: int = 1, plot_prefix: str = '') -> str:
       lines.append(f'- **{cell(arm.name)}**: {kv}')
     lines.append('')
   lines += [f'{h}# Checks', '']
+  if any('paired t over' in c.detail for c in result.checks):
+    lines += [PAIRED_NOTE, '']
   lines += [f'- {"✓" if c.passed else "✗"} **{cell(c.name)}**: {cell(c.detail)}'
             for c in result.checks] or ['- (no checks: the claim was not tested)']
   if result.plots:
