@@ -23,7 +23,7 @@ from etils import epath  # pylint: disable=g-import-not-at-top
 
 from lattice import storage  # pylint: disable=g-import-not-at-top
 from lattice.train import checkpoint  # pylint: disable=g-import-not-at-top
-from tests import gcs_emulator  # pylint: disable=g-import-not-at-top
+import gcs_emulator  # pylint: disable=g-import-not-at-top  # tests/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +91,7 @@ def test_smoke_run_trains_and_resumes_in_a_gcs_bucket():
 
 def test_report_of_a_bucket(tmp_path):
   from lattice import report  # pylint: disable=g-import-not-at-top
-  from tests.report_test import write_result  # pylint: disable=g-import-not-at-top
+  from report_test import write_result  # pylint: disable=g-import-not-at-top
   with gcs_emulator.running():
     runs = epath.Path('gs://lattice-test/runs')
     write_result(runs / 'moe', 'moe_lossfree', passed=False, mode='smoke')
