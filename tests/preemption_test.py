@@ -28,8 +28,10 @@ _SCRIPT = '''
 import json, os, signal, sys
 import jax
 jax.config.update('jax_num_cpu_devices', 1)
-from lattice import main as main_lib
-main_lib._init_distributed()
+from absl import flags
+from lattice import distributed
+flags.FLAGS(['lattice'])  # no flags: the JAX_* environment variables decide
+distributed.initialize()
 import numpy as np
 from lattice import sharding
 from lattice.train import loop
