@@ -41,8 +41,18 @@ students above the unfiltered one. Measured teacher held-out accuracy (1000 test
 questions, 776 distinct; chance 0.017, the most frequent answer's share; accuracy
 does not depend on load): 0.243 after 1500 steps on 16,384 real documents
 (n_docs=4096); on quick's 32,768 (n_docs=8192) 0.609 after 2000 steps (quick's
-teacher, inside the 50-70% band) and 0.978 after 3000. The student gaps are to be
-measured by the lead's quick run.
+teacher, inside the 50-70% band) and 0.978 after 3000.
+
+Measured quick run (commit eec6d72, the idle 2-core machine, load average 1.5 at
+start and 3.1 at end; 11 min 53 s wall for the whole command): teacher held-out
+accuracy 0.944 (CI [0.928, 0.957]; above the 50-70% design band, so the teacher in
+the final code is stronger than the 0.609 measured while designing); gen-1 held-out
+accuracy unfiltered / noisy / exact per seed: s0 0.248 / 0.334 / 0.333, s1 0.078 /
+0.163 / 0.245, s2 0.082 / 0.142 / 0.730. Noisy - unfiltered +0.077, CI [+0.040,
++0.114] (passes); exact - unfiltered +0.30, CI [-0.46, +1.06] (fails: positive in
+every seed, but seed 2's +0.65 makes the 3-seed t interval span zero). Verdict NOT
+reproduced (2/3 checks). Next step: more seeds (the t interval with 2 degrees of
+freedom is wide) and a teacher back inside the band (fewer teacher steps).
 
 Quick budget (an estimate, not a measurement): a 2000-step teacher and 3 arms x 3
 seeds of 1000-step students (d64, 2 layers, 32 x 64 tokens a step), 11,000 steps at
