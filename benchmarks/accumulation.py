@@ -22,33 +22,19 @@ import json
 import time
 
 import jax
-import numpy as np
 
 from lattice import config as config_lib
 from lattice import sharding
 from lattice.train import flops, loop
 
-
-def model_config(d_model: int, seq_len: int, batch: int, dtype: str, micro: int
-                 ) -> config_lib.Config:
-  return config_lib.build({
-      'model': {'d_model': d_model, 'n_layers': 4, 'max_len': seq_len, 'dtype': dtype,
-                'attention': {'n_heads': max(d_model // 64, 2)}},
-      'data': {'seq_len': seq_len, 'batch_size': batch},
-      'optimizer': {'warmup_steps': 0},
-      'train': {'steps': 1000, 'microbatches': micro},
-      'mesh': {'data': 1},
-  })
+from benchmarks import train_throughput
 
 
 def measure(cfg: config_lib.Config, steps: int, devices) -> dict:
   """Compiled temp bytes, seconds per step and FLOPs/token of one config."""
   setup = loop.build(cfg, devices=devices)
-  rng = np.random.default_rng(0)
   B, L = cfg.data.batch_size, cfg.data.seq_len
-  tokens = rng.integers(0, 256, (B, L + 1)).astype(np.int32)
-  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-           'weights': np.ones((B, L), np.float32)}
+  batch = train_throughput.random_batch(cfg)
   with sharding.use_mesh(setup.mesh):
     batch = sharding.global_batch(batch, setup.mesh)
     compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
@@ -82,8 +68,9 @@ def main(argv=None):
   matmul_peak, spec_peak = flops.measured_peak(devices), flops.spec_peak(devices)
   rows = []
   for micro in (int(s) for s in args.microbatches.split(',')):
-    row = measure(model_config(args.d_model, args.seq_len, args.batch, args.dtype, micro),
-                  args.steps, devices)
+    cfg = train_throughput.model_config(args.d_model, args.seq_len, args.batch,
+                                        args.dtype, micro)
+    row = measure(cfg, args.steps, devices)
     achieved = row['tokens_per_s'] * row['flops_per_token']
     row['mfu_measured'] = achieved / matmul_peak
     row['mfu'] = achieved / spec_peak if spec_peak else row['mfu_measured']

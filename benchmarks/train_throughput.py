@@ -24,24 +24,30 @@ from lattice import sharding
 from lattice.train import flops, loop
 
 
-def model_config(d_model: int, seq_len: int, batch: int, dtype: str) -> config_lib.Config:
+def model_config(d_model: int, seq_len: int, batch: int, dtype: str,
+                 microbatches: int = 1) -> config_lib.Config:
   return config_lib.build({
       'model': {'d_model': d_model, 'n_layers': 4, 'max_len': seq_len, 'dtype': dtype,
                 'attention': {'n_heads': max(d_model // 64, 2)}},
       'data': {'seq_len': seq_len, 'batch_size': batch},
       'optimizer': {'warmup_steps': 0},
-      'train': {'steps': 1000},
+      'train': {'steps': 1000, 'microbatches': microbatches},
       'mesh': {'data': 1},
   })
 
 
+def random_batch(cfg: config_lib.Config) -> dict:
+  """A fixed batch of random byte tokens: inputs/targets int32 [B, L], weights ones."""
+  B, L = cfg.data.batch_size, cfg.data.seq_len
+  tokens = np.random.default_rng(0).integers(0, 256, (B, L + 1)).astype(np.int32)
+  return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
+          'weights': np.ones((B, L), np.float32)}
+
+
 def time_train_step(cfg: config_lib.Config, steps: int, devices) -> dict:
   setup = loop.build(cfg, devices=devices)
-  rng = np.random.default_rng(0)
   B, L = cfg.data.batch_size, cfg.data.seq_len
-  tokens = rng.integers(0, 256, (B, L + 1)).astype(np.int32)
-  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-           'weights': np.ones((B, L), np.float32)}
+  batch = random_batch(cfg)
   with sharding.use_mesh(setup.mesh):
     state = setup.init(jax.random.key(0))
     batch = sharding.global_batch(batch, setup.mesh)
