@@ -32,6 +32,7 @@ from lattice import config as config_lib
 from lattice.data import sources
 from lattice.run import arms as arms_lib
 from lattice.run import config_file
+from lattice.run import scale
 from lattice.train import flops, loop
 
 
@@ -52,9 +53,12 @@ class ArmPlan:
 
 def corpus_tokens(data_cfg: config_lib.DataConfig) -> int | None:
   """Tokens in the training corpus when known without reading it (stdlib: its bytes
-  under the byte tokenizer), else None."""
+  under the byte tokenizer; a streamed HF corpus of lattice.run.scale.CORPORA: its
+  published count, in its own tokenizer's tokens), else None."""
   if data_cfg.source == 'stdlib' and data_cfg.tokenizer == 'byte':
     return int(sources.stdlib_info().get('n_bytes', 0)) or None
+  if data_cfg.source == 'hf':  # a published size (lattice.run.scale.CORPORA)
+    return scale.corpus_tokens(data_cfg.hf_name, data_cfg.hf_config)
   return None
 
 
@@ -72,7 +76,8 @@ def activation_bytes(cfg: config_lib.Config, local_batch: int) -> float:
 def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: int,
              mfu: float) -> ArmPlan:
   """The plan of one arm on `n_chips` chips of `chip` at an assumed `mfu`."""
-  setup = loop.build(cfg, devices=jax.devices()[:1])
+  # A mode that sets model.vocab_size plans without its (possibly remote) tokenizer.
+  setup = loop.build(cfg, devices=jax.devices()[:1], check_vocab=False)
   cfg, params = setup.cfg, setup.abstract_state.params
   n = flops.count_params(params)
   active = flops.active_params(params, cfg.model, setup.param_axes)
@@ -97,7 +102,8 @@ def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: i
 
 def compiled_memory(cfg: config_lib.Config) -> dict[str, int]:
   """memory_analysis() of the train step compiled for this machine's first device."""
-  setup = loop.build(cfg, devices=jax.devices()[:1])
+  # A mode that sets model.vocab_size plans without its (possibly remote) tokenizer.
+  setup = loop.build(cfg, devices=jax.devices()[:1], check_vocab=False)
   B, L = setup.cfg.data.batch_size, setup.cfg.data.seq_len
   spec = jax.ShapeDtypeStruct((B, L), np.int32)
   batch = {'inputs': spec, 'targets': spec, 'weights': jax.ShapeDtypeStruct((B, L), np.float32)}

@@ -77,12 +77,14 @@ class Setup:
 
 def build(cfg: config_lib.Config, *, model: nn.Module | None = None,
           loss_fn: Callable | None = None, extra_update: Callable | None = None,
-          devices=None) -> Setup:
+          devices=None, check_vocab: bool = True) -> Setup:
   """Mesh, shardings and jitted init/train/eval for `cfg` (no compilation yet).
 
   The model, loss, init inputs and eval step come from `lattice.model`;
-  `model` and `loss_fn` override its."""
-  cfg = resolve(cfg)
+  `model` and `loss_fn` override its. `check_vocab=False` skips loading the
+  tokenizer when `model.vocab_size` is set (`lattice plan`, offline)."""
+  if check_vocab or cfg.model.vocab_size == 0:
+    cfg = resolve(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   sharding.validate_for_mesh(cfg, mesh)
   model = model or model_lib.make_model(cfg.model)
