@@ -69,8 +69,8 @@ def activation_bytes(cfg: config_lib.Config, local_batch: int) -> float:
   per_layer = s * b * h * (34 + 5 * a * s / h)
   if m.remat == 'full':
     per_layer = 2 * s * b * h
-  scale = 0.5 if m.dtype == 'float32' else 1.0   # eq. 2 assumes 16-bit activations
-  return m.n_layers * per_layer / scale
+  width = 0.5 if m.dtype == 'float32' else 1.0   # eq. 2 assumes 16-bit activations
+  return m.n_layers * per_layer / width
 
 
 def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: int,
@@ -113,10 +113,10 @@ def compiled_memory(cfg: config_lib.Config) -> dict[str, int]:
 
 
 def _fmt(x: float, unit: str = '') -> str:
-  for scale, suffix in ((1e18, 'E'), (1e15, 'P'), (1e12, 'T'), (1e9, 'G'), (1e6, 'M'),
-                        (1e3, 'k')):
-    if abs(x) >= scale:
-      return f'{x / scale:.2f}{suffix}{unit}'
+  for size, suffix in ((1e18, 'E'), (1e15, 'P'), (1e12, 'T'), (1e9, 'G'), (1e6, 'M'),
+                       (1e3, 'k')):
+    if abs(x) >= size:
+      return f'{x / size:.2f}{suffix}{unit}'
   return f'{x:.2f}{unit}'
 
 
