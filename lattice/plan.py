@@ -49,6 +49,12 @@ class ArmPlan:
   chip_hours: float
   memory_per_device_bytes: float
   memory_source: str
+  seeds: int = 1            # the mode's seeds: the arm trains this many times
+
+  @property
+  def total_chip_hours(self) -> float:
+    """Chip-hours of the arm over all its seeds."""
+    return self.chip_hours * self.seeds
 
 
 def corpus_tokens(data_cfg: config_lib.DataConfig) -> int | None:
@@ -73,16 +79,31 @@ def activation_bytes(cfg: config_lib.Config, local_batch: int) -> float:
   return m.n_layers * per_layer / width
 
 
-def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: int,
-             mfu: float) -> ArmPlan:
-  """The plan of one arm on `n_chips` chips of `chip` at an assumed `mfu`."""
+def _counts(cfg: config_lib.Config, cache: dict | None) -> tuple[config_lib.Config, int, int, float]:
+  """(resolved cfg, params, active params, train FLOPs per token) of `cfg`'s model,
+  from its abstract state (nothing is compiled); `cache` reuses one count for arms
+  whose model and sequence length are the same."""
+  key = (repr(cfg.model), cfg.data.seq_len)
+  if cache is not None and key in cache:
+    n, active, per_token = cache[key]
+    return cfg, n, active, per_token
   # A mode that sets model.vocab_size plans without its (possibly remote) tokenizer.
   setup = loop.build(cfg, devices=jax.devices()[:1], check_vocab=False)
-  cfg, params = setup.cfg, setup.abstract_state.params
+  params = setup.abstract_state.params
   n = flops.count_params(params)
-  active = flops.active_params(params, cfg.model, setup.param_axes)
-  per_token = flops.train_flops_per_token(params, cfg.model, cfg.data.seq_len,
+  active = flops.active_params(params, setup.cfg.model, setup.param_axes)
+  per_token = flops.train_flops_per_token(params, setup.cfg.model, cfg.data.seq_len,
                                           setup.param_axes)
+  if cache is not None:
+    cache[key] = (n, active, per_token)
+  return setup.cfg, n, active, per_token
+
+
+def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: int,
+             mfu: float, *, seeds: int = 1, cache: dict | None = None) -> ArmPlan:
+  """The plan of one arm (trained `seeds` times) on `n_chips` chips of `chip` at an
+  assumed `mfu` (a fraction of the chip's dense bf16 peak)."""
+  cfg, n, active, per_token = _counts(cfg, cache)
   tokens = cfg.train.steps * cfg.data.batch_size * cfg.data.seq_len
   total = per_token * tokens
   step_s = per_token * cfg.data.batch_size * cfg.data.seq_len / (n_chips * chip.bf16_flops * mfu)
@@ -97,7 +118,36 @@ def plan_arm(name: str, cfg: config_lib.Config, chip: chips_lib.Chip, n_chips: i
       epochs=tokens / corpus if corpus else None, train_flops=total, step_s=step_s,
       chip_hours=step_s * cfg.train.steps * n_chips / 3600,
       memory_per_device_bytes=state_bytes + activation_bytes(cfg, local_batch),
-      memory_source='analytic')
+      memory_source='analytic', seeds=seeds)
+
+
+def plan_config(config, chip: chips_lib.Chip, n_chips: int, mfu: float) -> list[ArmPlan]:
+  """The plan of every arm of an experiment's ConfigDict (`get_config(mode)`).
+
+  Raises:
+    ConfigError: an arm whose overrides do not fit the config.
+  """
+  seeds = len(list(config.get('seeds') or [0]))
+  cache: dict = {}
+  return [plan_arm(name, arms_lib.arm_config(config, overrides, seed=0), chip, n_chips,
+                   mfu, seeds=seeds, cache=cache)
+          for name, overrides in arms_lib.arm_list(config)]
+
+
+def plan_mode(spec: str, chips: str = 'h100x1', mfu: float = 0.4,
+              overrides: list[tuple[str, str | None]] = ()) -> list[ArmPlan]:
+  """`plan_config` of `FILE.py:MODE` (with `--config.KEY=VALUE` overrides) on the
+  slice `chips` (e.g. `h100x1`, `v5e-64`).
+
+  Raises:
+    ConfigError: a bad file, mode or override. ValueError: a bad slice or mfu.
+  """
+  chip, n_chips = chips_lib.parse_slice(chips)
+  if not 0 < mfu <= 1:
+    raise ValueError(f'--mfu: must lie in (0, 1], got {mfu}')
+  _, config = config_file.load(spec)
+  config_file.apply(config, list(overrides))
+  return plan_config(config, chip, n_chips, mfu)
 
 
 def compiled_memory(cfg: config_lib.Config) -> dict[str, int]:
@@ -154,12 +204,10 @@ def main(argv: list[str]) -> list[ArmPlan]:
     notes = config_file.apply(config, parse_overrides(overrides))
     for note in notes:
       print(f'# {note}')
-    plans, memory = [], {}
-    for name, arm_overrides in arms_lib.arm_list(config):
-      cfg = arms_lib.arm_config(config, arm_overrides, seed=0)
-      plans.append(plan_arm(name, cfg, chip, n_chips, args.mfu))
-      if args.compile:
-        memory[name] = compiled_memory(cfg)
+    plans, memory = plan_config(config, chip, n_chips, args.mfu), {}
+    if args.compile:
+      for name, arm_overrides in arms_lib.arm_list(config):
+        memory[name] = compiled_memory(arms_lib.arm_config(config, arm_overrides, seed=0))
   except (config_lib.ConfigError, ValueError) as e:
     print(f'lattice: error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -173,6 +221,9 @@ def main(argv: list[str]) -> list[ArmPlan]:
           f'{p.tokens_per_param:>9.1f} {epochs:>7} {_fmt(p.train_flops):>9} '
           f'{p.step_s:>8.3g}s {p.chip_hours:>9.3g} '
           f'{_fmt(p.memory_per_device_bytes, "B"):>10}')
+  seeds = plans[0].seeds if plans else 1
+  print(f'{len(plans)} arm(s) x {seeds} seed(s): '
+        f'{sum(p.total_chip_hours for p in plans):.3g} chip-hours in all')
   print('mem/dev: analytic (sharded params+grads+Adam, activations per arXiv 2205.05198)')
   for name, stats in memory.items():
     print(f'compiled here ({jax.devices()[0].device_kind}), {name}: '
@@ -180,6 +231,7 @@ def main(argv: list[str]) -> list[ArmPlan]:
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'chips': args.chips, 'mfu': args.mfu,
-                 'arms': [dataclasses.asdict(p) for p in plans], 'compiled': memory},
+                 'arms': [dataclasses.asdict(p) for p in plans], 'compiled': memory,
+                 'total_chip_hours': sum(p.total_chip_hours for p in plans)},
                 f, indent=1)
   return plans
