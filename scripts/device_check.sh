@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
 # CHECKS picks the sections (default: all of them). `cpu` reruns the CPU claims of
 # issue 18 on the lent machine's idle host CPU (native ternary kernel built here).
-CHECKS=${CHECKS:-"throughput moe ternary speculative tests cpu"}
+CHECKS=${CHECKS:-"throughput moe ternary speculative medium tests cpu"}
 want() { [[ " $CHECKS " == *" $1 "* ]]; }
 want throughput && python3 -m benchmarks.train_throughput --sizes 512,1024,2048 --seq_len 1024 --batch 16 \
   --steps 10 --dtype bfloat16 --json "$OUT/train_throughput.json" 2>&1 | grep -v -i warn | tee "$OUT/train_throughput.log"
@@ -27,6 +27,13 @@ want ternary && for d in 1024 2048 4096; do
 done
 want speculative && python3 -m benchmarks.speculative_decode --n 4 \
   --json "$OUT/speculative_decode.json" 2>&1 | grep -v -i warn | tail -30 | tee "$OUT/speculative_decode.log"
+# issue 17: a shrunk `medium` run (the mode's model, batch and sequence length, bf16
+# via model.dtype=auto, 300 steps on a local Zipf token file: no internet here);
+# tokens/s, MFU vs the chip's published peak and memory -> $OUT/medium.json.
+MEDIUM_CONFIG=${MEDIUM_CONFIG:-experiments/baseline_lm.py:medium}
+want medium && python3 scripts/medium_on_device.py --config "$MEDIUM_CONFIG" \
+  --steps ${MEDIUM_STEPS:-300} --out "$OUT/medium.json" 2>&1 | grep -v -i warn \
+  | tail -40 | tee "$OUT/medium.log"
 want tests && python3 -m pytest -q -p no:cacheprovider tests/ternary_matmul_test.py \
   tests/quant_inference_test.py tests/transformer_test.py tests/sampling_test.py \
   tests/moe_test.py tests/quant_test.py tests/speculative_test.py \
