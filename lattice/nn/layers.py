@@ -75,7 +75,14 @@ class Embed(nn.Module):
         (self.vocab_size, self.features), self.param_dtype)
 
   def __call__(self, ids_BxL: jax.Array) -> jax.Array:
-    return jnp.take(self.embedding, ids_BxL, axis=0).astype(self.dtype)
+    # Gather from a table whose `embed` (fsdp) shards are all-gathered first, as FSDP
+    # does for every weight, keeping its `vocab` (tensor) shards: each device gathers
+    # the ids in its vocab range and XLA sums over tensor. Gathering straight from the
+    # (tensor, fsdp)-sharded table made the SPMD partitioner fall back to an
+    # "Involuntary full rematerialization" of the gather on a data x fsdp x tensor mesh.
+    w_VxD = constrain(self.embedding, ('vocab', None))
+    x_BxLxD = jnp.take(w_VxD, ids_BxL, axis=0)
+    return constrain(x_BxLxD, ('act_batch', 'act_len', 'act_embed')).astype(self.dtype)
 
   def attend(self, x_BxLxD: jax.Array) -> jax.Array:
     # Scaled by 1/sqrt(D) since the table is initialised at unit variance.
