@@ -115,6 +115,9 @@ def test_two_processes_share_one_mesh_and_match_one_process(tmp_path):
   assert [s.split('.')[0] for s in res[0]['seals']] == ['2', '4'] and not res[1]['seals']
   for step in (2, 4):
     assert checkpoint.verify(work / 'checkpoints' / str(step)) is None
+    # Both processes hashed their share of the step (lattice/train/seal.py).
+    manifest = json.loads((work / 'checkpoints' / str(step) / checkpoint.MANIFEST).read_text())
+    assert manifest['hashed_by'] == 2
     data_files = sorted(p.name for p in (work / 'checkpoints' / str(step) / 'data').glob('*.json'))
     assert data_files == ['process_0-of-2.json', 'process_1-of-2.json']
 

@@ -15,13 +15,13 @@ Surviving faults. Orbax writes a step into `<step>.orbax-checkpoint-tmp` and
 renames it to `<step>` only when every process has finished (on GCS it writes
 `commit_success.txt` instead), so a run killed mid-save (`kill -9`, a lost host)
 leaves the previous steps untouched and an uncommitted folder that Orbax ignores
-and removes at the next start. On top of that, process 0 seals each step just
-before the commit with `lattice_manifest.json`: the size and a digest of every
-file in it. Locally the digest is a sha256 of the file's bytes. On an object store
-whose listing carries the store's own checksum (GCS: crc32c, computed over the
-uploaded bytes by the writing process's client and checked by the server), the
-digest is that checksum, so sealing and verifying read one listing of the step,
-not its bytes: no host re-reads the checkpoint. A restore verifies the seal first; a truncated, tampered or unsealed step is
+and removes at the next start. On top of that, each step is sealed
+just before the commit with `lattice_manifest.json`: the size and a digest of every
+file in it (lattice/train/seal.py: the store's own checksums from one listing on
+GCS; on a local or NFS folder sha256s split over the processes, each hashing 1/n of
+the files once all writes are done). A restore verifies the seal of the step it is
+about to load (sizes of every file, digests split over the processes again); a
+truncated, tampered or unsealed step is
 moved to `<directory>/corrupt/` with a warning naming it, and the run resumes from
 the newest step that verifies, so garbage is never loaded silently. A save that
 fails (disk full, permissions) raises `CheckpointError` naming the step and the
@@ -37,14 +37,11 @@ reads either layout.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any
 
 from absl import logging
 from etils import epath
-import fsspec
 import grain
 import jax
 import numpy as np
@@ -52,13 +49,10 @@ import orbax.checkpoint as ocp
 
 from lattice import config as config_lib
 from lattice import storage
+from lattice.train.seal import MANIFEST, verify, write_manifest, write_part  # pylint: disable=unused-import
 
 _STATE, _DATA = 'state', 'data'
-MANIFEST = 'lattice_manifest.json'
 QUARANTINE = 'corrupt'
-# Orbax rewrites these at the commit itself, after the manifest is written; a bad
-# one makes Orbax's own restore fail loudly, so they are left out of the seal.
-_COMMIT_FILES = frozenset({'_CHECKPOINT_METADATA', 'commit_success.txt'})
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
 
@@ -91,119 +85,6 @@ def _path(directory: str | os.PathLike[str]) -> epath.Path:
   return epath.Path(directory)
 
 
-def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
-  """Relative name -> path of every file under `step_dir` (the seal's subject)."""
-  out = {}
-  stack = [step_dir]
-  while stack:
-    for child in stack.pop().iterdir():
-      if child.is_dir():
-        stack.append(child)
-        continue
-      name = str(child.relative_to(step_dir))
-      if name not in _COMMIT_FILES and name != MANIFEST:
-        out[name] = child
-  return out
-
-
-def _sha256(path: epath.Path) -> str:
-  digest = hashlib.sha256()
-  with path.open('rb') as f:
-    while chunk := f.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-_STORE_DIGESTS = ('crc32c', 'md5Hash')  # what GCS listings carry, best first
-
-
-def _store_listing(step_dir: epath.Path) -> dict[str, dict[str, Any]] | None:
-  """Remote: relative name -> {'bytes', <the store's checksum>} of every file
-  under `step_dir`, from one listing; None when local or when the store gives no
-  checksum (then the bytes are hashed)."""
-  if not storage.is_remote(step_dir):
-    return None
-  fs, root = fsspec.core.url_to_fs(os.fspath(step_dir))
-  root = root.rstrip('/')
-  fs.invalidate_cache(root)  # a listing cached before the last writes would be stale
-  out = {}
-  for full, info in fs.find(root, detail=True).items():
-    name = full[len(root) + 1:]
-    if not name or name in _COMMIT_FILES or name == MANIFEST:
-      continue
-    kind = next((k for k in _STORE_DIGESTS if info.get(k)), None)
-    if kind is None:
-      return None
-    out[name] = {'bytes': int(info['size']), kind: str(info[kind])}
-  return out
-
-
-def write_manifest(step_dir: str | os.PathLike[str]) -> dict[str, Any]:
-  """Seals `step_dir`: writes the size and digest of each of its files (the
-  store's checksum from one listing when remote, else a sha256 of the bytes)."""
-  step_dir = epath.Path(step_dir)
-  files = _store_listing(step_dir)
-  if files is None:
-    files = {name: {'bytes': p.stat().length, 'sha256': _sha256(p)}
-             for name, p in sorted(_files(step_dir).items())}
-  manifest = {'format': 1, 'files': files}
-  (step_dir / MANIFEST).write_text(json.dumps(manifest, indent=0, sort_keys=True))
-  return manifest
-
-
-def verify(step_dir: str | os.PathLike[str]) -> str | None:
-  """None if `step_dir` matches its manifest, else why not (one line)."""
-  step_dir = epath.Path(step_dir)
-  manifest_path = step_dir / MANIFEST
-  if not manifest_path.exists():
-    return (f'no {MANIFEST} (never sealed: the save did not finish, or it was '
-            'written by an older lattice)')
-  try:
-    expected = json.loads(manifest_path.read_text())['files']
-    kinds = {str(k): next(d for d in ('sha256', *_STORE_DIGESTS) if d in v)
-             for k, v in expected.items()}
-    expected = {str(k): (int(v['bytes']), str(v[kinds[str(k)]]))
-                for k, v in expected.items()}
-  except (ValueError, KeyError, TypeError, AttributeError, StopIteration) as e:
-    return f'{MANIFEST} is unreadable ({type(e).__name__}: {e})'
-  if 'sha256' not in kinds.values():
-    listing = _store_listing(step_dir)
-    if listing is not None:
-      return _compare(expected, kinds, listing)
-  found = _files(step_dir)
-  if missing := sorted(set(expected) - set(found)):
-    return f'file {missing[0]} is missing'
-  if extra := sorted(set(found) - set(expected)):
-    return f'file {extra[0]} was not there when it was saved'
-  for name, (want, _) in sorted(expected.items()):
-    size = found[name].stat().length
-    if size != want:
-      how = 'truncated' if size < want else 'grown since it was saved'
-      return f'file {name} has {size} bytes, {want} were saved ({how})'
-  for name, (_, want) in sorted(expected.items()):
-    if _sha256(found[name]) != want:
-      return f'file {name} does not match its sha256 (modified since it was saved)'
-  return None
-
-
-def _compare(expected: dict[str, tuple[int, str]], kinds: dict[str, str],
-             listing: dict[str, dict[str, Any]]) -> str | None:
-  """`verify` against a store listing (sizes and the store's checksums)."""
-  if missing := sorted(set(expected) - set(listing)):
-    return f'file {missing[0]} is missing'
-  if extra := sorted(set(listing) - set(expected)):
-    return f'file {extra[0]} was not there when it was saved'
-  for name, (want_bytes, want) in sorted(expected.items()):
-    size = listing[name]['bytes']
-    if size != want_bytes:
-      how = 'truncated' if size < want_bytes else 'grown since it was saved'
-      return f'file {name} has {size} bytes, {want_bytes} were saved ({how})'
-    if listing[name].get(kinds[name]) != want:
-      return (f'file {name} does not match its {kinds[name]} (modified since it was '
-              'saved)')
-  return None
-
-
 class Checkpointer:
   """Saves and restores (train state, data iterator) under `directory`.
 
@@ -229,7 +110,8 @@ class Checkpointer:
         # Always Orbax's async path: its post-finalization hook (which seals the
         # step before the commit) exists only there; sync saves wait at once.
         enable_async_checkpointing=True,
-        async_options=ocp.AsyncOptions(post_finalization_callback=self._seal),
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._seal,
+                                       barrier_sync_fn=self._barrier_fn()),
         cleanup_tmp_directories=True,  # uncommitted leftovers of a killed run
         create=True,
     )
@@ -262,6 +144,24 @@ class Checkpointer:
       return tmp
     tmps = sorted(self.directory.glob(f'{step}{_TMP_SUFFIX}*'))
     return tmps[-1] if tmps else self.directory / str(step)
+
+  def _barrier_fn(self):
+    """Orbax's barrier between processes, with the seal's hashing hooked in: once
+    every process's writes are done ('async_write_complete'), each process hashes
+    its share of a local step into a part, and they meet again before process 0
+    seals (seal.py). One process, or a bucket with checksums: Orbax's own."""
+    if jax.process_count() == 1 or storage.is_remote(self.directory):
+      return None
+    from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+    barrier = multihost.get_barrier_sync_fn()
+
+    def sync(*, key: str, timeout_ms: int) -> None:
+      barrier(key=key, timeout_ms=timeout_ms)
+      if 'async_write_complete' in key and self._saving is not None:
+        write_part(self._in_flight_dir(self._saving), jax.process_index(),
+                   jax.process_count())
+        barrier(key=f'{key}.lattice_seal_parts', timeout_ms=timeout_ms)
+    return sync
 
   def _seal(self) -> None:
     """Orbax's post-finalization hook: process 0, all writes done, not yet committed."""
@@ -311,22 +211,39 @@ class Checkpointer:
   def _verified_latest(self) -> int | None:
     """The newest step that verifies; newer ones are quarantined with a warning.
 
-    Process 0 reads and hashes; the other processes learn its answer, so every
-    process restores the same step.
+    Process 0 proposes the steps, newest first; every process checks the step's
+    files' sizes and the digests of its share (seal.verify), and the step is good
+    only if every share is, so every process restores the same step.
     """
     self.wait()
     steps = self.all_steps()
+    index, count = jax.process_index(), jax.process_count()
+    candidates = list(reversed(steps)) if index == 0 else []
     good = -1
-    if jax.process_index() == 0:
-      for step in reversed(steps):
-        problem = self._check(step, steps)
+    while True:
+      step = candidates.pop(0) if candidates else -1
+      if count > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+      if step < 0:
+        break
+      problem = self._check(step, steps, index, count)
+      bad = [problem is not None]
+      if count > 1:
+        bad = list(np.asarray(multihost_utils.process_allgather(np.int32(bad[0]))).ravel())
+      if not any(bad):
+        good = step
+        break
+      if index == 0:
         if problem is None:
-          good = step
-          break
+          flagged = [i for i, b in enumerate(bad) if b]
+          problem = (f'a file in the share of process(es) {flagged} does not match '
+                     'its sha256 (see their logs)')
         self._quarantine(step, problem)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      good = int(multihost_utils.broadcast_one_to_all(np.int32(good)))
+      elif problem is not None:
+        logging.warning('checkpoint: step %d in %s is corrupt: %s', step,
+                        self.directory, problem)
+    if count > 1:
       multihost_utils.sync_global_devices('lattice_checkpoint_verified')
     if any(s > good for s in steps):
       self._manager.reload()
@@ -334,11 +251,12 @@ class Checkpointer:
       self._skipped |= {s for s in self._manager.all_steps() if s > good}
     return None if good < 0 else good
 
-  def _check(self, step: int, steps: list[int]) -> str | None:
+  def _check(self, step: int, steps: list[int], index: int = 0,
+             count: int = 1) -> str | None:
     """`verify`, except that a folder sealed nowhere (written before lattice sealed
     its checkpoints) is trusted to Orbax's commit, with a warning. Where some step
     is sealed, a step without a seal has lost it: corrupt."""
-    problem = verify(self.directory / str(step))
+    problem = verify(self.directory / str(step), index, count)
     if problem is not None and not (self.directory / str(step) / MANIFEST).exists():
       if not any((self.directory / str(s) / MANIFEST).exists() for s in steps):
         logging.warning('checkpoint: step %d in %s has no %s (saved before lattice '
