@@ -177,7 +177,7 @@ def test_help_everywhere_and_config_listing():
       'sweep': ('lattice.cli', ['sweep', '--help'], '--grid'),
       'top': ('lattice.cli', ['--help'], 'sweep'),
       'config': ('lattice.cli', ['config', 'experiments/baseline_lm.py:quick'],
-                 'model.d_model = 192\n'),
+                 'model.d_model = 128\n'),
   }
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     futures = {k: pool.submit(_run, m, a, '') for k, (m, a, _) in cases.items()}
