@@ -11,6 +11,19 @@ Commands (the embedded stdlib corpus unless `data.*` names yours):
   lattice run --config=experiments/lm.py:full --workdir=runs/mine_full \
       --config.data.source=text --config.data.paths='corpus/*.txt' \
       --config.data.tokenizer=sentencepiece:runs/tok/spm.model
+  lattice run --config=experiments/lm.py:medium --workdir=runs/lm_medium
+  lattice run --config=experiments/lm.py:full --workdir=runs/lm_full
+
+`medium` and `full` train on FineWeb-Edu (sample-10BT, streamed from the hub) with
+the GPT-2 tokenizer, bf16, scanned layers and remat, on one accelerator (point
+`data.*` at your own corpus to train on it instead; `model.vocab_size` must then
+match your tokenizer). Since `lm` has no paper, they are two compute-optimal
+points at 20 tokens per parameter (Hoffmann et al. 2022, "Training Compute-Optimal
+Large Language Models", arXiv 2203.15556): medium a 30M-parameter model on 0.6B
+tokens, full the Chinchilla-style 1B-token point (a 51M-parameter model). From
+`lattice plan --chips h100x1` at 40% MFU, not run:
+  medium: 29.9M params, 0.60B tokens, 20.0 tokens/param, 0.06 epoch, 0.09 H100-hours
+  full:   51.5M params, 1.03B tokens, 20.0 tokens/param, 0.10 epoch, 0.26 H100-hours
 
 It reports validation loss (nats/token), perplexity and bits per byte, and checks
 one thing it can measure on any corpus: that the model's validation bits per byte
@@ -30,6 +43,7 @@ import numpy as np
 
 from lattice import experiment
 from lattice.data import pipeline, tokenizer as tokenizer_lib
+from lattice.run import scale
 
 NAME = 'lm'
 PAPER = {'title': 'LLaMA: Open and Efficient Foundation Language Models',
@@ -43,11 +57,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: experiment.lm_config(32, 1, 2, 32, 8, 12, 3e-3, warmup=2),
       'quick': lambda: experiment.lm_config(192, 4, 4, 128, 16, 1200, 3e-3, warmup=60,
                                             eval_every=300, log_points=100),
-      'full': lambda: experiment.lm_config(512, 8, 8, 512, 64, 20_000, 1e-3,
-                                           warmup=1000, eval_every=2000),
+      'medium': lambda: scale.scale_config(
+          d_model=384, n_layers=6, n_heads=6, seq_len=1024, batch=64,
+          tokens=600_000_000, lr=1.5e-3, corpus='fineweb-edu', tokenizer='gpt2'),
+      'full': lambda: scale.scale_config(
+          d_model=512, n_layers=8, n_heads=8, seq_len=1024, batch=64,
+          tokens=1_030_000_000, lr=1e-3, corpus='fineweb-edu', tokenizer='gpt2'),
   })
   # Training batches the unigram model is counted on.
-  c.unigram_batches = 8 if c.mode == 'smoke' else 256
+  c.unigram_batches = {'smoke': 8, 'quick': 256}.get(c.mode, 64)
   return c
 
 

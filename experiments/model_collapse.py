@@ -7,23 +7,59 @@ Synthetic Data" (arXiv 2404.01413).
 
 Parts: (a) 1-D Gaussian and 2-component mixture refit over many generations
 (numpy); (b) linear regression, replace vs accumulate vs the closed forms; (c) a
-small LM on stdlib chunks over >= 5 generations, replace vs accumulate vs
-keep-10%-real, each generation trained from scratch through the shared train loop
-on JSONL written by lattice.synth and evaluated on held-out real stdlib data.
-Samples continue 8-byte prompts from the real chunks at temperature 1 with nucleus
-sampling p = 0.9, as a practitioner would sample; the truncation is one of the
-tail-losing mechanisms Shumailov et al. describe (with p = 1 an undertrained tiny
-model's samples carry *more* rare bytes than real data). (d) Phi-4-style
-instruction reversal with the generation-0 LM: its keep rate goes in the notes.
+small LM over >= 5 generations (generation 0 on real data, then 4 synthetic ones),
+replace vs accumulate, 3 seeds, each generation trained from scratch through the
+shared train loop on JSONL written by lattice.synth and evaluated on held-out real
+data. Samples continue short prompts from the real chunks at temperature 1 with
+nucleus sampling p = 0.9, as a practitioner would sample; the truncation is one of
+the tail-losing mechanisms Shumailov et al. describe (with p = 1 an undertrained
+tiny model's samples carry *more* rare bytes than real data). (d) Phi-4-style
+instruction reversal with the seed-0 generation-0 LM (stdlib corpus only): its keep
+rate goes in the notes. The keep-10%-real policy of earlier runs was dropped to fit
+3 seeds in the quick budget.
 
 Commands:
-  python -m lattice.main --config=experiments/model_collapse.py:smoke --workdir=runs/collapse_smoke
-  python -m lattice.main --config=experiments/model_collapse.py:quick --workdir=runs/collapse
-  python -m lattice.main --config=experiments/model_collapse.py:full  --workdir=runs/collapse_full
+  python -m lattice.main --config=experiments/model_collapse.py:smoke  --workdir=runs/collapse_smoke
+  python -m lattice.main --config=experiments/model_collapse.py:quick  --workdir=runs/collapse
+  python -m lattice.main --config=experiments/model_collapse.py:medium --workdir=runs/collapse_medium
+  python -m lattice.main --config=experiments/model_collapse.py:full   --workdir=runs/collapse_full
+
+Pre-registered LM checks (code: CHECKS; 95% paired t interval over 3 seeds, each
+seed's generation 0 shared by both policies):
+  1. replace: real-data loss of the last generation minus generation 0's, CI > 0;
+  2. replace: rare-token mass of the last generation's samples minus generation 0's,
+     CI < 0;
+  3. "bounded" (Gerstgrasser et al.): the late slope of accumulate's real-data loss
+     (least squares over the later half of the generations,
+     `lattice.synth.recursive.late_slope`) minus replace's, CI < 0;
+  4. accumulate's last-generation real-data loss minus replace's, CI < 0.
+The toy checks (a), (b) are exact-SE or closed-form comparisons over many chains.
 
 Expected: Gaussian E[var_g] = ((n-1)/n)^(g+1); regression within ~10% of the closed
 forms; LM real-data loss and rare-token mass drift the wrong way under replace and
-stay near generation 0 under accumulate.
+flatten under accumulate. The single-seed quick run of d32c844 (6 generations)
+measured replace 2.754 -> 3.371 and accumulate 2.754 -> 2.886; the 3-seed design's
+numbers: to be measured (the lead runs quick on the idle machine).
+
+Quick budget (an estimate, not a measurement): per seed 9 LM runs (generation 0,
+then 4 per policy) of 150 steps of 16 x 64 bytes on a 131K-param model, each with
+compile, eval and 1,024 sampled documents; at ~25 s per run idle, ~680 s for 3
+seeds, plus ~30 s for the toy parts.
+
+Medium and full (TinyStories, GPT-2 tokenizer; numbers from `lattice plan --chips
+h100x1` for one generation's run, not run; each mode trains 3 seeds x 9 runs and
+samples 3 x 9 synthetic datasets):
+  medium: 128-wide, 4 layers, 7.3M params; each generation 240K chunks of ~128
+    tokens trained for 5 epochs (Shumailov et al. 2024 trained every generation for
+    5 epochs; more than one epoch is the collapse protocol, an exception to the
+    one-epoch rule), 154M tokens = 21.1 tokens/param, 0.0049 H100-hours per run,
+    0.13 for the 27 runs, plus sampling 27 x 29M tokens (estimated under an hour at
+    batch 4,096).
+  full: GPT-2 small's shape (12 x 768, 123.6M params with tied embeddings), one
+    epoch per generation over a TinyStories-sized dataset (3.6M chunks, 461M
+    tokens, 3.7 tokens/param, as Gerstgrasser et al. 2024 pretrain on TinyStories;
+    the exact model sizes of their sec. 3 were not checked here), 0.26 H100-hours
+    per run, 7.0 for the 27 runs, plus sampling.
 """
 
 from __future__ import annotations
@@ -39,6 +75,7 @@ from lattice import config as config_lib
 from lattice import experiment
 from lattice.data import sources
 from lattice.decode import sampling
+from lattice.run import checks, scale
 from lattice.synth import generate, lm, metrics, recursive, toy, transforms
 from lattice.train import flops
 
@@ -52,42 +89,98 @@ CLAIM = ("refitting each generation only on the previous generation's samples "
          'test error bounded (linear regression: replace grows linearly, g sigma^2 '
          "d/(T-d-1); accumulate stays below pi^2/6 times the first fit's error).")
 POLICIES = [('replace', recursive.Policy('replace')),
-            ('accumulate', recursive.Policy('accumulate')),
-            ('mix10', recursive.Policy('mix', 0.1))]
+            ('accumulate', recursive.Policy('accumulate'))]
+# Pre-registered LM checks, judged on the 95% paired t interval over the seeds (each
+# seed: its own init, real chunks, prompts and sampling keys, shared by both policies
+# through one generation 0). `rise` and `rare_drop` are last-generation minus
+# generation-0 values, compared with 0; `late_slope` is recursive.late_slope of the
+# real-data loss over the later half of the generations.
+ZERO = 'zero'
+CHECKS = (
+    checks.better('lm_replace', ZERO, 'rise', higher_is_better=True,
+                  label='LM replace: real-data loss rises (last generation - gen 0 > 0)'),
+    checks.better('lm_replace', ZERO, 'rare_drop',
+                  label='LM replace: rare-token mass of samples falls (last - gen 0 < 0)'),
+    checks.better('lm_accumulate', 'lm_replace', 'late_slope',
+                  label='LM accumulate bounded: late slope of real-data loss below '
+                        "replace's"),
+    checks.better('lm_accumulate', 'lm_replace', 'val_loss_real',
+                  label='LM accumulate: last-generation real-data loss below replace'),
+)
 
 
-def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000):
+def _collapse(gens, docs, doc_bytes, toy_scale, chains, **kw) -> dict:
+  return dict(generations=gens, docs=docs, doc_bytes=doc_bytes, prompt_bytes=8,
+              new_tokens=0, sample_batch=256, temperature=1.0, top_p=0.9,
+              real_eval_batches=8, gauss_n=100, gauss_gens=100 * toy_scale,
+              gauss_chains=chains, mix_n=100, mix_gens=20 * toy_scale,
+              mix_chains=chains // 10, lin_d=10, lin_T=40, lin_gens=10,
+              lin_trials=200 * toy_scale, reversal_functions=16 * toy_scale, **kw)
+
+
+def _config(d_model, steps, gens, docs, toy_scale, batch=16, seq=64, chains=2000,
+            seeds=(0, 1, 2)):
   c = experiment.lm_config(d_model, 2 if d_model > 32 else 1, max(d_model // 32, 1), seq,
                            batch, steps, 3e-3)
   c.train.progress, c.checkpoint.enabled, c.data.eval_batches = False, False, 1
-  c.collapse = dict(generations=gens, docs=docs, doc_bytes=seq, prompt_bytes=8,
-                    temperature=1.0, top_p=0.9, real_eval_batches=8,
-                    gauss_n=100, gauss_gens=100 * toy_scale, gauss_chains=chains,
-                    mix_n=100, mix_gens=20 * toy_scale, mix_chains=chains // 10,
-                    lin_d=10, lin_T=40, lin_gens=10, lin_trials=200 * toy_scale,
-                    reversal_functions=16 * toy_scale)
+  c.collapse = _collapse(gens, docs, seq, toy_scale, chains)
+  c.seeds = list(seeds)
+  return c
+
+
+def _scale(*, d_model, n_layers, n_heads, batch, docs, epochs, lr, gens, sample_batch,
+           doc_tokens=128, seq_len=256, microbatches=1):
+  """TinyStories through the GPT-2 tokenizer. Each generation's dataset is `docs`
+  chunks of 4 x `doc_tokens` bytes (about `doc_tokens` tokens; most stories are
+  longer than 512 bytes), trained for `epochs` epochs, and each synthetic chunk is an
+  8-token-ish prompt continued for `doc_tokens` - 8 tokens. The real data is read
+  whole (not streamed: chunks are drawn at random)."""
+  c = scale.scale_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                         seq_len=seq_len, batch=batch, tokens=docs * doc_tokens * epochs,
+                         lr=lr, corpus='tinystories', tokenizer='gpt2', evals=1,
+                         checkpoints=1)
+  c.data.hf_streaming, c.data.eval, c.data.eval_batches = False, {}, 8
+  c.train.progress, c.checkpoint.enabled = False, False
+  c.train.microbatches = microbatches
+  c.collapse = _collapse(gens, docs, 4 * doc_tokens, toy_scale=10, chains=2000)
+  c.collapse.update(prompt_bytes=32, new_tokens=doc_tokens - 8,
+                    sample_batch=sample_batch, real_eval_batches=32)
+  c.seeds = [0, 1, 2]
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(d_model=32, steps=6, gens=2, docs=64, toy_scale=1,
-                               batch=8, seq=32, chains=500),
-      'quick': lambda: _config(d_model=64, steps=200, gens=6, docs=1536, toy_scale=5),
-      'full': lambda: _config(d_model=256, steps=3000, gens=10, docs=50_000,
-                              toy_scale=10, batch=64, seq=256),
+                               batch=8, seq=32, chains=500, seeds=(0,)),
+      'quick': lambda: _config(d_model=64, steps=150, gens=5, docs=1024, toy_scale=5),
+      # 5 epochs per generation, as Shumailov et al. 2024 trained each generation.
+      'medium': lambda: _scale(d_model=128, n_layers=4, n_heads=4, batch=128,
+                               docs=240_000, epochs=5, lr=3e-3, gens=5,
+                               sample_batch=4096),
+      # GPT-2 small's shape (arXiv 2005.14165 Table 2.1), one epoch per generation
+      # over a TinyStories-sized dataset (~470M GPT-2 tokens, arXiv 2305.07759).
+      'full': lambda: _scale(d_model=768, n_layers=12, n_heads=12, batch=256,
+                             docs=3_600_000, epochs=1, lr=6e-4, gens=5,
+                             sample_batch=2048, seq_len=512, microbatches=2),
   })
 
 
-def _lm_part(config, workdir: Path, peak: float):
-  """Part (c): every policy's per-generation rows, sharing generation 0."""
+def _lm_part(config, workdir: Path, peak: float, seed: int):
+  """Part (c) for one seed: every policy's per-generation rows, sharing generation 0.
+
+  The seed sets the model init (`train.seed`), which real chunks are drawn, the
+  prompts and the sampling keys; both policies share this seed's generation 0.
+  """
   p = config.collapse
-  cfg = config_lib.replace(config_lib.build(config), **{'train.flops_peak': peak})
-  real = lm.real_chunks(cfg.data, 'train', p.docs, p.doc_bytes, seed=0)
+  cfg = config_lib.replace(config_lib.build(config), **{'train.flops_peak': peak,
+                                                        'train.seed': seed})
+  real = lm.real_chunks(cfg.data, 'train', p.docs, p.doc_bytes, seed=seed)
   rare = metrics.rare_tokens(real)
   real_batches = lm.eval_batches(cfg.data, p.real_eval_batches)
   samp = sampling.SamplingConfig(p.temperature, top_p=p.top_p)
   runs = {}
+  workdir = workdir / f'seed_{seed}'
 
   def train(name):
     def fn(data, g):
@@ -101,10 +194,11 @@ def _lm_part(config, workdir: Path, peak: float):
     return {**lm.evaluate_on(out, real_batches), 'val_loss_own': out['val_loss']}
 
   def synthesize(out, g):
-    prompts = generate.prompts_from_docs(real, p.docs, p.prompt_bytes, seed=1000 + g)
-    new = lm.continue_texts(out, prompts, jax.random.key(g), sampling_cfg=samp,
-                            batch_size=min(256, p.docs),
-                            max_new_tokens=p.doc_bytes - p.prompt_bytes - 1)
+    prompts = generate.prompts_from_docs(real, p.docs, p.prompt_bytes,
+                                         seed=1000 * (seed + 1) + g)
+    new = lm.continue_texts(out, prompts, jax.random.key(1000 * seed + g),
+                            sampling_cfg=samp, batch_size=min(p.sample_batch, p.docs),
+                            max_new_tokens=p.new_tokens or p.doc_bytes - p.prompt_bytes - 1)
     return [{'text': q.decode() + t, 'completion': t} for q, t in zip(prompts, new)]
 
   def describe(records):
@@ -115,10 +209,10 @@ def _lm_part(config, workdir: Path, peak: float):
   start = (gen0, evaluate(gen0, 0), synthesize(gen0, 0))
   rows = {name: recursive.run_generations(
       pol, real_recs, p.generations, train=train(name), evaluate=evaluate,
-      synthesize=synthesize, describe=describe, start=start)
+      synthesize=synthesize, describe=describe, start=start, seed=seed)
           for name, pol in POLICIES}
   real_desc = metrics.diversity_report(real[:p.docs], real, rare)
-  return rows, runs, gen0, real_desc, _reversal(cfg, gen0, p)
+  return rows, runs, gen0, real_desc, cfg
 
 
 def _fixed(text: str, width: int) -> str:
@@ -151,19 +245,38 @@ def _reversal(cfg, gen0, p) -> transforms.ReversalResult:
   return transforms.instruction_reversal(fns, describe, implement)
 
 
-def _lm_arm(name, rows, runs_, gen0):
-  outs = [gen0] + runs_
+def _lm_metrics(rows) -> dict[str, float]:
+  """One seed's scalars of one policy (the last generation vs generation 0)."""
   last, first = rows[-1], rows[0]
   m = {k: last[k] for k in ('val_loss_real', 'val_bpb_real', 'samples_rare_mass',
                             'samples_distinct_4', 'samples_kl_to_real')}
-  m.update(val_loss_real_gen0=first['val_loss_real'],
-           rare_mass_gen0=first['samples_rare_mass'])
+  loss = [r['val_loss_real'] for r in rows]
+  return dict(m, val_loss_real_gen0=first['val_loss_real'],
+              rare_mass_gen0=first['samples_rare_mass'],
+              rise=last['val_loss_real'] - first['val_loss_real'],
+              rare_drop=last['samples_rare_mass'] - first['samples_rare_mass'],
+              late_slope=recursive.late_slope(loss))
+
+
+def _lm_arm(name, per_seed: dict[int, tuple]) -> experiment.Arm:
+  """per_seed: {seed: (rows, that policy's runs, the seed's generation 0)}."""
+  seeds = sorted(per_seed)
+  outs = [o for s in seeds for o in [per_seed[s][2]] + per_seed[s][1]]
+  gen0 = per_seed[seeds[0]][2]
   return experiment.Arm(
-      name=f'lm_{name}', overrides={'policy': name}, metrics=experiment.aggregate([m]),
+      name=f'lm_{name}', overrides={'policy': name},
+      metrics=experiment.aggregate([_lm_metrics(per_seed[s][0]) for s in seeds]),
       params=int(gen0['params']), active_params=int(gen0['active_params']),
       train_flops=sum(o['train_flops'] for o in outs), tokens=sum(o['tokens'] for o in outs),
-      wall_s=sum(o['wall_s'] for o in outs), seeds=[0],
-      extra={'per_generation': rows})
+      wall_s=sum(o['wall_s'] for o in outs), seeds=seeds,
+      extra={'per_generation': {s: per_seed[s][0] for s in seeds}})
+
+
+def _zero_arm(seeds) -> experiment.Arm:
+  """The reference the single-policy checks pair with: 0 for every seed."""
+  return experiment.Arm(name=ZERO, overrides={}, metrics=experiment.aggregate(
+      [{'rise': 0.0, 'rare_drop': 0.0} for _ in seeds]), params=0, active_params=0,
+      train_flops=0.0, tokens=0, seeds=list(seeds))
 
 
 def _toy_arm(name, series, params, samples, flops_):
@@ -196,16 +309,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
                2 * p.lin_T * p.lin_d ** 2 * p.lin_gens * p.lin_trials)]
   # (c) the LM; the matmul peak (for MFU) is measured once, not once per generation.
   peak = flops.measure_matmul_peak(n=512 if config.mode == 'smoke' else 0)
-  rows, runs, gen0, real_desc, reversal = _lm_part(config, wd, peak)
-  arms += [_lm_arm(name, rows[name], runs.get(name, []), gen0) for name, _ in POLICIES]
-  col = {n: {k: [r[k] for r in rows[n]] for k in rows[n][0] if k != 'provenance'}
-         for n in rows}
-  loss = {n: col[n]['val_loss_real'] for n in col}
-  rare = {n: col[n]['samples_rare_mass'] for n in col}
+  per_seed = {s: _lm_part(config, wd, peak, s) for s in config.seeds}
+  first = config.seeds[0]
+  _, _, gen0, real_desc, cfg = per_seed[first]
+  # (d) needs Python functions to reverse: the stdlib corpus only.
+  reversal = _reversal(cfg, gen0, p) if cfg.data.source == 'stdlib' else None
+  lm_arms = [_lm_arm(name, {s: (v[0][name], v[1].get(name, []), v[2])
+                            for s, v in per_seed.items()}) for name, _ in POLICIES]
+  arms += lm_arms
+  # Per-generation real-data loss and rare mass, averaged over the seeds (plots, text).
+  mean_of = lambda n, k: np.mean([[r[k] for r in v[0][n]] for v in per_seed.values()], 0)
+  loss = {n: mean_of(n, 'val_loss_real') for n, _ in POLICIES}
+  rare = {n: mean_of(n, 'samples_rare_mass') for n, _ in POLICIES}
+  lm_checks = checks.judge_all(CHECKS, lm_arms + [_zero_arm(config.seeds)])
   c = lin_want['first'][0]
   gauss_at = sorted({9, p.gauss_gens // 5, p.gauss_gens - 1})
   g_se = toy.sd_var_replace(p.gauss_n, p.gauss_gens) / math.sqrt(p.gauss_chains)
-  checks = [
+  results = [
       # var_g is heavy-tailed late (its sd exceeds E[var_g]; the sample sd then
       # underestimates it), so agreement is judged in exact standard errors.
       experiment.check('Gaussian replace: mean fitted variance follows ((n-1)/n)^(g+1)',
@@ -234,19 +354,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
                     f'final {lin["accumulate"][-1] / c:.3f} c (bound '
                     f'{lin_want["accumulate_bound"][-1] / c:.3f} c, pi^2/6 = 1.645 c); '
                     f'replace final {lin["replace"][-1] / c:.2f} c'),
-      experiment.check('LM replace: real-data loss rises over generations',
-                    loss['replace'][-1] > loss['replace'][0] * 1.01,
-                    f'val loss on real data by generation: {np.round(loss["replace"], 4).tolist()}'),
-      experiment.check('LM replace: rare-token mass of samples falls',
-                    rare['replace'][-1] < rare['replace'][0],
-                    f'rare mass (real: {real_desc["rare_mass"]:.4f}) by generation: '
-                    f'{np.round(rare["replace"], 4).tolist()}'),
-      experiment.check('LM accumulate: real-data loss stays bounded, below replace',
-                    max(loss['accumulate']) < loss['accumulate'][0] * 1.05
-                    and loss['accumulate'][-1] < loss['replace'][-1],
-                    f'accumulate {np.round(loss["accumulate"], 4).tolist()}; mix10 '
-                    f'{np.round(loss["mix10"], 4).tolist()}; needs max < 1.05x gen 0'),
-  ]
+  ] + lm_checks
   gens = list(range(p.generations))
   plots = [
       experiment.plot_series(wd / 'lm_real_loss.png', {n: (gens, loss[n]) for n in loss},
@@ -270,16 +378,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
           title='linear regression collapse')]
   return experiment.finish(
       __name__, config, wd, arms=arms,
-      checks=checks,
+      checks=results,
       headline={'paper': 'replace error grows ~linearly; accumulate bounded (<= pi^2/6 x)',
                 'ours': f'regression replace {lin["replace"][-1] / c:.2f}c vs accumulate '
                         f'{lin["accumulate"][-1] / c:.2f}c at fit {p.lin_gens}; LM real loss '
                         f'replace {loss["replace"][0]:.3f}->{loss["replace"][-1]:.3f}, '
                         f'accumulate ->{loss["accumulate"][-1]:.3f}'},
       plots=plots,
-      notes=f'real data diversity: {real_desc}; LM rows per generation are in '
-            f'arms[*].extra.per_generation. (d) instruction reversal with the generation-0 '
-            f'LM (greedy docstring for a stdlib function, then code from the docstring; '
-            f'kept when the regenerated signature matches): kept {len(reversal.kept)} of '
-            f'{reversal.tried} (keep rate {reversal.keep_rate:.3f}); examples: '
-            f'{[(d, f.signature) for d, f in reversal.kept[:3]]}')
+      notes=f'real data diversity (seed {first}): {real_desc}; LM rows per generation '
+            f'and seed are in arms[*].extra.per_generation. LM real-data loss by '
+            f'generation (mean over seeds): replace {np.round(loss["replace"], 4).tolist()}, '
+            f'accumulate {np.round(loss["accumulate"], 4).tolist()}. ' + (
+                '(d) instruction reversal: skipped (needs the stdlib corpus).'
+                if reversal is None else
+                f'(d) instruction reversal with the seed-{first} generation-0 LM (greedy '
+                f'docstring for a stdlib function, then code from the docstring; kept '
+                f'when the regenerated signature matches): kept {len(reversal.kept)} of '
+                f'{reversal.tried} (keep rate {reversal.keep_rate:.3f}); examples: '
+                f'{[(d, f.signature) for d, f in reversal.kept[:3]]}'))

@@ -177,7 +177,7 @@ def test_help_everywhere_and_config_listing():
       'sweep': ('lattice.cli', ['sweep', '--help'], '--grid'),
       'top': ('lattice.cli', ['--help'], 'sweep'),
       'config': ('lattice.cli', ['config', 'experiments/baseline_lm.py:quick'],
-                 'model.d_model = 192\n'),
+                 'model.d_model = 128\n'),
   }
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     futures = {k: pool.submit(_run, m, a, '') for k, (m, a, _) in cases.items()}
@@ -187,7 +187,7 @@ def test_help_everywhere_and_config_listing():
     assert want in proc.stdout, (name, proc.stdout[-2000:])
   listing = futures['config'].result()[0].stdout
   assert "data.paths = ''  # files, folders or globs" in listing
-  assert 'train.steps = 1200' in listing
+  assert 'train.steps = 2200' in listing
 
 
 def test_overrides_parse_by_type_and_scale_step_intervals():

@@ -175,3 +175,12 @@ def test_held_out_split_never_shares_a_question_with_train():
   assert all(tasks.is_test(q) for q, _ in test) and not any(map(tasks.is_test, train))
   assert all(tasks.held_out_check(q, a) for q, a in test)
   assert not tasks.held_out_check(test[0][0], str(int(test[0][1]) + 1))
+
+
+def test_late_slope_fits_the_later_half():
+  # 6 generations: the later half is the last 3 (flat), the first 3 climb.
+  assert recursive.late_slope([1.0, 2.0, 3.0, 3.0, 3.0, 3.0]) == pytest.approx(0.0, abs=1e-12)
+  assert recursive.late_slope([0.0, 1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.0)
+  assert recursive.late_slope([5.0, 1.0, 2.0], n_last=2) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match='late_slope'):
+    recursive.late_slope([1.0])

@@ -116,3 +116,20 @@ def run_generations(policy: Policy, real: Sequence[Record], n_generations: int, 
                  'provenance': provenance(data), **metrics,
                  **{f'samples_{k}': v for k, v in described.items()}})
   return rows
+
+
+def late_slope(values: Sequence[float], n_last: int | None = None) -> float:
+  """Least-squares slope per generation of the last `n_last` values (default: the
+  later half, ceil(n / 2), at least 2): how fast a per-generation metric (test loss on
+  real data) still moves at the end. Gerstgrasser et al. 2024 (arXiv 2404.01413)
+  call accumulation "bounded" because its test loss flattens while replacement's
+  keeps climbing; comparing late slopes tests that on a finite run.
+
+  Raises:
+    ValueError: fewer than 2 values to fit, or n_last < 2.
+  """
+  v = np.asarray(values, np.float64)
+  k = max(2, -(-len(v) // 2)) if n_last is None else n_last
+  if k < 2 or len(v) < k:
+    raise ValueError(f'late_slope: need >= 2 of {len(v)} values, asked for the last {k}')
+  return float(np.polyfit(np.arange(k), v[-k:], 1)[0])
