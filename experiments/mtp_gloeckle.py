@@ -112,7 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _cpu_mode(d_model=32, n_layers=2, seq_len=64, batch=8, steps=4,
                                  lr=3e-3, eval_every=2, seeds=(0,), eval_stories=8),
       'quick': lambda: _cpu_mode(d_model=64, n_layers=3, seq_len=128, batch=16,
-                                 steps=2000, lr=3e-3, eval_every=250),
+                                 steps=1500, lr=3e-3, eval_every=250),
       'medium': lambda: _code_mode(d_model=512, n_layers=12, n_heads=8, seq_len=1024,
                                    batch=64, tokens=1_600_000_000, lr=1e-3),
       # §3.1 / Fig. 3: the smallest model (0.3B) on >= 91B tokens of code.
