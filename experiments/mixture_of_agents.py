@@ -49,6 +49,9 @@ medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   (runs/qwen15). These are fine-tuning runs of a pretrained model, so the
   "20 tokens per parameter" rule of pretraining modes does not apply (reported as an
   exception). Neither was run here (no weights can be downloaded on this machine).
+  From `lattice plan --chips h100x1` (not run; it prices one proposer's fine-tune):
+  medium 494M params (Qwen2.5-0.5B's own count), 307K tokens, 0.0006 H100-hours;
+  full 1.54B params, 614K tokens, 0.004 H100-hours; decoding is not priced.
 """
 
 from __future__ import annotations

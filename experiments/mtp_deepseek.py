@@ -35,8 +35,9 @@ second-token acceptance 85-90%. Our numbers: to be measured (the lead runs quick
 the idle machine).
 
 Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 600 steps of
-16 x 128 bytes at d 64, 2 layers (+1 MTP block): at <= 0.05 s a step on the idle
-machine, <= 30 s of steps per run plus compile and eval: ~300 s summed arm time.
+16 x 128 bytes at d 64, 2 layers (+1 MTP block). Assuming <= 0.1 s a step on the
+idle machine (not measured: this machine ran at a load average of ~10), <= 60 s of
+steps per run plus compile and eval: ~500 s summed arm time.
 
 medium: d 384 x 8 layers on FineWeb-Edu with the GPT-2 tokenizer (public web text;
   DeepSeek's corpus is private), ~20 tokens per parameter, 3 seeds.
@@ -49,8 +50,12 @@ full: DeepSeek-V3's smallest MTP ablation (§4.5.1, Table 4): an MoE of 15.7B to
   layer MoE (V2-Lite's first layer is dense). Corpus: FineWeb-Edu in full (1.3T
   tokens, public; DeepSeek's is private) with the Qwen2.5 byte-level BPE (151K) in
   place of DeepSeek-V3's 128K BPE (not in lattice.run.scale.TOKENIZERS).
-Plan numbers (from `lattice plan --chips h100x1`, not run): in the report / the
-lead's docs/scale.md.
+Plan numbers (from `lattice plan --chips h100x1`, 40% MFU assumed; not run):
+  medium: next_token 33.5M params, 800M tokens (23.9 tokens/param, 0.08 epochs),
+    0.13 H100-hours; mtp_d1 35.5M (22.5 tokens/param), 0.21 H100-hours; x 3 seeds
+    = 1.03 H100-hours.
+  full: next_token 16.2B total / 2.64B active, 1.33T tokens (505 per active param,
+    1.02 epochs), 1.7e4 H100-hours; mtp_d1 16.8B / 2.73B, 2.0e4 H100-hours.
 """
 
 from __future__ import annotations

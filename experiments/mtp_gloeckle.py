@@ -33,11 +33,14 @@ Expected: the n = 2 curve above n = 1's early in training (paper Fig. 7: for sma
 models n = 2 reaches high induction accuracy much earlier). Our numbers: to be
 measured (the lead runs quick on the idle machine).
 
-Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 2,000 steps of
-16 x 128 tokens at 0.17M (n = 1) / 0.22M (n = 2) parameters. Under load here
-(see the report) a step took ~0.05 s; on the idle machine assume <= 0.06 s:
-<= 120 s per run, plus 8 checkpoint evaluations of 256 stories (~1 s each) and
-compile: ~800 s summed arm time.
+Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 1,500 steps of
+16 x 128 tokens at ~0.17M (n = 1) / ~0.22M (n = 2) parameters, checkpoints every
+250 steps (6 curve points of 256 stories each). A 250-step trial of induction_n1
+here, under a load average of ~10 on 2 cores, took 0.71 s a step (0.64 val loss,
+induction accuracy 0.039 = chance at steps 125 and 250). Idle, a step should cost
+several times less; at 0.1 s a step the six runs take ~900 s plus compile and
+evaluation, close to the 1,200 s budget: if the lead's idle run exceeds it, cut
+train.steps to 1,000 (the issue's range is 1.5-3k) or batch to 8.
 
 medium / full (code, as the paper; `--config.code_tasks` names a local HumanEval- or
 MBPP-format JSONL, scored by sampled pass@k through lattice/eval/code_samples.py; no
@@ -50,8 +53,11 @@ its smallest sizes (Fig. 3: 0.3B and 0.6B) and better from 3B up.
     dims; here a 0.3B GPT-style shape (24 layers x d 1024, 16 heads), sequence 4096,
     4M-token batches: codeparrot-clean (~50 GB of Python, public) stands in for its
     private code corpus, so 91B tokens is several epochs of it.
-Plan numbers (from `lattice plan --chips h100x1`, not run): see the report / the
-lead's docs/scale.md.
+Plan numbers (from `lattice plan --chips h100x1`, 40% MFU assumed; not run):
+  medium: code_n1 63.7M params, 1.60B tokens (25.1 tokens/param), 0.51 H100-hours;
+    code_n4 73.4M, 21.8 tokens/param, 1.11 H100-hours; 1.62 H100-hours in all.
+  full: code_n1 354M, 91B tokens (257 tokens/param), 213 H100-hours; code_n4 392M,
+    295 H100-hours. (Corpus epochs unknown: the card gives no token count.)
 """
 
 from __future__ import annotations
