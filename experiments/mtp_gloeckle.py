@@ -45,17 +45,20 @@ train.steps to 1,000 (the issue's range is 1.5-3k) or batch to 8.
 medium / full (code, as the paper; `--config.code_tasks` names a local HumanEval- or
 MBPP-format JSONL, scored by sampled pass@k through lattice/eval/code_samples.py; no
 problem file is downloaded): n = 1 vs n = 4 on codeparrot-clean (Python) with the
-StarCoder2 tokenizer, one seed each. The paper finds MTP *worse* than next-token at
-its smallest sizes (Fig. 3: 0.3B and 0.6B) and better from 3B up.
-  medium: 12 layers x d 512 (the n = 4 arm: 9 trunk + 4 head layers), 1.6B tokens.
+StarCoder2 tokenizer. The paper finds MTP *worse* than next-token at its smallest
+sizes (Fig. 3: 0.3B and 0.6B) and better from 3B up; the pre-registered check
+(CODE_CHECKS) is that code_n1's main-head validation loss is below code_n4's (paired
+CI over seeds; full runs one seed, so its check cannot pass and says so).
+  medium: 8 layers x d 384 (the n = 4 arm: 7 trunk + 4 head layers), 850M tokens,
+    3 seeds.
   full: the paper's smallest model, 0.3B parameters trained on >= 91B tokens of code
     (§3.1, Fig. 3; n = 4 is its main setting). The paper's appendix gives the exact
     dims; here a 0.3B GPT-style shape (24 layers x d 1024, 16 heads), sequence 4096,
     4M-token batches: codeparrot-clean (~50 GB of Python, public) stands in for its
     private code corpus, so 91B tokens is several epochs of it.
 Plan numbers (from `lattice plan --chips h100x1`, 40% MFU assumed; not run):
-  medium: code_n1 63.7M params, 1.60B tokens (25.1 tokens/param), 0.51 H100-hours;
-    code_n4 73.4M, 21.8 tokens/param, 1.11 H100-hours; 1.62 H100-hours in all.
+  medium: code_n1 33.0M params, 852M tokens (25.8 tokens/param), 0.14 H100-hours;
+    code_n4 38.4M, 22.2 tokens/param, 0.37 H100-hours; x 3 seeds = 1.54 H100-hours.
   full: code_n1 354M, 91B tokens (257 tokens/param), 213 H100-hours; code_n4 392M,
     295 H100-hours. (Corpus epochs unknown: the card gives no token count.)
 """
@@ -79,6 +82,10 @@ CLAIM = ('for small models, predicting n = 2 tokens at once makes induction (cop
          'next-token training (§4.1, Fig. 7).')
 CHECKS = (checks.better('induction_n2', 'induction_n1', 'induction_auc',
                         higher_is_better=True),)
+# medium / full: at the paper's small sizes next-token training beats n = 4 (Fig. 3:
+# MTP is worse below 1.3B); judged on the main head's validation loss, with pass@k
+# reported as measured.
+CODE_CHECKS = (checks.better('code_n1', 'code_n4'),)
 THRESHOLD = 0.5  # "formed": half the repeated names' second letters copied
 
 
@@ -96,20 +103,22 @@ def _cpu_mode(*, d_model, n_layers, seq_len, batch, steps, lr, eval_every, ns=(1
   c.arms = _arms(ns)
   c.seeds = list(seeds)
   c.eval_stories = eval_stories
-  c.code_tasks, c.code_samples, c.code_limit = '', 0, 0
+  c.code_tasks, c.code_samples, c.code_limit, c.code_max_new = '', 0, 0, 0
   return c
 
 
-def _code_mode(*, d_model, n_layers, n_heads, seq_len, batch, tokens, lr,
+def _code_mode(*, d_model, n_layers, n_heads, seq_len, batch, tokens, lr, seeds,
                code_samples=10, code_limit=0):
   c = scale.scale_config(d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                          seq_len=seq_len, batch=batch, tokens=tokens, lr=lr,
                          corpus='codeparrot', tokenizer='starcoder2',
                          mtp=dict(kind='parallel', n=1))
   c.arms = [dict(name=f'code_n{n}', overrides={'model.mtp.n': n}) for n in (1, 4)]
+  c.seeds = list(seeds)
   c.eval_stories = 0
   # Set on the command line: a local HumanEval/MBPP JSONL (nothing is downloaded).
   c.code_tasks, c.code_samples, c.code_limit = '', code_samples, code_limit
+  c.code_max_new = 256  # tokens per completion (HumanEval/MBPP bodies are short)
   return c
 
 
@@ -119,12 +128,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                  lr=3e-3, eval_every=2, seeds=(0,), eval_stories=8),
       'quick': lambda: _cpu_mode(d_model=64, n_layers=3, seq_len=128, batch=16,
                                  steps=1500, lr=3e-3, eval_every=250),
-      'medium': lambda: _code_mode(d_model=512, n_layers=12, n_heads=8, seq_len=1024,
-                                   batch=64, tokens=1_600_000_000, lr=1e-3),
+      'medium': lambda: _code_mode(d_model=384, n_layers=8, n_heads=6, seq_len=1024,
+                                   batch=64, tokens=850_000_000, lr=1e-3,
+                                   seeds=(0, 1, 2)),
       # §3.1 / Fig. 3: the smallest model (0.3B) on >= 91B tokens of code.
       'full': lambda: _code_mode(d_model=1024, n_layers=24, n_heads=16, seq_len=4096,
                                  batch=1024, tokens=91_000_000_000, lr=3e-4,
-                                 code_samples=100),
+                                 seeds=(0,), code_samples=100),
   })
 
 
@@ -149,7 +159,8 @@ def _measure(config, workdir):
       scores.update(code_samples.pass_at_k(
           cfg, out.state.variables, config.code_tasks, n=config.code_samples,
           ks=[k for k in (1, 10, 100) if k <= config.code_samples],
-          limit=config.code_limit, seed=cfg.train.seed))
+          max_new_tokens=config.code_max_new, limit=config.code_limit,
+          seed=cfg.train.seed))
     return scores
   return measure
 
@@ -157,15 +168,15 @@ def _measure(config, workdir):
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir, measure=_measure(config, workdir))
   by = {a.name: {k: v['mean'] for k, v in a.metrics.items()} for a in arms}
-  if not config.eval_stories:  # medium / full: code arms, reported as measured
+  if not config.eval_stories:  # medium / full: code arms
     lines = [f'{a}: ' + ', '.join(f'{k} {v:.4g}' for k, v in sorted(m.items())
                                   if k.startswith(('pass@', 'val_loss', 'acceptance')))
              for a, m in by.items()]
     return experiment.finish(
-        __name__, config, workdir, arms=arms, checks=[],
+        __name__, config, workdir, arms=arms, checks=checks.judge_all(CODE_CHECKS, arms),
         headline={'paper': 'MTP worse than next-token at 0.3B, better from 3B (Fig. 3)',
                   'ours': '; '.join(lines)},
-        notes='Code arms, one seed: reported as measured, no verdict.')
+        notes='pass@k and draft acceptance are reported as measured (no verdict).')
   results = checks.judge_all(CHECKS, arms)
   names = [a.name for a in arms]
   reported = [checks.ci_line('induction_n2', 'induction_n1', arms, metric)
