@@ -1,23 +1,61 @@
 r"""DeepSeek-V3 sequential multi-token prediction: depth-1 MTP module, λ schedule.
 
-Paper: DeepSeek-AI 2024, "DeepSeek-V3 Technical Report" (arXiv 2412.19437), §2.2 and
-§5.4.3.
+Paper: DeepSeek-AI 2024, "DeepSeek-V3 Technical Report" (arXiv 2412.19437), §2.2,
+§4.5.1 (Table 4) and §5.4.3.
 
 Arms: the plain decoder (model.mtp.kind='none') and the same decoder plus one MTP
-module (model.mtp.kind='sequential', depth 1, λ = 0.3 then 0.1 from 68% of the steps,
-DeepSeek's 10T of 14.8T tokens) on the stdlib code corpus. The MTP arm's module drafts
-for self-speculative greedy decoding (lattice/decode/speculative.py): the acceptance
-rate is accepted tokens per forward - 1, and the speedup is timed against plain greedy
-decoding of the same model in the same process (batch 1).
+module (model.mtp.kind='sequential', depth 1, λ = 0.3 then 0.1 from 68% of the
+steps, DeepSeek's 10T of 14.8T tokens), 3 seeds each (same init seed and data order
+in both arms), on the stdlib code corpus. The MTP module's drafts are scored
+teacher-forced on the held-out split (lattice/eval/draft_acceptance.py): at each
+position the module drafts the token after next from the true prefix, and the draft
+is accepted when it equals the main head's own greedy choice at the next position,
+as a greedy verifier would judge it. Measured on the model's own greedy loops this
+rate was inflated by degenerate repeats (runs of spaces), hence teacher forcing on
+real text and a constant-drafter baseline. Wall-clock decoding speed is a benchmark:
+`python -m benchmarks.speculative_decode`.
+
+Pre-registered checks (code: CHECKS; 95% paired t intervals over the seeds):
+  1. the MTP module does not hurt the main head: val_loss(mtp_d1) / val_loss
+     (next_token) - 1 has its CI upper bound below +1% (non-inferiority margin);
+  2. the module drafts better than the best constant drafter: acceptance minus
+     const_acceptance (the share of the main head's most frequent greedy choice,
+     chosen with hindsight) of the mtp_d1 arm has its CI above 0.
+Reported as measured: the acceptance itself (paper: 85-90% at 671B parameters, not
+expected at this size) and the draft's accuracy against the true token.
 
 Commands:
-  python -m lattice.main --config=experiments/mtp_deepseek.py:smoke --workdir=runs/mtp_deepseek_smoke
-  python -m lattice.main --config=experiments/mtp_deepseek.py:quick --workdir=runs/mtp_deepseek
-  python -m lattice.main --config=experiments/mtp_deepseek.py:full  --workdir=runs/mtp_deepseek_full
+  python -m lattice.main --config=experiments/mtp_deepseek.py:smoke  --workdir=runs/mtp_deepseek_smoke
+  python -m lattice.main --config=experiments/mtp_deepseek.py:quick  --workdir=runs/mtp_deepseek
+  python -m lattice.main --config=experiments/mtp_deepseek.py:medium --workdir=runs/mtp_deepseek_medium
+  python -m lattice.main --config=experiments/mtp_deepseek.py:full   --workdir=runs/mtp_deepseek_full
 
-Expected (paper, 671B model): main loss not worse; second-token acceptance 85-90%;
-1.8x tokens/s. A small CPU model accepts far fewer drafts, and its per-forward cost
-is dominated by overhead, so the speedup is not expected to reproduce at that size.
+Expected (paper, 671B model): main loss not worse (better at scale, Table 4);
+second-token acceptance 85-90%. Our numbers: to be measured (the lead runs quick on
+the idle machine).
+
+Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 600 steps of
+16 x 128 bytes at d 64, 2 layers (+1 MTP block). Assuming <= 0.1 s a step on the
+idle machine (not measured: this machine ran at a load average of ~10), <= 60 s of
+steps per run plus compile and eval: ~500 s summed arm time.
+
+medium: d 384 x 8 layers on FineWeb-Edu with the GPT-2 tokenizer (public web text;
+  DeepSeek's corpus is private), ~20 tokens per parameter, 3 seeds.
+full: DeepSeek-V3's smallest MTP ablation (§4.5.1, Table 4): an MoE of 15.7B total /
+  2.4B active parameters trained on 1.33T tokens; the report gives no more of its
+  shape, so it follows DeepSeek-V2-Lite, the 15.7B / 2.4B model of arXiv 2405.04434
+  (App. B: 27 layers, d 2048, 16 heads, 2 shared + 64 routed experts of width 1408,
+  top-6, sequence 4096, batch 4,608 sequences, peak lr 4.2e-4; recalled from that
+  paper, not re-checked here), with standard attention instead of MLA and every
+  layer MoE (V2-Lite's first layer is dense). Corpus: FineWeb-Edu in full (1.3T
+  tokens, public; DeepSeek's is private) with the Qwen2.5 byte-level BPE (151K) in
+  place of DeepSeek-V3's 128K BPE (not in lattice.run.scale.TOKENIZERS).
+Plan numbers (from `lattice plan --chips h100x1`, 40% MFU assumed; not run):
+  medium: next_token 33.5M params, 800M tokens (23.9 tokens/param, 0.08 epochs),
+    0.13 H100-hours; mtp_d1 35.5M (22.5 tokens/param), 0.21 H100-hours; x 3 seeds
+    = 1.03 H100-hours.
+  full: next_token 16.2B total / 2.64B active, 1.33T tokens (505 per active param,
+    1.02 epochs), 1.7e4 H100-hours; mtp_d1 16.8B / 2.73B, 2.0e4 H100-hours.
 """
 
 from __future__ import annotations
@@ -25,80 +63,95 @@ from __future__ import annotations
 import ml_collections
 
 from lattice import experiment
-from lattice.decode import speculative
+from lattice.data import pipeline, tokenizer as tokenizer_lib
+from lattice.eval import draft_acceptance
+from lattice.run import checks, scale
 
 NAME = 'mtp_deepseek'
 PAPER = {'title': 'DeepSeek-V3 Technical Report', 'arxiv': '2412.19437'}
 CLAIM = ('one sequential MTP module (D = 1: [RMSNorm(h); RMSNorm(Emb(t+1))] -> '
          'projection -> transformer block, sharing embedding and output head) trained '
          'with weight λ = 0.3 (0.1 for the last part of training) does not hurt the '
-         "main model's next-token loss (it improves it at scale), and used as a "
-         'drafter its second-token prediction is accepted 85-90% of the time, giving '
-         '1.8x decoding tokens per second.')
+         "main model's next-token loss (it improves it at scale), and drafts the "
+         "token after next well enough for speculative decoding (85-90% acceptance "
+         'at 671B).')
 LAM, LAM_LATE, SWITCH = 0.3, 0.1, 10 / 14.8  # §4.2: 0.3 for 10T tokens, 0.1 for 4.8T
+CHECKS = (checks.not_worse('mtp_d1', 'next_token', 0.01, relative=True),)
+ACCEPTANCE = checks.better('mtp_d1 draft', 'best constant drafter', 'acceptance',
+                           higher_is_better=True)
 
 
-def _config(d_model, n_layers, seq_len, batch, steps, lr, *, prompts=4, prompt_len=32,
-            new_tokens=128):
-  c = experiment.lm_config(d_model, n_layers, max(d_model // 16, 2), seq_len, batch, steps,
-                           lr, max_len=max(seq_len, prompt_len + new_tokens + 1))
-  c.arms = [
+def _arms(steps: int) -> list[dict]:
+  return [
       dict(name='next_token', overrides={}),
       dict(name='mtp_d1', overrides={
           'model.mtp.kind': 'sequential', 'model.mtp.depth': 1, 'model.mtp.lam': LAM,
           'model.mtp.lam_late': LAM_LATE,
           'model.mtp.lam_switch_step': max(int(SWITCH * steps), 1)}),
   ]
-  c.prompts, c.prompt_len, c.new_tokens = prompts, prompt_len, new_tokens
+
+
+def _cpu_mode(*, d_model, n_layers, seq_len, batch, steps, lr, seeds=(0, 1, 2)):
+  c = experiment.lm_config(d_model, n_layers, max(d_model // 16, 2), seq_len, batch,
+                           steps, lr)
+  c.arms, c.seeds = _arms(steps), list(seeds)
+  return c
+
+
+def _scale_mode(*, seeds, **kw):
+  c = scale.scale_config(**kw)
+  c.arms, c.seeds = _arms(c.train.steps), list(seeds)
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=4,
-                               lr=3e-3, prompts=1, prompt_len=8, new_tokens=8),
-      'quick': lambda: _config(d_model=64, n_layers=2, seq_len=128, batch=16, steps=400,
-                               lr=3e-3),
-      'full': lambda: _config(d_model=512, n_layers=8, seq_len=512, batch=64,
-                              steps=20_000, lr=1e-3, prompts=16, new_tokens=256),
+      'smoke': lambda: _cpu_mode(d_model=32, n_layers=1, seq_len=32, batch=8, steps=4,
+                                 lr=3e-3, seeds=(0,)),
+      'quick': lambda: _cpu_mode(d_model=64, n_layers=2, seq_len=128, batch=16,
+                                 steps=600, lr=3e-3),
+      'medium': lambda: _scale_mode(
+          d_model=384, n_layers=8, n_heads=6, seq_len=1024, batch=32,
+          tokens=800_000_000, lr=1e-3, corpus='fineweb-edu', tokenizer='gpt2',
+          seeds=(0, 1, 2)),
+      # §4.5.1 / Table 4, small scale: 15.7B total / 2.4B active on 1.33T tokens, in
+      # DeepSeek-V2-Lite's shape (arXiv 2405.04434, §B: 27 layers, d 2048, 16 heads,
+      # 2 shared + 64 routed experts of width 1408, top-6; sequence 4096). The batch
+      # is V2-Lite's 4,608 sequences x 4,096 tokens (18.9M tokens, V2 §3.1 / B).
+      'full': lambda: _scale_mode(
+          d_model=2048, n_layers=27, n_heads=16, seq_len=4096, batch=4608,
+          tokens=1_330_000_000_000, lr=4.2e-4, corpus='fineweb-edu-full',
+          tokenizer='qwen2.5', seeds=(0,),
+          ffn=dict(kind='moe', router='sigmoid', n_experts=64, top_k=6, n_shared=2,
+                   expert_d_ff=1408, bias_rate=1e-3)),
   })
 
 
-def _measure(config):
-  def measure(cfg, out):
-    if cfg.model.mtp.kind != 'sequential':
-      return {}
-    prompts = experiment.eval_prompts(cfg, config.prompts, config.prompt_len)
-    spec = speculative.compare_with_plain(out.state.variables, cfg.model, prompts,
-                                          config.new_tokens)
-    return {**{k: float(v) for k, v in spec.items()},
-            'acceptance': float(spec['accepted_per_forward']) - 1.0}
-  return measure
+def _measure(cfg, out):
+  if cfg.model.mtp.kind != 'sequential':
+    return {}
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
+  batches = pipeline.make_eval_batches(cfg.data, tok, cfg.data.eval_batches)
+  return draft_acceptance.teacher_forced(cfg.model, out.state.variables, batches)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
-  arms, _ = experiment.run_arms(config, workdir, measure=_measure(config))
-  by = {a.name: {k: v['mean'] for k, v in a.metrics.items()} for a in arms}
-  base, mtp = by['next_token'], by['mtp_d1']
-  checks = [
-      experiment.check('main-token validation loss not worse with the MTP module',
-                    mtp['val_loss'] <= 1.01 * base['val_loss'],
-                    f'val loss {mtp["val_loss"]:.4f} (MTP D=1) vs {base["val_loss"]:.4f} '
-                    f'(next-token only); needs <= 1.01x'),
-      experiment.check('second-token acceptance 85-90% (paper)',
-                    mtp['acceptance'] >= 0.85,
-                    f'acceptance {mtp["acceptance"]:.3f} ({config.prompts} code prompts x '
-                    f'{config.new_tokens} tokens, greedy)'),
-      experiment.check('speculative greedy output identical to greedy decoding',
-                    mtp['identical'] == 1.0, 'every prompt matched token for token'),
-      experiment.check('1.8x tokens/s from speculative use (paper)',
-                    mtp['speedup'] >= 1.8,
-                    f'{mtp["speedup"]:.2f}x ({mtp["spec_tokens_per_s"]:.0f} vs '
-                    f'{mtp["plain_tokens_per_s"]:.0f} tokens/s, batch 1)'),
-  ]
+  arms, _ = experiment.run_arms(config, workdir, measure=_measure)
+  by = {a.name: a for a in arms}
+  mtp = by['mtp_d1']
+  acc = checks.seed_values(mtp, 'acceptance')
+  results = [*checks.judge_all(CHECKS, arms),
+             checks.judge_values(ACCEPTANCE, acc,
+                                 checks.seed_values(mtp, 'const_acceptance'))]
+  mean = lambda a, k: by[a].metrics[k]['mean']
   return experiment.finish(
-      __name__, config, workdir, arms=arms,
-      checks=checks,
-      headline={'paper': 'loss not worse; 85-90% acceptance; 1.8x TPS',
-                'ours': f'val loss {mtp["val_loss"]:.3f} vs {base["val_loss"]:.3f}; '
-                        f'acceptance {mtp["acceptance"]:.2f}; {mtp["speedup"]:.2f}x'})
+      __name__, config, workdir, arms=arms, checks=results,
+      headline={'paper': 'loss not worse; 85-90% second-token acceptance (671B)',
+                'ours': f'val loss {mean("mtp_d1", "val_loss"):.3f} vs '
+                        f'{mean("next_token", "val_loss"):.3f}; teacher-forced '
+                        f'acceptance {mean("mtp_d1", "acceptance"):.3f} (constant '
+                        f'drafter {mean("mtp_d1", "const_acceptance"):.3f}); draft '
+                        f'accuracy {mean("mtp_d1", "draft_accuracy"):.3f} (mean over '
+                        f'{len(config.seeds)} seeds)'},
+      notes='Reported as measured (no verdict): acceptance per seed '
+            + ', '.join(f's{s} {v:.3f}' for s, v in sorted(acc.items())))

@@ -5,28 +5,57 @@ Paper: Belcak et al. 2025, "Small Language Models are the Future of Agentic AI"
 
 Steps: a "teacher" LM trains on all four tool-call clusters
 (`lattice.data.tasks.toolcalls`); it answers `n_log` fresh requests (constrained
-decoding: every logged call is a valid call); the requests are clustered by k-means
-on hashed bag-of-words features (numbers masked); one small specialist per cluster
-trains from scratch on that cluster's logged request -> call pairs (at this scale
-there is no pretrained SLM to fine-tune); test requests are routed to the nearest
-centroid's specialist. All models decode greedily, with and without the
-constraint, graded by the strict evaluator (`lattice.agents.toolcall`). FLOPs per
-call: forward 2 x matmul params per token plus attention scores and values, over
-the prompt and the generated call.
+decoding: every logged call is a valid call); the logged requests are clustered by
+the tool family the teacher called (paper §6: cluster the logged calls into tasks),
+and test requests are routed to the nearest family centre of the logged requests'
+hashed bag-of-words features (`lattice.agents.routing`); a base specialist trains
+on every log, then one copy per cluster is fine-tuned on that cluster's logs (from
+the base: "a small model pretrained on all logs"). All models decode greedily, with
+and without the constraint, graded by the strict evaluator
+(`lattice.agents.toolcall`). FLOPs per call: forward 2 x matmul params per token
+plus attention scores and values, over the prompt and the generated call.
+
+Pre-registered checks: (1) per cluster, the 95% paired bootstrap interval (over
+that cluster's test requests) of specialists - teacher exact-call accuracy has its
+lower bound above -0.10 on >= 2 of the 4 clusters, and the teacher reaches >= 80%
+exact calls (else the comparison is void); (2) the same within 0.10 for picking
+the right tool; (3) specialists cost <= 1/10 of the teacher's FLOPs per call;
+(4) constrained decoding gives 100% schema-valid calls.
+
+Not done (issue #20): one example per training row. The pipeline packs documents
+ConcatThenSplit (lattice/data/pipeline.py), so an example can straddle two windows
+whatever data.seq_len is; fitting each example in its own row needs a packer that
+never splits a document (e.g. grain's first-fit packing), outside this file. The
+earlier quick teacher (400 steps) reached 3.1% exact calls, so check (1) is
+expected to be void until that lands. Our numbers for this design: to be measured
+(the lead runs quick on the idle machine).
 
 Commands:
-  python -m lattice.main --config=experiments/slm_agents.py:smoke --workdir=runs/slm_smoke
-  python -m lattice.main --config=experiments/slm_agents.py:quick --workdir=runs/slm_agents
-  python -m lattice.main --config=experiments/slm_agents.py:full  --workdir=runs/slm_full
+  python -m lattice.main --config=experiments/slm_agents.py:smoke  --workdir=runs/slm_smoke
+  python -m lattice.main --config=experiments/slm_agents.py:quick  --workdir=runs/slm_agents
+  lattice convert hf --from Qwen/Qwen2.5-1.5B-Instruct --out runs/qwen2.5-1.5b-instruct
+  lattice convert hf --from Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen2.5-0.5b-instruct
+  python -m lattice.main --config=experiments/slm_agents.py:medium --workdir=runs/slm_medium
+  python -m lattice.main --config=experiments/slm_agents.py:full   --workdir=runs/slm_full
+
+medium / full: the teacher is Qwen2.5-1.5B-Instruct and every specialist starts
+from Qwen2.5-0.5B-Instruct (imported with `lattice convert hf`; the modes' model
+sections hold their dimensions, lattice/agents/open_models.py, so `lattice plan`
+prices them offline), fine-tuned on the calls with the Qwen2.5 tokenizer (calls
+decode over its pieces, lattice/agents/calls.py). These fine-tune pretrained models,
+so the pretraining rule of >= 20 tokens per parameter does not apply; the 0.5B/1.5B
+FLOPs ratio (~1/3) is above the quick mode's 1/10 bound by construction. Not run
+here (no weights can be downloaded on this machine). From `lattice plan --chips
+h100x1` (not run; it prices the teacher's fine-tune): medium 1.54B params, 2.05M
+tokens, 0.013 H100-hours; full 8.19M tokens, 0.054 H100-hours.
 
 Expected: constrained calls 100% schema-valid for every model (by construction);
-specialists within 5 points of a capable teacher at <= 1/10 of its FLOPs per call.
-Measured, quick (2-core CPU shared by ~6 sessions, ~25 min wall; results/slm_agents):
-the 369K-parameter teacher (400 steps) picks the right tool 98.8% of the time but
-copies arguments badly (3.1% exact calls), so the exact-call comparison is void;
-the routed 28.8K-parameter specialists pick the right tool 49.2% (2.3% exact) at
-0.089x the FLOPs per call: not reproduced at this size. Constrained decoding: 100%
-valid calls vs 96.1% (teacher) and 23.0% (specialists) unconstrained. Full: not run.
+specialists within 10 points of a capable teacher on >= 2 clusters at <= 1/10 of its
+FLOPs per call. Earlier quick result (k-means clusters, specialists from scratch;
+results/slm_agents): teacher 98.8% right tool, 3.1% exact calls; not reproduced.
+Quick budget (an estimate, not a measurement): teacher 400 steps + base specialist
+300 + 4 x 150 steps, then ~1,024 + 4 x 400 greedy calls of <= 112 tokens: about
+the earlier quick's ~25 min under load, far less idle; to be measured.
 """
 
 from __future__ import annotations
@@ -39,8 +68,9 @@ import numpy as np
 
 from lattice import config as config_lib
 from lattice import experiment, sharding
-from lattice.agents import calls, routing, toolcall
+from lattice.agents import calls, open_models, routing, toolcall
 from lattice.data.tasks import toolcalls
+from lattice.run import bootstrap
 from lattice.train import loop
 
 NAME = 'slm_agents'
@@ -51,14 +81,18 @@ CLAIM = ("most agent calls are narrow; logging a large model's calls, clustering
          'logged calls gives specialists that match the large model on their clusters '
          'at a fraction of its cost; compiling the call schema into the decoder gives '
          '100% schema-valid calls.')
-TOLERANCE = 0.05     # Accuracy points the specialists may trail the teacher by.
-# Below this the teacher is too weak for "the specialists match it" to mean anything.
-MIN_TEACHER_ACCURACY = 0.5
+# Non-inferiority margin per cluster: the specialists' exact-call accuracy may trail
+# the teacher's by at most this (lower 95% bootstrap bound of the difference).
+TOLERANCE = 0.10
+MIN_CLUSTERS = 2     # "within the margin on >= 2 of the 4 clusters" (issue #20)
+# Below this the teacher is too weak for "the specialists match it" to mean anything
+# (issue #20: a teacher at >= 80% exact calls).
+MIN_TEACHER_ACCURACY = 0.8
 MAX_FLOPS_RATIO = 0.1  # "at <= 1/10 of the FLOPs per call" (the issue's check).
 
 
-def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, k, max_new,
-            gen_batch=64):
+def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, max_new,
+            gen_batch=64, open_teacher='', open_specialist=''):
   d, n_layers, heads = teacher
   # Windows of 128 tokens hold most of a ~140-token example; RoPE is relative, and
   # a call attends back at most ~120 positions, so decoding to 192 stays in range.
@@ -67,23 +101,42 @@ def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, k, max
   c.data.source = 'toolcalls'
   c.data.eval_batches = 4
   c.specialist = dict(d_model=specialist[0], n_layers=specialist[1],
-                      n_heads=specialist[2], steps=spec_steps)
-  c.agents = dict(n_log=n_log, n_test=n_test, k=k, max_new=max_new,
+                      n_heads=specialist[2], base_steps=spec_steps,
+                      steps=max(spec_steps // 2, 1), init_from='')
+  if open_teacher:  # medium / full: imported instruction models, fine-tuned
+    c.model.update(open_models.model_section(open_teacher, max_len=256))
+    c.data.tokenizer = open_models.OPEN_MODELS[open_teacher].tokenizer
+    c.optimizer.lr = 1e-5
+    c.train.init_from = f'runs/{open_teacher}'
+    c.specialist.init_from = f'runs/{open_specialist}'
+  c.agents = dict(n_log=n_log, n_test=n_test, max_new=max_new,
                   gen_batch=gen_batch)
   return c
+
+
+def _open(teacher, specialist, steps, spec_steps):
+  t, s = open_models.OPEN_MODELS[teacher], open_models.OPEN_MODELS[specialist]
+  return dict(teacher=(t.d_model, t.n_layers, t.n_heads),
+              specialist=(s.d_model, s.n_layers, s.n_heads), steps=steps,
+              spec_steps=spec_steps, batch=32, n_log=8192, n_test=2048,
+              max_new=96, gen_batch=64, open_teacher=teacher, open_specialist=specialist)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(teacher=(32, 1, 2), specialist=(16, 1, 2), steps=3,
-                               spec_steps=2, batch=8, n_log=16, n_test=16, k=1,
+                               spec_steps=2, batch=8, n_log=16, n_test=16,
                                max_new=48, gen_batch=16),
       'quick': lambda: _config(teacher=(96, 3, 4), specialist=(32, 1, 2), steps=400,
-                               spec_steps=300, batch=16, n_log=1024, n_test=256, k=4,
+                               spec_steps=300, batch=16, n_log=1024, n_test=400,
                                max_new=112),
-      'full': lambda: _config(teacher=(384, 6, 6), specialist=(64, 2, 2), steps=5000,
-                              spec_steps=2000, batch=32, n_log=8192, n_test=2048, k=4,
-                              max_new=112),
+      # A 1.5B teacher, 0.5B specialists, both imported instruction models
+      # (`lattice convert hf --from Qwen/Qwen2.5-1.5B-Instruct --out
+      # runs/qwen2.5-1.5b-instruct`, and the same for 0.5B) fine-tuned on the calls.
+      'medium': lambda: _config(**_open('qwen2.5-1.5b-instruct', 'qwen2.5-0.5b-instruct',
+                                        steps=500, spec_steps=200)),
+      'full': lambda: _config(**_open('qwen2.5-1.5b-instruct', 'qwen2.5-0.5b-instruct',
+                                      steps=2000, spec_steps=1000)),
   })
 
 
@@ -120,23 +173,43 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   # 1. Log the teacher's (constrained, hence valid) calls on fresh requests.
   logs = toolcalls.generate(ev['n_log'], 1, 'train')
   logged = answer(tcfg, teacher.variables, [e.request for e in logs], True, ev)
-  # 2. Cluster the logged requests; 3. one specialist per cluster on its logs.
-  centroids, labels = routing.fit([e.request for e in logs], ev['k'])
+  # 2. Clusters by logged tool: the tool family of each logged call; test requests
+  # go to the nearest family centre of the logged requests' features.
+  names = list(toolcalls.CLUSTERS)
+  labels = np.asarray([names.index(_family(t)) for t in logged])
+  centroids = routing.label_centres([e.request for e in logs], labels, len(names))
+  # 3. A base specialist on every log, then one fine-tuned copy per cluster.
   (wd / 'logs').mkdir(parents=True, exist_ok=True)
-  specialists = []
-  for j in range(ev['k']):
-    path = wd / 'logs' / f'cluster_{j}.jsonl'
+
+  def log_file(name, rows):
+    path = wd / 'logs' / f'{name}.jsonl'
     with open(path, 'w') as f:
-      for i in np.flatnonzero(labels == j):
-        text = toolcalls.prompt_of(logs[i].request) + logged[i]
-        f.write(json.dumps({'text': text}) + '\n')
-    scfg = config_lib.replace(cfg, **{
+      for i in rows:
+        f.write(json.dumps({'text': toolcalls.prompt_of(logs[i].request) + logged[i]})
+                + '\n')
+    return str(path)
+
+  def specialist_cfg(path, steps, init_from):
+    # From scratch (or the imported small model, whose own model section then
+    # replaces these dims) for the base; from the base for each cluster.
+    return config_lib.replace(cfg, **{
         'model.d_model': sp['d_model'], 'model.n_layers': sp['n_layers'],
         'model.attention.n_heads': sp['n_heads'],
-        'model.attention.n_kv_heads': sp['n_heads'], 'train.steps': sp['steps'],
-        'data.source': 'jsonl', 'data.paths': str(path),
-        'checkpoint.every': sp['steps'], 'train.log_every': max(sp['steps'] // 10, 1)})
-    specialists.append(_train(scfg, wd / f'specialist_{j}'))
+        'model.attention.n_kv_heads': sp['n_heads'], 'train.steps': steps,
+        'train.init_from': init_from, 'data.source': 'jsonl', 'data.paths': path,
+        'checkpoint.every': steps, 'train.log_every': max(steps // 10, 1)})
+
+  base = _train(specialist_cfg(log_file('all', range(len(logs))), sp['base_steps'],
+                               sp['init_from']), wd / 'specialist_base')
+  specialists = []
+  for j, name in enumerate(names):
+    rows = np.flatnonzero(labels == j)
+    if not len(rows):  # the teacher never called this family: the base serves it
+      specialists.append(base)
+      continue
+    specialists.append(_train(specialist_cfg(log_file(f'cluster_{name}', rows),
+                                             sp['steps'], str(wd / 'specialist_base')),
+                              wd / f'specialist_{name}'))
   # 4. Test: teacher vs routed specialists, with and without the constraint.
   test = toolcalls.generate(ev['n_test'], 2, 'test')
   requests = [e.request for e in test]
@@ -165,8 +238,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
                            for j, t in zip(routed, texts)])))
       rows[f'{name}_{tag}'] = dict(toolcall.summarize(verdicts), flops_per_call=fl,
                                    **{f'acc_{c}': a for c, a in per.items()},
-                                   models=models)
+                                   models=models,
+                                   correct=[v.error is None for v in verdicts])
   return _report(config, wd, rows, teacher, specialists, logs, labels, routed, test)
+
+
+def _family(call_text: str) -> str:
+  """The tool family (a toolcalls.CLUSTERS key) of a logged call; the first family
+  when the call does not parse (constrained calls always do)."""
+  try:
+    return toolcalls.CLUSTER_OF[json.loads(call_text)['name']]
+  except (ValueError, KeyError, TypeError):
+    return next(iter(toolcalls.CLUSTERS))
 
 
 def _purity(labels, examples) -> float:
@@ -179,8 +262,10 @@ def _purity(labels, examples) -> float:
 
 def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   arms = []
+  correct = {}
   for name, r in rows.items():
     models = r.pop('models')
+    correct[name] = r.pop('correct')
     arms.append(experiment.Arm(
         name=name, overrides={}, metrics=experiment.aggregate([r]),
         params=sum(int(m['params']) for m in models),
@@ -191,16 +276,30 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
   tc, sc = rows['teacher_constrained'], rows['specialists_constrained']
   tf, sf = rows['teacher_free'], rows['specialists_free']
   ratio = sc['flops_per_call'] / tc['flops_per_call']
+  per_cluster = []
+  for c in toolcalls.CLUSTERS:
+    idx = [i for i, e in enumerate(test) if e.cluster == c]
+    if len(idx) < 2:
+      per_cluster.append((c, False, f'{c}: {len(idx)} test requests, too few'))
+      continue
+    ci = bootstrap.paired([float(correct['specialists_constrained'][i]) for i in idx],
+                          [float(correct['teacher_constrained'][i]) for i in idx])
+    per_cluster.append((c, ci['lo'] > -TOLERANCE,
+                        f'{c} {ci["diff"]:+.3f} [{ci["lo"]:+.3f}, {ci["hi"]:+.3f}] '
+                        f'(n={ci["n"]})'))
+  close = sum(ok for _, ok, _ in per_cluster)
   meaningful = tc['accuracy'] >= MIN_TEACHER_ACCURACY
   checks = [
-      experiment.check('specialists match a capable teacher within the tolerance',
-                    meaningful and sc['accuracy'] >= tc['accuracy'] - TOLERANCE,
-                    f'exact-call accuracy, constrained: routed specialists '
-                    f'{sc["accuracy"]:.1%} vs teacher {tc["accuracy"]:.1%} (tolerance '
-                    f'{TOLERANCE:.0%}; the teacher must reach '
-                    f'{MIN_TEACHER_ACCURACY:.0%} for the comparison to mean anything'
-                    f'{"" if meaningful else ", it does not"}); unconstrained '
-                    f'{sf["accuracy"]:.1%} vs {tf["accuracy"]:.1%}'),
+      experiment.check(
+          f'specialists within {TOLERANCE:.0%} of a capable teacher on >= '
+          f'{MIN_CLUSTERS} of {len(toolcalls.CLUSTERS)} clusters',
+          meaningful and close >= MIN_CLUSTERS,
+          f'exact-call accuracy, constrained, specialists - teacher per cluster with '
+          f'95% paired bootstrap CIs over its test requests: '
+          + '; '.join(d for _, _, d in per_cluster) + f'; {close} cluster(s) have the '
+          f'lower bound above -{TOLERANCE:.2f}, {MIN_CLUSTERS} needed; the teacher must '
+          f'reach {MIN_TEACHER_ACCURACY:.0%} exact calls for the comparison to mean '
+          f'anything (it has {tc["accuracy"]:.1%}{"" if meaningful else ": void"})'),
       experiment.check('specialists pick the teacher\'s tools within the tolerance',
                     sc['tool_accuracy'] >= tc['tool_accuracy'] - TOLERANCE,
                     f'valid call of the right tool (any arguments), constrained: '
@@ -230,13 +329,14 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
                      f'{r["acc_" + c]:.0%}' for c in toolcalls.CLUSTERS) + ' |')
   seen = {e.request for e in logs}
   notes = ('Accuracy per cluster vs FLOPs per call:\n\n' + '\n'.join(table) + '\n\n'
-           f'k-means purity on the logged requests: {_purity(labels, logs):.1%}; on '
+           f'Routing purity (cluster = the tool family the teacher called) on the '
+           f'logged requests: {_purity(labels, logs):.1%}; on '
            f'routed test requests: {_purity(routed, test):.1%}. Test requests also in '
            f'the log: {np.mean([e.request in seen for e in test]):.1%} (the request '
            f'space of some tools is small). Teacher params {teacher["params"]}, '
-           f'specialist params {specialists[0]["params"]} each. Specialists train '
-           f'from scratch on the teacher\'s logged calls only (distillation), not '
-           f'from a pretrained small model.')
+           f'specialist params {specialists[0]["params"]} each. Each specialist is '
+           f'the base specialist (trained on every logged call) fine-tuned on its '
+           f'cluster\'s logged calls.')
   return experiment.finish(
       __name__, config, wd, arms=arms,
       checks=checks,

@@ -4,7 +4,6 @@ clear error naming the field (no silent byte ids under a subword vocabulary)."""
 import pytest
 
 from lattice import config as config_lib
-from lattice.agents import calls
 from lattice.data import interleaved
 
 from conftest import tiny_config
@@ -19,9 +18,3 @@ def test_shapes_source_needs_the_byte_tokenizer():
   byte = config_lib.build(tiny_config(data={'source': 'shapes', 'eval_batches': 1,
                                             'batch_size': 2, 'seq_len': 32}))
   assert interleaved.make_eval_batches(byte)[0]['segment_ids'].shape == (2, 32)
-
-
-def test_tool_call_answers_need_the_byte_tokenizer():
-  cfg = config_lib.build(tiny_config(data={'tokenizer': SPM}))
-  with pytest.raises(config_lib.ConfigError, match=r'^data\.tokenizer: tool-call'):
-    calls.answer(cfg, {}, ['x'], constrained=True, batch=1, max_new=1)

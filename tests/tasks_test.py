@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lattice import config as config_lib
-from lattice.data import sources
+from lattice.data import sources, tokenizer
 from lattice.data.tasks import arithmetic, induction
 
 
@@ -65,6 +65,44 @@ def test_induction_eval_arrays_mask_targets_the_second_letter():
   assert len(rows) > 0
   assert np.all((targets[rows, cols] >= ord('a')) & (targets[rows, cols] <= ord('z')))
   assert np.all((inputs[rows, cols] >= ord('A')) & (inputs[rows, cols] <= ord('Z')))
+
+
+def test_induction_eval_arrays_go_through_the_given_tokenizer():
+  byte = tokenizer.ByteTokenizer()
+  for a, b in zip(induction.eval_arrays(4, seed=3, seq_len=64),
+                  induction.eval_arrays(4, seed=3, seq_len=64, tok=byte)):
+    np.testing.assert_array_equal(a, b)
+
+  class Pairs(tokenizer.ByteTokenizer):
+    """Two bytes per token where possible (ids 300 + ...), a stand-in for subwords:
+    a name split at its second letter still gets a target, one kept whole does not."""
+    vocab_size = 300 + 256 * 256
+
+    def encode(self, text, bos=False, eos=False):
+      raw = text.encode()
+      ids = [300 + raw[i] * 256 + raw[i + 1] if i + 1 < len(raw) else raw[i]
+             for i in range(0, len(raw), 2)]
+      return np.asarray([self.bos_id] * bos + ids + [self.eos_id] * eos, np.int32)
+
+    def token_bytes(self):
+      table = super().token_bytes() + [b''] * (300 - tokenizer.VOCAB_SIZE)
+      return table + [bytes([i // 256, i % 256]) for i in range(256 * 256)]
+
+  inputs, targets, mask = induction.eval_arrays(8, seed=2, seq_len=200, tok=Pairs())
+  table = Pairs().token_bytes()
+  rows, cols = np.nonzero(mask)
+  assert len(rows) > 0
+  # Every masked target starts with a name's lowercase second letter.
+  assert all(table[t][:1].islower() for t in targets[rows, cols])
+
+
+def test_induction_eval_arrays_refuse_a_tokenizer_that_rewrites_text():
+  class Lower(tokenizer.ByteTokenizer):
+    def encode(self, text, bos=False, eos=False):
+      return super().encode(text.lower(), bos, eos)
+
+  with pytest.raises(config_lib.ConfigError, match='data.tokenizer'):
+    induction.eval_arrays(2, seed=0, seq_len=32, tok=Lower())
 
 
 @pytest.mark.parametrize('name', ['induction', 'arithmetic', 'arithmetic_ood'])

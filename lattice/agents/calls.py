@@ -1,50 +1,32 @@
 """Tool calls from a trained model: batched greedy decoding of requests (optionally
 constrained to the call schema) and the forward FLOPs of one call.
-
-Shape legend: B rows per decode batch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
-import numpy as np
-
-from lattice.agents import toolcall
-from lattice import config as config_lib
+from lattice.agents import generator as generator_lib
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import toolcalls
-from lattice.decode import sampling
 from lattice.train import flops as flops_lib
 
 
 def answer(cfg, variables: Any, requests: list[str], *, constrained: bool,
            batch: int, max_new: int) -> list[str]:
-  """Greedy calls (text up to EOS) for `requests` from the model of Config `cfg`,
-  in batches of `batch` rows (a short last batch is padded: one compiled shape per
-  model); `constrained` compiles the call schema into the decoder."""
-  if (cfg.data.tokenizer or 'byte') != 'byte':
-    # The call constraint and the task's prompts are built over byte ids.
-    raise config_lib.ConfigError(
-        f'data.tokenizer: tool-call answers are decoded over the byte vocabulary; '
-        f'set data.tokenizer=byte, got {cfg.data.tokenizer!r}')
-  tok = tok_lib.ByteTokenizer()
-  prompts = np.stack([tok.encode(toolcalls.prompt_of(r), bos=True) for r in requests])
-  index = toolcall.call_constraint(cfg.model.vocab_size) if constrained else None
-  out = []
-  for i in range(0, len(prompts), batch):
-    chunk_BxL = prompts[i:i + batch]
-    chunk_BxL = np.concatenate([chunk_BxL, np.repeat(chunk_BxL[-1:],
-                                                     batch - len(chunk_BxL), 0)])
-    new = sampling.generate(variables, chunk_BxL, jax.random.key(0),
-                            model_cfg=cfg.model, max_new_tokens=max_new,
-                            sampling=sampling.SamplingConfig(0.0), constraint=index,
-                            eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID)
-    for row in np.asarray(new)[:len(prompts[i:i + batch])].tolist():
-      out.append(tok.decode(row[:row.index(tok_lib.EOS_ID)] if tok_lib.EOS_ID in row
-                            else row))
-  return out
+  """Greedy calls (text up to EOS) for `requests` from the model of Config `cfg`.
+
+  Prompts are encoded with the run's tokenizer (`data.tokenizer`: byte or subword),
+  decoded in batches of exactly `batch` rows per prompt length (one compiled shape
+  per model and length) by `LatticeGenerator`; `constrained` compiles the call schema
+  over that tokenizer's vocabulary (`lattice.data.tokenizer.vocab_bytes`).
+  """
+  gen = generator_lib.LatticeGenerator(
+      variables, cfg.model, batch_size=batch,
+      tokenizer=tok_lib.make_tokenizer(cfg.data.tokenizer))
+  constraint = {'json_schema': toolcalls.call_schema()} if constrained else None
+  return gen.generate([toolcalls.prompt_of(r) for r in requests], max_new, 0.0,
+                      constraint)
 
 
 def flops_per_call(params: Any, model_cfg, prompt_len: int, call_bytes: float,

@@ -36,3 +36,20 @@ def fit(requests: list[str], k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 def route(requests: list[str], centres_KxF: np.ndarray) -> np.ndarray:
   """The cluster [N] (the specialist) of each request: its nearest centre."""
   return cluster.nearest(features(requests), centres_KxF)
+
+
+def label_centres(requests: list[str], labels: np.ndarray, k: int) -> np.ndarray:
+  """[K, F] centre of each label's request features (a nearest-centroid router for
+  clusters given by labels, e.g. the tool family each logged call used). A label
+  with no request gets a far-away centre (1e3 in every feature: never nearest to
+  a normalised request). Raises ValueError for labels outside [0, k)."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= k):
+    raise ValueError(f'label_centres: labels must lie in [0, {k}), got '
+                     f'{labels.min()}..{labels.max()}')
+  x_NxF = features(requests)
+  c_KxF = np.full((k, x_NxF.shape[1]), 1e3)
+  for j in range(k):
+    if np.any(labels == j):
+      c_KxF[j] = x_NxF[labels == j].mean(0)
+  return c_KxF

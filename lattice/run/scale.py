@@ -57,6 +57,10 @@ CORPORA: dict[str, Corpus] = {
     'fineweb-edu': Corpus('HuggingFaceFW/fineweb-edu', 'sample-10BT', **_C4_EVAL,
                           tokens=10_000_000_000, tokens_tokenizer='gpt2',
                           source='HuggingFaceFW/fineweb-edu dataset card'),
+    # The whole of FineWeb-Edu; its card: "1.3T tokens" (gpt2 tokens).
+    'fineweb-edu-full': Corpus('HuggingFaceFW/fineweb-edu', 'default', **_C4_EVAL,
+                               tokens=1_300_000_000_000, tokens_tokenizer='gpt2',
+                               source='HuggingFaceFW/fineweb-edu dataset card'),
     # Dodge et al. 2021 ("Documenting Large Webtext Corpora", arXiv 2104.08758),
     # Table 1: C4.EN 156B tokens.
     'c4': Corpus('allenai/c4', 'en', eval_hf_name='allenai/c4', eval_hf_config='en',

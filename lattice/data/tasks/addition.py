@@ -1,8 +1,8 @@
 """A checkable task for Mixture-of-Agents runs: fixed-width addition, plus its
 aggregation data.
 
-A question is `"ddd+ddd="` (two 3-digit numbers); its exact answer is the sum as
-4 zero-padded digits (`"123+456="` -> `"0579"`). Small models get it partly right,
+A question is `"dd+dd="` (two DIGITS = 2-digit numbers); its exact answer is the
+sum as DIGITS + 1 zero-padded digits (`"12+45="` -> `"057"`). Small models get it partly right,
 with digit-level (carry) errors, so proposers of different quality and a trained
 aggregator have something to combine, and every answer is checked exactly.
 
@@ -108,6 +108,11 @@ def aggregate_doc(q: str, rng: np.random.Generator) -> str:
   k = int(rng.integers(1, MAX_CANDIDATES + 1))
   cands = [corrupt(ans, float(rng.uniform(*_CORRUPT_RANGE)), rng) for _ in range(k)]
   return aggregate_prompt(q, cands) + ans
+
+
+def train_questions(n: int) -> list[str]:
+  """The first `n` questions of the training source (the proposers' training set)."""
+  return questions(min(n, N_TRAIN), _TRAIN_SEED)
 
 
 def eval_questions(n: int, seed: int = 2) -> list[str]:

@@ -16,8 +16,9 @@ API:
   story(rng) -> (text, offsets)     offsets: byte offsets of the second letter of
                                     every repeated (not first) name mention
   generate(n, seed) -> [(text, offsets)]
-  eval_arrays(n, seed, seq_len) -> inputs, targets, mask   (mask: repeated-name
-                                    second tokens, as next-token targets)
+  eval_arrays(n, seed, seq_len, tok) -> inputs, targets, mask   (encoded with the
+                                    run's tokenizer; mask: repeated-name second
+                                    tokens, as next-token targets)
 The `induction` data source serves stories (train and validation from different
 seeds).
 """
@@ -29,6 +30,7 @@ import string
 import grain
 import numpy as np
 
+from lattice.errors import ConfigError
 from lattice.data import tokenizer as tokenizer_lib
 
 PLACES = ('park', 'forest', 'garden', 'river', 'market', 'school', 'beach', 'farm')
@@ -98,23 +100,58 @@ def generate(n: int, seed: int) -> list[tuple[str, list[int]]]:
   return [story(_story_rng(seed, i)) for i in range(n)]
 
 
-def eval_arrays(n: int, seed: int, seq_len: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """One story per row, BOS first, cut to seq_len targets and PAD-filled.
+def _token_starts(tok, ids: np.ndarray, text: str) -> tuple[np.ndarray, np.ndarray]:
+  """int64[len(ids)] twice: the byte offset in `text` where each token's bytes
+  start, and how many bytes each token writes (specials: 0).
 
-  Returns int32 inputs [n, seq_len], int32 targets [n, seq_len] (inputs shifted by
-  one) and float32 mask [n, seq_len]: 1 where the target is the second token of a
-  repeated name.
+  Raises ConfigError naming data.tokenizer when the tokens' bytes do not spell
+  `text` (a tokenizer that normalises text cannot place the names' letters).
   """
-  tok = tokenizer_lib.ByteTokenizer()
+  table = tok.token_bytes()
+  pieces = [table[i] if 0 <= i < len(table) else b'' for i in ids.tolist()]
+  lengths = np.asarray([len(p) for p in pieces], np.int64)
+  if b''.join(pieces) != text.encode('utf-8'):
+    raise ConfigError(
+        'data.tokenizer: induction accuracy needs a tokenizer whose tokens spell the '
+        'story byte for byte; this one does not (it normalises or drops text)')
+  return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths
+
+
+def eval_arrays(n: int, seed: int, seq_len: int, tok=None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One story per row, BOS first, encoded with `tok`, cut to seq_len targets and
+  PAD-filled.
+
+  Args:
+    n, seed: the stories (`generate(n, seed)`).
+    seq_len: targets per row.
+    tok: the run's tokenizer (`lattice.data.tokenizer.make_tokenizer(data.tokenizer)`);
+      None means the byte tokenizer.
+
+  Returns:
+    int32 inputs_NxL, int32 targets_NxL (inputs shifted by one) and float32 mask_NxL:
+    1 where the target is a token that starts inside a repeated name mention after
+    the name's first byte (with bytes: the name's second letter). A subword
+    tokenizer that keeps a name in one token gives that mention no target.
+
+  Raises:
+    ConfigError (naming data.tokenizer): the tokenizer has no PAD id, or its tokens
+      do not spell the story byte for byte.
+  """
+  tok = tok or tokenizer_lib.ByteTokenizer()
+  if tok.pad_id is None:
+    raise ConfigError('data.tokenizer: induction eval rows need a PAD id; '
+                                 'this tokenizer has none')
   window = np.full((n, seq_len + 1), tok.pad_id, np.int32)
   mask = np.zeros((n, seq_len + 1), np.float32)
   for row, (text, offsets) in enumerate(generate(n, seed)):
-    ids = tok.encode(text, bos=True, eos=True)[:seq_len + 1]
+    ids = np.asarray(tok.encode(text, bos=True, eos=True), np.int32)
+    starts, lengths = _token_starts(tok, ids, text)
+    ids, starts, lengths = ids[:seq_len + 1], starts[:seq_len + 1], lengths[:seq_len + 1]
     window[row, :len(ids)] = ids
-    for off in offsets:
-      if off + 1 <= seq_len:  # +1: BOS shifts byte offsets by one position
-        mask[row, off + 1] = 1.0
+    for off in offsets:  # byte offset of the name's second letter; name starts off - 1
+      hit = np.nonzero((starts > off - 1) & (starts <= off) & (lengths > 0))[0]
+      mask[row, hit[hit >= 1]] = 1.0
   return window[:, :-1], window[:, 1:], mask[:, 1:]
 
 
