@@ -5,14 +5,30 @@ Mixture-of-Experts Language Models" (arXiv 2401.06066); routing as in DeepSeek-V
 (arXiv 2412.19437): sigmoid affinities, top-k gates normalized over the k,
 auxiliary-loss-free balancing.
 
-Arms (all with the same attention and the same active FFN width F): dense (d_ff=F),
-coarse MoE (8 experts of width F, top-1), fine MoE (32 experts of width F/4, top-4),
-fine + shared (32 routed of width F/4, top-3, plus 1 shared expert of width F/4).
+Arms (all with the same attention and the same activated FFN width A; `arms`):
+dense (d_ff=A), coarse MoE, fine MoE (each coarse expert split in 4) and fine +
+shared (one fine expert always on, the rest routed; same total and activated
+parameters as fine). quick: coarse 8 experts of A top-1, fine 32 of A/4 top-4,
+fine + shared 1 + 31 of A/4 top-3. medium and full: the paper's shape, coarse 16
+experts of F top-2 (A = 2F), fine 64 of F/4 top-8, fine + shared 1 + 63 top-7.
 
 Commands:
-  python -m lattice.main --config=experiments/deepseek_moe.py:smoke --workdir=runs/dsmoe_smoke
-  python -m lattice.main --config=experiments/deepseek_moe.py:quick --workdir=runs/dsmoe
-  python -m lattice.main --config=experiments/deepseek_moe.py:full  --workdir=runs/dsmoe_full
+  python -m lattice.main --config=experiments/deepseek_moe.py:smoke  --workdir=runs/dsmoe_smoke
+  python -m lattice.main --config=experiments/deepseek_moe.py:quick  --workdir=runs/dsmoe
+  python -m lattice.main --config=experiments/deepseek_moe.py:medium --workdir=gs://BUCKET/dsmoe_medium
+  python -m lattice.main --config=experiments/deepseek_moe.py:full   --workdir=gs://BUCKET/dsmoe_full
+  lattice plan --config=experiments/deepseek_moe.py:medium --chips h100x1
+
+medium and full, from `lattice plan` (40% MFU assumed), not run:
+  medium (h100x1): d 384, 6 layers, FineWeb-Edu, Llama-2 tokenizer, seq 1024 x 64,
+    1.0B tokens (0.1 epoch): dense 30.0M params; MoE arms 129M total / 30.1M
+    activated, 33 tokens per activated parameter, 2.1e17 FLOPs and 0.15 H100-hours
+    an arm; 4 arms x 3 seeds: 1.76 H100-hours.
+  full (h100x8; `_full` says what differs from the paper): 100B tokens of C4 (0.64
+    epoch); dense 373M; MoE arms 2.00B total / 0.37B activated (the paper: 2.0B /
+    0.3B with an 8K vocabulary), 2.3e20 FLOPs and 160 H100-hours an arm; 4 arms x
+    1 seed: 640 H100-hours. Paper at this scale: DeepSeekMoE 2B below GShard 2B
+    at equal activated parameters, about matching GShard 2.9B (sec. 4.2, 4.3).
 
 Pre-registered checks (code: CHECKS; judged by lattice.run.checks on the 95% paired
 t interval over the seeds, the same init seed and data order in every arm):
@@ -38,7 +54,8 @@ from __future__ import annotations
 import ml_collections
 
 from lattice import experiment
-from lattice.run import checks
+from lattice.errors import ConfigError
+from lattice.run import checks, scale
 
 NAME = 'deepseek_moe'
 PAPER = {'title': 'DeepSeekMoE: Towards Ultimate Expert Specialization in '
@@ -50,42 +67,100 @@ CLAIM = ('at equal activated parameters and tokens, an MoE beats the dense model
          'them; see PAPERS.md).')
 CHECKS = (checks.better('moe_fine_shared', 'dense'),
           checks.better('moe_fine', 'moe_coarse'))
+# medium: d_model, the standard FFN width F and the training tokens (sized with
+# `lattice plan --chips h100x1`); full: F (see _full).
+MEDIUM_D, MEDIUM_F, MEDIUM_TOKENS = 384, 1024, 1_000_000_000
+FULL_F = 3360
 
 
-def arms(width: int) -> list[dict]:
+def arms(active: int, n_coarse: int, k_coarse: int, split: int = 4) -> list[dict]:
+  """The four arms at `active` activated FFN width per token (all equal).
+
+  dense: one FFN of width `active`. coarse: `n_coarse` experts of width
+  active / k_coarse, top-`k_coarse` (GShard-like). fine: every coarse expert split
+  into `split` (n_coarse * split experts of width active / (k_coarse * split),
+  top-k_coarse * split). fine + shared: one of those fine experts always on (1 shared
+  + n_coarse * split - 1 routed, top k_coarse * split - 1), so total and activated
+  parameters equal the fine arm's (DeepSeekMoE sec. 3.2, arXiv 2401.06066).
+  Raises ConfigError when the widths do not divide.
+  """
+  if active % (k_coarse * split):
+    raise ConfigError(
+        f'deepseek_moe: active width {active} is not divisible by k_coarse * split = '
+        f'{k_coarse * split}')
+  fine_w, n_fine, k_fine = active // (k_coarse * split), n_coarse * split, k_coarse * split
   moe = {'model.ffn.kind': 'moe', 'model.ffn.router': 'sigmoid',
          'model.ffn.bias_rate': 1e-3}
   return [
-      dict(name='dense', overrides={'model.ffn.d_ff': width}),
-      dict(name='moe_coarse', overrides={**moe, 'model.ffn.n_experts': 8,
-                                         'model.ffn.top_k': 1,
-                                         'model.ffn.expert_d_ff': width}),
-      dict(name='moe_fine', overrides={**moe, 'model.ffn.n_experts': 32,
-                                       'model.ffn.top_k': 4,
-                                       'model.ffn.expert_d_ff': width // 4}),
-      dict(name='moe_fine_shared', overrides={**moe, 'model.ffn.n_experts': 32,
-                                              'model.ffn.top_k': 3,
+      dict(name='dense', overrides={'model.ffn.d_ff': active}),
+      dict(name='moe_coarse', overrides={**moe, 'model.ffn.n_experts': n_coarse,
+                                         'model.ffn.top_k': k_coarse,
+                                         'model.ffn.expert_d_ff': active // k_coarse}),
+      dict(name='moe_fine', overrides={**moe, 'model.ffn.n_experts': n_fine,
+                                       'model.ffn.top_k': k_fine,
+                                       'model.ffn.expert_d_ff': fine_w}),
+      dict(name='moe_fine_shared', overrides={**moe, 'model.ffn.n_experts': n_fine - 1,
+                                              'model.ffn.top_k': k_fine - 1,
                                               'model.ffn.n_shared': 1,
-                                              'model.ffn.expert_d_ff': width // 4}),
+                                              'model.ffn.expert_d_ff': fine_w}),
   ]
 
 
-def _config(d_model, n_layers, width, seq_len, batch, steps, lr, seeds=(0, 1, 2)):
+def _quick(d_model, n_layers, active, seq_len, batch, steps, lr, seeds=(0, 1, 2)):
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr)
-  c.arms = arms(width)
+  c.arms = arms(active, n_coarse=8, k_coarse=1)
   c.seeds = list(seeds)
+  return c
+
+
+def _medium():
+  # One H100, ~2 h for 4 arms x 3 seeds (`lattice plan`): the paper's shape scaled
+  # down (coarse: 16 experts top-2 of the standard FFN width F; fine: 64 of F/4,
+  # top-8; shared: 1 + 63, top-7), >= 20 tokens per activated parameter.
+  c = scale.scale_config(d_model=MEDIUM_D, n_layers=6, n_heads=6, seq_len=1024,
+                         batch=64, tokens=MEDIUM_TOKENS, lr=1.08e-3,
+                         corpus='fineweb-edu', tokenizer='llama2')
+  c.arms = arms(2 * MEDIUM_F, n_coarse=16, k_coarse=2)
+  c.seeds = [0, 1, 2]
+  return c
+
+
+def _full():
+  """DeepSeekMoE's validation scale (arXiv 2401.06066, sec. 4.1.1 and 4.1.2).
+
+  9 layers, hidden 1280, 10 heads of 128; every FFN an MoE with 16x the parameters
+  of a standard FFN and 2x activated: GShard-like coarse (16 experts of F, top-2),
+  fine (64 of F/4, top-8) and DeepSeekMoE (1 shared + 63 routed of F/4, top-7):
+  ~2B total, ~0.3B activated. 100B tokens, batch 2K sequences of 2K tokens (25,000
+  steps), peak LR 1.08e-3 after 2K warmup steps, AdamW (0.9, 0.95), weight decay
+  0.1, clip 1.0. Differences, said plainly: the paper's corpus is DeepSeek's own
+  multilingual corpus (not public): C4 here (the public web corpus with >= 100B
+  tokens in lattice.run.scale.CORPORA); its 8K BPE tokenizer is not public: Llama-2's
+  32K here (untied embeddings: ~0.08B more parameters than the paper's);
+  its step decay (x0.316 at 80% and 90% of steps) is not a lattice schedule: WSD
+  with the last 20% decaying to 0.1x; the paper does not give F, so F = 3360 makes
+  the totals land at the paper's 2B / 0.3B (`lattice plan`). One seed: the
+  paper reports one run per model.
+  """
+  c = scale.scale_config(d_model=1280, n_layers=9, n_heads=10, seq_len=2048,
+                         batch=2048, tokens=100_000_000_000, lr=1.08e-3, warmup=2000,
+                         corpus='c4', tokenizer='llama2', tie_embeddings=False)
+  c.optimizer.update(dict(schedule='wsd', decay_fraction=0.2, min_lr_ratio=0.1))
+  c.train.microbatches = 32    # 8 sequences a microbatch per chip on h100x8
+  c.arms = arms(2 * FULL_F, n_coarse=16, k_coarse=2)
+  c.seeds = [0]
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(d_model=32, n_layers=1, width=64, seq_len=32, batch=8,
-                               steps=8, lr=3e-3, seeds=(0,)),
-      'quick': lambda: _config(d_model=96, n_layers=2, width=256, seq_len=128, batch=16,
-                               steps=500, lr=3e-3),
-      'full': lambda: _config(d_model=512, n_layers=8, width=1408, seq_len=512,
-                              batch=64, steps=20_000, lr=1e-3),
+      'smoke': lambda: _quick(d_model=32, n_layers=1, active=64, seq_len=32, batch=8,
+                              steps=8, lr=3e-3, seeds=(0,)),
+      'quick': lambda: _quick(d_model=96, n_layers=2, active=256, seq_len=128, batch=16,
+                              steps=500, lr=3e-3),
+      'medium': _medium,
+      'full': _full,
   })
 
 

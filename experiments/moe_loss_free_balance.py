@@ -3,17 +3,48 @@ r"""Auxiliary-loss-free load balancing for mixture-of-experts.
 Paper: Wang et al. 2024, "Auxiliary-Loss-Free Load Balancing Strategy for
 Mixture-of-Experts" (arXiv 2408.15664).
 
-Arms: the same sigmoid-routed MoE (8 experts, top-2) with an auxiliary Switch-style
-balance loss (weight 1e-2, Switch's value), with loss-free balancing (u = 1e-3), and
-with no balancing at all.
+Arms: the same sigmoid-routed MoE with an auxiliary Switch-style balance loss
+(`aux_loss`), with loss-free balancing (`loss_free`, u = 1e-3), and, in medium and
+full, with no balancing at all (`no_balancing`, a control no check reads; quick
+drops it to afford 5 seeds). Paired by seed: the same init seed and data order in
+every arm.
+
+Pre-registered checks (code: `_checks`; lattice.run.checks, 95% paired t interval
+over the seeds):
+  1. loss-free MaxVio_global below half the aux loss's: CI of
+     maxvio(loss_free) - 0.5 * maxvio(aux_loss) below 0 (the paper: ~18x lower);
+  2. loss-free validation loss not worse than the aux loss's by more than
+     LOSS_MARGIN (1% relative; the paper reports equal or better, PPL 9.50 vs 9.56
+     at 1B): CI upper bound of val_loss(loss_free) / val_loss(aux_loss) - 1 < 1%.
+The issue (#20) this replaces: a single-seed ratio passed at 1.0099 against 1.01.
 
 Commands:
-  python -m lattice.main --config=experiments/moe_loss_free_balance.py:smoke --workdir=runs/lfb_smoke
-  python -m lattice.main --config=experiments/moe_loss_free_balance.py:quick --workdir=runs/lfb
-  python -m lattice.main --config=experiments/moe_loss_free_balance.py:full  --workdir=runs/lfb_full
+  python -m lattice.main --config=experiments/moe_loss_free_balance.py:smoke  --workdir=runs/lfb_smoke
+  python -m lattice.main --config=experiments/moe_loss_free_balance.py:quick  --workdir=runs/lfb
+  python -m lattice.main --config=experiments/moe_loss_free_balance.py:medium --workdir=gs://BUCKET/lfb_medium
+  python -m lattice.main --config=experiments/moe_loss_free_balance.py:full   --workdir=gs://BUCKET/lfb_full
+  lattice plan --config=experiments/moe_loss_free_balance.py:medium --chips h100x1
 
-Expected: MaxVio_global of loss-free well under half that of the aux loss (paper:
-~18x lower), validation loss within 1% or better.
+Expected: MaxVio_global of loss-free well under half that of the aux loss, validation
+loss within 1%. An earlier 3-seed quick run (commit e4633ee-dirty, 1500 steps, aux
+weight 1e-2, load unknown) measured MaxVio_global 0.135 vs 0.352 and val loss
+per-seed ratios loss_free / aux_loss - 1 of +1.8%, +0.9%, +0.3%: check 2 would not
+pass on those (the t interval with 2 degrees of freedom spans about +-1.9%). This
+design's numbers: to be measured (the lead runs quick on the idle machine).
+
+Quick budget (an estimate, not a measurement): 2 arms x 5 seeds x 800 steps of
+16 x 128 tokens. That earlier run took 440-478 s per arm for 3 seeds x 1500 steps
+(~0.1 s a step, compile and eval included), so ~85 s a run here: ~850 s summed.
+
+medium and full, from `lattice plan` (40% MFU assumed), not run:
+  medium (h100x1): d 384, 6 layers, 64 routed + 2 shared experts of 192, top-6;
+    FineWeb-Edu, Llama-2 tokenizer, seq 1024 x 64, 1.5B tokens (0.15 epoch); 104M
+    total / 26.6M activated parameters, 56 tokens per activated parameter,
+    2.8e17 FLOPs and 0.20 H100-hours a run; 3 arms x 3 seeds: 1.78 H100-hours.
+  full (h100x8; `_full` says what differs from the paper): the paper's 1B model,
+    100B tokens of C4 (0.64 epoch); 1.04B total / 0.22B activated, 1.3e20 FLOPs
+    and 94 H100-hours a run; 3 arms x 1 seed: 281 H100-hours. Paper (Table 2,
+    1B): aux loss PPL 9.56, MaxVio_global 0.72; loss-free 9.50, 0.04.
 """
 
 from __future__ import annotations
@@ -23,6 +54,7 @@ from pathlib import Path
 import ml_collections
 
 from lattice import experiment
+from lattice.run import checks, scale
 
 NAME = 'moe_loss_free_balance'
 PAPER = {'title': 'Auxiliary-Loss-Free Load Balancing Strategy for Mixture-of-Experts',
@@ -32,61 +64,113 @@ CLAIM = ('adding a per-expert bias to the routing scores only for top-k selectio
          'keeps experts far better balanced than an auxiliary balance loss, at equal '
          'or better validation loss (Table 2, 1B model: MaxVio_global 0.04 vs 0.72, '
          'PPL 9.50 vs 9.56).')
-MOE = dict(kind='moe', n_experts=8, top_k=2, router='sigmoid')
-ARMS = [
-    dict(name='aux_loss', overrides={'model.ffn.aux_loss': 1e-2}),
-    dict(name='loss_free', overrides={'model.ffn.bias_rate': 1e-3}),
-    dict(name='no_balancing', overrides={}),
-]
+# Relative val-loss non-inferiority margin: "equal or better" read with the
+# seed-to-seed noise of one run at these sizes (1-1.4%, issue #20).
+LOSS_MARGIN = 0.01
+# "Far better balanced": loss-free MaxVio_global below this fraction of the aux loss's.
+VIO_FRACTION = 0.5
+CHECKS = (checks.not_worse('loss_free', 'aux_loss', LOSS_MARGIN, relative=True,
+                           label='loss-free validation loss not worse than the aux '
+                                 f'loss\'s by more than {100 * LOSS_MARGIN:g}%'),)
 
 
-def _config(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr):
+def arms(aux_weight: float, control: bool = True) -> list[dict]:
+  """aux_loss (Switch/GShard loss of weight `aux_weight`), loss_free (u = 1e-3,
+  arXiv 2408.15664 sec. 3) and, with `control`, no_balancing."""
+  out = [dict(name='aux_loss', overrides={'model.ffn.aux_loss': aux_weight}),
+         dict(name='loss_free', overrides={'model.ffn.bias_rate': 1e-3})]
+  return out + ([dict(name='no_balancing', overrides={})] if control else [])
+
+
+def _quick(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr, seeds):
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
-                           steps, lr, ffn=dict(MOE, expert_d_ff=expert_d_ff))
-  c.arms = ARMS
+                           steps, lr, ffn=dict(kind='moe', n_experts=8, top_k=2,
+                                               router='sigmoid', expert_d_ff=expert_d_ff))
+  c.arms = arms(1e-2, control=False)  # Switch's weight (arXiv 2101.03961)
+  c.seeds = list(seeds)
+  return c
+
+
+def _moe(expert_d_ff: int) -> dict:
+  # DeepSeekMoE-style layer as in the paper (sec. 4.1: sigmoid gate; appendix A:
+  # 64 routed experts, 6 active, 2 shared).
+  return dict(kind='moe', router='sigmoid', n_experts=64, top_k=6, n_shared=2,
+              expert_d_ff=expert_d_ff)
+
+
+def _medium():
+  c = scale.scale_config(d_model=384, n_layers=6, n_heads=6, seq_len=1024, batch=64,
+                         tokens=1_500_000_000, lr=1e-3, corpus='fineweb-edu',
+                         tokenizer='llama2', ffn=_moe(192))
+  c.arms = arms(1e-3)
+  c.seeds = [0, 1, 2]
+  return c
+
+
+def _full():
+  """The paper's 1B model (arXiv 2408.15664, sec. 4.1 and appendix A).
+
+  9 layers, hidden 1024, 8 heads, MoE in every layer: 64 routed experts (6 active)
+  plus 2 shared, sigmoid gate; 100B training tokens; aux-loss baseline weight 1e-3.
+  These values are as recalled from the paper (it could not be opened from the
+  machine that wrote this mode): check them against its appendix before a paid run.
+  Differences, said plainly: DeepSeek's multilingual corpus is not public: C4 here;
+  its 32K BPE tokenizer: Llama-2's 32K here; the appendix gives total and activated
+  sizes, so the expert width 512 is chosen to land at ~1.0B total (`lattice plan`);
+  batch 1024 x 2048 and the cosine schedule are lattice's choices. One seed.
+  """
+  c = scale.scale_config(d_model=1024, n_layers=9, n_heads=8, seq_len=2048, batch=1024,
+                         tokens=100_000_000_000, lr=1e-3, warmup=2000, corpus='c4',
+                         tokenizer='llama2', tie_embeddings=False, ffn=_moe(512))
+  c.train.microbatches = 16   # 8 sequences a microbatch per chip on h100x8
+  c.arms = arms(1e-3)
+  c.seeds = [0]
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(d_model=32, n_layers=1, expert_d_ff=32, seq_len=32,
-                               batch=8, steps=10, lr=3e-3),
-      'quick': lambda: _config(d_model=96, n_layers=2, expert_d_ff=96, seq_len=128,
-                               batch=16, steps=1500, lr=3e-3),
-      'full': lambda: _config(d_model=512, n_layers=8, expert_d_ff=512, seq_len=512,
-                              batch=64, steps=20_000, lr=1e-3),
+      'smoke': lambda: _quick(d_model=32, n_layers=1, expert_d_ff=32, seq_len=32,
+                              batch=8, steps=10, lr=3e-3, seeds=(0,)),
+      'quick': lambda: _quick(d_model=96, n_layers=2, expert_d_ff=96, seq_len=128,
+                              batch=16, steps=800, lr=3e-3, seeds=(0, 1, 2, 3, 4)),
+      'medium': _medium,
+      'full': _full,
   })
 
 
+def _checks(arms_: list) -> list:
+  by = {a.name: a for a in arms_}
+  vio_lf = checks.seed_values(by['loss_free'], 'maxvio_global')
+  vio_aux = checks.seed_values(by['aux_loss'], 'maxvio_global')
+  vio = checks.judge_values(
+      checks.better('loss_free', f'{VIO_FRACTION:g} x aux_loss', 'maxvio_global',
+                    label=f'loss-free MaxVio_global below {VIO_FRACTION:g}x the aux '
+                          'loss\'s'),
+      vio_lf, {s: VIO_FRACTION * v for s, v in vio_aux.items()})
+  return [vio] + checks.judge_all(CHECKS, arms_)
+
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
-  arms, _ = experiment.run_arms(config, workdir)
-  by = {a.name: a.metrics for a in arms}
+  arms_, _ = experiment.run_arms(config, workdir)
+  by = {a.name: a.metrics for a in arms_}
   vio = {k: by[k]['maxvio_global']['mean'] for k in by}
   loss = {k: by[k]['val_loss']['mean'] for k in by}
-  checks = [
-      experiment.check('loss-free MaxVio_global far below the aux loss\'s',
-                    vio['loss_free'] < 0.5 * vio['aux_loss'],
-                    f'MaxVio_global loss-free {vio["loss_free"]:.3f} vs aux loss '
-                    f'{vio["aux_loss"]:.3f} (no balancing {vio["no_balancing"]:.3f}); '
-                    f'needs < 0.5x'),
-      experiment.check('loss-free validation loss equal or better',
-                    loss['loss_free'] <= 1.01 * loss['aux_loss'],
-                    f'val loss loss-free {loss["loss_free"]:.4f} vs aux loss '
-                    f'{loss["aux_loss"]:.4f} (no balancing {loss["no_balancing"]:.4f}); '
-                    f'needs <= 1.01x'),
-  ]
   seed = config.seeds[0]
   plots = [experiment.plot_series(
       f'{workdir}/maxvio.png',
       {a.name: experiment.metric_curve(Path(workdir) / a.name / f'seed_{seed}',
-                                       'maxvio_batch') for a in arms},
+                                       'maxvio_batch') for a in arms_},
       xlabel='step', ylabel='MaxVio (batch, mean over layers)',
       title='load balance during training')]
+  control = (f'; no balancing: MaxVio_global {vio["no_balancing"]:.3f}, val loss '
+             f'{loss["no_balancing"]:.3f}' if 'no_balancing' in by else '')
   return experiment.finish(
-      __name__, config, workdir, arms=arms,
-      checks=checks,
+      __name__, config, workdir, arms=arms_, checks=_checks(arms_),
       headline={'paper': 'MaxVio_global 0.04 vs 0.72 (aux); PPL 9.50 vs 9.56',
                 'ours': f'MaxVio_global {vio["loss_free"]:.3f} vs {vio["aux_loss"]:.3f}; '
-                        f'val loss {loss["loss_free"]:.3f} vs {loss["aux_loss"]:.3f}'},
-      plots=plots)
+                        f'val loss {loss["loss_free"]:.3f} vs {loss["aux_loss"]:.3f} '
+                        f'(mean over {len(config.seeds)} seeds){control}'},
+      plots=plots,
+      notes='Reported as measured, not pre-registered: '
+            + checks.ci_line('loss_free', 'aux_loss', arms_, 'maxvio_global') + '.')

@@ -22,9 +22,22 @@ over the seeds):
   4. QuEST W1A1 better than naive sign-STE W1A1: CI below 0.
 
 Commands:
-  python -m lattice.main --config=experiments/quest.py:smoke --workdir=runs/quest_smoke
-  python -m lattice.main --config=experiments/quest.py:quick --workdir=runs/quest
-  python -m lattice.main --config=experiments/quest.py:full  --workdir=runs/quest_full
+  python -m lattice.main --config=experiments/quest.py:smoke  --workdir=runs/quest_smoke
+  python -m lattice.main --config=experiments/quest.py:quick  --workdir=runs/quest
+  python -m lattice.main --config=experiments/quest.py:medium --workdir=gs://BUCKET/quest_medium
+  python -m lattice.main --config=experiments/quest.py:full   --workdir=gs://BUCKET/quest_full
+  lattice plan --config=experiments/quest.py:medium --chips h100x1
+
+medium and full, from `lattice plan` (40% MFU assumed), not run:
+  medium (h100x1): d 384, 4 layers, C4, Llama-2 tokenizer, seq 512 x 256, 0.71B
+    tokens (100 per non-embedding parameter; 0.005 epoch); 31.7M parameters (7.1M
+    outside the untied embeddings), 22 tokens per parameter, 8.9e16 FLOPs and 0.063
+    H100-hours a run; 8 arms x 3 seeds: 1.50 H100-hours.
+  full (h100x1; `_full`): the paper's 30M on 3B C4 tokens (0.02 epoch); 71.4M
+    parameters with the untied embeddings, 9.9e17 FLOPs and 0.69 H100-hours a run;
+    8 arms x 3 seeds: 16.7 H100-hours. Paper (30M, C4, final loss): BF16 3.207,
+    W8A8 3.209, W4A4 3.272 (3.304 without Hadamard), W3A3 3.372, W2A2 3.574, W1A1
+    3.945.
 
 Expected: validation loss ordered by bits; Hadamard below no-Hadamard at W4A4 (the
 paper's gap is 1%: at our size it may be within noise); QuEST W1A1 converging and
@@ -46,7 +59,7 @@ from pathlib import Path
 import ml_collections
 
 from lattice import experiment
-from lattice.run import checks
+from lattice.run import checks, scale
 
 NAME = 'quest'
 PAPER = {'title': 'QuEST: Stable Training of LLMs with 1-Bit Weights and Activations',
@@ -60,6 +73,8 @@ CLAIM = ('rotating each row by a block Hadamard transform, normalizing it by its
 BITS = (8, 4, 3, 2, 1)
 # A lower width may beat the next higher one by at most this relative margin (noise).
 ORDER_SLACK = 0.005
+# medium's training tokens: 100 per non-embedding parameter (4 x 12 x 384^2 = 7.1M).
+MEDIUM_TOKENS = 710_000_000
 
 
 def _quest(bits: int, hadamard: bool, trust: float = 0.0) -> dict:
@@ -68,27 +83,65 @@ def _quest(bits: int, hadamard: bool, trust: float = 0.0) -> dict:
           'model.linear.trust': trust}
 
 
-def _config(d_model, n_layers, seq_len, batch, steps, lr, bits=BITS, seeds=(0, 1, 2)):
+def arms(bits=BITS) -> list[dict]:
+  """float; QuEST W{b}A{b} with Hadamard for each b; W4A4 without it; naive W1A1."""
+  out = [dict(name='float', overrides={})]
+  for b in bits:
+    out.append(dict(name=f'W{b}A{b}', overrides=_quest(b, True)))
+  out.append(dict(name='W4A4_no_hadamard', overrides=_quest(4, False)))
+  # Naive sign-STE: the 1-bit grid without rotation, gradient passed everywhere.
+  out.append(dict(name='W1A1_naive_ste', overrides=_quest(1, False, trust=1e9)))
+  return out
+
+
+def _quick(d_model, n_layers, seq_len, batch, steps, lr, bits=BITS, seeds=(0, 1, 2)):
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr, log_points=40)
-  c.arms = [dict(name='float', overrides={})]
-  for b in bits:
-    c.arms.append(dict(name=f'W{b}A{b}', overrides=_quest(b, True)))
-  c.arms.append(dict(name='W4A4_no_hadamard', overrides=_quest(4, False)))
-  # Naive sign-STE: the 1-bit grid without rotation, gradient passed everywhere.
-  c.arms.append(dict(name='W1A1_naive_ste', overrides=_quest(1, False, trust=1e9)))
+  c.arms = arms(bits)
   c.seeds = list(seeds)
+  return c
+
+
+def _medium():
+  # One H100, <= 2 h for 8 arms x 3 seeds (`lattice plan`): QuEST's recipe (C4,
+  # Llama-2 tokenizer, untied embeddings, seq 512, 10% warmup, cosine) on a model
+  # below its ladder, at its 100 tokens per non-embedding parameter.
+  c = scale.scale_config(d_model=384, n_layers=4, n_heads=3, seq_len=512, batch=256,
+                         tokens=MEDIUM_TOKENS, lr=1.2e-3, corpus='c4',
+                         tokenizer='llama2', tie_embeddings=False)
+  c.optimizer.warmup_steps = c.train.steps // 10
+  c.arms = arms()
+  c.seeds = [0, 1, 2]
+  return c
+
+
+def _full():
+  """QuEST's smallest model, "30M" (arXiv 2502.05003, sec. 5; repo IST-DASLab/QuEST,
+  train.sh): 6 layers, hidden 640, 5 heads, SwiGLU FFN 1792 (2/3 of 4d rounded up
+  to 256), untied embeddings, C4 with the Llama-2 tokenizer, seq 512, batch 64 x 8
+  accumulation = 512 sequences, 3B tokens (100 per non-embedding parameter), peak
+  LR 1.2e-3, 10% warmup, cosine, AdamW (0.9, 0.95), weight decay 0.1, clip 1.0.
+  Differences: lattice's cosine floor is 0.1x the peak. 3 seeds (the paper reports
+  one run per point; 3 make the checks judgeable, and a run is ~1 H100-hour).
+  """
+  c = scale.scale_config(d_model=640, n_layers=6, n_heads=5, seq_len=512, batch=512,
+                         tokens=3_000_000_000, lr=1.2e-3, corpus='c4',
+                         tokenizer='llama2', tie_embeddings=False)
+  c.model.ffn = dict(d_ff=1792)
+  c.optimizer.warmup_steps = c.train.steps // 10
+  c.arms = arms()
+  c.seeds = [0, 1, 2]
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
-      'smoke': lambda: _config(d_model=32, n_layers=1, seq_len=32, batch=8, steps=6,
-                               lr=3e-3, bits=(4, 1), seeds=(0,)),
-      'quick': lambda: _config(d_model=32, n_layers=2, seq_len=128, batch=16, steps=400,
-                               lr=3e-3),
-      'full': lambda: _config(d_model=640, n_layers=6, seq_len=512, batch=64,
-                              steps=20_000, lr=1.5e-3),
+      'smoke': lambda: _quick(d_model=32, n_layers=1, seq_len=32, batch=8, steps=6,
+                              lr=3e-3, bits=(4, 1), seeds=(0,)),
+      'quick': lambda: _quick(d_model=32, n_layers=2, seq_len=128, batch=16, steps=400,
+                              lr=3e-3),
+      'medium': _medium,
+      'full': _full,
   })
 
 
