@@ -21,50 +21,68 @@ import numpy as np
 from lattice import config as config_lib
 
 Path = tuple[str, ...]
-# lattice path -> (HF tensor names, fn(arrays in that order) -> lattice array).
-Plan = dict[Path, tuple[tuple[str, ...], Callable[..., np.ndarray]]]
+# read(hf_name, transpose=False, out=None) -> the tensor (transposed), already in the
+# leaf's dtype: `HFCheckpoint.get` with the dtype bound.
+Read = Callable[..., np.ndarray]
+# lattice path -> (HF tensor names, fn(read) -> lattice array).
+Plan = dict[Path, tuple[tuple[str, ...], Callable[[Read], np.ndarray]]]
 
 
-def _linear(n: int | None = None, heads_out: bool = True):
+def _linear(name: str, n: int | None = None, heads_out: bool = True):
   """weight[out, in] -> kernel[in, out] (out split into (n, Dh) when n is given), or
-  for an output projection (heads_out=False) weight[D, n*Dh] -> kernel[n, Dh, D]."""
-  def fn(w):
+  for an output projection (heads_out=False) weight[D, n*Dh] -> kernel[n, Dh, D].
+  The transpose is done by the reader into a fresh array; the reshapes are views."""
+  def fn(read):
+    w_T = read(name, transpose=True)
     if n is None:
-      return w.T
+      return w_T
     if heads_out:
-      return w.T.reshape(w.shape[1], n, -1)
-    return w.T.reshape(n, -1, w.shape[0])
+      return w_T.reshape(w_T.shape[0], n, -1)
+    return w_T.reshape(n, -1, w_T.shape[1])
   return fn
 
 
-def _stack_linear(*ws):
-  """E expert weights [out, in] -> [E, in, out]."""
-  return np.stack([w.T for w in ws])
+def _stack_linear(names: tuple[str, ...]):
+  """E expert weights [out, in] -> [E, in, out], each read straight into its slot."""
+  def fn(read):
+    first = read(names[0], transpose=True)
+    out = np.empty((len(names), *first.shape), first.dtype)
+    out[0] = first
+    del first
+    for e, name in enumerate(names[1:], 1):
+      read(name, transpose=True, out=out[e])
+    return out
+  return fn
 
 
-def _same(w):
-  return w
+def _same(name: str):
+  return lambda read: read(name)
 
 
-def _bias(n: int):
-  return lambda b: b.reshape(n, -1)
+def _bias(name: str, n: int):
+  return lambda read: read(name).reshape(n, -1)
+
+
+def _add(plan: Plan, path: Path, make, name: str, *args, **kwargs) -> None:
+  """plan[path] = ((name,), make(name, ...)): one HF tensor -> one lattice leaf."""
+  plan[path] = ((name,), make(name, *args, **kwargs))
 
 
 def _attention(plan: Plan, p: Path, hf: str, m: config_lib.ModelConfig) -> None:
   H, K = m.n_heads, m.n_kv_heads
   for name, hf_name, n in (('query', 'q', H), ('key', 'k', K), ('value', 'v', K)):
-    plan[p + (name, 'kernel')] = ((f'{hf}.{hf_name}_proj.weight',), _linear(n))
+    _add(plan, p + (name, 'kernel'), _linear, f'{hf}.{hf_name}_proj.weight', n)
     if m.attention.qkv_bias:
-      plan[p + (name, 'bias')] = ((f'{hf}.{hf_name}_proj.bias',), _bias(n))
-  plan[p + ('out', 'kernel')] = ((f'{hf}.o_proj.weight',), _linear(H, heads_out=False))
+      _add(plan, p + (name, 'bias'), _bias, f'{hf}.{hf_name}_proj.bias', n)
+  _add(plan, p + ('out', 'kernel'), _linear, f'{hf}.o_proj.weight', H, heads_out=False)
   if m.attention.qk_norm:
-    plan[p + ('query_norm', 'scale')] = ((f'{hf}.q_norm.weight',), _same)
-    plan[p + ('key_norm', 'scale')] = ((f'{hf}.k_norm.weight',), _same)
+    _add(plan, p + ('query_norm', 'scale'), _same, f'{hf}.q_norm.weight')
+    _add(plan, p + ('key_norm', 'scale'), _same, f'{hf}.k_norm.weight')
 
 
 def _dense_ffn(plan: Plan, p: Path, hf: str, names=('gate_proj', 'up_proj', 'down_proj')):
   for lattice_name, hf_name in zip(('wi_0', 'wi_1', 'wo'), names):
-    plan[p + (lattice_name, 'kernel')] = ((f'{hf}.{hf_name}.weight',), _linear())
+    _add(plan, p + (lattice_name, 'kernel'), _linear, f'{hf}.{hf_name}.weight')
 
 
 def _moe(plan: Plan, p: Path, hf: str, m: config_lib.ModelConfig, family: str,
@@ -75,24 +93,25 @@ def _moe(plan: Plan, p: Path, hf: str, m: config_lib.ModelConfig, family: str,
     names = ('w1', 'w3', 'w2')
   else:
     names = ('gate_proj', 'up_proj', 'down_proj')
-  plan[p + ('router',)] = ((f'{hf}.gate.weight',), _linear())
+  _add(plan, p + ('router',), _linear, f'{hf}.gate.weight')
   for lattice_name, hf_name in zip(('wi_0', 'wi_1', 'wo'), names):
-    plan[p + (lattice_name,)] = (
-        tuple(f'{hf}.experts.{e}.{hf_name}.weight' for e in range(E)), _stack_linear)
+    experts = tuple(f'{hf}.experts.{e}.{hf_name}.weight' for e in range(E))
+    plan[p + (lattice_name,)] = (experts, _stack_linear(experts))
   if m.ffn.n_shared:
     _dense_ffn(plan, p + ('shared',), f'{hf}.shared_experts')
   if m.ffn.router_bias:
-    plan[('extra', 'moe_bias', f'layers_{layer}', 'ffn', 'bias')] = (
-        (f'{hf}.gate.e_score_correction_bias',), _same)
+    _add(plan, ('extra', 'moe_bias', f'layers_{layer}', 'ffn', 'bias'), _same,
+         f'{hf}.gate.e_score_correction_bias')
 
 
 def plan(m: config_lib.ModelConfig, family: str) -> Plan:
   """The import plan: every lattice leaf that comes from the checkpoint."""
-  out: Plan = {('params', 'embed', 'embedding'): (('model.embed_tokens.weight',), _same)}
+  out: Plan = {}
+  _add(out, ('params', 'embed', 'embedding'), _same, 'model.embed_tokens.weight')
   for i in range(m.n_layers):
     p, hf = ('params', f'layers_{i}'), f'model.layers.{i}'
-    out[p + ('attention_norm', 'scale')] = ((f'{hf}.input_layernorm.weight',), _same)
-    out[p + ('ffn_norm', 'scale')] = ((f'{hf}.post_attention_layernorm.weight',), _same)
+    _add(out, p + ('attention_norm', 'scale'), _same, f'{hf}.input_layernorm.weight')
+    _add(out, p + ('ffn_norm', 'scale'), _same, f'{hf}.post_attention_layernorm.weight')
     _attention(out, p + ('attention',), f'{hf}.self_attn', m)
     if m.ffn.kind == 'moe':
       _moe(out, p + ('ffn',), f'{hf}.mlp', m, family, i)
@@ -100,10 +119,12 @@ def plan(m: config_lib.ModelConfig, family: str) -> Plan:
       _dense_ffn(out, p + ('ffn',), f'{hf}.mlp')
   if m.tie_embeddings:
     scale = np.sqrt(m.d_model)
-    out[('params', 'final_norm', 'scale')] = (('model.norm.weight',), lambda w: w * scale)
+    out[('params', 'final_norm', 'scale')] = (
+        ('model.norm.weight',),
+        lambda read: read('model.norm.weight', dtype=np.float32) * scale)
   else:
-    out[('params', 'final_norm', 'scale')] = (('model.norm.weight',), _same)
-    out[('params', 'unembed', 'kernel')] = (('lm_head.weight',), _linear())
+    _add(out, ('params', 'final_norm', 'scale'), _same, 'model.norm.weight')
+    _add(out, ('params', 'unembed', 'kernel'), _linear, 'lm_head.weight')
   return out
 
 
