@@ -240,3 +240,71 @@ def test_export_refuses_what_llama_cannot_hold(tmp_path):
   art.save_config(run, config_lib.build({'model': {'ffn': {'kind': 'moe'}}}))
   with pytest.raises(ConvertError, match="model.ffn.kind: 'moe'"):
     export_hf(run, tmp_path / 'hf')
+
+
+# BitNet b1.58 2B4T's released layout: transformers' BitNetForCausalLM with its
+# offline BitLinear (packed uint8 ternary codes + a per-tensor weight_scale) in every
+# projection, float embedding / norms / head, written as the release's safetensors.
+BITNET_QUANT = {'quant_method': 'bitnet', 'linear_class': 'bitlinear',
+                'quantization_mode': 'offline'}
+
+
+def _bitnet_release(tmp_path, monkeypatch, seed=0):
+  """(transformers reference model, its checkpoint dir in the released layout)."""
+  import safetensors.torch
+  from transformers.integrations import bitnet as hf_bitnet
+  # unpack_weights / activation_quant are torch.compile'd; eager is the same math.
+  monkeypatch.setattr(torch._dynamo.config, 'disable', True)
+  config = transformers.BitNetConfig(**COMMON, tie_word_embeddings=True,
+                                     bos_token_id=1, eos_token_id=2)
+  model = transformers.BitNetForCausalLM(config).eval()
+  _randomize(model, seed)
+  g = torch.Generator().manual_seed(seed + 1)
+  for name, module in list(model.named_modules()):
+    if isinstance(module, torch.nn.Linear) and name != 'lm_head':
+      bit = hf_bitnet.BitLinear(module.in_features, module.out_features, bias=False,
+                                dtype=torch.float32)
+      codes = torch.randint(-1, 2, (module.out_features, module.in_features), generator=g)
+      bit.weight.copy_(hf_bitnet.pack_weights(codes))
+      # 1/mean|W| of a N(0, 1/in) weight is ~1.25 sqrt(in): scales around that.
+      bit.weight_scale.fill_(module.in_features ** 0.5 * (1.0 + torch.rand(1, generator=g).item()))
+      model.set_submodule(name, bit)
+  hf_dir = tmp_path / 'bitnet'
+  hf_dir.mkdir()
+  tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != 'lm_head.weight'}
+  assert tensors['model.layers.0.mlp.down_proj.weight'].dtype == torch.uint8
+  safetensors.torch.save_file(tensors, hf_dir / 'model.safetensors', metadata={'format': 'pt'})
+  (hf_dir / 'config.json').write_text(json.dumps(
+      {**config.to_dict(), 'architectures': ['BitNetForCausalLM'],
+       'quantization_config': BITNET_QUANT}))
+  return model, hf_dir
+
+
+def test_bitnet_release_imports_as_linear_bitnet_and_packs(tmp_path, monkeypatch):
+  from lattice.quant import inference
+  model, hf_dir = _bitnet_release(tmp_path, monkeypatch)
+  run = tmp_path / 'run'
+  cfg = import_hf(hf_dir, run)
+  m = cfg.model
+  assert (m.linear.kind, m.subln, m.ffn.activation) == ('bitnet', True, 'relu2_glu')
+  _check_logits_and_greedy(model, run)
+
+  # pack_model recovers the released codes: the packed model gives the same logits.
+  tokens = _tokens(COMMON['vocab_size'], seed=2)
+  _, variables = _restore(run)
+  packed_cfg, packed = inference.pack_model(m, variables['params'])
+  got = jax.jit(transformer.Transformer(packed_cfg).apply)({'params': packed}, tokens)
+  diff = np.abs(np.asarray(got) - _hf_logits(model, tokens)).max()
+  assert diff <= ATOL, diff
+
+
+def test_bitnet_quantization_config_it_cannot_read_is_named(tmp_path):
+  src = tmp_path / 'bitnet'
+  src.mkdir()
+  hf = {**transformers.BitNetConfig(**COMMON).to_dict(), 'architectures': ['BitNetForCausalLM']}
+  for quant, field in (({**BITNET_QUANT, 'linear_class': 'autobitlinear'}, 'linear_class'),
+                       ({**BITNET_QUANT, 'use_rms_norm': True}, 'use_rms_norm'),
+                       (None, 'quantization_config')):
+    (src / 'config.json').write_text(json.dumps({**hf, 'quantization_config': quant}))
+    with pytest.raises(ConvertError, match=f'quantization_config.*{field}|{field}.*missing'):
+      import_hf(src, tmp_path / 'out')
