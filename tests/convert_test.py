@@ -176,26 +176,54 @@ def test_missing_and_unknown_tensors_are_named(tmp_path):
     import_hf(hf_dir, tmp_path / 'out')
 
 
-def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
+def _train_tokenizer(path, vocab_size=300):
+  """A tiny byte-level BPE tokenizer trained here (nothing downloaded), saved as
+  `path`/tokenizer.json; returns it."""
+  import tokenizers
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=['<s>', '</s>'],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(['def main(argv):\n  return argv[0]\n'] * 50
+                          + ['the model reads the ids of its own tokenizer'] * 50, trainer)
+  tok.save(str(path / 'tokenizer.json'))
+  return tok
+
+
+def test_sharded_checkpoint_own_tokenizer_and_fine_tune_from_it(tmp_path):
   from lattice import config as config_lib
-  from lattice.train import loop
+  from lattice import sample
+  from lattice.train import loop, rundir
   model = transformers.AutoModelForCausalLM.from_config(
       transformers.LlamaConfig(**COMMON)).eval()
   _randomize(model, 3)
   hf_dir = tmp_path / 'hf'
   model.save_pretrained(hf_dir, max_shard_size='40KB')  # several files + index json
   assert (hf_dir / 'model.safetensors.index.json').is_file()
+  trained = _train_tokenizer(hf_dir)
   run = tmp_path / 'run'
   import_hf(hf_dir, run)
   tokens = _tokens(COMMON['vocab_size'], (1, 16))
   cfg, variables = _restore(run)
   got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
   assert np.abs(np.asarray(got) - _hf_logits(model, tokens)).max() <= ATOL
+
+  # The run's tokenizer is the model's own copy, used by serve and sample.
+  spec = f'hf:{(run / "tokenizer").absolute()}'
+  assert cfg.data.tokenizer == spec
+  assert (run / 'tokenizer' / 'tokenizer.json').is_file()
+  text = 'def main(argv): the model reads'
+  want_ids = trained.encode(text).ids
   from lattice.agents import generator
   served = generator.LatticeGenerator.from_workdir(run)  # what `lattice serve` loads
   assert served.model_cfg == cfg.model
+  assert list(served.tok.encode(text)) == want_ids
+  assert list(sample.run_tokenizer(run).encode(text)) == want_ids  # `lattice sample`
 
-  # Fine-tuning: a fresh run whose model and params come from the imported run.
+  # Fine-tuning: a fresh run whose model, params and tokenizer come from the
+  # imported run.
   ft = config_lib.build({
       'model': {'d_model': 8, 'n_layers': 1},  # replaced by the imported model
       'data': {'seq_len': 16, 'batch_size': 2, 'eval_batches': 1},
@@ -204,9 +232,13 @@ def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
       'checkpoint': {'enabled': False}, 'mesh': {'data': 1}})
   result = loop.train_and_evaluate(ft, tmp_path / 'ft', devices=jax.devices()[:1])
   assert result['setup'].cfg.model == cfg.model
+  assert result['setup'].cfg.data.tokenizer == spec
   imported = jax.tree.leaves(variables['params'])
   tuned = jax.tree.leaves(result['state'].params)
   assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(imported, tuned))
+  # A tokenizer set explicitly is kept.
+  explicit = config_lib.replace(ft, **{'data.tokenizer': 'hf:/elsewhere'})
+  assert rundir.with_model_of(explicit, run).data.tokenizer == 'hf:/elsewhere'
 
 
 def test_export_of_a_lattice_initialized_model(tmp_path):
