@@ -6,10 +6,10 @@ Supported (each maps onto lattice's one decoder exactly, with no approximation):
   MixtralForCausalLM (softmax top-k router, renormalized),
   Dots1ForCausalLM (DeepSeek-V3's MoE: sigmoid router with the correction bias,
   group-limited routing, shared experts, route scale; with Qwen3 attention),
-  BitNetForCausalLM (BitNet b1.58 2B4T's released layout: `quantization_config`
-  quant_method bitnet, linear_class bitlinear, offline; packed ternary weights with
-  a per-tensor `weight_scale`, SubLN, squared-ReLU GLU) -> `model.linear.kind=bitnet`
-  with `model.subln` (see `lattice.convert.ternary`).
+  BitNetForCausalLM (BitNet b1.58 2B4T: SubLN, squared-ReLU GLU; its released
+  packed ternary weights with a per-tensor `weight_scale` (bitlinear, offline), or
+  float latent weights (autobitlinear, online)) -> `model.linear.kind=bitnet` with
+  `model.subln` (see `lattice.convert.ternary`).
 Refused with a one-line `ConvertError` naming what lattice lacks: DeepSeek-V3/V2
 (multi-head latent attention), dense layers before MoE ones, other rope types,
 biases on the output/FFN projections, sliding windows beyond `max_len`, ...
@@ -42,11 +42,14 @@ SUPPORTED = (*DENSE, *MOE)
 # Activation names in HF configs -> lattice's gated FFN kinds.
 ACTIVATIONS = {'silu': 'swiglu', 'swish': 'swiglu', 'gelu_pytorch_tanh': 'geglu',
                'relu2': 'relu2_glu'}
-# BitNet's `quantization_config` fields and the values lattice's import reads
-# (transformers' BitNetQuantConfig defaults; BitLinear: y = x_int8 @ W_ternary /
-# (x_scale * weight_scale), transformers/integrations/bitnet.py).
-BITNET_QUANT = {'quant_method': 'bitnet', 'linear_class': 'bitlinear',
-                'quantization_mode': 'offline', 'use_rms_norm': False}
+# BitNet's `quantization_config` layouts lattice imports (transformers' BitNetQuantConfig
+# and transformers/integrations/bitnet.py), as (linear_class, quantization_mode):
+#   bitlinear offline: the 2B4T release; packed uint8 ternary codes + weight_scale,
+#     y = x_int8 @ codes / (x_scale * weight_scale)  -> family 'bitnet'
+#   autobitlinear online: float latent weights quantized in the forward pass with the
+#     same absmean / absmax rules as lattice's BitLinear  -> family 'bitnet_latent'
+BITNET_LAYOUTS = {('bitlinear', 'offline'): 'bitnet',
+                  ('autobitlinear', 'online'): 'bitnet_latent'}
 
 
 def architecture(hf: dict[str, Any]) -> str:
@@ -138,7 +141,7 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
   ffn: dict[str, Any] = dict(d_ff=int(hf['intermediate_size']), activation=ACTIVATIONS[act])
   extra: dict[str, Any] = {}
   if family == 'bitnet':
-    _check_bitnet_quant(hf)
+    _bitnet_family(hf)
     extra = dict(linear={'kind': 'bitnet'}, subln=True)
   if family == 'mixtral':
     ffn.update(kind='moe', n_experts=int(hf['num_local_experts']),
@@ -173,20 +176,30 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
   return cfg.model
 
 
-def _check_bitnet_quant(hf: dict[str, Any]) -> None:
-  """BitNet's quantization_config is the released 2B4T one (BITNET_QUANT), else a
-  ConvertError naming the field lattice's import does not read."""
+def _bitnet_family(hf: dict[str, Any]) -> str:
+  """'bitnet' or 'bitnet_latent' from BitNet's quantization_config (BITNET_LAYOUTS),
+  else a ConvertError naming the field lattice's import does not read."""
   quant = hf.get('quantization_config')
   if not quant:
     raise ConvertError('config.json: quantization_config: missing; a BitNet import '
-                       'reads the packed ternary release (quant_method bitnet)')
-  for field, want in BITNET_QUANT.items():
-    got = quant.get(field, want if field != 'quant_method' else None)
-    if got != want:
-      raise ConvertError(f'config.json: quantization_config.{field}: {got!r} is not '
-                         f'supported (lattice imports {field}={want!r}, the 2B4T release)')
+                       'reads quant_method bitnet (the 2B4T release)')
+  if quant.get('quant_method') != 'bitnet':
+    raise ConvertError(f'config.json: quantization_config.quant_method: '
+                       f'{quant.get("quant_method")!r} is not supported (needs \'bitnet\')')
+  if quant.get('use_rms_norm'):
+    raise ConvertError('config.json: quantization_config.use_rms_norm: True is not '
+                       'supported (lattice\'s BitLinear has no input RMSNorm; 2B4T uses '
+                       'SubLN instead)')
+  layout = (quant.get('linear_class', 'bitlinear'), quant.get('quantization_mode', 'offline'))
+  if layout not in BITNET_LAYOUTS:
+    raise ConvertError(f'config.json: quantization_config.linear_class/quantization_mode: '
+                       f'{layout[0]}/{layout[1]} is not supported (lattice imports '
+                       f'{", ".join("/".join(k) for k in BITNET_LAYOUTS)})')
+  return BITNET_LAYOUTS[layout]
 
 
 def family(hf: dict[str, Any]) -> str:
-  """'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'bitnet' | 'mixtral' | 'dots1'."""
-  return {**DENSE, **MOE}[architecture(hf)]
+  """'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'bitnet' | 'bitnet_latent' | 'mixtral' |
+  'dots1' (the tensor layout `names.plan` maps)."""
+  name = {**DENSE, **MOE}[architecture(hf)]
+  return _bitnet_family(hf) if name == 'bitnet' else name
