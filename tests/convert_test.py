@@ -176,26 +176,54 @@ def test_missing_and_unknown_tensors_are_named(tmp_path):
     import_hf(hf_dir, tmp_path / 'out')
 
 
-def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
+def _train_tokenizer(path, vocab_size=300):
+  """A tiny byte-level BPE tokenizer trained here (nothing downloaded), saved as
+  `path`/tokenizer.json; returns it."""
+  import tokenizers
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=['<s>', '</s>'],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(['def main(argv):\n  return argv[0]\n'] * 50
+                          + ['the model reads the ids of its own tokenizer'] * 50, trainer)
+  tok.save(str(path / 'tokenizer.json'))
+  return tok
+
+
+def test_sharded_checkpoint_own_tokenizer_and_fine_tune_from_it(tmp_path):
   from lattice import config as config_lib
-  from lattice.train import loop
+  from lattice import sample
+  from lattice.train import loop, rundir
   model = transformers.AutoModelForCausalLM.from_config(
       transformers.LlamaConfig(**COMMON)).eval()
   _randomize(model, 3)
   hf_dir = tmp_path / 'hf'
   model.save_pretrained(hf_dir, max_shard_size='40KB')  # several files + index json
   assert (hf_dir / 'model.safetensors.index.json').is_file()
+  trained = _train_tokenizer(hf_dir)
   run = tmp_path / 'run'
   import_hf(hf_dir, run)
   tokens = _tokens(COMMON['vocab_size'], (1, 16))
   cfg, variables = _restore(run)
   got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
   assert np.abs(np.asarray(got) - _hf_logits(model, tokens)).max() <= ATOL
+
+  # The run's tokenizer is the model's own copy, used by serve and sample.
+  spec = f'hf:{(run / "tokenizer").absolute()}'
+  assert cfg.data.tokenizer == spec
+  assert (run / 'tokenizer' / 'tokenizer.json').is_file()
+  text = 'def main(argv): the model reads'
+  want_ids = trained.encode(text).ids
   from lattice.agents import generator
   served = generator.LatticeGenerator.from_workdir(run)  # what `lattice serve` loads
   assert served.model_cfg == cfg.model
+  assert list(served.tok.encode(text)) == want_ids
+  assert list(sample.run_tokenizer(run).encode(text)) == want_ids  # `lattice sample`
 
-  # Fine-tuning: a fresh run whose model and params come from the imported run.
+  # Fine-tuning: a fresh run whose model, params and tokenizer come from the
+  # imported run.
   ft = config_lib.build({
       'model': {'d_model': 8, 'n_layers': 1},  # replaced by the imported model
       'data': {'seq_len': 16, 'batch_size': 2, 'eval_batches': 1},
@@ -204,9 +232,13 @@ def test_sharded_checkpoint_and_fine_tune_from_it(tmp_path):
       'checkpoint': {'enabled': False}, 'mesh': {'data': 1}})
   result = loop.train_and_evaluate(ft, tmp_path / 'ft', devices=jax.devices()[:1])
   assert result['setup'].cfg.model == cfg.model
+  assert result['setup'].cfg.data.tokenizer == spec
   imported = jax.tree.leaves(variables['params'])
   tuned = jax.tree.leaves(result['state'].params)
   assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(imported, tuned))
+  # A tokenizer set explicitly is kept.
+  explicit = config_lib.replace(ft, **{'data.tokenizer': 'hf:/elsewhere'})
+  assert rundir.with_model_of(explicit, run).data.tokenizer == 'hf:/elsewhere'
 
 
 def test_export_of_a_lattice_initialized_model(tmp_path):
@@ -240,3 +272,103 @@ def test_export_refuses_what_llama_cannot_hold(tmp_path):
   art.save_config(run, config_lib.build({'model': {'ffn': {'kind': 'moe'}}}))
   with pytest.raises(ConvertError, match="model.ffn.kind: 'moe'"):
     export_hf(run, tmp_path / 'hf')
+
+
+# BitNet b1.58 2B4T: transformers' BitNetForCausalLM with its BitNet linears in every
+# projection (float embedding / norms / head), written as the release's safetensors:
+# 'packed' is the released layout (offline BitLinear: uint8 ternary codes + a
+# per-tensor weight_scale), 'latent' float master weights (online AutoBitLinear).
+BITNET_QUANT = {'packed': {'quant_method': 'bitnet', 'linear_class': 'bitlinear',
+                           'quantization_mode': 'offline'},
+                'latent': {'quant_method': 'bitnet', 'linear_class': 'autobitlinear',
+                           'quantization_mode': 'online'}}
+
+
+def _bitnet_linear(hf_bitnet, module, layout, g):
+  if layout == 'latent':
+    bit = hf_bitnet.AutoBitLinear(module.in_features, module.out_features, bias=False,
+                                  online_quant=True, dtype=torch.float32)
+    with torch.no_grad():
+      bit.weight.copy_(torch.randn(bit.weight.shape, generator=g) / module.in_features ** 0.5)
+    return bit
+  bit = hf_bitnet.BitLinear(module.in_features, module.out_features, bias=False,
+                            dtype=torch.float32)
+  codes = torch.randint(-1, 2, (module.out_features, module.in_features), generator=g)
+  bit.weight.copy_(hf_bitnet.pack_weights(codes))
+  # 1/mean|W| of a N(0, 1/in) weight is ~1.25 sqrt(in): scales around that.
+  bit.weight_scale.fill_(module.in_features ** 0.5 * (1.0 + torch.rand(1, generator=g).item()))
+  return bit
+
+
+@pytest.fixture
+def eager_torch():
+  """transformers' BitNet unpack_weights, activation_quant, WeightQuant and ActQuant
+  are torch.compile'd; eager runs the same math without a C++ toolchain."""
+  with torch._dynamo.config.patch(disable=True):
+    yield
+
+
+def _bitnet_release(tmp_path, layout='packed', seed=0):
+  """(transformers reference model, its checkpoint dir in the release's layout)."""
+  import safetensors.torch
+  from transformers.integrations import bitnet as hf_bitnet
+  config = transformers.BitNetConfig(**COMMON, tie_word_embeddings=True,
+                                     bos_token_id=1, eos_token_id=2)
+  model = transformers.BitNetForCausalLM(config).eval()
+  _randomize(model, seed)
+  g = torch.Generator().manual_seed(seed + 1)
+  for name, module in list(model.named_modules()):
+    if isinstance(module, torch.nn.Linear) and name != 'lm_head':
+      model.set_submodule(name, _bitnet_linear(hf_bitnet, module, layout, g))
+  hf_dir = tmp_path / 'bitnet'
+  hf_dir.mkdir()
+  tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != 'lm_head.weight'}
+  assert (tensors['model.layers.0.mlp.down_proj.weight'].dtype == torch.uint8) == (
+      layout == 'packed')
+  safetensors.torch.save_file(tensors, hf_dir / 'model.safetensors', metadata={'format': 'pt'})
+  (hf_dir / 'config.json').write_text(json.dumps(
+      {**config.to_dict(), 'architectures': ['BitNetForCausalLM'],
+       'quantization_config': BITNET_QUANT[layout]}))
+  return model, hf_dir
+
+
+def test_bitnet_release_imports_as_linear_bitnet_and_packs(tmp_path, eager_torch):
+  from lattice.quant import inference
+  model, hf_dir = _bitnet_release(tmp_path)
+  run = tmp_path / 'run'
+  cfg = import_hf(hf_dir, run)
+  m = cfg.model
+  assert (m.linear.kind, m.subln, m.ffn.activation) == ('bitnet', True, 'relu2_glu')
+  _check_logits_and_greedy(model, run)
+
+  # pack_model recovers the released codes: the packed model gives the same logits.
+  tokens = _tokens(COMMON['vocab_size'], seed=2)
+  _, variables = _restore(run)
+  packed_cfg, packed = inference.pack_model(m, variables['params'])
+  got = jax.jit(transformer.Transformer(packed_cfg).apply)({'params': packed}, tokens)
+  diff = np.abs(np.asarray(got) - _hf_logits(model, tokens)).max()
+  assert diff <= ATOL, diff
+
+
+def test_bitnet_latent_weights_import_as_linear_bitnet(tmp_path, eager_torch):
+  model, hf_dir = _bitnet_release(tmp_path, layout='latent')
+  run = tmp_path / 'run'
+  assert import_hf(hf_dir, run).model.linear.kind == 'bitnet'
+  tokens = _tokens(COMMON['vocab_size'])
+  cfg, variables = _restore(run)
+  got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
+  diff = np.abs(np.asarray(got) - _hf_logits(model, tokens)).max()
+  assert diff <= ATOL, diff
+
+
+def test_bitnet_quantization_config_it_cannot_read_is_named(tmp_path):
+  src = tmp_path / 'bitnet'
+  src.mkdir()
+  hf = {**transformers.BitNetConfig(**COMMON).to_dict(), 'architectures': ['BitNetForCausalLM']}
+  packed = BITNET_QUANT['packed']
+  for quant, field in (({**packed, 'linear_class': 'autobitlinear'}, 'linear_class'),
+                       ({**packed, 'use_rms_norm': True}, 'use_rms_norm'),
+                       (None, 'quantization_config')):
+    (src / 'config.json').write_text(json.dumps({**hf, 'quantization_config': quant}))
+    with pytest.raises(ConvertError, match=f'quantization_config.*{field}|{field}.*missing'):
+      import_hf(src, tmp_path / 'out')

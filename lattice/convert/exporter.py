@@ -126,8 +126,27 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
   del params
   save_file(tensors, out / 'model.safetensors', metadata={'format': 'pt'})
   (out / 'config.json').write_text(json.dumps(config, indent=1))
-  tokenizer = run / TOKENIZER_DIR
-  if tokenizer.is_dir():
-    for f in tokenizer.iterdir():
-      shutil.copy2(f, out / f.name)
+  for src, name in tokenizer_files(run, cfg.data.tokenizer):
+    shutil.copy2(src, out / name)
   return out
+
+
+def tokenizer_files(run: Path, spec: str) -> list[tuple[Path, str]]:
+  """(file, name in the HF directory) of the run's tokenizer: the files an imported
+  run kept in RUN/tokenizer/, else those `data.tokenizer` names when it is a local
+  `hf:` file or folder or a `sentencepiece:` model (a fine-tuned imported model);
+  none for the byte tokenizer or a hub name."""
+  from lattice.convert.safetensors_reader import TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
+  kept = run / TOKENIZER_DIR
+  kind, _, arg = (spec or 'byte').partition(':')
+  if kept.is_dir():
+    folder = kept
+  elif kind == 'hf' and Path(arg).is_dir():
+    folder = Path(arg)
+  elif kind == 'hf' and Path(arg).is_file():
+    return [(Path(arg), 'tokenizer.json')]
+  elif kind in ('sentencepiece', 'spm') and Path(arg).is_file():
+    return [(Path(arg), 'tokenizer.model')]
+  else:
+    return []
+  return [(folder / f, f) for f in TOKENIZER_FILES if (folder / f).is_file()]

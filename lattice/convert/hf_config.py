@@ -5,7 +5,11 @@ Supported (each maps onto lattice's one decoder exactly, with no approximation):
   Qwen2ForCausalLM (q/k/v biases), Qwen3ForCausalLM (q/k RMSNorm),
   MixtralForCausalLM (softmax top-k router, renormalized),
   Dots1ForCausalLM (DeepSeek-V3's MoE: sigmoid router with the correction bias,
-  group-limited routing, shared experts, route scale; with Qwen3 attention).
+  group-limited routing, shared experts, route scale; with Qwen3 attention),
+  BitNetForCausalLM (BitNet b1.58 2B4T: SubLN, squared-ReLU GLU; its released
+  packed ternary weights with a per-tensor `weight_scale` (bitlinear, offline), or
+  float latent weights (autobitlinear, online)) -> `model.linear.kind=bitnet` with
+  `model.subln` (see `lattice.convert.ternary`).
 Refused with a one-line `ConvertError` naming what lattice lacks: DeepSeek-V3/V2
 (multi-head latent attention), dense layers before MoE ones, other rope types,
 biases on the output/FFN projections, sliding windows beyond `max_len`, ...
@@ -23,7 +27,9 @@ class ConvertError(ValueError):
 
 
 DENSE = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'mistral',
-         'Qwen2ForCausalLM': 'qwen2', 'Qwen3ForCausalLM': 'qwen3'}
+         'Qwen2ForCausalLM': 'qwen2', 'Qwen3ForCausalLM': 'qwen3',
+         # transformers' class, and the spelling of the release's own modeling code.
+         'BitNetForCausalLM': 'bitnet', 'BitnetForCausalLM': 'bitnet'}
 MOE = {'MixtralForCausalLM': 'mixtral', 'Dots1ForCausalLM': 'dots1'}
 MISSING = {
     'DeepseekV3ForCausalLM': 'multi-head latent attention (MLA: q_lora/kv_lora '
@@ -31,12 +37,19 @@ MISSING = {
     'DeepseekV2ForCausalLM': 'multi-head latent attention (MLA)',
     'Qwen2MoeForCausalLM': 'a sigmoid-gated shared expert',
     'Glm4MoeForCausalLM': 'partial rotary embeddings (partial_rotary_factor)',
-    'BitNetForCausalLM': 'an importer for BitNet b1.58 2B4T\'s packed ternary '
-                         'weights (not built yet)',
 }
 SUPPORTED = (*DENSE, *MOE)
 # Activation names in HF configs -> lattice's gated FFN kinds.
-ACTIVATIONS = {'silu': 'swiglu', 'swish': 'swiglu', 'gelu_pytorch_tanh': 'geglu'}
+ACTIVATIONS = {'silu': 'swiglu', 'swish': 'swiglu', 'gelu_pytorch_tanh': 'geglu',
+               'relu2': 'relu2_glu'}
+# BitNet's `quantization_config` layouts lattice imports (transformers' BitNetQuantConfig
+# and transformers/integrations/bitnet.py), as (linear_class, quantization_mode):
+#   bitlinear offline: the 2B4T release; packed uint8 ternary codes + weight_scale,
+#     y = x_int8 @ codes / (x_scale * weight_scale)  -> family 'bitnet'
+#   autobitlinear online: float latent weights quantized in the forward pass with the
+#     same absmean / absmax rules as lattice's BitLinear  -> family 'bitnet_latent'
+BITNET_LAYOUTS = {('bitlinear', 'offline'): 'bitnet',
+                  ('autobitlinear', 'online'): 'bitnet_latent'}
 
 
 def architecture(hf: dict[str, Any]) -> str:
@@ -126,6 +139,10 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
   # one on the output projection.
   _check_false(hf, 'mlp_bias', *(() if family == 'qwen2' else ('attention_bias',)))
   ffn: dict[str, Any] = dict(d_ff=int(hf['intermediate_size']), activation=ACTIVATIONS[act])
+  extra: dict[str, Any] = {}
+  if family == 'bitnet':
+    _bitnet_family(hf)
+    extra = dict(linear={'kind': 'bitnet'}, subln=True)
   if family == 'mixtral':
     ffn.update(kind='moe', n_experts=int(hf['num_local_experts']),
                top_k=int(hf['num_experts_per_tok']),
@@ -151,7 +168,7 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
         norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
         tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
         param_dtype=param_dtype, dtype='float32',
-        attention=attention, ffn=ffn)})
+        attention=attention, ffn=ffn, **extra)})
   except KeyError as e:
     raise ConvertError(f'config.json: {e.args[0]}: missing') from None
   except config_lib.ConfigError as e:
@@ -159,6 +176,30 @@ def model_config(hf: dict[str, Any], *, max_len: int | None = None,
   return cfg.model
 
 
+def _bitnet_family(hf: dict[str, Any]) -> str:
+  """'bitnet' or 'bitnet_latent' from BitNet's quantization_config (BITNET_LAYOUTS),
+  else a ConvertError naming the field lattice's import does not read."""
+  quant = hf.get('quantization_config')
+  if not quant:
+    raise ConvertError('config.json: quantization_config: missing; a BitNet import '
+                       'reads quant_method bitnet (the 2B4T release)')
+  if quant.get('quant_method') != 'bitnet':
+    raise ConvertError(f'config.json: quantization_config.quant_method: '
+                       f'{quant.get("quant_method")!r} is not supported (needs \'bitnet\')')
+  if quant.get('use_rms_norm'):
+    raise ConvertError('config.json: quantization_config.use_rms_norm: True is not '
+                       'supported (lattice\'s BitLinear has no input RMSNorm; 2B4T uses '
+                       'SubLN instead)')
+  layout = (quant.get('linear_class', 'bitlinear'), quant.get('quantization_mode', 'offline'))
+  if layout not in BITNET_LAYOUTS:
+    raise ConvertError(f'config.json: quantization_config.linear_class/quantization_mode: '
+                       f'{layout[0]}/{layout[1]} is not supported (lattice imports '
+                       f'{", ".join("/".join(k) for k in BITNET_LAYOUTS)})')
+  return BITNET_LAYOUTS[layout]
+
+
 def family(hf: dict[str, Any]) -> str:
-  """'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'mixtral' | 'dots1'."""
-  return {**DENSE, **MOE}[architecture(hf)]
+  """'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'bitnet' | 'bitnet_latent' | 'mixtral' |
+  'dots1' (the tensor layout `names.plan` maps)."""
+  name = {**DENSE, **MOE}[architecture(hf)]
+  return _bitnet_family(hf) if name == 'bitnet' else name

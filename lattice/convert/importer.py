@@ -4,8 +4,11 @@ The run is what `lattice.train.artifacts.load_run`, `lattice serve` and
 `train.init_from` read: `config.json` (the resolved lattice Config) and
 `checkpoints/0/` (an Orbax train state: the imported params, zero optimizer moments,
 step 0, and for DeepSeek-V3-style routers the correction bias in `extra`). The
-model's tokenizer files are copied to `tokenizer/` and the conversion's provenance
-to `convert.json`.
+model's tokenizer files are copied to `tokenizer/` and the run's `data.tokenizer`
+points at them (`hf:RUN/tokenizer`, or `sentencepiece:RUN/tokenizer/tokenizer.model`
+when there is no tokenizer.json; an absolute path), so `lattice serve`, `lattice
+sample` and `train.init_from=RUN` use the model's own tokenizer. The conversion's
+provenance goes to `convert.json`.
 
 Streaming: tensors are read, transformed and written one at a time
 (`state_writer`), so the conversion's peak memory is a few tensors, not the model
@@ -19,6 +22,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -85,21 +89,48 @@ def import_hf(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
   state_writer.write_state(target, setup.abstract_state, plan, ckpt.get, family)
   checkpoint.write_manifest(target)
-  artifacts.save_config(out, setup.cfg)
 
-  tokenizer = out / TOKENIZER_DIR
+  tokenizer_dir = out / TOKENIZER_DIR
   files = ckpt.tokenizer_files()
   if files:
-    tokenizer.mkdir(exist_ok=True)
+    tokenizer_dir.mkdir(exist_ok=True)
     for f in files:
-      shutil.copy2(f, tokenizer / f.name)
+      shutil.copy2(f, tokenizer_dir / f.name)
+  # After the tensors: loading a large vocabulary does not add to the peak.
+  spec, note = attach_tokenizer(tokenizer_dir, [f.name for f in files], model.vocab_size)
+  cfg = config_lib.replace(setup.cfg, **{'data.tokenizer': spec}) if spec else setup.cfg
+  artifacts.save_config(out, cfg)
+  if note:
+    print(f'[lattice] warning: {note}', file=sys.stderr)
   (out / PROVENANCE).write_text(json.dumps({
       'source': str(Path(src).absolute()), 'architecture': hf['architectures'][0],
       'family': family, 'hf_config': hf,
-      'tokenizer': str(tokenizer) if files else None,
-      'tokenizer_files': [f.name for f in files],
-      # lattice's data/serving stack still tokenizes bytes; hf: tokenizers are the
-      # data issue's (pending), so these files are kept for it.
-      'tokenizer_note': 'pending: lattice data/serving use the byte tokenizer until '
-                        'data.tokenizer=hf:DIR exists'}, indent=1))
-  return setup.cfg
+      'tokenizer': spec or None, 'tokenizer_files': [f.name for f in files],
+      'tokenizer_note': note}, indent=1))
+  return cfg
+
+
+def attach_tokenizer(directory: Path, files: list[str], vocab_size: int
+                     ) -> tuple[str, str | None]:
+  """(the run's `data.tokenizer` spec for the copied tokenizer files, a note why there
+  is none). `hf:DIR` when `tokenizer.json` was copied, else `sentencepiece:FILE` for
+  `tokenizer.model`; the spec is checked to load and to fit the model's vocabulary,
+  else ('', the reason) and the run keeps the byte tokenizer."""
+  from lattice.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  directory = directory.absolute()
+  if 'tokenizer.json' in files:
+    spec = f'hf:{directory}'
+  elif 'tokenizer.model' in files:
+    spec = f'sentencepiece:{directory / "tokenizer.model"}'
+  else:
+    return '', ('the checkpoint has no tokenizer.json or tokenizer.model; the run '
+                'keeps data.tokenizer=byte (set it to the model\'s own)')
+  try:
+    tok = tokenizer_lib.make_tokenizer(spec)
+  except Exception as e:  # noqa: BLE001  (tokenizer libraries raise many kinds)
+    return '', (f'data.tokenizer: {spec} does not load ({type(e).__name__}: '
+                f'{str(e)[:200]}); the run keeps data.tokenizer=byte')
+  if tok.vocab_size > vocab_size:
+    return '', (f'data.tokenizer: {spec} has {tok.vocab_size} tokens, more than the '
+                f'model\'s vocab_size {vocab_size}; the run keeps data.tokenizer=byte')
+  return spec, None

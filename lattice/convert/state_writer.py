@@ -6,12 +6,14 @@ in memory as a whole. The tree on disk is the one `StandardSave(TrainState)` wri
 (tuples as lists, namedtuples as dicts of their fields, field-less ones as None),
 so `lattice.train.checkpoint.Checkpointer.restore` reads it like any run's step.
 Each param's zero Adam moments are written after it, one slot (mu, nu) at a time,
-and Orbax is told not to copy the arrays it writes (they do not change meanwhile),
-so one write holds about one copy of the tensors pending.
+Orbax is told not to copy the arrays it writes (they do not change meanwhile), and
+the imported tensors are written uncompressed (see `write_state`), so one write
+holds one copy of the tensors pending.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -86,24 +88,38 @@ def _empty(node: Any) -> bool:
 
 
 def write_state(target: str, abstract_state: Any, plan: names.Plan,
-                get: Callable[[str], np.ndarray], family: str) -> None:
+                get: Callable[..., np.ndarray], family: str) -> None:
   """Writes step 0 of `abstract_state`'s tree (ShapeDtypeStructs) to `target`:
   step 0, zero optimizer state, and every param/extra leaf from `plan`, reading
-  each source tensor with `get(name)`. Raises ConvertError naming a leaf without a
+  each source tensor with `get(name, transpose=..., dtype=..., out=...)`
+  (`HFCheckpoint.get`). Raises ConvertError naming a leaf without a
   source or a tensor whose shape does not fit."""
   from orbax.checkpoint.experimental import v1 as ocp1  # pylint: disable=g-import-not-at-top
   from orbax.checkpoint.experimental.v1 import partial  # pylint: disable=g-import-not-at-top
-  # The arrays are ours and unchanged until the write returns: Orbax need not copy
-  # them first (its default), which would double the resident bytes of each write.
-  context = ocp1.Context()
-  context.memory.deepcopy_host_arrays = False
-  with context:
+
+  def context(compress: bool):
+    # The arrays are ours and unchanged until the write returns: Orbax need not copy
+    # them first (its default), which would double the resident bytes of each write.
+    # Compression is off for the imported tensors: tensorstore compresses every
+    # chunk of a write before storing any, holding a second copy of the tensor
+    # (measured: +62 MB while writing a 64 MB float32 tensor). It stays on for the
+    # zero moments, which it shrinks to almost nothing on disk.
+    ctx = ocp1.Context()
+    ctx.memory.deepcopy_host_arrays = False
+    ctx.array.saving.use_compression = compress
+    return ctx
+
+  def save(tree: dict, compress: bool) -> None:
+    with context(compress):
+      partial.save(target, tree)
+
+  with context(True):
     # Step 0 and the non-parameter optimizer leaves first (the step counts).
     opt = abstract_state.opt_state
     first = {'step': np.zeros((), np.int32), 'opt_state': _skeleton(opt, _is_count)}
     if not abstract_state.extra:
       first['extra'] = {}  # written as such so the saved tree matches the train state
-    partial.save(target, first)
+    save(first, compress=True)
     pending: dict = {}
     pending_params: set[tuple[str, ...]] = set()
     pending_bytes = 0
@@ -119,12 +135,13 @@ def write_state(target: str, abstract_state: Any, plan: names.Plan,
       at a time, so a write never holds more than one copy of the pending bytes."""
       nonlocal pending, pending_bytes
       if pending:
-        partial.save(target, pending)
+        save(pending, compress=False)
       pending, pending_bytes = {}, 0
       for slot in sorted(slots):
         if pending_params:
-          partial.save(target, {'opt_state': _skeleton(
-              opt, lambda p, s=slot: _slot(p) == s and _param_of(p) in pending_params)})
+          save({'opt_state': _skeleton(
+              opt, lambda p, s=slot: _slot(p) == s and _param_of(p) in pending_params)},
+               compress=True)
       pending_params.clear()
 
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
@@ -135,8 +152,13 @@ def write_state(target: str, abstract_state: Any, plan: names.Plan,
         raise ConvertError(f'lattice parameter {"/".join(path)} has no source in the '
                            f'{family} name map')
       hf_names, fn = plan[path]
-      value = np.asarray(fn(*[get(n).astype(np.float32, copy=False)
-                              for n in hf_names]))
+      try:
+        value = np.asarray(fn(functools.partial(get, dtype=leaf.dtype)))
+      except ConvertError:
+        raise
+      except ValueError as e:  # a reshape or an expert slot the tensor does not fit
+        raise ConvertError(f'tensor {hf_names[0]}: does not fit lattice\'s '
+                           f'{"/".join(path)} {tuple(leaf.shape)}: {e}') from None
       if value.shape != tuple(leaf.shape):
         raise ConvertError(f'tensor {hf_names[0]}: shape gives {value.shape} for lattice\'s '
                            f'{"/".join(path)}, which needs {tuple(leaf.shape)}')

@@ -33,14 +33,19 @@ def load_config(workdir: str | os.PathLike) -> config_lib.Config:
 
 
 def with_model_of(cfg: config_lib.Config, run: str | os.PathLike) -> config_lib.Config:
-  """`cfg` with the model section of the run in `run` (train.init_from)."""
+  """`cfg` with the model section of the run in `run` (train.init_from), and that
+  run's tokenizer when `cfg` leaves `data.tokenizer` at its default (byte): a model
+  reads the ids of the tokenizer it was trained or imported with."""
   path = storage.path(run) / CONFIG_FILE
   if not path.is_file():
     raise config_lib.ConfigError(f'train.init_from: {path} does not exist (expected a '
                                  f'lattice run, e.g. from `lattice convert hf`)')
-  model = load_config(run).model
+  source = load_config(run)
+  data = cfg.data
+  if (data.tokenizer or 'byte') == 'byte':
+    data = dataclasses.replace(data, tokenizer=source.data.tokenizer)
   try:
-    return config_lib.validate(dataclasses.replace(cfg, model=model))
+    return config_lib.validate(dataclasses.replace(cfg, model=source.model, data=data))
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f'train.init_from: the model of {run} does not fit '
                                  f'this config: {e}') from None
