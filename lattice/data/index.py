@@ -34,7 +34,7 @@ import numpy as np
 from etils import epath
 
 # Bytes a newline scan reads per call: big enough for throughput, small enough for
-# memory (the scan holds one chunk and its cumulative sum at a time).
+# memory (the scan holds one chunk and a byte mask of it at a time).
 _CHUNK = 16 << 20
 # bytes.strip()'s whitespace: a line of only these is blank.
 _WHITESPACE = np.zeros(256, bool)
@@ -98,21 +98,21 @@ def scan_lines(f) -> np.ndarray:
   rows, pos, line_start, line_has = [], 0, 0, False
   while chunk := f.read(_CHUNK):
     buf = np.frombuffer(chunk, np.uint8)
-    nonws = np.cumsum(~_WHITESPACE[buf], dtype=np.int64)
+    nonws = ~_WHITESPACE[buf]
     nl = np.flatnonzero(buf == 10)
     if len(nl):
       local = np.concatenate([[0], nl[:-1] + 1])
-      before = np.where(local > 0, nonws[np.maximum(local - 1, 0)], 0)
-      has = nonws[nl] - before > 0
+      # Line i of the chunk is bytes [local[i], nl[i]]: any non-whitespace in it?
+      has = np.logical_or.reduceat(nonws[:nl[-1] + 1], local)
       has[0] |= line_has
       starts = pos + local
       starts[0] = line_start
       ends = pos + nl + 1
       rows.append(np.stack([starts[has], (ends - starts)[has]], axis=1))
       line_start = pos + int(nl[-1]) + 1
-      line_has = bool(nonws[-1] - nonws[nl[-1]])
+      line_has = bool(nonws[nl[-1] + 1:].any())
     else:
-      line_has = line_has or bool(nonws[-1])
+      line_has = line_has or bool(nonws.any())
     pos += len(buf)
   if line_start < pos and line_has:
     rows.append(np.array([[line_start, pos - line_start]]))
