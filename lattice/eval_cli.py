@@ -10,7 +10,11 @@ on `lattice.data.batches.make_eval_batches`: the `data.eval` corpus, or the defa
 hash split of the training source), so the numbers are the training eval's:
 val_loss (nats/token), val_ppl (per token) and val_bpb (bits per UTF-8 byte of the
 targets' text). They are printed, one line per run, and written to
-`RUN/eval.json` with the step and the eval source.
+`RUN/eval.json` with the step and the eval source. When the runs belong to an
+experiment (a `result.json` in the workdir, or one or two folders above a single
+run: `<experiment>/<arm>/seed_<k>`), the rows are also added to that `result.json`
+(`evals`, one row per run and eval set; re-evaluating replaces the row) and its
+`table.md`, so `lattice report` shows them next to the training metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lattice import sharding
 from lattice.data import batches as batches_lib
 from lattice.data import mixture
 from lattice.data import tokenizer as tokenizer_lib
+from lattice.run import records
 from lattice.train import checkpoint, loop, rundir
 
 EVAL_FILE = 'eval.json'
@@ -88,6 +93,31 @@ def _describe(cfg: config_lib.Config) -> dict[str, Any]:
           'tokenizer': cfg.data.tokenizer}
 
 
+def _relative(run: os.PathLike[str], root: os.PathLike[str]) -> str:
+  run_s, root_s = os.fspath(run).rstrip('/'), os.fspath(root).rstrip('/')
+  return run_s[len(root_s):].strip('/') or '.'
+
+
+def record(workdir: str | os.PathLike[str], rows: dict[str, dict[str, Any]]
+           ) -> Any | None:
+  """Adds eval rows ({run folder: evaluate_run output}) to the experiment's
+  result.json and table.md (records.add_evals) and returns that folder; None when
+  no result.json is found in `workdir` or the two folders above it (a bare run)."""
+  root = storage.path(workdir)
+  for folder in (root, root.parent, root.parent.parent):
+    if (folder / records.RESULT_FILE).is_file():
+      break
+  else:
+    return None
+  try:
+    result = records.Result.load(folder)
+  except ValueError as e:
+    raise config_lib.ConfigError(f'--workdir: cannot add the eval to {e}') from None
+  added = [{'run': _relative(run, folder), **row} for run, row in rows.items()]
+  records.add_evals(result, added).write(folder)
+  return folder
+
+
 def main(argv: Sequence[str]) -> None:
   """`lattice eval --workdir DIR [--step S] [--eval-batches N]`; user errors raise
   ConfigError (the CLI prints one line and exits 2)."""
@@ -104,9 +134,14 @@ def main(argv: Sequence[str]) -> None:
   if not runs:
     raise config_lib.ConfigError(f'--workdir: no checkpoint in {args.workdir} or in '
                                  f'its <arm>/seed_<k> folders')
+  rows = {}
   for name, run in runs.items():
     m = evaluate_run(run, step=args.step, eval_batches=args.eval_batches)
+    rows[run] = m
     print(f'{name} step {m["step"]}: val_loss={m["val_loss"]:.4f} '
           f'val_ppl={m["val_ppl"]:.3f} val_bpb={m["val_bpb"]:.4f} '
           f'({m["eval_batches"]} batches) -> {run / EVAL_FILE}')
+  folder = record(args.workdir, rows)
+  if folder is not None:
+    print(f'added {len(rows)} eval rows to {folder / records.RESULT_FILE}')
 

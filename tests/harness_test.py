@@ -3,6 +3,7 @@ lm_eval task runs."""
 
 import json
 import pathlib
+import shutil
 import textwrap
 
 import jax
@@ -67,6 +68,33 @@ def test_lattice_eval_and_scorer_equal_training_eval(run, capsys):
   scored = lm.scorer.token_logprobs([ids for ids, _ in docs])
   nll = -sum(float((lp * w).sum()) for (lp, _), (_, w) in zip(scored, docs))
   np.testing.assert_allclose(nll / batch['weights'].sum(), trained['val_loss'], rtol=1e-5)
+
+
+def test_lattice_eval_rows_land_in_the_experiment_record(run, tmp_path, capsys):
+  # An experiment workdir (result.json + <arm>/seed_<k>): `lattice eval` adds one row
+  # per run and eval set to result.json and table.md, and `lattice report` shows it.
+  from lattice import report  # pylint: disable=g-import-not-at-top
+  from lattice.run import records  # pylint: disable=g-import-not-at-top
+  from report_test import write_result  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = run
+  exp = tmp_path / 'exp'
+  shutil.copytree(workdir, exp / 'base' / 'seed_0')
+  before = write_result(exp, 'lm', passed=True).to_json()
+  assert 'evals' not in before                       # old records stay as they were
+  cli.main(['eval', '--workdir', str(exp)])
+  assert 'added 1 eval rows to' in capsys.readouterr().out
+  cli.main(['eval', '--workdir', str(exp / 'base' / 'seed_0')])  # one run: same row
+  result = records.Result.load(exp)
+  written = json.loads((exp / 'base' / 'seed_0' / eval_cli.EVAL_FILE).read_text())
+  assert len(result.evals) == 1 and result.evals[0]['run'] == 'base/seed_0'
+  for key in ('step', 'val_loss', 'val_ppl', 'val_bpb', 'eval'):
+    assert result.evals[0][key] == written[key]
+  assert {k: v for k, v in result.to_json().items() if k != 'evals'} == {
+      k: v for k, v in before.items()}
+  table = (exp / 'table.md').read_text()
+  assert '## Evaluation (`lattice eval`)' in table
+  assert f'| base/seed_0 | 2 | `jsonl`' in table and f'{written["val_bpb"]:.4f}' in table
+  assert '### Evaluation' in report.render(report.collect(exp), exp)
 
 
 def test_lattice_eval_errors_are_one_line(tmp_path, capsys):

@@ -35,6 +35,7 @@ import numpy as np
 from etils import epath
 
 from lattice import config as config_lib
+from lattice.data import index
 from lattice.data import parquet
 from lattice.data.tasks import addition, arithmetic, induction, toolcalls
 
@@ -43,6 +44,10 @@ SPLITS = ('train', 'validation')
 # or field, cheap even for billion-record datasets (the rest is checked on read).
 _ARRAYRECORD_CHECK = 1000
 _GLOB_CHARS = frozenset('*?[')
+# Startup validates this many files (text) or lines per file (JSONL) eagerly; the rest
+# is checked when read, so opening a corpus reads metadata, not the corpus.
+_EAGER_CHECK = 64
+_NEWLINE = b'\n'
 
 
 class DataError(config_lib.ConfigError):
@@ -73,10 +78,11 @@ def _hash_unit(key: str) -> float:
   return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], 'little') / 2**64
 
 
-def _split_indices(keys: Sequence[str], val_fraction: float, split: str) -> np.ndarray:
-  """Indices of the documents in `split`; see the module docstring for the rule."""
-  n = len(keys)
-  is_val = np.array([_hash_unit(k) < val_fraction for k in keys], dtype=bool)
+def _split_indices(units: np.ndarray, val_fraction: float, split: str) -> np.ndarray:
+  """Indices of the documents in `split`, from each key's `_hash_unit`; see the
+  module docstring for the rule."""
+  n = len(units)
+  is_val = np.asarray(units) < val_fraction
   if val_fraction > 0 and n >= 2:
     if not is_val.any():
       is_val[-1] = True
@@ -102,8 +108,10 @@ def _byte_range(docs: Sequence[bytes], i: int, start: int, stop: int) -> bytes:
   return docs[i][start:stop]
 
 
-def _split_source(docs: Sequence[bytes], keys: Sequence[str], val_fraction: float,
+def _split_source(docs: Sequence[bytes], units: np.ndarray | None, val_fraction: float,
                   split: str) -> grain.MapDataset:
+  """`docs` split by their keys' hash `units` (None: the keys are the indices '0',
+  '1', ..., whose units come from the index cache)."""
   if len(docs) == 1 and val_fraction > 0:
     size = len(docs[0])
     cut = size - int(np.ceil(size * val_fraction))
@@ -111,7 +119,9 @@ def _split_source(docs: Sequence[bytes], keys: Sequence[str], val_fraction: floa
     return grain.MapDataset.source(
         _Mapped([0] if stop > start else [],
                 functools.partial(_byte_range, docs, start=start, stop=stop)))
-  indices = _split_indices(keys, val_fraction, split)
+  if units is None:
+    units = index.index_units(len(docs))
+  indices = _split_indices(units, val_fraction, split)
   return grain.MapDataset.source(_Mapped(indices, docs.__getitem__))
 
 
@@ -161,11 +171,25 @@ def _expand_remote(spec: str, keep: Callable[[str], bool]) -> list[str]:
   if not path.exists():
     raise DataError(f'data.paths: {spec!r} does not exist')
   if path.is_dir():
-    found = sorted(str(p) for p in path.rglob('*') if keep(str(p)) and not p.is_dir())
+    found = _walk_remote(path, keep)
     if not found:
       raise DataError(f'data.paths: folder {spec!r} holds no data files')
     return found
   return [spec]
+
+
+def _walk_remote(folder: epath.Path, keep: Callable[[str], bool]) -> list[str]:
+  """Files under a remote folder, as `_walk` finds them locally: one listing per
+  folder (epath's backends refuse a recursive `**` glob on an object store)."""
+  found = []
+  base = str(folder).split('://', 1)[-1].rstrip('/')
+  for root, dirnames, filenames in folder.walk():
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    # gcsfs names the walked folders without the scheme ('bucket/dir').
+    rel = str(root).split('://', 1)[-1][len(base):].strip('/')
+    found.extend(str(folder / rel / f) if rel else str(folder / f)
+                 for f in filenames if not f.startswith('.') and keep(f))
+  return sorted(found)
 
 
 def _walk(folder: str, keep: Callable[[str], bool],
@@ -181,62 +205,91 @@ def _walk(folder: str, keep: Callable[[str], bool],
   return found
 
 
-def _read(path: str) -> bytes:
+def _open(path: str):
+  """A binary file object of a local or remote (`gs://...`) file."""
+  return open(path, 'rb') if '://' not in path else epath.Path(path).open('rb')
+
+
+def _read(path: str, limit: int = -1) -> bytes:
+  """The bytes of `path` (the first `limit` when limit >= 0), errors as DataError."""
   try:
-    with open(path, 'rb') as f:
-      return f.read()
+    with _open(path) as f:
+      return f.read(limit)
   except OSError as e:
     raise DataError(f'data.paths: cannot read {path!r}: {e.strerror or e}') from e
 
 
 def _file_stamp(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
-  """Cache key that changes when a file is rewritten."""
+  """(path, size, modification time) per file: one stat each, no byte read; the
+  cache key that changes when a file is rewritten."""
   stamp = []
   for p in paths:
     try:
-      st = os.stat(p)
+      size, mtime = index.version(p)
     except OSError as e:
       raise DataError(f'data.paths: cannot read {p!r}: {e.strerror or e}') from e
-    stamp.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+    stamp.append((p if '://' in p else os.path.abspath(p), size, mtime))
   return tuple(stamp)
 
 
 def _read_file(path: str) -> bytes:
-  # Read lazily: the build-time scan validated the file, and the OS page cache
-  # makes a second read cheap, while holding a corpus in memory would be copied
-  # into every grain worker.
-  with open(path, 'rb') as f:
-    return f.read()
+  # Read lazily: holding a corpus in memory would be copied into every grain worker.
+  return _read(path)
 
 
-@functools.lru_cache(maxsize=None)
-def _stdlib_scan() -> tuple[str, tuple[str, ...], dict[str, Any]]:
-  """(root, sorted relative paths, info); reads every file once per process."""
+def _stdlib_listing() -> tuple[str, list[tuple[str, int, int]]]:
+  """(root, [(relative path, size, mtime)]) of the stdlib's .py files: metadata only."""
   root = sysconfig.get_paths()['stdlib']
-  rels = []
-  digest = hashlib.sha256()
-  n_bytes = 0
+  listing = []
   # site-packages holds installed third-party code, not the standard library.
   for path in _walk(root, lambda f: f.endswith('.py'),
                     skip_dirs=('site-packages', '__pycache__')):
-    rel = os.path.relpath(path, root)
     try:
-      with open(path, 'rb') as f:
+      st = os.stat(path)
+    except OSError:
+      continue  # A broken link: not part of the corpus.
+    listing.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
+  return root, listing
+
+
+def _stdlib_read(root: str, rels: Sequence[str]) -> dict[str, Any]:
+  """Reads every listed file once: the readable text files and the content hash."""
+  kept = []
+  digest = hashlib.sha256()
+  n_bytes = 0
+  for rel in rels:
+    try:
+      with open(os.path.join(root, rel), 'rb') as f:
         data = f.read()
     except OSError:
-      continue  # Unreadable (permissions, broken link): not part of the corpus.
+      continue  # Unreadable (permissions): not part of the corpus.
     if b'\0' in data:
       continue
-    rels.append(rel)
+    kept.append(rel)
     n_bytes += len(data)
     # Path and length delimit the files so the hash is unambiguous.
     digest.update(f'{rel}\0{len(data)}\0'.encode())
     digest.update(data)
-  if not rels:
+  return dict(rels=kept, n_bytes=n_bytes, content_sha256=digest.hexdigest())
+
+
+@functools.lru_cache(maxsize=None)
+def _stdlib_scan() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+  """(root, sorted relative paths, info). The content is read (and hashed) once per
+  installation: the index cache keeps the result under the listing's sizes and
+  modification times, so a later start only lists and stats the files."""
+  root, listing = _stdlib_listing()
+  key = ('stdlib', root, sys.version, _key_of(listing))
+  scan = index.cached_json(key, lambda: _stdlib_read(root, [r for r, _, _ in listing]))
+  if not scan['rels']:
     raise DataError(f'data.source: no readable .py files under the stdlib {root!r}')
-  info = dict(python_version=sys.version.split()[0], n_files=len(rels),
-              n_bytes=n_bytes, content_sha256=digest.hexdigest())
-  return root, tuple(rels), info
+  info = dict(python_version=sys.version.split()[0], n_files=len(scan['rels']),
+              n_bytes=scan['n_bytes'], content_sha256=scan['content_sha256'])
+  return root, tuple(scan['rels']), info
+
+
+def _key_of(listing: Sequence[tuple[str, int, int]]) -> str:
+  return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def stdlib_info() -> dict[str, Any]:
@@ -247,76 +300,93 @@ def stdlib_info() -> dict[str, Any]:
 def _stdlib_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   root, rels, _ = _stdlib_scan()
   docs = _Mapped([os.path.join(root, r) for r in rels], _read_file)
-  return _split_source(docs, rels, cfg.val_fraction, split)
+  units = np.array([_hash_unit(r) for r in rels], np.float64)
+  return _split_source(docs, units, cfg.val_fraction, split)
 
 
-@functools.lru_cache(maxsize=64)
-def _scan_text(stamp: tuple[tuple[str, int, int], ...]) -> tuple[str, ...]:
-  paths = tuple(p for p, _, _ in stamp)
-  total = 0
-  for p in paths:
-    data = _read(p)
-    if b'\0' in data:
-      raise DataError(f'data.paths: {p!r} looks binary (it contains NUL bytes); the '
-                      f'text source needs text files')
-    total += len(data)
-  if total == 0:
-    raise DataError(f'data.paths: all {len(paths)} files are empty: {paths[0]!r}, ...')
-  return paths
+def _check_text(path: str, data: bytes) -> bytes:
+  if b'\0' in data:
+    raise DataError(f'data.paths: {path!r} looks binary (it contains NUL bytes); the '
+                    f'text source needs text files')
+  return data
+
+
+def _read_text(path: str) -> bytes:
+  return _check_text(path, _read(path))
 
 
 def _text_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  """Files as documents. Startup stats every file and reads the first 8 KiB of the
+  first `_EAGER_CHECK` files; a later binary file fails when it is read."""
   files = _expand_paths(cfg.paths, lambda f: True)
-  paths = _scan_text(_file_stamp(files))
-  docs = _Mapped(paths, _read_file)
-  return _split_source(docs, [str(i) for i in range(len(paths))], cfg.val_fraction,
-                       split)
+  stamp = _file_stamp(files)
+  if not any(size for _, size, _ in stamp):
+    raise DataError(f'data.paths: all {len(files)} files are empty: {files[0]!r}, ...')
+  for path in files[:_EAGER_CHECK]:
+    _check_text(path, _read(path, 8192))
+  return _split_source(_Mapped(files, _read_text), None, cfg.val_fraction, split)
+
+
+def _jsonl_record(line: bytes, field: str, where: str) -> bytes:
+  """The text of `field` in one JSONL line; `where` names it in errors."""
+  try:
+    record = json.loads(line)
+  except ValueError as e:
+    raise DataError(f'data.paths: malformed JSON line at {where}: {e}') from e
+  if not isinstance(record, dict):
+    raise DataError(f'data.paths: {where} is not a JSON object')
+  if field not in record:
+    raise DataError(f'data.field: {field!r} missing at {where} (keys: '
+                    f'{", ".join(sorted(record)[:10])})')
+  if not isinstance(record[field], str):
+    raise DataError(f'data.field: {field!r} at {where} is a '
+                    f'{type(record[field]).__name__}, expected a string')
+  return record[field].encode('utf-8')
 
 
 @functools.lru_cache(maxsize=64)
 def _scan_jsonl(stamp: tuple[tuple[str, int, int], ...], field: str) -> np.ndarray:
-  """int64[N, 3] rows (file index, byte offset, length), one per non-blank line."""
-  rows = []
-  for file_idx, (path, _, _) in enumerate(stamp):
-    offset = 0
-    for lineno, line in enumerate(_read(path).splitlines(keepends=True), 1):
-      where = f'{path}:{lineno}'
-      if line.strip():
-        try:
-          record = json.loads(line)
-        except ValueError as e:
-          raise DataError(f'data.paths: malformed JSON line at {where}: {e}') from e
-        if not isinstance(record, dict):
-          raise DataError(f'data.paths: {where} is not a JSON object')
-        if field not in record:
-          raise DataError(f'data.field: {field!r} missing at {where} (keys: '
-                          f'{", ".join(sorted(record)[:10])})')
-        if not isinstance(record[field], str):
-          raise DataError(f'data.field: {field!r} at {where} is a '
-                          f'{type(record[field]).__name__}, expected a string')
-        rows.append((file_idx, offset, len(line)))
-      offset += len(line)
-  if not rows:
+  """int64[N, 3] rows (file index, byte offset, length), one per non-blank line.
+
+  Each file's line offsets come from the index cache (a newline scan the first time a
+  file of this size and modification time is seen, nothing read afterwards); the
+  first `_EAGER_CHECK` lines of each of the first `_EAGER_CHECK` files are parsed now,
+  the rest when they are read.
+  """
+  parts = []
+  for file_idx, (path, size, mtime) in enumerate(stamp):
+    try:
+      lines = index.line_rows(path, size, mtime)
+    except OSError as e:
+      raise DataError(f'data.paths: cannot read {path!r}: {e.strerror or e}') from e
+    if file_idx < _EAGER_CHECK and len(lines):
+      check = lines[:_EAGER_CHECK]
+      head = _read(path, int(check[-1].sum()))
+      for offset, length in check.tolist():
+        where = f'{path}:{head.count(_NEWLINE, 0, offset) + 1}'
+        _jsonl_record(head[offset:offset + length], field, where)
+    parts.append(np.column_stack([np.full(len(lines), file_idx, np.int64), lines]))
+  rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+  if not len(rows):
     raise DataError(f'data.paths: no JSON lines in {stamp[0][0]!r}, ...')
-  return np.asarray(rows, dtype=np.int64)
+  return rows
 
 
 def _jsonl_text(row: np.ndarray, paths: Sequence[str], field: str) -> bytes:
   """The text of one JSONL record; the scan stored (file, offset, length)."""
   file_idx, offset, length = (int(v) for v in row)
-  with open(paths[file_idx], 'rb') as f:
+  with _open(paths[file_idx]) as f:
     f.seek(offset)
-    return json.loads(f.read(length))[field].encode('utf-8')
+    line = f.read(length)
+  return _jsonl_record(line, field, f'{paths[file_idx]} byte {offset}')
 
 
 def _jsonl_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   files = _expand_paths(cfg.paths, lambda f: f.endswith(('.jsonl', '.json', '.ndjson')))
   stamp = _file_stamp(files)
   rows = _scan_jsonl(stamp, cfg.field)
-  docs = _Mapped(rows, functools.partial(
-      _jsonl_text, paths=[p for p, _, _ in stamp], field=cfg.field))
-  return _split_source(docs, [str(i) for i in range(len(docs))], cfg.val_fraction,
-                       split)
+  docs = _Mapped(rows, functools.partial(_jsonl_text, paths=files, field=cfg.field))
+  return _split_source(docs, None, cfg.val_fraction, split)
 
 
 def _record_text(record: bytes, field: str | None) -> bytes:
@@ -344,6 +414,13 @@ def _arrayrecord_source(cfg: config_lib.DataConfig, split: str) -> grain.MapData
   files = _expand_paths(cfg.paths,
                         lambda f: '.array_record' in f or '.arrayrecord' in f)
   for p in files:
+    if '://' in p:
+      # The array_record reader opens its paths in C++ (riegeli), not through
+      # etils.epath, and the PyPI wheel has no object-store file system: a gs://
+      # path never opens (measured against the GCS emulator: it hangs).
+      raise DataError(f'data.paths: ArrayRecord files must be local, got {p!r}; copy '
+                      f'them to local disk, or use Parquet or token files (both read '
+                      f'gs:// directly)')
     if not os.access(p, os.R_OK):
       raise DataError(f'data.paths: cannot read {p!r}')
   try:
@@ -370,8 +447,7 @@ def _arrayrecord_source(cfg: config_lib.DataConfig, split: str) -> grain.MapData
                       f'(it contains NUL bytes); records must be UTF-8 text or JSON')
   docs = _Mapped(records, functools.partial(
       _record_text, field=cfg.field if is_json else None))
-  return _split_source(docs, [str(i) for i in range(n)], cfg.val_fraction,
-                       split)
+  return _split_source(docs, None, cfg.val_fraction, split)
 
 
 def _hf_text(row: dict[str, Any], field: str) -> bytes:
@@ -399,8 +475,7 @@ def _hf_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   if len(dataset) == 0:
     raise DataError(f'data.hf_name: {cfg.hf_name!r} split {cfg.hf_split!r} is empty')
   docs = _Mapped(dataset, functools.partial(_hf_text, field=cfg.field))
-  return _split_source(docs, [str(i) for i in range(len(docs))], cfg.val_fraction,
-                       split)
+  return _split_source(docs, None, cfg.val_fraction, split)
 
 
 def split_rows(rows: grain.MapDataset, val_fraction: float, split: str) -> grain.MapDataset:

@@ -149,6 +149,9 @@ class Result:
   env: dict[str, Any] = dataclasses.field(default_factory=env_info)
   plots: list[str] = dataclasses.field(default_factory=list)
   notes: str = ''
+  # `lattice eval` rows, one per (run, eval set): see `add_evals`. Absent from
+  # result.json while empty, so records written before it existed stay as they are.
+  evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def reproduced(self) -> bool:
@@ -157,6 +160,8 @@ class Result:
 
   def to_json(self) -> dict[str, Any]:
     d = to_builtin(dataclasses.asdict(self))
+    if not d['evals']:
+      del d['evals']
     d['reproduced'] = self.reproduced
     return d
 
@@ -171,7 +176,8 @@ class Result:
               for a in d['arms']],
         checks=[Check(c['name'], c['passed'], c['detail']) for c in d['checks']],
         headline=dict(d.get('headline') or {}), env=dict(d['env']),
-        plots=list(d.get('plots') or []), notes=d.get('notes') or '')
+        plots=list(d.get('plots') or []), notes=d.get('notes') or '',
+        evals=[dict(e) for e in d.get('evals') or []])
 
   @classmethod
   def load(cls, path_or_workdir: str | os.PathLike[str]) -> Result:
@@ -196,6 +202,26 @@ class Result:
     # json reads back; dropping it to null would lose the fact it diverged.
     write_atomic(workdir / RESULT_FILE, json.dumps(d, indent=2) + '\n')
     write_atomic(workdir / TABLE_FILE, tables.result_markdown(self))
+
+
+EVAL_METRICS = ('val_loss', 'val_ppl', 'val_bpb')
+
+
+def add_evals(result: Result, rows: list[dict[str, Any]]) -> Result:
+  """`result` with the eval `rows` added; a row replaces an earlier one of the same
+  run and eval set (the `eval` description), so re-evaluating updates in place.
+
+  A row: {'run': the run's folder relative to the result's workdir, 'step': the
+  checkpoint step, 'eval': the eval set (source, paths, split, tokenizer), and
+  numbers: 'val_loss' (nats/token), 'val_ppl' (per token), 'val_bpb' (bits per
+  UTF-8 byte), optionally others (e.g. 'lm_eval': {task: {metric: value}},
+  'pass@1')}.
+  """
+  def key(row: dict[str, Any]) -> str:
+    return json.dumps([row.get('run'), row.get('eval')], sort_keys=True)
+  new = {key(r): to_builtin(r) for r in rows}
+  kept = [e for e in result.evals if key(e) not in new]
+  return dataclasses.replace(result, evals=kept + list(new.values()))
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -254,6 +280,12 @@ def validate_result_json(d: dict[str, Any]) -> None:
   if reproduced != (bool(checks) and all(c['passed'] for c in checks)):
     raise ValueError(f'result.json: field reproduced={reproduced} disagrees with '
                      'checks (it must be: at least one check, all passed)')
+  for i, e in enumerate(d.get('evals') or []):
+    _require(e, 'run', str, f'evals[{i}].')
+    _require(e, 'step', int, f'evals[{i}].')
+    for key in EVAL_METRICS:
+      if key in e:
+        _require(e, key, float, f'evals[{i}].')
   env = _require(d, 'env', dict, '')
   _require(env, 'jax', str, 'env.')
   _require(env, 'backend', str, 'env.')

@@ -7,6 +7,7 @@ this module imports no record type.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
@@ -173,6 +174,8 @@ def result_markdown(result, *, level: int = 1, plot_prefix: str = '') -> str:
     lines += [PAIRED_NOTE, '']
   lines += [f'- {"✓" if c.passed else "✗"} **{cell(c.name)}**: {cell(c.detail)}'
             for c in result.checks] or ['- (no checks: the claim was not tested)']
+  if getattr(result, 'evals', None):
+    lines += ['', f'{h}# Evaluation (`lattice eval`)', '', evals_table(result.evals)]
   if result.plots:
     lines += ['', f'{h}# Plots', '']
     for p in result.plots:  # One per paragraph, so viewers stack them.
@@ -255,4 +258,27 @@ def sweep_markdown(title: str, arms: list,
               f'mean over seeds, t {pct}% interval over seeds.', '', effects, '']
   if plot:
     lines += [f'![{plot}]({plot})', '']
+  return '\n'.join(lines)
+
+
+def evals_table(evals) -> str:
+  """Markdown table of `lattice eval` rows (records.add_evals): run, step, eval set,
+  val_loss (nats/token), val_ppl, val_bpb (bits/byte), and any other numbers."""
+  def where(e) -> str:
+    ev = e.get('eval') or {}
+    paths = ev.get('paths') or ''
+    paths = ','.join(paths) if isinstance(paths, list) else str(paths)
+    parts = [ev.get('source', '?'), paths, ev.get('split', ''), ev.get('tokenizer', '')]
+    return ' '.join(f'`{p}`' for p in parts if p)
+  def num(x, digits: int) -> str:
+    return f'{x:.{digits}f}' if isinstance(x, (int, float)) else '—'
+  fixed = {'run', 'step', 'eval', 'eval_batches', 'val_loss', 'val_ppl', 'val_bpb'}
+  lines = ['| run | step | eval set | val_loss | val_ppl | val_bpb | other |',
+           '|---|---|---|---|---|---|---|']
+  for e in evals:
+    other = ', '.join(f'{k}={json.dumps(v, sort_keys=True)}' for k, v in e.items()
+                      if k not in fixed)
+    lines.append(f'| {cell(e.get("run", "?"))} | {e.get("step", "?")} | {cell(where(e))} '
+                 f'| {num(e.get("val_loss"), 4)} | {num(e.get("val_ppl"), 3)} '
+                 f'| {num(e.get("val_bpb"), 4)} | {cell(other) or "—"} |')
   return '\n'.join(lines)
