@@ -20,6 +20,8 @@ config field and the path, when the source is built, i.e. before anything compil
 
 from __future__ import annotations
 
+import typing
+
 import functools
 import glob as glob_lib
 import hashlib
@@ -34,9 +36,12 @@ import grain
 import numpy as np
 from etils import epath
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.data import parquet
 from lattice.data.tasks import addition, arithmetic, induction, toolcalls
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 SPLITS = ('train', 'validation')
 # Eager checks of ArrayRecord read this many records: enough to catch a wrong file
@@ -45,11 +50,11 @@ _ARRAYRECORD_CHECK = 1000
 _GLOB_CHARS = frozenset('*?[')
 
 
-class DataError(config_lib.ConfigError):
+class DataError(ConfigError):
   """Bad data a user can fix; the message names the config field and the path."""
 
 
-SourceFn = Callable[[config_lib.DataConfig, str], grain.MapDataset]
+SourceFn = Callable[['config_lib.DataConfig', str], grain.MapDataset]
 
 
 def get_source(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
