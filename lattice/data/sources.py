@@ -445,8 +445,8 @@ def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   return split_rows(grain.MapDataset.source(docs), cfg.val_fraction, split)
 
 
-# data.source -> (data config, split) -> documents. `config._CHOICES['data.source']`
-# lists these names and the batch sources' (lattice.data.batches); a test checks it.
+# data.source -> (data config, split) -> documents. `lattice.config` checks
+# data.source against this table, WINDOW_SOURCES and lattice.data.batches.BATCH_SOURCES.
 SOURCES: dict[str, SourceFn] = {
     'stdlib': _stdlib_source,
     'text': _text_source,
