@@ -5,16 +5,20 @@ mesh, checkpoint) is its own frozen dataclass, so a layer receives only what it
 needs (STYLE rule 4). `build(config_dict)` converts and validates: every error a
 user can cause raises `ConfigError` naming the field, before anything compiles.
 
-A projection or FFN kind is one file plus one entry in its package's table
-(`quant.linears.LINEARS`, `nn.ffns.FFNS`). A kind with fields of its own declares
-them on its class as `options`, a frozen dataclass with defaults and a
-`check(cfg)` method (e.g. `quant.linear.Quest`, `moe.options.MoEOptions`). This
-module adds those fields to `model.linear` / `model.ffn`, so command lines keep
-their flat keys (`--config.model.ffn.n_experts=8`), and `build` runs the selected
-kind's `check` once; the other kinds' fields are ignored. `LinearConfig.options`
-and `FFNConfig.options` give the selected kind's typed block. Output heads and input
-stages (`mtp.HEADS`, `multimodal.FRONTENDS`) import modules that import this one,
-so their names are still listed in `_KINDS` and their fields still written here.
+A kind of each model concern is one file plus one entry in its package's table:
+projections `quant.linears.LINEARS`, FFNs `nn.ffns.FFNS`, output heads `mtp.HEADS`,
+input stages `multimodal.FRONTENDS`. A kind with fields of its own declares them on
+its class as `options`, a frozen dataclass with defaults and a `check(cfg)` method
+(e.g. `quant.linear.Quest`, `moe.options.MoEOptions`, `mtp.options.Parallel`,
+`multimodal.options.Early`). This module adds those fields to `model.linear` /
+`model.ffn` / `model.mtp` / `model.frontend`, so command lines and saved
+`config.json` files keep their flat keys (`--config.model.ffn.n_experts=8`), and
+`build` runs the selected kind's `check` once; the other kinds' fields are ignored.
+`<section>.options` gives the selected kind's typed block. Data sources are the
+names of the literal tables `data.sources.SOURCES` (documents),
+`data.sources.WINDOW_SOURCES` (token windows) and `data.batches.BATCH_SOURCES`
+(whole batches). Those packages import this module only for annotations
+(`typing.TYPE_CHECKING`), so reading their tables here makes no cycle.
 """
 
 from __future__ import annotations
@@ -26,17 +30,18 @@ from typing import Any
 import ml_collections
 
 from lattice.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from lattice.data import batches as batches_lib
+from lattice.data import sources as sources_lib
+from lattice.mtp import HEADS
+from lattice.multimodal import FRONTENDS
 from lattice.nn.ffns import FFNS
 from lattice.quant.linears import LINEARS
 
-# The kinds of the model concerns whose tables sit above this module in the import
-# graph (mtp.HEADS, multimodal.FRONTENDS); tests check that names and tables agree.
-_KINDS: dict[str, tuple[str, ...]] = {
-    'mtp': ('none', 'parallel', 'sequential'),
-    'frontend': ('text', 'early', 'late'),
-}
-# The concerns whose kinds (and kinds' own fields) come from their tables.
-_TABLES = {'linear': LINEARS, 'ffn': FFNS}
+# model.<concern>.kind -> its table; each kind's own fields come from its `options`.
+_TABLES = {'linear': LINEARS, 'ffn': FFNS, 'mtp': HEADS, 'frontend': FRONTENDS}
+# data.source: the document, token-window and batch sources, in that order.
+DATA_SOURCES = (*sources_lib.SOURCES, *sources_lib.WINDOW_SOURCES,
+                *batches_lib.BATCH_SOURCES)
 
 
 class _Kinded:
@@ -131,45 +136,30 @@ FFNConfig = _with_kind_fields(
 
 
 @dataclasses.dataclass(frozen=True)
-class MTPConfig:
-  """Multi-token prediction (lattice/mtp): parallel heads (Gloeckle et al. 2024,
-  arXiv 2404.19737) or sequential modules (DeepSeek-V3, arXiv 2412.19437)."""
-  kind: str = 'none'           # none | parallel | sequential
-  n: int = 1                   # parallel: heads; head i predicts token t+i (1 = main)
-  depth: int = 1               # sequential: modules D; module k predicts token t+1+k
-  loss_weights: str = ''       # parallel: comma-separated weight per head; '': all 1
-  memory_efficient: bool = False  # parallel: forward+backward one head at a time
-  lam: float = 0.3             # sequential: weight λ of the mean module loss
-  lam_late: float = 0.1        # sequential: λ from lam_switch_step on (V3: 0.3 -> 0.1)
-  lam_switch_step: int = 0     # sequential: 0 keeps λ = lam throughout
+class _MTPConfig:
+  kind: str = 'none'           # a mtp.HEADS entry: none | parallel | sequential
+
+
+MTPConfig = _with_kind_fields(
+    'mtp', _MTPConfig, HEADS,
+    """Multi-token prediction (lattice/mtp): the common field plus each head kind's own
+    (`mtp.options.Parallel`: n, loss_weights, memory_efficient, Gloeckle et al. 2024,
+    arXiv 2404.19737; `mtp.options.Sequential`: depth, lam, lam_late,
+    lam_switch_step, DeepSeek-V3, arXiv 2412.19437).""")
 
 
 @dataclasses.dataclass(frozen=True)
-class FrontendConfig:
-  kind: str = 'text'           # text | early | late (lattice/multimodal)
-  # Images (early/late fusion): shapes images, cut into patches; each image fills
-  # BOI + (image_size/patch_size)^2 patch slots + EOI in the token stream.
-  image_size: int = 32
-  patch_size: int = 8
-  max_images: int = 4          # image slots per training sequence
-  # Document mix (Shukor et al. 2025, arXiv 2504.07951: 45% captions, 45%
-  # interleaved, 10% text-only).
-  caption_ratio: float = 0.45
-  interleaved_ratio: float = 0.45
-  text_ratio: float = 0.10
-  # Late fusion: a ViT trained from scratch, then LLaVA's 2-layer GELU MLP adapter.
-  enc_d_model: int = 64
-  enc_layers: int = 1
-  enc_heads: int = 2
-  # Early fusion: 'patches' (linear patch embedding) or 'discrete' (Chameleon-style
-  # k-means patch codes added to the vocabulary; loss on them weighted image_loss).
-  image_tokens: str = 'patches'
-  codebook_size: int = 64
-  image_loss: float = 0.0
-  # MoE with either frontend: 'learned' routing, or 'hard' (image tokens go to the
-  # first image_experts experts, text to the rest; 0: half of them).
-  modality_routing: str = 'learned'
-  image_experts: int = 0
+class _FrontendConfig:
+  kind: str = 'text'           # a multimodal.FRONTENDS entry: text | early | late
+
+
+FrontendConfig = _with_kind_fields(
+    'frontend', _FrontendConfig, FRONTENDS,
+    """The input stage (lattice/multimodal): the common field plus each frontend
+    kind's own (`multimodal.options.Images` shared by early and late fusion: image
+    and patch size, the document mix, modality routing; `multimodal.options.Early`:
+    image_tokens, codebook_size, image_loss; `multimodal.options.Late`: the ViT
+    encoder's enc_d_model, enc_layers, enc_heads).""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,12 +305,7 @@ _CHOICES = {
     'model.attention.implementation': ('auto', 'xla', 'cudnn'),
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
-    # lattice.data.sources.SOURCES and lattice.data.batches.BATCH_SOURCES (tested).
-    'data.source': ('stdlib', 'text', 'jsonl', 'arrayrecord', 'hf', 'parquet', 'tokens',
-                    'induction',
-                    'arithmetic', 'arithmetic_ood', 'toolcalls', 'toolcalls_calendar',
-                    'toolcalls_math', 'toolcalls_search', 'toolcalls_units',
-                    'moa_arith', 'moa_aggregate', 'shapes'),
+    'data.source': DATA_SOURCES,
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }
@@ -377,43 +362,6 @@ def _positive(path: str, value: int | float, allow_zero: bool = False) -> None:
                       f'got {value}')
 
 
-def mtp_loss_weights(t: MTPConfig) -> tuple[float, ...]:
-  """The parallel heads' loss weights (all 1 unless model.mtp.loss_weights is set)."""
-  if not t.loss_weights.strip():
-    return (1.0,) * t.n
-  try:
-    weights = tuple(float(w) for w in t.loss_weights.split(','))
-  except ValueError:
-    raise ConfigError(f'model.mtp.loss_weights: expected comma-separated numbers, got '
-                      f'{t.loss_weights!r}') from None
-  if len(weights) != t.n:
-    raise ConfigError(f'model.mtp.loss_weights: {len(weights)} weights for '
-                      f'model.mtp.n={t.n} heads')
-  if min(weights) < 0 or sum(weights) <= 0:
-    raise ConfigError(f'model.mtp.loss_weights: must be non-negative and not all zero, '
-                      f'got {t.loss_weights!r}')
-  return weights
-
-
-def _validate_mtp(m: ModelConfig) -> None:
-  t = m.mtp
-  _positive('model.mtp.n', t.n)
-  _positive('model.mtp.depth', t.depth)
-  _positive('model.mtp.lam', t.lam, allow_zero=True)
-  _positive('model.mtp.lam_late', t.lam_late, allow_zero=True)
-  _positive('model.mtp.lam_switch_step', t.lam_switch_step, allow_zero=True)
-  mtp_loss_weights(t)
-  # Parallel heads count one head block in model.n_layers (trunk = n_layers - 1); a
-  # one-layer model's heads read the embeddings directly, which nn.scan cannot do.
-  if t.kind == 'parallel' and m.scan_layers and m.n_layers < 2:
-    raise ConfigError(f'model.n_layers: parallel MTP with model.scan_layers counts one '
-                      f'head layer in model.n_layers (trunk = n_layers - 1), so it needs '
-                      f'>= 2, got {m.n_layers}')
-  if t.memory_efficient and t.kind != 'parallel':
-    raise ConfigError(f'model.mtp.memory_efficient: only parallel heads have the '
-                      f'head-by-head backward, but model.mtp.kind={t.kind!r}')
-
-
 def profile_range(t: TrainConfig) -> tuple[int, int] | None:
   """train.profile_steps 'A:B' -> (A, B), the trace covering steps A+1..B; None
   when empty. Raises ConfigError unless 0 <= A < B <= train.steps."""
@@ -445,11 +393,6 @@ def validate(cfg: Config) -> Config:
     if kind not in table:
       raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
                         f'{", ".join(table)}')
-  for concern, kinds in _KINDS.items():
-    kind = getattr(cfg.model, concern).kind
-    if kind not in kinds:
-      raise ConfigError(f'model.{concern}.kind: {kind!r} is not one of '
-                        f'{", ".join(kinds)}')
   m, a = cfg.model, cfg.model.attention
   for name in ('d_model', 'n_layers', 'max_len', 'norm_eps'):
     _positive(f'model.{name}', getattr(m, name))
@@ -461,7 +404,6 @@ def validate(cfg: Config) -> Config:
     raise ConfigError(f'model.attention.rope_high_freq_factor: must exceed '
                       f'rope_low_freq_factor > 0, got {a.rope_high_freq_factor} and '
                       f'{a.rope_low_freq_factor}')
-  _validate_mtp(m)
   _positive('model.attention.n_kv_heads', a.n_kv_heads, allow_zero=True)
   _positive('model.attention.head_dim', a.head_dim, allow_zero=True)
   _positive('model.ffn.d_ff', m.ffn.d_ff, allow_zero=True)

@@ -115,7 +115,6 @@ VALIDATION = [
     ('model.attention.head_dim', 7, 'model.attention.head_dim: RoPE needs an even'),
     ('model.attention.rope_theta', 0.0, 'model.attention.rope_theta: must be positive'),
     ('model.ffn.d_ff', -64, 'model.ffn.d_ff: must be non-negative'),
-    ('model.mtp.n', 0, 'model.mtp.n: must be positive'),
     ('data.seq_len', 0, 'data.seq_len: must be positive'),
     ('data.seq_len', 512, 'data.seq_len: 512 exceeds model.max_len=256'),
     ('data.batch_size', 0, 'data.batch_size: must be positive'),

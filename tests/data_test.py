@@ -197,9 +197,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path, kind):
 
 
 def test_source_tables_match_the_config_choices():
-  choices = config_lib._CHOICES['data.source']  # pylint: disable=protected-access
-  assert set(choices) == (set(sources.SOURCES) | set(batches.BATCH_SOURCES)
-                          | set(sources.WINDOW_SOURCES))
+  assert set(config_lib.DATA_SOURCES) == (set(sources.SOURCES) | set(batches.BATCH_SOURCES)
+                                          | set(sources.WINDOW_SOURCES))
   assert not set(sources.SOURCES) & set(batches.BATCH_SOURCES)
   assert set(sources.TEXT_OF_BATCH_SOURCE) == set(batches.BATCH_SOURCES)
   cfg = config_lib.build({'data': {'source': 'moa_arith'}})

@@ -143,3 +143,58 @@ def test_the_graph_sees_function_local_imports(tmp_path):
   # projection kinds name config types that way, while the config imports their table.
   assert 'lattice.config' not in graph()['lattice.quant.linear']
   assert 'lattice.quant.linears' in graph()['lattice.config']
+  # The same for the other concerns' tables: config reads mtp.HEADS,
+  # multimodal.FRONTENDS and the data source tables, which see config types only.
+  assert {'lattice.mtp', 'lattice.multimodal', 'lattice.data.sources',
+          'lattice.data.batches'} <= graph()['lattice.config']
+
+
+def _annotation_nodes(tree: ast.AST) -> set[int]:
+  """ids of the nodes inside annotations (arguments, returns, annotated names)."""
+  out = set()
+  for node in ast.walk(tree):
+    anns = []
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      a = node.args
+      anns = [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg,
+                                     a.kwarg) if x is not None and x.annotation]
+      anns += [node.returns] if node.returns else []
+    elif isinstance(node, ast.AnnAssign):
+      anns = [node.annotation]
+    for x in anns:
+      out.update(id(n) for n in ast.walk(x))
+  return out
+
+
+def type_checking_misuse(source: str) -> list[str]:
+  """'line: name' for each name imported only under TYPE_CHECKING but read at run
+  time (outside an annotation, or in one that is evaluated because the module lacks
+  `from __future__ import annotations`): a NameError waiting for that line to run."""
+  tree = ast.parse(source)
+  skip = _type_checking_only(tree)
+  only_typing, runtime = set(), set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      names = {(a.asname or a.name).split('.')[0] for a in node.names}
+      (only_typing if id(node) in skip else runtime).update(names)
+  only_typing -= runtime
+  lazy = any(isinstance(n, ast.ImportFrom) and n.module == '__future__' and
+             any(a.name == 'annotations' for a in n.names) for n in tree.body)
+  allowed = skip | (_annotation_nodes(tree) if lazy else set())
+  return [f'{n.lineno}: {n.id}' for n in ast.walk(tree)
+          if isinstance(n, ast.Name) and n.id in only_typing and id(n) not in allowed]
+
+
+def test_type_checking_imports_are_used_in_annotations_only():
+  bad = []
+  for mod, path in _modules().items():
+    bad += [f'{mod}:{hit}' for hit in type_checking_misuse(path.read_text())]
+  assert not bad, bad
+  # The check itself: a runtime read of an annotation-only name is caught.
+  src = ('from __future__ import annotations\nimport typing\n'
+         'if typing.TYPE_CHECKING:\n  from lattice import config as config_lib\n'
+         'def f(c: config_lib.Config) -> None:\n  raise config_lib.ConfigError(c)\n')
+  assert type_checking_misuse(src) == ['6: config_lib']
+  # Without lazy annotations the annotation is evaluated at def time too.
+  eager = src.replace('from __future__ import annotations\n', '')
+  assert sorted(type_checking_misuse(eager)) == ['4: config_lib', '5: config_lib']

@@ -1,18 +1,23 @@
 """Tests for lattice.main and lattice.cli: bad input ends in one line naming the field.
 
-Each case runs the real command line in a subprocess (as a user would) and must
-fail before training starts: exit code 2, a short stderr without a traceback whose
-last line is `lattice: error: ...` naming the flag or config field. The cases run
-in parallel once per module (about 1-3 s each: the jax import and, for mesh and
-data errors, building the model's abstract shapes).
+Each case runs the command line's entry point (`lattice.main.cli`, `lattice.cli.main`)
+with its arguments and must fail before training starts: exit code 2, a short
+stderr without a traceback whose last line is `lattice: error: ...` naming the flag
+or config field. Most cases run in this process (the jax import is paid once);
+`SUBPROCESS` cases run the real `python -m ...` command line in a subprocess, as a
+user would: the ones that need a one-device process, and one of each entry point,
+so the end-to-end path (module `__main__`, exit status, stderr) stays tested.
 """
 
 import concurrent.futures
+import contextlib
+import io
 import os
 import pathlib
 import subprocess
 import sys
 import time
+import traceback
 
 import pytest
 
@@ -99,11 +104,42 @@ def _cases(tmp):
   }
 
 
+# Cases run as a real `python -m` subprocess: a one-device process (this one has 8
+# CPU devices, tests/conftest.py), and one case of each entry point end to end.
+SUBPROCESS = ('mesh_one_device', 'missing_config_flag', 'cli_run')
+
+
 def _run(module, args, xla_flags, cwd=ROOT):
   env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu')
   t0 = time.perf_counter()
   proc = subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=120, check=False)
+  return proc, time.perf_counter() - t0
+
+
+def _run_here(module, args):
+  """(CompletedProcess-like result, seconds) of the entry point run in this process:
+  its exit status, stdout and stderr (an uncaught exception's traceback included)."""
+  from lattice import cli, main  # pylint: disable=g-import-not-at-top
+  entry = {'lattice.main': lambda a: main.cli(['lattice.main', *a]),
+           'lattice.cli': cli.main}[module]
+  out, err, code = io.StringIO(), io.StringIO(), 0
+  t0 = time.perf_counter()
+  cwd = os.getcwd()
+  os.chdir(ROOT)  # relative paths (experiments/...) as from the repository root
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        entry(list(args))
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      except BaseException:  # pylint: disable=broad-except
+        traceback.print_exc(file=err)
+        code = 1
+  finally:
+    os.chdir(cwd)
+  proc = subprocess.CompletedProcess([module, *args], code, out.getvalue(),
+                                     err.getvalue())
   return proc, time.perf_counter() - t0
 
 
@@ -115,9 +151,14 @@ def outcomes(tmp_path_factory):
   (tmp / 'a_file').write_text('not a folder')
   (tmp / 'broken_exp.py').write_text(BROKEN_EXPERIMENT)
   cases = _cases(tmp)
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {name: pool.submit(_run, *case[:3]) for name, case in cases.items()}
-    return {name: (cases[name], *f.result()) for name, f in futures.items()}, tmp
+  with concurrent.futures.ThreadPoolExecutor(max_workers=len(SUBPROCESS)) as pool:
+    futures = {name: pool.submit(_run, *cases[name][:3]) for name in SUBPROCESS}
+    # The in-process cases run one at a time (they redirect sys.stdout/stderr)
+    # while the subprocesses start.
+    done = {name: _run_here(*case[:2]) for name, case in cases.items()
+            if name not in SUBPROCESS}
+    done.update({name: f.result() for name, f in futures.items()})
+  return {name: (cases[name], *done[name]) for name in cases}, tmp
 
 
 CASE_NAMES = list(_cases(pathlib.Path('/tmp')))
@@ -152,15 +193,14 @@ def test_report_cli_on_one_result(tmp_path):
       checks=[records.check('found', True, 'yes')],
       headline={'paper': 'n/a', 'ours': '2.5 loss'}).write(workdir)
   out = tmp_path / 'REPORT.md'
-  proc, _ = _run('lattice.cli', ['report', str(tmp_path / 'runs'), '--out', str(out)],
-                 '')
+  proc, _ = _run_here('lattice.cli', ['report', str(tmp_path / 'runs'), '--out', str(out)])
   assert proc.returncode == 0, proc.stderr
   assert f'wrote {out}: 1 results, 1 reproduced' in proc.stdout
   md = out.read_text()
   assert 'cli_probe' in md and '2.5 loss' in md
 
   missing = tmp_path / 'nope'
-  proc, _ = _run('lattice.cli', ['report', str(missing)], '')
+  proc, _ = _run_here('lattice.cli', ['report', str(missing)])
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode != 0 and len(lines) == 1 and 'Traceback' not in proc.stderr
   assert str(missing) in lines[0]
@@ -179,13 +219,16 @@ def test_help_everywhere_and_config_listing():
       'config': ('lattice.cli', ['config', 'experiments/baseline_lm.py:quick'],
                  'model.d_model = 128\n'),
   }
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {k: pool.submit(_run, m, a, '') for k, (m, a, _) in cases.items()}
+  # `python -m lattice.main --help` as a real command line; the rest in process.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    main_help = pool.submit(_run, *cases['main'][:2], '')
+    results = {k: _run_here(m, a) for k, (m, a, _) in cases.items() if k != 'main'}
+    results['main'] = main_help.result()
   for name, (_, _, want) in cases.items():
-    proc, _ = futures[name].result()
+    proc, _ = results[name]
     assert proc.returncode == 0, (name, proc.stderr)
     assert want in proc.stdout, (name, proc.stdout[-2000:])
-  listing = futures['config'].result()[0].stdout
+  listing = results['config'][0].stdout
   assert "data.paths = ''  # files, folders or globs" in listing
   assert 'train.steps = 2200' in listing
 

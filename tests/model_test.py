@@ -68,12 +68,13 @@ def test_covering_rows_cover_every_pair():
     assert pairs == set(itertools.product(a, b)), (i, j)
 
 
-def test_tables_match_the_config_kinds():
-  kinds = config_lib._KINDS  # pylint: disable=protected-access
+def test_config_kinds_are_the_tables():
   tables = config_lib._TABLES  # pylint: disable=protected-access
   assert tables['linear'] is linears.LINEARS and tables['ffn'] is transformer.FFNS
-  assert tuple(mtp.HEADS) == kinds['mtp']
-  assert tuple(multimodal.FRONTENDS) == kinds['frontend']
+  assert tables['mtp'] is mtp.HEADS and tables['frontend'] is multimodal.FRONTENDS
+  for concern, table in tables.items():
+    with pytest.raises(config_lib.ConfigError, match=f'^model.{concern}.kind: '):
+      config_lib.build({'model': {concern: {'kind': 'no_such_kind'}}})
 
 
 @pytest.mark.parametrize('linear', LINEARS)

@@ -8,7 +8,7 @@ import pytest
 
 from lattice import config as config_lib
 from lattice import model as model_lib
-from lattice.mtp import losses, parallel, sequential
+from lattice.mtp import losses, options, parallel, sequential
 from lattice.train import loop
 
 from conftest import tiny_config
@@ -91,19 +91,28 @@ def test_memory_efficient_backward_equals_plain_and_uses_less_memory(par):
 
 
 def test_loss_weights_and_config_errors():
-  assert config_lib.mtp_loss_weights(_cfg(kind='parallel', n=2).model.mtp) == (1.0, 1.0)
-  w = config_lib.mtp_loss_weights(
+  assert options.loss_weights(_cfg(kind='parallel', n=2).model.mtp) == (1.0, 1.0)
+  w = options.loss_weights(
       _cfg(kind='parallel', n=3, loss_weights='1, 0.5,0.25').model.mtp)
   assert w == (1.0, 0.5, 0.25)
   with pytest.raises(config_lib.ConfigError, match='model.mtp.loss_weights: 2 weights'):
     _cfg(kind='parallel', n=3, loss_weights='1,1')
   with pytest.raises(config_lib.ConfigError, match='model.mtp.memory_efficient'):
     _cfg(kind='sequential', memory_efficient=True)
+  with pytest.raises(config_lib.ConfigError, match='model.mtp.n: must be positive'):
+    _cfg(kind='parallel', n=0)
+  with pytest.raises(config_lib.ConfigError, match='model.mtp.lam: must be non-neg'):
+    _cfg(kind='sequential', lam=-1.0)
   with pytest.raises(config_lib.ConfigError, match='model.mtp.depth'):
     _cfg(kind='sequential', depth=0)
   with pytest.raises(config_lib.ConfigError, match='model.n_layers'):
     config_lib.build(tiny_config(model={'n_layers': 1, 'scan_layers': True,
                                         'mtp': {'kind': 'parallel'}}))
+  with pytest.raises(config_lib.ConfigError, match='model.mtp.memory_efficient'):
+    _cfg(kind='none', memory_efficient=True)
+  # The other kinds' fields are not read (each kind checks its own).
+  assert _cfg(kind='sequential', n=0).model.mtp.options.depth == 1
+  assert _cfg(kind='parallel', depth=0).model.mtp.options == options.Parallel()
 
 
 def test_sequential_modules_shapes_and_loss_weights():

@@ -161,7 +161,7 @@ def test_discrete_tokens_codebook_and_loss():
   assert np.all(np.asarray(t)[img] == codebook.FIRST_CODE_ID + 2)
   assert np.all(np.asarray(w)[img] == 0.5)
   with pytest.raises(config_lib.ConfigError, match='image_tokens'):
-    multimodal.validate(_cfg('late', image_tokens='discrete'))
+    _cfg('late', image_tokens='discrete')
 
 
 def test_iterator_resumes_from_state():
@@ -176,11 +176,21 @@ def test_iterator_resumes_from_state():
     np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_config_errors():
-  with pytest.raises(config_lib.ConfigError, match='patch_size'):
-    multimodal.validate(_cfg(patch_size=12))
-  with pytest.raises(config_lib.ConfigError, match='image_experts'):
-    multimodal.validate(_cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1},
-                         modality_routing='hard', image_experts=4))
-  with pytest.raises(config_lib.ConfigError, match='modality_routing'):
-    multimodal.validate(_cfg(modality_routing='random'))
+def test_config_errors_at_build():
+  # Each frontend kind checks its own fields once, when the config is built.
+  with pytest.raises(config_lib.ConfigError, match='model.frontend.patch_size'):
+    _cfg(patch_size=12)
+  with pytest.raises(config_lib.ConfigError, match='model.frontend.image_experts'):
+    _cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1}, modality_routing='hard',
+         image_experts=4)
+  with pytest.raises(config_lib.ConfigError, match='model.frontend.modality_routing'):
+    _cfg(modality_routing='random')
+  with pytest.raises(config_lib.ConfigError, match='model.frontend.enc_heads'):
+    _cfg('late', enc_heads=3)
+  with pytest.raises(config_lib.ConfigError, match='^data.seq_len'):
+    _cfg('late', patch_size=4)
+  with pytest.raises(config_lib.ConfigError, match='model.vocab_size'):
+    _cfg(image_tokens='discrete', codebook_size=200)
+  # The text frontend reads none of the image fields; early fusion no encoder field.
+  assert _cfg('text', patch_size=12).model.frontend.options is None
+  assert _cfg(enc_heads=3).model.frontend.kind == 'early'

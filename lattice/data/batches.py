@@ -7,10 +7,14 @@ documents that `lattice.data.pipeline` packs into text rows.
 
 from __future__ import annotations
 
+import typing
+
 from typing import Any
 
-from lattice import config as config_lib
 from lattice.data import interleaved, pipeline
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 # name -> (train iterator of (config, tokenizer), eval batches of (config, tokenizer)).
 BATCH_SOURCES = {

@@ -34,18 +34,23 @@ does the text pipeline's.
 
 from __future__ import annotations
 
+import typing
+
 import sys
 
 import grain
 import jax
 import numpy as np
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.data import pipeline
 from lattice.data import sources
 from lattice.data import token_files
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data.tasks import shapes
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 Batch = dict[str, np.ndarray]
 _SPLIT_IDS = {'train': 0, 'validation': 1}
@@ -147,7 +152,7 @@ def require_bytes(cfg: config_lib.Config) -> None:
   the byte vocabulary's reserved BOI/EOI/IMG ids (and discrete image codes follow
   it), which a subword vocabulary does not have."""
   if (cfg.data.tokenizer or 'byte') != 'byte':
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'data.tokenizer: data.source=shapes builds byte-level image+text rows (the '
         f'BOI/EOI/IMG ids); set data.tokenizer=byte, got {cfg.data.tokenizer!r}')
 

@@ -11,10 +11,15 @@ source's hash-split validation documents.
 
 from __future__ import annotations
 
+import typing
+
 import dataclasses
 from typing import Any
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 # The fields a mixture component or the eval set may set: what names a corpus.
 SOURCE_FIELDS = ('source', 'paths', 'field', 'hf_name', 'hf_split', 'hf_config',
@@ -24,23 +29,23 @@ SOURCE_FIELDS = ('source', 'paths', 'field', 'hf_name', 'hf_split', 'hf_config',
 def _component(data_cfg: config_lib.DataConfig, fields: Any, where: str,
                allow_weight: bool) -> tuple[config_lib.DataConfig, float]:
   if not isinstance(fields, dict):
-    raise config_lib.ConfigError(f'{where}: expected a dict of source fields, got {fields!r}')
+    raise ConfigError(f'{where}: expected a dict of source fields, got {fields!r}')
   fields = dict(fields)
   weight = fields.pop('weight', 1.0)
   if not allow_weight and weight != 1.0:
-    raise config_lib.ConfigError(f'{where}.weight: the eval set takes no weight')
+    raise ConfigError(f'{where}.weight: the eval set takes no weight')
   if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-    raise config_lib.ConfigError(f'{where}.weight: must be a positive number, got {weight!r}')
+    raise ConfigError(f'{where}.weight: must be a positive number, got {weight!r}')
   unknown = sorted(set(fields) - set(SOURCE_FIELDS))
   if unknown:
-    raise config_lib.ConfigError(f'{where}.{unknown[0]}: not a source field (choose from '
+    raise ConfigError(f'{where}.{unknown[0]}: not a source field (choose from '
                                  f'{", ".join(SOURCE_FIELDS)})')
   for name, value in fields.items():
     want = type(getattr(data_cfg, name))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
-      raise config_lib.ConfigError(f'{where}.{name}: expected {want.__name__}, got {value!r}')
+      raise ConfigError(f'{where}.{name}: expected {want.__name__}, got {value!r}')
     fields[name] = value
   return (dataclasses.replace(data_cfg, mixture=(), eval={}, **fields), float(weight))
 

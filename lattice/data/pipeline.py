@@ -25,19 +25,24 @@ checkpoint in `lattice.train.checkpoint`) resume it exactly.
 
 from __future__ import annotations
 
+import typing
+
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.data import hf_stream
 from lattice.data import mixture
 from lattice.data import resume
 from lattice.data import sources
 from lattice.data import token_files
 from lattice.data import tokenizer as tokenizer_lib
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 Batch = dict[str, np.ndarray]
 # Reads and encodes documents ahead of packing; a few threads hide file reads, and a
@@ -104,7 +109,7 @@ def _processes(process_index: int | None, process_count: int | None) -> tuple[in
 def local_batch_size(data_cfg: config_lib.DataConfig, process_count: int) -> int:
   """This process's rows of the global batch; errors if it does not divide."""
   if data_cfg.batch_size % process_count:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'data.batch_size: {data_cfg.batch_size} is not divisible by the '
         f'{process_count} processes')
   return data_cfg.batch_size // process_count

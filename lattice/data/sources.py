@@ -20,6 +20,8 @@ config field and the path, when the source is built, i.e. before anything compil
 
 from __future__ import annotations
 
+import typing
+
 import functools
 import glob as glob_lib
 import hashlib
@@ -34,10 +36,13 @@ import grain
 import numpy as np
 from etils import epath
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.data import index
 from lattice.data import parquet
 from lattice.data.tasks import addition, arithmetic, induction, toolcalls
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 SPLITS = ('train', 'validation')
 # Eager checks of ArrayRecord read this many records: enough to catch a wrong file
@@ -50,11 +55,11 @@ _EAGER_CHECK = 64
 _NEWLINE = b'\n'
 
 
-class DataError(config_lib.ConfigError):
+class DataError(ConfigError):
   """Bad data a user can fix; the message names the config field and the path."""
 
 
-SourceFn = Callable[[config_lib.DataConfig, str], grain.MapDataset]
+SourceFn = Callable[['config_lib.DataConfig', str], grain.MapDataset]
 
 
 def get_source(data_cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
@@ -515,8 +520,8 @@ def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
   return split_rows(grain.MapDataset.source(docs), cfg.val_fraction, split)
 
 
-# data.source -> (data config, split) -> documents. `config._CHOICES['data.source']`
-# lists these names and the batch sources' (lattice.data.batches); a test checks it.
+# data.source -> (data config, split) -> documents. `lattice.config` checks
+# data.source against this table, WINDOW_SOURCES and lattice.data.batches.BATCH_SOURCES.
 SOURCES: dict[str, SourceFn] = {
     'stdlib': _stdlib_source,
     'text': _text_source,

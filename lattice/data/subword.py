@@ -20,6 +20,8 @@ text), and so does the constrained decoder's token table.
 
 from __future__ import annotations
 
+import typing
+
 import functools
 from collections.abc import Iterable
 
@@ -28,7 +30,10 @@ import sentencepiece as spm
 import tokenizers
 from etils import epath
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 # The modality markers a lattice-trained tokenizer reserves (see tokenizer.py).
 MARKERS = ('<boi>', '<eoi>', '<img>')
@@ -37,7 +42,7 @@ _BOS_NAMES = ('<s>', '<bos>', '<|begin_of_text|>', '[CLS]', '<|endoftext|>')
 _EOS_NAMES = ('</s>', '<eos>', '<|end_of_text|>', '<|endoftext|>', '<|im_end|>', '[SEP]')
 
 
-class TokenizerError(config_lib.ConfigError):
+class TokenizerError(ConfigError):
   """A tokenizer spec or file a user can fix; the message names `data.tokenizer`."""
 
 

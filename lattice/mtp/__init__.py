@@ -5,7 +5,9 @@ next-token head ('none'), parallel heads (Gloeckle et al. 2024, arXiv 2404.19737
 and sequential modules (DeepSeek-V3, arXiv 2412.19437). Each stage builds its
 parameters beside the trunk's, returns its logits in order (main head first),
 combines the per-head cross entropies into its loss, drafts tokens for
-self-speculative decoding, and says how many extra passes its FLOPs count.
+self-speculative decoding, and says how many extra passes its FLOPs count. Each
+kind's own fields of `model.mtp` are its `options` dataclass (`options.Parallel`,
+`options.Sequential`), checked once when the config is built.
 """
 
 from lattice.mtp.heads import NextToken

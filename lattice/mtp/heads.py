@@ -5,18 +5,25 @@ Shape legend: B batch, L length, D model width, V vocabulary.
 
 from __future__ import annotations
 
+import typing
+
 from typing import Callable
 
 import flax.linen as nn
 import jax
 
-from lattice import config as config_lib
+from lattice.mtp import options as options_lib
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
+
 
 
 class NextToken(nn.Module):
   """The trunk's own final norm + unembedding; no parameters of its own."""
   cfg: config_lib.ModelConfig
   decode: bool = False
+  options = options_lib.NoOptions  # no fields of its own in model.mtp
 
   @staticmethod
   def trunk_config(cfg: config_lib.ModelConfig) -> config_lib.ModelConfig:

@@ -21,6 +21,8 @@ accumulated one.
 
 from __future__ import annotations
 
+import typing
+
 import dataclasses
 from typing import Any, Callable
 
@@ -28,10 +30,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
 from lattice.mtp import losses
+from lattice.mtp import options as options_lib
 from lattice.nn import losses as nn_losses
 from lattice.nn import transformer
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 
 def head_block(cfg: config_lib.ModelConfig, decode: bool, name: str) -> nn.Module:
@@ -51,6 +56,7 @@ class ParallelHeads(nn.Module):
   """
   cfg: config_lib.ModelConfig
   decode: bool = False
+  options = options_lib.Parallel  # this kind's fields of model.mtp (lattice.config)
 
   @staticmethod
   def trunk_config(cfg: config_lib.ModelConfig) -> config_lib.ModelConfig:
@@ -104,7 +110,7 @@ class ParallelHeads(nn.Module):
               mutated: dict, mutable: list[str]):
     """sum_i w_i CE_i (head i predicts token t+i+1); returns (loss, metrics, mutated)."""
     del variables, mutable
-    weights = config_lib.mtp_loss_weights(cfg.mtp)
+    weights = options_lib.loss_weights(cfg.mtp)
     mtp = sum(w * ce for w, ce in zip(weights, ces))
     return mtp, {'mtp_loss': mtp, **{f'ce_head{i + 1}': ce for i, ce in enumerate(ces)}
                  }, mutated
@@ -145,7 +151,7 @@ def memory_efficient_loss(model: nn.Module, variables: dict,
   optimization barriers, kept every head's buffers alive on XLA:CPU).
   """
   n = model.cfg.mtp.n
-  w_n = jnp.asarray(config_lib.mtp_loss_weights(model.cfg.mtp), jnp.float32)
+  w_n = jnp.asarray(options_lib.loss_weights(model.cfg.mtp), jnp.float32)
   params = variables['params']
   p0 = jax.lax.stop_gradient(params)
   others = {k: v for k, v in variables.items() if k != 'params'}
@@ -195,7 +201,7 @@ def memory_efficient_loss(model: nn.Module, variables: dict,
     if merged:
       mutated[col] = merged
   ce_list = [ces[i] for i in range(n)]
-  loss, metrics = _metrics(ce_list, config_lib.mtp_loss_weights(model.cfg.mtp),
+  loss, metrics = _metrics(ce_list, options_lib.loss_weights(model.cfg.mtp),
                            aux_trunk + jnp.sum(auxes), mutated)
   # Value `loss`, gradient `grads`: the dot term is zero but carries the gradient.
   flat_p, flat_g = jax.tree.leaves(params), jax.tree.leaves(

@@ -18,16 +18,21 @@ DeepSeek-V3 (model.mtp.lam, lam_late from lam_switch_step on). The step that pic
 
 from __future__ import annotations
 
+import typing
+
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
 from lattice.mtp import losses
+from lattice.mtp import options as options_lib
 from lattice.mtp.parallel import head_block
 from lattice.nn import layers, transformer
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 STATE = 'mtp_state'
 
@@ -62,6 +67,7 @@ class SequentialHeads(nn.Module):
   counter `mtp_state/step`)."""
   cfg: config_lib.ModelConfig
   decode: bool = False
+  options = options_lib.Sequential  # this kind's fields of model.mtp (lattice.config)
 
   @staticmethod
   def trunk_config(cfg: config_lib.ModelConfig) -> config_lib.ModelConfig:

@@ -3,12 +3,13 @@
 Owns `FRONTENDS`, the table `model.frontend.kind` picks from: text embeddings only
 ('text'), early fusion (patches projected, or k-means patch codes, straight into
 the decoder; Shukor et al. 2025, Chameleon) and late fusion (a ViT encoder + LLaVA's
-adapter). Also the frontend config checks, the patch helpers, the image path's FLOP
-count and the analyses the native-multimodal experiment reports. Image+text
-batches are the data source `shapes` (lattice.data.interleaved).
+adapter). Each kind's own fields of `model.frontend` are its `options` dataclass
+(`options.Early`, `options.Late`), checked once when the config is built. Also the
+patch helpers, the image path's FLOP count and the analyses the native-multimodal
+experiment reports. Image+text batches are the data source `shapes`
+(lattice.data.interleaved).
 """
 
-from lattice.multimodal.checks import validate
 from lattice.multimodal.early import EarlyFusion
 from lattice.multimodal.late import LateFusion
 from lattice.multimodal.patches import patchify, unpatchify
@@ -21,4 +22,4 @@ FRONTENDS = {
 }
 
 __all__ = ['FRONTENDS', 'EarlyFusion', 'LateFusion', 'TextInput', 'patchify',
-           'unpatchify', 'validate']
+           'unpatchify']

@@ -13,16 +13,20 @@ FIRST_CODE_ID + i, above the byte tokenizer's 272 ids.
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice import config as config_lib
 from lattice.cluster import kmeans as _kmeans, nearest  # pylint: disable=unused-import
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data.tasks import shapes
 from lattice.multimodal import patches as patches_lib
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 FIRST_CODE_ID = tokenizer_lib.VOCAB_SIZE
 COLLECTION = 'codebook'

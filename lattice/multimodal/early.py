@@ -12,16 +12,20 @@ patches are instead replaced by their nearest k-means code (Chameleon, arXiv
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
-from lattice.multimodal import checks
 from lattice.multimodal import codebook as codebook_lib
+from lattice.multimodal import options as options_lib
 from lattice.multimodal import patches as patches_lib
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.nn import layers
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 
 def scatter_images(x_BxLxD: jax.Array, img_BxMxD: jax.Array,
@@ -41,9 +45,8 @@ def flat_patches(cfg: config_lib.ModelConfig, images_BxNxHxWxC: jax.Array) -> ja
 
 
 def image_inputs(cfg: config_lib.Config) -> dict[str, jax.Array]:
-  """Zero images and no patch slots for a one-row batch (`init`); validates the
-  frontend fields first (lattice.multimodal.checks)."""
-  checks.validate(cfg)
+  """Zero images and no patch slots for a one-row batch (`init`). The frontend
+  fields were checked when the config was built (lattice.multimodal.options)."""
   f, L = cfg.model.frontend, cfg.data.seq_len
   return {'images': jnp.zeros((1, f.max_images, f.image_size, f.image_size, 3), jnp.float32),
           'patch_index': jnp.full((1, L), -1, jnp.int32),
@@ -75,6 +78,7 @@ class EarlyFusion(nn.Module):
   """
   cfg: config_lib.ModelConfig
   decode: bool = False
+  options = options_lib.Early  # its fields of model.frontend, checked at config build
 
   # Top-level names of the image path's variables (FLOP accounting).
   IMAGE_PATH = ('patch_embed', 'codebook')

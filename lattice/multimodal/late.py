@@ -14,13 +14,18 @@ frontends see the same sequences. Every projection goes through `layers.dense`, 
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
 from lattice.multimodal import early, patches as patches_lib
+from lattice.multimodal import options as options_lib
 from lattice.nn import layers
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 
 class EncoderBlock(nn.Module):
@@ -83,6 +88,7 @@ class LateFusion(nn.Module):
   `lattice.model.Model`, sharing its scope (parameters `encoder`, `adapter`)."""
   cfg: config_lib.ModelConfig
   decode: bool = False
+  options = options_lib.Late  # its fields of model.frontend, checked at config build
 
   IMAGE_PATH = ('encoder', 'adapter')
 

@@ -5,9 +5,13 @@ Shape legend: B batch, L length, D model width.
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 
-from lattice import config as config_lib
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
+
 
 
 class TextInput(nn.Module):

@@ -19,14 +19,18 @@ before it in the row. Decoding has no segment ids (one document per cache row).
 
 from __future__ import annotations
 
+import typing
+
 import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
 from lattice.nn import layers
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 
 def rope_frequencies(d_half: int, a: config_lib.AttentionConfig) -> jax.Array:

@@ -10,13 +10,18 @@ the table `ffns.FFNS`). Layers are optionally scanned (`nn.scan`, params stacked
 
 from __future__ import annotations
 
+import typing
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lattice import config as config_lib
+from lattice.errors import ConfigError
 from lattice.nn import attention, layers
 from lattice.nn.ffns import FFNS  # noqa: F401  (the table; re-exported)
+
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
 
 ACT = ('act_batch', 'act_len', 'act_embed')
 
@@ -73,7 +78,7 @@ class Transformer(nn.Module):
   def setup(self):
     cfg = self.cfg
     if cfg.vocab_size <= 0:
-      raise config_lib.ConfigError(
+      raise ConfigError(
           'model.vocab_size: must be resolved (> 0) before building the model')
     dtype, pdtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     self.embed = layers.Embed(cfg.vocab_size, cfg.d_model, dtype, pdtype)

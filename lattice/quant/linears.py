@@ -2,7 +2,8 @@
 builds for every projection (attention, FFN, experts, heads, adapters).
 
 A new quantizer is one file with a `Linear` subclass (its static `prepare` hook,
-or its own `__call__`) plus one line here and its name in `config._KINDS['linear']`.
+or its own `__call__`) plus one line here; `lattice.config` reads this table, so the
+name needs no second list.
 """
 
 from lattice.quant.linear import BitLinear, Linear, QuestLinear

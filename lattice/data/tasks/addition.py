@@ -21,12 +21,16 @@ width), which suits `sampling.generate`'s equal-length batches.
 
 from __future__ import annotations
 
+import typing
+
 from collections.abc import Sequence
 
 import grain
 import numpy as np
 
-from lattice import config as config_lib
+if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
+  from lattice import config as config_lib
+
 
 DIGITS = 2
 ANSWER_WIDTH = DIGITS + 1
