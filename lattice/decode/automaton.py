@@ -217,13 +217,19 @@ def _is_char(node: Node) -> bool:
   return node[0] in ('cat', 'alt') and all(_is_char(p) for p in node[1])
 
 
-def _byte_classes(masks: list[int]) -> np.ndarray:
-  """int32[256]: bytes that every mask treats alike share a class."""
+def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
+  """(int32[256] byte -> class, per mask the classes it holds): bytes that every
+  mask treats alike share a class (classes numbered by their bit pattern's order)."""
   if not masks:
-    return np.zeros(256, np.int32)
-  bits = np.array([[(m >> b) & 1 for b in range(256)] for m in masks], np.uint8)
-  _, cls = np.unique(bits.T, axis=0, return_inverse=True)
-  return cls.reshape(-1).astype(np.int32)
+    return np.zeros(256, np.int32), []
+  raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
+  bits_MxB = np.unpackbits(raw.reshape(len(masks), 32), axis=1, bitorder='little')
+  packed = np.ascontiguousarray(np.packbits(bits_MxB, axis=0).T)  # 256 x ceil(M/8)
+  _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
+                     return_inverse=True)
+  cls = cls.reshape(-1).astype(np.int32)
+  held = [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
+  return cls, held
 
 
 class _RegionConflict(Exception):
@@ -249,11 +255,20 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   start = nfa.state()
   final = nfa.build(node, start)
   masks = sorted({m for edges in nfa.edges for m, _ in edges})
-  byte_class = _byte_classes(masks)
+  byte_class, held = _byte_classes(masks)
+  classes_of = dict(zip(masks, held))
   n_cls = int(byte_class.max()) + 1
-  reps = [int(np.argmax(byte_class == c)) for c in range(n_cls)]
-  # moves[s][c]: NFA targets of state s on class c.
-  moves = [[tuple(t for m, t in edges if m >> r & 1) for r in reps] for edges in nfa.edges]
+  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
+  moves = []
+  for edges in nfa.edges:
+    mv: dict[int, list[int]] = {}
+    for m, t in edges:
+      for c in classes_of[m]:
+        if c in mv:
+          mv[c].append(t)
+        else:
+          mv[c] = [t]
+    moves.append(mv)
   core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
   closures: dict[int, tuple[int, ...]] = {}
 
@@ -277,26 +292,36 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   first = core([start])
   ids, order, rows = {first: 0}, [first], []
   internal_rows = []  # Per state with loop members: per class, moved from the loop?
+  region = nfa.region
   for dstate in order:
-    row, inner = [], None
-    regs = {nfa.region[s] for s in dstate} - {-1}
+    row, inner = [-1] * n_cls, None
+    regs = {region[s] for s in dstate} - {-1}
+    step: dict[int, list[int]] = {}
+    srcs: dict[int, set[int]] = {}
+    for s in dstate:
+      for c, ts in moves[s].items():
+        if c in step:
+          step[c].extend(ts)
+        else:
+          step[c] = list(ts)
+        if regs:
+          srcs.setdefault(c, set()).add(region[s])
     if regs:
       inner = [0] * n_cls
-    for c in range(n_cls):
-      targets = core(t for s in dstate for t in moves[s][c])
+    for c, ts in step.items():
+      targets = core(ts)
       if not targets:
-        row.append(-1)
         continue
       if inner is not None:
-        srcs = {nfa.region[s] for s in dstate if moves[s][c]}
-        inner[c] = (1 if -1 not in srcs else 0) if len(srcs) == 1 else 2
+        src = srcs[c]
+        inner[c] = (1 if -1 not in src else 0) if len(src) == 1 else 2
       if targets not in ids:
         ids[targets] = len(order)
         order.append(targets)
         if len(order) > limits.max_states:
           raise LimitError(f'automaton: more than {limits.max_states} DFA states '
                            f'(Limits.max_states)')
-      row.append(ids[targets])
+      row[c] = ids[targets]
     rows.append(row)
     internal_rows.append(inner or [0] * n_cls)
     if len(rows) % 256 == 0 and time.perf_counter() > nfa.deadline:
@@ -367,17 +392,23 @@ def _prune(delta, accepting, tag, internal):
   return delta[live], accepting[live], tag[live], internal[live]
 
 
+def _row_ids(a_NxK: np.ndarray) -> np.ndarray:
+  """int64[N]: equal rows share an id (ids in the rows' sorted order), as
+  `np.unique(axis=0, return_inverse=True)` but on a byte view (much faster)."""
+  a = np.ascontiguousarray(a_NxK, np.int64)
+  _, inv = np.unique(a.view(np.dtype((np.void, 8 * a.shape[1]))).reshape(-1),
+                     return_inverse=True)
+  return inv.reshape(-1)
+
+
 def _minimise(delta, accepting, tag, internal):
   """Moore partition refinement (loop tags kept apart); states renumbered by block."""
-  _, block = np.unique(np.stack([accepting.astype(np.int64), tag], 1), axis=0,
-                       return_inverse=True)
-  block = block.reshape(-1)
+  block = _row_ids(np.stack([accepting.astype(np.int64), tag], 1))
   n_blocks = int(block.max()) + 1
   while True:
     succ = np.where(delta >= 0, block[np.where(delta >= 0, delta, 0)], -1)
     sig = np.concatenate([block[:, None], succ * 2 + internal], axis=1)
-    _, block = np.unique(sig, axis=0, return_inverse=True)
-    block = block.reshape(-1)
+    block = _row_ids(sig)
     n = int(block.max()) + 1
     if n == n_blocks:
       break
