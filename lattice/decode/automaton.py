@@ -27,6 +27,7 @@ were quadratic. `Limits` caps DFA states and seconds; past a cap `LimitError`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -49,11 +50,12 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dfa:
   """A DFA without dead states: `delta_SxC[s, byte_class[b]]`, -1 = reject.
 
-  State 0 is the start. Every state can reach an accepting state.
+  State 0 is the start. Every state can reach an accepting state. Compared and
+  hashed by identity, so an AST embedding it (`embed`) is a hashable cache key.
   """
   delta_SxC: np.ndarray   # int32
   byte_class: np.ndarray  # int32[256]
@@ -240,7 +242,24 @@ class _RegionConflict(Exception):
 
 
 def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
-  """Subset construction, counted-loop unrolling, pruning and minimisation."""
+  """Subset construction, counted-loop unrolling, pruning and minimisation.
+
+  Cached per (node, limits) in this process: a schema's members repeat the same
+  pieces (strings, numbers, `$ref` targets), and so do a server's schemas. The
+  result is shared: treat it as read-only.
+  """
+  try:
+    return _to_dfa_cached(node, limits)
+  except TypeError:  # An unhashable node (a caller's own payload): not cached.
+    return _to_dfa_uncached(node, limits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
+  return _to_dfa_uncached(node, limits)
+
+
+def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   no_region: set[int] = set()
   for _ in range(8):
     try:
@@ -376,15 +395,30 @@ def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np
   return tag
 
 
+def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+  """int64[S]: fewest edges from each state to an accepting one (-1: none).
+
+  `delta_SxK[s, k]` is the target of s's k-th edge (-1: none). One breadth-first
+  search backwards from every accepting state at once (scipy's C shortest paths
+  on the reversed graph from a virtual source), O(S x K).
+  """
+  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
+  S = len(accepting)
+  src = np.repeat(np.arange(S), delta_SxK.shape[1])
+  dst = np.asarray(delta_SxK).reshape(-1)
+  keep = dst >= 0
+  acc = np.flatnonzero(accepting)
+  # Reversed edges dst -> src, plus the virtual source S -> every accepting state.
+  rows = np.concatenate([dst[keep], np.full(len(acc), S)])
+  cols = np.concatenate([src[keep], acc])
+  graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(S + 1, S + 1))
+  dist = csgraph.shortest_path(graph, method='D', unweighted=True, indices=S)[:S]
+  return np.where(np.isfinite(dist), dist - 1, -1).astype(np.int64)
+
+
 def _prune(delta, accepting, tag, internal):
   """Drops states that cannot reach an accepting state (edges to them reject)."""
-  live = accepting.copy()
-  while True:
-    targets = np.where(delta >= 0, delta, 0)
-    grown = live | ((delta >= 0) & live[targets]).any(axis=1)
-    if (grown == live).all():
-      break
-    live = grown
+  live = distances_to_accept(delta, accepting) >= 0
   if not live[0]:
     raise RegexError('the pattern matches nothing')
   new_id = np.where(live, np.cumsum(live) - 1, -1).astype(np.int32)
@@ -491,18 +525,13 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 
 def _renumber(delta, accepting):
   """States in BFS order from the start (state 0), dropping unreachable ones."""
+  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
-  seen = np.zeros(S, bool)
-  seen[0] = True
-  order, frontier = [np.array([0])], np.array([0])
-  while len(frontier):
-    t = delta[frontier].reshape(-1)
-    t = np.unique(t[t >= 0])
-    t = t[~seen[t]]
-    seen[t] = True
-    order.append(t)
-    frontier = t
-  order = np.concatenate(order)
+  src = np.repeat(np.arange(S), delta.shape[1])
+  dst = delta.reshape(-1)
+  keep = dst >= 0
+  graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
+  order = csgraph.breadth_first_order(graph, 0, directed=True, return_predecessors=False)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]
