@@ -27,6 +27,7 @@ were quadratic. `Limits` caps DFA states and seconds; past a cap `LimitError`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -49,11 +50,12 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dfa:
   """A DFA without dead states: `delta_SxC[s, byte_class[b]]`, -1 = reject.
 
-  State 0 is the start. Every state can reach an accepting state.
+  State 0 is the start. Every state can reach an accepting state. Compared and
+  hashed by identity, so an AST embedding it (`embed`) is a hashable cache key.
   """
   delta_SxC: np.ndarray   # int32
   byte_class: np.ndarray  # int32[256]
@@ -217,13 +219,19 @@ def _is_char(node: Node) -> bool:
   return node[0] in ('cat', 'alt') and all(_is_char(p) for p in node[1])
 
 
-def _byte_classes(masks: list[int]) -> np.ndarray:
-  """int32[256]: bytes that every mask treats alike share a class."""
+def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
+  """(int32[256] byte -> class, per mask the classes it holds): bytes that every
+  mask treats alike share a class (classes numbered by their bit pattern's order)."""
   if not masks:
-    return np.zeros(256, np.int32)
-  bits = np.array([[(m >> b) & 1 for b in range(256)] for m in masks], np.uint8)
-  _, cls = np.unique(bits.T, axis=0, return_inverse=True)
-  return cls.reshape(-1).astype(np.int32)
+    return np.zeros(256, np.int32), []
+  raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
+  bits_MxB = np.unpackbits(raw.reshape(len(masks), 32), axis=1, bitorder='little')
+  packed = np.ascontiguousarray(np.packbits(bits_MxB, axis=0).T)  # 256 x ceil(M/8)
+  _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
+                     return_inverse=True)
+  cls = cls.reshape(-1).astype(np.int32)
+  held = [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
+  return cls, held
 
 
 class _RegionConflict(Exception):
@@ -234,7 +242,24 @@ class _RegionConflict(Exception):
 
 
 def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
-  """Subset construction, counted-loop unrolling, pruning and minimisation."""
+  """Subset construction, counted-loop unrolling, pruning and minimisation.
+
+  Cached per (node, limits) in this process: a schema's members repeat the same
+  pieces (strings, numbers, `$ref` targets), and so do a server's schemas. The
+  result is shared: treat it as read-only.
+  """
+  try:
+    return _to_dfa_cached(node, limits)
+  except TypeError:  # An unhashable node (a caller's own payload): not cached.
+    return _to_dfa_uncached(node, limits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
+  return _to_dfa_uncached(node, limits)
+
+
+def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   no_region: set[int] = set()
   for _ in range(8):
     try:
@@ -249,11 +274,20 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   start = nfa.state()
   final = nfa.build(node, start)
   masks = sorted({m for edges in nfa.edges for m, _ in edges})
-  byte_class = _byte_classes(masks)
+  byte_class, held = _byte_classes(masks)
+  classes_of = dict(zip(masks, held))
   n_cls = int(byte_class.max()) + 1
-  reps = [int(np.argmax(byte_class == c)) for c in range(n_cls)]
-  # moves[s][c]: NFA targets of state s on class c.
-  moves = [[tuple(t for m, t in edges if m >> r & 1) for r in reps] for edges in nfa.edges]
+  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
+  moves = []
+  for edges in nfa.edges:
+    mv: dict[int, list[int]] = {}
+    for m, t in edges:
+      for c in classes_of[m]:
+        if c in mv:
+          mv[c].append(t)
+        else:
+          mv[c] = [t]
+    moves.append(mv)
   core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
   closures: dict[int, tuple[int, ...]] = {}
 
@@ -277,26 +311,36 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   first = core([start])
   ids, order, rows = {first: 0}, [first], []
   internal_rows = []  # Per state with loop members: per class, moved from the loop?
+  region = nfa.region
   for dstate in order:
-    row, inner = [], None
-    regs = {nfa.region[s] for s in dstate} - {-1}
+    row, inner = [-1] * n_cls, None
+    regs = {region[s] for s in dstate} - {-1}
+    step: dict[int, list[int]] = {}
+    srcs: dict[int, set[int]] = {}
+    for s in dstate:
+      for c, ts in moves[s].items():
+        if c in step:
+          step[c].extend(ts)
+        else:
+          step[c] = list(ts)
+        if regs:
+          srcs.setdefault(c, set()).add(region[s])
     if regs:
       inner = [0] * n_cls
-    for c in range(n_cls):
-      targets = core(t for s in dstate for t in moves[s][c])
+    for c, ts in step.items():
+      targets = core(ts)
       if not targets:
-        row.append(-1)
         continue
       if inner is not None:
-        srcs = {nfa.region[s] for s in dstate if moves[s][c]}
-        inner[c] = (1 if -1 not in srcs else 0) if len(srcs) == 1 else 2
+        src = srcs[c]
+        inner[c] = (1 if -1 not in src else 0) if len(src) == 1 else 2
       if targets not in ids:
         ids[targets] = len(order)
         order.append(targets)
         if len(order) > limits.max_states:
           raise LimitError(f'automaton: more than {limits.max_states} DFA states '
                            f'(Limits.max_states)')
-      row.append(ids[targets])
+      row[c] = ids[targets]
     rows.append(row)
     internal_rows.append(inner or [0] * n_cls)
     if len(rows) % 256 == 0 and time.perf_counter() > nfa.deadline:
@@ -351,15 +395,30 @@ def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np
   return tag
 
 
+def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+  """int64[S]: fewest edges from each state to an accepting one (-1: none).
+
+  `delta_SxK[s, k]` is the target of s's k-th edge (-1: none). One breadth-first
+  search backwards from every accepting state at once (scipy's C shortest paths
+  on the reversed graph from a virtual source), O(S x K).
+  """
+  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
+  S = len(accepting)
+  src = np.repeat(np.arange(S), delta_SxK.shape[1])
+  dst = np.asarray(delta_SxK).reshape(-1)
+  keep = dst >= 0
+  acc = np.flatnonzero(accepting)
+  # Reversed edges dst -> src, plus the virtual source S -> every accepting state.
+  rows = np.concatenate([dst[keep], np.full(len(acc), S)])
+  cols = np.concatenate([src[keep], acc])
+  graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(S + 1, S + 1))
+  dist = csgraph.shortest_path(graph, method='D', unweighted=True, indices=S)[:S]
+  return np.where(np.isfinite(dist), dist - 1, -1).astype(np.int64)
+
+
 def _prune(delta, accepting, tag, internal):
   """Drops states that cannot reach an accepting state (edges to them reject)."""
-  live = accepting.copy()
-  while True:
-    targets = np.where(delta >= 0, delta, 0)
-    grown = live | ((delta >= 0) & live[targets]).any(axis=1)
-    if (grown == live).all():
-      break
-    live = grown
+  live = distances_to_accept(delta, accepting) >= 0
   if not live[0]:
     raise RegexError('the pattern matches nothing')
   new_id = np.where(live, np.cumsum(live) - 1, -1).astype(np.int32)
@@ -367,21 +426,78 @@ def _prune(delta, accepting, tag, internal):
   return delta[live], accepting[live], tag[live], internal[live]
 
 
-def _minimise(delta, accepting, tag, internal):
-  """Moore partition refinement (loop tags kept apart); states renumbered by block."""
-  _, block = np.unique(np.stack([accepting.astype(np.int64), tag], 1), axis=0,
-                       return_inverse=True)
-  block = block.reshape(-1)
+def _row_ids(a_NxK: np.ndarray) -> np.ndarray:
+  """int64[N]: equal rows share an id (ids in the rows' sorted order), as
+  `np.unique(axis=0, return_inverse=True)` but on a byte view (much faster)."""
+  a = np.ascontiguousarray(a_NxK, np.int64)
+  _, inv = np.unique(a.view(np.dtype((np.void, 8 * a.shape[1]))).reshape(-1),
+                     return_inverse=True)
+  return inv.reshape(-1)
+
+
+# State-rounds of Moore refinement spent before a DFA without counted loops is left
+# unminimised (correct, only larger): 25 rounds of a 4000-state DFA.
+_MINIMISE_BUDGET = 100_000
+# Odd multipliers of the signature hash (fixed seed: compilation is deterministic).
+_HASH_COEF = np.random.default_rng(0).integers(1, 2**62, 258, dtype=np.int64).astype(
+    np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+def _signatures(delta, internal, block):
+  succ = np.where(delta >= 0, block[np.maximum(delta, 0)], -1)
+  return np.concatenate([block[:, None], succ * 2 + internal], axis=1)
+
+
+def _refine(delta, internal, block, hashed: bool, budget: int | None = None):
+  """Moore rounds from partition `block` to the fixpoint (ids: int64[S]); None
+  when rounds x states would pass `budget`."""
   n_blocks = int(block.max()) + 1
+  spent = 0
   while True:
-    succ = np.where(delta >= 0, block[np.where(delta >= 0, delta, 0)], -1)
-    sig = np.concatenate([block[:, None], succ * 2 + internal], axis=1)
-    _, block = np.unique(sig, axis=0, return_inverse=True)
-    block = block.reshape(-1)
+    spent += len(block)
+    if budget is not None and spent > budget:
+      return None
+    sig = _signatures(delta, internal, block)
+    if hashed:
+      h = (sig.astype(np.uint64) * _HASH_COEF[:sig.shape[1]]).sum(axis=1)
+      _, block = np.unique(h, return_inverse=True)
+      block = block.reshape(-1)
+    else:
+      block = _row_ids(sig)
     n = int(block.max()) + 1
     if n == n_blocks:
-      break
+      return block
     n_blocks = n
+
+
+def _is_congruence(delta, internal, block0, block) -> bool:
+  """Whether states of one block agree on `block0` and on every successor block."""
+  first = np.zeros(int(block.max()) + 1, np.int64)
+  first[block[::-1]] = np.arange(len(block))[::-1]
+  rep = first[block]
+  sig = _signatures(delta, internal, block)
+  return bool((block0 == block0[rep]).all() and (sig[:, 1:] == sig[rep, 1:]).all())
+
+
+def _minimise(delta, accepting, tag, internal):
+  """Moore partition refinement (loop tags kept apart); states renumbered by block.
+
+  Rounds compare a 64-bit hash of each state's signature (one pass over the
+  table, then a 1-D sort) instead of sorting whole rows; the final partition is
+  checked exactly (same acceptance and tag, same successor blocks on every class
+  within each block), and on a mismatch (a hash collision) the rounds are redone
+  on the rows themselves. Either way the result is an exact congruence.
+  """
+  block0 = _row_ids(np.stack([accepting.astype(np.int64), tag], 1))
+  # Without counted loops, minimising is only a size saving: past a budget of
+  # state-rounds (long chains need a round per link) the DFA is kept as built.
+  budget = None if (tag >= 0).any() else _MINIMISE_BUDGET
+  block = _refine(delta, internal, block0, hashed=True, budget=budget)
+  if block is None:
+    return delta, accepting, tag, internal
+  if not _is_congruence(delta, internal, block0, block):
+    block = _refine(delta, internal, block0, hashed=False)
+  n_blocks = int(block.max()) + 1
   rep = np.zeros(n_blocks, np.int64)
   rep[block[::-1]] = np.arange(len(block))[::-1]
   new_delta = np.where(delta[rep] >= 0, block[np.maximum(delta[rep], 0)], -1)
@@ -460,18 +576,13 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 
 def _renumber(delta, accepting):
   """States in BFS order from the start (state 0), dropping unreachable ones."""
+  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
-  seen = np.zeros(S, bool)
-  seen[0] = True
-  order, frontier = [np.array([0])], np.array([0])
-  while len(frontier):
-    t = delta[frontier].reshape(-1)
-    t = np.unique(t[t >= 0])
-    t = t[~seen[t]]
-    seen[t] = True
-    order.append(t)
-    frontier = t
-  order = np.concatenate(order)
+  src = np.repeat(np.arange(S), delta.shape[1])
+  dst = delta.reshape(-1)
+  keep = dst >= 0
+  graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
+  order = csgraph.breadth_first_order(graph, 0, directed=True, return_predecessors=False)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]

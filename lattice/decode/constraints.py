@@ -143,8 +143,10 @@ def _unique_columns(next_SxT: np.ndarray) -> np.ndarray:
   exactly (on a mismatch, all columns)."""
   S = next_SxT.shape[0]
   rows = np.unique(np.random.default_rng(0).integers(0, S, min(S, 256)))
-  _, first, inverse = np.unique(next_SxT[rows].T, axis=0, return_index=True,
-                                return_inverse=True)
+  sample_TxR = np.ascontiguousarray(next_SxT[rows].T)
+  _, first, inverse = np.unique(
+      sample_TxR.view(np.dtype((np.void, sample_TxR.itemsize * sample_TxR.shape[1])))
+      .reshape(-1), return_index=True, return_inverse=True)
   cols = next_SxT[:, first]
   if (cols[:, inverse.reshape(-1)] == next_SxT).all():
     return cols
@@ -158,31 +160,8 @@ def _distances(next_SxT: np.ndarray, accepting: np.ndarray) -> np.ndarray:
   tokens with identical columns (for a byte vocabulary, bytes of one class) are
   one edge, so the cost is O(S x distinct columns), not O(S x V x longest path).
   """
-  S = next_SxT.shape[0]
-  cols_SxU = _unique_columns(next_SxT)
-  src = np.repeat(np.arange(S), cols_SxU.shape[1])
-  dst = cols_SxU.reshape(-1)
-  keep = dst >= 0
-  src, dst = src[keep], dst[keep]
-  order = np.argsort(dst, kind='stable')
-  src = src[order]
-  counts = np.bincount(dst, minlength=S)
-  start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-  dist = np.where(accepting, 0, INF).astype(np.int64)
-  frontier = np.flatnonzero(accepting)
-  level = 0
-  while len(frontier):
-    level += 1
-    lens = counts[frontier]
-    total = int(lens.sum())
-    if not total:
-      break
-    offs = np.repeat(start[frontier] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    preds = src[offs + np.arange(total)]
-    preds = np.unique(preds[dist[preds] >= INF])
-    dist[preds] = level
-    frontier = preds
-  return dist
+  dist = automaton.distances_to_accept(_unique_columns(next_SxT), accepting)
+  return np.where(dist >= 0, dist, INF)
 
 
 def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None, *,

@@ -56,12 +56,7 @@ def _product(a: Dfa, b: Dfa, accept, max_states: int, keep_dead_b: bool) -> Dfa:
 
 def _trim(delta: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray) -> Dfa:
   """Drops states that cannot accept; raises RegexError when nothing is left."""
-  live = accepting.copy()
-  while True:
-    grown = live | ((delta >= 0) & live[np.maximum(delta, 0)]).any(axis=1)
-    if (grown == live).all():
-      break
-    live = grown
+  live = automaton.distances_to_accept(delta, accepting) >= 0
   if not live[0]:
     raise automaton.RegexError('the combined constraints match nothing')
   new_id = np.where(live, np.cumsum(live) - 1, -1)
