@@ -15,7 +15,11 @@ going to validation. `val_fraction == 0` leaves validation empty.
 
 Every error a user can cause (missing path, glob matching nothing, binary file,
 malformed JSONL line, missing field) raises `DataError`, a `ConfigError` naming the
-config field and the path, when the source is built, i.e. before anything compiles.
+config field and the path. Building a source reads metadata, not the corpus (see
+`lattice.data.index`): paths, sizes and the first `_EAGER_CHECK` files or lines are
+checked then, before anything compiles; a bad file or line further in raises when
+it is read. Paths may be remote (`gs://...`, through `etils.epath`), except for
+ArrayRecord, whose C++ reader opens local files only.
 """
 
 from __future__ import annotations
