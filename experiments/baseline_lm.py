@@ -25,8 +25,8 @@ Pre-registered checks (code: `run`), against a byte-level interpolated Kneser-Ne
 The earlier parse-rate check is gone: at ~2.7 bits/byte random bytes drawn at the
 corpus's byte frequencies parsed as often as the model's samples (10.7% vs 10.5%).
 
-Quick: 128-wide, 4 layers (~0.95M params), 2,200 steps of 32 x 128 bytes (9.0M
-bytes, ~9.5 tokens/param; the old 1.8M-param quick saw 1.3 tokens/param and ended at
+Quick: 128-wide, 4 layers (0.90M params), 2,200 steps of 32 x 128 bytes (9.0M
+bytes, 10.0 tokens/param, 0.29 epoch, 55.8 TFLOPs by `lattice plan`; the old 1.8M-param quick saw 1.3 tokens/param and ended at
 2.73 bits/byte, still falling). Measured here (n-gram only, no training): the 4-gram
 fitted on quick's 9.01M training bytes scores 2.408 bits/byte on quick's 65,536
 validation bytes (fitted on the old quick's first 2.46M bytes: 2.47), so the model
@@ -34,8 +34,10 @@ must reach < 2.358; 4-gram samples (T = 0.7, top-k 20) have a known-word rate of
 0.41 against 0.65 for held-out real code (64 windows each; measured with a 4-gram
 and vocabulary from the first 8-10M training bytes). The model's numbers: to
 be measured (the lead runs quick on the idle machine). Quick budget (an estimate,
-not a measurement): 2.2x the FLOPs of the old quick, whose 1,200 steps took 464 s,
-so ~1,000 s of steps plus ~60 s for the n-gram, eval and sampling.
+not a measurement): 1.9x the FLOPs of the old quick (30.1 TFLOPs), whose 1,200 steps
+took 464 s idle, so ~870 s of steps if the CPU's FLOP rate holds at the smaller
+width (it may not: narrower matmuls run less efficiently), plus ~60 s for the
+n-gram, eval and sampling.
 
 Medium and full (a real corpus streamed from the hub; nothing here ran at that
 scale; numbers from `lattice plan --chips h100x1`, not run):
