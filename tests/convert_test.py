@@ -146,6 +146,45 @@ def _tiny_llama_dir(tmp_path):
   return _save(tmp_path, transformers.LlamaConfig(**COMMON))
 
 
+def test_reader_transposes_and_casts_in_chunks(tmp_path, monkeypatch):
+  """Several row chunks per tensor (CHUNK_BYTES shrunk): the chunked transpose, cast
+  and `out=` reads equal numpy's."""
+  import ml_dtypes
+  from safetensors.numpy import save_file
+  from lattice.convert import safetensors_reader
+  rng = np.random.default_rng(0)
+  w = rng.standard_normal((37, 11)).astype(ml_dtypes.bfloat16)
+  b = rng.standard_normal(29).astype(np.float32)
+  (tmp_path / 'config.json').write_text('{}')
+  save_file({'w': w, 'b': b}, tmp_path / 'model.safetensors')
+  monkeypatch.setattr(safetensors_reader, 'CHUNK_BYTES', 40)  # 1-2 rows of w per chunk
+  ckpt = safetensors_reader.HFCheckpoint(tmp_path)
+  np.testing.assert_array_equal(ckpt.get('w'), w)
+  np.testing.assert_array_equal(ckpt.get('w', transpose=True), w.T)
+  np.testing.assert_array_equal(ckpt.get('w', transpose=True, dtype=np.float32),
+                                w.T.astype(np.float32))
+  np.testing.assert_array_equal(ckpt.get('b', dtype=np.float64), b.astype(np.float64))
+  out = np.zeros((2, 11, 37), np.float32)
+  ckpt.get('w', transpose=True, dtype=np.float32, out=out[1])
+  np.testing.assert_array_equal(out[1], w.T.astype(np.float32))
+  assert not out[0].any()
+  with pytest.raises(ConvertError, match='missing tensor nope'):
+    ckpt.get('nope')
+
+  # Streaming: a transposed read holds its result and one chunk, not a second copy.
+  import tracemalloc
+  big = rng.standard_normal((512, 1024)).astype(np.float32)  # 2 MiB
+  save_file({'big': big}, tmp_path / 'model.safetensors')
+  monkeypatch.setattr(safetensors_reader, 'CHUNK_BYTES', 128 << 10)
+  ckpt = safetensors_reader.HFCheckpoint(tmp_path)
+  del big
+  tracemalloc.start()
+  got = ckpt.get('big', transpose=True)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert got.nbytes <= peak < 1.2 * got.nbytes, (peak, got.nbytes)
+
+
 def test_unsupported_architecture_is_one_line_naming_it(tmp_path, capsys):
   from lattice import cli
   for arch, words in (('DeepseekV3ForCausalLM', 'multi-head latent attention'),
