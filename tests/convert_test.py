@@ -280,6 +280,21 @@ def test_sharded_checkpoint_own_tokenizer_and_fine_tune_from_it(tmp_path):
   assert rundir.with_model_of(explicit, run).data.tokenizer == 'hf:/elsewhere'
 
 
+def test_attach_tokenizer_picks_sentencepiece_and_refuses_what_does_not_fit(tmp_path):
+  import sentencepiece as spm
+  from lattice.convert import importer
+  text = tmp_path / 'text.txt'
+  text.write_text('the model reads the ids of its own tokenizer\n' * 200)
+  spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / 'tokenizer'),
+                                 vocab_size=40, model_type='bpe')
+  spec, note = importer.attach_tokenizer(tmp_path, ['tokenizer.model'], vocab_size=64)
+  assert spec == f'sentencepiece:{tmp_path.absolute() / "tokenizer.model"}' and note is None
+  spec, note = importer.attach_tokenizer(tmp_path, ['tokenizer.model'], vocab_size=32)
+  assert spec == '' and 'more than the model\'s vocab_size 32' in note
+  spec, note = importer.attach_tokenizer(tmp_path, [], vocab_size=64)
+  assert spec == '' and 'no tokenizer.json or tokenizer.model' in note
+
+
 def test_export_of_a_lattice_initialized_model(tmp_path):
   from lattice import config as config_lib
   from lattice.train import checkpoint, loop
