@@ -146,6 +146,45 @@ def _tiny_llama_dir(tmp_path):
   return _save(tmp_path, transformers.LlamaConfig(**COMMON))
 
 
+def test_reader_transposes_and_casts_in_chunks(tmp_path, monkeypatch):
+  """Several row chunks per tensor (CHUNK_BYTES shrunk): the chunked transpose, cast
+  and `out=` reads equal numpy's."""
+  import ml_dtypes
+  from safetensors.numpy import save_file
+  from lattice.convert import safetensors_reader
+  rng = np.random.default_rng(0)
+  w = rng.standard_normal((37, 11)).astype(ml_dtypes.bfloat16)
+  b = rng.standard_normal(29).astype(np.float32)
+  (tmp_path / 'config.json').write_text('{}')
+  save_file({'w': w, 'b': b}, tmp_path / 'model.safetensors')
+  monkeypatch.setattr(safetensors_reader, 'CHUNK_BYTES', 40)  # 1-2 rows of w per chunk
+  ckpt = safetensors_reader.HFCheckpoint(tmp_path)
+  np.testing.assert_array_equal(ckpt.get('w'), w)
+  np.testing.assert_array_equal(ckpt.get('w', transpose=True), w.T)
+  np.testing.assert_array_equal(ckpt.get('w', transpose=True, dtype=np.float32),
+                                w.T.astype(np.float32))
+  np.testing.assert_array_equal(ckpt.get('b', dtype=np.float64), b.astype(np.float64))
+  out = np.zeros((2, 11, 37), np.float32)
+  ckpt.get('w', transpose=True, dtype=np.float32, out=out[1])
+  np.testing.assert_array_equal(out[1], w.T.astype(np.float32))
+  assert not out[0].any()
+  with pytest.raises(ConvertError, match='missing tensor nope'):
+    ckpt.get('nope')
+
+  # Streaming: a transposed read holds its result and one chunk, not a second copy.
+  import tracemalloc
+  big = rng.standard_normal((512, 1024)).astype(np.float32)  # 2 MiB
+  save_file({'big': big}, tmp_path / 'model.safetensors')
+  monkeypatch.setattr(safetensors_reader, 'CHUNK_BYTES', 128 << 10)
+  ckpt = safetensors_reader.HFCheckpoint(tmp_path)
+  del big
+  tracemalloc.start()
+  got = ckpt.get('big', transpose=True)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert got.nbytes <= peak < 1.2 * got.nbytes, (peak, got.nbytes)
+
+
 def test_unsupported_architecture_is_one_line_naming_it(tmp_path, capsys):
   from lattice import cli
   for arch, words in (('DeepseekV3ForCausalLM', 'multi-head latent attention'),
@@ -241,6 +280,21 @@ def test_sharded_checkpoint_own_tokenizer_and_fine_tune_from_it(tmp_path):
   assert rundir.with_model_of(explicit, run).data.tokenizer == 'hf:/elsewhere'
 
 
+def test_attach_tokenizer_picks_sentencepiece_and_refuses_what_does_not_fit(tmp_path):
+  import sentencepiece as spm
+  from lattice.convert import importer
+  text = tmp_path / 'text.txt'
+  text.write_text('the model reads the ids of its own tokenizer\n' * 200)
+  spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / 'tokenizer'),
+                                 vocab_size=40, model_type='bpe')
+  spec, note = importer.attach_tokenizer(tmp_path, ['tokenizer.model'], vocab_size=64)
+  assert spec == f'sentencepiece:{tmp_path.absolute() / "tokenizer.model"}' and note is None
+  spec, note = importer.attach_tokenizer(tmp_path, ['tokenizer.model'], vocab_size=32)
+  assert spec == '' and 'more than the model\'s vocab_size 32' in note
+  spec, note = importer.attach_tokenizer(tmp_path, [], vocab_size=64)
+  assert spec == '' and 'no tokenizer.json or tokenizer.model' in note
+
+
 def test_export_of_a_lattice_initialized_model(tmp_path):
   from lattice import config as config_lib
   from lattice.train import checkpoint, loop
@@ -272,103 +326,3 @@ def test_export_refuses_what_llama_cannot_hold(tmp_path):
   art.save_config(run, config_lib.build({'model': {'ffn': {'kind': 'moe'}}}))
   with pytest.raises(ConvertError, match="model.ffn.kind: 'moe'"):
     export_hf(run, tmp_path / 'hf')
-
-
-# BitNet b1.58 2B4T: transformers' BitNetForCausalLM with its BitNet linears in every
-# projection (float embedding / norms / head), written as the release's safetensors:
-# 'packed' is the released layout (offline BitLinear: uint8 ternary codes + a
-# per-tensor weight_scale), 'latent' float master weights (online AutoBitLinear).
-BITNET_QUANT = {'packed': {'quant_method': 'bitnet', 'linear_class': 'bitlinear',
-                           'quantization_mode': 'offline'},
-                'latent': {'quant_method': 'bitnet', 'linear_class': 'autobitlinear',
-                           'quantization_mode': 'online'}}
-
-
-def _bitnet_linear(hf_bitnet, module, layout, g):
-  if layout == 'latent':
-    bit = hf_bitnet.AutoBitLinear(module.in_features, module.out_features, bias=False,
-                                  online_quant=True, dtype=torch.float32)
-    with torch.no_grad():
-      bit.weight.copy_(torch.randn(bit.weight.shape, generator=g) / module.in_features ** 0.5)
-    return bit
-  bit = hf_bitnet.BitLinear(module.in_features, module.out_features, bias=False,
-                            dtype=torch.float32)
-  codes = torch.randint(-1, 2, (module.out_features, module.in_features), generator=g)
-  bit.weight.copy_(hf_bitnet.pack_weights(codes))
-  # 1/mean|W| of a N(0, 1/in) weight is ~1.25 sqrt(in): scales around that.
-  bit.weight_scale.fill_(module.in_features ** 0.5 * (1.0 + torch.rand(1, generator=g).item()))
-  return bit
-
-
-@pytest.fixture
-def eager_torch():
-  """transformers' BitNet unpack_weights, activation_quant, WeightQuant and ActQuant
-  are torch.compile'd; eager runs the same math without a C++ toolchain."""
-  with torch._dynamo.config.patch(disable=True):
-    yield
-
-
-def _bitnet_release(tmp_path, layout='packed', seed=0):
-  """(transformers reference model, its checkpoint dir in the release's layout)."""
-  import safetensors.torch
-  from transformers.integrations import bitnet as hf_bitnet
-  config = transformers.BitNetConfig(**COMMON, tie_word_embeddings=True,
-                                     bos_token_id=1, eos_token_id=2)
-  model = transformers.BitNetForCausalLM(config).eval()
-  _randomize(model, seed)
-  g = torch.Generator().manual_seed(seed + 1)
-  for name, module in list(model.named_modules()):
-    if isinstance(module, torch.nn.Linear) and name != 'lm_head':
-      model.set_submodule(name, _bitnet_linear(hf_bitnet, module, layout, g))
-  hf_dir = tmp_path / 'bitnet'
-  hf_dir.mkdir()
-  tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != 'lm_head.weight'}
-  assert (tensors['model.layers.0.mlp.down_proj.weight'].dtype == torch.uint8) == (
-      layout == 'packed')
-  safetensors.torch.save_file(tensors, hf_dir / 'model.safetensors', metadata={'format': 'pt'})
-  (hf_dir / 'config.json').write_text(json.dumps(
-      {**config.to_dict(), 'architectures': ['BitNetForCausalLM'],
-       'quantization_config': BITNET_QUANT[layout]}))
-  return model, hf_dir
-
-
-def test_bitnet_release_imports_as_linear_bitnet_and_packs(tmp_path, eager_torch):
-  from lattice.quant import inference
-  model, hf_dir = _bitnet_release(tmp_path)
-  run = tmp_path / 'run'
-  cfg = import_hf(hf_dir, run)
-  m = cfg.model
-  assert (m.linear.kind, m.subln, m.ffn.activation) == ('bitnet', True, 'relu2_glu')
-  _check_logits_and_greedy(model, run)
-
-  # pack_model recovers the released codes: the packed model gives the same logits.
-  tokens = _tokens(COMMON['vocab_size'], seed=2)
-  _, variables = _restore(run)
-  packed_cfg, packed = inference.pack_model(m, variables['params'])
-  got = jax.jit(transformer.Transformer(packed_cfg).apply)({'params': packed}, tokens)
-  diff = np.abs(np.asarray(got) - _hf_logits(model, tokens)).max()
-  assert diff <= ATOL, diff
-
-
-def test_bitnet_latent_weights_import_as_linear_bitnet(tmp_path, eager_torch):
-  model, hf_dir = _bitnet_release(tmp_path, layout='latent')
-  run = tmp_path / 'run'
-  assert import_hf(hf_dir, run).model.linear.kind == 'bitnet'
-  tokens = _tokens(COMMON['vocab_size'])
-  cfg, variables = _restore(run)
-  got = jax.jit(transformer.Transformer(cfg.model).apply)(variables, tokens)
-  diff = np.abs(np.asarray(got) - _hf_logits(model, tokens)).max()
-  assert diff <= ATOL, diff
-
-
-def test_bitnet_quantization_config_it_cannot_read_is_named(tmp_path):
-  src = tmp_path / 'bitnet'
-  src.mkdir()
-  hf = {**transformers.BitNetConfig(**COMMON).to_dict(), 'architectures': ['BitNetForCausalLM']}
-  packed = BITNET_QUANT['packed']
-  for quant, field in (({**packed, 'linear_class': 'autobitlinear'}, 'linear_class'),
-                       ({**packed, 'use_rms_norm': True}, 'use_rms_norm'),
-                       (None, 'quantization_config')):
-    (src / 'config.json').write_text(json.dumps({**hf, 'quantization_config': quant}))
-    with pytest.raises(ConvertError, match=f'quantization_config.*{field}|{field}.*missing'):
-      import_hf(src, tmp_path / 'out')

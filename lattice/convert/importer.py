@@ -81,6 +81,7 @@ def import_hf(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
       raise FileExistsError(f'--out: {out} already holds a lattice run (pass '
                             f'--overwrite to replace it)')
     shutil.rmtree(out / 'checkpoints', ignore_errors=True)
+    shutil.rmtree(out / TOKENIZER_DIR, ignore_errors=True)
   out.mkdir(parents=True, exist_ok=True)
   cfg = dataclasses.replace(config_lib.Config(), model=model)
   cfg = config_lib.replace(cfg, **{'data.seq_len': min(cfg.data.seq_len, model.max_len)})
