@@ -73,3 +73,17 @@ def append_text(p: str | os.PathLike[str], text: str) -> None:
     return
   with p.open('a') as f:
     f.write(text)
+
+
+def invalidate_listings(p: str | os.PathLike[str]) -> None:
+  """Drops every cached listing of `p`'s object store (no-op when local).
+
+  fsspec filesystems (gcsfs) cache folder listings per instance, and etils.epath,
+  Orbax and lattice may each hold their own instance; after objects are moved or
+  deleted behind one of them, all must list afresh."""
+  if not is_remote(p):
+    return
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs = fsspec.core.url_to_fs(os.fspath(p))[0]
+  for instance in list(getattr(type(fs), '_cache', {}).values()) + [fs]:
+    instance.invalidate_cache()

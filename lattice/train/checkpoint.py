@@ -42,6 +42,7 @@ from typing import Any
 
 from absl import logging
 from etils import epath
+import fsspec
 import grain
 import jax
 import numpy as np
@@ -271,9 +272,17 @@ class Checkpointer:
     while target.exists():
       target, n = self.directory / QUARANTINE / f'{step}.{n}', n + 1
     try:
-      target.parent.mkdir(parents=True, exist_ok=True)
-      (self.directory / str(step)).rename(target)
-    except OSError as e:  # e.g. an object store without folder renames
+      source = self.directory / str(step)
+      if storage.is_remote(source):
+        # An object store has no folders to rename: copy every object of the step
+        # under corrupt/ and delete the originals (gcsfs: copy, then delete).
+        fs, src = fsspec.core.url_to_fs(os.fspath(source))
+        fs.mv(src, fsspec.core.url_to_fs(os.fspath(target))[1], recursive=True)
+        storage.invalidate_listings(source)
+      else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+    except OSError as e:  # e.g. a store refusing the copy
       logging.warning('checkpoint: step %d in %s is corrupt: %s; skipped it, but could '
                       'not move it aside (%s): delete it by hand', step, self.directory,
                       problem, e)
