@@ -94,7 +94,7 @@ def medium_problems(path: pathlib.Path, exceptions: dict[str, str]) -> list[str]
           f'{p.arm}: {p.tokens_per_param:.1f} tokens per active parameter '
           f'(needs >= {MIN_TOKENS_PER_PARAM:g})')
     bound('epochs', p.epochs is None or p.epochs <= MAX_EPOCHS,
-          f'{p.arm}: {p.epochs:.2f} epochs (needs <= {MAX_EPOCHS:g})')
+          f'{p.arm}: {p.epochs or 0:.2f} epochs (needs <= {MAX_EPOCHS:g})')
   hours = sum(p.total_chip_hours for p in plans['medium'])
   bound('h100_hours', hours <= MAX_H100_HOURS,
         f'{hours:.2f} H100-hours over {len(plans["medium"])} arms x '
