@@ -20,8 +20,6 @@ config field and the path, when the source is built, i.e. before anything compil
 
 from __future__ import annotations
 
-import typing
-
 import functools
 import glob as glob_lib
 import hashlib
@@ -29,6 +27,7 @@ import json
 import os
 import sys
 import sysconfig
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
