@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from lattice import config as config_lib
+from lattice import mtp, multimodal
 from lattice.moe import layer as moe_layer
 from lattice.moe import options as moe_options
 from lattice.nn import ffns
@@ -15,7 +16,9 @@ def test_dropless_impls_are_the_dispatch_table():
   assert set(moe_options.DROPLESS_IMPLS) - {'auto'} == set(moe_layer.DISPATCH) - {'capacity'}
 
 
-@pytest.mark.parametrize('table', [linears.LINEARS, ffns.FFNS], ids=['linear', 'ffn'])
+@pytest.mark.parametrize('table', [linears.LINEARS, ffns.FFNS, mtp.HEADS,
+                                   multimodal.FRONTENDS],
+                         ids=['linear', 'ffn', 'mtp', 'frontend'])
 def test_every_kind_option_block_has_defaults_and_a_check(table):
   for cls in table.values():
     opts = getattr(cls, 'options', None)
@@ -38,6 +41,17 @@ def test_flat_keys_and_defaults_as_before():
   assert cfg.model.linear.options is None and cfg.model.ffn.options is None
   moe = config_lib.replace(cfg, **{'model.ffn.kind': 'moe', 'model.ffn.n_experts': 4})
   assert moe.model.ffn.options == moe_options.MoEOptions(n_experts=4)
+  # MTP heads and frontends: the keys config.py declared itself before (d32c844).
+  assert set(dataclasses.asdict(cfg.model.mtp)) == {
+      'kind', 'n', 'depth', 'loss_weights', 'memory_efficient', 'lam', 'lam_late',
+      'lam_switch_step'}
+  assert set(dataclasses.asdict(cfg.model.frontend)) == {
+      'kind', 'image_size', 'patch_size', 'max_images', 'caption_ratio',
+      'interleaved_ratio', 'text_ratio', 'enc_d_model', 'enc_layers', 'enc_heads',
+      'image_tokens', 'codebook_size', 'image_loss', 'modality_routing', 'image_experts'}
+  assert (cfg.model.mtp.n, cfg.model.mtp.lam, cfg.model.frontend.patch_size) == (1, 0.3, 8)
+  late = config_lib.replace(cfg, **{'model.frontend.kind': 'late'})
+  assert late.model.frontend.options == multimodal.options.Late()
 
 
 def test_only_the_selected_kind_is_checked():
@@ -52,6 +66,13 @@ def test_only_the_selected_kind_is_checked():
                       'mesh': {'expert': 4}})
   with pytest.raises(config_lib.ConfigError, match='^model.linear.nq_bits: must be positive'):
     config_lib.build({'model': {'linear': {'kind': 'nanoquant', 'nq_bits': 0.0}}})
+  # The same for heads and frontends: sequential ignores n, text the image fields.
+  config_lib.build({'model': {'mtp': {'kind': 'sequential', 'n': 0}}})
+  with pytest.raises(config_lib.ConfigError, match='^model.mtp.n: must be positive'):
+    config_lib.build({'model': {'mtp': {'kind': 'parallel', 'n': 0}}})
+  config_lib.build({'model': {'frontend': {'patch_size': 7}}})
+  with pytest.raises(config_lib.ConfigError, match='^model.frontend.patch_size: 7 does '):
+    config_lib.build({'model': {'frontend': {'kind': 'early', 'patch_size': 7}}})
 
 
 def test_lattice_config_documents_the_kinds_fields():
@@ -61,3 +82,5 @@ def test_lattice_config_documents_the_kinds_fields():
   assert notes['model.linear.w_bits'] == 'QuEST weight bits, 1..8'
   assert notes['model.ffn.n_experts'] == 'routed experts per MoE layer'
   assert notes['model.ffn.d_ff'].startswith('0: the Llama rule')
+  assert notes['model.mtp.depth'].startswith('modules D')
+  assert notes['model.frontend.max_images'] == 'image slots per training sequence'

@@ -8,7 +8,6 @@ documents that `lattice.data.pipeline` packs into text rows.
 from __future__ import annotations
 
 import typing
-
 from typing import Any
 
 from lattice.data import interleaved, pipeline

@@ -34,9 +34,8 @@ does the text pipeline's.
 
 from __future__ import annotations
 
-import typing
-
 import sys
+import typing
 
 import grain
 import jax

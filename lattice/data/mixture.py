@@ -11,9 +11,8 @@ source's hash-split validation documents.
 
 from __future__ import annotations
 
-import typing
-
 import dataclasses
+import typing
 from typing import Any
 
 from lattice.errors import ConfigError

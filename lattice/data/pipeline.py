@@ -26,7 +26,6 @@ checkpoint in `lattice.train.checkpoint`) resume it exactly.
 from __future__ import annotations
 
 import typing
-
 from typing import Any
 
 import grain

@@ -24,8 +24,6 @@ ArrayRecord, whose C++ reader opens local files only.
 
 from __future__ import annotations
 
-import typing
-
 import functools
 import glob as glob_lib
 import hashlib
@@ -33,6 +31,7 @@ import json
 import os
 import sys
 import sysconfig
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 

@@ -20,9 +20,8 @@ text), and so does the constrained decoder's token table.
 
 from __future__ import annotations
 
-import typing
-
 import functools
+import typing
 from collections.abc import Iterable
 
 import numpy as np

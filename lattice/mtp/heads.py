@@ -6,7 +6,6 @@ Shape legend: B batch, L length, D model width, V vocabulary.
 from __future__ import annotations
 
 import typing
-
 from typing import Callable
 
 import flax.linen as nn

@@ -21,9 +21,8 @@ accumulated one.
 
 from __future__ import annotations
 
-import typing
-
 import dataclasses
+import typing
 from typing import Any, Callable
 
 import flax.linen as nn

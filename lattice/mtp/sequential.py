@@ -19,7 +19,6 @@ DeepSeek-V3 (model.mtp.lam, lam_late from lam_switch_step on). The step that pic
 from __future__ import annotations
 
 import typing
-
 from typing import Callable
 
 import flax.linen as nn

@@ -37,18 +37,18 @@ class Images:
   """The fields every image frontend shares: images, the document mix, routing."""
   # Shapes images, cut into patches; each image fills BOI + (image_size/patch_size)^2
   # patch slots + EOI in the token stream.
-  image_size: int = 32
-  patch_size: int = 8
+  image_size: int = 32         # pixels per side of a square image
+  patch_size: int = 8          # pixels per side of a square patch
   max_images: int = 4          # image slots per training sequence
   # Document mix (Shukor et al. 2025, arXiv 2504.07951: 45% captions, 45%
   # interleaved, 10% text-only).
-  caption_ratio: float = 0.45
-  interleaved_ratio: float = 0.45
-  text_ratio: float = 0.10
+  caption_ratio: float = 0.45  # share of caption documents
+  interleaved_ratio: float = 0.45  # share of interleaved image+text documents
+  text_ratio: float = 0.10     # share of text-only documents
   # MoE with an image frontend: 'learned' routing, or 'hard' (image tokens go to the
   # first image_experts experts, text to the rest; 0: half of them).
-  modality_routing: str = 'learned'
-  image_experts: int = 0
+  modality_routing: str = 'learned'  # learned | hard
+  image_experts: int = 0       # hard routing: experts for image tokens; 0: half
 
   def check(self, cfg: config_lib.Config) -> None:
     """Raises ConfigError naming `model.frontend.<field>` (or the data/FFN field)."""
@@ -81,9 +81,9 @@ class Images:
 class Early(Images):
   """Early fusion: 'patches' (a linear patch embedding) or 'discrete' (Chameleon-style
   k-means patch codes added to the vocabulary, their loss weighted image_loss)."""
-  image_tokens: str = 'patches'
-  codebook_size: int = 64
-  image_loss: float = 0.0
+  image_tokens: str = 'patches'  # patches | discrete (k-means codes in the vocabulary)
+  codebook_size: int = 64      # discrete: k-means codes
+  image_loss: float = 0.0      # discrete: loss weight of image-code targets
 
   def check(self, cfg: config_lib.Config) -> None:
     """The shared checks, then `image_tokens`, `codebook_size` and the vocabulary."""
@@ -102,9 +102,9 @@ class Early(Images):
 @dataclasses.dataclass(frozen=True)
 class Late(Images):
   """Late fusion: a ViT trained from scratch, then LLaVA's 2-layer GELU MLP adapter."""
-  enc_d_model: int = 64
-  enc_layers: int = 1
-  enc_heads: int = 2
+  enc_d_model: int = 64        # ViT width
+  enc_layers: int = 1          # ViT blocks
+  enc_heads: int = 2           # ViT attention heads
 
   def check(self, cfg: config_lib.Config) -> None:
     """The shared checks, then the encoder's; discrete image tokens are early-only."""

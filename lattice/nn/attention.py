@@ -19,9 +19,8 @@ before it in the row. Decoding has no segment ids (one document per cache row).
 
 from __future__ import annotations
 
-import typing
-
 import dataclasses
+import typing
 
 import flax.linen as nn
 import jax

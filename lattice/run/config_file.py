@@ -212,7 +212,8 @@ def _comments(cls: type) -> dict[str, str]:
   """`field: type = default  # comment` -> {field: comment} from a class's source, its
   bases' and (a section built from a kind table) its kinds' `options` classes'."""
   out = {}
-  for c in (*cls.__mro__, *getattr(cls, '_OPTIONS', ())):
+  options = getattr(cls, '_OPTIONS', ())
+  for c in dict.fromkeys((*cls.__mro__, *(b for o in options for b in o.__mro__))):
     try:
       source = inspect.getsource(c)
     except (OSError, TypeError):

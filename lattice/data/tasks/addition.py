@@ -22,7 +22,6 @@ width), which suits `sampling.generate`'s equal-length batches.
 from __future__ import annotations
 
 import typing
-
 from collections.abc import Sequence
 
 import grain
