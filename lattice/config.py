@@ -231,6 +231,11 @@ class DataConfig:
   val_fraction: float = 0.02
   shuffle_seed: int = 0
   num_workers: int = 0         # grain worker processes; 0 runs in-process
+  # concat: documents concatenated and cut into windows (no padding; a document may
+  # span windows). first_fit: whole documents first-fit into padded windows, never
+  # split (a document longer than the window is truncated): one example per row for
+  # tasks whose target must see its whole prompt (data/pipeline.py).
+  packing: str = 'concat'
   eval_batches: int = 8
 
 
@@ -306,6 +311,7 @@ _CHOICES = {
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'data.source': DATA_SOURCES,
+    'data.packing': ('concat', 'first_fit'),
     'optimizer.schedule': ('constant', 'cosine', 'wsd', 'two_stage'),
     'train.nonfinite': ('stop', 'skip'),
 }

@@ -12,7 +12,9 @@ Every batch is a dict of numpy arrays, B = data.batch_size // process_count rows
   positions    int32[B, L]    the input's position within its document, from 0
 
 Documents are concatenated and cut into windows of L+1 tokens by grain's
-ConcatThenSplit packing, so no token is wasted on padding during training; segment
+ConcatThenSplit packing, so no token is wasted on padding during training (with
+`data.packing=first_fit`, whole documents are first-fit into padded windows and
+never split: one example per row for prompt->answer tasks); segment
 ids and positions restart per document (the MaxText convention), so attention and
 the loss never cross a document boundary. Pre-tokenized corpora (`data.source=
 tokens`) are read as windows directly, their documents split at EOS. A weighted
@@ -114,14 +116,42 @@ def local_batch_size(data_cfg: config_lib.DataConfig, process_count: int) -> int
   return data_cfg.batch_size // process_count
 
 
-def _pack(docs: grain.MapDataset, tokenizer, seq_len: int) -> grain.IterDataset:
+# first_fit packing: documents are placed into this many open windows before they
+# are emitted; more bins waste less padding and hold more documents in memory.
+_PACKING_BINS = 16
+
+
+class _Truncate(grain.transforms.Map):
+  """{'tokens': t} -> {'tokens': t[:length]} (first-fit windows hold whole rows)."""
+
+  def __init__(self, length: int):
+    self._length = length
+
+  def map(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {'tokens': row['tokens'][:self._length]}
+
+
+def _pack(docs: grain.MapDataset, tokenizer, seq_len: int,
+          packing: str = 'concat') -> grain.IterDataset:
   ds = docs.map(_Encode(tokenizer)).to_iter_dataset(_READ_OPTIONS)
-  return _pack_iter(ds, seq_len)
+  return _pack_iter(ds, seq_len, packing)
 
 
-def _pack_iter(encoded: grain.IterDataset, seq_len: int) -> grain.IterDataset:
-  return grain.experimental.ConcatThenSplitIterDataset(
-      encoded, length_struct={'tokens': seq_len + 1})
+def _pack_iter(encoded: grain.IterDataset, seq_len: int,
+               packing: str = 'concat') -> grain.IterDataset:
+  """Encoded documents -> windows of seq_len + 1 tokens with segment ids/positions.
+
+  `packing` (data.packing): 'concat' is grain's ConcatThenSplit (no padding; a
+  document can continue in the next window); 'first_fit' is grain's first-fit
+  packing over _PACKING_BINS open windows, in order (no bin shuffling), so a
+  document is never split and the rest of a window is padding (segment id 0).
+  """
+  length = {'tokens': seq_len + 1}
+  if packing == 'first_fit':
+    return grain.experimental.FirstFitPackIterDataset(
+        encoded.map(_Truncate(seq_len + 1)), length_struct=length,
+        num_packing_bins=_PACKING_BINS, shuffle_bins=False)
+  return grain.experimental.ConcatThenSplitIterDataset(encoded, length_struct=length)
 
 
 def _windows(data_cfg: config_lib.DataConfig, tokenizer, split: str, index: int,
@@ -149,7 +179,7 @@ def _windows(data_cfg: config_lib.DataConfig, tokenizer, split: str, index: int,
     if seed is not None:
       stream = stream.shuffle(seed=seed % 2**32, buffer_size=10_000)
     return _pack_iter(hf_stream.StreamDataset(stream, data_cfg.field).map(
-        _Encode(tokenizer)), data_cfg.seq_len)
+        _Encode(tokenizer)), data_cfg.seq_len, data_cfg.packing)
   docs = sources.get_source(data_cfg, split)
   if len(docs) < count:
     raise sources.DataError(
@@ -160,7 +190,7 @@ def _windows(data_cfg: config_lib.DataConfig, tokenizer, split: str, index: int,
     # shuffle before repeat: grain folds the epoch into the seed, so every epoch
     # gets a new (deterministic) order and epochs never mix.
     docs = docs.shuffle(seed).repeat()
-  return _pack(docs, tokenizer, data_cfg.seq_len)
+  return _pack(docs, tokenizer, data_cfg.seq_len, data_cfg.packing)
 
 
 def _mix_seed(seed: int, shuffle_seed: int) -> int:
@@ -255,9 +285,12 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
       raise sources.DataError(
           f'data.val_fraction: the {split} split of data.source='
           f'{eval_cfg.source!r} is empty (val_fraction={eval_cfg.val_fraction})')
-    counts = [_n_batches(docs[p::count], data_cfg.seq_len, batch, n_batches)
-              for p in range(count)]
-    ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len)
+    # First-fit windows' count is not a function of the token total: every process
+    # takes up to n_batches and pads to n.
+    counts = ([n_batches] * count if data_cfg.packing == 'first_fit' else
+              [_n_batches(docs[p::count], data_cfg.seq_len, batch, n_batches)
+               for p in range(count)])
+    ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len, data_cfg.packing)
   n = max(counts)
   ds = ds.batch(batch, drop_remainder=False).map(_ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer)))
   out: list[Batch] = []
