@@ -22,13 +22,13 @@ exact calls (else the comparison is void); (2) the same within 0.10 for picking
 the right tool; (3) specialists cost <= 1/10 of the teacher's FLOPs per call;
 (4) constrained decoding gives 100% schema-valid calls.
 
-Not done (issue #20): one example per training row. The pipeline packs documents
-ConcatThenSplit (lattice/data/pipeline.py), so an example can straddle two windows
-whatever data.seq_len is; fitting each example in its own row needs a packer that
-never splits a document (e.g. grain's first-fit packing), outside this file. The
-earlier quick teacher (400 steps) reached 3.1% exact calls, so check (1) is
-expected to be void until that lands. Our numbers for this design: to be measured
-(the lead runs quick on the idle machine).
+One example per training row (issue #20): `data.packing=first_fit` puts whole
+examples into padded windows of 176+1 tokens and never splits one (byte-level
+examples are 129 tokens on average, at most 170 with BOS/EOS, measured on 5,000
+of them), so every argument a call copies is in the same row as its request. The
+earlier quick teacher (400 steps, ConcatThenSplit windows of 128) reached 3.1%
+exact calls. Our numbers for this design: to be measured (the lead runs quick on
+the idle machine).
 
 Commands:
   python -m lattice.main --config=experiments/slm_agents.py:smoke  --workdir=runs/slm_smoke
@@ -46,8 +46,8 @@ decode over its pieces, lattice/agents/calls.py). These fine-tune pretrained mod
 so the pretraining rule of >= 20 tokens per parameter does not apply; the 0.5B/1.5B
 FLOPs ratio (~1/3) is above the quick mode's 1/10 bound by construction. Not run
 here (no weights can be downloaded on this machine). From `lattice plan --chips
-h100x1` (not run; it prices the teacher's fine-tune): medium 1.54B params, 2.05M
-tokens, 0.013 H100-hours; full 8.19M tokens, 0.054 H100-hours.
+h100x1` (not run; it prices the teacher's fine-tune): medium 1.54B params, 2.82M
+tokens, 0.019 H100-hours; full 11.3M tokens, 0.074 H100-hours.
 
 Expected: constrained calls 100% schema-valid for every model (by construction);
 specialists within 10 points of a capable teacher on >= 2 clusters at <= 1/10 of its
@@ -94,11 +94,12 @@ MAX_FLOPS_RATIO = 0.1  # "at <= 1/10 of the FLOPs per call" (the issue's check).
 def _config(teacher, specialist, steps, spec_steps, batch, n_log, n_test, max_new,
             gen_batch=64, open_teacher='', open_specialist=''):
   d, n_layers, heads = teacher
-  # Windows of 128 tokens hold most of a ~140-token example; RoPE is relative, and
-  # a call attends back at most ~120 positions, so decoding to 192 stays in range.
-  c = experiment.lm_config(d, n_layers, heads, 128, batch, steps, 3e-3, max_len=192,
+  # One whole example per window (first-fit packing): the longest byte-level
+  # example is 170 tokens with BOS/EOS, so windows of 176+1 hold every one.
+  c = experiment.lm_config(d, n_layers, heads, 176, batch, steps, 3e-3, max_len=192,
                            log_points=10, checkpoints=1)
   c.data.source = 'toolcalls'
+  c.data.packing = 'first_fit'
   c.data.eval_batches = 4
   c.specialist = dict(d_model=specialist[0], n_layers=specialist[1],
                       n_heads=specialist[2], base_steps=spec_steps,
