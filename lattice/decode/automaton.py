@@ -173,9 +173,12 @@ class _Nfa:
     """first[i]: nothing written yet before member i; rest[i]: something was."""
     first, rest = start, self.state()
     for node, required in members:
-      nf, nr = self.state(), self.state()
-      self.eps[self.build(node, first)].append(nr)
-      self.eps[self.build(node, self.build(sep, rest))].append(nr)
+      nf, nr, entry = self.state(), self.state(), self.state()
+      # One copy of the member, entered from `first` or after `sep` from `rest`
+      # (two copies would give the DFA twin states only minimisation could merge).
+      self.eps[first].append(entry)
+      self.eps[self.build(sep, rest)].append(entry)
+      self.eps[self.build(node, entry)].append(nr)
       if not required:
         self.eps[first].append(nf)
         self.eps[rest].append(nr)

@@ -46,7 +46,7 @@ class Options:
   max_ref_depth: int = 3          # expansions of one $ref on a path
   any_depth: int = 2              # nesting of free-form values ({} / no type)
   max_items_unroll: int = 64      # bounded arrays: maxItems above this is clamped
-  max_length_unroll: int = 5000   # strings: maxLength above this is clamped (sound)
+  max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
