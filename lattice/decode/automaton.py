@@ -135,7 +135,14 @@ class _Nfa:
     _, body, lo, hi = node
     if (self.cur_region < 0 and max(lo, hi or 0) > self.limits.region_min
         and id(node) not in self.no_region and _is_char(body)):
-      return self._region(node, start)
+      if 0 < lo <= self.limits.region_min:
+        # X{lo,hi} as X^lo X{0,hi-lo}: a loop counted from 0 accepts at copy 0
+        # exactly when its DFA state does, even if another path (`|X{1,15}`) makes
+        # that state accepting without any character.
+        for _ in range(lo):
+          start = self.build(body, start)
+        return self._region(node, start, 0, None if hi is None else hi - lo)
+      return self._region(node, start, lo, hi)
     for _ in range(lo):
       start = self.build(body, start)
     if hi is None:  # body*: a loop through a fresh state.
@@ -150,8 +157,8 @@ class _Nfa:
     self.eps[start].append(end)
     return end
 
-  def _region(self, node: Node, start: int) -> int:
-    _, body, lo, hi = node
+  def _region(self, node: Node, start: int, lo: int, hi: int | None) -> int:
+    body = node[1]
     self.cur_region = len(self.regions)
     hub = self.state()
     self.regions.append((id(node), lo, hi, hub))
@@ -166,9 +173,12 @@ class _Nfa:
     """first[i]: nothing written yet before member i; rest[i]: something was."""
     first, rest = start, self.state()
     for node, required in members:
-      nf, nr = self.state(), self.state()
-      self.eps[self.build(node, first)].append(nr)
-      self.eps[self.build(node, self.build(sep, rest))].append(nr)
+      nf, nr, entry = self.state(), self.state(), self.state()
+      # One copy of the member, entered from `first` or after `sep` from `rest`
+      # (two copies would give the DFA twin states only minimisation could merge).
+      self.eps[first].append(entry)
+      self.eps[self.build(sep, rest)].append(entry)
+      self.eps[self.build(node, entry)].append(nr)
       if not required:
         self.eps[first].append(nf)
         self.eps[rest].append(nr)

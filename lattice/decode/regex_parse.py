@@ -191,8 +191,38 @@ def parse_search(pattern: str) -> Node:
   are ASCII-only (Python's Unicode classes), so every match is one in ECMA-262,
   Python `re` and `re.ASCII` alike.
   """
+  branches = _top_level_branches(pattern)
+  if len(branches) > 1:  # `^$|^\d+$`: each branch anchored on its own.
+    return alt(*(parse_search(b) for b in branches))
   parser = _Parser(pattern, portable=True)
   node = parser.parse()
   anything = rep(ANY_STRING_CHAR, 0, None)
   return cat(EPS if parser.anchored_start else anything, node,
              EPS if parser.anchored_end else anything)
+
+
+def _top_level_branches(pattern: str) -> list[str]:
+  """`pattern` split at the `|` outside groups, classes and escapes."""
+  out, depth, start, i, in_class = [], 0, 0, 0, False
+  while i < len(pattern):
+    c = pattern[i]
+    if c == '\\':
+      i += 2
+      continue
+    if in_class:
+      in_class = c != ']'
+    elif c == '[':
+      in_class = True
+      if pattern[i + 1:i + 2] == '^':
+        i += 1
+      if pattern[i + 1:i + 2] == ']':  # A leading `]` is a member.
+        i += 1
+    elif c == '(':
+      depth += 1
+    elif c == ')':
+      depth -= 1
+    elif c == '|' and depth == 0:
+      out.append(pattern[start:i])
+      start = i + 1
+    i += 1
+  return out + [pattern[start:]]

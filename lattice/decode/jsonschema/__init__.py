@@ -29,7 +29,8 @@ Left out on purpose (sound, so never written): extra members when
 `additionalProperties` is absent or true and the object declares properties
 (`Options.extra_properties` turns them on), `\\u` escapes, whitespace, leap days
 and leap seconds, numbers with exponents under bounds, array elements beyond
-`Options.max_items_unroll` when `maxItems` is larger, more than one element under
+`Options.max_items_unroll` when `maxItems` is larger, string characters beyond
+`Options.max_length_unroll` (256) when `maxLength` is larger, more than one element under
 `uniqueItems`.
 """
 

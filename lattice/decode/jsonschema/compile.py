@@ -46,6 +46,7 @@ class Options:
   max_ref_depth: int = 3          # expansions of one $ref on a path
   any_depth: int = 2              # nesting of free-form values ({} / no type)
   max_items_unroll: int = 64      # bounded arrays: maxItems above this is clamped
+  max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
@@ -237,6 +238,10 @@ class Compiler:
     hi = _nonneg_int(s, 'maxLength', where)
     if hi is not None and hi < lo:
       return None
+    if hi is not None and hi > self.opts.max_length_unroll:
+      # Each counted character is unrolled into states: write at most this many
+      # (still valid); minLength above the cap stays exact.
+      hi = max(lo, self.opts.max_length_unroll)
     pats = s.get('pattern', [])
     pats = pats if isinstance(pats, list) else [pats]
     fmts = s.get('format', [])
