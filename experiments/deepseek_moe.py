@@ -134,14 +134,18 @@ def _full():
   fine (64 of F/4, top-8) and DeepSeekMoE (1 shared + 63 routed of F/4, top-7):
   ~2B total, ~0.3B activated. 100B tokens, batch 2K sequences of 2K tokens (25,000
   steps), peak LR 1.08e-3 after 2K warmup steps, AdamW (0.9, 0.95), weight decay
-  0.1, clip 1.0. Differences, said plainly: the paper's corpus is DeepSeek's own
+  0.1, clip 1.0 (as recalled here: the paper could not be opened from the machine
+  that wrote this mode; check before a paid run). Differences, said plainly: the paper's corpus is DeepSeek's own
   multilingual corpus (not public): C4 here (the public web corpus with >= 100B
   tokens in lattice.run.scale.CORPORA); its 8K BPE tokenizer is not public: Llama-2's
   32K here (untied embeddings: ~0.08B more parameters than the paper's);
   its step decay (x0.316 at 80% and 90% of steps) is not a lattice schedule: WSD
-  with the last 20% decaying to 0.1x; the paper does not give F, so F = 3360 makes
-  the totals land at the paper's 2B / 0.3B (`lattice plan`). One seed: the
-  paper reports one run per model.
+  with the last 20% decaying to 0.1x; the paper gives totals, not F: F = 3360 puts
+  the total at its 2.0B (`lattice plan`; activated 0.37B, its 0.3B plus the larger
+  vocabulary); balancing is the
+  loss-free bias of every mode here (DeepSeek-V3), where the paper used an
+  expert-level balance loss of weight 0.01. One seed: the paper reports one run
+  per model.
   """
   c = scale.scale_config(d_model=1280, n_layers=9, n_heads=10, seq_len=2048,
                          batch=2048, tokens=100_000_000_000, lr=1.08e-3, warmup=2000,

@@ -71,6 +71,14 @@ CORPORA: dict[str, Corpus] = {
     'tinystories': Corpus('roneneldan/TinyStories', eval_hf_name='roneneldan/TinyStories'),
     # Python files from GitHub (the MTP paper's code models trained on code); the
     # card gives 5.3M files (~50 GB), not a token count.
+    # Merity et al. 2016 ("Pointer Sentinel Mixture Models", arXiv 1609.07843),
+    # Table 1: WikiText-2 train 2,088,628 tokens (words); the calibration and
+    # perplexity set of post-training quantization papers (e.g. NanoQuant).
+    'wikitext2': Corpus('Salesforce/wikitext', 'wikitext-2-raw-v1',
+                        eval_hf_name='Salesforce/wikitext',
+                        eval_hf_config='wikitext-2-raw-v1', eval_split='test',
+                        tokens=2_088_628, tokens_tokenizer='words',
+                        source='Merity et al. 2016, arXiv 1609.07843, Table 1'),
     'codeparrot': Corpus('codeparrot/codeparrot-clean', field='content',
                          eval_hf_name='codeparrot/codeparrot-clean-valid',
                          eval_split='train'),
@@ -89,6 +97,7 @@ TOKENIZERS: dict[str, Tokenizer] = {
     # are gated).
     'llama2': Tokenizer('hf:hf-internal-testing/llama-tokenizer', 32_000),
     'qwen2.5': Tokenizer('hf:Qwen/Qwen2.5-0.5B', 151_665),
+    'qwen3': Tokenizer('hf:Qwen/Qwen3-0.6B', 151_669),
     'starcoder2': Tokenizer('hf:bigcode/starcoder2-3b', 49_152),
 }
 
