@@ -19,7 +19,10 @@ ids and positions restart per document (the MaxText convention), so attention an
 the loss never cross a document boundary. Pre-tokenized corpora (`data.source=
 tokens`) are read as windows directly, their documents split at EOS. A weighted
 mixture (`data.mixture`) packs each corpus and draws windows by weight. Each
-process reads a disjoint slice of the documents (`ds[p::count]`) before packing.
+process reads a disjoint share before packing: with several processes, multi-file
+text/JSONL/Parquet corpora by file (process p opens only files p::count, so no host
+scans the whole corpus; `sources.get_shard`), everything else by document
+(`ds[p::count]`).
 The train iterator is infinite, reshuffles documents every epoch from `seed`, and
 is a grain `DatasetIterator`, so `get_state()/set_state()` (and the Orbax
 checkpoint in `lattice.train.checkpoint`) resume it exactly.
@@ -180,17 +183,35 @@ def _windows(data_cfg: config_lib.DataConfig, tokenizer, split: str, index: int,
       stream = stream.shuffle(seed=seed % 2**32, buffer_size=10_000)
     return _pack_iter(hf_stream.StreamDataset(stream, data_cfg.field).map(
         _Encode(tokenizer)), data_cfg.seq_len, data_cfg.packing)
-  docs = sources.get_source(data_cfg, split)
-  if len(docs) < count:
+  docs = _own_docs(data_cfg, split, index, count)
+  if not len(docs):  # pylint: disable=g-explicit-length-test
     raise sources.DataError(
-        f'data.paths: the {split} split of data.source={data_cfg.source!r} has '
-        f'{len(docs)} documents, fewer than the {count} processes reading it')
-  docs = docs[index::count]
+        f'data.paths: the {split} split of data.source={data_cfg.source!r} has no '
+        f'documents for process {index} of {count}')
   if seed is not None:
     # shuffle before repeat: grain folds the epoch into the seed, so every epoch
     # gets a new (deterministic) order and epochs never mix.
     docs = docs.shuffle(seed).repeat()
   return _pack(docs, tokenizer, data_cfg.seq_len, data_cfg.packing)
+
+
+def _own_docs(data_cfg: config_lib.DataConfig, split: str, index: int,
+              count: int) -> grain.MapDataset:
+  """This process's documents of `split`: its own files (`sources.get_shard`), or
+  every `count`-th document of the whole corpus.
+
+  Raises:
+    DataError: by documents, a split with fewer documents than processes.
+  """
+  shard = sources.get_shard(data_cfg, split, index, count)
+  if shard is not None:
+    return shard
+  docs = sources.get_source(data_cfg, split)
+  if len(docs) < count:
+    raise sources.DataError(
+        f'data.paths: the {split} split of data.source={data_cfg.source!r} has '
+        f'{len(docs)} documents, fewer than the {count} processes reading it')
+  return docs[index::count]
 
 
 def _mix_seed(seed: int, shuffle_seed: int) -> int:
@@ -266,9 +287,12 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
   """The first `n_batches` validation batches (fewer if the split is small).
 
   No shuffling; the same packing as training. Every process returns the same
-  number of full-size batches, which a jitted multi-host eval step needs: the
-  count is computed from every process's document lengths (deterministic, so no
-  communication), and a process that runs out pads with rows of weight 0.
+  number of full-size batches, which a jitted multi-host eval step needs: for a
+  corpus shared by document the count is computed from every process's document
+  lengths (deterministic, so no communication); for a corpus shared by file
+  (`sources.get_shard`), window sources and first-fit packing, every process
+  takes up to n_batches and pads to n_batches. A process that runs out pads
+  with rows of weight 0.
   """
   index, count = _processes(process_index, process_count)
   batch = local_batch_size(data_cfg, count)
@@ -279,6 +303,15 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
     # Window-level sources: every process takes up to n_batches and pads to n.
     counts = [n_batches] * count
     ds = _windows(eval_cfg, tokenizer, split, index, count, seed=None)
+  elif (shard := sources.get_shard(eval_cfg, split, index, count)) is not None:
+    # By file: no process sees another's documents, so every process takes up to
+    # n_batches and pads to n.
+    if eval_cfg.val_fraction == 0 and split == 'validation':
+      raise sources.DataError(
+          f'data.val_fraction: the {split} split of data.source='
+          f'{eval_cfg.source!r} is empty (val_fraction=0)')
+    counts = [n_batches] * count
+    ds = _pack(shard, tokenizer, data_cfg.seq_len, data_cfg.packing)
   else:
     docs = sources.get_source(eval_cfg, split)
     if len(docs) == 0:  # pylint: disable=g-explicit-length-test

@@ -11,7 +11,9 @@ never depends on where the files live. Small corpora get two safeguards: with
 `val_fraction > 0` and at least two documents each split keeps at least one
 document (the last goes to validation, the first to train); a single-document
 corpus (one big text file) is split by bytes instead, its last `val_fraction`
-going to validation. `val_fraction == 0` leaves validation empty.
+going to validation. `val_fraction == 0` leaves validation empty. With several
+processes, a multi-file text/JSONL/Parquet corpus is shared by file and split
+within each process's files (`get_shard`), so no host reads the whole corpus.
 
 Every error a user can cause (missing path, glob matching nothing, binary file,
 malformed JSONL line, missing field) raises `DataError`, a `ConfigError` naming the
@@ -323,16 +325,35 @@ def _read_text(path: str) -> bytes:
   return _check_text(path, _read(path))
 
 
-def _text_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
-  """Files as documents. Startup stats every file and reads the first 8 KiB of the
-  first `_EAGER_CHECK` files; a later binary file fails when it is read."""
-  files = _expand_paths(cfg.paths, lambda f: True)
+def _keep_any(_: str) -> bool:
+  return True
+
+
+def _keep_jsonl(f: str) -> bool:
+  return f.endswith(('.jsonl', '.json', '.ndjson'))
+
+
+def _keep_parquet(f: str) -> bool:
+  return f.endswith('.parquet')
+
+
+def _text_docs(cfg: config_lib.DataConfig,
+               files: Sequence[str]) -> tuple[Sequence[bytes], np.ndarray]:
+  """(documents, int64[N] position in `files` of each document's file): files as
+  documents. Stats every file and reads the first 8 KiB of the first
+  `_EAGER_CHECK` files; a later binary file fails when it is read."""
+  del cfg
   stamp = _file_stamp(files)
   if not any(size for _, size, _ in stamp):
     raise DataError(f'data.paths: all {len(files)} files are empty: {files[0]!r}, ...')
   for path in files[:_EAGER_CHECK]:
     _check_text(path, _read(path, 8192))
-  return _split_source(_Mapped(files, _read_text), None, cfg.val_fraction, split)
+  return _Mapped(files, _read_text), np.arange(len(files), dtype=np.int64)
+
+
+def _text_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  docs, _ = _text_docs(cfg, _expand_paths(cfg.paths, _keep_any))
+  return _split_source(docs, None, cfg.val_fraction, split)
 
 
 def _jsonl_record(line: bytes, field: str, where: str) -> bytes:
@@ -389,11 +410,17 @@ def _jsonl_text(row: np.ndarray, paths: Sequence[str], field: str) -> bytes:
   return _jsonl_record(line, field, f'{paths[file_idx]} byte {offset}')
 
 
-def _jsonl_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
-  files = _expand_paths(cfg.paths, lambda f: f.endswith(('.jsonl', '.json', '.ndjson')))
-  stamp = _file_stamp(files)
-  rows = _scan_jsonl(stamp, cfg.field)
+def _jsonl_docs(cfg: config_lib.DataConfig,
+                files: Sequence[str]) -> tuple[Sequence[bytes], np.ndarray]:
+  """(documents, int64[N] position in `files` of each document's file): one
+  document per non-blank line, from the line index (`_scan_jsonl`)."""
+  rows = _scan_jsonl(_file_stamp(files), cfg.field)
   docs = _Mapped(rows, functools.partial(_jsonl_text, paths=files, field=cfg.field))
+  return docs, rows[:, 0]
+
+
+def _jsonl_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  docs, _ = _jsonl_docs(cfg, _expand_paths(cfg.paths, _keep_jsonl))
   return _split_source(docs, None, cfg.val_fraction, split)
 
 
@@ -512,15 +539,82 @@ def hf_data_files(cfg: config_lib.DataConfig) -> list[str] | None:
   return files or None
 
 
-def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
-  files = _expand_paths(cfg.paths, lambda f: f.endswith('.parquet'))
+def _parquet_docs(files: Sequence[str], field: str) -> grain.MapDataset:
   try:
-    docs = parquet.ParquetDocs(files, cfg.field)
+    docs = parquet.ParquetDocs(files, field)
   except ValueError as e:
     raise DataError(str(e)) from None
   if len(docs) == 0:
     raise DataError(f'data.paths: Parquet files {files} hold no rows')
-  return split_rows(grain.MapDataset.source(docs), cfg.val_fraction, split)
+  return grain.MapDataset.source(docs)
+
+
+def _parquet_source(cfg: config_lib.DataConfig, split: str) -> grain.MapDataset:
+  docs = _parquet_docs(_expand_paths(cfg.paths, _keep_parquet), cfg.field)
+  return split_rows(docs, cfg.val_fraction, split)
+
+
+# Multi-file sources a process of several reads by file: (which files a folder
+# holds, file list -> (documents, each document's file)); see `get_shard`.
+_BY_FILE: dict[str, tuple[Callable[[str], bool], Callable[..., Any] | None]] = {
+    'text': (_keep_any, _text_docs),
+    'jsonl': (_keep_jsonl, _jsonl_docs),
+    'parquet': (_keep_parquet, None),   # split by rows, as `_parquet_source`
+}
+
+
+def _shard_units(file_ids: np.ndarray, within: np.ndarray) -> np.ndarray:
+  """float64[N] split hashes of documents keyed (file position f, index j in it):
+  (unit of key 'j' + unit of key 'file f') mod 1, i.e. the cached `index_units`
+  table shifted by one hash per file, so no sha256 runs per document."""
+  if not len(within):
+    return np.zeros(0, np.float64)
+  units = index.index_units(int(within.max()) + 1)[within]
+  shift = {f: _hash_unit(f'file {f}') for f in np.unique(file_ids).tolist()}
+  return np.mod(units + np.array([shift[f] for f in file_ids.tolist()]), 1.0)
+
+
+def get_shard(data_cfg: config_lib.DataConfig, split: str, process_index: int,
+              process_count: int) -> grain.MapDataset | None:
+  """Documents (bytes) of `split` in process `process_index`'s own files, or None
+  where the corpus is read by documents (`get_source(...)[index::count]`).
+
+  For `text`, `jsonl` and `parquet` with `process_count > 1` and at least as many
+  files as processes, process i opens, stats and indexes only files
+  i::process_count of the file list (`data.paths` expanded, in order), so no host
+  scans the whole corpus. The split is then made within those files, so it does
+  not depend on other hosts' files: text/JSONL documents by the hash of (file
+  position, index in the file) (`_shard_units`), with `_split_indices`'s
+  safeguards per process; Parquet by its last rows (`split_rows`). The two
+  splits stay disjoint and deterministic, but differ from the one-process split
+  (which hashes global document indices). Everything else (one process, fewer
+  files than processes, other sources, the embedded `stdlib` corpus) returns
+  None: the caller falls back to document sharding, as before.
+
+  Raises:
+    ValueError: an unknown split or process index.
+    DataError: as `get_source` for a bad path or file.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'get_shard: split must be one of {SPLITS}, got {split!r}')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'get_shard: process_index={process_index} must lie in '
+                     f'[0, process_count={process_count})')
+  if process_count == 1 or data_cfg.source not in _BY_FILE:
+    return None
+  keep, open_docs = _BY_FILE[data_cfg.source]
+  files = _expand_paths(data_cfg.paths, keep)
+  if len(files) < process_count:
+    return None
+  own = np.arange(process_index, len(files), process_count)
+  mine = [files[i] for i in own]
+  if open_docs is None:
+    ds = split_rows(_parquet_docs(mine, data_cfg.field), data_cfg.val_fraction, split)
+    return ds.map(_as_bytes)
+  docs, file_of = open_docs(data_cfg, mine)
+  within = np.arange(len(file_of)) - np.searchsorted(file_of, file_of, side='left')
+  units = _shard_units(own[file_of], within)
+  return _split_source(docs, units, data_cfg.val_fraction, split).map(_as_bytes)
 
 
 # data.source -> (data config, split) -> documents. `lattice.config` checks
