@@ -36,6 +36,15 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
         'tokens_per_param': 'teacher and specialists are imported open models '
                             '(Qwen2.5-Instruct) fine-tuned on tool-call logs; the base '
                             'config trains nothing from scratch'},
+    'nanoquant': {
+        'tokens_per_param': 'post-training compression of an imported model '
+                            '(Qwen3-0.6B): calibration, not pretraining; plan prices a '
+                            '1-step placeholder'},
+    'verified_synthetic': {
+        'source': 'the synthetic-arithmetic teacher/student loop; a real-data '
+                  '(GSM8K) version needs an answer checker, variable-length subword '
+                  'prompts and an imported teacher, not built yet',
+        'tokenizer': 'the same: byte-level arithmetic questions'},
     'native_multimodal': {
         'tokenizer': 'the procedural image+text source (shapes) has byte-level text; '
                      'no public interleaved image-text corpus streams through '
