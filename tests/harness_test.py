@@ -139,3 +139,43 @@ def test_lm_eval_runs_a_local_task(run, tmp_path):
   lm = harness.LatticeLM(workdir=workdir)
   rolled = lm.loglikelihood_rolling([R()])[0]
   assert np.isfinite(rolled) and rolled < 0
+
+
+def test_lm_eval_record_adds_scores_to_the_experiment(run, tmp_path, capsys):
+  """`lattice lm-eval ... --record` puts lm_eval's scores into result.json."""
+  pytest.importorskip('lm_eval')
+  from lattice.run import records  # pylint: disable=g-import-not-at-top
+  from report_test import write_result  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = run
+  exp = tmp_path / 'exp'
+  shutil.copytree(workdir, exp / 'base' / 'seed_0')
+  write_result(exp, 'lm', passed=True)
+  data = tmp_path / 'qa.jsonl'
+  data.write_text(''.join(json.dumps({'q': f'{a}+1=', 'choices': [str(a + 1), '0'],
+                                      'label': 0}) + '\n' for a in range(3)))
+  (tmp_path / 'tasks').mkdir()
+  (tmp_path / 'tasks' / 'tiny_inc.yaml').write_text(textwrap.dedent(f"""\
+      task: tiny_inc
+      dataset_path: json
+      dataset_kwargs:
+        data_files: {{test: {data}}}
+      test_split: test
+      output_type: multiple_choice
+      doc_to_text: "{{{{q}}}}"
+      doc_to_choice: "{{{{choices}}}}"
+      doc_to_target: label
+      metric_list:
+        - metric: acc
+      """))
+  run_dir = str(exp / 'base' / 'seed_0')
+  cli.main(['lm-eval', '--model_args', f'workdir={run_dir}', '--tasks', 'tiny_inc',
+            '--include_path', str(tmp_path / 'tasks'), '--output_path',
+            str(tmp_path / 'out'), '--bootstrap_iters', '0', '--record'])
+  assert 'added to' in capsys.readouterr().out
+  (row,) = records.Result.load(exp).evals
+  assert row['run'] == 'base/seed_0' and row['step'] == 2
+  assert row['eval'] == {'lm_eval': ['tiny_inc']}
+  assert 0.0 <= row['lm_eval']['tiny_inc']['acc,none'] <= 1.0
+  with pytest.raises(SystemExit):   # --record needs --output_path: one line, exit 2
+    cli.main(['lm-eval', '--model_args', f'workdir={run_dir}', '--tasks', 'x',
+              '--record'])

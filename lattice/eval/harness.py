@@ -128,7 +128,82 @@ class LatticeLM(LM):
     return out
 
 
+def lm_eval_row(output: dict, step: int) -> dict:
+  """An eval row for `records.add_evals` from lm_eval's results JSON.
+
+  Args:
+    output: lm_eval's output (`simple_evaluate`'s dict, or the `results_*.json` its
+      CLI writes): `output['results'][task][metric]`, e.g. 'acc,none'.
+    step: the checkpoint step that was evaluated.
+
+  Returns:
+    {'step', 'eval': {'lm_eval': [task, ...]}, 'lm_eval': {task: {metric: value}}},
+    numeric metrics only (float).
+
+  Raises:
+    ValueError: `output` has no `results` mapping.
+  """
+  results = output.get('results') if isinstance(output, dict) else None
+  if not isinstance(results, dict):
+    raise ValueError('lm_eval output: no "results" mapping')
+  scores = {task: {m: float(v) for m, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for task, metrics in results.items()}
+  return {'step': int(step), 'eval': {'lm_eval': sorted(scores)}, 'lm_eval': scores}
+
+
+def _option(argv: list[str], name: str) -> str | None:
+  for i, a in enumerate(argv):
+    if a == name and i + 1 < len(argv):
+      return argv[i + 1]
+    if a.startswith(name + '='):
+      return a.split('=', 1)[1]
+  return None
+
+
 def main(argv: Sequence[str]) -> None:
-  """`lattice lm-eval ARGS`: lm_eval's own CLI with the `lattice` model registered."""
+  """`lattice lm-eval ARGS [--record]`: lm_eval's own CLI with the `lattice` model
+  registered. With `--record` (and lm_eval's `--output_path DIR`), the scores are
+  also added to the run's experiment `result.json` and `table.md` (as `lattice
+  eval` rows: lattice.eval_cli.record), next to the training metrics.
+
+  Raises:
+    ConfigError: `--record` without `--output_path` or `--model_args workdir=RUN`.
+  """
+  import glob  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from lattice import eval_cli  # pylint: disable=g-import-not-at-top
+  from lattice.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  argv = list(argv)
+  record = '--record' in argv
+  if record:
+    argv.remove('--record')
+    out_dir = _option(argv, '--output_path')
+    model_args = dict(kv.split('=', 1) for kv in (_option(argv, '--model_args') or ''
+                                                   ).split(',') if '=' in kv)
+    if not out_dir or 'workdir' not in model_args:
+      raise ConfigError('--record: needs --output_path DIR and --model_args '
+                        'workdir=RUN (the scores are read back from DIR)')
+  started = time.time()
   sys.argv = ['lm_eval', '--model', 'lattice', *argv]
   cli_evaluate()
+  if not record:
+    return
+  files = [f for f in glob.glob(os.path.join(out_dir, '**', 'results_*.json'),
+                                recursive=True) if os.path.getmtime(f) >= started - 1]
+  if not files:
+    raise ConfigError(f'--record: lm_eval wrote no results_*.json under {out_dir}')
+  with open(max(files, key=os.path.getmtime)) as f:
+    output = json.load(f)
+  run = model_args['workdir']
+  step = model_args.get('step')
+  if step is None:  # LatticeLM restored the latest checkpoint: the largest step folder
+    from lattice import storage  # pylint: disable=g-import-not-at-top
+    steps = [int(p.name) for p in (storage.path(run) / 'checkpoints').iterdir()
+             if p.name.isdigit()]
+    step = max(steps, default=0)
+  folder = eval_cli.record(run, {run: lm_eval_row(output, int(step))})
+  print(f'lm_eval scores of {run} (step {step}) added to '
+        f'{folder if folder is not None else "no result.json (a bare run)"}')

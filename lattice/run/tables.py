@@ -262,10 +262,13 @@ def sweep_markdown(title: str, arms: list,
 
 
 def evals_table(evals) -> str:
-  """Markdown table of `lattice eval` rows (records.add_evals): run, step, eval set,
+  """Markdown table of `lattice eval` / `lattice lm-eval --record` rows
+  (records.add_evals): run, step, eval set (or lm_eval tasks),
   val_loss (nats/token), val_ppl, val_bpb (bits/byte), and any other numbers."""
   def where(e) -> str:
     ev = e.get('eval') or {}
+    if 'lm_eval' in ev:   # `lattice lm-eval --record` rows: the tasks
+      return 'lm_eval ' + ','.join(f'`{t}`' for t in ev['lm_eval'])
     paths = ev.get('paths') or ''
     paths = ','.join(paths) if isinstance(paths, list) else str(paths)
     parts = [ev.get('source', '?'), paths, ev.get('split', ''), ev.get('tokenizer', '')]
