@@ -52,7 +52,7 @@ def _cases(tmp):
                               ['--config=FILE.py:MODE is required']),
       'unknown_mode': ('lattice.main', [
           '--config=experiments/baseline_lm.py:bogus', f'--workdir={work}'], '',
-          ["--config: unknown mode 'bogus'", 'smoke, quick, full']),
+          ["--config: unknown mode 'bogus'", 'smoke, quick, medium, full']),
       'broken_experiment': ('lattice.main', [
           f'--config={tmp / "broken_exp.py"}:smoke', f'--workdir={work}'], '',
           ['--config', 'broken_exp.py', 'RuntimeError: boom in get_config']),

@@ -498,8 +498,12 @@ def _bad_data(tmp):
   (tmp / 'bad.jsonl').write_text('{"text": "ok"}\n{"text": \n')
   (tmp / 'nofield.jsonl').write_text('{"body": "no text field"}\n')
   locked = tmp / 'locked.txt'
+  unreadable = 'cannot read'
   if os.geteuid() == 0:  # root reads any mode; a read that fails is one that errors
     locked.symlink_to('/proc/self/mem')
+    # Startup checks metadata first (lattice/data/index.py): /proc/self/mem stats as
+    # 0 bytes, so it is refused as empty before any read is tried.
+    unreadable = 'files are empty'
   else:
     locked.write_text('secret')
     locked.chmod(0)
@@ -509,7 +513,7 @@ def _bad_data(tmp):
       'hidden files only': (tmp / 'hidden_only', 'text', 'holds no data files'),
       'empty file': (tmp / 'empty.txt', 'text', 'empty'),
       'binary': (tmp / 'model.bin', 'text', 'looks binary'),
-      'unreadable': (locked, 'text', 'cannot read'),
+      'unreadable': (locked, 'text', unreadable),
       'glob matching nothing': (tmp / '*.parquet', 'text', 'matches no files'),
       'malformed jsonl': (tmp / 'bad.jsonl', 'jsonl', 'malformed JSON'),
       'jsonl without the field': (tmp / 'nofield.jsonl', 'jsonl', 'data.field'),
