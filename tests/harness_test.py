@@ -105,16 +105,13 @@ def test_lattice_eval_errors_are_one_line(tmp_path, capsys):
   assert err.count('\n') == 0 and '--workdir' in err
 
 
-def test_lm_eval_runs_a_local_task(run, tmp_path):
-  lm_eval = pytest.importorskip('lm_eval')
-  from lm_eval.tasks import TaskManager
-  _, workdir, _ = run
-  data = tmp_path / 'qa.jsonl'
-  rows = [{'q': f'{a}+{b}=', 'choices': [str(a + b), str(a + b + 1)], 'label': 0}
-          for a, b in [(1, 2), (3, 4), (2, 2), (5, 1)]]
+def _multiple_choice_task(folder, name: str, rows: list[dict]) -> None:
+  """A local lm_eval multiple-choice task `name` (rows of q, choices, label) in
+  `folder`: its JSONL data and its YAML."""
+  data = folder / f'{name}.jsonl'
   data.write_text(''.join(json.dumps(r) + '\n' for r in rows))
-  (tmp_path / 'tiny_add.yaml').write_text(textwrap.dedent(f"""\
-      task: tiny_add
+  (folder / f'{name}.yaml').write_text(textwrap.dedent(f"""\
+      task: {name}
       dataset_path: json
       dataset_kwargs:
         data_files: {{test: {data}}}
@@ -126,6 +123,15 @@ def test_lm_eval_runs_a_local_task(run, tmp_path):
       metric_list:
         - metric: acc
       """))
+
+
+def test_lm_eval_runs_a_local_task(run, tmp_path):
+  lm_eval = pytest.importorskip('lm_eval')
+  from lm_eval.tasks import TaskManager
+  _, workdir, _ = run
+  rows = [{'q': f'{a}+{b}=', 'choices': [str(a + b), str(a + b + 1)], 'label': 0}
+          for a, b in [(1, 2), (3, 4), (2, 2), (5, 1)]]
+  _multiple_choice_task(tmp_path, 'tiny_add', rows)
   out = lm_eval.simple_evaluate(
       model=harness.LatticeLM(workdir=workdir), tasks=['tiny_add'],
       task_manager=TaskManager(include_path=str(tmp_path)), bootstrap_iters=0)
@@ -150,23 +156,9 @@ def test_lm_eval_record_adds_scores_to_the_experiment(run, tmp_path, capsys):
   exp = tmp_path / 'exp'
   shutil.copytree(workdir, exp / 'base' / 'seed_0')
   write_result(exp, 'lm', passed=True)
-  data = tmp_path / 'qa.jsonl'
-  data.write_text(''.join(json.dumps({'q': f'{a}+1=', 'choices': [str(a + 1), '0'],
-                                      'label': 0}) + '\n' for a in range(3)))
   (tmp_path / 'tasks').mkdir()
-  (tmp_path / 'tasks' / 'tiny_inc.yaml').write_text(textwrap.dedent(f"""\
-      task: tiny_inc
-      dataset_path: json
-      dataset_kwargs:
-        data_files: {{test: {data}}}
-      test_split: test
-      output_type: multiple_choice
-      doc_to_text: "{{{{q}}}}"
-      doc_to_choice: "{{{{choices}}}}"
-      doc_to_target: label
-      metric_list:
-        - metric: acc
-      """))
+  _multiple_choice_task(tmp_path / 'tasks', 'tiny_inc', [
+      {'q': f'{a}+1=', 'choices': [str(a + 1), '0'], 'label': 0} for a in range(3)])
   run_dir = str(exp / 'base' / 'seed_0')
   cli.main(['lm-eval', '--model_args', f'workdir={run_dir}', '--tasks', 'tiny_inc',
             '--include_path', str(tmp_path / 'tasks'), '--output_path',
