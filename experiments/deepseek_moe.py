@@ -39,8 +39,13 @@ No best-of-N: each check names its two arms before the run. The coarse-vs-dense 
 fine-vs-dense differences are reported as measured (notes), not checked.
 
 Expected: MoE below dense in validation loss; fine below coarse (the public study:
-8 experts top-1 1.141 -> 64 top-8 1.071 loss). Our numbers: to be measured (the
-lead runs quick on the idle machine).
+8 experts top-1 1.141 -> 64 top-8 1.071 loss). Our numbers, quick (measured on the idle 2-core CPU from commit c9984c2,
+load average 0.4-2.0; 11 min 16 s wall, 671 s of arm time over 4 arms x 3 seeds):
+val_loss dense 2.295, coarse 2.326, fine 2.312, fine+shared 2.291 (means over 3
+seeds); fine+shared - dense -0.0040, CI [-0.0138, +0.0058]; fine - coarse -0.0145,
+CI [-0.070, +0.041]: NOT reproduced (0/2): both differences point the paper's way
+in the mean, but 500 steps at 0.26M active parameters cannot separate them from
+seed noise; medium (1B tokens, 3 seeds) is where they should.
 
 Quick budget (an estimate, not a measurement): 4 arms x 3 seeds x 500 steps of
 16 x 128 tokens. The best tokens/s the earlier single-seed quick result recorded
