@@ -39,8 +39,11 @@ medium and full, from `lattice plan` (40% MFU assumed), not run:
 Expected: a gap of a few percent that shrinks with size (Reloaded: about half the
 effective capacity at 100K-48M params, so ternary at 2x width about matches float).
 The earlier single-seed quick run (+0.5% / -0.3% / -1.2% at 0.13M / 0.48M / 1.4M)
-was within seed noise; the 3-seed numbers: to be measured (the lead runs quick on
-the idle machine). Packed 2-bit projections take 1/8 of bf16, base-3 1/10.
+was within seed noise; the 3-seed numbers (quick, idle 2-core CPU, commit 5aeebef, load average
+0.7-1.9, 9 min 56 s wall): NOT reproduced (4/5). Ternary within 8% of same-recipe
+float at d=128 (-0.07%, CI [-2.48%, +2.33%]); Reloaded's 2x-width rule holds at
+both widths (-4.42% and -4.69%, CIs below +1%); packing 8.00x / 9.99x; but the
+gap does not shrink measurably from d=32 to d=128 (-0.015, CI [-0.036, +0.006]). Packed 2-bit projections take 1/8 of bf16, base-3 1/10.
 
 quick: widths 32 / 64 / 128 (2 layers), so Reloaded's rule is checked twice (32 ->
 64, 64 -> 128). Budget (an estimate, not a measurement): 6 arms x 3 seeds x 400
