@@ -18,7 +18,11 @@ training document gives the same mean loss as `lattice.train` evaluation of it.
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 import jax
@@ -29,7 +33,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from lattice.agents import generator as generator_lib
+from lattice.errors import ConfigError
 from lattice import model as model_lib
+from lattice import storage
 
 _ROWS = 8   # rows per scoring batch
 
@@ -170,12 +176,7 @@ def main(argv: Sequence[str]) -> None:
   Raises:
     ConfigError: `--record` without `--output_path` or `--model_args workdir=RUN`.
   """
-  import glob  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
-  from lattice import eval_cli  # pylint: disable=g-import-not-at-top
-  from lattice.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from lattice import eval_cli  # pylint: disable=g-import-not-at-top  # the train stack
   argv = list(argv)
   record = '--record' in argv
   if record:
@@ -200,7 +201,6 @@ def main(argv: Sequence[str]) -> None:
   run = model_args['workdir']
   step = model_args.get('step')
   if step is None:  # LatticeLM restored the latest checkpoint: the largest step folder
-    from lattice import storage  # pylint: disable=g-import-not-at-top
     steps = [int(p.name) for p in (storage.path(run) / 'checkpoints').iterdir()
              if p.name.isdigit()]
     step = max(steps, default=0)
