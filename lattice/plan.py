@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
 
 import jax
 import numpy as np
