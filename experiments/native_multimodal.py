@@ -176,7 +176,7 @@ def moe_arms(config) -> list[dict]:
          'model.ffn.expert_d_ff': experiment.arm_config(config, dense, 0).model.d_ff}
   return [dict(name='moe_dense', overrides=dense),
           dict(name='moe_learned', overrides=moe),
-          dict(name='moe_hard', overrides={**moe, 'model.frontend.modality_routing': 'hard'})]
+          dict(name='moe_hard', overrides={**moe, 'model.ffn.router': 'modality'})]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
@@ -187,7 +187,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
     ev = model_lib.summarize_eval(loop.eval_sums(out.setup, out.state, batches),
                                   detail=True)
     m = cfg.model
-    key = (m.frontend.kind, m.d_model, m.ffn.kind, m.frontend.modality_routing,
+    key = (m.frontend.kind, m.d_model, m.ffn.kind,
+           'hard' if m.ffn.router == 'modality' else 'learned',
            cfg.train.seed)
     extras[key] = {'image_share': ev.get('image_share'), 'batches': batches}
     got = {'qa_accuracy': ev['qa_accuracy'], 'steps': out.metrics['steps'],

@@ -43,6 +43,41 @@ _TABLES = {'linear': LINEARS, 'ffn': FFNS, 'mtp': HEADS, 'frontend': FRONTENDS}
 DATA_SOURCES = (*sources_lib.SOURCES, *sources_lib.WINDOW_SOURCES,
                 *batches_lib.BATCH_SOURCES)
 
+# Keys that moved: old dotted path -> where its setting lives now. Setting one is a
+# one-line ConfigError; a saved config.json that has one loads (`upgrade_record`).
+MOVED_KEYS = {
+    'model.frontend.modality_routing': "moved: hard modality routing is the MoE router "
+                                       "model.ffn.router='modality'",
+    'model.frontend.image_experts': 'moved: now model.ffn.image_experts',
+}
+
+
+def moved_key_error(path: str) -> ConfigError | None:
+  """The one-line error for setting a key of `MOVED_KEYS` (None for other keys)."""
+  return ConfigError(f'{path}: {MOVED_KEYS[path]}') if path in MOVED_KEYS else None
+
+
+def upgrade_record(record: dict) -> dict:
+  """A config mapping saved by an older lattice (a run's config.json), in today's
+  keys: `model.frontend.modality_routing='hard'` becomes `model.ffn.router=
+  'modality'` and `model.frontend.image_experts` becomes `model.ffn.image_experts`
+  ('learned' routing is the plain router the record already names). Returns a copy;
+  other mappings come back unchanged."""
+  model = record.get('model')
+  frontend = model.get('frontend') if isinstance(model, dict) else None
+  if not isinstance(frontend, dict) or not any(
+      k.rsplit('.', 1)[-1] in frontend for k in MOVED_KEYS):
+    return record
+  record = {**record, 'model': {**record['model'], 'frontend': dict(frontend)}}
+  frontend = record['model']['frontend']
+  ffn = record['model']['ffn'] = dict(record['model'].get('ffn', {}))
+  if frontend.pop('modality_routing', 'learned') == 'hard':
+    ffn['router'] = 'modality'
+  image_experts = frontend.pop('image_experts', 0)
+  if image_experts:
+    ffn['image_experts'] = image_experts
+  return record
+
 
 class _Kinded:
   """Mixin of a concern section: `options`, the selected kind's typed field block."""
@@ -157,7 +192,7 @@ FrontendConfig = _with_kind_fields(
     'frontend', _FrontendConfig, FRONTENDS,
     """The input stage (lattice/multimodal): the common field plus each frontend
     kind's own (`multimodal.options.Images` shared by early and late fusion: image
-    and patch size, the document mix, modality routing; `multimodal.options.Early`:
+    and patch size, the document mix; `multimodal.options.Early`:
     image_tokens, codebook_size, image_loss; `multimodal.options.Late`: the ViT
     encoder's enc_d_model, enc_layers, enc_heads).""")
 
@@ -348,6 +383,9 @@ def _from_mapping(cls, mapping: Any, path: str):
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(mapping) - names)
   if unknown:
+    moved = moved_key_error(f'{path}.{unknown[0]}' if path else unknown[0])
+    if moved:
+      raise moved
     raise ConfigError(
         f'{path + "." if path else ""}{unknown[0]}: unknown config key '
         f'(known keys of {path or "config"}: {", ".join(sorted(names))})')
@@ -489,11 +527,12 @@ def build(config: ml_collections.ConfigDict | dict) -> Config:
   """The typed, validated Config of an experiment's ConfigDict.
 
   Only the sections in `SECTIONS` are read; an experiment may keep its own keys
-  (arms, seeds, eval settings) beside them.
+  (arms, seeds, eval settings) beside them. A mapping saved by an older lattice
+  (keys in `MOVED_KEYS`) is read in today's keys (`upgrade_record`).
   """
   if isinstance(config, ml_collections.ConfigDict):
     config = config.to_dict()
-  sections = {k: v for k, v in config.items() if k in SECTIONS}
+  sections = upgrade_record({k: v for k, v in config.items() if k in SECTIONS})
   return validate(_from_mapping(Config, sections, ''))
 
 
@@ -508,7 +547,7 @@ def replace(cfg: Config, **overrides: Any) -> Config:
         raise ConfigError(f'{path}: unknown config key')
       node = node[part]
     if leaf not in node:
-      raise ConfigError(f'{path}: unknown config key')
+      raise moved_key_error(path) or ConfigError(f'{path}: unknown config key')
     node[leaf] = value
   return validate(_from_mapping(Config, as_dict, ''))
 

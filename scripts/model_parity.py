@@ -59,7 +59,7 @@ CASES = {
                        'model.frontend.image_loss': 0.5},
     'late': {**MM, 'model.frontend.kind': 'late', 'model.frontend.enc_d_model': 16},
     'early_moe_hard': {**MM, **MOE, 'model.frontend.kind': 'early',
-                       'model.frontend.modality_routing': 'hard'},
+                       'model.ffn.router': 'modality'},
 }
 
 

@@ -48,7 +48,7 @@ def test_flat_keys_and_defaults_as_before():
   assert set(dataclasses.asdict(cfg.model.frontend)) == {
       'kind', 'image_size', 'patch_size', 'max_images', 'caption_ratio',
       'interleaved_ratio', 'text_ratio', 'enc_d_model', 'enc_layers', 'enc_heads',
-      'image_tokens', 'codebook_size', 'image_loss', 'modality_routing', 'image_experts'}
+      'image_tokens', 'codebook_size', 'image_loss'}
   assert (cfg.model.mtp.n, cfg.model.mtp.lam, cfg.model.frontend.patch_size) == (1, 0.3, 8)
   late = config_lib.replace(cfg, **{'model.frontend.kind': 'late'})
   assert late.model.frontend.options == multimodal.options.Late()

@@ -91,8 +91,7 @@ def setups():
   # fusion; one device keeps compiles short.
   for name, cfg in (('late', _cfg('late')),
                     ('early_moe', _cfg('early', ffn={'kind': 'moe', 'n_experts': 4,
-                                                     'top_k': 1},
-                                       modality_routing='hard'))):
+                                                     'top_k': 1, 'router': 'modality'}))):
     setup = loop.build(cfg, devices=jax.devices()[:1])
     out[name] = (setup, setup.init(jax.random.key(0)))
   return out
@@ -180,11 +179,10 @@ def test_config_errors_at_build():
   # Each frontend kind checks its own fields once, when the config is built.
   with pytest.raises(config_lib.ConfigError, match='model.frontend.patch_size'):
     _cfg(patch_size=12)
-  with pytest.raises(config_lib.ConfigError, match='model.frontend.image_experts'):
-    _cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1}, modality_routing='hard',
-         image_experts=4)
-  with pytest.raises(config_lib.ConfigError, match='model.frontend.modality_routing'):
-    _cfg(modality_routing='random')
+  # Hard modality routing is the MoE router 'modality' (tests/modality_router_test.py).
+  with pytest.raises(config_lib.ConfigError, match='^model.ffn.image_experts'):
+    _cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1, 'router': 'modality',
+              'image_experts': 4})
   with pytest.raises(config_lib.ConfigError, match='model.frontend.enc_heads'):
     _cfg('late', enc_heads=3)
   with pytest.raises(config_lib.ConfigError, match='^data.seq_len'):

@@ -11,8 +11,9 @@ transformer block builds it like the dense FFN. What it sows (DESIGN.md: statist
 - `intermediates/metrics`: `maxvio_batch` and `drop_rate`;
 - with modality ids (multimodal frontends): `intermediates/expert_load_image`, the
   image tokens per expert (per-expert modality share).
-Hard modality routing (`model.frontend.modality_routing='hard'`) restricts image
-tokens to the first `image_experts` experts and text tokens to the others.
+The router kind (`model.ffn.router`, a `router.ROUTERS` entry) may restrict which
+experts a token reaches: 'modality' (hard modality routing) sends image tokens to
+the first `image_experts` experts and text tokens to the others.
 The loss-free bias lives in the `moe_bias` collection (kept in the train state's
 `extra`, never in the gradient) and is updated here when that collection is mutable,
 i.e. inside the train step only.
@@ -134,10 +135,9 @@ class MoE(nn.Module):
     w_router_DxE = self.param('router', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
     logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
-    if modality_BxL is not None and cfg.frontend.modality_routing == 'hard':
-      allowed_TxE = router.modality_mask(modality_BxL.reshape(-1), E,
-                                         cfg.frontend.image_experts or E // 2)
-      logits_TxE = jnp.where(allowed_TxE, logits_TxE, router.MASKED_LOGIT)
+    # The router kind may bar experts per token (router='modality': by modality).
+    logits_TxE = router.restrict(logits_TxE, f, None if modality_BxL is None
+                                 else modality_BxL.reshape(-1))
     bias_E = None
     if f.bias_rate > 0 or f.router_bias:
       bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))

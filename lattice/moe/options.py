@@ -3,8 +3,9 @@
 The trunk's FFN table (`lattice.nn.ffns.FFNS`) names `moe.layer.MoE`, whose
 `options` is `MoEOptions`; `lattice.config` adds these fields to `model.ffn` and runs
 `MoEOptions.check` once when the config is built. Routers are the entries of
-`moe.router.ROUTERS`; dropless implementations are the non-capacity entries of
-`moe.layer.DISPATCH` plus 'auto' (a test keeps `DROPLESS_IMPLS` equal to them).
+`moe.router.ROUTERS` (a router's own `check` runs here too); dropless
+implementations are the non-capacity entries of `moe.layer.DISPATCH` plus 'auto'
+(a test keeps `DROPLESS_IMPLS` equal to them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class MoEOptions:
   expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
   n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
   router: str = 'softmax'      # a moe.router.ROUTERS entry: softmax | sigmoid (DeepSeek-V3)
+                               # | modality (hard modality routing, moe/modality_router.py)
   norm_topk: bool = True       # renormalize the chosen k gates to sum to 1
   route_scale: float = 1.0     # DeepSeek-V3 uses 2.5
   n_groups: int = 1            # group-limited routing: groups of experts ...
@@ -44,6 +46,8 @@ class MoEOptions:
   # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
   # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
   router_bias: bool = False
+  # router='modality': experts reserved for image tokens (text gets the rest); 0: half.
+  image_experts: int = 0
 
   def check(self, cfg: config_lib.Config) -> None:
     """Raises ConfigError naming `model.ffn.<field>` (or `mesh.expert`'s conflict)."""
@@ -77,3 +81,6 @@ class MoEOptions:
     if e % cfg.mesh.expert:
       raise ConfigError(f'model.ffn.n_experts: {e} experts are not divisible by '
                         f'mesh.expert={cfg.mesh.expert}')
+    router_check = router.ROUTERS[self.router].check
+    if router_check is not None:  # the router kind's own fields (e.g. image_experts)
+      router_check(self, cfg)

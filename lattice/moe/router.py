@@ -16,27 +16,63 @@ max over the group when the gate has no bias, the sum of the top two when it has
 
 from __future__ import annotations
 
+import dataclasses
 import typing
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from lattice.moe import modality_router
 
 if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
   from lattice import config as config_lib
 
 
+@dataclasses.dataclass(frozen=True)
+class Router:
+  """One `ROUTERS` entry: how a token's router logits become expert affinities.
 
-# model.ffn.router -> affinity function of the router logits [T, E] (float32):
-# softmax (Switch, DeepSeekMoE) or per-expert sigmoid (DeepSeek-V3).
+  affinity: logits_TxE (float32) -> affinities_TxE.
+  restrict: optional (logits_TxE, modality_T or None, ffn options) -> logits_TxE with
+    the experts a token may not reach set to a logit no affinity picks (hard routing).
+  check: optional (ffn options, whole config) -> None; raises ConfigError naming the
+    field, run once when the config is built (by `MoEOptions.check`).
+  """
+  affinity: Callable[[jax.Array], jax.Array]
+  restrict: Callable[[jax.Array, jax.Array | None, Any], jax.Array] | None = None
+  check: Callable[[Any, Any], None] | None = None
+
+
+def _softmax(logits_TxE: jax.Array) -> jax.Array:
+  return jax.nn.softmax(logits_TxE, axis=-1)
+
+
+# model.ffn.router -> its Router: softmax (Switch, DeepSeekMoE), per-expert sigmoid
+# (DeepSeek-V3), or softmax restricted by modality ('modality': image tokens to the
+# first image_experts experts, text tokens to the rest; lattice/moe/modality_router.py).
 ROUTERS = {
-    'softmax': lambda logits_TxE: jax.nn.softmax(logits_TxE, axis=-1),
-    'sigmoid': jax.nn.sigmoid,
+    'softmax': Router(_softmax),
+    'sigmoid': Router(jax.nn.sigmoid),
+    'modality': Router(_softmax, modality_router.restrict, modality_router.check),
 }
 
 
 def affinities(logits_TxE: jax.Array, kind: str) -> jax.Array:
   """Token-to-expert affinities [T, E] of router kind `kind` (a `ROUTERS` entry)."""
-  return ROUTERS[kind](logits_TxE.astype(jnp.float32))
+  return ROUTERS[kind].affinity(logits_TxE.astype(jnp.float32))
+
+
+def restrict(logits_TxE: jax.Array, f: config_lib.FFNConfig,
+             modality_T: jax.Array | None = None) -> jax.Array:
+  """Router logits [T, E] with the experts each token may not reach masked, as the
+  router kind `f.router` says (unchanged for routers without a `restrict`).
+
+  `modality_T` (0 text, 1 image; None when the batch carries no modality ids) is
+  what a modality router reads; other routers ignore it.
+  """
+  hook = ROUTERS[f.router].restrict
+  return logits_TxE if hook is None else hook(logits_TxE, modality_T, f)
 
 
 def group_mask(select_TxE: jax.Array, n_groups: int, keep: int,
@@ -88,17 +124,6 @@ def expert_counts(idx_TxK: jax.Array, n_experts: int,
   K = idx_TxK.shape[-1]
   w = 1.0 if weight_T is None else jnp.repeat(weight_T, K)
   return jnp.zeros((n_experts,), jnp.float32).at[idx_TxK.reshape(-1)].add(w)
-
-
-# A router logit no softmax/sigmoid picks (finite, so z-loss and softmax stay finite).
-MASKED_LOGIT = -1e9
-
-
-def modality_mask(modality_T: jax.Array, n_experts: int, image_experts: int) -> jax.Array:
-  """[T, E] True where a token may go: image tokens (modality 1) to experts
-  [0, image_experts), text tokens to [image_experts, E) (hard modality routing)."""
-  image_E = jnp.arange(n_experts) < image_experts
-  return jnp.where(modality_T[:, None] > 0, image_E[None, :], ~image_E[None, :])
 
 
 def max_violation(counts_E: jax.Array) -> jax.Array:

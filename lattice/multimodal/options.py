@@ -5,9 +5,10 @@ dataclass in its class attribute `options` (`EarlyFusion.options = Early`,
 `LateFusion.options = Late`; text embeddings have none). `lattice.config` adds them
 to `model.frontend` (the keys stay flat: `--config.model.frontend.patch_size=16`)
 and runs the selected kind's `check(cfg)` once when the config is built, before
-anything compiles. The checks read the data and FFN fields the frontend constrains
-(an image must fit a row; hard modality routing must leave each modality top_k
-experts).
+anything compiles. The checks read the data fields the frontend constrains (an
+image must fit a row). Hard modality routing is not a frontend field: it is the MoE
+router `model.ffn.router='modality'` (`lattice/moe/modality_router.py`), which reads
+the modality ids the frontend's batches carry.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module
   from lattice import config as config_lib
 
 IMAGE_TOKENS = ('patches', 'discrete')
-MODALITY_ROUTINGS = ('learned', 'hard')
 
 
 def _positive(names: tuple[str, ...], options: typing.Any) -> None:
@@ -34,7 +34,7 @@ def _positive(names: tuple[str, ...], options: typing.Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Images:
-  """The fields every image frontend shares: images, the document mix, routing."""
+  """The fields every image frontend shares: images and the document mix."""
   # Shapes images, cut into patches; each image fills BOI + (image_size/patch_size)^2
   # patch slots + EOI in the token stream.
   image_size: int = 32         # pixels per side of a square image
@@ -45,17 +45,9 @@ class Images:
   caption_ratio: float = 0.45  # share of caption documents
   interleaved_ratio: float = 0.45  # share of interleaved image+text documents
   text_ratio: float = 0.10     # share of text-only documents
-  # MoE with an image frontend: 'learned' routing, or 'hard' (image tokens go to the
-  # first image_experts experts, text to the rest; 0: half of them).
-  modality_routing: str = 'learned'  # learned | hard
-  image_experts: int = 0       # hard routing: experts for image tokens; 0: half
 
   def check(self, cfg: config_lib.Config) -> None:
-    """Raises ConfigError naming `model.frontend.<field>` (or the data/FFN field)."""
-    m = cfg.model
-    if self.modality_routing not in MODALITY_ROUTINGS:
-      raise ConfigError(f'model.frontend.modality_routing: {self.modality_routing!r} is '
-                        f'not one of {", ".join(MODALITY_ROUTINGS)}')
+    """Raises ConfigError naming `model.frontend.<field>` (or the data field)."""
     _positive(('image_size', 'patch_size', 'max_images'), self)
     if self.image_size % self.patch_size:
       raise ConfigError(f'model.frontend.patch_size: {self.patch_size} does not divide '
@@ -69,12 +61,6 @@ class Images:
     if image_block > cfg.data.seq_len:
       raise ConfigError(f'data.seq_len: {cfg.data.seq_len} cannot hold one image '
                         f'({image_block} tokens with its markers)')
-    if self.modality_routing == 'hard' and m.ffn.kind == 'moe':
-      k = self.image_experts or m.ffn.n_experts // 2
-      if not 0 < k < m.ffn.n_experts or m.ffn.top_k > min(k, m.ffn.n_experts - k):
-        raise ConfigError(
-            f'model.frontend.image_experts: {k} image experts of {m.ffn.n_experts} '
-            f'leave a modality fewer experts than model.ffn.top_k={m.ffn.top_k}')
 
 
 @dataclasses.dataclass(frozen=True)

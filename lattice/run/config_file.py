@@ -110,6 +110,9 @@ def check_key(config: ml_collections.ConfigDict, path: str) -> Any:
           f'--config.{path}: {where} holds a value ({type(node).__name__}), not a '
           'section of keys')
     if part not in node:
+      moved = config_lib.moved_key_error('.'.join(parts[:j + 1]))
+      if moved:
+        raise config_lib.ConfigError(f'--config.{moved}')
       if j == 0 and part in config_lib.SECTIONS:
         raise config_lib.ConfigError(
             f'--config.{path}: the experiment config has no {part!r} section (build '
