@@ -1,9 +1,18 @@
 r"""Behaviour-preservation check: every experiment's smoke result against a reference.
 
   python scripts/smoke_parity.py --record   # writes scripts/smoke_parity_reference.json
+  python scripts/smoke_parity.py --record --only quest  # re-records named experiments
   python scripts/smoke_parity.py            # reruns and lists every difference
   python scripts/smoke_parity.py --save now.json   # ... and keeps this run's numbers
   python scripts/smoke_parity.py --compare now.json  # compares saved numbers only
+
+The reference is a baseline of the code as it is, not of some historical tree:
+record it at a commit whose behaviour you trust, then every later refactor is
+checked against it; an intended change of behaviour (a redesigned experiment)
+re-records the experiments it changes (`--record --only NAME`). Each experiment's
+entry remembers the commit it was recorded at (`_meta`, "+dirty" when the tree had
+uncommitted changes), and a check prints it, so a difference reads as "since
+commit X".
 
 Each experiment's `smoke` mode (its fixed seeds) runs in its own process into a
 temporary workdir; the key numbers of its result.json are kept: per arm every
@@ -37,6 +46,18 @@ RTOL, ATOL = 1e-5, 1e-7
 # Measured times and rates vary run to run; they are recorded, never compared.
 TIMING = re.compile(r'wall|mfu|per_s|_s$|tokens/s|latency|speedup|faster|time|throughput',
                     re.I)
+
+
+META = '_meta'  # {experiment: commit it was recorded at}
+
+
+def git_commit() -> str:
+  """HEAD's short hash, "+dirty" when tracked files have uncommitted changes."""
+  def git(*args):
+    return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False).stdout.strip()
+  head = git('rev-parse', '--short', 'HEAD') or 'unknown'
+  return head + ('+dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
 
 
 def experiments() -> list[str]:
@@ -119,6 +140,15 @@ def differences(ref, new, path: str = '') -> list[str]:
   return []
 
 
+def record(now: dict, only: list[str] | None) -> dict:
+  """The reference to write: `now` stamped with this commit; with `only`, merged into
+  the existing reference (the other experiments keep their numbers and commits)."""
+  old = json.loads(REFERENCE.read_text()) if only and REFERENCE.exists() else {}
+  commit = git_commit()
+  meta = {**old.get(META, {}), **{name: commit for name in now}}
+  return {**old, **now, META: meta}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--record', action='store_true', help='write the reference')
@@ -139,10 +169,14 @@ def main() -> None:
   if args.save:
     pathlib.Path(args.save).write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
   if args.record:
-    REFERENCE.write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
-    print(f'[parity] wrote {REFERENCE}')
+    REFERENCE.write_text(json.dumps(record(now, args.only), indent=1, sort_keys=True)
+                         + '\n')
+    print(f'[parity] wrote {REFERENCE} ({len(now)} experiments at {git_commit()})')
     return
   ref = json.loads(REFERENCE.read_text())
+  recorded = ref.get(META, {})
+  for n in names:
+    print(f'[parity] {n}: reference recorded at {recorded.get(n, "an unrecorded commit")}')
   found = differences({n: ref.get(n) for n in names}, {n: now.get(n) for n in names})
   added = [d for d in found if d.startswith('ADDED ')]
   diffs = [d for d in found if not d.startswith('ADDED ')]
