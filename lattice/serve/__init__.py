@@ -1,5 +1,12 @@
-"""`lattice serve`: an OpenAI-compatible server with continuous batching (see app.py,
-engine.py, server.py)."""
+"""lattice.serve: `lattice serve`, an OpenAI-compatible server over trained runs.
+
+Owns serving: the ASGI app (`app`, FastAPI on uvicorn) speaking the OpenAI
+completions and chat API as clients use it (streaming, logprobs, tools, JSON
+Schema / regex constraints), its request models (`protocol`), chat rendering and
+tool-call parsing (`chat`), continuous batching over a fixed set of KV-cache slots
+(`engine`, `run`, `output`, `format`), one served model with its constraint cache
+(`served`), and starting it (`server`). Decoding itself is `lattice.decode`.
+"""
 
 from lattice.serve.server import Server, find_runs, load_models, local_model, main
 

@@ -1,5 +1,13 @@
-"""lattice.synth: synthetic data generation, verification, dedup, diversity metrics,
-and recursive-generation (model collapse) loops."""
+"""lattice.synth: synthetic data and recursive training on it.
+
+Owns sampling datasets from trained models and writing them (`generate`),
+verifiers, rejection sampling and MinHash dedup (`quality`), diversity and tail
+metrics (`metrics`), Phi-4-style programmatic transformations (`transforms`), a
+checkable arithmetic task (`tasks`), the generation schedule of model-collapse
+loops, replace vs accumulate (`recursive`, Shumailov et al. 2024, Gerstgrasser et
+al. 2024), their closed-form toy versions (`toy`), and the glue that trains each
+generation through the one train loop (`lm`).
+"""
 
 from lattice.synth import generate, metrics, quality, recursive, tasks, toy, transforms
 from lattice.synth.generate import (data_overrides, prompts_from_docs, read_jsonl, sample,
