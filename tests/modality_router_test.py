@@ -6,6 +6,8 @@ f6d3f3e, scripts in the #15 arch report), so the router variant is checked to gi
 the same outputs for a fixed seed.
 """
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,3 +121,13 @@ def test_old_frontend_keys_are_one_line_errors_and_old_records_load():
   assert (loaded.model.ffn.router, loaded.model.ffn.image_experts) == ('modality', 1)
   record['model']['frontend'].update(modality_routing='learned', image_experts=0)
   assert config_lib.build(record).model.ffn.router == 'softmax'
+
+
+def test_the_readme_worked_example_is_the_code():
+  # README "Adding a technique" shows this router as one file plus one table line.
+  root = pathlib.Path(__file__).resolve().parents[1]
+  line = "'modality': Router(_softmax, modality_router.restrict, modality_router.check),"
+  assert line in (root / 'README.md').read_text()
+  assert line in (root / 'lattice' / 'moe' / 'router.py').read_text()
+  assert 'modality' in router.ROUTERS and (root / 'lattice' / 'moe' /
+                                          'modality_router.py').is_file()
