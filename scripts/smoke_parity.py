@@ -18,7 +18,7 @@ Each experiment's `smoke` mode (its fixed seeds) runs in its own process into a
 temporary workdir; the key numbers of its result.json are kept: per arm every
 metric's per-seed values, params, active params, tokens, train FLOPs; every
 check's name and outcome. Timings are recorded but not compared: metrics whose
-names say they are times, rates or utilisation (wall, mfu, tokens_per_s, *_s,
+names say they are times, rates or utilisation (wall, mfu, goodput, tokens_per_s, *_s,
 latency, speedup, time), nor checks whose names say they test one (e.g. "MTP
 speculative speedup survives ternary weights", decided by wall-clock ratios on a
 loaded machine). Floats compare at relative tolerance RTOL (1e-5) with
@@ -44,8 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / 'scripts' / 'smoke_parity_reference.json'
 RTOL, ATOL = 1e-5, 1e-7
 # Measured times and rates vary run to run; they are recorded, never compared.
-TIMING = re.compile(r'wall|mfu|per_s|_s$|tokens/s|latency|speedup|faster|time|throughput',
-                    re.I)
+TIMING = re.compile(r'wall|mfu|goodput|per_s|_s$|tokens/s|latency|speedup|faster|time|'
+                    r'throughput', re.I)
 
 
 META = '_meta'  # {experiment: commit it was recorded at}

@@ -30,6 +30,10 @@ def _numbers(loss, wall=1.0, passed=True, params=100):
 def test_differences_beyond_tolerance_only(parity):
   ref = {'exp': _numbers(2.0)}
   assert parity.differences(ref, {'exp': _numbers(2.0 * (1 + 1e-7), wall=9.0)}) == []
+  then, now = _numbers(2.0), _numbers(2.0)
+  then['arms']['a']['metrics']['goodput'] = [0.5]  # a share of wall time
+  now['arms']['a']['metrics']['goodput'] = [0.2]
+  assert parity.differences({'exp': then}, {'exp': now}) == []
   assert parity.differences(ref, {'exp': _numbers(2.001)}) == [
       'exp.arms.a.metrics.val_loss[0]: 2.0 -> 2.001']
   assert parity.differences(ref, {'exp': _numbers(2.0, params=101)}) == [
