@@ -102,6 +102,8 @@ def test_config_errors_name_the_field():
     _cfg({'image_experts': -1})
   # A dense FFN ignores the MoE fields, the router's included.
   _cfg({'kind': 'dense'}, {'kind': 'text'})
+  # `lattice config` documents the router's field.
+  assert config_file.field_notes()['model.ffn.image_experts'].startswith('router=modality')
 
 
 def test_old_frontend_keys_are_one_line_errors_and_old_records_load():

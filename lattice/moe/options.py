@@ -30,8 +30,7 @@ class MoEOptions:
   top_k: int = 2               # routed experts each token goes through
   expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
   n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
-  router: str = 'softmax'      # a moe.router.ROUTERS entry: softmax | sigmoid (DeepSeek-V3)
-                               # | modality (hard modality routing, moe/modality_router.py)
+  router: str = 'softmax'      # a moe.router.ROUTERS entry: softmax | sigmoid | modality
   norm_topk: bool = True       # renormalize the chosen k gates to sum to 1
   route_scale: float = 1.0     # DeepSeek-V3 uses 2.5
   n_groups: int = 1            # group-limited routing: groups of experts ...
@@ -46,8 +45,7 @@ class MoEOptions:
   # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
   # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
   router_bias: bool = False
-  # router='modality': experts reserved for image tokens (text gets the rest); 0: half.
-  image_experts: int = 0
+  image_experts: int = 0       # router=modality: experts for image tokens (0: half)
 
   def check(self, cfg: config_lib.Config) -> None:
     """Raises ConfigError naming `model.ffn.<field>` (or `mesh.expert`'s conflict)."""
