@@ -3,7 +3,8 @@
 For each config: init with seed 0, 3 train steps on the config's own first batches,
 then one eval over 2 eval batches. Prints the numbers as JSON; `--write` saves them
 as the reference (scripts/model_parity_reference.json), `--check` compares with the
-reference at 1e-6 relative tolerance and exits 1 on any difference.
+reference at 1e-6 relative tolerance and exits 1 on any difference. The reference
+remembers the commit each case was written at (`_meta`), and `--check` prints it.
 
   PYTHONPATH=$PWD python scripts/model_parity.py --check
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,6 +92,15 @@ def run_case(overrides: dict) -> dict:
                                    if isinstance(v, float)}}
 
 
+def _commit() -> str:
+  """HEAD's short hash, "+dirty" when tracked files have uncommitted changes."""
+  def git(*args):
+    return subprocess.run(['git', *args], cwd=REFERENCE.parent, capture_output=True,
+                          text=True, check=False).stdout.strip()
+  head = git('rev-parse', '--short', 'HEAD') or 'unknown'
+  return head + ('+dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
+
+
 def _close(a, b) -> bool:
   if isinstance(a, list):
     return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
@@ -107,9 +118,12 @@ def main(argv: list[str]) -> int:
   print(json.dumps(out, indent=1))
   if args.write:  # named cases update the reference; none rewrites it
     ref = json.loads(REFERENCE.read_text()) if args.cases and REFERENCE.exists() else {}
-    REFERENCE.write_text(json.dumps({**ref, **out}, indent=1) + '\n')
+    meta = {**ref.get('_meta', {}), **{name: _commit() for name in out}}
+    REFERENCE.write_text(json.dumps({**ref, **out, '_meta': meta}, indent=1) + '\n')
   if args.check:
     ref = json.loads(REFERENCE.read_text())
+    for n in names:
+      print(f'{n}: reference written at {ref.get("_meta", {}).get(n, "an unrecorded commit")}')
     bad = [n for n in names if n not in ref or set(ref[n]) - set(out[n])
            or not all(_close(ref[n][k], out[n][k]) for k in ref[n])]
     for n in bad:
