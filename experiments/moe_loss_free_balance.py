@@ -6,7 +6,7 @@ Mixture-of-Experts" (arXiv 2408.15664).
 Arms: the same sigmoid-routed MoE with an auxiliary Switch-style balance loss
 (`aux_loss`), with loss-free balancing (`loss_free`, u = 1e-3), and, in medium and
 full, with no balancing at all (`no_balancing`, a control no check reads; quick
-drops it to afford 5 seeds). Paired by seed: the same init seed and data order in
+drops it to afford 6 seeds). Paired by seed: the same init seed and data order in
 every arm.
 
 Pre-registered checks (code: `_checks`; lattice.run.checks, 95% paired t interval
@@ -26,15 +26,35 @@ Commands:
   lattice plan --config=experiments/moe_loss_free_balance.py:medium --chips h100x1
 
 Expected: MaxVio_global of loss-free well under half that of the aux loss, validation
-loss within 1%. An earlier 3-seed quick run (commit e4633ee-dirty, 1500 steps, aux
-weight 1e-2, load unknown) measured MaxVio_global 0.135 vs 0.352 and val loss
-per-seed ratios loss_free / aux_loss - 1 of +1.8%, +0.9%, +0.3%: check 2 would not
-pass on those (the t interval with 2 degrees of freedom spans about +-1.9%). This
-design's numbers: to be measured (the lead runs quick on the idle machine).
+loss within 1%. Design review for the loss check (issue #20), from the earlier 3-seed
+quick run (commit e4633ee-dirty, 1500 steps, aux weight 1e-2, 16 eval batches, load
+unknown): val loss per-seed ratios loss_free / aux_loss - 1 of +1.8%, +0.9%, +0.3%
+(mean +1.0%; a 3-seed t interval spans about +-1.9%), yet on the training stream
+the two arms were equal: last-50-step train loss 1.629 (loss-free) vs 1.638 (aux,
+which includes its ~0.01-0.02 balance-loss term), and the unbalanced control's val
+loss (1.923) sat beside loss-free's (1.926). The 0.28-nat gap between train and val
+loss says the 16 eval batches (32,768 tokens, the first few held-out stdlib files)
+are a narrow, shifted sample, and the per-seed val differences (sd ~0.75%
+relative) were as large as the 1% margin. With that noise a non-inferiority test at
+1% fails even when the arms are equal (5 seeds: half-width 2.78 x 0.75% / sqrt 5 =
+0.93%). The paper's own difference is -0.28% in loss (PPL 9.50 vs 9.56: ln(9.56 /
+9.50) / ln 9.50), so the 1% margin is already ~3.5x the paper's effect and is kept.
+What this design changes to give the comparison a fair chance:
+  - 128 eval batches (262,144 tokens, 8x the held-out text) for both val loss and
+    MaxVio_global (the paper measures MaxVio_global over its validation set);
+  - 6 paired seeds (t_{5, 0.975} = 2.57): at a per-seed sd of 0.6% the half-width
+    is ~0.63%, so equal arms pass and a true +0.4% or worse fails;
+  - kept from the paper: u = 1e-3 (PAPERS.md: 1e-4 too slow, 1e-2 oscillates);
+    Switch's aux weight 1e-2 (PAPERS.md). 800 steps: the bias moves at most
+    u x 800 = 0.8, ample for sigmoid affinities in (0, 1).
+Not measured here (the shared machine ran at load 15-20): the lead runs quick on the
+idle machine. If the loss check still fails with the larger eval set, the 1% gap is
+real at this size (8 experts top-2, 0.2M activated, 1.6M tokens), not noise.
 
-Quick budget (an estimate, not a measurement): 2 arms x 5 seeds x 800 steps of
-16 x 128 tokens. That earlier run took 440-478 s per arm for 3 seeds x 1500 steps
-(~0.1 s a step, compile and eval included), so ~85 s a run here: ~850 s summed.
+Quick budget (an estimate, not a measurement): 2 arms x 6 seeds x 800 steps of
+16 x 128 tokens. The earlier run took 440-478 s per arm for 3 seeds x 1500 steps
+(~0.1 s a step, compile and eval included), so ~85 s a run and ~2 s more for the
+larger eval: ~1,040 s summed over the 12 runs.
 
 medium and full, from `lattice plan` (40% MFU assumed), not run:
   medium (h100x1): d 384, 6 layers, 64 routed + 2 shared experts of 192, top-6;
@@ -82,12 +102,14 @@ def arms(aux_weight: float, control: bool = True) -> list[dict]:
   return out + ([dict(name='no_balancing', overrides={})] if control else [])
 
 
-def _quick(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr, seeds):
+def _quick(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr, seeds,
+           eval_batches=16):
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr, ffn=dict(kind='moe', n_experts=8, top_k=2,
                                                router='sigmoid', expert_d_ff=expert_d_ff))
   c.arms = arms(1e-2, control=False)  # Switch's weight (arXiv 2101.03961)
   c.seeds = list(seeds)
+  c.data.eval_batches = eval_batches
   return c
 
 
@@ -132,8 +154,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _quick(d_model=32, n_layers=1, expert_d_ff=32, seq_len=32,
                               batch=8, steps=10, lr=3e-3, seeds=(0,)),
+      # 128 eval batches (262K tokens): validation loss and MaxVio_global on 8x more
+      # held-out text than the default 16 batches (the docstring says why).
       'quick': lambda: _quick(d_model=96, n_layers=2, expert_d_ff=96, seq_len=128,
-                              batch=16, steps=800, lr=3e-3, seeds=(0, 1, 2, 3, 4)),
+                              batch=16, steps=800, lr=3e-3, seeds=tuple(range(6)),
+                              eval_batches=128),
       'medium': _medium,
       'full': _full,
   })
