@@ -29,11 +29,12 @@ from lattice.train import loop
 
 
 def train_to_band(cfg: config_lib.Config, files: Sequence[str | Path],
-                  workdir: str | Path, score: Callable[[dict[str, Any]], float], *,
+                  workdir: str | Path, score: Callable[[Any], float], *,
                   band: tuple[float, float], first: int, every: int,
-                  val_fraction: float = 0.02) -> tuple[dict[str, Any], list[dict]]:
+                  val_fraction: float = 0.02) -> tuple[Any, list[dict]]:
   """Trains `cfg` on `files` (JSONL, field 'text') and keeps the checkpoint whose
-  `score` is closest to the centre of `band`, stopping once a score >= band[0].
+  `score` (called with each segment's RunOutput; e.g. held-out accuracy, a fraction)
+  is closest to the centre of `band`, stopping once a score >= band[0].
 
   Segments end at steps first, first + every, ... up to cfg.train.steps (the
   schedule's length and the most steps trained). Returns (the kept run's RunOutput,
