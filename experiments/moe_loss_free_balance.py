@@ -6,7 +6,7 @@ Mixture-of-Experts" (arXiv 2408.15664).
 Arms: the same sigmoid-routed MoE with an auxiliary Switch-style balance loss
 (`aux_loss`), with loss-free balancing (`loss_free`, u = 1e-3), and, in medium and
 full, with no balancing at all (`no_balancing`, a control no check reads; quick
-drops it to afford 5 seeds). Paired by seed: the same init seed and data order in
+drops it to afford 1600 steps). Paired by seed: the same init seed and data order in
 every arm.
 
 Pre-registered checks (code: `_checks`; lattice.run.checks, 95% paired t interval
@@ -26,15 +26,50 @@ Commands:
   lattice plan --config=experiments/moe_loss_free_balance.py:medium --chips h100x1
 
 Expected: MaxVio_global of loss-free well under half that of the aux loss, validation
-loss within 1%. An earlier 3-seed quick run (commit e4633ee-dirty, 1500 steps, aux
-weight 1e-2, load unknown) measured MaxVio_global 0.135 vs 0.352 and val loss
-per-seed ratios loss_free / aux_loss - 1 of +1.8%, +0.9%, +0.3%: check 2 would not
-pass on those (the t interval with 2 degrees of freedom spans about +-1.9%). This
-design's numbers: to be measured (the lead runs quick on the idle machine).
+loss within 1%. Design review for the loss check (issue #20), from the earlier 3-seed
+quick run (commit e4633ee-dirty, 1500 steps, aux weight 1e-2, 16 eval batches, load
+unknown): val loss per-seed ratios loss_free / aux_loss - 1 of +1.8%, +0.9%, +0.3%
+(mean +1.0%; a 3-seed t interval spans about +-1.9%), yet on the training stream
+the two arms were equal: last-50-step train loss 1.629 (loss-free) vs 1.638 (aux,
+which includes its ~0.01-0.02 balance-loss term), and the unbalanced control's val
+loss (1.923) sat beside loss-free's (1.926). The 0.28-nat gap between train and val
+loss says the 16 eval batches (32,768 tokens, the first few held-out stdlib files)
+are a narrow, shifted sample, and the per-seed val differences (sd ~0.75%
+relative) were as large as the 1% margin. With that noise a non-inferiority test at
+1% fails even when the arms are equal (5 seeds: half-width 2.78 x 0.75% / sqrt 5 =
+0.93%). The paper's own difference is -0.28% in loss (PPL 9.50 vs 9.56: ln(9.56 /
+9.50) / ln 9.50), so the 1% margin is already ~3.5x the paper's effect and is kept.
+Measured on this code for this review (seed 0 only, 800 steps, the previous quick;
+shared machine at load ~17, so no times): last-50-step train loss 1.901 (aux, of
+which ~0.020 is its balance term, so CE ~1.881) vs 1.903 (loss-free); val loss
+on 16 / 128 eval batches 2.116 / 2.038 (aux) vs 2.173 / 2.078 (loss-free), ratio
++2.7% / +2.0%, and on the training stream +1.1% (CE), so at 800 steps the gap is not
+only the eval set's; MaxVio_global on 128 batches 0.375 (aux) vs 0.240 (loss-free).
+So at 800 steps the bias had not caught up (0.24 is 0.64x the aux loss's: check 1 would
+fail, where the 1500-step run had 0.135 vs 0.352 with a seed sd of 0.002), and the
+loss gap shrinks with training (16 batches: +2.7% at 800 steps, +1.0% mean at 1500).
+With u = 1e-3 the bias moves at most 0.001 a step, so the first few hundred steps
+route with a lagging bias; the paper's run is tens of thousands of steps long, so
+that phase is a small part of it, and here it must be too.
+What this design changes to give the comparison a fair chance:
+  - 1600 steps (was 800): the bias's catch-up phase a smaller share of training;
+  - 128 eval batches (262,144 tokens, 8x the held-out text) for both val loss and
+    MaxVio_global (the paper measures MaxVio_global over its validation set); the
+    16-batch set read 0.08-0.10 nats higher than the 128-batch one;
+  - 3 paired seeds (the budget's limit at 1600 steps): MaxVio's seed sd (0.002) is
+    tiny, so check 1 needs no more; check 2 at 3 seeds (t_{2, 0.975} = 4.30) passes
+    only if the true gap is small and steady across seeds (e.g. a mean +0.2% with a
+    per-seed sd of 0.3% gives an upper bound of ~0.94%);
+  - kept from the paper: u = 1e-3 (PAPERS.md: 1e-4 too slow, 1e-2 oscillates);
+    Switch's aux weight 1e-2 (PAPERS.md); the 1% margin (above).
+If the loss check still fails, the quick run's numbers say how far the gap closed
+from 800 to 1600 steps; the paper's equal-loss result is for runs where the bias's
+catch-up is a negligible share of training (medium: 1.5B tokens, ~23K steps).
 
-Quick budget (an estimate, not a measurement): 2 arms x 5 seeds x 800 steps of
-16 x 128 tokens. That earlier run took 440-478 s per arm for 3 seeds x 1500 steps
-(~0.1 s a step, compile and eval included), so ~85 s a run here: ~850 s summed.
+Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 1600 steps of
+16 x 128 tokens. The earlier run took 440-478 s per arm for 3 seeds x 1500 steps
+(~0.1 s a step, compile and eval included), so ~165 s a run and ~3 s more for the
+larger eval: ~1,000 s summed over the 6 runs.
 
 medium and full, from `lattice plan` (40% MFU assumed), not run:
   medium (h100x1): d 384, 6 layers, 64 routed + 2 shared experts of 192, top-6;
@@ -82,12 +117,14 @@ def arms(aux_weight: float, control: bool = True) -> list[dict]:
   return out + ([dict(name='no_balancing', overrides={})] if control else [])
 
 
-def _quick(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr, seeds):
+def _quick(d_model, n_layers, expert_d_ff, seq_len, batch, steps, lr, seeds,
+           eval_batches=16):
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr, ffn=dict(kind='moe', n_experts=8, top_k=2,
                                                router='sigmoid', expert_d_ff=expert_d_ff))
   c.arms = arms(1e-2, control=False)  # Switch's weight (arXiv 2101.03961)
   c.seeds = list(seeds)
+  c.data.eval_batches = eval_batches
   return c
 
 
@@ -132,8 +169,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _quick(d_model=32, n_layers=1, expert_d_ff=32, seq_len=32,
                               batch=8, steps=10, lr=3e-3, seeds=(0,)),
+      # 1600 steps (at 800 the bias had not caught up: MaxVio_global 0.24 vs the aux
+      # loss's 0.375) and 128 eval batches (262K tokens, 8x the default's held-out
+      # text); 3 seeds fit the budget (the docstring says why).
       'quick': lambda: _quick(d_model=96, n_layers=2, expert_d_ff=96, seq_len=128,
-                              batch=16, steps=800, lr=3e-3, seeds=(0, 1, 2, 3, 4)),
+                              batch=16, steps=1600, lr=3e-3, seeds=(0, 1, 2),
+                              eval_batches=128),
       'medium': _medium,
       'full': _full,
   })
