@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import grouped_matmul
+from kernels.grouped_matmul import grouped_ffn, grouped_matmul
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -84,6 +84,26 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot
     return ragged_dot(x_NxI.astype(dtype), w_ExIxO.astype(dtype), sizes_E)
 
   return _ffn_with(cfg, mm)
+
+
+def grouped_expert_ffn(cfg: config_lib.ModelConfig):
+  """ffn(w, x_NxD sorted by expert, sizes_E) for dropless_impl='grouped'.
+
+  Float linears: the whole expert FFN per row tile in one loop
+  (`kernels.grouped_matmul.grouped_ffn`); quantized kinds keep their `prepare`
+  hook (and its straight-through gradient) through three `grouped_matmul` calls.
+  """
+  if linears.LINEARS[cfg.linear.kind].prepare is not linears.LINEARS['float'].prepare:
+    return ragged_expert_ffn(cfg, grouped_matmul)
+  dtype, act = layers.dtype_of(cfg.dtype), layers.ACTIVATIONS[cfg.ffn.activation]
+  gated = cfg.ffn.activation in mlp.GATED
+
+  def ffn(w, x_NxD, sizes_E):
+    cast = lambda a: a.astype(dtype)
+    return grouped_ffn(cast(x_NxD), cast(w['wi_0']), cast(w['wi_1']) if gated else None,
+                       cast(w['wo']), sizes_E, act)
+
+  return ffn
 
 
 def auto_dropless_impl() -> str:
@@ -213,5 +233,5 @@ DISPATCH = {
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
     # Sorted rows, tile loops over the expert weights in place (no gathers).
     'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
-        x, idx, gate, w, ragged_expert_ffn(cfg, grouped_matmul), cfg.ffn.n_experts),
+        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts),
 }
