@@ -6,11 +6,13 @@ b rows per block.
 
 Each path takes `ffn(w, x_ExCxD) -> y_ExCxD`, the experts' batched FFN, and returns
 (y_TxD, dropped fraction). Dropless paths compute exactly the N assignments:
-- `blocks` (the default): sort assignments by expert, pad each expert's run to a
-  multiple of b rows, and run one batched matmul over [n, b, D] with the owning
-  expert's weights gathered per block (MegaBlocks' block-sparse idea, in XLA);
-- `ragged` (opt-in): the same sort, then `jax.lax.ragged_dot` with group sizes
-  (slower than blocks at every shape measured so far, CPU and H200).
+- `blocks`: sort assignments by expert, pad each expert's run to a multiple of b
+  rows, and run one batched matmul over [n, b, D] with the owning expert's weights
+  gathered per block (MegaBlocks' block-sparse idea, in XLA);
+- `dispatch_ragged`: the same sort, then an FFN over exactly the N sorted rows with
+  group sizes (`jax.lax.ragged_dot`, or the `kernels.grouped_matmul` loops for
+  dropless_impl='grouped'); the sort permutation and its inverse make both the
+  forward and the backward gathers (no scatter-add).
 """
 
 from __future__ import annotations

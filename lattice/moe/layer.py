@@ -109,13 +109,14 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (kernels.grouped_matmul: tile loops over the experts' weights in
-  place): 1.5-2.1x faster than blocks at E = 8, 16, 32 in one run of
-  benchmarks/moe_layer.py on the shared 2-core CPU while loaded (load average ~14);
-  to be confirmed on an idle machine.
+  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`, the whole
+  expert FFN per row tile, weights read in place). In one run of
+  benchmarks/moe_layer.py on the shared 2-core CPU under load (load average ~17-19,
+  not a measurement) it took 0.39-0.51x the time of blocks at E = 8, 16, 32; the
+  idle-machine figures are in BENCHMARKS.md.
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
-  BENCHMARKS.md), and the grouped loops issue one small dot per tile, which on an
-  accelerator is launch-bound (not measured there).
+  BENCHMARKS.md), and the grouped loops issue small dots one tile at a time, which on
+  an accelerator is launch-bound (not measured there).
   """
   return 'grouped' if jax.default_backend() == 'cpu' else 'blocks'
 
