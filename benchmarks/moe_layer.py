@@ -6,11 +6,20 @@ For each expert count E, times one jitted `jax.value_and_grad` (w.r.t. params an
 input) of sum(y**2) for `lattice.moe.layer.MoE` with top-k routing and experts
 `expert_d_ff` wide, and for `lattice.nn.mlp.MLP` with d_ff = top_k * expert_d_ff, so
 the expert matmuls do the same FLOPs per token as the dense FFN. The router's D x E
-matmul, the top-k, the sort/scatter of dispatch and any padding rows are extra MoE
-cost and are counted in the MoE time. Variants: dropless with
-`dropless_impl='grouped'` (kernels.grouped_matmul, auto's CPU path) and 'blocks'
-(auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops overflow), and dropless
-`ragged` (`jax.lax.ragged_dot`, ~10x slower on CPU, so only at `--ragged_experts`).
+matmul, the top-k, the sort/gathers of dispatch and any padding rows are extra MoE
+cost and are counted in the MoE time. Neither side fuses SwiGLU's two up-projections
+into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped path
+runs them as two dots per row tile. Variants: dropless with `dropless_impl='grouped'`
+(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, the whole
+expert FFN per row tile in one loop forward and one backward) and 'blocks' (auto's
+path elsewhere), capacity dispatch (`--capacity_factor`, drops overflow), and dropless
+`ragged` (`jax.lax.ragged_dot`, the JAX library's grouped matmul; ~5x slower on CPU,
+so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
+its Mosaic and Triton kernels being GPU/TPU only). A second baseline, `dense_2d`, is
+the same dense SwiGLU with the same weights as plain 2-D `jnp.dot`s on [T, D]: the
+model's `MLP` contracts [B, L, D] inputs, whose weight gradients XLA:CPU computes on
+a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
+baseline's own layout.
 After a compile+warmup call per function, the functions of one E are timed
 round-robin (so load on a shared machine hits them alike) and the median of
 `--repeats` calls is kept. Router weights use the layer's own random init on N(0, 1)
@@ -20,8 +29,9 @@ Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 `--json PATH` writes {"dropless_over_dense": worst ratio over E of the dropless path
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it),
-"grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise, "ragged_over_dense" (if measured), "rows": [...],
-"device", "backend", settings}.
+"grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
+"ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
+the 2-D baseline), "rows": [...], "device", "backend", settings}.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import jax.numpy as jnp
 from lattice import config as config_lib
 from lattice.moe import layer as moe_layer
 from lattice.moe import router as router_lib
-from lattice.nn import mlp
+from lattice.nn import layers, mlp
 
 
 def model_config(d_model: int, seq_len: int, ffn: dict, dtype: str) -> config_lib.ModelConfig:
@@ -53,6 +63,20 @@ def model_config(d_model: int, seq_len: int, ffn: dict, dtype: str) -> config_li
 def _grad_fn(module: nn.Module):
   def loss(params, x):
     return jnp.sum(jnp.square(module.apply({'params': params}, x).astype(jnp.float32)))
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def _dense_2d_grad_fn(activation: str):
+  """value_and_grad of the dense FFN as 2-D dots on x_TxD, reading MLP's params."""
+  act, gated = layers.ACTIVATIONS[activation], activation in mlp.GATED
+
+  def loss(params, x_BxLxD):
+    x_TxD = x_BxLxD.reshape(-1, x_BxLxD.shape[-1])
+    h_TxF = act(x_TxD @ params['wi_0']['kernel'])
+    if gated:
+      h_TxF = h_TxF * (x_TxD @ params['wi_1']['kernel'])
+    return jnp.sum(jnp.square(h_TxF @ params['wo']['kernel']))
+
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
@@ -86,8 +110,9 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
                                                  'activation': args.activation},
                                args.dtype))
   dense_params = nn.unbox(dense.init(jax.random.key(0), x))['params']
-  fns = {'dense': (_grad_fn(dense), (dense_params, x))}
-  stats = {'dense': (None, 0.0)}
+  fns = {'dense': (_grad_fn(dense), (dense_params, x)),
+         'dense_2d': (_dense_2d_grad_fn(args.activation), (dense_params, x))}
+  stats = {'dense': (None, 0.0), 'dense_2d': (None, 0.0)}
   moe_params = None
   for name, ffn in variants.items():
     moe = moe_layer.MoE(model_config(D, args.seq_len, {**common, **ffn}, args.dtype))
@@ -110,7 +135,8 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
     rows.append({'n_experts': E, 'top_k': K, 'variant': name,
                  'ms': med[name] * 1e3, 'ratio_vs_dense': med[name] / med['dense'],
                  'maxvio_batch': stats[name][0], 'drop_rate': stats[name][1],
-                 'gflop': (ffn_flops + (router_flops if name != 'dense' else 0)) / 1e9})
+                 'gflop': (ffn_flops + (0 if name.startswith('dense') else router_flops))
+                 / 1e9})
   return rows
 
 
@@ -146,6 +172,9 @@ def main(argv=None):
              'capacity_over_dense': worst('capacity')}
   if worst('ragged') is not None:
     summary['ragged_over_dense'] = worst('ragged')
+  summary['dropless_over_dense_2d'] = max(
+      r['ms'] / d['ms'] for r in rows for d in rows if r['variant'] == auto
+      and d['variant'] == 'dense_2d' and d['n_experts'] == r['n_experts'])
 
   device = jax.devices()[0]
   print(f'device: {device.device_kind} ({jax.default_backend()}); '

@@ -1,13 +1,15 @@
-"""kernels.grouped_matmul: values and gradients equal jax.lax.ragged_dot's for any
-group sizes (empty groups, one group holding every row, rows past the sizes' sum)."""
+"""kernels.grouped_matmul: grouped_matmul and the fused grouped_ffn give the values
+and gradients of jax.lax.ragged_dot for any group sizes (empty groups, one group
+holding every row, rows past the sizes' sum)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.grouped_matmul import grouped_matmul, grouped_matmul_reference
-from kernels.grouped_matmul import ops
+from kernels.grouped_matmul import (grouped_ffn, grouped_ffn_reference, grouped_matmul,
+                                    grouped_matmul_reference)
+from kernels.grouped_matmul import ffn, ops
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +49,44 @@ def test_clear_errors():
     grouped_matmul(jnp.zeros((4, 3)), jnp.zeros((2, 3, 5)), jnp.zeros((3,), jnp.int32))
   with pytest.raises(ValueError, match='want x'):
     grouped_matmul(jnp.zeros((4, 2)), jnp.zeros((2, 3, 5)), jnp.zeros((2,), jnp.int32))
+
+
+# grouped_ffn: (rows, sizes, tile levels). Spills past a group's end into the next
+# group (which must be overwritten), into an empty group, past the last group into
+# rows beyond the sizes' sum, and two last-level tiles in one group.
+FFN_CASES = [(333, [17, 100, 3, 200], (128, 64, 32, 16), True),
+             (50, [10, 0, 25, 0], (32, 16), False), (40, [0, 31, 9], (16, 8), True)]
+
+
+@pytest.mark.parametrize('n,sizes,levels,gated', FFN_CASES)
+def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, levels, gated):
+  sizes_E = jnp.asarray(sizes, jnp.int32)
+  E = len(sizes)
+  ks = jax.random.split(jax.random.key(n), 4)
+  x = jax.random.normal(ks[0], (n, 8))
+  w0, wo = jax.random.normal(ks[1], (E, 8, 6)), jax.random.normal(ks[3], (E, 6, 8))
+  w1 = jax.random.normal(ks[2], (E, 8, 6)) if gated else None
+  got_fn = lambda x, w0, w1, wo: grouped_ffn(x, w0, w1, wo, sizes_E, jax.nn.silu,
+                                             levels=levels)
+  want_fn = lambda x, w0, w1, wo: grouped_ffn_reference(x, w0, w1, wo, sizes_E,
+                                                        jax.nn.silu)
+  np.testing.assert_allclose(jax.jit(got_fn)(x, w0, w1, wo), want_fn(x, w0, w1, wo),
+                             atol=1e-4, rtol=1e-4)
+  argnums = (0, 1, 2, 3) if gated else (0, 1, 3)
+  grad = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums))(
+      x, w0, w1, wo)
+  for got, want in zip(grad(got_fn), grad(want_fn)):
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_grouped_ffn_tile_levels_and_errors():
+  assert ffn.tile_levels(4096, 8) == (256, 128, 64, 32, 16)
+  assert ffn.tile_levels(4096, 32) == (64, 32, 16)
+  assert ffn.tile_levels(10, 64) == (32, 16)
+  x, w, s = jnp.zeros((4, 3)), jnp.zeros((2, 3, 5)), jnp.zeros((2,), jnp.int32)
+  with pytest.raises(ValueError, match='want x'):
+    grouped_ffn(x, w, w, jnp.zeros((2, 3, 5)), s, jax.nn.silu)
+  with pytest.raises(ValueError, match='sizes must be'):
+    grouped_ffn(x, w, w, jnp.zeros((2, 5, 3)), s[:1], jax.nn.silu)
+  with pytest.raises(ValueError, match='share one dtype'):
+    grouped_ffn(x.astype(jnp.bfloat16), w, w, jnp.zeros((2, 5, 3)), s, jax.nn.silu)

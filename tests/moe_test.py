@@ -57,7 +57,8 @@ def _exact_matmuls():
     yield
 
 
-@pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'capacity_large'])
+@pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'grouped_ffn',
+                                  'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()
   x, idx, gate, w = _problem(cfg)
@@ -70,6 +71,8 @@ def test_dispatch_equals_per_token_loop(path):
   elif path == 'grouped':
     y, dropped = dispatch.dispatch_ragged(
         x, idx, gate, w, layer.ragged_expert_ffn(cfg, grouped_matmul), E)
+  elif path == 'grouped_ffn':  # what dropless_impl='grouped' runs for float linears
+    y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E)
   else:  # a capacity no expert can exceed: nothing dropped, same as dropless
     cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
@@ -77,21 +80,25 @@ def test_dispatch_equals_per_token_loop(path):
   assert float(dropped) == 0.0
 
 
-def test_grouped_dispatch_gradients_equal_ragged_dot():
-  # Values equal the per-token loop (above); gradients are checked against the
-  # ragged_dot path (autodiff of jax.lax.ragged_dot), cheaper to trace than the loop.
+def test_grouped_dispatch_gradients_equal_plain_autodiff():
+  # Values equal the per-token loop (above). Gradients of the sorted path (custom
+  # VJPs: permutations by gathers, grouped_matmul, the fused grouped_ffn) are checked
+  # against the blocks path, which JAX differentiates on its own.
   cfg = _cfg()
   x, idx, gate, w = _problem(cfg)
   E = cfg.ffn.n_experts
-  grouped_ffn = layer.ragged_expert_ffn(cfg, functools.partial(grouped_matmul, big=8,
-                                                               small=2))
+  unfused = layer.ragged_expert_ffn(cfg, functools.partial(grouped_matmul, big=8, small=2))
+  fused = layer.grouped_expert_ffn(cfg)
 
-  def loss(ffn, x, w, gate):
-    return jnp.sum(jnp.sin(dispatch.dispatch_ragged(x, idx, gate, w, ffn, E)[0]))
+  def grads(run):
+    loss = lambda x, w, gate: jnp.sum(jnp.sin(run(x, idx, gate, w)[0]))
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, gate)
 
-  grads = lambda ffn: jax.grad(functools.partial(loss, ffn), argnums=(0, 1, 2))(x, w, gate)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
-               grads(grouped_ffn), grads(layer.ragged_expert_ffn(cfg)))
+  want = grads(lambda *a: dispatch.dispatch_blocks(*a, layer.expert_ffn(cfg), E, b=8))
+  for ffn in (unfused, fused):
+    got = grads(lambda *a, ffn=ffn: dispatch.dispatch_ragged(*a, ffn, E))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+                 got, want)
 
 
 def test_small_capacity_drops_and_reports_it():

@@ -6,15 +6,18 @@ b rows per block.
 
 Each path takes `ffn(w, x_ExCxD) -> y_ExCxD`, the experts' batched FFN, and returns
 (y_TxD, dropped fraction). Dropless paths compute exactly the N assignments:
-- `blocks` (the default): sort assignments by expert, pad each expert's run to a
-  multiple of b rows, and run one batched matmul over [n, b, D] with the owning
-  expert's weights gathered per block (MegaBlocks' block-sparse idea, in XLA);
-- `ragged` (opt-in): the same sort, then `jax.lax.ragged_dot` with group sizes
-  (slower than blocks at every shape measured so far, CPU and H200).
+- `blocks`: sort assignments by expert, pad each expert's run to a multiple of b
+  rows, and run one batched matmul over [n, b, D] with the owning expert's weights
+  gathered per block (MegaBlocks' block-sparse idea, in XLA);
+- `dispatch_ragged`: the same sort, then an FFN over exactly the N sorted rows with
+  group sizes (`jax.lax.ragged_dot`, or the `kernels.grouped_matmul` loops for
+  dropless_impl='grouped'); the sort permutation and its inverse make both the
+  forward and the backward gathers (no scatter-add).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -102,9 +105,54 @@ def dispatch_blocks(x_TxD, idx_TxK, gate_TxK, w, ffn: Callable, n_experts: int,
   return _combine(y_NxD, gate_TxK), jnp.zeros(())
 
 
+@jax.custom_vjp
+def _permute_rows(a_NxD: jax.Array, perm_N: jax.Array, inv_N: jax.Array) -> jax.Array:
+  """a[perm] for a permutation perm with inverse inv; its backward is the gather
+  g[inv] (JAX would differentiate the gather into a scatter-add)."""
+  return a_NxD[perm_N]
+
+
+def _permute_rows_fwd(a_NxD, perm_N, inv_N):
+  return a_NxD[perm_N], (perm_N, inv_N)
+
+
+def _permute_rows_bwd(res, g_NxD):
+  perm_N, inv_N = res
+  return g_NxD[inv_N], None, None
+
+
+_permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _gather_tokens(x_TxD, src_N, inv_N, k: int):
+  """x[src] where src = order // k lists each token k times; the backward sums each
+  token's k rows through the inverse permutation (gathers, no scatter-add)."""
+  return x_TxD[src_N]
+
+
+def _gather_tokens_fwd(x_TxD, src_N, inv_N, k):
+  return x_TxD[src_N], (src_N, inv_N)
+
+
+def _gather_tokens_bwd(k, res, g_NxD):
+  src_N, inv_N = res
+  return g_NxD[inv_N].reshape(-1, k, g_NxD.shape[-1]).sum(1), None, None
+
+
+_gather_tokens.defvjp(_gather_tokens_fwd, _gather_tokens_bwd)
+
+
 def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int):
+  """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
+  (exactly N rows, no padding), unsort and combine. The sort permutation and its
+  inverse serve both directions: forward and backward are gathers, never a
+  scatter-add. Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
-  e_sorted, order_N, counts_E = _sorted(idx_TxK, n_experts)
-  y_sorted_NxD = ragged_ffn(w, x_TxD[order_N // K], counts_E.astype(jnp.int32))
-  y_NxD = jnp.zeros_like(y_sorted_NxD).at[order_N].set(y_sorted_NxD)
-  return _combine(y_NxD, gate_TxK), jnp.zeros(())
+  _, order_N, counts_E = _sorted(idx_TxK, n_experts)
+  inv_N = jnp.zeros_like(order_N).at[order_N].set(
+      jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
+  order_N, inv_N = jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N)
+  x_NxD = _gather_tokens(x_TxD, order_N // K, inv_N, K)
+  y_sorted_NxD = ragged_ffn(w, x_NxD, counts_E.astype(jnp.int32))
+  return _combine(_permute_rows(y_sorted_NxD, inv_N, order_N), gate_TxK), jnp.zeros(())

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import grouped_matmul
+from kernels.grouped_matmul import grouped_ffn, grouped_matmul
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -87,16 +87,37 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot
   return _ffn_with(cfg, mm)
 
 
+def grouped_expert_ffn(cfg: config_lib.ModelConfig):
+  """ffn(w, x_NxD sorted by expert, sizes_E) for dropless_impl='grouped'.
+
+  Float linears: the whole expert FFN per row tile in one loop
+  (`kernels.grouped_matmul.grouped_ffn`); quantized kinds keep their `prepare`
+  hook (and its straight-through gradient) through three `grouped_matmul` calls.
+  """
+  if linears.LINEARS[cfg.linear.kind].prepare is not linears.LINEARS['float'].prepare:
+    return ragged_expert_ffn(cfg, grouped_matmul)
+  dtype, act = layers.dtype_of(cfg.dtype), layers.ACTIVATIONS[cfg.ffn.activation]
+  gated = cfg.ffn.activation in mlp.GATED
+
+  def ffn(w, x_NxD, sizes_E):
+    cast = lambda a: a.astype(dtype)
+    return grouped_ffn(cast(x_NxD), cast(w['wi_0']), cast(w['wi_1']) if gated else None,
+                       cast(w['wo']), sizes_E, act)
+
+  return ffn
+
+
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (kernels.grouped_matmul: tile loops over the experts' weights in
-  place): 1.5-2.1x faster than blocks at E = 8, 16, 32 in one run of
-  benchmarks/moe_layer.py on the shared 2-core CPU while loaded (load average ~14);
-  to be confirmed on an idle machine.
+  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`, the whole
+  expert FFN per row tile, weights read in place). In one run of
+  benchmarks/moe_layer.py on the shared 2-core CPU under load (load average ~17-19,
+  not a measurement) it took 0.39-0.51x the time of blocks at E = 8, 16, 32; the
+  idle-machine figures are in BENCHMARKS.md.
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
-  BENCHMARKS.md), and the grouped loops issue one small dot per tile, which on an
-  accelerator is launch-bound (not measured there).
+  BENCHMARKS.md), and the grouped loops issue small dots one tile at a time, which on
+  an accelerator is launch-bound (not measured there).
   """
   return 'grouped' if jax.default_backend() == 'cpu' else 'blocks'
 
@@ -213,5 +234,5 @@ DISPATCH = {
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
     # Sorted rows, tile loops over the expert weights in place (no gathers).
     'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
-        x, idx, gate, w, ragged_expert_ffn(cfg, grouped_matmul), cfg.ffn.n_experts),
+        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts),
 }
