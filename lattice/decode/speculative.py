@@ -173,19 +173,67 @@ def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
   return tok_BxL, accept_BxK
 
 
-def _generic_forward(model, variables):
-  """forward(cache, tokens, choose) -> (main, chosen, drafts, cache) via `spec_forward`.
+def _generic_forward(model, variables, cache):
+  """(kv, forward(kv, index_B, tokens, choose) -> (main, chosen, drafts, kv)).
 
-  Every head runs as its own block: at decode sizes a block costs its op count, and
-  stacking the draft heads under vmap measured slower on XLA:CPU (the per-row cache
-  writes become scatters).
+  Every output head runs through `spec_forward`; `kv` is the cache's key/value
+  leaves, the write index is rebuilt from `index_B` for each forward.
   """
-  def forward(cache, tokens_BxL, choose):
+  kv, with_index = split_index(cache)
+
+  def forward(kv, index_B, tokens_BxL, choose):
     (main, chosen, drafts), mut = model.apply(
-        {**variables, 'cache': cache}, tokens_BxL, choose, method='spec_forward',
-        mutable=['cache'])
-    return main, chosen, drafts, mut['cache']
-  return forward
+        {**variables, 'cache': with_index(kv, index_B)}, tokens_BxL, choose,
+        method='spec_forward', mutable=['cache'])
+    return main, chosen, drafts, kv_leaves(mut['cache'])
+  return kv, forward
+
+
+def _parallel_forward(model, variables, cache, n: int):
+  """`_generic_forward` for parallel heads, the n - 1 draft heads as one stacked block.
+
+  The draft heads share one structure, so their parameters and key/value caches are
+  stacked once and vmapped: one batched block drafts for all of them (at decode
+  sizes a block costs its op count, not its FLOPs). The write index is shared, not
+  vmapped, so each head's cache write stays one in-place update. The main head runs
+  alone, exactly as in plain decoding, so greedy outputs stay bitwise identical.
+  """
+  params = variables['params']
+  shared = {k: v for k, v in params.items() if not k.startswith('heads_')}
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  draft_params = stack([params[f'heads_{i}'] for i in range(1, n)])
+  drafted = {f'heads_{i}' for i in range(1, n)}
+  main_kv, main_with_index = split_index({k: v for k, v in cache.items()
+                                          if k not in drafted})
+  _, head_with_index = split_index(cache['heads_1'])
+  kv = (main_kv, stack([kv_leaves(cache[f'heads_{i}']) for i in range(1, n)]))
+
+  def forward(kv, index_B, tokens_BxL, choose):
+    main_kv, draft_kv = kv
+    h_BxLxD, mut = model.apply(
+        {'params': params, 'cache': main_with_index(main_kv, index_B)}, tokens_BxL,
+        method='trunk_hidden', mutable=['cache'])
+    main_BxLxV, mut = model.apply({'params': params, 'cache': mut['cache']}, h_BxLxD, 0,
+                                  method='head_logits', mutable=['cache'])
+
+    def draft(p_head, kv_head):
+      logits, m = model.apply({'params': {**shared, 'heads_0': p_head},
+                               'cache': {'heads_0': head_with_index(kv_head, index_B)}},
+                              h_BxLxD, 0, method='head_logits', mutable=['cache'])
+      return logits, kv_leaves(m['cache']['heads_0'])
+
+    draft_KxBxLxV, draft_kv = jax.vmap(draft)(draft_params, draft_kv)
+    return (main_BxLxV, choose(main_BxLxV), jnp.moveaxis(draft_KxBxLxV, 0, 2),
+            (kv_leaves(mut['cache']), draft_kv))
+  return kv, forward
+
+
+def _spec_forward(model, variables, model_cfg, cache):
+  n = model_cfg.mtp.n
+  if (model_cfg.mtp.kind == 'parallel' and set(variables) == {'params'}
+      and all(f'heads_{i}' in variables['params'] for i in range(n))):
+    return _parallel_forward(model, variables, cache, n)
+  return _generic_forward(model, variables, cache)
 
 
 @functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',
@@ -207,8 +255,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   model, variables, cache = _decode_setup(variables, model_cfg, B, P + N + K)
   s = sampling
   greedy = s.temperature == 0.0
-  kv, with_index = split_index(cache)
-  spec = _generic_forward(model, variables)
+  kv, spec = _spec_forward(model, variables, model_cfg, cache)
 
   key, k_first, k_draft = jax.random.split(key, 3)
 
@@ -216,9 +263,9 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     last_B = sample_logits(k_first, main_BxPxV[:, -1], s)
     return (jnp.concatenate([prompt_BxP[:, 1:], last_B[:, None]], axis=1),)
 
-  _, (tok_BxP,), draft_BxPxKxV, cache = spec(with_index(kv, jnp.zeros((B,), jnp.int32)),
-                                              prompt_BxP, choose_prefill)
-  kv, index_B = kv_leaves(cache), jnp.full((B,), P, jnp.int32)
+  _, (tok_BxP,), draft_BxPxKxV, kv = spec(kv, jnp.zeros((B,), jnp.int32), prompt_BxP,
+                                          choose_prefill)
+  index_B = jnp.full((B,), P, jnp.int32)
   drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxPxKxV[:, -1], s)
   if greedy:  # q is unused: carry nothing
     q_BxKxV = jnp.zeros((B, K, 0), jnp.float32)
@@ -237,8 +284,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       key, k_verify, k_draft = jax.random.split(key, 3)
     tokens_BxL = jnp.concatenate([cur_B[:, None], drafts_BxK], axis=1)
     choose = lambda main_BxLxV: _verify(k_verify, main_BxLxV, drafts_BxK, q_BxKxV, s)
-    _, (tok_BxL, accept_BxK), draft_BxLxKxV, cache = spec(with_index(kv, index_B),
-                                                          tokens_BxL, choose)
+    _, (tok_BxL, accept_BxK), draft_BxLxKxV, kv = spec(kv, index_B, tokens_BxL, choose)
     a_B = jnp.sum(jnp.cumprod(accept_BxK.astype(jnp.int32), axis=1), axis=1)
     live_B = ~done_B
     # Accept a + 1 tokens by moving the index; rejected entries past it are masked
@@ -255,7 +301,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       hit_B = jnp.any((tok_BxL == eos_id) & (jnp.arange(L) <= a_B[:, None]), axis=1)
       done_B = done_B | (live_B & hit_B)
     count_B = jnp.where(live_B, count_B + a_B + 1, count_B)
-    return (kv_leaves(cache), index_B, keep(at_a(tok_BxL), cur_B),
+    return (kv, index_B, keep(at_a(tok_BxL), cur_B),
             keep(new_drafts_BxK, drafts_BxK), keep(new_q_BxKxV, q_BxKxV), out_BxM,
             count_B, fwd_B + live_B, done_B | (count_B >= N), key)
 

@@ -1,9 +1,9 @@
 """Grouped-query attention with RoPE and a KV cache.
 
 Shape legend: B batch, L query length, S key length (cache size), D model width,
-H query heads, K kv heads, Dh head width.
+H query heads, K kv heads, G = H / K query heads per kv head, Dh head width.
 
-The cache lives in the flax 'cache' collection: keys/values [B, S, K, Dh] and a
+The cache lives in the flax 'cache' collection: keys/values [B, K, S, Dh] and a
 per-row write index [B]. A call with `decode=True` writes its L new keys at the
 row's index and attends to every cached position <= the query's position, so the
 same code does one-token decoding, multi-token prefill and the verification pass of
