@@ -14,6 +14,7 @@ the same process, best of `--repeats`. The key figure is the wall-clock ratio
 overhead-dominated, so expect less there.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
+"forward_cost" (one speculative forward's wall time over one plain step's),
 "plain_tokens_per_s", "spec_tokens_per_s", "train_tokens", "val_loss", "n", ...}.
 """
 
@@ -82,6 +83,7 @@ def main(argv=None):
   print(f'speedup {res["speedup"]:.2f}x, accepted tokens per forward '
         f'{res["accepted_per_forward"]:.2f} (max {speculative.n_drafts(cfg.model) + 1}), '
         f'identical outputs: {res["identical"]}')
+  print(f'one speculative forward costs {res["forward_cost"]:.2f}x one plain decoding step')
   summary = {**res, 'train_tokens': int(train_tokens), 'val_loss': float(val_loss),
              'n': cfg.model.mtp.n, 'kind': cfg.model.mtp.kind,
              'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}

@@ -159,3 +159,19 @@ def test_capacity_dispatch_rows_never_change_each_other():
   spec, _ = speculative.generate(variables, prompt, jax.random.key(0), **kw)
   np.testing.assert_array_equal(np.asarray(spec), plain)
   assert len({tuple(r) for r in plain.tolist()}) > 1  # the rows do differ
+
+
+def test_split_index_rebuilds_the_cache_with_one_shared_index(mtp_model):
+  cfg, _, prompt = mtp_model
+  model = model_lib.make_model(cfg, True)
+  cache = transformer.init_cache(model, prompt.shape[0])
+  cache = jax.tree.map(lambda x: x + 1, cache)  # index leaves 1, key/value leaves 1
+  kv, with_index = speculative.split_index(cache)
+  assert len(kv) == len(jax.tree.leaves(cache)) - sum(
+      1 for p, _ in jax.tree_util.tree_flatten_with_path(cache)[0]
+      if speculative._is_index(p))
+  index_B = jnp.arange(prompt.shape[0], dtype=jnp.int32) + 5
+  rebuilt = with_index([x * 2 for x in kv], index_B)
+  assert jax.tree.structure(rebuilt) == jax.tree.structure(cache)
+  np.testing.assert_array_equal(speculative.cache_index(rebuilt), index_B)
+  assert all(float(x.max()) == 2.0 for x in speculative.kv_leaves(rebuilt))

@@ -11,8 +11,9 @@ them: the main head's choice at each position is compared with the next draft, t
 longest matching prefix is accepted, and the main head's own token at the first
 mismatch (or after the last draft) is emitted too, so every forward emits 1..K+1
 tokens. The same forward's extra heads at the last accepted position draft the next
-block. The KV caches of every layer and head are rolled back by lowering the per-row
-`cache_index` (lattice/nn/attention.py), so rejected drafts leave no trace.
+block. The loop carries one write index per row outside the layer tree
+(`split_index`): accepting a + 1 tokens moves it by a + 1, and the rejected drafts'
+cache entries past it are masked by attention and overwritten by the next forward.
 
 - greedy (temperature 0): the output is identical to plain greedy decoding;
 - sampling: drafts are sampled from the heads' distributions q and accepted with the
@@ -57,6 +58,31 @@ def cache_index(cache: Any) -> jax.Array:
   """int32[B]: the write index every layer shares (scanned layers stack it)."""
   leaf = next(v for p, v in jax.tree_util.tree_flatten_with_path(cache)[0] if _is_index(p))
   return leaf.reshape(-1, leaf.shape[-1])[0]
+
+
+def split_index(cache: Any) -> tuple[list[jax.Array], Any]:
+  """(the cache's key/value leaves, with_index(kv, index_B) -> the full cache).
+
+  The decoding loop carries one write index per row outside the layer tree and
+  hands it to every layer when it rebuilds the cache for a forward, so accepting or
+  rolling back drafts is index arithmetic: no per-layer index rewrite, and the
+  layers' own `index + L` updates are dead code.
+  """
+  flat, treedef = jax.tree_util.tree_flatten_with_path(cache)
+  index_at = [_is_index(p) for p, _ in flat]
+  kv = [v for (_, v), i in zip(flat, index_at) if not i]
+  shapes = [v.shape for _, v in flat]
+
+  def with_index(kv: list[jax.Array], index_B: jax.Array) -> Any:
+    it = iter(kv)
+    return treedef.unflatten([jnp.broadcast_to(index_B, shape) if i else next(it)
+                              for i, shape in zip(index_at, shapes)])
+  return kv, with_index
+
+
+def kv_leaves(cache: Any) -> list[jax.Array]:
+  """The key/value leaves of a cache (its index leaves dropped), as `split_index`."""
+  return [v for p, v in jax.tree_util.tree_flatten_with_path(cache)[0] if not _is_index(p)]
 
 
 def rollback(cache: Any, index_B: jax.Array) -> Any:
@@ -147,59 +173,67 @@ def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
   return tok_BxL, accept_BxK
 
 
-def _generic_forward(model, variables):
-  """(init(cache) -> state, forward(state, tokens, choose)) through `spec_forward`."""
-  def forward(cache, tokens_BxL, choose):
+def _generic_forward(model, variables, cache):
+  """(kv, forward(kv, index_B, tokens, choose) -> (main, chosen, drafts, kv)).
+
+  Every output head runs through `spec_forward`; `kv` is the cache's key/value
+  leaves, the write index is rebuilt from `index_B` for each forward.
+  """
+  kv, with_index = split_index(cache)
+
+  def forward(kv, index_B, tokens_BxL, choose):
     (main, chosen, drafts), mut = model.apply(
-        {**variables, 'cache': cache}, tokens_BxL, choose, method='spec_forward',
-        mutable=['cache'])
-    return main, chosen, drafts, mut['cache']
-  return (lambda cache: cache), forward
+        {**variables, 'cache': with_index(kv, index_B)}, tokens_BxL, choose,
+        method='spec_forward', mutable=['cache'])
+    return main, chosen, drafts, kv_leaves(mut['cache'])
+  return kv, forward
 
 
-def _parallel_forward(model, variables, n: int):
-  """`_generic_forward` for parallel heads, the K draft heads run as one vmapped head.
+def _parallel_forward(model, variables, cache, n: int):
+  """`_generic_forward` for parallel heads, the n - 1 draft heads as one stacked block.
 
-  The heads share one structure, so their parameters and KV caches are stacked once
-  and the drafting costs one batched head block instead of K separate ones (at decode
-  sizes a block costs its op count, not its FLOPs). The main head runs alone, exactly
-  as in plain decoding, so greedy outputs stay bitwise identical: drafts only propose.
+  The draft heads share one structure, so their parameters and key/value caches are
+  stacked once and vmapped: one batched block drafts for all of them (at decode
+  sizes a block costs its op count, not its FLOPs). The write index is shared, not
+  vmapped, so each head's cache write stays one in-place update. The main head runs
+  alone, exactly as in plain decoding, so greedy outputs stay bitwise identical.
   """
   params = variables['params']
   shared = {k: v for k, v in params.items() if not k.startswith('heads_')}
   stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
   draft_params = stack([params[f'heads_{i}'] for i in range(1, n)])
+  drafted = {f'heads_{i}' for i in range(1, n)}
+  main_kv, main_with_index = split_index({k: v for k, v in cache.items()
+                                          if k not in drafted})
+  _, head_with_index = split_index(cache['heads_1'])
+  kv = (main_kv, stack([kv_leaves(cache[f'heads_{i}']) for i in range(1, n)]))
 
-  def init(cache):
-    main = {k: v for k, v in cache.items()
-            if not k.startswith('heads_') or k == 'heads_0'}
-    return main, stack([cache[f'heads_{i}'] for i in range(1, n)])
-
-  def forward(state, tokens_BxL, choose):
-    main_cache, draft_cache = state
-    h_BxLxD, mut = model.apply({'params': params, 'cache': main_cache}, tokens_BxL,
-                               method='trunk_hidden', mutable=['cache'])
+  def forward(kv, index_B, tokens_BxL, choose):
+    main_kv, draft_kv = kv
+    h_BxLxD, mut = model.apply(
+        {'params': params, 'cache': main_with_index(main_kv, index_B)}, tokens_BxL,
+        method='trunk_hidden', mutable=['cache'])
     main_BxLxV, mut = model.apply({'params': params, 'cache': mut['cache']}, h_BxLxD, 0,
                                   method='head_logits', mutable=['cache'])
 
-    def draft(p_head, c_head):
+    def draft(p_head, kv_head):
       logits, m = model.apply({'params': {**shared, 'heads_0': p_head},
-                               'cache': {'heads_0': c_head}}, h_BxLxD, 0,
-                              method='head_logits', mutable=['cache'])
-      return logits, m['cache']['heads_0']
+                               'cache': {'heads_0': head_with_index(kv_head, index_B)}},
+                              h_BxLxD, 0, method='head_logits', mutable=['cache'])
+      return logits, kv_leaves(m['cache']['heads_0'])
 
-    draft_KxBxLxV, draft_cache = jax.vmap(draft)(draft_params, draft_cache)
+    draft_KxBxLxV, draft_kv = jax.vmap(draft)(draft_params, draft_kv)
     return (main_BxLxV, choose(main_BxLxV), jnp.moveaxis(draft_KxBxLxV, 0, 2),
-            (mut['cache'], draft_cache))
+            (kv_leaves(mut['cache']), draft_kv))
+  return kv, forward
 
-  return init, forward
 
-
-def _spec_forward(model, variables, model_cfg):
+def _spec_forward(model, variables, model_cfg, cache):
+  n = model_cfg.mtp.n
   if (model_cfg.mtp.kind == 'parallel' and set(variables) == {'params'}
-      and all(f'heads_{i}' in variables['params'] for i in range(model_cfg.mtp.n))):
-    return _parallel_forward(model, variables, model_cfg.mtp.n)
-  return _generic_forward(model, variables)
+      and all(f'heads_{i}' in variables['params'] for i in range(n))):
+    return _parallel_forward(model, variables, cache, n)
+  return _generic_forward(model, variables, cache)
 
 
 @functools.partial(jax.jit, static_argnames=('model_cfg', 'max_new_tokens', 'sampling',
@@ -221,7 +255,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   model, variables, cache = _decode_setup(variables, model_cfg, B, P + N + K)
   s = sampling
   greedy = s.temperature == 0.0
-  init_state, spec = _spec_forward(model, variables, model_cfg)
+  kv, spec = _spec_forward(model, variables, model_cfg, cache)
 
   key, k_first, k_draft = jax.random.split(key, 3)
 
@@ -229,8 +263,9 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     last_B = sample_logits(k_first, main_BxPxV[:, -1], s)
     return (jnp.concatenate([prompt_BxP[:, 1:], last_B[:, None]], axis=1),)
 
-  _, (tok_BxP,), draft_BxPxKxV, state = spec(init_state(cache), prompt_BxP,
-                                              choose_prefill)
+  _, (tok_BxP,), draft_BxPxKxV, kv = spec(kv, jnp.zeros((B,), jnp.int32), prompt_BxP,
+                                          choose_prefill)
+  index_B = jnp.full((B,), P, jnp.int32)
   drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxPxKxV[:, -1], s)
   if greedy:  # q is unused: carry nothing
     q_BxKxV = jnp.zeros((B, K, 0), jnp.float32)
@@ -243,17 +278,18 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   write = jax.vmap(lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (i,)))
 
   def body(carry):
-    state, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
+    kv, index_B, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
     k_verify = k_draft = key
     if not greedy:
       key, k_verify, k_draft = jax.random.split(key, 3)
-    index_B = cache_index(state)
     tokens_BxL = jnp.concatenate([cur_B[:, None], drafts_BxK], axis=1)
     choose = lambda main_BxLxV: _verify(k_verify, main_BxLxV, drafts_BxK, q_BxKxV, s)
-    _, (tok_BxL, accept_BxK), draft_BxLxKxV, state = spec(state, tokens_BxL, choose)
+    _, (tok_BxL, accept_BxK), draft_BxLxKxV, kv = spec(kv, index_B, tokens_BxL, choose)
     a_B = jnp.sum(jnp.cumprod(accept_BxK.astype(jnp.int32), axis=1), axis=1)
     live_B = ~done_B
-    state = rollback(state, jnp.where(live_B, index_B + a_B + 1, index_B))
+    # Accept a + 1 tokens by moving the index; rejected entries past it are masked
+    # and overwritten by the next forward.
+    index_B = jnp.where(live_B, index_B + a_B + 1, index_B)
     out_BxM = jnp.where(live_B[:, None], write(out_BxM, tok_BxL, count_B), out_BxM)
     at_a = lambda x: jnp.take_along_axis(
         x, a_B.reshape((B,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
@@ -265,14 +301,14 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       hit_B = jnp.any((tok_BxL == eos_id) & (jnp.arange(L) <= a_B[:, None]), axis=1)
       done_B = done_B | (live_B & hit_B)
     count_B = jnp.where(live_B, count_B + a_B + 1, count_B)
-    return (state, keep(at_a(tok_BxL), cur_B), keep(new_drafts_BxK, drafts_BxK),
-            keep(new_q_BxKxV, q_BxKxV), out_BxM, count_B, fwd_B + live_B,
-            done_B | (count_B >= N), key)
+    return (kv, index_B, keep(at_a(tok_BxL), cur_B),
+            keep(new_drafts_BxK, drafts_BxK), keep(new_q_BxKxV, q_BxKxV), out_BxM,
+            count_B, fwd_B + live_B, done_B | (count_B >= N), key)
 
-  carry = (state, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B,
+  carry = (kv, index_B, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B,
            jnp.zeros((B,), jnp.int32), done_B, key)
-  carry = jax.lax.while_loop(lambda c: ~jnp.all(c[7]), body, carry)
-  out_BxM, count_B, fwd_B = carry[4], carry[5], carry[6]
+  carry = jax.lax.while_loop(lambda c: ~jnp.all(c[8]), body, carry)
+  out_BxM, count_B, fwd_B = carry[5], carry[6], carry[7]
   emitted_B = count_B - 1
   stats = {'forwards': fwd_B, 'emitted': emitted_B,
            'accepted_per_forward': emitted_B / jnp.maximum(fwd_B, 1)}
@@ -287,14 +323,17 @@ def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
   Each prompt ([B, P], all the same shape) is decoded by both, in the same process,
   alternating, best of `repeats` after one compile-and-warm-up call each. Returns
   tokens/s of both, `speedup` (their ratio), `accepted_per_forward` (mean over
-  prompts and rows) and `identical` (every output matched).
+  prompts and rows), `identical` (every output matched) and `forward_cost` (the
+  wall time of one speculative forward over that of one plain decoding step,
+  prefills included in both, so speedup is about accepted_per_forward /
+  forward_cost).
   """
   import time  # pylint: disable=g-import-not-at-top
   kw = dict(model_cfg=model_cfg, max_new_tokens=max_new_tokens)
   key = jax.random.key(0)
   run_plain = lambda p: generate_plain(variables, p, key, **kw)
   run_spec = lambda p: generate(variables, p, key, **kw)
-  identical, apf, best_plain, best_spec = True, [], 0.0, 0.0
+  identical, apf, best_plain, best_spec, forwards = True, [], 0.0, 0.0, 0
   jax.block_until_ready((run_plain(prompts[0]), run_spec(prompts[0])))
   for prompt in prompts:
     t_plain, t_spec = float('inf'), float('inf')
@@ -307,6 +346,7 @@ def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
       t_plain, t_spec = min(t_plain, t1 - t0), min(t_spec, t2 - t1)
     identical &= bool(jnp.array_equal(plain, spec))
     apf.extend(jax.device_get(stats['accepted_per_forward']).tolist())
+    forwards += int(jnp.max(stats['forwards']))
     best_plain += t_plain
     best_spec += t_spec
   n_tokens = sum(int(p.shape[0]) for p in prompts) * max_new_tokens
@@ -314,5 +354,7 @@ def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
           'spec_tokens_per_s': n_tokens / best_spec,
           'speedup': best_plain / best_spec,
           'accepted_per_forward': sum(apf) / len(apf),
+          'forward_cost': (best_spec / forwards) / (
+              best_plain / (len(prompts) * max_new_tokens)),
           'identical': identical, 'prompts': len(prompts),
           'max_new_tokens': max_new_tokens}
