@@ -150,7 +150,9 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
                                  (addl is not False and
                                   (comp.opts.extra_properties or not props))))
   if write_extra:
-    extra = _extras(comp, s, props, patterns, addl, name_dfa, where, depth)
+    # A name with dependencies is never an extra member (its dependencies might be
+    # missing); only declared members check them.
+    extra = _extras(comp, s, [*props, *deps], patterns, addl, name_dfa, where, depth)
     if extra is not None:
       members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), False))
   return cat(lit('{'), chain(tuple(members), lit(',')), lit('}'))
@@ -196,7 +198,7 @@ def _extras(comp, s, props, patterns, addl, name_dfa, where, depth) -> Node | No
   names = automaton.to_dfa(cat(rep(one(_KEY_CHAR), 0, None)), limits)
   if name_dfa is not None:
     names = dfa_ops.intersect(names, name_dfa, limits.max_states)
-  if props:
+  if props:  # Declared names (and names with dependencies): never extras.
     declared = automaton.to_dfa(alt(*(lit(n) for n in props)), limits)
     names = _diff(names, declared)
   pats = {}
