@@ -159,6 +159,7 @@ def main(argv=None):
   comparison = constrained_compare.compare(
       constrained_compare.load_schemas(path, args.sample), engines, args.walks,
       args.max_tokens, args.timeout)
+  print(constrained_compare.markdown_table(comparison))
   if args.compare_only:
     if args.json:
       with open(args.json, 'w') as f:
