@@ -115,6 +115,29 @@ GROUPS = [
                      'type': 'integer', 'maximum': 3}, ['3', '-1'], ['4', '"3"']),
     ('uniqueItems', {'type': 'array', 'items': {'type': 'integer'}, 'uniqueItems': True},
      ['[]', '[1]'], ['[1,1]']),
+    # Sound subsets (rewrite.py): if+then, every element satisfies contains, not.
+    ('if/then', {'type': 'object', 'properties': {'a': {'type': 'string'},
+                                                  'b': {'type': 'integer'}},
+                 'if': {'properties': {'a': {'const': 'x'}}, 'required': ['a']},
+                 'then': {'required': ['b']}, 'else': {'required': ['c']}},
+     ['{"a":"x","b":1}'], ['{"a":"x"}', '{"a":"y"}']),
+    ('contains', {'type': 'array', 'items': {'type': 'integer'},
+                  'contains': {'minimum': 5}, 'maxContains': 2},
+     ['[5]', '[5,6]'], ['[]', '[4]', '[5,6,7]']),
+    ('not', {'type': ['object', 'string', 'null'], 'properties': {
+        'a': {'type': 'integer'}, 'b': {'type': 'integer'}},
+        'not': {'anyOf': [{'required': ['a']}, {'required': ['b']}]}},
+     ['{}'], ['{"a":1}', '"s"', 'null']),
+    ('not enum', {'enum': ['a', 'b', 1], 'not': {'enum': ['b', 1.0]}}, ['"a"'],
+     ['"b"', '1']),
+    ('dependentSchemas', {'type': 'object', 'properties': {'a': {'type': 'integer'}},
+                          'required': ['a'],
+                          'dependentSchemas': {'a': {'properties': {'b': {'const': 1}},
+                                                     'required': ['b']},
+                                               'z': {'required': ['q']}}},
+     ['{"a":1,"b":1}'], ['{"a":1}', '{"a":1,"b":2}', '{"a":1,"b":1,"z":1}']),
+    ('unevaluatedItems', {'allOf': [{'prefixItems': [True]}, {'unevaluatedItems': False}]},
+     ['[]'], ['[1]']),
 ]
 IDS = [g[0] for g in GROUPS]
 
@@ -169,14 +192,15 @@ def test_random_walks_validate_with_jsonschema(group):
 @pytest.mark.parametrize('schema,keyword,pointer', [
     ({'type': 'string', 'minLength': 1.5}, 'minLength', '/'),
     ({'properties': {'a': {'type': 'string', 'maxLength': 'x'}}}, 'maxLength', '/properties/a'),
-    ({'type': 'object', 'properties': {'a': {'not': {'type': 'null'}}}}, 'not', '/properties/a'),
+    ({'type': 'object', 'properties': {'a': {'not': {'minimum': 3}}}}, 'not',
+     '/properties/a/not'),
     ({'type': 'string', 'pattern': '(?=a)b'}, 'pattern', '/'),
     ({'items': {'type': 'string', 'pattern': 'a\\1'}, 'type': 'array'}, 'pattern', '/items'),
     ({'$ref': 'http://example.com/s.json'}, '$ref', '/'),
     ({'$ref': '#/$defs/missing'}, '$ref', '/'),
     ({'type': 'tuple'}, 'type', '/'),
-    ({'if': {'type': 'string'}, 'then': {'maxLength': 1}}, 'if', '/'),
-    ({'type': 'array', 'contains': {'type': 'integer'}}, 'contains', '/'),
+    ({'type': 'array', 'contains': True, 'minContains': 0, 'maxContains': 1},
+     'maxContains', '/'),
     ({'type': 'number', 'multipleOf': 0.1}, 'multipleOf', '/'),
     ({'anyOf': []}, 'anyOf', '/'),
 ])

@@ -25,7 +25,7 @@ from typing import Any
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import common, containers, formats, numbers
+from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, resolve_pointer,
                                                strip)
 
@@ -84,12 +84,12 @@ class Compiler:
         return self.node(merge(target, rest, where) if rest else target, where, depth)
       finally:
         self.ref_stack.pop()
-    for k in ('$dynamicRef', '$recursiveRef', 'not', 'contains', 'unevaluatedItems',
-              'dependentSchemas'):
+    for k in ('$dynamicRef', '$recursiveRef'):
       if k in s:
         raise SchemaError(where, k, 'not supported')
-    if 'if' in s:
-      raise SchemaError(where, 'if', 'if/then/else is not supported')
+    s = rewrite.rewrite(self, s, where)  # if, contains, not, ...: as subset schemas.
+    if not isinstance(s, dict):
+      return self.node(s, where, depth)
     if 'allOf' in s:
       subs = s['allOf']
       if not isinstance(subs, list) or not subs:
