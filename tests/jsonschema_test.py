@@ -33,6 +33,11 @@ GROUPS = [
      ['"cat"', '"a cat!"', '"concatenate"'], ['"dog"', '"ca t"']),
     ('pattern + length', {'type': 'string', 'pattern': '^a', 'maxLength': 3},
      ['"a"', '"abc"'], ['"abcd"', '"ba"']),
+    # Repetitions capped to fit maxLength (no regex x length product): small, sound.
+    ('format + long maxLength', {'type': 'string', 'format': 'email', 'maxLength': 1000},
+     ['"a@example.com"'], ['"a"', '"a@b@c"']),
+    ('minProperties, no members', {'type': 'object', 'minProperties': 1},
+     ['{"a":1}', '{"a":1,"b":[]}'], ['{}']),
     ('string length', {'type': 'string', 'minLength': 2, 'maxLength': 3},
      ['"ab"', '"a\\nc"', '"éé"'], ['"a"', '"abcd"', '"\\u0061b"']),
     ('long maxLength', {'type': 'string', 'maxLength': 40},

@@ -22,7 +22,7 @@ import functools
 import json
 from typing import Any
 
-from lattice.decode import automaton, dfa_ops, regex_parse
+from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
 from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
@@ -266,9 +266,18 @@ class Compiler:
     """Raw (unescaped) strings matching every regex, with lo..hi characters."""
     limits = self.opts.limits
     dfa = None
+    bounded = False  # Some regex already writes at most `hi` characters.
     for parse, p, key in regexes:
       try:
-        d = automaton.to_dfa(parse(p), limits)
+        node = parse(p)
+        if hi is not None:
+          # Unbounded repetitions capped so the regex itself stays within maxLength
+          # (a subset, sound): no regex x length product, which is large (email
+          # with maxLength 256: 34k states).
+          capped = regex_ast.cap_length(node, hi)
+          if capped is not None:
+            node, bounded = capped, True
+        d = automaton.to_dfa(node, limits)
       except automaton.LimitError as e:
         raise SchemaError(where, key, str(e)) from e
       except automaton.RegexError as e:
@@ -280,6 +289,8 @@ class Compiler:
         return None
     if dfa is None and not (lo or hi is not None):
       return automaton.to_dfa(rep(ANY_STRING_CHAR, 0, None), limits)
+    if bounded:
+      hi = None
     if lo or hi is not None or dfa is None:
       length = automaton.to_dfa(rep(ANY_STRING_CHAR, lo, hi), limits)
       dfa = length if dfa is None else self._meet(dfa, length, where, 'maxLength')
