@@ -36,6 +36,8 @@ GROUPS = [
     # Repetitions capped to fit maxLength (no regex x length product): small, sound.
     ('format + long maxLength', {'type': 'string', 'format': 'email', 'maxLength': 1000},
      ['"a@example.com"'], ['"a"', '"a@b@c"']),
+    ('multipleOf 0.01', {'type': 'number', 'multipleOf': 0.01, 'maximum': 5},
+     ['5', '-3', '0'], ['6', '"5"']),
     ('minProperties, no members', {'type': 'object', 'minProperties': 1},
      ['{"a":1}', '{"a":1,"b":[]}'], ['{}']),
     ('string length', {'type': 'string', 'minLength': 2, 'maxLength': 3},
@@ -206,7 +208,7 @@ def test_random_walks_validate_with_jsonschema(group):
     ({'type': 'tuple'}, 'type', '/'),
     ({'type': 'array', 'contains': True, 'minContains': 0, 'maxContains': 1},
      'maxContains', '/'),
-    ({'type': 'number', 'multipleOf': 0.1}, 'multipleOf', '/'),
+    ({'type': 'number', 'multipleOf': 0.3}, 'multipleOf', '/'),
     ({'anyOf': []}, 'anyOf', '/'),
 ])
 def test_unsupported_or_malformed_is_one_error_naming_keyword_and_pointer(schema, keyword,

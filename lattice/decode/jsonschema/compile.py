@@ -208,6 +208,12 @@ class Compiler:
     return alt(lit('true'), lit('false'))
 
   def t_integer(self, s, where, depth):
+    m = s.get('multipleOf')
+    if isinstance(m, float) and m > 0 and _integers_are_multiples(m):
+      # Fractional step: integers in +-_INT_MULTIPLE_BOUND, each checked to pass
+      # `instance / m` integral in float64 (what validators compute).
+      s = merge({k: v for k, v in s.items() if k != 'multipleOf'},
+                {'minimum': -_INT_MULTIPLE_BOUND, 'maximum': _INT_MULTIPLE_BOUND}, where)
     return numbers.integer_node(s, self.multiple(s, where, integer=True), self.opts.limits)
 
   def t_number(self, s, where, depth):
@@ -341,6 +347,21 @@ def _any_value_node(depth: int) -> Node:
 @functools.lru_cache(maxsize=8)
 def _any_value(depth: int) -> Node:
   return automaton.embed(automaton.to_dfa(_any_value_node(depth)))
+
+
+_INT_MULTIPLE_BOUND = 100_000
+
+
+@functools.lru_cache(maxsize=64)
+def _integers_are_multiples(m: float) -> bool:
+  """Whether every integer n with |n| <= _INT_MULTIPLE_BOUND has n / m integral in
+  float64 (`jsonschema`'s multipleOf test for a float step; mathematically true
+  for any m = 1/k, k integer, e.g. 0.01), checked for all of them."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n = np.arange(-_INT_MULTIPLE_BOUND, _INT_MULTIPLE_BOUND + 1, dtype=np.float64)
+  q = n / m
+  inv = 1 / m
+  return bool(abs(inv - round(inv)) < 1e-9 * inv and np.all(q == np.floor(q)))
 
 
 def _portable(pattern: str) -> Node:
