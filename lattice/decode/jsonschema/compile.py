@@ -139,7 +139,9 @@ class Compiler:
       keep = range(len(subs))
     parts = []
     for i in keep:
-      sub = self.deref(subs[i], ptr(where, key, i))
+      # Not inlined here: node() expands a `$ref` on its ref_stack, which bounds
+      # recursion (inlining a recursive branch would recurse without bound).
+      sub = subs[i]
       parts.append(self.node(merge(base, sub, ptr(where, key, i)), ptr(where, key, i),
                              depth))
     parts = [p for p in parts if p is not None]
