@@ -61,7 +61,7 @@ FLOORS: dict[str, tuple[float, float]] = {
     'minProperties': (1.00, 1.00),
     'minimum': (1.00, 0.75),
     'multipleOf': (0.60, 0.50),
-    'not': (0.44, 0.91),
+    'not': (0.55, 0.85),
     'oneOf': (0.27, 0.50),
     'pattern': (0.66, 1.00),
     'patternProperties': (0.83, 0.84),

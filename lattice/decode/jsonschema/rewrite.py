@@ -19,7 +19,9 @@ invalid one):
   evaluates: a subset.
 - `not` of `true`/`false`, of `type`, of `required` (or `anyOf` of `required`s),
   of `enum`/`const` (values removed from this schema's own `enum`/`const`, or of a
-  boolean/null type); any other `not` raises SchemaError.
+  boolean/null type); a `not` schema with other keywords besides a `type` or
+  `required` uses that one (failing it fails the whole); any other `not` raises
+  SchemaError.
 
 Source of the keyword semantics: JSON Schema 2020-12 Core, sections 10.2.1-10.3.2
 and 11 (unevaluatedItems), Validation 6.5.4 (dependentRequired); draft-07
@@ -157,6 +159,12 @@ def _not(comp: Any, s: dict, n: Any, where: str) -> Any:
     raise SchemaError(where, 'not', f'expected a schema, got {n!r}')
   n = {k: v for k, v in n.items() if k not in ('title', 'description', '$comment')}
   keys = set(n)
+  # Failing one keyword of `n` is enough for `not` to hold, so a `type` or
+  # `required` inside a larger `n` is used the same way (other keywords ignored).
+  if keys != {'type'} and isinstance(n.get('required'), list) and n['required']:
+    keys = {'required'}
+  elif 'type' in keys:
+    keys = {'type'}
   if keys == {'type'}:
     banned = set(_types(n))
     if 'number' in banned:
