@@ -138,6 +138,13 @@ GROUPS = [
     ('not required+const', {'type': 'object', 'properties': {'a': {'type': 'integer'}},
                             'not': {'properties': {'a': {'const': 1}}, 'required': ['a']}},
      ['{}'], ['{"a":1}', '{"a":2}']),
+    # Branch 0 writes q through if/then: it overlaps branch 1, so only 1 is written.
+    ('oneOf sees if/then', {'oneOf': [
+        {'type': 'object', 'properties': {'k': {'const': 1}}, 'required': ['k'],
+         'if': {'required': ['k']}, 'then': {'properties': {'q': {'type': 'integer'}},
+                                             'required': ['q']}},
+        {'type': 'object', 'properties': {'q': {'type': 'integer'}}, 'required': ['q']}]},
+     ['{"q":5}'], ['{"k":1,"q":5}', '{"k":1}']),
     ('not enum', {'enum': ['a', 'b', 1], 'not': {'enum': ['b', 1.0]}}, ['"a"'],
      ['"b"', '1']),
     ('dependentSchemas', {'type': 'object', 'properties': {'a': {'type': 'integer'}},
