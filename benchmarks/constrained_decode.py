@@ -9,7 +9,9 @@ Engine comparison (`benchmarks.constrained_compare`, engines in
 same byte vocabulary, each in a worker process with a per-schema timeout, then
 walks its own masks at random; finished outputs are checked with `jsonschema` and
 its format checker. Printed per subset and engine: coverage %, compile ms median
-and p95, host-side mask µs per token, invalid and non-UTF-8 outputs. Without
+and p95, host-side mask µs per token, invalid and non-UTF-8 outputs; then the
+same as one markdown table (for BENCHMARKS.md). Each worker compiles one small
+warm-up schema first, so no engine's first timed compile pays its imports. Without
 `--schemas` it runs on the committed hand-written set
 (`benchmarks/data/constrained_schemas.json`: the keyword groups of
 tests/jsonschema_test.py, the tool-call schema, 20 optional properties, maxLength
@@ -159,6 +161,7 @@ def main(argv=None):
   comparison = constrained_compare.compare(
       constrained_compare.load_schemas(path, args.sample), engines, args.walks,
       args.max_tokens, args.timeout)
+  print(constrained_compare.markdown_table(comparison))
   if args.compare_only:
     if args.json:
       with open(args.json, 'w') as f:

@@ -48,3 +48,12 @@ def test_summary_fields():
   assert s['invalid_outputs'] == 1 and s['schemas_with_invalid'] == 1
   assert s['top_errors'] == {'SchemaError: x': 1}
   assert 'coverage  50.0%' in cc.format_row(s)
+
+
+def test_markdown_table_and_p95():
+  recs = [{'ok': True, 'compile_s': t, 'mask_us': 1.0, 'checked': 1, 'invalid': 0,
+           'non_utf8': 0} for t in (0.001, 0.002)]
+  s = cc.summarise(recs)
+  assert s['compile_ms_p95'] == 2.0  # Nearest rank: never below the median.
+  table = cc.markdown_table({'Sub': {'lattice': s}})
+  assert table.splitlines()[2].startswith('| Sub | lattice | 100.0% (2/2) | 1.50 | 2.0 |')

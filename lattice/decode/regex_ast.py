@@ -114,3 +114,63 @@ def embed(dfa, json_escape: bool = False) -> Node:
   """A compiled `automaton.Dfa` as a node; with `json_escape`, every byte the DFA
   reads that JSON must escape (`"`, `\\`, controls) is written as its escape."""
   return ('dfa', dfa, json_escape)
+
+
+_CONT_MASK = byte_set((0x80, 0xBF))
+
+
+def max_chars(node: Node) -> float:
+  """An upper bound on the characters of a valid-UTF-8 match of `node` (inf:
+  unbounded or an embedded DFA). A character is one byte outside 0x80-0xBF plus
+  its continuation bytes, so a byte set holding only continuation bytes counts 0."""
+  kind = node[0]
+  if kind == 'set':
+    return 1 if node[1] & ~_CONT_MASK else 0
+  if kind == 'cat':
+    return sum(max_chars(p) for p in node[1])
+  if kind == 'alt':
+    return max(max_chars(p) for p in node[1])
+  if kind == 'rep':
+    if node[3] == 0:
+      return 0
+    body = max_chars(node[1])
+    return body * node[3] if node[3] is not None else (0 if body == 0 else float('inf'))
+  if kind == 'chain':
+    members = node[1]
+    return sum(max_chars(m) for m, _ in members) + max(len(members) - 1, 0) * max_chars(
+        node[2])
+  return float('inf')
+
+
+def _cap_reps(node: Node, k: int) -> Node:
+  kind = node[0]
+  if kind in ('cat', 'alt'):
+    return (kind, tuple(_cap_reps(p, k) for p in node[1]))
+  if kind == 'rep':
+    body = _cap_reps(node[1], k)
+    return ('rep', body, node[2], node[2] + k if node[3] is None else node[3])
+  return node
+
+
+def cap_length(node: Node, limit: int, max_extra: int = 32) -> Node | None:
+  """A sub-language of `node` whose matches have at most `limit` characters.
+
+  Every unbounded repetition `X{lo,}` becomes `X{lo,lo+k}` with the largest k <=
+  `max_extra` that keeps the longest match within `limit` characters
+  (`max_chars(node)`, an upper bound). Matches are a subset of
+  `node`'s (sound for the decoder, which writes fewer strings); no product with a
+  length automaton is needed. None when even k = 0 is too long (the caller then
+  intersects with a length automaton).
+  """
+  if max_chars(node) <= limit:
+    return node
+  if max_chars(_cap_reps(node, 0)) > limit:
+    return None
+  lo, hi = 0, max_extra
+  while lo < hi:  # Largest k with max_chars(cap(k)) <= limit (monotone in k).
+    mid = (lo + hi + 1) // 2
+    if max_chars(_cap_reps(node, mid)) <= limit:
+      lo = mid
+    else:
+      hi = mid - 1
+  return _cap_reps(node, lo)

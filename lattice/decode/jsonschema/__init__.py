@@ -2,7 +2,8 @@
 
 Supported (drafts 4 to 2020-12): `type` (a name, a list, or absent), `enum`,
 `const`; integer `minimum`/`maximum`/`exclusive*` (both drafts' forms) exactly,
-`multipleOf` (integers up to 10000, powers of 1/2); number bounds as the sound
+`multipleOf` (integers up to 10000, powers of 1/2; a fractional 1/k such as 0.01
+writes integers within +-1e5); number bounds as the sound
 subset in `numbers`; `minLength`/`maxLength`, `pattern` (the `regex_parse` subset,
 search semantics), `format` (date-time, date, time, email, idn-email, hostname,
 idn-hostname, ipv4, ipv6, uuid, uri, uri-reference, iri, iri-reference,
@@ -14,15 +15,18 @@ one element); `properties`, `required`, `additionalProperties`,
 `maxProperties`, `dependentRequired`/`dependencies`, `unevaluatedProperties`
 (false/schema after merging); `$ref` to local pointers (`#/$defs/..`,
 `#/definitions/..`, any `#/...`), recursion bounded by `Options.max_ref_depth`;
-`allOf` (merged), `anyOf`, `oneOf` (branches that provably exclude the others).
+`allOf` (merged), `anyOf`, `oneOf` (branches that provably exclude the others);
+as sound subsets (`rewrite`): `if`/`then`/`else` (instances of if and then),
+`contains`/`minContains`/`maxContains` (every element satisfies contains),
+`dependentSchemas` (merged for required names, other names never written),
+`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const.
 Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
 `default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
 ignored, as the specification treats them.
 
-Not supported, one `SchemaError` naming the keyword and JSON pointer: `not`,
-`if`/`then`/`else`, `contains`, `$dynamicRef`/`$recursiveRef`, `dependentSchemas`
-on a required property, `unevaluatedItems`, remote `$ref`s, non-binary fractional
-`multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
+Not supported, one `SchemaError` naming the keyword and JSON pointer: other forms
+of `not`, `maxContains` with `minContains: 0`, `$dynamicRef`/`$recursiveRef`,
+remote `$ref`s, other fractional `multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
 `\\b`, inner anchors), the `color` format.
 
 Left out on purpose (sound, so never written): extra members when
@@ -30,8 +34,11 @@ Left out on purpose (sound, so never written): extra members when
 (`Options.extra_properties` turns them on), `\\u` escapes, whitespace, leap days
 and leap seconds, numbers with exponents under bounds, array elements beyond
 `Options.max_items_unroll` when `maxItems` is larger, string characters beyond
-`Options.max_length_unroll` (256) when `maxLength` is larger, more than one element under
-`uniqueItems`.
+`Options.max_length_unroll` (256) when `maxLength` is larger, a `pattern`/`format`
+under `maxLength` with its unbounded repetitions capped to fit the bound
+(`regex_ast.cap_length`), more than one element under `uniqueItems`, objects with
+fewer members than `minProperties` asks beyond one required extra member, instances
+of `if` that fail it (the `else` side).
 """
 
 from lattice.decode.jsonschema.compile import Compiler

@@ -22,10 +22,10 @@ import functools
 import json
 from typing import Any
 
-from lattice.decode import automaton, dfa_ops, regex_parse
+from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import common, containers, formats, numbers
+from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, resolve_pointer,
                                                strip)
 
@@ -84,12 +84,12 @@ class Compiler:
         return self.node(merge(target, rest, where) if rest else target, where, depth)
       finally:
         self.ref_stack.pop()
-    for k in ('$dynamicRef', '$recursiveRef', 'not', 'contains', 'unevaluatedItems',
-              'dependentSchemas'):
+    for k in ('$dynamicRef', '$recursiveRef'):
       if k in s:
         raise SchemaError(where, k, 'not supported')
-    if 'if' in s:
-      raise SchemaError(where, 'if', 'if/then/else is not supported')
+    s = rewrite.rewrite(self, s, where)  # if, contains, not, ...: as subset schemas.
+    if not isinstance(s, dict):
+      return self.node(s, where, depth)
     if 'allOf' in s:
       subs = s['allOf']
       if not isinstance(subs, list) or not subs:
@@ -139,7 +139,9 @@ class Compiler:
       keep = range(len(subs))
     parts = []
     for i in keep:
-      sub = self.deref(subs[i], ptr(where, key, i))
+      # Not inlined here: node() expands a `$ref` on its ref_stack, which bounds
+      # recursion (inlining a recursive branch would recurse without bound).
+      sub = subs[i]
       parts.append(self.node(merge(base, sub, ptr(where, key, i)), ptr(where, key, i),
                              depth))
     parts = [p for p in parts if p is not None]
@@ -208,6 +210,12 @@ class Compiler:
     return alt(lit('true'), lit('false'))
 
   def t_integer(self, s, where, depth):
+    m = s.get('multipleOf')
+    if isinstance(m, float) and m > 0 and _integers_are_multiples(m):
+      # Fractional step: integers in +-_INT_MULTIPLE_BOUND, each checked to pass
+      # `instance / m` integral in float64 (what validators compute).
+      s = merge({k: v for k, v in s.items() if k != 'multipleOf'},
+                {'minimum': -_INT_MULTIPLE_BOUND, 'maximum': _INT_MULTIPLE_BOUND}, where)
     return numbers.integer_node(s, self.multiple(s, where, integer=True), self.opts.limits)
 
   def t_number(self, s, where, depth):
@@ -266,9 +274,18 @@ class Compiler:
     """Raw (unescaped) strings matching every regex, with lo..hi characters."""
     limits = self.opts.limits
     dfa = None
+    bounded = False  # Some regex already writes at most `hi` characters.
     for parse, p, key in regexes:
       try:
-        d = automaton.to_dfa(parse(p), limits)
+        node = parse(p)
+        if hi is not None:
+          # Unbounded repetitions capped so the regex itself stays within maxLength
+          # (a subset, sound): no regex x length product, which is large (email
+          # with maxLength 256: 34k states).
+          capped = regex_ast.cap_length(node, hi)
+          if capped is not None:
+            node, bounded = capped, True
+        d = automaton.to_dfa(node, limits)
       except automaton.LimitError as e:
         raise SchemaError(where, key, str(e)) from e
       except automaton.RegexError as e:
@@ -280,6 +297,8 @@ class Compiler:
         return None
     if dfa is None and not (lo or hi is not None):
       return automaton.to_dfa(rep(ANY_STRING_CHAR, 0, None), limits)
+    if bounded:
+      hi = None
     if lo or hi is not None or dfa is None:
       length = automaton.to_dfa(rep(ANY_STRING_CHAR, lo, hi), limits)
       dfa = length if dfa is None else self._meet(dfa, length, where, 'maxLength')
@@ -330,6 +349,21 @@ def _any_value_node(depth: int) -> Node:
 @functools.lru_cache(maxsize=8)
 def _any_value(depth: int) -> Node:
   return automaton.embed(automaton.to_dfa(_any_value_node(depth)))
+
+
+_INT_MULTIPLE_BOUND = 100_000
+
+
+@functools.lru_cache(maxsize=64)
+def _integers_are_multiples(m: float) -> bool:
+  """Whether every integer n with |n| <= _INT_MULTIPLE_BOUND has n / m integral in
+  float64 (`jsonschema`'s multipleOf test for a float step; mathematically true
+  for any m = 1/k, k integer, e.g. 0.01), checked for all of them."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n = np.arange(-_INT_MULTIPLE_BOUND, _INT_MULTIPLE_BOUND + 1, dtype=np.float64)
+  q = n / m
+  inv = 1 / m
+  return bool(abs(inv - round(inv)) < 1e-9 * inv and np.all(q == np.floor(q)))
 
 
 def _portable(pattern: str) -> Node:

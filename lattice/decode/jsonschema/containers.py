@@ -136,7 +136,9 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
         return None
       continue
     members.append((cat(_key_lit(name), comp.minimal(value)), is_req))
-  if len(req) < lo or (hi is not None and len(req) > hi):
+  # One member short of minProperties: an extra member (below) becomes required.
+  need_extra = len(req) == lo - 1
+  if len(req) < lo - need_extra or (hi is not None and len(req) > hi):
     return None
   if hi is not None:  # Keep required members and the first optional ones.
     n_opt = hi - sum(r for _, r in members)
@@ -150,9 +152,14 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
                                  (addl is not False and
                                   (comp.opts.extra_properties or not props))))
   if write_extra:
-    extra = _extras(comp, s, props, patterns, addl, name_dfa, where, depth)
+    # Extra names are never a member's name (a duplicate key would count once) nor
+    # a name with dependencies (they might be missing: only members check them).
+    extra = _extras(comp, s, list(dict.fromkeys([*order, *deps])), patterns, addl,
+                    name_dfa, where, depth)
     if extra is not None:
-      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), False))
+      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra))
+  if need_extra and not (write_extra and extra is not None):
+    return None
   return cat(lit('{'), chain(tuple(members), lit(',')), lit('}'))
 
 
@@ -196,7 +203,7 @@ def _extras(comp, s, props, patterns, addl, name_dfa, where, depth) -> Node | No
   names = automaton.to_dfa(cat(rep(one(_KEY_CHAR), 0, None)), limits)
   if name_dfa is not None:
     names = dfa_ops.intersect(names, name_dfa, limits.max_states)
-  if props:
+  if props:  # Declared names (and names with dependencies): never extras.
     declared = automaton.to_dfa(alt(*(lit(n) for n in props)), limits)
     names = _diff(names, declared)
   pats = {}

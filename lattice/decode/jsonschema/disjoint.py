@@ -13,19 +13,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lattice.decode.jsonschema.resolve import merge, strip
+from lattice.decode.jsonschema import rewrite
+from lattice.decode.jsonschema.resolve import SchemaError, merge, strip
 
 _ALL = {'null', 'boolean', 'object', 'array', 'number', 'string', 'integer'}
 
 
-def _prep(comp, s: Any, base: dict) -> Any:
+def _prep(comp, s: Any, base: dict, written: bool) -> Any:
+  """`s` & base; `written`: as the compiler writes it (rewrites applied, a subset),
+  else as raw keywords (a superset of what validates: `if`, `not` ignored)."""
   s = comp.deref(s, '')
   if isinstance(s, dict):
     s = strip(s)
     if 'allOf' in s:
       for sub in s['allOf']:
         s = merge({k: v for k, v in s.items() if k != 'allOf'}, comp.deref(sub, ''), '')
-  return merge(base, s, '') if base else s
+  s = merge(base, s, '') if base else s
+  if written and isinstance(s, dict):
+    # As the compiler will write it: `if`/`then` or a dependentSchemas may add
+    # members the raw schema does not declare.
+    try:
+      s = rewrite.rewrite(comp, s, '')
+    except SchemaError:
+      return True  # Unknown: analysed as any value (never proves exclusion).
+  return s
 
 
 def _types(s: Any) -> set[str]:
@@ -62,7 +73,7 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
   """True only if no text the compiler writes for `b` (& base) validates against `c`."""
   if depth > 4:
     return False
-  b, c = _prep(comp, b, base), _prep(comp, c, base)
+  b, c = _prep(comp, b, base, written=True), _prep(comp, c, base, written=False)
   if b is False or c is False:
     return True
   tb, tc = _types(b), _types(c)

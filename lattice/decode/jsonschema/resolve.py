@@ -18,13 +18,12 @@ ANNOTATIONS = frozenset({
     'self', '$comment', 'readOnly', 'writeOnly', 'deprecated', '$anchor',
     'contentMediaType', 'contentEncoding', 'contentSchema', '$vocabulary',
     'discriminator', 'xml', 'externalDocs', 'markdownDescription', 'deprecationMessage',
-    'then', 'else',  # Without `if` (handled below) these do nothing.
 })
 # Every keyword of drafts 4 to 2020-12 that asserts something; any other key is an
 # unknown keyword, which the specification treats as an annotation.
 ASSERTIONS = frozenset({
     'type', 'enum', 'const', 'multipleOf', 'maximum', 'exclusiveMaximum', 'minimum',
-    'exclusiveMinimum', 'maxLength', 'minLength', 'pattern', 'format', 'maxItems',
+    'exclusiveMinimum', 'then', 'else', 'maxLength', 'minLength', 'pattern', 'format', 'maxItems',
     'minItems', 'uniqueItems', 'maxContains', 'minContains', 'contains', 'maxProperties',
     'minProperties', 'required', 'dependentRequired', 'dependencies', 'dependentSchemas',
     'properties', 'patternProperties', 'additionalProperties', 'propertyNames',
@@ -94,6 +93,9 @@ def merge(a: Any, b: Any, where: str) -> Any:
     return False
   if not isinstance(a, dict) or not isinstance(b, dict):
     raise SchemaError(where, 'allOf', f'expected schemas, got {a!r} and {b!r}')
+  # unevaluatedItems sees only its own schema's evaluations, never a cousin's: fixed
+  # to items before merging.
+  a, b = local_unevaluated_items(a, where), local_unevaluated_items(b, where)
   out = dict(a)
   for k, v in b.items():
     if k not in out:
@@ -142,6 +144,25 @@ def merge(a: Any, b: Any, where: str) -> Any:
   _merge_positions(a, b, out, where)
   _merge_other_properties(a, b, out, where)
   return out
+
+
+def local_unevaluated_items(s: dict, where: str) -> dict:
+  """`s` with `unevaluatedItems` turned into `items` (2020-12) / `additionalItems`
+  (tuple `items`), applied to every element past `s`'s own prefix. Elements that
+  `s`'s in-place applicators evaluate get it too: a subset of the instances (sound).
+  Nothing to do when `items` is a schema: every element past the prefix is evaluated.
+  """
+  if 'unevaluatedItems' not in s:
+    return s
+  s = dict(s)
+  extra = s.pop('unevaluatedItems')
+  items = s.get('items')
+  if isinstance(items, list):
+    s['additionalItems'] = merge(s.get('additionalItems', True), extra,
+                                 ptr(where, 'unevaluatedItems'))
+  elif items is None:
+    s['items'] = extra
+  return s
 
 
 def _at(s: dict, i: int) -> Any:
