@@ -28,14 +28,16 @@ def test_equals_dot_general_and_its_gradients(x_shape, w_shape, n_in, dtype):
   out_shape = x_shape[:len(x_shape) - n_in] + w_shape[n_in:]
   g = jax.random.normal(kg, out_shape, jnp.float32)
   loss = lambda f: lambda x, w: jnp.sum(f(x, w, n_in).astype(jnp.float32) * g)
-  tol = dict(atol=1e-5, rtol=1e-5) if dtype == jnp.float32 else dict(atol=0.1, rtol=0.02)
+  tol = (dict(atol=1e-5, rtol=1e-5) if dtype == jnp.float32
+         else dict(atol=0.1, rtol=0.02))
   np.testing.assert_allclose(np.asarray(contraction.contract(x, w, n_in), np.float32),
                              np.asarray(_dot(x, w, n_in), np.float32), **tol)
   mine = jax.grad(loss(contraction.contract), argnums=(0, 1))(x, w)
   ref = jax.grad(loss(_dot), argnums=(0, 1))(x, w)
   for a, b in zip(mine, ref):
     assert a.dtype == b.dtype and a.shape == b.shape
-    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), **tol)
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               **tol)
 
 
 def _ffn_grad_hlo(dense):
@@ -57,7 +59,8 @@ def _ffn_grad_hlo(dense):
 def test_cpu_backward_does_not_transpose_ffn_gradients():
   # The [F, B, L]-shaped transposes are what made autodiff's backward slow on CPU;
   # the control shows XLA still makes them for plain dot_general, so this can fail.
-  big = lambda hlo: [s for s in re.findall(r'= f32\[([\d,]+)\]\{[\d,]+\} transpose\(', hlo)
+  pattern = r'= f32\[([\d,]+)\]\{[\d,]+\} transpose\('
+  big = lambda hlo: [s for s in re.findall(pattern, hlo)
                      if np.prod([int(d) for d in s.split(',')]) >= 96 * 512]
   assert big(_ffn_grad_hlo(_dot))
   assert not big(_ffn_grad_hlo(contraction.contract))

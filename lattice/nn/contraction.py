@@ -12,9 +12,10 @@ transposed dot_general let XLA:CPU's layout assignment materialise the
 *gradient* transposed instead ([F, B*L] copies of every FFN activation gradient,
 fused into the elementwise backward with strided writes): in a profile of the
 d_model 256 benchmark step (benchmarks.train_throughput; fractions from one loaded
-run) those transposes took ~13% of the step's time, for no FLOPs. The values are the same products summed in the same order
-of dimensions; tests/contraction_test.py checks forward and gradients against
-dot_general's autodiff.
+run) those transposes took ~13% of the step's time, for no FLOPs. The values are
+the same products summed in the same order of dimensions;
+tests/contraction_test.py checks forward and gradients against dot_general's
+autodiff.
 """
 
 from __future__ import annotations
