@@ -143,7 +143,10 @@ class AttentionConfig:
   n_kv_heads: int = 0          # 0: same as n_heads (multi-head); fewer: GQA.
   head_dim: int = 0            # 0: d_model // n_heads.
   rope_theta: float = 10_000.0
-  implementation: str = 'auto'  # auto | xla | cudnn (jax.nn.dot_product_attention).
+  # Training path: einsum (lattice.nn.einsum_attention) or xla | cudnn
+  # (jax.nn.dot_product_attention); auto: einsum on CPU, the library's choice elsewhere.
+  # Decoding always calls jax.nn.dot_product_attention (einsum: its default).
+  implementation: str = 'auto'
   # Imported checkpoints (lattice/convert): Qwen2 biases on q/k/v only; Qwen3 RMSNorm
   # of each query/key head before RoPE; RoPE frequency scaling as Hugging Face's
   # `rope_scaling` (linear: all frequencies / factor; llama3: Llama 3.1's
@@ -342,7 +345,7 @@ _CHOICES = {
     'model.remat': ('none', 'full', 'dots'),
     'model.dtype': ('auto', 'float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'model.attention.implementation': ('auto', 'xla', 'cudnn'),
+    'model.attention.implementation': ('auto', 'xla', 'cudnn', 'einsum'),
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'data.source': DATA_SOURCES,

@@ -37,6 +37,9 @@ def test_train_throughput_benchmark_writes_rows(tmp_path):
     assert _positive_finite(row[key]), (key, row[key])
   assert row['d_model'] == 32
   assert _positive_finite(result['matmul_peak_flops'])
+  assert result['best_mfu'] == row['mfu'] and result['attention'] == 'auto'
+  # No MaxText row is ever invented: the field says it did not run, and why.
+  assert result['maxtext']['ran'] is False and result['maxtext']['reason']
 
 
 def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):

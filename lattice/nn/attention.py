@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lattice.nn import layers
+from lattice.nn import einsum_attention, layers
 
 if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
   from lattice import config as config_lib
@@ -86,7 +86,18 @@ def document_mask(segment_ids_BxL: jax.Array) -> jax.Array:
 
 
 def _implementation(name: str) -> str | None:
-  return None if name == 'auto' else name
+  """`implementation=` for `jax.nn.dot_product_attention` (the decode path)."""
+  return None if name in ('auto', 'einsum') else name
+
+
+def train_implementation(name: str) -> str:
+  """The training path `model.attention.implementation` resolves to: 'auto' is
+  'einsum' (`lattice.nn.einsum_attention`, causal blocks skipped) on CPU, where
+  XLA's path of `jax.nn.dot_product_attention` was the step's bottleneck, and the
+  library call (cuDNN/flash where it applies) on GPU/TPU."""
+  if name == 'auto':
+    return 'einsum' if jax.default_backend() == 'cpu' else 'auto'
+  return name
 
 
 class Attention(nn.Module):
@@ -129,10 +140,8 @@ class Attention(nn.Module):
     if self.decode:
       out_BxLxHxDh = self._cached_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh)
     else:
-      mask = None if segment_ids_BxL is None else document_mask(segment_ids_BxL)
-      out_BxLxHxDh = jax.nn.dot_product_attention(
-          q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, mask=mask, is_causal=True,
-          implementation=_implementation(cfg.attention.implementation))
+      out_BxLxHxDh = self._train_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh,
+                                           segment_ids_BxL)
     out_BxLxHxDh = layers.constrain(out_BxLxHxDh,
                                     ('act_batch', 'act_len', 'act_heads', None))
     if cfg.subln:  # one norm over the concatenated heads, as in BitNet 2B4T
@@ -141,6 +150,20 @@ class Attention(nn.Module):
           out_BxLxHxDh.reshape(B, L, H * Dh)).reshape(B, L, H, Dh)
     return layers.dense(cfg.linear, cfg.d_model, ('heads', 'head_dim'), ('embed',),
                         dtype=dtype, param_dtype=pdtype, name='out')(out_BxLxHxDh)
+
+  def _train_attention(self, q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, segment_ids_BxL):
+    """Causal attention within documents over the whole (packed) rows."""
+    impl = train_implementation(self.cfg.attention.implementation)
+    if impl == 'einsum':
+      # Query blocks of 64 rows (4 at the benchmark's L=256), at most 8 blocks, so
+      # long rows do not unroll into many small matmuls at compile time.
+      block = max(64, -(-q_BxLxHxDh.shape[1] // 8))
+      return einsum_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh,
+                                               segment_ids_BxL, block=block)
+    mask = None if segment_ids_BxL is None else document_mask(segment_ids_BxL)
+    return jax.nn.dot_product_attention(
+        q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, mask=mask, is_causal=True,
+        implementation=_implementation(impl))
 
   def _cached_attention(self, q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh):
     B, L, K, Dh = k_BxLxKxDh.shape

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from lattice.errors import ConfigError
+from lattice.nn import contraction
 from lattice.quant import quest, ste
 
 if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
@@ -76,8 +77,7 @@ class Linear(nn.Module):
     n_in = len(self.in_axes)
     x, w = self.prepare(self.cfg, x, self.kernel(x.shape[x.ndim - n_in:]), n_in)
     x, w = x.astype(self.dtype), w.astype(self.dtype)
-    y = jax.lax.dot_general(
-        x, w, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
+    y = contraction.contract(x, w, n_in)  # dot_general; its backward avoids transposes
     b = self.bias()
     return y if b is None else y + b.astype(self.dtype)
 

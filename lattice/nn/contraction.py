@@ -1,0 +1,68 @@
+"""The projection contraction y = x . w, with a backward written as two plain matmuls.
+
+Shape legend: N the leading (token) dims of x, flattened; I the contracted input dims
+flattened; O the output dims flattened.
+
+On CPU, `contract(x_NxI, w_IxO, n_in)` is exactly `jax.lax.dot_general` over x's last
+`n_in` dims and w's first `n_in` dims (the forward is that very call). Only the
+backward differs from JAX's autodiff: the weight gradient is `x_IxN @ g_NxO` with
+x transposed explicitly (I x N: the smaller operand, since I <= O for the up
+projections) and the input gradient `g_NxO @ w_OxI`, both on 2-D views. Autodiff's
+transposed dot_general let XLA:CPU's layout assignment materialise the
+*gradient* transposed instead ([F, B*L] copies of every FFN activation gradient,
+fused into the elementwise backward with strided writes): in a profile of the
+d_model 256 benchmark step (benchmarks.train_throughput; fractions from one loaded
+run) those transposes took ~13% of the step's time, for no FLOPs. The values are
+the same products summed in the same order of dimensions;
+tests/contraction_test.py checks forward and gradients against dot_general's
+autodiff.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  return jax.lax.dot_general(
+      x, w, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
+
+
+def contract(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  """x [*N, *I] . w [*I, *O] -> [*N, *O], contracting x's last `n_in` dims with w's
+  first `n_in` (shapes must match there; dot_general raises TypeError otherwise).
+
+  On CPU the backward is `matmul_backward`'s two 2-D matmuls; on GPU/TPU it is
+  plain dot_general with JAX's autodiff, whose layouts those compilers handle and
+  whose remat policies (`checkpoint_dots`) see the dot directly.
+  """
+  if jax.default_backend() == 'cpu':
+    return _contract_cpu(x, w, n_in)
+  return _dot(x, w, n_in)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _contract_cpu(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  return _dot(x, w, n_in)
+
+
+def _forward(x, w, n_in):
+  return _dot(x, w, n_in), (x, w)
+
+
+def matmul_backward(n_in, residuals, g):
+  """(dx, dw) of `_dot(x, w, n_in)` for the cotangent g [*N, *O], as 2-D matmuls."""
+  x, w = residuals
+  n_tokens = math.prod(x.shape[:x.ndim - n_in])
+  i, o = math.prod(w.shape[:n_in]), math.prod(w.shape[n_in:])
+  x_NxI, w_IxO, g_NxO = x.reshape(n_tokens, i), w.reshape(i, o), g.reshape(n_tokens, o)
+  dw_IxO = jnp.dot(x_NxI.T, g_NxO)
+  dx_NxI = jnp.dot(g_NxO, w_IxO.T)
+  return dx_NxI.reshape(x.shape).astype(x.dtype), dw_IxO.reshape(w.shape).astype(w.dtype)
+
+
+_contract_cpu.defvjp(_forward, matmul_backward)
