@@ -22,6 +22,7 @@ import traceback
 import pytest
 
 from lattice.run import records, stats
+from conftest import XLA_TEST_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = '--config=experiments/baseline_lm.py:smoke'
@@ -110,7 +111,7 @@ SUBPROCESS = ('mesh_one_device', 'missing_config_flag', 'cli_run')
 
 
 def _run(module, args, xla_flags, cwd=ROOT):
-  env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=f'{xla_flags} {XLA_TEST_FLAGS}', JAX_PLATFORMS='cpu')
   t0 = time.perf_counter()
   proc = subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=120, check=False)

@@ -20,7 +20,7 @@ import numpy as np
 from lattice import config as config_lib
 from lattice.train import checkpoint
 
-from conftest import tiny_config
+from conftest import XLA_TEST_FLAGS, tiny_config
 
 STEPS = 6
 
@@ -79,7 +79,7 @@ def test_one_sigterm_stops_both_processes_at_the_same_step(tmp_path):
   for i in range(2):
     env = {**os.environ, 'PYTHONPATH': str(pathlib.Path(__file__).parent.parent),
            'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
-           'JAX_PROCESS_ID': str(i), 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': '',
+           'JAX_PROCESS_ID': str(i), 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': XLA_TEST_FLAGS,
            'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'xla'),
            'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
     procs.append(subprocess.Popen(

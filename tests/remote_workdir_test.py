@@ -24,6 +24,7 @@ from etils import epath  # pylint: disable=g-import-not-at-top
 from lattice import storage  # pylint: disable=g-import-not-at-top
 from lattice.train import checkpoint  # pylint: disable=g-import-not-at-top
 import gcs_emulator  # pylint: disable=g-import-not-at-top  # tests/ is on sys.path
+from conftest import XLA_TEST_FLAGS  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +42,7 @@ def test_storage_append_and_atomic_write_on_gcs():
 
 def _lattice(*args: str) -> str:
   """`python -m lattice.main ARGS` as a user runs it (one CPU device); its stdout."""
-  env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': XLA_TEST_FLAGS}
   proc = subprocess.run([sys.executable, '-m', 'lattice.main', *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
