@@ -65,7 +65,9 @@ setup(
                  # of the constrained-decoding tests.
                  'jsonschema[format-nongpl]>=4.20',
                  # A local GCS emulator for the gs:// workdir tests (127.0.0.1 only).
-                 'gcp-storage-emulator>=2026.7.19', 'gcsfs>=2026.10.1'],
+                 'gcp-storage-emulator>=2026.7.19', 'gcsfs>=2026.10.1',
+                 # Two test workers, one file each (pytest.ini: -n 2 --dist loadfile).
+                 'pytest-xdist>=3.8'],
         # --workdir=gs://...: etils.epath reads and writes GCS through gcsfs.
         'gcs': ['gcsfs>=2026.10.1'],
         'eval': ['lm_eval>=0.4.9'],
