@@ -66,10 +66,21 @@ If the loss check still fails, the quick run's numbers say how far the gap close
 from 800 to 1600 steps; the paper's equal-loss result is for runs where the bias's
 catch-up is a negligible share of training (medium: 1.5B tokens, ~23K steps).
 
-Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 1600 steps of
-16 x 128 tokens. The earlier run took 440-478 s per arm for 3 seeds x 1500 steps
-(~0.1 s a step, compile and eval included), so ~165 s a run and ~3 s more for the
-larger eval: ~1,000 s summed over the 6 runs.
+Measured quick run of this design (commit 13bc790, the idle 2-core machine, load
+average 3.50 at start (the previous run's tail) and 1.55 at end; 12 min 07 s wall
+for the whole command, 722 s summed arm time): the loss check now passes, val loss
+1.8553 (loss-free) vs 1.8590 (aux), -0.19%, CI [-1.38%, +0.99%] (per seed -0.74%,
++0.09%, +0.07%); the MaxVio check fails: MaxVio_global 0.159 (loss-free; per seed
+0.226 / 0.144 / 0.107) vs 0.270 (aux; 0.156 / 0.349 / 0.304), loss-free - 0.5 x aux
++0.024, CI [-0.24, +0.29]. Loss-free is below half the aux loss's in seeds 1 and 2
+(0.41x, 0.35x) but not in seed 0, where the aux arm happened to balance well
+(0.156) and loss-free's bias had not settled (0.226): at 1600 steps the bias's
+catch-up is still visible, and the aux arm's MaxVio varies 2x across seeds, so 3
+seeds cannot bound the ratio. Verdict NOT reproduced (1/2 checks). The paper's 18x
+gap comes from runs where the catch-up is a negligible share; medium is where that
+holds.
+
+Quick budget: measured 722 s summed arm time (above), under the 1,200 s bound.
 
 medium and full, from `lattice plan` (40% MFU assumed), not run:
   medium (h100x1): d 384, 6 layers, 64 routed + 2 shared experts of 192, top-6;
