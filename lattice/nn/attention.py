@@ -228,7 +228,7 @@ def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
   logits_BxKxGLxS = logits_BxKxGLxS * jnp.float32(1.0 / np.sqrt(Dh))
   mask_Bx1xGLxS = jnp.repeat(mask_BxLxS, H // K, axis=1)[:, None]
   logits_BxKxGLxS = jnp.where(mask_Bx1xGLxS, logits_BxKxGLxS,
-                              -0.7 * jnp.finfo(jnp.float32).max)
+                              einsum_attention.large_negative(jnp.float32))
   probs_BxKxGLxS = jax.nn.softmax(logits_BxKxGLxS, axis=-1).astype(v_BxKxSxDh.dtype)
   out_BxKxGLxDh = jnp.einsum('bkqs,bksd->bkqd', probs_BxKxGLxS, v_BxKxSxDh)
   return jnp.swapaxes(out_BxKxGLxDh.reshape(B, K, L, H // K, Dh), 1, 2).reshape(

@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _large_negative(dtype) -> float:
-  # jax.nn.dot_product_attention's `_get_large_negative`: -0.7 x the dtype's max,
-  # capped at float32's range, so masked logits are identical between the two paths.
+def large_negative(dtype) -> float:
+  """The masked-logit value of jax.nn.dot_product_attention's XLA path
+  (`_get_large_negative`): -0.7 x the dtype's max, capped at float32's range, so
+  masked logits are identical between the library, this module and
+  `attention.decode_attention`."""
   return float(-0.7 * min(float(jnp.finfo(dtype).max), float(np.finfo(np.float32).max)))
 
 
@@ -42,7 +44,7 @@ def _block_attention(q_BxQxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, visible_BxQxS):
   s_BxKxGxQxS = jnp.einsum('bqkgd,bskd->bkgqs', q_BxQxKxGxDh, k_BxSxKxDh,
                            preferred_element_type=logits_dtype)
   s_BxKxGxQxS = jnp.where(visible_BxQxS[:, None, None], s_BxKxGxQxS,
-                          _large_negative(s_BxKxGxQxS.dtype))
+                          large_negative(s_BxKxGxQxS.dtype))
   p_BxKxGxQxS = jax.nn.softmax(s_BxKxGxQxS.astype(jnp.float32), axis=-1)
   return jnp.einsum('bkgqs,bskd->bqkgd', p_BxKxGxQxS.astype(v_BxSxKxDh.dtype),
                     v_BxSxKxDh)
