@@ -169,9 +169,10 @@ def main() -> None:
   if args.save:
     pathlib.Path(args.save).write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
   if args.record:
-    REFERENCE.write_text(json.dumps(record(now, args.only), indent=1, sort_keys=True)
-                         + '\n')
-    print(f'[parity] wrote {REFERENCE} ({len(now)} experiments at {git_commit()})')
+    ref = record(now, args.only)
+    REFERENCE.write_text(json.dumps(ref, indent=1, sort_keys=True) + '\n')
+    commits = sorted({ref[META][name] for name in now})
+    print(f'[parity] wrote {REFERENCE} ({len(now)} experiments at {", ".join(commits)})')
     return
   ref = json.loads(REFERENCE.read_text())
   recorded = ref.get(META, {})
