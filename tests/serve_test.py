@@ -4,8 +4,12 @@ One module-scoped server (uvicorn in a thread on a free 127.0.0.1 port) serves a
 tiny random-init model saved as a training run; every test talks to it over HTTP.
 """
 
+import contextlib
 import http.client
+import io
 import json
+import pathlib
+import re
 import time
 
 import jax
@@ -18,6 +22,7 @@ from lattice import cli
 from lattice import config as config_lib
 from lattice import serve
 from lattice.agents import generator
+from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import schema as schema_lib
 from lattice.nn import transformer
 from lattice.train import loop
@@ -87,6 +92,9 @@ def test_models_and_unknown_model_is_404(srv, client):
   assert [m.id for m in client.models.list()] == [MODEL]  # <arm>/seed_<k>
   with pytest.raises(openai.NotFoundError, match='not served'):
     client.completions.create(model='nope', prompt='a', max_tokens=2)
+  with pytest.raises(openai.NotFoundError, match='not served'):
+    client.chat.completions.create(model='nope', max_tokens=2,
+                                   messages=[{'role': 'user', 'content': 'a'}])
 
 
 def test_streaming_equals_non_streaming(client):
@@ -139,6 +147,13 @@ def test_logprobs_equal_log_softmax(client, variables):
   assert len(content[0].top_logprobs) == 3
   # Greedy: the chosen token is the most likely one.
   assert all(c.logprob == pytest.approx(c.top_logprobs[0].logprob) for c in content)
+  # Chat logprobs are the log-softmax too (raw template: the prompt is BOS + 'hey').
+  ids = [257, *b'hey'] + [c.bytes[0] if c.bytes else tokenizer_lib.EOS_ID
+                          for c in content]
+  want = _log_softmax(variables, ids)
+  np.testing.assert_allclose([c.logprob for c in content],
+                             [want[3 + j, ids[4 + j]] for j in range(len(content))],
+                             atol=2e-4)
 
 
 def test_tool_call_round_trip(client):
@@ -223,6 +238,14 @@ def test_error_keeps_the_keep_alive_connection_clean(srv, method, path, body):
     ('/v1/chat/completions', b'{"messages": [{"role": "user"}]}', 400, 'messages[0]'),
     ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
      b'"tool_choice": "required"}', 400, 'tool_choice'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
+     b'"tools": [' + json.dumps(TOOL).encode() + b'], "tool_choice": "required", '
+     b'"max_tokens": 20}', 400, 'max_tokens: the shortest tool call'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
+     b'"tools": [' + json.dumps(TOOL).encode() + b'], "max_tool_calls": 0}', 400,
+     'max_tool_calls'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "tool", "content": "3"}]}', 400,
+     'messages[0].tool_call_id: required'),
 ])
 def test_bad_requests_get_json_errors(srv, client, path, body, status, needle):
   conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
@@ -283,6 +306,10 @@ def test_find_runs_and_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('lattice: error: no checkpoint in ') and '\n' not in err
   assert 'runs found: baseline/seed_0, moe/seed_0' in err
+  with pytest.raises(SystemExit):
+    cli.main(['serve', '--workdir', str(tmp_path), '--max-tool-calls', '0'])
+  assert capsys.readouterr().err.strip() == (
+      'lattice: error: --max-tool-calls: expected 1..64, got 0')
 
 
 def _chunked(srv, body_parts):
@@ -397,3 +424,18 @@ def test_auto_tool_choice_streams_like_non_streaming(client):
   for choice in whole.choices:
     for name, args in _calls(choice.message):
       assert schema_lib.validate(json.loads(args), PARAMS[name])
+
+
+def test_readme_serving_snippet_runs_as_written(srv):
+  """The README's serving block (its Python heredoc) against this server: only the
+  base URL is changed."""
+  readme = (pathlib.Path(__file__).resolve().parent.parent / 'README.md').read_text()
+  block = re.search(r"```bash\nlattice serve --workdir=runs/baseline --slots 8 &.*?\n"
+                    r"python - <<'PY'\n(.*?)\nPY\n", readme, re.S)
+  assert block, 'README: the serving block is gone'
+  url = 'http://127.0.0.1:8000/v1'
+  assert url in block.group(1)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(block.group(1).replace(url, srv.url + '/v1'), {})  # pylint: disable=exec-used
+  assert ' call_' in out.getvalue() and 'add' in out.getvalue()
