@@ -14,6 +14,7 @@ import pytest
 from lattice.decode import constraints
 from lattice.decode import schema as schema_lib
 from lattice.serve import engine as engine_lib
+from lattice.serve import output
 from lattice.serve import tools
 
 V, EOS = 272, 257
@@ -146,3 +147,18 @@ def test_named_stream_and_bound_errors():
   assert tools.CallStream().feed('plain text') == []
   with pytest.raises(ValueError, match='max_tool_calls'):
     tools.CallsHook(None, EOS, tools.literals(V), max_calls=0, required=True)
+
+
+def test_stop_strings_do_not_cut_tool_calls():
+  def run(text):
+    deltas = []
+    choice = output.Choice(0, [':'], deltas.append, eos_id=EOS, hold=tools.MARKER)
+    seq = engine_lib.Sequence(np.array([256], np.int32), 64)
+    for b in text.encode():
+      choice.on_token(seq, engine_lib.Token(b, 0.0, np.zeros(1, np.int32),
+                                            np.zeros(1, np.float32)))
+    choice.on_done(seq, None)
+    return choice.text, ''.join(d.text for d in deltas), deltas[-1].so_far
+  call = tools.MARKER + '{"name":"add","arguments":{"a":1}}'
+  assert run(call) == (call, call, call)            # held, then given whole
+  assert run('a:b')[:2] == ('a', 'a')               # plain text: the stop applies

@@ -201,8 +201,9 @@ async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int,
     return index, named, '', None
   call = await _compile(served, 'json_schema', tools_lib.call_schema(tools), 'tools',
                         None)
-  hook = tools_lib.CallsHook(call, served.tok.eos_id, served.tool_literals(),
-                             max_calls=max_calls, required=choice == 'required')
+  lits = await asyncio.to_thread(served.tool_literals)  # walks the vocabulary once
+  hook = tools_lib.CallsHook(call, served.tok.eos_id, lits, max_calls=max_calls,
+                             required=choice == 'required')
   if choice == 'required' and hook.marker.cost[0] >= 1 << 30:
     raise RequestError(f'tool_choice: this model\'s vocabulary cannot spell the tool '
                        f'call marker {tools_lib.MARKER}')
@@ -224,8 +225,9 @@ def _max_calls(req, cap: int) -> int:
 
 
 def _check_messages(messages: list[dict]) -> None:
-  """Content where a role needs it; each tool result answers a call of the last
-  assistant turn with tool_calls (by tool_call_id), as OpenAI requires."""
+  """Content where a role needs it, and each tool result (`role: tool`) answering
+  by tool_call_id a call of the nearest assistant message before it, as OpenAI
+  requires; raises RequestError naming the message."""
   calls: set[str] = set()
   for i, m in enumerate(messages):
     if m['role'] in ('system', 'developer', 'user', 'tool') and 'content' not in m:

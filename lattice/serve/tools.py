@@ -143,6 +143,8 @@ class CallsHook:
     return self.marker.cost[0] + self.call_index.min_tokens
 
   def _advance(self, seq: Any) -> dict:
+    """Reads the tokens written since the last step into `seq.hook_state`: how
+    much of the marker or separator is spelled, or 'free' once it is not."""
     st = seq.hook_state
     if st is None:
       st = seq.hook_state = {'phase': 'marker', 'at': 0, 'calls': 0, 'seen': 0}
