@@ -428,7 +428,8 @@ def test_auto_tool_choice_streams_like_non_streaming(client):
 
 def test_readme_serving_snippet_runs_as_written(srv):
   """The README's serving block (its Python heredoc) against this server: only the
-  base URL is changed."""
+  base URL is changed. (The MoA block after it loads a local generator too, ~15 s
+  of compiling: it is checked by hand against the quickstart run.)"""
   readme = (pathlib.Path(__file__).resolve().parent.parent / 'README.md').read_text()
   block = re.search(r"```bash\nlattice serve --workdir=runs/baseline --slots 8 &.*?\n"
                     r"python - <<'PY'\n(.*?)\nPY\n", readme, re.S)
