@@ -219,7 +219,7 @@ def _max_calls(req, cap: int) -> int:
   if req.max_tool_calls is not None and req.max_tool_calls > cap:
     raise RequestError(f'max_tool_calls: at most {cap} on this server (lattice serve '
                        '--max-tool-calls)')
-  if not req.parallel_tool_calls:
+  if req.parallel_tool_calls is False:
     return 1
   return req.max_tool_calls or cap
 

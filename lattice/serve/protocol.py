@@ -115,7 +115,7 @@ class ChatRequest(_Common):
   top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
   tools: list[Tool] | None = None
   tool_choice: Literal['none', 'auto', 'required'] | NamedToolChoice | None = None
-  parallel_tool_calls: StrictBool = True
+  parallel_tool_calls: StrictBool | None = None  # None: true, as OpenAI's default
   # lattice's bound on calls per turn (default: the server's --max-tool-calls).
   max_tool_calls: Annotated[StrictInt, Field(ge=1, le=MAX_TOOL_CALLS)] | None = None
 
