@@ -5,7 +5,6 @@ output all go through the run's own vocabulary."""
 import json
 
 import jax
-import numpy as np
 import openai
 import pytest
 
@@ -14,8 +13,6 @@ from lattice import serve
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.data import tokenizer_train
 from lattice.decode import schema as schema_lib
-from lattice.serve import chat
-from lattice.serve import engine as engine_lib
 from lattice.train import loop
 
 from conftest import tiny_config
@@ -35,7 +32,7 @@ def run(tmp_path_factory):
   spm = str(tmp_path_factory.mktemp('tok') / 'spm.model')
   tokenizer_train.train(config_lib.build({'data': data}).data, 320, spm, 'spm-bpe')
   cfg = config_lib.build(tiny_config(
-      model={'max_len': 128}, data={**data, 'tokenizer': f'sentencepiece:{spm}',
+      model={'max_len': 256}, data={**data, 'tokenizer': f'sentencepiece:{spm}',
                                     'eval_batches': 1},
       train={'steps': 1, 'log_every': 1, 'eval_every': 0, 'progress': False,
              'flops_peak': 1e9},
@@ -79,21 +76,15 @@ def test_json_schema_output_over_subword_pieces(client):
   assert schema_lib.validate(json.loads(out.choices[0].message.content), SCHEMA)
 
 
-def test_marker_hook_counts_subword_pieces():
-  # A vocabulary spelling the marker in 3 pieces ('<tool', '_call', '>') or bytes.
-  vocab = [bytes([i]) for i in range(256)] + [b'<tool', b'_call', b'>{', b'']
-  index = object.__new__(type('Index', (), {}))
-  index.min_tokens, index.start = 5, 0
-  hook = chat.MarkerHook(index, len(vocab), vocab)
-  assert hook.cost[0] == 3   # '<tool' '_call' '>'
-  seq = engine_lib.Sequence(np.array([1], np.int32), max_tokens=20)
-  seq.tokens = [256]                      # '<tool'
-  allowed = hook(seq, 7)   # tokens left after this one: '>' + a 5-token call need 6
-  assert allowed[257] and not allowed[ord('_')]   # after '_': 'c','a','l','l','>' + 5
-  assert hook(seq, 10)[ord('_')] and not hook(seq, 9)[ord('_')]
-  assert hook(seq, 6)[257] and not hook(seq, 5)[257]
-  assert allowed[ord('x')]                # free text stays allowed
-  seq.tokens = [256, 257]
-  assert not hook(seq, 10)[258]           # '>{' runs past the marker
-  seq.tokens = [256, 257, ord('>')]
-  assert hook(seq, 10) is None and seq.constraint is index
+def test_parallel_tool_calls_over_subword_pieces(client):
+  """The marker, separator and calls are spelled in the run's own pieces; every
+  call parses and validates (the byte-level walk of tools is in serve_tools_test)."""
+  tool = {'type': 'function', 'function': {'name': 'f', 'parameters': SCHEMA}}
+  out = client.chat.completions.create(
+      model=MODEL, messages=[{'role': 'user', 'content': 'a?'}], tools=[tool],
+      tool_choice='required', max_tokens=60, temperature=1.0, seed=2, n=2)
+  for choice in out.choices:
+    assert choice.finish_reason == 'tool_calls'
+    for call in choice.message.tool_calls:
+      assert call.function.name == 'f'
+      assert schema_lib.validate(json.loads(call.function.arguments), SCHEMA)

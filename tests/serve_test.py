@@ -4,8 +4,12 @@ One module-scoped server (uvicorn in a thread on a free 127.0.0.1 port) serves a
 tiny random-init model saved as a training run; every test talks to it over HTTP.
 """
 
+import contextlib
 import http.client
+import io
 import json
+import pathlib
+import re
 import time
 
 import jax
@@ -18,26 +22,32 @@ from lattice import cli
 from lattice import config as config_lib
 from lattice import serve
 from lattice.agents import generator
+from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import schema as schema_lib
 from lattice.nn import transformer
 from lattice.train import loop
 from lattice.serve import chat
 from lattice.serve import engine as engine_lib
+from lattice.serve import tools
 
 from conftest import tiny_config
 
-CFG = config_lib.build(tiny_config(model={'vocab_size': 272, 'max_len': 256})).model
+CFG = config_lib.build(tiny_config(model={'vocab_size': 272, 'max_len': 512})).model
 MODEL = 'baseline/seed_0'
 TOOL = {'type': 'function', 'function': {
     'name': 'add', 'parameters': {'type': 'object', 'properties': {
         'a': {'type': 'integer'}}, 'required': ['a']}}}
+NEG = {'type': 'function', 'function': {
+    'name': 'neg', 'parameters': {'type': 'object', 'properties': {
+        'x': {'type': 'boolean'}}, 'required': ['x']}}}
+PARAMS = {t['function']['name']: t['function']['parameters'] for t in (TOOL, NEG)}
 
 
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   """An experiment workdir holding one tiny trained run, baseline/seed_0."""
   cfg = config_lib.build(tiny_config(
-      model={'vocab_size': 272, 'max_len': 256},
+      model={'vocab_size': 272, 'max_len': 512},
       train={'steps': 1, 'log_every': 1, 'eval_every': 0, 'progress': False,
              'flops_peak': 1e9},
       optimizer={'warmup_steps': 1}, checkpoint={'every': 1, 'keep': 1}))
@@ -82,6 +92,9 @@ def test_models_and_unknown_model_is_404(srv, client):
   assert [m.id for m in client.models.list()] == [MODEL]  # <arm>/seed_<k>
   with pytest.raises(openai.NotFoundError, match='not served'):
     client.completions.create(model='nope', prompt='a', max_tokens=2)
+  with pytest.raises(openai.NotFoundError, match='not served'):
+    client.chat.completions.create(model='nope', max_tokens=2,
+                                   messages=[{'role': 'user', 'content': 'a'}])
 
 
 def test_streaming_equals_non_streaming(client):
@@ -134,6 +147,13 @@ def test_logprobs_equal_log_softmax(client, variables):
   assert len(content[0].top_logprobs) == 3
   # Greedy: the chosen token is the most likely one.
   assert all(c.logprob == pytest.approx(c.top_logprobs[0].logprob) for c in content)
+  # Chat logprobs are the log-softmax too (raw template: the prompt is BOS + 'hey').
+  ids = [257, *b'hey'] + [c.bytes[0] if c.bytes else tokenizer_lib.EOS_ID
+                          for c in content]
+  want = _log_softmax(variables, ids)
+  np.testing.assert_allclose([c.logprob for c in content],
+                             [want[3 + j, ids[4 + j]] for j in range(len(content))],
+                             atol=2e-4)
 
 
 def test_tool_call_round_trip(client):
@@ -209,7 +229,7 @@ def test_error_keeps_the_keep_alive_connection_clean(srv, method, path, body):
     ('/v1/completions', b'{"prompt": "a", "max_tokens": "3"}', 400, 'max_tokens'),
     ('/v1/completions', b'{"prompt": "a", "max_tokens": true}', 400, 'max_tokens'),
     ('/v1/completions', b'{"prompt": "a", "max_tokens": 0}', 400, 'max_tokens'),
-    ('/v1/completions', b'{"prompt": "a", "max_tokens": 500}', 400, 'room'),
+    ('/v1/completions', b'{"prompt": "a", "max_tokens": 600}', 400, 'room'),
     ('/v1/completions', b'{"prompt": "a", "temperature": "hot"}', 400, 'temperature'),
     ('/v1/completions', b'{"prompt": "a", "n": 99}', 400, 'n:'),
     ('/v1/completions', b'{"prompt": "a", "stop": [""]}', 400, 'stop'),
@@ -218,6 +238,14 @@ def test_error_keeps_the_keep_alive_connection_clean(srv, method, path, body):
     ('/v1/chat/completions', b'{"messages": [{"role": "user"}]}', 400, 'messages[0]'),
     ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
      b'"tool_choice": "required"}', 400, 'tool_choice'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
+     b'"tools": [' + json.dumps(TOOL).encode() + b'], "tool_choice": "required", '
+     b'"max_tokens": 20}', 400, 'max_tokens: the shortest tool call'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "user", "content": "a"}], '
+     b'"tools": [' + json.dumps(TOOL).encode() + b'], "max_tool_calls": 0}', 400,
+     'max_tool_calls'),
+    ('/v1/chat/completions', b'{"messages": [{"role": "tool", "content": "3"}]}', 400,
+     'messages[0].tool_call_id: required'),
 ])
 def test_bad_requests_get_json_errors(srv, client, path, body, status, needle):
   conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
@@ -278,6 +306,10 @@ def test_find_runs_and_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('lattice: error: no checkpoint in ') and '\n' not in err
   assert 'runs found: baseline/seed_0, moe/seed_0' in err
+  with pytest.raises(SystemExit):
+    cli.main(['serve', '--workdir', str(tmp_path), '--max-tool-calls', '0'])
+  assert capsys.readouterr().err.strip() == (
+      'lattice: error: --max-tool-calls: expected 1..64, got 0')
 
 
 def _chunked(srv, body_parts):
@@ -316,17 +348,99 @@ def test_stop_strings_and_token_prompts(client):
   assert ids.choices[0].text == free and ids.usage.prompt_tokens == 6
 
 
-def test_auto_marker_hook_only_starts_a_call_that_fits():
-  index = object.__new__(type('Index', (), {}))
-  index.min_tokens, index.start = 5, 0
-  hook = chat.MarkerHook(index, 272)
-  seq = engine_lib.Sequence(np.array([257], np.int32), max_tokens=20)
-  marker = chat.MARKER.encode()
-  seq.tokens = list(marker[:3])
-  # 7 marker bytes after this one + a 5-token call need 12 tokens after it.
-  assert hook(seq, 12)[marker[3]] and not hook(seq, 11)[marker[3]]
-  assert hook(seq, 11).sum() == 271
-  seq.tokens = list(b'<x')  # no longer the marker: free text
-  assert hook(seq, 0) is None and seq.constraint is None
-  seq.tokens = list(marker)
-  assert hook(seq, 10) is None and seq.constraint is index
+def _calls(message):
+  return [(c.function.name, c.function.arguments) for c in message.tool_calls or []]
+
+
+def test_parallel_tool_calls_round_trip(client):
+  """Several calls in one turn (n=8 seeded choices of a random model, so some
+  write one call and some more), streamed as the SDK accumulates them, at most one
+  with parallel_tool_calls=false, and a second turn with one tool result per call."""
+  msgs = [{'role': 'user', 'content': '1+2? not true?'}]
+  for seed in (3, 4, 5, 6):  # until some choice writes several calls (seed 3 does)
+    kw = dict(model=MODEL, messages=msgs, tools=[TOOL, NEG], tool_choice='required',
+              max_tokens=100, temperature=1.0, seed=seed, n=8)
+    whole = client.chat.completions.create(**kw)
+    counts = []
+    for choice in whole.choices:
+      assert choice.finish_reason == 'tool_calls' and choice.message.content is None
+      for name, args in _calls(choice.message):  # each under its own tool's schema
+        assert schema_lib.validate(json.loads(args), PARAMS[name])
+      ids = {c.id for c in choice.message.tool_calls}
+      assert len(ids) == len(choice.message.tool_calls)
+      counts.append(len(choice.message.tool_calls))
+    if max(counts) >= 2:
+      break
+  assert min(counts) >= 1 and max(counts) >= 2, counts
+  assert max(counts) <= tools.DEFAULT_MAX_CALLS
+  # Streaming: delta.tool_calls pieces with index, accumulated by the SDK itself.
+  with client.chat.completions.stream(**kw) as stream:
+    final = stream.get_final_completion()
+  assert [_calls(c.message) for c in final.choices] == [
+      _calls(c.message) for c in whole.choices]
+  assert [c.finish_reason for c in final.choices] == ['tool_calls'] * 8
+  # parallel_tool_calls=false: one call per turn; max_tool_calls bounds it too.
+  one = client.chat.completions.create(**kw, parallel_tool_calls=False)
+  assert [len(c.message.tool_calls) for c in one.choices] == [1] * 8
+  two = client.chat.completions.create(**kw, extra_body={'max_tool_calls': 2})
+  assert max(len(c.message.tool_calls) for c in two.choices) == 2
+  with pytest.raises(openai.BadRequestError, match='max_tool_calls: at most'):
+    client.chat.completions.create(**kw, extra_body={'max_tool_calls': 64})
+  # The second turn: the assistant's calls, then one tool result per tool_call_id.
+  msg = whole.choices[counts.index(max(counts))].message
+  history = msgs + [msg.model_dump(exclude_none=True)] + [
+      {'role': 'tool', 'tool_call_id': c.id, 'content': f'result {i}'}
+      for i, c in enumerate(msg.tool_calls)]
+  second = client.chat.completions.create(model=MODEL, messages=history,
+                                          tools=[TOOL, NEG], max_tokens=4, temperature=0)
+  assert second.choices[0].message.role == 'assistant'
+  prompt = chat.raw_template(history, [TOOL, NEG])
+  assert prompt.count(tools.MARKER) == max(counts) and prompt.endswith('\nresult 1')
+  with pytest.raises(openai.BadRequestError, match=r'messages\[3\].tool_call_id'):
+    client.chat.completions.create(model=MODEL, max_tokens=2, messages=history[:3] + [
+        {'role': 'tool', 'tool_call_id': 'call_unknown', 'content': 'x'}])
+
+
+def _accumulate(chunks):
+  """Per choice: (content, [(name, arguments)], finish_reason) from raw chunks,
+  tool-call pieces merged by their index as the SDK does."""
+  out = {}
+  for ch in chunks:
+    for c in ch.choices:
+      text, calls, _ = out.get(c.index, ('', {}, None))
+      text += c.delta.content or ''
+      for piece in c.delta.tool_calls or []:
+        name, args = calls.get(piece.index, ('', ''))
+        fn = piece.function
+        calls[piece.index] = (name + (fn.name or ''), args + (fn.arguments or ''))
+      out[c.index] = (text, calls, c.finish_reason or out.get(c.index, (0, 0, None))[2])
+  return [(t or None, [calls[j] for j in sorted(calls)], f)
+          for t, calls, f in (out[i] for i in sorted(out))]
+
+
+def test_auto_tool_choice_streams_like_non_streaming(client):
+  kw = dict(model=MODEL, messages=[{'role': 'user', 'content': 'hi'}],
+            tools=[TOOL, NEG], max_tokens=60, temperature=1.0, seed=5, n=4)
+  whole = client.chat.completions.create(**kw)
+  streamed = _accumulate(client.chat.completions.create(**kw, stream=True))
+  assert streamed == [(c.message.content or None, _calls(c.message), c.finish_reason)
+                      for c in whole.choices]
+  for choice in whole.choices:
+    for name, args in _calls(choice.message):
+      assert schema_lib.validate(json.loads(args), PARAMS[name])
+
+
+def test_readme_serving_snippet_runs_as_written(srv):
+  """The README's serving block (its Python heredoc) against this server: only the
+  base URL is changed. (The MoA block after it loads a local generator too, ~15 s
+  of compiling: it is checked by hand against the quickstart run.)"""
+  readme = (pathlib.Path(__file__).resolve().parent.parent / 'README.md').read_text()
+  block = re.search(r"```bash\nlattice serve --workdir=runs/baseline --slots 8 &.*?\n"
+                    r"python - <<'PY'\n(.*?)\nPY\n", readme, re.S)
+  assert block, 'README: the serving block is gone'
+  url = 'http://127.0.0.1:8000/v1'
+  assert url in block.group(1)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(block.group(1).replace(url, srv.url + '/v1'), {})  # pylint: disable=exec-used
+  assert ' call_' in out.getvalue() and 'add' in out.getvalue()

@@ -2,8 +2,9 @@
 
 Owns serving: the ASGI app (`app`, FastAPI on uvicorn) speaking the OpenAI
 completions and chat API as clients use it (streaming, logprobs, tools, JSON
-Schema / regex constraints), its request models (`protocol`), chat rendering and
-tool-call parsing (`chat`), continuous batching over a fixed set of KV-cache slots
+Schema / regex constraints), its request models (`protocol`), chat rendering
+(`chat`), tool calls, parallel ones included: their grammar and parsing
+(`tools`), continuous batching over a fixed set of KV-cache slots
 (`engine`, `run`, `output`, `format`), one served model with its constraint cache
 (`served`), and starting it (`server`). Decoding itself is `lattice.decode`.
 """

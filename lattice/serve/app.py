@@ -3,7 +3,8 @@
   GET  /v1/models              every served model id
   POST /v1/completions         prompt (string, strings, token ids), echo, logprobs
   POST /v1/chat/completions    messages (content parts, tool calls, tool results),
-                               tools / tool_choice, logprobs / top_logprobs
+                               tools / tool_choice / parallel_tool_calls (and
+                               lattice's max_tool_calls), logprobs / top_logprobs
 
 Both POSTs take max_tokens (chat: max_completion_tokens too), temperature, top_p,
 n, stop, seed, stream (+ stream_options.include_usage, Server-Sent Events ending in
@@ -26,12 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from lattice.data import tokenizer as tokenizer_lib
-from lattice.serve import chat
 from lattice.serve import format as fmt
 from lattice.serve import protocol
 from lattice.serve import run as run_lib
 from lattice.serve import served as served_lib
+from lattice.serve import tools as tools_lib
 
 MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -52,10 +52,19 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
                                  'code': status}}, status_code=status)
 
 
-def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
-  """The app serving `models` (the first is the default when a request names none)."""
+def create_app(models: Sequence[served_lib.ServedModel], *,
+               max_tool_calls: int = tools_lib.DEFAULT_MAX_CALLS) -> FastAPI:
+  """The app serving `models` (the first is the default when a request names none).
+
+  `max_tool_calls` bounds the tool calls of one chat turn (a request may ask for
+  fewer). Raises ValueError when `models` is empty or the bound is outside
+  [1, protocol.MAX_TOOL_CALLS].
+  """
   if not models:
     raise ValueError('create_app: no models to serve')
+  if not 1 <= max_tool_calls <= protocol.MAX_TOOL_CALLS:
+    raise ValueError(f'--max-tool-calls: expected 1..{protocol.MAX_TOOL_CALLS}, got '
+                     f'{max_tool_calls}')
   by_name = {m.name: m for m in models}
   app = FastAPI(title='lattice', docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -117,12 +126,7 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
   async def chat_completions(req: protocol.ChatRequest):
     served = pick(req.model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    for i, m in enumerate(messages):
-      if m['role'] in ('system', 'developer', 'user', 'tool') and 'content' not in m:
-        raise RequestError(f'messages[{i}].content: required for role {m["role"]}')
-      if m['role'] == 'assistant' and 'content' not in m and not m.get('tool_calls'):
-        raise RequestError(f'messages[{i}]: an assistant message needs content or '
-                           'tool_calls')
+    _check_messages(messages)
     tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
     choice = req.tool_choice or ('auto' if tools else 'none')
     prompt = served.template(messages, tools)
@@ -135,7 +139,8 @@ def create_app(models: Sequence[served_lib.ServedModel]) -> FastAPI:
       raise RequestError('max_tokens: expected a positive integer')
     max_tokens = req.max_completion_tokens or req.max_tokens or room
     _check_room(served, prompts, max_tokens)
-    index, named, hold, hook = await _tool_plan(served, req, tools, choice, max_tokens)
+    index, named, hold, hook = await _tool_plan(served, req, tools, choice, max_tokens,
+                                                _max_calls(req, max_tool_calls))
     settings = _settings(req, max_tokens, index, hold=hold, mask_hook=hook)
     run = run_lib.Run(served, prompts, req.n, settings)
     view = fmt.ChatView(served.name, run, req, tool_mode=choice != 'none' and bool(tools),
@@ -175,9 +180,10 @@ class BodyLimit:
     return await self.app(scope, counted, send)
 
 
-async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int):
+async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int,
+                     max_calls: int):
   """(constraint, named tool, held text prefix, mask hook) for a chat request's
-  tool_choice (see lattice.serve.chat)."""
+  tool_choice (see lattice.serve.tools)."""
   if choice != 'none' and not tools:
     raise RequestError('tool_choice: needs tools')
   if choice == 'none':
@@ -190,15 +196,53 @@ async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int):
     tool = next((t for t in tools if t['function']['name'] == named), None)
     if tool is None:
       raise RequestError(f'tool_choice.function.name: no tool named {named!r}')
-    index = await _compile(served, 'json_schema', chat.parameters(tool),
+    index = await _compile(served, 'json_schema', tools_lib.parameters(tool),
                            'tools.function.parameters', max_tokens)
     return index, named, '', None
-  call = await _compile(served, 'json_schema', chat.call_schema(tools), 'tools',
-                        max_tokens if choice == 'required' else None)
-  if choice == 'required':
-    return call, None, '', None
-  return None, None, chat.MARKER, chat.MarkerHook(
-      call, served.engine.vocab, tokenizer_lib.vocab_bytes(served.tok, served.engine.vocab))
+  call = await _compile(served, 'json_schema', tools_lib.call_schema(tools), 'tools',
+                        None)
+  lits = await asyncio.to_thread(served.tool_literals)  # walks the vocabulary once
+  hook = tools_lib.CallsHook(call, served.tok.eos_id, lits, max_calls=max_calls,
+                             required=choice == 'required')
+  if choice == 'required' and hook.marker.cost[0] >= 1 << 30:
+    raise RequestError(f'tool_choice: this model\'s vocabulary cannot spell the tool '
+                       f'call marker {tools_lib.MARKER}')
+  if choice == 'required' and hook.min_tokens > max_tokens:
+    raise RequestError(f'max_tokens: the shortest tool call (marker included) takes '
+                       f'{hook.min_tokens} tokens, more than max_tokens={max_tokens}')
+  return None, None, tools_lib.MARKER, hook
+
+
+def _max_calls(req, cap: int) -> int:
+  """The bound on tool calls in this turn: 1 without parallel_tool_calls, else the
+  request's max_tool_calls (at most the server's cap) or the cap."""
+  if req.max_tool_calls is not None and req.max_tool_calls > cap:
+    raise RequestError(f'max_tool_calls: at most {cap} on this server (lattice serve '
+                       '--max-tool-calls)')
+  if req.parallel_tool_calls is False:
+    return 1
+  return req.max_tool_calls or cap
+
+
+def _check_messages(messages: list[dict]) -> None:
+  """Content where a role needs it, and each tool result (`role: tool`) answering
+  by tool_call_id a call of the nearest assistant message before it, as OpenAI
+  requires; raises RequestError naming the message."""
+  calls: set[str] = set()
+  for i, m in enumerate(messages):
+    if m['role'] in ('system', 'developer', 'user', 'tool') and 'content' not in m:
+      raise RequestError(f'messages[{i}].content: required for role {m["role"]}')
+    if m['role'] == 'assistant':
+      if 'content' not in m and not m.get('tool_calls'):
+        raise RequestError(f'messages[{i}]: an assistant message needs content or '
+                           'tool_calls')
+      calls = {c['id'] for c in m.get('tool_calls') or []}
+    if m['role'] == 'tool':
+      if 'tool_call_id' not in m:
+        raise RequestError(f'messages[{i}].tool_call_id: required for role tool')
+      if m['tool_call_id'] not in calls:
+        raise RequestError(f'messages[{i}].tool_call_id: {m["tool_call_id"]!r} answers '
+                           'no tool call of the preceding assistant message')
 
 
 def _include_usage(req) -> bool:

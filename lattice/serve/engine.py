@@ -70,8 +70,10 @@ class Sequence:
   on_token: Callable[[Sequence, Token], None] = lambda seq, tok: None
   on_done: Callable[[Sequence, Exception | None], None] = lambda seq, err: None
   # Host-side hook before each step: (seq, tokens left after this one) -> bool[V]
-  # allowed or None; it may also switch the constraint (lattice.serve.tools).
+  # allowed or None; it may also switch the constraint (lattice.serve.tools), and
+  # keeps its per-sequence progress in `hook_state`.
   mask_hook: Callable[[Sequence, int], np.ndarray | None] | None = None
+  hook_state: Any = None
   # Filled in by the engine / the caller's on_token.
   tokens: list[int] = dataclasses.field(default_factory=list)
   cstate: int = 0

@@ -5,8 +5,11 @@
 first, its tokens scored too, which is what lm-eval's loglikelihood requests read).
 `ChatView` writes `chat.completion` objects (logprobs as `content` entries with
 `token`, `logprob`, `bytes`, `top_logprobs`), with `tool_calls` when the output is
-a tool call. `collect()` gives the whole body, `chunks(include_usage)` the
-stream's chunk objects; both read the same deltas, so they carry the same text.
+one or more tool calls (`lattice.serve.tools.CallStream`: streamed as
+`delta.tool_calls` pieces with `index`, id and name first, then the arguments as
+they are written). `collect()` gives the whole body, `chunks(include_usage)` the
+stream's chunk objects; both read the same deltas, so they carry the same text
+and the same calls.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lattice.serve import chat
 from lattice.serve import output
 from lattice.serve import run as run_lib
+from lattice.serve import tools as tools_lib
 
 
 def _id(prefix: str) -> str:
@@ -124,6 +127,9 @@ class ChatView(_View):
     self.tool_mode, self.named = tool_mode, named
     self.k = (req.top_logprobs or 0) if req.logprobs else None
 
+  def _stream(self) -> tools_lib.CallStream | None:
+    return tools_lib.CallStream(self.named) if self.tool_mode else None
+
   def _logprobs(self, tokens: list) -> list[dict] | None:
     if self.k is None:
       return None
@@ -136,14 +142,10 @@ class ChatView(_View):
         entry(i, lp) for i, lp in zip(t.top_ids[:self.k], t.top_logprobs[:self.k])]}
             for t in tokens]
 
-  def _calls(self, index: int) -> list[dict] | None:
-    if not self.tool_mode:
-      return None
-    choice = self.run.choices[index]
-    if choice.finish_reason == 'length' and self.named is None and not (
-        choice.text.startswith(chat.MARKER)):
-      return None
-    return chat.parse_calls(choice.text, self.named)
+  def _finish(self, stream: tools_lib.CallStream | None, finish: str) -> str:
+    if stream is not None and stream.calls:
+      return 'tool_calls' if finish == 'stop' else finish
+    return finish
 
   async def collect(self) -> dict:
     tokens: dict[int, list] = {}
@@ -154,33 +156,37 @@ class ChatView(_View):
         finish[delta.index] = delta.finish_reason
     choices = []
     for index in sorted(finish):
-      calls = self._calls(index)
       text = self.run.choices[index].text
-      message = ({'role': 'assistant', 'content': None, 'tool_calls': calls}
-                 if calls else {'role': 'assistant', 'content': text})
+      stream = self._stream()
+      if stream is not None:
+        stream.feed(text)
+      message = ({'role': 'assistant', 'content': None, 'tool_calls': stream.calls}
+                 if stream is not None and stream.calls
+                 else {'role': 'assistant', 'content': text})
       lp = self._logprobs(tokens[index])
       choices.append({'index': index, 'message': message,
                       'logprobs': None if lp is None else {'content': lp},
-                      'finish_reason': 'tool_calls' if calls else finish[index]})
+                      'finish_reason': self._finish(stream, finish[index])})
     return self._body(self.object_name, choices, self.run.usage())
 
   async def chunks(self, include_usage: bool) -> AsyncIterator[dict]:
-    started: set[int] = set()
+    streams: dict[int, tools_lib.CallStream | None] = {}
     async for delta in self.run.deltas():
       index = delta.index
       body: dict[str, Any] = {}
-      if index not in started:
-        started.add(index)
+      if index not in streams:
+        streams[index] = self._stream()
         body['role'] = 'assistant'
-        body['content'] = ''
-      finish = delta.finish_reason
-      calls = self._calls(index) if finish else None
-      if calls:
-        body['tool_calls'] = [{'index': j, **c} for j, c in enumerate(calls)]
-        finish = 'tool_calls'
-      if delta.text and not calls:
+        if not self.tool_mode:
+          body['content'] = ''
+      stream = streams[index]
+      pieces = stream.feed(delta.so_far) if stream is not None else []
+      if pieces:
+        body['tool_calls'] = pieces
+      if delta.text and not (stream is not None and stream.calls):
         body['content'] = body.get('content', '') + delta.text
       lp = self._logprobs(delta.tokens)
+      finish = delta.finish_reason and self._finish(stream, delta.finish_reason)
       yield self._body(self.chunk_name, [{
           'index': index, 'delta': body,
           'logprobs': None if lp is None else {'content': lp},

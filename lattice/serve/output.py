@@ -67,6 +67,7 @@ class Delta:
   tokens: list[engine_lib.Token] = dataclasses.field(default_factory=list)
   finish_reason: str | None = None
   error: Exception | None = None
+  so_far: str = ''  # the choice's whole text at this delta (held text included)
 
 
 def complete(index: constraints_lib.TokenIndex, state: int) -> bool:
@@ -108,7 +109,7 @@ class Choice:
   def _flush(self, finish: str | None) -> None:
     end = len(self.text) if finish else len(self.text) - self._held()
     delta = Delta(self.index, self.text[self.sent:end], self.tokens[len(self._out):],
-                  finish)
+                  finish, so_far=self.text)
     self.sent = max(self.sent, end)
     self._out = list(self.tokens)
     if delta.text or delta.tokens or finish:
@@ -127,7 +128,7 @@ class Choice:
       return
     before = len(self.text)
     self.text += self._decoder.decode(bytes(self.table.bytes(tok.id)))
-    if self.stops:
+    if self.stops and not (self.hold is not None and self.text.startswith(self.hold)):
       start = max(before - self._longest_stop, 0)
       hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
       if hits:

@@ -1,10 +1,11 @@
 """The OpenAI request bodies `lattice serve` accepts, as pydantic models.
 
 Fields follow the OpenAI API reference (completions, chat completions) plus vLLM's
-`guided_json` / `guided_regex`. Types are strict (a string "3" is not an integer,
-`true` is not a number), so a wrong field is a 400 naming it; fields the server
-does not act on (`user`, `frequency_penalty`, ...) are accepted and ignored, as
-OpenAI-compatible servers do.
+`guided_json` / `guided_regex` and lattice's `max_tool_calls` (the bound on tool
+calls per chat turn, see `lattice.serve.tools`). Types are strict (a string "3"
+is not an integer, `true` is not a number), so a wrong field is a 400 naming it;
+fields the server does not act on (`user`, `frequency_penalty`, ...) are accepted
+and ignored, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
+MAX_TOOL_CALLS = 64  # the largest per-turn bound a request or server may set
 
 
 class _Model(BaseModel):
@@ -113,6 +115,9 @@ class ChatRequest(_Common):
   top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
   tools: list[Tool] | None = None
   tool_choice: Literal['none', 'auto', 'required'] | NamedToolChoice | None = None
+  parallel_tool_calls: StrictBool | None = None  # None: true, as OpenAI's default
+  # lattice's bound on calls per turn (default: the server's --max-tool-calls).
+  max_tool_calls: Annotated[StrictInt, Field(ge=1, le=MAX_TOOL_CALLS)] | None = None
 
 
 _TYPE_TAGS = frozenset({'str', 'int', 'float', 'bool', 'none', 'dict', 'list'})

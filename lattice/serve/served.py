@@ -20,6 +20,7 @@ from lattice.decode import constraints as constraints_lib
 from lattice.serve import chat
 from lattice.serve import engine as engine_lib
 from lattice.serve import output
+from lattice.serve import tools
 
 JSON_OBJECT_DEPTH = 2
 CACHE_SIZE = 64  # compiled constraints kept per model (least recently used dropped)
@@ -54,6 +55,14 @@ class ServedModel:
     self.table = output.TokenTable(self.tok)
     self._cache: OrderedDict[str, constraints_lib.TokenIndex] = OrderedDict()
     self._lock = threading.Lock()
+    self._literals: tuple[tools.Literal, tools.Literal] | None = None
+
+  def tool_literals(self) -> tuple[tools.Literal, tools.Literal]:
+    """The tool-call marker and separator over this model's vocabulary (built once)."""
+    if self._literals is None:
+      self._literals = tools.literals(
+          self.engine.vocab, tokenizer_lib.vocab_bytes(self.tok, self.engine.vocab))
+    return self._literals
 
   def compile(self, kind: str, spec: Any) -> constraints_lib.TokenIndex:
     """The TokenIndex of a constraint (cached). Raises the compiler's errors

@@ -5,6 +5,7 @@
                                                      checkpoint, ids like baseline/seed_0
   lattice serve --workdir=runs/baseline --model=baseline/seed_0
   lattice serve --workdir=runs/x --slots 32 --warmup --port 8000
+  lattice serve --workdir=runs/x --max-tool-calls 4   # tool calls per chat turn
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from lattice import config as config_lib
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.serve import app as app_lib
 from lattice.serve import engine as engine_lib
+from lattice.serve import protocol
 from lattice.serve import served as served_lib
+from lattice.serve import tools
 from lattice.train.rundir import find_runs  # pylint: disable=unused-import  (re-exported)
 
 
@@ -44,12 +47,16 @@ def local_model(name: str, variables: dict, model_cfg: config_lib.ModelConfig, *
 
 
 class Server:
-  """`with Server(models) as s:` serves on `s.url` (uvicorn, in a daemon thread)."""
+  """`with Server(models) as s:` serves on `s.url` (uvicorn, in a daemon thread).
+
+  `max_tool_calls` bounds the tool calls of one chat turn (see create_app).
+  """
 
   def __init__(self, models: Sequence[served_lib.ServedModel], *,
-               host: str = '127.0.0.1', port: int = 0):
+               host: str = '127.0.0.1', port: int = 0,
+               max_tool_calls: int = tools.DEFAULT_MAX_CALLS):
     self.models = list(models)
-    self.app = app_lib.create_app(self.models)
+    self.app = app_lib.create_app(self.models, max_tool_calls=max_tool_calls)
     self._sock = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
     self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     self._sock.bind((host, port))
@@ -155,7 +162,14 @@ def main(argv: list[str]) -> None:
                       help='sequences decoded together per model (1: one at a time)')
   parser.add_argument('--warmup', action='store_true',
                       help='compile every prompt bucket and the decode step at start')
+  parser.add_argument('--max-tool-calls', type=int, default=tools.DEFAULT_MAX_CALLS,
+                      help='most tool calls in one chat turn (default '
+                      f'{tools.DEFAULT_MAX_CALLS}); a request may ask for fewer '
+                      'with max_tool_calls, or one with parallel_tool_calls=false')
   args = parser.parse_args(argv)
+  if not 1 <= args.max_tool_calls <= protocol.MAX_TOOL_CALLS:
+    raise config_lib.ConfigError(f'--max-tool-calls: expected 1..'
+                                 f'{protocol.MAX_TOOL_CALLS}, got {args.max_tool_calls}')
   cfg = None
   if args.config:
     from lattice.run import config_file  # pylint: disable=g-import-not-at-top
@@ -164,7 +178,8 @@ def main(argv: list[str]) -> None:
                        name=args.model_name, slots=args.slots,
                        template=args.chat_template, warmup=args.warmup)
   try:
-    server = Server(models, host=args.host, port=args.port)
+    server = Server(models, host=args.host, port=args.port,
+                    max_tool_calls=args.max_tool_calls)
   except OSError as e:
     raise config_lib.ConfigError(f'--port: cannot listen on {args.host}:{args.port}: '
                                  f'{e.strerror or e}') from None
