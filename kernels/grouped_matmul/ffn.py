@@ -1,7 +1,7 @@
-"""Grouped (dropless) SwiGLU FFN: batched dots over per-group windows, tile loops past them.
+"""Grouped (dropless) SwiGLU FFN: batched dots over per-group windows, loops past them.
 
 Shape legend: N rows (sorted by group), D model width, F expert FFN width, E groups
-(experts), C window rows per group, P = N + C padded rows.
+(experts), C window rows per group.
 
 y[r] = (act(x[r] @ w0[e]) * (x[r] @ w1[e])) @ wo[e] for each row r of group e (the
 groups are consecutive runs of sizes_E[e] rows, as after sorting assignments by
@@ -19,10 +19,11 @@ C rows or more). The backward is a custom VJP: the same batched dots for dx and 
 weight gradients of the windows, then the remainder loop adding its weight
 gradients in place; gathers (never scatter-adds) move rows in and out of windows.
 
-Why windows: the tile loop alone issues one small dot at a time (about 3 per tile
-forward and 6 backward); at E = 32 (4096 rows, ~128 per expert) that loop cost
-1.8x the dense FFN's CPU time on one core and parallelised poorly on two
-(benchmarks/moe_layer.py's history in BENCHMARKS.md). C is chosen from the shapes
+Why windows: the tile loop alone (the previous path) issues one small dot at a
+time, about 3 per tile forward and 6 backward; at E = 32 (4096 rows, ~128 per
+expert) the MoE layer on it measured 2.71x the dense FFN's fwd+bwd on the idle
+2-core CPU (BENCHMARKS.md), and in single-core CPU-time runs on the loaded machine (not
+measurements) the windows took ~0.7-0.8x the loop's time. C is chosen from the shapes
 (`window_rows`): the balanced load, rounded down, so a balanced router pays almost
 no padding and an imbalanced one sends only its overflow through the loop.
 Exact: each output row is the same three dots as the reference
