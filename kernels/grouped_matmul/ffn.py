@@ -66,8 +66,8 @@ class _Plan:
     self.slot_ExC = jnp.minimum(starts_E[:, None] + pos_C[None], n - 1)
     self.valid_ExC = pos_C[None] < sizes_E[:, None]
     row_N = jnp.arange(n, dtype=jnp.int32)
-    group_N = jnp.minimum(jnp.searchsorted(ends_E, row_N, side='right',
-                                           method='compare_all'), sizes_E.shape[0] - 1)
+    group_N = jnp.minimum(jnp.searchsorted(ends_E, row_N, side='right'),
+                          sizes_E.shape[0] - 1)
     pos_N = row_N - starts_E[group_N]
     self.back_N = group_N * window + jnp.minimum(pos_N, window - 1)
     self.live_N = row_N < ends_E[-1]  # rows past the groups' total give 0
