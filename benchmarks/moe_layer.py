@@ -9,12 +9,12 @@ the expert matmuls do the same FLOPs per token as the dense FFN. The router's D 
 matmul, the top-k, the sort/gathers of dispatch and any padding rows are extra MoE
 cost and are counted in the MoE time. Neither side fuses SwiGLU's two up-projections
 into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped path
-runs them as two dots per row tile. Variants: dropless with `dropless_impl='grouped'`
-(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, the whole
-expert FFN per row tile in one loop forward and one backward) and 'blocks' (auto's
-path elsewhere), capacity dispatch (`--capacity_factor`, drops overflow), and dropless
-`ragged` (`jax.lax.ragged_dot`, the JAX library's grouped matmul; ~5x slower on CPU,
-so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
+runs them as two batched dots. Variants: dropless with `dropless_impl='grouped'`
+(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, batched
+dots over each expert's window of sorted rows, a tile loop for rows past a window)
+and 'blocks' (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
+overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
+matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
 its Mosaic and Triton kernels being GPU/TPU only). A second baseline, `dense_2d`, is
 the same dense SwiGLU with the same weights as plain 2-D `jnp.dot`s on [T, D]: the
 model's `MLP` contracts [B, L, D] inputs, whose weight gradients XLA:CPU computes on

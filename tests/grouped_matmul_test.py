@@ -9,7 +9,7 @@ import pytest
 
 from kernels.grouped_matmul import (grouped_ffn, grouped_ffn_reference, grouped_matmul,
                                     grouped_matmul_reference)
-from kernels.grouped_matmul import ffn, ops
+from kernels.grouped_matmul import ffn, ops, tiles
 
 
 @pytest.fixture(autouse=True)
@@ -51,15 +51,21 @@ def test_clear_errors():
     grouped_matmul(jnp.zeros((4, 2)), jnp.zeros((2, 3, 5)), jnp.zeros((2,), jnp.int32))
 
 
-# grouped_ffn: (rows, sizes, tile levels). Spills past a group's end into the next
-# group (which must be overwritten), into an empty group, past the last group into
-# rows beyond the sizes' sum, and two last-level tiles in one group.
-FFN_CASES = [(333, [17, 100, 3, 200], (128, 64, 32, 16), True),
-             (50, [10, 0, 25, 0], (32, 16), False), (40, [0, 31, 9], (16, 8), True)]
+# grouped_ffn: (rows, sizes, window, remainder tile levels, gated). Windows smaller
+# than some groups (remainders in several tiles, the last one spilling into the next
+# group's window); the default window; empty groups and sizes summing to fewer than
+# the rows; a remainder tile moved back to end at row N; a window past every group
+# (no remainder, window rows past N).
+FFN_CASES = [(333, [17, 100, 3, 200], 32, (16, 8), True),
+             (333, [17, 100, 3, 200], None, None, True),
+             (50, [10, 0, 25, 0], 16, (16, 8), False),
+             (40, [0, 31, 9], 8, (8,), True),
+             (64, [64, 0, 0, 0], 256, None, True)]
 
 
-@pytest.mark.parametrize('n,sizes,levels,gated', FFN_CASES)
-def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, levels, gated):
+@pytest.mark.parametrize('n,sizes,window,levels,gated', FFN_CASES)
+def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, window, levels,
+                                                            gated):
   sizes_E = jnp.asarray(sizes, jnp.int32)
   E = len(sizes)
   ks = jax.random.split(jax.random.key(n), 4)
@@ -67,7 +73,7 @@ def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, levels, gat
   w0, wo = jax.random.normal(ks[1], (E, 8, 6)), jax.random.normal(ks[3], (E, 6, 8))
   w1 = jax.random.normal(ks[2], (E, 8, 6)) if gated else None
   got_fn = lambda x, w0, w1, wo: grouped_ffn(x, w0, w1, wo, sizes_E, jax.nn.silu,
-                                             levels=levels)
+                                             window=window, levels=levels)
   want_fn = lambda x, w0, w1, wo: grouped_ffn_reference(x, w0, w1, wo, sizes_E,
                                                         jax.nn.silu)
   np.testing.assert_allclose(jax.jit(got_fn)(x, w0, w1, wo), want_fn(x, w0, w1, wo),
@@ -79,10 +85,14 @@ def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, levels, gat
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
 
 
-def test_grouped_ffn_tile_levels_and_errors():
+def test_grouped_ffn_rules_and_errors():
   assert ffn.tile_levels(4096, 8) == (256, 128, 64, 32, 16)
   assert ffn.tile_levels(4096, 32) == (64, 32, 16)
   assert ffn.tile_levels(10, 64) == (32, 16)
+  assert ffn.window_rows(4096, 32) == 128 and ffn.window_rows(4000, 32) == 112
+  assert ffn.window_rows(40, 8) == 16
+  assert tiles.check_levels((64, 32, 16), 40) == (32, 16)
+  assert tiles.check_levels((16,), 10) == (10,)
   x, w, s = jnp.zeros((4, 3)), jnp.zeros((2, 3, 5)), jnp.zeros((2,), jnp.int32)
   with pytest.raises(ValueError, match='want x'):
     grouped_ffn(x, w, w, jnp.zeros((2, 3, 5)), s, jax.nn.silu)
@@ -90,3 +100,5 @@ def test_grouped_ffn_tile_levels_and_errors():
     grouped_ffn(x, w, w, jnp.zeros((2, 5, 3)), s[:1], jax.nn.silu)
   with pytest.raises(ValueError, match='share one dtype'):
     grouped_ffn(x.astype(jnp.bfloat16), w, w, jnp.zeros((2, 5, 3)), s, jax.nn.silu)
+  with pytest.raises(ValueError, match='must not exceed the window'):
+    grouped_ffn(x, w, w, jnp.zeros((2, 5, 3)), s, jax.nn.silu, window=16, levels=(32,))

@@ -12,7 +12,7 @@ import pytest
 from kernels.grouped_matmul import grouped_matmul
 from lattice import config as config_lib
 from lattice import sharding
-from lattice.moe import dispatch, layer, router
+from lattice.moe import dispatch, layer, parallel, router
 from lattice.nn import layers
 
 from conftest import tiny_config
@@ -243,16 +243,27 @@ def test_moe_in_the_train_step_updates_bias_and_reports_stats(tmp_path, one_devi
   assert 'maxvio_batch' in lines and 'aux_loss' in lines
 
 
-@pytest.mark.parametrize('dispatch_kind,factor', [('dropless', 1.0), ('capacity', 4.0),
-                                                  ('capacity', 0.5)])
-def test_expert_parallel_equals_single_device(dispatch_kind, factor):
+@pytest.mark.parametrize('dispatch_kind,factor,skewed', [
+    ('dropless', 1.0, False), ('dropless', 1.0, True), ('capacity', 4.0, False),
+    ('capacity', 0.5, False)])
+def test_expert_parallel_equals_single_device(dispatch_kind, factor, skewed):
   # At factor 0.5 tokens are dropped: equal only because both paths cap per sequence.
-  cfg = _cfg(n_experts=8, top_k=2, dispatch=dispatch_kind, capacity_factor=factor)
+  # skewed: a selection bias sends every token to experts 0 and 1, so dropless needs
+  # its last (worst-case) capacity bucket; unskewed, the loads fit a smaller one.
+  cfg = _cfg(n_experts=8, top_k=2, dispatch=dispatch_kind, capacity_factor=factor,
+             router_bias=skewed)
   x = jax.random.normal(jax.random.key(3), (16, 6, cfg.d_model))  # 2 rows a shard
   moe, variables = _moe_apply(cfg, x)
+  if skewed:
+    variables['moe_bias']['bias'] = jnp.zeros((8,)).at[:2].set(100.0)
+  elif dispatch_kind == 'dropless':  # the loads fit the first bucket (8 of 8, 12)
+    logits = x.reshape(-1, cfg.d_model) @ variables['params']['router']
+    idx = np.asarray(router.route(logits, cfg.ffn)[0])
+    assert max(np.bincount(idx[s * 12:(s + 1) * 12].ravel(), minlength=8).max()
+               for s in range(8)) <= 8
 
   def loss(params, x):
-    return jnp.sum(moe.apply({'params': params}, x) ** 2)
+    return jnp.sum(moe.apply({**variables, 'params': params}, x) ** 2)
 
   ref_y = moe.apply(variables, x)
   ref_g = jax.grad(loss)(variables['params'], x)
@@ -263,10 +274,19 @@ def test_expert_parallel_equals_single_device(dispatch_kind, factor):
     params = jax.device_put(variables['params'], shard)
     xs = jax.device_put(x, sharding.batch_sharding(mesh))
     assert params['wi_0'].sharding.spec[0] == 'expert'
-    y = jax.jit(lambda p, x: moe.apply({'params': p}, x))(params, xs)
+    y = jax.jit(lambda p, x: moe.apply({**variables, 'params': p}, x))(params, xs)
     g = jax.jit(jax.grad(loss))(params, xs)
   np.testing.assert_allclose(y, ref_y, atol=1e-4, rtol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3), g, ref_g)
+
+
+def test_dropless_expert_parallel_capacity_buckets():
+  # 12 tokens a shard, top-2 of 8 experts: balanced load 3; buckets up to the worst
+  # case 12 (every local token on one expert).
+  assert parallel.capacity_buckets(12, 2, 8) == (8, 12)
+  # 512 tokens, top-2 of 32: balanced 32 -> 40, 48, 64, 128, 256, 512.
+  assert parallel.capacity_buckets(512, 2, 32) == (40, 48, 64, 128, 256, 512)
+  assert parallel.capacity_buckets(4, 1, 2) == (4,)
 
 
 def test_bad_moe_configs_are_clear():

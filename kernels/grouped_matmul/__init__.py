@@ -1,4 +1,4 @@
-"""Grouped (ragged) matmul for dropless MoE: XLA tile loops, custom VJP, reference."""
+"""Grouped (ragged) matmul for dropless MoE: batched windows, tile loops, reference."""
 
 from kernels.grouped_matmul.ffn import grouped_ffn
 from kernels.grouped_matmul.ops import grouped_matmul

@@ -1,31 +1,33 @@
-"""A whole expert FFN per tile: grouped (dropless) SwiGLU-style FFN in one XLA loop.
+"""Grouped (dropless) SwiGLU FFN: batched dots over per-group windows, loops past them.
 
 Shape legend: N rows (sorted by group), D model width, F expert FFN width, E groups
-(experts), t rows of one tile (a power of two), R = N + max tile rows.
+(experts), C window rows per group.
 
 y[r] = (act(x[r] @ w0[e]) * (x[r] @ w1[e])) @ wo[e] for each row r of group e (the
 groups are consecutive runs of sizes_E[e] rows, as after sorting assignments by
 expert); with w1=None the FFN is ungated, act(x[r] @ w0[e]) @ wo[e].
 
-Why one loop for the whole FFN: `ops.grouped_matmul` runs one tile loop per matmul,
-nine loops per MoE layer's forward+backward, each iteration one small dot. Here the
-forward is one loop whose iteration does the tile's three dots, and the backward one
-loop whose iteration does its six (dh, dx from both up-projections, and the three
-weight gradients accumulated into dw[e] in place); every loop iteration reads w[e]
-in place (dynamic index, no gathered copy), so the fixed cost per iteration is paid
-a third as often and the activations never leave the tile.
+Method. Each group's first C rows (its window: rows [start_e, start_e + C) of x,
+gathered into x_ExCxD) go through three batched dots `[E, C, D] x [E, D, F]`, one
+per weight, which XLA:CPU runs as single large YNNPACK calls spread over its threads;
+a group with fewer than C rows fills its window with the next group's rows, whose
+outputs are discarded (and whose dy is zeroed in the backward). The rows a group has
+past its window (its remainder, sizes_E[e] - C rows) go through `tiles.py`'s loop,
+which visits only the groups that have one. So no row is dropped, whatever the
+loads, and the padding is at most C rows per group (none when every group holds
+C rows or more). The backward is a custom VJP: the same batched dots for dx and the
+weight gradients of the windows, then the remainder loop adding its weight
+gradients in place; gathers (never scatter-adds) move rows in and out of windows.
 
-Tiles: each group's rows are cut into tiles of `levels[0]` rows, then at most one
-tile of each smaller level for the remainder, the last level (`levels[-1]` rows)
-covering what is left with at most two tiles that may run past the group's end.
-Such a tile computes rows of the next group with this group's weights; those rows
-are not wrong for long, because the last level runs first and every later write to
-a row comes from its own group's tile (tiles of one loop are in group order, and a
-tile never starts before its own group). The backward zeroes dy past the group's
-end, so those rows add nothing to dw and write dx = 0 that the owning tile
-overwrites. Padding is thus under `levels[-1]` rows per group, not the worst case,
-and the loop trip counts are the actual tile counts. Exact: each output row is the
-same dots as the reference (reference.grouped_ffn_reference).
+Why windows: the tile loop alone (the previous path) issues one small dot at a
+time, about 3 per tile forward and 6 backward; at E = 32 (4096 rows, ~128 per
+expert) the MoE layer on it measured 2.71x the dense FFN's fwd+bwd on the idle
+2-core CPU (BENCHMARKS.md), and in single-core CPU-time runs on the loaded machine (not
+measurements) the windows took ~0.7-0.8x the loop's time. C is chosen from the shapes
+(`window_rows`): the balanced load, rounded down, so a balanced router pays almost
+no padding and an imbalanced one sends only its overflow through the loop.
+Exact: each output row is the same three dots as the reference
+(reference.grouped_ffn_reference), in a different grouping of rows.
 """
 
 from __future__ import annotations
@@ -36,155 +38,114 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from kernels.grouped_matmul import tiles
 
-def tile_levels(n: int, n_groups: int) -> tuple[int, ...]:
-  """Tile sizes for N rows over E groups: powers of two from half the mean group
-  size (within [32, 256]) down to 16.
+# Re-exported: tile sizes of the remainder loop.
+tile_levels = tiles.tile_levels
 
-  Half the mean keeps most groups at two or more full tiles; 16 bounds the padding
-  per group at 16 rows. The same rule as `ops.big_tile_rows`, capped at 256 instead
-  of 128. At E=32 (d_model 256, 4096 rows) tops of 64, 128 and 256 gave the same
-  fwd+bwd CPU time within 5% in one run on the loaded 2-core machine (not a
-  measurement), so the rule is not tuned further.
+
+def window_rows(n: int, n_groups: int) -> int:
+  """C: the balanced group size N / E rounded down to a multiple of 16, at least 16.
+
+  Rounded down because a window row past a group's end is wasted work while a row
+  past its window still runs (in the tile loop, at a higher cost per row). The
+  rounding to 16 matches the tile loop's smallest tile.
   """
-  half = max(n // max(n_groups, 1) // 2, 1)
-  top = int(min(256, max(32, 1 << (half.bit_length() - 1))))
-  out = [top]
-  while out[-1] > 16:
-    out.append(out[-1] // 2)
-  return tuple(out)
+  return max(16, n // max(n_groups, 1) // 16 * 16)
 
 
-def _group_tiles(start, size, levels: Sequence[int], fn, carry):
-  """Runs fn(t, tile start, valid rows, carry) over one group's tiles (module doc)."""
-  end, off, rem = start + size, start, size
-  for i, t in enumerate(levels):
-    count = (rem + t - 1) // t if i == len(levels) - 1 else rem // t
-    carry = jax.lax.fori_loop(
-        0, count, lambda j, c, t=t, off=off: fn(
-            t, off + j * t, jnp.clip(end - off - j * t, 0, t), c), carry)
-    used = jnp.minimum(count * t, rem)
-    off, rem = off + used, rem - used
-  return carry
+class _Plan:
+  """Window and remainder index tables for sizes_E (all int32, traced)."""
+
+  def __init__(self, sizes_E: jax.Array, n: int, window: int):
+    sizes_E = sizes_E.astype(jnp.int32)
+    ends_E = jnp.cumsum(sizes_E)
+    starts_E = ends_E - sizes_E
+    pos_C = jnp.arange(window, dtype=jnp.int32)
+    # Window rows past N read row N - 1: they are past their group (masked).
+    self.slot_ExC = jnp.minimum(starts_E[:, None] + pos_C[None], n - 1)
+    self.valid_ExC = pos_C[None] < sizes_E[:, None]
+    row_N = jnp.arange(n, dtype=jnp.int32)
+    group_N = jnp.minimum(jnp.searchsorted(ends_E, row_N, side='right'),
+                          sizes_E.shape[0] - 1)
+    pos_N = row_N - starts_E[group_N]
+    self.back_N = group_N * window + jnp.minimum(pos_N, window - 1)
+    self.live_N = row_N < ends_E[-1]  # rows past the groups' total give 0
+    rem_E = jnp.maximum(sizes_E - window, 0)
+    self.remainder = tiles.Groups(
+        jnp.argsort(rem_E == 0, stable=True).astype(jnp.int32), starts_E + window, rem_E,
+        jnp.sum(rem_E > 0).astype(jnp.int32))
+
+  def windows(self, a_NxD: jax.Array) -> jax.Array:
+    """a_ExCxD: each group's window of rows."""
+    return a_NxD[self.slot_ExC]
+
+  def unwindow(self, y_ExCxD: jax.Array) -> jax.Array:
+    """y_NxD: every row from its group's window (rows past a window hold a stand-in
+    value until the remainder loop writes them; rows past the total are 0)."""
+    y_NxD = y_ExCxD.reshape(-1, y_ExCxD.shape[-1])[self.back_N]
+    return jnp.where(self.live_N[:, None], y_NxD, 0)
 
 
-def _expert_loop(sizes_E, levels, fn, carry):
-  """fn(e, start, size, carry) for each group e, in order (a fori_loop over E)."""
-  sizes_E = sizes_E.astype(jnp.int32)
-  start_E = jnp.cumsum(sizes_E) - sizes_E
-  return jax.lax.fori_loop(0, sizes_E.shape[0],
-                           lambda e, c: fn(e, start_E[e], sizes_E[e], c), carry)
-
-
-def _rows(a, start, t):
-  return jax.lax.dynamic_slice_in_dim(a, start, t)
-
-
-def _put(a, rows, start):
-  return jax.lax.dynamic_update_slice_in_dim(a, rows.astype(a.dtype), start, 0)
-
-
-def _forward(act, x_NxD, w0, w1, wo, sizes_E, levels):
-  n, d = x_NxD.shape
-  f = w0.shape[2]
-  pad = levels[0]
-  x_RxD = jnp.pad(x_NxD, ((0, pad), (0, 0)))
+def _forward(act, x_NxD, w0, w1, wo, sizes_E, window, levels):
   dtype = x_NxD.dtype
-
-  def expert(e, start, size, carry):
-    w0_DxF, wo_FxD = w0[e], wo[e]
-    w1_DxF = None if w1 is None else w1[e]
-
-    def tile(t, row, valid, carry):
-      del valid  # later tiles overwrite the rows past this group (module doc)
-      y_RxD, a_RxF, b_RxF = carry
-      x_txD = _rows(x_RxD, row, t)
-      a_txF = jnp.dot(x_txD, w0_DxF)
-      h_txF = act(a_txF)
-      if w1_DxF is not None:
-        b_txF = jnp.dot(x_txD, w1_DxF)
-        h_txF = h_txF * b_txF
-        b_RxF = _put(b_RxF, b_txF, row)
-      return (_put(y_RxD, jnp.dot(h_txF.astype(dtype), wo_FxD), row),
-              _put(a_RxF, a_txF, row), b_RxF)
-
-    return _group_tiles(start, size, levels, tile, carry)
-
-  zeros = lambda cols: jnp.zeros((n + pad, cols), dtype)
-  init = (zeros(d), zeros(f), zeros(f) if w1 is not None else jnp.zeros((0, f), dtype))
-  y_RxD, a_RxF, b_RxF = _expert_loop(sizes_E, levels, expert, init)
-  keep_Nx1 = (jnp.arange(n) < jnp.sum(sizes_E))[:, None]
-  return jnp.where(keep_Nx1, y_RxD[:n], 0), (a_RxF, b_RxF)
+  plan = _Plan(sizes_E, x_NxD.shape[0], window)
+  x_ExCxD = plan.windows(x_NxD)
+  a_ExCxF = jnp.einsum('ecd,edf->ecf', x_ExCxD, w0)
+  h_ExCxF = act(a_ExCxF)
+  b_ExCxF = None
+  if w1 is not None:
+    b_ExCxF = jnp.einsum('ecd,edf->ecf', x_ExCxD, w1)
+    h_ExCxF = h_ExCxF * b_ExCxF
+  y_ExCxD = jnp.einsum('ecf,efd->ecd', h_ExCxF.astype(dtype), wo)
+  y_NxD = tiles.forward(act, x_NxD, w0, w1, wo, plan.remainder, levels,
+                        plan.unwindow(y_ExCxD))
+  return y_NxD, (x_ExCxD, a_ExCxF, b_ExCxF)
 
 
-def _backward(act, x_NxD, w0, w1, wo, sizes_E, levels, a_RxF, b_RxF, dy_NxD):
-  """(dx, dw0, dw1, dwo). The weight gradients are dots of transposed row tiles
-  (xT[:, tile] @ da), taken from x and dy transposed once: XLA:CPU sends [M, K] x
-  [K, N] dots to its fast (YNNPACK) path but not ones contracting dimension 0."""
-  n, d = x_NxD.shape
-  pad = levels[0]
-  pad_rows = lambda a: jnp.pad(a.astype(x_NxD.dtype), ((0, pad), (0, 0)))
-  x_RxD, dy_RxD = pad_rows(x_NxD), pad_rows(dy_NxD)
-  xT_DxR, dyT_DxR = x_RxD.T, dy_RxD.T
+def _backward(act, x_NxD, w0, w1, wo, sizes_E, window, levels, res, dy_NxD):
+  x_ExCxD, a_ExCxF, b_ExCxF = res
+  dtype = x_NxD.dtype
+  plan = _Plan(sizes_E, x_NxD.shape[0], window)
   acc = jnp.promote_types(w0.dtype, jnp.float32)
-  mm = lambda u, v: jnp.dot(u, v, preferred_element_type=acc)
-  ntdot = lambda u, v: jax.lax.dot_general(u, v, (((1,), (1,)), ((), ())))
-  cols = lambda a, row, t: jax.lax.dynamic_slice_in_dim(a, row, t, axis=1)
   gated = w1 is not None
-
-  def expert(e, start, size, carry):
-    dx_RxD, dw0, dw1, dwoT = carry
-    w0_DxF, wo_FxD = w0[e], wo[e]
-    w1_DxF = w1[e] if gated else None
-
-    def tile(t, row, valid, carry):
-      dx_RxD, dw0_DxF, dw1_DxF, dwoT_DxF = carry
-      keep_t = jnp.arange(t) < valid
-      dy_txD = jnp.where(keep_t[:, None], _rows(dy_RxD, row, t), 0)
-      dyT_Dxt = jnp.where(keep_t[None, :], cols(dyT_DxR, row, t), 0)
-      xT_Dxt = cols(xT_DxR, row, t)
-      a_txF = _rows(a_RxF, row, t)
-      if gated:
-        h_txF, vjp = jax.vjp(lambda a, b: act(a) * b, a_txF, _rows(b_RxF, row, t))
-      else:
-        h_txF, vjp = jax.vjp(act, a_txF)
-      dwoT_DxF = dwoT_DxF + mm(dyT_Dxt, h_txF)
-      grads = vjp(ntdot(dy_txD, wo_FxD).astype(h_txF.dtype))
-      dx_txD = ntdot(grads[0], w0_DxF)
-      dw0_DxF = dw0_DxF + mm(xT_Dxt, grads[0])
-      if gated:
-        dx_txD = dx_txD + ntdot(grads[1], w1_DxF)
-        dw1_DxF = dw1_DxF + mm(xT_Dxt, grads[1])
-      return _put(dx_RxD, dx_txD, row), dw0_DxF, dw1_DxF, dwoT_DxF
-
-    zeros = jnp.zeros(w0.shape[1:], acc)
-    dx_RxD, dw0_DxF, dw1_DxF, dwoT_DxF = _group_tiles(
-        start, size, levels, tile, (dx_RxD, zeros, zeros if gated else zeros[:0], zeros))
-    put = lambda dw, g: jax.lax.dynamic_update_index_in_dim(dw, g.astype(dw.dtype), e, 0)
-    return (dx_RxD, put(dw0, dw0_DxF), put(dw1, dw1_DxF) if gated else dw1,
-            put(dwoT, dwoT_DxF))
-
-  init = (jnp.zeros((n + pad, d), x_NxD.dtype), jnp.zeros_like(w0),
-          jnp.zeros_like(w1) if gated else jnp.zeros((0,), w0.dtype), jnp.zeros_like(w0))
-  dx_RxD, dw0, dw1, dwoT = _expert_loop(sizes_E, levels, expert, init)
-  keep_Nx1 = (jnp.arange(n) < jnp.sum(sizes_E))[:, None]
-  return (jnp.where(keep_Nx1, dx_RxD[:n], 0), dw0, dw1 if gated else None,
-          jnp.swapaxes(dwoT, 1, 2))
+  dy_ExCxD = jnp.where(plan.valid_ExC[..., None], plan.windows(dy_NxD.astype(dtype)), 0)
+  if gated:
+    h_ExCxF, vjp = jax.vjp(lambda a, b: act(a) * b, a_ExCxF, b_ExCxF)
+  else:
+    h_ExCxF, vjp = jax.vjp(act, a_ExCxF)
+  wgrad = lambda u_ExCxI, v_ExCxO: jnp.einsum('eci,eco->eio', u_ExCxI, v_ExCxO,
+                                              preferred_element_type=acc)
+  dwo = wgrad(h_ExCxF.astype(dtype), dy_ExCxD)
+  grads = vjp(jnp.einsum('ecd,efd->ecf', dy_ExCxD, wo).astype(h_ExCxF.dtype))
+  da_ExCxF = grads[0].astype(dtype)
+  dw0 = wgrad(x_ExCxD, da_ExCxF)
+  dx_ExCxD = jnp.einsum('ecf,edf->ecd', da_ExCxF, w0)
+  dw1 = jnp.zeros((0,), acc)
+  if gated:
+    db_ExCxF = grads[1].astype(dtype)
+    dw1 = wgrad(x_ExCxD, db_ExCxF)
+    dx_ExCxD = dx_ExCxD + jnp.einsum('ecf,edf->ecd', db_ExCxF, w1)
+  dx_NxD, (dw0, dw1, dwo) = tiles.backward(
+      act, x_NxD, w0, w1, wo, plan.remainder, levels, dy_NxD,
+      plan.unwindow(dx_ExCxD).astype(x_NxD.dtype), (dw0, dw1, dwo))
+  return (dx_NxD, dw0.astype(w0.dtype), dw1.astype(w1.dtype) if gated else None,
+          dwo.astype(wo.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 6))
-def _ffn(act, x_NxD, w0, w1, wo, sizes_E, levels):
-  return _forward(act, x_NxD, w0, w1, wo, sizes_E, levels)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 6, 7))
+def _ffn(act, x_NxD, w0, w1, wo, sizes_E, window, levels):
+  return _forward(act, x_NxD, w0, w1, wo, sizes_E, window, levels)[0]
 
 
-def _ffn_fwd(act, x_NxD, w0, w1, wo, sizes_E, levels):
-  y_NxD, (a_RxF, b_RxF) = _forward(act, x_NxD, w0, w1, wo, sizes_E, levels)
-  return y_NxD, (x_NxD, w0, w1, wo, sizes_E, a_RxF, b_RxF)
+def _ffn_fwd(act, x_NxD, w0, w1, wo, sizes_E, window, levels):
+  y_NxD, res = _forward(act, x_NxD, w0, w1, wo, sizes_E, window, levels)
+  return y_NxD, (x_NxD, w0, w1, wo, sizes_E, res)
 
 
-def _ffn_bwd(act, levels, res, dy_NxD):
-  x_NxD, w0, w1, wo, sizes_E, a_RxF, b_RxF = res
-  dx, dw0, dw1, dwo = _backward(act, x_NxD, w0, w1, wo, sizes_E, levels, a_RxF, b_RxF,
+def _ffn_bwd(act, window, levels, saved, dy_NxD):
+  x_NxD, w0, w1, wo, sizes_E, res = saved
+  dx, dw0, dw1, dwo = _backward(act, x_NxD, w0, w1, wo, sizes_E, window, levels, res,
                                 dy_NxD)
   return dx, dw0, dw1, dwo, None
 
@@ -194,6 +155,7 @@ _ffn.defvjp(_ffn_fwd, _ffn_bwd)
 
 def grouped_ffn(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | None,
                 wo_ExFxD: jax.Array, sizes_E: jax.Array, act: Callable, *,
+                window: int | None = None,
                 levels: Sequence[int] | None = None) -> jax.Array:
   """y_NxD = (act(x w0[e]) * (x w1[e])) wo[e] per row r of group e (rows sorted by group).
 
@@ -201,8 +163,10 @@ def grouped_ffn(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | Non
   compute dtype; cast before calling); sizes_E int, rows per group (sum <= N; rows
   past the sum give 0). `act` an elementwise function (hashable: it is a static
   argument). Differentiable in x and the weights (custom VJP, module doc).
-  levels: tile rows, largest first, powers of two (None: `tile_levels(N, E)`).
-  Raises ValueError for mismatched shapes or dtypes.
+  window: rows per group in the batched dots (None: `window_rows(N, E)`); levels:
+  the remainder loop's tile rows, largest first, powers of two, the last <= window
+  (None: `tile_levels(N, E)` cut to <= window).
+  Raises ValueError for mismatched shapes or dtypes, or levels past the window.
   """
   E, D, F = w0_ExDxF.shape
   ws = [w for w in (w0_ExDxF, w1_ExDxF) if w is not None]
@@ -216,5 +180,12 @@ def grouped_ffn(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | Non
   if len({a.dtype for a in (x_NxD, *ws, wo_ExFxD)}) != 1:
     raise ValueError('grouped_ffn: x and the weights must share one dtype, got '
                      f'{[str(a.dtype) for a in (x_NxD, *ws, wo_ExFxD)]}')
-  levels = tuple(levels or tile_levels(x_NxD.shape[0], E))
-  return _ffn(act, x_NxD, w0_ExDxF, w1_ExDxF, wo_ExFxD, sizes_E, levels)
+  n = x_NxD.shape[0]
+  window = int(window or window_rows(n, E))
+  if levels is None:
+    levels = tuple(t for t in tile_levels(n, E) if t <= window) or (window,)
+  levels = tuple(levels)
+  if levels[-1] > window:
+    raise ValueError(f'grouped_ffn: the smallest tile ({levels[-1]} rows) must not '
+                     f'exceed the window ({window} rows)')
+  return _ffn(act, x_NxD, w0_ExDxF, w1_ExDxF, wo_ExFxD, sizes_E, window, levels)

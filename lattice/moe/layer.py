@@ -90,9 +90,10 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot
 def grouped_expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_NxD sorted by expert, sizes_E) for dropless_impl='grouped'.
 
-  Float linears: the whole expert FFN per row tile in one loop
-  (`kernels.grouped_matmul.grouped_ffn`); quantized kinds keep their `prepare`
-  hook (and its straight-through gradient) through three `grouped_matmul` calls.
+  Float linears: `kernels.grouped_matmul.grouped_ffn` (batched dots over each
+  expert's window of rows, a tile loop past the windows); quantized kinds keep their
+  `prepare` hook (and its straight-through gradient) through three `grouped_matmul`
+  calls.
   """
   if linears.LINEARS[cfg.linear.kind].prepare is not linears.LINEARS['float'].prepare:
     return ragged_expert_ffn(cfg, grouped_matmul)
@@ -110,14 +111,14 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`, the whole
-  expert FFN per row tile, weights read in place). In one run of
-  benchmarks/moe_layer.py on the shared 2-core CPU under load (load average ~17-19,
-  not a measurement) it took 0.39-0.51x the time of blocks at E = 8, 16, 32; the
+  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`: batched
+  dots over per-expert windows of the sorted rows, weights read in place). In one run
+  of benchmarks/moe_layer.py on the shared 2-core CPU under load (load average ~13,
+  not a measurement) it took 0.51-0.66x the time of blocks at E = 8, 16, 32; the
   idle-machine figures are in BENCHMARKS.md.
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
-  BENCHMARKS.md), and the grouped loops issue small dots one tile at a time, which on
-  an accelerator is launch-bound (not measured there).
+  BENCHMARKS.md), and the grouped path's remainder loop issues small dots one tile at
+  a time, which on an accelerator is launch-bound (not measured there).
   """
   return 'grouped' if jax.default_backend() == 'cpu' else 'blocks'
 
@@ -232,7 +233,7 @@ DISPATCH = {
         x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
     'ragged': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
-    # Sorted rows, tile loops over the expert weights in place (no gathers).
+    # Sorted rows, batched dots per expert window, no weight gathers.
     'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
         x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts),
 }
