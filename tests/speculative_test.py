@@ -197,3 +197,19 @@ def test_parallel_fast_path_drafts_match_the_generic_forward():
   np.testing.assert_array_equal(outs[0][1], outs[1][1])
   np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-5)
   np.testing.assert_allclose(outs[0][2], outs[1][2], atol=1e-5)
+
+
+def test_benchmark_weight_ratio_counts_the_extra_head_blocks_and_unembedding():
+  from benchmarks import speculative_decode  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.build(tiny_config(model={'vocab_size': V, 'mtp': dict(
+      kind='parallel', n=3)})).model
+  params = nn.unbox(jax.eval_shape(model_lib.make_model(cfg).init, jax.random.key(0),
+                                   jnp.zeros((1, 4), jnp.int32)))['params']
+  size = lambda t: sum(x.size for x in jax.tree.leaves(t))
+  head = size(params['heads_0'])
+  table = params['decoder']['embed']['embedding'].size  # tied embeddings
+  total = size(params)
+  assert cfg.tie_embeddings and size(params['heads_1']) == head
+  # plain: everything but heads 2 and 3; verify: everything, plus the table again.
+  np.testing.assert_allclose(speculative_decode.weight_ratio(params, 3),
+                             (total + table) / (total - 2 * head))
