@@ -175,3 +175,41 @@ def test_split_index_rebuilds_the_cache_with_one_shared_index(mtp_model):
   assert jax.tree.structure(rebuilt) == jax.tree.structure(cache)
   np.testing.assert_array_equal(speculative.cache_index(rebuilt), index_B)
   assert all(float(x.max()) == 2.0 for x in speculative.kv_leaves(rebuilt))
+
+
+def test_parallel_fast_path_drafts_match_the_generic_forward():
+  # The stacked-heads path unembeds draft heads only at the selected row of each
+  # batch row; the generic path unembeds every position and gathers afterwards.
+  cfg, variables, prompt = _model(kind='parallel', n=3)
+  model = model_lib.make_model(cfg, True)
+  B = prompt.shape[0]
+  cache = transformer.init_cache(model, B)
+  choose = lambda main: (jnp.argmax(main, -1),)
+  pos_B = jnp.asarray([4, 0, 2, 3], jnp.int32)
+  outs = []
+  for make in (lambda: speculative._parallel_forward(model, variables, cache, cfg.mtp.n),
+               lambda: speculative._generic_forward(model, variables, cache)):
+    kv, forward = make()
+    main, (tok,), drafts_BxKxV, _ = jax.jit(forward, static_argnums=(3, 4))(
+        kv, jnp.zeros((B,), jnp.int32), prompt, choose, lambda _: pos_B)
+    assert drafts_BxKxV.shape == (B, speculative.n_drafts(cfg), main.shape[-1])
+    outs.append((main, tok, drafts_BxKxV))
+  np.testing.assert_array_equal(outs[0][1], outs[1][1])
+  np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-5)
+  np.testing.assert_allclose(outs[0][2], outs[1][2], atol=1e-5)
+
+
+def test_benchmark_weight_ratio_counts_the_extra_head_blocks_and_unembedding():
+  from benchmarks import speculative_decode  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.build(tiny_config(model={'vocab_size': V, 'mtp': dict(
+      kind='parallel', n=3)})).model
+  params = nn.unbox(jax.eval_shape(model_lib.make_model(cfg).init, jax.random.key(0),
+                                   jnp.zeros((1, 4), jnp.int32)))['params']
+  size = lambda t: sum(x.size for x in jax.tree.leaves(t))
+  head = size(params['heads_0'])
+  table = params['decoder']['embed']['embedding'].size  # tied embeddings
+  total = size(params)
+  assert cfg.tie_embeddings and size(params['heads_1']) == head
+  # plain: everything but heads 2 and 3; verify: everything, plus the table again.
+  np.testing.assert_allclose(speculative_decode.weight_ratio(params, 3),
+                             (total + table) / (total - 2 * head))

@@ -173,19 +173,27 @@ def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
   return tok_BxL, accept_BxK
 
 
+def _at(x_BxLx_: jax.Array, pos_B: jax.Array) -> jax.Array:
+  """x[b, pos_B[b]] for every row b: [B, L, ...] -> [B, ...]."""
+  B = x_BxLx_.shape[0]
+  return jnp.take_along_axis(x_BxLx_, pos_B.reshape((B,) + (1,) * (x_BxLx_.ndim - 1)),
+                             axis=1)[:, 0]
+
+
 def _generic_forward(model, variables, cache):
-  """(kv, forward(kv, index_B, tokens, choose) -> (main, chosen, drafts, kv)).
+  """(kv, forward(kv, index_B, tokens, choose, at) -> (main, chosen, drafts, kv)).
 
   Every output head runs through `spec_forward`; `kv` is the cache's key/value
-  leaves, the write index is rebuilt from `index_B` for each forward.
+  leaves, the write index is rebuilt from `index_B` for each forward. `at(chosen)`
+  is the position [B] whose draft logits [B, K, V] are returned.
   """
   kv, with_index = split_index(cache)
 
-  def forward(kv, index_B, tokens_BxL, choose):
-    (main, chosen, drafts), mut = model.apply(
+  def forward(kv, index_B, tokens_BxL, choose, at):
+    (main, chosen, drafts_BxLxKxV), mut = model.apply(
         {**variables, 'cache': with_index(kv, index_B)}, tokens_BxL, choose,
         method='spec_forward', mutable=['cache'])
-    return main, chosen, drafts, kv_leaves(mut['cache'])
+    return main, chosen, _at(drafts_BxLxKxV, at(chosen)), kv_leaves(mut['cache'])
   return kv, forward
 
 
@@ -208,24 +216,39 @@ def _parallel_forward(model, variables, cache, n: int):
   _, head_with_index = split_index(cache['heads_1'])
   kv = (main_kv, stack([kv_leaves(cache[f'heads_{i}']) for i in range(1, n)]))
 
-  def forward(kv, index_B, tokens_BxL, choose):
+  def forward(kv, index_B, tokens_BxL, choose, at):
     main_kv, draft_kv = kv
     h_BxLxD, mut = model.apply(
         {'params': params, 'cache': main_with_index(main_kv, index_B)}, tokens_BxL,
         method='trunk_hidden', mutable=['cache'])
     main_BxLxV, mut = model.apply({'params': params, 'cache': mut['cache']}, h_BxLxD, 0,
                                   method='head_logits', mutable=['cache'])
+    chosen = choose(main_BxLxV)
 
-    def draft(p_head, kv_head):
-      logits, m = model.apply({'params': {**shared, 'heads_0': p_head},
+    def draft(p_head, kv_head):  # the head's block over all L rows (its cache)...
+      hidden, m = model.apply({'params': {**shared, 'heads_0': p_head},
                                'cache': {'heads_0': head_with_index(kv_head, index_B)}},
-                              h_BxLxD, 0, method='head_logits', mutable=['cache'])
-      return logits, kv_leaves(m['cache']['heads_0'])
+                              h_BxLxD, method=_head_block, mutable=['cache'])
+      return hidden, kv_leaves(m['cache']['heads_0'])
 
-    draft_KxBxLxV, draft_kv = jax.vmap(draft)(draft_params, draft_kv)
-    return (main_BxLxV, choose(main_BxLxV), jnp.moveaxis(draft_KxBxLxV, 0, 2),
-            (kv_leaves(mut['cache']), draft_kv))
+    hidden_KxBxLxD, draft_kv = jax.vmap(draft)(draft_params, draft_kv)
+    # ...but the final norm and unembedding only at the one position whose drafts
+    # are used: K rows instead of K x L (at a 32K vocabulary most of a head's cost).
+    hidden_BxKxD = _at(jnp.moveaxis(hidden_KxBxLxD, 0, 1).swapaxes(1, 2), at(chosen))
+    drafts_BxKxV = model.apply({'params': params}, hidden_BxKxD, method=_unembed)
+    return main_BxLxV, chosen, drafts_BxKxV, (kv_leaves(mut['cache']), draft_kv)
   return kv, forward
+
+
+def _head_block(model, h_BxLxD):
+  """Output head 0's block alone (no final norm, no unembedding); `model.apply`
+  method of `_parallel_forward`, which swaps each draft head's weights in as head 0."""
+  return model.heads.head_logits(h_BxLxD, 0, lambda x: x)
+
+
+def _unembed(model, h_BxKxD):
+  """The shared final norm and unembedding of every head: [B, K, D] -> [B, K, V]."""
+  return model.decoder.logits(h_BxKxD)
 
 
 def _spec_forward(model, variables, model_cfg, cache):
@@ -263,10 +286,11 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     last_B = sample_logits(k_first, main_BxPxV[:, -1], s)
     return (jnp.concatenate([prompt_BxP[:, 1:], last_B[:, None]], axis=1),)
 
-  _, (tok_BxP,), draft_BxPxKxV, kv = spec(kv, jnp.zeros((B,), jnp.int32), prompt_BxP,
-                                          choose_prefill)
+  last_B = jnp.full((B,), P - 1, jnp.int32)
+  _, (tok_BxP,), draft_BxKxV, kv = spec(kv, jnp.zeros((B,), jnp.int32), prompt_BxP,
+                                        choose_prefill, lambda _: last_B)
   index_B = jnp.full((B,), P, jnp.int32)
-  drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxPxKxV[:, -1], s)
+  drafts_BxK, q_BxKxV = _draw(k_draft, draft_BxKxV, s)
   if greedy:  # q is unused: carry nothing
     q_BxKxV = jnp.zeros((B, K, 0), jnp.float32)
   cur_B = tok_BxP[:, -1]
@@ -284,16 +308,17 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       key, k_verify, k_draft = jax.random.split(key, 3)
     tokens_BxL = jnp.concatenate([cur_B[:, None], drafts_BxK], axis=1)
     choose = lambda main_BxLxV: _verify(k_verify, main_BxLxV, drafts_BxK, q_BxKxV, s)
-    _, (tok_BxL, accept_BxK), draft_BxLxKxV, kv = spec(kv, index_B, tokens_BxL, choose)
-    a_B = jnp.sum(jnp.cumprod(accept_BxK.astype(jnp.int32), axis=1), axis=1)
+    accepted = lambda chosen: jnp.sum(jnp.cumprod(chosen[1].astype(jnp.int32), axis=1),
+                                      axis=1)
+    _, (tok_BxL, accept_BxK), draft_BxKxV, kv = spec(kv, index_B, tokens_BxL, choose,
+                                                     accepted)
+    a_B = accepted((tok_BxL, accept_BxK))
     live_B = ~done_B
     # Accept a + 1 tokens by moving the index; rejected entries past it are masked
     # and overwritten by the next forward.
     index_B = jnp.where(live_B, index_B + a_B + 1, index_B)
     out_BxM = jnp.where(live_B[:, None], write(out_BxM, tok_BxL, count_B), out_BxM)
-    at_a = lambda x: jnp.take_along_axis(
-        x, a_B.reshape((B,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
-    new_drafts_BxK, new_q_BxKxV = _draw(k_draft, at_a(draft_BxLxKxV), s)
+    new_drafts_BxK, new_q_BxKxV = _draw(k_draft, draft_BxKxV, s)
     if greedy:
       new_q_BxKxV = q_BxKxV
     keep = lambda new, old: jnp.where(live_B.reshape((B,) + (1,) * (new.ndim - 1)), new, old)
@@ -301,7 +326,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       hit_B = jnp.any((tok_BxL == eos_id) & (jnp.arange(L) <= a_B[:, None]), axis=1)
       done_B = done_B | (live_B & hit_B)
     count_B = jnp.where(live_B, count_B + a_B + 1, count_B)
-    return (kv, index_B, keep(at_a(tok_BxL), cur_B),
+    return (kv, index_B, keep(_at(tok_BxL, a_B), cur_B),
             keep(new_drafts_BxK, drafts_BxK), keep(new_q_BxKxV, q_BxKxV), out_BxM,
             count_B, fwd_B + live_B, done_B | (count_B >= N), key)
 
