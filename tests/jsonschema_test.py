@@ -155,6 +155,32 @@ GROUPS = [
      ['{"a":1,"b":1}'], ['{"a":1}', '{"a":1,"b":2}', '{"a":1,"b":1,"z":1}']),
     ('unevaluatedItems', {'allOf': [{'prefixItems': [True]}, {'unevaluatedItems': False}]},
      ['[]'], ['[1]']),
+    # A `#/...` reference inside a subschema with its own $id names a place in that
+    # resource, not in the document (2020-12 core 8.2.1); drafts 4-7 ignore an $id
+    # beside a $ref, but not one above it.
+    ('$ref under nested $id', {
+        '$id': 'http://example.com/root.json', '$defs': {'A': {'type': 'integer'}},
+        'type': 'object', 'properties': {'p': {
+            '$id': 'http://example.com/sub/s.json', '$ref': '#/$defs/A',
+            '$defs': {'A': {'type': 'string', 'maxLength': 2}}}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":"a"}'], ['{"p":1}', '{"p":"abc"}']),
+    ('draft-07 $id beside $ref', {
+        '$schema': 'http://json-schema.org/draft-07/schema#',
+        'definitions': {'A': {'type': 'integer'}}, 'type': 'object', 'properties': {'p': {
+            '$id': 'http://example.com/sub.json', '$ref': '#/definitions/A',
+            'definitions': {'A': {'type': 'string'}}}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":1}'], ['{"p":"a"}']),
+    ('draft-04 id above $ref', {
+        '$schema': 'http://json-schema.org/draft-04/schema#',
+        'definitions': {'A': {'type': 'integer'}}, 'type': 'object', 'properties': {'p': {
+            'id': 'http://example.com/sub.json', 'type': 'object',
+            'definitions': {'A': {'type': 'string'}},
+            'properties': {'q': {'$ref': '#/definitions/A'}}, 'required': ['q'],
+            'additionalProperties': False}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":{"q":"a"}}'], ['{"p":{"q":1}}']),
 ]
 IDS = [g[0] for g in GROUPS]
 

@@ -26,8 +26,8 @@ from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
 from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
-from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, resolve_pointer,
-                                               strip)
+from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, rebase_refs,
+                                               resolve_pointer, strip)
 
 TYPES = ('null', 'boolean', 'object', 'array', 'number', 'string', 'integer')
 # A string character: printable ASCII but `"` and `\`, any non-ASCII character, or
@@ -58,10 +58,14 @@ _nonneg_int = common.nonneg_int
 
 
 class Compiler:
-  """One schema's compilation; `node(root)` is the AST (None: no instance fits)."""
+  """One schema's compilation; `node(self.root)` is the AST (None: no instance fits).
+
+  `self.root` is the schema with references inside nested `$id` resources made
+  relative to the document root (`resolve.rebase_refs`).
+  """
 
   def __init__(self, root: Any, opts: Options):
-    self.root, self.opts = root, opts
+    self.root, self.opts = rebase_refs(root), opts
     self.ref_stack: list[str] = []
 
   # -- entry, references, combinators ---------------------------------------------------
