@@ -155,6 +155,20 @@ GROUPS = [
      ['{"a":1,"b":1}'], ['{"a":1}', '{"a":1,"b":2}', '{"a":1,"b":1,"z":1}']),
     ('unevaluatedItems', {'allOf': [{'prefixItems': [True]}, {'unevaluatedItems': False}]},
      ['[]'], ['[1]']),
+    # A branch that no other branch's required names exclude: narrowed to the JSON
+    # types the other branch does not admit ([1] is valid under both: never written).
+    ('oneOf by type', {'oneOf': [{'properties': {'a': {'type': 'integer'}}, 'required': ['a']},
+                                 {'type': 'array', 'items': {'type': 'integer'}}]},
+     ['{"a":1}', '1', 'null'], ['[1]', '[]', '{"a":"x"}']),
+    # A branch that is itself a oneOf excludes c when each of its branches does; a
+    # required member against c's additionalProperties schema.
+    ('oneOf of oneOf', {'oneOf': [
+        {'type': 'object', 'oneOf': [
+            {'properties': {'t': {'const': 'x'}}, 'required': ['t']},
+            {'properties': {'t': {'const': 'y'}, 'u': {'type': 'integer'}},
+             'required': ['t', 'u']}]},
+        {'type': 'object', 'additionalProperties': {'type': 'boolean'}, 'maxProperties': 1}]},
+     ['{"t":"x"}', '{"t":"y","u":1}'], ['{"t":"z"}', '{"t":"y"}', '1']),
     # A `#/...` reference inside a subschema with its own $id names a place in that
     # resource, not in the document (2020-12 core 8.2.1); drafts 4-7 ignore an $id
     # beside a $ref, but not one above it.

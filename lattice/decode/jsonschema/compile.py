@@ -11,8 +11,12 @@ members when `additionalProperties` is absent, leap days).
 subschema is left out where the instance may omit it (optional property, array
 that may be empty, other `anyOf` branch), otherwise SchemaError. `oneOf` keeps the
 branches that provably exclude every other branch (different types, a required
-property whose `const`/`enum` the other branch forbids, one that it disallows, or
-one it requires that the branch never writes).
+property whose `const`/`enum` the other branch forbids, one that it disallows or
+whose additionalProperties schema excludes the value, more required members than
+its maxProperties, one it requires that the branch never writes, or every branch
+of the branch's own anyOf/oneOf excluding it), narrowed where that makes them
+exclusive (a name another branch requires is never written; the JSON types
+another branch admits are never written).
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class Compiler:
 
   def __init__(self, root: Any, opts: Options):
     self.root, self.opts = rebase_refs(root), opts
+    dialect = root.get('$schema') if isinstance(root, dict) else None
+    # Drafts 4-7: a $ref's sibling keywords are ignored by validators.
+    self.old_draft = isinstance(dialect, str) and any(
+        d in dialect for d in ('draft-03', 'draft-04', 'draft-06', 'draft-07'))
     self.ref_stack: list[str] = []
 
   # -- entry, references, combinators ---------------------------------------------------
@@ -154,7 +162,8 @@ class Compiler:
   def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
     """Branch `b`, narrowed so that nothing written validates against `others`
     (a name another branch requires is never written), or None if unprovable."""
-    drops = {}
+    from lattice.decode.jsonschema import disjoint  # pylint: disable=g-import-not-at-top
+    drops, banned = {}, set()
     for c in others:
       if _excludes(self, b, c, base):
         continue
@@ -163,12 +172,22 @@ class Compiler:
         return None
       mine = set(bd.get('required', [])) | set(base.get('required', []))
       names = [q for q in cd.get('required', []) if isinstance(q, str) and q not in mine]
-      if not names:
+      if names:
+        drops[names[0]] = False
+        continue
+      # Else: never write the JSON types c admits (c's own keywords bound them; an
+      # integer-only c also bans numbers, which may be written as integers).
+      their = disjoint.admitted_types(self, c, base)
+      if their >= set(TYPES):
         return None
-      drops[names[0]] = False
-    if not drops:
+      banned |= their | ({'number'} if 'integer' in their else set())
+    if not drops and not banned:
       return b
-    narrowed = merge(self.deref(b, where), {'properties': drops}, where)
+    narrowed = self.deref(b, where)
+    if drops:
+      narrowed = merge(narrowed, {'properties': drops}, where)
+    if banned:
+      narrowed = merge(narrowed, {'type': [t for t in TYPES if t not in banned]}, where)
     ok = all(_excludes(self, narrowed, c, base) for c in others)
     return narrowed if ok else None
 

@@ -22,6 +22,9 @@ _ALL = {'null', 'boolean', 'object', 'array', 'number', 'string', 'integer'}
 def _prep(comp, s: Any, base: dict, written: bool) -> Any:
   """`s` & base; `written`: as the compiler writes it (rewrites applied, a subset),
   else as raw keywords (a superset of what validates: `if`, `not` ignored)."""
+  if not written and comp.old_draft and isinstance(s, dict) and '$ref' in s:
+    # Drafts 4-7 ignore a $ref's siblings: what validates is the target alone.
+    s = {'$ref': s['$ref']}
   s = comp.deref(s, '')
   if isinstance(s, dict):
     s = strip(s)
@@ -39,17 +42,27 @@ def _prep(comp, s: Any, base: dict, written: bool) -> Any:
   return s
 
 
-def _types(s: Any) -> set[str]:
-  if not isinstance(s, dict) or '$ref' in s or 'anyOf' in s or 'oneOf' in s:
+def _types(s: Any, old_draft: bool) -> set[str]:
+  """The JSON types `s` admits: its `type`, `const` or `enum` bound them even beside
+  `anyOf`/`oneOf`/`$ref` (in conjunction with them), except beside a `$ref` in
+  drafts 4-7, which ignore its siblings."""
+  if not isinstance(s, dict) or ('$ref' in s and old_draft):
     return set(_ALL)
   if 'const' in s or 'enum' in s:
     vals = [s['const']] if 'const' in s else s['enum']
     return {_type_of(v) for v in vals} if isinstance(vals, list) else set(_ALL)
-  t = s.get('type', list(_ALL))
+  if 'type' not in s:
+    return set(_ALL)
+  t = s['type']
   t = {t} if isinstance(t, str) else set(t)
   if 'number' in t:
     t.add('integer')
   return t
+
+
+def admitted_types(comp, c: Any, base: dict) -> set[str]:
+  """A superset of the JSON types of the values that validate against `c` & base."""
+  return _types(_prep(comp, c, base, written=False), comp.old_draft)
 
 
 def _type_of(v: Any) -> str:
@@ -76,7 +89,7 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
   b, c = _prep(comp, b, base, written=True), _prep(comp, c, base, written=False)
   if b is False or c is False:
     return True
-  tb, tc = _types(b), _types(c)
+  tb, tc = _types(b, comp.old_draft), _types(c, comp.old_draft)
   if 'number' in tb:
     tb.add('integer')
   if not tb & tc:
@@ -86,16 +99,42 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
     key = lambda v: json.dumps(v, sort_keys=True)
     if not {key(v) for v in vb} & {key(v) for v in vc}:
       return True
-  if tb != {'object'} or not isinstance(b, dict) or not isinstance(c, dict):
+  if tb == {'object'} and isinstance(b, dict) and isinstance(c, dict) and _objects_exclude(
+      comp, b, c, depth):
+    return True
+  if isinstance(b, dict) and not (isinstance(b.get('anyOf'), list) and b['anyOf']) and (
+      isinstance(b.get('oneOf'), list) and b['oneOf']):
+    key = 'oneOf'
+  elif isinstance(b, dict) and isinstance(b.get('anyOf'), list) and b['anyOf']:
+    key = 'anyOf'
+  else:
     return False
+  # b writes instances of its own keywords and one of its branches: every branch
+  # (with b's other keywords, which every instance written meets) must exclude c.
+  rest = {k: v for k, v in b.items() if k != key}
+  return all(excludes(comp, sub, c, rest, depth + 1) for sub in b[key])
+
+
+def _objects_exclude(comp, b: dict, c: dict, depth: int) -> bool:
+  """b, c object schemas: some member b always writes fails c, b writes more
+  members than c allows, or c requires one b never writes."""
   b_props, c_props = b.get('properties', {}), c.get('properties', {})
+  c_max = c.get('maxProperties')
+  if isinstance(c_max, int) and not isinstance(c_max, bool) and len(
+      set(b.get('required', []))) > c_max:
+    return True
   for p in b.get('required', []):
     if p in c_props and p in b_props and excludes(comp, b_props[p], c_props[p], {},
                                                   depth + 1):
       return True
-    if (c.get('additionalProperties', True) is False and p not in c_props
-        and not c.get('patternProperties')):
-      return True
+    if p not in c_props and not c.get('patternProperties'):
+      # The name is one of c's additional properties.
+      extra = c.get('additionalProperties', True)
+      if extra is False:
+        return True
+      if p in b_props and isinstance(extra, dict) and extra and excludes(
+          comp, b_props[p], extra, {}, depth + 1):
+        return True
   b_extra = bool(b.get('patternProperties')) or b.get('additionalProperties', True) \
       not in (False, True, {}) or (b.get('additionalProperties', True) is not False and (
           comp.opts.extra_properties or not b_props))
