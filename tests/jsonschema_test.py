@@ -347,3 +347,15 @@ def test_members_with_counted_strings_equal_plain_compile():
   fast, ref = constraints.compile_schema(schema), constraints.compile_schema(schema, plain)
   assert fast.n_states == ref.n_states
   assert _equivalent(fast, ref)
+
+
+def test_one_time_cap_for_the_whole_schema():
+  """`Limits.max_seconds` bounds the schema's compilation as a whole (every member
+  DFA), not only each `to_dfa`: past it, one SchemaError naming the limit."""
+  schema = {'type': 'object', 'properties': {
+      f'p{i}': {'type': 'object', 'properties': {'q': {'type': 'integer', 'maximum': i}}}
+      for i in range(4)}}
+  rushed = constraints.Options(limits=automaton.Limits(max_seconds=1e-6))
+  with pytest.raises(constraints.SchemaError, match='max_seconds'):
+    constraints.schema_regex(schema, rushed)
+  assert constraints.compile_schema(schema).matches('{"p0":{"q":0}}')

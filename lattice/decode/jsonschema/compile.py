@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
@@ -75,9 +76,19 @@ class Compiler:
     self.old_draft = isinstance(dialect, str) and any(
         d in dialect for d in ('draft-03', 'draft-04', 'draft-06', 'draft-07'))
     self.ref_stack: list[str] = []
+    # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
+    # also stops at it): checked at every subschema and member DFA.
+    self.deadline = time.perf_counter() + opts.limits.max_seconds
+
+  def check_time(self, where: str) -> None:
+    """Raises SchemaError once the compilation has run past `Limits.max_seconds`."""
+    if time.perf_counter() > self.deadline:
+      raise SchemaError(where, 'schema', f'compiling took over '
+                        f'{self.opts.limits.max_seconds} s (Limits.max_seconds)')
 
   # -- entry, references, combinators ---------------------------------------------------
   def node(self, s: Any, where: str = '', depth: int = 0) -> Node | None:
+    self.check_time(where)
     if s is True or s == {}:
       return self.any_value(self.opts.any_depth)
     if s is False:
@@ -349,10 +360,13 @@ class Compiler:
       return node
     if _has_counted_loop(node, self.opts.limits.region_min):
       return node
+    self.check_time('')
     try:
       return automaton.embed(automaton.to_dfa(node, self.opts.limits))
     except automaton.LimitError as e:
       raise SchemaError('', 'schema', str(e)) from e
+    finally:
+      self.check_time('')
 
   def t_array(self, s, where, depth):
     return containers.array(self, s, where, depth)
