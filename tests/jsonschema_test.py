@@ -31,6 +31,8 @@ GROUPS = [
      ['"ab-12"', '"x-00"'], ['"ab-1"', '"AB-12"', '"ab-123"']),
     ('pattern search', {'type': 'string', 'pattern': 'cat'},
      ['"cat"', '"a cat!"', '"concatenate"'], ['"dog"', '"ca t"']),
+    ('pattern in one group', {'type': 'string', 'pattern': '(^[a-z]+( [a-z]+){0,2}$)'},
+     ['"ab"', '"a bc d"'], ['"a b c d"', '"ab "', '"1"']),
     ('pattern + length', {'type': 'string', 'pattern': '^a', 'maxLength': 3},
      ['"a"', '"abc"'], ['"abcd"', '"ba"']),
     # Repetitions capped to fit maxLength (no regex x length product): small, sound.
