@@ -21,7 +21,8 @@ narrowed to make them so where it can);
 as sound subsets (`rewrite`): `if`/`then`/`else` (instances of if and then),
 `contains`/`minContains`/`maxContains` (every element satisfies contains),
 `dependentSchemas` (merged for required names, other names never written),
-`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const.
+`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const
+(or allOf holding one).
 Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
 `default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
 ignored, as the specification treats them.
