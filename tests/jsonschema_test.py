@@ -176,6 +176,12 @@ GROUPS = [
              'required': ['t', 'u']}]},
         {'type': 'object', 'additionalProperties': {'type': 'boolean'}, 'maxProperties': 1}]},
      ['{"t":"x"}', '{"t":"y","u":1}'], ['{"t":"z"}', '{"t":"y"}', '1']),
+    # Members a branch's own anyOf writes count as written ({"q":1} is valid under both).
+    ('oneOf, branch with anyOf', {'oneOf': [
+        {'type': 'object', 'properties': {'r': {'type': 'integer'}},
+         'anyOf': [{'properties': {'q': {'type': 'integer'}}, 'required': ['q']}]},
+        {'type': 'object', 'required': ['q']}, {'type': 'string'}]},
+     ['"s"'], ['{"q":1}', '{"r":1,"q":1}', '1']),
     # A `#/...` reference inside a subschema with its own $id names a place in that
     # resource, not in the document (2020-12 core 8.2.1); drafts 4-7 ignore an $id
     # beside a $ref, but not one above it.

@@ -112,7 +112,10 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
   # b writes instances of its own keywords and one of its branches: every branch
   # (with b's other keywords, which every instance written meets) must exclude c.
   rest = {k: v for k, v in b.items() if k != key}
-  return all(excludes(comp, sub, c, rest, depth + 1) for sub in b[key])
+  try:
+    return all(excludes(comp, sub, c, rest, depth + 1) for sub in b[key])
+  except SchemaError:  # A branch that does not merge with the rest: unproven.
+    return False
 
 
 def _objects_exclude(comp, b: dict, c: dict, depth: int) -> bool:
@@ -138,7 +141,8 @@ def _objects_exclude(comp, b: dict, c: dict, depth: int) -> bool:
   b_extra = bool(b.get('patternProperties')) or b.get('additionalProperties', True) \
       not in (False, True, {}) or (b.get('additionalProperties', True) is not False and (
           comp.opts.extra_properties or not b_props))
-  if not b_extra:
+  # Branches of b's own anyOf/oneOf may write members its top level does not declare.
+  if not b_extra and not b.get('anyOf') and not b.get('oneOf'):
     for q in c.get('required', []):
       if (q not in b_props or b_props[q] is False) and q not in b.get('required', []):
         return True
