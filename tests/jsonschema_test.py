@@ -77,6 +77,17 @@ GROUPS = [
                          {'properties': {'b': {'type': 'string'}}, 'required': ['b']}],
                'unevaluatedProperties': False},
      ['{"a":1,"b":"x"}'], ['{"a":1}', '{"b":"x"}']),
+    # Two $refs / two ifs under one allOf: the second kept whole in an allOf member.
+    ('allOf of two $refs and two ifs', {
+        '$defs': {'A': {'type': 'object', 'properties': {'a': {'type': 'integer'}},
+                        'required': ['a']},
+                  'B': {'properties': {'b': {'type': 'string'}}, 'required': ['b']}},
+        'allOf': [{'$ref': '#/$defs/A', 'if': {'required': ['a']},
+                   'then': {'properties': {'a': {'maximum': 5}}}},
+                  {'$ref': '#/$defs/B', 'if': {'required': ['b']},
+                   'then': {'properties': {'b': {'maxLength': 2}}}}]},
+     ['{"a":1,"b":"x"}', '{"a":5,"b":"yz"}'], ['{"a":6,"b":"x"}', '{"a":1,"b":"xyz"}',
+                                              '{"a":1}']),
     ('anyOf', {'anyOf': [{'type': 'integer'}, {'type': 'string', 'maxLength': 1}]},
      ['5', '"a"'], ['"ab"', 'null']),
     ('oneOf', {'oneOf': [{'type': 'integer'}, {'type': 'boolean'}]}, ['3', 'true'],

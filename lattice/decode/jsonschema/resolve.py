@@ -96,6 +96,18 @@ def merge(a: Any, b: Any, where: str) -> Any:
   # unevaluatedItems sees only its own schema's evaluations, never a cousin's: fixed
   # to items before merging.
   a, b = local_unevaluated_items(a, where), local_unevaluated_items(b, where)
+  # Two different `$ref`s, or two `if`s with their `then`/`else`: b's is kept whole
+  # in an allOf member (the same conjunction), compiled after a's.
+  moved = []
+  if '$ref' in a and '$ref' in b and not _same(a['$ref'], b['$ref']):
+    moved.append({'$ref': b['$ref']})
+    b = {k: v for k, v in b.items() if k != '$ref'}
+  if 'if' in a and 'if' in b and not all(_same(a.get(k), b.get(k))
+                                         for k in ('if', 'then', 'else')):
+    moved.append({k: b[k] for k in ('if', 'then', 'else') if k in b})
+    b = {k: v for k, v in b.items() if k not in ('if', 'then', 'else')}
+  if moved:
+    b = {**b, 'allOf': [*b.get('allOf', []), *moved]}
   out = dict(a)
   for k, v in b.items():
     if k not in out:
