@@ -193,6 +193,17 @@ GROUPS = [
          'anyOf': [{'properties': {'q': {'type': 'integer'}}, 'required': ['q']}]},
         {'type': 'object', 'required': ['q']}, {'type': 'string'}]},
      ['"s"'], ['{"q":1}', '{"r":1,"q":1}', '1']),
+    # At the recursion bound a $ref branch writes nothing; the other branch is proven
+    # exclusive against what the reference validates (read past the bound).
+    ('recursive oneOf', {'$defs': {'n': {'type': 'object', 'properties': {
+        'k': {'const': 'node'}, 'next': {'oneOf': [
+            {'type': 'object', 'properties': {'k': {'const': 'leaf'}}, 'required': ['k'],
+             'additionalProperties': False},
+            {'$ref': '#/$defs/n'}]}}, 'required': ['k', 'next'],
+        'additionalProperties': False}}, '$ref': '#/$defs/n'},
+     ['{"k":"node","next":{"k":"leaf"}}',
+      '{"k":"node","next":{"k":"node","next":{"k":"leaf"}}}'],
+     ['{"k":"node"}', '{"k":"node","next":{"k":"x"}}']),
     # A `#/...` reference inside a subschema with its own $id names a place in that
     # resource, not in the document (2020-12 core 8.2.1); drafts 4-7 ignore an $id
     # beside a $ref, but not one above it.

@@ -132,11 +132,16 @@ class Compiler:
       return self.branches(s, 'oneOf', where, depth)
     return self.typed(s, where, depth)
 
-  def deref(self, s: Any, where: str) -> Any:
-    """`s` with a top-level `$ref` inlined (for merging), recursion-bounded."""
+  def deref(self, s: Any, where: str, bounded: bool = True) -> Any:
+    """`s` with a top-level `$ref` inlined (for merging), recursion-bounded; with
+    `bounded=False` (reading what validates, not what is written) only a cycle of
+    bare references stops it."""
+    seen = set()
     while isinstance(s, dict) and '$ref' in s:
-      if self.ref_stack.count(s['$ref']) >= self.opts.max_ref_depth:
+      if (self.ref_stack.count(s['$ref']) >= self.opts.max_ref_depth if bounded
+          else s['$ref'] in seen):
         return s
+      seen.add(s['$ref'])
       rest = {k: v for k, v in s.items() if k != '$ref'}
       target = resolve_pointer(self.root, s['$ref'], where)
       s = merge(target, rest, where) if rest else target

@@ -25,12 +25,13 @@ def _prep(comp, s: Any, base: dict, written: bool) -> Any:
   if not written and comp.old_draft and isinstance(s, dict) and '$ref' in s:
     # Drafts 4-7 ignore a $ref's siblings: what validates is the target alone.
     s = {'$ref': s['$ref']}
-  s = comp.deref(s, '')
+  s = comp.deref(s, '', bounded=written)
   if isinstance(s, dict):
     s = strip(s)
     if 'allOf' in s:
       for sub in s['allOf']:
-        s = merge({k: v for k, v in s.items() if k != 'allOf'}, comp.deref(sub, ''), '')
+        s = merge({k: v for k, v in s.items() if k != 'allOf'},
+                  comp.deref(sub, '', bounded=written), '')
   s = merge(base, s, '') if base else s
   if written and isinstance(s, dict):
     # As the compiler will write it: `if`/`then` or a dependentSchemas may add
@@ -86,6 +87,12 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
   """True only if no text the compiler writes for `b` (& base) validates against `c`."""
   if depth > 4:
     return False
+  bd = comp.deref(b, '')
+  if isinstance(bd, dict) and '$ref' in bd and (
+      comp.ref_stack.count(bd['$ref']) >= comp.opts.max_ref_depth):
+    # A reference at the recursion bound: the compiler writes nothing for it here
+    # (nor deeper, where the stack only grows).
+    return True
   b, c = _prep(comp, b, base, written=True), _prep(comp, c, base, written=False)
   if b is False or c is False:
     return True
