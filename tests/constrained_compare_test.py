@@ -57,3 +57,13 @@ def test_markdown_table_and_p95():
   assert s['compile_ms_p95'] == 2.0  # Nearest rank: never below the median.
   table = cc.markdown_table({'Sub': {'lattice': s}})
   assert table.splitlines()[2].startswith('| Sub | lattice | 100.0% (2/2) | 1.50 | 2.0 |')
+
+
+def test_census_phases_errors_and_buckets():
+  from benchmarks import constrained_census as census  # pylint: disable=g-import-not-at-top
+  ok = census.census_one(SCHEMA, cap=60)
+  assert ok['ok'] and ok['states'] > 1 and min(ok['ast_s'], ok['dfa_s'], ok['index_s']) >= 0
+  bad = census.census_one({'type': 'string', 'pattern': '(?<=a)b'}, cap=60)
+  assert not bad['ok'] and 'pattern' in bad['error']
+  assert census.bucket("SchemaError: /properties/x: not: 'a' 12") == \
+      "SchemaError: /… not: '…' N"

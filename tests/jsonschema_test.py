@@ -31,6 +31,8 @@ GROUPS = [
      ['"ab-12"', '"x-00"'], ['"ab-1"', '"AB-12"', '"ab-123"']),
     ('pattern search', {'type': 'string', 'pattern': 'cat'},
      ['"cat"', '"a cat!"', '"concatenate"'], ['"dog"', '"ca t"']),
+    ('pattern in one group', {'type': 'string', 'pattern': '(^[a-z]+( [a-z]+){0,2}$)'},
+     ['"ab"', '"a bc d"'], ['"a b c d"', '"ab "', '"1"']),
     ('pattern + length', {'type': 'string', 'pattern': '^a', 'maxLength': 3},
      ['"a"', '"abc"'], ['"abcd"', '"ba"']),
     # Repetitions capped to fit maxLength (no regex x length product): small, sound.
@@ -75,6 +77,17 @@ GROUPS = [
                          {'properties': {'b': {'type': 'string'}}, 'required': ['b']}],
                'unevaluatedProperties': False},
      ['{"a":1,"b":"x"}'], ['{"a":1}', '{"b":"x"}']),
+    # Two $refs / two ifs under one allOf: the second kept whole in an allOf member.
+    ('allOf of two $refs and two ifs', {
+        '$defs': {'A': {'type': 'object', 'properties': {'a': {'type': 'integer'}},
+                        'required': ['a']},
+                  'B': {'properties': {'b': {'type': 'string'}}, 'required': ['b']}},
+        'allOf': [{'$ref': '#/$defs/A', 'if': {'required': ['a']},
+                   'then': {'properties': {'a': {'maximum': 5}}}},
+                  {'$ref': '#/$defs/B', 'if': {'required': ['b']},
+                   'then': {'properties': {'b': {'maxLength': 2}}}}]},
+     ['{"a":1,"b":"x"}', '{"a":5,"b":"yz"}'], ['{"a":6,"b":"x"}', '{"a":1,"b":"xyz"}',
+                                              '{"a":1}']),
     ('anyOf', {'anyOf': [{'type': 'integer'}, {'type': 'string', 'maxLength': 1}]},
      ['5', '"a"'], ['"ab"', 'null']),
     ('oneOf', {'oneOf': [{'type': 'integer'}, {'type': 'boolean'}]}, ['3', 'true'],
@@ -135,6 +148,11 @@ GROUPS = [
         'a': {'type': 'integer'}, 'b': {'type': 'integer'}},
         'not': {'anyOf': [{'required': ['a']}, {'required': ['b']}]}},
      ['{}'], ['{"a":1}', '"s"', 'null']),
+    ('not allOf', {'type': 'object', 'properties': {'a': {'type': 'integer'},
+                                                    'b': {'type': 'integer'}},
+                   'required': ['a'], 'not': {'allOf': [{'required': ['a']},
+                                                         {'required': ['b']}]}},
+     ['{"a":1}'], ['{"a":1,"b":2}', '{}']),
     ('not required+const', {'type': 'object', 'properties': {'a': {'type': 'integer'}},
                             'not': {'properties': {'a': {'const': 1}}, 'required': ['a']}},
      ['{}'], ['{"a":1}', '{"a":2}']),
@@ -155,6 +173,63 @@ GROUPS = [
      ['{"a":1,"b":1}'], ['{"a":1}', '{"a":1,"b":2}', '{"a":1,"b":1,"z":1}']),
     ('unevaluatedItems', {'allOf': [{'prefixItems': [True]}, {'unevaluatedItems': False}]},
      ['[]'], ['[1]']),
+    # A branch that no other branch's required names exclude: narrowed to the JSON
+    # types the other branch does not admit ([1] is valid under both: never written).
+    ('oneOf by type', {'oneOf': [{'properties': {'a': {'type': 'integer'}}, 'required': ['a']},
+                                 {'type': 'array', 'items': {'type': 'integer'}}]},
+     ['{"a":1}', '1', 'null'], ['[1]', '[]', '{"a":"x"}']),
+    # A branch that is itself a oneOf excludes c when each of its branches does; a
+    # required member against c's additionalProperties schema.
+    ('oneOf of oneOf', {'oneOf': [
+        {'type': 'object', 'oneOf': [
+            {'properties': {'t': {'const': 'x'}}, 'required': ['t']},
+            {'properties': {'t': {'const': 'y'}, 'u': {'type': 'integer'}},
+             'required': ['t', 'u']}]},
+        {'type': 'object', 'additionalProperties': {'type': 'boolean'}, 'maxProperties': 1}]},
+     ['{"t":"x"}', '{"t":"y","u":1}'], ['{"t":"z"}', '{"t":"y"}', '1']),
+    # Members a branch's own anyOf writes count as written ({"q":1} is valid under both).
+    ('oneOf, branch with anyOf', {'oneOf': [
+        {'type': 'object', 'properties': {'r': {'type': 'integer'}},
+         'anyOf': [{'properties': {'q': {'type': 'integer'}}, 'required': ['q']}]},
+        {'type': 'object', 'required': ['q']}, {'type': 'string'}]},
+     ['"s"'], ['{"q":1}', '{"r":1,"q":1}', '1']),
+    # At the recursion bound a $ref branch writes nothing; the other branch is proven
+    # exclusive against what the reference validates (read past the bound).
+    ('recursive oneOf', {'$defs': {'n': {'type': 'object', 'properties': {
+        'k': {'const': 'node'}, 'next': {'oneOf': [
+            {'type': 'object', 'properties': {'k': {'const': 'leaf'}}, 'required': ['k'],
+             'additionalProperties': False},
+            {'$ref': '#/$defs/n'}]}}, 'required': ['k', 'next'],
+        'additionalProperties': False}}, '$ref': '#/$defs/n'},
+     ['{"k":"node","next":{"k":"leaf"}}',
+      '{"k":"node","next":{"k":"node","next":{"k":"leaf"}}}'],
+     ['{"k":"node"}', '{"k":"node","next":{"k":"x"}}']),
+    # A `#/...` reference inside a subschema with its own $id names a place in that
+    # resource, not in the document (2020-12 core 8.2.1); drafts 4-7 ignore an $id
+    # beside a $ref, but not one above it.
+    ('$ref under nested $id', {
+        '$id': 'http://example.com/root.json', '$defs': {'A': {'type': 'integer'}},
+        'type': 'object', 'properties': {'p': {
+            '$id': 'http://example.com/sub/s.json', '$ref': '#/$defs/A',
+            '$defs': {'A': {'type': 'string', 'maxLength': 2}}}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":"a"}'], ['{"p":1}', '{"p":"abc"}']),
+    ('draft-07 $id beside $ref', {
+        '$schema': 'http://json-schema.org/draft-07/schema#',
+        'definitions': {'A': {'type': 'integer'}}, 'type': 'object', 'properties': {'p': {
+            '$id': 'http://example.com/sub.json', '$ref': '#/definitions/A',
+            'definitions': {'A': {'type': 'string'}}}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":1}'], ['{"p":"a"}']),
+    ('draft-04 id above $ref', {
+        '$schema': 'http://json-schema.org/draft-04/schema#',
+        'definitions': {'A': {'type': 'integer'}}, 'type': 'object', 'properties': {'p': {
+            'id': 'http://example.com/sub.json', 'type': 'object',
+            'definitions': {'A': {'type': 'string'}},
+            'properties': {'q': {'$ref': '#/definitions/A'}}, 'required': ['q'],
+            'additionalProperties': False}},
+        'required': ['p'], 'additionalProperties': False},
+     ['{"p":{"q":"a"}}'], ['{"p":{"q":1}}']),
 ]
 IDS = [g[0] for g in GROUPS]
 
@@ -273,3 +348,49 @@ def test_counted_loops_equal_plain_unrolling():
       if rng.random() < 0.5:
         s = rng.choice('axb') * rng.randint(0, 45)
       assert dfa.matches(s) == (re.fullmatch(pattern, s) is not None), (pattern, s)
+
+
+def _equivalent(a: automaton.Dfa, b: automaton.Dfa) -> bool:
+  """Whether two DFAs (dead states pruned) accept the same bytes: a walk over the
+  product of their reachable states."""
+  pairs = sorted({(int(x), int(y)) for x, y in zip(a.byte_class, b.byte_class)})
+  seen, todo = {(0, 0)}, [(0, 0)]
+  while todo:
+    s, t = todo.pop()
+    if a.accepting[s] != b.accepting[t]:
+      return False
+    for ca, cb in pairs:  # One byte of each class pair stands for all.
+      ns, nt = int(a.delta_SxC[s, ca]), int(b.delta_SxC[t, cb])
+      if (ns < 0) != (nt < 0):
+        return False
+      if ns >= 0 and (ns, nt) not in seen:
+        seen.add((ns, nt))
+        todo.append((ns, nt))
+  return True
+
+
+def test_members_with_counted_strings_equal_plain_compile():
+  """Members holding a long maxLength stay unembedded until the final DFA (one
+  counted loop each): the same minimal DFA as unrolling every repetition plainly."""
+  schema = {'type': 'object', 'properties': {
+      'a': {'type': 'string', 'maxLength': 20},
+      'b': {'type': 'array', 'items': {'type': 'object', 'properties': {
+          'c': {'type': 'string', 'minLength': 2, 'maxLength': 15}, 'd': {'type': 'integer'}},
+          'required': ['c']}, 'maxItems': 2},
+      'e': {'enum': ['x', 'y']}}, 'required': ['b']}
+  plain = constraints.Options(limits=automaton.Limits(region_min=10**6))
+  fast, ref = constraints.compile_schema(schema), constraints.compile_schema(schema, plain)
+  assert fast.n_states == ref.n_states
+  assert _equivalent(fast, ref)
+
+
+def test_one_time_cap_for_the_whole_schema():
+  """`Limits.max_seconds` bounds the schema's compilation as a whole (every member
+  DFA), not only each `to_dfa`: past it, one SchemaError naming the limit."""
+  schema = {'type': 'object', 'properties': {
+      f'p{i}': {'type': 'object', 'properties': {'q': {'type': 'integer', 'maximum': i}}}
+      for i in range(4)}}
+  rushed = constraints.Options(limits=automaton.Limits(max_seconds=1e-6))
+  with pytest.raises(constraints.SchemaError, match='max_seconds'):
+    constraints.schema_regex(schema, rushed)
+  assert constraints.compile_schema(schema).matches('{"p0":{"q":0}}')

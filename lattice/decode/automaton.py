@@ -134,7 +134,7 @@ class _Nfa:
       return self._embed(node[1], node[2], start)
     _, body, lo, hi = node
     if (self.cur_region < 0 and max(lo, hi or 0) > self.limits.region_min
-        and id(node) not in self.no_region and _is_char(body)):
+        and id(node) not in self.no_region and is_char(body)):
       if 0 < lo <= self.limits.region_min:
         # X{lo,hi} as X^lo X{0,hi-lo}: a loop counted from 0 accepts at copy 0
         # exactly when its DFA state does, even if another path (`|X{1,15}`) makes
@@ -222,11 +222,12 @@ def _bits(mask: int) -> list[int]:
   return out
 
 
-def _is_char(node: Node) -> bool:
-  """Whether `node` is made of byte sets, concatenations and alternations only."""
+def is_char(node: Node) -> bool:
+  """Whether `node` is made of byte sets, concatenations and alternations only (the
+  body of a repetition that `to_dfa` may build as a counted loop)."""
   if node[0] == 'set':
     return True
-  return node[0] in ('cat', 'alt') and all(_is_char(p) for p in node[1])
+  return node[0] in ('cat', 'alt') and all(is_char(p) for p in node[1])
 
 
 def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:

@@ -52,7 +52,8 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
   Raises SchemaError (keyword + JSON pointer) for unsupported or malformed schemas.
   """
   try:
-    node = jsonschema_lib.Compiler(schema, options).node(schema)
+    compiler = jsonschema_lib.Compiler(schema, options)
+    node = compiler.node(compiler.root)
   except SchemaError:
     raise
   except RecursionError as e:

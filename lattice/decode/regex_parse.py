@@ -191,6 +191,9 @@ def parse_search(pattern: str) -> Node:
   are ASCII-only (Python's Unicode classes), so every match is one in ECMA-262,
   Python `re` and `re.ASCII` alike.
   """
+  inner = _whole_group(pattern)
+  if inner is not None:  # `(^\S+$)`: an unquantified group around it all is transparent.
+    return parse_search(inner)
   branches = _top_level_branches(pattern)
   if len(branches) > 1:  # `^$|^\d+$`: each branch anchored on its own.
     return alt(*(parse_search(b) for b in branches))
@@ -199,6 +202,38 @@ def parse_search(pattern: str) -> Node:
   anything = rep(ANY_STRING_CHAR, 0, None)
   return cat(EPS if parser.anchored_start else anything, node,
              EPS if parser.anchored_end else anything)
+
+
+def _whole_group(pattern: str) -> str | None:
+  """X when `pattern` is `(X)` or `(?:X)` with that group closing at its very end."""
+  if pattern.startswith('(?:'):
+    body = 3
+  elif pattern.startswith('(') and not pattern.startswith('(?'):
+    body = 1
+  else:
+    return None
+  depth, i, in_class = 0, 0, False
+  while i < len(pattern):
+    c = pattern[i]
+    if c == '\\':
+      i += 2
+      continue
+    if in_class:
+      in_class = c != ']'
+    elif c == '[':
+      in_class = True
+      if pattern[i + 1:i + 2] == '^':
+        i += 1
+      if pattern[i + 1:i + 2] == ']':
+        i += 1
+    elif c == '(':
+      depth += 1
+    elif c == ')':
+      depth -= 1
+      if depth == 0:
+        return pattern[body:i] if i == len(pattern) - 1 else None
+    i += 1
+  return None
 
 
 def _top_level_branches(pattern: str) -> list[str]:

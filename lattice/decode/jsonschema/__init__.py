@@ -14,12 +14,15 @@ one element); `properties`, `required`, `additionalProperties`,
 `patternProperties`, `propertyNames` (string keywords), `minProperties`/
 `maxProperties`, `dependentRequired`/`dependencies`, `unevaluatedProperties`
 (false/schema after merging); `$ref` to local pointers (`#/$defs/..`,
-`#/definitions/..`, any `#/...`), recursion bounded by `Options.max_ref_depth`;
-`allOf` (merged), `anyOf`, `oneOf` (branches that provably exclude the others);
+`#/definitions/..`, any `#/...`; inside a subschema with its own `$id`, relative
+to that resource), recursion bounded by `Options.max_ref_depth`;
+`allOf` (merged), `anyOf`, `oneOf` (branches that provably exclude the others,
+narrowed to make them so where it can);
 as sound subsets (`rewrite`): `if`/`then`/`else` (instances of if and then),
 `contains`/`minContains`/`maxContains` (every element satisfies contains),
 `dependentSchemas` (merged for required names, other names never written),
-`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const.
+`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const
+(or allOf holding one).
 Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
 `default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
 ignored, as the specification treats them.

@@ -96,6 +96,18 @@ def merge(a: Any, b: Any, where: str) -> Any:
   # unevaluatedItems sees only its own schema's evaluations, never a cousin's: fixed
   # to items before merging.
   a, b = local_unevaluated_items(a, where), local_unevaluated_items(b, where)
+  # Two different `$ref`s, or two `if`s with their `then`/`else`: b's is kept whole
+  # in an allOf member (the same conjunction), compiled after a's.
+  moved = []
+  if '$ref' in a and '$ref' in b and not _same(a['$ref'], b['$ref']):
+    moved.append({'$ref': b['$ref']})
+    b = {k: v for k, v in b.items() if k != '$ref'}
+  if 'if' in a and 'if' in b and not all(_same(a.get(k), b.get(k))
+                                         for k in ('if', 'then', 'else')):
+    moved.append({k: b[k] for k in ('if', 'then', 'else') if k in b})
+    b = {k: v for k, v in b.items() if k not in ('if', 'then', 'else')}
+  if moved:
+    b = {**b, 'allOf': [*b.get('allOf', []), *moved]}
   out = dict(a)
   for k, v in b.items():
     if k not in out:
@@ -208,3 +220,61 @@ def _merge_other_properties(a: dict, b: dict, out: dict, where: str) -> None:
 def _same(x: Any, y: Any) -> bool:
   return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True) and (
       type(x) is type(y) or not isinstance(x, bool) and not isinstance(y, bool))
+
+
+# Keywords whose value is a map of subschemas / one subschema / a list of them, and
+# keywords whose value is data (never a schema, so never rewritten).
+_SCHEMA_MAPS = ('properties', 'patternProperties', '$defs', 'definitions',
+                'dependentSchemas', 'dependencies')
+_SCHEMA_ONE = ('items', 'additionalProperties', 'additionalItems', 'unevaluatedProperties',
+               'unevaluatedItems', 'contains', 'propertyNames', 'if', 'then', 'else', 'not')
+_SCHEMA_LISTS = ('allOf', 'anyOf', 'oneOf', 'prefixItems', 'items')
+_DATA = ('enum', 'const', 'default', 'examples', 'example')
+_OLD_DRAFTS = ('draft-03', 'draft-04', 'draft-06', 'draft-07')
+
+
+def rebase_refs(root: Any) -> Any:
+  """`root` with every local `$ref` made relative to the document root.
+
+  A subschema with its own `$id` (draft 4: `id`; not a bare `#fragment`) starts a
+  new schema resource, and a `#/...` reference inside it names a place in that
+  resource, not in the document (JSON Schema 2020-12 core §8.2.1, §9.2). Such a
+  reference is rewritten to `#<resource pointer>/...`, so `resolve_pointer` on the
+  root finds what a validator finds. As in the `referencing` library that
+  `jsonschema` uses, `$id` opens a resource only at a subschema position (under
+  `properties`, `items`, `$defs`, ...), and drafts 4-7 ignore an `$id` beside a
+  `$ref`. References under data keywords (`enum`, `const`, `default`, `examples`)
+  are data and kept. Returns a new document; `root` is not changed.
+  """
+  dialect = root.get('$schema', '') if isinstance(root, dict) else ''
+  dialect = dialect if isinstance(dialect, str) else ''
+  old = any(d in dialect for d in _OLD_DRAFTS)
+  id_key = 'id' if ('draft-03' in dialect or 'draft-04' in dialect) else '$id'
+
+  def walk(x: Any, base: str, where: str, schema_pos: bool) -> Any:
+    if isinstance(x, list):
+      return [walk(v, base, ptr(where, i), False) for i, v in enumerate(x)]
+    if not isinstance(x, dict):
+      return x
+    ident = x.get(id_key)
+    if (schema_pos and where and isinstance(ident, str) and not ident.startswith('#')
+        and not (old and '$ref' in x)):
+      base = where
+    out = {}
+    for k, v in x.items():
+      at = ptr(where, k)
+      if k == '$ref' and isinstance(v, str) and base and v[:1] == '#' and v[1:2] in ('', '/'):
+        out[k] = '#' + base + v[1:]
+      elif k in _DATA:
+        out[k] = v
+      elif k in _SCHEMA_MAPS and isinstance(v, dict):
+        out[k] = {n: walk(s, base, ptr(at, n), isinstance(s, dict)) for n, s in v.items()}
+      elif k in _SCHEMA_LISTS and isinstance(v, list):
+        out[k] = [walk(s, base, ptr(at, i), True) for i, s in enumerate(v)]
+      elif k in _SCHEMA_ONE and isinstance(v, dict):
+        out[k] = walk(v, base, at, True)
+      else:
+        out[k] = walk(v, base, at, False)
+    return out
+
+  return walk(root, '', '', True)

@@ -20,7 +20,8 @@ invalid one):
 - `not` of `true`/`false`, of `type`, of `required` (or `anyOf` of `required`s),
   of `enum`/`const` (values removed from this schema's own `enum`/`const`, or of a
   boolean/null type); a `not` schema with other keywords besides a `type` or
-  `required` uses that one (failing it fails the whole); any other `not` raises
+  `required` uses that one (failing it fails the whole); `not` of `allOf` uses
+  the first member whose `not` is one of these and leaves something to write; any other `not` raises
   SchemaError.
 
 Source of the keyword semantics: JSON Schema 2020-12 Core, sections 10.2.1-10.3.2
@@ -206,8 +207,22 @@ def _not(comp: Any, s: dict, n: Any, where: str) -> Any:
       vals = [v for t, vs in (('null', [None]), ('boolean', [True, False]))
               if t in types for v in vs]
       return {**s, 'enum': [v for v in vals if key(v) not in bad_keys]}
+  if keys == {'allOf'} and isinstance(n['allOf'], list):
+    # Failing one member of allOf fails it: the first member whose `not` is
+    # supported and leaves something to write.
+    nothing = False
+    for i, sub in enumerate(n['allOf']):
+      try:
+        out = _not(comp, s, sub, ptr(where, 'allOf', i))
+      except SchemaError:
+        continue
+      if out is not False:
+        return out
+      nothing = True
+    if nothing:
+      return False
   raise SchemaError(where, 'not', f'not supported for {sorted(keys)} (supported: type, '
-                    f'required, anyOf of required, enum/const)')
+                    f'required, anyOf of required, enum/const, allOf of one of them)')
 
 
 def _fits(v: Any, types: list[str]) -> bool:
