@@ -24,21 +24,53 @@ import jax  # noqa: E402
 # and picks a 1-device or 8-device mesh explicitly.
 jax.config.update('jax_num_cpu_devices', 8)
 
-# One persistent compilation cache for the whole session: many tests compile the same
-# tiny models (same HLO, new jit objects), and XLA compiles are most of the suite's
-# time on a 2-core CPU. A fresh folder per session, so nothing leaks between runs.
+# One persistent compilation cache for the whole session, shared by the xdist workers
+# and every subprocess a test starts: many tests compile the same tiny models (same
+# HLO, new jit objects, other files, other processes), and XLA compiles are most of
+# the suite's time on a 2-core CPU. The first process that imports this file (the
+# xdist controller, or the only process under -n 0) makes a fresh folder and exports
+# it through JAX's environment variables, so the workers and the tests' subprocesses
+# (env={**os.environ, ...}) inherit it; it is removed when that process exits. No
+# size bound: a bound turns on JAX's file lock but rescans the whole folder on every
+# write. Without the lock, an entry another process is still writing reads as a
+# truncated compressed stream, which JAX reports as a warning and compiles afresh
+# (jax._src.compiler._cache_read). A test that needs its own cache sets these itself.
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-_CACHE_DIR = tempfile.mkdtemp(prefix='lattice-jax-cache-')
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
-jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+if not os.environ.get('LATTICE_TEST_JAX_CACHE'):
+  _cache_dir = tempfile.mkdtemp(prefix='lattice-jax-cache-')
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+  os.environ.update({
+      'LATTICE_TEST_JAX_CACHE': _cache_dir,
+      'JAX_COMPILATION_CACHE_DIR': _cache_dir,
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+      'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
+  })
+jax.config.update('jax_compilation_cache_dir', os.environ['LATTICE_TEST_JAX_CACHE'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import pytest  # noqa: E402
 from absl import logging  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
+
+# Orbax saves a replicated array "replica-parallel" by default on CPU: each replica
+# writes one slice (orbax _src/serialization/replica_slices.py), cut by an eager
+# jax.lax.slice_in_dim. With the tests' 8 simulated devices in one process, every
+# replicated leaf became 8 slices, each slice shape one more compiled program.
+# Measured under load, smoke runs: baseline_lm dispatched 1,056 slices and compiled
+# 63 programs instead of 15 (CPU 11.5 s -> 9.9 s); deepseek_moe 167 instead of 23
+# (CPU 43.5 s -> 36.7 s). One host writes every byte either
+# way, so here each array is saved from one replica, as Orbax does on GPU. Test
+# subprocesses keep Orbax's default.
+logging.set_verbosity(logging.ERROR)   # not Orbax's warning that it overrides one
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+# The xdist workers take the longest test files first (tests/xdist_order.py).
+from xdist_order import pytest_xdist_make_scheduler  # noqa: E402,F401
 
 logging.set_verbosity(logging.WARNING)
 
