@@ -23,7 +23,9 @@ Why windows: the tile loop alone (the previous path) issues one small dot at a
 time, about 3 per tile forward and 6 backward; at E = 32 (4096 rows, ~128 per
 expert) the MoE layer on it measured 2.71x the dense FFN's fwd+bwd on the idle
 2-core CPU (BENCHMARKS.md), and in single-core CPU-time runs on the loaded machine (not
-measurements) the windows took ~0.7-0.8x the loop's time. C is chosen from the shapes
+measurements) the windows took ~0.7-0.8x the loop's time; on the idle machine
+the windowed layer measured 1.35x / 1.31x / 1.52x the dense FFN at E = 8 / 16 / 32
+(`d8c521c`, BENCHMARKS.md). C is chosen from the shapes
 (`window_rows`): the balanced load, rounded down, so a balanced router pays almost
 no padding and an imbalanced one sends only its overflow through the loop.
 Exact: each output row is the same three dots as the reference
