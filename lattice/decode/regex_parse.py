@@ -204,41 +204,14 @@ def parse_search(pattern: str) -> Node:
              EPS if parser.anchored_end else anything)
 
 
-def _whole_group(pattern: str) -> str | None:
-  """X when `pattern` is `(X)` or `(?:X)` with that group closing at its very end."""
-  if pattern.startswith('(?:'):
-    body = 3
-  elif pattern.startswith('(') and not pattern.startswith('(?'):
-    body = 1
-  else:
-    return None
+def _outside_classes(pattern: str):
+  """(index, char, depth) of each character of `pattern` outside escapes and classes.
+
+  depth counts the groups open around the character: a `(` reports the depth before
+  it opens, a `)` the depth after it closes, so a top-level group's parentheses
+  both report 0.
+  """
   depth, i, in_class = 0, 0, False
-  while i < len(pattern):
-    c = pattern[i]
-    if c == '\\':
-      i += 2
-      continue
-    if in_class:
-      in_class = c != ']'
-    elif c == '[':
-      in_class = True
-      if pattern[i + 1:i + 2] == '^':
-        i += 1
-      if pattern[i + 1:i + 2] == ']':
-        i += 1
-    elif c == '(':
-      depth += 1
-    elif c == ')':
-      depth -= 1
-      if depth == 0:
-        return pattern[body:i] if i == len(pattern) - 1 else None
-    i += 1
-  return None
-
-
-def _top_level_branches(pattern: str) -> list[str]:
-  """`pattern` split at the `|` outside groups, classes and escapes."""
-  out, depth, start, i, in_class = [], 0, 0, 0, False
   while i < len(pattern):
     c = pattern[i]
     if c == '\\':
@@ -252,12 +225,32 @@ def _top_level_branches(pattern: str) -> list[str]:
         i += 1
       if pattern[i + 1:i + 2] == ']':  # A leading `]` is a member.
         i += 1
-    elif c == '(':
-      depth += 1
-    elif c == ')':
-      depth -= 1
-    elif c == '|' and depth == 0:
+    else:
+      depth -= c == ')'
+      yield i, c, depth
+      depth += c == '('
+    i += 1
+
+
+def _whole_group(pattern: str) -> str | None:
+  """X when `pattern` is `(X)` or `(?:X)` with that group closing at its very end."""
+  if pattern.startswith('(?:'):
+    body = 3
+  elif pattern.startswith('(') and not pattern.startswith('(?'):
+    body = 1
+  else:
+    return None
+  for i, c, depth in _outside_classes(pattern):
+    if c == ')' and depth == 0:
+      return pattern[body:i] if i == len(pattern) - 1 else None
+  return None
+
+
+def _top_level_branches(pattern: str) -> list[str]:
+  """`pattern` split at the `|` outside groups, classes and escapes."""
+  out, start = [], 0
+  for i, c, depth in _outside_classes(pattern):
+    if c == '|' and depth == 0:
       out.append(pattern[start:i])
       start = i + 1
-    i += 1
   return out + [pattern[start:]]
