@@ -171,12 +171,6 @@ class _Parser:
     return chars(mask, negated, tuple(extra))
 
 
-def parse(pattern: str) -> Node:
-  """The AST of `pattern` (see the module docstring for the supported syntax)."""
-  return _Parser(pattern).parse()
-
-
-
 def parse(pattern: str, portable: bool = False) -> Node:
   """The AST of `re.fullmatch(pattern, ., re.ASCII)` (see the module docstring);
   `portable`: as in `parse_search`."""
