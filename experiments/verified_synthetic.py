@@ -95,9 +95,23 @@ little to add: gen-1 exact - unfiltered +0.022, CI [-0.20, +0.25]; noisy -
 unfiltered +0.10, CI [-0.18, +0.38] (per seed +0.125 / -0.039 / -0.021 and +0.194 /
 +0.133 / -0.022). Verdict NOT reproduced (1/3 checks). Quick now scores from step
 200 every 50 steps (teacher_first=200, teacher_every=50), so a rise anywhere after
-step 200 is seen at 50-step resolution; that schedule is not yet measured.
+step 200 is seen at 50-step resolution.
 
-Quick budget (an estimate, not a measurement): the eec6d72 run above took 713 s for
+Measured quick run of this design (commit 8bee68c, idle 2-core machine, load average
+1.04 at start and 3.95 at end; 13 min 30 s wall for the whole command, 783 s summed
+arm time): the selection score read 0.056 / 0.076 / 0.096 / 0.178 / 0.368 / 0.582
+at steps 400-650, so the teacher stopped at step 650 with 0.582 (held-out test
+0.584, CI [0.553, 0.615]), inside the band. Gen-1 held-out accuracy unfiltered /
+noisy / exact per seed: s0 0.540 / 0.608 / 0.859, s1 0.318 / 0.341 / 0.659, s2
+0.493 / 0.593 / 0.948. Exact - unfiltered +0.372, CI [+0.190, +0.553] (passes);
+noisy - unfiltered +0.064, CI [-0.032, +0.160] (fails: positive in every seed,
++0.068 / +0.023 / +0.100, but three seeds do not bound it away from zero; the
+noisy verifier keeps data 0.67 correct against the unfiltered 0.43, where exact
+keeps 1.00). Verdict NOT reproduced (2/3 checks). More seeds (medium runs 10) are
+where the noisy check would be expected to separate, if its ~+0.06 effect is real.
+
+Quick budget (measured above: 13 min 30 s, 783 s summed arm time; the estimate
+that preceded it): the eec6d72 run above took 713 s for
 11,000 training steps (a 2000-step teacher and 9 students of 1000 steps), ~65 ms a
 step with compiles, sampling, evaluation and setup included. This design trains
 1400 teacher steps and 9 students of 1600 (15,800 steps, ~1,030 s) plus 4 teacher
