@@ -32,14 +32,22 @@ Commands:
   python -m lattice.main --config=experiments/mixture_of_agents.py:full  --workdir=runs/moa_full
 
 Expected: MoA (1 layer) above the best proposer's greedy accuracy; Self-MoA above
-mixed MoA when the proposers' accuracies are far apart. Our numbers: to be measured
-(the lead runs quick on the idle machine). The earlier quick result (synthetic-
-corruption aggregator, uneven pool 0.94 / 0.265 / 0.215) did not reproduce the first
-claim; this design is new and unmeasured. Quick budget (an estimate, not a
-measurement): 3 x 800 proposer steps + 300 aggregator steps at d 64 x 2 layers, 32 x
-32 tokens (~0.03 s a step idle: ~90 s), then ~2,000 x 6 sampled training answers and
-~15 methods x 1,000 questions of 4-token decoding in 128-row batches: a few hundred
-seconds, ~600 s in all.
+mixed MoA when the proposers' accuracies are far apart.
+
+Measured (quick, clean clone of cc5fec7, the idle 2-core machine, load average 1.86
+at the start and 2.52 at the end): 1 min 36 s wall, 75 s summed arm time.
+NOT reproduced (1/3): the design's premise failed. The three same-config proposers
+are not comparable: held-out accuracy p0 0.941, p1 1.000, p2 0.245 (the skill
+appears abruptly, as with verified_synthetic's teacher, so seeds land on either
+side of it at 800 steps). The fine-tuned aggregator scores 0.011 given no
+candidates (p0, its start, scored 0.941 alone) and 0.384 reading the pool: MoA - best
+single -0.616, CI [-0.645, -0.586]; MoA - majority vote (0.988) -0.604. Self-MoA
+(p1 x4) 0.810 vs mixed MoA 0.366: +0.444, CI [+0.411, +0.477], passes. What the
+next design needs, from these numbers: proposers selected by held-out accuracy
+inside a band (as verified_synthetic selects its teacher) rather than by a fixed
+step count, and an aggregator whose fine-tune keeps (and is checked to keep) its
+own answer, e.g. plain questions mixed into its data, before it can beat majority
+vote.
 
 medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   `lattice convert hf --from Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen05`, then
