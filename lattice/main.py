@@ -21,7 +21,15 @@ _experiment_module = None
 
 
 def run(config, workdir: str):
-  """Runs the loaded experiment on `config` in `workdir`; prints the verdict."""
+  """Runs the loaded experiment on `config` in `workdir`; prints the verdict.
+
+  The workdir is bound to the code's commit first (`provenance.bind_workdir`: a
+  ConfigError if it holds arms of another commit) and the load average is noted.
+  """
+  from lattice.run import provenance, records  # pylint: disable=g-import-not-at-top
+  provenance.mark_start()
+  provenance.bind_workdir(workdir, records.git_commit(os.path.dirname(__file__)),
+                          write=records.is_primary_process())
   result = _experiment_module.run(config, workdir)
   print(f'[lattice] {result.experiment} ({result.mode}): '
         f'{"reproduced" if result.reproduced else "NOT reproduced"}; '

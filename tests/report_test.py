@@ -46,7 +46,7 @@ def test_render_summary(runs, tmp_path):
     found = report.collect(runs)
   md = report.render(found, runs, link_base=tmp_path)
   header = ("| run | experiment | paper | claim | paper's number | ours | verdict "
-            '| mode | plots |')
+            '| mode | seeds | arm time s | plots |')
   assert header in md
   # Rows are labelled by their folder under the runs folder, then the experiment.
   by_run = {line.split(']')[0][3:]: line for line in md.splitlines()
@@ -61,6 +61,8 @@ def test_render_summary(runs, tmp_path):
   paper = '[Paper mtp_gloeckle](https://arxiv.org/abs/2401.00001)'
   assert paper in rows['mtp_gloeckle']
   assert '| -0.1 loss | -0.05 loss |' in rows['mtp_gloeckle']
+  assert '| quick | 1 | 0 |' in rows['mtp_gloeckle']  # seeds, summed arm wall s
+  assert 'Results by commit (not one commit): `unknown` (2).' in md
   assert 'broken' not in md
   # Per-experiment sections reuse the table.md renderer, plots linked from link_base.
   assert '## mtp_gloeckle' in md and '### Checks' in md

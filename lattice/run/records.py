@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from lattice import storage
-from lattice.run import tables
+from lattice.run import provenance, tables
 
 MODES = ('smoke', 'quick', 'full')
 RESULT_FILE = 'result.json'
@@ -101,6 +101,7 @@ def env_info() -> dict[str, Any]:
       'hostname': socket.gethostname(),
       'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
+      **provenance.load_fields(),
   }
 
 

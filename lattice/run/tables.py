@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any, Sequence
 
-from lattice.run import equal_flops
+from lattice.run import equal_flops, provenance
 
 
 def arxiv_url(arxiv: str) -> str:
@@ -158,6 +158,15 @@ def result_markdown(result, *, level: int = 1, plot_prefix: str = '') -> str:
                f'({env.get("device_count")} × {env.get("device_kind")}), '
                f'commit {env.get("git_commit") or "unknown"}, '
                f'{env.get("timestamp", "")}')
+  warning = provenance.busy(env)
+  if warning:
+    lines.append(f'- **⚠ Load:** {warning}')
+  elif env.get('load_average_end'):
+    start = env.get('load_average_start')
+    lines.append(f'- **Load:** 1-minute load average '
+                 f'{f"{start[0]:.2f} at the start, " if start else ""}'
+                 f'{env["load_average_end"][0]:.2f} at the end '
+                 f'({env.get("cpu_count")} cores)')
   lines += ['', f'{h}# Arms', '', arms_table(result.arms), '']
   line = equal_flops_line(result.arms)
   if line:
