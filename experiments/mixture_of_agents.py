@@ -8,10 +8,15 @@ Mixing Different Large Language Models Beneficial?" (arXiv 2502.00674); RMoA (ar
 Setup (quick): three comparable proposers (the same config, seeds 0, 1, 2) learn
 fixed-width addition of two 2-digit numbers (`lattice.data.tasks.addition`, exact
 3-digit answers), plus a weaker snapshot of the first one for the quality sweep.
-The aggregator starts from proposer p0's weights (`train.init_from`) and is
-fine-tuned to read [question; candidate answers] and write the answer, on real
-answers the pool proposers sampled for the training questions
-(`lattice.agents.aggregate_data`). Methods over the same 1,000 held-out questions:
+Each proposer trains in 50-step segments of one run (from step 200, up to 1,500)
+until its greedy accuracy on 300 selection questions (disjoint from the training
+and evaluation questions) reaches 0.6, and is that checkpoint: the skill appears
+abruptly, so a fixed step count lands seeds on both sides of it (see Measured).
+The aggregator starts from proposer p0's selected weights (`train.init_from`) and
+is fine-tuned to read [question; 0-6 candidate answers] and write the answer, on
+real answers the pool proposers sampled for all 6,000 training questions
+(`lattice.agents.aggregate_data`); documents without candidates keep it answering
+on its own. Methods over the same 1,000 held-out questions:
 each proposer alone (greedy), majority vote, MoA with 1-3 layers (later layers are
 aggregator samples), Self-MoA (the best proposer sampled n times), Self-MoA-Seq
 (window 3), RMoA (k diverse answers, residual, early stop) and Attention-MoA
@@ -34,20 +39,22 @@ Commands:
 Expected: MoA (1 layer) above the best proposer's greedy accuracy; Self-MoA above
 mixed MoA when the proposers' accuracies are far apart.
 
-Measured (quick, clean clone of cc5fec7, the idle 2-core machine, load average 1.86
-at the start and 2.52 at the end): 1 min 36 s wall, 75 s summed arm time.
-NOT reproduced (1/3): the design's premise failed. The three same-config proposers
+Measured, the previous design (800 training steps per proposer, aggregator data
+from 2,000 questions x 2 samples with 1-6 candidates; quick, clean clone of
+cc5fec7, the idle 2-core machine, load average 1.86 at the start and 2.52 at the
+end): 1 min 36 s wall, 75 s summed arm time. NOT reproduced (1/3): the design's
+premise failed. The three same-config proposers
 are not comparable: held-out accuracy p0 0.941, p1 1.000, p2 0.245 (the skill
 appears abruptly, as with verified_synthetic's teacher, so seeds land on either
 side of it at 800 steps). The fine-tuned aggregator scores 0.011 given no
 candidates (p0, its start, scored 0.941 alone) and 0.384 reading the pool: MoA - best
 single -0.616, CI [-0.645, -0.586]; MoA - majority vote (0.988) -0.604. Self-MoA
 (p1 x4) 0.810 vs mixed MoA 0.366: +0.444, CI [+0.411, +0.477], passes. What the
-next design needs, from these numbers: proposers selected by held-out accuracy
-inside a band (as verified_synthetic selects its teacher) rather than by a fixed
-step count, and an aggregator whose fine-tune keeps (and is checked to keep) its
-own answer, e.g. plain questions mixed into its data, before it can beat majority
-vote.
+next design needs, from these numbers, is the one above: proposers selected by
+held-out accuracy (as verified_synthetic selects its teacher) rather than by a fixed
+step count, and an aggregator trained on more questions (2,000 seen ~10 times let
+it fit their answers) with candidate-free documents so it keeps its own answer.
+This design is not yet measured.
 
 medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   `lattice convert hf --from Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen05`, then
@@ -90,7 +97,7 @@ MAX_TOKENS = task.ANSWER_WIDTH + 1
 
 
 def _config(d, n_layers, proposers, comparable, aggregator, n_eval, lr, gen_batch,
-            peak=0.0, open_model='', init_from=''):
+            peak=0.0, open_model='', init_from='', select=(0.0, 0, 0, 0)):
   c = experiment.lm_config(d, n_layers, 4, 32, 32, max(p[3] for p in proposers if len(p) == 5),
                            lr, warmup=10, max_len=64)
   c.data.source = 'moa_arith'
@@ -108,6 +115,10 @@ def _config(d, n_layers, proposers, comparable, aggregator, n_eval, lr, gen_batc
   # `n_questions` training questions answered `samples` times by each pool proposer.
   c.aggregator = dict(aggregator)
   c.comparable = list(comparable)  # the pool for MoA vs best single
+  # Proposers trained from scratch stop at the first `select_every`-step checkpoint
+  # (from `select_first` on) whose greedy accuracy on `n_select` selection
+  # questions (disjoint from training and evaluation) reaches `select_floor`.
+  c.select_floor, c.select_first, c.select_every, c.n_select = select
   c.n_eval, c.temperature, c.window, c.k = n_eval, 0.5, 3, 3
   c.gen_batch = gen_batch  # decode rows per call: one compiled shape per model
   return c
@@ -131,12 +142,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                n_questions=32, samples=1),
                                n_eval=8, lr=3e-3, gen_batch=32, peak=1e11),
       'quick': lambda: _config(d=64, n_layers=2,
-                               proposers=[('p0', 64, 2, 800, 0), ('p1', 64, 2, 800, 1),
-                                          ('p2', 64, 2, 800, 2), ('weak', 'p0', 300)],
+                               proposers=[('p0', 64, 2, 1500, 0), ('p1', 64, 2, 1500, 1),
+                                          ('p2', 64, 2, 1500, 2), ('weak', 'p0', 200)],
                                comparable=['p0', 'p1', 'p2'],
                                aggregator=dict(steps=300, init_from='p0',
-                                               n_questions=2000, samples=2),
-                               n_eval=1000, lr=6e-3, gen_batch=128),
+                                               n_questions=6000, samples=1,
+                                               min_candidates=0),
+                               n_eval=1000, lr=6e-3, gen_batch=128,
+                               select=(0.6, 200, 50, 300)),
       # Fine-tuning imported instruction models (see the docstring's commands).
       'medium': lambda: _config(**_open('qwen2.5-0.5b-instruct', 896, 24,
                                         'runs/qwen05', 300)),
@@ -161,6 +174,39 @@ def _train(config, workdir, name, overrides, seed):
   return gen, out.metrics
 
 
+def _train_to_floor(config, workdir, name, overrides, seed, select_qs):
+  """Trains proposer `name` in `config.select_every`-step segments of one run (one
+  schedule over its steps, resumed through `stop_after`) until its greedy accuracy
+  on `select_qs` reaches `config.select_floor`, and keeps that checkpoint (the
+  run's last). A fixed step count cannot give comparable proposers: the skill
+  appears abruptly and seeds cross it hundreds of steps apart (the 800-step design
+  measured 0.941 / 1.000 / 0.245). Returns (generator, metrics with
+  'selected_step', 'selected_score', 'selection' history and 'wall_s' of the
+  whole selection)."""
+  steps = overrides.pop('steps')
+  every = config.select_every
+  cfg = experiment.arm_config(config, {
+      'train.steps': steps, 'checkpoint.every': steps + 1,
+      'checkpoint.keep': steps // every + 2, **overrides}, seed)
+  print(f'[lattice] training {name} to selection accuracy {config.select_floor}')
+  t0, history, step = time.perf_counter(), [], min(config.select_first, steps)
+  while True:
+    out = loop.train_and_evaluate(cfg, f'{workdir}/{name}',
+                                  stop_after=step if step < steps else None)
+    gen = generator_lib.LatticeGenerator(
+        jax.device_get(out.state.variables), out.setup.cfg.model, seed=seed, name=name,
+        batch_size=config.gen_batch,
+        tokenizer=tokenizer_lib.make_tokenizer(out.setup.cfg.data.tokenizer))
+    score = _acc(select_qs, moa.single(select_qs, gen, max_tokens=MAX_TOKENS).answers)
+    history.append({'step': step, 'score': score})
+    print(f'[lattice] {name}: step {step} selection accuracy {score:.3f}')
+    if score >= config.select_floor or step >= steps:
+      break
+    step = min(step + every, steps)
+  return gen, {**out.metrics, 'selected_step': step, 'selected_score': score,
+               'selection': history, 'wall_s': time.perf_counter() - t0}
+
+
 def _acc(questions, answers):
   return sum(task.is_correct(q, a) for q, a in zip(questions, answers)) / len(questions)
 
@@ -173,15 +219,21 @@ def _disagreement(layer):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   gens, arms = {}, []
+  qs = task.eval_questions(config.n_eval)
+  select_qs = task.questions(config.n_select, 3, frozenset(
+      task.train_questions(task.N_TRAIN)) | frozenset(qs)) if config.n_select else []
   for name, d, n_layers, steps, seed in (p for p in config.proposers if len(p) == 5):
-    gens[name], out = _train(config, workdir, name, {
+    args = (config, workdir, name, {
         'steps': steps, 'model.d_model': d, 'model.n_layers': n_layers}, seed)
+    gens[name], out = (_train_to_floor(*args, select_qs) if select_qs
+                       else _train(*args))
     arms.append((name, out, {'model.d_model': d, 'model.n_layers': n_layers,
                              'train.steps': steps, 'train.seed': seed}))
   for name, parent, step in (p for p in config.proposers if len(p) == 3):
     gens[name] = generator_lib.LatticeGenerator.from_workdir(
         f'{workdir}/{parent}', step=step, name=name, batch_size=config.gen_batch)
-    out = dict(next(o for n, o, _ in arms if n == parent))
+    out = {k: v for k, v in next(o for n, o, _ in arms if n == parent).items()
+           if k not in ('selected_step', 'selected_score', 'selection')}
     out['tokens'] = out['tokens'] * step // out['steps']
     out['train_flops'] = out['train_flops'] * step // out['steps']
     out.update(val_loss=None, wall_s=0.0)  # not evaluated separately; no training
@@ -192,7 +244,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
       task.train_questions(a.n_questions), [gens[g] for g in config.comparable],
       answer_of=task.answer_of, fmt=task.aggregate_prompt, samples=a.samples,
       max_candidates=task.MAX_CANDIDATES, temperature=config.temperature,
-      max_tokens=MAX_TOKENS)
+      max_tokens=MAX_TOKENS, min_candidates=a.get('min_candidates', 1))
   data_path = aggregate_data.write_jsonl(docs, f'{workdir}/aggregator_data/train.jsonl')
   agg_overrides = {'model.d_model': parent[1], 'model.n_layers': parent[2],
                    'data.source': 'jsonl', 'data.paths': data_path,
@@ -201,7 +253,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   agg, out = _train(config, workdir, 'aggregator', {'steps': a.steps, **agg_overrides}, 0)
   arms.append(('aggregator', out, {**agg_overrides, 'train.steps': a.steps}))
 
-  qs = task.eval_questions(config.n_eval)
   T, kw = config.temperature, dict(max_tokens=MAX_TOKENS)
   fmt = task.aggregate_prompt
   t0 = time.perf_counter()
@@ -256,11 +307,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   result_arms = [experiment.Arm(
       name=name, overrides=ov,
       metrics=experiment.aggregate([{
-          **({'val_loss': float(o['val_loss'])} if o['val_loss'] is not None else {}),
-          **({'accuracy': single[name]} if name in single else {})}]),
+          **({'val_loss': float(o['val_loss'])} if o.get('val_loss') is not None
+             else {}),
+          **({'accuracy': single[name]} if name in single else {}),
+          **({'selected_step': float(o['selected_step']),
+              'selection_accuracy': float(o['selected_score'])}
+             if 'selected_step' in o else {})}]),
       params=int(o['params']), active_params=int(o['active_params']),
       train_flops=float(o['train_flops']), tokens=int(o['tokens']),
-      wall_s=float(o['wall_s']), seeds=[ov.get('train.seed', 0)])
+      wall_s=float(o['wall_s']), seeds=[ov.get('train.seed', 0)],
+      extra={'selection': o['selection']} if 'selection' in o else {})
       for name, o, ov in arms]
   correct = lambda answers: [float(task.is_correct(q, x)) for q, x in zip(qs, answers)]
   checks = [

@@ -39,6 +39,20 @@ def test_sampled_docs_use_only_the_proposers_answers(tmp_path):
   assert [json.loads(l)['text'] for l in open(path)] == docs
 
 
+def test_sampled_docs_min_candidates_zero_keeps_plain_questions():
+  qs = addition.train_questions(200)
+  docs = aggregate_data.sampled_docs(
+      qs, [_Fixed('111')], answer_of=addition.answer_of, fmt=addition.aggregate_prompt,
+      samples=3, max_candidates=3, temperature=0.5, max_tokens=4, min_candidates=0)
+  shown = [d[:-addition.ANSWER_WIDTH].count('111') for d in docs]
+  assert set(shown) == {0, 1, 2, 3}  # 0..3 candidates, each count drawn
+  with pytest.raises(ValueError, match='min_candidates'):
+    aggregate_data.sampled_docs(qs, [_Fixed('1')], answer_of=addition.answer_of,
+                                fmt=addition.aggregate_prompt, samples=1,
+                                max_candidates=2, temperature=0.5, max_tokens=4,
+                                min_candidates=3)
+
+
 def test_train_questions_are_the_training_sources():
   assert set(addition.train_questions(50)) <= {
       d[:-addition.ANSWER_WIDTH] for d in addition._docs('moa_arith', 'train')}
