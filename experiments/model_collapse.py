@@ -38,13 +38,15 @@ The toy checks (a), (b) are exact-SE or closed-form comparisons over many chains
 Expected: Gaussian E[var_g] = ((n-1)/n)^(g+1); regression within ~10% of the closed
 forms; LM real-data loss and rare-token mass drift the wrong way under replace and
 flatten under accumulate. The single-seed quick run of d32c844 (6 generations)
-measured replace 2.754 -> 3.371 and accumulate 2.754 -> 2.886; the 3-seed design's
-numbers: to be measured (the lead runs quick on the idle machine).
+measured replace 2.754 -> 3.371 and accumulate 2.754 -> 2.886.
 
-Quick budget (an estimate, not a measurement): per seed 9 LM runs (generation 0,
-then 4 per policy) of 150 steps of 16 x 64 bytes on a 131K-param model, each with
-compile, eval and 1,024 sampled documents; at ~25 s per run idle, ~680 s for 3
-seeds, plus ~30 s for the toy parts.
+Measured, the 3-seed design (quick, clean clone of cc5fec7, the idle 2-core
+machine, load average 2.52 at the start): 4 min 29 s wall, 189 s summed arm time.
+Reproduced (9/9 checks). LM real-data loss replace 2.951 -> 3.557, accumulate ->
+3.080; rise under replace +0.606, CI [+0.182, +1.029]; rare-token mass -0.038, CI
+[-0.068, -0.007]; late slope accumulate - replace -0.130, CI [-0.190, -0.071];
+last-generation loss accumulate - replace -0.477, CI [-0.819, -0.136]. Regression:
+replace 9.90c vs accumulate 1.42c at fit 10 (bound 1.55c).
 
 Medium and full (TinyStories, GPT-2 tokenizer; numbers from `lattice plan --chips
 h100x1` for one generation's run, not run; each mode trains 3 seeds x 9 runs and
