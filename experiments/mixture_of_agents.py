@@ -10,14 +10,15 @@ fixed-width addition of two 2-digit numbers (`lattice.data.tasks.addition`, exac
 3-digit answers), plus a weaker snapshot of the first one for the quality sweep.
 Each proposer trains in 50-step segments of one run (from step 200, up to 1,500)
 until its greedy accuracy on 300 selection questions (disjoint from the training
-and evaluation questions) reaches 0.6, and is that checkpoint: the skill appears
-abruptly, so a fixed step count lands seeds on both sides of it (see Measured).
-The aggregator starts from proposer p0's selected weights (`train.init_from`) and
-is fine-tuned to read [question; 0-6 candidate answers] and write the answer, on
-real answers the pool proposers sampled for all 6,000 training questions
-(`lattice.agents.aggregate_data`); documents without candidates keep it answering
-on its own. Methods over the same 1,000 held-out questions:
-each proposer alone (greedy), majority vote, MoA with 1-3 layers (later layers are
+and evaluation questions) reaches 0.6, and is the scored checkpoint closest to
+0.7, the centre of the band 0.6-0.8: the skill appears abruptly, so a fixed step
+count lands seeds on both sides of it (see Measured).
+The aggregator starts from proposer p0's kept checkpoint (`train.init_from`,
+`train.init_from_step`) and is fine-tuned to read [question; 0-6 candidate answers]
+and write the answer, on real answers the pool proposers sampled for all 6,000
+training questions (`lattice.agents.aggregate_data`); documents without candidates
+keep it answering on its own. Methods over the same 1,000 held-out questions: each
+proposer alone (greedy), majority vote, MoA with 1-3 layers (later layers are
 aggregator samples), Self-MoA (the best proposer sampled n times), Self-MoA-Seq
 (window 3), RMoA (k diverse answers, residual, early stop) and Attention-MoA
 (critique, refine, early stop); plus MoA over mixes of decreasing quality for the
@@ -97,7 +98,7 @@ MAX_TOKENS = task.ANSWER_WIDTH + 1
 
 
 def _config(d, n_layers, proposers, comparable, aggregator, n_eval, lr, gen_batch,
-            peak=0.0, open_model='', init_from='', select=(0.0, 0, 0, 0)):
+            peak=0.0, open_model='', init_from='', select=((0.0, 0.0), 0, 0, 0)):
   c = experiment.lm_config(d, n_layers, 4, 32, 32, max(p[3] for p in proposers if len(p) == 5),
                            lr, warmup=10, max_len=64)
   c.data.source = 'moa_arith'
@@ -115,10 +116,11 @@ def _config(d, n_layers, proposers, comparable, aggregator, n_eval, lr, gen_batc
   # `n_questions` training questions answered `samples` times by each pool proposer.
   c.aggregator = dict(aggregator)
   c.comparable = list(comparable)  # the pool for MoA vs best single
-  # Proposers trained from scratch stop at the first `select_every`-step checkpoint
-  # (from `select_first` on) whose greedy accuracy on `n_select` selection
-  # questions (disjoint from training and evaluation) reaches `select_floor`.
-  c.select_floor, c.select_first, c.select_every, c.n_select = select
+  # Proposers trained from scratch are scored every `select_every` steps (from
+  # `select_first` on) by greedy accuracy on `n_select` selection questions (disjoint
+  # from training and evaluation), stop once it reaches `select_band`'s lower edge
+  # and keep the scored checkpoint closest to the band's centre.
+  c.select_band, c.select_first, c.select_every, c.n_select = select
   c.n_eval, c.temperature, c.window, c.k = n_eval, 0.5, 3, 3
   c.gen_batch = gen_batch  # decode rows per call: one compiled shape per model
   return c
@@ -149,7 +151,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                n_questions=6000, samples=1,
                                                min_candidates=0),
                                n_eval=1000, lr=6e-3, gen_batch=128,
-                               select=(0.6, 200, 50, 300)),
+                               select=((0.6, 0.8), 200, 50, 300)),
       # Fine-tuning imported instruction models (see the docstring's commands).
       'medium': lambda: _config(**_open('qwen2.5-0.5b-instruct', 896, 24,
                                         'runs/qwen05', 300)),
@@ -174,22 +176,25 @@ def _train(config, workdir, name, overrides, seed):
   return gen, out.metrics
 
 
-def _train_to_floor(config, workdir, name, overrides, seed, select_qs):
+def _train_to_band(config, workdir, name, overrides, seed, select_qs):
   """Trains proposer `name` in `config.select_every`-step segments of one run (one
-  schedule over its steps, resumed through `stop_after`) until its greedy accuracy
-  on `select_qs` reaches `config.select_floor`, and keeps that checkpoint (the
-  run's last). A fixed step count cannot give comparable proposers: the skill
-  appears abruptly and seeds cross it hundreds of steps apart (the 800-step design
-  measured 0.941 / 1.000 / 0.245). Returns (generator, metrics with
-  'selected_step', 'selected_score', 'selection' history and 'wall_s' of the
-  whole selection)."""
+  schedule over its steps, resumed through `stop_after`; every segment's checkpoint
+  kept) until its greedy accuracy on `select_qs` reaches the band's lower edge, and
+  keeps the scored checkpoint closest to the band's centre (the rule of
+  lattice.synth.select.train_to_band). A fixed step count cannot give comparable
+  proposers: the skill appears abruptly and seeds cross it hundreds of steps apart
+  (the 800-step design measured 0.941 / 1.000 / 0.245). Returns (generator of the
+  kept checkpoint, metrics with 'selected_step', 'selected_score', the 'selection'
+  history and 'wall_s' of the whole selection)."""
   steps = overrides.pop('steps')
+  lo, hi = config.select_band
   every = config.select_every
   cfg = experiment.arm_config(config, {
       'train.steps': steps, 'checkpoint.every': steps + 1,
       'checkpoint.keep': steps // every + 2, **overrides}, seed)
-  print(f'[lattice] training {name} to selection accuracy {config.select_floor}')
-  t0, history, step = time.perf_counter(), [], min(config.select_first, steps)
+  print(f'[lattice] training {name} to selection accuracy {lo}-{hi}')
+  t0, history, kept = time.perf_counter(), [], None
+  step = min(config.select_first, steps)
   while True:
     out = loop.train_and_evaluate(cfg, f'{workdir}/{name}',
                                   stop_after=step if step < steps else None)
@@ -200,10 +205,13 @@ def _train_to_floor(config, workdir, name, overrides, seed, select_qs):
     score = _acc(select_qs, moa.single(select_qs, gen, max_tokens=MAX_TOKENS).answers)
     history.append({'step': step, 'score': score})
     print(f'[lattice] {name}: step {step} selection accuracy {score:.3f}')
-    if score >= config.select_floor or step >= steps:
+    if kept is None or abs(score - (lo + hi) / 2) < abs(kept[2] - (lo + hi) / 2):
+      kept = (gen, out.metrics, score, step)
+    if score >= lo or step >= steps:
       break
     step = min(step + every, steps)
-  return gen, {**out.metrics, 'selected_step': step, 'selected_score': score,
+  gen, metrics, score, step = kept
+  return gen, {**metrics, 'selected_step': step, 'selected_score': score,
                'selection': history, 'wall_s': time.perf_counter() - t0}
 
 
@@ -225,7 +233,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   for name, d, n_layers, steps, seed in (p for p in config.proposers if len(p) == 5):
     args = (config, workdir, name, {
         'steps': steps, 'model.d_model': d, 'model.n_layers': n_layers}, seed)
-    gens[name], out = (_train_to_floor(*args, select_qs) if select_qs
+    gens[name], out = (_train_to_band(*args, select_qs) if select_qs
                        else _train(*args))
     arms.append((name, out, {'model.d_model': d, 'model.n_layers': n_layers,
                              'train.steps': steps, 'train.seed': seed}))
@@ -250,6 +258,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
                    'data.source': 'jsonl', 'data.paths': data_path,
                    'data.val_fraction': 0.05, 'data.seq_len': 64,
                    'train.init_from': f'{workdir}/{a.init_from}'}
+  start = next(o for n, o, _ in arms if n == a.init_from).get('selected_step')
+  if start:  # the proposer's kept checkpoint, not its last segment
+    agg_overrides['train.init_from_step'] = start
   agg, out = _train(config, workdir, 'aggregator', {'steps': a.steps, **agg_overrides}, 0)
   arms.append(('aggregator', out, {**agg_overrides, 'train.steps': a.steps}))
 

@@ -313,6 +313,8 @@ class TrainConfig:
   # A run directory (e.g. `lattice convert hf --out RUN`) whose params start a fresh
   # run, and whose model section replaces this config's (fine-tuning).
   init_from: str = ''
+  # The checkpoint step of `init_from` to start from; 0: its latest.
+  init_from_step: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,6 +511,10 @@ def validate(cfg: Config) -> Config:
     raise ConfigError(f'train.microbatches: {t.microbatches} does not divide '
                       f'data.batch_size={d.batch_size}')
   profile_range(t)
+  _positive('train.init_from_step', t.init_from_step, allow_zero=True)
+  if t.init_from_step and not t.init_from:
+    raise ConfigError('train.init_from_step: set train.init_from (the run whose '
+                      'checkpoint step it names)')
   if o.warmup_steps > t.steps:
     raise ConfigError(f'optimizer.warmup_steps: {o.warmup_steps} exceeds '
                       f'train.steps={t.steps}')

@@ -242,3 +242,12 @@ def test_d_ff_rule_examples_and_override():
   assert build(d_model=128).d_ff == 384    # 341.3 -> 384
   assert build(d_model=96, attention={'n_heads': 4}).d_ff == 256  # exactly 256
   assert build(d_model=128, ffn={'d_ff': 100}).d_ff == 100
+
+
+def test_init_from_step_is_checked():
+  with pytest.raises(config_lib.ConfigError, match='train.init_from_step: set train.init_from'):
+    config_lib.build({'train': {'init_from_step': 5}})
+  with pytest.raises(config_lib.ConfigError, match='train.init_from_step: must be non-negative'):
+    config_lib.build({'train': {'init_from': 'runs/x', 'init_from_step': -1}})
+  assert config_lib.build({'train': {'init_from': 'runs/x', 'init_from_step': 5}}
+                          ).train.init_from_step == 5

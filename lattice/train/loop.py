@@ -294,8 +294,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
       state = setup.init(jax.random.key(cfg.train.seed))
       if cfg.train.init_from:
         state = state.replace(params=rundir.load_params(
-            cfg.train.init_from, setup.abstract_state.params))
-        print(f'[lattice] started from the params of {cfg.train.init_from}')
+            cfg.train.init_from, setup.abstract_state.params,
+            step=cfg.train.init_from_step or None))
+        print(f'[lattice] started from the params of {cfg.train.init_from}'
+              f'{f" at step {cfg.train.init_from_step}" if cfg.train.init_from_step else ""}')
   flops_per_token = flops.train_flops_per_token(
       state.params, cfg.model, cfg.data.seq_len, setup.param_axes)
   recorder = Recorder(
