@@ -30,17 +30,22 @@ Commands:
       --config.code_tasks=/data/mbpp.jsonl
 
 Expected: the n = 2 curve above n = 1's early in training (paper Fig. 7: for small
-models n = 2 reaches high induction accuracy much earlier). Our numbers: to be
-measured (the lead runs quick on the idle machine).
+models n = 2 reaches high induction accuracy much earlier).
 
-Quick budget (an estimate, not a measurement): 2 arms x 3 seeds x 1,500 steps of
-16 x 128 tokens at ~0.17M (n = 1) / ~0.22M (n = 2) parameters, checkpoints every
-250 steps (6 curve points of 256 stories each). A 250-step trial of induction_n1
-here, under a load average of ~10 on 2 cores, took 0.71 s a step (0.64 val loss,
-induction accuracy 0.039 = chance at steps 125 and 250). Idle, a step should cost
-several times less; at 0.1 s a step the six runs take ~900 s plus compile and
-evaluation, close to the 1,200 s budget: if the lead's idle run exceeds it, cut
-train.steps to 1,000 (the issue's range is 1.5-3k) or batch to 8.
+Measured (quick, clean clone of cc5fec7, the idle 2-core machine, load average 2.10
+at the start and 1.78 at the end): 12 min 10 s wall, 685 s summed arm time. NOT
+reproduced (0/1): induction AUC n=2 - n=1 +0.003, CI [-0.224, +0.230] (s0 -0.088,
+s1 +0.001, s2 +0.095). Induction forms late and at a seed-dependent step: accuracy
+at steps 250 / 500 / 750 / 1,000 / 1,250 / 1,500 was, per seed, n=1 s0 0.04 / 0.05
+/ 0.19 / 0.47 / 0.50 / 0.51, s1 at chance throughout, s2 0.04 / 0.04 / 0.04 / 0.15
+/ 0.38 / 0.54; n=2 s0 0.04 / 0.05 / 0.04 / 0.20 / 0.40 / 0.49, s1 at chance, s2
+0.04 / 0.05 / 0.08 / 0.49 / 0.53 / 0.62. The n=2 head formed induction first in
+seed 2 (by ~250 steps) and later in seed 0; seed 1 formed none in either arm. So
+the seed's timing varies more than the effect, and the check as designed (3 seeds,
+AUC over 1,500 steps) cannot see an effect of this size; what would: enough seeds
+that a paired difference of ~0.1 AUC is bounded (~10 at this spread), or a model
+and step count at which every seed forms induction, so the timing, not its
+occurrence, is compared. Val loss n=2 - n=1 +0.001, CI [-0.072, +0.074].
 
 medium / full (code, as the paper; `--config.code_tasks` names a local HumanEval- or
 MBPP-format JSONL, scored by sampled pass@k through lattice/eval/code_samples.py; no
