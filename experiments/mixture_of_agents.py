@@ -149,9 +149,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                proposers=[('p0', 64, 2, 1500, 0), ('p1', 64, 2, 1500, 1),
                                           ('p2', 64, 2, 1500, 2), ('weak', 'p0', 200)],
                                comparable=['p0', 'p1', 'p2'],
-                               aggregator=dict(steps=600, init_from='p0',
-                                               n_questions=6000, samples=1,
-                                               min_candidates=0, lr=1e-3),
+                               aggregator=dict(steps=1000, init_from='p0',
+                                               n_questions=6000, samples=2,
+                                               min_candidates=0),
                                n_eval=1000, lr=6e-3, gen_batch=128,
                                select=((0.6, 0.8), 200, 50, 300)),
       # Fine-tuning imported instruction models (see the docstring's commands).
