@@ -48,13 +48,20 @@ Expected: validation loss rising as bits fall; ADMM init below SVD init; project
 bytes ~32x below float32 at 1 bit. Earlier single-seed run (before this design: ADMM
 from diag(d) W with its scales dropped, SVD from W; 0.5M-param LM, float 2.163):
 tuned SVD 2.268 / 2.285 / 2.309, ADMM 2.463 / 2.508 / 2.507 at 1.0 / 0.8 / 0.55 bits.
-This design's numbers: to be measured (the lead runs quick on the idle machine).
-
-Quick budget (an estimate, not a measurement): the float LM (d128, 2 layers, 600
-steps at the idle seed_vmap benchmark's 143 ms per step, BENCHMARKS.md: ~90 s) plus
-18 compressions (3 budgets x 2 inits x 3 calibration seeds), each 2 x (30 + 120)
-block steps on 32 x 128 calibration tokens and 60 distillation steps, assumed
-~40 s idle: ~800-900 s in all. The compression time per run was not measured here.
+Measured (quick, clean clone of cc5fec7, the idle 2-core machine, load average 2.32
+at the start and 2.43 at the end): 14 min 51 s wall, 888 s summed arm time. NOT
+reproduced (3/9). Tuned val loss ADMM / SVD: 2.425 / 2.476 at 1 bit, 2.452 / 2.455
+at 0.75, 2.541 / 2.428 at 0.5 (float 2.179). ADMM starts lower in tuned loss only
+at 1 bit (-0.050, CI [-0.091, -0.010]); at 0.75 it ties (-0.002, CI [-0.042,
++0.037]) and at 0.5 it is worse (+0.114). Its initial activation-weighted
+reconstruction error is higher than SVD's at every budget (+0.047 / +0.062 /
++0.062, CIs far from 0) and in 40 of 42 projections (the two FFN output
+projections at 1 bit are the exceptions), so this ADMM does not reach even the
+SVD point of the very objective it minimises: the factorization, not the
+comparison, is what to examine next (its iteration count and penalty, and whether
+the scales it fits survive into the tuned model). Loss ordering: 0.75 vs 0.5 bits
+passes; 1 vs 0.75 fails on the interval (-1.09%, CI [-4.11%, +1.92%]). Bits per
+weight on budget; projections 32x / 42.7x / 64x below float32.
 """
 
 from __future__ import annotations
