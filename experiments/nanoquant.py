@@ -55,8 +55,8 @@ at 0.75, 2.541 / 2.428 at 0.5 (float 2.179). ADMM starts lower in tuned loss onl
 at 1 bit (-0.050, CI [-0.091, -0.010]); at 0.75 it ties (-0.002, CI [-0.042,
 +0.037]) and at 0.5 it is worse (+0.114). Its initial activation-weighted
 reconstruction error is higher than SVD's at every budget (+0.047 / +0.062 /
-+0.062, CIs far from 0) and in 40 of 42 projections (the two FFN output
-projections at 1 bit are the exceptions), so this ADMM does not reach even the
++0.062, CIs far from 0) and in 39 of 42 projections (the exceptions: both FFN
+output projections at 1 bit and layer 1's at 0.75), so this ADMM does not reach even the
 SVD point of the very objective it minimises: the factorization, not the
 comparison, is what to examine next (its iteration count and penalty, and whether
 the scales it fits survive into the tuned model). Loss ordering: 0.75 vs 0.5 bits
