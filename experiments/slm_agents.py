@@ -27,8 +27,20 @@ examples into padded windows of 176+1 tokens and never splits one (byte-level
 examples are 129 tokens on average, at most 170 with BOS/EOS, measured on 5,000
 of them), so every argument a call copies is in the same row as its request. The
 earlier quick teacher (400 steps, ConcatThenSplit windows of 128) reached 3.1%
-exact calls. Our numbers for this design: to be measured (the lead runs quick on
-the idle machine).
+exact calls.
+
+Measured with 400 teacher steps and 300 / 150 specialist steps (quick, clean clone of
+cc5fec7, the idle 2-core machine, load average 2.05 at the start and 1.87 at the
+end): 1 min 52 s wall, 171 s summed arm time (each trained model is counted in
+both its constrained and its free arm). NOT reproduced (2/4): the teacher picks the
+right tool 100% of the time but writes 22.2% of calls exactly (calendar 35%, math
+0%, search 57%, units 0%; its final training loss 0.170), short of the 80% that
+makes the specialist comparison mean anything (void); specialists 1.5% exact, 89.5%
+right tool, at 0.081x the teacher's FLOPs per call; constrained decoding 100%
+schema-valid (free: teacher 98.8%, specialists 35.5%). The run used ~15% of the
+1,200 s budget, so quick now trains 7x the teacher steps (2,800) and 4x the
+specialists' (1,200 base, 600 per cluster): ~1,000 s of summed arm time at the
+measured 0.13 s a teacher step (an estimate; not yet measured).
 
 Commands:
   python -m lattice.main --config=experiments/slm_agents.py:smoke  --workdir=runs/slm_smoke
@@ -53,9 +65,6 @@ Expected: constrained calls 100% schema-valid for every model (by construction);
 specialists within 10 points of a capable teacher on >= 2 clusters at <= 1/10 of its
 FLOPs per call. Earlier quick result (k-means clusters, specialists from scratch;
 results/slm_agents): teacher 98.8% right tool, 3.1% exact calls; not reproduced.
-Quick budget (an estimate, not a measurement): teacher 400 steps + base specialist
-300 + 4 x 150 steps, then ~1,024 + 4 x 400 greedy calls of <= 112 tokens: about
-the earlier quick's ~25 min under load, far less idle; to be measured.
 """
 
 from __future__ import annotations
@@ -128,8 +137,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _config(teacher=(32, 1, 2), specialist=(16, 1, 2), steps=3,
                                spec_steps=2, batch=8, n_log=16, n_test=16,
                                max_new=48, gen_batch=16),
-      'quick': lambda: _config(teacher=(96, 3, 4), specialist=(32, 1, 2), steps=400,
-                               spec_steps=300, batch=16, n_log=1024, n_test=400,
+      'quick': lambda: _config(teacher=(96, 3, 4), specialist=(32, 1, 2), steps=2800,
+                               spec_steps=1200, batch=16, n_log=1024, n_test=400,
                                max_new=112),
       # A 1.5B teacher, 0.5B specialists, both imported instruction models
       # (`lattice convert hf --from Qwen/Qwen2.5-1.5B-Instruct --out
