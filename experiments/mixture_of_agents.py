@@ -70,6 +70,21 @@ before the measured run because of what they showed):
     0.842; Self-MoA 0.967 vs mixed MoA 0.981. The aggregator then answers nearly as
     well alone as with candidates, which is why check 3 exists.
 
+Measured, this design (quick, clean clone of ad76d57, the idle 2-core machine, load
+average 1.80 at the start and 2.06 at the end; workdir runs/trial_moa_final): 3 min
+12 s wall, 169 s summed arm time. NOT reproduced (2/4). Proposers kept at steps
+600 / 600 / 900 (seeds 0 / 1 / 2), held-out 0.619 / 0.716 / 0.842. MoA over their
+greedy answers 0.983: above the best single (+0.141, CI [+0.119, +0.162]) and
+majority vote 0.869 (+0.114, CI [+0.094, +0.133]), but not above the aggregator
+answering alone, 0.974 (+0.009, CI [-0.002, +0.021]): its 1,000 fine-tuning steps
+on true answers made it a better adder than any proposer, so at this size the
+"MoA" gain over the proposers is mostly the aggregator's own skill. Self-MoA (p2 x4)
+0.967 below mixed MoA 0.981 (-0.014, CI [-0.025, -0.003]): with an aggregator this
+strong, the weaker proposers' different errors help rather than hurt. What would
+test the claim: an aggregator no stronger alone than the best proposer (trained on
+the same budget of true answers as the proposers, or on candidates only), and
+1,000-question checks of MoA against it.
+
 medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   `lattice convert hf --from Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen05`, then
   `--config.train.init_from=runs/qwen05`; the mode's model section holds that
