@@ -41,9 +41,18 @@ the interval's width, not its centre: with 2 degrees of freedom the t interval i
 +-4.3 standard errors, wider than the 1% margin. Teacher-forced acceptance 0.667
 (s0 0.653, s1 0.659, s2 0.689) against 0.396 for the best constant drafter: +0.271,
 CI [+0.205, +0.336], check 2 passed. Draft accuracy against the true token 0.452.
-Quick therefore runs 5 seeds (seeds 3 and 4 added, the first three unchanged): the
-same spread gives a half-width near 1.3%. Budget: ~375 s summed arm time (225 s
-x 5 / 3), not yet measured at 5 seeds.
+Quick therefore runs 5 seeds (seeds 3 and 4 added, the first three unchanged).
+
+Measured with 5 seeds (quick, clean clone of ad76d57, the idle 2-core machine, load
+average 2.06 at the start and 1.97 at the end): 6 min 42 s wall, 392 s summed arm
+time. NOT reproduced (1/2). Val loss 2.291 (mtp_d1) vs 2.294: -0.09%, CI [-1.96%,
++1.78%] (s3 +2.00%, s4 +0.46%): the two new seeds widened the spread rather than
+narrowing the interval, so at 0.1M parameters the seed-to-seed difference (sd
+~1.5% of the loss) is larger than the 1% margin and five seeds cannot show
+non-inferiority; the mean is ~0, as the paper's "does not hurt" expects. Acceptance
+0.664 vs 0.396 for the constant drafter, +0.268, CI [+0.244, +0.292]: passes.
+Medium (3 seeds at 33.5M parameters, 800M tokens) is where the loss check can
+resolve a 1% margin, if its seed spread shrinks with size as usual.
 
 medium: d 384 x 8 layers on FineWeb-Edu with the GPT-2 tokenizer (public web text;
   DeepSeek's corpus is private), ~20 tokens per parameter, 3 seeds.
