@@ -58,10 +58,10 @@ def test_load_fields_and_busy_warning():
   assert provenance.busy({**idle, 'load_average_end': [2.9, 1, 1]}) is None  # itself
   busy = {**idle, 'load_average_end': [3.4, 2, 1]}
   assert provenance.busy(busy) == (
-      '1-minute load average 0.60 at the start and 3.40 at the end, above the 2 cores '
-      'at the start or 3 at the end: wall-clock figures (wall s, tokens/s, MFU) are '
-      'not measurements')
-  assert provenance.busy({**idle, 'load_average_start': [2.5, 1, 1]}) is not None
+      '1-minute load average 0.60 at the start and 3.40 at the end, above 3 on 2 '
+      'cores: wall-clock figures (wall s, tokens/s, MFU) are not measurements')
+  assert provenance.busy({**idle, 'load_average_start': [2.5, 1, 1]}) is None
+  assert provenance.busy({**idle, 'load_average_start': [3.5, 1, 1]}) is not None
   assert provenance.busy(ENV) is None  # written before the fields existed
   assert '- **⚠ Load:** 1-minute load average' in tables.result_markdown(result(busy))
   md = tables.result_markdown(result(idle))

@@ -57,21 +57,20 @@ def busy(env: dict[str, Any]) -> str | None:
   """The warning for a result whose machine was busy, else None (also for results
   written before these fields existed).
 
-  Busy means a 1-minute load average above the core count at the start (other work
-  was running), or above the core count + 1 at the end: by then the run's own
-  threads keep about one process per core runnable (idle runs of this repository's
-  quick modes on 2 cores ended at 1.5-2.5), so only more than one further process
-  shows another job.
+  Busy means a 1-minute load average above the core count + 1 at the start or the
+  end. A run keeps about one process per core runnable itself, and the 1-minute
+  average still holds the previous run's load when runs follow each other (idle,
+  back-to-back quick modes on 2 cores read 1.5-2.5 at both ends), so only more
+  than one further runnable process shows other work.
   """
   cores = env.get('cpu_count') or 0
-  start, end = env.get('load_average_start'), env.get('load_average_end')
-  if not cores or not ((start and start[0] > cores) or (end and end[0] > cores + 1)):
+  loads = [(when, env.get(f'load_average_{when}')) for when in ('start', 'end')]
+  loads = [(when, x[0]) for when, x in loads if x]
+  if not cores or not loads or max(x for _, x in loads) <= cores + 1:
     return None
-  seen = ' and '.join(f'{x[0]:.2f} at the {when}' for when, x in
-                      (('start', start), ('end', end)) if x)
-  return (f'1-minute load average {seen}, above the {cores} cores at the start or '
-          f'{cores + 1} at the end: wall-clock figures (wall s, tokens/s, MFU) are not '
-          'measurements')
+  seen = ' and '.join(f'{x:.2f} at the {when}' for when, x in loads)
+  return (f'1-minute load average {seen}, above {cores + 1} on {cores} cores: '
+          'wall-clock figures (wall s, tokens/s, MFU) are not measurements')
 
 
 def bind_workdir(workdir: str | os.PathLike[str], commit: str | None, *,
