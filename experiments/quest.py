@@ -52,8 +52,17 @@ naive W1A1 +8.8% (the paper's ordering, compressed at 45K parameters). Checks 1
 W1A1: -0.058, CI [-0.132, +0.016]; s0 -0.092, s1 -0.038, s2 -0.044) failed with every
 seed on the paper's side: with 2 degrees of freedom the t interval is +-4.3
 standard errors. NOT reproduced (5/7). Quick therefore runs 5 seeds (seeds 3 and 4
-added): the same spreads give half-widths near 0.007 and 0.037, inside both
-effects. Budget: ~785 s summed arm time (471 s x 5 / 3), not yet measured at 5 seeds.
+added).
+
+Measured with 5 seeds (quick, clean clone of 58009e6, the idle 2-core machine, load
+average 1.97 at the start and 1.61 at the end): 12 min 5 s wall, 718 s summed arm
+time. NOT reproduced (6/7). Loss vs float: W8A8 -0.0%, W4A4 +0.4%, W3A3 +1.1%, W2A2
++2.6%, W1A1 +6.2%, naive W1A1 +8.5%. QuEST W1A1 now beats naive W1A1: -0.061, CI
+[-0.089, -0.033]. The Hadamard check still fails, by a hair: W4A4 - no-Hadamard
+-0.0076, CI [-0.0160, +0.0008] (seed 3 +0.0008, the others -0.002 to -0.015). The
+paper's no-Hadamard gap at W4A4 is 1% of the loss (3.272 vs 3.304 at 30M); ours is
+0.3% at 45K parameters, one seed's noise. Medium (3 seeds at 31.7M parameters) is
+the scale of the paper's ablation.
 """
 
 from __future__ import annotations
