@@ -39,8 +39,20 @@ makes the specialist comparison mean anything (void); specialists 1.5% exact, 89
 right tool, at 0.081x the teacher's FLOPs per call; constrained decoding 100%
 schema-valid (free: teacher 98.8%, specialists 35.5%). The run used ~15% of the
 1,200 s budget, so quick now trains 7x the teacher steps (2,800) and 4x the
-specialists' (1,200 base, 600 per cluster): ~1,000 s of summed arm time at the
-measured 0.13 s a teacher step (an estimate; not yet measured).
+specialists' (1,200 base, 600 per cluster).
+
+Measured with those steps (quick, clean clone of 58009e6, the idle 2-core machine,
+load average 1.61 at the start and 2.27 at the end): 7 min 35 s wall, 831 s summed
+arm time (each model counted twice, as above). NOT reproduced (3/4). The teacher
+reaches 51.0% exact calls (calendar 74%, math 5%, search 99%, units 32%; final
+training loss 0.118), still short of 80%, so the specialist comparison stays void;
+specialists 4.2% exact (calendar 7%, search 11%, math and units 0%) at 0.080x the
+FLOPs, 98.8% right tool (within the tolerance: passes); constrained decoding 100%
+schema-valid (free: teacher 99.8%, specialists 95.8%). The clusters that fail are
+the ones whose arguments are computed (math results, unit conversions), not copied:
+at 0.37M parameters more steps buy copying (search 57% -> 99%) but not arithmetic.
+What would reach the 80% teacher: calls whose arguments are copied spans only, or
+a teacher fine-tuned from a pretrained model (medium).
 
 Commands:
   python -m lattice.main --config=experiments/slm_agents.py:smoke  --workdir=runs/slm_smoke
