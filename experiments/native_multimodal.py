@@ -45,10 +45,10 @@ the check's agreement is between two steep small-scale curves, not with the pape
 Failing: the MoE trio (1,000 steps, 4 layers, 3 seeds) has learned routing worse
 than dense (0.970 vs 0.907: +0.063, CI [+0.006, +0.120]) and not better than hard
 modality routing (+0.022, CI [-0.029, +0.073]); its experts are far from unimodal
-(modality/expert NMI 0.386 in the first layer, 0.160 in the last; needs > 0.5). At
-32 wide each of the 8 experts is a quarter of the dense FFN's width with top-1
-routing; the paper's MoE result is at 1B+ parameters (medium is where it should be
-looked for).
+(modality/expert NMI 0.386 in the first layer, 0.160 in the last; needs > 0.5).
+Each of the 8 experts is as wide as the dense FFN (top-1: equal active compute), so
+in 1,000 steps each sees about an eighth of the tokens the dense FFN sees; the
+paper's MoE result is at 1B+ parameters (medium is where it should be looked for).
 
 Medium and full scale the same procedural task: there is no streamed image-text
 corpus in `lattice.run.scale.CORPORA` (the paper's data, a 45/45/10 mix of
