@@ -42,13 +42,17 @@ machine and lives in `benchmarks/`.
 
 Expected: main effects of b1.58 (+ loss at this size: the paper matches float only
 from ~3B parameters), MoE (- loss), MTP (+ next-token loss at small sizes, Gloeckle
-Fig. 3); the questions are the interactions. Our numbers: to be measured (the lead
-runs quick on the idle machine).
+Fig. 3); the questions are the interactions.
 
-Quick budget (an estimate, not a measurement): 8 arms x 3 seeds x 250 steps of 16 x
-128 bytes. Scaled from the d32c844 result (whose runs overlapped others, so an
-overestimate: 1,516 s for 8 arms x 400 FLOP-matched steps), equal tokens and 250
-steps give ~1,150 s.
+Measured (quick, clean clone of 58009e6, the idle 2-core machine, load average 2.22
+at the start and 1.61 at the end): 14 min 32 s wall, 836 s summed arm time. NOT
+reproduced (3/4). Main effects (nats, 3 seeds x the factorial): b1.58 +0.054, MoE
+-0.003 (CI [-0.006, -0.0002]: passes), MTP -0.009; b1.58 x MoE interaction +0.007,
+CI [-0.001, +0.016], inside the 0.03 margin: passes. Teacher-forced draft
+acceptance with b1.58 weights vs float: MoE +0.001, CI [-0.039, +0.037] (passes);
+dense +0.018, CI [-0.070, +0.106] (s0 -0.018, s1 +0.053, s2 +0.018): fails the
+0.05 non-inferiority margin on the interval's width, not its centre. Acceptance
+0.42 (float) vs 0.44 (b1.58) in the dense arms.
 
 Medium and full (FineWeb-Edu, GPT-2 tokenizer, 8 arms x 3 seeds; `lattice plan
 --chips h100x1` at 40% MFU, not run):
