@@ -49,9 +49,18 @@ quick: widths 32 / 64 / 128 (2 layers), so Reloaded's rule is checked twice (32 
 64, 64 -> 128). The 3-seed run above took 585 s of summed arm time, and its failed
 check had every seed on the paper's side (gap change s0 -0.024, s1 -0.015, s2
 -0.007): a t interval with 2 degrees of freedom is +-4.3 standard errors. Quick
-therefore runs 5 seeds (seeds 3 and 4 added), where the same spread gives a
-half-width near 0.011; budget ~975 s summed arm time (585 s x 5 / 3), not yet
-measured at 5 seeds.
+therefore runs 5 seeds (seeds 3 and 4 added).
+
+Measured with 5 seeds (quick, clean clone of 58009e6, the idle 2-core machine, load
+average 1.61 at the start and 2.00 at the end): 13 min 25 s wall, 793 s summed arm
+time. Reproduced (5/5). Gap to same-recipe float +1.17% / +1.54% / -0.12% at d=32 /
+64 / 128 (0.05M / 0.13M / 0.48M parameters); the gap shrinks from d=32 to d=128:
+-0.0129, CI [-0.0239, -0.0019] (s3 +0.001, the other seeds -0.013 to -0.023);
+ternary within 8% at d=128 (CI upper bound +0.93%); Reloaded's 2x-width rule at both
+widths (-4.48%, CI [-5.53%, -3.44%]; -4.68%, CI [-5.67%, -3.69%]); packing 8.00x /
+9.99x below bf16. The first three seeds' numbers differ slightly from the 3-seed
+run above (s0 -0.0231 vs -0.0238): that run was at 5aeebef, before the CPU
+numerics changes of later commits.
 """
 
 from __future__ import annotations
