@@ -44,7 +44,9 @@ CI [+0.205, +0.336], check 2 passed. Draft accuracy against the true token 0.452
 Quick therefore runs 5 seeds (seeds 3 and 4 added, the first three unchanged).
 
 Measured with 5 seeds (quick, clean clone of ad76d57, the idle 2-core machine, load
-average 2.06 at the start and 1.97 at the end): 6 min 42 s wall, 392 s summed arm
+average 2.06 at the start and 1.97 at the end; the clone was fast-forwarded to
+58009e6 while it ran, a change to experiments/slm_agents.py and results/ only, so
+its record reads 58009e6 and its workdir's provenance.json ad76d57): 6 min 42 s wall, 392 s summed arm
 time. NOT reproduced (1/2). Val loss 2.291 (mtp_d1) vs 2.294: -0.09%, CI [-1.96%,
 +1.78%] (s3 +2.00%, s4 +0.46%): the two new seeds widened the spread rather than
 narrowing the interval, so at 0.1M parameters the seed-to-seed difference (sd
