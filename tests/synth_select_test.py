@@ -28,8 +28,11 @@ def test_stops_at_the_band_and_keeps_the_model_closest_to_its_centre(tmp_path):
     return scripted[out['steps']]
 
   out, history = select.train_to_band(cfg, _files(tmp_path), tmp_path / 'run', score,
-                                      band=(0.5, 0.7), first=2, every=2)
+                                      band=(0.5, 0.7), first=2, every=2, keep=3)
   assert seen == [2, 4]
+  # keep=3: both segments' checkpoints stay (the kept step 2 can be restored).
+  assert sorted(int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [2, 4]
   assert history == [{'step': 2, 'score': 0.45}, {'step': 4, 'score': 0.90}]
   assert (out['selected_step'], out['selected_score']) == (2, 0.45)
   assert int(out['state'].step) == 2 and out['wall_s'] > 0
@@ -44,3 +47,6 @@ def test_bad_band_or_steps_raise_before_training(tmp_path):
   with pytest.raises(ValueError, match='every'):
     select.train_to_band(cfg, [], tmp_path, lambda o: 0.0, band=(0.5, 0.7), first=2,
                          every=0)
+  with pytest.raises(ValueError, match='keep'):
+    select.train_to_band(cfg, [], tmp_path, lambda o: 0.0, band=(0.5, 0.7), first=2,
+                         every=2, keep=0)

@@ -28,13 +28,15 @@ from lattice.synth import generate
 from lattice.train import loop
 
 
-def train_to_band(cfg: config_lib.Config, files: Sequence[str | Path],
+def train_to_band(cfg: config_lib.Config, files: Sequence[str | Path] | None,
                   workdir: str | Path, score: Callable[[Any], float], *,
                   band: tuple[float, float], first: int, every: int,
-                  val_fraction: float = 0.02) -> tuple[Any, list[dict]]:
-  """Trains `cfg` on `files` (JSONL, field 'text') and keeps the checkpoint whose
-  `score` (called with each segment's RunOutput; e.g. held-out accuracy, a fraction)
-  is closest to the centre of `band`, stopping once a score >= band[0].
+                  val_fraction: float = 0.02, keep: int = 1) -> tuple[Any, list[dict]]:
+  """Trains `cfg` on `files` (JSONL, field 'text'; None: on `cfg`'s own data) and
+  keeps the checkpoint whose `score` (called with each segment's RunOutput; e.g.
+  held-out accuracy, a fraction) is closest to the centre of `band`, stopping once a
+  score >= band[0]. The last `keep` segments' checkpoints stay on disk (1: the last
+  only; more when later runs restore an earlier segment's step).
 
   Segments end at steps first, first + every, ... up to cfg.train.steps (the
   schedule's length and the most steps trained). Returns (the kept run's RunOutput,
@@ -44,21 +46,22 @@ def train_to_band(cfg: config_lib.Config, files: Sequence[str | Path],
   every scored segment). A kept run stopped before cfg.train.steps has no final
   eval metrics (val_loss): score it on held-out data yourself.
   Raises ValueError for a band outside 0 <= lo <= hi or non-positive `first` /
-  `every`, and SystemExit if SIGTERM stopped training (as lm.train_on does).
+  `every` / `keep`, and SystemExit if SIGTERM stopped training (as lm.train_on does).
   A selection is not resumable (the scores of earlier segments are not stored), so
   an existing `workdir` is deleted and the selection starts over.
   """
   lo, hi = band
   if not 0 <= lo <= hi:
     raise ValueError(f'train_to_band: band must satisfy 0 <= lo <= hi, got {band}')
-  if first <= 0 or every <= 0:
-    raise ValueError(f'train_to_band: first and every must be positive, got {first}, '
-                     f'{every}')
+  if first <= 0 or every <= 0 or keep <= 0:
+    raise ValueError(f'train_to_band: first, every and keep must be positive, got '
+                     f'{first}, {every}, {keep}')
   total = cfg.train.steps
-  cfg = config_lib.replace(cfg, **generate.data_overrides(
-      list(map(str, files)), val_fraction=val_fraction), **{
-          'checkpoint.enabled': True, 'checkpoint.every': total + 1,
-          'checkpoint.keep': 1})
+  data = {} if files is None else generate.data_overrides(
+      list(map(str, files)), val_fraction=val_fraction)
+  cfg = config_lib.replace(cfg, **data, **{
+      'checkpoint.enabled': True, 'checkpoint.every': total + 1,
+      'checkpoint.keep': keep})
   centre = (lo + hi) / 2
   t0 = time.perf_counter()
   if Path(workdir).exists():
