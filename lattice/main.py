@@ -27,10 +27,13 @@ def run(config, workdir: str):
   ConfigError if it holds arms of another commit) and the load average is noted.
   """
   from lattice.run import provenance, records  # pylint: disable=g-import-not-at-top
-  provenance.mark_start()
-  provenance.bind_workdir(workdir, records.git_commit(os.path.dirname(__file__)),
-                          write=records.is_primary_process())
-  result = _experiment_module.run(config, workdir)
+  commit = records.git_commit(os.path.dirname(__file__))
+  provenance.mark_start(commit)
+  try:
+    provenance.bind_workdir(workdir, commit, write=records.is_primary_process())
+    result = _experiment_module.run(config, workdir)
+  finally:
+    provenance.forget_start()
   print(f'[lattice] {result.experiment} ({result.mode}): '
         f'{"reproduced" if result.reproduced else "NOT reproduced"}; '
         f'wrote {os.path.join(workdir, "result.json")}')

@@ -46,12 +46,24 @@ def test_main_refuses_a_workdir_of_another_commit(tmp_path, monkeypatch):
   with pytest.raises(config_lib.ConfigError, match='never mixes code versions'):
     main_lib.run(None, str(tmp_path))
   assert not called
+  assert provenance.env_fields('def5678')['load_average_start'] is None  # forgotten
 
 
-def test_load_fields_and_busy_warning():
-  provenance.mark_start()
-  fields = provenance.load_fields()
-  assert len(fields['load_average_start']) == 3 and fields['cpu_count'] >= 1
+def test_env_fields_and_busy_warning():
+  provenance.mark_start('abc1234')
+  try:
+    fields = provenance.env_fields('abc1234')
+    assert len(fields['load_average_start']) == 3 and fields['cpu_count'] >= 1
+    assert fields['git_commit'] == 'abc1234' and 'git_commit_end' not in fields
+    # The tree moved during the run: the result keeps the commit it started from.
+    moved = provenance.env_fields('def5678')
+    assert (moved['git_commit'], moved['git_commit_end']) == ('abc1234', 'def5678')
+    assert '(the tree was at def5678 when the result was written)' in (
+        tables.result_markdown(result({**ENV, **moved})))
+  finally:
+    provenance.forget_start()
+  assert provenance.env_fields('def5678')['load_average_start'] is None
+  assert provenance.env_fields('def5678')['git_commit'] == 'def5678'
   idle = {**ENV, 'cpu_count': 2, 'load_average_start': [0.6, 1, 1],
           'load_average_end': [1.9, 1, 1]}
   assert provenance.busy(idle) is None

@@ -11,8 +11,8 @@ Two rules of issue #20 ("honest measurement") live here:
   changes has the commit `<sha>-dirty`; two dirty trees at the same sha cannot be
   told apart, which is one more reason measured runs come from a clean clone.
 - **Wall-clock figures need an idle machine.** `mark_start` takes the load average
-  when the experiment starts; `load_fields` adds it, the load average at the end and
-  the core count to the result's `env`; `busy` turns them into the warning
+  (and the commit) when the experiment starts; `env_fields` adds them, the load
+  average at the end and the core count to the result's `env`; `busy` turns them into the warning
   `table.md` prints when the machine was busy with other work.
 """
 
@@ -27,7 +27,8 @@ from lattice import storage
 
 PROVENANCE_FILE = 'provenance.json'
 
-_start_load: list[float] | None = None
+# What `mark_start` saw when the experiment started: its load average and commit.
+_start: dict[str, Any] = {}
 
 
 def load_average() -> list[float] | None:
@@ -39,18 +40,30 @@ def load_average() -> list[float] | None:
     return None
 
 
-def mark_start() -> None:
-  """Remembers the load average now, as the experiment's start (`load_fields`)."""
-  global _start_load
-  _start_load = load_average()
+def mark_start(commit: str | None = None) -> None:
+  """Remembers the load average now and the code's `commit`, as the experiment's
+  start (`env_fields`)."""
+  _start.clear()
+  _start.update(load=load_average(), commit=commit)
 
 
-def load_fields() -> dict[str, Any]:
-  """{'load_average_start', 'load_average_end': [1, 5, 15 min] or None,
-  'cpu_count': int} for a result's env; the start is None unless `mark_start` ran
-  in this process (e.g. an experiment's `run` called directly by a test)."""
-  return {'load_average_start': _start_load, 'load_average_end': load_average(),
-          'cpu_count': os.cpu_count() or 0}
+def forget_start() -> None:
+  """Drops what `mark_start` saw (the experiment ended; the next result in this
+  process, e.g. in a test session, must not inherit it)."""
+  _start.clear()
+
+
+def env_fields(commit_now: str | None) -> dict[str, Any]:
+  """A result's provenance fields, given the commit of the tree as it is written:
+  'git_commit' (the commit `mark_start` saw, else `commit_now`), 'git_commit_end'
+  (only when the tree moved to another commit during the run), and
+  'load_average_start' / 'load_average_end' ([1, 5, 15 min] or None) and
+  'cpu_count'. Without `mark_start` in this process (e.g. an experiment's `run`
+  called directly by a test) the start fields are unknown."""
+  start = _start.get('commit') or commit_now
+  moved = {'git_commit_end': commit_now} if commit_now != start else {}
+  return {'git_commit': start, **moved, 'load_average_start': _start.get('load'),
+          'load_average_end': load_average(), 'cpu_count': os.cpu_count() or 0}
 
 
 def busy(env: dict[str, Any]) -> str | None:

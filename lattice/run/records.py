@@ -97,11 +97,10 @@ def env_info() -> dict[str, Any]:
       'device_kind': device_kind,
       'python': platform.python_version(),
       'platform': platform.platform(),
-      'git_commit': git_commit(pathlib.Path(__file__).resolve().parent),
       'hostname': socket.gethostname(),
       'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
-      **provenance.load_fields(),
+      **provenance.env_fields(git_commit(pathlib.Path(__file__).resolve().parent)),
   }
 
 

@@ -154,9 +154,11 @@ def result_markdown(result, *, level: int = 1, plot_prefix: str = '') -> str:
   if result.headline:
     lines.append(f'- **Paper\'s number:** {cell(result.headline.get("paper", "—"))}'
                  f'; **ours:** {cell(result.headline.get("ours", "—"))}')
+  moved = env.get('git_commit_end')
   lines.append(f'- **Env:** jax {env.get("jax")}, {env.get("backend")} '
                f'({env.get("device_count")} × {env.get("device_kind")}), '
-               f'commit {env.get("git_commit") or "unknown"}, '
+               f'commit {env.get("git_commit") or "unknown"}'
+               f'{f" (the tree was at {moved} when the result was written)" if moved else ""}, '
                f'{env.get("timestamp", "")}')
   warning = provenance.busy(env)
   if warning:
