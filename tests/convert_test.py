@@ -278,6 +278,11 @@ def test_sharded_checkpoint_own_tokenizer_and_fine_tune_from_it(tmp_path):
   # A tokenizer set explicitly is kept.
   explicit = config_lib.replace(ft, **{'data.tokenizer': 'hf:/elsewhere'})
   assert rundir.with_model_of(explicit, run).data.tokenizer == 'hf:/elsewhere'
+  # train.init_from_step names one checkpoint of that run: a step it lacks is refused
+  # (were the step ignored, its latest checkpoint would load).
+  with pytest.raises(config_lib.ConfigError, match='no checkpoint at step 7'):
+    loop.train_and_evaluate(config_lib.replace(ft, **{'train.init_from_step': 7}),
+                            tmp_path / 'ft7', devices=jax.devices()[:1])
 
 
 def test_attach_tokenizer_picks_sentencepiece_and_refuses_what_does_not_fit(tmp_path):
