@@ -85,6 +85,21 @@ test the claim: an aggregator no stronger alone than the best proposer (trained 
 the same budget of true answers as the proposers, or on candidates only), and
 1,000-question checks of MoA against it.
 
+The verdict depends on the aggregator's data sample. The committed run above
+scored each proposer's kept generator after using it for selection; since c5ee60c
+the selection goes through lattice.synth.select.train_to_band and the kept
+checkpoint gets a fresh generator, so the aggregator's sampled training candidates
+come from a different random stream (proposers identical: the same kept steps and
+held-out accuracies). That rerun (clean clone of c5ee60c, not on an idle machine:
+the CI ran beside it, load average 0.74 at the start and 4.83 at the end, so no
+times) gave the aggregator 0.700 alone, MoA 0.944: above the best single (+0.102,
+CI [+0.076, +0.127]), majority vote (+0.075, CI [+0.049, +0.098]) and the
+aggregator alone (+0.244, CI [+0.214, +0.272]); Self-MoA 0.930 vs mixed MoA 0.928
+(CI [-0.016, +0.019]): 3/4. One aggregator sample therefore moves check 3 from a
+fail to a pass; the design needs several aggregator seeds (paired by data sample)
+before its verdict means anything. Not done yet; the committed result is the
+ad76d57 run.
+
 medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   `lattice convert hf --from Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen05`, then
   `--config.train.init_from=runs/qwen05`; the mode's model section holds that
