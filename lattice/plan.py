@@ -126,10 +126,10 @@ def plan_config(config, chip: chips_lib.Chip, n_chips: int, mfu: float) -> list[
   Raises:
     ConfigError: an arm whose overrides do not fit the config.
   """
-  seeds = len(list(config.get('seeds') or [0]))
+  seeds = arms_lib.arm_seeds(config)
   cache: dict = {}
   return [plan_arm(name, arms_lib.arm_config(config, overrides, seed=0), chip, n_chips,
-                   mfu, seeds=seeds, cache=cache)
+                   mfu, seeds=len(seeds[name]), cache=cache)
           for name, overrides in arms_lib.arm_list(config)]
 
 
@@ -220,7 +220,8 @@ def main(argv: list[str]) -> list[ArmPlan]:
           f'{p.tokens_per_param:>9.1f} {epochs:>7} {_fmt(p.train_flops):>9} '
           f'{p.step_s:>8.3g}s {p.chip_hours:>9.3g} '
           f'{_fmt(p.memory_per_device_bytes, "B"):>10}')
-  seeds = plans[0].seeds if plans else 1
+  counts = sorted({p.seeds for p in plans}) or [1]
+  seeds = counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'
   print(f'{len(plans)} arm(s) x {seeds} seed(s): '
         f'{sum(p.total_chip_hours for p in plans):.3g} chip-hours in all')
   print('mem/dev: analytic (sharded params+grads+Adam, activations per arXiv 2205.05198)')

@@ -58,10 +58,19 @@ def test_too_few_seeds_fail_and_say_so():
   assert not one.passed and 'no CI' in one.detail
 
 
+def test_arms_with_more_seeds_pair_on_the_common_ones():
+  # a ran seeds 0-4, b ran 0-2: the check pairs seeds 0, 1, 2 only (a's seeds 3 and 4
+  # would flip it: differences -1, -1, -1 there, +9 and +9 past them).
+  a = _arm('a', [1.0, 2.0, 3.0, 20.0, 20.0], (0, 1, 2, 3, 4))
+  b = _arm('b', [2.0, 3.0, 4.0], (0, 1, 2))
+  check = checks.judge(checks.better('a', 'b'), [a, b])
+  assert check.passed and 'over 3 seeds (s0 -1, s1 -1, s2 -1)' in check.detail
+
+
 def test_unpaired_and_bad_inputs_raise():
-  with pytest.raises(ValueError, match='same'):
+  with pytest.raises(ValueError, match='common seeds'):
     checks.judge(checks.better('a', 'b'),
-                 [_arm('a', [1.0, 2.0, 3.0]), _arm('b', [1.0, 2.0, 3.0], (0, 1, 5))])
+                 [_arm('a', [1.0, 2.0, 3.0]), _arm('b', [1.0, 2.0, 3.0], (4, 5, 6))])
   with pytest.raises(ValueError, match="no arm 'x'"):
     checks.judge(checks.better('x', 'b'), [_arm('b', [1.0, 2.0, 3.0])])
   with pytest.raises(ValueError, match='margin'):

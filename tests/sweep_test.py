@@ -168,6 +168,18 @@ def test_sweep_resumes_without_rerunning_and_aggregates(tmp_path, monkeypatch):
   assert (tmp_path / sweep.TABLE_FILE).read_text() == table
 
 
+def test_an_arm_may_run_its_own_seeds():
+  from lattice.run import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  config = _base()
+  config.seeds = [0, 1, 2]
+  config.arms = [{'name': 'a', 'overrides': {}},
+                 {'name': 'b', 'overrides': {}, 'seeds': [0, 1, 2, 3, 4]}]
+  assert arms_lib.arm_seeds(config) == {'a': [0, 1, 2], 'b': [0, 1, 2, 3, 4]}
+  config.arms[1]['seeds'] = [3, 3]
+  with pytest.raises(config_lib.ConfigError, match='arms: b: seeds'):
+    arms_lib.validate_arms(config)
+
+
 def test_match_flops_sets_steps_from_the_budget():
   config = _base()
   dense = experiment.arm_config(config, {}, 0)

@@ -1,7 +1,8 @@
 """An experiment's arms x seeds, each trained through the one train loop.
 
-An experiment config lists its arms (`config.arms`: a list of {name, overrides})
-and seeds (`config.seeds`); `run_arms` trains and evaluates each (arm, seed) in
+An experiment config lists its arms (`config.arms`: a list of {name, overrides}, and
+optionally the arm's own `seeds`) and seeds (`config.seeds`, every arm's unless it
+lists its own); `run_arms` trains and evaluates each (arm, seed) in
 `workdir/<arm>/seed_<k>` (so a rerun resumes), optionally measures more with
 `measure(cfg, out: RunOutput) -> dict`, and aggregates over seeds into the
 `records.Arm`s a Result holds. A finished (arm, seed) leaves `record.json` (its
@@ -43,6 +44,23 @@ def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any
   return [(dict(a)['name'], dict(dict(a).get('overrides', {}))) for a in arms]
 
 
+def arm_seeds(config: ml_collections.ConfigDict) -> dict[str, list[int]]:
+  """{arm name: the seeds it runs}: the arm's own `seeds` where it lists them (e.g.
+  more seeds for the two arms a noisy pre-registered check compares), else
+  `config.seeds` (default [0]). Raises ConfigError for an empty or repeated list."""
+  default = [int(s) for s in (config.get('seeds') or [0])]
+  out = {}
+  for a in (config.get('arms') or [{'name': 'baseline'}]):
+    a = dict(a)
+    seeds = [int(s) for s in a['seeds']] if a.get('seeds') is not None else default
+    if not seeds or len(set(seeds)) != len(seeds):
+      raise config_lib.ConfigError(
+          f'arms: {a["name"]}: seeds must be a non-empty list without repeats, '
+          f'got {seeds}')
+    out[a['name']] = seeds
+  return out
+
+
 def arm_config(config: ml_collections.ConfigDict, overrides: dict[str, Any],
                seed: int, *, fpt: float | None = None) -> config_lib.Config:
   """The typed config of one (arm, seed); errors name the arm's bad key.
@@ -63,6 +81,7 @@ def validate_arms(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first arm whose overrides do not fit the config
   (no model is built: FLOP budgets are matched later, once per arm)."""
   base = config_lib.build(config)
+  arm_seeds(config)
   for name, overrides in arm_list(config):
     try:
       config_lib.replace(base, **overrides)
@@ -138,7 +157,8 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
              measure: Callable[[config_lib.Config, RunOutput], dict] | None = None,
              skip_finished: bool = False, vmap_seeds: bool | str = False,
              ) -> tuple[list[records.Arm], dict[str, list[dict]]]:
-  """Trains every arm x seed; returns Arms and each arm's per-seed metrics.
+  """Trains every arm x seed (`arm_seeds`); returns Arms and each arm's per-seed
+  metrics.
 
   Each (arm, seed) runs in `workdir/<arm>/seed_<k>`, resuming its checkpoints. With
   `skip_finished`, a finished (arm, seed) (its `record.json` written, with the same
@@ -150,10 +170,11 @@ def run_arms(config: ml_collections.ConfigDict, workdir: str | Path, *,
   saved on SIGTERM.
   """
   workdir = storage.path(workdir)
-  seeds = list(config.get('seeds', [0]))
+  seeds_of = arm_seeds(config)
   flops_budget = float(config.get('flops_budget', 0) or 0)
   arms, raw = [], {}
   for name, overrides in arm_list(config):
+    seeds = seeds_of[name]
     fpt_cache: list[float] = []
 
     def fpt(cfg: config_lib.Config) -> float:

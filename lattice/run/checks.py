@@ -167,13 +167,14 @@ def judge_values(comparison: Comparison, a: Mapping[int, float], b: Mapping[int,
                  *, level: float = 0.95, min_seeds: int = 3) -> records.Check:
   """The Check of one comparison from {seed: value} of each arm.
 
-  Only seeds both arms ran are paired; raises ValueError when the arms share no seed
-  or ran different seeds (an unpaired seed would silently drop out otherwise).
+  The seeds both arms ran are paired (an arm may run more seeds than another,
+  `lattice.run.arms.arm_seeds`; the detail line lists the seeds used); raises
+  ValueError when the arms share no seed.
   """
-  if set(a) != set(b):
+  seeds = sorted(set(a) & set(b))
+  if not seeds:
     raise ValueError(f'checks: {comparison.a!r} ran seeds {sorted(a)} but '
-                     f'{comparison.b!r} ran {sorted(b)}; a paired check needs the same')
-  seeds = sorted(a)
+                     f'{comparison.b!r} ran {sorted(b)}; a paired check needs common seeds')
   ci = paired_ci([a[s] for s in seeds], [b[s] for s in seeds],
                  relative=comparison.relative, level=level)
   ok = passes(comparison, ci) and ci['n'] >= min_seeds
