@@ -79,6 +79,7 @@ import math
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from lattice import experiment
 from lattice.run import checks, scale
@@ -199,7 +200,11 @@ def _checks(arms, bits: list[int], workdir: str) -> list:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   arms, _ = experiment.run_arms(config, workdir)
-  loss = {a.name: a.metrics['val_loss']['mean'] for a in arms}
+  # Means over the seeds every arm ran (config.seeds), so the headline and plot
+  # compare like with like when check 2's arms run more.
+  common = [int(s) for s in config.seeds]
+  loss = {a.name: float(np.mean([checks.seed_values(a, 'val_loss')[s] for s in common]))
+          for a in arms}
   bits = [int(a.name[1:].split('A')[0]) for a in arms
           if a.name.startswith('W') and a.name.endswith(tuple('0123456789'))]
   had = [loss[f'W{b}A{b}'] for b in bits]
