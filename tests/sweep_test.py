@@ -109,6 +109,22 @@ def test_factorial_effects_recover_planted_effects():
   assert inter['lo'] < 0.1 < inter['hi']
 
 
+def test_analyze_with_an_arm_on_more_seeds_uses_the_common_ones():
+  # One factor, two arms; 'on' ran seeds 0-4, 'off' 0-2. y(on) - y(off) = 0.1 on the
+  # shared seeds; seeds 3-4 of 'on' are wild and must not enter the paired effect.
+  grids = [('model.x', ['off', 'on'])]
+  def arm(name, level, values, seeds):
+    return records.Arm(name, {'model.x': level}, stats.aggregate(
+        [{'val_loss': v} for v in values]), train_flops=1e10, seeds=list(seeds),
+        extra={'history': [[{'step': 1, 'val_loss': v}] for v in values]})
+  off = arm('off', 'off', [2.0, 2.3, 1.9], (0, 1, 2))
+  on = arm('on', 'on', [2.1, 2.4, 2.0, 9.0, -5.0], (0, 1, 2, 3, 4))
+  an = sweep.analyze([off, on], grids)
+  assert an['diffs']['on']['paired'] and an['diffs']['on']['diff'] == pytest.approx(0.1)
+  effect = an['effects'][0]
+  assert effect['mean'] == pytest.approx(0.1) and effect['lo'] == pytest.approx(0.1)
+
+
 def test_value_at_flops_interpolates_in_log_flops():
   history = [{'step': 50, 'val_loss': 3.0}, {'step': 100, 'val_loss': 2.0}]
   at = equal_flops.value_at_flops(history, 1e10, 7.5e9)
@@ -178,6 +194,12 @@ def test_an_arm_may_run_its_own_seeds():
   config.arms[1]['seeds'] = [3, 3]
   with pytest.raises(config_lib.ConfigError, match='arms: b: seeds'):
     arms_lib.validate_arms(config)
+
+
+def test_run_sweep_refuses_arm_seeds_of_an_unknown_arm(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="arm_seeds: no arm 'nope'"):
+    sweep.run_sweep(_base(), tmp_path, [('model.ffn.kind', ['dense', 'moe'])], seeds=[0],
+                    arm_seeds={'nope': [0, 1]})
 
 
 def test_match_flops_sets_steps_from_the_budget():

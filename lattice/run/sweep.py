@@ -82,6 +82,15 @@ def expand(grids: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
   return arms
 
 
+def _by_seed(arm: records.Arm, metric: str) -> dict[int, float]:
+  """{seed: value} of an arm's metric, in the arm's seed order (values are one per
+  seed; an arm whose counts differ is paired by position, as before seeds were
+  recorded)."""
+  values = list(arm.metrics[metric]['values'])
+  seeds = list(arm.seeds) if len(arm.seeds) == len(values) else list(range(len(values)))
+  return dict(zip(seeds, values))
+
+
 def analyze(arms: list[records.Arm], grids: Sequence[tuple[str, list[Any]]],
             metric: str = 'val_loss', level: float = 0.95) -> dict[str, Any]:
   """Differences vs the baseline (the first arm), equal-FLOPs values and, when
@@ -89,15 +98,20 @@ def analyze(arms: list[records.Arm], grids: Sequence[tuple[str, list[Any]]],
 
   An arm trained on the baseline's seeds is compared seed by seed
   (`stats.paired_diff_ci`, the interval the factorial effects use, so one effect
-  has one CI in every table and in the plot); otherwise by Welch's interval.
+  has one CI in every table and in the plot); otherwise by Welch's interval. Where
+  some arms ran more seeds than others (an arm's own `seeds`), the paired
+  differences and the factorial effects use the seeds both / all arms ran.
   """
   base = arms[0]
   diffs = {}
   for a in arms:
     if metric in a.metrics and metric in base.metrics:
-      va, vb = a.metrics[metric]['values'], base.metrics[metric]['values']
-      paired = list(a.seeds) == list(base.seeds) and len(va) == len(vb) == len(a.seeds)
-      diffs[a.name] = (stats.paired_diff_ci if paired else stats.diff_ci)(va, vb, level)
+      va, vb = _by_seed(a, metric), _by_seed(base, metric)
+      shared = [s for s in va if s in vb]
+      paired = len(shared) >= 2 or (va.keys() == vb.keys())
+      diffs[a.name] = (stats.paired_diff_ci([va[s] for s in shared], [vb[s] for s in shared],
+                                            level) if paired
+                       else stats.diff_ci(list(va.values()), list(vb.values()), level))
       diffs[a.name]['paired'] = paired
   target, at_flops = equal_flops.equal_flops(arms, metric)
   analysis = {'metric': metric, 'baseline': base.name, 'level': level, 'diffs': diffs,
@@ -106,8 +120,10 @@ def analyze(arms: list[records.Arm], grids: Sequence[tuple[str, list[Any]]],
   complete = all(tuple(c) in by_levels for c in itertools.product(
       *[v for _, v in grids]))
   if grids and complete and all(metric in a.metrics for a in arms):
-    cells = {lv: a.metrics[metric]['values'] for lv, a in by_levels.items()}
-    if len({len(v) for v in cells.values()}) == 1:
+    common = set.intersection(*(set(a.seeds) for a in by_levels.values()))
+    cells = {lv: [_by_seed(a, metric)[s] for s in sorted(common)]
+             for lv, a in by_levels.items()}
+    if common and len({len(v) for v in cells.values()}) == 1:
       analysis['effects'] = stats.factorial_effects(
           cells, [v for _, v in grids], [k.split('.', 1)[-1] for k, _ in grids], level)
   return analysis
@@ -120,11 +136,17 @@ def _grid_text(grids) -> str:
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
               grids: Sequence[tuple[str, list[Any]]], *, seeds: Sequence[int],
               metric: str = 'val_loss', vmap_seeds: bool | str = 'auto',
-              measure=None, title: str = 'Ablation') -> dict[str, Any]:
+              measure=None, title: str = 'Ablation',
+              arm_seeds: dict[str, Sequence[int]] | None = None) -> dict[str, Any]:
   """Runs (or resumes) the sweep and writes sweep.json, ablation.md, ablation.png.
 
+  `arm_seeds` gives named arms (`expand`'s names) their own seeds instead of
+  `seeds` (e.g. more for the two arms a noisy check compares); the factorial
+  effects then use the seeds every arm ran.
+
   Raises ConfigError before training when `workdir` holds a sweep of other grids
-  (whose table this one would replace) or an arm's overrides do not fit.
+  (whose table this one would replace), an arm's overrides do not fit, or
+  `arm_seeds` names an arm the grids do not make.
   """
   workdir = storage.path(workdir)
   previous = workdir / SWEEP_FILE
@@ -139,6 +161,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   config = ml_collections.ConfigDict(config.to_dict())
   config.arms = expand(grids)
   config.seeds = [int(s) for s in seeds]
+  names = [a['name'] for a in config.arms]
+  for name, own in (arm_seeds or {}).items():
+    if name not in names:
+      raise config_lib.ConfigError(f'arm_seeds: no arm {name!r} (arms: {", ".join(names)})')
+    config.arms[names.index(name)]['seeds'] = [int(x) for x in own]
   arms_lib.validate_arms(config)  # a typo in a grid key fails before anything trains
   arms, _ = arms_lib.run_arms(config, workdir, measure=measure, skip_finished=True,
                               vmap_seeds=vmap_seeds)
