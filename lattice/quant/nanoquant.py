@@ -62,6 +62,7 @@ class CompressConfig:
   distill_steps: int = 0      # final KL distillation of the whole model (0: off)
   lr: float = 1e-3
   rank_multiple: int = 8
+  seed: int = 0               # ADMM's random start
 
 
 def _mse(a, b):
@@ -158,7 +159,7 @@ def compress(model_cfg: config_lib.ModelConfig, params: Any, calib_BxL: np.ndarr
           kernel = np.asarray(flat_f[path[:-1] + ('kernel',)], np.float64)
           k, r = leaf.shape
           w = kernel.reshape(k, -1)
-          u, v, s_in, s_out = init_factors(w, rms[path[:-1]], r, cc.init)
+          u, v, s_in, s_out = init_factors(w, rms[path[:-1]], r, cc.init, seed=cc.seed)
           init_error[f'layers_{i}/' + '/'.join(path[:-1])] = weighted_error(
               w, rms[path[:-1]], signs(u) @ signs(v).T, s_in, s_out)
           for name, val in zip(('u', 'v', 's_in', 's_out'), (u, v, s_in, s_out)):

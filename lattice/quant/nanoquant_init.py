@@ -23,7 +23,8 @@ error in a feature that sees large inputs counts more:
   side updated first (the reference transposes so that its A is the larger one).
   The scales start from the mean magnitudes of the final Z's rows (its
   scale_pre / scale_post); the latent U, V (what the straight-through tuning
-  moves) are X + L_X, as the reference's A_latent / B_latent.
+  moves) are X + L_X, the SVID's input, so their signs are Z's (the reference's
+  A_latent / B_latent add the dual once more, after its update).
 * `svd_init` — the comparison: the signs of M's rank-r truncated SVD.
 
 `init_factors` then refines the scales by exact alternating least squares
@@ -150,25 +151,27 @@ def admm_init(m_KxN: np.ndarray, r: int, iters: int = ADMM_ITERS, reg: float = A
     rho = it / iters
     a_ls = _ridge(_unit_cols(zb), m.T, za, la, rho, reg)
     b_ls = _ridge(_unit_cols(za), m, zb, lb, rho, reg)
-    za, zb = svid(a_ls + la), svid(b_ls + lb)
+    ta, tb = a_ls + la, b_ls + lb    # the projections' inputs: the latents
+    za, zb = svid(ta), svid(tb)
     la += a_ls - za
     lb += b_ls - zb
     if (it + 1) % eval_every == 0 or it == iters - 1:
       err, s_a, s_b = _format_error(m, za, zb)
       trace.append((it + 1, err))
       if best is None or err < best[0]:
-        best = (err, a_ls + la, b_ls + lb, s_a, s_b)
+        best = (err, ta, tb, s_a, s_b)
   _, lat_a, lat_b, s_a, s_b = best
   if flip:
     return lat_b, lat_a, s_b, s_a, trace
   return lat_a, lat_b, s_a, s_b, trace
 
 
-def init_factors(w_KxN: np.ndarray, d_K: np.ndarray, r: int, method: str, seed: int = 0):
+def init_factors(w_KxN: np.ndarray, d_K: np.ndarray, r: int, method: str, seed: int = 0,
+                 admm_iters: int = ADMM_ITERS):
   """(U [K, r], V [N, r], s_in [K], s_out [N]) for one kernel W [K, N], from the
   activation-weighted matrix M = diag(d) W in both methods.
 
-  'admm': `admm_init` on M (seeded by `seed`), its scales kept as the start
+  'admm': `admm_init` on M (`seed`, `admm_iters` iterations), its scales kept as the start
   (s_in = a / d, s_out = b); the SVD point below is also scored, and kept instead
   if ADMM ends worse, so ADMM never returns worse than the SVD start. 'svd': signs
   of M's truncated SVD; scales start from M's best single scale c = <M, B> / <B, B>
@@ -185,7 +188,7 @@ def init_factors(w_KxN: np.ndarray, d_K: np.ndarray, r: int, method: str, seed: 
   c = float((m * b).sum() / max((b * b).sum(), 1e-12))
   s_in, s_out = fit_scales(w_KxN, b, d_K, s_in_K=c / d_K, s_out_N=np.ones(w_KxN.shape[1]))
   if method == 'admm':
-    u_a, v_a, a, b_out, _ = admm_init(m, r, seed=seed)
+    u_a, v_a, a, b_out, _ = admm_init(m, r, iters=admm_iters, seed=seed)
     b_a = signs(u_a) @ signs(v_a).T
     s_in_a, s_out_a = fit_scales(w_KxN, b_a, d_K, s_in_K=a / d_K, s_out_N=b_out)
     if (weighted_error(w_KxN, d_K, b_a, s_in_a, s_out_a)
