@@ -16,12 +16,12 @@ multiple of `nq_rank_multiple` (the paper rounds to 32; our tiny matrices need 8
      so they absorb the error of the blocks before it (targets: the float block's
      outputs on the float model's inputs);
   2. initialize each projection's U, V from the activation-weighted matrix
-     diag(d) W, d_k = RMS of input feature k on the calibration data: by ADMM
-     (alternating least squares against scaled-sign projections with dual
-     variables, row-scaled signs: the format's own scales, kept as their start),
-     or, for comparison, by the signs of the same matrix's truncated SVD; then
-     refine s_in and s_out by alternating least squares (never increasing the
-     weighted error);
+     diag(d) W, d_k = RMS of input feature k on the calibration data: by the
+     paper's ADMM (lattice.quant.nanoquant_init: random start, sign-value-
+     independent projections, a penalty rising linearly over 400 iterations; its
+     scales kept as their start), or, for comparison, by the signs of the same
+     matrix's truncated SVD; then refine s_in and s_out by alternating least
+     squares (never increasing the weighted error);
   3. tune the latent U, V (sign with a straight-through gradient) and the scales
      against the float block's outputs;
 and optionally distils the whole compressed model to the float model's next-token

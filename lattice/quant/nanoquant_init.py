@@ -1,7 +1,8 @@
 """NanoQuant's initialization: binary factors and scales of one activation-weighted kernel.
 
 Shape legend: K a projection's contracted features (flattened), N its output
-features (flattened), r the binary rank, P x Q a matrix being factored (P >= Q).
+features (flattened), r the binary rank, P x Q the matrix ADMM factors (M or
+M^T, whichever has P >= Q), R a matrix's other side.
 
 The stored format is W ~ diag(s_in) sign(U) sign(V)^T diag(s_out), U [K, r],
 V [N, r]. Both initializations factor the activation-weighted matrix
@@ -13,16 +14,18 @@ error in a feature that sees large inputs counts more:
   from its `main.py`): M ~ A B^T with least-squares variables (A, B), consensus
   variables (Z_A, Z_B) restricted to "rank-1 magnitude times sign" matrices and
   scaled duals (L_A, L_B); random Gaussian start; per iteration
-    A   <- argmin ||M - A (Z_B/||Z_B cols||)^T||^2 + (rho mean diag(G) + reg) ||A - (Z_A - L_A)||^2
-    B   <- the same with the roles swapped (against the new Z_A's normalized columns)
+    A   <- argmin ||M - A Zn_B^T||^2 + (rho + reg) ||A - (Z_A - L_A)||^2, Zn_B = Z_B
+           with unit columns (the reference's penalty rho mean diag(Zn^T Zn) = rho)
+    B   <- the same with the roles swapped (against Z_A's normalized columns; both
+           least-squares updates see the Z's of the previous iteration)
     Z_X <- SVID(X + L_X): (p q^T) * sign(X + L_X), p q^T the top singular triplet
            of |X + L_X| (sign-value-independent decomposition, 5 power iterations)
     L_X <- L_X + X - Z_X
   with the penalty rho rising linearly from 0 to 1 over the iterations (its
   `admm_penalty_scheduler='linear'`), reg = 3e-2, 400 iterations, the larger
   side updated first (the reference transposes so that its A is the larger one).
-  The scales start from the mean magnitudes of the final Z's rows (its
-  scale_pre / scale_post); the latent U, V (what the straight-through tuning
+  The scales start from the mean magnitudes of the kept iterate's Z rows (the
+  reference's scale_pre / scale_post, from its last iterate); the latent U, V (what the straight-through tuning
   moves) are X + L_X, the SVID's input, so their signs are Z's (the reference's
   A_latent / B_latent add the dual once more, after its update).
 * `svd_init` — the comparison: the signs of M's rank-r truncated SVD.
@@ -105,12 +108,13 @@ def svid(x_PxR: np.ndarray, iters: int = SVID_ITERS) -> np.ndarray:
   return np.outer(mag @ q, q) * signs(x_PxR)
 
 
-def _ridge(x_PxR, y_PxQ, z_QxR, lam_QxR, rho: float, reg: float) -> np.ndarray:
-  """F [Q, R] = argmin ||Y - X F^T||^2 + c ||F - (Z - Lam)||^2, c = rho mean diag(X^T X) + reg
-  (the reference's `_admm_solve_step`, stabilizer included)."""
-  g = x_PxR.T @ x_PxR
+def _ridge(x_Sxr, y_SxT, z_Txr, lam_Txr, rho: float, reg: float) -> np.ndarray:
+  """F [T, r] = argmin ||Y - X F^T||^2 + c ||F - (Z - Lam)||^2 with
+  c = rho mean diag(X^T X) + reg (the reference's `_admm_solve_step`, stabilizer
+  included; S, T the two sides of the matrix being factored, in either order)."""
+  g = x_Sxr.T @ x_Sxr
   c = rho * abs(float(np.mean(np.diag(g)))) + reg
-  rhs = x_PxR.T @ y_PxQ + rho * (z_QxR - lam_QxR).T
+  rhs = x_Sxr.T @ y_SxT + rho * (z_Txr - lam_Txr).T
   return np.linalg.solve(g + c * np.eye(g.shape[0]), rhs).T
 
 
