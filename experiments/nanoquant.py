@@ -53,7 +53,14 @@ steps; full: the paper's 128 sequences of 2048 with 4x those steps. The >= 20
 tokens-per-parameter rule of medium modes does not apply (nothing is trained).
 
 Expected: validation loss rising as bits fall; ADMM init below SVD init; projection
-bytes ~32x below float32 at 1 bit. Earlier single-seed run (before this design: ADMM
+bytes ~32x below float32 at 1 bit. Trial of this ADMM on the quick float model
+(val 2.179; run piecewise on the shared machine, so losses only, no timings):
+initial weighted error ADMM / SVD 0.568 / 0.829, 0.662 / 0.846, 0.777 / 0.880 at
+1 / 0.8 / 0.55 bits, ADMM lower in 14 of 14 projections at each budget; untuned
+val loss ADMM 2.399 / 2.466 / 2.719 vs SVD 7.55 / 7.12 / 7.21; tuned (quick's
+steps) ADMM 2.226 / 2.274 / 2.341 vs SVD 2.466 / 2.442 / 2.425 with calibration
+seed 0, and ADMM 2.224 / 2.268 / 2.322, SVD 2.393 at 0.55, with seed 1. The SVD
+arm is not monotone in bits: its extra components enter with equal weight. Earlier single-seed run (before this design: ADMM
 from diag(d) W with its scales dropped, SVD from W; 0.5M-param LM, float 2.163):
 tuned SVD 2.268 / 2.285 / 2.309, ADMM 2.463 / 2.508 / 2.507 at 1.0 / 0.8 / 0.55 bits.
 Measured with the previous ADMM (40 iterations from the SVD, a fixed rho,
