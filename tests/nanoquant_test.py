@@ -24,18 +24,60 @@ def test_rank_follows_the_bit_budget_with_scales_counted():
     assert nq.bits_per_weight(r, 128, 384) <= bits + 1e-9
 
 
-def test_admm_beats_sign_svd_on_the_activation_weighted_error():
-  rng = np.random.default_rng(0)
-  k, n = 64, 96
-  w = rng.normal(size=(k, n)) * np.linspace(0.2, 2.0, n) + np.outer(rng.normal(size=k),
-                                                                    rng.normal(size=n))
-  d = np.exp(rng.normal(size=k))  # uneven input-feature scales
-  errs = {}
-  for method in ('admm', 'svd'):
-    u, v, s_in, s_out = nq.init_factors(w, d, 24, method)
-    approx = s_in[:, None] * (np.where(u >= 0, 1, -1) @ np.where(v >= 0, 1, -1).T) * s_out
-    errs[method] = np.linalg.norm(d[:, None] * (w - approx)) / np.linalg.norm(d[:, None] * w)
-  assert errs['admm'] < errs['svd'] < 1.0
+def _trained_like(k, n, seed):
+  """A kernel with a decaying spectrum and outlier rows (as trained projections have)
+  and uneven input-feature RMS d (lognormal, a few features 10x the rest)."""
+  rng = np.random.default_rng(seed)
+  a = np.linalg.qr(rng.normal(size=(k, k)))[0]
+  b = np.linalg.qr(rng.normal(size=(n, n)))[0]
+  s = 1.0 / np.sqrt(1.0 + np.arange(min(k, n)))
+  w = (a[:, :s.size] * s) @ b[:, :s.size].T + 0.02 * rng.normal(size=(k, n))
+  d = np.exp(0.7 * rng.normal(size=k))
+  d[rng.choice(k, 3, replace=False)] *= 10.0
+  return w, d
+
+
+def _error(w, d, factors):
+  u, v, s_in, s_out = factors
+  return nq.weighted_error(w, d, nq.signs(u) @ nq.signs(v).T, s_in, s_out)
+
+
+@pytest.mark.parametrize('bits', [1.0, 0.8, 0.55])
+def test_admm_beats_sign_svd_on_the_activation_weighted_error(bits):
+  # The paper's claim at the factor level, at the ranks the budgets give (128 x 128:
+  # r = 48 / 32 / 16). The old ADMM (SVD start, fixed rho, row-scaled-sign
+  # projections, 40 iterations) lost to SVD here at 0.55 bits, and on the quick
+  # model's real projections at every budget.
+  w, d = _trained_like(128, 128, 0)
+  r = nq.rank_for(bits, 128, 128)
+  admm = _error(w, d, nq.init_factors(w, d, r, 'admm'))
+  svd = _error(w, d, nq.init_factors(w, d, r, 'svd'))
+  assert admm < svd - 0.05, (admm, svd)
+
+
+def test_admm_keeps_its_best_iterate_and_improves_on_its_start():
+  w, d = _trained_like(64, 96, 1)
+  m = d[:, None] * w
+  u, v, a, b, trace = nq.admm_init(m, 16, iters=60, eval_every=5)
+  errs = [e for _, e in trace]
+  assert [i for i, _ in trace] == list(range(5, 61, 5))
+  assert errs[-1] < errs[0]  # ADMM lowers the objective it minimises
+  got = nq.weighted_error(m, np.ones(64), nq.signs(u) @ nq.signs(v).T, a, b)
+  assert got == pytest.approx(min(errs), rel=1e-9)  # the returned point is the best
+
+
+@pytest.mark.parametrize('iters', [1, 400])
+def test_admm_init_never_returns_worse_than_the_svd_start(iters):
+  # One iteration from a random start is far from the SVD point: init_factors must
+  # then fall back to it (fails if the comparison with the SVD start is removed).
+  w, d = _trained_like(64, 96, 2)
+  svd = _error(w, d, nq.init_factors(w, d, 16, 'svd'))
+  admm = _error(w, d, nq.init_factors(w, d, 16, 'admm', admm_iters=iters))
+  assert admm <= svd + 1e-12
+  u, v, a, b, _ = nq.admm_init(d[:, None] * w, 16, iters=iters)
+  raw = nq.weighted_error(w, d, nq.signs(u) @ nq.signs(v).T, a / d, b)
+  if iters == 1:
+    assert raw > svd  # the case the fallback exists for
 
 
 def test_fit_scales_recovers_planted_scales():
@@ -92,7 +134,7 @@ def test_init_keeps_admm_scales_and_refits_monotonically():
   rng = np.random.default_rng(2)
   w = rng.normal(size=(32, 48))
   d = np.exp(rng.normal(size=32))
-  u, v, a, b_out = nq.admm_init(d[:, None] * w, 8)
+  u, v, a, b_out, _ = nq.admm_init(d[:, None] * w, 8)
   b = np.where(u >= 0, 1.0, -1.0) @ np.where(v >= 0, 1.0, -1.0).T
   admm_err = nq.weighted_error(w, d, b, a / d, b_out)  # ADMM's own scales, in W units
   _, _, s_in, s_out = nq.init_factors(w, d, 8, 'admm')

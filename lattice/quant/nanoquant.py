@@ -16,12 +16,12 @@ multiple of `nq_rank_multiple` (the paper rounds to 32; our tiny matrices need 8
      so they absorb the error of the blocks before it (targets: the float block's
      outputs on the float model's inputs);
   2. initialize each projection's U, V from the activation-weighted matrix
-     diag(d) W, d_k = RMS of input feature k on the calibration data: by ADMM
-     (alternating least squares against scaled-sign projections with dual
-     variables, row-scaled signs: the format's own scales, kept as their start),
-     or, for comparison, by the signs of the same matrix's truncated SVD; then
-     refine s_in and s_out by alternating least squares (never increasing the
-     weighted error);
+     diag(d) W, d_k = RMS of input feature k on the calibration data: by the
+     paper's ADMM (lattice.quant.nanoquant_init: random start, sign-value-
+     independent projections, a penalty rising linearly over 400 iterations; its
+     scales kept as their start), or, for comparison, by the signs of the same
+     matrix's truncated SVD; then refine s_in and s_out by alternating least
+     squares (never increasing the weighted error);
   3. tune the latent U, V (sign with a straight-through gradient) and the scales
      against the float block's outputs;
 and optionally distils the whole compressed model to the float model's next-token
@@ -45,117 +45,10 @@ import optax
 from lattice import config as config_lib
 from lattice.nn import layers, transformer
 
+from lattice.quant.nanoquant_init import (  # noqa: F401
+    admm_init, fit_scales, init_factors, signs, svd_init, weighted_error)
 from lattice.quant.nanoquant_linear import (  # noqa: F401
     KIND, SCALE_BITS, NanoQuantLinear, binary_weight, bits_per_weight, rank_for)
-
-
-# ---- initialization -------------------------------------------------------------
-
-def _signs(x: np.ndarray) -> np.ndarray:
-  return np.where(x >= 0, 1.0, -1.0)
-
-
-def fit_scales(w_KxN: np.ndarray, b_KxN: np.ndarray, d_K: np.ndarray, iters: int = 10,
-               s_in_K: np.ndarray | None = None, s_out_N: np.ndarray | None = None):
-  """s_in, s_out minimizing || diag(d) (W - diag(s_in) B diag(s_out)) ||_F.
-
-  Exact alternating minimization (each update is the closed-form least-squares
-  optimum of one vector given the other), so starting from given scales (`s_in_K`,
-  `s_out_N`, default ones) the objective never increases.
-  """
-  s_in = np.ones(w_KxN.shape[0]) if s_in_K is None else np.asarray(s_in_K, np.float64)
-  s_out = np.ones(w_KxN.shape[1]) if s_out_N is None else np.asarray(s_out_N, np.float64)
-  d2 = (d_K ** 2)[:, None]
-  for _ in range(iters):
-    # Row k's weight d_k^2 is constant along the row: it drops out of s_in's update.
-    bo = b_KxN * s_out[None]
-    s_in = (w_KxN * bo).sum(1) / np.maximum((bo * bo).sum(1), 1e-12)
-    bi = b_KxN * s_in[:, None]
-    s_out = (d2 * w_KxN * bi).sum(0) / np.maximum((d2 * bi * bi).sum(0), 1e-12)
-  return s_in, s_out
-
-
-def weighted_error(w_KxN: np.ndarray, d_K: np.ndarray, b_KxN: np.ndarray,
-                   s_in_K: np.ndarray, s_out_N: np.ndarray) -> float:
-  """|| diag(d) (W - diag(s_in) B diag(s_out)) ||_F / || diag(d) W ||_F: the
-  activation-weighted relative reconstruction error (d_k: RMS of input feature k,
-  so this is the relative output error on inputs with those per-feature scales)."""
-  approx = s_in_K[:, None] * b_KxN * s_out_N[None, :]
-  return float(np.linalg.norm(d_K[:, None] * (w_KxN - approx)) /
-               max(np.linalg.norm(d_K[:, None] * w_KxN), 1e-30))
-
-
-def svd_init(m_KxN: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-  """U, V = the rank-r truncated SVD's factors (sqrt of singular values on each)."""
-  a, s, bt = np.linalg.svd(m_KxN, full_matrices=False)
-  root = np.sqrt(s[:r])
-  return a[:, :r] * root, bt[:r].T * root
-
-
-def admm_init(m_KxN: np.ndarray, r: int, iters: int = 40, rho: float = 1.0
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """ADMM for min ||M - diag(a) sign(U) sign(V)^T diag(b)||_F: the stored format.
-
-  U and V are constrained to row-scaled sign matrices {diag(a) sign(U)}, whose
-  product diag(a) sign(U) sign(V)^T diag(b) is exactly what s_in B s_out can hold
-  (a per-rank scale would have no slot). Starts from the SVD; each iteration solves
-  the two ridge-regularized least-squares problems, projects U + Lu and V + Lv onto
-  the constraint set row by row (a row's scale is its mean magnitude: the L2-closest
-  scaled sign vector), and updates the duals. Returns (U, V, a_K, b_N): U, V with
-  the projected signs and the continuous iterate's magnitudes (the latent values
-  the straight-through tuning starts from), and ADMM's optimized row scales in M's
-  units, M ~ diag(a) sign(U) sign(V)^T diag(b).
-  """
-  u, v = svd_init(m_KxN, r)
-  scale = np.sqrt(np.mean(m_KxN ** 2)) + 1e-12
-  m = m_KxN / scale
-  u, v = u / np.sqrt(scale), v / np.sqrt(scale)
-
-  def project(x):
-    return np.abs(x).mean(1, keepdims=True) * _signs(x)
-
-  zu, zv = project(u), project(v)
-  lu, lv = np.zeros_like(u), np.zeros_like(v)
-  eye = np.eye(r)
-  for _ in range(iters):
-    u = (m @ v + rho * (zu - lu)) @ np.linalg.inv(v.T @ v + rho * eye)
-    v = (m.T @ u + rho * (zv - lv)) @ np.linalg.inv(u.T @ u + rho * eye)
-    zu, zv = project(u + lu), project(v + lv)
-    lu, lv = lu + u - zu, lv + v - zv
-  root = np.sqrt(scale)
-  return (_signs(zu) * np.abs(u), _signs(zv) * np.abs(v),
-          np.abs(zu).mean(1) * root, np.abs(zv).mean(1) * root)
-
-
-def init_factors(w_KxN: np.ndarray, d_K: np.ndarray, r: int, method: str):
-  """(U, V, s_in, s_out) for one kernel, from the activation-weighted matrix
-  M = diag(d) W in both methods, so they differ only in how the signs are found.
-
-  'admm': `admm_init` on M; its optimized row scales are kept as the scales' start
-  (s_in = a / d, s_out = b). 'svd': signs of M's truncated SVD; scales start from
-  M's best single scale c = <M, B> / <B, B> (s_in = c / d, s_out = 1). Both are then
-  refined by `fit_scales`, which never increases the weighted error. (ADMM's own
-  row scales alone are poor: on random test matrices they leave a weighted error
-  near or above 1, while its signs with refined scales beat the SVD's; see
-  tests/nanoquant_test.py.) Latent U, V are normalized to unit RMS in both, so the
-  straight-through tuning takes equal-sized steps. Raises ValueError for another
-  method.
-  """
-  m = d_K[:, None] * w_KxN
-  if method == 'admm':
-    u, v, a, b_out = admm_init(m, r)
-    s_in0, s_out0 = a / d_K, b_out
-  elif method == 'svd':
-    u, v = svd_init(m, r)
-    b = _signs(u) @ _signs(v).T
-    c = float((m * b).sum() / max((b * b).sum(), 1e-12))
-    s_in0, s_out0 = c / d_K, np.ones(w_KxN.shape[1])
-  else:
-    raise ValueError(f'nanoquant: init must be admm or svd, got {method!r}')
-  b = _signs(u) @ _signs(v).T
-  s_in, s_out = fit_scales(w_KxN, b, d_K, s_in_K=s_in0, s_out_N=s_out0)
-  rms = lambda x: np.sqrt(np.mean(x ** 2)) + 1e-12  # noqa: E731
-  return u / rms(u), v / rms(v), s_in, s_out
 
 
 # ---- block-wise compression -------------------------------------------------------
@@ -169,6 +62,7 @@ class CompressConfig:
   distill_steps: int = 0      # final KL distillation of the whole model (0: off)
   lr: float = 1e-3
   rank_multiple: int = 8
+  seed: int = 0               # ADMM's random start
 
 
 def _mse(a, b):
@@ -265,9 +159,9 @@ def compress(model_cfg: config_lib.ModelConfig, params: Any, calib_BxL: np.ndarr
           kernel = np.asarray(flat_f[path[:-1] + ('kernel',)], np.float64)
           k, r = leaf.shape
           w = kernel.reshape(k, -1)
-          u, v, s_in, s_out = init_factors(w, rms[path[:-1]], r, cc.init)
+          u, v, s_in, s_out = init_factors(w, rms[path[:-1]], r, cc.init, seed=cc.seed)
           init_error[f'layers_{i}/' + '/'.join(path[:-1])] = weighted_error(
-              w, rms[path[:-1]], _signs(u) @ _signs(v).T, s_in, s_out)
+              w, rms[path[:-1]], signs(u) @ signs(v).T, s_in, s_out)
           for name, val in zip(('u', 'v', 's_in', 's_out'), (u, v, s_in, s_out)):
             p_q[path[:-1] + (name,)] = jnp.asarray(val, jnp.float32)
           n_bits += (r + SCALE_BITS) * (k + w.shape[1])
