@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 
 import numpy as np
 
-from lattice.decode import regex_parse
+from lattice.decode import dfa_compose, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
@@ -77,6 +78,32 @@ class Dfa:
       data = data.encode('utf-8')
     state = self.step(0, data)
     return state >= 0 and bool(self.accepting[state])
+
+
+_INTERNED: dict[bytes, Dfa] = {}
+_INTERN_MAX = 16_384
+
+
+def intern(dfa: Dfa) -> Dfa:
+  """The one `Dfa` object of this process equal (same tables) to `dfa`.
+
+  Dfas compare by identity, so two equal automata built separately (a `$ref`
+  target compiled at each place it is used, a string's pattern x length product)
+  would make every AST above them a different cache key for `to_dfa`; interned,
+  they are one key and each enclosing automaton is built once.
+  """
+  h = hashlib.blake2b(digest_size=16)
+  for a in (dfa.delta_SxC, dfa.byte_class, dfa.accepting):
+    h.update(repr(a.shape).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  key = h.digest()
+  got = _INTERNED.get(key)
+  if got is not None:
+    return got
+  if len(_INTERNED) >= _INTERN_MAX:
+    _INTERNED.clear()
+  _INTERNED[key] = dfa
+  return dfa
 
 
 # Bytes JSON must escape inside a string, and the one escape the compiler writes.
@@ -271,6 +298,37 @@ def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
+  """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
+  the subset construction."""
+  try:
+    delta, byte_class, accepting = dfa_compose.compose(
+        node, limits.max_states, limits.max_seconds, limits.region_min,
+        lambda n: _subset_dfa_cached(n, limits))
+  except dfa_compose.Fallback:
+    return _subset_dfa(node, limits)
+  S = len(accepting)
+  tag = np.full(S, -1, np.int64)
+  internal = np.zeros(delta.shape, bool)
+  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
+  delta, accepting, _, _ = _minimise(delta, accepting, tag, internal)
+  delta, accepting = _renumber(delta, accepting)
+  # Classes every state treats alike merged (the arena's partition is global).
+  _, first, inv = np.unique(delta.T, axis=0, return_index=True, return_inverse=True)
+  order = np.argsort(first)
+  rank = np.empty_like(order)
+  rank[order] = np.arange(len(order))
+  delta = np.ascontiguousarray(delta[:, first[order]])
+  byte_class = rank[inv.reshape(-1)][byte_class].astype(np.int32)
+  return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
+
+
+@functools.lru_cache(maxsize=4096)
+def _subset_dfa_cached(node: Node, limits: Limits) -> Dfa:
+  return _subset_dfa(node, limits)
+
+
+def _subset_dfa(node: Node, limits: Limits) -> Dfa:
+  """The subset construction (with counted loops) of the whole AST."""
   no_region: set[int] = set()
   for _ in range(8):
     try:
@@ -367,7 +425,7 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
   delta, accepting = _renumber(delta, accepting)
-  return Dfa(delta, byte_class, accepting)
+  return intern(Dfa(delta, byte_class, accepting))
 
 
 def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
