@@ -32,6 +32,7 @@ import hashlib
 import time
 
 import numpy as np
+from scipy.sparse import csgraph, csr_matrix
 
 from lattice.decode import dfa_compose, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
@@ -280,11 +281,12 @@ class _RegionConflict(Exception):
 
 
 def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
-  """Subset construction, counted-loop unrolling, pruning and minimisation.
+  """Composition (or subset construction), counted-loop unrolling, pruning and
+  minimisation.
 
-  Cached per (node, limits) in this process: a schema's members repeat the same
-  pieces (strings, numbers, `$ref` targets), and so do a server's schemas. The
-  result is shared: treat it as read-only.
+  Cached per (node, limits) in this process: a schema's members repeat
+  the same pieces (strings, numbers, `$ref` targets), and so do a server's
+  schemas. The result is shared: treat it as read-only.
   """
   try:
     return _to_dfa_cached(node, limits)
@@ -306,11 +308,8 @@ def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
         lambda n: _subset_dfa_cached(n, limits))
   except dfa_compose.Fallback:
     return _subset_dfa(node, limits)
-  S = len(accepting)
-  tag = np.full(S, -1, np.int64)
-  internal = np.zeros(delta.shape, bool)
-  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
-  delta, accepting, _, _ = _minimise(delta, accepting, tag, internal)
+  tag = np.full(len(accepting), -1, np.int64)
+  delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
   # Classes every state treats alike merged (the arena's partition is global).
   _, first, inv = np.unique(delta.T, axis=0, return_index=True, return_inverse=True)
@@ -319,6 +318,10 @@ def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   rank[order] = np.arange(len(order))
   delta = np.ascontiguousarray(delta[:, first[order]])
   byte_class = rank[inv.reshape(-1)][byte_class].astype(np.int32)
+  S = len(accepting)
+  delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
+                                     np.zeros(delta.shape, bool))
+  delta, accepting = _renumber(delta, accepting)
   return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
 
 
@@ -471,7 +474,6 @@ def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndar
   search backwards from every accepting state at once (scipy's C shortest paths
   on the reversed graph from a virtual source), O(S x K).
   """
-  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
   src = np.repeat(np.arange(S), delta_SxK.shape[1])
   dst = np.asarray(delta_SxK).reshape(-1)
@@ -645,7 +647,6 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 
 def _renumber(delta, accepting):
   """States in BFS order from the start (state 0), dropping unreachable ones."""
-  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
   src = np.repeat(np.arange(S), delta.shape[1])
   dst = delta.reshape(-1)

@@ -31,6 +31,7 @@ minimised within `automaton`'s budget and renumbered: the same language as
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -156,9 +157,16 @@ def regex_ast_is_char(node: Node) -> bool:
 
 
 def _dfa_masks(dfa, masks: set[int]) -> None:
+  masks.update(_class_masks(dfa))
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_masks(dfa) -> tuple[int, ...]:
+  """Per byte class of `dfa`, the 256-bit mask of its bytes."""
   bc = dfa.byte_class
-  for c in range(int(bc.max()) + 1):
-    masks.add(sum(1 << int(b) for b in np.flatnonzero(bc == c)))
+  eq_CxB = bc[None, :] == np.arange(int(bc.max()) + 1)[:, None]
+  packed = np.packbits(eq_CxB, axis=1, bitorder='little')
+  return tuple(int.from_bytes(row.tobytes(), 'little') for row in packed)
 
 
 class _Builder:
