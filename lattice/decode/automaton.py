@@ -258,9 +258,10 @@ def is_char(node: Node) -> bool:
   return node[0] in ('cat', 'alt') and all(is_char(p) for p in node[1])
 
 
-def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
-  """(int32[256] byte -> class, per mask the classes it holds): bytes that every
-  mask treats alike share a class (classes numbered by their bit pattern's order)."""
+def _byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:
+  """(int32[256] byte -> class, per mask the classes it holds; [] when not `held`):
+  bytes that every mask treats alike share a class (classes numbered by their bit
+  pattern's order)."""
   if not masks:
     return np.zeros(256, np.int32), []
   raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
@@ -269,8 +270,9 @@ def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
   _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
                      return_inverse=True)
   cls = cls.reshape(-1).astype(np.int32)
-  held = [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
-  return cls, held
+  if not held:
+    return cls, []
+  return cls, [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
 
 
 class _RegionConflict(Exception):
@@ -312,12 +314,13 @@ def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
   # Classes every state treats alike merged (the arena's partition is global).
-  _, first, inv = np.unique(delta.T, axis=0, return_index=True, return_inverse=True)
+  col = _row_ids(delta.T)
+  _, first = np.unique(col, return_index=True)
   order = np.argsort(first)
   rank = np.empty_like(order)
   rank[order] = np.arange(len(order))
   delta = np.ascontiguousarray(delta[:, first[order]])
-  byte_class = rank[inv.reshape(-1)][byte_class].astype(np.int32)
+  byte_class = rank[col][byte_class].astype(np.int32)
   S = len(accepting)
   delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
                                      np.zeros(delta.shape, bool))
@@ -524,17 +527,23 @@ def _refine(delta, internal, block, hashed: bool, budget: int | None = None):
   when rounds x states would pass `budget`."""
   n_blocks = int(block.max()) + 1
   spent = 0
+  C = delta.shape[1]
+  # Hash terms: successor blocks (a -1 target reads the appended -1), the state's
+  # own block, and the internal flags where there are any.
+  coef_succ, coef_own = _HASH_COEF[1:C + 1] * np.uint64(2), _HASH_COEF[0]
+  inner = (internal.astype(np.uint64) * _HASH_COEF[1:C + 1]).sum(axis=1) if (
+      hashed and internal.any()) else np.uint64(0)
   while True:
     spent += len(block)
     if budget is not None and spent > budget:
       return None
-    sig = _signatures(delta, internal, block)
     if hashed:
-      h = (sig.astype(np.uint64) * _HASH_COEF[:sig.shape[1]]).sum(axis=1)
+      ext = np.append(block, -1).astype(np.uint64)
+      h = (ext[delta] * coef_succ).sum(axis=1) + ext[:-1] * coef_own + inner
       _, block = np.unique(h, return_inverse=True)
       block = block.reshape(-1)
     else:
-      block = _row_ids(sig)
+      block = _row_ids(_signatures(delta, internal, block))
     n = int(block.max()) + 1
     if n == n_blocks:
       return block

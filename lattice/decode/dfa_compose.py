@@ -293,7 +293,7 @@ def compose(node: Node, max_states: int, max_seconds: float, region_min: int, su
   masks: set[int] = set()
   sub_dfas: dict = {}
   _classes(node, masks, set(), sub_dfas, sub)
-  byte_class, _ = automaton._byte_classes(sorted(masks))  # pylint: disable=protected-access
+  byte_class, _ = automaton._byte_classes(sorted(masks), held=False)  # pylint: disable=protected-access
   n_cls = int(byte_class.max()) + 1
   arena = _Arena(n_cls, max_states, time.perf_counter() + max_seconds)
   b = _Builder(arena, byte_class, sub_dfas)
