@@ -394,3 +394,19 @@ def test_one_time_cap_for_the_whole_schema():
   with pytest.raises(constraints.SchemaError, match='max_seconds'):
     constraints.schema_regex(schema, rushed)
   assert constraints.compile_schema(schema).matches('{"p0":{"q":0}}')
+
+
+def test_large_optional_members_are_shed_soundly():
+  # Past max_object_states the largest optional member is left out (fewer texts,
+  # all valid); required members and the small optional one stay.
+  big = {'type': 'string', 'pattern': '^[a-f0-9]{40}$'}
+  schema = {'type': 'object', 'required': ['id'],
+            'properties': {'id': {'type': 'integer'}, 'big': big,
+                           'flag': {'type': 'boolean'}}}
+  full = constraints.compile_schema(schema)
+  shed = constraints.compile_schema(schema, constraints.Options(max_object_states=30))
+  with_big = '{"id":1,"big":"' + 'a' * 40 + '","flag":true}'
+  assert full.matches(with_big) and not shed.matches(with_big)
+  for text in ('{"id":1}', '{"id":-7,"flag":false}'):
+    assert shed.matches(text)
+    jsonschema.validate(json.loads(text), schema)

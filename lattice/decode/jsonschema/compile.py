@@ -57,6 +57,7 @@ class Options:
   max_items_unroll: int = 64      # bounded arrays: maxItems above this is clamped
   max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
+  max_object_states: int = 20_000  # an object's members past this: largest optional ones left out
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
