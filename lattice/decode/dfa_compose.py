@@ -90,14 +90,18 @@ class _Arena:
     return row
 
   def _merged(self, stack: np.ndarray, exit_set: set[int]) -> np.ndarray:
-    live = stack >= 0
-    count = live.sum(axis=0)
-    out = np.where(count > 0, stack.max(axis=0), -1).astype(np.int32)
-    for c in np.flatnonzero(count > 1).tolist():
-      ts = set(stack[live[:, c], c].tolist())
-      if len(ts) > 1:
-        out[c] = self._subset(ts, exit_set)
-    return out
+    hi = stack.max(axis=0)  # -1 (reject) is below every state: the one mover, if one
+    if len(stack) == 2:
+      a, b = stack
+      clash = np.flatnonzero((a >= 0) & (b >= 0) & (a != b))
+      for c in clash.tolist():
+        hi[c] = self._subset({int(a[c]), int(b[c])}, exit_set)
+      return hi
+    lo = np.where(stack >= 0, stack, np.iinfo(np.int32).max).min(axis=0)
+    for c in np.flatnonzero((hi >= 0) & (lo != hi)).tolist():
+      col = stack[:, c]
+      hi[c] = self._subset(set(col[col >= 0].tolist()), exit_set)
+    return hi
 
   def _subset(self, targets: set[int], exit_set: set[int]) -> int:
     base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
