@@ -62,6 +62,8 @@ GROUPS = [
      ['"256.1.1.1"', '"01.1.1.1"']),
     ('format ipv6', {'type': 'string', 'format': 'ipv6'}, ['"2001:db8:0:0:0:0:0:1"'],
      ['"2001:db8"', '"g::1"']),
+    ('format color', {'type': 'string', 'format': 'color'}, ['"#a0B1c2"', '"#abc"', '"navy"'],
+     ['"zz"', '"#12345"']),
     ('$ref/$defs', {'$defs': {'pt': {'type': 'object', 'properties': {
         'x': {'type': 'integer'}}, 'required': ['x'], 'additionalProperties': False}},
         'type': 'array', 'items': {'$ref': '#/$defs/pt'}},
@@ -410,3 +412,13 @@ def test_large_optional_members_are_shed_soundly():
   for text in ('{"id":1}', '{"id":-7,"flag":false}'):
     assert shed.matches(text)
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_color_walks_pass_the_draft3_format_checker():
+  # Draft 2020-12 treats `color` as an annotation; jsonschema's own checker (all
+  # formats, draft 3's `color` among them with webcolors) must accept every text.
+  schema = {'type': 'string', 'format': 'color'}
+  dfa = constraints.compile_schema(schema)
+  checker = jsonschema.FormatChecker()
+  for data in _walks(constraints.build_index(dfa), dfa, np.random.default_rng(1), 30):
+    assert checker.conforms(json.loads(data), 'color'), data
