@@ -19,7 +19,7 @@ def _same_language(a, b) -> bool:
 
 def _both(node):
   lim = automaton.DEFAULT_LIMITS
-  return automaton._to_dfa_uncached(node, lim), automaton._subset_dfa(node, lim)  # pylint: disable=protected-access
+  return automaton._composed_dfa(node, lim), automaton._subset_dfa(node, lim)  # pylint: disable=protected-access
 
 
 _DIGITS = embed(automaton.to_dfa(regex_parse.parse('[0-9]+')))

@@ -303,13 +303,21 @@ def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
-  the subset construction."""
+  the subset construction (also for small ASTs, where it costs less)."""
+  if _size_at_most(node, _SMALL_AST):
+    return _subset_dfa(node, limits)
   try:
-    delta, byte_class, accepting = dfa_compose.compose(
-        node, limits.max_states, limits.max_seconds, limits.region_min,
-        lambda n: _subset_dfa_cached(n, limits))
+    return _composed_dfa(node, limits)
   except dfa_compose.Fallback:
     return _subset_dfa(node, limits)
+
+
+def _composed_dfa(node: Node, limits: Limits) -> Dfa:
+  """`dfa_compose.compose`, trimmed, minimised, renumbered and interned; raises
+  `dfa_compose.Fallback` where the pieces overlap."""
+  delta, byte_class, accepting = dfa_compose.compose(
+      node, limits.max_states, limits.max_seconds, limits.region_min,
+      lambda n: _subset_dfa_cached(n, limits))
   tag = np.full(len(accepting), -1, np.int64)
   delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
@@ -326,6 +334,35 @@ def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
                                      np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
   return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
+
+
+# ASTs up to this many byte sets and embedded DFA states go to the subset
+# construction: below it composition's fixed costs (a class partition, an arena)
+# outweigh re-determinising (measured on JSONSchemaBench's small schemas).
+_SMALL_AST = 200
+
+
+def _size_at_most(node: Node, budget: int) -> bool:
+  """Whether `node` holds at most `budget` byte sets and embedded DFA states."""
+  todo, left = [node], budget
+  while todo:
+    n = todo.pop()
+    kind = n[0]
+    if kind == 'set':
+      left -= 1
+    elif kind == 'dfa':
+      left -= n[1].n_states
+    elif kind in ('cat', 'alt'):
+      todo.extend(n[1])
+    elif kind == 'chain':
+      todo.extend(m for m, _ in n[1])
+      todo.append(n[2])
+    else:  # rep: its body, once per bounded copy.
+      left -= 0 if n[3] is None else max(n[3] - 1, 0)
+      todo.append(n[1])
+    if left < 0:
+      return False
+  return True
 
 
 @functools.lru_cache(maxsize=4096)

@@ -194,8 +194,8 @@ class _Builder:
     if kind == 'set':
       bits = self.set_rows.get(node[1])
       if bits is None:
-        mask = node[1]
-        bits = np.array([(mask >> int(b)) & 1 for b in self.rep_byte.tolist()], bool)
+        raw = np.frombuffer(node[1].to_bytes(32, 'little'), np.uint8)
+        bits = np.unpackbits(raw, bitorder='little').astype(bool)[self.rep_byte]
         self.set_rows[node[1]] = bits
       s = self.a.alloc(1)
       return _Frag(np.where(bits, s, -1).astype(np.int32), False, np.array([s]))
