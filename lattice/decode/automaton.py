@@ -7,7 +7,14 @@ automaton over the bytes a tokenizer emits. Patterns (`regex_parse`) are read as
 regexes over *characters*, each matched as its UTF-8 bytes, so the automaton only
 ever accepts valid UTF-8; matching is whole-string.
 
-Pipeline (`to_dfa`): a Thompson NFA of the AST (`regex_ast`), bytes split into
+`to_dfa` first tries `dfa_compose`: the AST's deterministic pieces (embedded
+minimal DFAs of a schema's members, keys, separators) joined directly in one
+state arena, so an enclosing object costs a copy of its members' tables instead
+of a new subset construction over them; where pieces overlap it falls back to the
+pipeline below, which small ASTs (`_SMALL_AST`) also take. DFAs are interned by
+content (`intern`), so equal automata built apart are one cache key.
+
+Pipeline (subset construction): a Thompson NFA of the AST (`regex_ast`), bytes split into
 classes that every edge treats alike, the subset construction over those classes
 (a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
 split states), pruning of states that cannot accept, and Moore minimisation.

@@ -26,7 +26,8 @@ construction for the whole AST. Long counted repetitions of one character (the
 counted loops of `automaton`) and JSON-escaped embeds are built by `automaton` as
 sub-DFAs and embedded. The result is trimmed (every state reaches acceptance),
 minimised within `automaton`'s budget and renumbered: the same language as
-`automaton.to_dfa`'s, checked against it in `tests/automaton_test.py`.
+`automaton.to_dfa`'s subset construction, checked against it in
+`tests/dfa_compose_test.py`.
 """
 
 from __future__ import annotations

@@ -412,8 +412,8 @@ class Compiler:
       return None
 
   def minimal(self, node: Node) -> Node:
-    """`node` as its own minimal DFA, embedded: the parent's subset construction
-    and minimisation then see each member at its minimal size.
+    """`node` as its own minimal DFA, embedded: the parent's composition (or subset
+    construction) and minimisation then see each member at its minimal size.
 
     A node holding a long counted repetition (`maxLength` above
     `Limits.region_min`) is kept as it is: embedded, its repetition would be
