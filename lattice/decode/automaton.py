@@ -45,7 +45,7 @@ from lattice.decode import dfa_compose, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
-                                      embed, lit, one, rep)
+                                      embed, is_char, lit, one, rep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,14 +255,6 @@ def _bits(mask: int) -> list[int]:
     out.append(low.bit_length() - 1)
     mask ^= low
   return out
-
-
-def is_char(node: Node) -> bool:
-  """Whether `node` is made of byte sets, concatenations and alternations only (the
-  body of a repetition that `to_dfa` may build as a counted loop)."""
-  if node[0] == 'set':
-    return True
-  return node[0] in ('cat', 'alt') and all(is_char(p) for p in node[1])
 
 
 def _byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:

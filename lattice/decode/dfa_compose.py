@@ -120,7 +120,8 @@ class _Arena:
     return s
 
 
-def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub) -> None:
+def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub,
+             region_min: int) -> None:
   """Collects the byte masks the AST reads (sets, embedded DFAs' classes); the
   pieces built by `sub` (the subset construction) go to `sub_dfas`."""
   if id(node) in seen:
@@ -131,34 +132,25 @@ def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub) -
     masks.add(node[1])
   elif kind in ('cat', 'alt'):
     for p in node[1]:
-      _classes(p, masks, seen, sub_dfas, sub)
+      _classes(p, masks, seen, sub_dfas, sub, region_min)
   elif kind == 'chain':
     for m, _ in node[1]:
-      _classes(m, masks, seen, sub_dfas, sub)
-    _classes(node[2], masks, seen, sub_dfas, sub)
+      _classes(m, masks, seen, sub_dfas, sub, region_min)
+    _classes(node[2], masks, seen, sub_dfas, sub, region_min)
   elif kind == 'dfa':
     dfa = sub(node) if node[2] else node[1]
     sub_dfas[id(node)] = dfa
     _dfa_masks(dfa, masks)
   elif kind == 'rep':
     _, body, lo, hi = node
-    if max(lo, hi or 0) > _REGION_MIN[0] and regex_ast_is_char(body):
+    if max(lo, hi or 0) > region_min and regex_ast.is_char(body):
       dfa = sub(node)  # A counted loop: `automaton` builds it in linear time.
       sub_dfas[id(node)] = dfa
       _dfa_masks(dfa, masks)
     else:
-      _classes(body, masks, seen, sub_dfas, sub)
+      _classes(body, masks, seen, sub_dfas, sub, region_min)
   else:
     raise Fallback(f'unknown node {kind!r}')
-
-
-_REGION_MIN = [12]
-
-
-def regex_ast_is_char(node: Node) -> bool:
-  if node[0] == 'set':
-    return True
-  return node[0] in ('cat', 'alt') and all(regex_ast_is_char(p) for p in node[1])
 
 
 def _dfa_masks(dfa, masks: set[int]) -> None:
@@ -294,10 +286,9 @@ def compose(node: Node, max_states: int, max_seconds: float, region_min: int, su
   the subset construction (counted loops, JSON-escaped embeds). Raises Fallback
   where the pieces overlap (see module docstring), LimitError past the caps."""
   from lattice.decode import automaton  # pylint: disable=g-import-not-at-top
-  _REGION_MIN[0] = region_min
   masks: set[int] = set()
   sub_dfas: dict = {}
-  _classes(node, masks, set(), sub_dfas, sub)
+  _classes(node, masks, set(), sub_dfas, sub, region_min)
   byte_class, _ = automaton._byte_classes(sorted(masks), held=False)  # pylint: disable=protected-access
   n_cls = int(byte_class.max()) + 1
   arena = _Arena(n_cls, max_states, time.perf_counter() + max_seconds)
