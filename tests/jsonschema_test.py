@@ -62,6 +62,8 @@ GROUPS = [
      ['"256.1.1.1"', '"01.1.1.1"']),
     ('format ipv6', {'type': 'string', 'format': 'ipv6'}, ['"2001:db8:0:0:0:0:0:1"'],
      ['"2001:db8"', '"g::1"']),
+    ('format color', {'type': 'string', 'format': 'color'}, ['"#a0B1c2"', '"#abc"', '"navy"'],
+     ['"zz"', '"#12345"']),
     ('$ref/$defs', {'$defs': {'pt': {'type': 'object', 'properties': {
         'x': {'type': 'integer'}}, 'required': ['x'], 'additionalProperties': False}},
         'type': 'array', 'items': {'$ref': '#/$defs/pt'}},
@@ -394,3 +396,29 @@ def test_one_time_cap_for_the_whole_schema():
   with pytest.raises(constraints.SchemaError, match='max_seconds'):
     constraints.schema_regex(schema, rushed)
   assert constraints.compile_schema(schema).matches('{"p0":{"q":0}}')
+
+
+def test_large_optional_members_are_shed_soundly():
+  # Past max_object_states the largest optional member is left out (fewer texts,
+  # all valid); required members and the small optional one stay.
+  big = {'type': 'string', 'pattern': '^[a-f0-9]{40}$'}
+  schema = {'type': 'object', 'required': ['id'],
+            'properties': {'id': {'type': 'integer'}, 'big': big,
+                           'flag': {'type': 'boolean'}}}
+  full = constraints.compile_schema(schema)
+  shed = constraints.compile_schema(schema, constraints.Options(max_object_states=30))
+  with_big = '{"id":1,"big":"' + 'a' * 40 + '","flag":true}'
+  assert full.matches(with_big) and not shed.matches(with_big)
+  for text in ('{"id":1}', '{"id":-7,"flag":false}'):
+    assert shed.matches(text)
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_color_walks_pass_the_draft3_format_checker():
+  # Draft 2020-12 treats `color` as an annotation; jsonschema's own checker (all
+  # formats, draft 3's `color` among them with webcolors) must accept every text.
+  schema = {'type': 'string', 'format': 'color'}
+  dfa = constraints.compile_schema(schema)
+  checker = jsonschema.FormatChecker()
+  for data in _walks(constraints.build_index(dfa), dfa, np.random.default_rng(1), 30):
+    assert checker.conforms(json.loads(data), 'color'), data

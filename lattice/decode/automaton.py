@@ -7,7 +7,14 @@ automaton over the bytes a tokenizer emits. Patterns (`regex_parse`) are read as
 regexes over *characters*, each matched as its UTF-8 bytes, so the automaton only
 ever accepts valid UTF-8; matching is whole-string.
 
-Pipeline (`to_dfa`): a Thompson NFA of the AST (`regex_ast`), bytes split into
+`to_dfa` first tries `dfa_compose`: the AST's deterministic pieces (embedded
+minimal DFAs of a schema's members, keys, separators) joined directly in one
+state arena, so an enclosing object costs a copy of its members' tables instead
+of a new subset construction over them; where pieces overlap it falls back to the
+pipeline below, which small ASTs (`_SMALL_AST`) also take. DFAs are interned by
+content (`intern`), so equal automata built apart are one cache key.
+
+Pipeline (subset construction): a Thompson NFA of the AST (`regex_ast`), bytes split into
 classes that every edge treats alike, the subset construction over those classes
 (a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
 split states), pruning of states that cannot accept, and Moore minimisation.
@@ -28,15 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 
 import numpy as np
+from scipy.sparse import csgraph, csr_matrix
 
-from lattice.decode import regex_parse
+from lattice.decode import dfa_compose, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
-                                      embed, lit, one, rep)
+                                      embed, is_char, lit, one, rep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +86,32 @@ class Dfa:
       data = data.encode('utf-8')
     state = self.step(0, data)
     return state >= 0 and bool(self.accepting[state])
+
+
+_INTERNED: dict[bytes, Dfa] = {}
+_INTERN_MAX = 16_384
+
+
+def intern(dfa: Dfa) -> Dfa:
+  """The one `Dfa` object of this process equal (same tables) to `dfa`.
+
+  Dfas compare by identity, so two equal automata built separately (a `$ref`
+  target compiled at each place it is used, a string's pattern x length product)
+  would make every AST above them a different cache key for `to_dfa`; interned,
+  they are one key and each enclosing automaton is built once.
+  """
+  h = hashlib.blake2b(digest_size=16)
+  for a in (dfa.delta_SxC, dfa.byte_class, dfa.accepting):
+    h.update(repr(a.shape).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  key = h.digest()
+  got = _INTERNED.get(key)
+  if got is not None:
+    return got
+  if len(_INTERNED) >= _INTERN_MAX:
+    _INTERNED.clear()
+  _INTERNED[key] = dfa
+  return dfa
 
 
 # Bytes JSON must escape inside a string, and the one escape the compiler writes.
@@ -222,17 +257,10 @@ def _bits(mask: int) -> list[int]:
   return out
 
 
-def is_char(node: Node) -> bool:
-  """Whether `node` is made of byte sets, concatenations and alternations only (the
-  body of a repetition that `to_dfa` may build as a counted loop)."""
-  if node[0] == 'set':
-    return True
-  return node[0] in ('cat', 'alt') and all(is_char(p) for p in node[1])
-
-
-def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
-  """(int32[256] byte -> class, per mask the classes it holds): bytes that every
-  mask treats alike share a class (classes numbered by their bit pattern's order)."""
+def _byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:
+  """(int32[256] byte -> class, per mask the classes it holds; [] when not `held`):
+  bytes that every mask treats alike share a class (classes numbered by their bit
+  pattern's order)."""
   if not masks:
     return np.zeros(256, np.int32), []
   raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
@@ -241,8 +269,9 @@ def _byte_classes(masks: list[int]) -> tuple[np.ndarray, list[list[int]]]:
   _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
                      return_inverse=True)
   cls = cls.reshape(-1).astype(np.int32)
-  held = [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
-  return cls, held
+  if not held:
+    return cls, []
+  return cls, [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
 
 
 class _RegionConflict(Exception):
@@ -253,11 +282,12 @@ class _RegionConflict(Exception):
 
 
 def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
-  """Subset construction, counted-loop unrolling, pruning and minimisation.
+  """Composition (or subset construction), counted-loop unrolling, pruning and
+  minimisation.
 
-  Cached per (node, limits) in this process: a schema's members repeat the same
-  pieces (strings, numbers, `$ref` targets), and so do a server's schemas. The
-  result is shared: treat it as read-only.
+  Cached per (node, limits) in this process: a schema's members repeat
+  the same pieces (strings, numbers, `$ref` targets), and so do a server's
+  schemas. The result is shared: treat it as read-only.
   """
   try:
     return _to_dfa_cached(node, limits)
@@ -271,6 +301,76 @@ def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
+  """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
+  the subset construction (also for small ASTs, where it costs less)."""
+  if _size_at_most(node, _SMALL_AST):
+    return _subset_dfa(node, limits)
+  try:
+    return _composed_dfa(node, limits)
+  except dfa_compose.Fallback:
+    return _subset_dfa(node, limits)
+
+
+def _composed_dfa(node: Node, limits: Limits) -> Dfa:
+  """`dfa_compose.compose`, trimmed, minimised, renumbered and interned; raises
+  `dfa_compose.Fallback` where the pieces overlap."""
+  delta, byte_class, accepting = dfa_compose.compose(
+      node, limits.max_states, limits.max_seconds, limits.region_min,
+      lambda n: _subset_dfa_cached(n, limits))
+  tag = np.full(len(accepting), -1, np.int64)
+  delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
+  delta, accepting = _renumber(delta, accepting)
+  # Classes every state treats alike merged (the arena's partition is global).
+  col = _row_ids(delta.T)
+  _, first = np.unique(col, return_index=True)
+  order = np.argsort(first)
+  rank = np.empty_like(order)
+  rank[order] = np.arange(len(order))
+  delta = np.ascontiguousarray(delta[:, first[order]])
+  byte_class = rank[col][byte_class].astype(np.int32)
+  S = len(accepting)
+  delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
+                                     np.zeros(delta.shape, bool))
+  delta, accepting = _renumber(delta, accepting)
+  return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
+
+
+# ASTs up to this many byte sets and embedded DFA states go to the subset
+# construction: below it composition's fixed costs (a class partition, an arena)
+# outweigh re-determinising (measured on JSONSchemaBench's small schemas).
+_SMALL_AST = 200
+
+
+def _size_at_most(node: Node, budget: int) -> bool:
+  """Whether `node` holds at most `budget` byte sets and embedded DFA states."""
+  todo, left = [node], budget
+  while todo:
+    n = todo.pop()
+    kind = n[0]
+    if kind == 'set':
+      left -= 1
+    elif kind == 'dfa':
+      left -= n[1].n_states
+    elif kind in ('cat', 'alt'):
+      todo.extend(n[1])
+    elif kind == 'chain':
+      todo.extend(m for m, _ in n[1])
+      todo.append(n[2])
+    else:  # rep: its body, once per bounded copy.
+      left -= 0 if n[3] is None else max(n[3] - 1, 0)
+      todo.append(n[1])
+    if left < 0:
+      return False
+  return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _subset_dfa_cached(node: Node, limits: Limits) -> Dfa:
+  return _subset_dfa(node, limits)
+
+
+def _subset_dfa(node: Node, limits: Limits) -> Dfa:
+  """The subset construction (with counted loops) of the whole AST."""
   no_region: set[int] = set()
   for _ in range(8):
     try:
@@ -367,7 +467,7 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
   delta, accepting = _renumber(delta, accepting)
-  return Dfa(delta, byte_class, accepting)
+  return intern(Dfa(delta, byte_class, accepting))
 
 
 def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
@@ -413,7 +513,6 @@ def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndar
   search backwards from every accepting state at once (scipy's C shortest paths
   on the reversed graph from a virtual source), O(S x K).
   """
-  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
   src = np.repeat(np.arange(S), delta_SxK.shape[1])
   dst = np.asarray(delta_SxK).reshape(-1)
@@ -464,17 +563,23 @@ def _refine(delta, internal, block, hashed: bool, budget: int | None = None):
   when rounds x states would pass `budget`."""
   n_blocks = int(block.max()) + 1
   spent = 0
+  C = delta.shape[1]
+  # Hash terms: successor blocks (a -1 target reads the appended -1), the state's
+  # own block, and the internal flags where there are any.
+  coef_succ, coef_own = _HASH_COEF[1:C + 1] * np.uint64(2), _HASH_COEF[0]
+  inner = (internal.astype(np.uint64) * _HASH_COEF[1:C + 1]).sum(axis=1) if (
+      hashed and internal.any()) else np.uint64(0)
   while True:
     spent += len(block)
     if budget is not None and spent > budget:
       return None
-    sig = _signatures(delta, internal, block)
     if hashed:
-      h = (sig.astype(np.uint64) * _HASH_COEF[:sig.shape[1]]).sum(axis=1)
+      ext = np.append(block, -1).astype(np.uint64)
+      h = (ext[delta] * coef_succ).sum(axis=1) + ext[:-1] * coef_own + inner
       _, block = np.unique(h, return_inverse=True)
       block = block.reshape(-1)
     else:
-      block = _row_ids(sig)
+      block = _row_ids(_signatures(delta, internal, block))
     n = int(block.max()) + 1
     if n == n_blocks:
       return block
@@ -587,7 +692,6 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 
 def _renumber(delta, accepting):
   """States in BFS order from the start (state 0), dropping unreachable ones."""
-  from scipy.sparse import csgraph, csr_matrix  # pylint: disable=g-import-not-at-top
   S = len(accepting)
   src = np.repeat(np.arange(S), delta.shape[1])
   dst = delta.reshape(-1)

@@ -62,7 +62,7 @@ def _trim(delta: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray) -> D
   new_id = np.where(live, np.cumsum(live) - 1, -1)
   delta = np.where((delta >= 0) & live[np.maximum(delta, 0)],
                    new_id[np.maximum(delta, 0)], -1)
-  return Dfa(delta[live].astype(np.int32), byte_class, accepting[live])
+  return automaton.intern(Dfa(delta[live].astype(np.int32), byte_class, accepting[live]))
 
 
 def intersect(a: Dfa, b: Dfa, max_states: int = 200_000) -> Dfa:

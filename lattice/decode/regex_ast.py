@@ -105,6 +105,14 @@ def chars(ascii_mask: int, negated: bool = False, extra: tuple[str, ...] = ()) -
 
 
 
+def is_char(node: Node) -> bool:
+  """Whether `node` is made of byte sets, concatenations and alternations only (the
+  body of a repetition that `automaton.to_dfa` may build as a counted loop)."""
+  if node[0] == 'set':
+    return True
+  return node[0] in ('cat', 'alt') and all(is_char(p) for p in node[1])
+
+
 def chain(members: tuple[tuple[Node, bool], ...], sep: Node) -> Node:
   """Members in order, each `(node, required)`; `sep` between written members."""
   return ('chain', tuple(members), sep)

@@ -30,7 +30,7 @@ ignored, as the specification treats them.
 Not supported, one `SchemaError` naming the keyword and JSON pointer: other forms
 of `not`, `maxContains` with `minContains: 0`, `$dynamicRef`/`$recursiveRef`,
 remote `$ref`s, other fractional `multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
-`\\b`, inner anchors), the `color` format.
+`\\b`, inner anchors).
 
 Left out on purpose (sound, so never written): extra members when
 `additionalProperties` is absent or true and the object declares properties

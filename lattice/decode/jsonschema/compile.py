@@ -7,7 +7,8 @@ written one fixed way); numbers as in `numbers`. Every text of the AST validates
 (soundness); what is left out is listed in `lattice.decode.jsonschema` (e.g. extra
 members when `additionalProperties` is absent, leap days).
 
-`Options.max_ref_depth` bounds recursive `$ref`s: at the bound a recursive
+`Options.max_ref_depth` bounds recursive `$ref`s (`Compiler.ref_blocked`: per
+reference, and re-entries of any reference on one path): at the bound a recursive
 subschema is left out where the instance may omit it (optional property, array
 that may be empty, other `anyOf` branch), otherwise SchemaError. `oneOf` keeps the
 branches that provably exclude every other branch (different types, a required
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import time
 from typing import Any
 
@@ -43,6 +45,8 @@ JSON_CHAR = alt(one(automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5
 # Characters of extra member names: printable ASCII but `"` and `\`, so a name has
 # one spelling and cannot collide with a declared one.
 _KEY_CHAR = common.KEY_CHAR
+# A `"$ref": "..."` member in a schema's JSON text (the value still escaped).
+_REF_RE = re.compile(r'"\$ref": "((?:[^"\\]|\\.)*)"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Options:
   max_items_unroll: int = 64      # bounded arrays: maxItems above this is clamped
   max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
+  max_object_states: int = 20_000  # an object's members past this: largest optional ones left out
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
@@ -76,6 +81,10 @@ class Compiler:
     self.old_draft = isinstance(dialect, str) and any(
         d in dialect for d in ('draft-03', 'draft-04', 'draft-06', 'draft-07'))
     self.ref_stack: list[str] = []
+    # node() per (subschema text, reference context): a definition used at k
+    # places (or a subschema inlined k times) is compiled once.
+    self._memo: dict[tuple, Node | None] = {}
+    self._ref_refs: dict[str, list[str]] = {}
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
     # also stops at it): checked at every subschema and member DFA.
     self.deadline = time.perf_counter() + opts.limits.max_seconds
@@ -95,10 +104,48 @@ class Compiler:
       return None
     if not isinstance(s, dict):
       raise SchemaError(where, 'schema', f'expected an object or boolean, got {s!r}')
+    key = self._memo_key(s)
+    if key is None:
+      return self._node(s, where, depth)
+    if key not in self._memo:
+      self._memo[key] = self._node(s, where, depth)
+    return self._memo[key]
+
+  def _memo_key(self, s: dict) -> tuple | None:
+    """What `node(s)` depends on: the subschema's text and, for the references
+    reachable from it, how often each is on the path (and the path's re-entries):
+    the recursion bound (`ref_blocked`) reads nothing else. None: not memoised
+    (a reference that does not resolve: `node` raises the error itself)."""
+    try:
+      text = json.dumps(s, allow_nan=False)
+      reach = self._reach(text)
+    except (SchemaError, TypeError, ValueError, RecursionError):
+      return None
+    if not reach:
+      return (text,)
+    stack = self.ref_stack
+    return (text, tuple(stack.count(r) for r in reach), len(stack) - len(set(stack)))
+
+  def _reach(self, text: str) -> tuple[str, ...]:
+    """The references in a schema's JSON text and, transitively, in their targets."""
+    todo = [json.loads(f'"{m}"') for m in _REF_RE.findall(text)]
+    out: set[str] = set()
+    while todo:
+      ref = todo.pop()
+      if ref in out:
+        continue
+      out.add(ref)
+      if ref not in self._ref_refs:
+        target = json.dumps(resolve_pointer(self.root, ref, ''), allow_nan=False)
+        self._ref_refs[ref] = [json.loads(f'"{m}"') for m in _REF_RE.findall(target)]
+      todo.extend(self._ref_refs[ref])
+    return tuple(sorted(out))
+
+  def _node(self, s: dict, where: str, depth: int) -> Node | None:
     s = strip(s)
     if '$ref' in s:
       ref = s['$ref']
-      if self.ref_stack.count(ref) >= self.opts.max_ref_depth:
+      if self.ref_blocked(ref):
         return None  # Recursion bound: the caller leaves this value out if it can.
       target = resolve_pointer(self.root, ref, where)
       rest = {k: v for k, v in s.items() if k != '$ref'}
@@ -132,14 +179,27 @@ class Compiler:
       return self.branches(s, 'oneOf', where, depth)
     return self.typed(s, where, depth)
 
+  def ref_blocked(self, ref: str) -> bool:
+    """Whether expanding `ref` here passes the recursion bound: `ref` already
+    expanded `max_ref_depth` times on this path, or already on the path when the
+    path holds `max_ref_depth - 1` re-entries of any references. The second part
+    bounds cycles through several definitions (A -> B -> C -> A ...), whose
+    expansions would otherwise multiply (each definition up to the bound, every
+    one of them at every place it recurs): what is cut is a value the instance
+    may leave out (see the module docstring), so the bound is sound."""
+    stack = self.ref_stack
+    if ref not in stack:
+      return False
+    return (stack.count(ref) >= self.opts.max_ref_depth
+            or len(stack) - len(set(stack)) >= self.opts.max_ref_depth - 1)
+
   def deref(self, s: Any, where: str, bounded: bool = True) -> Any:
     """`s` with a top-level `$ref` inlined (for merging), recursion-bounded; with
     `bounded=False` (reading what validates, not what is written) only a cycle of
     bare references stops it."""
     seen = set()
     while isinstance(s, dict) and '$ref' in s:
-      if (self.ref_stack.count(s['$ref']) >= self.opts.max_ref_depth if bounded
-          else s['$ref'] in seen):
+      if self.ref_blocked(s['$ref']) if bounded else s['$ref'] in seen:
         return s
       seen.add(s['$ref'])
       rest = {k: v for k, v in s.items() if k != '$ref'}
@@ -352,8 +412,8 @@ class Compiler:
       return None
 
   def minimal(self, node: Node) -> Node:
-    """`node` as its own minimal DFA, embedded: the parent's subset construction
-    and minimisation then see each member at its minimal size.
+    """`node` as its own minimal DFA, embedded: the parent's composition (or subset
+    construction) and minimisation then see each member at its minimal size.
 
     A node holding a long counted repetition (`maxLength` above
     `Limits.region_min`) is kept as it is: embedded, its repetition would be

@@ -13,7 +13,10 @@ never a declared name, and match exactly the patterns whose schemas the value
 satisfies (a DFA difference/intersection per pattern). `minProperties` promotes
 optional properties to required; `maxProperties` keeps the first ones and drops
 extras. `dependentRequired`/`dependencies` leave out optional properties whose
-dependencies are not all required.
+dependencies are not all required. An object whose members' automata sum past
+`Options.max_object_states` leaves out its largest optional members until it fits
+(sound: fewer texts; a flat DFA copies each member's value once per object, so
+a large definition under many optional members otherwise passes the state cap).
 """
 
 from __future__ import annotations
@@ -160,7 +163,40 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
       members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra))
   if need_extra and not (write_extra and extra is not None):
     return None
+  members = _shed(members, comp.opts.max_object_states)
   return cat(lit('{'), chain(tuple(members), lit(',')), lit('}'))
+
+
+def approx_states(node: Node) -> float:
+  """About how many DFA states `node` builds (embedded DFAs at their size)."""
+  kind = node[0]
+  if kind == 'dfa':
+    return node[1].n_states
+  if kind == 'set':
+    return 1
+  if kind in ('cat', 'alt'):
+    return sum(approx_states(p) for p in node[1])
+  if kind == 'chain':
+    return sum(approx_states(m) for m, _ in node[1]) + len(node[1])
+  _, body, lo, hi = node
+  return approx_states(body) * max(1, hi if hi is not None else lo + 1)
+
+
+def _shed(members: list, budget: int) -> list:
+  """`members` without their largest optional ones while the object's automaton
+  would pass `budget` states (each member's value is copied once into it). Sound:
+  an optional member left out only means fewer texts are written."""
+  sizes = [approx_states(m) for m, _ in members]
+  total = sum(sizes)
+  if total <= budget:
+    return members
+  drop = set()
+  for i in sorted((i for i, (_, r) in enumerate(members) if not r), key=lambda i: -sizes[i]):
+    if total <= budget:
+      break
+    drop.add(i)
+    total -= sizes[i]
+  return [m for i, m in enumerate(members) if i not in drop]
 
 
 def _deps(d: Any) -> dict[str, list[str]]:

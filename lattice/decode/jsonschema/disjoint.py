@@ -88,8 +88,7 @@ def excludes(comp, b: Any, c: Any, base: dict, depth: int = 0) -> bool:
   if depth > 4:
     return False
   bd = comp.deref(b, '')
-  if isinstance(bd, dict) and '$ref' in bd and (
-      comp.ref_stack.count(bd['$ref']) >= comp.opts.max_ref_depth):
+  if isinstance(bd, dict) and '$ref' in bd and comp.ref_blocked(bd['$ref']):
     # A reference at the recursion bound: the compiler writes nothing for it here
     # (nor deeper, where the stack only grows).
     return True

@@ -30,6 +30,11 @@ IPV6 = f'{_HEX}{{1,4}}(?::{_HEX}{{1,4}}){{7}}'
 URI = r'https?://' + HOSTNAME + r'(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~-]{0,32}){0,8}'
 JSON_POINTER = r'(?:/[A-Za-z0-9_.-]{0,32}){0,8}'
 DURATION = r'P(?:[1-9][0-9]{0,3}[YMD]|T[1-9][0-9]{0,3}[HMS])'
+# jsonschema's `color` (draft 3; needs `webcolors`): a CSS color name or a hex code
+# (`webcolors.normalize_hex`): the 17 CSS 2.1 names and #rgb / #rrggbb.
+_CSS21 = ('black|silver|gray|white|maroon|red|purple|fuchsia|green|lime|olive|yellow|'
+          'navy|blue|teal|aqua|orange')
+COLOR = f'#{_HEX}{{6}}|#{_HEX}{{3}}|' + _CSS21
 
 FORMATS: dict[str, str | None] = {
     'date-time': DATE + 'T' + TIME, 'date': DATE, 'time': TIME,
@@ -40,6 +45,7 @@ FORMATS: dict[str, str | None] = {
     # A literal is a valid regex, and a valid URI template.
     'regex': r'[A-Za-z0-9 _-]{0,32}', 'uri-template': URI,
     'relative-json-pointer': r'(?:0|[1-9][0-9]{0,3})' + JSON_POINTER,
+    'color': COLOR,
 }
 # Checked by jsonschema's FormatChecker but not compiled here: an error, not a pass.
-UNSUPPORTED = frozenset({'color'})
+UNSUPPORTED: frozenset[str] = frozenset()

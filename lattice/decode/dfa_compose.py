@@ -1,0 +1,307 @@
+"""Regex AST -> DFA by composing deterministic pieces, without a subset construction.
+
+Shape legend: S states, C byte classes.
+
+`automaton.to_dfa` determinises a Thompson NFA of the whole AST. A JSON schema's
+AST is mostly already deterministic: embedded minimal DFAs of members (`embed`),
+keys, literals, separators; determinising it again at every nesting level costs
+the whole automaton per level, in Python. Here the DFA is built directly, bottom
+up, in one arena of rows (one shared byte-class partition), with numpy copies:
+
+- a piece (`_Frag`) is a virtual start row (the transitions out of its start, not
+  a state of its own), whether it accepts the empty string, and its exit states
+  (accepting states, still open for what follows);
+- `cat(F, G)`: F's exits take G's start transitions (their rows merged);
+- `alt(F, G)`: the start rows merged; where two pieces move on one class, a state
+  for the set of their targets is made on the fly (a subset construction confined
+  to where the pieces overlap: JSON keys with a common prefix, `,` before every
+  optional member), so shared continuations are never copied;
+- `X*`: X's exits take X's own start transitions;
+- a member chain (`regex_ast.chain`): each member's continuation (the members after
+  it) is built once and shared by both ways into it (first member, or after `sep`).
+
+A merge where both rows move on one class needs a real determinisation (a number
+followed by a digit); then `Fallback` is raised and the caller uses the subset
+construction for the whole AST. Long counted repetitions of one character (the
+counted loops of `automaton`) and JSON-escaped embeds are built by `automaton` as
+sub-DFAs and embedded. The result is trimmed (every state reaches acceptance),
+minimised within `automaton`'s budget and renumbered: the same language as
+`automaton.to_dfa`'s subset construction, checked against it in
+`tests/dfa_compose_test.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from lattice.decode import regex_ast
+from lattice.decode.regex_ast import LimitError, Node
+
+
+class Fallback(Exception):
+  """This AST needs a real determinisation (use the subset construction)."""
+
+
+class _Frag:
+  __slots__ = ('start', 'acc', 'exits')
+
+  def __init__(self, start: np.ndarray, acc: bool, exits: np.ndarray):
+    self.start, self.acc, self.exits = start, acc, exits
+
+
+class _Arena:
+  """Rows of every state built so far (int32[n, C], -1 = reject)."""
+
+  def __init__(self, n_cls: int, max_states: int, deadline: float):
+    self.C = n_cls
+    self.rows = np.full((1024, n_cls), -1, np.int32)
+    self.n = 0
+    self.max_states, self.deadline = max_states, deadline
+    self.subset_of: dict[frozenset, int] = {}   # base states -> subset state
+    self.base: dict[int, frozenset] = {}        # subset state -> its base states
+    self.todo: list[int] = []                   # subset states without their row yet
+    self.calls = 0
+
+  def alloc(self, k: int) -> int:
+    """Ids of k fresh rejecting states start at the returned offset."""
+    if self.n + k > self.max_states:
+      raise LimitError(f'automaton: more than {self.max_states} DFA states '
+                       f'(Limits.max_states)')
+    while self.n + k > len(self.rows):
+      grown = np.full((2 * len(self.rows), self.C), -1, np.int32)
+      grown[:self.n] = self.rows[:self.n]
+      self.rows = grown
+    off = self.n
+    self.n += k
+    self.calls += 1
+    if self.calls % 512 == 0 and time.perf_counter() > self.deadline:
+      raise LimitError('automaton: compiling took over the time cap (Limits.max_seconds)')
+    return off
+
+  def merge_rows(self, rows: list[np.ndarray], exit_set: set[int]) -> np.ndarray:
+    """One row moving as all of `rows` together: where several move on a class, to
+    the state of the set of their targets (made here, with its successors)."""
+    row = self._merged(np.stack(rows), exit_set)
+    while self.todo:
+      s = self.todo.pop()
+      self.rows[s] = self._merged(self.rows[sorted(self.base[s])], exit_set)
+    return row
+
+  def _merged(self, stack: np.ndarray, exit_set: set[int]) -> np.ndarray:
+    hi = stack.max(axis=0)  # -1 (reject) is below every state: the one mover, if one
+    if len(stack) == 2:
+      a, b = stack
+      clash = np.flatnonzero((a >= 0) & (b >= 0) & (a != b))
+      for c in clash.tolist():
+        hi[c] = self._subset({int(a[c]), int(b[c])}, exit_set)
+      return hi
+    lo = np.where(stack >= 0, stack, np.iinfo(np.int32).max).min(axis=0)
+    for c in np.flatnonzero((hi >= 0) & (lo != hi)).tolist():
+      col = stack[:, c]
+      hi[c] = self._subset(set(col[col >= 0].tolist()), exit_set)
+    return hi
+
+  def _subset(self, targets: set[int], exit_set: set[int]) -> int:
+    base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
+    if len(base) == 1:
+      return next(iter(base))
+    got = self.subset_of.get(base)
+    if got is not None:
+      return got
+    s = self.alloc(1)
+    self.subset_of[base] = s
+    self.base[s] = base
+    if not base.isdisjoint(exit_set):  # A set holding an exit is an exit.
+      exit_set.add(s)
+    self.todo.append(s)
+    return s
+
+
+def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub,
+             region_min: int) -> None:
+  """Collects the byte masks the AST reads (sets, embedded DFAs' classes); the
+  pieces built by `sub` (the subset construction) go to `sub_dfas`."""
+  if id(node) in seen:
+    return
+  seen.add(id(node))
+  kind = node[0]
+  if kind == 'set':
+    masks.add(node[1])
+  elif kind in ('cat', 'alt'):
+    for p in node[1]:
+      _classes(p, masks, seen, sub_dfas, sub, region_min)
+  elif kind == 'chain':
+    for m, _ in node[1]:
+      _classes(m, masks, seen, sub_dfas, sub, region_min)
+    _classes(node[2], masks, seen, sub_dfas, sub, region_min)
+  elif kind == 'dfa':
+    dfa = sub(node) if node[2] else node[1]
+    sub_dfas[id(node)] = dfa
+    _dfa_masks(dfa, masks)
+  elif kind == 'rep':
+    _, body, lo, hi = node
+    if max(lo, hi or 0) > region_min and regex_ast.is_char(body):
+      dfa = sub(node)  # A counted loop: `automaton` builds it in linear time.
+      sub_dfas[id(node)] = dfa
+      _dfa_masks(dfa, masks)
+    else:
+      _classes(body, masks, seen, sub_dfas, sub, region_min)
+  else:
+    raise Fallback(f'unknown node {kind!r}')
+
+
+def _dfa_masks(dfa, masks: set[int]) -> None:
+  masks.update(_class_masks(dfa))
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_masks(dfa) -> tuple[int, ...]:
+  """Per byte class of `dfa`, the 256-bit mask of its bytes."""
+  bc = dfa.byte_class
+  eq_CxB = bc[None, :] == np.arange(int(bc.max()) + 1)[:, None]
+  packed = np.packbits(eq_CxB, axis=1, bitorder='little')
+  return tuple(int.from_bytes(row.tobytes(), 'little') for row in packed)
+
+
+class _Builder:
+
+  def __init__(self, arena: _Arena, byte_class: np.ndarray, sub_dfas: dict):
+    self.a = arena
+    self.C = arena.C
+    rep_byte = np.zeros(self.C, np.int64)
+    rep_byte[byte_class[::-1]] = np.arange(256)[::-1]
+    self.rep_byte = rep_byte                     # one byte of each global class
+    self.sub_dfas = sub_dfas
+    self.none = np.empty(0, np.int64)
+    self.set_rows: dict[int, np.ndarray] = {}
+
+  def eps(self) -> _Frag:
+    return _Frag(np.full(self.C, -1, np.int32), True, self.none)
+
+  def build(self, node: Node) -> _Frag:
+    """A fresh copy of `node`'s automaton (its exits are this use's alone)."""
+    kind = node[0]
+    if kind == 'set':
+      bits = self.set_rows.get(node[1])
+      if bits is None:
+        raw = np.frombuffer(node[1].to_bytes(32, 'little'), np.uint8)
+        bits = np.unpackbits(raw, bitorder='little').astype(bool)[self.rep_byte]
+        self.set_rows[node[1]] = bits
+      s = self.a.alloc(1)
+      return _Frag(np.where(bits, s, -1).astype(np.int32), False, np.array([s]))
+    if kind == 'cat':
+      if not node[1]:
+        return self.eps()
+      frag = self.build(node[1][0])
+      for p in node[1][1:]:
+        frag = self.cat(frag, self.build(p))
+      return frag
+    if kind == 'alt':
+      return self.alt([self.build(p) for p in node[1]])
+    if kind == 'chain':
+      return self.chain(node[1], node[2])
+    if id(node) in self.sub_dfas:
+      return self.embed(self.sub_dfas[id(node)])
+    if kind == 'dfa':
+      return self.embed(node[1])
+    _, body, lo, hi = node
+    frag = None
+    for _ in range(lo):
+      f = self.build(body)
+      frag = f if frag is None else self.cat(frag, f)
+    if hi is None:
+      tail = self.star(self.build(body))
+    else:
+      tail = self.eps()
+      for _ in range(hi - lo):  # (X(X(X)?)?)?: built from the inside out.
+        tail = self.alt([self.cat(self.build(body), tail), self.eps()])
+    return tail if frag is None else self.cat(frag, tail)
+
+  def embed(self, dfa) -> _Frag:
+    S = dfa.n_states
+    off = self.a.alloc(S)
+    d = dfa.delta_SxC[:, dfa.byte_class[self.rep_byte]]
+    self.a.rows[off:off + S] = np.where(d >= 0, d + off, -1)
+    exits = np.flatnonzero(dfa.accepting).astype(np.int64) + off
+    return _Frag(self.a.rows[off].copy(), bool(dfa.accepting[0]), exits)
+
+  def link(self, exits: np.ndarray, start: np.ndarray) -> None:
+    """Exit states also take the moves of `start` (on classes they do not move on,
+    or to the same state)."""
+    if not len(exits) or not (start >= 0).any():
+      return
+    rows = self.a.rows[exits]
+    if ((rows >= 0) & (start >= 0)[None] & (rows != start[None])).any():
+      raise Fallback('a piece continues on a byte its successor starts with')
+    self.a.rows[exits] = np.where(start >= 0, start, rows)
+
+  def merge(self, starts: list[np.ndarray], exits: np.ndarray):
+    """(start row, exits): the starts merged; subset states made for it that hold
+    an exit are exits too."""
+    starts = [s for s in starts if (s >= 0).any()]
+    if len(starts) <= 1:
+      return (starts[0] if starts else np.full(self.C, -1, np.int32)), exits
+    exit_set = set(exits.tolist())
+    n_before = len(exit_set)
+    row = self.a.merge_rows(starts, exit_set)
+    if len(exit_set) != n_before:
+      exits = np.array(sorted(exit_set), np.int64)
+    return row, exits
+
+  def cat(self, f: _Frag, g: _Frag) -> _Frag:
+    self.link(f.exits, g.start)
+    exits = np.union1d(g.exits, f.exits) if g.acc else g.exits
+    start = f.start
+    if f.acc:
+      start, exits = self.merge([f.start, g.start], exits)
+    return _Frag(start, f.acc and g.acc, exits)
+
+  def alt(self, frags: list[_Frag]) -> _Frag:
+    exits = np.unique(np.concatenate([f.exits for f in frags]))
+    start, exits = self.merge([f.start for f in frags], exits)
+    return _Frag(start, any(f.acc for f in frags), exits)
+
+  def star(self, f: _Frag) -> _Frag:
+    self.link(f.exits, f.start)
+    return _Frag(f.start, True, f.exits)
+
+  def chain(self, members, sep: Node) -> _Frag:
+    """rest: what may follow once something was written; first: before anything.
+    Each member and its continuation are built once, entered from both."""
+    rest, first = self.eps(), self.eps()
+    for node, required in reversed(members):
+      m = self.cat(self.build(node), rest)
+      after_sep = self.cat(self.build(sep), m)
+      rest = after_sep if required else self.alt([after_sep, rest])
+      first = m if required else self.alt([m, first])
+    return first
+
+
+def compose(node: Node, max_states: int, max_seconds: float, region_min: int, sub):
+  """(delta_SxC int32, byte_class int32[256], accepting bool[S]) of `node`, state 0
+  the start, not yet trimmed or minimised. `sub(node)` builds a sub-automaton by
+  the subset construction (counted loops, JSON-escaped embeds). Raises Fallback
+  where the pieces overlap (see module docstring), LimitError past the caps."""
+  from lattice.decode import automaton  # pylint: disable=g-import-not-at-top
+  masks: set[int] = set()
+  sub_dfas: dict = {}
+  _classes(node, masks, set(), sub_dfas, sub, region_min)
+  byte_class, _ = automaton._byte_classes(sorted(masks), held=False)  # pylint: disable=protected-access
+  n_cls = int(byte_class.max()) + 1
+  arena = _Arena(n_cls, max_states, time.perf_counter() + max_seconds)
+  b = _Builder(arena, byte_class, sub_dfas)
+  top = b.build(node)
+  start = arena.alloc(1)
+  arena.rows[start] = top.start
+  accepting = np.zeros(arena.n, bool)
+  accepting[top.exits] = True
+  accepting[start] = top.acc
+  delta = arena.rows[:arena.n]
+  # State 0 the start.
+  perm = np.arange(arena.n)
+  perm[[0, start]] = perm[[start, 0]]
+  delta = np.where(delta >= 0, perm[np.maximum(delta, 0)], -1)[perm].astype(np.int32)
+  return delta, byte_class, accepting[perm]
