@@ -89,13 +89,19 @@ def test_one_effect_has_one_ci_in_the_tables_and_the_plot():
 
 
 def test_other_seeds_fall_back_to_welch():
+  # Disjoint seeds: nothing to pair, Welch's interval over all values.
   arms = [_arm('dense', 'dense', [2.40, 2.46, 2.41]),
           records.Arm('moe', {'model.ffn.kind': 'moe'}, stats.aggregate(
-              [{'val_loss': v} for v in (2.43, 2.47)]), seeds=[0, 1])]
+              [{'val_loss': v} for v in (2.43, 2.47)]), seeds=[5, 6])]
   d = sweep.analyze(arms, [('model.ffn.kind', ['dense', 'moe'])])['diffs']['moe']
   w = stats.diff_ci([2.43, 2.47], [2.40, 2.46, 2.41])
   assert not d['paired'] and d['lo'] == pytest.approx(w['lo'])
   assert math.isfinite(d['lo'])
+  # Two shared seeds of three: paired over those two.
+  arms[1].seeds = [0, 1]
+  d = sweep.analyze(arms, [('model.ffn.kind', ['dense', 'moe'])])['diffs']['moe']
+  p = stats.paired_diff_ci([2.43, 2.47], [2.40, 2.46])
+  assert d['paired'] and (d['lo'], d['hi']) == pytest.approx((p['lo'], p['hi']))
   with pytest.raises(ValueError, match='pairs need one of each'):
     stats.paired_diff_ci([1.0], [1.0, 2.0])
   assert np.isnan(stats.paired_diff_ci([1.0], [2.0])['lo'])

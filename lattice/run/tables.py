@@ -257,7 +257,8 @@ def sweep_markdown(title: str, arms: list,
   pct = int(round(analysis['level'] * 100))
   lines = [f'# {title}', '',
            f'Mean ± std over seeds. Δ: arm minus baseline, t {pct}% interval over '
-           'the per-seed differences (Welch\'s interval where an arm ran other seeds); '
+           'the per-seed differences over the seeds both ran (Welch\'s interval '
+           'where they share fewer than two); '
            '* marks an interval that excludes 0. The equal-FLOPs column reads every '
            'arm at the FLOPs the cheapest one reached (interpolated between eval '
            'points; — when outside them).', '',
