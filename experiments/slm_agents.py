@@ -70,6 +70,7 @@ stream (no logs, no clusters), to see whether it can copy at all:
 | 64 wide, 6 layers, 4 heads (345k) | 3e-3 | 800 | 92.5% | 82 / 93 / 98 / 96 |
 | 80 wide, 6 layers, 4 heads (554k) | 3e-3 | 800 | 31.0% | 43 / 0 / 79 / 9 |
 | 80 wide, 6 layers, 4 heads (554k) | 1e-2 | 800 | 24.0% | 36 / 0 / 67 / 0 |
+| 80 wide, 6 layers, 4 heads (554k) | 3e-3 | 1,500 | 99.5% | 100 / 100 / 98 / 100 |
 | specialist: 24 wide, 4 layers, FFN 24 (26k) | 3e-3 | 3,000 | 26.0% | 36 / 0 / 73 / 2 |
 | specialist: 32 wide, 4 layers, FFN 32 (41k) | 3e-3 | 3,000 | 35.5% | 48 / 0 / 98 / 6 |
 | specialist: 32 wide, 4 layers, FFN 32 (41k) | 1e-2 | 3,000 | 90.0% | 91 / 98 / 100 / 72 |
@@ -77,8 +78,10 @@ stream (no logs, no clusters), to see whether it can copy at all:
 Copying appears as a sudden drop of the training loss on the call: the 64-wide
 teacher's falls from 0.086 (step 560) to 0.006 (step 720), the 41k specialist's at
 lr 1e-2 from 0.119 (step 1,500) to 0.042 (step 1,800); in the other rows it has not
-happened yet (0.08-0.16 at the end). The step at which it happens varies: the
-80-wide teacher had not copied at step 800 in either run, so it trains 1,500 steps.
+happened yet (0.07-0.16 at the end). The step at which it happens varies: the
+80-wide teacher had not copied at step 800 in either run; trained 1,500 steps
+(the quick teacher's recipe) its loss fell from 0.149 (step 450) to 0.022 (step
+750) and it wrote 99.5% of calls exactly.
 A whole-pipeline trial on the 64-wide 800-step teacher (2,048 logs; specialists of
 width 16, 6 layers, 2 heads, FFN 32, 22k parameters, 0.086x the FLOPs, 1,500 base
 and 750 cluster steps at 3e-3) gave specialists 26.0% (36 / 4 / 71 / 0), 3/4
