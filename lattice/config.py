@@ -275,6 +275,11 @@ class DataConfig:
   # tasks whose target must see its whole prompt (data/pipeline.py).
   packing: str = 'concat'
   eval_batches: int = 8
+  # Loss only on the tokens after the first occurrence of this one-token text in each
+  # document (instruction tuning's prompt masking, TRL's completion-only collator);
+  # '' trains on every token; a document without it trains on nothing. Needs
+  # packing=first_fit (data/pipeline.py).
+  loss_after: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,6 +490,9 @@ def validate(cfg: Config) -> Config:
                       f'globs in data.paths')
   if d.source == 'hf' and not d.hf_name:
     raise ConfigError("data.hf_name: data.source='hf' needs a dataset name")
+  if d.loss_after and d.packing != 'first_fit':
+    raise ConfigError(f'data.loss_after: needs data.packing=first_fit (a document '
+                      f'split across windows loses its prompt), got {d.packing!r}')
   o = cfg.optimizer
   _positive('optimizer.lr', o.lr)
   _positive('optimizer.warmup_steps', o.warmup_steps, allow_zero=True)

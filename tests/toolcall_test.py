@@ -1,5 +1,6 @@
 """Tool-call task and strict evaluator: exact calls pass, each kind of wrong call is named."""
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import pytest
 
 from lattice import config as config_lib
 from lattice.agents import toolcall
+from lattice.data import pipeline
 from lattice.data import sources
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import toolcalls
@@ -114,3 +116,39 @@ def test_constrained_calls_from_an_untrained_model_are_all_schema_valid():
   verdicts = [toolcall.evaluate_call(t, e.call) for t, e in zip(texts, batch)]
   assert all(v.error not in ('invalid_json', 'schema_invalid') for v in verdicts), texts
   assert toolcall.summarize(verdicts)['schema_valid'] == 1.0
+
+
+def test_loss_after_newline_trains_only_on_the_call_and_eos():
+  """data.loss_after='\\n' (prompt masking): weight 1 exactly on each document's call
+  bytes and EOS, 0 on BOS, the padded request, the newline and padding."""
+  tok = tok_lib.ByteTokenizer()
+  data = config_lib.DataConfig(source='toolcalls', seq_len=176, batch_size=4,
+                               packing='first_fit', loss_after='\n')
+  batch = next(pipeline.make_train_iterator(data, tok, seed=0))
+  full = next(pipeline.make_train_iterator(
+      dataclasses.replace(data, loss_after=''), tok, seed=0))
+  assert np.array_equal(batch['inputs'], full['inputs'])
+  n_docs = 0
+  for inputs, targets, w, seg in zip(batch['inputs'], batch['targets'],
+                                     batch['weights'], batch['segment_ids']):
+    for doc in set(seg.tolist()) - {0}:
+      idx = np.flatnonzero(seg == doc)
+      text = bytes(int(t) for t in inputs[idx] if t < 256).decode()
+      call = text.split('\n')[1]
+      on = idx[w[idx] > 0]
+      # The call's bytes then EOS, each once, right after the newline.
+      assert bytes(int(t) for t in targets[on][:-1]).decode() == call
+      assert targets[on][-1] == tok_lib.EOS_ID
+      assert inputs[on[0]] == ord('\n')
+      n_docs += 1
+  assert n_docs >= 4
+  assert 0 < batch['weights'].sum() < full['weights'].sum()
+
+
+def test_loss_after_needs_first_fit_and_one_token():
+  with pytest.raises(config_lib.ConfigError, match='data.loss_after'):
+    config_lib.build(tiny_config(data={'source': 'toolcalls', 'loss_after': '\n'}))
+  data = config_lib.DataConfig(source='toolcalls', packing='first_fit',
+                               loss_after='\n{')
+  with pytest.raises(sources.DataError, match='data.loss_after'):
+    next(pipeline.make_train_iterator(data, tok_lib.ByteTokenizer(), seed=0))

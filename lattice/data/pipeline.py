@@ -7,6 +7,8 @@ Every batch is a dict of numpy arrays, B = data.batch_size // process_count rows
   targets      int32[B, L]    window[1:]
   weights      float32[B, L]  1 where the target is not PAD and lies in the same
                               document as its input (no loss across a boundary)
+                              and, with data.loss_after, follows that token's
+                              first occurrence in the document (prompt masking)
   target_bytes float32[B, L]  UTF-8 bytes the target token writes (bits per byte)
   segment_ids  int32[B, L]    the input's document within its row, from 1 (0: PAD)
   positions    int32[B, L]    the input's position within its document, from 0
@@ -65,10 +67,16 @@ class _Encode(grain.transforms.Map):
 
 
 class _ToExample(grain.transforms.Map):
-  """Packed windows of L+1 tokens (with segment ids and positions) -> a Batch."""
+  """Packed windows of L+1 tokens (with segment ids and positions) -> a Batch.
 
-  def __init__(self, pad_id: int, byte_lengths: np.ndarray):
+  `loss_after` (a token id, or None): only targets after that token's first
+  occurrence in their document get weight (`data.loss_after`, prompt masking).
+  """
+
+  def __init__(self, pad_id: int, byte_lengths: np.ndarray,
+               loss_after: int | None = None):
     self._pad_id, self._byte_lengths = pad_id, byte_lengths
+    self._loss_after = loss_after
 
   def map(self, batch: dict[str, np.ndarray]) -> Batch:
     # Packing fills the unused tail of the last window with zeros (a real byte);
@@ -76,11 +84,14 @@ class _ToExample(grain.transforms.Map):
     segments = batch['tokens_segment_ids'].astype(np.int32)
     tokens = np.where(segments > 0, batch['tokens'], self._pad_id).astype(np.int32)
     targets = tokens[:, 1:]
+    positions = batch['tokens_positions'][:, :-1].astype(np.int32)
     same_doc = segments[:, 1:] == segments[:, :-1]
+    weights = (targets != self._pad_id) & same_doc
+    if self._loss_after is not None:
+      weights &= _after_first(tokens[:, :-1] == self._loss_after, positions)
     return {'inputs': tokens[:, :-1], 'targets': targets,
-            'weights': ((targets != self._pad_id) & same_doc).astype(np.float32),
-            'segment_ids': segments[:, :-1],
-            'positions': batch['tokens_positions'][:, :-1].astype(np.int32),
+            'weights': weights.astype(np.float32),
+            'segment_ids': segments[:, :-1], 'positions': positions,
             'target_bytes': self._lengths(targets)}
 
   def _lengths(self, targets: np.ndarray) -> np.ndarray:
@@ -88,6 +99,30 @@ class _ToExample(grain.transforms.Map):
     inside = targets < len(self._byte_lengths)
     return np.where(inside, self._byte_lengths[np.where(inside, targets, 0)], 0
                     ).astype(np.float32)
+
+
+def _to_example(data_cfg: config_lib.DataConfig, tokenizer) -> _ToExample:
+  """The batch transform of `data_cfg`; raises DataError when data.loss_after is not
+  exactly one token of `tokenizer`."""
+  loss_after = None
+  if data_cfg.loss_after:
+    ids = tokenizer.encode(data_cfg.loss_after)
+    if len(ids) != 1:
+      raise sources.DataError(
+          f'data.loss_after: {data_cfg.loss_after!r} must be one token of '
+          f'data.tokenizer={data_cfg.tokenizer!r}, it is {len(ids)}')
+    loss_after = int(ids[0])
+  return _ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer), loss_after)
+
+
+def _after_first(hit_BxL: np.ndarray, positions_BxL: np.ndarray) -> np.ndarray:
+  """bool [B, L]: position i's document has a hit at some j <= i (documents start
+  where `positions` is 0; whole documents per row, i.e. first_fit packing)."""
+  count_BxL = np.cumsum(hit_BxL, axis=1)
+  # Hits before each document's start, carried along the document (counts only grow).
+  before_BxL = np.maximum.accumulate(
+      np.where(positions_BxL == 0, count_BxL - hit_BxL, 0), axis=1)
+  return count_BxL > before_BxL
 
 
 class _Segment(grain.transforms.Map):
@@ -236,7 +271,7 @@ def make_train_iterator(data_cfg: config_lib.DataConfig,
              for k, (c, _) in enumerate(parts)]
   ds = streams[0] if len(parts) == 1 else grain.IterDataset.mix(
       streams, [w for _, w in parts])
-  ds = ds.batch(batch, drop_remainder=True).map(_ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer)))
+  ds = ds.batch(batch, drop_remainder=True).map(_to_example(data_cfg, tokenizer))
   if data_cfg.num_workers > 0:
     _mark_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
@@ -325,7 +360,7 @@ def make_eval_batches(data_cfg: config_lib.DataConfig,
                for p in range(count)])
     ds = _pack(docs[index::count], tokenizer, data_cfg.seq_len, data_cfg.packing)
   n = max(counts)
-  ds = ds.batch(batch, drop_remainder=False).map(_ToExample(tokenizer.pad_id, tokenizer_lib.byte_lengths(tokenizer)))
+  ds = ds.batch(batch, drop_remainder=False).map(_to_example(data_cfg, tokenizer))
   out: list[Batch] = []
   for example in ds:
     if len(out) == counts[index]:
