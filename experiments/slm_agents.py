@@ -375,7 +375,7 @@ def _report(config, wd, rows, teacher, specialists, logs, labels, routed, test):
           f'{MIN_CLUSTERS} of {len(toolcalls.CLUSTERS)} clusters',
           meaningful and close >= MIN_CLUSTERS,
           'exact-call accuracy, constrained, specialists - teacher per cluster with '
-          f'95% paired bootstrap CIs over its test requests: '
+          '95% paired bootstrap CIs over its test requests: '
           + '; '.join(d for _, _, d in per_cluster) + f'; {close} cluster(s) have the '
           f'lower bound above -{TOLERANCE:.2f}, {MIN_CLUSTERS} needed; the teacher must '
           f'reach {MIN_TEACHER_ACCURACY:.0%} exact calls for the comparison to mean '
