@@ -41,7 +41,7 @@ import time
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 
-from lattice.decode import dfa_compose, regex_parse
+from lattice.decode import dfa_compose, regex_ast, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
@@ -257,21 +257,9 @@ def _bits(mask: int) -> list[int]:
   return out
 
 
-def _byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:
-  """(int32[256] byte -> class, per mask the classes it holds; [] when not `held`):
-  bytes that every mask treats alike share a class (classes numbered by their bit
-  pattern's order)."""
-  if not masks:
-    return np.zeros(256, np.int32), []
-  raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
-  bits_MxB = np.unpackbits(raw.reshape(len(masks), 32), axis=1, bitorder='little')
-  packed = np.ascontiguousarray(np.packbits(bits_MxB, axis=0).T)  # 256 x ceil(M/8)
-  _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
-                     return_inverse=True)
-  cls = cls.reshape(-1).astype(np.int32)
-  if not held:
-    return cls, []
-  return cls, [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
+# Byte classes of a set of masks (lives in regex_ast so dfa_compose can use it
+# without importing this module).
+_byte_classes = regex_ast.byte_classes
 
 
 class _RegionConflict(Exception):

@@ -285,11 +285,10 @@ def compose(node: Node, max_states: int, max_seconds: float, region_min: int, su
   the start, not yet trimmed or minimised. `sub(node)` builds a sub-automaton by
   the subset construction (counted loops, JSON-escaped embeds). Raises Fallback
   where the pieces overlap (see module docstring), LimitError past the caps."""
-  from lattice.decode import automaton  # pylint: disable=g-import-not-at-top
   masks: set[int] = set()
   sub_dfas: dict = {}
   _classes(node, masks, set(), sub_dfas, sub, region_min)
-  byte_class, _ = automaton._byte_classes(sorted(masks), held=False)  # pylint: disable=protected-access
+  byte_class, _ = regex_ast.byte_classes(sorted(masks), held=False)
   n_cls = int(byte_class.max()) + 1
   arena = _Arena(n_cls, max_states, time.perf_counter() + max_seconds)
   b = _Builder(arena, byte_class, sub_dfas)

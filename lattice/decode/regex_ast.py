@@ -9,6 +9,8 @@ between written ones: O(n) states where nested alternations would be exponential
 
 from __future__ import annotations
 
+import numpy as np
+
 Node = tuple
 EPS: Node = ('cat', ())
 ALL_BYTES = (1 << 256) - 1
@@ -182,3 +184,20 @@ def cap_length(node: Node, limit: int, max_extra: int = 32) -> Node | None:
     else:
       hi = mid - 1
   return _cap_reps(node, lo)
+
+
+def byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:
+  """(int32[256] byte -> class, per mask the classes it holds; [] when not `held`):
+  bytes that every mask treats alike share a class (classes numbered by their bit
+  pattern's order)."""
+  if not masks:
+    return np.zeros(256, np.int32), []
+  raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
+  bits_MxB = np.unpackbits(raw.reshape(len(masks), 32), axis=1, bitorder='little')
+  packed = np.ascontiguousarray(np.packbits(bits_MxB, axis=0).T)  # 256 x ceil(M/8)
+  _, cls = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1),
+                     return_inverse=True)
+  cls = cls.reshape(-1).astype(np.int32)
+  if not held:
+    return cls, []
+  return cls, [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
