@@ -78,6 +78,17 @@ comparison, is what to examine next (its iteration count and penalty, and whethe
 the scales it fits survive into the tuned model). Loss ordering: 0.75 vs 0.5 bits
 passes; 1 vs 0.75 fails on the interval (-1.09%, CI [-4.11%, +1.92%]). Bits per
 weight on budget; projections 32x / 42.7x / 64x below float32.
+
+Measured with this ADMM (the reference's; quick, clean clone of 967d07c, the idle
+2-core machine, load average 0.77 at the start and 2.33 at the end): 16 min 2 s
+wall, 958 s summed arm time. REPRODUCED (9/9). Initial weighted error ADMM - SVD
+-0.260 / -0.182 / -0.102 at 1 / 0.8 / 0.55 bits (CIs within +-0.004); tuned val
+loss ADMM / SVD 2.233 / 2.476, 2.279 / 2.455, 2.342 / 2.428 (float 2.179; ADMM -
+SVD -0.242, CI [-0.293, -0.192]; -0.176, CI [-0.241, -0.110]; -0.086, CI [-0.125,
+-0.047]); loss rises as bits fall, 1 vs 0.8 bits -2.01% (CI [-2.26%, -1.75%]) and
+0.8 vs 0.55 bits -2.68% (CI [-3.45%, -1.92%]); bits per weight 1.000 / 0.750 /
+0.500. The SVD arm is not monotone in bits (2.476 / 2.455 / 2.428), as in the
+trial above.
 """
 
 from __future__ import annotations

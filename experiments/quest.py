@@ -71,6 +71,21 @@ Quick therefore runs the two arms of check 2 over 10 seeds (0-9; the others keep
 of this check are not new evidence; seeds 5-9 are). Sized from that run: the
 paired differences' spread (sd 0.0066) over 10 seeds gives a t half-width of
 ~0.0047, and 10 more arm-seed runs of ~18 s add ~180 s (~900 s summed arm time).
+
+Measured with 10 seeds on check 2's arms (quick, clean clone of 967d07c, the idle
+2-core machine, load average 2.43 at the start and 1.90 at the end): 16 min 34 s
+wall, 985 s summed arm time (from the runs' record.json: the command then failed in
+its last line, `checks.ci_line` refusing arms with different seed sets; fixed
+after, so this run left no result.json and the figures here are read from the
+records with `checks.judge_values`). NOT reproduced (6/7): the Hadamard check
+still fails, W4A4 - no-Hadamard -0.0047, CI [-0.0114, +0.0020] over 10 seeds; the
+new seeds 5-9 gave -0.0008 / -0.0078 / +0.0175 / -0.0078 / -0.0102 (seed 7 against
+the paper). The other checks pass as before: loss ordered by bits (W8A8 -0.39%,
+W4A4 -0.72%, W3A3 -1.41%, W2A2 -3.40% vs the next narrower, all CIs below 0), W1A1
+converges, QuEST W1A1 - naive -0.061, CI [-0.089, -0.033]. Loss vs float (seeds
+0-4): W8A8 -0.0%, W4A4 +0.4%, W3A3 +1.1%, W2A2 +2.6%, W1A1 +6.2%, naive W1A1
++8.5%; W4A4 without Hadamard +0.7%. At 45K parameters the Hadamard gain (~0.2-0.3%
+of the loss) is inside the seed spread; the paper's 1% is at 30M (medium).
 """
 
 from __future__ import annotations

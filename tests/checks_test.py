@@ -65,6 +65,9 @@ def test_arms_with_more_seeds_pair_on_the_common_ones():
   b = _arm('b', [2.0, 3.0, 4.0], (0, 1, 2))
   check = checks.judge(checks.better('a', 'b'), [a, b])
   assert check.passed and 'over 3 seeds (s0 -1, s1 -1, s2 -1)' in check.detail
+  assert checks.ci_line('a', 'b', [a, b]).endswith('over 3 seeds')
+  with pytest.raises(ValueError, match='common seeds'):
+    checks.ci_line('a', 'b', [a, _arm('b', [2.0, 3.0, 4.0], (7, 8, 9))])
 
 
 def test_unpaired_and_bad_inputs_raise():

@@ -211,9 +211,10 @@ def ci_line(a: str, b: str, arms: Sequence[Any] | Mapping[str, Any],
     if name not in by:
       raise ValueError(f'checks: no arm {name!r} (arms: {", ".join(by)})')
   va, vb = seed_values(by[a], metric), seed_values(by[b], metric)
-  if set(va) != set(vb):
-    raise ValueError(f'checks: {a!r} ran seeds {sorted(va)} but {b!r} ran {sorted(vb)}')
-  seeds = sorted(va)
+  seeds = sorted(set(va) & set(vb))  # the seeds both ran, as `judge_values`
+  if not seeds:
+    raise ValueError(f'checks: {a!r} ran seeds {sorted(va)} but {b!r} ran {sorted(vb)}; '
+                     'a paired difference needs common seeds')
   ci = paired_ci([va[s] for s in seeds], [vb[s] for s in seeds], relative=relative,
                  level=level)
   what = f'{a} / {b} - 1' if relative else f'{a} - {b}'
