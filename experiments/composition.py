@@ -57,7 +57,7 @@ dense +0.018, CI [-0.070, +0.106] (s0 -0.018, s1 +0.053, s2 +0.018): fails the
 0.42 (float) vs 0.44 (b1.58) in the dense arms.
 
 Quick therefore trains the two dense MTP arms on 2 more seeds (3 and 4;
-`dense_mtp_seeds`, `sweep.run_sweep(arm_seeds=...)`), chosen after the run above
+their `seeds` in `config.arms`, passed to `sweep.run_sweep(arm_seeds=...)`), chosen after the run above
 fell short on the interval's width (so seeds 0-2 of check 3 are not new evidence;
 seeds 3-4 are). Sized from that run: the paired differences' spread (sd 0.035) over
 5 seeds gives a t half-width of ~0.044, inside the 0.05 margin if the centre stays
@@ -126,9 +126,9 @@ def _config(d_model, n_layers, seq_len, batch, steps, lr, seeds, *, multimodal=F
                            ffn=_moe(d_model), mtp=dict(n=2))
   c.seeds = list(seeds)
   c.arms = sweep.expand(TEXT_GRIDS)  # what `run` trains (and `lattice plan` prices)
-  # Seeds of the two arms the dense acceptance check compares, when they run more.
-  c.dense_mtp_seeds = list(dense_mtp_seeds)
-  for a in c.arms:  # so `lattice plan` prices them too
+  # The two arms the dense acceptance check compares may run more seeds (`run` and
+  # `lattice plan` read them from here).
+  for a in c.arms:
     if dense_mtp_seeds and a['name'] in DENSE_MTP:
       a['seeds'] = list(dense_mtp_seeds)
   c.multimodal = multimodal
@@ -218,10 +218,10 @@ def _interaction_plot(path, arms, mtp_kinds) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   seeds = list(config.seeds)
-  own = [int(s) for s in config.get('dense_mtp_seeds', [])]
   text = sweep.run_sweep(config, f'{workdir}/text', TEXT_GRIDS, seeds=seeds,
                          measure=_measure(config), title='Composition: text factorial',
-                         arm_seeds={a: own for a in DENSE_MTP} if own else None)
+                         arm_seeds={a['name']: list(a['seeds']) for a in config.arms
+                                    if a.get('seeds')})
   arms, an = text['arm_records'], text['analysis']
   moe = _effect(an, 'ffn.kind: moe vs dense')
   inter = _effect(an, 'linear.kind=bitnet x ffn.kind=moe')
