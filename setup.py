@@ -42,6 +42,17 @@ TERNARY_CPU = Extension(
     optional=True,
 )
 
+# The native CPU grouped matmul of dropless MoE (kernels/grouped_matmul/grouped_cpu.cc):
+# one OpenBLAS sgemm per expert; it links no BLAS (Python hands it scipy-openblas32's
+# sgemm at load time), so it builds with the FFI headers alone.
+GROUPED_CPU = Extension(
+    'kernels.grouped_matmul._grouped_cpu',
+    sources=['kernels/grouped_matmul/grouped_cpu.cc'],
+    language='c++',
+    extra_compile_args=['-std=c++17', '-O3', '-w'],
+    optional=True,
+)
+
 setup(
     name='lattice',
     version='0.1.0',
@@ -78,7 +89,7 @@ setup(
         # (lattice convert); transformers only to load exported models back.
         'hf': ['datasets>=2.19', 'safetensors>=0.8.0'],
     },
-    ext_modules=[TERNARY_CPU],
+    ext_modules=[TERNARY_CPU, GROUPED_CPU],
     cmdclass={'build_ext': BuildFfiExt},
     entry_points={'console_scripts': ['lattice=lattice.cli:main']},
 )

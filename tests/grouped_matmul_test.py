@@ -9,7 +9,7 @@ import pytest
 
 from kernels.grouped_matmul import (grouped_ffn, grouped_ffn_reference, grouped_matmul,
                                     grouped_matmul_reference)
-from kernels.grouped_matmul import ffn, ops, tiles
+from kernels.grouped_matmul import ffn, native, ops, tiles
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +63,14 @@ FFN_CASES = [(333, [17, 100, 3, 200], 32, (16, 8), True),
              (64, [64, 0, 0, 0], 256, None, True)]
 
 
+NATIVE = pytest.mark.skipif(not native.available(),
+                            reason='native grouped matmul not built / no scipy-openblas32')
+
+
+@pytest.mark.parametrize('impl', ['windows', pytest.param('native', marks=NATIVE)])
 @pytest.mark.parametrize('n,sizes,window,levels,gated', FFN_CASES)
 def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, window, levels,
-                                                            gated):
+                                                            gated, impl):
   sizes_E = jnp.asarray(sizes, jnp.int32)
   E = len(sizes)
   ks = jax.random.split(jax.random.key(n), 4)
@@ -73,7 +78,7 @@ def test_grouped_ffn_values_and_gradients_equal_ragged_dot(n, sizes, window, lev
   w0, wo = jax.random.normal(ks[1], (E, 8, 6)), jax.random.normal(ks[3], (E, 6, 8))
   w1 = jax.random.normal(ks[2], (E, 8, 6)) if gated else None
   got_fn = lambda x, w0, w1, wo: grouped_ffn(x, w0, w1, wo, sizes_E, jax.nn.silu,
-                                             window=window, levels=levels)
+                                             window=window, levels=levels, impl=impl)
   want_fn = lambda x, w0, w1, wo: grouped_ffn_reference(x, w0, w1, wo, sizes_E,
                                                         jax.nn.silu)
   np.testing.assert_allclose(jax.jit(got_fn)(x, w0, w1, wo), want_fn(x, w0, w1, wo),
@@ -102,3 +107,48 @@ def test_grouped_ffn_rules_and_errors():
     grouped_ffn(x.astype(jnp.bfloat16), w, w, jnp.zeros((2, 5, 3)), s, jax.nn.silu)
   with pytest.raises(ValueError, match='must not exceed the window'):
     grouped_ffn(x, w, w, jnp.zeros((2, 5, 3)), s, jax.nn.silu, window=16, levels=(32,))
+
+
+@NATIVE
+def test_native_grouped_products_equal_ragged_dot_and_einsum():
+  # The three products of the native kernel one by one, with an empty group, rows
+  # past the sizes' sum (0) and a group larger than one row chunk (256 rows).
+  sizes_E = jnp.asarray([300, 0, 7, 40], jnp.int32)
+  n, i, o = 360, 12, 5
+  ks = jax.random.split(jax.random.key(3), 3)
+  x_NxI = jax.random.normal(ks[0], (n, i))
+  w_ExIxO = jax.random.normal(ks[1], (4, i, o))
+  g_NxO = jax.random.normal(ks[2], (n, o))
+  np.testing.assert_allclose(native.gmm(x_NxI, w_ExIxO, sizes_E),
+                             grouped_matmul_reference(x_NxI, w_ExIxO, sizes_E),
+                             atol=1e-4, rtol=1e-4)
+  w_ExOxI = jnp.swapaxes(w_ExIxO, 1, 2)
+  np.testing.assert_allclose(native.gmm_t(g_NxO, w_ExIxO, sizes_E),
+                             grouped_matmul_reference(g_NxO, w_ExOxI, sizes_E),
+                             atol=1e-4, rtol=1e-4)
+  group_N = jnp.repeat(jnp.arange(4), sizes_E, total_repeat_length=n)
+  live_N = jnp.arange(n) < jnp.sum(sizes_E)
+  onehot_NxE = jax.nn.one_hot(group_N, 4) * live_N[:, None]
+  want = jnp.einsum('ne,ni,no->eio', onehot_NxE, x_NxI, g_NxO)
+  np.testing.assert_allclose(native.tgmm(x_NxI, g_NxO, sizes_E), want, atol=1e-4,
+                             rtol=1e-4)
+
+
+@NATIVE
+def test_native_is_the_auto_path_for_float32_and_agrees_with_windows():
+  sizes_E = jnp.asarray([40, 3, 0, 21], jnp.int32)
+  ks = jax.random.split(jax.random.key(5), 4)
+  x = jax.random.normal(ks[0], (64, 16))
+  w0, w1 = jax.random.normal(ks[1], (4, 16, 8)), jax.random.normal(ks[2], (4, 16, 8))
+  wo = jax.random.normal(ks[3], (4, 8, 16))
+  assert ffn.native_applies(jnp.float32) and not ffn.native_applies(jnp.bfloat16)
+  run = lambda impl: jax.jit(jax.value_and_grad(
+      lambda *a: jnp.sum(jnp.sin(grouped_ffn(*a, sizes_E, jax.nn.silu, impl=impl))),
+      (0, 1, 2, 3)))(x, w0, w1, wo)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-3),
+               run('auto'), run('windows'))
+  with pytest.raises(ValueError, match='impl must be'):
+    grouped_ffn(x, w0, w1, wo, sizes_E, jax.nn.silu, impl='fast')
+  with pytest.raises(ValueError, match='takes float32'):
+    b = lambda a: a.astype(jnp.bfloat16)
+    grouped_ffn(b(x), b(w0), b(w1), b(wo), sizes_E, jax.nn.silu, impl='native')

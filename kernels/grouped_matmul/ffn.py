@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import tiles
+from kernels.grouped_matmul import native, tiles
 
 # Re-exported: tile sizes of the remainder loop.
 tile_levels = tiles.tile_levels
@@ -155,10 +155,20 @@ def _ffn_bwd(act, window, levels, saved, dy_NxD):
 _ffn.defvjp(_ffn_fwd, _ffn_bwd)
 
 
+IMPLS = ('auto', 'native', 'windows')
+
+
+def native_applies(dtype) -> bool:
+  """Whether impl='auto' takes the native kernel for this compute dtype: float32 on
+  the CPU backend with the kernel built and OpenBLAS present (`native.available()`)."""
+  return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == 'cpu'
+          and native.available())
+
+
 def grouped_ffn(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | None,
                 wo_ExFxD: jax.Array, sizes_E: jax.Array, act: Callable, *,
                 window: int | None = None,
-                levels: Sequence[int] | None = None) -> jax.Array:
+                levels: Sequence[int] | None = None, impl: str = 'auto') -> jax.Array:
   """y_NxD = (act(x w0[e]) * (x w1[e])) wo[e] per row r of group e (rows sorted by group).
 
   x_NxD, w0_ExDxF, w1_ExDxF (None: ungated FFN), wo_ExFxD share one float dtype (the
@@ -182,6 +192,13 @@ def grouped_ffn(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | Non
   if len({a.dtype for a in (x_NxD, *ws, wo_ExFxD)}) != 1:
     raise ValueError('grouped_ffn: x and the weights must share one dtype, got '
                      f'{[str(a.dtype) for a in (x_NxD, *ws, wo_ExFxD)]}')
+  if impl not in IMPLS:
+    raise ValueError(f'grouped_ffn: impl must be one of {IMPLS}, got {impl!r}')
+  tuned = window is not None or levels is not None  # the windows path's own settings
+  if impl == 'native' or (impl == 'auto' and not tuned and native_applies(x_NxD.dtype)):
+    if jnp.dtype(x_NxD.dtype) != jnp.float32:
+      raise ValueError(f'grouped_ffn: impl=native takes float32, got {x_NxD.dtype}')
+    return native.grouped_ffn_native(x_NxD, w0_ExDxF, w1_ExDxF, wo_ExFxD, sizes_E, act)
   n = x_NxD.shape[0]
   window = int(window or window_rows(n, E))
   if levels is None:

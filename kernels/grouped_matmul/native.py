@@ -1,0 +1,173 @@
+"""Grouped float32 matmuls and the grouped SwiGLU FFN through the native CPU kernel.
+
+Shape legend: N rows (sorted by group), I input features, O output features, E groups
+(experts), D model width, F expert FFN width.
+
+`gmm`, `gmm_t`, `tgmm` are the three grouped products of grouped_cpu.cc (one BLAS
+sgemm per group, rows and weights read in place, transposes as sgemm flags), called
+as an XLA FFI custom call (`jax.ffi.ffi_call`); `grouped_ffn_native` composes them
+into the FFN y[r] = (act(x[r] w0[e]) * (x[r] w1[e])) wo[e] with a written-out
+backward: nine grouped products (three forward; dh, dx from both up-projections and
+the three weight gradients backward), exactly the dense FFN's nine matmuls over the
+same N rows, and no padding rows, windows, remainder loop or gathered weights.
+
+Why: XLA:CPU's batched dot over [E, C, D] expert windows (`ffn.grouped_ffn`'s path)
+ran at ~75-87 GFLOP/s on one core of the 2-core build machine, and a plain 2-D
+[128, 256] x [256, 256] dot at ~75, against ~100 for the dense FFN's [2048, 256] x
+[256, 512] dot; OpenBLAS ran the per-group [128, 256] x [256, 256] product, and the
+transposed one of the weight gradient, at ~97-98 GFLOP/s (single-core CPU-time
+micro-benchmarks, 30 Nov, shared machine: decisions, not measurements). Together
+with the windows' padding, remainder loop and gathers, the window path measured
+1.35-1.52x the dense FFN on the idle machine (BENCHMARKS.md).
+
+The library is built at `pip install` (setup.py, optional); it does not link a BLAS:
+this module loads OpenBLAS from the `scipy-openblas32` wheel (a runtime requirement),
+sets it to one thread (the kernel spreads groups over XLA's intra-op pool itself) and
+hands the library `scipy_cblas_sgemm`'s address. `available()` says whether both are
+present; `ffn.grouped_ffn` uses this path on CPU for float32 then, its XLA path
+otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TARGET = 'lattice_grouped_matmul'
+_MODES = {'gmm': 0, 'gmm_t': 1, 'tgmm': 2}
+
+
+def _library_path() -> Path | None:
+  here = Path(__file__).parent
+  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    path = here / f'_grouped_cpu{suffix}'
+    if path.exists():
+      return path
+  return None
+
+
+def _openblas_sgemm() -> int | None:
+  """Address of scipy-openblas32's cblas_sgemm (OpenBLAS set to one thread), or None."""
+  try:
+    import scipy_openblas32
+  except ImportError:
+    return None
+  lib_dir = Path(scipy_openblas32.get_lib_dir())
+  names = sorted(lib_dir.glob('libscipy_openblas*.so*'))
+  if not names:
+    return None
+  blas = ctypes.CDLL(str(names[0]))
+  blas.scipy_openblas_set_num_threads(ctypes.c_int(1))
+  return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+  """The kernel library with its sgemm installed and FFI target registered, or None."""
+  path = _library_path()
+  if path is None:
+    return None
+  sgemm = _openblas_sgemm()
+  if sgemm is None:
+    return None
+  lib = ctypes.CDLL(str(path))
+  lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
+  if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
+    return None
+  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeGroupedMatmul),
+                              platform='cpu')
+  return lib
+
+
+def available() -> bool:
+  """True when the native kernel is built and OpenBLAS (scipy-openblas32) loads."""
+  return _library() is not None
+
+
+def _call(mode: str, a: jax.Array, b: jax.Array, sizes_E: jax.Array,
+          out_shape: tuple[int, ...]) -> jax.Array:
+  if _library() is None:
+    raise RuntimeError('grouped_matmul native: the kernel is not built or scipy-openblas32 '
+                       'is missing (run `python setup.py build_ext --inplace`, '
+                       '`pip install scipy-openblas32`)')
+  call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                          vmap_method='sequential')
+  return call(a.astype(jnp.float32), b.astype(jnp.float32), sizes_E.astype(jnp.int32),
+              mode=np.int32(_MODES[mode]))
+
+
+def gmm(x_NxI: jax.Array, w_ExIxO: jax.Array, sizes_E: jax.Array) -> jax.Array:
+  """y_NxO = x[r] @ w[e] for row r of group e (rows past sum(sizes) give 0); float32,
+  no gradient rule (the FFN below writes its own)."""
+  return _call('gmm', x_NxI, w_ExIxO, sizes_E, (x_NxI.shape[0], w_ExIxO.shape[2]))
+
+
+def gmm_t(x_NxI: jax.Array, w_ExOxI: jax.Array, sizes_E: jax.Array) -> jax.Array:
+  """y_NxO = x[r] @ w[e]^T for row r of group e (w stored [E, O, I]); float32."""
+  return _call('gmm_t', x_NxI, w_ExOxI, sizes_E, (x_NxI.shape[0], w_ExOxI.shape[1]))
+
+
+def tgmm(x_NxI: jax.Array, g_NxO: jax.Array, sizes_E: jax.Array) -> jax.Array:
+  """dw_ExIxO[e] = sum over group e's rows r of x[r]^T g[r] (0 for an empty group)."""
+  return _call('tgmm', x_NxI, g_NxO, sizes_E,
+               (sizes_E.shape[0], x_NxI.shape[1], g_NxO.shape[1]))
+
+
+def _forward(act, x_NxD, w0, w1, wo, sizes_E):
+  a_NxF = gmm(x_NxD, w0, sizes_E)
+  h_NxF = act(a_NxF)
+  b_NxF = None
+  if w1 is not None:
+    b_NxF = gmm(x_NxD, w1, sizes_E)
+    h_NxF = h_NxF * b_NxF
+  return gmm(h_NxF, wo, sizes_E), (a_NxF, b_NxF)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _ffn(act, x_NxD, w0, w1, wo, sizes_E):
+  return _forward(act, x_NxD, w0, w1, wo, sizes_E)[0]
+
+
+def _ffn_fwd(act, x_NxD, w0, w1, wo, sizes_E):
+  y_NxD, (a_NxF, b_NxF) = _forward(act, x_NxD, w0, w1, wo, sizes_E)
+  return y_NxD, (x_NxD, w0, w1, wo, sizes_E, a_NxF, b_NxF)
+
+
+def _ffn_bwd(act, saved, dy_NxD):
+  x_NxD, w0, w1, wo, sizes_E, a_NxF, b_NxF = saved
+  gated = w1 is not None
+  if gated:
+    h_NxF, vjp = jax.vjp(lambda a, b: act(a) * b, a_NxF, b_NxF)
+  else:
+    h_NxF, vjp = jax.vjp(act, a_NxF)
+  dwo = tgmm(h_NxF, dy_NxD, sizes_E)
+  grads = vjp(gmm_t(dy_NxD, wo, sizes_E))
+  dx_NxD = gmm_t(grads[0], w0, sizes_E)
+  dw0 = tgmm(x_NxD, grads[0], sizes_E)
+  dw1 = None
+  if gated:
+    dx_NxD = dx_NxD + gmm_t(grads[1], w1, sizes_E)
+    dw1 = tgmm(x_NxD, grads[1], sizes_E)
+  return dx_NxD, dw0, dw1, dwo, None
+
+
+_ffn.defvjp(_ffn_fwd, _ffn_bwd)
+
+
+def grouped_ffn_native(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array | None,
+                       wo_ExFxD: jax.Array, sizes_E: jax.Array, act: Callable) -> jax.Array:
+  """y_NxD = (act(x w0[e]) * (x w1[e])) wo[e] per row r of group e (w1=None: ungated).
+
+  float32 x_NxD, w0_ExDxF, w1_ExDxF, wo_ExFxD; sizes_E int (rows per group, sum <= N;
+  rows past the sum give 0). Differentiable in x and the weights (custom VJP; sizes
+  get no gradient). Shapes are checked by `ffn.grouped_ffn`, the public entry.
+  Raises RuntimeError if the kernel or OpenBLAS is missing (`available()`).
+  """
+  return _ffn(act, x_NxD, w0_ExDxF, w1_ExDxF, wo_ExFxD, sizes_E)
