@@ -111,7 +111,7 @@ def test_grouped_ffn_rules_and_errors():
 
 @NATIVE
 def test_native_grouped_products_equal_ragged_dot_and_einsum():
-  # The three products of the native kernel one by one, with an empty group, rows
+  # The products of the native kernel one by one, with an empty group, rows
   # past the sizes' sum (0) and a group larger than one row chunk (256 rows).
   sizes_E = jnp.asarray([300, 0, 7, 40], jnp.int32)
   n, i, o = 360, 12, 5
@@ -126,6 +126,10 @@ def test_native_grouped_products_equal_ragged_dot_and_einsum():
   np.testing.assert_allclose(native.gmm_t(g_NxO, w_ExIxO, sizes_E),
                              grouped_matmul_reference(g_NxO, w_ExOxI, sizes_E),
                              atol=1e-4, rtol=1e-4)
+  h_NxO = jax.random.normal(jax.random.key(4), (n, o))
+  np.testing.assert_allclose(
+      native.gmm_t2(g_NxO, w_ExIxO, h_NxO, 2 * w_ExIxO, sizes_E),
+      grouped_matmul_reference(g_NxO + 2 * h_NxO, w_ExOxI, sizes_E), atol=1e-4, rtol=1e-4)
   group_N = jnp.repeat(jnp.arange(4), sizes_E, total_repeat_length=n)
   live_N = jnp.arange(n) < jnp.sum(sizes_E)
   onehot_NxE = jax.nn.one_hot(group_N, 4) * live_N[:, None]

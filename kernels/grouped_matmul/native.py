@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _TARGET = 'lattice_grouped_matmul'
+_TARGET_T2 = 'lattice_grouped_matmul_t2'
 _MODES = {'gmm': 0, 'gmm_t': 1, 'tgmm': 2}
 
 
@@ -78,10 +79,15 @@ def _library() -> ctypes.CDLL | None:
   if sgemm is None:
     return None
   lib = ctypes.CDLL(str(path))
+  if not all(hasattr(lib, name) for name in ('LatticeGroupedSetSgemm', 'LatticeGroupedMatmul',
+                                             'LatticeGroupedMatmulT2')):
+    return None  # a stale build: rebuild it (setup.py build_ext --inplace)
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
     return None
   jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeGroupedMatmul),
+                              platform='cpu')
+  jax.ffi.register_ffi_target(_TARGET_T2, jax.ffi.pycapsule(lib.LatticeGroupedMatmulT2),
                               platform='cpu')
   return lib
 
@@ -91,16 +97,32 @@ def available() -> bool:
   return _library() is not None
 
 
-def _call(mode: str, a: jax.Array, b: jax.Array, sizes_E: jax.Array,
-          out_shape: tuple[int, ...]) -> jax.Array:
+def _check():
   if _library() is None:
     raise RuntimeError('grouped_matmul native: the kernel is not built or scipy-openblas32 '
                        'is missing (run `python setup.py build_ext --inplace`, '
                        '`pip install scipy-openblas32`)')
+
+
+def _call(mode: str, a: jax.Array, b: jax.Array, sizes_E: jax.Array,
+          out_shape: tuple[int, ...]) -> jax.Array:
+  _check()
   call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                           vmap_method='sequential')
   return call(a.astype(jnp.float32), b.astype(jnp.float32), sizes_E.astype(jnp.int32),
               mode=np.int32(_MODES[mode]))
+
+
+def gmm_t2(x_NxI: jax.Array, w_ExOxI: jax.Array, x2_NxI: jax.Array, w2_ExOxI: jax.Array,
+           sizes_E: jax.Array) -> jax.Array:
+  """y_NxO = x[r] @ w[e]^T + x2[r] @ w2[e]^T for row r of group e, summed in place (one
+  output pass instead of two products and an add); float32."""
+  _check()
+  call = jax.ffi.ffi_call(_TARGET_T2,
+                          jax.ShapeDtypeStruct((x_NxI.shape[0], w_ExOxI.shape[1]),
+                                               jnp.float32), vmap_method='sequential')
+  f32 = lambda a: a.astype(jnp.float32)
+  return call(f32(x_NxI), f32(w_ExOxI), f32(x2_NxI), f32(w2_ExOxI), sizes_E.astype(jnp.int32))
 
 
 def gmm(x_NxI: jax.Array, w_ExIxO: jax.Array, sizes_E: jax.Array) -> jax.Array:
@@ -149,12 +171,13 @@ def _ffn_bwd(act, saved, dy_NxD):
     h_NxF, vjp = jax.vjp(act, a_NxF)
   dwo = tgmm(h_NxF, dy_NxD, sizes_E)
   grads = vjp(gmm_t(dy_NxD, wo, sizes_E))
-  dx_NxD = gmm_t(grads[0], w0, sizes_E)
   dw0 = tgmm(x_NxD, grads[0], sizes_E)
   dw1 = None
   if gated:
-    dx_NxD = dx_NxD + gmm_t(grads[1], w1, sizes_E)
+    dx_NxD = gmm_t2(grads[0], w0, grads[1], w1, sizes_E)
     dw1 = tgmm(x_NxD, grads[1], sizes_E)
+  else:
+    dx_NxD = gmm_t(grads[0], w0, sizes_E)
   return dx_NxD, dw0, dw1, dwo, None
 
 
