@@ -9,10 +9,13 @@ the expert matmuls do the same FLOPs per token as the dense FFN. The router's D 
 matmul, the top-k, the sort/gathers of dispatch and any padding rows are extra MoE
 cost and are counted in the MoE time. Neither side fuses SwiGLU's two up-projections
 into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped path
-runs them as two batched dots. Variants: dropless with `dropless_impl='grouped'`
-(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, batched
-dots over each expert's window of sorted rows, a tile loop for rows past a window)
-and 'blocks' (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
+runs them as two grouped products. Variants: dropless with `dropless_impl='grouped'`
+(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, which for
+float32 with the native kernel built runs one OpenBLAS sgemm per expert over its
+sorted rows through an XLA FFI call, `kernels/grouped_matmul/native.py`, and
+otherwise batched dots over each expert's window of sorted rows with a tile loop for
+rows past a window; `grouped_ffn_impl` in the output says which ran) and 'blocks'
+(auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
 matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
 its Mosaic and Triton kernels being GPU/TPU only). A second baseline, `dense_2d`, is
@@ -25,10 +28,25 @@ round-robin (so load on a shared machine hits them alike) and the median of
 `--repeats` calls is kept. Router weights use the layer's own random init on N(0, 1)
 inputs; the batch's MaxVio and each variant's drop rate are reported alongside.
 
+No XLA flag is set: the dense FFN and every MoE variant run under XLA:CPU's
+defaults in one process (the dense dots on its YNNPACK path). The native kernel's
+threads are XLA's intra-op pool, the one the dense dots use.
+
+Why the native kernel (decided from single-core CPU-time A/B runs on the shared
+2-core machine, 30 Nov, not measurements): XLA:CPU ran the windows' batched
+[E, C, 256] x [E, 256, 256] dots at ~75-87 GFLOP/s a core against ~100 for the dense
+FFN's [2048, 256] x [256, 512] dots (a plain 2-D [128, 256] x [256, 256] dot: ~75),
+while OpenBLAS ran the per-expert [128, 256] x [256, 256] product, and its transposed
+forms, at ~97-98; the grouped FFN alone (fwd+bwd, the router's loads) took ~1.2x the
+dense FFN's time natively against ~1.5x on the windows (their padding rows, remainder
+loop and window gathers included). XLA:CPU flags tried for the batched dot (oneDNN,
+XNNPACK fusion types, YNNPACK off) gave no better than the default.
+
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 `--json PATH` writes {"dropless_over_dense": worst ratio over E of the dropless path
-that dropless_impl='auto' takes on this backend ("dropless_impl" names it),
+that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
+"grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows'),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "rows": [...], "device", "backend", settings}.
@@ -38,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -45,6 +64,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels.grouped_matmul import ffn as grouped_ffn_lib
 from lattice import config as config_lib
 from lattice.moe import layer as moe_layer
 from lattice.moe import router as router_lib
@@ -166,6 +186,7 @@ def main(argv=None):
   worst = lambda v: max((r['ratio_vs_dense'] for r in rows if r['variant'] == v),
                         default=None)
   auto = moe_layer.auto_dropless_impl()
+  ffn_impl = 'native' if grouped_ffn_lib.native_applies(getattr(jnp, args.dtype)) else 'windows'
   summary = {'dropless_over_dense': worst(auto),
              'grouped_over_dense': worst('grouped'),
              'blocks_over_dense': worst('blocks'),
@@ -180,7 +201,8 @@ def main(argv=None):
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
         f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
-        f'{args.activation}, {args.dtype}, median of {args.repeats}')
+        f'{args.activation}, {args.dtype}, median of {args.repeats}; grouped FFN: '
+        f'{ffn_impl}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
   print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
         'gflop = fwd+bwd matmul FLOPs')
   print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '
@@ -194,7 +216,7 @@ def main(argv=None):
         f' (dropless = {auto}, the auto path here; goal: dropless <= 1.3x)')
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({**summary, 'dropless_impl': auto, 'rows': rows, 'device': device.device_kind,
+      json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl, 'rows': rows, 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,
                  'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
                  'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,

@@ -1,4 +1,5 @@
-"""Grouped (ragged) matmul for dropless MoE: batched windows, tile loops, reference."""
+"""Grouped (ragged) matmul for dropless MoE: a native CPU kernel (OpenBLAS per expert,
+XLA FFI), batched windows, tile loops, reference."""
 
 from kernels.grouped_matmul.ffn import grouped_ffn
 from kernels.grouped_matmul.ops import grouped_matmul
