@@ -156,3 +156,27 @@ def test_native_is_the_auto_path_for_float32_and_agrees_with_windows():
   with pytest.raises(ValueError, match='takes float32'):
     b = lambda a: a.astype(jnp.bfloat16)
     grouped_ffn(b(x), b(w0), b(w1), b(wo), sizes_E, jax.nn.silu, impl='native')
+
+
+@NATIVE
+def test_native_fused_swiglu_equals_ragged_dot_on_every_code_path():
+  # The fused SwiGLU kernels' elementwise code (portable, AVX2, AVX-512: each the CPU
+  # runs) against ragged_dot's values and gradients.
+  sizes_E = jnp.asarray([37, 0, 300, 5], jnp.int32)
+  ks = jax.random.split(jax.random.key(7), 4)
+  x = 2 * jax.random.normal(ks[0], (350, 16))
+  w0, w1 = jax.random.normal(ks[1], (4, 16, 24)), jax.random.normal(ks[2], (4, 16, 24))
+  wo = jax.random.normal(ks[3], (4, 24, 16)) / 4
+  loss = lambda f: jax.jit(jax.value_and_grad(
+      lambda *a: jnp.sum(jnp.sin(f(*a, sizes_E, jax.nn.silu))), (0, 1, 2, 3)))
+  want = loss(grouped_ffn_reference)(x, w0, w1, wo)
+  got_fn = loss(native.grouped_ffn_native)
+  paths = set()
+  try:
+    for isa in (1, 2, 3):
+      paths.add(native.set_isa(isa))
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3),
+                   got_fn(x, w0, w1, wo), want)
+  finally:
+    native.set_isa(0)
+  assert 1 in paths

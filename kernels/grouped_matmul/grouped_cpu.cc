@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -48,6 +49,117 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int64_t kRows = 256;  // rows per chunk (modes 0/1)
 constexpr int64_t kCols = 128;  // output columns per chunk (mode 2), when O > kCols
 
+// SwiGLU's elementwise parts over one chunk (n floats, hot in cache after its sgemm):
+//   up:   h = silu(a) * b, silu(a) = a * sigmoid(a)
+//   down: da = dh * b * s * (1 + a * (1 - s)), db = dh * a * s, s = sigmoid(a)
+// (the derivative of silu(a) * b). exp is Cephes' expf (a degree-5 polynomial on
+// [-ln2/2, ln2/2] after range reduction, relative error ~1e-7), written so that GCC
+// vectorizes the loops; the AVX-512 / AVX2 copies are chosen at run time from CPUID.
+__attribute__((always_inline)) static inline float Exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // Round x / ln2 to the nearest integer by adding and removing 1.5 * 2^23 (exact in
+  // float32 for |x / ln2| < 2^22; no -ffast-math here, so the sum is not folded away).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+#define LATTICE_SWIGLU_UP_BODY                                   \
+  for (int64_t j = 0; j < n; ++j) {                              \
+    const float s = 1.0f / (1.0f + Exp(-a[j]));                  \
+    h[j] = a[j] * s * b[j];                                      \
+  }
+#define LATTICE_SWIGLU_DOWN_BODY                                 \
+  for (int64_t j = 0; j < n; ++j) {                              \
+    const float s = 1.0f / (1.0f + Exp(-a[j])), g = dh[j];       \
+    da[j] = g * b[j] * s * (1.0f + a[j] * (1.0f - s));           \
+    db[j] = g * a[j] * s;                                        \
+  }
+
+static void UpScalar(const float* __restrict a, const float* __restrict b,
+                     float* __restrict h, int64_t n) {
+  LATTICE_SWIGLU_UP_BODY
+}
+static void DownScalar(const float* dh, const float* a, const float* b, float* da, float* db,
+                       int64_t n) {
+  LATTICE_SWIGLU_DOWN_BODY
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LATTICE_X86 1
+__attribute__((target("avx2,fma"))) static void UpAvx2(const float* __restrict a,
+                                                       const float* __restrict b,
+                                                       float* __restrict h, int64_t n) {
+  LATTICE_SWIGLU_UP_BODY
+}
+__attribute__((target("avx2,fma"))) static void DownAvx2(const float* dh, const float* a,
+                                                         const float* b, float* da, float* db,
+                                                         int64_t n) {
+  LATTICE_SWIGLU_DOWN_BODY
+}
+__attribute__((target("avx512f,avx2,fma"))) static void UpAvx512(const float* __restrict a,
+                                                                  const float* __restrict b,
+                                                                  float* __restrict h,
+                                                                  int64_t n) {
+  LATTICE_SWIGLU_UP_BODY
+}
+__attribute__((target("avx512f,avx2,fma"))) static void DownAvx512(const float* dh, const float* a,
+                                                          const float* b, float* da,
+                                                          float* db, int64_t n) {
+  LATTICE_SWIGLU_DOWN_BODY
+}
+#endif
+
+using UpFn = void (*)(const float*, const float*, float*, int64_t);
+using DownFn = void (*)(const float*, const float*, const float*, float*, float*, int64_t);
+
+static int BestIsa() {  // 3 AVX-512F, 2 AVX2 + FMA, 1 portable C++
+#ifdef LATTICE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 3;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+#endif
+  return 1;
+}
+
+// The elementwise code path: 0 = the best this CPU runs (BestIsa), or 1-3 forced by
+// LatticeGroupedSetIsa (tests run every path the CPU supports).
+std::atomic<int> g_isa{0};
+
+static int Isa() {
+  static const int best = BestIsa();
+  const int forced = g_isa.load();
+  return forced == 0 ? best : std::min(forced, best);
+}
+
+static UpFn Up() {
+#ifdef LATTICE_X86
+  const int isa = Isa();
+  if (isa == 3) return UpAvx512;
+  if (isa == 2) return UpAvx2;
+#endif
+  return UpScalar;
+}
+
+static DownFn Down() {
+#ifdef LATTICE_X86
+  const int isa = Isa();
+  if (isa == 3) return DownAvx512;
+  if (isa == 2) return DownAvx2;
+#endif
+  return DownScalar;
+}
+
 struct Chunk {
   int64_t group, lo, hi;  // rows [lo, hi) (modes 0/1) or columns [lo, hi) (mode 2)
 };
@@ -58,6 +170,10 @@ struct Shared {
   const float *x, *w;
   const float *x2 = nullptr, *w2 = nullptr;  // mode 1 with a second pair: y += x2 @ w2[e]^T
   float* y;
+  // SwiGLU modes: 3 up (x, w = w0, w2 = w1 -> y = a, y2 = b, y3 = h); 4 down (x = dy,
+  // w = wo [E, D, F] used transposed, a, b -> y = da, y2 = db).
+  const float *a = nullptr, *b = nullptr;
+  float *y2 = nullptr, *y3 = nullptr;
   int64_t i, o;
   std::vector<int64_t> start;
   std::vector<Chunk> chunks;
@@ -65,7 +181,21 @@ struct Shared {
 
   void Run(const Chunk& c) {
     const int64_t e = c.group;
-    if (mode != 2) {
+    if (mode == 3) {
+      const int64_t rows = c.hi - c.lo;
+      float *ya = y + c.lo * o, *yb = y2 + c.lo * o;
+      sgemm(kRowMajor, kNoTrans, kNoTrans, rows, o, i, 1.0f, x + c.lo * i, i, w + e * i * o, o,
+            0.0f, ya, o);
+      sgemm(kRowMajor, kNoTrans, kNoTrans, rows, o, i, 1.0f, x + c.lo * i, i, w2 + e * i * o,
+            o, 0.0f, yb, o);
+      Up()(ya, yb, y3 + c.lo * o, rows * o);
+    } else if (mode == 4) {  // dh = dy @ wo[e]^T into da's rows, then da, db in place
+      const int64_t rows = c.hi - c.lo;
+      float *da = y + c.lo * o, *db = y2 + c.lo * o;
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, o, i, 1.0f, x + c.lo * i, i, w + e * o * i, i,
+            0.0f, da, o);
+      Down()(da, a + c.lo * o, b + c.lo * o, da, db, rows * o);
+    } else if (mode != 2) {
       const int64_t rows = c.hi - c.lo;
       float* const out = y + c.lo * o;
       if (mode == 0) {
@@ -93,6 +223,9 @@ struct Shared {
     }
   }
 };
+
+ffi::Error Launch(ffi::ThreadPool pool, const std::shared_ptr<Shared>& shared,
+                  ffi::Buffer<ffi::S32> sizes, int64_t n);
 
 ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                const float* x2, const float* w2, ffi::Buffer<ffi::S32> sizes,
@@ -135,6 +268,16 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F
   s.y = y->typed_data();
   s.i = i;
   s.o = o;
+  return Launch(pool, shared, sizes, n);
+}
+
+// Chunks of the groups (sizes) and their run on the caller and XLA's pool; rows past the
+// groups' total are zeroed in every row output (modes other than 2).
+ffi::Error Launch(ffi::ThreadPool pool, const std::shared_ptr<Shared>& shared,
+                  ffi::Buffer<ffi::S32> sizes, int64_t n) {
+  Shared& s = *shared;
+  const int32_t mode = s.mode;
+  const int64_t i = s.i, o = s.o, e_count = sizes.element_count();
   s.start.assign(e_count + 1, 0);
   const int32_t* sz = sizes.typed_data();
   for (int64_t e = 0; e < e_count; ++e)  // clamped: negative sizes count 0, rows past N drop
@@ -156,12 +299,12 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F
         s.chunks.push_back({e, r, std::min(lo + rows, r + step)});
     }
   }
-  if (mode != 2 && s.start[e_count] < n)  // rows past the groups give 0
-    std::memset(s.y + s.start[e_count] * o, 0, sizeof(float) * (n - s.start[e_count]) * o);
-  if (mode != 2 && i == 0) {  // nothing contracted: every row is 0
-    std::memset(s.y, 0, sizeof(float) * n * o);
-    return ffi::Error::Success();
+  const int64_t first = mode != 2 && i == 0 ? 0 : s.start[e_count];  // i == 0: all rows 0
+  if (mode != 2 && first < n) {  // rows past the groups give 0
+    for (float* out : {s.y, s.y2, s.y3})
+      if (out != nullptr) std::memset(out + first * o, 0, sizeof(float) * (n - first) * o);
   }
+  if (mode != 2 && i == 0) return ffi::Error::Success();
   const int64_t count = static_cast<int64_t>(s.chunks.size());
   if (count == 0 || o == 0) return ffi::Error::Success();
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
@@ -191,7 +334,91 @@ ffi::Error GroupedMatmulT2(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return Run(pool, x, w, x2.typed_data(), w2.typed_data(), sizes, y, 1);
 }
 
+// a, b, h [N, F] = x @ w0[e], x @ w1[e], silu(a) * b (SwiGLU's up-projections and
+// activation, fused per chunk).
+ffi::Error SwigluUp(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w0,
+                    ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::S32> sizes,
+                    ffi::ResultBuffer<ffi::F32> a, ffi::ResultBuffer<ffi::F32> b,
+                    ffi::ResultBuffer<ffi::F32> h) {
+  const Sgemm sgemm = g_sgemm.load();
+  if (sgemm == nullptr)
+    return ffi::Error::Internal("lattice_grouped_swiglu_up: no sgemm (LatticeGroupedSetSgemm)");
+  const auto xd = x.dimensions(), wd = w0.dimensions();
+  const int64_t e_count = sizes.element_count();
+  if (xd.size() != 2 || wd.size() != 3 || wd[0] != e_count || wd[1] != xd[1] ||
+      w1.element_count() != w0.element_count() || a->element_count() != xd[0] * wd[2] ||
+      b->element_count() != a->element_count() || h->element_count() != a->element_count())
+    return ffi::Error::InvalidArgument(
+        "lattice_grouped_swiglu_up: want x [N, D], w0/w1 [E, D, F], a/b/h [N, F]");
+  auto shared = std::make_shared<Shared>();
+  Shared& s = *shared;
+  s.sgemm = sgemm;
+  s.mode = 3;
+  s.x = x.typed_data();
+  s.w = w0.typed_data();
+  s.w2 = w1.typed_data();
+  s.y = a->typed_data();
+  s.y2 = b->typed_data();
+  s.y3 = h->typed_data();
+  s.i = xd[1];
+  s.o = wd[2];
+  return Launch(pool, shared, sizes, xd[0]);
+}
+
+// da, db [N, F] from dy [N, D], wo [E, F, D], a, b [N, F]: dh = dy @ wo[e]^T and the
+// derivative of silu(a) * b, fused per chunk.
+ffi::Error SwigluDown(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy,
+                      ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> a,
+                      ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::S32> sizes,
+                      ffi::ResultBuffer<ffi::F32> da, ffi::ResultBuffer<ffi::F32> db) {
+  const Sgemm sgemm = g_sgemm.load();
+  if (sgemm == nullptr)
+    return ffi::Error::Internal("lattice_grouped_swiglu_down: no sgemm (LatticeGroupedSetSgemm)");
+  const auto yd = dy.dimensions(), wd = wo.dimensions();
+  const int64_t e_count = sizes.element_count();
+  if (yd.size() != 2 || wd.size() != 3 || wd[0] != e_count || wd[2] != yd[1] ||
+      a.element_count() != yd[0] * wd[1] || b.element_count() != a.element_count() ||
+      da->element_count() != a.element_count() || db->element_count() != a.element_count())
+    return ffi::Error::InvalidArgument(
+        "lattice_grouped_swiglu_down: want dy [N, D], wo [E, F, D], a/b/da/db [N, F]");
+  auto shared = std::make_shared<Shared>();
+  Shared& s = *shared;
+  s.sgemm = sgemm;
+  s.mode = 4;
+  s.x = dy.typed_data();
+  s.w = wo.typed_data();
+  s.a = a.typed_data();
+  s.b = b.typed_data();
+  s.y = da->typed_data();
+  s.y2 = db->typed_data();
+  s.i = yd[1];
+  s.o = wd[1];
+  return Launch(pool, shared, sizes, yd[0]);
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedSwigluUp, SwigluUp,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedSwigluDown, SwigluDown,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedMatmulT2, GroupedMatmulT2,
                               ffi::Ffi::Bind()
@@ -217,4 +444,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedMatmul, GroupedMatmul,
 extern "C" int32_t LatticeGroupedSetSgemm(void* sgemm) {
   g_sgemm.store(reinterpret_cast<Sgemm>(sgemm));
   return sgemm != nullptr ? 1 : 0;
+}
+
+// Force the SwiGLU elementwise path (1 portable, 2 AVX2, 3 AVX-512; capped at what the
+// CPU runs) or 0 for the best; returns the path now in use.
+extern "C" int32_t LatticeGroupedSetIsa(int32_t isa) {
+  g_isa.store(isa < 0 || isa > 3 ? 0 : isa);
+  return Isa();
 }
