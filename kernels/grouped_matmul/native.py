@@ -18,7 +18,7 @@ the loaded machine, not measurements, ~2 ms, ~4% of the dense FFN's step, faster
 the unfused native path at E = 8 and 32). Other activations run theirs in XLA between
 the grouped products. The elementwise code has AVX-512 (vectorized by GCC),
 AVX2 and portable copies chosen from CPUID (`set_isa` forces one for tests; the
-AVX2 copy is not vectorized by GCC 11's loop vectorizer and runs scalar).
+AVX2 copy is not vectorized by GCC 12's loop vectorizer and runs scalar).
 
 Why: XLA:CPU's batched dot over [E, C, D] expert windows (`ffn.grouped_ffn`'s path)
 ran at ~75-87 GFLOP/s on one core of the 2-core build machine, and a plain 2-D
