@@ -14,7 +14,9 @@ runs them as two grouped products. Variants: dropless with `dropless_impl='group
 float32 with the native kernel built runs one OpenBLAS sgemm per expert over its
 sorted rows through an XLA FFI call, `kernels/grouped_matmul/native.py`, and
 otherwise batched dots over each expert's window of sorted rows with a tile loop for
-rows past a window; `grouped_ffn_impl` in the output says which ran) and 'blocks'
+rows past a window; `grouped_ffn_impl` in the output says which ran: build the
+kernel with `python setup.py build_ext --inplace` or `pip install -e .`, and install
+scipy-openblas32, or it is 'windows') and 'blocks'
 (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
 matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,

@@ -7,6 +7,12 @@
 //   mode 1 (gmm_t):  y [N, O] = x [N, I] @ w[e]^T, w [E, O, I]   (dx of mode 0)
 //   mode 2 (tgmm):   y [E, I, O] = x_e^T @ g_e, x [N, I], g [N, O] (dw of mode 0;
 //                    a group without rows gives 0)
+//   LatticeGroupedMatmulT2: y [N, O] = x @ w[e]^T + x2 @ w2[e]^T (mode 1 twice, summed
+//                    in place by sgemm's beta = 1: a gated FFN's input gradient)
+//   LatticeGroupedSwigluUp (mode 3): a, b, h [N, F] = x @ w0[e], x @ w1[e], silu(a) * b
+//                    (the activation on each chunk right after its two sgemms)
+//   LatticeGroupedSwigluDown (mode 4): da, db [N, F], the cotangents of silu(a) * b for
+//                    dh = dy @ wo[e]^T (dh never leaves the chunk)
 //
 // Method: one BLAS sgemm per group (or per row/column chunk of a group), reading the
 // group's rows and its weights in place: no padding, no windows, no gathered weight
