@@ -62,7 +62,8 @@ constexpr int64_t kCols = 128;  // output columns per chunk (mode 2), when O > k
 // [-ln2/2, ln2/2] after range reduction, relative error ~1e-7), written so that GCC
 // vectorizes the loops; the AVX-512 / AVX2 copies are chosen at run time from CPUID.
 __attribute__((always_inline)) static inline float Exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  x = x < -87.0f ? -87.0f : x;  // the a < b ? b : a forms of SSE max / min
+  x = 88.0f < x ? 88.0f : x;
   // Round x / ln2 to the nearest integer by adding and removing 1.5 * 2^23 (exact in
   // float32 for |x / ln2| < 2^22; no -ffast-math here, so the sum is not folded away).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
