@@ -160,6 +160,10 @@ class Compiler:
     s = rewrite.rewrite(self, s, where)  # if, contains, not, ...: as subset schemas.
     if not isinstance(s, dict):
       return self.node(s, where, depth)
+    if 'oneOf' in s and _nested_one_of(self, s.get('allOf'), where):
+      # Two different oneOfs (one in an allOf member) cannot merge into one: the
+      # branches first, each then merged with the allOf.
+      return self.branches(s, 'oneOf', where, depth)
     if 'allOf' in s:
       subs = s['allOf']
       if not isinstance(subs, list) or not subs:
@@ -363,14 +367,18 @@ class Compiler:
         raise SchemaError(where, 'format', f'{f!r} is not supported')
       if formats.FORMATS.get(f):
         regexes.append((_portable, formats.FORMATS[f], 'format'))
-    if not regexes:
+    excluded = s.get(rewrite.NOT_PATTERN, [])
+    if not regexes and not excluded:
       return cat(lit('"'), rep(JSON_CHAR, lo, hi), lit('"'))
-    dfa = self.string_dfa(regexes, lo, hi, where)
+    dfa = self.string_dfa(regexes, lo, hi, where, excluded)
     return None if dfa is None else cat(lit('"'), automaton.embed(dfa, json_escape=True),
                                         lit('"'))
 
-  def string_dfa(self, regexes, lo, hi, where) -> automaton.Dfa | None:
-    """Raw (unescaped) strings matching every regex, with lo..hi characters."""
+  def string_dfa(self, regexes, lo, hi, where, excluded=()) -> automaton.Dfa | None:
+    """Raw (unescaped) strings matching every regex, with lo..hi characters, and
+    (when `excluded` patterns are given) of printable ASCII, matching none of them:
+    on printable ASCII every dialect (Python, ECMA) reads a pattern alike, so the
+    difference with the portable parse is sound."""
     limits = self.opts.limits
     dfa = None
     bounded = False  # Some regex already writes at most `hi` characters.
@@ -401,6 +409,25 @@ class Compiler:
     if lo or hi is not None or dfa is None:
       length = automaton.to_dfa(rep(ANY_STRING_CHAR, lo, hi), limits)
       dfa = length if dfa is None else self._meet(dfa, length, where, 'maxLength')
+    if excluded and dfa is not None:
+      dfa = self._meet(dfa, _printable_strings(limits), where, 'not')
+      for p in excluded:
+        if dfa is None:
+          break
+        try:
+          bad = automaton.to_dfa(regex_parse.parse_search(p), limits)
+        except automaton.LimitError as e:
+          raise SchemaError(where, 'not', str(e)) from e
+        except automaton.RegexError as e:
+          if 'matches nothing' in str(e):
+            continue  # Nothing to leave out.
+          raise SchemaError(where, 'not', f'unsupported regex: {e}') from e
+        try:
+          dfa = dfa_ops.difference(dfa, bad, limits.max_states)
+        except automaton.LimitError as e:
+          raise SchemaError(where, 'not', str(e)) from e
+        except automaton.RegexError:
+          return None  # Every string left matches the pattern.
     return dfa
 
   def _meet(self, a, b, where, key):
@@ -492,6 +519,22 @@ def _integers_are_multiples(m: float) -> bool:
   q = n / m
   inv = 1 / m
   return bool(abs(inv - round(inv)) < 1e-9 * inv and np.all(q == np.floor(q)))
+
+
+@functools.lru_cache(maxsize=8)
+def _printable_strings(limits: automaton.Limits) -> automaton.Dfa:
+  return automaton.to_dfa(rep(one(automaton.byte_set((0x20, 0x7E))), 0, None), limits)
+
+
+def _nested_one_of(comp: Compiler, subs: Any, where: str) -> bool:
+  """Whether an allOf member (its `$ref` inlined) holds a `oneOf` of its own."""
+  if not isinstance(subs, list):
+    return False
+  for i, sub in enumerate(subs):
+    sub = comp.deref(sub, ptr(where, 'allOf', i))
+    if isinstance(sub, dict) and 'oneOf' in sub:
+      return True
+  return False
 
 
 def _portable(pattern: str) -> Node:
