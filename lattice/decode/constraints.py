@@ -51,6 +51,15 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
 
   Raises SchemaError (keyword + JSON pointer) for unsupported or malformed schemas.
   """
+  return schema_regex_report(schema, options)[0]
+
+
+def schema_regex_report(schema: Any, options: Options = Options()
+                        ) -> tuple[automaton.Node, tuple[str, ...]]:
+  """(`schema_regex`, the compiler's warnings): one line per place where valid
+  instances are left out beyond the documented policy (optional members shed by
+  `Options.max_object_states`), naming the JSON pointer. Raises as `schema_regex`.
+  """
   try:
     compiler = jsonschema_lib.Compiler(schema, options)
     node = compiler.node(compiler.root)
@@ -63,20 +72,27 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
   if node is None:
     raise SchemaError('/', 'schema', 'no instance can be written (false, empty enum, '
                       'contradictory bounds, or recursion beyond max_ref_depth)')
-  return node
+  return node, tuple(dict.fromkeys(compiler.warnings))
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_cached(key: str, options: Options) -> automaton.Dfa:
+def _compile_cached(key: str, options: Options) -> tuple[automaton.Dfa, tuple[str, ...]]:
   schema = json.loads(key)
+  node, warnings = schema_regex_report(schema, options)
   try:
-    return automaton.to_dfa(schema_regex(schema, options), options.limits)
+    return automaton.to_dfa(node, options.limits), warnings
   except automaton.RegexError as e:
     raise SchemaError('/', 'schema', str(e)) from e
 
 
 def compile_schema(schema: Any, options: Options = Options()) -> automaton.Dfa:
   """The DFA of `schema` (cached per schema and options). Raises SchemaError."""
+  return compile_schema_report(schema, options)[0]
+
+
+def compile_schema_report(schema: Any, options: Options = Options()
+                          ) -> tuple[automaton.Dfa, tuple[str, ...]]:
+  """(`compile_schema`, its warnings: see `schema_regex_report`). Raises SchemaError."""
   try:
     key = json.dumps(schema, allow_nan=False)  # Key order matters: members are written in it.
   except (TypeError, ValueError) as e:
@@ -93,6 +109,8 @@ class TokenIndex:
   eos_id: int = flax.struct.field(pytree_node=False, default=tokenizer_lib.EOS_ID)
   # Fewest tokens, EOS excluded, of any match: generate needs at least this many.
   min_tokens: int = flax.struct.field(pytree_node=False, default=0)
+  # The schema compiler's warnings (`schema_regex_report`): valid texts left out.
+  warnings: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
   @property
   def n_states(self) -> int:
@@ -210,9 +228,11 @@ def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
   """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default).
 
   Raises SchemaError (unsupported/malformed/over the caps) or ValueError (no
-  token sequence of `vocab` spells a match).
+  token sequence of `vocab` spells a match). The index carries the compiler's
+  `warnings` (e.g. optional members shed past `Options.max_object_states`).
   """
-  return build_index(compile_schema(schema, options), vocab, **kwargs)
+  dfa, warnings = compile_schema_report(schema, options)
+  return build_index(dfa, vocab, **kwargs).replace(warnings=warnings)
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,

@@ -58,6 +58,7 @@ class Options:
   max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
   max_object_states: int = 20_000  # an object's members past this: largest optional ones left out
+  embed_max_states: int = 4_000   # larger members stay ASTs (`Compiler.minimal`)
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
@@ -85,6 +86,12 @@ class Compiler:
     # places (or a subschema inlined k times) is compiled once.
     self._memo: dict[tuple, Node | None] = {}
     self._ref_refs: dict[str, list[str]] = {}
+    # Per subschema object (by id, the object held): its text and reachable refs.
+    self._texts: dict[int, tuple] = {}
+    # Per AST node (by id, the node held): `containers.approx_states`.
+    self.sizes: dict[int, tuple] = {}
+    # Warnings for the caller (e.g. optional members left out by `max_object_states`).
+    self.warnings: list[str] = []
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
     # also stops at it): checked at every subschema and member DFA.
     self.deadline = time.perf_counter() + opts.limits.max_seconds
@@ -116,10 +123,16 @@ class Compiler:
     reachable from it, how often each is on the path (and the path's re-entries):
     the recursion bound (`ref_blocked`) reads nothing else. None: not memoised
     (a reference that does not resolve: `node` raises the error itself)."""
-    try:
-      text = json.dumps(s, allow_nan=False)
-      reach = self._reach(text)
-    except (SchemaError, TypeError, ValueError, RecursionError):
+    got = self._texts.get(id(s))
+    if got is None:
+      try:
+        text = json.dumps(s, allow_nan=False)
+        got = (s, text, self._reach(text))
+      except (SchemaError, TypeError, ValueError, RecursionError):
+        got = (s, None, None)
+      self._texts[id(s)] = got  # Holding `s`: its id is not reused meanwhile.
+    _, text, reach = got
+    if text is None:
       return None
     if not reach:
       return (text,)
@@ -451,6 +464,8 @@ class Compiler:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
     if _has_counted_loop(node, self.opts.limits.region_min):
+      return node
+    if not automaton._size_at_most(node, self.opts.embed_max_states):  # pylint: disable=protected-access
       return node
     self.check_time('')
     try:
