@@ -250,6 +250,18 @@ GROUPS = [
         'oneOf': [{'type': 'integer'}, {'type': 'string'}],
         'allOf': [{'oneOf': [{'type': 'string', 'maxLength': 2}, {'type': 'boolean'}]}]},
      ['"ab"', '""'], ['1', 'true', '"abc"']),
+    # oneOf of single-member objects: each branch writes its own member.
+    ('oneOf of single-member objects', {'oneOf': [
+        {'properties': {'a': {'type': 'integer'}}, 'additionalProperties': False},
+        {'properties': {'b': {'type': 'string'}}, 'additionalProperties': False}]},
+     ['{"a":1}', '{"b":"x"}'], ['{}', '{"a":1,"b":"x"}', '1']),
+    # oneOf of requireds: a non-object passes both, so only objects are written.
+    ('oneOf of requireds beside arrays', {
+        'anyOf': [{'type': 'array', 'items': {'type': 'integer'}},
+                  {'type': 'object', 'properties': {'c': {'type': 'integer'},
+                                                    'm': {'type': 'integer'}}}],
+        'oneOf': [{'required': ['c']}, {'required': ['m']}]},
+     ['{"c":1}', '{"m":2}'], ['[]', '[1]', '{"c":1,"m":2}', '{}']),
 ]
 IDS = [g[0] for g in GROUPS]
 

@@ -16,8 +16,10 @@ property whose `const`/`enum` the other branch forbids, one that it disallows or
 whose additionalProperties schema excludes the value, more required members than
 its maxProperties, one it requires that the branch never writes, or every branch
 of the branch's own anyOf/oneOf excluding it), narrowed where that makes them
-exclusive (a name another branch requires is never written; the JSON types
-another branch admits are never written).
+exclusive (a name another branch requires is never written, and then only
+objects; a member of the branch's own that another branch's
+`additionalProperties: false` forbids is always written; the JSON types another
+branch admits are never written).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
+from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite, search
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, rebase_refs,
                                                resolve_pointer, strip)
 
@@ -254,9 +256,11 @@ class Compiler:
 
   def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
     """Branch `b`, narrowed so that nothing written validates against `others`
-    (a name another branch requires is never written), or None if unprovable."""
+    (a name another branch requires is never written; a member of b's own that
+    another branch's `additionalProperties: false` forbids is always written), or
+    None if unprovable."""
     from lattice.decode.jsonschema import disjoint  # pylint: disable=g-import-not-at-top
-    drops, banned = {}, set()
+    drops, banned, adds = {}, set(), {}
     for c in others:
       if _excludes(self, b, c, base):
         continue
@@ -268,20 +272,35 @@ class Compiler:
       if names:
         drops[names[0]] = False
         continue
+      # c allows no members but its own: b always writes one of its own that c
+      # does not declare (`oneOf` of single-member objects).
+      own = [] if cd.get('additionalProperties') is not False or cd.get(
+          'patternProperties') else [q for q, v in bd.get('properties', {}).items()
+                                     if v is not False and q not in cd.get('properties', {})]
+      if own:
+        adds.setdefault(own[0], None)
+        continue
       # Else: never write the JSON types c admits (c's own keywords bound them; an
       # integer-only c also bans numbers, which may be written as integers).
       their = disjoint.admitted_types(self, c, base)
       if their >= set(TYPES):
         return None
       banned |= their | ({'number'} if 'integer' in their else set())
-    if not drops and not banned:
+    if not drops and not banned and not adds:
       return b
     narrowed = self.deref(b, where)
+    if adds:
+      narrowed = merge(narrowed, {'type': 'object', 'required': list(adds)}, where)
     if drops:
       narrowed = merge(narrowed, {'properties': drops}, where)
     if banned:
       narrowed = merge(narrowed, {'type': [t for t in TYPES if t not in banned]}, where)
     ok = all(_excludes(self, narrowed, c, base) for c in others)
+    if not ok and drops:
+      # A `required` excludes only objects (a non-object passes it vacuously):
+      # narrowed to objects too.
+      narrowed = merge(narrowed, {'type': 'object'}, where)
+      ok = all(_excludes(self, narrowed, c, base) for c in others)
     return narrowed if ok else None
 
   # -- types -----------------------------------------------------------------------------
@@ -397,6 +416,13 @@ class Compiler:
     bounded = False  # Some regex already writes at most `hi` characters.
     for parse, p, key in regexes:
       try:
+        if parse is regex_parse.parse_search and (
+            hi is None or regex_parse.leading_lookahead(p) is not None):
+          d = search.search_dfa(p, limits)  # No length cap to fold into the AST.
+          dfa = d if dfa is None else self._meet(dfa, d, where, key)
+          if dfa is None:
+            return None
+          continue
         node = parse(p)
         if hi is not None:
           # Unbounded repetitions capped so the regex itself stays within maxLength
@@ -409,7 +435,7 @@ class Compiler:
       except automaton.LimitError as e:
         raise SchemaError(where, key, str(e)) from e
       except automaton.RegexError as e:
-        if 'matches nothing' in str(e):
+        if 'nothing' in str(e):  # Matches no string.
           return None
         raise SchemaError(where, key, f'unsupported regex: {e}') from e
       dfa = d if dfa is None else self._meet(dfa, d, where, key)
@@ -428,11 +454,11 @@ class Compiler:
         if dfa is None:
           break
         try:
-          bad = automaton.to_dfa(regex_parse.parse_search(p), limits)
+          bad = search.search_dfa(p, limits)
         except automaton.LimitError as e:
           raise SchemaError(where, 'not', str(e)) from e
         except automaton.RegexError as e:
-          if 'matches nothing' in str(e):
+          if 'nothing' in str(e):  # Matches no string.
             continue  # Nothing to leave out.
           raise SchemaError(where, 'not', f'unsupported regex: {e}') from e
         try:

@@ -22,10 +22,12 @@ a large definition under many optional members otherwise passes the state cap).
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
+from lattice.decode.jsonschema import search
 from lattice.decode.jsonschema.common import KEY_CHAR as _KEY_CHAR
 from lattice.decode.jsonschema.common import dumps as _dumps
 from lattice.decode.jsonschema.common import nonneg_int as _nonneg_int
@@ -229,8 +231,13 @@ def _deps(d: Any) -> dict[str, list[str]]:
   return out
 
 
+_PRINTABLE = re.compile('[\x20-\x7e]*')
+
+
 def _search(pattern: str, name: str, where: str) -> bool:
   try:
+    if _PRINTABLE.fullmatch(name):  # `search_dfa` is exact on printable ASCII.
+      return search.search_dfa(pattern).matches(name)
     return automaton.to_dfa(regex_parse.parse_search(pattern)).matches(name)
   except automaton.RegexError as e:
     raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
@@ -256,7 +263,7 @@ def _extras(comp, s, props, patterns, addl, name_dfa, where, depth) -> Node | No
   """One extra member `"name":value`, or None when none can be written."""
   for pat in patterns:
     try:
-      automaton.to_dfa(regex_parse.parse_search(pat), comp.opts.limits)
+      search.search_dfa(pat, comp.opts.limits)
     except automaton.RegexError as e:
       raise SchemaError(ptr(where, 'patternProperties', pat), 'patternProperties',
                         f'unsupported regex: {e}') from e
@@ -286,7 +293,8 @@ def _extra_names(props: tuple, patterns: tuple, name_dfa, limits):
   if props:  # Declared names (and names with dependencies): never extras.
     declared = automaton.to_dfa(alt(*(lit(n) for n in props)), limits)
     names = _diff(names, declared)
-  pats = {pat: automaton.to_dfa(regex_parse.parse_search(pat), limits) for pat in patterns}
+  # Names are printable ASCII (`KEY_CHAR`), where `search_dfa` is exact.
+  pats = {pat: search.search_dfa(pat, limits) for pat in patterns}
   per_pattern = []
   for pat in patterns:
     # Names matching this pattern and no other (so one schema applies).
