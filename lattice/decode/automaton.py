@@ -307,7 +307,8 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
       lambda n: _subset_dfa_cached(n, limits))
   tag = np.full(len(accepting), -1, np.int64)
   delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
-  delta, accepting = _renumber(delta, accepting)
+  # (Unreachable rows, e.g. of a local fallback's abandoned attempt, stay until the
+  # final renumbering; the start is still state 0.)
   # Classes every state treats alike merged (the arena's partition is global).
   col = _row_ids(delta.T)
   _, first = np.unique(col, return_index=True)

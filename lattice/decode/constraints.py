@@ -183,6 +183,34 @@ def _distances(next_SxT: np.ndarray, accepting: np.ndarray) -> np.ndarray:
   return np.where(dist >= 0, dist, INF)
 
 
+def _byte_tables(dfa: automaton.Dfa, vocab: list, S_pad: int, V: int):
+  """(next_SxV, need_SxV, dist) for a vocabulary of one-byte tokens (and specials).
+
+  A token edge is then a byte edge: the fewest tokens to acceptance are the fewest
+  bytes over the classes the vocabulary holds (an S x C search), and each table is
+  its S x C form gathered once by the tokens' classes (no walk over S x V).
+  Raises ValueError when no token sequence spells a match.
+  """
+  S = dfa.n_states
+  tok = np.array([i for i, v in enumerate(vocab) if v], np.int64)
+  cls_T = dfa.byte_class[np.array([vocab[i][0] for i in tok], np.int64)] if len(tok) else (
+      np.zeros(0, np.int64))
+  held = np.unique(cls_T)
+  dist = automaton.distances_to_accept(dfa.delta_SxC[:, held], dfa.accepting)
+  dist = np.where(dist >= 0, dist, INF)
+  if dist[0] >= INF:
+    raise ValueError('build_index: no token sequence of this vocabulary spells a match')
+  # Index -1 (rejected) reads the appended INF.
+  need_SxC = np.append(dist, INF).astype(np.int32)[dfa.delta_SxC]
+  next_SxC = np.where(need_SxC < INF, dfa.delta_SxC, -1).astype(np.int32)
+  next_SxV = np.full((S_pad, V), -1, np.int32)
+  need_SxV = np.full((S_pad, V), INF, np.int32)
+  cols = slice(0, len(tok)) if np.array_equal(tok, np.arange(len(tok))) else tok
+  next_SxV[:S, cols] = next_SxC[:, cls_T]
+  need_SxV[:S, cols] = need_SxC[:, cls_T]
+  return next_SxV, need_SxV, dist
+
+
 def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None, *,
                 eos_id: int = tokenizer_lib.EOS_ID, vocab_size: int | None = None,
                 state_multiple: int = 64) -> TokenIndex:
@@ -200,23 +228,26 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
   if vocab[eos_id] is not None:
     raise ValueError(f'build_index: eos_id {eos_id} is a text token {vocab[eos_id]!r}')
   S = dfa.n_states
-  next_SxT = _walk_tokens(dfa, vocab)
-  dist = _distances(next_SxT, dfa.accepting)
-  if dist[0] >= INF:
-    raise ValueError('build_index: no token sequence of this vocabulary spells a match')
   S_pad = -(-S // state_multiple) * state_multiple
   T = len(vocab)
-  # Index -1 (rejected) reads the appended INF.
-  need_SxT = np.append(dist, INF).astype(np.int32)[next_SxT]
-  next_SxT[need_SxT >= INF] = -1
-  if S_pad == S and V == T:
-    next_SxV, need_SxV = next_SxT, need_SxT
+  if all(v is None or len(v) <= 1 for v in vocab):
+    next_SxV, need_SxV, dist = _byte_tables(dfa, vocab, S_pad, V)
   else:
-    next_SxV = np.empty((S_pad, V), np.int32)
-    need_SxV = np.empty((S_pad, V), np.int32)
-    next_SxV[:S, :T], need_SxV[:S, :T] = next_SxT, need_SxT
-    next_SxV[S:], need_SxV[S:] = -1, INF
-    next_SxV[:S, T:], need_SxV[:S, T:] = -1, INF
+    next_SxT = _walk_tokens(dfa, vocab)
+    dist = _distances(next_SxT, dfa.accepting)
+    if dist[0] >= INF:
+      raise ValueError('build_index: no token sequence of this vocabulary spells a match')
+    # Index -1 (rejected) reads the appended INF.
+    need_SxT = np.append(dist, INF).astype(np.int32)[next_SxT]
+    next_SxT[need_SxT >= INF] = -1
+    if S_pad == S and V == T:
+      next_SxV, need_SxV = next_SxT, need_SxT
+    else:
+      next_SxV = np.empty((S_pad, V), np.int32)
+      need_SxV = np.empty((S_pad, V), np.int32)
+      next_SxV[:S, :T], need_SxV[:S, :T] = next_SxT, need_SxT
+      next_SxV[S:], need_SxV[S:] = -1, INF
+      next_SxV[:S, T:], need_SxV[:S, T:] = -1, INF
   need_SxV[:S, eos_id] = np.where(dfa.accepting, 0, INF)
   next_SxV[:S, eos_id] = np.where(dfa.accepting, np.arange(S), -1)
   return TokenIndex(next_SxV=next_SxV, need_SxV=need_SxV, start=0, eos_id=eos_id,
