@@ -495,7 +495,8 @@ class Compiler:
       return node
     self.check_time('')
     try:
-      return automaton.embed(automaton.to_dfa(node, self.opts.limits))
+      # Not minimised: the enclosing automaton minimises it with everything else.
+      return automaton.embed(automaton.to_dfa(node, self.opts.limits, minimise=False))
     except automaton.LimitError as e:
       raise SchemaError('', 'schema', str(e)) from e
     finally:
