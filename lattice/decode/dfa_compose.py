@@ -87,8 +87,18 @@ class _Arena:
     the state of the set of their targets (made here, with its successors)."""
     row = self._merged(np.stack(rows), exit_set)
     while self.todo:
-      s = self.todo.pop()
-      self.rows[s] = self._merged(self.rows[sorted(self.base[s])], exit_set)
+      batch, self.todo = self.todo, []
+      pairs = [s for s in batch if len(self.base[s]) == 2]
+      for s in batch:  # Sets of three or more states: one at a time.
+        if len(self.base[s]) != 2:
+          self.rows[s] = self._merged(self.rows[sorted(self.base[s])], exit_set)
+      if pairs:  # Pairs (the common case): one vectorised step for the batch.
+        ab = np.array([sorted(self.base[s]) for s in pairs], np.int64)
+        a_PxC, b_PxC = self.rows[ab[:, 0]], self.rows[ab[:, 1]]
+        hi = np.maximum(a_PxC, b_PxC)
+        for i, c in zip(*np.nonzero((a_PxC >= 0) & (b_PxC >= 0) & (a_PxC != b_PxC))):
+          hi[i, c] = self._subset({int(a_PxC[i, c]), int(b_PxC[i, c])}, exit_set)
+        self.rows[np.array(pairs)] = hi
     return row
 
   def _merged(self, stack: np.ndarray, exit_set: set[int]) -> np.ndarray:
@@ -106,7 +116,10 @@ class _Arena:
     return hi
 
   def _subset(self, targets: set[int], exit_set: set[int]) -> int:
-    base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
+    if self.base.keys().isdisjoint(targets):  # Base states only (the common case).
+      base = frozenset(targets)
+    else:
+      base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
     if len(base) == 1:
       return next(iter(base))
     got = self.subset_of.get(base)
