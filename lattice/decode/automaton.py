@@ -269,40 +269,37 @@ class _RegionConflict(Exception):
     self.node_ids = node_ids
 
 
-def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS, minimise: bool = True) -> Dfa:
+def to_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa:
   """Composition (or subset construction), counted-loop unrolling, pruning and
   minimisation.
 
-  `minimise=False` skips minimising a composed automaton (correct, a little
-  larger): for a piece that an enclosing automaton embeds and minimises again
-  (composed pieces shrink ~5% on JSONSchemaBench while Moore's rounds cost a
-  fifth of a compile). Cached per (node, limits, minimise) in this process: a
-  schema's members repeat the same pieces (strings, numbers, `$ref` targets), and
-  so do a server's schemas. The result is shared: treat it as read-only.
+  Cached per (node, limits) in this process: a schema's members repeat
+  the same pieces (strings, numbers, `$ref` targets), and so do a server's
+  schemas. The result is shared: treat it as read-only.
   """
   try:
-    return _to_dfa_cached(node, limits, minimise)
+    return _to_dfa_cached(node, limits)
   except TypeError:  # An unhashable node (a caller's own payload): not cached.
-    return _to_dfa_uncached(node, limits, minimise)
+    return _to_dfa_uncached(node, limits)
 
 
 @functools.lru_cache(maxsize=4096)
-def _to_dfa_cached(node: Node, limits: Limits, minimise: bool = True) -> Dfa:
-  return _to_dfa_uncached(node, limits, minimise)
+def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
+  return _to_dfa_uncached(node, limits)
 
 
-def _to_dfa_uncached(node: Node, limits: Limits, minimise: bool = True) -> Dfa:
+def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
   """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
   the subset construction (also for small ASTs, where it costs less)."""
   if _size_at_most(node, _SMALL_AST):
     return _subset_dfa(node, limits)
   try:
-    return _composed_dfa(node, limits, minimise)
+    return _composed_dfa(node, limits)
   except dfa_compose.Fallback:
     return _subset_dfa(node, limits)
 
 
-def _composed_dfa(node: Node, limits: Limits, minimise: bool = True) -> Dfa:
+def _composed_dfa(node: Node, limits: Limits) -> Dfa:
   """`dfa_compose.compose`, trimmed, minimised, renumbered and interned; raises
   `dfa_compose.Fallback` where the pieces overlap."""
   delta, byte_class, accepting = dfa_compose.compose(
@@ -321,9 +318,8 @@ def _composed_dfa(node: Node, limits: Limits, minimise: bool = True) -> Dfa:
   delta = np.ascontiguousarray(delta[:, first[order]])
   byte_class = rank[col][byte_class].astype(np.int32)
   S = len(accepting)
-  if minimise:
-    delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
-                                       np.zeros(delta.shape, bool))
+  delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
+                                     np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
   return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
 

@@ -61,6 +61,9 @@ class Options:
   extra_properties: bool = False  # write extra members when additionalProperties is absent
   max_object_states: int = 20_000  # an object's members past this: largest optional ones left out
   embed_max_states: int = 4_000   # larger members stay ASTs (`Compiler.minimal`)
+  # (4000: WashingtonPost's nested ANS schemas time out with every member a DFA;
+  # 1000 / 4000 / 16000 gave about the same medians on Github_ultra,
+  # WashingtonPost, JsonSchemaStore and Github_hard at 30 a subset.)
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
@@ -479,7 +482,15 @@ class Compiler:
 
   def minimal(self, node: Node) -> Node:
     """`node` as its own minimal DFA, embedded: the parent's composition (or subset
-    construction) and minimisation then see each member at its minimal size.
+    construction) and minimisation then see each member at its minimal size (left
+    unminimised, nested members compound: four JSONSchemaBench schemas then pass
+    `Limits.max_states`).
+
+    A member past `Options.embed_max_states` (estimated: byte sets and embedded
+    states) stays an AST: built as a DFA at every nesting level, a deep schema
+    paid levels x its size in composition and minimisation passes; left in the
+    AST, the final `to_dfa` composes it once (a WashingtonPost schema: > 10 s ->
+    2.3 s).
 
     A node holding a long counted repetition (`maxLength` above
     `Limits.region_min`) is kept as it is: embedded, its repetition would be
@@ -495,8 +506,7 @@ class Compiler:
       return node
     self.check_time('')
     try:
-      # Not minimised: the enclosing automaton minimises it with everything else.
-      return automaton.embed(automaton.to_dfa(node, self.opts.limits, minimise=False))
+      return automaton.embed(automaton.to_dfa(node, self.opts.limits))
     except automaton.LimitError as e:
       raise SchemaError('', 'schema', str(e)) from e
     finally:
