@@ -451,6 +451,17 @@ def test_large_optional_members_are_shed_soundly():
   assert index.warnings == warns and constraints.for_schema(schema).warnings == ()
 
 
+def test_long_strings_are_sized_by_states_not_byte_sets():
+  # Each pattern member's value unrolls 256 characters of ~5 DFA states (not of
+  # the ~23 byte sets of every UTF-8 form): well under max_object_states, so the
+  # extra members are written (counted by byte sets, all of them were shed).
+  schema = {'type': 'object', 'patternProperties': {
+      '^a[a-z]{0,20}$': {'type': 'string', 'maxLength': 300},
+      '^b[a-z]{0,20}$': {'type': 'string', 'maxLength': 300}}}
+  dfa, warns = constraints.compile_schema_report(schema)
+  assert warns == () and dfa.matches('{"ab":"x","bc":"y"}')
+
+
 def test_color_walks_pass_the_draft3_format_checker():
   # Draft 2020-12 treats `color` as an annotation; jsonschema's own checker (all
   # formats, draft 3's `color` among them with webcolors) must accept every text.

@@ -198,7 +198,13 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
     size = sum(approx_states(m, memo) for m, _ in node[1]) + len(node[1])
   else:
     _, body, lo, hi = node
-    size = approx_states(body, memo) * max(1, hi if hi is not None else lo + 1)
+    copies = max(1, hi if hi is not None else lo + 1)
+    if automaton.is_char(body):
+      # A character's DFA, not its byte sets: a JSON string character is ~23 sets
+      # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
+      size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+    else:
+      size = approx_states(body, memo) * copies
   if memo is not None:
     memo[id(node)] = (node, size)
   return size
