@@ -8,7 +8,8 @@ process pays for imports), for every `.json` schema under each subfolder of DIR
 (JSONSchemaBench's `data/<subset>/` layout): the time of each compile phase —
 schema -> regex AST (`ast_s`), AST -> minimal DFA (`dfa_s`), DFA -> token tables
 (`index_s`), the CPU time of all three (`cpu_s`: what a busy machine inflates
-least) — the DFA's states, and on failure the error (its first line). A
+least) — the DFA's states, the compiler's warnings (optional members shed past
+`Options.max_object_states`), and on failure the error (its first line). A
 schema that runs past `--cap` seconds (wall clock, in a forked child) counts as
 a time-out. Printed: per subset coverage and median/p95 total compile ms, then the
 failure buckets (error text with pointers stripped) and the slowest schemas with
@@ -37,7 +38,8 @@ def _phases(schema) -> dict:
   try:
     c0 = time.process_time()
     t0 = time.perf_counter()
-    node = constraints.schema_regex(schema)
+    node, warnings = constraints.schema_regex_report(schema)
+    rec['warnings'] = list(warnings)
     t1 = time.perf_counter()
     dfa = automaton.to_dfa(node)
     t2 = time.perf_counter()
@@ -101,15 +103,19 @@ def main(argv=None):
       rec.update(subset=subset, schema=name)
       if args.verbose:
         t = sum(rec.get(k, 0) for k in ('ast_s', 'dfa_s', 'index_s'))
-        print(f'  {subset}/{name}: {t * 1e3:.0f} ms {rec.get("error", "")}', flush=True)
+        print(f'  {subset}/{name}: {t * 1e3:.0f} ms {rec.get("error", "")}'
+              f'{" (warnings: %d)" % len(rec["warnings"]) if rec.get("warnings") else ""}',
+              flush=True)
       recs.append(rec)
     ok = sorted(r['ast_s'] + r['dfa_s'] + r['index_s'] for r in recs if r['ok'])
     med = statistics.median(ok) * 1e3 if ok else math.nan
     p95 = ok[math.ceil(0.95 * len(ok)) - 1] * 1e3 if ok else math.nan
     cpu = [r['cpu_s'] for r in recs if r['ok']]
     cpu_med = statistics.median(cpu) * 1e3 if cpu else math.nan
+    shed = sum(1 for r in recs if r.get('warnings'))
     print(f'{subset:>16}: {len(ok)}/{len(recs)} compiled, median {med:.1f} ms, '
-          f'p95 {p95:.1f} ms (CPU median {cpu_med:.1f} ms)', flush=True)
+          f'p95 {p95:.1f} ms (CPU median {cpu_med:.1f} ms), warnings in {shed}',
+          flush=True)
     all_recs += recs
   print('\nfailure buckets:')
   counts = collections.Counter(bucket(r['error']) for r in all_recs if not r['ok'])

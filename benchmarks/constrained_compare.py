@@ -12,7 +12,9 @@ validator itself rejects or cannot evaluate is left out of the soundness count.
 
 Figures per engine: coverage (compiled / schemas), compile ms median and p95 over
 compiled schemas, host-side mask µs per token (median over schemas of the mean
-per step), finished walks, invalid outputs and schemas with any invalid output.
+per step), finished walks, invalid outputs and schemas with any invalid output,
+and schemas compiled with a warning (lattice's `TokenIndex.warnings`: optional
+members shed past `Options.max_object_states`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def _worker(name: str, conn, walks: int, max_tokens: int):
     try:
       t0 = time.perf_counter()
       g = engine.compile(schema)
-      rec.update(ok=True, compile_s=time.perf_counter() - t0)
+      rec.update(ok=True, compile_s=time.perf_counter() - t0,
+                 warnings=list(getattr(g, 'warnings', ()) or ()))
       rng = np.random.default_rng(abs(hash(key)) % 2**32)
       outs, t_mask, n_mask = [], 0.0, 0
       for _ in range(walks):
@@ -222,6 +225,8 @@ def summarise(recs: list[dict]) -> dict:
       'invalid_outputs': sum(r.get('invalid', 0) for r in ok),
       'non_utf8_outputs': sum(r.get('non_utf8', 0) for r in ok),
       'schemas_with_invalid': sum(1 for r in ok if r.get('invalid')),
+      # Compiled with a warning (lattice: optional members shed past a size cap).
+      'schemas_with_warnings': sum(1 for r in ok if r.get('warnings')),
       'top_errors': dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8]),
   }
 
@@ -232,7 +237,8 @@ def format_row(s: dict) -> str:
           f"compile median {f(s['compile_ms_median'], '.1f')} ms p95 "
           f"{f(s['compile_ms_p95'], '.1f')} ms, mask {f(s['mask_us_median'], '.1f')} µs/token, "
           f"invalid {s['invalid_outputs']}/{s['outputs_checked']} outputs "
-          f"({s['schemas_with_invalid']} schemas, {s['non_utf8_outputs']} non-UTF-8)")
+          f"({s['schemas_with_invalid']} schemas, {s['non_utf8_outputs']} non-UTF-8), "
+          f"warnings in {s.get('schemas_with_warnings', 0)} schemas")
 
 
 def markdown_table(results: dict) -> str:

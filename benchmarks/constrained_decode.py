@@ -40,7 +40,9 @@ mask, XGrammar). `--json PATH` writes {"mask_overhead_us_per_token" (batch 1),
 "valid_fraction", "unconstrained_valid_fraction", "mask_only_us_per_step",
 "rows", "schemas", settings, "comparison": {subset: {engine: {"coverage",
 "compile_ms_median", "compile_ms_p95", "mask_us_median", "outputs_checked",
-"invalid_outputs", "non_utf8_outputs", "schemas_with_invalid", "top_errors"}}}}.
+"invalid_outputs", "non_utf8_outputs", "schemas_with_invalid",
+"schemas_with_warnings" (lattice: compiled with optional members shed past
+`Options.max_object_states`, see `TokenIndex.warnings`), "top_errors"}}}}.
 """
 
 from __future__ import annotations

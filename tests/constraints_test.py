@@ -142,6 +142,21 @@ def test_token_tables_equal_byte_walks(k):
   assert (index.need_SxV[:S] < constraints.INF).any(axis=1).all()
 
 
+@pytest.mark.parametrize('k', range(1, 30, 7))
+def test_byte_vocab_tables_equal_the_token_walk(k):
+  # The one-byte fast path (S x C tables gathered by class) against the general
+  # walk: a two-byte token no DFA ever reads (invalid UTF-8) sends the same DFA
+  # down the general path without changing any distance.
+  dfa = constraints.compile_schema(SCHEMAS[k])
+  fast = constraints.build_index(dfa, vocab_size=384)
+  walked = constraints.build_index(dfa, constraints.byte_vocab() + [b'\xff\xff'],
+                                   vocab_size=384)
+  n = len(constraints.byte_vocab())
+  np.testing.assert_array_equal(fast.next_SxV[:, :n], walked.next_SxV[:, :n])
+  np.testing.assert_array_equal(fast.need_SxV[:, :n], walked.need_SxV[:, :n])
+  assert fast.min_tokens == walked.min_tokens
+
+
 def test_unsupported_schemas_are_clear_errors():
   # More cases, each naming its keyword and JSON pointer: tests/jsonschema_test.py.
   for bad in ({'not': {'minimum': 1}}, {'type': 'string', 'pattern': '(?<=a)'},

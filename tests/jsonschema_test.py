@@ -232,6 +232,36 @@ GROUPS = [
             'additionalProperties': False}},
         'required': ['p'], 'additionalProperties': False},
      ['{"p":{"q":"a"}}'], ['{"p":{"q":1}}']),
+    # not of a pattern: printable-ASCII strings the pattern does not match.
+    ('not pattern', {'type': 'string', 'minLength': 1, 'not': {'pattern': '^[a-c]+$'}},
+     ['"abd"', '"x"', '"a b"'], ['"abc"', '"a"', '""', '1', '"\\n"']),
+    # allOf of two different nots (kept apart, not merged into one).
+    ('allOf of two nots', {'type': 'object', 'properties': {
+        'a': {'type': 'integer'}, 'b': {'type': 'integer'}, 'c': {'type': 'null'}},
+        'allOf': [{'not': {'required': ['a']}}, {'not': {'required': ['b']}}]},
+     ['{}', '{"c":null}'], ['{"a":1}', '{"b":2}']),
+    # Two different consts: nothing satisfies both, so the member is never written.
+    ('conflicting consts', {'type': 'object', 'properties': {
+        'k': {'type': 'integer'}, 'm': {'type': 'boolean'}}, 'allOf': [
+        {'properties': {'m': {'const': True}}}, {'properties': {'m': {'const': False}}}]},
+     ['{"k":1}', '{}'], ['{"m":true}', '{"m":false}']),
+    # A oneOf beside an allOf member holding another oneOf: branches first.
+    ('oneOf beside a oneOf in allOf', {
+        'oneOf': [{'type': 'integer'}, {'type': 'string'}],
+        'allOf': [{'oneOf': [{'type': 'string', 'maxLength': 2}, {'type': 'boolean'}]}]},
+     ['"ab"', '""'], ['1', 'true', '"abc"']),
+    # oneOf of single-member objects: each branch writes its own member.
+    ('oneOf of single-member objects', {'oneOf': [
+        {'properties': {'a': {'type': 'integer'}}, 'additionalProperties': False},
+        {'properties': {'b': {'type': 'string'}}, 'additionalProperties': False}]},
+     ['{"a":1}', '{"b":"x"}'], ['{}', '{"a":1,"b":"x"}', '1']),
+    # oneOf of requireds: a non-object passes both, so only objects are written.
+    ('oneOf of requireds beside arrays', {
+        'anyOf': [{'type': 'array', 'items': {'type': 'integer'}},
+                  {'type': 'object', 'properties': {'c': {'type': 'integer'},
+                                                    'm': {'type': 'integer'}}}],
+        'oneOf': [{'required': ['c']}, {'required': ['m']}]},
+     ['{"c":1}', '{"m":2}'], ['[]', '[1]', '{"c":1,"m":2}', '{}']),
 ]
 IDS = [g[0] for g in GROUPS]
 
@@ -412,6 +442,24 @@ def test_large_optional_members_are_shed_soundly():
   for text in ('{"id":1}', '{"id":-7,"flag":false}'):
     assert shed.matches(text)
     jsonschema.validate(json.loads(text), schema)
+  # Never silent: the compiler reports the member it left out, and the token
+  # index (what the server and the benchmark read) carries the warning.
+  _, warns = constraints.compile_schema_report(schema, constraints.Options(max_object_states=30))
+  assert len(warns) == 1 and "['big']" in warns[0] and 'max_object_states' in warns[0]
+  assert constraints.compile_schema_report(schema)[1] == ()
+  index = constraints.for_schema(schema, options=constraints.Options(max_object_states=30))
+  assert index.warnings == warns and constraints.for_schema(schema).warnings == ()
+
+
+def test_long_strings_are_sized_by_states_not_byte_sets():
+  # Each pattern member's value unrolls 256 characters of ~5 DFA states (not of
+  # the ~23 byte sets of every UTF-8 form): well under max_object_states, so the
+  # extra members are written (counted by byte sets, all of them were shed).
+  schema = {'type': 'object', 'patternProperties': {
+      '^a[a-z]{0,20}$': {'type': 'string', 'maxLength': 300},
+      '^b[a-z]{0,20}$': {'type': 'string', 'maxLength': 300}}}
+  dfa, warns = constraints.compile_schema_report(schema)
+  assert warns == () and dfa.matches('{"ab":"x","bc":"y"}')
 
 
 def test_color_walks_pass_the_draft3_format_checker():

@@ -307,9 +307,10 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
       lambda n: _subset_dfa_cached(n, limits))
   tag = np.full(len(accepting), -1, np.int64)
   delta, accepting, _, _ = _prune(delta, accepting, tag, np.zeros(delta.shape, bool))
-  delta, accepting = _renumber(delta, accepting)
+  # (Unreachable rows, e.g. of a local fallback's abandoned attempt, stay until the
+  # final renumbering; the start is still state 0.)
   # Classes every state treats alike merged (the arena's partition is global).
-  col = _row_ids(delta.T)
+  col = _column_ids(delta)
   _, first = np.unique(col, return_index=True)
   order = np.argsort(first)
   rank = np.empty_like(order)
@@ -522,6 +523,20 @@ def _prune(delta, accepting, tag, internal):
   new_id = np.where(live, np.cumsum(live) - 1, -1).astype(np.int32)
   delta = np.where(delta >= 0, new_id[np.where(delta >= 0, delta, 0)], -1)
   return delta[live], accepting[live], tag[live], internal[live]
+
+
+def _column_ids(delta_SxC: np.ndarray) -> np.ndarray:
+  """int64[C]: equal columns share an id (as `_row_ids(delta_SxC.T)`): grouped by a
+  random 64-bit hash of each column (one pass), checked exactly (on a collision,
+  `_row_ids`)."""
+  S = delta_SxC.shape[0]
+  coef = np.random.default_rng(S).integers(1, 2**62, S, dtype=np.int64).astype(np.uint64)
+  h = (delta_SxC.astype(np.uint64).T * coef).sum(axis=1)  # Wraps: a hash.
+  _, first, ids = np.unique(h, return_index=True, return_inverse=True)
+  ids = ids.reshape(-1)
+  if (delta_SxC == delta_SxC[:, first[ids]]).all():
+    return ids
+  return _row_ids(delta_SxC.T)
 
 
 def _row_ids(a_NxK: np.ndarray) -> np.ndarray:

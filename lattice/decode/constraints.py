@@ -51,6 +51,15 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
 
   Raises SchemaError (keyword + JSON pointer) for unsupported or malformed schemas.
   """
+  return schema_regex_report(schema, options)[0]
+
+
+def schema_regex_report(schema: Any, options: Options = Options()
+                        ) -> tuple[automaton.Node, tuple[str, ...]]:
+  """(`schema_regex`, the compiler's warnings): one line per place where valid
+  instances are left out beyond the documented policy (optional members shed by
+  `Options.max_object_states`), naming the JSON pointer. Raises as `schema_regex`.
+  """
   try:
     compiler = jsonschema_lib.Compiler(schema, options)
     node = compiler.node(compiler.root)
@@ -63,20 +72,27 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
   if node is None:
     raise SchemaError('/', 'schema', 'no instance can be written (false, empty enum, '
                       'contradictory bounds, or recursion beyond max_ref_depth)')
-  return node
+  return node, tuple(dict.fromkeys(compiler.warnings))
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_cached(key: str, options: Options) -> automaton.Dfa:
+def _compile_cached(key: str, options: Options) -> tuple[automaton.Dfa, tuple[str, ...]]:
   schema = json.loads(key)
+  node, warnings = schema_regex_report(schema, options)
   try:
-    return automaton.to_dfa(schema_regex(schema, options), options.limits)
+    return automaton.to_dfa(node, options.limits), warnings
   except automaton.RegexError as e:
     raise SchemaError('/', 'schema', str(e)) from e
 
 
 def compile_schema(schema: Any, options: Options = Options()) -> automaton.Dfa:
   """The DFA of `schema` (cached per schema and options). Raises SchemaError."""
+  return compile_schema_report(schema, options)[0]
+
+
+def compile_schema_report(schema: Any, options: Options = Options()
+                          ) -> tuple[automaton.Dfa, tuple[str, ...]]:
+  """(`compile_schema`, its warnings: see `schema_regex_report`). Raises SchemaError."""
   try:
     key = json.dumps(schema, allow_nan=False)  # Key order matters: members are written in it.
   except (TypeError, ValueError) as e:
@@ -93,6 +109,8 @@ class TokenIndex:
   eos_id: int = flax.struct.field(pytree_node=False, default=tokenizer_lib.EOS_ID)
   # Fewest tokens, EOS excluded, of any match: generate needs at least this many.
   min_tokens: int = flax.struct.field(pytree_node=False, default=0)
+  # The schema compiler's warnings (`schema_regex_report`): valid texts left out.
+  warnings: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
   @property
   def n_states(self) -> int:
@@ -165,6 +183,34 @@ def _distances(next_SxT: np.ndarray, accepting: np.ndarray) -> np.ndarray:
   return np.where(dist >= 0, dist, INF)
 
 
+def _byte_tables(dfa: automaton.Dfa, vocab: list, S_pad: int, V: int):
+  """(next_SxV, need_SxV, dist) for a vocabulary of one-byte tokens (and specials).
+
+  A token edge is then a byte edge: the fewest tokens to acceptance are the fewest
+  bytes over the classes the vocabulary holds (an S x C search), and each table is
+  its S x C form gathered once by the tokens' classes (no walk over S x V).
+  Raises ValueError when no token sequence spells a match.
+  """
+  S = dfa.n_states
+  tok = np.array([i for i, v in enumerate(vocab) if v], np.int64)
+  cls_T = dfa.byte_class[np.array([vocab[i][0] for i in tok], np.int64)] if len(tok) else (
+      np.zeros(0, np.int64))
+  held = np.unique(cls_T)
+  dist = automaton.distances_to_accept(dfa.delta_SxC[:, held], dfa.accepting)
+  dist = np.where(dist >= 0, dist, INF)
+  if dist[0] >= INF:
+    raise ValueError('build_index: no token sequence of this vocabulary spells a match')
+  # Index -1 (rejected) reads the appended INF.
+  need_SxC = np.append(dist, INF).astype(np.int32)[dfa.delta_SxC]
+  next_SxC = np.where(need_SxC < INF, dfa.delta_SxC, -1).astype(np.int32)
+  next_SxV = np.full((S_pad, V), -1, np.int32)
+  need_SxV = np.full((S_pad, V), INF, np.int32)
+  cols = slice(0, len(tok)) if np.array_equal(tok, np.arange(len(tok))) else tok
+  next_SxV[:S, cols] = next_SxC[:, cls_T]
+  need_SxV[:S, cols] = need_SxC[:, cls_T]
+  return next_SxV, need_SxV, dist
+
+
 def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None, *,
                 eos_id: int = tokenizer_lib.EOS_ID, vocab_size: int | None = None,
                 state_multiple: int = 64) -> TokenIndex:
@@ -182,23 +228,26 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
   if vocab[eos_id] is not None:
     raise ValueError(f'build_index: eos_id {eos_id} is a text token {vocab[eos_id]!r}')
   S = dfa.n_states
-  next_SxT = _walk_tokens(dfa, vocab)
-  dist = _distances(next_SxT, dfa.accepting)
-  if dist[0] >= INF:
-    raise ValueError('build_index: no token sequence of this vocabulary spells a match')
   S_pad = -(-S // state_multiple) * state_multiple
   T = len(vocab)
-  # Index -1 (rejected) reads the appended INF.
-  need_SxT = np.append(dist, INF).astype(np.int32)[next_SxT]
-  next_SxT[need_SxT >= INF] = -1
-  if S_pad == S and V == T:
-    next_SxV, need_SxV = next_SxT, need_SxT
+  if all(v is None or len(v) <= 1 for v in vocab):
+    next_SxV, need_SxV, dist = _byte_tables(dfa, vocab, S_pad, V)
   else:
-    next_SxV = np.empty((S_pad, V), np.int32)
-    need_SxV = np.empty((S_pad, V), np.int32)
-    next_SxV[:S, :T], need_SxV[:S, :T] = next_SxT, need_SxT
-    next_SxV[S:], need_SxV[S:] = -1, INF
-    next_SxV[:S, T:], need_SxV[:S, T:] = -1, INF
+    next_SxT = _walk_tokens(dfa, vocab)
+    dist = _distances(next_SxT, dfa.accepting)
+    if dist[0] >= INF:
+      raise ValueError('build_index: no token sequence of this vocabulary spells a match')
+    # Index -1 (rejected) reads the appended INF.
+    need_SxT = np.append(dist, INF).astype(np.int32)[next_SxT]
+    next_SxT[need_SxT >= INF] = -1
+    if S_pad == S and V == T:
+      next_SxV, need_SxV = next_SxT, need_SxT
+    else:
+      next_SxV = np.empty((S_pad, V), np.int32)
+      need_SxV = np.empty((S_pad, V), np.int32)
+      next_SxV[:S, :T], need_SxV[:S, :T] = next_SxT, need_SxT
+      next_SxV[S:], need_SxV[S:] = -1, INF
+      next_SxV[:S, T:], need_SxV[:S, T:] = -1, INF
   need_SxV[:S, eos_id] = np.where(dfa.accepting, 0, INF)
   next_SxV[:S, eos_id] = np.where(dfa.accepting, np.arange(S), -1)
   return TokenIndex(next_SxV=next_SxV, need_SxV=need_SxV, start=0, eos_id=eos_id,
@@ -210,9 +259,11 @@ def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
   """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default).
 
   Raises SchemaError (unsupported/malformed/over the caps) or ValueError (no
-  token sequence of `vocab` spells a match).
+  token sequence of `vocab` spells a match). The index carries the compiler's
+  `warnings` (e.g. optional members shed past `Options.max_object_states`).
   """
-  return build_index(compile_schema(schema, options), vocab, **kwargs)
+  dfa, warnings = compile_schema_report(schema, options)
+  return build_index(dfa, vocab, **kwargs).replace(warnings=warnings)
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,

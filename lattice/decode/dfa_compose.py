@@ -21,8 +21,9 @@ up, in one arena of rows (one shared byte-class partition), with numpy copies:
   it) is built once and shared by both ways into it (first member, or after `sep`).
 
 A merge where both rows move on one class needs a real determinisation (a number
-followed by a digit); then `Fallback` is raised and the caller uses the subset
-construction for the whole AST. Long counted repetitions of one character (the
+followed by a digit); then `Fallback` is raised, and the smallest composite node
+around the overlap is built by the subset construction and embedded (at the top
+node, the caller uses the subset construction for the whole AST). Long counted repetitions of one character (the
 counted loops of `automaton`) and JSON-escaped embeds are built by `automaton` as
 sub-DFAs and embedded. The result is trimmed (every state reaches acceptance),
 minimised within `automaton`'s budget and renumbered: the same language as
@@ -86,8 +87,18 @@ class _Arena:
     the state of the set of their targets (made here, with its successors)."""
     row = self._merged(np.stack(rows), exit_set)
     while self.todo:
-      s = self.todo.pop()
-      self.rows[s] = self._merged(self.rows[sorted(self.base[s])], exit_set)
+      batch, self.todo = self.todo, []
+      pairs = [s for s in batch if len(self.base[s]) == 2]
+      for s in batch:  # Sets of three or more states: one at a time.
+        if len(self.base[s]) != 2:
+          self.rows[s] = self._merged(self.rows[sorted(self.base[s])], exit_set)
+      if pairs:  # Pairs (the common case): one vectorised step for the batch.
+        ab = np.array([sorted(self.base[s]) for s in pairs], np.int64)
+        a_PxC, b_PxC = self.rows[ab[:, 0]], self.rows[ab[:, 1]]
+        hi = np.maximum(a_PxC, b_PxC)
+        for i, c in zip(*np.nonzero((a_PxC >= 0) & (b_PxC >= 0) & (a_PxC != b_PxC))):
+          hi[i, c] = self._subset({int(a_PxC[i, c]), int(b_PxC[i, c])}, exit_set)
+        self.rows[np.array(pairs)] = hi
     return row
 
   def _merged(self, stack: np.ndarray, exit_set: set[int]) -> np.ndarray:
@@ -105,7 +116,10 @@ class _Arena:
     return hi
 
   def _subset(self, targets: set[int], exit_set: set[int]) -> int:
-    base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
+    if self.base.keys().isdisjoint(targets):  # Base states only (the common case).
+      base = frozenset(targets)
+    else:
+      base = frozenset().union(*(self.base.get(t, (t,)) for t in targets))
     if len(base) == 1:
       return next(iter(base))
     got = self.subset_of.get(base)
@@ -168,8 +182,9 @@ def _class_masks(dfa) -> tuple[int, ...]:
 
 class _Builder:
 
-  def __init__(self, arena: _Arena, byte_class: np.ndarray, sub_dfas: dict):
+  def __init__(self, arena: _Arena, byte_class: np.ndarray, sub_dfas: dict, sub=None):
     self.a = arena
+    self.sub = sub
     self.C = arena.C
     rep_byte = np.zeros(self.C, np.int64)
     rep_byte[byte_class[::-1]] = np.arange(256)[::-1]
@@ -182,7 +197,22 @@ class _Builder:
     return _Frag(np.full(self.C, -1, np.int32), True, self.none)
 
   def build(self, node: Node) -> _Frag:
-    """A fresh copy of `node`'s automaton (its exits are this use's alone)."""
+    """A fresh copy of `node`'s automaton (its exits are this use's alone).
+
+    Where two pieces of a composite node overlap (`Fallback`), that node alone is
+    built by the subset construction and embedded: the overlap stays local.
+    (`link` raises before it writes, so the arena holds only unreachable rows of
+    the abandoned attempt, which `automaton` drops.)"""
+    if node[0] in ('cat', 'alt', 'chain', 'rep') and id(node) not in self.sub_dfas:
+      try:
+        return self._build(node)
+      except Fallback:
+        if self.sub is None:
+          raise
+        return self.embed(self.sub(node))
+    return self._build(node)
+
+  def _build(self, node: Node) -> _Frag:
     kind = node[0]
     if kind == 'set':
       bits = self.set_rows.get(node[1])
@@ -291,8 +321,8 @@ def compose(node: Node, max_states: int, max_seconds: float, region_min: int, su
   byte_class, _ = regex_ast.byte_classes(sorted(masks), held=False)
   n_cls = int(byte_class.max()) + 1
   arena = _Arena(n_cls, max_states, time.perf_counter() + max_seconds)
-  b = _Builder(arena, byte_class, sub_dfas)
-  top = b.build(node)
+  b = _Builder(arena, byte_class, sub_dfas, sub)
+  top = b._build(node)  # pylint: disable=protected-access  # The top's overlap: Fallback.
   start = arena.alloc(1)
   arena.rows[start] = top.start
   accepting = np.zeros(arena.n, bool)

@@ -185,17 +185,35 @@ def parse_search(pattern: str) -> Node:
   are ASCII-only (Python's Unicode classes), so every match is one in ECMA-262,
   Python `re` and `re.ASCII` alike.
   """
+  anything = rep(ANY_STRING_CHAR, 0, None)
+  return alt(*(cat(EPS if a else anything, node, EPS if z else anything)
+               for a, node, z in search_parts(pattern)))
+
+
+def search_parts(pattern: str) -> list[tuple[bool, Node, bool]]:
+  """`pattern`'s top-level branches as (anchored at the start, the branch's AST
+  read portably, anchored at the end); `parse_search` is their union with any
+  characters on each unanchored side."""
   inner = _whole_group(pattern)
   if inner is not None:  # `(^\S+$)`: an unquantified group around it all is transparent.
-    return parse_search(inner)
+    return search_parts(inner)
   branches = _top_level_branches(pattern)
   if len(branches) > 1:  # `^$|^\d+$`: each branch anchored on its own.
-    return alt(*(parse_search(b) for b in branches))
+    return [part for b in branches for part in search_parts(b)]
   parser = _Parser(pattern, portable=True)
   node = parser.parse()
-  anything = rep(ANY_STRING_CHAR, 0, None)
-  return cat(EPS if parser.anchored_start else anything, node,
-             EPS if parser.anchored_end else anything)
+  return [(parser.anchored_start, node, parser.anchored_end)]
+
+
+def leading_lookahead(pattern: str) -> tuple[str, str] | None:
+  """(L, R) when `pattern` is `^(?!L)R` (a negative lookahead right after the start
+  anchor, none elsewhere at the top), else None."""
+  if not pattern.startswith('^(?!'):
+    return None
+  for i, c, depth in _outside_classes(pattern):
+    if c == ')' and depth == 0:
+      return pattern[4:i], '^' + pattern[i + 1:]
+  return None
 
 
 def _outside_classes(pattern: str):

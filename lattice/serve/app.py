@@ -119,8 +119,8 @@ def create_app(models: Sequence[served_lib.ServedModel], *,
     run = run_lib.Run(served, prompts, req.n, settings)
     view = fmt.CompletionView(served.name, run, req)
     if req.stream:
-      return _sse(run, view, _include_usage(req))
-    return await view.collect()
+      return _warned(_sse(run, view, _include_usage(req)), index)
+    return _warned(await view.collect(), index)
 
   @app.post('/v1/chat/completions')
   async def chat_completions(req: protocol.ChatRequest):
@@ -146,8 +146,8 @@ def create_app(models: Sequence[served_lib.ServedModel], *,
     view = fmt.ChatView(served.name, run, req, tool_mode=choice != 'none' and bool(tools),
                         named=named)
     if req.stream:
-      return _sse(run, view, _include_usage(req))
-    return await view.collect()
+      return _warned(_sse(run, view, _include_usage(req)), index)
+    return _warned(await view.collect(), index)
 
   app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
   return app
@@ -247,6 +247,20 @@ def _check_messages(messages: list[dict]) -> None:
 
 def _include_usage(req) -> bool:
   return bool(req.stream_options and req.stream_options.include_usage)
+
+
+def _warned(response, index):
+  """`response` with the constraint compiler's warnings (valid outputs the schema
+  allows that will never be written, e.g. optional members shed past a size cap):
+  a `warnings` list in a JSON body, an `X-Lattice-Warnings` header (JSON list) on a
+  stream. Unchanged when there are none."""
+  warnings = list(getattr(index, 'warnings', ()) or ())
+  if not warnings:
+    return response
+  if isinstance(response, dict):
+    return {**response, 'warnings': warnings}
+  response.headers['X-Lattice-Warnings'] = json.dumps(warnings)
+  return response
 
 
 def _sse(run: run_lib.Run, view, include_usage: bool) -> StreamingResponse:

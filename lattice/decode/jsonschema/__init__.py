@@ -5,7 +5,8 @@ Supported (drafts 4 to 2020-12): `type` (a name, a list, or absent), `enum`,
 `multipleOf` (integers up to 10000, powers of 1/2; a fractional 1/k such as 0.01
 writes integers within +-1e5); number bounds as the sound
 subset in `numbers`; `minLength`/`maxLength`, `pattern` (the `regex_parse` subset,
-search semantics), `format` (date-time, date, time, email, idn-email, hostname,
+search semantics, `search.search_dfa`; a leading negative lookahead `^(?!L)R` on
+printable ASCII), `format` (date-time, date, time, email, idn-email, hostname,
 idn-hostname, ipv4, ipv6, uuid, uri, uri-reference, iri, iri-reference,
 json-pointer, relative-json-pointer, duration, regex, uri-template: sound subsets,
 see `formats`; unknown formats are annotations); `items` (schema or draft-4 tuple),
@@ -21,14 +22,14 @@ narrowed to make them so where it can);
 as sound subsets (`rewrite`): `if`/`then`/`else` (instances of if and then),
 `contains`/`minContains`/`maxContains` (every element satisfies contains),
 `dependentSchemas` (merged for required names, other names never written),
-`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const
-(or allOf holding one).
+`unevaluatedItems`, and `not` of a type, `required` (or anyOf of them), enum/const,
+`pattern` (printable-ASCII strings it does not match), or allOf holding one.
 Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
 `default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
 ignored, as the specification treats them.
 
 Not supported, one `SchemaError` naming the keyword and JSON pointer: other forms
-of `not`, `maxContains` with `minContains: 0`, `$dynamicRef`/`$recursiveRef`,
+of `not` (and of lookaround), `maxContains` with `minContains: 0`, `$dynamicRef`/`$recursiveRef`,
 remote `$ref`s, other fractional `multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
 `\\b`, inner anchors).
 
@@ -41,7 +42,10 @@ and leap seconds, numbers with exponents under bounds, array elements beyond
 under `maxLength` with its unbounded repetitions capped to fit the bound
 (`regex_ast.cap_length`), more than one element under `uniqueItems`, objects with
 fewer members than `minProperties` asks beyond one required extra member, instances
-of `if` that fail it (the `else` side).
+of `if` that fail it (the `else` side), and optional members of an object whose
+automaton would pass `Options.max_object_states` (largest first; reported, never
+silent: `Compiler.warnings` -> `constraints.TokenIndex.warnings` -> the server's
+`warnings` field / `X-Lattice-Warnings` header).
 """
 
 from lattice.decode.jsonschema.compile import Compiler

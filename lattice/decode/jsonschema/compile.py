@@ -16,8 +16,10 @@ property whose `const`/`enum` the other branch forbids, one that it disallows or
 whose additionalProperties schema excludes the value, more required members than
 its maxProperties, one it requires that the branch never writes, or every branch
 of the branch's own anyOf/oneOf excluding it), narrowed where that makes them
-exclusive (a name another branch requires is never written; the JSON types
-another branch admits are never written).
+exclusive (a name another branch requires is never written, and then only
+objects; a member of the branch's own that another branch's
+`additionalProperties: false` forbids is always written; the JSON types another
+branch admits are never written).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite
+from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite, search
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, rebase_refs,
                                                resolve_pointer, strip)
 
@@ -58,6 +60,10 @@ class Options:
   max_length_unroll: int = 256    # strings: maxLength above this is clamped (sound)
   extra_properties: bool = False  # write extra members when additionalProperties is absent
   max_object_states: int = 20_000  # an object's members past this: largest optional ones left out
+  embed_max_states: int = 4_000   # larger members stay ASTs (`Compiler.minimal`)
+  # (4000: WashingtonPost's nested ANS schemas time out with every member a DFA;
+  # 1000 / 4000 / 16000 gave about the same medians on Github_ultra,
+  # WashingtonPost, JsonSchemaStore and Github_hard at 30 a subset.)
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
 
 
@@ -85,6 +91,12 @@ class Compiler:
     # places (or a subschema inlined k times) is compiled once.
     self._memo: dict[tuple, Node | None] = {}
     self._ref_refs: dict[str, list[str]] = {}
+    # Per subschema object (by id, the object held): its text and reachable refs.
+    self._texts: dict[int, tuple] = {}
+    # Per AST node (by id, the node held): `containers.approx_states`.
+    self.sizes: dict[int, tuple] = {}
+    # Warnings for the caller (e.g. optional members left out by `max_object_states`).
+    self.warnings: list[str] = []
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
     # also stops at it): checked at every subschema and member DFA.
     self.deadline = time.perf_counter() + opts.limits.max_seconds
@@ -116,10 +128,16 @@ class Compiler:
     reachable from it, how often each is on the path (and the path's re-entries):
     the recursion bound (`ref_blocked`) reads nothing else. None: not memoised
     (a reference that does not resolve: `node` raises the error itself)."""
-    try:
-      text = json.dumps(s, allow_nan=False)
-      reach = self._reach(text)
-    except (SchemaError, TypeError, ValueError, RecursionError):
+    got = self._texts.get(id(s))
+    if got is None:
+      try:
+        text = json.dumps(s, allow_nan=False)
+        got = (s, text, self._reach(text))
+      except (SchemaError, TypeError, ValueError, RecursionError):
+        got = (s, None, None)
+      self._texts[id(s)] = got  # Holding `s`: its id is not reused meanwhile.
+    _, text, reach = got
+    if text is None:
       return None
     if not reach:
       return (text,)
@@ -160,6 +178,10 @@ class Compiler:
     s = rewrite.rewrite(self, s, where)  # if, contains, not, ...: as subset schemas.
     if not isinstance(s, dict):
       return self.node(s, where, depth)
+    if 'oneOf' in s and _nested_one_of(self, s.get('allOf'), where):
+      # Two different oneOfs (one in an allOf member) cannot merge into one: the
+      # branches first, each then merged with the allOf.
+      return self.branches(s, 'oneOf', where, depth)
     if 'allOf' in s:
       subs = s['allOf']
       if not isinstance(subs, list) or not subs:
@@ -237,9 +259,11 @@ class Compiler:
 
   def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
     """Branch `b`, narrowed so that nothing written validates against `others`
-    (a name another branch requires is never written), or None if unprovable."""
+    (a name another branch requires is never written; a member of b's own that
+    another branch's `additionalProperties: false` forbids is always written), or
+    None if unprovable."""
     from lattice.decode.jsonschema import disjoint  # pylint: disable=g-import-not-at-top
-    drops, banned = {}, set()
+    drops, banned, adds = {}, set(), {}
     for c in others:
       if _excludes(self, b, c, base):
         continue
@@ -251,20 +275,35 @@ class Compiler:
       if names:
         drops[names[0]] = False
         continue
+      # c allows no members but its own: b always writes one of its own that c
+      # does not declare (`oneOf` of single-member objects).
+      own = [] if cd.get('additionalProperties') is not False or cd.get(
+          'patternProperties') else [q for q, v in bd.get('properties', {}).items()
+                                     if v is not False and q not in cd.get('properties', {})]
+      if own:
+        adds.setdefault(own[0], None)
+        continue
       # Else: never write the JSON types c admits (c's own keywords bound them; an
       # integer-only c also bans numbers, which may be written as integers).
       their = disjoint.admitted_types(self, c, base)
       if their >= set(TYPES):
         return None
       banned |= their | ({'number'} if 'integer' in their else set())
-    if not drops and not banned:
+    if not drops and not banned and not adds:
       return b
     narrowed = self.deref(b, where)
+    if adds:
+      narrowed = merge(narrowed, {'type': 'object', 'required': list(adds)}, where)
     if drops:
       narrowed = merge(narrowed, {'properties': drops}, where)
     if banned:
       narrowed = merge(narrowed, {'type': [t for t in TYPES if t not in banned]}, where)
     ok = all(_excludes(self, narrowed, c, base) for c in others)
+    if not ok and drops:
+      # A `required` excludes only objects (a non-object passes it vacuously):
+      # narrowed to objects too.
+      narrowed = merge(narrowed, {'type': 'object'}, where)
+      ok = all(_excludes(self, narrowed, c, base) for c in others)
     return narrowed if ok else None
 
   # -- types -----------------------------------------------------------------------------
@@ -363,19 +402,30 @@ class Compiler:
         raise SchemaError(where, 'format', f'{f!r} is not supported')
       if formats.FORMATS.get(f):
         regexes.append((_portable, formats.FORMATS[f], 'format'))
-    if not regexes:
+    excluded = s.get(rewrite.NOT_PATTERN, [])
+    if not regexes and not excluded:
       return cat(lit('"'), rep(JSON_CHAR, lo, hi), lit('"'))
-    dfa = self.string_dfa(regexes, lo, hi, where)
+    dfa = self.string_dfa(regexes, lo, hi, where, excluded)
     return None if dfa is None else cat(lit('"'), automaton.embed(dfa, json_escape=True),
                                         lit('"'))
 
-  def string_dfa(self, regexes, lo, hi, where) -> automaton.Dfa | None:
-    """Raw (unescaped) strings matching every regex, with lo..hi characters."""
+  def string_dfa(self, regexes, lo, hi, where, excluded=()) -> automaton.Dfa | None:
+    """Raw (unescaped) strings matching every regex, with lo..hi characters, and
+    (when `excluded` patterns are given) of printable ASCII, matching none of them:
+    on printable ASCII every dialect (Python, ECMA) reads a pattern alike, so the
+    difference with the portable parse is sound."""
     limits = self.opts.limits
     dfa = None
     bounded = False  # Some regex already writes at most `hi` characters.
     for parse, p, key in regexes:
       try:
+        if parse is regex_parse.parse_search and (
+            hi is None or regex_parse.leading_lookahead(p) is not None):
+          d = search.search_dfa(p, limits)  # No length cap to fold into the AST.
+          dfa = d if dfa is None else self._meet(dfa, d, where, key)
+          if dfa is None:
+            return None
+          continue
         node = parse(p)
         if hi is not None:
           # Unbounded repetitions capped so the regex itself stays within maxLength
@@ -388,7 +438,7 @@ class Compiler:
       except automaton.LimitError as e:
         raise SchemaError(where, key, str(e)) from e
       except automaton.RegexError as e:
-        if 'matches nothing' in str(e):
+        if 'nothing' in str(e):  # Matches no string.
           return None
         raise SchemaError(where, key, f'unsupported regex: {e}') from e
       dfa = d if dfa is None else self._meet(dfa, d, where, key)
@@ -401,6 +451,25 @@ class Compiler:
     if lo or hi is not None or dfa is None:
       length = automaton.to_dfa(rep(ANY_STRING_CHAR, lo, hi), limits)
       dfa = length if dfa is None else self._meet(dfa, length, where, 'maxLength')
+    if excluded and dfa is not None:
+      dfa = self._meet(dfa, _printable_strings(limits), where, 'not')
+      for p in excluded:
+        if dfa is None:
+          break
+        try:
+          bad = search.search_dfa(p, limits)
+        except automaton.LimitError as e:
+          raise SchemaError(where, 'not', str(e)) from e
+        except automaton.RegexError as e:
+          if 'nothing' in str(e):  # Matches no string.
+            continue  # Nothing to leave out.
+          raise SchemaError(where, 'not', f'unsupported regex: {e}') from e
+        try:
+          dfa = dfa_ops.difference(dfa, bad, limits.max_states)
+        except automaton.LimitError as e:
+          raise SchemaError(where, 'not', str(e)) from e
+        except automaton.RegexError:
+          return None  # Every string left matches the pattern.
     return dfa
 
   def _meet(self, a, b, where, key):
@@ -413,7 +482,15 @@ class Compiler:
 
   def minimal(self, node: Node) -> Node:
     """`node` as its own minimal DFA, embedded: the parent's composition (or subset
-    construction) and minimisation then see each member at its minimal size.
+    construction) and minimisation then see each member at its minimal size (left
+    unminimised, nested members compound: four JSONSchemaBench schemas then pass
+    `Limits.max_states`).
+
+    A member past `Options.embed_max_states` (estimated: byte sets and embedded
+    states) stays an AST: built as a DFA at every nesting level, a deep schema
+    paid levels x its size in composition and minimisation passes; left in the
+    AST, the final `to_dfa` composes it once (a WashingtonPost schema: > 10 s ->
+    2.3 s).
 
     A node holding a long counted repetition (`maxLength` above
     `Limits.region_min`) is kept as it is: embedded, its repetition would be
@@ -424,6 +501,8 @@ class Compiler:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
     if _has_counted_loop(node, self.opts.limits.region_min):
+      return node
+    if not automaton._size_at_most(node, self.opts.embed_max_states):  # pylint: disable=protected-access
       return node
     self.check_time('')
     try:
@@ -492,6 +571,22 @@ def _integers_are_multiples(m: float) -> bool:
   q = n / m
   inv = 1 / m
   return bool(abs(inv - round(inv)) < 1e-9 * inv and np.all(q == np.floor(q)))
+
+
+@functools.lru_cache(maxsize=8)
+def _printable_strings(limits: automaton.Limits) -> automaton.Dfa:
+  return automaton.to_dfa(rep(one(automaton.byte_set((0x20, 0x7E))), 0, None), limits)
+
+
+def _nested_one_of(comp: Compiler, subs: Any, where: str) -> bool:
+  """Whether an allOf member (its `$ref` inlined) holds a `oneOf` of its own."""
+  if not isinstance(subs, list):
+    return False
+  for i, sub in enumerate(subs):
+    sub = comp.deref(sub, ptr(where, 'allOf', i))
+    if isinstance(sub, dict) and 'oneOf' in sub:
+      return True
+  return False
 
 
 def _portable(pattern: str) -> Node:

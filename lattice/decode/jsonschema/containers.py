@@ -16,15 +16,20 @@ extras. `dependentRequired`/`dependencies` leave out optional properties whose
 dependencies are not all required. An object whose members' automata sum past
 `Options.max_object_states` leaves out its largest optional members until it fits
 (sound: fewer texts; a flat DFA copies each member's value once per object, so
-a large definition under many optional members otherwise passes the state cap).
+a large definition under many optional members otherwise passes the state cap),
+and says so: one line in `comp.warnings` naming the object's JSON pointer and the
+members left out.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
+from lattice.decode.jsonschema import search
 from lattice.decode.jsonschema.common import KEY_CHAR as _KEY_CHAR
 from lattice.decode.jsonschema.common import dumps as _dumps
 from lattice.decode.jsonschema.common import nonneg_int as _nonneg_int
@@ -138,17 +143,17 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
       if is_req:
         return None
       continue
-    members.append((cat(_key_lit(name), comp.minimal(value)), is_req))
+    members.append((cat(_key_lit(name), comp.minimal(value)), is_req, name))
   # One member short of minProperties: an extra member (below) becomes required.
   need_extra = len(req) == lo - 1
   if len(req) < lo - need_extra or (hi is not None and len(req) > hi):
     return None
   if hi is not None:  # Keep required members and the first optional ones.
-    n_opt = hi - sum(r for _, r in members)
+    n_opt = hi - sum(r for _, r, _ in members)
     kept = []
-    for node, r in members:
+    for node, r, name in members:
       if r or n_opt > 0:
-        kept.append((node, r))
+        kept.append((node, r, name))
         n_opt -= not r
     members = kept
   write_extra = (hi is None and (patterns or isinstance(addl, dict) and addl != {} or
@@ -160,43 +165,67 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
     extra = _extras(comp, s, list(dict.fromkeys([*order, *deps])), patterns, addl,
                     name_dfa, where, depth)
     if extra is not None:
-      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra))
+      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra,
+                      '(additional members)'))
   if need_extra and not (write_extra and extra is not None):
     return None
-  members = _shed(members, comp.opts.max_object_states)
-  return cat(lit('{'), chain(tuple(members), lit(',')), lit('}'))
+  shed, dropped = _shed([m[:2] for m in members], comp.opts.max_object_states, comp.sizes)
+  if dropped:
+    comp.warnings.append(
+        f'{where or "/"}: optional properties {[members[i][2] for i in dropped]} are '
+        f'never written (the object would pass Options.max_object_states='
+        f'{comp.opts.max_object_states} states)')
+  return cat(lit('{'), chain(tuple(shed), lit(',')), lit('}'))
 
 
-def approx_states(node: Node) -> float:
-  """About how many DFA states `node` builds (embedded DFAs at their size)."""
+def approx_states(node: Node, memo: dict | None = None) -> float:
+  """About how many DFA states `node` builds (embedded DFAs at their size).
+
+  `memo` (id -> (node, size), the node held so its id stays its own) spares
+  re-walking shared subtrees: members that stay ASTs nest level in level."""
   kind = node[0]
   if kind == 'dfa':
     return node[1].n_states
   if kind == 'set':
     return 1
+  if memo is not None:
+    got = memo.get(id(node))
+    if got is not None:
+      return got[1]
   if kind in ('cat', 'alt'):
-    return sum(approx_states(p) for p in node[1])
-  if kind == 'chain':
-    return sum(approx_states(m) for m, _ in node[1]) + len(node[1])
-  _, body, lo, hi = node
-  return approx_states(body) * max(1, hi if hi is not None else lo + 1)
+    size = sum(approx_states(p, memo) for p in node[1])
+  elif kind == 'chain':
+    size = sum(approx_states(m, memo) for m, _ in node[1]) + len(node[1])
+  else:
+    _, body, lo, hi = node
+    copies = max(1, hi if hi is not None else lo + 1)
+    if automaton.is_char(body):
+      # A character's DFA, not its byte sets: a JSON string character is ~23 sets
+      # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
+      size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+    else:
+      size = approx_states(body, memo) * copies
+  if memo is not None:
+    memo[id(node)] = (node, size)
+  return size
 
 
-def _shed(members: list, budget: int) -> list:
-  """`members` without their largest optional ones while the object's automaton
-  would pass `budget` states (each member's value is copied once into it). Sound:
-  an optional member left out only means fewer texts are written."""
-  sizes = [approx_states(m) for m, _ in members]
+def _shed(members: list, budget: int, memo: dict | None = None) -> tuple[list, list]:
+  """(`members` without their largest optional ones while the object's automaton
+  would pass `budget` states (each member's value is copied once into it), the
+  indices left out). Sound: an optional member left out only means fewer texts
+  are written."""
+  sizes = [approx_states(m, memo) for m, _ in members]
   total = sum(sizes)
   if total <= budget:
-    return members
+    return members, []
   drop = set()
   for i in sorted((i for i, (_, r) in enumerate(members) if not r), key=lambda i: -sizes[i]):
     if total <= budget:
       break
     drop.add(i)
     total -= sizes[i]
-  return [m for i, m in enumerate(members) if i not in drop]
+  return [m for i, m in enumerate(members) if i not in drop], sorted(drop)
 
 
 def _deps(d: Any) -> dict[str, list[str]]:
@@ -210,8 +239,13 @@ def _deps(d: Any) -> dict[str, list[str]]:
   return out
 
 
+_PRINTABLE = re.compile('[\x20-\x7e]*')
+
+
 def _search(pattern: str, name: str, where: str) -> bool:
   try:
+    if _PRINTABLE.fullmatch(name):  # `search_dfa` is exact on printable ASCII.
+      return search.search_dfa(pattern).matches(name)
     return automaton.to_dfa(regex_parse.parse_search(pattern)).matches(name)
   except automaton.RegexError as e:
     raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
@@ -235,39 +269,53 @@ def _name_dfa(comp: Any, schema: Any, where: str) -> automaton.Dfa:
 
 def _extras(comp, s, props, patterns, addl, name_dfa, where, depth) -> Node | None:
   """One extra member `"name":value`, or None when none can be written."""
-  limits = comp.opts.limits
+  for pat in patterns:
+    try:
+      search.search_dfa(pat, comp.opts.limits)
+    except automaton.RegexError as e:
+      raise SchemaError(ptr(where, 'patternProperties', pat), 'patternProperties',
+                        f'unsupported regex: {e}') from e
+  key_dfas, addl_keys = _extra_names(tuple(props), tuple(patterns), name_dfa,
+                                     comp.opts.limits)
+  parts = []
+  for (pat, psub), keys in zip(patterns.items(), key_dfas):
+    value = comp.node(psub, ptr(where, 'patternProperties', pat), depth + 1)
+    if keys is not None and value is not None:
+      parts.append(cat(lit('"'), automaton.embed(keys), lit('":'), value))
+  if addl is not False:
+    value = comp.node(addl, ptr(where, 'additionalProperties'), depth + 1)
+    if addl_keys is not None and value is not None:
+      parts.append(cat(lit('"'), automaton.embed(addl_keys), lit('":'), value))
+  return alt(*parts) if parts else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _extra_names(props: tuple, patterns: tuple, name_dfa, limits):
+  """(per pattern: the names matching it and no other pattern, the names matching
+  no pattern), each a DFA or None (no name), for extra members of an object that
+  declares `props` (never extra names). Cached: objects of one definition ask alike.
+  Raises RegexError for a pattern outside `regex_parse`."""
   names = automaton.to_dfa(cat(rep(one(_KEY_CHAR), 0, None)), limits)
   if name_dfa is not None:
     names = dfa_ops.intersect(names, name_dfa, limits.max_states)
   if props:  # Declared names (and names with dependencies): never extras.
     declared = automaton.to_dfa(alt(*(lit(n) for n in props)), limits)
     names = _diff(names, declared)
-  pats = {}
+  # Names are printable ASCII (`KEY_CHAR`), where `search_dfa` is exact.
+  pats = {pat: search.search_dfa(pat, limits) for pat in patterns}
+  per_pattern = []
   for pat in patterns:
-    try:
-      pats[pat] = automaton.to_dfa(regex_parse.parse_search(pat), limits)
-    except automaton.RegexError as e:
-      raise SchemaError(ptr(where, 'patternProperties', pat), 'patternProperties',
-                        f'unsupported regex: {e}') from e
-  parts = []
-  for pat, psub in patterns.items():
     # Names matching this pattern and no other (so one schema applies).
     keys = dfa_ops.intersect(names, pats[pat], limits.max_states) if names else None
     for other, d in pats.items():
       if other != pat and keys is not None:
         keys = _diff(keys, d)
-    value = comp.node(psub, ptr(where, 'patternProperties', pat), depth + 1)
-    if keys is not None and value is not None:
-      parts.append(cat(lit('"'), automaton.embed(keys), lit('":'), value))
-  if addl is not False:
-    keys = names
-    for d in pats.values():
-      if keys is not None:
-        keys = _diff(keys, d)
-    value = comp.node(addl, ptr(where, 'additionalProperties'), depth + 1)
-    if keys is not None and value is not None:
-      parts.append(cat(lit('"'), automaton.embed(keys), lit('":'), value))
-  return alt(*parts) if parts else None
+    per_pattern.append(keys)
+  keys = names
+  for d in pats.values():
+    if keys is not None:
+      keys = _diff(keys, d)
+  return tuple(per_pattern), keys
 
 
 def _diff(a, b):

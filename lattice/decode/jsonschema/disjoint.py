@@ -144,6 +144,11 @@ def _objects_exclude(comp, b: dict, c: dict, depth: int) -> bool:
       if p in b_props and isinstance(extra, dict) and extra and excludes(
           comp, b_props[p], extra, {}, depth + 1):
         return True
+  for q in c.get('required', []):
+    # Declared false: never written (extra members never take a declared name, and
+    # a branch's schema for it merges with false).
+    if b_props.get(q, True) is False and q not in b.get('required', []):
+      return True
   b_extra = bool(b.get('patternProperties')) or b.get('additionalProperties', True) \
       not in (False, True, {}) or (b.get('additionalProperties', True) is not False and (
           comp.opts.extra_properties or not b_props))

@@ -30,6 +30,7 @@ ASSERTIONS = frozenset({
     'unevaluatedProperties', 'unevaluatedItems', 'items', 'prefixItems',
     'additionalItems', 'allOf', 'anyOf', 'oneOf', 'not', 'if', '$ref', '$defs',
     'definitions', '$dynamicRef', '$dynamicAnchor', '$recursiveRef', '$recursiveAnchor',
+    '\0notPattern',  # Internal (`rewrite.NOT_PATTERN`): patterns a string must not match.
 })
 
 
@@ -82,8 +83,10 @@ def merge(a: Any, b: Any, where: str) -> Any:
 
   Subschema keywords merge recursively (as allOf); bounds take the tighter side;
   `required` unites; `enum`/`const`/`type` intersect; `pattern` and `format` pile up
-  into lists that the string compiler intersects. Raises SchemaError when a pair of
-  keywords has no exact merge (e.g. two different `multipleOf`).
+  into lists that the string compiler intersects; two different `$ref`s, `if`s,
+  `not`s or `oneOf`s keep b's in an allOf member; two different `const`s give
+  false. Raises SchemaError when a pair of keywords has no exact merge (e.g. two
+  different `multipleOf`).
   """
   if a is True or a == {}:
     return b
@@ -106,6 +109,10 @@ def merge(a: Any, b: Any, where: str) -> Any:
                                          for k in ('if', 'then', 'else')):
     moved.append({k: b[k] for k in ('if', 'then', 'else') if k in b})
     b = {k: v for k, v in b.items() if k not in ('if', 'then', 'else')}
+  for k in ('not', 'oneOf'):  # Two different `not`s (`oneOf`s): b's in an allOf member.
+    if k in a and k in b and not _same(a[k], b[k]):
+      moved.append({k: b[k]})
+      b = {kk: v for kk, v in b.items() if kk != k}
   if moved:
     b = {**b, 'allOf': [*b.get('allOf', []), *moved]}
   out = dict(a)
@@ -141,7 +148,7 @@ def merge(a: Any, b: Any, where: str) -> Any:
       out[k] = merge(u, v, ptr(where, k))
     elif k == 'prefixItems':
       continue  # Below, with `items`.
-    elif k in ('pattern', 'format'):
+    elif k in ('pattern', 'format', '\0notPattern'):
       out[k] = [*(u if isinstance(u, list) else [u]), *(v if isinstance(v, list) else [v])]
     elif k == 'allOf':
       out[k] = [*u, *v]
@@ -151,6 +158,9 @@ def merge(a: Any, b: Any, where: str) -> Any:
       out[k] = [{'allOf': [x, y]} for x in u for y in v]
     elif _same(u, v):
       continue
+    elif k == 'const':
+      if not _json_equal(u, v):
+        return False  # No instance equals two different values.
     else:
       raise SchemaError(where, k, 'allOf: two different values cannot be merged')
   _merge_positions(a, b, out, where)
@@ -215,6 +225,19 @@ def _merge_other_properties(a: dict, b: dict, out: dict, where: str) -> None:
         props[name] = merge(props[name], extra, ptr(where, 'properties', name))
   if props:
     out['properties'] = props
+
+
+def _json_equal(x: Any, y: Any) -> bool:
+  """JSON Schema equality (2020-12 Validation 4.2.2): numbers by value (1 == 1.0),
+  booleans never numbers, arrays and objects member-wise."""
+  num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if num(x) and num(y):
+    return x == y
+  if isinstance(x, list) and isinstance(y, list):
+    return len(x) == len(y) and all(_json_equal(p, q) for p, q in zip(x, y))
+  if isinstance(x, dict) and isinstance(y, dict):
+    return x.keys() == y.keys() and all(_json_equal(x[k], y[k]) for k in x)
+  return type(x) is type(y) and x == y
 
 
 def _same(x: Any, y: Any) -> bool:

@@ -19,7 +19,8 @@ invalid one):
   evaluates: a subset.
 - `not` of `true`/`false`, of `type`, of `required` (or `anyOf` of `required`s),
   of `enum`/`const` (values removed from this schema's own `enum`/`const`, or of a
-  boolean/null type); a `not` schema with other keywords besides a `type` or
+  boolean/null type), of `pattern` (strings of printable ASCII, where every regex
+  dialect reads the pattern alike, that it does not match: a DFA difference); a `not` schema with other keywords besides a `type` or
   `required` uses that one (failing it fails the whole); `not` of `allOf` uses
   the first member whose `not` is one of these and leaves something to write; any other `not` raises
   SchemaError.
@@ -42,6 +43,9 @@ _TYPES = ('null', 'boolean', 'object', 'array', 'number', 'string', 'integer')
 # A name no schema can require: a dependency on it is never met, so the name is
 # never written unless required (`containers._deps` already treats it so).
 NEVER = '\0never'
+# Internal keyword: patterns a string must not match (`not: {pattern}`), compiled by
+# `Compiler.string_dfa` as a DFA difference.
+NOT_PATTERN = '\0notPattern'
 
 
 def rewrite(comp: Any, s: dict, where: str) -> Any:
@@ -207,6 +211,12 @@ def _not(comp: Any, s: dict, n: Any, where: str) -> Any:
       vals = [v for t, vs in (('null', [None]), ('boolean', [True, False]))
               if t in types for v in vs]
       return {**s, 'enum': [v for v in vals if key(v) not in bad_keys]}
+  if keys == {'pattern'} and isinstance(n['pattern'], str):
+    # Only a string can fail a pattern (others satisfy it vacuously).
+    if 'string' not in _types(s):
+      return False
+    return {**s, 'type': 'string',
+            NOT_PATTERN: [*s.get(NOT_PATTERN, []), n['pattern']]}
   if keys == {'allOf'} and isinstance(n['allOf'], list):
     # Failing one member of allOf fails it: the first member whose `not` is
     # supported and leaves something to write.
@@ -222,7 +232,7 @@ def _not(comp: Any, s: dict, n: Any, where: str) -> Any:
     if nothing:
       return False
   raise SchemaError(where, 'not', f'not supported for {sorted(keys)} (supported: type, '
-                    f'required, anyOf of required, enum/const, allOf of one of them)')
+                    f'required, anyOf of required, enum/const, pattern, allOf of one of them)')
 
 
 def _fits(v: Any, types: list[str]) -> bool:
