@@ -26,8 +26,18 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kernels.skinny_cpu import ops as skinny_ops
+
 
 def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  n_rows = math.prod(x.shape[:x.ndim - n_in])
+  if skinny_ops.use_for(x, w, n_rows):
+    # Decoding's few-row products: the native kernel reads each weight once for up to
+    # 4 rows, and a row's result does not depend on how many rows share the call
+    # (kernels/skinny_cpu), so plain and speculative decoding get identical logits.
+    i = math.prod(w.shape[:n_in])
+    y = skinny_ops.skinny_matmul_cpu(x.reshape(n_rows, i), w.reshape(i, -1))
+    return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
   return jax.lax.dot_general(
       x, w, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
 
