@@ -112,8 +112,7 @@ def _call(x, w, isa: int):
   """The FFI call on x [M, K], w [K, N] or x [H, M, K], w [H, K, N]."""
   shape = (*x.shape[:-1], w.shape[-1])
   return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32))(
-      x, w, isa=np.int32(isa), variant=np.int32(int(os.environ.get('LATTICE_SKINNY_VARIANT', 0))),
-      threads=np.int32(int(os.environ.get('LATTICE_SKINNY_THREADS', 0))))
+      x, w, isa=np.int32(isa))
 
 
 def _skinny(x_MxK, w_KxN, isa: int):

@@ -81,46 +81,6 @@ void ColumnsScalar(const Problem& p, int64_t r0, int64_t rows, int64_t n0, int64
 }
 
 #ifdef LATTICE_X86
-// Columns [n0, n1) (a multiple of 16 wide, at most kChunk) of every row. w is read
-// row by row, each row's segment contiguous (the access a matrix-vector routine
-// makes, which the hardware prefetcher streams at full bandwidth); the M rows'
-// accumulators for the segment stay in a small L1-resident buffer.
-__attribute__((target("avx512f"))) void Stream512(const Problem& p, int64_t n0,
-                                                  int64_t n1, float* acc) {
-  const int64_t width = n1 - n0, m = p.m;
-  for (int64_t i = 0; i < m * width; ++i) acc[i] = 0.0f;
-  for (int64_t kk = 0; kk < p.k; ++kk) {
-    const float* w = p.w + kk * p.n + n0;
-    for (int64_t r = 0; r < m; ++r) {
-      const __m512 xv = _mm512_set1_ps(p.x[r * p.k + kk]);
-      float* a = acc + r * width;
-      for (int64_t j = 0; j < width; j += 16)
-        _mm512_storeu_ps(a + j, _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + j),
-                                                _mm512_loadu_ps(a + j)));
-    }
-  }
-  for (int64_t r = 0; r < m; ++r)
-    std::copy(acc + r * width, acc + (r + 1) * width, p.y + r * p.n + n0);
-}
-
-__attribute__((target("avx2,fma"))) void Stream256(const Problem& p, int64_t n0,
-                                                   int64_t n1, float* acc) {
-  const int64_t width = n1 - n0, m = p.m;
-  for (int64_t i = 0; i < m * width; ++i) acc[i] = 0.0f;
-  for (int64_t kk = 0; kk < p.k; ++kk) {
-    const float* w = p.w + kk * p.n + n0;
-    for (int64_t r = 0; r < m; ++r) {
-      const __m256 xv = _mm256_set1_ps(p.x[r * p.k + kk]);
-      float* a = acc + r * width;
-      for (int64_t j = 0; j < width; j += 8)
-        _mm256_storeu_ps(a + j, _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + j),
-                                                _mm256_loadu_ps(a + j)));
-    }
-  }
-  for (int64_t r = 0; r < m; ++r)
-    std::copy(acc + r * width, acc + (r + 1) * width, p.y + r * p.n + n0);
-}
-
 // ROWS rows x 4 vectors of 16 columns: 4 * ROWS accumulators stay in registers while
 // the panel w[:, n0:n0+64] streams past once (rows of w read 256 bytes at a time).
 template <int ROWS>
@@ -151,55 +111,69 @@ __attribute__((target("avx512f"))) void Panel512(const Problem& p, int64_t r0,
   }
 }
 
-void Panels512(const Problem& p, int64_t n0, int64_t n1) {
-  for (int64_t j = n0; j + 64 <= n1; j += 64) {
-    int64_t r = 0;
-    for (; r + 4 <= p.m; r += 4) Panel512<4>(p, r, j);
-    if (p.m - r == 3) Panel512<3>(p, r, j);
-    if (p.m - r == 2) Panel512<2>(p, r, j);
-    if (p.m - r == 1) Panel512<1>(p, r, j);
+// ROWS rows x 2 vectors of 8 columns (AVX2 has 16 registers).
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void Panel256(const Problem& p, int64_t r0,
+                                                  int64_t n0) {
+  __m256 acc[ROWS][2];
+  for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const float* w = p.w + n0;
+  for (int64_t kk = 0; kk < p.k; ++kk, w += p.n) {
+    const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 xv = _mm256_set1_ps(p.x[(r0 + r) * p.k + kk]);
+      acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+    }
   }
+  for (int r = 0; r < ROWS; ++r) {
+    float* y = p.y + (r0 + r) * p.n + n0;
+    _mm256_storeu_ps(y, acc[r][0]);
+    _mm256_storeu_ps(y + 8, acc[r][1]);
+  }
+}
+
+// Whole panels of WIDTH columns in [n0, n1), rows four at a time; returns the first
+// column not done.
+template <int WIDTH, void (*P1)(const Problem&, int64_t, int64_t),
+          void (*P2)(const Problem&, int64_t, int64_t),
+          void (*P3)(const Problem&, int64_t, int64_t),
+          void (*P4)(const Problem&, int64_t, int64_t)>
+int64_t Panels(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t j = n0;
+  for (; j + WIDTH <= n1; j += WIDTH) {
+    int64_t r = 0;
+    for (; r + 4 <= p.m; r += 4) P4(p, r, j);
+    if (p.m - r == 3) P3(p, r, j);
+    if (p.m - r == 2) P2(p, r, j);
+    if (p.m - r == 1) P1(p, r, j);
+  }
+  return j;
 }
 #endif
 
-// Accumulator floats per streamed segment (all rows): 16 KiB, half of L1. A segment
-// as wide as the whole row makes the k loop one contiguous read of w.
-constexpr int64_t kAccFloats = 4096;
-
-// Columns [n0, n1) of every row: 16-column multiples with the vector path, the rest
-// scalar (std::fma in the same order, so the rounding is the same).
-void Columns(int32_t isa, int32_t variant, const Problem& p, int64_t n0, int64_t n1) {
+// Columns [n0, n1) of every row: whole panels with the vector path, the rest scalar
+// (std::fma in the same order, so the rounding is the same).
+void Columns(int32_t isa, const Problem& p, int64_t n0, int64_t n1) {
   int64_t j = n0;
 #ifdef LATTICE_X86
-  // variant 0 (auto): one row streams w row by row (a matrix-vector read); more rows
-  // use register panels. Both add the same fused products in the same order.
-  if (variant == 0) variant = p.m == 1 ? 2 : 1;
-  if (isa == kAvx512 && variant == 1) {
-    j = n0 + (n1 - n0) / 64 * 64;
-    Panels512(p, n0, j);
-  } else if (isa == kAvx512 || isa == kAvx2) {
-    const int64_t chunk = std::max<int64_t>(16, kAccFloats / p.m / 16 * 16);
-    std::vector<float> acc(p.m * chunk);
-    for (; j + 16 <= n1; ) {
-      const int64_t end = std::min(n1 - (n1 - j) % 16, j + chunk);
-      if (isa == kAvx512) Stream512(p, j, end, acc.data());
-      else Stream256(p, j, end, acc.data());
-      j = end;
-    }
-  }
+  if (isa == kAvx512)
+    j = Panels<64, Panel512<1>, Panel512<2>, Panel512<3>, Panel512<4>>(p, n0, n1);
+  else if (isa == kAvx2)
+    j = Panels<16, Panel256<1>, Panel256<2>, Panel256<3>, Panel256<4>>(p, n0, n1);
 #endif
   if (j < n1) ColumnsScalar(p, 0, p.m, j, n1);
 }
 
 struct Shared {
   Problem p;
-  int32_t isa, variant;
+  int32_t isa;
   int64_t width, chunks;
   std::atomic<int64_t> next{0}, done{0};
   void Work() {
     for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
       const int64_t n0 = i * width;
-      Columns(isa, variant, p, n0, std::min(p.n, n0 + width));
+      Columns(isa, p, n0, std::min(p.n, n0 + width));
       done.fetch_add(1, std::memory_order_release);
     }
   }
@@ -210,20 +184,17 @@ struct Shared {
 constexpr int64_t kParallelMinBytes = 1 << 18;
 
 // One [M, K] x [K, N] product (one batch entry).
-void Product(ffi::ThreadPool& pool, int32_t isa, int32_t variant, int32_t threads_cap,
-             const Problem& problem) {
+void Product(ffi::ThreadPool& pool, int32_t isa, const Problem& problem) {
   const int64_t k = problem.k, n = problem.n;
   auto shared = std::make_shared<Shared>();
   shared->p = problem;
   shared->isa = isa;
-  shared->variant = variant;
-  int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (threads_cap > 0) threads = std::min<int64_t>(threads, threads_cap);
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const bool parallel = threads > 1 && k * n * 4 >= kParallelMinBytes;
-  // One chunk of whole 16-column groups per thread.
-  const int64_t groups = (n + 15) / 16;
-  const int64_t per = parallel ? (groups + threads - 1) / threads : groups;
-  shared->width = per * 16;
+  // Two chunks of whole 64-column panels per thread.
+  const int64_t panels = (n + 63) / 64;
+  const int64_t per = parallel ? std::max<int64_t>(1, panels / (2 * threads)) : panels;
+  shared->width = per * 64;
   shared->chunks = (n + shared->width - 1) / shared->width;
   const int64_t helpers = parallel ? std::min(threads, shared->chunks) - 1 : 0;
   for (int64_t h = 0; h < helpers; ++h) pool.Schedule([shared] { shared->Work(); });
@@ -236,7 +207,7 @@ void Product(ffi::ThreadPool& pool, int32_t isa, int32_t variant, int32_t thread
 // of self-speculative decoding, each its own weights, as ops.py's vmap rule makes).
 ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                         ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                        int32_t isa, int32_t variant, int32_t threads) {
+                        int32_t isa) {
   const auto xd = x.dimensions(), wd = w.dimensions();
   const size_t r = xd.size();
   if ((r != 2 && r != 3) || wd.size() != r || xd[r - 1] != wd[r - 2] ||
@@ -252,7 +223,7 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     return ffi::Error::InvalidArgument("lattice_skinny_matmul: y must be [H, M, N]");
   if (m == 0 || n == 0) return ffi::Error::Success();
   for (int64_t b = 0; b < h; ++b)
-    Product(pool, isa, variant, threads, Problem{x.typed_data() + b * m * k, w.typed_data() + b * k * n,
+    Product(pool, isa, Problem{x.typed_data() + b * m * k, w.typed_data() + b * k * n,
                                m, k, n, y->typed_data() + b * m * n});
   return ffi::Error::Success();
 }
@@ -265,9 +236,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmul, SkinnyMatmul,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int32_t>("isa")
-                                  .Attr<int32_t>("variant")
-                                  .Attr<int32_t>("threads"));
+                                  .Attr<int32_t>("isa"));
 
 // Plain C queries for Python (ctypes). Codes: 1 portable C++, 2 AVX2 + FMA, 3 AVX-512F.
 extern "C" int32_t LatticeSkinnyBestIsa() { return BestIsa(); }

@@ -16,6 +16,14 @@ run) those transposes took ~13% of the step's time, for no FLOPs. The values are
 the same products summed in the same order of dimensions;
 tests/contraction_test.py checks forward and gradients against dot_general's
 autodiff.
+
+Decoding's products (float32, at most `kernels.skinny_cpu.ops.MAX_ROWS` = 8 token
+rows, on CPU, kernel built) go to the native skinny matmul instead of dot_general:
+XLA:CPU packs the weights for a 2..8-row dot, so a self-speculative verification
+forward cost ~2x a one-row step per weight read, and the kernel's rounding does not
+depend on the row count, so plain and speculative decoding compute identical logits
+(kernels/skinny_cpu/ops.py; tests/skinny_cpu_test.py). LATTICE_SKINNY_MATMUL=0
+turns it off.
 """
 
 from __future__ import annotations
