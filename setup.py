@@ -53,6 +53,16 @@ GROUPED_CPU = Extension(
     optional=True,
 )
 
+# The native CPU skinny float32 matmul (kernels/skinny_cpu): decoding's 1..8-row
+# projections; explicit fused multiply-adds, so no contraction flags are needed.
+SKINNY_CPU = Extension(
+    'kernels.skinny_cpu._skinny_cpu',
+    sources=['kernels/skinny_cpu/skinny_cpu.cc'],
+    language='c++',
+    extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],
+    optional=True,
+)
+
 setup(
     name='lattice',
     version='0.1.0',
@@ -89,7 +99,7 @@ setup(
         # (lattice convert); transformers only to load exported models back.
         'hf': ['datasets>=2.19', 'safetensors>=0.8.0'],
     },
-    ext_modules=[TERNARY_CPU, GROUPED_CPU],
+    ext_modules=[TERNARY_CPU, GROUPED_CPU, SKINNY_CPU],
     cmdclass={'build_ext': BuildFfiExt},
     entry_points={'console_scripts': ['lattice=lattice.cli:main']},
 )

@@ -210,6 +210,10 @@ def _write(cache_BxKxSxDh: jax.Array, new_BxKxLxDh: jax.Array, i_B: jax.Array):
   return write(cache_BxKxSxDh, new_BxKxLxDh, i_B)
 
 
+# Query rows at or below which CPU decoding attends row by row (speculative verification).
+_ROWWISE_MAX_L = 8
+
+
 def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
                      v_BxKxSxDh: jax.Array, mask_BxLxS: jax.Array) -> jax.Array:
   """Grouped-query attention of L new queries over a heads-major KV cache.
@@ -221,6 +225,15 @@ def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
   """
   B, L, H, Dh = q_BxLxHxDh.shape
   K = k_BxKxSxDh.shape[1]
+  if 1 < L <= _ROWWISE_MAX_L and jax.default_backend() == 'cpu':
+    # A verification forward's few query rows, one at a time: XLA:CPU runs a one-row
+    # attention dot as a cheap batched matrix-vector product but hands a 2..8-row
+    # one to a library kernel at ~3x the cost (profile of
+    # benchmarks/speculative_decode, d_model 256), and each row then computes
+    # exactly what a plain one-token step computes.
+    return jnp.concatenate([decode_attention(q_BxLxHxDh[:, l:l + 1], k_BxKxSxDh,
+                                             v_BxKxSxDh, mask_BxLxS[:, l:l + 1])
+                            for l in range(L)], axis=1)
   q_BxKxGLxDh = jnp.swapaxes(q_BxLxHxDh.reshape(B, L, K, H // K, Dh), 1, 2).reshape(
       B, K, L * (H // K), Dh)  # rows ordered (l, g): query l's group shares mask row l
   logits_BxKxGLxS = jnp.einsum('bkqd,bksd->bkqs', q_BxKxGLxDh, k_BxKxSxDh,

@@ -16,6 +16,14 @@ run) those transposes took ~13% of the step's time, for no FLOPs. The values are
 the same products summed in the same order of dimensions;
 tests/contraction_test.py checks forward and gradients against dot_general's
 autodiff.
+
+Decoding's products (float32, at most `kernels.skinny_cpu.ops.MAX_ROWS` = 8 token
+rows, on CPU, kernel built) go to the native skinny matmul instead of dot_general:
+XLA:CPU packs the weights for a 2..8-row dot, so a self-speculative verification
+forward cost ~2x a one-row step per weight read, and the kernel's rounding does not
+depend on the row count, so plain and speculative decoding compute identical logits
+(kernels/skinny_cpu/ops.py; tests/skinny_cpu_test.py). LATTICE_SKINNY_MATMUL=0
+turns it off.
 """
 
 from __future__ import annotations
@@ -26,8 +34,18 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kernels.skinny_cpu import ops as skinny_ops
+
 
 def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  n_rows = math.prod(x.shape[:x.ndim - n_in])
+  if skinny_ops.use_for(x, w, n_rows):
+    # Decoding's few-row products: the native kernel reads each weight once for up to
+    # 4 rows, and a row's result does not depend on how many rows share the call
+    # (kernels/skinny_cpu), so plain and speculative decoding get identical logits.
+    i = math.prod(w.shape[:n_in])
+    y = skinny_ops.skinny_matmul_cpu(x.reshape(n_rows, i), w.reshape(i, -1))
+    return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
   return jax.lax.dot_general(
       x, w, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
 

@@ -1,0 +1,1 @@
+"""float32 skinny matmul on CPU (decoding's 1..8-row projections) through `jax.ffi`."""

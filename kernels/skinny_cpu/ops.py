@@ -1,0 +1,145 @@
+"""float32 x . w for a few rows on CPU through the native kernel (skinny_cpu.cc).
+
+Shape legend: M rows, K contracted features, N output features.
+
+Decoding multiplies 1 row (a plain step) or L = K + 1 rows (a self-speculative
+verification forward) by every weight matrix. XLA:CPU runs the one-row product as a
+matrix-vector routine but hands 2..8 rows to a GEMM library that packs the weights
+first, so the L-row forward cost ~2x the one-row step per weight read at every
+size measured (benchmarks/speculative_decode). The native kernel streams each weight
+panel once for up to 4 rows at a time, and every row's result is the same float32
+sum in the same order whatever M is (bitwise row independence: see skinny_cpu.cc),
+so plain and speculative decoding compute identical logits.
+
+The kernel is a C++ shared library built at `pip install` (setup.py, optional) and
+called as an XLA FFI custom call (`jax.ffi.ffi_call`). `available()` says whether it
+loaded; `lattice.nn.contraction` uses it on CPU for float32 products of at most
+`MAX_ROWS` rows unless LATTICE_SKINNY_MATMUL=0 (then XLA's dot everywhere).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TARGET = 'lattice_skinny_matmul'
+ISAS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}  # skinny_cpu.cc's `isa` codes
+_NAMES = {v: k for k, v in ISAS.items()}
+# Rows at or below which decoding's products go to the kernel: a verification
+# forward has n <= 8 rows per sequence at batch 1 (model.mtp.n <= 8).
+MAX_ROWS = 8
+
+
+def _library_path() -> Path | None:
+  here = Path(__file__).parent
+  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    path = here / f'_skinny_cpu{suffix}'
+    if path.exists():
+      return path
+  return None
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+  """The loaded kernel library with its FFI target registered, or None if not built."""
+  path = _library_path()
+  if path is None:
+    return None
+  lib = ctypes.CDLL(str(path))
+  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeSkinnyMatmul),
+                              platform='cpu')
+  return lib
+
+
+def best_isa() -> str | None:
+  """'avx512', 'avx2' or 'scalar' for this CPU; None if the kernel is not built."""
+  lib = _library()
+  return None if lib is None else _NAMES[lib.LatticeSkinnyBestIsa()]
+
+
+def supports(isa: str) -> bool:
+  """Whether the built kernel can run `isa` ('scalar', 'avx2', 'avx512') here."""
+  lib = _library()
+  return lib is not None and bool(lib.LatticeSkinnySupports(ISAS[isa]))
+
+
+def available() -> bool:
+  """True when the kernel is built, this CPU has AVX2 + FMA, and the environment
+  variable LATTICE_SKINNY_MATMUL is not '0' (the switch benchmarks use for A/B)."""
+  return (os.environ.get('LATTICE_SKINNY_MATMUL', '1') != '0'
+          and best_isa() in ('avx2', 'avx512'))
+
+
+def use_for(x: jax.Array, w: jax.Array, n_rows: int) -> bool:
+  """Whether `lattice.nn.contraction` sends this product to the kernel: on CPU,
+  float32 operands, at most MAX_ROWS rows, kernel available."""
+  return (n_rows <= MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32
+          and jax.default_backend() == 'cpu' and available())
+
+
+def skinny_matmul_cpu(x_MxK: jax.Array, w_KxN: jax.Array, *, isa: str = 'auto'
+                      ) -> jax.Array:
+  """float32 [M, N] = x_MxK @ w_KxN with the native kernel (one fused multiply-add
+  per k, in increasing k, for every output; the same for any M).
+
+  isa: 'auto' (the best this CPU runs) or 'avx512' | 'avx2' | 'scalar' (tests).
+  Raises RuntimeError if the kernel is not built, ValueError for an unknown or
+  unsupported isa or operands that are not 2-D float32 with matching K. CPU only;
+  no gradient rule (callers wrap it: lattice.nn.contraction).
+  """
+  if isa not in ISAS:
+    raise ValueError(f'skinny_matmul_cpu: isa must be one of {tuple(ISAS)}, got {isa!r}')
+  if _library() is None:
+    raise RuntimeError('skinny_matmul_cpu: the native kernel is not built (run '
+                       '`python setup.py build_ext --inplace` or reinstall lattice)')
+  if isa != 'auto' and not supports(isa):
+    raise ValueError(f'skinny_matmul_cpu: isa {isa!r} is not supported by this CPU')
+  if (x_MxK.ndim != 2 or w_KxN.ndim != 2 or x_MxK.shape[1] != w_KxN.shape[0]
+      or x_MxK.dtype != jnp.float32 or w_KxN.dtype != jnp.float32):
+    raise ValueError(f'skinny_matmul_cpu: want float32 x [M, K] and w [K, N], got '
+                     f'{x_MxK.dtype}{list(x_MxK.shape)} and {w_KxN.dtype}{list(w_KxN.shape)}')
+  return _skinny(x_MxK, w_KxN, ISAS[isa])
+
+
+def _call(x, w, isa: int):
+  """The FFI call on x [M, K], w [K, N] or x [H, M, K], w [H, K, N]."""
+  shape = (*x.shape[:-1], w.shape[-1])
+  return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32))(
+      x, w, isa=np.int32(isa))
+
+
+def _skinny(x_MxK, w_KxN, isa: int):
+  return _batched(x_MxK, w_KxN, isa)
+
+
+def _batched(x, w, isa: int):
+  """x [*H, M, K] . w [*H', K, N] under vmap, without per-entry weight copies.
+
+  vmap adds leading dims; `custom_vmap` rules below fold them: weights shared across
+  the batch -> the batch joins the rows (one call, weights read once); both batched
+  -> one batched call (x [H, M, K], w [H, K, N]); only w batched -> x broadcast."""
+  @jax.custom_batching.custom_vmap
+  def f(x, w):
+    return _call(x, w, isa)
+
+  @f.def_vmap
+  def rule(axis_size, in_batched, x, w):
+    x_b, w_b = in_batched
+    m, k, n = x.shape[-2], x.shape[-1], w.shape[-1]
+    if not w_b:  # the batch shares the weights: its rows join M (weights read once)
+      rows = jnp.moveaxis(x, 0, -3)  # [*H, A, M, K]
+      y = _batched(rows.reshape(*rows.shape[:-3], -1, k), w, isa)
+      return jnp.moveaxis(y.reshape(*rows.shape[:-1], n), -3, 0), True
+    if not x_b:
+      x = jnp.broadcast_to(x, (axis_size, *x.shape))
+    y = _batched(x.reshape(-1, m, k), w.reshape(-1, k, n), isa)  # one batched call
+    return y.reshape(*x.shape[:-1], n), True
+
+  return f(x, w)

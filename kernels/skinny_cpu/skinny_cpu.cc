@@ -1,0 +1,243 @@
+// float32 skinny matmul y = x . w for a few rows (decoding), called from JAX through
+// the XLA FFI.
+//
+// Shape legend: M rows (tokens; decoding: 1 for a plain step, L = K + 1 for a
+// speculative verification forward), K contracted features, N output features.
+//   x  float32 [M, K]
+//   w  float32 [K, N]   row-major, as flax stores a Dense kernel (no packing)
+//   y  float32 [M, N]
+//
+// Why: at decode sizes XLA:CPU sends a one-row dot to its matrix-vector routine but a
+// 2..8-row dot to a GEMM library that packs the weight panel first, so a 4-row
+// product costs ~2x a one-row one even where both should be bound by reading the
+// weights once (measured: benchmarks/speculative_decode). This kernel streams each
+// 64-column panel of w once and keeps up to 4 rows' accumulators in registers, so a
+// 4-row product reads w as often as a one-row product does.
+//
+// Row independence: y[m, n] is always sum_k x[m, k] * w[k, n] accumulated with one
+// fused multiply-add per k in increasing k, whatever M is and whichever rows share a
+// panel pass, so a row's result is bitwise the same in a one-row call and in an
+// L-row call. Self-speculative decoding relies on this: its verification forward and
+// plain decoding then compute identical logits, not merely close ones.
+//
+// Columns are split into chunks run on XLA's intra-op thread pool, as
+// kernels/ternary_cpu does. Instruction set: AVX-512F, else AVX2 + FMA, else portable
+// C++ (std::fma, the same rounding), chosen at run time from CPUID or forced by the
+// `isa` attribute (tests check every path on one machine).
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LATTICE_X86 1
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Isa : int32_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+bool Supports(int32_t isa) {
+  if (isa == kScalar) return true;
+#ifdef LATTICE_X86
+  __builtin_cpu_init();
+  if (isa == kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == kAvx512) return __builtin_cpu_supports("avx512f");
+#endif
+  return false;
+}
+
+int32_t BestIsa() {
+  if (Supports(kAvx512)) return kAvx512;
+  if (Supports(kAvx2)) return kAvx2;
+  return kScalar;
+}
+
+struct Problem {
+  const float* x;  // [M, K]
+  const float* w;  // [K, N]
+  int64_t m, k, n;
+  float* y;        // [M, N]
+};
+
+// Columns [n0, n1) of rows [r0, r0 + rows), one column at a time (tails, scalar path).
+void ColumnsScalar(const Problem& p, int64_t r0, int64_t rows, int64_t n0, int64_t n1) {
+  for (int64_t r = r0; r < r0 + rows; ++r)
+    for (int64_t j = n0; j < n1; ++j) {
+      float acc = 0.0f;
+      for (int64_t kk = 0; kk < p.k; ++kk)
+        acc = std::fma(p.x[r * p.k + kk], p.w[kk * p.n + j], acc);
+      p.y[r * p.n + j] = acc;
+    }
+}
+
+#ifdef LATTICE_X86
+// ROWS rows x 4 vectors of 16 columns: 4 * ROWS accumulators stay in registers while
+// the panel w[:, n0:n0+64] streams past once (rows of w read 256 bytes at a time).
+template <int ROWS>
+__attribute__((target("avx512f"))) void Panel512(const Problem& p, int64_t r0,
+                                                 int64_t n0) {
+  __m512 acc[ROWS][4];
+  for (int r = 0; r < ROWS; ++r)
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+  const float* w = p.w + n0;
+  for (int64_t kk = 0; kk < p.k; ++kk, w += p.n) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + 8 * p.n), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 8 * p.n + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 8 * p.n + 32), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 8 * p.n + 48), _MM_HINT_T0);
+    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
+                 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512 xv = _mm512_set1_ps(p.x[(r0 + r) * p.k + kk]);
+      acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(xv, w2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(xv, w3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    float* y = p.y + (r0 + r) * p.n + n0;
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(y + 16 * v, acc[r][v]);
+  }
+}
+
+// ROWS rows x 2 vectors of 8 columns (AVX2 has 16 registers).
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void Panel256(const Problem& p, int64_t r0,
+                                                  int64_t n0) {
+  __m256 acc[ROWS][2];
+  for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const float* w = p.w + n0;
+  for (int64_t kk = 0; kk < p.k; ++kk, w += p.n) {
+    const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 xv = _mm256_set1_ps(p.x[(r0 + r) * p.k + kk]);
+      acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    float* y = p.y + (r0 + r) * p.n + n0;
+    _mm256_storeu_ps(y, acc[r][0]);
+    _mm256_storeu_ps(y + 8, acc[r][1]);
+  }
+}
+
+// Whole panels of WIDTH columns in [n0, n1), rows four at a time; returns the first
+// column not done.
+template <int WIDTH, void (*P1)(const Problem&, int64_t, int64_t),
+          void (*P2)(const Problem&, int64_t, int64_t),
+          void (*P3)(const Problem&, int64_t, int64_t),
+          void (*P4)(const Problem&, int64_t, int64_t)>
+int64_t Panels(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t j = n0;
+  for (; j + WIDTH <= n1; j += WIDTH) {
+    int64_t r = 0;
+    for (; r + 4 <= p.m; r += 4) P4(p, r, j);
+    if (p.m - r == 3) P3(p, r, j);
+    if (p.m - r == 2) P2(p, r, j);
+    if (p.m - r == 1) P1(p, r, j);
+  }
+  return j;
+}
+#endif
+
+// Columns [n0, n1) of every row: whole panels with the vector path, the rest scalar
+// (std::fma in the same order, so the rounding is the same).
+void Columns(int32_t isa, const Problem& p, int64_t n0, int64_t n1) {
+  int64_t j = n0;
+#ifdef LATTICE_X86
+  if (isa == kAvx512)
+    j = Panels<64, Panel512<1>, Panel512<2>, Panel512<3>, Panel512<4>>(p, n0, n1);
+  else if (isa == kAvx2)
+    j = Panels<16, Panel256<1>, Panel256<2>, Panel256<3>, Panel256<4>>(p, n0, n1);
+#endif
+  if (j < n1) ColumnsScalar(p, 0, p.m, j, n1);
+}
+
+struct Shared {
+  Problem p;
+  int32_t isa;
+  int64_t width, chunks;
+  std::atomic<int64_t> next{0}, done{0};
+  void Work() {
+    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
+      const int64_t n0 = i * width;
+      Columns(isa, p, n0, std::min(p.n, n0 + width));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+// Below this many weight bytes a call runs on the caller alone: handing work to the
+// pool costs a few microseconds, more than reading a small panel.
+constexpr int64_t kParallelMinBytes = 1 << 18;
+
+// One [M, K] x [K, N] product (one batch entry).
+void Product(ffi::ThreadPool& pool, int32_t isa, const Problem& problem) {
+  const int64_t k = problem.k, n = problem.n;
+  auto shared = std::make_shared<Shared>();
+  shared->p = problem;
+  shared->isa = isa;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const bool parallel = threads > 1 && k * n * 4 >= kParallelMinBytes;
+  // Two chunks of whole 64-column panels per thread.
+  const int64_t panels = (n + 63) / 64;
+  const int64_t per = parallel ? std::max<int64_t>(1, panels / (2 * threads)) : panels;
+  shared->width = per * 64;
+  shared->chunks = (n + shared->width - 1) / shared->width;
+  const int64_t helpers = parallel ? std::min(threads, shared->chunks) - 1 : 0;
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([shared] { shared->Work(); });
+  shared->Work();
+  while (shared->done.load(std::memory_order_acquire) < shared->chunks)
+    std::this_thread::yield();
+}
+
+// x [M, K] . w [K, N], or a batch of them: x [H, M, K] . w [H, K, N] (the draft heads
+// of self-speculative decoding, each its own weights, as ops.py's vmap rule makes).
+ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                        ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                        int32_t isa) {
+  const auto xd = x.dimensions(), wd = w.dimensions();
+  const size_t r = xd.size();
+  if ((r != 2 && r != 3) || wd.size() != r || xd[r - 1] != wd[r - 2] ||
+      (r == 3 && xd[0] != wd[0]))
+    return ffi::Error::InvalidArgument(
+        "lattice_skinny_matmul: want x float32 [M, K], w [K, N] (or [H, M, K], [H, K, N])");
+  if (isa == kAuto) isa = BestIsa();
+  if (!Supports(isa))
+    return ffi::Error::InvalidArgument(
+        "lattice_skinny_matmul: isa " + std::to_string(isa) + " is not supported by this CPU");
+  const int64_t h = r == 3 ? xd[0] : 1, m = xd[r - 2], k = xd[r - 1], n = wd[r - 1];
+  if (y->element_count() != h * m * n)
+    return ffi::Error::InvalidArgument("lattice_skinny_matmul: y must be [H, M, N]");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  for (int64_t b = 0; b < h; ++b)
+    Product(pool, isa, Problem{x.typed_data() + b * m * k, w.typed_data() + b * k * n,
+                               m, k, n, y->typed_data() + b * m * n});
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmul, SkinnyMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int32_t>("isa"));
+
+// Plain C queries for Python (ctypes). Codes: 1 portable C++, 2 AVX2 + FMA, 3 AVX-512F.
+extern "C" int32_t LatticeSkinnyBestIsa() { return BestIsa(); }
+extern "C" int32_t LatticeSkinnySupports(int32_t isa) { return Supports(isa) ? 1 : 0; }
