@@ -90,8 +90,10 @@ def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot
 def grouped_expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_NxD sorted by expert, sizes_E) for dropless_impl='grouped'.
 
-  Float linears: `kernels.grouped_matmul.grouped_ffn` (batched dots over each
-  expert's window of rows, a tile loop past the windows); quantized kinds keep their
+  Float linears: `kernels.grouped_matmul.grouped_ffn` (float32 on CPU with the native
+  kernel built: one OpenBLAS sgemm per expert over its sorted rows, SwiGLU fused;
+  otherwise batched dots over each expert's window of rows and a tile loop past the
+  windows); quantized kinds keep their
   `prepare` hook (and its straight-through gradient) through three `grouped_matmul`
   calls.
   """
@@ -111,11 +113,10 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`: batched
-  dots over per-expert windows of the sorted rows, weights read in place). In one run
-  of benchmarks/moe_layer.py on the shared 2-core CPU under load (load average ~13,
-  not a measurement) it took 0.51-0.66x the time of blocks at E = 8, 16, 32; the
-  idle-machine figures are in BENCHMARKS.md.
+  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`: the native
+  per-expert OpenBLAS kernel when built, else batched dots over per-expert windows of
+  the sorted rows). On the idle 2-core CPU (BENCHMARKS.md, `41f663e`) the native path
+  took 0.97-1.29x the dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x.
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
   BENCHMARKS.md), and the grouped path's remainder loop issues small dots one tile at
   a time, which on an accelerator is launch-bound (not measured there).
