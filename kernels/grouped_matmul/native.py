@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.machinery
 from pathlib import Path
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kernels import extension
 
 _TARGET = 'lattice_grouped_matmul'
 _TARGET_T2 = 'lattice_grouped_matmul_t2'
@@ -57,12 +58,7 @@ _MODES = {'gmm': 0, 'gmm_t': 1, 'tgmm': 2}
 
 
 def _library_path() -> Path | None:
-  here = Path(__file__).parent
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = here / f'_grouped_cpu{suffix}'
-    if path.exists():
-      return path
-  return None
+  return extension.extension_path(__file__, '_grouped_cpu')
 
 
 def _openblas_sgemm() -> int | None:
@@ -97,12 +93,9 @@ def _library() -> ctypes.CDLL | None:
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
     return None
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeGroupedMatmul),
-                              platform='cpu')
-  for target, fn in ((_TARGET_T2, lib.LatticeGroupedMatmulT2),
-                     (_TARGET_UP, lib.LatticeGroupedSwigluUp),
-                     (_TARGET_DOWN, lib.LatticeGroupedSwigluDown)):
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(fn), platform='cpu')
+  extension.register_targets(lib, {
+      _TARGET: 'LatticeGroupedMatmul', _TARGET_T2: 'LatticeGroupedMatmulT2',
+      _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown'})
   return lib
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.machinery
 import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kernels import extension
 
 _TARGET = 'lattice_skinny_matmul'
 ISAS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}  # skinny_cpu.cc's `isa` codes
@@ -38,12 +39,7 @@ MAX_ROWS = 8
 
 
 def _library_path() -> Path | None:
-  here = Path(__file__).parent
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = here / f'_skinny_cpu{suffix}'
-    if path.exists():
-      return path
-  return None
+  return extension.extension_path(__file__, '_skinny_cpu')
 
 
 @functools.cache
@@ -53,8 +49,7 @@ def _library() -> ctypes.CDLL | None:
   if path is None:
     return None
   lib = ctypes.CDLL(str(path))
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeSkinnyMatmul),
-                              platform='cpu')
+  extension.register_targets(lib, {_TARGET: 'LatticeSkinnyMatmul'})
   return lib
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.machinery
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kernels import extension
 
 _TARGET = 'lattice_ternary_matmul'
 # Instruction-set codes of ternary_cpu.cc's `isa` attribute.
@@ -29,12 +30,7 @@ _NAMES = {v: k for k, v in ISAS.items()}
 
 
 def _library_path() -> Path | None:
-  here = Path(__file__).parent
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = here / f'_ternary_cpu{suffix}'
-    if path.exists():
-      return path
-  return None
+  return extension.extension_path(__file__, '_ternary_cpu')
 
 
 @functools.cache
@@ -44,8 +40,7 @@ def _library() -> ctypes.CDLL | None:
   if path is None:
     return None
   lib = ctypes.CDLL(str(path))
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LatticeTernaryMatmul),
-                              platform='cpu')
+  extension.register_targets(lib, {_TARGET: 'LatticeTernaryMatmul'})
   return lib
 
 
