@@ -9,7 +9,7 @@ import numpy as np
 from lattice.nn import attention, layers
 
 
-def test_rowwise_decode_attention_matches_batched_and_one_row_calls():
+def test_rowwise_decode_attention_matches_batched_and_one_row_calls(monkeypatch):
   B, L, H, K, S, Dh = 1, 3, 4, 2, 24, 8
   ks = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(ks[0], (B, L, H, Dh))
@@ -17,12 +17,9 @@ def test_rowwise_decode_attention_matches_batched_and_one_row_calls():
   v = jax.random.normal(ks[2], (B, K, S, Dh))
   mask = jnp.arange(S)[None, None, :] <= (10 + jnp.arange(L))[None, :, None]
   rows = attention.decode_attention(q, k, v, mask)
-  saved = attention._ROWWISE_MAX_L
-  try:
-    attention._ROWWISE_MAX_L = 0  # the batched formula
+  with monkeypatch.context() as m:
+    m.setattr(layers, 'ROWWISE_MAX_ROWS', 0)  # the batched formula
     batched = attention.decode_attention(q, k, v, mask)
-  finally:
-    attention._ROWWISE_MAX_L = saved
   np.testing.assert_allclose(rows, batched, rtol=1e-5, atol=1e-6)
   for l in range(L):
     one = attention.decode_attention(q[:, l:l + 1], k, v, mask[:, l:l + 1])

@@ -100,7 +100,7 @@ def skinny_matmul_cpu(x_MxK: jax.Array, w_KxN: jax.Array, *, isa: str = 'auto'
       or x_MxK.dtype != jnp.float32 or w_KxN.dtype != jnp.float32):
     raise ValueError(f'skinny_matmul_cpu: want float32 x [M, K] and w [K, N], got '
                      f'{x_MxK.dtype}{list(x_MxK.shape)} and {w_KxN.dtype}{list(w_KxN.shape)}')
-  return _skinny(x_MxK, w_KxN, ISAS[isa])
+  return _batched(x_MxK, w_KxN, ISAS[isa])
 
 
 def _call(x, w, isa: int):
@@ -108,10 +108,6 @@ def _call(x, w, isa: int):
   shape = (*x.shape[:-1], w.shape[-1])
   return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32))(
       x, w, isa=np.int32(isa))
-
-
-def _skinny(x_MxK, w_KxN, isa: int):
-  return _batched(x_MxK, w_KxN, isa)
 
 
 def _batched(x, w, isa: int):

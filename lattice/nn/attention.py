@@ -210,10 +210,6 @@ def _write(cache_BxKxSxDh: jax.Array, new_BxKxLxDh: jax.Array, i_B: jax.Array):
   return write(cache_BxKxSxDh, new_BxKxLxDh, i_B)
 
 
-# Query rows at or below which CPU decoding attends row by row (speculative verification).
-_ROWWISE_MAX_L = 8
-
-
 def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
                      v_BxKxSxDh: jax.Array, mask_BxLxS: jax.Array) -> jax.Array:
   """Grouped-query attention of L new queries over a heads-major KV cache.
@@ -225,7 +221,7 @@ def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
   """
   B, L, H, Dh = q_BxLxHxDh.shape
   K = k_BxKxSxDh.shape[1]
-  if 1 < L <= _ROWWISE_MAX_L and jax.default_backend() == 'cpu':
+  if 1 < L <= layers.ROWWISE_MAX_ROWS and jax.default_backend() == 'cpu':
     # A verification forward's few query rows, one at a time: XLA:CPU runs a one-row
     # attention dot as a cheap batched matrix-vector product but hands a 2..8-row
     # one to a library kernel at ~3x the cost (profile of

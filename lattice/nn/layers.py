@@ -23,6 +23,10 @@ from lattice.quant.linear import Linear  # noqa: F401  (the float projection; re
 if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module's table
   from lattice import config as config_lib
 
+# Token rows at or below which a CPU decode step (a speculative verification forward)
+# attends and unembeds one row at a time (decode_attention, Embed.attend).
+ROWWISE_MAX_ROWS = 8
+
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -89,7 +93,7 @@ class Embed(nn.Module):
     w_VxD = self.embedding.astype(self.dtype)
     scale = jnp.sqrt(jnp.asarray(self.features, self.dtype))
     B, L = x_BxLxD.shape[:2]
-    if B * L > 1 and B * L <= 8 and jax.default_backend() == 'cpu':
+    if 1 < B * L <= ROWWISE_MAX_ROWS and jax.default_backend() == 'cpu':
       # Decoding's few rows (a speculative verification forward) one at a time:
       # XLA:CPU runs a one-row product with the transposed table as a matrix-vector
       # dot but packs the table for a 2..8-row one (~5x the time at V 384, D 256,
