@@ -176,6 +176,8 @@ def _verify(key, main_BxLxV, drafts_BxK, q_BxKxV, s: SamplingConfig):
 def _at(x_BxLx_: jax.Array, pos_B: jax.Array) -> jax.Array:
   """x[b, pos_B[b]] for every row b: [B, L, ...] -> [B, ...]."""
   B = x_BxLx_.shape[0]
+  if B == 1:  # a dynamic slice, not a gather (XLA:CPU runs a gather op by op)
+    return jax.lax.dynamic_index_in_dim(x_BxLx_, pos_B[0], axis=1, keepdims=False)
   return jnp.take_along_axis(x_BxLx_, pos_B.reshape((B,) + (1,) * (x_BxLx_.ndim - 1)),
                              axis=1)[:, 0]
 
@@ -299,7 +301,10 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
   done_B = count_B >= N
   if eos_id is not None:
     done_B = done_B | (cur_B == eos_id)
-  write = jax.vmap(lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (i,)))
+  if B == 1:  # an in-place update, not the scatter vmap makes
+    write = lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (0, i[0]))
+  else:
+    write = jax.vmap(lambda o, t, i: jax.lax.dynamic_update_slice(o, t, (i,)))
 
   def body(carry):
     kv, index_B, cur_B, drafts_BxK, q_BxKxV, out_BxM, count_B, fwd_B, done_B, key = carry
