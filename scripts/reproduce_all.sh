@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Regenerates the committed quick-mode results from one clean commit, one experiment
+# at a time, then REPRODUCTIONS.md (issue #20: "one clean rerun").
+#
+#   bash scripts/reproduce_all.sh [EXPERIMENT ...]    (default: every experiment)
+#   MODE=smoke bash scripts/reproduce_all.sh NAME     (a quick check of the script)
+#
+# Measured runs: run this on an otherwise idle machine (nothing else running, no
+# test suite, no benchmark); every result.json records its commit and the load
+# average at its start and end, and `lattice report` warns where the load exceeded
+# the core count. The tree must be clean (a `-dirty` commit is refused) unless
+# ALLOW_DIRTY=1. Runs go to $WORKDIR (default /tmp/lattice_rerun/<commit>): a rerun of
+# this script resumes each experiment from there. Each finished run's result.json,
+# table.md and plots are copied into results/<experiment>/ (replacing the old ones);
+# commit them together with the regenerated REPRODUCTIONS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+if [[ -n "$(git status --porcelain --untracked-files=no)" && "${ALLOW_DIRTY:-0}" != 1 ]]; then
+  echo "reproduce_all: the tree has uncommitted changes; commit them (results must name a clean commit) or set ALLOW_DIRTY=1" >&2
+  exit 2
+fi
+commit=$(git rev-parse --short HEAD)
+work=${WORKDIR:-/tmp/lattice_rerun/$commit}
+mkdir -p "$work"
+if [[ $# -gt 0 ]]; then
+  names=("$@")
+else
+  names=()
+  for f in experiments/*.py; do
+    n=$(basename "$f" .py)
+    # experiment files define a quick mode; shared modules (lm.py, __init__.py) do not
+    grep -q "'quick'" "$f" && [[ $n != lm && $n != __init__ ]] && names+=("$n")
+  done
+fi
+log="$work/log.txt"
+echo "commit $commit, $(nproc) cores, $(date -u +%FT%TZ): ${names[*]}" | tee -a "$log"
+for n in "${names[@]}"; do
+  start=$(date +%s)
+  echo "== $n start $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
+  $PY -m lattice.main --config="experiments/$n.py:${MODE:-quick}" --workdir="$work/$n" \
+    > "$work/$n.out" 2>&1 || { echo "== $n FAILED (see $work/$n.out)" | tee -a "$log"; continue; }
+  echo "== $n done in $(( $(date +%s) - start )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
+  dest="$PWD/results/$n"
+  rm -rf "$dest" && mkdir -p "$dest"
+  (cd "$work/$n" && find . \( -name result.json -o -name table.md -o -name '*.png' \) \
+      -not -path '*/checkpoints/*' -exec cp --parents {} "$dest/" \;)
+done
+$PY -m lattice.cli report results --out REPRODUCTIONS.md
+echo "REPRODUCTIONS.md regenerated; log: $log" | tee -a "$log"
