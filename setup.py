@@ -37,6 +37,7 @@ class BuildFfiExt(build_ext):
 TERNARY_CPU = Extension(
     'kernels.ternary_cpu._ternary_cpu',
     sources=['kernels/ternary_cpu/ternary_cpu.cc'],
+    depends=['kernels/column_chunks.h'],
     language='c++',
     extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],
     optional=True,
@@ -58,6 +59,7 @@ GROUPED_CPU = Extension(
 SKINNY_CPU = Extension(
     'kernels.skinny_cpu._skinny_cpu',
     sources=['kernels/skinny_cpu/skinny_cpu.cc'],
+    depends=['kernels/column_chunks.h'],
     language='c++',
     extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],
     optional=True,

@@ -32,3 +32,16 @@ def register_targets(lib: ctypes.CDLL, targets: dict[str, str]) -> None:
   for target, symbol in targets.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                 platform='cpu')
+
+
+def load_library(module_file: str, stem: str, targets: dict[str, str]
+                 ) -> ctypes.CDLL | None:
+  """The built extension `stem` beside `module_file`, loaded with its FFI `targets`
+  (custom-call name -> exported handler symbol) registered on CPU; None if it is not
+  built. Callers cache the result (registration must happen once)."""
+  path = extension_path(module_file, stem)
+  if path is None:
+    return None
+  lib = ctypes.CDLL(str(path))
+  register_targets(lib, targets)
+  return lib

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -38,19 +37,10 @@ _NAMES = {v: k for k, v in ISAS.items()}
 MAX_ROWS = 8
 
 
-def _library_path() -> Path | None:
-  return extension.extension_path(__file__, '_skinny_cpu')
-
-
 @functools.cache
 def _library() -> ctypes.CDLL | None:
   """The loaded kernel library with its FFI target registered, or None if not built."""
-  path = _library_path()
-  if path is None:
-    return None
-  lib = ctypes.CDLL(str(path))
-  extension.register_targets(lib, {_TARGET: 'LatticeSkinnyMatmul'})
-  return lib
+  return extension.load_library(__file__, '_skinny_cpu', {_TARGET: 'LatticeSkinnyMatmul'})
 
 
 def best_isa() -> str | None:

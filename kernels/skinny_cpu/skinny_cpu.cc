@@ -20,8 +20,8 @@
 // L-row call. Self-speculative decoding relies on this: its verification forward and
 // plain decoding then compute identical logits, not merely close ones.
 //
-// Columns are split into chunks run on XLA's intra-op thread pool, as
-// kernels/ternary_cpu does. Instruction set: AVX-512F, else AVX2 + FMA, else portable
+// Columns are split into chunks run on XLA's intra-op thread pool (kernels/column_chunks.h,
+// shared with kernels/ternary_cpu). Instruction set: AVX-512F, else AVX2 + FMA, else portable
 // C++ (std::fma, the same rounding), chosen at run time from CPUID or forced by the
 // `isa` attribute (tests check every path on one machine).
 
@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "../column_chunks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -165,42 +166,15 @@ void Columns(int32_t isa, const Problem& p, int64_t n0, int64_t n1) {
   if (j < n1) ColumnsScalar(p, 0, p.m, j, n1);
 }
 
-struct Shared {
-  Problem p;
-  int32_t isa;
-  int64_t width, chunks;
-  std::atomic<int64_t> next{0}, done{0};
-  void Work() {
-    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      const int64_t n0 = i * width;
-      Columns(isa, p, n0, std::min(p.n, n0 + width));
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
 // Below this many weight bytes a call runs on the caller alone: handing work to the
 // pool costs a few microseconds, more than reading a small panel.
 constexpr int64_t kParallelMinBytes = 1 << 18;
 
 // One [M, K] x [K, N] product (one batch entry).
 void Product(ffi::ThreadPool& pool, int32_t isa, const Problem& problem) {
-  const int64_t k = problem.k, n = problem.n;
-  auto shared = std::make_shared<Shared>();
-  shared->p = problem;
-  shared->isa = isa;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const bool parallel = threads > 1 && k * n * 4 >= kParallelMinBytes;
   // Two chunks of whole 64-column panels per thread.
-  const int64_t panels = (n + 63) / 64;
-  const int64_t per = parallel ? std::max<int64_t>(1, panels / (2 * threads)) : panels;
-  shared->width = per * 64;
-  shared->chunks = (n + shared->width - 1) / shared->width;
-  const int64_t helpers = parallel ? std::min(threads, shared->chunks) - 1 : 0;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([shared] { shared->Work(); });
-  shared->Work();
-  while (shared->done.load(std::memory_order_acquire) < shared->chunks)
-    std::this_thread::yield();
+  lattice::ParallelColumns(pool, problem.n, 64, 2, problem.k * problem.n * 4 >= kParallelMinBytes,
+                           [&](int64_t n0, int64_t n1) { Columns(isa, problem, n0, n1); });
 }
 
 // x [M, K] . w [K, N], or a batch of them: x [H, M, K] . w [H, K, N] (the draft heads

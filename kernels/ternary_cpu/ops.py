@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,19 +28,10 @@ ISAS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}
 _NAMES = {v: k for k, v in ISAS.items()}
 
 
-def _library_path() -> Path | None:
-  return extension.extension_path(__file__, '_ternary_cpu')
-
-
 @functools.cache
 def _library() -> ctypes.CDLL | None:
   """The loaded kernel library with its FFI target registered, or None if not built."""
-  path = _library_path()
-  if path is None:
-    return None
-  lib = ctypes.CDLL(str(path))
-  extension.register_targets(lib, {_TARGET: 'LatticeTernaryMatmul'})
-  return lib
+  return extension.load_library(__file__, '_ternary_cpu', {_TARGET: 'LatticeTernaryMatmul'})
 
 
 def best_isa() -> str | None:

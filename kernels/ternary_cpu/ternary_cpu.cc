@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "../column_chunks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -204,22 +205,6 @@ void Columns(int32_t isa, const Problem& p, int64_t n0, int64_t n1) {
   ColumnsScalar(p, n0, n1);
 }
 
-// Columns in chunks of `width`, claimed from an atomic counter by the caller and by
-// helper tasks on the pool; the caller returns once every chunk is finished.
-struct Shared {
-  Problem p;
-  int32_t isa;
-  int64_t width, chunks;
-  std::atomic<int64_t> next{0}, done{0};
-  void Work() {
-    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      const int64_t n0 = i * width;
-      Columns(isa, p, n0, std::min(p.n, n0 + width));
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
 // Below this many weight bytes x rows a call runs on the caller alone: handing work
 // to the pool costs a few microseconds.
 constexpr int64_t kParallelMinBytes = 1 << 16;
@@ -254,22 +239,11 @@ ffi::Error TernaryMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::S8> x,
     sumx[r] = s;
     scale[r] = 1.0f / (sx.typed_data()[r] * w_scale);
   }
-  auto shared = std::make_shared<Shared>();
-  shared->p = Problem{xpad.data(), sumx.data(), scale.data(), w.typed_data(),
-                      m, kq, n, y->typed_data()};
-  shared->isa = isa;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const bool parallel = threads > 1 && m * kq * n >= kParallelMinBytes;
+  const Problem p{xpad.data(), sumx.data(), scale.data(), w.typed_data(),
+                  m, kq, n, y->typed_data()};
   // 4 chunks per thread balance a loaded machine; chunks are whole 64-column blocks.
-  const int64_t blocks = (n + 63) / 64;
-  const int64_t per = parallel ? std::max<int64_t>(1, blocks / (4 * threads)) : blocks;
-  shared->width = per * 64;
-  shared->chunks = (n + shared->width - 1) / shared->width;
-  const int64_t helpers = parallel ? std::min(threads, shared->chunks) - 1 : 0;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([shared] { shared->Work(); });
-  shared->Work();
-  while (shared->done.load(std::memory_order_acquire) < shared->chunks)
-    std::this_thread::yield();
+  lattice::ParallelColumns(pool, n, 64, 4, m * kq * n >= kParallelMinBytes,
+                           [&](int64_t n0, int64_t n1) { Columns(isa, p, n0, n1); });
   return ffi::Error::Success();
 }
 
