@@ -41,7 +41,7 @@ import time
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 
-from lattice.decode import dfa_compose, regex_ast, regex_parse
+from lattice.decode import dfa_compose, dfa_native, regex_ast, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
@@ -500,8 +500,11 @@ def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndar
 
   `delta_SxK[s, k]` is the target of s's k-th edge (-1: none). One breadth-first
   search backwards from every accepting state at once (scipy's C shortest paths
-  on the reversed graph from a virtual source), O(S x K).
+  on the reversed graph from a virtual source), O(S x K); natively
+  (`dfa_native`) when it is built.
   """
+  if dfa_native.LIB is not None:
+    return dfa_native.distances(delta_SxK, accepting)
   S = len(accepting)
   src = np.repeat(np.arange(S), delta_SxK.shape[1])
   dst = np.asarray(delta_SxK).reshape(-1)
@@ -611,11 +614,22 @@ def _minimise(delta, accepting, tag, internal):
   # Without counted loops, minimising is only a size saving: past a budget of
   # state-rounds (long chains need a round per link) the DFA is kept as built.
   budget = None if (tag >= 0).any() else _MINIMISE_BUDGET
-  block = _refine(delta, internal, block0, hashed=True, budget=budget)
-  if block is None:
-    return delta, accepting, tag, internal
-  if not _is_congruence(delta, internal, block0, block):
-    block = _refine(delta, internal, block0, hashed=False)
+  # (The internal flag of a rejected edge is never read: cleared, so both paths
+  # see the same signatures.)
+  internal = internal & (delta >= 0)
+  if dfa_native.LIB is not None:  # Hopcroft-style in C++: no budget needed.
+    block = dfa_native.partition(delta, internal, block0)
+  else:
+    block = _refine(delta, internal, block0, hashed=True, budget=budget)
+    if block is None:
+      return delta, accepting, tag, internal
+    if not _is_congruence(delta, internal, block0, block):
+      block = _refine(delta, internal, block0, hashed=False)
+    # Block ids in order of each block's first state (as the native refinement).
+    _, first, block = np.unique(block, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    block = rank[block.reshape(-1)]
   n_blocks = int(block.max()) + 1
   rep = np.zeros(n_blocks, np.int64)
   rep[block[::-1]] = np.arange(len(block))[::-1]
@@ -696,11 +710,15 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 def _renumber(delta, accepting):
   """States in BFS order from the start (state 0), dropping unreachable ones."""
   S = len(accepting)
-  src = np.repeat(np.arange(S), delta.shape[1])
-  dst = delta.reshape(-1)
-  keep = dst >= 0
-  graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
-  order = csgraph.breadth_first_order(graph, 0, directed=True, return_predecessors=False)
+  if dfa_native.LIB is not None:
+    order = dfa_native.bfs_order(delta)
+  else:
+    src = np.repeat(np.arange(S), delta.shape[1])
+    dst = delta.reshape(-1)
+    keep = dst >= 0
+    graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
+    order = csgraph.breadth_first_order(graph, 0, directed=True,
+                                        return_predecessors=False)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]
