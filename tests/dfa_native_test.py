@@ -28,7 +28,7 @@ _LIB = dfa_native.LIB
 
 
 @pytest.mark.parametrize('seed', range(6))
-def test_distances_and_bfs_order_match_scipy(seed, fallback):
+def test_distances_and_bfs_order_match_the_fallback(seed, fallback):
   rng = np.random.default_rng(seed)
   delta, acc = _random_dfa(rng, int(rng.integers(1, 300)), int(rng.integers(1, 12)),
                            p_edge=float(rng.uniform(0.05, 0.9)))

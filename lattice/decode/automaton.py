@@ -375,20 +375,25 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   final = nfa.build(node, start)
   masks = sorted({m for edges in nfa.edges for m, _ in edges})
   byte_class, held = _byte_classes(masks)
-  classes_of = dict(zip(masks, held))
   n_cls = int(byte_class.max()) + 1
-  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
-  moves = []
-  for edges in nfa.edges:
-    mv: dict[int, list[int]] = {}
-    for m, t in edges:
-      for c in classes_of[m]:
-        if c in mv:
-          mv[c].append(t)
-        else:
-          mv[c] = [t]
-    moves.append(mv)
-  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  if dfa_native.LIB is not None:
+    got = _native_subsets(nfa, masks, held, n_cls, final, limits)
+  else:
+    got = _python_subsets(nfa, masks, held, n_cls, final, limits)
+  delta, accepting, internal, order, core = got
+  tag = _region_tags(nfa, order, delta, internal, core) if nfa.regions else np.full(
+      len(accepting), -1, np.int64)
+  internal = internal == 1
+  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
+  delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions:
+    delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
+  delta, accepting = _renumber(delta, accepting)
+  return intern(Dfa(delta, byte_class, accepting))
+
+
+def _closure_fn(nfa: _Nfa, core_ok):
+  """(closure(s), core(states)): epsilon closures kept to the core states."""
   closures: dict[int, tuple[int, ...]] = {}
 
   def closure(s: int) -> tuple[int, ...]:
@@ -408,7 +413,51 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
       out.update(closure(s))
     return frozenset(out)
 
-  first = core([start])
+  return closure, core
+
+
+def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits):
+  """`_python_subsets` by `dfa_native.subset_construction`; the subsets are made
+  Python sets only where counted loops need them (`_region_tags`)."""
+  mask_id = {m: i for i, m in enumerate(masks)}
+  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  got = dfa_native.subset_construction(
+      nfa.eps, [[mask_id[m] for m, _ in e] for e in nfa.edges],
+      [[t for _, t in e] for e in nfa.edges], held, n_cls, core_ok, nfa.region, final,
+      limits.max_states, nfa.deadline - time.perf_counter())
+  if got == 1:
+    raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                     f'(Limits.max_states)')
+  if isinstance(got, int):
+    raise LimitError(f'automaton: compiling took over {limits.max_seconds} s '
+                     f'(Limits.max_seconds)')
+  delta, internal, accepting, (mem_off, mem) = got
+  order = None
+  if nfa.regions:
+    mem_l = mem.tolist()
+    order = [frozenset(mem_l[a:b]) for a, b in zip(mem_off[:-1].tolist(),
+                                                    mem_off[1:].tolist())]
+  return delta, accepting, internal.astype(np.int64), order, _closure_fn(nfa, core_ok)[1]
+
+
+def _python_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits):
+  """(delta int32[S, C], accepting, internal int64[S, C] (see `_region_tags`), the
+  subsets (frozensets of NFA states), core()): the subset construction in Python."""
+  classes_of = dict(zip(masks, held))
+  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
+  moves = []
+  for edges in nfa.edges:
+    mv: dict[int, list[int]] = {}
+    for m, t in edges:
+      for c in classes_of[m]:
+        if c in mv:
+          mv[c].append(t)
+        else:
+          mv[c] = [t]
+    moves.append(mv)
+  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  _, core = _closure_fn(nfa, core_ok)
+  first = core([0])
   ids, order, rows = {first: 0}, [first], []
   internal_rows = []  # Per state with loop members: per class, moved from the loop?
   region = nfa.region
@@ -449,14 +498,7 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   delta = np.array(rows, np.int32).reshape(len(order), n_cls)
   accepting = np.array([final in d for d in order], bool)
   internal = np.array(internal_rows, np.int64).reshape(len(order), n_cls)
-  tag = _region_tags(nfa, order, delta, internal, core)
-  internal = internal == 1
-  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
-  delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
-  if nfa.regions:
-    delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
-  delta, accepting = _renumber(delta, accepting)
-  return intern(Dfa(delta, byte_class, accepting))
+  return delta, accepting, internal, order, core
 
 
 def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
@@ -707,18 +749,35 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
   return out.astype(np.int32), accepting
 
 
+def _bfs_order(delta: np.ndarray) -> np.ndarray:
+  """int64[n]: the states reachable from state 0 in breadth-first order, each
+  state's targets in class order: a canonical numbering (equal DFAs get equal
+  tables whatever their states' ids). One numpy step per BFS layer."""
+  S = delta.shape[0]
+  seen = np.zeros(S, bool)
+  seen[0] = True
+  layers, frontier = [np.zeros(1, np.int64)], np.zeros(1, np.int64)
+  while len(frontier):
+    t = delta[frontier].reshape(-1)
+    t = t[t >= 0]
+    t = t[~seen[t]]
+    if not len(t):
+      break
+    _, first = np.unique(t, return_index=True)
+    frontier = t[np.sort(first)].astype(np.int64)
+    seen[frontier] = True
+    layers.append(frontier)
+  return np.concatenate(layers)
+
+
 def _renumber(delta, accepting):
-  """States in BFS order from the start (state 0), dropping unreachable ones."""
+  """States in canonical BFS order from the start (state 0, targets in class
+  order), dropping unreachable ones."""
   S = len(accepting)
   if dfa_native.LIB is not None:
     order = dfa_native.bfs_order(delta)
   else:
-    src = np.repeat(np.arange(S), delta.shape[1])
-    dst = delta.reshape(-1)
-    keep = dst >= 0
-    graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
-    order = csgraph.breadth_first_order(graph, 0, directed=True,
-                                        return_predecessors=False)
+    order = _bfs_order(delta)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]

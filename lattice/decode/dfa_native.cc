@@ -7,9 +7,35 @@
 // irrelevant to them (ctypes releases it).
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
+
+namespace {
+
+struct VecHash {
+  size_t operator()(const std::vector<int32_t>& v) const {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ v.size();
+    for (int32_t x : v) {
+      h ^= static_cast<uint64_t>(x) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
+// The subset construction's result, kept until Python copies it out.
+struct Subset {
+  int64_t n_cls = 0;
+  std::vector<int32_t> delta;      // n x n_cls
+  std::vector<int8_t> internal;    // n x n_cls: 0 / 1 / 2 (see lattice_subset_run)
+  std::vector<uint8_t> accepting;  // n
+  std::vector<int64_t> mem_off;    // n + 1
+  std::vector<int32_t> mem;        // members of each subset, ascending
+};
+
+}  // namespace
 
 extern "C" {
 
@@ -52,25 +78,20 @@ int64_t lattice_dfa_distances(const int32_t* delta, int64_t S, int64_t K,
 }
 
 // The states reachable from state 0 in breadth-first order, each state's targets
-// visited in ascending id order (scipy.sparse.csgraph.breadth_first_order on the
-// CSR graph of the table gives the same order). Writes order[0..n); returns n.
+// visited in edge order (k ascending): a canonical numbering of a connected DFA.
+// Writes order[0..n); returns n.
 int64_t lattice_dfa_bfs_order(const int32_t* delta, int64_t S, int64_t K,
                               int64_t* order) {
   if (S == 0) return 0;
   std::vector<uint8_t> seen(S, 0);
-  std::vector<int32_t> targets;
-  targets.reserve(K);
   int64_t n = 0;
   order[n++] = 0;
   seen[0] = 1;
   for (int64_t q = 0; q < n; ++q) {
     const int32_t* row = delta + order[q] * K;
-    targets.clear();
-    for (int64_t k = 0; k < K; ++k)
-      if (row[k] >= 0 && !seen[row[k]]) targets.push_back(row[k]);
-    std::sort(targets.begin(), targets.end());
-    for (int32_t t : targets) {
-      if (!seen[t]) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t t = row[k];
+      if (t >= 0 && !seen[t]) {
         seen[t] = 1;
         order[n++] = t;
       }
@@ -215,6 +236,171 @@ int64_t lattice_dfa_partition(const int32_t* delta, int64_t S, int64_t K,
     block[s] = x;
   }
   return n_blocks;
+}
+
+// The subset construction of a Thompson NFA over byte classes (automaton._to_dfa's
+// loop). NFA: n states; epsilon edges in CSR (eps_off[n+1], eps_tgt); byte edges in
+// CSR by source (edge_off[n+1], edge_mask = a mask id, edge_tgt); each mask id's
+// classes in CSR (mask_off, mask_cls); core_ok[s]: s is kept in subsets (it has
+// byte edges or is `final`); region[s]: counted-loop id or -1. A DFA state is the
+// set of core NFA states (ascending), the start's is the closure of state 0.
+// internal[d][c], where some member of d is in a loop: 1 if every mover on c is in
+// one loop, 2 if movers are in several regions (a loop and outside, or two loops),
+// else 0. Returns a handle (lattice_subset_*), or null with *status 1 past
+// max_states DFA states, 2 past max_seconds.
+void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_tgt,
+                         const int64_t* edge_off, const int32_t* edge_mask,
+                         const int32_t* edge_tgt, const int64_t* mask_off,
+                         const int32_t* mask_cls, int64_t n_cls, const uint8_t* core_ok,
+                         const int32_t* region, int64_t final_state, int64_t max_states,
+                         double max_seconds, int64_t* status) {
+  const auto t0 = std::chrono::steady_clock::now();
+  *status = 0;
+  // Epsilon closures restricted to core states, computed on demand.
+  std::vector<std::vector<int32_t>> closure(n);
+  std::vector<uint8_t> closed(n, 0);
+  std::vector<int64_t> stamp(n, -1);
+  int64_t round = 0;
+  std::vector<int32_t> todo;
+  auto get_closure = [&](int32_t s) -> const std::vector<int32_t>& {
+    if (!closed[s]) {
+      ++round;
+      todo.clear();
+      todo.push_back(s);
+      stamp[s] = round;
+      std::vector<int32_t>& out = closure[s];
+      while (!todo.empty()) {
+        const int32_t u = todo.back();
+        todo.pop_back();
+        if (core_ok[u]) out.push_back(u);
+        for (int64_t i = eps_off[u]; i < eps_off[u + 1]; ++i) {
+          const int32_t t = eps_tgt[i];
+          if (stamp[t] != round) {
+            stamp[t] = round;
+            todo.push_back(t);
+          }
+        }
+      }
+      closed[s] = 1;
+    }
+    return closure[s];
+  };
+  std::vector<int64_t> in_core(n, -1);
+  int64_t core_round = 0;
+  auto core_of = [&](const std::vector<int32_t>& states, std::vector<int32_t>& out) {
+    ++core_round;
+    out.clear();
+    for (int32_t s : states) {
+      for (int32_t t : get_closure(s)) {
+        if (in_core[t] != core_round) {
+          in_core[t] = core_round;
+          out.push_back(t);
+        }
+      }
+    }
+    std::sort(out.begin(), out.end());
+  };
+  Subset* res = new Subset();
+  res->n_cls = n_cls;
+  std::unordered_map<std::vector<int32_t>, int32_t, VecHash> ids;
+  std::vector<std::vector<int32_t>> order;
+  std::vector<int32_t> first;
+  core_of(std::vector<int32_t>{0}, first);
+  ids.emplace(first, 0);
+  order.push_back(first);
+  // Per class: the targets, and the regions of the movers.
+  std::vector<std::vector<int32_t>> step(n_cls);
+  std::vector<int32_t> reg_first(n_cls);
+  std::vector<uint8_t> reg_multi(n_cls), touched_flag(n_cls, 0);
+  std::vector<int32_t> touched, targets;
+  for (size_t d = 0; d < order.size(); ++d) {
+    const std::vector<int32_t> members = order[d];  // (order may grow below)
+    bool regs = false;
+    for (int32_t s : members) regs |= region[s] >= 0;
+    touched.clear();
+    for (int32_t s : members) {
+      for (int64_t e = edge_off[s]; e < edge_off[s + 1]; ++e) {
+        const int32_t m = edge_mask[e], t = edge_tgt[e];
+        for (int64_t i = mask_off[m]; i < mask_off[m + 1]; ++i) {
+          const int32_t c = mask_cls[i];
+          if (!touched_flag[c]) {
+            touched_flag[c] = 1;
+            touched.push_back(c);
+            step[c].clear();
+            reg_first[c] = region[s];
+            reg_multi[c] = 0;
+          } else if (region[s] != reg_first[c]) {
+            reg_multi[c] = 1;
+          }
+          step[c].push_back(t);
+        }
+      }
+    }
+    std::sort(touched.begin(), touched.end());
+    const size_t row0 = res->delta.size();
+    res->delta.resize(row0 + n_cls, -1);
+    res->internal.resize(row0 + n_cls, 0);
+    for (int32_t c : touched) {
+      touched_flag[c] = 0;
+      core_of(step[c], targets);
+      if (targets.empty()) continue;
+      if (regs) res->internal[row0 + c] = reg_multi[c] ? 2 : (reg_first[c] >= 0 ? 1 : 0);
+      auto it = ids.find(targets);
+      int32_t id;
+      if (it == ids.end()) {
+        id = static_cast<int32_t>(order.size());
+        if (static_cast<int64_t>(order.size()) + 1 > max_states) {
+          *status = 1;
+          delete res;
+          return nullptr;
+        }
+        ids.emplace(targets, id);
+        order.push_back(targets);
+      } else {
+        id = it->second;
+      }
+      res->delta[row0 + c] = id;
+    }
+    if ((d + 1) % 256 == 0) {
+      const double dt = std::chrono::duration<double>(
+          std::chrono::steady_clock::now() - t0).count();
+      if (dt > max_seconds) {
+        *status = 2;
+        delete res;
+        return nullptr;
+      }
+    }
+  }
+  const size_t S = order.size();
+  res->accepting.resize(S);
+  res->mem_off.assign(S + 1, 0);
+  for (size_t d = 0; d < S; ++d) {
+    res->accepting[d] = std::binary_search(order[d].begin(), order[d].end(),
+                                           static_cast<int32_t>(final_state));
+    res->mem_off[d + 1] = res->mem_off[d] + order[d].size();
+  }
+  res->mem.reserve(res->mem_off[S]);
+  for (size_t d = 0; d < S; ++d) res->mem.insert(res->mem.end(), order[d].begin(), order[d].end());
+  return res;
+}
+
+// which 0: DFA states; 1: total subset members.
+int64_t lattice_subset_size(void* h, int64_t which) {
+  const Subset* r = static_cast<Subset*>(h);
+  return which == 0 ? static_cast<int64_t>(r->accepting.size())
+                    : static_cast<int64_t>(r->mem.size());
+}
+
+// Copies the result into caller buffers (any may be null) and frees the handle.
+void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* accepting,
+                         int64_t* mem_off, int32_t* mem) {
+  Subset* r = static_cast<Subset*>(h);
+  if (delta) std::memcpy(delta, r->delta.data(), r->delta.size() * sizeof(int32_t));
+  if (internal) std::memcpy(internal, r->internal.data(), r->internal.size());
+  if (accepting) std::memcpy(accepting, r->accepting.data(), r->accepting.size());
+  if (mem_off) std::memcpy(mem_off, r->mem_off.data(), r->mem_off.size() * sizeof(int64_t));
+  if (mem) std::memcpy(mem, r->mem.data(), r->mem.size() * sizeof(int32_t));
+  delete r;
 }
 
 }  // extern "C"

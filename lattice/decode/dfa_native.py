@@ -45,8 +45,14 @@ def _load() -> ctypes.CDLL | None:
       lib.lattice_dfa_bfs_order.argtypes = [_P, _I, _I, _P]
       lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
       for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
-                lib.lattice_dfa_partition):
+                lib.lattice_dfa_partition, lib.lattice_subset_size):
         f.restype = _I
+      lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
+                                                           ctypes.c_double, _P]
+      lib.lattice_subset_run.restype = _P
+      lib.lattice_subset_size.argtypes = [_P, _I]
+      lib.lattice_subset_take.argtypes = [_P] * 6
+      lib.lattice_subset_take.restype = None
       return lib
   return None
 
@@ -78,8 +84,8 @@ def distances(delta_SxK: np.ndarray, accepting_S: np.ndarray) -> np.ndarray:
 
 def bfs_order(delta_SxK: np.ndarray) -> np.ndarray:
   """int64[n]: the states reachable from state 0 in breadth-first order, each
-  state's targets in ascending id order (as scipy's `breadth_first_order` on the
-  table's sparse graph). Requires `available()`."""
+  state's targets in edge order (as `automaton._bfs_order`). Requires
+  `available()`."""
   d = _table(delta_SxK)
   S, K = d.shape
   out = np.empty(S, np.int64)
@@ -105,3 +111,52 @@ def partition(delta_SxK: np.ndarray, internal_SxK: np.ndarray | None,
                             None if inner is None else inner.ctypes.data,
                             b0.ctypes.data, out.ctypes.data)
   return out
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+  off = np.zeros(len(lists) + 1, np.int64)
+  np.cumsum([len(x) for x in lists], out=off[1:])
+  flat = np.fromiter((v for x in lists for v in x), np.int32, int(off[-1]))
+  return off, flat
+
+
+def subset_construction(eps: list[list[int]], edge_masks: list[list[int]],
+                        edge_targets: list[list[int]], mask_classes: list[list[int]],
+                        n_cls: int, core_ok: list[bool], region: list[int], final: int,
+                        max_states: int, max_seconds: float):
+  """The subset construction of a Thompson NFA over byte classes (the loop of
+  `automaton._to_dfa`, same states in a canonical order: classes ascending).
+
+  Per NFA state s: `eps[s]` epsilon targets, byte edges `edge_masks[s][i]` (an
+  index into `mask_classes`, the classes of that byte mask) to `edge_targets[s][i]`;
+  `core_ok[s]`: s is kept in subsets; `region[s]`: counted-loop id or -1. NFA state
+  0 is the start. Returns (delta int32[S, C], internal int8[S, C] (0 / 1: every
+  mover in one loop / 2: movers in several regions; 0 where no member is in a
+  loop), accepting bool[S], members: per DFA state the sorted NFA states), or an
+  int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
+  Requires `available()`.
+  """
+  n = len(eps)
+  eps_off, eps_tgt = _csr(eps)
+  edge_off, edge_mask = _csr(edge_masks)
+  _, edge_tgt = _csr(edge_targets)
+  mask_off, mask_cls = _csr(mask_classes)
+  ok = np.fromiter(core_ok, np.uint8, n)
+  reg = np.fromiter(region, np.int32, n)
+  status = np.zeros(1, np.int64)
+  h = LIB.lattice_subset_run(
+      n, eps_off.ctypes.data, eps_tgt.ctypes.data, edge_off.ctypes.data,
+      edge_mask.ctypes.data, edge_tgt.ctypes.data, mask_off.ctypes.data,
+      mask_cls.ctypes.data, n_cls, ok.ctypes.data, reg.ctypes.data, final, max_states,
+      float(max_seconds), status.ctypes.data)
+  if not h:
+    return int(status[0])
+  S, n_mem = LIB.lattice_subset_size(h, 0), LIB.lattice_subset_size(h, 1)
+  delta = np.empty((S, n_cls), np.int32)
+  internal = np.empty((S, n_cls), np.int8)
+  accepting = np.empty(S, np.uint8)
+  mem_off = np.empty(S + 1, np.int64)
+  mem = np.empty(n_mem, np.int32)
+  LIB.lattice_subset_take(h, delta.ctypes.data, internal.ctypes.data,
+                          accepting.ctypes.data, mem_off.ctypes.data, mem.ctypes.data)
+  return delta, internal, accepting.astype(bool), (mem_off, mem)
