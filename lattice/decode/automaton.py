@@ -125,9 +125,13 @@ _ESCAPED_MASK = sum(1 << b for b in JSON_ESCAPE)
 class _Nfa:
   """Thompson NFA: per state, epsilon targets, (byte mask, target) edges, a region."""
 
-  def __init__(self, limits: Limits, no_region: set[int]):
+  def __init__(self, limits: Limits, no_region: set[int], bulk: bool = False):
     self.eps: list[list[int]] = []
     self.edges: list[list[tuple[int, int]]] = []
+    # bulk: embedded DFAs' byte edges kept as arrays (`_embed_bulk`, for the native
+    # subset construction): (sources, class index, the classes' masks, targets).
+    self.bulk = bulk
+    self.bulk_edges: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]] = []
     self.region: list[int] = []
     self.cur_region = -1
     # Per region id: (AST node id, lo, hi, hub state).
@@ -143,6 +147,19 @@ class _Nfa:
       raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
                        f'(Limits.max_states={self.limits.max_states})')
     return len(self.eps) - 1
+
+  def states(self, k: int) -> int:
+    """k fresh states with no edges, none to be added (`_embed_bulk`: except
+    where it makes their lists); returns the first id."""
+    first = len(self.eps)
+    if first + k > 4 * self.limits.max_states:
+      raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
+                       f'(Limits.max_states={self.limits.max_states})')
+    # Shared empty tuples: bulk states get lists only where something is added.
+    self.eps += [()] * k
+    self.edges += [()] * k
+    self.region += [self.cur_region] * k
+    return first
 
   def build(self, node: Node, start: int) -> int:
     """Adds `node` from `start`; returns its end state."""
@@ -166,6 +183,8 @@ class _Nfa:
     if kind == 'chain':
       return self._chain(node[1], node[2], start)
     if kind == 'dfa':
+      if self.bulk:
+        return self._embed_bulk(node[1], node[2], start)
       return self._embed(node[1], node[2], start)
     _, body, lo, hi = node
     if (self.cur_region < 0 and max(lo, hi or 0) > self.limits.region_min
@@ -248,6 +267,35 @@ class _Nfa:
     return end
 
 
+  def _embed_bulk(self, dfa: Dfa, json_escape: bool, start: int) -> int:
+    """`_embed` with the byte edges as arrays (one edge per state and class)."""
+    S = dfa.n_states
+    ids = np.empty(S, np.int64)
+    ids[0] = start
+    if S > 1:
+      ids[1:] = np.arange(self.states(S - 1), len(self.eps))
+    end = self.state()
+    cls_mask = dfa_compose.class_masks(dfa)
+    special = [m & _ESCAPED_MASK if json_escape else 0 for m in cls_mask]
+    plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
+    for s in np.flatnonzero(dfa.accepting).tolist():
+      i = int(ids[s])
+      self.eps[i] = [*self.eps[i], end]
+    d = dfa.delta_SxC
+    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :])
+    if len(src):
+      self.bulk_edges.append((ids[src], cls, plain, ids[d[src, cls]]))
+    for c in [c for c, sp in enumerate(special) if sp]:
+      for s in np.flatnonzero(d[:, c] >= 0).tolist():
+        t = int(ids[d[s, c]])
+        if not isinstance(self.edges[int(ids[s])], list):
+          self.edges[int(ids[s])] = []
+        for b in _bits(special[c]):
+          mid = self.build(lit(JSON_ESCAPE[b][:-1]), int(ids[s]))
+          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], t))
+    return end
+
+
 def _bits(mask: int) -> list[int]:
   out = []
   while mask:
@@ -289,9 +337,12 @@ def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
-  """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
-  the subset construction (also for small ASTs, where it costs less)."""
-  if _size_at_most(node, _SMALL_AST):
+  """By the subset construction where it is native (`dfa_native`: re-determinising
+  embedded members in C++ costs less than composing them in Python, ~1.3-2x on
+  JSONSchemaBench's larger subsets); else by composition (`dfa_compose`) where the
+  AST's pieces do not overlap, and the subset construction for small ASTs (where
+  it costs less) and overlaps."""
+  if dfa_native.LIB is not None or _size_at_most(node, _SMALL_AST):
     return _subset_dfa(node, limits)
   try:
     return _composed_dfa(node, limits)
@@ -321,7 +372,8 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
   delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
                                      np.zeros(delta.shape, bool))
   delta, accepting = _renumber(delta, accepting)
-  return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
+  delta, byte_class = _canonical_classes(delta, byte_class)
+  return intern(Dfa(delta, byte_class, accepting))
 
 
 # ASTs up to this many byte sets and embedded DFA states go to the subset
@@ -370,10 +422,13 @@ def _subset_dfa(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
-  nfa = _Nfa(limits, no_region)
+  nfa = _Nfa(limits, no_region, bulk=dfa_native.LIB is not None)
   start = nfa.state()
   final = nfa.build(node, start)
-  masks = sorted({m for edges in nfa.edges for m, _ in edges})
+  mask_set = {m for edges in nfa.edges for m, _ in edges}
+  for _, _, plain, _ in nfa.bulk_edges:
+    mask_set.update(m for m in plain if m)
+  masks = sorted(mask_set)
   byte_class, held = _byte_classes(masks)
   n_cls = int(byte_class.max()) + 1
   if dfa_native.LIB is not None:
@@ -389,7 +444,23 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
   delta, accepting = _renumber(delta, accepting)
+  delta, byte_class = _canonical_classes(delta, byte_class)
   return intern(Dfa(delta, byte_class, accepting))
+
+
+def _canonical_classes(delta: np.ndarray, byte_class: np.ndarray):
+  """(delta, byte_class) with classes every state treats alike merged and classes
+  numbered in the order of their smallest byte: equal automata get equal tables
+  whichever byte partition they were built over."""
+  col = _column_ids(delta)
+  group_B = col[byte_class]
+  _, first_byte, inv = np.unique(group_B, return_index=True, return_inverse=True)
+  order = np.argsort(first_byte)
+  rank = np.empty(len(order), np.int64)
+  rank[order] = np.arange(len(order))
+  new_class = rank[inv.reshape(-1)].astype(np.int32)
+  cols = byte_class[first_byte[order]]
+  return np.ascontiguousarray(delta[:, cols], np.int32), new_class
 
 
 def _closure_fn(nfa: _Nfa, core_ok):
@@ -420,11 +491,25 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   """`_python_subsets` by `dfa_native.subset_construction`; the subsets are made
   Python sets only where counted loops need them (`_region_tags`)."""
   mask_id = {m: i for i, m in enumerate(masks)}
-  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  n = len(nfa.eps)
+  # Byte edges: the lists' and the bulk arrays', grouped by source.
+  listed = [(s, mask_id[m], t) for s, e in enumerate(nfa.edges) if e for m, t in e]
+  listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
+  src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
+  for s_E, c_E, plain, t_E in nfa.bulk_edges:
+    ids = np.array([mask_id.get(m, -1) for m in plain], np.int64)
+    src.append(s_E)
+    mid.append(ids[c_E])
+    tgt.append(t_E)
+  src, mid, tgt = np.concatenate(src), np.concatenate(mid), np.concatenate(tgt)
+  by_src = np.argsort(src, kind='stable')
+  edge_off = np.zeros(n + 1, np.int64)
+  np.cumsum(np.bincount(src, minlength=n), out=edge_off[1:])
+  core_ok = edge_off[1:] > edge_off[:-1]
+  core_ok[final] = True
   got = dfa_native.subset_construction(
-      nfa.eps, [[mask_id[m] for m, _ in e] for e in nfa.edges],
-      [[t for _, t in e] for e in nfa.edges], held, n_cls, core_ok, nfa.region, final,
-      limits.max_states, nfa.deadline - time.perf_counter())
+      nfa.eps, edge_off, mid[by_src], tgt[by_src], held, n_cls, core_ok, nfa.region,
+      final, limits.max_states, nfa.deadline - time.perf_counter())
   if got == 1:
     raise LimitError(f'automaton: more than {limits.max_states} DFA states '
                      f'(Limits.max_states)')

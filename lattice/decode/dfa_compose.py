@@ -168,11 +168,11 @@ def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub,
 
 
 def _dfa_masks(dfa, masks: set[int]) -> None:
-  masks.update(_class_masks(dfa))
+  masks.update(class_masks(dfa))
 
 
 @functools.lru_cache(maxsize=4096)
-def _class_masks(dfa) -> tuple[int, ...]:
+def class_masks(dfa) -> tuple[int, ...]:
   """Per byte class of `dfa`, the 256-bit mask of its bytes."""
   bc = dfa.byte_class
   eq_CxB = bc[None, :] == np.arange(int(bc.max()) + 1)[:, None]

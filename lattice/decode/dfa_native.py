@@ -120,28 +120,34 @@ def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
   return off, flat
 
 
-def subset_construction(eps: list[list[int]], edge_masks: list[list[int]],
-                        edge_targets: list[list[int]], mask_classes: list[list[int]],
-                        n_cls: int, core_ok: list[bool], region: list[int], final: int,
+def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: np.ndarray,
+                        edge_target: np.ndarray, mask_classes: list[list[int]],
+                        n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
                         max_states: int, max_seconds: float):
   """The subset construction of a Thompson NFA over byte classes (the loop of
-  `automaton._to_dfa`, same states in a canonical order: classes ascending).
+  `automaton._to_dfa`, the same automaton with its states in another order).
 
-  Per NFA state s: `eps[s]` epsilon targets, byte edges `edge_masks[s][i]` (an
-  index into `mask_classes`, the classes of that byte mask) to `edge_targets[s][i]`;
-  `core_ok[s]`: s is kept in subsets; `region[s]`: counted-loop id or -1. NFA state
-  0 is the start. Returns (delta int32[S, C], internal int8[S, C] (0 / 1: every
-  mover in one loop / 2: movers in several regions; 0 where no member is in a
-  loop), accepting bool[S], members: per DFA state the sorted NFA states), or an
-  int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
+  NFA state s: `eps[s]` epsilon targets; byte edges `edge_off[s]:edge_off[s+1]` of
+  the arrays `edge_mask` (an index into `mask_classes`, the classes of that byte
+  mask) and `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`:
+  counted-loop id or -1. NFA state 0 is the start. Returns (delta int32[S, C],
+  internal int8[S, C] (1: every mover on that class in one loop, 2: movers in
+  several regions, else 0; 0 where no member is in a loop), accepting bool[S],
+  (offsets int64[S+1], members int32[...]): per DFA state its sorted NFA states),
+  or an int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
   Requires `available()`.
   """
   n = len(eps)
-  eps_off, eps_tgt = _csr(eps)
-  edge_off, edge_mask = _csr(edge_masks)
-  _, edge_tgt = _csr(edge_targets)
+  pairs = [(s, t) for s, e in enumerate(eps) if e for t in e]
+  pairs_2xE = np.array(pairs, np.int64).reshape(-1, 2).T
+  eps_off = np.zeros(n + 1, np.int64)
+  np.cumsum(np.bincount(pairs_2xE[0], minlength=n), out=eps_off[1:])
+  eps_tgt = np.ascontiguousarray(pairs_2xE[1], np.int32)  # (sources ascending)
+  edge_off = np.ascontiguousarray(edge_off, np.int64)
+  edge_mask = np.ascontiguousarray(edge_mask, np.int32)
+  edge_tgt = np.ascontiguousarray(edge_target, np.int32)
   mask_off, mask_cls = _csr(mask_classes)
-  ok = np.fromiter(core_ok, np.uint8, n)
+  ok = np.ascontiguousarray(core_ok, np.uint8)
   reg = np.fromiter(region, np.int32, n)
   status = np.zeros(1, np.int64)
   h = LIB.lattice_subset_run(
