@@ -144,3 +144,19 @@ def test_past_the_fallback_budget_native_is_smaller_and_equal(fallback):
     if rng.random() < 0.3:
       text = 'b' * n + 'd'
     assert a.matches(text) == b.matches(text)
+
+
+@pytest.mark.parametrize('i', [0, 2, 5])
+def test_token_tables_match_the_fallback(i, fallback):
+  dfa = constraints.compile_schema(SCHEMAS[i])
+  # Specials both after the bytes and among them (ids 3 and 7 spell nothing).
+  vocab = constraints.byte_vocab(300)
+  vocab[3] = vocab[7] = None
+  fallback(True)
+  a = constraints.build_index(dfa, vocab, eos_id=3, vocab_size=320, state_multiple=64)
+  fallback(False)
+  b = constraints.build_index(dfa, vocab, eos_id=3, vocab_size=320, state_multiple=64)
+  np.testing.assert_array_equal(a.next_SxV, b.next_SxV)
+  np.testing.assert_array_equal(a.need_SxV, b.need_SxV)
+  assert a.n_states % 64 == 0 and a.n_states >= dfa.n_states
+  assert (a.next_SxV[:, 7] == -1).all() and (a.need_SxV[dfa.n_states:] == constraints.INF).all()

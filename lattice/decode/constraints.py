@@ -39,6 +39,7 @@ import numpy as np
 
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import automaton
+from lattice.decode import dfa_native
 from lattice.decode import jsonschema as jsonschema_lib
 
 INF = 2**30
@@ -200,14 +201,24 @@ def _byte_tables(dfa: automaton.Dfa, vocab: list, S_pad: int, V: int):
   dist = np.where(dist >= 0, dist, INF)
   if dist[0] >= INF:
     raise ValueError('build_index: no token sequence of this vocabulary spells a match')
+  # Per token its class; C (an appended column: -1 / INF) for the specials.
+  C = dfa.delta_SxC.shape[1]
+  cls_V = np.full(V, C, np.int64)
+  cls_V[tok] = cls_T
+  if dfa_native.LIB is not None:
+    next_SxV, need_SxV = dfa_native.token_tables(dfa.delta_SxC, dist, cls_V, S_pad, INF)
+    return next_SxV, need_SxV, dist
+  need_SxC = np.empty((S, C + 1), np.int32)
   # Index -1 (rejected) reads the appended INF.
-  need_SxC = np.append(dist, INF).astype(np.int32)[dfa.delta_SxC]
-  next_SxC = np.where(need_SxC < INF, dfa.delta_SxC, -1).astype(np.int32)
-  next_SxV = np.full((S_pad, V), -1, np.int32)
-  need_SxV = np.full((S_pad, V), INF, np.int32)
-  cols = slice(0, len(tok)) if np.array_equal(tok, np.arange(len(tok))) else tok
-  next_SxV[:S, cols] = next_SxC[:, cls_T]
-  need_SxV[:S, cols] = need_SxC[:, cls_T]
+  np.take(np.append(dist, INF).astype(np.int32), dfa.delta_SxC, out=need_SxC[:, :C])
+  need_SxC[:, C] = INF
+  next_SxC = np.where(need_SxC < INF, np.append(dfa.delta_SxC, np.full((S, 1), -1, np.int32),
+                                                axis=1), -1).astype(np.int32)
+  next_SxV = np.empty((S_pad, V), np.int32)
+  need_SxV = np.empty((S_pad, V), np.int32)
+  np.take(next_SxC, cls_V, axis=1, out=next_SxV[:S], mode='clip')
+  np.take(need_SxC, cls_V, axis=1, out=need_SxV[:S], mode='clip')
+  next_SxV[S:], need_SxV[S:] = -1, INF
   return next_SxV, need_SxV, dist
 
 

@@ -384,6 +384,40 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
   return res;
 }
 
+// Token tables of a DFA for a vocabulary of one-byte tokens (constraints.py's
+// _byte_tables): for state s < S and token v with class c = cls_V[v] (c == C: not
+// a text token), t = delta[s][c]; need = dist[t] (inf when t < 0 or dist[t] < 0),
+// next = t where need < inf, else -1. Rows S..S_pad-1 are -1 / inf. Tables are
+// row-major int32[S_pad][V]. Returns 0.
+int64_t lattice_dfa_token_tables(const int32_t* delta, int64_t S, int64_t C,
+                                 const int64_t* dist, const int64_t* cls_V, int64_t V,
+                                 int64_t S_pad, int32_t inf, int32_t* next_SxV,
+                                 int32_t* need_SxV) {
+  std::vector<int32_t> nx(C + 1), nd(C + 1);
+  for (int64_t s = 0; s < S; ++s) {
+    const int32_t* row = delta + s * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = row[c];
+      const int64_t d = t >= 0 ? dist[t] : -1;
+      const bool ok = d >= 0 && d < inf;
+      nd[c] = ok ? static_cast<int32_t>(d) : inf;
+      nx[c] = ok ? t : -1;
+    }
+    nx[C] = -1;
+    nd[C] = inf;
+    int32_t* out_next = next_SxV + s * V;
+    int32_t* out_need = need_SxV + s * V;
+    for (int64_t v = 0; v < V; ++v) {
+      const int64_t c = cls_V[v];
+      out_next[v] = nx[c];
+      out_need[v] = nd[c];
+    }
+  }
+  std::fill(next_SxV + S * V, next_SxV + S_pad * V, -1);
+  std::fill(need_SxV + S * V, need_SxV + S_pad * V, inf);
+  return 0;
+}
+
 // which 0: DFA states; 1: total subset members.
 int64_t lattice_subset_size(void* h, int64_t which) {
   const Subset* r = static_cast<Subset*>(h);

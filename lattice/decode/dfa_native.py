@@ -45,11 +45,14 @@ def _load() -> ctypes.CDLL | None:
       lib.lattice_dfa_bfs_order.argtypes = [_P, _I, _I, _P]
       lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
       for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
-                lib.lattice_dfa_partition, lib.lattice_subset_size):
+                lib.lattice_dfa_partition, lib.lattice_subset_size,
+                lib.lattice_dfa_token_tables):
         f.restype = _I
       lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
                                                            ctypes.c_double, _P]
       lib.lattice_subset_run.restype = _P
+      lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
+                                               _P, _P]
       lib.lattice_subset_size.argtypes = [_P, _I]
       lib.lattice_subset_take.argtypes = [_P] * 6
       lib.lattice_subset_take.restype = None
@@ -166,3 +169,22 @@ def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: n
   LIB.lattice_subset_take(h, delta.ctypes.data, internal.ctypes.data,
                           accepting.ctypes.data, mem_off.ctypes.data, mem.ctypes.data)
   return delta, internal, accepting.astype(bool), (mem_off, mem)
+
+
+def token_tables(delta_SxC: np.ndarray, dist_S: np.ndarray, cls_V: np.ndarray,
+                 S_pad: int, inf: int) -> tuple[np.ndarray, np.ndarray]:
+  """(next int32[S_pad, V], need int32[S_pad, V]) for one-byte tokens: token v of
+  class `cls_V[v]` (C: not a text token) from state s goes to t = delta[s, class];
+  need = dist_S[t] (`inf` where t or dist is -1 or >= inf), next = t where need <
+  inf, else -1; padding rows -1 / inf (`constraints._byte_tables`). Requires
+  `available()`."""
+  d = _table(delta_SxC)
+  S, C = d.shape
+  dist = np.ascontiguousarray(dist_S, np.int64)
+  cls = np.ascontiguousarray(cls_V, np.int64)
+  V = len(cls)
+  next_SxV = np.empty((S_pad, V), np.int32)
+  need_SxV = np.empty((S_pad, V), np.int32)
+  LIB.lattice_dfa_token_tables(d.ctypes.data, S, C, dist.ctypes.data, cls.ctypes.data,
+                               V, S_pad, inf, next_SxV.ctypes.data, need_SxV.ctypes.data)
+  return next_SxV, need_SxV
