@@ -429,15 +429,15 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   for _, _, plain, _ in nfa.bulk_edges:
     mask_set.update(m for m in plain if m)
   masks = sorted(mask_set)
-  byte_class, held = _byte_classes(masks)
+  byte_class, held = _byte_classes(masks, 'csr' if nfa.bulk else True)
   n_cls = int(byte_class.max()) + 1
   if dfa_native.LIB is not None:
     got = _native_subsets(nfa, masks, held, n_cls, final, limits)
   else:
     got = _python_subsets(nfa, masks, held, n_cls, final, limits)
-  delta, accepting, internal, order, core = got
-  tag = _region_tags(nfa, order, delta, internal, core) if nfa.regions else np.full(
-      len(accepting), -1, np.int64)
+  delta, accepting, internal, (mem_off, mem), core = got
+  tag = _region_tags(nfa, mem_off, mem, delta, internal, core) if nfa.regions else (
+      np.full(len(accepting), -1, np.int64))
   internal = internal == 1
   delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
   delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
@@ -516,18 +516,14 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   if isinstance(got, int):
     raise LimitError(f'automaton: compiling took over {limits.max_seconds} s '
                      f'(Limits.max_seconds)')
-  delta, internal, accepting, (mem_off, mem) = got
-  order = None
-  if nfa.regions:
-    mem_l = mem.tolist()
-    order = [frozenset(mem_l[a:b]) for a, b in zip(mem_off[:-1].tolist(),
-                                                    mem_off[1:].tolist())]
-  return delta, accepting, internal.astype(np.int64), order, _closure_fn(nfa, core_ok)[1]
+  delta, internal, accepting, members = got
+  return delta, accepting, internal.astype(np.int64), members, _closure_fn(nfa, core_ok)[1]
 
 
 def _python_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits):
   """(delta int32[S, C], accepting, internal int64[S, C] (see `_region_tags`), the
-  subsets (frozensets of NFA states), core()): the subset construction in Python."""
+  subsets as (offsets, sorted NFA states), core()): the subset construction in
+  Python."""
   classes_of = dict(zip(masks, held))
   # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
   moves = []
@@ -583,31 +579,54 @@ def _python_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   delta = np.array(rows, np.int32).reshape(len(order), n_cls)
   accepting = np.array([final in d for d in order], bool)
   internal = np.array(internal_rows, np.int64).reshape(len(order), n_cls)
-  return delta, accepting, internal, order, core
+  mem_off = np.zeros(len(order) + 1, np.int64)
+  np.cumsum([len(d) for d in order], out=mem_off[1:])
+  mem = np.fromiter((t for d in order for t in sorted(d)), np.int64, int(mem_off[-1]))
+  return delta, accepting, internal, (mem_off, mem), core
 
 
-def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
+def _region_tags(nfa: _Nfa, mem_off: np.ndarray, mem: np.ndarray, delta, internal,
+                 core) -> np.ndarray:
   """int64[S]: -1 outside counted loops, 2r for loop r's hub state (between
   characters), 2r+1 inside a character of loop r. Raises `_RegionConflict` naming
   the loops whose DFA states are shared with anything else, or that are left and
-  re-entered in one step."""
-  hub_core = [core([hub]) for (_, _, _, hub) in nfa.regions]
-  tag = np.full(len(order), -1, np.int64)
+  re-entered in one step. DFA state i is the set of NFA states
+  `mem[mem_off[i]:mem_off[i+1]]` (ascending)."""
+  S = len(mem_off) - 1
+  region = np.asarray(nfa.region, np.int64)
+  count = np.diff(mem_off)
+  reg_m = region[mem]
+  big = np.iinfo(np.int64).max
+  lo = np.full(S, big, np.int64)
+  hi = np.full(S, -1, np.int64)
+  out = np.zeros(S, bool)
+  some = count > 0
+  if len(mem):
+    starts = mem_off[:-1][some]
+    lo[some] = np.minimum.reduceat(np.where(reg_m >= 0, reg_m, big), starts)
+    hi[some] = np.maximum.reduceat(reg_m, starts)
+    out[some] = np.maximum.reduceat((reg_m < 0).astype(np.int8), starts) > 0
+  inside = hi >= 0
+  tag = np.full(S, -1, np.int64)
   bad: set[int] = set()
-  for i, d in enumerate(order):
-    regs = {nfa.region[s] for s in d}
-    inside = regs - {-1}
-    if not inside:
-      continue
-    r = min(inside)
-    if len(inside) > 1 or (internal[i] == 2).any():
-      bad |= inside
-    elif d == hub_core[r]:
-      tag[i] = 2 * r
-    elif -1 in regs:
-      bad.add(r)  # A character of the loop in step with another branch.
-    else:
-      tag[i] = 2 * r + 1
+  multi = inside & ((lo != hi) | (internal == 2).any(axis=1))
+  for i in np.flatnonzero(multi).tolist():
+    bad |= set(reg_m[mem_off[i]:mem_off[i + 1]].tolist()) - {-1}
+  single = inside & ~multi
+  # A state of one loop is its hub when its set is the hub's closure.
+  hub_of = np.full(S, -1, np.int64)
+  for r, (_, _, _, hub) in enumerate(nfa.regions):
+    want = np.array(sorted(core([hub])), np.int64)
+    for i in np.flatnonzero(single & (lo == r) & (count == len(want))).tolist():
+      if np.array_equal(mem[mem_off[i]:mem_off[i + 1]], want):
+        hub_of[i] = r
+        break
+  is_hub = single & (hub_of >= 0)
+  tag[is_hub] = 2 * lo[is_hub]
+  mixed = single & ~is_hub & out  # A character of the loop in step with another branch.
+  bad |= set(lo[mixed].tolist())
+  char = single & ~is_hub & ~out
+  tag[char] = 2 * lo[char] + 1
   for i in np.where(tag >= 0)[0]:
     r = int(tag[i] // 2)
     t = delta[i]

@@ -116,23 +116,17 @@ def partition(delta_SxK: np.ndarray, internal_SxK: np.ndarray | None,
   return out
 
 
-def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-  off = np.zeros(len(lists) + 1, np.int64)
-  np.cumsum([len(x) for x in lists], out=off[1:])
-  flat = np.fromiter((v for x in lists for v in x), np.int32, int(off[-1]))
-  return off, flat
-
-
 def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: np.ndarray,
-                        edge_target: np.ndarray, mask_classes: list[list[int]],
+                        edge_target: np.ndarray,
+                        mask_classes: tuple[np.ndarray, np.ndarray],
                         n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
                         max_states: int, max_seconds: float):
   """The subset construction of a Thompson NFA over byte classes (the loop of
   `automaton._to_dfa`, the same automaton with its states in another order).
 
   NFA state s: `eps[s]` epsilon targets; byte edges `edge_off[s]:edge_off[s+1]` of
-  the arrays `edge_mask` (an index into `mask_classes`, the classes of that byte
-  mask) and `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`:
+  the arrays `edge_mask` (an index into `mask_classes`: offsets and classes, the
+  classes of each byte mask) and `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`:
   counted-loop id or -1. NFA state 0 is the start. Returns (delta int32[S, C],
   internal int8[S, C] (1: every mover on that class in one loop, 2: movers in
   several regions, else 0; 0 where no member is in a loop), accepting bool[S],
@@ -149,7 +143,8 @@ def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: n
   edge_off = np.ascontiguousarray(edge_off, np.int64)
   edge_mask = np.ascontiguousarray(edge_mask, np.int32)
   edge_tgt = np.ascontiguousarray(edge_target, np.int32)
-  mask_off, mask_cls = _csr(mask_classes)
+  mask_off = np.ascontiguousarray(mask_classes[0], np.int64)
+  mask_cls = np.ascontiguousarray(mask_classes[1], np.int32)
   ok = np.ascontiguousarray(core_ok, np.uint8)
   reg = np.fromiter(region, np.int32, n)
   status = np.zeros(1, np.int64)
