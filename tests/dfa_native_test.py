@@ -160,3 +160,28 @@ def test_token_tables_match_the_fallback(i, fallback):
   np.testing.assert_array_equal(a.need_SxV, b.need_SxV)
   assert a.n_states % 64 == 0 and a.n_states >= dfa.n_states
   assert (a.next_SxV[:, 7] == -1).all() and (a.need_SxV[dfa.n_states:] == constraints.INF).all()
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_finish_matches_the_python_steps(seed, fallback):
+  rng = np.random.default_rng(200 + seed)
+  S, C = int(rng.integers(1, 200)), int(rng.integers(1, 12))
+  n_t = min(int(rng.integers(1, 40)), S)
+  delta = np.where(rng.random((S, C)) < 0.5, rng.integers(0, n_t, (S, C)), -1)
+  delta = delta.astype(np.int32)
+  acc = rng.random(S) < 0.2
+  byte_class = rng.permutation(np.arange(256) % C).astype(np.int32)
+  native = dfa_native.finish(delta, acc, byte_class)
+  fallback(False)
+  tag = np.full(S, -1, np.int64)
+  try:
+    d, a, tag, _ = automaton._prune(delta, acc, tag, np.zeros(delta.shape, bool))  # pylint: disable=protected-access
+  except automaton.RegexError:
+    assert native is None
+    return
+  d, a, _, _ = automaton._minimise(d, a, tag, np.zeros(d.shape, bool))  # pylint: disable=protected-access
+  d, a = automaton._renumber(d, a)  # pylint: disable=protected-access
+  d, bc = automaton._canonical_classes(d, byte_class)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(native[0], d)
+  np.testing.assert_array_equal(native[1], a)
+  np.testing.assert_array_equal(native[2], bc)

@@ -436,6 +436,12 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   else:
     got = _python_subsets(nfa, masks, held, n_cls, final, limits)
   delta, accepting, internal, (mem_off, mem), core = got
+  if dfa_native.LIB is not None and not nfa.regions:
+    done = dfa_native.finish(delta, accepting, byte_class)  # The steps below, at once.
+    if done is None:
+      raise RegexError('the pattern matches nothing')
+    delta, accepting, byte_class = done
+    return intern(Dfa(delta, byte_class, accepting))
   tag = _region_tags(nfa, mem_off, mem, delta, internal, core) if nfa.regions else (
       np.full(len(accepting), -1, np.int64))
   internal = internal == 1

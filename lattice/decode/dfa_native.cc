@@ -418,6 +418,107 @@ int64_t lattice_dfa_token_tables(const int32_t* delta, int64_t S, int64_t C,
   return 0;
 }
 
+// A DFA without counted loops made canonical in one call (automaton's _prune,
+// _minimise, _renumber and _canonical_classes): states that cannot reach
+// acceptance dropped, the minimal quotient, states in breadth-first order from the
+// start (targets in class order), classes every state treats alike merged and
+// numbered by their smallest byte. Writes out_delta (row-major [S'][C'], within
+// S x C), out_acc [S'], out_bc [256] and *out_C = C'; returns S', or -1 when the
+// start cannot reach acceptance.
+int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
+                           const uint8_t* accepting, const int32_t* byte_class,
+                           int32_t* out_delta, uint8_t* out_acc, int32_t* out_bc,
+                           int64_t* out_C) {
+  std::vector<int64_t> dist(S);
+  lattice_dfa_distances(delta, S, C, accepting, dist.data());
+  if (S == 0 || dist[0] < 0) return -1;
+  // Live states, renumbered in order.
+  std::vector<int32_t> live_id(S, -1);
+  int64_t L = 0;
+  for (int64_t s = 0; s < S; ++s)
+    if (dist[s] >= 0) live_id[s] = static_cast<int32_t>(L++);
+  std::vector<int32_t> d1(L * C);
+  std::vector<int64_t> block0(L);
+  for (int64_t s = 0; s < S; ++s) {
+    const int32_t i = live_id[s];
+    if (i < 0) continue;
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = delta[s * C + c];
+      d1[i * C + c] = t >= 0 ? live_id[t] : -1;
+    }
+    block0[i] = accepting[s] ? 1 : 0;
+  }
+  std::vector<int64_t> block(L);
+  const int64_t nb = lattice_dfa_partition(d1.data(), L, C, nullptr, block0.data(),
+                                           block.data());
+  // Quotient: each block's first state stands for it.
+  std::vector<int64_t> rep(nb, -1);
+  for (int64_t i = 0; i < L; ++i)
+    if (rep[block[i]] < 0) rep[block[i]] = i;
+  std::vector<int32_t> q(nb * C);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = d1[rep[b] * C + c];
+      q[b * C + c] = t >= 0 ? static_cast<int32_t>(block[t]) : -1;
+    }
+  // Breadth-first order from the start's block.
+  std::vector<int64_t> order(nb), new_id(nb, -1);
+  int64_t n = 0;
+  order[n++] = block[0];
+  new_id[block[0]] = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q.data() + order[k] * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = row[c];
+      if (t >= 0 && new_id[t] < 0) {
+        new_id[t] = n;
+        order[n++] = t;
+      }
+    }
+  }
+  // Equal columns (over the n kept states) merged; classes by smallest byte.
+  std::vector<uint64_t> col_hash(C, 1469598103934665603ULL);
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q.data() + order[k] * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t t = row[c] >= 0 ? new_id[row[c]] : -1;
+      col_hash[c] = (col_hash[c] ^ static_cast<uint64_t>(t + 2)) * 1099511628211ULL;
+    }
+  }
+  auto same_col = [&](int64_t a, int64_t b) {
+    if (col_hash[a] != col_hash[b]) return false;
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t* row = q.data() + order[k] * C;
+      if (row[a] != row[b]) return false;
+    }
+    return true;
+  };
+  std::vector<int64_t> cls_new(C, -1), kept;  // kept[j]: a class of new class j
+  for (int64_t b = 0; b < 256; ++b) {
+    const int64_t c = byte_class[b];
+    if (cls_new[c] < 0) {
+      for (size_t j = 0; j < kept.size(); ++j)
+        if (same_col(kept[j], c)) { cls_new[c] = static_cast<int64_t>(j); break; }
+      if (cls_new[c] < 0) {
+        cls_new[c] = static_cast<int64_t>(kept.size());
+        kept.push_back(c);
+      }
+    }
+    out_bc[b] = static_cast<int32_t>(cls_new[c]);
+  }
+  const int64_t C2 = static_cast<int64_t>(kept.size());
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q.data() + order[k] * C;
+    for (int64_t j = 0; j < C2; ++j) {
+      const int32_t t = row[kept[j]];
+      out_delta[k * C2 + j] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
+    }
+    out_acc[k] = block0[rep[order[k]]] ? 1 : 0;
+  }
+  *out_C = C2;
+  return n;
+}
+
 // which 0: DFA states; 1: total subset members.
 int64_t lattice_subset_size(void* h, int64_t which) {
   const Subset* r = static_cast<Subset*>(h);

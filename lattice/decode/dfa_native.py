@@ -46,11 +46,12 @@ def _load() -> ctypes.CDLL | None:
       lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
       for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
                 lib.lattice_dfa_partition, lib.lattice_subset_size,
-                lib.lattice_dfa_token_tables):
+                lib.lattice_dfa_token_tables, lib.lattice_dfa_finish):
         f.restype = _I
       lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
                                                            ctypes.c_double, _P]
       lib.lattice_subset_run.restype = _P
+      lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
       lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
                                                _P, _P]
       lib.lattice_subset_size.argtypes = [_P, _I]
@@ -183,3 +184,27 @@ def token_tables(delta_SxC: np.ndarray, dist_S: np.ndarray, cls_V: np.ndarray,
   LIB.lattice_dfa_token_tables(d.ctypes.data, S, C, dist.ctypes.data, cls.ctypes.data,
                                V, S_pad, inf, next_SxV.ctypes.data, need_SxV.ctypes.data)
   return next_SxV, need_SxV
+
+
+def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarray):
+  """(delta int32[S', C'], accepting bool[S'], byte_class int32[256]): a DFA without
+  counted loops trimmed (states that cannot accept dropped), minimised, in
+  breadth-first order from the start (targets in class order), with classes every
+  state treats alike merged and numbered by their smallest byte (`automaton`'s
+  _prune, _minimise, _renumber and _canonical_classes in one call); None when the
+  start cannot reach acceptance. Requires `available()`."""
+  d = _table(delta_SxC)
+  S, C = d.shape
+  acc = np.ascontiguousarray(accepting_S, np.uint8)
+  bc = np.ascontiguousarray(byte_class, np.int32)
+  out = np.empty(S * C, np.int32)
+  out_acc = np.empty(S, np.uint8)
+  out_bc = np.empty(256, np.int32)
+  out_C = np.zeros(1, np.int64)
+  n = LIB.lattice_dfa_finish(d.ctypes.data, S, C, acc.ctypes.data, bc.ctypes.data,
+                             out.ctypes.data, out_acc.ctypes.data, out_bc.ctypes.data,
+                             out_C.ctypes.data)
+  if n < 0:
+    return None
+  C2 = int(out_C[0])
+  return out[:n * C2].reshape(n, C2).copy(), out_acc[:n].astype(bool), out_bc
