@@ -33,10 +33,12 @@ were quadratic. `Limits` caps DFA states and seconds; past a cap `LimitError`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
 import time
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
@@ -126,12 +128,15 @@ class _Nfa:
   """Thompson NFA: per state, epsilon targets, (byte mask, target) edges, a region."""
 
   def __init__(self, limits: Limits, no_region: set[int], bulk: bool = False):
-    self.eps: list[list[int]] = []
-    self.edges: list[list[tuple[int, int]]] = []
-    # bulk: embedded DFAs' byte edges kept as arrays (`_embed_bulk`, for the native
-    # subset construction): (sources, class index, the classes' masks, targets).
+    # bulk (for the native subset construction): `eps` and `edges` are dicts of
+    # lists (states without any have no entry), and embedded DFAs' byte edges are
+    # kept as arrays in `bulk_edges`: (sources, class index, the classes' masks,
+    # targets) — `_embed_bulk`; no per-state Python objects for them.
     self.bulk = bulk
+    self.eps: Any = collections.defaultdict(list) if bulk else []
+    self.edges: Any = collections.defaultdict(list) if bulk else []
     self.bulk_edges: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]] = []
+    self.n = 0  # states
     self.region: list[int] = []
     self.cur_region = -1
     # Per region id: (AST node id, lo, hi, hub state).
@@ -140,24 +145,18 @@ class _Nfa:
     self.deadline = time.perf_counter() + limits.max_seconds
 
   def state(self) -> int:
-    self.eps.append([])
-    self.edges.append([])
-    self.region.append(self.cur_region)
-    if len(self.eps) > 4 * self.limits.max_states:
-      raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
-                       f'(Limits.max_states={self.limits.max_states})')
-    return len(self.eps) - 1
+    return self.states(1)
 
   def states(self, k: int) -> int:
-    """k fresh states with no edges, none to be added (`_embed_bulk`: except
-    where it makes their lists); returns the first id."""
-    first = len(self.eps)
+    """k fresh states; returns the first id."""
+    first = self.n
     if first + k > 4 * self.limits.max_states:
       raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
                        f'(Limits.max_states={self.limits.max_states})')
-    # Shared empty tuples: bulk states get lists only where something is added.
-    self.eps += [()] * k
-    self.edges += [()] * k
+    self.n += k
+    if not self.bulk:
+      self.eps.extend([] for _ in range(k))
+      self.edges.extend([] for _ in range(k))
     self.region += [self.cur_region] * k
     return first
 
@@ -273,14 +272,13 @@ class _Nfa:
     ids = np.empty(S, np.int64)
     ids[0] = start
     if S > 1:
-      ids[1:] = np.arange(self.states(S - 1), len(self.eps))
+      ids[1:] = np.arange(self.states(S - 1), self.n)
     end = self.state()
     cls_mask = dfa_compose.class_masks(dfa)
     special = [m & _ESCAPED_MASK if json_escape else 0 for m in cls_mask]
     plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
     for s in np.flatnonzero(dfa.accepting).tolist():
-      i = int(ids[s])
-      self.eps[i] = [*self.eps[i], end]
+      self.eps[int(ids[s])].append(end)
     d = dfa.delta_SxC
     src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :])
     if len(src):
@@ -288,8 +286,6 @@ class _Nfa:
     for c in [c for c, sp in enumerate(special) if sp]:
       for s in np.flatnonzero(d[:, c] >= 0).tolist():
         t = int(ids[d[s, c]])
-        if not isinstance(self.edges[int(ids[s])], list):
-          self.edges[int(ids[s])] = []
         for b in _bits(special[c]):
           mid = self.build(lit(JSON_ESCAPE[b][:-1]), int(ids[s]))
           self.edges[mid].append((1 << JSON_ESCAPE[b][-1], t))
@@ -425,7 +421,8 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   nfa = _Nfa(limits, no_region, bulk=dfa_native.LIB is not None)
   start = nfa.state()
   final = nfa.build(node, start)
-  mask_set = {m for edges in nfa.edges for m, _ in edges}
+  mask_set = {m for edges in (nfa.edges.values() if nfa.bulk else nfa.edges)
+              for m, _ in edges}
   for _, _, plain, _ in nfa.bulk_edges:
     mask_set.update(m for m in plain if m)
   masks = sorted(mask_set)
@@ -497,9 +494,9 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   """`_python_subsets` by `dfa_native.subset_construction`; the subsets are made
   Python sets only where counted loops need them (`_region_tags`)."""
   mask_id = {m: i for i, m in enumerate(masks)}
-  n = len(nfa.eps)
+  n = nfa.n
   # Byte edges: the lists' and the bulk arrays', grouped by source.
-  listed = [(s, mask_id[m], t) for s, e in enumerate(nfa.edges) if e for m, t in e]
+  listed = [(s, mask_id[m], t) for s, e in nfa.edges.items() for m, t in e]
   listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
   src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
   for s_E, c_E, plain, t_E in nfa.bulk_edges:
@@ -514,7 +511,7 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   core_ok = edge_off[1:] > edge_off[:-1]
   core_ok[final] = True
   got = dfa_native.subset_construction(
-      nfa.eps, edge_off, mid[by_src], tgt[by_src], held, n_cls, core_ok, nfa.region,
+      n, nfa.eps, edge_off, mid[by_src], tgt[by_src], held, n_cls, core_ok, nfa.region,
       final, limits.max_states, nfa.deadline - time.perf_counter())
   if got == 1:
     raise LimitError(f'automaton: more than {limits.max_states} DFA states '

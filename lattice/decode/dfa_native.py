@@ -117,7 +117,8 @@ def partition(delta_SxK: np.ndarray, internal_SxK: np.ndarray | None,
   return out
 
 
-def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: np.ndarray,
+def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
+                        edge_mask: np.ndarray,
                         edge_target: np.ndarray,
                         mask_classes: tuple[np.ndarray, np.ndarray],
                         n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
@@ -125,7 +126,7 @@ def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: n
   """The subset construction of a Thompson NFA over byte classes (the loop of
   `automaton._to_dfa`, the same automaton with its states in another order).
 
-  NFA state s: `eps[s]` epsilon targets; byte edges `edge_off[s]:edge_off[s+1]` of
+  NFA states 0..n-1; state s: `eps[s]` epsilon targets (absent: none); byte edges `edge_off[s]:edge_off[s+1]` of
   the arrays `edge_mask` (an index into `mask_classes`: offsets and classes, the
   classes of each byte mask) and `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`:
   counted-loop id or -1. NFA state 0 is the start. Returns (delta int32[S, C],
@@ -135,8 +136,7 @@ def subset_construction(eps: list[list[int]], edge_off: np.ndarray, edge_mask: n
   or an int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
   Requires `available()`.
   """
-  n = len(eps)
-  pairs = [(s, t) for s, e in enumerate(eps) if e for t in e]
+  pairs = [(s, t) for s, e in sorted(eps.items()) for t in e]
   pairs_2xE = np.array(pairs, np.int64).reshape(-1, 2).T
   eps_off = np.zeros(n + 1, np.int64)
   np.cumsum(np.bincount(pairs_2xE[0], minlength=n), out=eps_off[1:])
