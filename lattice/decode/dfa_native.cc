@@ -10,20 +10,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <unordered_map>
 #include <vector>
 
 namespace {
-
-struct VecHash {
-  size_t operator()(const std::vector<int32_t>& v) const {
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ v.size();
-    for (int32_t x : v) {
-      h ^= static_cast<uint64_t>(x) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-    }
-    return static_cast<size_t>(h);
-  }
-};
 
 // The subset construction's result, kept until Python copies it out.
 struct Subset {
@@ -302,27 +291,90 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
   };
   Subset* res = new Subset();
   res->n_cls = n_cls;
-  std::unordered_map<std::vector<int32_t>, int32_t, VecHash> ids;
-  std::vector<std::vector<int32_t>> order;
+  // DFA states' member sets in one pool (res->mem, offsets res->mem_off); sets of
+  // one NFA state found through `single`, larger ones through an open-addressing
+  // table of set hashes.
+  std::vector<int32_t>& pool = res->mem;
+  std::vector<int64_t>& off = res->mem_off;
+  off.assign(1, 0);
+  std::vector<int32_t> single(n, -1);
+  std::vector<int32_t> table(1024, -1);
+  std::vector<uint64_t> set_hash;
+  int64_t n_multi = 0;
+  auto hash_of = [](const int32_t* p, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    for (size_t i = 0; i < len; ++i) {
+      h ^= static_cast<uint64_t>(p[i]) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    }
+    return h;
+  };
+  auto insert_slot = [&](std::vector<int32_t>& tab, uint64_t h, int32_t id) {
+    size_t slot = h & (tab.size() - 1);
+    while (tab[slot] >= 0) slot = (slot + 1) & (tab.size() - 1);
+    tab[slot] = id;
+  };
+  // The id of the set `targets`, made (appended to pool) when new; -1 past the cap.
+  auto id_of = [&](const std::vector<int32_t>& targets) -> int32_t {
+    const int32_t S_now = static_cast<int32_t>(off.size() - 1);
+    if (targets.size() == 1) {
+      int32_t& got = single[targets[0]];
+      if (got >= 0) return got;
+      if (S_now + 1 > max_states) return -1;
+      got = S_now;
+      pool.push_back(targets[0]);
+      off.push_back(static_cast<int64_t>(pool.size()));
+      set_hash.push_back(0);
+      return got;
+    }
+    const uint64_t h = hash_of(targets.data(), targets.size());
+    size_t slot = h & (table.size() - 1);
+    while (table[slot] >= 0) {
+      const int32_t d = table[slot];
+      if (set_hash[d] == h && off[d + 1] - off[d] == static_cast<int64_t>(targets.size()) &&
+          std::equal(targets.begin(), targets.end(), pool.begin() + off[d]))
+        return d;
+      slot = (slot + 1) & (table.size() - 1);
+    }
+    if (S_now + 1 > max_states) return -1;
+    pool.insert(pool.end(), targets.begin(), targets.end());
+    off.push_back(static_cast<int64_t>(pool.size()));
+    set_hash.push_back(h);
+    table[slot] = S_now;
+    if (2 * ++n_multi > static_cast<int64_t>(table.size())) {  // Grow and rehash.
+      std::vector<int32_t> bigger(table.size() * 2, -1);
+      for (int32_t d : table)
+        if (d >= 0) insert_slot(bigger, set_hash[d], d);
+      table.swap(bigger);
+    }
+    return S_now;
+  };
   std::vector<int32_t> first;
   core_of(std::vector<int32_t>{0}, first);
-  ids.emplace(first, 0);
-  order.push_back(first);
+  if (first.size() == 1) {
+    id_of(first);
+  } else {  // (Empty or larger: through the table.)
+    const uint64_t h = hash_of(first.data(), first.size());
+    pool.insert(pool.end(), first.begin(), first.end());
+    off.push_back(static_cast<int64_t>(pool.size()));
+    set_hash.push_back(h);
+    insert_slot(table, h, 0);
+    ++n_multi;
+  }
   // Per class: the targets, and the regions of the movers.
   std::vector<std::vector<int32_t>> step(n_cls);
   std::vector<int32_t> reg_first(n_cls);
   std::vector<uint8_t> reg_multi(n_cls), touched_flag(n_cls, 0);
   std::vector<int32_t> touched, targets;
-  for (size_t d = 0; d < order.size(); ++d) {
-    const std::vector<int32_t> members = order[d];  // (order may grow below)
+  for (size_t d = 0; d + 1 < off.size(); ++d) {
     bool regs = false;
-    for (int32_t s : members) regs |= region[s] >= 0;
+    for (int64_t i = off[d]; i < off[d + 1]; ++i) regs |= region[pool[i]] >= 0;
     touched.clear();
-    for (int32_t s : members) {
+    for (int64_t i = off[d]; i < off[d + 1]; ++i) {
+      const int32_t s = pool[i];
       for (int64_t e = edge_off[s]; e < edge_off[s + 1]; ++e) {
         const int32_t m = edge_mask[e], t = edge_tgt[e];
-        for (int64_t i = mask_off[m]; i < mask_off[m + 1]; ++i) {
-          const int32_t c = mask_cls[i];
+        for (int64_t k = mask_off[m]; k < mask_off[m + 1]; ++k) {
+          const int32_t c = mask_cls[k];
           if (!touched_flag[c]) {
             touched_flag[c] = 1;
             touched.push_back(c);
@@ -336,7 +388,6 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
         }
       }
     }
-    std::sort(touched.begin(), touched.end());
     const size_t row0 = res->delta.size();
     res->delta.resize(row0 + n_cls, -1);
     res->internal.resize(row0 + n_cls, 0);
@@ -345,19 +396,11 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
       core_of(step[c], targets);
       if (targets.empty()) continue;
       if (regs) res->internal[row0 + c] = reg_multi[c] ? 2 : (reg_first[c] >= 0 ? 1 : 0);
-      auto it = ids.find(targets);
-      int32_t id;
-      if (it == ids.end()) {
-        id = static_cast<int32_t>(order.size());
-        if (static_cast<int64_t>(order.size()) + 1 > max_states) {
-          *status = 1;
-          delete res;
-          return nullptr;
-        }
-        ids.emplace(targets, id);
-        order.push_back(targets);
-      } else {
-        id = it->second;
+      const int32_t id = id_of(targets);
+      if (id < 0) {
+        *status = 1;
+        delete res;
+        return nullptr;
       }
       res->delta[row0 + c] = id;
     }
@@ -371,16 +414,11 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
       }
     }
   }
-  const size_t S = order.size();
+  const size_t S = off.size() - 1;
   res->accepting.resize(S);
-  res->mem_off.assign(S + 1, 0);
-  for (size_t d = 0; d < S; ++d) {
-    res->accepting[d] = std::binary_search(order[d].begin(), order[d].end(),
+  for (size_t d = 0; d < S; ++d)
+    res->accepting[d] = std::binary_search(pool.begin() + off[d], pool.begin() + off[d + 1],
                                            static_cast<int32_t>(final_state));
-    res->mem_off[d + 1] = res->mem_off[d] + order[d].size();
-  }
-  res->mem.reserve(res->mem_off[S]);
-  for (size_t d = 0; d < S; ++d) res->mem.insert(res->mem.end(), order[d].begin(), order[d].end());
   return res;
 }
 
