@@ -100,49 +100,50 @@ int64_t lattice_dfa_bfs_order(const int32_t* delta, int64_t S, int64_t K,
 int64_t lattice_dfa_partition(const int32_t* delta, int64_t S, int64_t K,
                               const uint8_t* internal, const int64_t* block0,
                               int64_t* block) {
+  using I = int32_t;  // (S and the edge count fit: Limits.max_states)
   if (S == 0) return 0;
   // Transitions: tail T, label L, head H.
   std::vector<int32_t> T, L, H;
   T.reserve(S * 2);
-  for (int64_t s = 0; s < S; ++s) {
+  for (I s = 0; s < S; ++s) {
     const int32_t* row = delta + s * K;
-    for (int64_t k = 0; k < K; ++k) {
+    for (I k = 0; k < K; ++k) {
       if (row[k] < 0) continue;
       T.push_back(static_cast<int32_t>(s));
       L.push_back(static_cast<int32_t>(2 * k + (internal && internal[s * K + k] ? 1 : 0)));
       H.push_back(row[k]);
     }
   }
-  const int64_t m = static_cast<int64_t>(T.size());
-  const int64_t n = S;
-  const int64_t work = std::max(n, m) + 1;
-  std::vector<int64_t> M(work, 0), W(work, 0);
-  int64_t w = 0;
+  const I m = static_cast<I>(T.size());
+  const I n = S;
+  const I work = std::max(n, m) + 1;
+  std::vector<I> M(work, 0), W(work, 0);
+  I w = 0;
   // A refinable partition of n elements (states or transitions).
   struct Partition {
-    int64_t z = 0;
-    std::vector<int64_t> E, Loc, Set, F, P;
-    void init(int64_t n) {
+    I z = 0;
+    std::vector<I> E, Loc, Set, F, P;
+    void init(I n) {
       E.resize(n); Loc.resize(n); Set.assign(n, 0); F.assign(n + 1, 0); P.assign(n + 1, 0);
-      for (int64_t i = 0; i < n; ++i) E[i] = Loc[i] = i;
+      for (I i = 0; i < n; ++i) E[i] = Loc[i] = i;
       z = n ? 1 : 0;
       if (z) { F[0] = 0; P[0] = n; }
     }
   } B, C;
-  auto mark = [&](Partition& X, int64_t e) {
-    const int64_t s = X.Set[e], i = X.Loc[e], j = X.F[s] + M[s];
+  auto mark = [&](Partition& X, I e) {
+    const I s = X.Set[e], i = X.Loc[e], j = X.F[s] + M[s];
     X.E[i] = X.E[j]; X.Loc[X.E[i]] = i;
     X.E[j] = e; X.Loc[e] = j;
     if (!M[s]++) W[w++] = s;
   };
   auto split = [&](Partition& X) {
     while (w) {
-      const int64_t s = W[--w], j = X.F[s] + M[s];
+      const I s = W[--w], j = X.F[s] + M[s];
       if (j == X.P[s]) { M[s] = 0; continue; }
-      const int64_t z = X.z;
+      const I z = X.z;
       if (M[s] <= X.P[s] - j) { X.F[z] = X.F[s]; X.P[z] = X.F[s] = j; }
       else { X.P[z] = X.P[s]; X.F[z] = X.P[s] = j; }
-      for (int64_t i = X.F[z]; i < X.P[z]; ++i) X.Set[X.E[i]] = z;
+      for (I i = X.F[z]; i < X.P[z]; ++i) X.Set[X.E[i]] = z;
       M[s] = M[z] = 0;
       ++X.z;
     }
@@ -150,67 +151,67 @@ int64_t lattice_dfa_partition(const int32_t* delta, int64_t S, int64_t K,
   // States: the initial partition is block0's (states sorted by block0 id).
   B.init(n);
   {
-    int64_t n0 = 0;
-    for (int64_t s = 0; s < n; ++s) n0 = std::max(n0, block0[s] + 1);
-    std::vector<int64_t> count(n0 + 1, 0);
-    for (int64_t s = 0; s < n; ++s) ++count[block0[s] + 1];
-    for (int64_t b = 0; b < n0; ++b) count[b + 1] += count[b];
-    std::vector<int64_t> fill(count.begin(), count.end() - 1);
-    for (int64_t s = 0; s < n; ++s) {
-      const int64_t i = fill[block0[s]]++;
+    I n0 = 0;
+    for (I s = 0; s < n; ++s) n0 = std::max<I>(n0, static_cast<I>(block0[s] + 1));
+    std::vector<I> count(n0 + 1, 0);
+    for (I s = 0; s < n; ++s) ++count[block0[s] + 1];
+    for (I b = 0; b < n0; ++b) count[b + 1] += count[b];
+    std::vector<I> fill(count.begin(), count.end() - 1);
+    for (I s = 0; s < n; ++s) {
+      const I i = fill[block0[s]]++;
       B.E[i] = s; B.Loc[s] = i;
     }
     B.z = 0;
-    std::vector<int64_t> id(n0, -1);
-    for (int64_t b = 0; b < n0; ++b) {
+    std::vector<I> id(n0, -1);
+    for (I b = 0; b < n0; ++b) {
       if (count[b + 1] == count[b]) continue;
       id[b] = B.z;
       B.F[B.z] = count[b]; B.P[B.z] = count[b + 1];
       ++B.z;
     }
-    for (int64_t s = 0; s < n; ++s) B.Set[s] = id[block0[s]];
+    for (I s = 0; s < n; ++s) B.Set[s] = id[block0[s]];
   }
   // Transitions: one set (cord) per label.
   C.init(m);
   if (m) {
-    int64_t n_lab = 0;
-    for (int64_t t = 0; t < m; ++t) n_lab = std::max<int64_t>(n_lab, L[t] + 1);
-    std::vector<int64_t> count(n_lab + 1, 0);
-    for (int64_t t = 0; t < m; ++t) ++count[L[t] + 1];
-    for (int64_t a = 0; a < n_lab; ++a) count[a + 1] += count[a];
-    std::vector<int64_t> fill(count.begin(), count.end() - 1);
-    for (int64_t t = 0; t < m; ++t) {
-      const int64_t i = fill[L[t]]++;
+    I n_lab = 0;
+    for (I t = 0; t < m; ++t) n_lab = std::max<I>(n_lab, L[t] + 1);
+    std::vector<I> count(n_lab + 1, 0);
+    for (I t = 0; t < m; ++t) ++count[L[t] + 1];
+    for (I a = 0; a < n_lab; ++a) count[a + 1] += count[a];
+    std::vector<I> fill(count.begin(), count.end() - 1);
+    for (I t = 0; t < m; ++t) {
+      const I i = fill[L[t]]++;
       C.E[i] = t; C.Loc[t] = i;
     }
     C.z = 0;
-    std::vector<int64_t> id(n_lab, -1);
-    for (int64_t a = 0; a < n_lab; ++a) {
+    std::vector<I> id(n_lab, -1);
+    for (I a = 0; a < n_lab; ++a) {
       if (count[a + 1] == count[a]) continue;
       id[a] = C.z;
       C.F[C.z] = count[a]; C.P[C.z] = count[a + 1];
       ++C.z;
     }
-    for (int64_t t = 0; t < m; ++t) C.Set[t] = id[L[t]];
+    for (I t = 0; t < m; ++t) C.Set[t] = id[L[t]];
   }
   // Incoming transitions of each state (CSR by head).
-  std::vector<int64_t> inF(n + 1, 0), inA(m);
-  for (int64_t t = 0; t < m; ++t) ++inF[H[t] + 1];
-  for (int64_t q = 0; q < n; ++q) inF[q + 1] += inF[q];
+  std::vector<I> inF(n + 1, 0), inA(m);
+  for (I t = 0; t < m; ++t) ++inF[H[t] + 1];
+  for (I q = 0; q < n; ++q) inF[q + 1] += inF[q];
   {
-    std::vector<int64_t> fill(inF.begin(), inF.end() - 1);
-    for (int64_t t = 0; t < m; ++t) inA[fill[H[t]]++] = t;
+    std::vector<I> fill(inF.begin(), inF.end() - 1);
+    for (I t = 0; t < m; ++t) inA[fill[H[t]]++] = t;
   }
   // Split blocks by cords and cords by blocks (every block but the first once).
-  int64_t b = 1, c = 0;
+  I b = 1, c = 0;
   while (c < C.z) {
-    for (int64_t i = C.F[c]; i < C.P[c]; ++i) mark(B, T[C.E[i]]);
+    for (I i = C.F[c]; i < C.P[c]; ++i) mark(B, T[C.E[i]]);
     split(B);
     ++c;
     while (b < B.z) {
-      for (int64_t i = B.F[b]; i < B.P[b]; ++i) {
-        const int64_t q = B.E[i];
-        for (int64_t j = inF[q]; j < inF[q + 1]; ++j) mark(C, inA[j]);
+      for (I i = B.F[b]; i < B.P[b]; ++i) {
+        const I q = B.E[i];
+        for (I j = inF[q]; j < inF[q + 1]; ++j) mark(C, inA[j]);
       }
       split(C);
       ++b;
@@ -475,20 +476,22 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
   int64_t L = 0;
   for (int64_t s = 0; s < S; ++s)
     if (dist[s] >= 0) live_id[s] = static_cast<int32_t>(L++);
-  std::vector<int32_t> d1(L * C);
+  std::vector<int32_t> d1(L < S ? L * C : 0);
   std::vector<int64_t> block0(L);
   for (int64_t s = 0; s < S; ++s) {
     const int32_t i = live_id[s];
     if (i < 0) continue;
-    for (int64_t c = 0; c < C; ++c) {
-      const int32_t t = delta[s * C + c];
-      d1[i * C + c] = t >= 0 ? live_id[t] : -1;
+    if (L < S) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t t = delta[s * C + c];
+        d1[i * C + c] = t >= 0 ? live_id[t] : -1;
+      }
     }
     block0[i] = accepting[s] ? 1 : 0;
   }
+  const int32_t* D = L < S ? d1.data() : delta;  // (all live: the table as given)
   std::vector<int64_t> block(L);
-  const int64_t nb = lattice_dfa_partition(d1.data(), L, C, nullptr, block0.data(),
-                                           block.data());
+  const int64_t nb = lattice_dfa_partition(D, L, C, nullptr, block0.data(), block.data());
   // Quotient: each block's first state stands for it.
   std::vector<int64_t> rep(nb, -1);
   for (int64_t i = 0; i < L; ++i)
@@ -496,7 +499,7 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
   std::vector<int32_t> q(nb * C);
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t c = 0; c < C; ++c) {
-      const int32_t t = d1[rep[b] * C + c];
+      const int32_t t = D[rep[b] * C + c];
       q[b * C + c] = t >= 0 ? static_cast<int32_t>(block[t]) : -1;
     }
   // Breadth-first order from the start's block.
