@@ -7,17 +7,27 @@ automaton over the bytes a tokenizer emits. Patterns (`regex_parse`) are read as
 regexes over *characters*, each matched as its UTF-8 bytes, so the automaton only
 ever accepts valid UTF-8; matching is whole-string.
 
-`to_dfa` first tries `dfa_compose`: the AST's deterministic pieces (embedded
-minimal DFAs of a schema's members, keys, separators) joined directly in one
-state arena, so an enclosing object costs a copy of its members' tables instead
-of a new subset construction over them; where pieces overlap it falls back to the
-pipeline below, which small ASTs (`_SMALL_AST`) also take. DFAs are interned by
-content (`intern`), so equal automata built apart are one cache key.
-
 Pipeline (subset construction): a Thompson NFA of the AST (`regex_ast`), bytes split into
 classes that every edge treats alike, the subset construction over those classes
 (a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
-split states), pruning of states that cannot accept, and Moore minimisation.
+split states), pruning of states that cannot accept, minimisation, and a canonical
+form (states in breadth-first order from the start, targets in class order; classes
+every state treats alike merged and numbered by their smallest byte), so equal
+languages get equal tables however they were built. DFAs are interned by content
+(`intern`), so equal automata built apart are one cache key.
+
+Native core (`dfa_native`, C++ through ctypes, built by setup.py): the subset
+construction, Hopcroft-style minimisation (Valmari's partial-DFA algorithm), the
+breadth-first walks and the one-byte token tables. With it every AST takes the
+pipeline above, embedded member DFAs entering the NFA as edge arrays
+(`_Nfa._embed_bulk`). Without it (not built, or `LATTICE_DFA_NATIVE=0`) the same
+steps run in Python/numpy/scipy (Moore rounds, within a budget for loop-free DFAs),
+and `to_dfa` first tries `dfa_compose`: the AST's deterministic pieces joined
+directly in one state arena, so an enclosing object costs a copy of its members'
+tables instead of a new Python subset construction over them; where pieces overlap
+it falls back to the subset construction, which small ASTs (`_SMALL_AST`) also
+take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
+unminimised large loop-free DFAs aside).
 
 Counted repetition is linear, not unrolled through the subset construction: a
 repetition `X{lo,hi}` with a bound above `Limits.region_min` whose body is one

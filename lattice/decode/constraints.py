@@ -22,8 +22,11 @@ the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
 
-`compile_schema` caches per (schema, Options); `Options.limits` caps DFA states
-and seconds. Every unsupported, malformed or over-cap schema raises `SchemaError`
+`compile_schema` caches per (schema, Options); below it `automaton.to_dfa` caches
+per AST node and interns DFAs, so pieces shared by schemas (a string, a number,
+a format) are built once per process. The DFA and table steps run in C++ when
+`lattice.decode.dfa_native` is built (numpy/scipy otherwise; same tables).
+`Options.limits` caps DFA states and seconds. Every unsupported, malformed or over-cap schema raises `SchemaError`
 (a ValueError naming the keyword and JSON pointer) — the server's 400.
 """
 

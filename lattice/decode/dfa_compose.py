@@ -2,6 +2,10 @@
 
 Shape legend: S states, C byte classes.
 
+(`automaton.to_dfa` uses it when the native core `dfa_native` is not built: there
+the subset construction runs in Python and re-determinising nested members is what
+this avoids; with the native core the subset construction is cheaper.)
+
 `automaton.to_dfa` determinises a Thompson NFA of the whole AST. A JSON schema's
 AST is mostly already deterministic: embedded minimal DFAs of members (`embed`),
 keys, literals, separators; determinising it again at every nesting level costs
