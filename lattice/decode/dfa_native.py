@@ -1,20 +1,24 @@
-"""Optional native core of DFA post-processing (`dfa_native.cc`), through ctypes.
+"""Optional native core of the DFA pipeline (`dfa_native.cc`), through ctypes.
 
-Shape legend: S states, K edges per state (byte classes).
+Shape legend: S states, K edges per state (byte classes), V vocabulary.
 
-`lattice.decode.automaton` trims, minimises and renumbers every DFA it builds; for
-the small and middle-sized automata of JSON schemas (tens to thousands of states)
-numpy's and scipy's per-call overheads dominated those steps (a scipy sparse graph
-costs ~0.2 ms to set up; Moore rounds are a dozen numpy calls each). The library
-does the two graph walks and the minimisation in C++ (Hopcroft-style, so a long
-chain no longer costs a Moore round per link: the numpy fallback leaves DFAs
-without counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native
-path always minimises). It is built by `setup.py` as the optional
-extension `lattice.decode._dfa_native` (a plain shared library: no Python API);
-when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is False and
-`automaton` uses its numpy/scipy code, which computes the same automata (the same
-tables whenever the fallback's budget is not reached; checked against each other
-in `tests/dfa_native_test.py`).
+`lattice.decode.automaton` determinises, trims, minimises and renumbers every DFA
+it builds, and `lattice.decode.constraints` turns DFAs into token tables; for the
+tens-to-thousands-of-states automata of JSON schemas, Python loops (the subset
+construction) and numpy's and scipy's per-call overheads (a scipy sparse graph
+costs ~0.2 ms to set up; a Moore round is a dozen numpy calls) dominated. The
+library does in C++: the subset construction (`subset_construction`), reverse and
+forward breadth-first walks (`distances`, `bfs_order`), Hopcroft-style
+minimisation (`partition`: Valmari's partial-DFA algorithm, so a long chain no
+longer costs a Moore round per link; the numpy fallback leaves DFAs without
+counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native path
+always minimises), the whole trim-minimise-canonicalise step of a loop-free DFA
+(`finish`) and one-byte token tables (`token_tables`). It is built by `setup.py`
+as the optional extension `lattice.decode._dfa_native` (a plain shared library, no
+Python API); when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is
+False and the callers use their Python/numpy/scipy code, which computes the same
+tables (whenever the fallback's minimisation budget is not reached; checked
+against each other in `tests/dfa_native_test.py`).
 """
 
 from __future__ import annotations
