@@ -506,3 +506,16 @@ def test_if_then_nested_in_then_keeps_the_inner_then():
   for text in ('{"v":"2","t":"a"}', '{"v":"2","k":"p","t":"a"}'):
     assert dfa.matches(text), text
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_not_pattern_alone_is_applied():
+  # JSONSchemaStore's madness.json: a string with only `not: {pattern}` (no
+  # pattern, format or length) was written as any string, e.g. ending in ','.
+  schema = {'oneOf': [{'type': 'string', 'not': {'pattern': ',,|^,|,$'}},
+                      {'type': 'null'}]}
+  dfa = constraints.compile_schema(schema)
+  for text in ('"a,b"', '"pdf"', 'null'):
+    assert dfa.matches(text), text
+    jsonschema.validate(json.loads(text), schema)
+  for text in ('"a,"', '",a"', '"a,,b"', '"é"'):
+    assert not dfa.matches(text), text

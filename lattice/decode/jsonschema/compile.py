@@ -447,7 +447,7 @@ class Compiler:
       dfa = d if dfa is None else self._meet(dfa, d, where, key)
       if dfa is None:
         return None
-    if dfa is None and not (lo or hi is not None):
+    if dfa is None and not (lo or hi is not None) and not excluded:
       return automaton.to_dfa(rep(ANY_STRING_CHAR, 0, None), limits)
     if bounded:
       hi = None
