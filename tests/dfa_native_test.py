@@ -180,8 +180,28 @@ def test_finish_matches_the_python_steps(seed, fallback):
     assert native is None
     return
   d, a, _, _ = automaton._minimise(d, a, tag, np.zeros(d.shape, bool))  # pylint: disable=protected-access
-  d, a = automaton._renumber(d, a)  # pylint: disable=protected-access
+  d, a = automaton._renumber(d, a, byte_class)  # pylint: disable=protected-access
   d, bc = automaton._canonical_classes(d, byte_class)  # pylint: disable=protected-access
   np.testing.assert_array_equal(native[0], d)
   np.testing.assert_array_equal(native[1], a)
   np.testing.assert_array_equal(native[2], bc)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_byte_classes_partition_like_numpy(seed):
+  from lattice.decode import regex_ast  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(300 + seed)
+  masks = sorted({int.from_bytes(rng.integers(0, 256, 32, dtype=np.uint8).tobytes() if i % 3
+                                 else bytes(16) + b'\xff' * 16, 'little')
+                  for i in range(int(rng.integers(1, 80)))})
+  bc, (off, cls) = dfa_native.byte_classes(masks)
+  ref_bc, ref_held = regex_ast.byte_classes(masks)
+  # The same partition of the bytes, classes numbered by their smallest byte.
+  assert len(set(zip(bc.tolist(), ref_bc.tolist()))) == len(set(bc.tolist())) == len(
+      set(ref_bc.tolist()))
+  _, first = np.unique(bc, return_index=True)
+  assert (np.diff(first) > 0).all()
+  for m, mask in enumerate(masks):
+    held = cls[off[m]:off[m + 1]].tolist()
+    assert held == sorted({int(bc[b]) for b in range(256) if mask >> b & 1})
+  assert dfa_native.byte_classes([])[0].tolist() == [0] * 256

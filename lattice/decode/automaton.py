@@ -11,9 +11,10 @@ Pipeline (subset construction): a Thompson NFA of the AST (`regex_ast`), bytes s
 classes that every edge treats alike, the subset construction over those classes
 (a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
 split states), pruning of states that cannot accept, minimisation, and a canonical
-form (states in breadth-first order from the start, targets in class order; classes
-every state treats alike merged and numbered by their smallest byte), so equal
-languages get equal tables however they were built. DFAs are interned by content
+form (states in breadth-first order from the start, each state's targets in the
+order of their smallest byte; classes every state treats alike merged and numbered
+by their smallest byte), so equal languages get equal tables however they were
+built. DFAs are interned by content
 (`intern`), so equal automata built apart are one cache key.
 
 Native core (`dfa_native`, C++ through ctypes, built by setup.py): the subset
@@ -378,7 +379,7 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
   S = len(accepting)
   delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
                                      np.zeros(delta.shape, bool))
-  delta, accepting = _renumber(delta, accepting)
+  delta, accepting = _renumber(delta, accepting, byte_class)
   delta, byte_class = _canonical_classes(delta, byte_class)
   return intern(Dfa(delta, byte_class, accepting))
 
@@ -437,7 +438,10 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   for _, _, plain, _ in nfa.bulk_edges:
     mask_set.update(m for m in plain if m)
   masks = sorted(mask_set)
-  byte_class, held = _byte_classes(masks, 'csr' if nfa.bulk else True)
+  if nfa.bulk:
+    byte_class, held = dfa_native.byte_classes(masks)
+  else:
+    byte_class, held = _byte_classes(masks)
   n_cls = int(byte_class.max()) + 1
   if dfa_native.LIB is not None:
     got = _native_subsets(nfa, masks, held, n_cls, final, limits)
@@ -457,7 +461,7 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
-  delta, accepting = _renumber(delta, accepting)
+  delta, accepting = _renumber(delta, accepting, byte_class)
   delta, byte_class = _canonical_classes(delta, byte_class)
   return intern(Dfa(delta, byte_class, accepting))
 
@@ -869,8 +873,8 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
 
 def _bfs_order(delta: np.ndarray) -> np.ndarray:
   """int64[n]: the states reachable from state 0 in breadth-first order, each
-  state's targets in class order: a canonical numbering (equal DFAs get equal
-  tables whatever their states' ids). One numpy step per BFS layer."""
+  state's targets in column order (`_renumber` orders the columns by smallest
+  byte: then a canonical numbering). One numpy step per BFS layer."""
   S = delta.shape[0]
   seen = np.zeros(S, bool)
   seen[0] = True
@@ -888,18 +892,27 @@ def _bfs_order(delta: np.ndarray) -> np.ndarray:
   return np.concatenate(layers)
 
 
-def _renumber(delta, accepting):
-  """States in canonical BFS order from the start (state 0, targets in class
-  order), dropping unreachable ones."""
+def _renumber(delta, accepting, byte_class: np.ndarray | None = None):
+  """States in canonical BFS order from the start (state 0; each state's targets
+  in the order of the bytes that reach them: classes by their smallest byte, so
+  the order does not depend on how classes are numbered), dropping unreachable
+  ones. Without `byte_class`, classes in index order."""
   S = len(accepting)
+  by_byte = delta if byte_class is None else delta[:, _classes_by_byte(byte_class)]
   if dfa_native.LIB is not None:
-    order = dfa_native.bfs_order(delta)
+    order = dfa_native.bfs_order(by_byte)
   else:
-    order = _bfs_order(delta)
+    order = _bfs_order(by_byte)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]
   return np.where(d >= 0, new[np.maximum(d, 0)], -1).astype(np.int32), accepting[order]
+
+
+def _classes_by_byte(byte_class: np.ndarray) -> np.ndarray:
+  """Class ids in the order of their smallest byte."""
+  _, first = np.unique(byte_class, return_index=True)
+  return np.argsort(first)
 
 
 def compile_regex(pattern: str, limits: Limits = DEFAULT_LIMITS) -> Dfa:

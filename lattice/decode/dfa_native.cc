@@ -460,7 +460,7 @@ int64_t lattice_dfa_token_tables(const int32_t* delta, int64_t S, int64_t C,
 // A DFA without counted loops made canonical in one call (automaton's _prune,
 // _minimise, _renumber and _canonical_classes): states that cannot reach
 // acceptance dropped, the minimal quotient, states in breadth-first order from the
-// start (targets in class order), classes every state treats alike merged and
+// start (targets by their smallest byte), classes every state treats alike merged and
 // numbered by their smallest byte. Writes out_delta (row-major [S'][C'], within
 // S x C), out_acc [S'], out_bc [256] and *out_C = C'; returns S', or -1 when the
 // start cannot reach acceptance.
@@ -502,14 +502,23 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
       const int32_t t = D[rep[b] * C + c];
       q[b * C + c] = t >= 0 ? static_cast<int32_t>(block[t]) : -1;
     }
-  // Breadth-first order from the start's block.
+  // Breadth-first order from the start's block, targets in the order of the bytes
+  // that reach them (classes by smallest byte: independent of class numbering).
+  std::vector<int32_t> by_byte;
+  {
+    std::vector<uint8_t> seen_c(C, 0);
+    for (int b = 0; b < 256; ++b)
+      if (!seen_c[byte_class[b]]) { seen_c[byte_class[b]] = 1; by_byte.push_back(byte_class[b]); }
+    for (int64_t c = 0; c < C; ++c)  // (classes no byte has, if any: last)
+      if (!seen_c[c]) by_byte.push_back(static_cast<int32_t>(c));
+  }
   std::vector<int64_t> order(nb), new_id(nb, -1);
   int64_t n = 0;
   order[n++] = block[0];
   new_id[block[0]] = 0;
   for (int64_t k = 0; k < n; ++k) {
     const int32_t* row = q.data() + order[k] * C;
-    for (int64_t c = 0; c < C; ++c) {
+    for (int32_t c : by_byte) {
       const int32_t t = row[c];
       if (t >= 0 && new_id[t] < 0) {
         new_id[t] = n;
@@ -557,6 +566,41 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
     out_acc[k] = block0[rep[order[k]]] ? 1 : 0;
   }
   *out_C = C2;
+  return n;
+}
+
+// Byte classes of M byte masks (masks[m*32 .. m*32+31]: 256 bits, little-endian):
+// bytes every mask treats alike share a class, classes numbered in order of their
+// smallest byte. Writes byte_class[256], per mask its classes ascending in CSR
+// (mask_off[M+1], mask_cls[<= M*256]); returns the number of classes.
+int64_t lattice_byte_classes(const uint8_t* masks, int64_t M, int32_t* byte_class,
+                             int64_t* mask_off, int32_t* mask_cls) {
+  const int64_t words = (M + 63) / 64;
+  std::vector<uint64_t> sig(256 * words, 0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int b = 0; b < 256; ++b)
+      if (masks[m * 32 + b / 8] >> (b % 8) & 1) sig[b * words + m / 64] |= 1ULL << (m % 64);
+  int32_t n = 0;
+  std::vector<int32_t> rep;  // a byte of each class
+  for (int b = 0; b < 256; ++b) {
+    int32_t c = -1;
+    for (int32_t k = 0; k < n && c < 0; ++k)
+      if (std::equal(sig.begin() + b * words, sig.begin() + (b + 1) * words,
+                     sig.begin() + rep[k] * words))
+        c = k;
+    if (c < 0) {
+      c = n++;
+      rep.push_back(b);
+    }
+    byte_class[b] = c;
+  }
+  int64_t k = 0;
+  mask_off[0] = 0;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int32_t c = 0; c < n; ++c)
+      if (sig[rep[c] * words + m / 64] >> (m % 64) & 1) mask_cls[k++] = c;
+    mask_off[m + 1] = k;
+  }
   return n;
 }
 

@@ -50,12 +50,14 @@ def _load() -> ctypes.CDLL | None:
       lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
       for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
                 lib.lattice_dfa_partition, lib.lattice_subset_size,
-                lib.lattice_dfa_token_tables, lib.lattice_dfa_finish):
+                lib.lattice_dfa_token_tables, lib.lattice_dfa_finish,
+                lib.lattice_byte_classes):
         f.restype = _I
       lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
                                                            ctypes.c_double, _P]
       lib.lattice_subset_run.restype = _P
       lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
+      lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
       lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
                                                _P, _P]
       lib.lattice_subset_size.argtypes = [_P, _I]
@@ -193,7 +195,7 @@ def token_tables(delta_SxC: np.ndarray, dist_S: np.ndarray, cls_V: np.ndarray,
 def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarray):
   """(delta int32[S', C'], accepting bool[S'], byte_class int32[256]): a DFA without
   counted loops trimmed (states that cannot accept dropped), minimised, in
-  breadth-first order from the start (targets in class order), with classes every
+  breadth-first order from the start (targets by their smallest byte), with classes every
   state treats alike merged and numbered by their smallest byte (`automaton`'s
   _prune, _minimise, _renumber and _canonical_classes in one call); None when the
   start cannot reach acceptance. Requires `available()`."""
@@ -212,3 +214,19 @@ def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarra
     return None
   C2 = int(out_C[0])
   return out[:n * C2].reshape(n, C2).copy(), out_acc[:n].astype(bool), out_bc
+
+
+def byte_classes(masks: list[int]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+  """(int32[256] byte -> class, (offsets int64[M+1], classes int32[...])): bytes
+  every mask (a 256-bit int) treats alike share a class, numbered in order of their
+  smallest byte; per mask the classes it holds, ascending (as
+  `regex_ast.byte_classes(masks, 'csr')`, classes numbered otherwise). Requires
+  `available()`."""
+  M = len(masks)
+  raw = b''.join(m.to_bytes(32, 'little') for m in masks) or b'\0'
+  byte_class = np.empty(256, np.int32)
+  off = np.empty(M + 1, np.int64)
+  cls = np.empty(max(M * 256, 1), np.int32)
+  LIB.lattice_byte_classes(raw, M, byte_class.ctypes.data, off.ctypes.data,
+                           cls.ctypes.data)
+  return byte_class, (off, cls[:off[-1]])
