@@ -444,16 +444,17 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
     byte_class, held = _byte_classes(masks)
   n_cls = int(byte_class.max()) + 1
   if dfa_native.LIB is not None:
-    got = _native_subsets(nfa, masks, held, n_cls, final, limits)
+    # Without counted loops: the steps below (`dfa_native.finish`) in the same call.
+    got = _native_subsets(nfa, masks, held, n_cls, final, limits,
+                          None if nfa.regions else byte_class)
+    if not nfa.regions:
+      if got is None:
+        raise RegexError('the pattern matches nothing')
+      delta, accepting, byte_class = got
+      return intern(Dfa(delta, byte_class, accepting))
   else:
     got = _python_subsets(nfa, masks, held, n_cls, final, limits)
   delta, accepting, internal, (mem_off, mem), core = got
-  if dfa_native.LIB is not None and not nfa.regions:
-    done = dfa_native.finish(delta, accepting, byte_class)  # The steps below, at once.
-    if done is None:
-      raise RegexError('the pattern matches nothing')
-    delta, accepting, byte_class = done
-    return intern(Dfa(delta, byte_class, accepting))
   tag = _region_tags(nfa, mem_off, mem, delta, internal, core) if nfa.regions else (
       np.full(len(accepting), -1, np.int64))
   internal = internal == 1
@@ -505,9 +506,10 @@ def _closure_fn(nfa: _Nfa, core_ok):
   return closure, core
 
 
-def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits):
-  """`_python_subsets` by `dfa_native.subset_construction`; the subsets are made
-  Python sets only where counted loops need them (`_region_tags`)."""
+def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits,
+                    finish_classes: np.ndarray | None = None):
+  """`_python_subsets` by `dfa_native.subset_construction`; with `finish_classes`
+  its `finish`ed DFA instead ((delta, accepting, byte_class) or None: no match)."""
   mask_id = {m: i for i, m in enumerate(masks)}
   n = nfa.n
   # Byte edges: the lists' and the bulk arrays', grouped by source.
@@ -527,13 +529,15 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   core_ok[final] = True
   got = dfa_native.subset_construction(
       n, nfa.eps, edge_off, mid[by_src], tgt[by_src], held, n_cls, core_ok, nfa.region,
-      final, limits.max_states, nfa.deadline - time.perf_counter())
-  if got == 1:
+      final, limits.max_states, nfa.deadline - time.perf_counter(), finish_classes)
+  if isinstance(got, int) and got == 1:
     raise LimitError(f'automaton: more than {limits.max_states} DFA states '
                      f'(Limits.max_states)')
   if isinstance(got, int):
     raise LimitError(f'automaton: compiling took over {limits.max_seconds} s '
                      f'(Limits.max_seconds)')
+  if finish_classes is not None:
+    return got
   delta, internal, accepting, members = got
   return delta, accepting, internal.astype(np.int64), members, _closure_fn(nfa, core_ok)[1]
 

@@ -611,6 +611,18 @@ int64_t lattice_subset_size(void* h, int64_t which) {
                     : static_cast<int64_t>(r->mem.size());
 }
 
+// lattice_dfa_finish of the subset construction's result (without counted loops),
+// then frees the handle: out buffers as lattice_dfa_finish's, S x C of the handle.
+int64_t lattice_subset_finish(void* h, const int32_t* byte_class, int32_t* out_delta,
+                              uint8_t* out_acc, int32_t* out_bc, int64_t* out_C) {
+  Subset* r = static_cast<Subset*>(h);
+  const int64_t S = static_cast<int64_t>(r->accepting.size());
+  const int64_t n = lattice_dfa_finish(r->delta.data(), S, r->n_cls, r->accepting.data(),
+                                       byte_class, out_delta, out_acc, out_bc, out_C);
+  delete r;
+  return n;
+}
+
 // Copies the result into caller buffers (any may be null) and frees the handle.
 void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* accepting,
                          int64_t* mem_off, int32_t* mem) {

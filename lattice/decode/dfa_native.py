@@ -58,6 +58,8 @@ def _load() -> ctypes.CDLL | None:
       lib.lattice_subset_run.restype = _P
       lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
       lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
+      lib.lattice_subset_finish.argtypes = [_P] * 6
+      lib.lattice_subset_finish.restype = _I
       lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
                                                _P, _P]
       lib.lattice_subset_size.argtypes = [_P, _I]
@@ -128,7 +130,8 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
                         edge_target: np.ndarray,
                         mask_classes: tuple[np.ndarray, np.ndarray],
                         n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
-                        max_states: int, max_seconds: float):
+                        max_states: int, max_seconds: float,
+                        finish_classes: np.ndarray | None = None):
   """The subset construction of a Thompson NFA over byte classes (the loop of
   `automaton._to_dfa`, the same automaton with its states in another order).
 
@@ -140,6 +143,8 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
   several regions, else 0; 0 where no member is in a loop), accepting bool[S],
   (offsets int64[S+1], members int32[...]): per DFA state its sorted NFA states),
   or an int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
+  With `finish_classes` (the NFA's int32[256] byte classes; only without counted
+  loops): `finish` of that DFA instead, in the same call (None: no match).
   Requires `available()`.
   """
   pairs = [(s, t) for s, e in sorted(eps.items()) for t in e]
@@ -163,6 +168,9 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
   if not h:
     return int(status[0])
   S, n_mem = LIB.lattice_subset_size(h, 0), LIB.lattice_subset_size(h, 1)
+  if finish_classes is not None:
+    return _finish_call(lambda *out: LIB.lattice_subset_finish(h, *out), S, n_cls,
+                        finish_classes)
   delta = np.empty((S, n_cls), np.int32)
   internal = np.empty((S, n_cls), np.int8)
   accepting = np.empty(S, np.uint8)
@@ -195,21 +203,26 @@ def token_tables(delta_SxC: np.ndarray, dist_S: np.ndarray, cls_V: np.ndarray,
 def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarray):
   """(delta int32[S', C'], accepting bool[S'], byte_class int32[256]): a DFA without
   counted loops trimmed (states that cannot accept dropped), minimised, in
-  breadth-first order from the start (targets by their smallest byte), with classes every
-  state treats alike merged and numbered by their smallest byte (`automaton`'s
-  _prune, _minimise, _renumber and _canonical_classes in one call); None when the
-  start cannot reach acceptance. Requires `available()`."""
+  breadth-first order from the start (targets by their smallest byte), with
+  classes every state treats alike merged and numbered by their smallest byte
+  (`automaton`'s _prune, _minimise, _renumber and _canonical_classes in one call);
+  None when the start cannot reach acceptance. Requires `available()`."""
   d = _table(delta_SxC)
   S, C = d.shape
   acc = np.ascontiguousarray(accepting_S, np.uint8)
+  return _finish_call(
+      lambda *out: LIB.lattice_dfa_finish(d.ctypes.data, S, C, acc.ctypes.data, *out),
+      S, C, byte_class)
+
+
+def _finish_call(call, S: int, C: int, byte_class: np.ndarray):
   bc = np.ascontiguousarray(byte_class, np.int32)
   out = np.empty(S * C, np.int32)
   out_acc = np.empty(S, np.uint8)
   out_bc = np.empty(256, np.int32)
   out_C = np.zeros(1, np.int64)
-  n = LIB.lattice_dfa_finish(d.ctypes.data, S, C, acc.ctypes.data, bc.ctypes.data,
-                             out.ctypes.data, out_acc.ctypes.data, out_bc.ctypes.data,
-                             out_C.ctypes.data)
+  n = call(bc.ctypes.data, out.ctypes.data, out_acc.ctypes.data, out_bc.ctypes.data,
+           out_C.ctypes.data)
   if n < 0:
     return None
   C2 = int(out_C[0])
