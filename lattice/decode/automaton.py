@@ -287,12 +287,16 @@ class _Nfa:
       ids[1:] = np.arange(self.states(S - 1), self.n)
     end = self.state()
     cls_mask = dfa_compose.class_masks(dfa)
-    special = [m & _ESCAPED_MASK if json_escape else 0 for m in cls_mask]
-    plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
+    if json_escape:
+      special = [m & _ESCAPED_MASK for m in cls_mask]
+      plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
+    else:
+      special, plain = [], cls_mask
     for s in np.flatnonzero(dfa.accepting).tolist():
       self.eps[int(ids[s])].append(end)
     d = dfa.delta_SxC
-    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :])
+    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :]
+                          if json_escape else d >= 0)
     if len(src):
       self.bulk_edges.append((ids[src], cls, plain, ids[d[src, cls]]))
     for c in [c for c, sp in enumerate(special) if sp]:

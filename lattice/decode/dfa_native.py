@@ -135,10 +135,11 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
   """The subset construction of a Thompson NFA over byte classes (the loop of
   `automaton._to_dfa`, the same automaton with its states in another order).
 
-  NFA states 0..n-1; state s: `eps[s]` epsilon targets (absent: none); byte edges `edge_off[s]:edge_off[s+1]` of
-  the arrays `edge_mask` (an index into `mask_classes`: offsets and classes, the
-  classes of each byte mask) and `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`:
-  counted-loop id or -1. NFA state 0 is the start. Returns (delta int32[S, C],
+  NFA states 0..n-1; state s: `eps[s]` epsilon targets (absent: none); byte
+  edges `edge_off[s]:edge_off[s+1]` of the arrays `edge_mask` (an index into
+  `mask_classes`: offsets and classes, the classes of each byte mask) and
+  `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`: counted-loop id
+  or -1. NFA state 0 is the start. Returns (delta int32[S, C],
   internal int8[S, C] (1: every mover on that class in one loop, 2: movers in
   several regions, else 0; 0 where no member is in a loop), accepting bool[S],
   (offsets int64[S+1], members int32[...]): per DFA state its sorted NFA states),
@@ -147,18 +148,20 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
   loops): `finish` of that DFA instead, in the same call (None: no match).
   Requires `available()`.
   """
-  pairs = [(s, t) for s, e in sorted(eps.items()) for t in e]
-  pairs_2xE = np.array(pairs, np.int64).reshape(-1, 2).T
+  pairs_2xE = np.array([(s, t) for s, e in eps.items() for t in e],
+                       np.int64).reshape(-1, 2).T
   eps_off = np.zeros(n + 1, np.int64)
   np.cumsum(np.bincount(pairs_2xE[0], minlength=n), out=eps_off[1:])
-  eps_tgt = np.ascontiguousarray(pairs_2xE[1], np.int32)  # (sources ascending)
+  # Grouped by source (stable: each state's targets in the order added).
+  eps_tgt = np.ascontiguousarray(pairs_2xE[1][np.argsort(pairs_2xE[0], kind='stable')],
+                                 np.int32)
   edge_off = np.ascontiguousarray(edge_off, np.int64)
   edge_mask = np.ascontiguousarray(edge_mask, np.int32)
   edge_tgt = np.ascontiguousarray(edge_target, np.int32)
   mask_off = np.ascontiguousarray(mask_classes[0], np.int64)
   mask_cls = np.ascontiguousarray(mask_classes[1], np.int32)
   ok = np.ascontiguousarray(core_ok, np.uint8)
-  reg = np.fromiter(region, np.int32, n)
+  reg = np.array(region, np.int32)
   status = np.zeros(1, np.int64)
   h = LIB.lattice_subset_run(
       n, eps_off.ctypes.data, eps_tgt.ctypes.data, edge_off.ctypes.data,
