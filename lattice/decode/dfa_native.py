@@ -236,7 +236,7 @@ def byte_classes(masks: list[int]) -> tuple[np.ndarray, tuple[np.ndarray, np.nda
   """(int32[256] byte -> class, (offsets int64[M+1], classes int32[...])): bytes
   every mask (a 256-bit int) treats alike share a class, numbered in order of their
   smallest byte; per mask the classes it holds, ascending (as
-  `regex_ast.byte_classes(masks, 'csr')`, classes numbered otherwise). Requires
+  `regex_ast.byte_classes`'s partition, numbered otherwise, its lists as CSR). Requires
   `available()`."""
   M = len(masks)
   raw = b''.join(m.to_bytes(32, 'little') for m in masks) or b'\0'

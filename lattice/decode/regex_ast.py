@@ -9,8 +9,6 @@ between written ones: O(n) states where nested alternations would be exponential
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 Node = tuple
@@ -188,14 +186,12 @@ def cap_length(node: Node, limit: int, max_extra: int = 32) -> Node | None:
   return _cap_reps(node, lo)
 
 
-def byte_classes(masks: list[int], held: bool | str = True) -> tuple[np.ndarray, Any]:
+def byte_classes(masks: list[int], held: bool = True) -> tuple[np.ndarray, list[list[int]]]:
   """(int32[256] byte -> class, per mask the classes it holds; [] when not `held`):
   bytes that every mask treats alike share a class (classes numbered by their bit
-  pattern's order). `held='csr'`: the classes held as arrays (offsets int64[M+1],
-  classes int64[...], ascending per mask)."""
+  pattern's order)."""
   if not masks:
-    return np.zeros(256, np.int32), ((np.zeros(1, np.int64), np.zeros(0, np.int64))
-                                     if held == 'csr' else [])
+    return np.zeros(256, np.int32), []
   raw = np.frombuffer(b''.join(m.to_bytes(32, 'little') for m in masks), np.uint8)
   bits_MxB = np.unpackbits(raw.reshape(len(masks), 32), axis=1, bitorder='little')
   packed = np.ascontiguousarray(np.packbits(bits_MxB, axis=0).T)  # 256 x ceil(M/8)
@@ -204,12 +200,4 @@ def byte_classes(masks: list[int], held: bool | str = True) -> tuple[np.ndarray,
   cls = cls.reshape(-1).astype(np.int32)
   if not held:
     return cls, []
-  if held == 'csr':
-    held_MxC = np.zeros((len(masks), int(cls.max()) + 1), bool)
-    m_idx, b_idx = np.nonzero(bits_MxB)
-    held_MxC[m_idx, cls[b_idx]] = True
-    m_idx, c_idx = np.nonzero(held_MxC)
-    off = np.zeros(len(masks) + 1, np.int64)
-    np.cumsum(np.bincount(m_idx, minlength=len(masks)), out=off[1:])
-    return cls, (off, c_idx.astype(np.int64))
   return cls, [np.unique(cls[row.astype(bool)]).tolist() for row in bits_MxB]
