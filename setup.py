@@ -65,6 +65,17 @@ SKINNY_CPU = Extension(
     optional=True,
 )
 
+# The native core of DFA post-processing for constrained decoding
+# (lattice/decode/dfa_native.cc: trimming, Moore minimisation, renumbering), loaded
+# with ctypes; lattice.decode.automaton uses numpy/scipy when it is not built.
+DFA_NATIVE = Extension(
+    'lattice.decode._dfa_native',
+    sources=['lattice/decode/dfa_native.cc'],
+    language='c++',
+    extra_compile_args=['-std=c++17', '-O2', '-w'],
+    optional=True,
+)
+
 setup(
     name='lattice',
     version='0.1.0',
@@ -101,7 +112,7 @@ setup(
         # (lattice convert); transformers only to load exported models back.
         'hf': ['datasets>=2.19', 'safetensors>=0.8.0'],
     },
-    ext_modules=[TERNARY_CPU, GROUPED_CPU, SKINNY_CPU],
+    ext_modules=[TERNARY_CPU, GROUPED_CPU, SKINNY_CPU, DFA_NATIVE],
     cmdclass={'build_ext': BuildFfiExt},
     entry_points={'console_scripts': ['lattice=lattice.cli:main']},
 )

@@ -4,6 +4,7 @@ loops next to an empty branch, unminimised long chains, clamped maxLength."""
 import re
 
 import jsonschema
+import numpy as np
 import pytest
 
 from lattice.decode import automaton, constraints, regex_parse
@@ -52,3 +53,19 @@ def test_huge_max_length_is_clamped_soundly():
                                    opts)
   assert dfa.matches('"' + 'x' * 50 + '"') and not dfa.matches('"' + 'x' * 49 + '"')
   assert not dfa.matches('"' + 'x' * 51 + '"')
+
+
+def test_intern_shares_equal_tables_and_checks_hits_exactly():
+  a = automaton.compile_regex('ab|cd')
+  copy = automaton.Dfa(a.delta_SxC.copy(), a.byte_class.copy(), a.accepting.copy())
+  assert automaton.intern(copy) is a
+  other = automaton.compile_regex('ab|ce')
+  assert automaton.intern(other) is other
+  # A key that hits with different tables (a hash collision) is not shared.
+  key = next(k for k, v in automaton._INTERNED.items() if v is other)  # pylint: disable=protected-access
+  fake = automaton.Dfa(np.zeros_like(other.delta_SxC), other.byte_class, other.accepting)
+  automaton._INTERNED[key] = fake  # pylint: disable=protected-access
+  try:
+    assert automaton.intern(other) is other
+  finally:
+    automaton._INTERNED[key] = other  # pylint: disable=protected-access

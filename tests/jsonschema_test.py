@@ -470,3 +470,52 @@ def test_color_walks_pass_the_draft3_format_checker():
   checker = jsonschema.FormatChecker()
   for data in _walks(constraints.build_index(dfa), dfa, np.random.default_rng(1), 30):
     assert checker.conforms(json.loads(data), 'color'), data
+
+
+@pytest.mark.parametrize('schema, texts, not_texts', [
+    # if/then merges a `const` beside an `enum` (JSONSchemaStore's ui5.yaml): both
+    # hold, so a const outside the enum leaves nothing to write (only instances of
+    # `if` are written: none here).
+    ({'type': 'object', 'required': ['t'], 'properties': {'t': {'enum': ['p', 'q']}},
+      'if': {'properties': {'t': {'const': None}}}, 'then': {}}, [], ['{"t":null}']),
+    ({'const': 1, 'enum': [1.0, 2]}, ['1'], ['2']),
+    ({'const': 'x', 'enum': ['y']}, [], ['"x"', '"y"']),
+])
+def test_const_beside_enum_needs_both(schema, texts, not_texts):
+  try:
+    dfa = constraints.compile_schema(schema)
+  except constraints.SchemaError:
+    assert not texts  # Nothing can be written.
+    return
+  for t in texts:
+    assert dfa.matches(t), t
+    jsonschema.validate(json.loads(t), schema)
+  for t in not_texts:
+    assert not dfa.matches(t), t
+
+
+def test_if_then_nested_in_then_keeps_the_inner_then():
+  # JSONSchemaStore's ui5.yaml: the inner `then` requires `type`; it was dropped
+  # when the outer `then` was merged, so `{"v":"2"}` was written (invalid).
+  schema = {'type': 'object', 'required': ['v'], 'properties': {'v': {'enum': ['1', '2']}},
+            'if': {'properties': {'v': {'const': '2'}}},
+            'then': {'if': {'properties': {'k': {'enum': ['p', None]}}},
+                     'then': {'required': ['t'], 'properties': {'t': {'enum': ['a']}}}}}
+  dfa = constraints.compile_schema(schema)
+  assert not dfa.matches('{"v":"2"}')
+  for text in ('{"v":"2","t":"a"}', '{"v":"2","k":"p","t":"a"}'):
+    assert dfa.matches(text), text
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_not_pattern_alone_is_applied():
+  # JSONSchemaStore's madness.json: a string with only `not: {pattern}` (no
+  # pattern, format or length) was written as any string, e.g. ending in ','.
+  schema = {'oneOf': [{'type': 'string', 'not': {'pattern': ',,|^,|,$'}},
+                      {'type': 'null'}]}
+  dfa = constraints.compile_schema(schema)
+  for text in ('"a,b"', '"pdf"', 'null'):
+    assert dfa.matches(text), text
+    jsonschema.validate(json.loads(text), schema)
+  for text in ('"a,"', '",a"', '"a,,b"', '"é"'):
+    assert not dfa.matches(text), text

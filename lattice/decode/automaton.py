@@ -7,17 +7,28 @@ automaton over the bytes a tokenizer emits. Patterns (`regex_parse`) are read as
 regexes over *characters*, each matched as its UTF-8 bytes, so the automaton only
 ever accepts valid UTF-8; matching is whole-string.
 
-`to_dfa` first tries `dfa_compose`: the AST's deterministic pieces (embedded
-minimal DFAs of a schema's members, keys, separators) joined directly in one
-state arena, so an enclosing object costs a copy of its members' tables instead
-of a new subset construction over them; where pieces overlap it falls back to the
-pipeline below, which small ASTs (`_SMALL_AST`) also take. DFAs are interned by
-content (`intern`), so equal automata built apart are one cache key.
-
 Pipeline (subset construction): a Thompson NFA of the AST (`regex_ast`), bytes split into
 classes that every edge treats alike, the subset construction over those classes
 (a DFA state is the set of NFA states with byte edges, so epsilon-only states do not
-split states), pruning of states that cannot accept, and Moore minimisation.
+split states), pruning of states that cannot accept, minimisation, and a canonical
+form (states in breadth-first order from the start, each state's targets in the
+order of their smallest byte; classes every state treats alike merged and numbered
+by their smallest byte), so equal languages get equal tables however they were
+built. DFAs are interned by content
+(`intern`), so equal automata built apart are one cache key.
+
+Native core (`dfa_native`, C++ through ctypes, built by setup.py): the subset
+construction, Hopcroft-style minimisation (Valmari's partial-DFA algorithm), the
+breadth-first walks and the one-byte token tables. With it every AST takes the
+pipeline above, embedded member DFAs entering the NFA as edge arrays
+(`_Nfa._embed_bulk`). Without it (not built, or `LATTICE_DFA_NATIVE=0`) the same
+steps run in Python/numpy/scipy (Moore rounds, within a budget for loop-free DFAs),
+and `to_dfa` first tries `dfa_compose`: the AST's deterministic pieces joined
+directly in one state arena, so an enclosing object costs a copy of its members'
+tables instead of a new Python subset construction over them; where pieces overlap
+it falls back to the subset construction, which small ASTs (`_SMALL_AST`) also
+take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
+unminimised large loop-free DFAs aside).
 
 Counted repetition is linear, not unrolled through the subset construction: a
 repetition `X{lo,hi}` with a bound above `Limits.region_min` whose body is one
@@ -33,15 +44,16 @@ were quadratic. `Limits` caps DFA states and seconds; past a cap `LimitError`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-import hashlib
 import time
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 
-from lattice.decode import dfa_compose, regex_ast, regex_parse
+from lattice.decode import dfa_compose, dfa_native, regex_ast, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
 from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
                                       Node, RegexError, alt, byte_set, cat, chain, chars,
@@ -88,7 +100,7 @@ class Dfa:
     return state >= 0 and bool(self.accepting[state])
 
 
-_INTERNED: dict[bytes, Dfa] = {}
+_INTERNED: dict[tuple, Dfa] = {}
 _INTERN_MAX = 16_384
 
 
@@ -100,14 +112,16 @@ def intern(dfa: Dfa) -> Dfa:
   would make every AST above them a different cache key for `to_dfa`; interned,
   they are one key and each enclosing automaton is built once.
   """
-  h = hashlib.blake2b(digest_size=16)
-  for a in (dfa.delta_SxC, dfa.byte_class, dfa.accepting):
-    h.update(repr(a.shape).encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-  key = h.digest()
+  arrays = (dfa.delta_SxC, dfa.byte_class, dfa.accepting)
+  # Python's 64-bit hash of each table's bytes (~4x blake2b's speed), checked
+  # exactly on a hit; on a collision `dfa` itself is returned (only not shared).
+  key = tuple((a.shape, a.dtype.str, hash(np.ascontiguousarray(a).tobytes()))
+              for a in arrays)
   got = _INTERNED.get(key)
   if got is not None:
-    return got
+    same = all(np.array_equal(x, y) for x, y in
+               zip(arrays, (got.delta_SxC, got.byte_class, got.accepting)))
+    return got if same else dfa
   if len(_INTERNED) >= _INTERN_MAX:
     _INTERNED.clear()
   _INTERNED[key] = dfa
@@ -125,9 +139,16 @@ _ESCAPED_MASK = sum(1 << b for b in JSON_ESCAPE)
 class _Nfa:
   """Thompson NFA: per state, epsilon targets, (byte mask, target) edges, a region."""
 
-  def __init__(self, limits: Limits, no_region: set[int]):
-    self.eps: list[list[int]] = []
-    self.edges: list[list[tuple[int, int]]] = []
+  def __init__(self, limits: Limits, no_region: set[int], bulk: bool = False):
+    # bulk (for the native subset construction): `eps` and `edges` are dicts of
+    # lists (states without any have no entry), and embedded DFAs' byte edges are
+    # kept as arrays in `bulk_edges`: (sources, class index, the classes' masks,
+    # targets) — `_embed_bulk`; no per-state Python objects for them.
+    self.bulk = bulk
+    self.eps: Any = collections.defaultdict(list) if bulk else []
+    self.edges: Any = collections.defaultdict(list) if bulk else []
+    self.bulk_edges: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]] = []
+    self.n = 0  # states
     self.region: list[int] = []
     self.cur_region = -1
     # Per region id: (AST node id, lo, hi, hub state).
@@ -136,13 +157,20 @@ class _Nfa:
     self.deadline = time.perf_counter() + limits.max_seconds
 
   def state(self) -> int:
-    self.eps.append([])
-    self.edges.append([])
-    self.region.append(self.cur_region)
-    if len(self.eps) > 4 * self.limits.max_states:
+    return self.states(1)
+
+  def states(self, k: int) -> int:
+    """k fresh states; returns the first id."""
+    first = self.n
+    if first + k > 4 * self.limits.max_states:
       raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
                        f'(Limits.max_states={self.limits.max_states})')
-    return len(self.eps) - 1
+    self.n += k
+    if not self.bulk:
+      self.eps.extend([] for _ in range(k))
+      self.edges.extend([] for _ in range(k))
+    self.region += [self.cur_region] * k
+    return first
 
   def build(self, node: Node, start: int) -> int:
     """Adds `node` from `start`; returns its end state."""
@@ -166,6 +194,8 @@ class _Nfa:
     if kind == 'chain':
       return self._chain(node[1], node[2], start)
     if kind == 'dfa':
+      if self.bulk:
+        return self._embed_bulk(node[1], node[2], start)
       return self._embed(node[1], node[2], start)
     _, body, lo, hi = node
     if (self.cur_region < 0 and max(lo, hi or 0) > self.limits.region_min
@@ -248,6 +278,36 @@ class _Nfa:
     return end
 
 
+  def _embed_bulk(self, dfa: Dfa, json_escape: bool, start: int) -> int:
+    """`_embed` with the byte edges as arrays (one edge per state and class)."""
+    S = dfa.n_states
+    ids = np.empty(S, np.int64)
+    ids[0] = start
+    if S > 1:
+      ids[1:] = np.arange(self.states(S - 1), self.n)
+    end = self.state()
+    cls_mask = dfa_compose.class_masks(dfa)
+    if json_escape:
+      special = [m & _ESCAPED_MASK for m in cls_mask]
+      plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
+    else:
+      special, plain = [], cls_mask
+    for s in np.flatnonzero(dfa.accepting).tolist():
+      self.eps[int(ids[s])].append(end)
+    d = dfa.delta_SxC
+    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :]
+                          if json_escape else d >= 0)
+    if len(src):
+      self.bulk_edges.append((ids[src], cls, plain, ids[d[src, cls]]))
+    for c in [c for c, sp in enumerate(special) if sp]:
+      for s in np.flatnonzero(d[:, c] >= 0).tolist():
+        t = int(ids[d[s, c]])
+        for b in _bits(special[c]):
+          mid = self.build(lit(JSON_ESCAPE[b][:-1]), int(ids[s]))
+          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], t))
+    return end
+
+
 def _bits(mask: int) -> list[int]:
   out = []
   while mask:
@@ -289,9 +349,12 @@ def _to_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa_uncached(node: Node, limits: Limits) -> Dfa:
-  """By composition (`dfa_compose`) where the AST's pieces do not overlap, else by
-  the subset construction (also for small ASTs, where it costs less)."""
-  if _size_at_most(node, _SMALL_AST):
+  """By the subset construction where it is native (`dfa_native`: re-determinising
+  embedded members in C++ costs less than composing them in Python, ~1.3-2x on
+  JSONSchemaBench's larger subsets); else by composition (`dfa_compose`) where the
+  AST's pieces do not overlap, and the subset construction for small ASTs (where
+  it costs less) and overlaps."""
+  if dfa_native.LIB is not None or _size_at_most(node, _SMALL_AST):
     return _subset_dfa(node, limits)
   try:
     return _composed_dfa(node, limits)
@@ -320,8 +383,9 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
   S = len(accepting)
   delta, accepting, _, _ = _minimise(delta, accepting, np.full(S, -1, np.int64),
                                      np.zeros(delta.shape, bool))
-  delta, accepting = _renumber(delta, accepting)
-  return intern(Dfa(delta.astype(np.int32), byte_class, accepting))
+  delta, accepting = _renumber(delta, accepting, byte_class)
+  delta, byte_class = _canonical_classes(delta, byte_class)
+  return intern(Dfa(delta, byte_class, accepting))
 
 
 # ASTs up to this many byte sets and embedded DFA states go to the subset
@@ -370,25 +434,60 @@ def _subset_dfa(node: Node, limits: Limits) -> Dfa:
 
 
 def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
-  nfa = _Nfa(limits, no_region)
+  nfa = _Nfa(limits, no_region, bulk=dfa_native.LIB is not None)
   start = nfa.state()
   final = nfa.build(node, start)
-  masks = sorted({m for edges in nfa.edges for m, _ in edges})
-  byte_class, held = _byte_classes(masks)
-  classes_of = dict(zip(masks, held))
+  mask_set = {m for edges in (nfa.edges.values() if nfa.bulk else nfa.edges)
+              for m, _ in edges}
+  for _, _, plain, _ in nfa.bulk_edges:
+    mask_set.update(m for m in plain if m)
+  masks = sorted(mask_set)
+  if nfa.bulk:
+    byte_class, held = dfa_native.byte_classes(masks)
+  else:
+    byte_class, held = _byte_classes(masks)
   n_cls = int(byte_class.max()) + 1
-  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
-  moves = []
-  for edges in nfa.edges:
-    mv: dict[int, list[int]] = {}
-    for m, t in edges:
-      for c in classes_of[m]:
-        if c in mv:
-          mv[c].append(t)
-        else:
-          mv[c] = [t]
-    moves.append(mv)
-  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  if dfa_native.LIB is not None:
+    # Without counted loops: the steps below (`dfa_native.finish`) in the same call.
+    got = _native_subsets(nfa, masks, held, n_cls, final, limits,
+                          None if nfa.regions else byte_class)
+    if not nfa.regions:
+      if got is None:
+        raise RegexError('the pattern matches nothing')
+      delta, accepting, byte_class = got
+      return intern(Dfa(delta, byte_class, accepting))
+  else:
+    got = _python_subsets(nfa, masks, held, n_cls, final, limits)
+  delta, accepting, internal, (mem_off, mem), core = got
+  tag = _region_tags(nfa, mem_off, mem, delta, internal, core) if nfa.regions else (
+      np.full(len(accepting), -1, np.int64))
+  internal = internal == 1
+  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
+  delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions:
+    delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
+  delta, accepting = _renumber(delta, accepting, byte_class)
+  delta, byte_class = _canonical_classes(delta, byte_class)
+  return intern(Dfa(delta, byte_class, accepting))
+
+
+def _canonical_classes(delta: np.ndarray, byte_class: np.ndarray):
+  """(delta, byte_class) with classes every state treats alike merged and classes
+  numbered in the order of their smallest byte: equal automata get equal tables
+  whichever byte partition they were built over."""
+  col = _column_ids(delta)
+  group_B = col[byte_class]
+  _, first_byte, inv = np.unique(group_B, return_index=True, return_inverse=True)
+  order = np.argsort(first_byte)
+  rank = np.empty(len(order), np.int64)
+  rank[order] = np.arange(len(order))
+  new_class = rank[inv.reshape(-1)].astype(np.int32)
+  cols = byte_class[first_byte[order]]
+  return np.ascontiguousarray(delta[:, cols], np.int32), new_class
+
+
+def _closure_fn(nfa: _Nfa, core_ok):
+  """(closure(s), core(states)): epsilon closures kept to the core states."""
   closures: dict[int, tuple[int, ...]] = {}
 
   def closure(s: int) -> tuple[int, ...]:
@@ -408,7 +507,64 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
       out.update(closure(s))
     return frozenset(out)
 
-  first = core([start])
+  return closure, core
+
+
+def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits,
+                    finish_classes: np.ndarray | None = None):
+  """`_python_subsets` by `dfa_native.subset_construction`; with `finish_classes`
+  its `finish`ed DFA instead ((delta, accepting, byte_class) or None: no match)."""
+  mask_id = {m: i for i, m in enumerate(masks)}
+  n = nfa.n
+  # Byte edges: the lists' and the bulk arrays', grouped by source.
+  listed = [(s, mask_id[m], t) for s, e in nfa.edges.items() for m, t in e]
+  listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
+  src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
+  for s_E, c_E, plain, t_E in nfa.bulk_edges:
+    ids = np.array([mask_id.get(m, -1) for m in plain], np.int64)
+    src.append(s_E)
+    mid.append(ids[c_E])
+    tgt.append(t_E)
+  src, mid, tgt = np.concatenate(src), np.concatenate(mid), np.concatenate(tgt)
+  by_src = np.argsort(src, kind='stable')
+  edge_off = np.zeros(n + 1, np.int64)
+  np.cumsum(np.bincount(src, minlength=n), out=edge_off[1:])
+  core_ok = edge_off[1:] > edge_off[:-1]
+  core_ok[final] = True
+  got = dfa_native.subset_construction(
+      n, nfa.eps, edge_off, mid[by_src], tgt[by_src], held, n_cls, core_ok, nfa.region,
+      final, limits.max_states, nfa.deadline - time.perf_counter(), finish_classes)
+  if isinstance(got, int) and got == 1:
+    raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                     f'(Limits.max_states)')
+  if isinstance(got, int):
+    raise LimitError(f'automaton: compiling took over {limits.max_seconds} s '
+                     f'(Limits.max_seconds)')
+  if finish_classes is not None:
+    return got
+  delta, internal, accepting, members = got
+  return delta, accepting, internal.astype(np.int64), members, _closure_fn(nfa, core_ok)[1]
+
+
+def _python_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limits):
+  """(delta int32[S, C], accepting, internal int64[S, C] (see `_region_tags`), the
+  subsets as (offsets, sorted NFA states), core()): the subset construction in
+  Python."""
+  classes_of = dict(zip(masks, held))
+  # moves[s]: {class: NFA targets of state s on that class} (classes with targets).
+  moves = []
+  for edges in nfa.edges:
+    mv: dict[int, list[int]] = {}
+    for m, t in edges:
+      for c in classes_of[m]:
+        if c in mv:
+          mv[c].append(t)
+        else:
+          mv[c] = [t]
+    moves.append(mv)
+  core_ok = [bool(e) or s == final for s, e in enumerate(nfa.edges)]
+  _, core = _closure_fn(nfa, core_ok)
+  first = core([0])
   ids, order, rows = {first: 0}, [first], []
   internal_rows = []  # Per state with loop members: per class, moved from the loop?
   region = nfa.region
@@ -449,38 +605,54 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   delta = np.array(rows, np.int32).reshape(len(order), n_cls)
   accepting = np.array([final in d for d in order], bool)
   internal = np.array(internal_rows, np.int64).reshape(len(order), n_cls)
-  tag = _region_tags(nfa, order, delta, internal, core)
-  internal = internal == 1
-  delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
-  delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
-  if nfa.regions:
-    delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
-  delta, accepting = _renumber(delta, accepting)
-  return intern(Dfa(delta, byte_class, accepting))
+  mem_off = np.zeros(len(order) + 1, np.int64)
+  np.cumsum([len(d) for d in order], out=mem_off[1:])
+  mem = np.fromiter((t for d in order for t in sorted(d)), np.int64, int(mem_off[-1]))
+  return delta, accepting, internal, (mem_off, mem), core
 
 
-def _region_tags(nfa: _Nfa, order: list[frozenset], delta, internal, core) -> np.ndarray:
+def _region_tags(nfa: _Nfa, mem_off: np.ndarray, mem: np.ndarray, delta, internal,
+                 core) -> np.ndarray:
   """int64[S]: -1 outside counted loops, 2r for loop r's hub state (between
   characters), 2r+1 inside a character of loop r. Raises `_RegionConflict` naming
   the loops whose DFA states are shared with anything else, or that are left and
-  re-entered in one step."""
-  hub_core = [core([hub]) for (_, _, _, hub) in nfa.regions]
-  tag = np.full(len(order), -1, np.int64)
+  re-entered in one step. DFA state i is the set of NFA states
+  `mem[mem_off[i]:mem_off[i+1]]` (ascending)."""
+  S = len(mem_off) - 1
+  region = np.asarray(nfa.region, np.int64)
+  count = np.diff(mem_off)
+  reg_m = region[mem]
+  big = np.iinfo(np.int64).max
+  lo = np.full(S, big, np.int64)
+  hi = np.full(S, -1, np.int64)
+  out = np.zeros(S, bool)
+  some = count > 0
+  if len(mem):
+    starts = mem_off[:-1][some]
+    lo[some] = np.minimum.reduceat(np.where(reg_m >= 0, reg_m, big), starts)
+    hi[some] = np.maximum.reduceat(reg_m, starts)
+    out[some] = np.maximum.reduceat((reg_m < 0).astype(np.int8), starts) > 0
+  inside = hi >= 0
+  tag = np.full(S, -1, np.int64)
   bad: set[int] = set()
-  for i, d in enumerate(order):
-    regs = {nfa.region[s] for s in d}
-    inside = regs - {-1}
-    if not inside:
-      continue
-    r = min(inside)
-    if len(inside) > 1 or (internal[i] == 2).any():
-      bad |= inside
-    elif d == hub_core[r]:
-      tag[i] = 2 * r
-    elif -1 in regs:
-      bad.add(r)  # A character of the loop in step with another branch.
-    else:
-      tag[i] = 2 * r + 1
+  multi = inside & ((lo != hi) | (internal == 2).any(axis=1))
+  for i in np.flatnonzero(multi).tolist():
+    bad |= set(reg_m[mem_off[i]:mem_off[i + 1]].tolist()) - {-1}
+  single = inside & ~multi
+  # A state of one loop is its hub when its set is the hub's closure.
+  hub_of = np.full(S, -1, np.int64)
+  for r, (_, _, _, hub) in enumerate(nfa.regions):
+    want = np.array(sorted(core([hub])), np.int64)
+    for i in np.flatnonzero(single & (lo == r) & (count == len(want))).tolist():
+      if np.array_equal(mem[mem_off[i]:mem_off[i + 1]], want):
+        hub_of[i] = r
+        break
+  is_hub = single & (hub_of >= 0)
+  tag[is_hub] = 2 * lo[is_hub]
+  mixed = single & ~is_hub & out  # A character of the loop in step with another branch.
+  bad |= set(lo[mixed].tolist())
+  char = single & ~is_hub & ~out
+  tag[char] = 2 * lo[char] + 1
   for i in np.where(tag >= 0)[0]:
     r = int(tag[i] // 2)
     t = delta[i]
@@ -500,8 +672,11 @@ def distances_to_accept(delta_SxK: np.ndarray, accepting: np.ndarray) -> np.ndar
 
   `delta_SxK[s, k]` is the target of s's k-th edge (-1: none). One breadth-first
   search backwards from every accepting state at once (scipy's C shortest paths
-  on the reversed graph from a virtual source), O(S x K).
+  on the reversed graph from a virtual source), O(S x K); natively
+  (`dfa_native`) when it is built.
   """
+  if dfa_native.LIB is not None:
+    return dfa_native.distances(delta_SxK, accepting)
   S = len(accepting)
   src = np.repeat(np.arange(S), delta_SxK.shape[1])
   dst = np.asarray(delta_SxK).reshape(-1)
@@ -611,11 +786,22 @@ def _minimise(delta, accepting, tag, internal):
   # Without counted loops, minimising is only a size saving: past a budget of
   # state-rounds (long chains need a round per link) the DFA is kept as built.
   budget = None if (tag >= 0).any() else _MINIMISE_BUDGET
-  block = _refine(delta, internal, block0, hashed=True, budget=budget)
-  if block is None:
-    return delta, accepting, tag, internal
-  if not _is_congruence(delta, internal, block0, block):
-    block = _refine(delta, internal, block0, hashed=False)
+  # (The internal flag of a rejected edge is never read: cleared, so both paths
+  # see the same signatures.)
+  internal = internal & (delta >= 0)
+  if dfa_native.LIB is not None:  # Hopcroft-style in C++: no budget needed.
+    block = dfa_native.partition(delta, internal, block0)
+  else:
+    block = _refine(delta, internal, block0, hashed=True, budget=budget)
+    if block is None:
+      return delta, accepting, tag, internal
+    if not _is_congruence(delta, internal, block0, block):
+      block = _refine(delta, internal, block0, hashed=False)
+    # Block ids in order of each block's first state (as the native refinement).
+    _, first, block = np.unique(block, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    block = rank[block.reshape(-1)]
   n_blocks = int(block.max()) + 1
   rep = np.zeros(n_blocks, np.int64)
   rep[block[::-1]] = np.arange(len(block))[::-1]
@@ -693,18 +879,48 @@ def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):
   return out.astype(np.int32), accepting
 
 
-def _renumber(delta, accepting):
-  """States in BFS order from the start (state 0), dropping unreachable ones."""
+def _bfs_order(delta: np.ndarray) -> np.ndarray:
+  """int64[n]: the states reachable from state 0 in breadth-first order, each
+  state's targets in column order (`_renumber` orders the columns by smallest
+  byte: then a canonical numbering). One numpy step per BFS layer."""
+  S = delta.shape[0]
+  seen = np.zeros(S, bool)
+  seen[0] = True
+  layers, frontier = [np.zeros(1, np.int64)], np.zeros(1, np.int64)
+  while len(frontier):
+    t = delta[frontier].reshape(-1)
+    t = t[t >= 0]
+    t = t[~seen[t]]
+    if not len(t):
+      break
+    _, first = np.unique(t, return_index=True)
+    frontier = t[np.sort(first)].astype(np.int64)
+    seen[frontier] = True
+    layers.append(frontier)
+  return np.concatenate(layers)
+
+
+def _renumber(delta, accepting, byte_class: np.ndarray | None = None):
+  """States in canonical BFS order from the start (state 0; each state's targets
+  in the order of the bytes that reach them: classes by their smallest byte, so
+  the order does not depend on how classes are numbered), dropping unreachable
+  ones. Without `byte_class`, classes in index order."""
   S = len(accepting)
-  src = np.repeat(np.arange(S), delta.shape[1])
-  dst = delta.reshape(-1)
-  keep = dst >= 0
-  graph = csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(S, S))
-  order = csgraph.breadth_first_order(graph, 0, directed=True, return_predecessors=False)
+  by_byte = delta if byte_class is None else delta[:, _classes_by_byte(byte_class)]
+  if dfa_native.LIB is not None:
+    order = dfa_native.bfs_order(by_byte)
+  else:
+    order = _bfs_order(by_byte)
   new = np.full(S, -1, np.int64)
   new[order] = np.arange(len(order))
   d = delta[order]
   return np.where(d >= 0, new[np.maximum(d, 0)], -1).astype(np.int32), accepting[order]
+
+
+def _classes_by_byte(byte_class: np.ndarray) -> np.ndarray:
+  """Class ids in the order of their smallest byte."""
+  _, first = np.unique(byte_class, return_index=True)
+  return np.argsort(first)
 
 
 def compile_regex(pattern: str, limits: Limits = DEFAULT_LIMITS) -> Dfa:

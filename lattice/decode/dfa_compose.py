@@ -2,6 +2,10 @@
 
 Shape legend: S states, C byte classes.
 
+(`automaton.to_dfa` uses it when the native core `dfa_native` is not built: there
+the subset construction runs in Python and re-determinising nested members is what
+this avoids; with the native core the subset construction is cheaper.)
+
 `automaton.to_dfa` determinises a Thompson NFA of the whole AST. A JSON schema's
 AST is mostly already deterministic: embedded minimal DFAs of members (`embed`),
 keys, literals, separators; determinising it again at every nesting level costs
@@ -168,11 +172,11 @@ def _classes(node: Node, masks: set[int], seen: set[int], sub_dfas: dict, sub,
 
 
 def _dfa_masks(dfa, masks: set[int]) -> None:
-  masks.update(_class_masks(dfa))
+  masks.update(class_masks(dfa))
 
 
 @functools.lru_cache(maxsize=4096)
-def _class_masks(dfa) -> tuple[int, ...]:
+def class_masks(dfa) -> tuple[int, ...]:
   """Per byte class of `dfa`, the 256-bit mask of its bytes."""
   bc = dfa.byte_class
   eq_CxB = bc[None, :] == np.arange(int(bc.max()) + 1)[:, None]

@@ -15,6 +15,11 @@ from lattice.decode.regex_ast import (ANY_CHAR, ANY_STRING_CHAR, EPS, Node, Rege
                                       _ASCII, alt, byte_set, cat, chars, lit, one, rep)
 from lattice.decode.regex_ast import _CHAR_ESCAPES, _CLASS_ESCAPES  # pylint: disable=unused-import
 
+# ASCII characters Python's Unicode `\\s` matches beyond [ \\t\\n\\r\\f\\v] (file, group,
+# record and unit separators: str.isspace() is True for them).
+_PY_SPACE_EXTRA = byte_set((0x1C, 0x1F))
+
+
 class _Parser:
   """Recursive descent over Python regex syntax (the subset documented above)."""
 
@@ -121,7 +126,10 @@ class _Parser:
           raise self.error(f'\\{c} inside a class is not supported')
         # ASCII-only complement: Python's Unicode \\D \\W \\S exclude non-ASCII
         # digits/letters/spaces, ECMA's do not; the intersection is sound for both.
-        return one(_ASCII & ~mask) if self.portable else chars(mask, negated=True)
+        # (Python's Unicode \\s also holds \\x1c-\\x1f: \\S leaves them out.)
+        if self.portable:
+          return one(_ASCII & ~mask & ~(_PY_SPACE_EXTRA if c == 'S' else 0))
+        return chars(mask, negated=True)
       return mask if in_class else one(mask)
     if c in _CHAR_ESCAPES:
       ch = chr(_CHAR_ESCAPES[c])
@@ -142,13 +150,14 @@ class _Parser:
     negated = self.peek() == '^'
     if negated:
       self.i += 1
-    mask, extra, first = 0, [], True
+    mask, extra, first, escapes = 0, [], True, set()
     while True:
       c = self.take()
       if c == ']' and not first:
         break
       first = False
       if c == '\\':
+        escapes.add(self.p[self.i])
         item = self.escape(in_class=True)
         if isinstance(item, int):
           mask |= item
@@ -168,6 +177,13 @@ class _Parser:
         mask |= 1 << ord(c)
       else:
         extra.append(c)
+    if negated and self.portable and escapes & set('dws'):
+      # `[^\\s...]`: Python reads \\d \\w \\s as Unicode classes (non-ASCII digits,
+      # letters, spaces and \\x1c-\\x1f), ECMA as ASCII ones: the complement both
+      # agree on is ASCII, without \\x1c-\\x1f where \\s is in the class.
+      if extra:
+        raise self.error('negated classes with non-ASCII members are not supported')
+      return one(_ASCII & ~mask & ~(_PY_SPACE_EXTRA if 's' in escapes else 0))
     return chars(mask, negated, tuple(extra))
 
 

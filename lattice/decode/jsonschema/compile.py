@@ -34,7 +34,8 @@ from typing import Any
 from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import common, containers, formats, numbers, rewrite, search
+from lattice.decode.jsonschema import (common, containers, formats, numbers, resolve,
+                                        rewrite, search)
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, rebase_refs,
                                                resolve_pointer, strip)
 
@@ -325,8 +326,10 @@ class Compiler:
 
   def literals(self, s: dict, where: str) -> Node | None:
     values = [s['const']] if 'const' in s else s['enum']
-    if not isinstance(values, list):
-      raise SchemaError(where, 'enum', f'expected an array, got {values!r}')
+    if 'enum' in s and not isinstance(s['enum'], list):
+      raise SchemaError(where, 'enum', f'expected an array, got {s["enum"]!r}')
+    if 'const' in s and 'enum' in s:  # (e.g. merged by allOf or if/then): both hold.
+      values = [v for v in values if any(resolve.json_equal(v, e) for e in s['enum'])]
     rest = {k: v for k, v in s.items() if k not in ('enum', 'const')}
     values = [v for v in values if _writable(v)]
     if set(rest) - {'type'}:
@@ -444,7 +447,7 @@ class Compiler:
       dfa = d if dfa is None else self._meet(dfa, d, where, key)
       if dfa is None:
         return None
-    if dfa is None and not (lo or hi is not None):
+    if dfa is None and not (lo or hi is not None) and not excluded:
       return automaton.to_dfa(rep(ANY_STRING_CHAR, 0, None), limits)
     if bounded:
       hi = None

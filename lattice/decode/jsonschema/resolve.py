@@ -159,7 +159,7 @@ def merge(a: Any, b: Any, where: str) -> Any:
     elif _same(u, v):
       continue
     elif k == 'const':
-      if not _json_equal(u, v):
+      if not json_equal(u, v):
         return False  # No instance equals two different values.
     else:
       raise SchemaError(where, k, 'allOf: two different values cannot be merged')
@@ -227,16 +227,16 @@ def _merge_other_properties(a: dict, b: dict, out: dict, where: str) -> None:
     out['properties'] = props
 
 
-def _json_equal(x: Any, y: Any) -> bool:
+def json_equal(x: Any, y: Any) -> bool:
   """JSON Schema equality (2020-12 Validation 4.2.2): numbers by value (1 == 1.0),
   booleans never numbers, arrays and objects member-wise."""
   num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
   if num(x) and num(y):
     return x == y
   if isinstance(x, list) and isinstance(y, list):
-    return len(x) == len(y) and all(_json_equal(p, q) for p, q in zip(x, y))
+    return len(x) == len(y) and all(json_equal(p, q) for p, q in zip(x, y))
   if isinstance(x, dict) and isinstance(y, dict):
-    return x.keys() == y.keys() and all(_json_equal(x[k], y[k]) for k in x)
+    return x.keys() == y.keys() and all(json_equal(x[k], y[k]) for k in x)
   return type(x) is type(y) and x == y
 
 

@@ -79,12 +79,15 @@ def _once(comp: Any, s: dict, where: str) -> Any:
   if 'if' in s:
     cond, then = s.pop('if'), s.pop('then', True)
     s.pop('else', None)
+    # (A `then` or `if` with its own if/then/else brings them in: the next round
+    # rewrites them; dropping that `then` here would write its `if` alone.)
     s = merge(merge(s, comp.deref(cond, ptr(where, 'if')), ptr(where, 'if')),
               comp.deref(then, ptr(where, 'then')), ptr(where, 'then'))
     if not isinstance(s, dict):
       return s
-  s.pop('then', None)
-  s.pop('else', None)
+  else:
+    s.pop('then', None)
+    s.pop('else', None)
   if 'contains' in s or 'minContains' in s or 'maxContains' in s:
     s = _contains(comp, s, where)
   if 'dependentSchemas' in s or 'dependencies' in s:

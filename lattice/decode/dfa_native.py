@@ -1,0 +1,248 @@
+"""Optional native core of the DFA pipeline (`dfa_native.cc`), through ctypes.
+
+Shape legend: S states, K edges per state (byte classes), V vocabulary.
+
+`lattice.decode.automaton` determinises, trims, minimises and renumbers every DFA
+it builds, and `lattice.decode.constraints` turns DFAs into token tables; for the
+tens-to-thousands-of-states automata of JSON schemas, Python loops (the subset
+construction) and numpy's and scipy's per-call overheads (a scipy sparse graph
+costs ~0.2 ms to set up; a Moore round is a dozen numpy calls) dominated. The
+library does in C++: the subset construction (`subset_construction`), reverse and
+forward breadth-first walks (`distances`, `bfs_order`), Hopcroft-style
+minimisation (`partition`: Valmari's partial-DFA algorithm, so a long chain no
+longer costs a Moore round per link; the numpy fallback leaves DFAs without
+counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native path
+always minimises), the whole trim-minimise-canonicalise step of a loop-free DFA
+(`finish`) and one-byte token tables (`token_tables`). It is built by `setup.py`
+as the optional extension `lattice.decode._dfa_native` (a plain shared library, no
+Python API); when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is
+False and the callers use their Python/numpy/scipy code, which computes the same
+tables (whenever the fallback's minimisation budget is not reached; checked
+against each other in `tests/dfa_native_test.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+import numpy as np
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _load() -> ctypes.CDLL | None:
+  if os.environ.get('LATTICE_DFA_NATIVE', '1') == '0':
+    return None
+  here = Path(__file__).parent
+  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    path = here / f'_dfa_native{suffix}'
+    if path.exists():
+      try:
+        lib = ctypes.CDLL(str(path))
+      except OSError:
+        return None
+      lib.lattice_dfa_distances.argtypes = [_P, _I, _I, _P, _P]
+      lib.lattice_dfa_bfs_order.argtypes = [_P, _I, _I, _P]
+      lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
+      for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
+                lib.lattice_dfa_partition, lib.lattice_subset_size,
+                lib.lattice_dfa_token_tables, lib.lattice_dfa_finish,
+                lib.lattice_byte_classes):
+        f.restype = _I
+      lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
+                                                           ctypes.c_double, _P]
+      lib.lattice_subset_run.restype = _P
+      lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
+      lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
+      lib.lattice_subset_finish.argtypes = [_P] * 6
+      lib.lattice_subset_finish.restype = _I
+      lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
+                                               _P, _P]
+      lib.lattice_subset_size.argtypes = [_P, _I]
+      lib.lattice_subset_take.argtypes = [_P] * 6
+      lib.lattice_subset_take.restype = None
+      return lib
+  return None
+
+
+# The loaded library, or None (tests set it to None to exercise the fallback).
+LIB = _load()
+
+
+def available() -> bool:
+  return LIB is not None
+
+
+def _table(delta_SxK: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(delta_SxK, np.int32)
+
+
+def distances(delta_SxK: np.ndarray, accepting_S: np.ndarray) -> np.ndarray:
+  """int64[S]: fewest edges from each state to an accepting one (-1: none).
+
+  As `automaton.distances_to_accept`. Requires `available()`.
+  """
+  d = _table(delta_SxK)
+  S, K = d.shape
+  acc = np.ascontiguousarray(accepting_S, np.uint8)
+  out = np.empty(S, np.int64)
+  LIB.lattice_dfa_distances(d.ctypes.data, S, K, acc.ctypes.data, out.ctypes.data)
+  return out
+
+
+def bfs_order(delta_SxK: np.ndarray) -> np.ndarray:
+  """int64[n]: the states reachable from state 0 in breadth-first order, each
+  state's targets in edge order (as `automaton._bfs_order`). Requires
+  `available()`."""
+  d = _table(delta_SxK)
+  S, K = d.shape
+  out = np.empty(S, np.int64)
+  n = LIB.lattice_dfa_bfs_order(d.ctypes.data, S, K, out.ctypes.data)
+  return out[:n]
+
+
+def partition(delta_SxK: np.ndarray, internal_SxK: np.ndarray | None,
+              block0_S: np.ndarray) -> np.ndarray:
+  """int64[S]: the coarsest partition refining `block0_S` in which the states of a
+  block agree, on every edge k, on the successor's block (or both reject) and on
+  `internal_SxK` (read where the edge exists): the minimal DFA's states. Block ids
+  in order of each block's first state. Valmari's O(m log n) partial-DFA
+  minimisation (Inf. Process. Lett. 112(6), 2012), where `automaton`'s numpy
+  fallback runs Moore rounds. Requires `available()`."""
+  d = _table(delta_SxK)
+  S, K = d.shape
+  b0 = np.ascontiguousarray(block0_S, np.int64)
+  inner = None if internal_SxK is None or not internal_SxK.any() else (
+      np.ascontiguousarray(internal_SxK, np.uint8))
+  out = np.empty(S, np.int64)
+  LIB.lattice_dfa_partition(d.ctypes.data, S, K,
+                            None if inner is None else inner.ctypes.data,
+                            b0.ctypes.data, out.ctypes.data)
+  return out
+
+
+def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
+                        edge_mask: np.ndarray,
+                        edge_target: np.ndarray,
+                        mask_classes: tuple[np.ndarray, np.ndarray],
+                        n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
+                        max_states: int, max_seconds: float,
+                        finish_classes: np.ndarray | None = None):
+  """The subset construction of a Thompson NFA over byte classes (the loop of
+  `automaton._to_dfa`, the same automaton with its states in another order).
+
+  NFA states 0..n-1; state s: `eps[s]` epsilon targets (absent: none); byte
+  edges `edge_off[s]:edge_off[s+1]` of the arrays `edge_mask` (an index into
+  `mask_classes`: offsets and classes, the classes of each byte mask) and
+  `edge_target`; `core_ok[s]`: s is kept in subsets; `region[s]`: counted-loop id
+  or -1. NFA state 0 is the start. Returns (delta int32[S, C],
+  internal int8[S, C] (1: every mover on that class in one loop, 2: movers in
+  several regions, else 0; 0 where no member is in a loop), accepting bool[S],
+  (offsets int64[S+1], members int32[...]): per DFA state its sorted NFA states),
+  or an int status: 1 past `max_states` DFA states, 2 past `max_seconds`.
+  With `finish_classes` (the NFA's int32[256] byte classes; only without counted
+  loops): `finish` of that DFA instead, in the same call (None: no match).
+  Requires `available()`.
+  """
+  pairs_2xE = np.array([(s, t) for s, e in eps.items() for t in e],
+                       np.int64).reshape(-1, 2).T
+  eps_off = np.zeros(n + 1, np.int64)
+  np.cumsum(np.bincount(pairs_2xE[0], minlength=n), out=eps_off[1:])
+  # Grouped by source (stable: each state's targets in the order added).
+  eps_tgt = np.ascontiguousarray(pairs_2xE[1][np.argsort(pairs_2xE[0], kind='stable')],
+                                 np.int32)
+  edge_off = np.ascontiguousarray(edge_off, np.int64)
+  edge_mask = np.ascontiguousarray(edge_mask, np.int32)
+  edge_tgt = np.ascontiguousarray(edge_target, np.int32)
+  mask_off = np.ascontiguousarray(mask_classes[0], np.int64)
+  mask_cls = np.ascontiguousarray(mask_classes[1], np.int32)
+  ok = np.ascontiguousarray(core_ok, np.uint8)
+  reg = np.array(region, np.int32)
+  status = np.zeros(1, np.int64)
+  h = LIB.lattice_subset_run(
+      n, eps_off.ctypes.data, eps_tgt.ctypes.data, edge_off.ctypes.data,
+      edge_mask.ctypes.data, edge_tgt.ctypes.data, mask_off.ctypes.data,
+      mask_cls.ctypes.data, n_cls, ok.ctypes.data, reg.ctypes.data, final, max_states,
+      float(max_seconds), status.ctypes.data)
+  if not h:
+    return int(status[0])
+  S, n_mem = LIB.lattice_subset_size(h, 0), LIB.lattice_subset_size(h, 1)
+  if finish_classes is not None:
+    return _finish_call(lambda *out: LIB.lattice_subset_finish(h, *out), S, n_cls,
+                        finish_classes)
+  delta = np.empty((S, n_cls), np.int32)
+  internal = np.empty((S, n_cls), np.int8)
+  accepting = np.empty(S, np.uint8)
+  mem_off = np.empty(S + 1, np.int64)
+  mem = np.empty(n_mem, np.int32)
+  LIB.lattice_subset_take(h, delta.ctypes.data, internal.ctypes.data,
+                          accepting.ctypes.data, mem_off.ctypes.data, mem.ctypes.data)
+  return delta, internal, accepting.astype(bool), (mem_off, mem)
+
+
+def token_tables(delta_SxC: np.ndarray, dist_S: np.ndarray, cls_V: np.ndarray,
+                 S_pad: int, inf: int) -> tuple[np.ndarray, np.ndarray]:
+  """(next int32[S_pad, V], need int32[S_pad, V]) for one-byte tokens: token v of
+  class `cls_V[v]` (C: not a text token) from state s goes to t = delta[s, class];
+  need = dist_S[t] (`inf` where t or dist is -1 or >= inf), next = t where need <
+  inf, else -1; padding rows -1 / inf (`constraints._byte_tables`). Requires
+  `available()`."""
+  d = _table(delta_SxC)
+  S, C = d.shape
+  dist = np.ascontiguousarray(dist_S, np.int64)
+  cls = np.ascontiguousarray(cls_V, np.int64)
+  V = len(cls)
+  next_SxV = np.empty((S_pad, V), np.int32)
+  need_SxV = np.empty((S_pad, V), np.int32)
+  LIB.lattice_dfa_token_tables(d.ctypes.data, S, C, dist.ctypes.data, cls.ctypes.data,
+                               V, S_pad, inf, next_SxV.ctypes.data, need_SxV.ctypes.data)
+  return next_SxV, need_SxV
+
+
+def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarray):
+  """(delta int32[S', C'], accepting bool[S'], byte_class int32[256]): a DFA without
+  counted loops trimmed (states that cannot accept dropped), minimised, in
+  breadth-first order from the start (targets by their smallest byte), with
+  classes every state treats alike merged and numbered by their smallest byte
+  (`automaton`'s _prune, _minimise, _renumber and _canonical_classes in one call);
+  None when the start cannot reach acceptance. Requires `available()`."""
+  d = _table(delta_SxC)
+  S, C = d.shape
+  acc = np.ascontiguousarray(accepting_S, np.uint8)
+  return _finish_call(
+      lambda *out: LIB.lattice_dfa_finish(d.ctypes.data, S, C, acc.ctypes.data, *out),
+      S, C, byte_class)
+
+
+def _finish_call(call, S: int, C: int, byte_class: np.ndarray):
+  bc = np.ascontiguousarray(byte_class, np.int32)
+  out = np.empty(S * C, np.int32)
+  out_acc = np.empty(S, np.uint8)
+  out_bc = np.empty(256, np.int32)
+  out_C = np.zeros(1, np.int64)
+  n = call(bc.ctypes.data, out.ctypes.data, out_acc.ctypes.data, out_bc.ctypes.data,
+           out_C.ctypes.data)
+  if n < 0:
+    return None
+  C2 = int(out_C[0])
+  return out[:n * C2].reshape(n, C2).copy(), out_acc[:n].astype(bool), out_bc
+
+
+def byte_classes(masks: list[int]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+  """(int32[256] byte -> class, (offsets int64[M+1], classes int32[...])): bytes
+  every mask (a 256-bit int) treats alike share a class, numbered in order of their
+  smallest byte; per mask the classes it holds, ascending (as
+  `regex_ast.byte_classes`'s partition, numbered otherwise, its lists as CSR). Requires
+  `available()`."""
+  M = len(masks)
+  raw = b''.join(m.to_bytes(32, 'little') for m in masks) or b'\0'
+  byte_class = np.empty(256, np.int32)
+  off = np.empty(M + 1, np.int64)
+  cls = np.empty(max(M * 256, 1), np.int32)
+  LIB.lattice_byte_classes(raw, M, byte_class.ctypes.data, off.ctypes.data,
+                           cls.ctypes.data)
+  return byte_class, (off, cls[:off[-1]])
