@@ -768,9 +768,9 @@ def _is_congruence(delta, internal, block0, block) -> bool:
   """Whether states of one block agree on `block0` and on every successor block."""
   first = np.zeros(int(block.max()) + 1, np.int64)
   first[block[::-1]] = np.arange(len(block))[::-1]
-  rep = first[block]
+  leader = first[block]
   sig = _signatures(delta, internal, block)
-  return bool((block0 == block0[rep]).all() and (sig[:, 1:] == sig[rep, 1:]).all())
+  return bool((block0 == block0[leader]).all() and (sig[:, 1:] == sig[leader, 1:]).all())
 
 
 def _minimise(delta, accepting, tag, internal):
@@ -803,16 +803,16 @@ def _minimise(delta, accepting, tag, internal):
     rank[np.argsort(first)] = np.arange(len(first))
     block = rank[block.reshape(-1)]
   n_blocks = int(block.max()) + 1
-  rep = np.zeros(n_blocks, np.int64)
-  rep[block[::-1]] = np.arange(len(block))[::-1]
-  new_delta = np.where(delta[rep] >= 0, block[np.maximum(delta[rep], 0)], -1)
+  leader = np.zeros(n_blocks, np.int64)
+  leader[block[::-1]] = np.arange(len(block))[::-1]
+  new_delta = np.where(delta[leader] >= 0, block[np.maximum(delta[leader], 0)], -1)
   # Keep the start state first.
   perm = np.arange(n_blocks)
   perm[[0, block[0]]] = perm[[block[0], 0]]
   inv = np.argsort(perm)
   new_delta = np.where(new_delta >= 0, inv[np.maximum(new_delta, 0)], -1)[perm]
-  return (new_delta.astype(np.int32), accepting[rep][perm], tag[rep][perm],
-          internal[rep][perm])
+  return (new_delta.astype(np.int32), accepting[leader][perm], tag[leader][perm],
+          internal[leader][perm])
 
 
 def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):

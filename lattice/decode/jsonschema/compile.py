@@ -33,7 +33,7 @@ from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_ast, regex_parse
 from lattice.decode.regex_ast import ANY_STRING_CHAR
-from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
+from lattice.decode.automaton import Node, alt, cat, lit, one, rep
 from lattice.decode.jsonschema import (common, containers, formats, numbers, resolve,
                                         rewrite, search)
 from lattice.decode.jsonschema.resolve import (SchemaError, merge, ptr, rebase_refs,
