@@ -54,11 +54,12 @@ GROUPED_CPU = Extension(
     optional=True,
 )
 
-# The native CPU skinny float32 matmul (kernels/skinny_cpu): decoding's 1..8-row
-# projections; explicit fused multiply-adds, so no contraction flags are needed.
+# The native CPU skinny float32 matmul and decode attention (kernels/skinny_cpu):
+# decoding's 1..8-row projections and cache attention; explicit fused multiply-adds,
+# so no contraction flags are needed.
 SKINNY_CPU = Extension(
     'kernels.skinny_cpu._skinny_cpu',
-    sources=['kernels/skinny_cpu/skinny_cpu.cc'],
+    sources=['kernels/skinny_cpu/skinny_cpu.cc', 'kernels/skinny_cpu/attention_cpu.cc'],
     depends=['kernels/column_chunks.h'],
     language='c++',
     extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],

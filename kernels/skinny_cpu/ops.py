@@ -30,6 +30,8 @@ import numpy as np
 from kernels import extension
 
 _TARGET = 'lattice_skinny_matmul'
+# The same library's decode attention (attention_cpu.cc; kernels/skinny_cpu/attention.py).
+ATTENTION_TARGET = 'lattice_decode_attention'
 ISAS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}  # skinny_cpu.cc's `isa` codes
 _NAMES = {v: k for k, v in ISAS.items()}
 # Rows at or below which decoding's products go to the kernel: a verification
@@ -40,7 +42,9 @@ MAX_ROWS = 8
 @functools.cache
 def _library() -> ctypes.CDLL | None:
   """The loaded kernel library with its FFI target registered, or None if not built."""
-  return extension.load_library(__file__, '_skinny_cpu', {_TARGET: 'LatticeSkinnyMatmul'})
+  return extension.load_library(
+      __file__, '_skinny_cpu', {_TARGET: 'LatticeSkinnyMatmul',
+                                ATTENTION_TARGET: 'LatticeDecodeAttention'})
 
 
 def best_isa() -> str | None:

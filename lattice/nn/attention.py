@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels.skinny_cpu import attention as native_attention
 from lattice.nn import einsum_attention, layers
 
 if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
@@ -195,6 +196,12 @@ class Attention(nn.Module):
     q_pos_BxL = i_B[:, None] + jnp.arange(L)
     mask_BxLxS = jnp.arange(S)[None, None, :] <= q_pos_BxL[:, :, None]
     implementation = _implementation(self.cfg.attention.implementation)
+    if implementation in (None, 'xla') and native_attention.use_for(q_BxLxHxDh,
+                                                                    cache_k.value):
+      # One native call for every row and head on CPU (kernels/skinny_cpu/attention.py);
+      # a row computes the same in a plain step and in a verification forward.
+      return native_attention.decode_attention_cpu(q_BxLxHxDh, cache_k.value,
+                                                   cache_v.value, q_pos_BxL)
     if implementation not in (None, 'xla'):  # e.g. cuDNN: its [B, S, K, Dh] layout
       return jax.nn.dot_product_attention(
           q_BxLxHxDh, jnp.swapaxes(cache_k.value, 1, 2), jnp.swapaxes(cache_v.value, 1, 2),

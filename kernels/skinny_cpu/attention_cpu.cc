@@ -1,0 +1,341 @@
+// float32 decode attention of a few query rows over a heads-major KV cache, called
+// from JAX through the XLA FFI (kernels/skinny_cpu/attention.py).
+//
+// Shape legend: N batch entries (batch rows, times any vmapped axes), L query rows
+// (1 for a plain decoding step, K + 1 for a self-speculative verification forward),
+// H query heads, KV key/value heads (H = KV * G, query head h = kv * G + g), S cache
+// positions, Dh head dimension.
+//   q    float32 [N, L, H, Dh]
+//   k, v float32 [N, KV, S, Dh]
+//   pos  int32   [N, L]        query row l sees cache positions s <= pos[n, l]
+//   out  float32 [N, L, H, Dh]
+//
+// Why: XLA:CPU runs decode attention as about eight small ops per layer (two dots, the
+// scale, the mask, four softmax pieces), and a 2..8-row verification forward either
+// doubles them (row by row) or hands the dots to a library GEMM at ~3x the cost
+// (profile of benchmarks/speculative_decode). Here one call per layer computes every
+// row and head, reads only the visible positions, and a row's result does not depend
+// on the other rows of the call.
+//
+// Arithmetic (per row and head), the formula of jax.nn.dot_product_attention's XLA
+// path: logits_s = (q . k_s) * (1 / sqrt(Dh)) for the visible s, p = softmax(logits)
+// (max subtracted, exp, sum, divide), out = sum_s p_s v_s. The order is fixed: dots
+// accumulate 8 lanes with fused multiply-adds over Dh and add the lanes in a fixed
+// tree; the softmax sum likewise; out accumulates over s in increasing s with fused
+// multiply-adds. So every row's result is bitwise the same in a one-row call and in
+// an L-row call (self-speculative decoding relies on this), and the same on every
+// instruction-set path. exp is a Cephes-style polynomial (relative error about 2e-7
+// on the arguments that occur, x <= 0), not libm's.
+//
+// Work is split over (entry, kv head) pairs on XLA's intra-op thread pool
+// (kernels/column_chunks.h). Instruction set: the same C++ compiled for AVX-512F,
+// AVX2 + FMA and portable x86-64, chosen at run time like skinny_cpu.cc.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "../column_chunks.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Isa : int32_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+bool Supports(int32_t isa) {
+  if (isa == kScalar) return true;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (isa == kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == kAvx512) return __builtin_cpu_supports("avx512f");
+#endif
+  return false;
+}
+
+int32_t BestIsa() {
+  if (Supports(kAvx512)) return kAvx512;
+  if (Supports(kAvx2)) return kAvx2;
+  return kScalar;
+}
+
+constexpr int kLanes = 8;
+
+struct Problem {
+  const float *q, *k, *v;
+  const int32_t* pos;
+  float* out;
+  int64_t n, l, h, kv, s, dh;
+  float scale;
+};
+
+// exp(x) for x <= 0 (and moderate x > 0): Cephes expf's range reduction and degree-6
+// polynomial, branch-free so that loops over it vectorize.
+inline __attribute__((always_inline)) float ExpF(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  const float y = std::fma(p, r * r, r) + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return y * two_n;
+}
+
+// The fixed-order sum of 8 lanes.
+inline __attribute__((always_inline)) float Lanes(const float* a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+// One query row of one head: out_Dh = softmax(q . k_s * scale, s < visible) . v.
+// `buf` holds S floats.
+inline __attribute__((always_inline)) void Row(const Problem& p, const float* q,
+                                               const float* k, const float* v,
+                                               int64_t visible, float* buf, float* out) {
+  const int64_t dh = p.dh, vec = dh / kLanes * kLanes;
+  float m = -INFINITY;
+  for (int64_t s = 0; s < visible; ++s) {
+    const float* ks = k + s * dh;
+    float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t d = 0; d < vec; d += kLanes)
+      for (int j = 0; j < kLanes; ++j) acc[j] = std::fma(q[d + j], ks[d + j], acc[j]);
+    float dot = Lanes(acc);
+    for (int64_t d = vec; d < dh; ++d) dot = std::fma(q[d], ks[d], dot);
+    buf[s] = dot * p.scale;
+    m = std::max(m, buf[s]);
+  }
+  float sums[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t s = 0;
+  for (; s + kLanes <= visible; s += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      buf[s + j] = ExpF(buf[s + j] - m);
+      sums[j] += buf[s + j];
+    }
+  float total = Lanes(sums);
+  for (; s < visible; ++s) {
+    buf[s] = ExpF(buf[s] - m);
+    total += buf[s];
+  }
+  for (s = 0; s < visible; ++s) buf[s] = buf[s] / total;
+  for (int64_t d = 0; d < dh; ++d) out[d] = 0.0f;
+  for (s = 0; s < visible; ++s) {
+    const float* vs = v + s * dh;
+    const float ps = buf[s];
+    for (int64_t d = 0; d < dh; ++d) out[d] = std::fma(ps, vs[d], out[d]);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// exp of 8 lanes (x <= 88), the same polynomial as ExpF.
+__attribute__((target("avx2,fma"))) inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+                                 _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+
+// The 8 lane sums of a[0..7], in one vector, in a fixed order.
+__attribute__((target("avx2,fma"))) inline __m256 Sums8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20),
+                       _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+// Row() for Dh a multiple of 8 with AVX2 + FMA: the logits of 8 positions at a time
+// (one accumulator per position, summed across lanes together), exp 8 lanes at a
+// time, out accumulated over s. Positions past the last whole block of 8 are padded
+// with zero logits that are then dropped, so the blocks are the same for a given
+// number of visible positions whatever L is.
+__attribute__((target("avx2,fma"))) void Row8(const Problem& p, const float* q,
+                                              const float* k, const float* v,
+                                              int64_t visible, float* buf, float* out) {
+  const int64_t dh = p.dh, blocks = (visible + 7) / 8;
+  const __m256 scale = _mm256_set1_ps(p.scale);
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) {
+      acc[j] = _mm256_setzero_ps();
+      const int64_t s = b * 8 + j;
+      if (s >= visible) continue;
+      const float* ks = k + s * dh;
+      for (int64_t d = 0; d < dh; d += 8)
+        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(ks + d), acc[j]);
+    }
+    const __m256 logits = _mm256_mul_ps(Sums8(acc), scale);
+    _mm256_storeu_ps(buf + b * 8, logits);
+    const int64_t valid = std::min<int64_t>(8, visible - b * 8);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+        _mm256_set1_epi32(static_cast<int32_t>(valid)),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    m8 = _mm256_max_ps(m8, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), logits, keep));
+  }
+  alignas(32) float mx[8];
+  _mm256_store_ps(mx, m8);
+  const float m = std::max(std::max(std::max(mx[0], mx[1]), std::max(mx[2], mx[3])),
+                           std::max(std::max(mx[4], mx[5]), std::max(mx[6], mx[7])));
+  __m256 sum8 = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t valid = std::min<int64_t>(8, visible - b * 8);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+        _mm256_set1_epi32(static_cast<int32_t>(valid)),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    const __m256 e = _mm256_and_ps(
+        Exp8(_mm256_sub_ps(_mm256_loadu_ps(buf + b * 8), _mm256_set1_ps(m))), keep);
+    _mm256_storeu_ps(buf + b * 8, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  alignas(32) float sm[8];
+  _mm256_store_ps(sm, sum8);
+  const __m256 total = _mm256_set1_ps(Lanes(sm));
+  for (int64_t b = 0; b < blocks; ++b)
+    _mm256_storeu_ps(buf + b * 8, _mm256_div_ps(_mm256_loadu_ps(buf + b * 8), total));
+  // Four accumulators over s (s mod 4), added in a fixed order: a single chain of
+  // dependent multiply-adds would wait on their latency at every position.
+  for (int64_t d = 0; d < dh; d += 8) {
+    __m256 o[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+    int64_t s = 0;
+    for (; s + 4 <= visible; s += 4)
+      for (int j = 0; j < 4; ++j)
+        o[j] = _mm256_fmadd_ps(_mm256_set1_ps(buf[s + j]),
+                               _mm256_loadu_ps(v + (s + j) * dh + d), o[j]);
+    for (int j = 0; s < visible; ++s, ++j)
+      o[j] = _mm256_fmadd_ps(_mm256_set1_ps(buf[s]), _mm256_loadu_ps(v + s * dh + d), o[j]);
+    _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(o[0], o[1]),
+                                            _mm256_add_ps(o[2], o[3])));
+  }
+}
+#endif
+
+// Every row and head of the (entry, kv head) pairs [c0, c1).
+template <bool kVector>
+inline __attribute__((always_inline)) void PairsBody(const Problem& p, int64_t c0,
+                                                     int64_t c1) {
+  std::vector<float> buf(p.s + 8);  // Row8 stores whole blocks of 8
+  const int64_t g_per = p.h / p.kv;
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t e = c / p.kv, kvh = c % p.kv;
+    const float* k = p.k + (e * p.kv + kvh) * p.s * p.dh;
+    const float* v = p.v + (e * p.kv + kvh) * p.s * p.dh;
+    for (int64_t l = 0; l < p.l; ++l) {
+      // Masked everywhere (pos < 0): XLA's equal masked logits average all S rows.
+      const int64_t pos = p.pos[e * p.l + l];
+      const int64_t visible = pos < 0 ? p.s : std::min<int64_t>(pos + 1, p.s);
+      for (int64_t g = 0; g < g_per; ++g) {
+        const int64_t h = kvh * g_per + g;
+        const int64_t at = ((e * p.l + l) * p.h + h) * p.dh;
+        if (pos < 0) {
+          std::vector<float> zeros(p.dh, 0.0f);
+          Row(p, zeros.data(), k, v, visible, buf.data(), p.out + at);
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+          if (kVector && p.dh % 8 == 0) {
+            Row8(p, p.q + at, k, v, visible, buf.data(), p.out + at);
+            continue;
+          }
+#endif
+          Row(p, p.q + at, k, v, visible, buf.data(), p.out + at);
+        }
+      }
+    }
+  }
+}
+
+void PairsScalar(const Problem& p, int64_t c0, int64_t c1) { PairsBody<false>(p, c0, c1); }
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) void PairsAvx2(const Problem& p, int64_t c0,
+                                                   int64_t c1) {
+  PairsBody<true>(p, c0, c1);
+}
+__attribute__((target("avx512f,avx2,fma"))) void PairsAvx512(const Problem& p, int64_t c0,
+                                                    int64_t c1) {
+  PairsBody<true>(p, c0, c1);
+}
+#endif
+
+void Pairs(int32_t isa, const Problem& p, int64_t c0, int64_t c1) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == kAvx512) return PairsAvx512(p, c0, c1);
+  if (isa == kAvx2) return PairsAvx2(p, c0, c1);
+#endif
+  PairsScalar(p, c0, c1);
+}
+
+// Below this many cache bytes read a call runs on the caller alone.
+constexpr int64_t kParallelMinBytes = 1 << 18;
+
+ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
+                           ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                           ffi::Buffer<ffi::S32> pos, ffi::ResultBuffer<ffi::F32> out,
+                           int32_t isa) {
+  const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
+  const size_t r = qd.size();
+  if (r < 4 || kd.size() != r || vd.size() != r || qd[r - 1] != kd[r - 1] ||
+      !std::equal(kd.begin(), kd.end(), vd.begin()))
+    return ffi::Error::InvalidArgument(
+        "lattice_decode_attention: want q [..., L, H, Dh], k and v [..., KV, S, Dh]");
+  const int64_t l = qd[r - 3], h = qd[r - 2], dh = qd[r - 1], kvh = kd[r - 3],
+                s = kd[r - 2];
+  int64_t n = 1;
+  for (size_t i = 0; i + 3 < r; ++i) {
+    if (qd[i] != kd[i])
+      return ffi::Error::InvalidArgument("lattice_decode_attention: q, k batch dims differ");
+    n *= qd[i];
+  }
+  if (kvh == 0 || h % kvh != 0 || pos.element_count() != n * l ||
+      out->element_count() != q.element_count())
+    return ffi::Error::InvalidArgument(
+        "lattice_decode_attention: want H a multiple of KV, pos [..., L], out like q");
+  if (isa == kAuto) isa = BestIsa();
+  if (!Supports(isa))
+    return ffi::Error::InvalidArgument("lattice_decode_attention: isa " +
+                                       std::to_string(isa) + " is not supported here");
+  if (n * l * h * dh == 0) return ffi::Error::Success();
+  const Problem p{q.typed_data(), k.typed_data(), v.typed_data(), pos.typed_data(),
+                  out->typed_data(), n, l, h, kvh, s, dh,
+                  1.0f / std::sqrt(static_cast<float>(dh))};
+  lattice::ParallelColumns(pool, n * kvh, 1, 1, n * kvh * s * dh * 8 >= kParallelMinBytes,
+                           [&](int64_t c0, int64_t c1) { Pairs(isa, p, c0, c1); });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeDecodeAttention, DecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int32_t>("isa"));
