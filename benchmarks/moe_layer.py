@@ -16,7 +16,8 @@ sorted rows through an XLA FFI call, `kernels/grouped_matmul/native.py`, and
 otherwise batched dots over each expert's window of sorted rows with a tile loop for
 rows past a window; `grouped_ffn_impl` in the output says which ran: build the
 kernel with `python setup.py build_ext --inplace` or `pip install -e .`, and install
-scipy-openblas32, or it is 'windows') and 'blocks'
+scipy-openblas32, or it is 'windows'; the header names the OpenBLAS kernels it
+loaded, `native.openblas_coretype`) and 'blocks'
 (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
 matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
@@ -68,6 +69,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.grouped_matmul import ffn as grouped_ffn_lib
+from kernels.grouped_matmul import native as native_lib
 from lattice import config as config_lib
 from lattice.moe import layer as moe_layer
 from lattice.moe import router as router_lib
@@ -208,11 +210,12 @@ def main(argv=None):
       and d['variant'] == 'dense_2d' and d['n_experts'] == r['n_experts'])
 
   device = jax.devices()[0]
+  blas = native_lib.openblas_corename() if ffn_impl == 'native' else None
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
         f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
         f'{args.activation}, {args.dtype}, median of {args.repeats}; grouped FFN: '
-        f'{ffn_impl}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
+        f'{ffn_impl}' + (f' (OpenBLAS kernels {blas})' if blas else '') + '; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
   print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
         'gflop = fwd+bwd matmul FLOPs')
   print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '
@@ -226,7 +229,8 @@ def main(argv=None):
         f' (dropless = {auto}, the auto path here; goal: dropless <= 1.3x)')
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl, 'rows': rows, 'device': device.device_kind,
+      json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
+                 'openblas_kernels': blas, 'rows': rows, 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,
                  'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
                  'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,

@@ -180,3 +180,26 @@ def test_native_fused_swiglu_equals_ragged_dot_on_every_code_path():
   finally:
     native.set_isa(0)
   assert 1 in paths
+
+
+def test_openblas_coretype_rule(monkeypatch):
+  # SkylakeX on a CPU with its AVX-512 subsets, OpenBLAS's own choice elsewhere, and
+  # LATTICE_OPENBLAS_CORETYPE wins ('' = OpenBLAS's own choice).
+  monkeypatch.delenv('LATTICE_OPENBLAS_CORETYPE', raising=False)
+  monkeypatch.setattr(native, '_cpu_flags', lambda: set(native._SKYLAKEX_FLAGS) | {'avx2'})
+  assert native.openblas_coretype() == 'SkylakeX'
+  monkeypatch.setattr(native, '_cpu_flags', lambda: {'avx2', 'fma', 'avx512f'})
+  assert native.openblas_coretype() is None
+  monkeypatch.setenv('LATTICE_OPENBLAS_CORETYPE', 'Haswell')
+  assert native.openblas_coretype() == 'Haswell'
+  monkeypatch.setenv('LATTICE_OPENBLAS_CORETYPE', '')
+  assert native.openblas_coretype() is None
+
+
+@NATIVE
+def test_openblas_loaded_with_the_chosen_kernels():
+  want = native.openblas_coretype()
+  got = native.openblas_corename()
+  assert isinstance(got, str) and got
+  if want is not None and 'scipy_openblas32' not in __import__('sys').modules:
+    assert got.lower() == want.lower()

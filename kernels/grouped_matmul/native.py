@@ -31,8 +31,10 @@ with the windows' padding, remainder loop and gathers, the window path measured
 
 The library is built at `pip install` (setup.py, optional); it does not link a BLAS:
 this module loads OpenBLAS from the `scipy-openblas32` wheel (a runtime requirement),
-sets it to one thread (the kernel spreads groups over XLA's intra-op pool itself) and
-hands the library `scipy_cblas_sgemm`'s address. `available()` says whether both are
+with its AVX-512 'SkylakeX' kernels on a CPU that has AVX-512 (`openblas_coretype`:
+OpenBLAS's detection picked its AVX2 kernels on the build machine's AMD EPYC, at
+about half the rate), sets it to one thread (the kernel spreads groups over XLA's
+intra-op pool itself) and hands the library `scipy_cblas_sgemm`'s address. `available()` says whether both are
 present; `ffn.grouped_ffn` uses this path on CPU for float32 then, its XLA path
 otherwise.
 """
@@ -41,6 +43,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -61,19 +65,85 @@ def _library_path() -> Path | None:
   return extension.extension_path(__file__, '_grouped_cpu')
 
 
-def _openblas_sgemm() -> int | None:
-  """Address of scipy-openblas32's cblas_sgemm (OpenBLAS set to one thread), or None."""
+# The AVX-512 subsets OpenBLAS's SkylakeX kernels use (its kernel/x86_64 sgemm code).
+_SKYLAKEX_FLAGS = ('avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl')
+
+
+def _cpu_flags() -> set[str]:
+  """The CPU feature flags /proc/cpuinfo lists (empty where there is none)."""
   try:
-    import scipy_openblas32
-  except ImportError:
-    return None
-  lib_dir = Path(scipy_openblas32.get_lib_dir())
-  names = sorted(lib_dir.glob('libscipy_openblas*.so*'))
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          return set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+def openblas_coretype() -> str | None:
+  """The OPENBLAS_CORETYPE this module loads its OpenBLAS with: LATTICE_OPENBLAS_CORETYPE
+  if set (empty: OpenBLAS's own choice); else 'SkylakeX' (OpenBLAS's AVX-512 kernels)
+  on a CPU with the AVX-512 subsets those kernels use; else None (OpenBLAS's own
+  choice, which reads a process-wide OPENBLAS_CORETYPE).
+
+  A process-wide OPENBLAS_CORETYPE is not applied on AVX-512 CPUs: it is meant for the
+  BLAS that numpy/SciPy load (the build machine sets it to 'Haswell' for them), while
+  this copy of OpenBLAS serves only this kernel, which competes with XLA's own
+  AVX-512 dots. Why SkylakeX: scipy-openblas32 0.3.34's detection does not know the
+  build machine's AMD EPYC (AVX-512) and would pick its AVX2 'Haswell' kernels too;
+  single-threaded sgemm of the MoE benchmark's per-expert products ([128..512, 256]
+  x [256, 256], plain and transposed) ran at ~117-126 GFLOP/s of CPU time with
+  Haswell's kernels and ~202-236 with SkylakeX's (shared 2-core machine, 30 Nov;
+  decisions, not measurements). Intel AVX-512 CPUs get SkylakeX-family kernels from
+  the detection anyway.
+  """
+  if 'LATTICE_OPENBLAS_CORETYPE' in os.environ:
+    return os.environ['LATTICE_OPENBLAS_CORETYPE'] or None
+  return 'SkylakeX' if _cpu_flags().issuperset(_SKYLAKEX_FLAGS) else None
+
+
+def _openblas_files() -> list[Path]:
+  """scipy-openblas32's shared library (a one-element list), or [] if not installed.
+  Found without importing the package: its import loads the library."""
+  spec = importlib.util.find_spec('scipy_openblas32')
+  if spec is None or spec.origin is None:
+    return []
+  return sorted((Path(spec.origin).parent / 'lib').glob('libscipy_openblas*.so*'))
+
+
+def _openblas_sgemm() -> int | None:
+  """Address of scipy-openblas32's cblas_sgemm (OpenBLAS set to one thread, its kernels
+  those of `openblas_coretype()`), or None."""
+  names = _openblas_files()
   if not names:
     return None
-  blas = ctypes.CDLL(str(names[0]))
+  # OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads (its DYNAMIC_ARCH
+  # init); set it for that load only, so no other library sees it. (If something
+  # imported scipy_openblas32 before, which loads the library, the setting comes too
+  # late: `openblas_corename()` says what runs.)
+  coretype, before = openblas_coretype(), os.environ.get('OPENBLAS_CORETYPE')
+  if coretype is not None:
+    os.environ['OPENBLAS_CORETYPE'] = coretype
+  try:
+    blas = ctypes.CDLL(str(names[0]))
+  finally:
+    if before is None:
+      os.environ.pop('OPENBLAS_CORETYPE', None)
+    else:
+      os.environ['OPENBLAS_CORETYPE'] = before
   blas.scipy_openblas_set_num_threads(ctypes.c_int(1))
   return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+
+
+def openblas_corename() -> str | None:
+  """The kernel family the loaded OpenBLAS runs ('SkylakeX', 'Haswell', ...), or None
+  when the native path is unavailable."""
+  if _library() is None:
+    return None
+  get = ctypes.CDLL(str(_openblas_files()[0])).scipy_openblas_get_corename
+  get.restype = ctypes.c_char_p
+  return get().decode()
 
 
 @functools.cache
