@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.grouped_matmul import grouped_matmul
+from kernels.grouped_matmul import grouped_matmul, permute
 from lattice import config as config_lib
 from lattice import sharding
 from lattice.moe import dispatch, layer, parallel, router
@@ -57,7 +57,12 @@ def _exact_matmuls():
     yield
 
 
+NATIVE = pytest.mark.skipif(not permute.applies(jnp.float32),
+                            reason='native grouped kernel not built / no scipy-openblas32')
+
+
 @pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'grouped_ffn',
+                                  pytest.param('grouped_native', marks=NATIVE),
                                   'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()
@@ -73,6 +78,9 @@ def test_dispatch_equals_per_token_loop(path):
         x, idx, gate, w, layer.ragged_expert_ffn(cfg, grouped_matmul), E)
   elif path == 'grouped_ffn':  # what dropless_impl='grouped' runs for float linears
     y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E)
+  elif path == 'grouped_native':  # ... with the native row moves (float32 on CPU)
+    y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E,
+                                          native_moves=True)
   else:  # a capacity no expert can exceed: nothing dropped, same as dropless
     cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
@@ -95,8 +103,11 @@ def test_grouped_dispatch_gradients_equal_plain_autodiff():
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, gate)
 
   want = grads(lambda *a: dispatch.dispatch_blocks(*a, layer.expert_ffn(cfg), E, b=8))
-  for ffn in (unfused, fused):
-    got = grads(lambda *a, ffn=ffn: dispatch.dispatch_ragged(*a, ffn, E))
+  runs = [(unfused, False), (fused, False)] + (
+      [(fused, True)] if permute.applies(jnp.float32) else [])
+  for ffn, moves in runs:
+    got = grads(lambda *a, ffn=ffn, moves=moves: dispatch.dispatch_ragged(
+        *a, ffn, E, native_moves=moves))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
                  got, want)
 

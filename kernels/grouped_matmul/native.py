@@ -158,14 +158,18 @@ def _library() -> ctypes.CDLL | None:
   lib = ctypes.CDLL(str(path))
   if not all(hasattr(lib, name) for name in (
       'LatticeGroupedSetSgemm', 'LatticeGroupedMatmul', 'LatticeGroupedMatmulT2',
-      'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa')):
+      'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa',
+      'LatticeGatherRows', 'LatticeCombineRows', 'LatticeCombineRowsBwd')):
     return None  # a stale build: rebuild it (setup.py build_ext --inplace)
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
     return None
   extension.register_targets(lib, {
       _TARGET: 'LatticeGroupedMatmul', _TARGET_T2: 'LatticeGroupedMatmulT2',
-      _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown'})
+      _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown',
+      # permute_cpu.cc, in the same library (used by kernels/grouped_matmul/permute.py)
+      'lattice_gather_rows': 'LatticeGatherRows', 'lattice_combine_rows': 'LatticeCombineRows',
+      'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd'})
   return lib
 
 
@@ -174,7 +178,8 @@ def available() -> bool:
   return _library() is not None
 
 
-def _check():
+def check():
+  """Raises RuntimeError unless `available()`."""
   if _library() is None:
     raise RuntimeError('grouped_matmul native: the kernel is not built or scipy-openblas32 '
                        'is missing (run `python setup.py build_ext --inplace`, '
@@ -185,13 +190,13 @@ def set_isa(isa: int) -> int:
   """Force the fused SwiGLU's elementwise code (1 portable C++, 2 AVX2, 3 AVX-512; capped
   at what this CPU runs; 0: the best). Returns the one in use. For tests: a jitted
   function calls the kernel at run time, so the setting holds for later calls."""
-  _check()
+  check()
   return int(_library().LatticeGroupedSetIsa(ctypes.c_int32(isa)))
 
 
 def _call(mode: str, a: jax.Array, b: jax.Array, sizes_E: jax.Array,
           out_shape: tuple[int, ...]) -> jax.Array:
-  _check()
+  check()
   call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                           vmap_method='sequential')
   return call(a.astype(jnp.float32), b.astype(jnp.float32), sizes_E.astype(jnp.int32),
@@ -202,7 +207,7 @@ def gmm_t2(x_NxI: jax.Array, w_ExOxI: jax.Array, x2_NxI: jax.Array, w2_ExOxI: ja
            sizes_E: jax.Array) -> jax.Array:
   """y_NxO = x[r] @ w[e]^T + x2[r] @ w2[e]^T for row r of group e, summed in place (one
   output pass instead of two products and an add); float32."""
-  _check()
+  check()
   call = jax.ffi.ffi_call(_TARGET_T2,
                           jax.ShapeDtypeStruct((x_NxI.shape[0], w_ExOxI.shape[1]),
                                                jnp.float32), vmap_method='sequential')
@@ -231,7 +236,7 @@ def swiglu_up(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array,
               sizes_E: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(a, b, h) [N, F]: a = x w0[e], b = x w1[e], h = silu(a) * b per row of group e, the
   activation computed on each chunk right after its two sgemms (still in cache)."""
-  _check()
+  check()
   out = jax.ShapeDtypeStruct((x_NxD.shape[0], w0_ExDxF.shape[2]), jnp.float32)
   call = jax.ffi.ffi_call(_TARGET_UP, (out, out, out), vmap_method='sequential')
   f32 = lambda a: a.astype(jnp.float32)
@@ -242,7 +247,7 @@ def swiglu_down(dy_NxD: jax.Array, wo_ExFxD: jax.Array, a_NxF: jax.Array, b_NxF:
                 sizes_E: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(da, db) [N, F]: with dh = dy wo[e]^T and s = sigmoid(a), da = dh b s (1 + a (1 - s))
   and db = dh a s, the cotangents of silu(a) * b (dh never leaves the chunk)."""
-  _check()
+  check()
   out = jax.ShapeDtypeStruct(a_NxF.shape, jnp.float32)
   call = jax.ffi.ffi_call(_TARGET_DOWN, (out, out), vmap_method='sequential')
   f32 = lambda a: a.astype(jnp.float32)

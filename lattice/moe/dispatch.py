@@ -24,6 +24,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from kernels.grouped_matmul import permute
+
 
 def _combine(y_NxD: jax.Array, gate_TxK: jax.Array) -> jax.Array:
   T, K = gate_TxK.shape
@@ -143,16 +145,25 @@ def _gather_tokens_bwd(k, res, g_NxD):
 _gather_tokens.defvjp(_gather_tokens_fwd, _gather_tokens_bwd)
 
 
-def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int):
+def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int,
+                    native_moves: bool = False):
   """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
   (exactly N rows, no padding), unsort and combine. The sort permutation and its
   inverse serve both directions: forward and backward are gathers, never a
-  scatter-add. Returns (y_TxD, 0.0 dropped)."""
+  scatter-add. native_moves: the gather and the gate-weighted combine (and their
+  VJPs) run in the native CPU kernel (`kernels.grouped_matmul.permute`; float32 on CPU,
+  see `permute.applies`), one pass over the rows each, with no [T, K, D] copy; else
+  XLA gathers and an einsum. Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
   _, order_N, counts_E = _sorted(idx_TxK, n_experts)
   inv_N = jnp.zeros_like(order_N).at[order_N].set(
       jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
   order_N, inv_N = jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N)
-  x_NxD = _gather_tokens(x_TxD, order_N // K, inv_N, K)
+  if native_moves:
+    x_NxD = permute.gather_tokens(x_TxD, order_N, inv_N.reshape(T, K))
+  else:
+    x_NxD = _gather_tokens(x_TxD, order_N // K, inv_N, K)
   y_sorted_NxD = ragged_ffn(w, x_NxD, counts_E.astype(jnp.int32))
+  if native_moves:
+    return permute.combine(y_sorted_NxD, inv_N.reshape(T, K), gate_TxK), jnp.zeros(())
   return _combine(_permute_rows(y_sorted_NxD, inv_N, order_N), gate_TxK), jnp.zeros(())

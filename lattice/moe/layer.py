@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import grouped_ffn, grouped_matmul
+from kernels.grouped_matmul import grouped_ffn, grouped_matmul, permute
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -108,6 +108,13 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
                        cast(w['wo']), sizes_E, act)
 
   return ffn
+
+
+def native_moves(x_TxD: jax.Array, cfg: config_lib.ModelConfig) -> bool:
+  """Whether dropless_impl='grouped' moves rows (token gather, combine) in the native
+  CPU kernel: when its rows are float32 on CPU with the kernel built
+  (`kernels.grouped_matmul.permute.applies`, the condition of the native grouped FFN)."""
+  return permute.applies(x_TxD.dtype) and permute.applies(layers.dtype_of(cfg.dtype))
 
 
 def auto_dropless_impl() -> str:
@@ -234,7 +241,9 @@ DISPATCH = {
         x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
     'ragged': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
-    # Sorted rows, batched dots per expert window, no weight gathers.
+    # Sorted rows, the grouped FFN (native per-expert BLAS or batched windows), no
+    # weight gathers; the native row moves for float32 on CPU (`native_moves`).
     'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
-        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts),
+        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts,
+        native_moves=native_moves(x, cfg)),
 }

@@ -1,0 +1,195 @@
+// Dropless MoE's row moves on CPU, called from JAX through the XLA FFI: the token
+// gather into expert-sorted order and the weighted combine back, and their backward.
+//
+// Shape legend: T tokens, K chosen experts per token, N = T*K assignments (rows sorted
+// by expert), D row width. order [N] lists, for each sorted row n, its assignment
+// t*K + k; inv [T, K] is the inverse permutation (the sorted row of assignment (t, k)).
+//   LatticeGatherRows:      y [N, D] = scale[n] * x[src[n]], x [T, D], src [N];
+//                           scale [N] or empty (then 1)
+//   LatticeCombineRows:     y [T, D] = sum_k gate[t, k] * ys[inv[t, k]], ys [N, D];
+//                           gate [T, K] or empty (then 1)
+//   LatticeCombineRowsBwd:  dys [N, D], dgate [T, K] from dy [T, D]: for each (t, k),
+//                           n = inv[t, k], dys[n] = gate[t, k] * dy[t] and
+//                           dgate[t, k] = dy[t] . ys[n]
+//
+// Why native: XLA:CPU ran these gathers as loop fusions at ~1.2-3 ms each for 2-4 MB
+// (the MoE benchmark's E = 8 profile, jax.profiler, loaded 2-core machine) and
+// materialised the [T, K, D] gathered copy before the combine's batched dot; here each
+// is one pass that reads and writes each row once, and the combine writes [T, D]
+// directly, so the step holds one [N, D] buffer fewer (XLA:CPU allocates the step's
+// temporaries as one block; past glibc's 32 MiB mmap bound every call maps and
+// faults in fresh pages).
+//
+// Threads: the caller and helper tasks on XLA's intra-op pool claim blocks of kBlock
+// rows from an atomic counter (the pattern of grouped_cpu.cc).
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kBlock = 64;  // rows (N) or tokens (T) per claimed block
+
+struct Loop {
+  std::function<void(int64_t, int64_t)> body;  // body(lo, hi) over [lo, hi)
+  int64_t n = 0;
+  std::atomic<int64_t> next{0}, done{0};
+
+  void Work() {
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    for (int64_t b; (b = next.fetch_add(1)) < blocks;) {
+      body(b * kBlock, std::min(n, (b + 1) * kBlock));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+void ParallelFor(ffi::ThreadPool pool, int64_t n, std::function<void(int64_t, int64_t)> body) {
+  auto loop = std::make_shared<Loop>();
+  loop->body = std::move(body);
+  loop->n = n;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  if (blocks == 0) return;
+  const int64_t helpers = std::min<int64_t>(std::max<int64_t>(1, pool.num_threads()), blocks) - 1;
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([loop] { loop->Work(); });
+  loop->Work();
+  while (loop->done.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
+}
+
+ffi::Error GatherRows(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> src,
+                      ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = x.dimensions();
+  const int64_t n = src.element_count();
+  if (xd.size() != 2 || y->element_count() != n * xd[1] ||
+      (scale.element_count() != 0 && scale.element_count() != n))
+    return ffi::Error::InvalidArgument(
+        "lattice_gather_rows: want x [T, D], src [N], scale [N] or [0], y [N, D]");
+  const int64_t t = xd[0], d = xd[1];
+  const float* xs = x.typed_data();
+  const int32_t* s = src.typed_data();
+  const float* g = scale.element_count() ? scale.typed_data() : nullptr;
+  float* out = y->typed_data();
+  for (int64_t r = 0; r < n; ++r)
+    if (s[r] < 0 || s[r] >= t) return ffi::Error::InvalidArgument("lattice_gather_rows: src");
+  ParallelFor(pool, n, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* in = xs + s[r] * d;
+      float* o = out + r * d;
+      if (g == nullptr) {
+        std::memcpy(o, in, sizeof(float) * d);
+      } else {
+        const float c = g[r];
+        for (int64_t j = 0; j < d; ++j) o[j] = c * in[j];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error CombineRows(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::S32> inv,
+                       ffi::Buffer<ffi::F32> gate, ffi::ResultBuffer<ffi::F32> y) {
+  const auto sd = ys.dimensions(), id = inv.dimensions();
+  if (sd.size() != 2 || id.size() != 2 || y->element_count() != id[0] * sd[1] ||
+      (gate.element_count() != 0 && gate.element_count() != inv.element_count()))
+    return ffi::Error::InvalidArgument(
+        "lattice_combine_rows: want ys [N, D], inv [T, K], gate [T, K] or [0], y [T, D]");
+  const int64_t n = sd[0], d = sd[1], t = id[0], k = id[1];
+  const float* in = ys.typed_data();
+  const int32_t* iv = inv.typed_data();
+  const float* g = gate.element_count() ? gate.typed_data() : nullptr;
+  float* out = y->typed_data();
+  for (int64_t a = 0; a < t * k; ++a)
+    if (iv[a] < 0 || iv[a] >= n) return ffi::Error::InvalidArgument("lattice_combine_rows: inv");
+  ParallelFor(pool, t, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      float* o = out + r * d;
+      if (k == 0) {
+        std::memset(o, 0, sizeof(float) * d);
+        continue;
+      }
+      // The k terms summed in order k = 0, 1, ... (as the einsum over k of the XLA path).
+      const float c0 = g ? g[r * k] : 1.0f;
+      const float* y0 = in + iv[r * k] * d;
+      for (int64_t j = 0; j < d; ++j) o[j] = c0 * y0[j];
+      for (int64_t q = 1; q < k; ++q) {
+        const float c = g ? g[r * k + q] : 1.0f;
+        const float* yq = in + iv[r * k + q] * d;
+        for (int64_t j = 0; j < d; ++j) o[j] += c * yq[j];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error CombineRowsBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> ys,
+                          ffi::Buffer<ffi::S32> inv, ffi::Buffer<ffi::F32> gate,
+                          ffi::ResultBuffer<ffi::F32> dys, ffi::ResultBuffer<ffi::F32> dgate) {
+  const auto yd = dy.dimensions(), sd = ys.dimensions(), id = inv.dimensions();
+  if (yd.size() != 2 || sd.size() != 2 || id.size() != 2 || yd[0] != id[0] || yd[1] != sd[1] ||
+      id[0] * id[1] != sd[0] || gate.element_count() != inv.element_count() ||
+      dys->element_count() != ys.element_count() || dgate->element_count() != inv.element_count())
+    return ffi::Error::InvalidArgument(
+        "lattice_combine_rows_bwd: want dy [T, D], ys [N = T K, D], inv/gate [T, K]");
+  const int64_t n = sd[0], d = sd[1], t = id[0], k = id[1];
+  const float *g_in = dy.typed_data(), *y_in = ys.typed_data(), *g8 = gate.typed_data();
+  const int32_t* iv = inv.typed_data();
+  float *o_ys = dys->typed_data(), *o_g = dgate->typed_data();
+  for (int64_t a = 0; a < t * k; ++a)
+    if (iv[a] < 0 || iv[a] >= n)
+      return ffi::Error::InvalidArgument("lattice_combine_rows_bwd: inv");
+  ParallelFor(pool, t, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* gr = g_in + r * d;
+      for (int64_t q = 0; q < k; ++q) {
+        const int64_t row = iv[r * k + q];
+        const float c = g8[r * k + q];
+        const float* yr = y_in + row * d;
+        float* o = o_ys + row * d;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < d; ++j) {
+          o[j] = c * gr[j];
+          dot += gr[j] * yr[j];
+        }
+        o_g[r * k + q] = dot;
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGatherRows, GatherRows,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeCombineRows, CombineRows,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeCombineRowsBwd, CombineRowsBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
