@@ -226,3 +226,37 @@ def test_native_row_moves_equal_xla_moves():
 
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
                run(True), run(False))
+
+
+@NATIVE
+@pytest.mark.parametrize('t,k,e,d,f', [(50, 3, 5, 16, 24), (300, 2, 4, 32, 20),
+                                       (7, 1, 3, 8, 8)])
+def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
+  # moe_cpu.cc's fused experts (values, and gradients for x, gate and the three
+  # weights) against XLA's gather, the reference FFN and the einsum combine: uneven
+  # loads, an empty expert (no token picks the last), experts with more rows than
+  # one block (kRows = 128) and K = 1.
+  from kernels.grouped_matmul import moe
+  from lattice.moe import dispatch
+  ks = jax.random.split(jax.random.key(t), 6)
+  x = jax.random.normal(ks[0], (t, d))
+  idx = jax.random.randint(ks[1], (t, k), 0, e - 1).at[:, 0].set(0)
+  gate = jax.random.uniform(ks[2], (t, k))
+  w = {'wi_0': jax.random.normal(ks[3], (e, d, f)) / 3,
+       'wi_1': jax.random.normal(ks[4], (e, d, f)) / 3,
+       'wo': jax.random.normal(ks[5], (e, f, d)) / 3}
+  ref = lambda w, x, sizes: grouped_ffn_reference(x, w['wi_0'], w['wi_1'], w['wo'], sizes,
+                                                  jax.nn.silu)
+  fused = lambda x, order, inv, gate, w, sizes: moe.moe_swiglu(
+      x, order, inv, gate, w['wi_0'], w['wi_1'], w['wo'], sizes)
+
+  def run(use_fused):
+    if use_fused:
+      f_ = lambda x, g, w: dispatch.dispatch_fused(x, idx, g, w, fused, e)[0]
+    else:
+      f_ = lambda x, g, w: dispatch.dispatch_ragged(x, idx, g, w, ref, e)[0]
+    return jax.jit(jax.value_and_grad(lambda x, g, w: jnp.sum(jnp.sin(f_(x, g, w))),
+                                      (0, 1, 2)))(x, gate, w)
+
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4),
+               run(True), run(False))

@@ -63,6 +63,7 @@ NATIVE = pytest.mark.skipif(not permute.applies(jnp.float32),
 
 @pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'grouped_ffn',
                                   pytest.param('grouped_native', marks=NATIVE),
+                                  pytest.param('grouped_fused', marks=NATIVE),
                                   'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()
@@ -81,6 +82,9 @@ def test_dispatch_equals_per_token_loop(path):
   elif path == 'grouped_native':  # ... with the native row moves (float32 on CPU)
     y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E,
                                           native_moves=True)
+  elif path == 'grouped_fused':  # what it runs for SwiGLU there: one fused native pass
+    assert cfg.ffn.activation == 'swiglu'
+    y, dropped = layer.DISPATCH['grouped'](x, idx, gate, w, cfg, x.shape[0])
   else:  # a capacity no expert can exceed: nothing dropped, same as dropless
     cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
@@ -108,6 +112,10 @@ def test_grouped_dispatch_gradients_equal_plain_autodiff():
   for ffn, moves in runs:
     got = grads(lambda *a, ffn=ffn, moves=moves: dispatch.dispatch_ragged(
         *a, ffn, E, native_moves=moves))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+                 got, want)
+  if permute.applies(jnp.float32):  # the fused native experts (gather + FFN + combine)
+    got = grads(lambda *a: layer.DISPATCH['grouped'](*a, cfg, x.shape[0]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
                  got, want)
 

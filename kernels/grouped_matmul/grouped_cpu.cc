@@ -40,18 +40,18 @@
 #include <thread>
 #include <vector>
 
+#include "grouped_cpu.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-// cblas_sgemm with 32-bit integers (scipy-openblas32's ABI; enums are ints).
-using Sgemm = void (*)(int order, int trans_a, int trans_b, int m, int n, int k,
-                       float alpha, const float* a, int lda, const float* b, int ldb,
-                       float beta, float* c, int ldc);
+using lattice_grouped::Sgemm;
+using lattice_grouped::kRowMajor;
+using lattice_grouped::kNoTrans;
+using lattice_grouped::kTrans;
 std::atomic<Sgemm> g_sgemm{nullptr};
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int64_t kRows = 256;  // rows per chunk (modes 0/1)
 constexpr int64_t kCols = 128;  // output columns per chunk (mode 2), when O > kCols
 
@@ -127,8 +127,8 @@ __attribute__((target("avx512f,avx2,fma"))) static void DownAvx512(const float* 
 }
 #endif
 
-using UpFn = void (*)(const float*, const float*, float*, int64_t);
-using DownFn = void (*)(const float*, const float*, const float*, float*, float*, int64_t);
+using lattice_grouped::DownFn;
+using lattice_grouped::UpFn;
 
 static int BestIsa() {  // 3 AVX-512F, 2 AVX2 + FMA, 1 portable C++
 #ifdef LATTICE_X86
@@ -404,6 +404,12 @@ ffi::Error SwigluDown(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy,
 }
 
 }  // namespace
+
+namespace lattice_grouped {
+Sgemm GetSgemm() { return g_sgemm.load(); }
+UpFn SwigluUpKernel() { return Up(); }
+DownFn SwigluDownKernel() { return Down(); }
+}  // namespace lattice_grouped
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedSwigluUp, SwigluUp,
                               ffi::Ffi::Bind()

@@ -159,7 +159,8 @@ def _library() -> ctypes.CDLL | None:
   if not all(hasattr(lib, name) for name in (
       'LatticeGroupedSetSgemm', 'LatticeGroupedMatmul', 'LatticeGroupedMatmulT2',
       'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa',
-      'LatticeGatherRows', 'LatticeCombineRows', 'LatticeCombineRowsBwd')):
+      'LatticeGatherRows', 'LatticeCombineRows', 'LatticeCombineRowsBwd',
+      'LatticeMoeSwigluFwd', 'LatticeMoeSwigluBwd')):
     return None  # a stale build: rebuild it (setup.py build_ext --inplace)
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
@@ -169,7 +170,9 @@ def _library() -> ctypes.CDLL | None:
       _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown',
       # permute_cpu.cc, in the same library (used by kernels/grouped_matmul/permute.py)
       'lattice_gather_rows': 'LatticeGatherRows', 'lattice_combine_rows': 'LatticeCombineRows',
-      'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd'})
+      'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd',
+      # moe_cpu.cc (kernels/grouped_matmul/permute.py: moe_swiglu)
+      'lattice_moe_swiglu_fwd': 'LatticeMoeSwigluFwd', 'lattice_moe_swiglu_bwd': 'LatticeMoeSwigluBwd'})
   return lib
 
 

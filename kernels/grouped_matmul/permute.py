@@ -85,14 +85,19 @@ def _combine_fwd(ys_NxD, inv_TxK, gate_TxK):
   return _combine(ys_NxD, inv_TxK, gate_TxK), (ys_NxD, inv_TxK, gate_TxK)
 
 
-def _combine_bwd(res, dy_TxD):
-  ys_NxD, inv_TxK, gate_TxK = res
+def _combine_rows_bwd(dy_TxD, ys_NxD, inv_TxK, gate_TxK):
+  """(dys_NxD, dgate_TxK): dys[inv[t, k]] = gate[t, k] dy[t], dgate[t, k] = dy[t] . ys[inv[t, k]]."""
   native.check()
   out = (jax.ShapeDtypeStruct(ys_NxD.shape, jnp.float32),
          jax.ShapeDtypeStruct(gate_TxK.shape, jnp.float32))
-  dys_NxD, dgate_TxK = jax.ffi.ffi_call('lattice_combine_rows_bwd', out,
-                                        vmap_method='sequential')(
-      dy_TxD.astype(jnp.float32), ys_NxD, inv_TxK, gate_TxK)
+  return jax.ffi.ffi_call('lattice_combine_rows_bwd', out, vmap_method='sequential')(
+      dy_TxD, ys_NxD, inv_TxK, gate_TxK)
+
+
+def _combine_bwd(res, dy_TxD):
+  ys_NxD, inv_TxK, gate_TxK = res
+  dys_NxD, dgate_TxK = _combine_rows_bwd(dy_TxD.astype(jnp.float32), ys_NxD, inv_TxK,
+                                         gate_TxK)
   return dys_NxD, None, dgate_TxK
 
 

@@ -145,6 +145,16 @@ def _gather_tokens_bwd(k, res, g_NxD):
 _gather_tokens.defvjp(_gather_tokens_fwd, _gather_tokens_bwd)
 
 
+def _sort_plan(idx_TxK, n_experts):
+  """(order_N, inv_N, counts_E): the assignments sorted by expert, the inverse
+  permutation and the loads (no gradient flows through them)."""
+  T, K = idx_TxK.shape
+  _, order_N, counts_E = _sorted(idx_TxK, n_experts)
+  inv_N = jnp.zeros_like(order_N).at[order_N].set(
+      jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
+  return jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N), counts_E
+
+
 def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int,
                     native_moves: bool = False):
   """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
@@ -155,10 +165,7 @@ def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts
   see `permute.applies`), one pass over the rows each, with no [T, K, D] copy; else
   XLA gathers and an einsum. Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
-  _, order_N, counts_E = _sorted(idx_TxK, n_experts)
-  inv_N = jnp.zeros_like(order_N).at[order_N].set(
-      jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
-  order_N, inv_N = jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N)
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts)
   if native_moves:
     x_NxD = permute.gather_tokens(x_TxD, order_N, inv_N.reshape(T, K))
   else:
@@ -167,3 +174,14 @@ def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts
   if native_moves:
     return permute.combine(y_sorted_NxD, inv_N.reshape(T, K), gate_TxK), jnp.zeros(())
   return _combine(_permute_rows(y_sorted_NxD, inv_N, order_N), gate_TxK), jnp.zeros(())
+
+
+def dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts: Callable, n_experts: int):
+  """The sort of `dispatch_ragged`, then `experts(x_TxD, order_N, inv_TxK, gate_TxK, w,
+  sizes_E) -> y_TxD`, a layer's experts with the gather and combine inside (e.g.
+  `kernels.grouped_matmul.moe.moe_swiglu`). Returns (y_TxD, 0.0 dropped)."""
+  T, K = idx_TxK.shape
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts)
+  y_TxD = experts(x_TxD, order_N, inv_N.reshape(T, K), gate_TxK, w,
+                  counts_E.astype(jnp.int32))
+  return y_TxD.astype(x_TxD.dtype), jnp.zeros(())

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.grouped_matmul import grouped_ffn, grouped_matmul, permute
+from kernels.grouped_matmul import moe as grouped_moe
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -224,6 +225,24 @@ def dispatch_kind(f: config_lib.FFNConfig) -> str:
   return auto_dropless_impl() if f.dropless_impl == 'auto' else f.dropless_impl
 
 
+def _grouped(x_TxD, idx_TxK, gate_TxK, w, cfg):
+  """dropless_impl='grouped': float32 on CPU with the native kernel built
+  (`native_moves`), SwiGLU experts of float linears run as one fused native pass per
+  direction (`kernels.grouped_matmul.moe.moe_swiglu`: gather, experts and combine),
+  other activations or linear kinds through `grouped_expert_ffn` with the native
+  row moves; elsewhere XLA's gathers around `grouped_expert_ffn`."""
+  E = cfg.ffn.n_experts
+  moves = native_moves(x_TxD, cfg)
+  float_linear = (linears.LINEARS[cfg.linear.kind].prepare
+                  is linears.LINEARS['float'].prepare)
+  if moves and float_linear and cfg.ffn.activation == 'swiglu':
+    experts = lambda x, order, inv, gate, w, sizes: grouped_moe.moe_swiglu(
+        x, order, inv, gate, w['wi_0'], w['wi_1'], w['wo'], sizes)
+    return dispatch.dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts, E)
+  return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, grouped_expert_ffn(cfg), E,
+                                  native_moves=moves)
+
+
 def _capacity(x_TxD, idx_TxK, gate_TxK, w, cfg, seq_len):
   # Capacity per sequence (MaxText's rule): a row's drops depend only on its own
   # tokens, never on the other rows of the batch.
@@ -243,7 +262,5 @@ DISPATCH = {
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
     # Sorted rows, the grouped FFN (native per-expert BLAS or batched windows), no
     # weight gathers; the native row moves for float32 on CPU (`native_moves`).
-    'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
-        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts,
-        native_moves=native_moves(x, cfg)),
+    'grouped': lambda x, idx, gate, w, cfg, seq_len: _grouped(x, idx, gate, w, cfg),
 }

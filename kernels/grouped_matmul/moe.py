@@ -1,0 +1,85 @@
+"""A dropless MoE layer's SwiGLU experts in one native pass per direction (moe_cpu.cc),
+token gather and gate-weighted combine included.
+
+Shape legend: T tokens, K chosen experts per token, N = T*K assignments, D model width,
+F expert width, E experts.
+
+`moe_swiglu(x, order, inv, gate, w0, w1, wo, sizes)[t] = sum_k gate[t, k] *
+ffn_e(x[t])` with e the expert of assignment (t, k) and ffn_e(x) = (silu(x w0[e]) *
+(x w1[e])) wo[e]: the values of `permute.gather_tokens`, `ffn.grouped_ffn` and
+`permute.combine` in a row, with a written-out VJP. The forward reads each sorted
+row's token by index, and a block of an expert's rows goes through its three
+products with h = silu(a) * b kept in cache; the backward recomputes h from the saved
+a, b and, per expert, runs dh, da, db, the three weight gradients and the row input
+gradients on one block of rows at a time (module doc of moe_cpu.cc for why).
+float32 on the CPU backend with the kernel built (`permute.applies`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from kernels.grouped_matmul import native, permute
+
+
+def _f32(a):
+  return a.astype(jnp.float32)
+
+
+def _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E):
+  native.check()
+  N, F, D = src_N.shape[0], w0.shape[2], x_TxD.shape[1]
+  nf = jax.ShapeDtypeStruct((N, F), jnp.float32)
+  return jax.ffi.ffi_call('lattice_moe_swiglu_fwd',
+                          (nf, nf, jax.ShapeDtypeStruct((N, D), jnp.float32)),
+                          vmap_method='sequential')(x_TxD, src_N, w0, w1, wo, sizes_E)
+
+
+@jax.custom_vjp
+def _moe(x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E):
+  src_N = order_N // inv_TxK.shape[1]
+  ys_NxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E)[2]
+  return permute._combine_rows(ys_NxD, inv_TxK, gate_TxK)
+
+
+def _moe_fwd(x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E):
+  src_N = order_N // inv_TxK.shape[1]
+  a_NxF, b_NxF, ys_NxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E)
+  y_TxD = permute._combine_rows(ys_NxD, inv_TxK, gate_TxK)
+  return y_TxD, (x_TxD, src_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF, ys_NxD)
+
+
+def _moe_bwd(res, dy_TxD):
+  x_TxD, src_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF, ys_NxD = res
+  dys_NxD, dgate_TxK = permute._combine_rows_bwd(_f32(dy_TxD), ys_NxD, inv_TxK, gate_TxK)
+  out = (jax.ShapeDtypeStruct(ys_NxD.shape, jnp.float32),
+         jax.ShapeDtypeStruct(w0.shape, jnp.float32),
+         jax.ShapeDtypeStruct(w1.shape, jnp.float32),
+         jax.ShapeDtypeStruct(wo.shape, jnp.float32))
+  dxs_NxD, dw0, dw1, dwo = jax.ffi.ffi_call('lattice_moe_swiglu_bwd', out,
+                                            vmap_method='sequential')(
+      dys_NxD, x_TxD, src_N, w0, w1, wo, a_NxF, b_NxF, sizes_E)
+  dx_TxD = permute._combine_rows(dxs_NxD, inv_TxK)
+  return dx_TxD, None, None, dgate_TxK, dw0, dw1, dwo, None
+
+
+_moe.defvjp(_moe_fwd, _moe_bwd)
+
+
+def moe_swiglu(x_TxD: jax.Array, order_N: jax.Array, inv_TxK: jax.Array,
+               gate_TxK: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array,
+               wo_ExFxD: jax.Array, sizes_E: jax.Array) -> jax.Array:
+  """y_TxD[t] = sum over k of gate[t, k] * (silu(x[t] w0[e]) * (x[t] w1[e])) wo[e], e the
+  expert of assignment (t, k).
+
+  order_N: the assignments t*K + k sorted by expert (int, a permutation of [0, N));
+  inv_TxK: its inverse (the sorted row of each assignment); sizes_E: assignments per
+  expert (int; sum <= N, sorted rows past the sum give 0). x, gate and the weights
+  are cast to float32; the result is float32. Differentiable in x, gate and the
+  weights (custom VJP). Raises RuntimeError if the kernel is missing
+  (`native.available()`).
+  """
+  return _moe(_f32(x_TxD), order_N.astype(jnp.int32), inv_TxK.astype(jnp.int32),
+              _f32(gate_TxK), _f32(w0_ExDxF), _f32(w1_ExDxF), _f32(wo_ExFxD),
+              sizes_E.astype(jnp.int32))

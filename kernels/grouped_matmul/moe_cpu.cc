@@ -1,0 +1,228 @@
+// A dropless MoE layer's SwiGLU experts, forward and backward, one pass over each
+// expert's rows on CPU, called from JAX through the XLA FFI.
+//
+// Shape legend: T tokens, D model width, F expert width, E experts, N = T*K expert-
+// sorted rows (expert e owns rows [start_e, start_e + sizes[e]), start_e the sum of
+// the sizes before it; rows past the sizes' sum give 0); src [N] the token of each
+// sorted row.
+//   LatticeMoeSwigluFwd: x [T, D], src, w0/w1 [E, D, F], wo [E, F, D], sizes ->
+//     a, b [N, F] (x[src] w0[e], x[src] w1[e], kept for the backward) and
+//     ys [N, D] = (silu(a) * b) wo[e]
+//   LatticeMoeSwigluBwd: dys [N, D] (the cotangent of ys), x, src, w0, w1, wo, a, b,
+//     sizes -> dxs [N, D] = da w0[e]^T + db w1[e]^T (each row's input gradient, summed
+//     per token by the caller), dw0, dw1 [E, D, F], dwo [E, F, D]
+//   with h = silu(a) * b, dh = dys wo[e]^T, (da, db) its cotangents through silu(a) * b,
+//   dwo[e] = h_e^T dys_e, dw0[e] = x_e^T da_e, dw1[e] = x_e^T db_e.
+//
+// Why one pass: with grouped_cpu.cc's products (one FFI call per product) every
+// intermediate ([N, D] gathered rows, h [N, F], the backward's dh, da, db) went through
+// memory between calls, and at E = 32 each expert's weights (3 x 256 KB at the MoE
+// benchmark's shapes) were fetched again by each of the nine products. Here a block
+// of <= kRows rows of one expert goes through all its products while its rows, its
+// scratch and that expert's weights stay in cache: the token rows are read by index
+// (no gathered copy), h is recomputed from a and b in the backward, and da, db never
+// leave the block.
+//
+// Threads (RunTasks): forward tasks are row blocks; a backward task is one expert (its
+// weight gradients accumulate over its blocks with sgemm's beta = 1), experts taken
+// largest first.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "grouped_cpu.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using namespace lattice_grouped;
+
+namespace {
+
+constexpr int64_t kRows = 128;  // rows per block: a block's scratch and weights fit L2
+
+struct Problem {
+  int64_t t, n, d, f, e;
+  std::vector<int64_t> start;  // [E + 1]
+};
+
+// Group starts from sizes (clamped: negative sizes count 0, rows past N drop).
+Problem Groups(int64_t t, int64_t n, int64_t d, int64_t f, ffi::Buffer<ffi::S32> sizes) {
+  Problem p{t, n, d, f, static_cast<int64_t>(sizes.element_count()), {}};
+  p.start.assign(p.e + 1, 0);
+  const int32_t* sz = sizes.typed_data();
+  for (int64_t e = 0; e < p.e; ++e)
+    p.start[e + 1] = std::min(n, p.start[e] + std::max<int64_t>(0, sz[e]));
+  return p;
+}
+
+// x rows src[lo..hi) into out [hi - lo, d].
+void GatherRows(const float* x, const int32_t* src, int64_t lo, int64_t hi, int64_t d,
+                float* out) {
+  for (int64_t r = lo; r < hi; ++r) std::memcpy(out + (r - lo) * d, x + src[r] * d, sizeof(float) * d);
+}
+
+float* Scratch(int64_t floats) {  // per-thread, reused across calls (no page faults)
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats) buf.resize(floats);
+  return buf.data();
+}
+
+ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> src,
+               ffi::Buffer<ffi::F32> w0, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> wo,
+               ffi::Buffer<ffi::S32> sizes, ffi::ResultBuffer<ffi::F32> a,
+               ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> ys) {
+  const Sgemm sgemm = GetSgemm();
+  if (sgemm == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_fwd: no sgemm");
+  const auto xd = x.dimensions(), wd = w0.dimensions();
+  const int64_t n = src.element_count();
+  if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
+      w1.element_count() != w0.element_count() || wo.element_count() != w0.element_count() ||
+      a->element_count() != n * wd[2] || b->element_count() != n * wd[2] ||
+      ys->element_count() != n * xd[1])
+    return ffi::Error::InvalidArgument(
+        "lattice_moe_swiglu_fwd: want x [T, D], src [N], w0/w1 [E, D, F], wo [E, F, D]");
+  const Problem p = Groups(xd[0], n, xd[1], wd[2], sizes);
+  const int64_t d = p.d, f = p.f;
+  const int32_t* s = src.typed_data();
+  for (int64_t r = 0; r < p.start[p.e]; ++r)
+    if (s[r] < 0 || s[r] >= p.t) return ffi::Error::InvalidArgument("lattice_moe_swiglu_fwd: src");
+  const float *xp = x.typed_data(), *w0p = w0.typed_data(), *w1p = w1.typed_data(),
+              *wop = wo.typed_data();
+  float *ap = a->typed_data(), *bp = b->typed_data(), *yp = ys->typed_data();
+  const int64_t total = p.start[p.e];
+  std::memset(ap + total * f, 0, sizeof(float) * (n - total) * f);
+  std::memset(bp + total * f, 0, sizeof(float) * (n - total) * f);
+  std::memset(yp + total * d, 0, sizeof(float) * (n - total) * d);
+  struct Block { int64_t e, lo, hi; };
+  std::vector<Block> blocks;
+  for (int64_t e = 0; e < p.e; ++e)
+    for (int64_t lo = p.start[e]; lo < p.start[e + 1]; lo += kRows)
+      blocks.push_back({e, lo, std::min(p.start[e + 1], lo + kRows)});
+  if (d == 0 || f == 0) {
+    std::memset(yp, 0, sizeof(float) * total * d);
+    return ffi::Error::Success();
+  }
+  const UpFn up = SwigluUpKernel();
+  RunTasks(pool, static_cast<int64_t>(blocks.size()), [&](int64_t i) {
+    const Block& blk = blocks[i];
+    const int rows = static_cast<int>(blk.hi - blk.lo);
+    float* xs = Scratch(kRows * (d + f));
+    float* h = xs + kRows * d;
+    GatherRows(xp, s, blk.lo, blk.hi, d, xs);
+    float *ar = ap + blk.lo * f, *br = bp + blk.lo * f;
+    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, f, d, 1.0f, xs, d, w0p + blk.e * d * f, f, 0.0f,
+          ar, f);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, f, d, 1.0f, xs, d, w1p + blk.e * d * f, f, 0.0f,
+          br, f);
+    up(ar, br, h, rows * f);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, d, f, 1.0f, h, f, wop + blk.e * f * d, d, 0.0f,
+          yp + blk.lo * d, d);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> x,
+               ffi::Buffer<ffi::S32> src, ffi::Buffer<ffi::F32> w0, ffi::Buffer<ffi::F32> w1,
+               ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+               ffi::Buffer<ffi::S32> sizes, ffi::ResultBuffer<ffi::F32> dxs,
+               ffi::ResultBuffer<ffi::F32> dw0, ffi::ResultBuffer<ffi::F32> dw1,
+               ffi::ResultBuffer<ffi::F32> dwo) {
+  const Sgemm sgemm = GetSgemm();
+  if (sgemm == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_bwd: no sgemm");
+  const auto xd = x.dimensions(), wd = w0.dimensions();
+  const int64_t n = src.element_count();
+  if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
+      w1.element_count() != w0.element_count() || wo.element_count() != w0.element_count() ||
+      dys.element_count() != n * xd[1] || a.element_count() != n * wd[2] ||
+      b.element_count() != n * wd[2] || dxs->element_count() != n * xd[1] ||
+      dw0->element_count() != w0.element_count() || dw1->element_count() != w0.element_count() ||
+      dwo->element_count() != w0.element_count())
+    return ffi::Error::InvalidArgument(
+        "lattice_moe_swiglu_bwd: want dys [N, D], x [T, D], src [N], w0/w1 [E, D, F], "
+        "wo [E, F, D], a/b [N, F]");
+  const Problem p = Groups(xd[0], n, xd[1], wd[2], sizes);
+  const int64_t d = p.d, f = p.f, total = p.start[p.e];
+  const int32_t* s = src.typed_data();
+  for (int64_t r = 0; r < total; ++r)
+    if (s[r] < 0 || s[r] >= p.t) return ffi::Error::InvalidArgument("lattice_moe_swiglu_bwd: src");
+  const float *gp = dys.typed_data(), *xp = x.typed_data(), *w0p = w0.typed_data(),
+              *w1p = w1.typed_data(), *wop = wo.typed_data(), *ap = a.typed_data(),
+              *bp = b.typed_data();
+  float *dxp = dxs->typed_data(), *d0 = dw0->typed_data(), *d1 = dw1->typed_data(),
+        *dop = dwo->typed_data();
+  std::memset(dxp + total * d, 0, sizeof(float) * (n - total) * d);
+  std::vector<int64_t> order(p.e);  // experts largest first (the longest tasks start first)
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t u, int64_t v) {
+    return p.start[u + 1] - p.start[u] > p.start[v + 1] - p.start[v];
+  });
+  const DownFn down = SwigluDownKernel();
+  const UpFn up = SwigluUpKernel();
+  RunTasks(pool, p.e, [&](int64_t i) {
+    const int64_t e = order[i];
+    const int64_t lo0 = p.start[e], hi0 = p.start[e + 1];
+    float *g0 = d0 + e * d * f, *g1 = d1 + e * d * f, *go = dop + e * f * d;
+    if (hi0 == lo0 || d == 0 || f == 0) {
+      std::memset(g0, 0, sizeof(float) * d * f);
+      std::memset(g1, 0, sizeof(float) * d * f);
+      std::memset(go, 0, sizeof(float) * f * d);
+      if (f == 0) std::memset(dxp + lo0 * d, 0, sizeof(float) * (hi0 - lo0) * d);
+      return;
+    }
+    float* xs = Scratch(kRows * (d + 3 * f));
+    float *da = xs + kRows * d, *db = da + kRows * f, *h = db + kRows * f;
+    const float *w0e = w0p + e * d * f, *w1e = w1p + e * d * f, *woe = wop + e * f * d;
+    for (int64_t lo = lo0; lo < hi0; lo += kRows) {
+      const int rows = static_cast<int>(std::min(hi0, lo + kRows) - lo);
+      const float beta = lo == lo0 ? 0.0f : 1.0f;  // weight gradients accumulate over blocks
+      const float *g = gp + lo * d, *ar = ap + lo * f, *br = bp + lo * f;
+      GatherRows(xp, s, lo, lo + rows, d, xs);
+      // dh = dys wo[e]^T into da, then da, db in place; h = silu(a) * b again.
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, f, d, 1.0f, g, d, woe, d, 0.0f, da, f);
+      down(da, ar, br, da, db, rows * f);
+      up(ar, br, h, rows * f);
+      sgemm(kRowMajor, kTrans, kNoTrans, f, d, rows, 1.0f, h, f, g, d, beta, go, d);
+      sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, da, f, beta, g0, f);
+      sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, db, f, beta, g1, f);
+      float* dx = dxp + lo * d;
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, da, f, w0e, f, 0.0f, dx, d);
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, db, f, w1e, f, 1.0f, dx, d);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluFwd, Fwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
