@@ -211,11 +211,18 @@ def main(argv=None):
 
   device = jax.devices()[0]
   blas = native_lib.openblas_corename() if ffn_impl == 'native' else None
+  blas_note = ''
+  if blas:
+    fused = args.activation == 'swiglu' and moe_layer.native_moves(
+        jnp.zeros((), args.dtype), model_config(args.d_model, args.seq_len,
+                                                {'kind': 'dense', 'd_ff': 8}, args.dtype))
+    blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
+                 else ' (') + f'OpenBLAS kernels {blas})'
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
         f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
         f'{args.activation}, {args.dtype}, median of {args.repeats}; grouped FFN: '
-        f'{ffn_impl}' + (f' (OpenBLAS kernels {blas})' if blas else '') + '; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
+        f'{ffn_impl}{blas_note}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
   print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
         'gflop = fwd+bwd matmul FLOPs')
   print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '

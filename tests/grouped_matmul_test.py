@@ -9,7 +9,7 @@ import pytest
 
 from kernels.grouped_matmul import (grouped_ffn, grouped_ffn_reference, grouped_matmul,
                                     grouped_matmul_reference)
-from kernels.grouped_matmul import ffn, native, ops, tiles
+from kernels.grouped_matmul import ffn, native, ops, permute, tiles
 
 
 @pytest.fixture(autouse=True)
@@ -260,3 +260,15 @@ def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
 
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4),
                run(True), run(False))
+
+
+@NATIVE
+def test_native_counting_sort_equals_argsort():
+  # Stable: ties keep assignment order, as jnp.argsort(stable=True); an empty expert.
+  idx = jax.random.randint(jax.random.key(3), (40, 3), 0, 6)
+  order, inv, counts = permute.sort_assignments(idx, 7)
+  want = jnp.argsort(idx.reshape(-1), stable=True)
+  np.testing.assert_array_equal(order, want)
+  np.testing.assert_array_equal(inv[order], np.arange(120))
+  np.testing.assert_array_equal(counts, jnp.bincount(idx.reshape(-1), length=7))
+  assert int(counts[6]) == 0

@@ -47,21 +47,24 @@ def _moe_fwd(x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E):
   src_N = order_N // inv_TxK.shape[1]
   a_NxF, b_NxF, ys_NxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E)
   y_TxD = permute._combine_rows(ys_NxD, inv_TxK, gate_TxK)
-  return y_TxD, (x_TxD, src_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF, ys_NxD)
+  return y_TxD, (x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF)
 
 
 def _moe_bwd(res, dy_TxD):
-  x_TxD, src_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF, ys_NxD = res
-  dys_NxD, dgate_TxK = permute._combine_rows_bwd(_f32(dy_TxD), ys_NxD, inv_TxK, gate_TxK)
-  out = (jax.ShapeDtypeStruct(ys_NxD.shape, jnp.float32),
+  x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF = res
+  N = order_N.shape[0]
+  out = (jax.ShapeDtypeStruct((N, x_TxD.shape[1]), jnp.float32),
+         jax.ShapeDtypeStruct((N,), jnp.float32),
          jax.ShapeDtypeStruct(w0.shape, jnp.float32),
          jax.ShapeDtypeStruct(w1.shape, jnp.float32),
          jax.ShapeDtypeStruct(wo.shape, jnp.float32))
-  dxs_NxD, dw0, dw1, dwo = jax.ffi.ffi_call('lattice_moe_swiglu_bwd', out,
-                                            vmap_method='sequential')(
-      dys_NxD, x_TxD, src_N, w0, w1, wo, a_NxF, b_NxF, sizes_E)
+  gate_N = gate_TxK.reshape(-1)[order_N]  # each sorted row's gate
+  dxs_NxD, dgate_N, dw0, dw1, dwo = jax.ffi.ffi_call(
+      'lattice_moe_swiglu_bwd', out, vmap_method='sequential')(
+          _f32(dy_TxD), x_TxD, order_N // inv_TxK.shape[1], gate_N, w0, w1, wo, a_NxF,
+          b_NxF, sizes_E)
   dx_TxD = permute._combine_rows(dxs_NxD, inv_TxK)
-  return dx_TxD, None, None, dgate_TxK, dw0, dw1, dwo, None
+  return dx_TxD, None, None, dgate_N[inv_TxK], dw0, dw1, dwo, None
 
 
 _moe.defvjp(_moe_fwd, _moe_bwd)

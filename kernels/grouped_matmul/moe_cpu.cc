@@ -8,11 +8,14 @@
 //   LatticeMoeSwigluFwd: x [T, D], src, w0/w1 [E, D, F], wo [E, F, D], sizes ->
 //     a, b [N, F] (x[src] w0[e], x[src] w1[e], kept for the backward) and
 //     ys [N, D] = (silu(a) * b) wo[e]
-//   LatticeMoeSwigluBwd: dys [N, D] (the cotangent of ys), x, src, w0, w1, wo, a, b,
-//     sizes -> dxs [N, D] = da w0[e]^T + db w1[e]^T (each row's input gradient, summed
-//     per token by the caller), dw0, dw1 [E, D, F], dwo [E, F, D]
-//   with h = silu(a) * b, dh = dys wo[e]^T, (da, db) its cotangents through silu(a) * b,
-//   dwo[e] = h_e^T dys_e, dw0[e] = x_e^T da_e, dw1[e] = x_e^T db_e.
+//   LatticeMoeSwigluBwd: dy [T, D] (the cotangent of the combined output), x, src,
+//     gate [N] (each sorted row's gate), w0, w1, wo, a, b, sizes -> dxs [N, D] =
+//     da w0[e]^T + db w1[e]^T (each row's input gradient, summed per token by the
+//     caller), dgate [N] = dy[src] . ys (each row's gate cotangent), dw0, dw1 [E, D, F],
+//     dwo [E, F, D]
+//   with h = silu(a) * b, u = dy[src] wo[e]^T, dgate = u . h (= dy[src] . h wo[e], so ys
+//   is not kept), dys = gate dy[src], dh = gate u, (da, db) the cotangents of dh
+//   through silu(a) * b, dwo[e] = h_e^T dys_e, dw0[e] = x_e^T da_e, dw1[e] = x_e^T db_e.
 //
 // Why one pass: with grouped_cpu.cc's products (one FFI call per product) every
 // intermediate ([N, D] gathered rows, h [N, F], the backward's dh, da, db) went through
@@ -124,10 +127,11 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
   return ffi::Error::Success();
 }
 
-ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi::F32> x,
-               ffi::Buffer<ffi::S32> src, ffi::Buffer<ffi::F32> w0, ffi::Buffer<ffi::F32> w1,
-               ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
-               ffi::Buffer<ffi::S32> sizes, ffi::ResultBuffer<ffi::F32> dxs,
+ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
+               ffi::Buffer<ffi::S32> src, ffi::Buffer<ffi::F32> gate, ffi::Buffer<ffi::F32> w0,
+               ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> a,
+               ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::S32> sizes,
+               ffi::ResultBuffer<ffi::F32> dxs, ffi::ResultBuffer<ffi::F32> dgate,
                ffi::ResultBuffer<ffi::F32> dw0, ffi::ResultBuffer<ffi::F32> dw1,
                ffi::ResultBuffer<ffi::F32> dwo) {
   const Sgemm sgemm = GetSgemm();
@@ -136,24 +140,26 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi:
   const int64_t n = src.element_count();
   if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
       w1.element_count() != w0.element_count() || wo.element_count() != w0.element_count() ||
-      dys.element_count() != n * xd[1] || a.element_count() != n * wd[2] ||
-      b.element_count() != n * wd[2] || dxs->element_count() != n * xd[1] ||
+      dy.element_count() != x.element_count() || gate.element_count() != n ||
+      a.element_count() != n * wd[2] || b.element_count() != n * wd[2] ||
+      dxs->element_count() != n * xd[1] || dgate->element_count() != n ||
       dw0->element_count() != w0.element_count() || dw1->element_count() != w0.element_count() ||
       dwo->element_count() != w0.element_count())
     return ffi::Error::InvalidArgument(
-        "lattice_moe_swiglu_bwd: want dys [N, D], x [T, D], src [N], w0/w1 [E, D, F], "
+        "lattice_moe_swiglu_bwd: want dy/x [T, D], src/gate [N], w0/w1 [E, D, F], "
         "wo [E, F, D], a/b [N, F]");
   const Problem p = Groups(xd[0], n, xd[1], wd[2], sizes);
   const int64_t d = p.d, f = p.f, total = p.start[p.e];
   const int32_t* s = src.typed_data();
   for (int64_t r = 0; r < total; ++r)
     if (s[r] < 0 || s[r] >= p.t) return ffi::Error::InvalidArgument("lattice_moe_swiglu_bwd: src");
-  const float *gp = dys.typed_data(), *xp = x.typed_data(), *w0p = w0.typed_data(),
-              *w1p = w1.typed_data(), *wop = wo.typed_data(), *ap = a.typed_data(),
-              *bp = b.typed_data();
-  float *dxp = dxs->typed_data(), *d0 = dw0->typed_data(), *d1 = dw1->typed_data(),
-        *dop = dwo->typed_data();
+  const float *dyp = dy.typed_data(), *xp = x.typed_data(), *gt = gate.typed_data(),
+              *w0p = w0.typed_data(), *w1p = w1.typed_data(), *wop = wo.typed_data(),
+              *ap = a.typed_data(), *bp = b.typed_data();
+  float *dxp = dxs->typed_data(), *dgp = dgate->typed_data(), *d0 = dw0->typed_data(),
+        *d1 = dw1->typed_data(), *dop = dwo->typed_data();
   std::memset(dxp + total * d, 0, sizeof(float) * (n - total) * d);
+  std::memset(dgp + total, 0, sizeof(float) * (n - total));
   std::vector<int64_t> order(p.e);  // experts largest first (the longest tasks start first)
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t u, int64_t v) {
@@ -169,21 +175,35 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Buffer<ffi:
       std::memset(g0, 0, sizeof(float) * d * f);
       std::memset(g1, 0, sizeof(float) * d * f);
       std::memset(go, 0, sizeof(float) * f * d);
+      std::memset(dgp + lo0, 0, sizeof(float) * (hi0 - lo0));
       if (f == 0) std::memset(dxp + lo0 * d, 0, sizeof(float) * (hi0 - lo0) * d);
       return;
     }
-    float* xs = Scratch(kRows * (d + 3 * f));
-    float *da = xs + kRows * d, *db = da + kRows * f, *h = db + kRows * f;
+    float* xs = Scratch(kRows * (2 * d + 3 * f));
+    float *g = xs + kRows * d, *da = g + kRows * d, *db = da + kRows * f, *h = db + kRows * f;
     const float *w0e = w0p + e * d * f, *w1e = w1p + e * d * f, *woe = wop + e * f * d;
     for (int64_t lo = lo0; lo < hi0; lo += kRows) {
       const int rows = static_cast<int>(std::min(hi0, lo + kRows) - lo);
       const float beta = lo == lo0 ? 0.0f : 1.0f;  // weight gradients accumulate over blocks
-      const float *g = gp + lo * d, *ar = ap + lo * f, *br = bp + lo * f;
+      const float *ar = ap + lo * f, *br = bp + lo * f;
       GatherRows(xp, s, lo, lo + rows, d, xs);
-      // dh = dys wo[e]^T into da, then da, db in place; h = silu(a) * b again.
+      GatherRows(dyp, s, lo, lo + rows, d, g);  // dy of each row's token (gate not applied)
+      // u = dy wo[e]^T into da; the gate's cotangent u . h; then dh = gate u and
+      // dys = gate dy in place; then da, db in place.
       sgemm(kRowMajor, kNoTrans, kTrans, rows, f, d, 1.0f, g, d, woe, d, 0.0f, da, f);
-      down(da, ar, br, da, db, rows * f);
       up(ar, br, h, rows * f);
+      for (int r = 0; r < rows; ++r) {
+        float* u = da + r * f;
+        const float* hr = h + r * f;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < f; ++j) dot += u[j] * hr[j];
+        dgp[lo + r] = dot;
+        const float c = gt[lo + r];
+        for (int64_t j = 0; j < f; ++j) u[j] *= c;
+        float* gr = g + r * d;
+        for (int64_t j = 0; j < d; ++j) gr[j] *= c;
+      }
+      down(da, ar, br, da, db, rows * f);
       sgemm(kRowMajor, kTrans, kNoTrans, f, d, rows, 1.0f, h, f, g, d, beta, go, d);
       sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, da, f, beta, g0, f);
       sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, db, f, beta, g1, f);
@@ -221,7 +241,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

@@ -34,6 +34,20 @@ def applies(dtype) -> bool:
 _EMPTY = jnp.zeros((0,), jnp.float32)
 
 
+def sort_assignments(idx_TxK: jax.Array, n_experts: int):
+  """(order_N, inv_N, counts_E), int32: a stable counting sort of the N = T*K
+  assignments by expert idx_TxK (ints in [0, n_experts)); order_N[n] is the
+  assignment t*K + k at sorted row n, inv_N its inverse, counts_E the rows per
+  expert. The values of `jnp.argsort(idx.reshape(-1), stable=True)` and
+  `jnp.bincount`. Raises RuntimeError if the kernel is missing; an index out of
+  range fails the call (XLA error)."""
+  native.check()
+  N = idx_TxK.size
+  i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+  return jax.ffi.ffi_call('lattice_sort_assignments', (i32(N), i32(N), i32(n_experts)),
+                          vmap_method='sequential')(idx_TxK.reshape(-1).astype(jnp.int32))
+
+
 def _gather_rows(x_TxD, src_N, scale_N=None):
   native.check()
   call = jax.ffi.ffi_call('lattice_gather_rows',

@@ -145,10 +145,13 @@ def _gather_tokens_bwd(k, res, g_NxD):
 _gather_tokens.defvjp(_gather_tokens_fwd, _gather_tokens_bwd)
 
 
-def _sort_plan(idx_TxK, n_experts):
-  """(order_N, inv_N, counts_E): the assignments sorted by expert, the inverse
-  permutation and the loads (no gradient flows through them)."""
+def _sort_plan(idx_TxK, n_experts, native: bool = False):
+  """(order_N, inv_N, counts_E): the assignments sorted by expert (stable), the inverse
+  permutation and the loads (no gradient flows through them). native: one counting
+  sort in the CPU kernel (`permute.sort_assignments`), else XLA's sort and scatter."""
   T, K = idx_TxK.shape
+  if native:
+    return permute.sort_assignments(jax.lax.stop_gradient(idx_TxK), n_experts)
   _, order_N, counts_E = _sorted(idx_TxK, n_experts)
   inv_N = jnp.zeros_like(order_N).at[order_N].set(
       jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
@@ -160,12 +163,12 @@ def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts
   """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
   (exactly N rows, no padding), unsort and combine. The sort permutation and its
   inverse serve both directions: forward and backward are gathers, never a
-  scatter-add. native_moves: the gather and the gate-weighted combine (and their
-  VJPs) run in the native CPU kernel (`kernels.grouped_matmul.permute`; float32 on CPU,
+  scatter-add. native_moves: the sort, the gather and the gate-weighted combine (and
+  their VJPs) run in the native CPU kernel (`kernels.grouped_matmul.permute`; float32 on CPU,
   see `permute.applies`), one pass over the rows each, with no [T, K, D] copy; else
   XLA gathers and an einsum. Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
-  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts)
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts, native_moves)
   if native_moves:
     x_NxD = permute.gather_tokens(x_TxD, order_N, inv_N.reshape(T, K))
   else:
@@ -177,11 +180,11 @@ def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts
 
 
 def dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts: Callable, n_experts: int):
-  """The sort of `dispatch_ragged`, then `experts(x_TxD, order_N, inv_TxK, gate_TxK, w,
+  """The native counting sort (`permute.sort_assignments`; CPU only), then `experts(x_TxD, order_N, inv_TxK, gate_TxK, w,
   sizes_E) -> y_TxD`, a layer's experts with the gather and combine inside (e.g.
   `kernels.grouped_matmul.moe.moe_swiglu`). Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
-  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts)
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts, native=True)
   y_TxD = experts(x_TxD, order_N, inv_N.reshape(T, K), gate_TxK, w,
                   counts_E.astype(jnp.int32))
   return y_TxD.astype(x_TxD.dtype), jnp.zeros(())
