@@ -44,7 +44,20 @@ using namespace lattice_grouped;
 
 namespace {
 
-constexpr int64_t kRows = 128;  // rows per block: a block's scratch and weights fit L2
+// An expert's rows are cut into the fewest blocks of <= kRows rows, of equal size
+// (a 140-row expert is one block, not 128 + 12: each block fetches the expert's weights
+// and, backward, updates its weight gradients, so a small tail block costs nearly what
+// a full one does).
+#ifndef LATTICE_MOE_ROWS
+#define LATTICE_MOE_ROWS 256
+#endif
+constexpr int64_t kRows = LATTICE_MOE_ROWS;
+
+// Block size for an expert of `rows` rows: the fewest pieces of <= kRows, evened out.
+int64_t BlockRows(int64_t rows) {
+  const int64_t pieces = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
+  return (rows + pieces - 1) / pieces;
+}
 
 struct Problem {
   int64_t t, n, d, f, e;
@@ -102,8 +115,9 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
   struct Block { int64_t e, lo, hi; };
   std::vector<Block> blocks;
   for (int64_t e = 0; e < p.e; ++e)
-    for (int64_t lo = p.start[e]; lo < p.start[e + 1]; lo += kRows)
-      blocks.push_back({e, lo, std::min(p.start[e + 1], lo + kRows)});
+    for (int64_t lo = p.start[e], step = BlockRows(p.start[e + 1] - lo); lo < p.start[e + 1];
+         lo += step)
+      blocks.push_back({e, lo, std::min(p.start[e + 1], lo + step)});
   if (d == 0 || f == 0) {
     std::memset(yp, 0, sizeof(float) * total * d);
     return ffi::Error::Success();
@@ -182,8 +196,9 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
     float* xs = Scratch(kRows * (2 * d + 3 * f));
     float *g = xs + kRows * d, *da = g + kRows * d, *db = da + kRows * f, *h = db + kRows * f;
     const float *w0e = w0p + e * d * f, *w1e = w1p + e * d * f, *woe = wop + e * f * d;
-    for (int64_t lo = lo0; lo < hi0; lo += kRows) {
-      const int rows = static_cast<int>(std::min(hi0, lo + kRows) - lo);
+    const int64_t step = BlockRows(hi0 - lo0);
+    for (int64_t lo = lo0; lo < hi0; lo += step) {
+      const int rows = static_cast<int>(std::min(hi0, lo + step) - lo);
       const float beta = lo == lo0 ? 0.0f : 1.0f;  // weight gradients accumulate over blocks
       const float *ar = ap + lo * f, *br = bp + lo * f;
       GatherRows(xp, s, lo, lo + rows, d, xs);
