@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from kernels.grouped_matmul import grouped_ffn, grouped_matmul, permute
 from kernels.grouped_matmul import moe as grouped_moe
 from lattice.moe import dispatch, parallel, router
-from lattice.nn import contraction, layers, mlp
+from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
 from lattice.quant import linears
 
@@ -139,10 +139,6 @@ def expert_parallel_size() -> int:
   return mesh.shape['expert']
 
 
-def _router_logits(x_TxD, w_DxE):
-  return contraction.contract(x_TxD, w_DxE, 1)
-
-
 class MoE(nn.Module):
   """The MoE FFN: router, routed experts (`DISPATCH`) and optional shared experts."""
   options = MoEOptions  # its fields of model.ffn, checked once when the config is built
@@ -169,7 +165,7 @@ class MoE(nn.Module):
     x_TxD = x_BxLxD.reshape(B * L, D)
     w_router_DxE = self.param('router', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
-    logits_TxE = _router_logits(x_TxD.astype(jnp.float32), w_router_DxE)
+    logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
     # The router kind may bar experts per token (router='modality': by modality).
     logits_TxE = router.restrict(logits_TxE, f, None if modality_BxL is None
                                  else modality_BxL.reshape(-1))
