@@ -272,3 +272,14 @@ def test_native_counting_sort_equals_argsort():
   np.testing.assert_array_equal(inv[order], np.arange(120))
   np.testing.assert_array_equal(counts, jnp.bincount(idx.reshape(-1), length=7))
   assert int(counts[6]) == 0
+
+
+@NATIVE
+def test_native_matmul_equals_dot():
+  # The MoE router's product through the kernel's sgemm: values and both gradients.
+  x = jax.random.normal(jax.random.key(8), (300, 24))
+  w = jax.random.normal(jax.random.key(9), (24, 5))
+  run = lambda f: jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))),
+                                             (0, 1)))(x, w)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+               run(native.matmul), run(jnp.dot))

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from kernels.grouped_matmul import grouped_ffn, grouped_matmul, permute
 from kernels.grouped_matmul import moe as grouped_moe
+from kernels.grouped_matmul import native as grouped_native
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -139,6 +140,15 @@ def expert_parallel_size() -> int:
   return mesh.shape['expert']
 
 
+def _router_logits(x_TxD: jax.Array, w_DxE: jax.Array) -> jax.Array:
+  """logits_TxE = x_TxD @ w_DxE (float32): on CPU with the native grouped kernel built,
+  through its sgemm (`kernels.grouped_matmul.native.matmul`: XLA:CPU ran this skinny
+  product and its two backward dots at ~75 GFLOP/s); else jnp.dot."""
+  if permute.applies(jnp.float32):
+    return grouped_native.matmul(x_TxD, w_DxE)
+  return jnp.dot(x_TxD, w_DxE)
+
+
 class MoE(nn.Module):
   """The MoE FFN: router, routed experts (`DISPATCH`) and optional shared experts."""
   options = MoEOptions  # its fields of model.ffn, checked once when the config is built
@@ -165,7 +175,7 @@ class MoE(nn.Module):
     x_TxD = x_BxLxD.reshape(B * L, D)
     w_router_DxE = self.param('router', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
-    logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
+    logits_TxE = _router_logits(x_TxD.astype(jnp.float32), w_router_DxE)
     # The router kind may bar experts per token (router='modality': by modality).
     logits_TxE = router.restrict(logits_TxE, f, None if modality_BxL is None
                                  else modality_BxL.reshape(-1))
