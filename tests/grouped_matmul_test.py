@@ -258,8 +258,14 @@ def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
     return jax.jit(jax.value_and_grad(lambda x, g, w: jnp.sum(jnp.sin(f_(x, g, w))),
                                       (0, 1, 2)))(x, gate, w)
 
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4),
-               run(True), run(False))
+  want = run(False)
+  try:  # every elementwise code path (portable, AVX2, AVX-512) this CPU runs
+    for isa in (1, 2, 3):
+      native.set_isa(isa)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4),
+                   run(True), want)
+  finally:
+    native.set_isa(0)
 
 
 @NATIVE

@@ -316,3 +316,19 @@ def test_bad_moe_configs_are_clear():
   with pytest.raises(config_lib.ConfigError, match='^model.ffn.n_experts: 6 experts'):
     config_lib.build(tiny_config(model={'ffn': {'kind': 'moe', 'n_experts': 6}},
                                  mesh={'expert': 4}))
+
+
+def test_grouped_dispatch_without_the_native_kernel(monkeypatch):
+  # With the extension absent (or OpenBLAS missing), dropless_impl='grouped' runs XLA's
+  # sort, gathers and einsum around the windows FFN, and the router's plain dot.
+  from kernels.grouped_matmul import native
+  monkeypatch.setattr(native, 'available', lambda: False)
+  cfg = _cfg()
+  x, idx, gate, w = _problem(cfg)
+  assert not layer.native_moves(x, cfg)
+  y, dropped = layer.DISPATCH['grouped'](x, idx, gate, w, cfg, x.shape[0])
+  np.testing.assert_allclose(y, _naive(x, idx, gate, w, cfg), atol=1e-4, rtol=1e-4)
+  assert float(dropped) == 0.0
+  hlo = jax.jit(lambda x, idx, gate, w: layer.DISPATCH['grouped'](
+      x, idx, gate, w, cfg, x.shape[0])[0]).lower(x, idx, gate, w).as_text()
+  assert 'lattice_' not in hlo  # no native call left in the graph
