@@ -27,43 +27,40 @@ def _f32(a):
   return a.astype(jnp.float32)
 
 
-def _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E):
+def _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E, inv_TxK, gate_TxK):
+  """(a_NxF, b_NxF, ys_NxD, y_TxD): the kernel's forward, combine included."""
   native.check()
   N, F, D = src_N.shape[0], w0.shape[2], x_TxD.shape[1]
-  nf = jax.ShapeDtypeStruct((N, F), jnp.float32)
-  return jax.ffi.ffi_call('lattice_moe_swiglu_fwd',
-                          (nf, nf, jax.ShapeDtypeStruct((N, D), jnp.float32)),
-                          vmap_method='sequential')(x_TxD, src_N, w0, w1, wo, sizes_E)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  return jax.ffi.ffi_call('lattice_moe_swiglu_fwd', (f32(N, F), f32(N, F), f32(N, D),
+                                                     f32(*x_TxD.shape)),
+                          vmap_method='sequential')(x_TxD, src_N, w0, w1, wo, sizes_E,
+                                                    inv_TxK, gate_TxK)
 
 
 @jax.custom_vjp
 def _moe(x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E):
   src_N = order_N // inv_TxK.shape[1]
-  ys_NxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E)[2]
-  return permute._combine_rows(ys_NxD, inv_TxK, gate_TxK)
+  return _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E, inv_TxK, gate_TxK)[3]
 
 
 def _moe_fwd(x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E):
   src_N = order_N // inv_TxK.shape[1]
-  a_NxF, b_NxF, ys_NxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E)
-  y_TxD = permute._combine_rows(ys_NxD, inv_TxK, gate_TxK)
+  a_NxF, b_NxF, _, y_TxD = _fwd_call(x_TxD, src_N, w0, w1, wo, sizes_E, inv_TxK, gate_TxK)
   return y_TxD, (x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF)
 
 
 def _moe_bwd(res, dy_TxD):
   x_TxD, order_N, inv_TxK, gate_TxK, w0, w1, wo, sizes_E, a_NxF, b_NxF = res
   N = order_N.shape[0]
-  out = (jax.ShapeDtypeStruct((N, x_TxD.shape[1]), jnp.float32),
-         jax.ShapeDtypeStruct((N,), jnp.float32),
-         jax.ShapeDtypeStruct(w0.shape, jnp.float32),
-         jax.ShapeDtypeStruct(w1.shape, jnp.float32),
-         jax.ShapeDtypeStruct(wo.shape, jnp.float32))
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  out = (f32(N, x_TxD.shape[1]), f32(*x_TxD.shape), f32(N), f32(*w0.shape), f32(*w1.shape),
+         f32(*wo.shape))
   gate_N = gate_TxK.reshape(-1)[order_N]  # each sorted row's gate
-  dxs_NxD, dgate_N, dw0, dw1, dwo = jax.ffi.ffi_call(
+  _, dx_TxD, dgate_N, dw0, dw1, dwo = jax.ffi.ffi_call(
       'lattice_moe_swiglu_bwd', out, vmap_method='sequential')(
           _f32(dy_TxD), x_TxD, order_N // inv_TxK.shape[1], gate_N, w0, w1, wo, a_NxF,
-          b_NxF, sizes_E)
-  dx_TxD = permute._combine_rows(dxs_NxD, inv_TxK)
+          b_NxF, sizes_E, inv_TxK)
   return dx_TxD, None, None, dgate_N[inv_TxK], dw0, dw1, dwo, None
 
 

@@ -86,10 +86,36 @@ float* Scratch(int64_t floats) {  // per-thread, reused across calls (no page fa
   return buf.data();
 }
 
+// out [T, D] = sum over k of gate[t, k] * rows[inv[t, k]] (gate null: 1), the k terms
+// added in order, over blocks of 64 tokens on the pool. False if an inv is out of range.
+bool Combine(ffi::ThreadPool pool, const float* rows, int64_t n, const int32_t* inv,
+             const float* gate, int64_t t, int64_t k, int64_t d, float* out) {
+  for (int64_t i = 0; i < t * k; ++i)
+    if (inv[i] < 0 || inv[i] >= n) return false;
+  constexpr int64_t kTokens = 64;
+  RunTasks(pool, (t + kTokens - 1) / kTokens, [&](int64_t blk) {
+    for (int64_t r = blk * kTokens; r < std::min(t, (blk + 1) * kTokens); ++r) {
+      float* o = out + r * d;
+      if (k == 0) std::memset(o, 0, sizeof(float) * d);
+      for (int64_t q = 0; q < k; ++q) {
+        const float c = gate ? gate[r * k + q] : 1.0f;
+        const float* y = rows + inv[r * k + q] * d;
+        if (q == 0) {
+          for (int64_t j = 0; j < d; ++j) o[j] = c * y[j];
+        } else {
+          for (int64_t j = 0; j < d; ++j) o[j] += c * y[j];
+        }
+      }
+    }
+  });
+  return true;
+}
+
 ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> src,
                ffi::Buffer<ffi::F32> w0, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> wo,
-               ffi::Buffer<ffi::S32> sizes, ffi::ResultBuffer<ffi::F32> a,
-               ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> ys) {
+               ffi::Buffer<ffi::S32> sizes, ffi::Buffer<ffi::S32> inv, ffi::Buffer<ffi::F32> gate,
+               ffi::ResultBuffer<ffi::F32> a, ffi::ResultBuffer<ffi::F32> b,
+               ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> y) {
   const Sgemm sgemm = GetSgemm();
   if (sgemm == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_fwd: no sgemm");
   const auto xd = x.dimensions(), wd = w0.dimensions();
@@ -97,9 +123,12 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
   if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
       w1.element_count() != w0.element_count() || wo.element_count() != w0.element_count() ||
       a->element_count() != n * wd[2] || b->element_count() != n * wd[2] ||
-      ys->element_count() != n * xd[1])
+      ys->element_count() != n * xd[1] || inv.element_count() != n ||
+      gate.element_count() != n || inv.dimensions().size() != 2 || inv.dimensions()[0] != xd[0] ||
+      y->element_count() != x.element_count())
     return ffi::Error::InvalidArgument(
-        "lattice_moe_swiglu_fwd: want x [T, D], src [N], w0/w1 [E, D, F], wo [E, F, D]");
+        "lattice_moe_swiglu_fwd: want x [T, D], src [N], w0/w1 [E, D, F], wo [E, F, D], "
+        "inv/gate [T, K] with T K = N");
   const Problem p = Groups(xd[0], n, xd[1], wd[2], sizes);
   const int64_t d = p.d, f = p.f;
   const int32_t* s = src.typed_data();
@@ -118,12 +147,9 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
     for (int64_t lo = p.start[e], step = BlockRows(p.start[e + 1] - lo); lo < p.start[e + 1];
          lo += step)
       blocks.push_back({e, lo, std::min(p.start[e + 1], lo + step)});
-  if (d == 0 || f == 0) {
-    std::memset(yp, 0, sizeof(float) * total * d);
-    return ffi::Error::Success();
-  }
+  if (f == 0) std::memset(yp, 0, sizeof(float) * total * d);
   const UpFn up = SwigluUpKernel();
-  RunTasks(pool, static_cast<int64_t>(blocks.size()), [&](int64_t i) {
+  if (d > 0 && f > 0) RunTasks(pool, static_cast<int64_t>(blocks.size()), [&](int64_t i) {
     const Block& blk = blocks[i];
     const int rows = static_cast<int>(blk.hi - blk.lo);
     float* xs = Scratch(kRows * (d + f));
@@ -138,14 +164,18 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
     sgemm(kRowMajor, kNoTrans, kNoTrans, rows, d, f, 1.0f, h, f, wop + blk.e * f * d, d, 0.0f,
           yp + blk.lo * d, d);
   });
+  if (!Combine(pool, yp, n, inv.typed_data(), gate.typed_data(), p.t, inv.dimensions()[1], d,
+               y->typed_data()))
+    return ffi::Error::InvalidArgument("lattice_moe_swiglu_fwd: inv");
   return ffi::Error::Success();
 }
 
 ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
                ffi::Buffer<ffi::S32> src, ffi::Buffer<ffi::F32> gate, ffi::Buffer<ffi::F32> w0,
                ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> a,
-               ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::S32> sizes,
-               ffi::ResultBuffer<ffi::F32> dxs, ffi::ResultBuffer<ffi::F32> dgate,
+               ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::S32> sizes, ffi::Buffer<ffi::S32> inv,
+               ffi::ResultBuffer<ffi::F32> dxs, ffi::ResultBuffer<ffi::F32> dx,
+               ffi::ResultBuffer<ffi::F32> dgate,
                ffi::ResultBuffer<ffi::F32> dw0, ffi::ResultBuffer<ffi::F32> dw1,
                ffi::ResultBuffer<ffi::F32> dwo) {
   const Sgemm sgemm = GetSgemm();
@@ -158,10 +188,12 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
       a.element_count() != n * wd[2] || b.element_count() != n * wd[2] ||
       dxs->element_count() != n * xd[1] || dgate->element_count() != n ||
       dw0->element_count() != w0.element_count() || dw1->element_count() != w0.element_count() ||
-      dwo->element_count() != w0.element_count())
+      dwo->element_count() != w0.element_count() || inv.element_count() != n ||
+      inv.dimensions().size() != 2 || inv.dimensions()[0] != xd[0] ||
+      dx->element_count() != x.element_count())
     return ffi::Error::InvalidArgument(
         "lattice_moe_swiglu_bwd: want dy/x [T, D], src/gate [N], w0/w1 [E, D, F], "
-        "wo [E, F, D], a/b [N, F]");
+        "wo [E, F, D], a/b [N, F], inv [T, K] with T K = N");
   const Problem p = Groups(xd[0], n, xd[1], wd[2], sizes);
   const int64_t d = p.d, f = p.f, total = p.start[p.e];
   const int32_t* s = src.typed_data();
@@ -222,11 +254,14 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
       sgemm(kRowMajor, kTrans, kNoTrans, f, d, rows, 1.0f, h, f, g, d, beta, go, d);
       sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, da, f, beta, g0, f);
       sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, db, f, beta, g1, f);
-      float* dx = dxp + lo * d;
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, da, f, w0e, f, 0.0f, dx, d);
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, db, f, w1e, f, 1.0f, dx, d);
+      float* dxr = dxp + lo * d;
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, da, f, w0e, f, 0.0f, dxr, d);
+      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, db, f, w1e, f, 1.0f, dxr, d);
     }
   });
+  if (!Combine(pool, dxp, n, inv.typed_data(), nullptr, p.t, inv.dimensions()[1], d,
+               dx->typed_data()))
+    return ffi::Error::InvalidArgument("lattice_moe_swiglu_bwd: inv");
   return ffi::Error::Success();
 }
 
@@ -241,6 +276,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluFwd, Fwd,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
@@ -258,6 +296,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
