@@ -169,6 +169,7 @@ static DownFn Down() {
 
 struct Chunk {
   int64_t group, lo, hi;  // rows [lo, hi) (modes 0/1) or columns [lo, hi) (mode 2)
+  int64_t ilo = 0, ihi = -1;  // mode 2: output rows [ilo, ihi) (-1: all)
 };
 
 struct Shared {
@@ -217,8 +218,10 @@ struct Shared {
       }
     } else {  // tgmm: x_e^T g_e for columns [lo, hi) of the output; w holds g [N, O]
       const int64_t rows = start[e + 1] - start[e];
-      sgemm(kRowMajor, kTrans, kNoTrans, i, c.hi - c.lo, rows, 1.0f, x + start[e] * i, i,
-            w + start[e] * o + c.lo, o, 0.0f, y + e * i * o + c.lo, o);
+      const int64_t ilo = c.ilo, ihi = c.ihi < 0 ? i : c.ihi;
+      sgemm(kRowMajor, kTrans, kNoTrans, ihi - ilo, c.hi - c.lo, rows, 1.0f,
+            x + start[e] * i + ilo, i, w + start[e] * o + c.lo, o, 0.0f,
+            y + e * i * o + ilo * o + c.lo, o);
     }
   }
 
@@ -298,7 +301,15 @@ ffi::Error Launch(ffi::ThreadPool pool, const std::shared_ptr<Shared>& shared,
       }
       const int64_t pieces = o > kCols ? (o + kCols - 1) / kCols : 1;
       const int64_t width = (o + pieces - 1) / pieces;
-      for (int64_t c = 0; c < o; c += width) s.chunks.push_back({e, c, std::min(o, c + width)});
+      // Few groups of narrow outputs (the MoE router's x^T g, [D, E] from one group):
+      // also cut the output rows, so every thread gets a piece.
+      const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+      const int64_t row_pieces =
+          e_count * pieces >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(2 * threads, i / 64));
+      const int64_t height = (i + row_pieces - 1) / row_pieces;
+      for (int64_t c = 0; c < o; c += width)
+        for (int64_t r = 0; r < i; r += height)
+          s.chunks.push_back({e, c, std::min(o, c + width), r, std::min(i, r + height)});
     } else if (rows > 0) {
       const int64_t pieces = (rows + kRows - 1) / kRows;
       const int64_t step = (rows + pieces - 1) / pieces;
