@@ -291,3 +291,18 @@ def test_native_matmul_equals_dot(i):
                                              (0, 1)))(x, w)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
                run(native.matmul), run(jnp.dot))
+
+
+@NATIVE
+def test_native_top_k_indices_equal_lax_top_k():
+  # IEEE total order (NaN above inf, -NaN below -inf, +0 above -0), ties to the lower
+  # index, and random rows with many ties.
+  nan, inf = jnp.nan, jnp.inf
+  x = jnp.array([[1.0, nan, 3.0, 3.0, -inf, inf], [0., 0., 0., -0., 0., 1.],
+                 [-nan, -inf, -1., -1., 2., 2.]])
+  r = jnp.round(jax.random.normal(jax.random.key(0), (500, 32)) * 2) / 2
+  for a, ks in ((x, (1, 2, 3, 6)), (-x, (1, 3, 6)), (r, (1, 2, 4))):
+    for k in ks:
+      np.testing.assert_array_equal(permute.top_k_indices(a, k), jax.lax.top_k(a, k)[1])
+  with pytest.raises(ValueError, match='k = 7'):
+    permute.top_k_indices(x, 7)

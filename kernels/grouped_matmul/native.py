@@ -160,7 +160,7 @@ def _library() -> ctypes.CDLL | None:
       'LatticeGroupedSetSgemm', 'LatticeGroupedMatmul', 'LatticeGroupedMatmulT2',
       'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa',
       'LatticeGatherRows', 'LatticeCombineRows', 'LatticeCombineRowsBwd',
-      'LatticeMoeSwigluFwd', 'LatticeMoeSwigluBwd', 'LatticeSortAssignments')):
+      'LatticeMoeSwigluFwd', 'LatticeMoeSwigluBwd', 'LatticeSortAssignments', 'LatticeTopK')):
     return None  # a stale build: rebuild it (setup.py build_ext --inplace)
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
@@ -171,7 +171,7 @@ def _library() -> ctypes.CDLL | None:
       # permute_cpu.cc, in the same library (used by kernels/grouped_matmul/permute.py)
       'lattice_gather_rows': 'LatticeGatherRows', 'lattice_combine_rows': 'LatticeCombineRows',
       'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd',
-      'lattice_sort_assignments': 'LatticeSortAssignments',
+      'lattice_sort_assignments': 'LatticeSortAssignments', 'lattice_top_k': 'LatticeTopK',
       # moe_cpu.cc (kernels/grouped_matmul/permute.py: moe_swiglu)
       'lattice_moe_swiglu_fwd': 'LatticeMoeSwigluFwd', 'lattice_moe_swiglu_bwd': 'LatticeMoeSwigluBwd'})
   return lib

@@ -143,7 +143,8 @@ def expert_parallel_size() -> int:
 def _router_logits(x_TxD: jax.Array, w_DxE: jax.Array) -> jax.Array:
   """logits_TxE = x_TxD @ w_DxE (float32): on CPU with the native grouped kernel built,
   through its sgemm (`kernels.grouped_matmul.native.matmul`: XLA:CPU ran this skinny
-  product and its two backward dots at ~75 GFLOP/s); else jnp.dot."""
+  product and its two backward dots at ~75 GFLOP/s); else jnp.dot. (Likewise the
+  router's top-k there: `permute.top_k_indices`.)"""
   if permute.applies(jnp.float32):
     return grouped_native.matmul(x_TxD, w_DxE)
   return jnp.dot(x_TxD, w_DxE)
@@ -183,7 +184,9 @@ class MoE(nn.Module):
     if f.bias_rate > 0 or f.router_bias:
       bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))
       bias_E = bias.value
-    idx_TxK, gate_TxK, scores_TxE = router.route(logits_TxE, f, bias_E)
+    idx_TxK, gate_TxK, scores_TxE = router.route(
+        logits_TxE, f, bias_E,
+        permute.top_k_indices if permute.applies(jnp.float32) else None)
     counts_E = router.expert_counts(idx_TxK, E)
     if (f.bias_rate > 0 and self.is_mutable_collection(BIAS_COLLECTION)
         and not self.is_initializing()):
