@@ -10,14 +10,16 @@ matmul, the top-k, the sort/gathers of dispatch and any padding rows are extra M
 cost and are counted in the MoE time. Neither side fuses SwiGLU's two up-projections
 into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped path
 runs them as two grouped products. Variants: dropless with `dropless_impl='grouped'`
-(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, which for
-float32 with the native kernel built runs one OpenBLAS sgemm per expert over its
-sorted rows through an XLA FFI call, `kernels/grouped_matmul/native.py`, and
-otherwise batched dots over each expert's window of sorted rows with a tile loop for
-rows past a window; `grouped_ffn_impl` in the output says which ran: build the
-kernel with `python setup.py build_ext --inplace` or `pip install -e .`, and install
-scipy-openblas32, or it is 'windows'; the header names the OpenBLAS kernels it
-loaded, `native.openblas_coretype`) and 'blocks'
+(auto's CPU path: for float32 with the native kernel built, a native counting sort,
+router matmul and top-k, and SwiGLU experts fused with the token gather and the
+gate-weighted combine, one OpenBLAS sgemm per product of each block of an expert's
+rows, through two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
+`kernels.grouped_matmul.grouped_ffn`'s batched dots over each expert's window of
+sorted rows with a tile loop for rows past a window, between XLA gathers;
+`grouped_ffn_impl` in the output says which ran: build the kernel with `python
+setup.py build_ext --inplace` or `pip install -e .`, and install scipy-openblas32,
+or it is 'windows'; the header names the OpenBLAS kernels it loaded,
+`native.openblas_coretype`) and 'blocks'
 (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
 matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
@@ -44,13 +46,18 @@ while OpenBLAS ran the per-expert [128, 256] x [256, 256] product, and its trans
 forms, at ~97-98; the grouped FFN alone (fwd+bwd, the router's loads) took ~1.2x the
 dense FFN's time natively against ~1.5x on the windows (their padding rows, remainder
 loop and window gathers included). XLA:CPU flags tried for the batched dot (oneDNN,
-XNNPACK fusion types, YNNPACK off) gave no better than the default.
+XNNPACK fusion types, YNNPACK off) gave no better than the default. Those OpenBLAS
+rates were its AVX2 'Haswell' kernels (its detection's pick on the build machine's
+AMD EPYC, and the machine's OPENBLAS_CORETYPE); the kernel now loads the AVX-512
+'SkylakeX' ones there, ~200-235 GFLOP/s of CPU time on the same products
+(`native.openblas_coretype`).
 
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 `--json PATH` writes {"dropless_over_dense": worst ratio over E of the dropless path
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
-"grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows'),
+"grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows', and
+"openblas_kernels" the OpenBLAS kernel family the native path loaded),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "rows": [...], "device", "backend", settings}.

@@ -22,8 +22,9 @@
 // the address of `scipy_cblas_sgemm` (LatticeGroupedSetSgemm), with OpenBLAS set to one
 // thread. Why BLAS: XLA:CPU runs a batched [E, C, D] dot (and a [128, 256] x [256, 256]
 // 2-D dot) at ~75-87 GFLOP/s on one core of the build machine where OpenBLAS runs the
-// same per-group product at ~97-98 GFLOP/s, as fast as XLA's large dense dot (~100);
-// see kernels/grouped_matmul/native.py.
+// same per-group product at ~97-98 GFLOP/s with its AVX2 kernels, as fast as XLA's
+// large dense dot (~100), and at ~200-235 with the AVX-512 ones native.py now loads on
+// AVX-512 CPUs (CPU-time rates); see kernels/grouped_matmul/native.py.
 //
 // Threads: the chunks (a group's rows cut into pieces of <= kRows rows; for tgmm a
 // group's output columns cut into pieces of kCols) are claimed from an atomic counter

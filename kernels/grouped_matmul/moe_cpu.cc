@@ -1,30 +1,30 @@
 // A dropless MoE layer's SwiGLU experts, forward and backward, one pass over each
 // expert's rows on CPU, called from JAX through the XLA FFI.
 //
-// Shape legend: T tokens, D model width, F expert width, E experts, N = T*K expert-
-// sorted rows (expert e owns rows [start_e, start_e + sizes[e]), start_e the sum of
-// the sizes before it; rows past the sizes' sum give 0); src [N] the token of each
-// sorted row.
-//   LatticeMoeSwigluFwd: x [T, D], src, w0/w1 [E, D, F], wo [E, F, D], sizes ->
-//     a, b [N, F] (x[src] w0[e], x[src] w1[e], kept for the backward) and
-//     ys [N, D] = (silu(a) * b) wo[e]
-//   LatticeMoeSwigluBwd: dy [T, D] (the cotangent of the combined output), x, src,
-//     gate [N] (each sorted row's gate), w0, w1, wo, a, b, sizes -> dxs [N, D] =
-//     da w0[e]^T + db w1[e]^T (each row's input gradient, summed per token by the
-//     caller), dgate [N] = dy[src] . ys (each row's gate cotangent), dw0, dw1 [E, D, F],
-//     dwo [E, F, D]
+// Shape legend: T tokens, K experts per token, D model width, F expert width, E
+// experts, N = T*K expert-sorted rows (expert e owns rows [start_e, start_e +
+// sizes[e]), start_e the sum of the sizes before it; rows past the sizes' sum give 0);
+// src [N] the token of each sorted row; inv [T, K] the sorted row of assignment (t, k).
+//   LatticeMoeSwigluFwd: x [T, D], src, w0/w1 [E, D, F], wo [E, F, D], sizes, inv,
+//     gate [T, K] -> a, b [N, F] (x[src] w0[e], x[src] w1[e], kept for the backward),
+//     ys [N, D] = (silu(a) * b) wo[e] and y [T, D] = sum_k gate[t, k] ys[inv[t, k]]
+//   LatticeMoeSwigluBwd: dy [T, D] (the cotangent of y), x, src, gate [N] (each sorted
+//     row's gate), w0, w1, wo, a, b, sizes, inv -> dxs [N, D] = da w0[e]^T + db w1[e]^T
+//     (each row's input gradient), dx [T, D] = sum_k dxs[inv[t, k]], dgate [N] (each
+//     row's gate cotangent, dy[src] . ys), dw0, dw1 [E, D, F], dwo [E, F, D]
 //   with h = silu(a) * b, u = dy[src] wo[e]^T, dgate = u . h (= dy[src] . h wo[e], so ys
 //   is not kept), dys = gate dy[src], dh = gate u, (da, db) the cotangents of dh
 //   through silu(a) * b, dwo[e] = h_e^T dys_e, dw0[e] = x_e^T da_e, dw1[e] = x_e^T db_e.
 //
 // Why one pass: with grouped_cpu.cc's products (one FFI call per product) every
-// intermediate ([N, D] gathered rows, h [N, F], the backward's dh, da, db) went through
-// memory between calls, and at E = 32 each expert's weights (3 x 256 KB at the MoE
-// benchmark's shapes) were fetched again by each of the nine products. Here a block
-// of <= kRows rows of one expert goes through all its products while its rows, its
-// scratch and that expert's weights stay in cache: the token rows are read by index
-// (no gathered copy), h is recomputed from a and b in the backward, and da, db never
-// leave the block.
+// intermediate ([N, D] gathered rows, h [N, F], the backward's dys, dh, da, db) went
+// through memory between calls. Here a block of <= kRows rows of one expert goes
+// through all its products while its rows and scratch stay in cache: the token rows
+// (x forward, x and dy backward) are read by index (no gathered copy), h is recomputed
+// from a and b in the backward, and dh, da, db never leave the block. The combine
+// (forward) and the per-token sum of input gradients (backward) follow in the same
+// call. What is left at E = 32 over E = 8 (~10% in the kernel-only A/B on the 2-core
+// machine) is each expert's weights read and gradients written once a direction.
 //
 // Threads (RunTasks): forward tasks are row blocks; a backward task is one expert (its
 // weight gradients accumulate over its blocks with sgemm's beta = 1), experts taken

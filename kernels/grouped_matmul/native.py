@@ -25,9 +25,15 @@ ran at ~75-87 GFLOP/s on one core of the 2-core build machine, and a plain 2-D
 [128, 256] x [256, 256] dot at ~75, against ~100 for the dense FFN's [2048, 256] x
 [256, 512] dot; OpenBLAS ran the per-group [128, 256] x [256, 256] product, and the
 transposed one of the weight gradient, at ~97-98 GFLOP/s (single-core CPU-time
-micro-benchmarks, 30 Nov, shared machine: decisions, not measurements). Together
+micro-benchmarks, 30 Nov, shared machine: decisions, not measurements) with its
+AVX2 kernels, ~200-235 with the AVX-512 ones loaded now (`openblas_coretype`). Together
 with the windows' padding, remainder loop and gathers, the window path measured
 1.35-1.52x the dense FFN on the idle machine (BENCHMARKS.md).
+
+`matmul` is a plain differentiable x @ w through the same sgemm (the MoE router's
+[T, D] x [D, E] product). The same library holds moe_cpu.cc (`moe.py`, the fused
+SwiGLU experts) and permute_cpu.cc (`permute.py`: row moves, counting sort, top-k);
+they share grouped_cpu.h.
 
 The library is built at `pip install` (setup.py, optional); it does not link a BLAS:
 this module loads OpenBLAS from the `scipy-openblas32` wheel (a runtime requirement),

@@ -12,7 +12,10 @@ Each path takes `ffn(w, x_ExCxD) -> y_ExCxD`, the experts' batched FFN, and retu
 - `dispatch_ragged`: the same sort, then an FFN over exactly the N sorted rows with
   group sizes (`jax.lax.ragged_dot`, or the `kernels.grouped_matmul` loops for
   dropless_impl='grouped'); the sort permutation and its inverse make both the
-  forward and the backward gathers (no scatter-add).
+  forward and the backward gathers (no scatter-add); with `native_moves` the sort,
+  gather and combine run in the native CPU kernel (`kernels.grouped_matmul.permute`);
+- `dispatch_fused`: the native sort, then the layer's experts with the gather and
+  combine inside (`kernels.grouped_matmul.moe.moe_swiglu` on CPU).
 """
 
 from __future__ import annotations

@@ -122,10 +122,13 @@ def native_moves(x_TxD: jax.Array, cfg: config_lib.ModelConfig) -> bool:
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`: the native
-  per-expert OpenBLAS kernel when built, else batched dots over per-expert windows of
-  the sorted rows). On the idle 2-core CPU (BENCHMARKS.md, `41f663e`) the native path
-  took 0.97-1.29x the dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x.
+  CPU: 'grouped' (`_grouped`: float32 with the native kernel built, SwiGLU experts
+  fused with the gather and combine, `kernels.grouped_matmul.moe`; other activations
+  `kernels.grouped_matmul.grouped_ffn`, the native per-expert OpenBLAS kernel when
+  built, else batched dots over per-expert windows of the sorted rows). On the idle
+  2-core CPU (BENCHMARKS.md, `41f663e`) the unfused native path took 0.97-1.29x the
+  dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x; the fused path ~1.06-1.19x in
+  informal A/B runs on the shared machine (module doc of kernels/grouped_matmul/moe.py).
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
   BENCHMARKS.md), and the grouped path's remainder loop issues small dots one tile at
   a time, which on an accelerator is launch-bound (not measured there).
