@@ -230,12 +230,13 @@ def test_native_row_moves_equal_xla_moves():
 
 @NATIVE
 @pytest.mark.parametrize('t,k,e,d,f', [(50, 3, 5, 16, 24), (300, 2, 4, 32, 20),
-                                       (7, 1, 3, 8, 8)])
+                                       (1000, 1, 3, 8, 8), (7, 1, 3, 8, 8)])
 def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
   # moe_cpu.cc's fused experts (values, and gradients for x, gate and the three
   # weights) against XLA's gather, the reference FFN and the einsum combine: uneven
   # loads, an empty expert (no token picks the last), experts with more rows than
-  # one block (kRows = 128) and K = 1.
+  # one block (kRows = 256), K = 1 with one expert holding every row but the last
+  # expert's none (its backward cut across threads, partial weight gradients added).
   from kernels.grouped_matmul import moe
   from lattice.moe import dispatch
   ks = jax.random.split(jax.random.key(t), 6)

@@ -27,7 +27,9 @@
 // machine) is each expert's weights read and gradients written once a direction.
 //
 // Threads (RunTasks): forward tasks are row blocks; a backward task is one expert (its
-// weight gradients accumulate over its blocks with sgemm's beta = 1), experts taken
+// weight gradients accumulate over its blocks with sgemm's beta = 1; an expert with
+// more than a thread's share of the rows is cut into runs of blocks with partial
+// gradients added at the end), tasks taken
 // largest first.
 
 #include <algorithm>
@@ -206,17 +208,42 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
         *d1 = dw1->typed_data(), *dop = dwo->typed_data();
   std::memset(dxp + total * d, 0, sizeof(float) * (n - total) * d);
   std::memset(dgp + total, 0, sizeof(float) * (n - total));
-  std::vector<int64_t> order(p.e);  // experts largest first (the longest tasks start first)
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t u, int64_t v) {
-    return p.start[u + 1] - p.start[u] > p.start[v + 1] - p.start[v];
-  });
+  // Tasks: one expert's blocks each; an expert holding more than a thread's share of
+  // the rows (1 / threads: with K = 1 on 2 threads, or E = 8 on 16) is cut into runs
+  // of its blocks whose weight gradients go to partial buffers, added in after the
+  // tasks, so no thread is left with more than its share. Largest tasks first.
+  struct Task {
+    int64_t e, lo, hi;  // rows [lo, hi) of expert e
+    int64_t part;       // -1: the gradient outputs; else this task's partial buffer
+  };
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t quota = std::max<int64_t>(1, (total + threads - 1) / threads);
+  std::vector<Task> tasks;
+  int64_t n_parts = 0;
+  for (int64_t e = 0; e < p.e; ++e) {
+    const int64_t rows = p.start[e + 1] - p.start[e];
+    const int64_t step = std::max<int64_t>(1, BlockRows(rows));
+    const int64_t blocks = (rows + step - 1) / step;
+    int64_t pieces = d == 0 || f == 0 ? 1 : std::min(blocks, (rows + quota - 1) / quota);
+    pieces = std::max<int64_t>(1, pieces);
+    const int64_t per = (blocks + pieces - 1) / pieces * step;  // rows per piece
+    for (int64_t lo = p.start[e], q = 0; q == 0 || lo < p.start[e + 1]; lo += per, ++q)
+      tasks.push_back({e, lo, std::min(p.start[e + 1], lo + per), q == 0 ? -1 : n_parts++});
+  }
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const Task& u, const Task& v) { return u.hi - u.lo > v.hi - v.lo; });
+  std::vector<float> parts(n_parts * 3 * d * f);
   const DownFn down = SwigluDownKernel();
   const UpFn up = SwigluUpKernel();
-  RunTasks(pool, p.e, [&](int64_t i) {
-    const int64_t e = order[i];
-    const int64_t lo0 = p.start[e], hi0 = p.start[e + 1];
+  RunTasks(pool, static_cast<int64_t>(tasks.size()), [&](int64_t i) {
+    const Task& task = tasks[i];
+    const int64_t e = task.e, lo0 = task.lo, hi0 = task.hi;
     float *g0 = d0 + e * d * f, *g1 = d1 + e * d * f, *go = dop + e * f * d;
+    if (task.part >= 0) {
+      g0 = parts.data() + task.part * 3 * d * f;
+      g1 = g0 + d * f;
+      go = g1 + d * f;
+    }
     if (hi0 == lo0 || d == 0 || f == 0) {
       std::memset(g0, 0, sizeof(float) * d * f);
       std::memset(g1, 0, sizeof(float) * d * f);
@@ -228,7 +255,7 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
     float* xs = Scratch(kRows * (2 * d + 3 * f));
     float *g = xs + kRows * d, *da = g + kRows * d, *db = da + kRows * f, *h = db + kRows * f;
     const float *w0e = w0p + e * d * f, *w1e = w1p + e * d * f, *woe = wop + e * f * d;
-    const int64_t step = BlockRows(hi0 - lo0);
+    const int64_t step = BlockRows(p.start[e + 1] - p.start[e]);
     for (int64_t lo = lo0; lo < hi0; lo += step) {
       const int rows = static_cast<int>(std::min(hi0, lo + step) - lo);
       const float beta = lo == lo0 ? 0.0f : 1.0f;  // weight gradients accumulate over blocks
@@ -259,6 +286,13 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
       sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, db, f, w1e, f, 1.0f, dxr, d);
     }
   });
+  for (const Task& task : tasks) {  // the partial gradients of cut experts, added in
+    if (task.part < 0) continue;
+    const float* part = parts.data() + task.part * 3 * d * f;
+    float* outs[3] = {d0 + task.e * d * f, d1 + task.e * d * f, dop + task.e * f * d};
+    for (int m = 0; m < 3; ++m)
+      for (int64_t j = 0; j < d * f; ++j) outs[m][j] += part[m * d * f + j];
+  }
   if (!Combine(pool, dxp, n, inv.typed_data(), nullptr, p.t, inv.dimensions()[1], d,
                dx->typed_data()))
     return ffi::Error::InvalidArgument("lattice_moe_swiglu_bwd: inv");
