@@ -1,6 +1,6 @@
-// Shared by the grouped CPU kernels (grouped_cpu.cc, moe_cpu.cc): the sgemm that
-// Python installs, SwiGLU's elementwise code for this CPU, and a task loop on XLA's
-// intra-op pool.
+// Shared by the grouped CPU kernels (grouped_cpu.cc, moe_cpu.cc, permute_cpu.cc): the
+// sgemm that Python installs, SwiGLU's elementwise code for this CPU, and a task loop
+// on XLA's intra-op pool.
 #ifndef LATTICE_KERNELS_GROUPED_MATMUL_GROUPED_CPU_H_
 #define LATTICE_KERNELS_GROUPED_MATMUL_GROUPED_CPU_H_
 

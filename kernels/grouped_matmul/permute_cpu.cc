@@ -25,7 +25,7 @@
 // faults in fresh pages).
 //
 // Threads: the caller and helper tasks on XLA's intra-op pool claim blocks of kBlock
-// rows from an atomic counter (the pattern of grouped_cpu.cc).
+// rows from an atomic counter (grouped_cpu.h's RunTasks).
 
 #include <algorithm>
 #include <atomic>
@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "grouped_cpu.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -44,30 +45,11 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // rows (N) or tokens (T) per claimed block
 
-struct Loop {
-  std::function<void(int64_t, int64_t)> body;  // body(lo, hi) over [lo, hi)
-  int64_t n = 0;
-  std::atomic<int64_t> next{0}, done{0};
-
-  void Work() {
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    for (int64_t b; (b = next.fetch_add(1)) < blocks;) {
-      body(b * kBlock, std::min(n, (b + 1) * kBlock));
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
+// body(lo, hi) over blocks of kBlock of [0, n), on the caller and XLA's pool.
 void ParallelFor(ffi::ThreadPool pool, int64_t n, std::function<void(int64_t, int64_t)> body) {
-  auto loop = std::make_shared<Loop>();
-  loop->body = std::move(body);
-  loop->n = n;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  if (blocks == 0) return;
-  const int64_t helpers = std::min<int64_t>(std::max<int64_t>(1, pool.num_threads()), blocks) - 1;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([loop] { loop->Work(); });
-  loop->Work();
-  while (loop->done.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
+  lattice_grouped::RunTasks(pool, (n + kBlock - 1) / kBlock, [&](int64_t b) {
+    body(b * kBlock, std::min(n, (b + 1) * kBlock));
+  });
 }
 
 ffi::Error GatherRows(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> src,
