@@ -10,13 +10,16 @@ matmul, the top-k, the sort/gathers of dispatch and any padding rows are extra M
 cost and are counted in the MoE time. Neither side fuses SwiGLU's two up-projections
 into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped path
 runs them as two grouped products. Variants: dropless with `dropless_impl='grouped'`
-(auto's CPU path: for float linears `kernels.grouped_matmul.grouped_ffn`, which for
-float32 with the native kernel built runs one OpenBLAS sgemm per expert over its
-sorted rows through an XLA FFI call, `kernels/grouped_matmul/native.py`, and
-otherwise batched dots over each expert's window of sorted rows with a tile loop for
-rows past a window; `grouped_ffn_impl` in the output says which ran: build the
-kernel with `python setup.py build_ext --inplace` or `pip install -e .`, and install
-scipy-openblas32, or it is 'windows') and 'blocks'
+(auto's CPU path: for float32 with the native kernel built, a native counting sort,
+router matmul and top-k, and SwiGLU experts fused with the token gather and the
+gate-weighted combine, one OpenBLAS sgemm per product of each block of an expert's
+rows, through two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
+`kernels.grouped_matmul.grouped_ffn`'s batched dots over each expert's window of
+sorted rows with a tile loop for rows past a window, between XLA gathers;
+`grouped_ffn_impl` in the output says which ran: build the kernel with `python
+setup.py build_ext --inplace` or `pip install -e .`, and install scipy-openblas32,
+or it is 'windows'; the header names the OpenBLAS kernels it loaded,
+`native.openblas_coretype`) and 'blocks'
 (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
 matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
@@ -43,13 +46,18 @@ while OpenBLAS ran the per-expert [128, 256] x [256, 256] product, and its trans
 forms, at ~97-98; the grouped FFN alone (fwd+bwd, the router's loads) took ~1.2x the
 dense FFN's time natively against ~1.5x on the windows (their padding rows, remainder
 loop and window gathers included). XLA:CPU flags tried for the batched dot (oneDNN,
-XNNPACK fusion types, YNNPACK off) gave no better than the default.
+XNNPACK fusion types, YNNPACK off) gave no better than the default. Those OpenBLAS
+rates were its AVX2 'Haswell' kernels (its detection's pick on the build machine's
+AMD EPYC, and the machine's OPENBLAS_CORETYPE); the kernel now loads the AVX-512
+'SkylakeX' ones there, ~200-235 GFLOP/s of CPU time on the same products
+(`native.openblas_coretype`).
 
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 `--json PATH` writes {"dropless_over_dense": worst ratio over E of the dropless path
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
-"grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows'),
+"grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows', and
+"openblas_kernels" the OpenBLAS kernel family the native path loaded),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "rows": [...], "device", "backend", settings}.
@@ -68,6 +76,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.grouped_matmul import ffn as grouped_ffn_lib
+from kernels.grouped_matmul import native as native_lib
 from lattice import config as config_lib
 from lattice.moe import layer as moe_layer
 from lattice.moe import router as router_lib
@@ -208,11 +217,19 @@ def main(argv=None):
       and d['variant'] == 'dense_2d' and d['n_experts'] == r['n_experts'])
 
   device = jax.devices()[0]
+  blas = native_lib.openblas_corename() if ffn_impl == 'native' else None
+  blas_note = ''
+  if blas:
+    fused = args.activation == 'swiglu' and moe_layer.native_moves(
+        jnp.zeros((), args.dtype), model_config(args.d_model, args.seq_len,
+                                                {'kind': 'dense', 'd_ff': 8}, args.dtype))
+    blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
+                 else ' (') + f'OpenBLAS kernels {blas})'
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
         f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
         f'{args.activation}, {args.dtype}, median of {args.repeats}; grouped FFN: '
-        f'{ffn_impl}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
+        f'{ffn_impl}{blas_note}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
   print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
         'gflop = fwd+bwd matmul FLOPs')
   print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '
@@ -226,7 +243,8 @@ def main(argv=None):
         f' (dropless = {auto}, the auto path here; goal: dropless <= 1.3x)')
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl, 'rows': rows, 'device': device.device_kind,
+      json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
+                 'openblas_kernels': blas, 'rows': rows, 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,
                  'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
                  'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,

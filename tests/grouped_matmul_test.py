@@ -9,7 +9,7 @@ import pytest
 
 from kernels.grouped_matmul import (grouped_ffn, grouped_ffn_reference, grouped_matmul,
                                     grouped_matmul_reference)
-from kernels.grouped_matmul import ffn, native, ops, tiles
+from kernels.grouped_matmul import ffn, native, ops, permute, tiles
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +180,130 @@ def test_native_fused_swiglu_equals_ragged_dot_on_every_code_path():
   finally:
     native.set_isa(0)
   assert 1 in paths
+
+
+def test_openblas_coretype_rule(monkeypatch):
+  # SkylakeX on a CPU with its AVX-512 subsets, OpenBLAS's own choice elsewhere, and
+  # LATTICE_OPENBLAS_CORETYPE wins ('' = OpenBLAS's own choice).
+  monkeypatch.delenv('LATTICE_OPENBLAS_CORETYPE', raising=False)
+  monkeypatch.setattr(native, '_cpu_flags', lambda: set(native._SKYLAKEX_FLAGS) | {'avx2'})
+  assert native.openblas_coretype() == 'SkylakeX'
+  monkeypatch.setattr(native, '_cpu_flags', lambda: {'avx2', 'fma', 'avx512f'})
+  assert native.openblas_coretype() is None
+  monkeypatch.setenv('LATTICE_OPENBLAS_CORETYPE', 'Haswell')
+  assert native.openblas_coretype() == 'Haswell'
+  monkeypatch.setenv('LATTICE_OPENBLAS_CORETYPE', '')
+  assert native.openblas_coretype() is None
+
+
+@NATIVE
+def test_openblas_loaded_with_the_chosen_kernels():
+  want = native.openblas_coretype()
+  got = native.openblas_corename()
+  assert isinstance(got, str) and got
+  if want is not None and 'scipy_openblas32' not in __import__('sys').modules:
+    assert got.lower() == want.lower()
+
+
+@NATIVE
+def test_native_row_moves_equal_xla_moves():
+  # The native token gather and gate-weighted combine (values and VJPs for x, gate and
+  # the experts' weights) against the XLA gathers and einsum, with uneven loads and an
+  # empty expert (no token picks expert 4), through ragged_dot.
+  from lattice.moe import dispatch
+  T, K, E, D = 50, 3, 5, 16
+  ks = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(ks[0], (T, D))
+  idx = jax.random.randint(ks[1], (T, K), 0, E - 1).at[:, 0].set(0)
+  gate = jax.random.uniform(ks[2], (T, K))
+  w = jax.random.normal(ks[3], (E, D, D))
+  ffn = lambda w, x, sizes: jax.lax.ragged_dot(x, w, sizes)
+
+  def run(native_moves):
+    loss = lambda x, g, w: jnp.sum(jnp.sin(dispatch.dispatch_ragged(
+        x, idx, g, w, ffn, E, native_moves=native_moves)[0]))
+    return jax.jit(jax.value_and_grad(loss, (0, 1, 2)))(x, gate, w)
+
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
+               run(True), run(False))
+
+
+@NATIVE
+@pytest.mark.parametrize('t,k,e,d,f', [(50, 3, 5, 16, 24), (300, 2, 4, 32, 20),
+                                       (1000, 1, 3, 8, 8), (7, 1, 3, 8, 8)])
+def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
+  # moe_cpu.cc's fused experts (values, and gradients for x, gate and the three
+  # weights) against XLA's gather, the reference FFN and the einsum combine: uneven
+  # loads, an empty expert (no token picks the last), experts with more rows than
+  # one block (kRows = 256), K = 1 with one expert holding every row but the last
+  # expert's none (its backward cut across threads, partial weight gradients added).
+  from kernels.grouped_matmul import moe
+  from lattice.moe import dispatch
+  ks = jax.random.split(jax.random.key(t), 6)
+  x = jax.random.normal(ks[0], (t, d))
+  idx = jax.random.randint(ks[1], (t, k), 0, e - 1).at[:, 0].set(0)
+  gate = jax.random.uniform(ks[2], (t, k))
+  w = {'wi_0': jax.random.normal(ks[3], (e, d, f)) / 3,
+       'wi_1': jax.random.normal(ks[4], (e, d, f)) / 3,
+       'wo': jax.random.normal(ks[5], (e, f, d)) / 3}
+  ref = lambda w, x, sizes: grouped_ffn_reference(x, w['wi_0'], w['wi_1'], w['wo'], sizes,
+                                                  jax.nn.silu)
+  fused = lambda x, order, inv, gate, w, sizes: moe.moe_swiglu(
+      x, order, inv, gate, w['wi_0'], w['wi_1'], w['wo'], sizes)
+
+  def run(use_fused):
+    if use_fused:
+      f_ = lambda x, g, w: dispatch.dispatch_fused(x, idx, g, w, fused, e)[0]
+    else:
+      f_ = lambda x, g, w: dispatch.dispatch_ragged(x, idx, g, w, ref, e)[0]
+    return jax.jit(jax.value_and_grad(lambda x, g, w: jnp.sum(jnp.sin(f_(x, g, w))),
+                                      (0, 1, 2)))(x, gate, w)
+
+  want = run(False)
+  try:  # every elementwise code path (portable, AVX2, AVX-512) this CPU runs
+    for isa in (1, 2, 3):
+      native.set_isa(isa)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4),
+                   run(True), want)
+  finally:
+    native.set_isa(0)
+
+
+@NATIVE
+def test_native_counting_sort_equals_argsort():
+  # Stable: ties keep assignment order, as jnp.argsort(stable=True); an empty expert.
+  idx = jax.random.randint(jax.random.key(3), (40, 3), 0, 6)
+  order, inv, counts = permute.sort_assignments(idx, 7)
+  want = jnp.argsort(idx.reshape(-1), stable=True)
+  np.testing.assert_array_equal(order, want)
+  np.testing.assert_array_equal(inv[order], np.arange(120))
+  np.testing.assert_array_equal(counts, jnp.bincount(idx.reshape(-1), length=7))
+  assert int(counts[6]) == 0
+
+
+@NATIVE
+@pytest.mark.parametrize('i', [24, 200])
+def test_native_matmul_equals_dot(i):
+  # The MoE router's product through the kernel's sgemm: values and both gradients
+  # (at i = 200 the weight gradient, one narrow group, is also cut by output rows).
+  x = jax.random.normal(jax.random.key(8), (300, i))
+  w = jax.random.normal(jax.random.key(9), (i, 5))
+  run = lambda f: jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))),
+                                             (0, 1)))(x, w)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+               run(native.matmul), run(jnp.dot))
+
+
+@NATIVE
+def test_native_top_k_indices_equal_lax_top_k():
+  # IEEE total order (NaN above inf, -NaN below -inf, +0 above -0), ties to the lower
+  # index, and random rows with many ties.
+  nan, inf = jnp.nan, jnp.inf
+  x = jnp.array([[1.0, nan, 3.0, 3.0, -inf, inf], [0., 0., 0., -0., 0., 1.],
+                 [-nan, -inf, -1., -1., 2., 2.]])
+  r = jnp.round(jax.random.normal(jax.random.key(0), (500, 32)) * 2) / 2
+  for a, ks in ((x, (1, 2, 3, 6)), (-x, (1, 3, 6)), (r, (1, 2, 4))):
+    for k in ks:
+      np.testing.assert_array_equal(permute.top_k_indices(a, k), jax.lax.top_k(a, k)[1])
+  with pytest.raises(ValueError, match='k = 7'):
+    permute.top_k_indices(x, 7)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.grouped_matmul import grouped_matmul
+from kernels.grouped_matmul import grouped_matmul, permute
 from lattice import config as config_lib
 from lattice import sharding
 from lattice.moe import dispatch, layer, parallel, router
@@ -57,7 +57,13 @@ def _exact_matmuls():
     yield
 
 
+NATIVE = pytest.mark.skipif(not permute.applies(jnp.float32),
+                            reason='native grouped kernel not built / no scipy-openblas32')
+
+
 @pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'grouped_ffn',
+                                  pytest.param('grouped_native', marks=NATIVE),
+                                  pytest.param('grouped_fused', marks=NATIVE),
                                   'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()
@@ -73,6 +79,12 @@ def test_dispatch_equals_per_token_loop(path):
         x, idx, gate, w, layer.ragged_expert_ffn(cfg, grouped_matmul), E)
   elif path == 'grouped_ffn':  # what dropless_impl='grouped' runs for float linears
     y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E)
+  elif path == 'grouped_native':  # ... with the native row moves (float32 on CPU)
+    y, dropped = dispatch.dispatch_ragged(x, idx, gate, w, layer.grouped_expert_ffn(cfg), E,
+                                          native_moves=True)
+  elif path == 'grouped_fused':  # what it runs for SwiGLU there: one fused native pass
+    assert cfg.ffn.activation == 'swiglu'
+    y, dropped = layer.DISPATCH['grouped'](x, idx, gate, w, cfg, x.shape[0])
   else:  # a capacity no expert can exceed: nothing dropped, same as dropless
     cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
@@ -95,8 +107,15 @@ def test_grouped_dispatch_gradients_equal_plain_autodiff():
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, gate)
 
   want = grads(lambda *a: dispatch.dispatch_blocks(*a, layer.expert_ffn(cfg), E, b=8))
-  for ffn in (unfused, fused):
-    got = grads(lambda *a, ffn=ffn: dispatch.dispatch_ragged(*a, ffn, E))
+  runs = [(unfused, False), (fused, False)] + (
+      [(fused, True)] if permute.applies(jnp.float32) else [])
+  for ffn, moves in runs:
+    got = grads(lambda *a, ffn=ffn, moves=moves: dispatch.dispatch_ragged(
+        *a, ffn, E, native_moves=moves))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+                 got, want)
+  if permute.applies(jnp.float32):  # the fused native experts (gather + FFN + combine)
+    got = grads(lambda *a: layer.DISPATCH['grouped'](*a, cfg, x.shape[0]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
                  got, want)
 
@@ -297,3 +316,19 @@ def test_bad_moe_configs_are_clear():
   with pytest.raises(config_lib.ConfigError, match='^model.ffn.n_experts: 6 experts'):
     config_lib.build(tiny_config(model={'ffn': {'kind': 'moe', 'n_experts': 6}},
                                  mesh={'expert': 4}))
+
+
+def test_grouped_dispatch_without_the_native_kernel(monkeypatch):
+  # With the extension absent (or OpenBLAS missing), dropless_impl='grouped' runs XLA's
+  # sort, gathers and einsum around the windows FFN, and the router's plain dot.
+  from kernels.grouped_matmul import native
+  monkeypatch.setattr(native, 'available', lambda: False)
+  cfg = _cfg()
+  x, idx, gate, w = _problem(cfg)
+  assert not layer.native_moves(x, cfg)
+  y, dropped = layer.DISPATCH['grouped'](x, idx, gate, w, cfg, x.shape[0])
+  np.testing.assert_allclose(y, _naive(x, idx, gate, w, cfg), atol=1e-4, rtol=1e-4)
+  assert float(dropped) == 0.0
+  hlo = jax.jit(lambda x, idx, gate, w: layer.DISPATCH['grouped'](
+      x, idx, gate, w, cfg, x.shape[0])[0]).lower(x, idx, gate, w).as_text()
+  assert 'lattice_' not in hlo  # no native call left in the graph

@@ -1,5 +1,7 @@
 """Grouped (ragged) matmul for dropless MoE: a native CPU kernel (OpenBLAS per expert,
-XLA FFI), batched windows, tile loops, reference."""
+XLA FFI), batched windows, tile loops, reference; on CPU also the MoE layer's fused
+SwiGLU experts (`moe.moe_swiglu`) and the row moves, sort and top-k around them
+(`permute`)."""
 
 from kernels.grouped_matmul.ffn import grouped_ffn
 from kernels.grouped_matmul.ops import grouped_matmul

@@ -8,6 +8,10 @@ y[r] = (act(x[r] @ w0[e]) * (x[r] @ w1[e])) @ wo[e] for each row r of group e (t
 groups are consecutive runs of sizes_E[e] rows, as after sorting assignments by
 expert); with w1=None the FFN is ungated, act(x[r] @ w0[e]) @ wo[e].
 
+(The MoE layer's dropless path on CPU, float32 with the kernel built, runs SwiGLU
+experts through `moe.moe_swiglu` instead, which also fuses the token gather and the
+combine; this FFN serves the other activations there, and every dtype and backend.)
+
 Which path (`impl`): 'auto' runs `native.grouped_ffn_native` (one OpenBLAS sgemm per
 expert over its sorted rows, through an XLA FFI call; nine grouped products, no
 padding) for float32 on the CPU backend when the kernel is built and scipy-openblas32
@@ -17,7 +21,8 @@ CPU-time A/B runs on the shared 2-core machine (30 Nov; decisions, not measureme
 the FFN fwd+bwd at the MoE benchmark's shapes (4096 rows, D = F = 256, the router's
 loads) took ~1.1-1.25x the dense FFN's time on the native path and ~1.5x on the
 windows: XLA:CPU runs the windows' batched dots at ~75-87 GFLOP/s a core where
-OpenBLAS runs the same per-expert products at ~97-98 (module doc of native.py).
+OpenBLAS runs the same per-expert products at ~97-98 with its AVX2 kernels and
+~200-235 with the AVX-512 ones it now loads on AVX-512 CPUs (module doc of native.py).
 
 The XLA windows path. Each group's first C rows (its window: rows [start_e,
 start_e + C) of x, gathered into x_ExCxD) go through three batched dots `[E, C, D] x

@@ -22,8 +22,9 @@
 // the address of `scipy_cblas_sgemm` (LatticeGroupedSetSgemm), with OpenBLAS set to one
 // thread. Why BLAS: XLA:CPU runs a batched [E, C, D] dot (and a [128, 256] x [256, 256]
 // 2-D dot) at ~75-87 GFLOP/s on one core of the build machine where OpenBLAS runs the
-// same per-group product at ~97-98 GFLOP/s, as fast as XLA's large dense dot (~100);
-// see kernels/grouped_matmul/native.py.
+// same per-group product at ~97-98 GFLOP/s with its AVX2 kernels, as fast as XLA's
+// large dense dot (~100), and at ~200-235 with the AVX-512 ones native.py now loads on
+// AVX-512 CPUs (CPU-time rates); see kernels/grouped_matmul/native.py.
 //
 // Threads: the chunks (a group's rows cut into pieces of <= kRows rows; for tgmm a
 // group's output columns cut into pieces of kCols) are claimed from an atomic counter
@@ -40,18 +41,18 @@
 #include <thread>
 #include <vector>
 
+#include "grouped_cpu.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-// cblas_sgemm with 32-bit integers (scipy-openblas32's ABI; enums are ints).
-using Sgemm = void (*)(int order, int trans_a, int trans_b, int m, int n, int k,
-                       float alpha, const float* a, int lda, const float* b, int ldb,
-                       float beta, float* c, int ldc);
+using lattice_grouped::Sgemm;
+using lattice_grouped::kRowMajor;
+using lattice_grouped::kNoTrans;
+using lattice_grouped::kTrans;
 std::atomic<Sgemm> g_sgemm{nullptr};
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int64_t kRows = 256;  // rows per chunk (modes 0/1)
 constexpr int64_t kCols = 128;  // output columns per chunk (mode 2), when O > kCols
 
@@ -127,8 +128,8 @@ __attribute__((target("avx512f,avx2,fma"))) static void DownAvx512(const float* 
 }
 #endif
 
-using UpFn = void (*)(const float*, const float*, float*, int64_t);
-using DownFn = void (*)(const float*, const float*, const float*, float*, float*, int64_t);
+using lattice_grouped::DownFn;
+using lattice_grouped::UpFn;
 
 static int BestIsa() {  // 3 AVX-512F, 2 AVX2 + FMA, 1 portable C++
 #ifdef LATTICE_X86
@@ -169,6 +170,7 @@ static DownFn Down() {
 
 struct Chunk {
   int64_t group, lo, hi;  // rows [lo, hi) (modes 0/1) or columns [lo, hi) (mode 2)
+  int64_t ilo = 0, ihi = -1;  // mode 2: output rows [ilo, ihi) (-1: all)
 };
 
 struct Shared {
@@ -217,8 +219,10 @@ struct Shared {
       }
     } else {  // tgmm: x_e^T g_e for columns [lo, hi) of the output; w holds g [N, O]
       const int64_t rows = start[e + 1] - start[e];
-      sgemm(kRowMajor, kTrans, kNoTrans, i, c.hi - c.lo, rows, 1.0f, x + start[e] * i, i,
-            w + start[e] * o + c.lo, o, 0.0f, y + e * i * o + c.lo, o);
+      const int64_t ilo = c.ilo, ihi = c.ihi < 0 ? i : c.ihi;
+      sgemm(kRowMajor, kTrans, kNoTrans, ihi - ilo, c.hi - c.lo, rows, 1.0f,
+            x + start[e] * i + ilo, i, w + start[e] * o + c.lo, o, 0.0f,
+            y + e * i * o + ilo * o + c.lo, o);
     }
   }
 
@@ -298,7 +302,15 @@ ffi::Error Launch(ffi::ThreadPool pool, const std::shared_ptr<Shared>& shared,
       }
       const int64_t pieces = o > kCols ? (o + kCols - 1) / kCols : 1;
       const int64_t width = (o + pieces - 1) / pieces;
-      for (int64_t c = 0; c < o; c += width) s.chunks.push_back({e, c, std::min(o, c + width)});
+      // Few groups of narrow outputs (the MoE router's x^T g, [D, E] from one group):
+      // also cut the output rows, so every thread gets a piece.
+      const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+      const int64_t row_pieces =
+          e_count * pieces >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(2 * threads, i / 64));
+      const int64_t height = (i + row_pieces - 1) / row_pieces;
+      for (int64_t c = 0; c < o; c += width)
+        for (int64_t r = 0; r < i; r += height)
+          s.chunks.push_back({e, c, std::min(o, c + width), r, std::min(i, r + height)});
     } else if (rows > 0) {
       const int64_t pieces = (rows + kRows - 1) / kRows;
       const int64_t step = (rows + pieces - 1) / pieces;
@@ -404,6 +416,12 @@ ffi::Error SwigluDown(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy,
 }
 
 }  // namespace
+
+namespace lattice_grouped {
+Sgemm GetSgemm() { return g_sgemm.load(); }
+UpFn SwigluUpKernel() { return Up(); }
+DownFn SwigluDownKernel() { return Down(); }
+}  // namespace lattice_grouped
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeGroupedSwigluUp, SwigluUp,
                               ffi::Ffi::Bind()

@@ -25,14 +25,22 @@ ran at ~75-87 GFLOP/s on one core of the 2-core build machine, and a plain 2-D
 [128, 256] x [256, 256] dot at ~75, against ~100 for the dense FFN's [2048, 256] x
 [256, 512] dot; OpenBLAS ran the per-group [128, 256] x [256, 256] product, and the
 transposed one of the weight gradient, at ~97-98 GFLOP/s (single-core CPU-time
-micro-benchmarks, 30 Nov, shared machine: decisions, not measurements). Together
+micro-benchmarks, 30 Nov, shared machine: decisions, not measurements) with its
+AVX2 kernels, ~200-235 with the AVX-512 ones loaded now (`openblas_coretype`). Together
 with the windows' padding, remainder loop and gathers, the window path measured
 1.35-1.52x the dense FFN on the idle machine (BENCHMARKS.md).
 
+`matmul` is a plain differentiable x @ w through the same sgemm (the MoE router's
+[T, D] x [D, E] product). The same library holds moe_cpu.cc (`moe.py`, the fused
+SwiGLU experts) and permute_cpu.cc (`permute.py`: row moves, counting sort, top-k);
+they share grouped_cpu.h.
+
 The library is built at `pip install` (setup.py, optional); it does not link a BLAS:
 this module loads OpenBLAS from the `scipy-openblas32` wheel (a runtime requirement),
-sets it to one thread (the kernel spreads groups over XLA's intra-op pool itself) and
-hands the library `scipy_cblas_sgemm`'s address. `available()` says whether both are
+with its AVX-512 'SkylakeX' kernels on a CPU that has AVX-512 (`openblas_coretype`:
+OpenBLAS's detection picked its AVX2 kernels on the build machine's AMD EPYC, at
+about half the rate), sets it to one thread (the kernel spreads groups over XLA's
+intra-op pool itself) and hands the library `scipy_cblas_sgemm`'s address. `available()` says whether both are
 present; `ffn.grouped_ffn` uses this path on CPU for float32 then, its XLA path
 otherwise.
 """
@@ -41,6 +49,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -61,19 +71,85 @@ def _library_path() -> Path | None:
   return extension.extension_path(__file__, '_grouped_cpu')
 
 
-def _openblas_sgemm() -> int | None:
-  """Address of scipy-openblas32's cblas_sgemm (OpenBLAS set to one thread), or None."""
+# The AVX-512 subsets OpenBLAS's SkylakeX kernels use (its kernel/x86_64 sgemm code).
+_SKYLAKEX_FLAGS = ('avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl')
+
+
+def _cpu_flags() -> set[str]:
+  """The CPU feature flags /proc/cpuinfo lists (empty where there is none)."""
   try:
-    import scipy_openblas32
-  except ImportError:
-    return None
-  lib_dir = Path(scipy_openblas32.get_lib_dir())
-  names = sorted(lib_dir.glob('libscipy_openblas*.so*'))
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          return set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+def openblas_coretype() -> str | None:
+  """The OPENBLAS_CORETYPE this module loads its OpenBLAS with: LATTICE_OPENBLAS_CORETYPE
+  if set (empty: OpenBLAS's own choice); else 'SkylakeX' (OpenBLAS's AVX-512 kernels)
+  on a CPU with the AVX-512 subsets those kernels use; else None (OpenBLAS's own
+  choice, which reads a process-wide OPENBLAS_CORETYPE).
+
+  A process-wide OPENBLAS_CORETYPE is not applied on AVX-512 CPUs: it is meant for the
+  BLAS that numpy/SciPy load (the build machine sets it to 'Haswell' for them), while
+  this copy of OpenBLAS serves only this kernel, which competes with XLA's own
+  AVX-512 dots. Why SkylakeX: scipy-openblas32 0.3.34's detection does not know the
+  build machine's AMD EPYC (AVX-512) and would pick its AVX2 'Haswell' kernels too;
+  single-threaded sgemm of the MoE benchmark's per-expert products ([128..512, 256]
+  x [256, 256], plain and transposed) ran at ~117-126 GFLOP/s of CPU time with
+  Haswell's kernels and ~202-236 with SkylakeX's (shared 2-core machine, 30 Nov;
+  decisions, not measurements). Intel AVX-512 CPUs get SkylakeX-family kernels from
+  the detection anyway.
+  """
+  if 'LATTICE_OPENBLAS_CORETYPE' in os.environ:
+    return os.environ['LATTICE_OPENBLAS_CORETYPE'] or None
+  return 'SkylakeX' if _cpu_flags().issuperset(_SKYLAKEX_FLAGS) else None
+
+
+def _openblas_files() -> list[Path]:
+  """scipy-openblas32's shared library (a one-element list), or [] if not installed.
+  Found without importing the package: its import loads the library."""
+  spec = importlib.util.find_spec('scipy_openblas32')
+  if spec is None or spec.origin is None:
+    return []
+  return sorted((Path(spec.origin).parent / 'lib').glob('libscipy_openblas*.so*'))
+
+
+def _openblas_sgemm() -> int | None:
+  """Address of scipy-openblas32's cblas_sgemm (OpenBLAS set to one thread, its kernels
+  those of `openblas_coretype()`), or None."""
+  names = _openblas_files()
   if not names:
     return None
-  blas = ctypes.CDLL(str(names[0]))
+  # OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads (its DYNAMIC_ARCH
+  # init); set it for that load only, so no other library sees it. (If something
+  # imported scipy_openblas32 before, which loads the library, the setting comes too
+  # late: `openblas_corename()` says what runs.)
+  coretype, before = openblas_coretype(), os.environ.get('OPENBLAS_CORETYPE')
+  if coretype is not None:
+    os.environ['OPENBLAS_CORETYPE'] = coretype
+  try:
+    blas = ctypes.CDLL(str(names[0]))
+  finally:
+    if before is None:
+      os.environ.pop('OPENBLAS_CORETYPE', None)
+    else:
+      os.environ['OPENBLAS_CORETYPE'] = before
   blas.scipy_openblas_set_num_threads(ctypes.c_int(1))
   return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+
+
+def openblas_corename() -> str | None:
+  """The kernel family the loaded OpenBLAS runs ('SkylakeX', 'Haswell', ...), or None
+  when the native path is unavailable."""
+  if _library() is None:
+    return None
+  get = ctypes.CDLL(str(_openblas_files()[0])).scipy_openblas_get_corename
+  get.restype = ctypes.c_char_p
+  return get().decode()
 
 
 @functools.cache
@@ -88,14 +164,22 @@ def _library() -> ctypes.CDLL | None:
   lib = ctypes.CDLL(str(path))
   if not all(hasattr(lib, name) for name in (
       'LatticeGroupedSetSgemm', 'LatticeGroupedMatmul', 'LatticeGroupedMatmulT2',
-      'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa')):
+      'LatticeGroupedSwigluUp', 'LatticeGroupedSwigluDown', 'LatticeGroupedSetIsa',
+      'LatticeGatherRows', 'LatticeCombineRows', 'LatticeCombineRowsBwd',
+      'LatticeMoeSwigluFwd', 'LatticeMoeSwigluBwd', 'LatticeSortAssignments', 'LatticeTopK')):
     return None  # a stale build: rebuild it (setup.py build_ext --inplace)
   lib.LatticeGroupedSetSgemm.argtypes = [ctypes.c_void_p]
   if not lib.LatticeGroupedSetSgemm(ctypes.c_void_p(sgemm)):
     return None
   extension.register_targets(lib, {
       _TARGET: 'LatticeGroupedMatmul', _TARGET_T2: 'LatticeGroupedMatmulT2',
-      _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown'})
+      _TARGET_UP: 'LatticeGroupedSwigluUp', _TARGET_DOWN: 'LatticeGroupedSwigluDown',
+      # permute_cpu.cc, in the same library (used by kernels/grouped_matmul/permute.py)
+      'lattice_gather_rows': 'LatticeGatherRows', 'lattice_combine_rows': 'LatticeCombineRows',
+      'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd',
+      'lattice_sort_assignments': 'LatticeSortAssignments', 'lattice_top_k': 'LatticeTopK',
+      # moe_cpu.cc (kernels/grouped_matmul/permute.py: moe_swiglu)
+      'lattice_moe_swiglu_fwd': 'LatticeMoeSwigluFwd', 'lattice_moe_swiglu_bwd': 'LatticeMoeSwigluBwd'})
   return lib
 
 
@@ -104,7 +188,8 @@ def available() -> bool:
   return _library() is not None
 
 
-def _check():
+def check():
+  """Raises RuntimeError unless `available()`."""
   if _library() is None:
     raise RuntimeError('grouped_matmul native: the kernel is not built or scipy-openblas32 '
                        'is missing (run `python setup.py build_ext --inplace`, '
@@ -115,13 +200,13 @@ def set_isa(isa: int) -> int:
   """Force the fused SwiGLU's elementwise code (1 portable C++, 2 AVX2, 3 AVX-512; capped
   at what this CPU runs; 0: the best). Returns the one in use. For tests: a jitted
   function calls the kernel at run time, so the setting holds for later calls."""
-  _check()
+  check()
   return int(_library().LatticeGroupedSetIsa(ctypes.c_int32(isa)))
 
 
 def _call(mode: str, a: jax.Array, b: jax.Array, sizes_E: jax.Array,
           out_shape: tuple[int, ...]) -> jax.Array:
-  _check()
+  check()
   call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                           vmap_method='sequential')
   return call(a.astype(jnp.float32), b.astype(jnp.float32), sizes_E.astype(jnp.int32),
@@ -132,7 +217,7 @@ def gmm_t2(x_NxI: jax.Array, w_ExOxI: jax.Array, x2_NxI: jax.Array, w2_ExOxI: ja
            sizes_E: jax.Array) -> jax.Array:
   """y_NxO = x[r] @ w[e]^T + x2[r] @ w2[e]^T for row r of group e, summed in place (one
   output pass instead of two products and an add); float32."""
-  _check()
+  check()
   call = jax.ffi.ffi_call(_TARGET_T2,
                           jax.ShapeDtypeStruct((x_NxI.shape[0], w_ExOxI.shape[1]),
                                                jnp.float32), vmap_method='sequential')
@@ -161,7 +246,7 @@ def swiglu_up(x_NxD: jax.Array, w0_ExDxF: jax.Array, w1_ExDxF: jax.Array,
               sizes_E: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(a, b, h) [N, F]: a = x w0[e], b = x w1[e], h = silu(a) * b per row of group e, the
   activation computed on each chunk right after its two sgemms (still in cache)."""
-  _check()
+  check()
   out = jax.ShapeDtypeStruct((x_NxD.shape[0], w0_ExDxF.shape[2]), jnp.float32)
   call = jax.ffi.ffi_call(_TARGET_UP, (out, out, out), vmap_method='sequential')
   f32 = lambda a: a.astype(jnp.float32)
@@ -172,11 +257,38 @@ def swiglu_down(dy_NxD: jax.Array, wo_ExFxD: jax.Array, a_NxF: jax.Array, b_NxF:
                 sizes_E: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(da, db) [N, F]: with dh = dy wo[e]^T and s = sigmoid(a), da = dh b s (1 + a (1 - s))
   and db = dh a s, the cotangents of silu(a) * b (dh never leaves the chunk)."""
-  _check()
+  check()
   out = jax.ShapeDtypeStruct(a_NxF.shape, jnp.float32)
   call = jax.ffi.ffi_call(_TARGET_DOWN, (out, out), vmap_method='sequential')
   f32 = lambda a: a.astype(jnp.float32)
   return call(f32(dy_NxD), f32(wo_ExFxD), f32(a_NxF), f32(b_NxF), sizes_E.astype(jnp.int32))
+
+
+@jax.custom_vjp
+def _matmul(x_NxI, w_IxO):
+  return gmm(x_NxI, w_IxO[None], jnp.full((1,), x_NxI.shape[0], jnp.int32))
+
+
+def _matmul_fwd(x_NxI, w_IxO):
+  return _matmul(x_NxI, w_IxO), (x_NxI, w_IxO)
+
+
+def _matmul_bwd(res, g_NxO):
+  x_NxI, w_IxO = res
+  sizes = jnp.full((1,), x_NxI.shape[0], jnp.int32)
+  return gmm_t(g_NxO, w_IxO[None], sizes), tgmm(x_NxI, g_NxO, sizes)[0]
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def matmul(x_NxI: jax.Array, w_IxO: jax.Array) -> jax.Array:
+  """y_NxO = x @ w in float32 through the kernel's sgemm (one group), differentiable
+  (dx = g w^T, dw = x^T g, also sgemm). For the MoE router's skinny product
+  ([T, D] x [D, E], E = 8-64), where XLA:CPU ran the forward and the two backward dots
+  at ~75 GFLOP/s (~1.2 ms a step at the MoE benchmark's E = 32, profile on the loaded
+  2-core machine). Raises RuntimeError if the kernel is missing."""
+  return _matmul(x_NxI.astype(jnp.float32), w_IxO.astype(jnp.float32))
 
 
 def _fused(act, w1) -> bool:

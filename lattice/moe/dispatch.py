@@ -12,7 +12,10 @@ Each path takes `ffn(w, x_ExCxD) -> y_ExCxD`, the experts' batched FFN, and retu
 - `dispatch_ragged`: the same sort, then an FFN over exactly the N sorted rows with
   group sizes (`jax.lax.ragged_dot`, or the `kernels.grouped_matmul` loops for
   dropless_impl='grouped'); the sort permutation and its inverse make both the
-  forward and the backward gathers (no scatter-add).
+  forward and the backward gathers (no scatter-add); with `native_moves` the sort,
+  gather and combine run in the native CPU kernel (`kernels.grouped_matmul.permute`);
+- `dispatch_fused`: the native sort, then the layer's experts with the gather and
+  combine inside (`kernels.grouped_matmul.moe.moe_swiglu` on CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from kernels.grouped_matmul import permute
 
 
 def _combine(y_NxD: jax.Array, gate_TxK: jax.Array) -> jax.Array:
@@ -143,16 +148,46 @@ def _gather_tokens_bwd(k, res, g_NxD):
 _gather_tokens.defvjp(_gather_tokens_fwd, _gather_tokens_bwd)
 
 
-def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int):
-  """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
-  (exactly N rows, no padding), unsort and combine. The sort permutation and its
-  inverse serve both directions: forward and backward are gathers, never a
-  scatter-add. Returns (y_TxD, 0.0 dropped)."""
+def _sort_plan(idx_TxK, n_experts, native: bool = False):
+  """(order_N, inv_N, counts_E): the assignments sorted by expert (stable), the inverse
+  permutation and the loads (no gradient flows through them). native: one counting
+  sort in the CPU kernel (`permute.sort_assignments`), else XLA's sort and scatter."""
   T, K = idx_TxK.shape
+  if native:
+    return permute.sort_assignments(jax.lax.stop_gradient(idx_TxK), n_experts)
   _, order_N, counts_E = _sorted(idx_TxK, n_experts)
   inv_N = jnp.zeros_like(order_N).at[order_N].set(
       jnp.arange(T * K, dtype=order_N.dtype), unique_indices=True)
-  order_N, inv_N = jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N)
-  x_NxD = _gather_tokens(x_TxD, order_N // K, inv_N, K)
+  return jax.lax.stop_gradient(order_N), jax.lax.stop_gradient(inv_N), counts_E
+
+
+def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts: int,
+                    native_moves: bool = False):
+  """Sort the N assignments by expert, run `ragged_ffn(w, x_NxD sorted, sizes_E)`
+  (exactly N rows, no padding), unsort and combine. The sort permutation and its
+  inverse serve both directions: forward and backward are gathers, never a
+  scatter-add. native_moves: the sort, the gather and the gate-weighted combine (and
+  their VJPs) run in the native CPU kernel (`kernels.grouped_matmul.permute`; float32 on CPU,
+  see `permute.applies`), one pass over the rows each, with no [T, K, D] copy; else
+  XLA gathers and an einsum. Returns (y_TxD, 0.0 dropped)."""
+  T, K = idx_TxK.shape
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts, native_moves)
+  if native_moves:
+    x_NxD = permute.gather_tokens(x_TxD, order_N, inv_N.reshape(T, K))
+  else:
+    x_NxD = _gather_tokens(x_TxD, order_N // K, inv_N, K)
   y_sorted_NxD = ragged_ffn(w, x_NxD, counts_E.astype(jnp.int32))
+  if native_moves:
+    return permute.combine(y_sorted_NxD, inv_N.reshape(T, K), gate_TxK), jnp.zeros(())
   return _combine(_permute_rows(y_sorted_NxD, inv_N, order_N), gate_TxK), jnp.zeros(())
+
+
+def dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts: Callable, n_experts: int):
+  """The native counting sort (`permute.sort_assignments`; CPU only), then `experts(x_TxD, order_N, inv_TxK, gate_TxK, w,
+  sizes_E) -> y_TxD`, a layer's experts with the gather and combine inside (e.g.
+  `kernels.grouped_matmul.moe.moe_swiglu`). Returns (y_TxD, 0.0 dropped)."""
+  T, K = idx_TxK.shape
+  order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts, native=True)
+  y_TxD = experts(x_TxD, order_N, inv_N.reshape(T, K), gate_TxK, w,
+                  counts_E.astype(jnp.int32))
+  return y_TxD.astype(x_TxD.dtype), jnp.zeros(())

@@ -34,7 +34,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import grouped_ffn, grouped_matmul
+from kernels.grouped_matmul import grouped_ffn, grouped_matmul, permute
+from kernels.grouped_matmul import moe as grouped_moe
+from kernels.grouped_matmul import native as grouped_native
 from lattice.moe import dispatch, parallel, router
 from lattice.nn import layers, mlp
 from lattice.moe.options import MoEOptions
@@ -110,13 +112,23 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
   return ffn
 
 
+def native_moves(x_TxD: jax.Array, cfg: config_lib.ModelConfig) -> bool:
+  """Whether dropless_impl='grouped' moves rows (token gather, combine) in the native
+  CPU kernel: when its rows are float32 on CPU with the kernel built
+  (`kernels.grouped_matmul.permute.applies`, the condition of the native grouped FFN)."""
+  return permute.applies(x_TxD.dtype) and permute.applies(layers.dtype_of(cfg.dtype))
+
+
 def auto_dropless_impl() -> str:
   """What dropless_impl='auto' runs on this backend.
 
-  CPU: 'grouped' (for float linears `kernels.grouped_matmul.grouped_ffn`: the native
-  per-expert OpenBLAS kernel when built, else batched dots over per-expert windows of
-  the sorted rows). On the idle 2-core CPU (BENCHMARKS.md, `41f663e`) the native path
-  took 0.97-1.29x the dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x.
+  CPU: 'grouped' (`_grouped`: float32 with the native kernel built, SwiGLU experts
+  fused with the gather and combine, `kernels.grouped_matmul.moe`; other activations
+  `kernels.grouped_matmul.grouped_ffn`, the native per-expert OpenBLAS kernel when
+  built, else batched dots over per-expert windows of the sorted rows). On the idle
+  2-core CPU (BENCHMARKS.md, `41f663e`) the unfused native path took 0.97-1.29x the
+  dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x; the fused path ~1.06-1.19x in
+  informal A/B runs on the shared machine (module doc of kernels/grouped_matmul/moe.py).
   Elsewhere 'blocks': it beat ragged_dot on an H200 at the shapes tried (1.3-2.4x,
   BENCHMARKS.md), and the grouped path's remainder loop issues small dots one tile at
   a time, which on an accelerator is launch-bound (not measured there).
@@ -129,6 +141,16 @@ def expert_parallel_size() -> int:
   if mesh.empty or 'expert' not in mesh.axis_names:
     return 1
   return mesh.shape['expert']
+
+
+def _router_logits(x_TxD: jax.Array, w_DxE: jax.Array) -> jax.Array:
+  """logits_TxE = x_TxD @ w_DxE (float32): on CPU with the native grouped kernel built,
+  through its sgemm (`kernels.grouped_matmul.native.matmul`: XLA:CPU ran this skinny
+  product and its two backward dots at ~75 GFLOP/s); else jnp.dot. (Likewise the
+  router's top-k there: `permute.top_k_indices`.)"""
+  if permute.applies(jnp.float32):
+    return grouped_native.matmul(x_TxD, w_DxE)
+  return jnp.dot(x_TxD, w_DxE)
 
 
 class MoE(nn.Module):
@@ -157,7 +179,7 @@ class MoE(nn.Module):
     x_TxD = x_BxLxD.reshape(B * L, D)
     w_router_DxE = self.param('router', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), ('embed', 'exp')), (D, E), jnp.float32)
-    logits_TxE = jnp.dot(x_TxD.astype(jnp.float32), w_router_DxE)
+    logits_TxE = _router_logits(x_TxD.astype(jnp.float32), w_router_DxE)
     # The router kind may bar experts per token (router='modality': by modality).
     logits_TxE = router.restrict(logits_TxE, f, None if modality_BxL is None
                                  else modality_BxL.reshape(-1))
@@ -165,7 +187,9 @@ class MoE(nn.Module):
     if f.bias_rate > 0 or f.router_bias:
       bias = self.variable(BIAS_COLLECTION, 'bias', lambda: jnp.zeros((E,), jnp.float32))
       bias_E = bias.value
-    idx_TxK, gate_TxK, scores_TxE = router.route(logits_TxE, f, bias_E)
+    idx_TxK, gate_TxK, scores_TxE = router.route(
+        logits_TxE, f, bias_E,
+        permute.top_k_indices if permute.applies(jnp.float32) else None)
     counts_E = router.expert_counts(idx_TxK, E)
     if (f.bias_rate > 0 and self.is_mutable_collection(BIAS_COLLECTION)
         and not self.is_initializing()):
@@ -217,6 +241,24 @@ def dispatch_kind(f: config_lib.FFNConfig) -> str:
   return auto_dropless_impl() if f.dropless_impl == 'auto' else f.dropless_impl
 
 
+def _grouped(x_TxD, idx_TxK, gate_TxK, w, cfg):
+  """dropless_impl='grouped': float32 on CPU with the native kernel built
+  (`native_moves`), SwiGLU experts of float linears run as one fused native pass per
+  direction (`kernels.grouped_matmul.moe.moe_swiglu`: gather, experts and combine),
+  other activations or linear kinds through `grouped_expert_ffn` with the native
+  row moves; elsewhere XLA's gathers around `grouped_expert_ffn`."""
+  E = cfg.ffn.n_experts
+  moves = native_moves(x_TxD, cfg)
+  float_linear = (linears.LINEARS[cfg.linear.kind].prepare
+                  is linears.LINEARS['float'].prepare)
+  if moves and float_linear and cfg.ffn.activation == 'swiglu':
+    experts = lambda x, order, inv, gate, w, sizes: grouped_moe.moe_swiglu(
+        x, order, inv, gate, w['wi_0'], w['wi_1'], w['wo'], sizes)
+    return dispatch.dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts, E)
+  return dispatch.dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, grouped_expert_ffn(cfg), E,
+                                  native_moves=moves)
+
+
 def _capacity(x_TxD, idx_TxK, gate_TxK, w, cfg, seq_len):
   # Capacity per sequence (MaxText's rule): a row's drops depend only on its own
   # tokens, never on the other rows of the batch.
@@ -234,7 +276,7 @@ DISPATCH = {
         x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
     'ragged': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
-    # Sorted rows, batched dots per expert window, no weight gathers.
-    'grouped': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
-        x, idx, gate, w, grouped_expert_ffn(cfg), cfg.ffn.n_experts),
+    # Sorted rows, the grouped FFN (native per-expert BLAS or batched windows), no
+    # weight gathers; the native row moves for float32 on CPU (`native_moves`).
+    'grouped': lambda x, idx, gate, w, cfg, seq_len: _grouped(x, idx, gate, w, cfg),
 }

@@ -96,11 +96,14 @@ def group_mask(select_TxE: jax.Array, n_groups: int, keep: int,
 
 
 def route(logits_TxE: jax.Array, f: config_lib.FFNConfig,
-          bias_E: jax.Array | None = None):
+          bias_E: jax.Array | None = None,
+          top_k_indices: Callable[[jax.Array, int], jax.Array] | None = None):
   """Returns (expert index [T, K], gate [T, K], affinity [T, E]).
 
   `bias_E` (the loss-free balancing bias) is added to the affinities for choosing
   only; its presence also switches group scores from best-expert to top-2 sum.
+  `top_k_indices(select_TxE, k) -> idx_TxK`: the final choice, the indices of
+  `jax.lax.top_k` (the default); the MoE layer passes a native one on CPU.
   """
   scores_TxE = affinities(logits_TxE, f.router)
   select_TxE = jax.lax.stop_gradient(scores_TxE)
@@ -110,7 +113,10 @@ def route(logits_TxE: jax.Array, f: config_lib.FFNConfig,
     select_TxE = jnp.where(group_mask(select_TxE, f.n_groups, f.topk_groups,
                                       top2=bias_E is not None),
                            select_TxE, -jnp.inf)
-  idx_TxK = jax.lax.top_k(select_TxE, f.top_k)[1]
+  if top_k_indices is None:
+    idx_TxK = jax.lax.top_k(select_TxE, f.top_k)[1]
+  else:
+    idx_TxK = top_k_indices(select_TxE, f.top_k)
   gate_TxK = jnp.take_along_axis(scores_TxE, idx_TxK, axis=-1)
   if f.norm_topk:
     gate_TxK = gate_TxK / (jnp.sum(gate_TxK, axis=-1, keepdims=True) + 1e-9)
