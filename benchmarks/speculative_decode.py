@@ -31,10 +31,15 @@ paper's n = 4 heads on 32-layer 7B models, 3/32). Three CPU changes make a 2-row
 verification forward cost about its weight reads (each row computes exactly what a
 one-token step computes, so greedy output is identical by construction):
 projections of <= 8 rows go to kernels/skinny_cpu (XLA packs the weights of a
-2..8-row dot, ~2x a one-row dot per weight read), and the cache attention and the
-tied unembedding run row by row (XLA's 2-row versions cost ~3x and ~5x a one-row
-call in the profile). What is left of `forward_cost` above `weight_ratio` is the
-verification bookkeeping and per-op dispatch (~0.4 of a plain step at d_model 256).
+2..8-row dot, ~2x a one-row dot per weight read); the cache attention is one native
+call per layer for all rows (kernels/skinny_cpu/attention.py; XLA's ~8 ops per row
+and layer, run row by row, had made the 2-row forward's op count and thread-pool
+traffic grow); the tied unembedding runs row by row (XLA's 2-row version costs ~5x
+a one-row call in the profile). With the native paths the verification forward
+runs about as many ops as a plain step (1,013 vs 962 in a profile, 30 Nov); what is
+left of `forward_cost` above `weight_ratio` is mostly the native calls themselves
+(the second row's multiply-adds in the projections and attention) and the prefill,
+which both decoders pay once but speculation spreads over fewer forwards.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),

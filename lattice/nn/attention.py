@@ -229,7 +229,9 @@ def decode_attention(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
   B, L, H, Dh = q_BxLxHxDh.shape
   K = k_BxKxSxDh.shape[1]
   if 1 < L <= layers.ROWWISE_MAX_ROWS and jax.default_backend() == 'cpu':
-    # A verification forward's few query rows, one at a time: XLA:CPU runs a one-row
+    # (Cached attention uses the native kernel instead where it is built:
+    # kernels/skinny_cpu/attention.py.) A verification forward's few query rows, one
+    # at a time: XLA:CPU runs a one-row
     # attention dot as a cheap batched matrix-vector product but hands a 2..8-row
     # one to a library kernel at ~3x the cost (profile of
     # benchmarks/speculative_decode, d_model 256), and each row then computes
