@@ -64,7 +64,7 @@ GROUPED_CPU = Extension(
 SKINNY_CPU = Extension(
     'kernels.skinny_cpu._skinny_cpu',
     sources=['kernels/skinny_cpu/skinny_cpu.cc', 'kernels/skinny_cpu/attention_cpu.cc'],
-    depends=['kernels/column_chunks.h'],
+    depends=['kernels/column_chunks.h', 'kernels/skinny_cpu/isa.h'],
     language='c++',
     extra_compile_args=['-std=c++17', '-O3', '-ffp-contract=off', '-w'],
     optional=True,

@@ -35,6 +35,7 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "../column_chunks.h"
+#include "isa.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -45,23 +46,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum Isa : int32_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
-
-bool Supports(int32_t isa) {
-  if (isa == kScalar) return true;
-#ifdef LATTICE_X86
-  __builtin_cpu_init();
-  if (isa == kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (isa == kAvx512) return __builtin_cpu_supports("avx512f");
-#endif
-  return false;
-}
-
-int32_t BestIsa() {
-  if (Supports(kAvx512)) return kAvx512;
-  if (Supports(kAvx2)) return kAvx2;
-  return kScalar;
-}
+using namespace lattice_skinny;  // the Isa codes, Supports and BestIsa (isa.h)
 
 struct Problem {
   const float* x;  // [M, K]
