@@ -19,17 +19,21 @@
 //
 // Arithmetic (per row and head), the formula of jax.nn.dot_product_attention's XLA
 // path: logits_s = (q . k_s) * (1 / sqrt(Dh)) for the visible s, p = softmax(logits)
-// (max subtracted, exp, sum, divide), out = sum_s p_s v_s. The order is fixed: dots
-// accumulate 8 lanes with fused multiply-adds over Dh and add the lanes in a fixed
-// tree; the softmax sum likewise; out accumulates over s in increasing s with fused
-// multiply-adds. So every row's result is bitwise the same in a one-row call and in
-// an L-row call (self-speculative decoding relies on this), and the same on every
-// instruction-set path. exp is a Cephes-style polynomial (relative error about 2e-7
-// on the arguments that occur, x <= 0), not libm's.
+// (max subtracted, exp, sum, divide), out = sum_s p_s v_s, in an order fixed by the
+// row's visible count alone. With AVX2 + FMA (also on AVX-512 CPUs) and Dh a multiple
+// of 8 (`Row8`): the logits of 8 positions at a time, each an 8-lane fused
+// multiply-add over Dh, summed across lanes together in a fixed tree; exp and the
+// softmax sum 8 lanes at a time; out in four accumulators over s (s mod 4), added
+// in a fixed order. Otherwise (`Row`, portable C++): one position at a time, lanes
+// summed in a fixed tree, out over s in increasing s. So every row's result is
+// bitwise the same in a one-row call and in an L-row call (self-speculative decoding
+// relies on this) on a given machine; the two code paths round differently from each
+// other. exp is a Cephes-style polynomial (relative error about 2e-7 on the
+// arguments that occur, x <= 0), not libm's.
 //
 // Work is split over (entry, kv head) pairs on XLA's intra-op thread pool
-// (kernels/column_chunks.h). Instruction set: the same C++ compiled for AVX-512F,
-// AVX2 + FMA and portable x86-64, chosen at run time like skinny_cpu.cc.
+// (kernels/column_chunks.h). Instruction set: chosen at run time like skinny_cpu.cc
+// (kernels/skinny_cpu/isa.h), or forced by the `isa` attribute (tests).
 
 #include <algorithm>
 #include <cmath>
