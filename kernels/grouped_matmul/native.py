@@ -178,7 +178,7 @@ def _library() -> ctypes.CDLL | None:
       'lattice_gather_rows': 'LatticeGatherRows', 'lattice_combine_rows': 'LatticeCombineRows',
       'lattice_combine_rows_bwd': 'LatticeCombineRowsBwd',
       'lattice_sort_assignments': 'LatticeSortAssignments', 'lattice_top_k': 'LatticeTopK',
-      # moe_cpu.cc (kernels/grouped_matmul/permute.py: moe_swiglu)
+      # moe_cpu.cc (kernels/grouped_matmul/moe.py: moe_swiglu)
       'lattice_moe_swiglu_fwd': 'LatticeMoeSwigluFwd', 'lattice_moe_swiglu_bwd': 'LatticeMoeSwigluBwd'})
   return lib
 

@@ -1,1 +1,2 @@
-"""float32 skinny matmul on CPU (decoding's 1..8-row projections) through `jax.ffi`."""
+"""Decoding's few-row float32 kernels on CPU through `jax.ffi`: the skinny matmul of the
+1..8-row projections (`ops`) and the cache attention (`attention`)."""

@@ -47,7 +47,7 @@ def decode_attention_cpu(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array,
   if isa not in ops.ISAS:
     raise ValueError(f'decode_attention_cpu: isa must be one of {tuple(ops.ISAS)}, '
                      f'got {isa!r}')
-  if ops._library() is None:  # pylint: disable=protected-access
+  if ops.best_isa() is None:
     raise RuntimeError('decode_attention_cpu: the native kernel is not built (run '
                        '`python setup.py build_ext --inplace` or reinstall lattice)')
   if isa != 'auto' and not ops.supports(isa):

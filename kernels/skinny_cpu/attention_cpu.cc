@@ -230,6 +230,7 @@ template <bool kVector>
 inline __attribute__((always_inline)) void PairsBody(const Problem& p, int64_t c0,
                                                      int64_t c1) {
   std::vector<float> buf(p.s + 8);  // Row8 stores whole blocks of 8
+  const std::vector<float> zeros(p.dh, 0.0f);  // the query of a fully masked row
   const int64_t g_per = p.h / p.kv;
   for (int64_t c = c0; c < c1; ++c) {
     const int64_t e = c / p.kv, kvh = c % p.kv;
@@ -243,7 +244,6 @@ inline __attribute__((always_inline)) void PairsBody(const Problem& p, int64_t c
         const int64_t h = kvh * g_per + g;
         const int64_t at = ((e * p.l + l) * p.h + h) * p.dh;
         if (pos < 0) {
-          std::vector<float> zeros(p.dh, 0.0f);
           Row(p, zeros.data(), k, v, visible, buf.data(), p.out + at);
         } else {
 #if defined(__x86_64__) || defined(__i386__)

@@ -24,11 +24,11 @@ against each other in `tests/dfa_native_test.py`).
 from __future__ import annotations
 
 import ctypes
-import importlib.machinery
 import os
-from pathlib import Path
 
 import numpy as np
+
+from kernels import extension
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -37,36 +37,34 @@ _I = ctypes.c_int64
 def _load() -> ctypes.CDLL | None:
   if os.environ.get('LATTICE_DFA_NATIVE', '1') == '0':
     return None
-  here = Path(__file__).parent
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = here / f'_dfa_native{suffix}'
-    if path.exists():
-      try:
-        lib = ctypes.CDLL(str(path))
-      except OSError:
-        return None
-      lib.lattice_dfa_distances.argtypes = [_P, _I, _I, _P, _P]
-      lib.lattice_dfa_bfs_order.argtypes = [_P, _I, _I, _P]
-      lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
-      for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
-                lib.lattice_dfa_partition, lib.lattice_subset_size,
-                lib.lattice_dfa_token_tables, lib.lattice_dfa_finish,
-                lib.lattice_byte_classes):
-        f.restype = _I
-      lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
-                                                           ctypes.c_double, _P]
-      lib.lattice_subset_run.restype = _P
-      lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
-      lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
-      lib.lattice_subset_finish.argtypes = [_P] * 6
-      lib.lattice_subset_finish.restype = _I
-      lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
-                                               _P, _P]
-      lib.lattice_subset_size.argtypes = [_P, _I]
-      lib.lattice_subset_take.argtypes = [_P] * 6
-      lib.lattice_subset_take.restype = None
-      return lib
-  return None
+  path = extension.extension_path(__file__, '_dfa_native')
+  if path is None:
+    return None
+  try:
+    lib = ctypes.CDLL(str(path))
+  except OSError:
+    return None
+  lib.lattice_dfa_distances.argtypes = [_P, _I, _I, _P, _P]
+  lib.lattice_dfa_bfs_order.argtypes = [_P, _I, _I, _P]
+  lib.lattice_dfa_partition.argtypes = [_P, _I, _I, _P, _P, _P]
+  for f in (lib.lattice_dfa_distances, lib.lattice_dfa_bfs_order,
+            lib.lattice_dfa_partition, lib.lattice_subset_size,
+            lib.lattice_dfa_token_tables, lib.lattice_dfa_finish,
+            lib.lattice_byte_classes):
+    f.restype = _I
+  lib.lattice_subset_run.argtypes = [_I] + [_P] * 7 + [_I, _P, _P, _I, _I,
+                                                       ctypes.c_double, _P]
+  lib.lattice_subset_run.restype = _P
+  lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
+  lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
+  lib.lattice_subset_finish.argtypes = [_P] * 6
+  lib.lattice_subset_finish.restype = _I
+  lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
+                                           _P, _P]
+  lib.lattice_subset_size.argtypes = [_P, _I]
+  lib.lattice_subset_take.argtypes = [_P] * 6
+  lib.lattice_subset_take.restype = None
+  return lib
 
 
 # The loaded library, or None (tests set it to None to exercise the fallback).
@@ -74,6 +72,7 @@ LIB = _load()
 
 
 def available() -> bool:
+  """Whether the native library is loaded (built, and LATTICE_DFA_NATIVE is not '0')."""
   return LIB is not None
 
 

@@ -183,8 +183,9 @@ def dispatch_ragged(x_TxD, idx_TxK, gate_TxK, w, ragged_ffn: Callable, n_experts
 
 
 def dispatch_fused(x_TxD, idx_TxK, gate_TxK, w, experts: Callable, n_experts: int):
-  """The native counting sort (`permute.sort_assignments`; CPU only), then `experts(x_TxD, order_N, inv_TxK, gate_TxK, w,
-  sizes_E) -> y_TxD`, a layer's experts with the gather and combine inside (e.g.
+  """The native counting sort (`permute.sort_assignments`; CPU only), then
+  `experts(x_TxD, order_N, inv_TxK, gate_TxK, w, sizes_E) -> y_TxD`, a layer's
+  experts with the gather and combine inside (e.g.
   `kernels.grouped_matmul.moe.moe_swiglu`). Returns (y_TxD, 0.0 dropped)."""
   T, K = idx_TxK.shape
   order_N, inv_N, counts_E = _sort_plan(idx_TxK, n_experts, native=True)
