@@ -41,6 +41,7 @@ import numpy as np
 
 from kernels import ternary_matmul as tm
 from lattice import config as config_lib
+from lattice.decode import packed_weights as decode_packing
 from lattice.decode import sampling
 from lattice.nn import transformer
 from lattice.quant import inference, packing, ste
@@ -94,9 +95,15 @@ def _run(args) -> dict:
   prompt = jax.random.randint(jax.random.key(1), (1, args.prompt), 0, 256)
   greedy = sampling.SamplingConfig(temperature=0.0)
 
-  def decoder(model_cfg, variables):
+  def decoder(model_cfg, params):
+    # Float32 projections decode from packed copies (lattice.decode.packed_weights), as every
+    # lattice decoder on CPU can: the float32 baseline at its best; the quantized
+    # models are left unpacked (their own kernels).
+    variables = decode_packing.pack_weights({'params': params}, model_cfg,
+                                     module=transformer.Transformer(model_cfg))
+
     def fn():
-      return sampling.generate({'params': variables}, prompt, jax.random.key(0),
+      return sampling.generate(variables, prompt, jax.random.key(0),
                                model_cfg=model_cfg, max_new_tokens=args.new_tokens,
                                sampling=greedy)
     return fn

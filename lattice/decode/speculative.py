@@ -36,6 +36,8 @@ import jax.numpy as jnp
 
 from lattice import config as config_lib
 from lattice import model as model_lib
+from lattice.decode import packed_weights
+from lattice.decode.packed_weights import PACKED
 from lattice.decode.sampling import SamplingConfig, filtered_logits, sample_logits
 from lattice.nn import transformer
 
@@ -209,9 +211,14 @@ def _parallel_forward(model, variables, cache, n: int):
   alone, exactly as in plain decoding, so greedy outputs stay bitwise identical.
   """
   params = variables['params']
+  packed = variables.get(PACKED, {})  # decoding's packed kernels, if made
   shared = {k: v for k, v in params.items() if not k.startswith('heads_')}
+  packed_shared = {k: v for k, v in packed.items() if not k.startswith('heads_')}
   stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
   draft_params = stack([params[f'heads_{i}'] for i in range(1, n)])
+  draft_packed = (stack([packed[f'heads_{i}'] for i in range(1, n)])
+                  if all(f'heads_{i}' in packed for i in range(1, n)) else None)
+  main_vars = {'params': params, **({PACKED: packed} if packed else {})}
   drafted = {f'heads_{i}' for i in range(1, n)}
   main_kv, main_with_index = split_index({k: v for k, v in cache.items()
                                           if k not in drafted})
@@ -221,19 +228,22 @@ def _parallel_forward(model, variables, cache, n: int):
   def forward(kv, index_B, tokens_BxL, choose, at):
     main_kv, draft_kv = kv
     h_BxLxD, mut = model.apply(
-        {'params': params, 'cache': main_with_index(main_kv, index_B)}, tokens_BxL,
+        {**main_vars, 'cache': main_with_index(main_kv, index_B)}, tokens_BxL,
         method='trunk_hidden', mutable=['cache'])
-    main_BxLxV, mut = model.apply({'params': params, 'cache': mut['cache']}, h_BxLxD, 0,
+    main_BxLxV, mut = model.apply({**main_vars, 'cache': mut['cache']}, h_BxLxD, 0,
                                   method='head_logits', mutable=['cache'])
     chosen = choose(main_BxLxV)
 
-    def draft(p_head, kv_head):  # the head's block over all L rows (its cache)...
-      hidden, m = model.apply({'params': {**shared, 'heads_0': p_head},
+    def draft(p_head, pk_head, kv_head):  # the head's block over all L rows (its cache)...
+      head_vars = {'params': {**shared, 'heads_0': p_head}}
+      if pk_head is not None:
+        head_vars[PACKED] = {**packed_shared, 'heads_0': pk_head}
+      hidden, m = model.apply({**head_vars,
                                'cache': {'heads_0': head_with_index(kv_head, index_B)}},
                               h_BxLxD, method=_head_block, mutable=['cache'])
       return hidden, kv_leaves(m['cache']['heads_0'])
 
-    hidden_KxBxLxD, draft_kv = jax.vmap(draft)(draft_params, draft_kv)
+    hidden_KxBxLxD, draft_kv = jax.vmap(draft)(draft_params, draft_packed, draft_kv)
     # ...but the final norm and unembedding only at the one position whose drafts
     # are used: K rows instead of K x L (at a 32K vocabulary most of a head's cost).
     hidden_BxKxD = _at(jnp.moveaxis(hidden_KxBxLxD, 0, 1).swapaxes(1, 2), at(chosen))
@@ -255,7 +265,7 @@ def _unembed(model, h_BxKxD):
 
 def _spec_forward(model, variables, model_cfg, cache):
   n = model_cfg.mtp.n
-  if (model_cfg.mtp.kind == 'parallel' and set(variables) == {'params'}
+  if (model_cfg.mtp.kind == 'parallel' and set(variables) <= {'params', PACKED}
       and all(f'heads_{i}' in variables['params'] for i in range(n))):
     return _parallel_forward(model, variables, cache, n)
   return _generic_forward(model, variables, cache)
@@ -347,11 +357,13 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
 
 def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
                        prompts: list[jax.Array] | jax.Array, max_new_tokens: int, *,
-                       repeats: int = 3) -> dict[str, Any]:
+                       repeats: int = 3, pack: bool = True) -> dict[str, Any]:
   """Wall-clock greedy decoding, speculative vs plain, of the same model and prompts.
 
   Each prompt ([B, P], all the same shape) is decoded by both, in the same process,
-  alternating, best of `repeats` after one compile-and-warm-up call each. Returns
+  alternating, best of `repeats` after one compile-and-warm-up call each; with `pack`
+  both decode with the same packed weights (`lattice.decode.packed_weights`, made once
+  here, before the clock starts). Returns
   tokens/s of both, `speedup` (their ratio), `accepted_per_forward` (mean over
   prompts and rows), `identical` (every output matched) and `forward_cost` (the
   wall time of one speculative forward over that of one plain decoding step,
@@ -359,6 +371,8 @@ def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
   forward_cost).
   """
   import time  # pylint: disable=g-import-not-at-top
+  if pack:
+    variables = packed_weights.pack_weights(variables, model_cfg)
   kw = dict(model_cfg=model_cfg, max_new_tokens=max_new_tokens)
   key = jax.random.key(0)
   run_plain = lambda p: generate_plain(variables, p, key, **kw)
@@ -387,4 +401,5 @@ def compare_with_plain(variables: dict, model_cfg: config_lib.ModelConfig,
           'forward_cost': (best_spec / forwards) / (
               best_plain / (len(prompts) * max_new_tokens)),
           'identical': identical, 'prompts': len(prompts),
+          'packed': PACKED in variables,
           'max_new_tokens': max_new_tokens}

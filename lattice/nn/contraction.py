@@ -36,6 +36,10 @@ import jax.numpy as jnp
 
 from kernels.skinny_cpu import ops as skinny_ops
 
+# The variable collection holding decoding's packed copies of projection kernels
+# (`lattice.decode.packed_weights.pack_weights`; read by `lattice.quant.linear.Linear`).
+PACKED_COLLECTION = 'decode_packed'
+
 
 def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
   n_rows = math.prod(x.shape[:x.ndim - n_in])
@@ -48,6 +52,33 @@ def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
     return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
   return jax.lax.dot_general(
       x, w, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
+
+
+def contract_packed(x: jax.Array, w: jax.Array, w_packed: jax.Array, n_in: int
+                    ) -> jax.Array:
+  """`contract(x, w, n_in)` for decoding, given w's packed copy `w_packed`
+  ([O / 64, I, 64], `kernels.skinny_cpu.ops.pack` of w as [I, O]): products the
+  skinny kernel takes (`skinny_ops.use_for`) read the packed copy, which gives the
+  same bits faster; anything else (prefill, another backend) is `contract`.
+
+  No gradient rule for the packed path: decoding only.
+  """
+  n_rows = math.prod(x.shape[:x.ndim - n_in])
+  if skinny_ops.use_for(x, w, n_rows):
+    i = math.prod(w.shape[:n_in])
+    y = skinny_ops.skinny_matmul_packed_cpu(x.reshape(n_rows, i), w_packed)
+    return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
+  return contract(x, w, n_in)
+
+
+def pack(w: jax.Array, n_in: int) -> jax.Array | None:
+  """The packed decode copy of kernel w [*I, *O] contracted over its first `n_in`
+  dims ([O / 64, I, 64]), or None if the skinny kernel's packed layout does not apply
+  (not float32, O not a multiple of 64)."""
+  if w.dtype != jnp.float32:
+    return None
+  i = math.prod(w.shape[:n_in])
+  return skinny_ops.pack(w.reshape(i, -1))
 
 
 def contract(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:

@@ -77,7 +77,15 @@ class Linear(nn.Module):
     n_in = len(self.in_axes)
     x, w = self.prepare(self.cfg, x, self.kernel(x.shape[x.ndim - n_in:]), n_in)
     x, w = x.astype(self.dtype), w.astype(self.dtype)
-    y = contraction.contract(x, w, n_in)  # dot_general; its backward avoids transposes
+    packed = contraction.PACKED_COLLECTION
+    if self.has_variable(packed, 'kernel'):  # decoding with packed weights
+      y = contraction.contract_packed(x, w, self.get_variable(packed, 'kernel'), n_in)
+    else:
+      if (self.is_mutable_collection(packed) and not self.is_initializing()
+          and type(self).prepare is Linear.prepare
+          and (w_packed := contraction.pack(w, n_in)) is not None):
+        self.put_variable(packed, 'kernel', w_packed)  # lattice.decode.packed_weights
+      y = contraction.contract(x, w, n_in)  # dot_general; its backward avoids transposes
     b = self.bias()
     return y if b is None else y + b.astype(self.dtype)
 

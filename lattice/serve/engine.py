@@ -41,6 +41,7 @@ import numpy as np
 from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice.decode import constraints as constraints_lib
+from lattice.decode import packed_weights
 from lattice.nn import transformer
 
 TOP_K = 20  # OpenAI's largest top_logprobs
@@ -149,8 +150,11 @@ class Engine:
     self.eos_id, self.pad_id = eos_id, pad_id
     self.max_len, self.vocab = model_cfg.max_len, model_cfg.vocab_size
     self.model = model_lib.make_model(model_cfg, True)
-    self.variables = {k: v for k, v in variables.items()
-                      if k not in ('cache', 'intermediates')}
+    # Decode steps (<= 8 rows on CPU) read packed copies of the projection kernels,
+    # made once here (lattice.decode.packed_weights; the same bits, a forward stream).
+    self.variables = packed_weights.pack_weights(
+        {k: v for k, v in variables.items() if k not in ('cache', 'intermediates')},
+        model_cfg)
     axes = _batch_axes(self.model)
     self._cache = transformer.init_cache(self.model, slots)
     self._prefill = jax.jit(self._prefill_fn)
