@@ -102,34 +102,44 @@ def skinny_matmul_cpu(x_MxK: jax.Array, w_KxN: jax.Array, *, isa: str = 'auto'
   return _batched(x_MxK, w_KxN, ISAS[isa])
 
 
-def _call(x, w, isa: int):
-  """The FFI call on x [M, K], w [K, N] or x [H, M, K], w [H, K, N]."""
-  shape = (*x.shape[:-1], w.shape[-1])
-  return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32))(
-      x, w, isa=np.int32(isa))
+def _call(x, w, isa: int, packed: bool = False):
+  """The FFI call on x [M, K], w [K, N] (packed: [P, K, 64]), or a batch of them
+  (x [H, M, K], w [H, K, N] or [H, P, K, 64])."""
+  shape = (*x.shape[:-1], _columns(w, packed))
+  return jax.ffi.ffi_call(_PACKED_TARGET if packed else _TARGET,
+                          jax.ShapeDtypeStruct(shape, jnp.float32))(x, w, isa=np.int32(isa))
 
 
-def _batched(x, w, isa: int):
-  """x [*H, M, K] . w [*H', K, N] under vmap, without per-entry weight copies.
+def _columns(w, packed: bool) -> int:
+  """N, the output columns of weight w (row-major [..., K, N] or packed)."""
+  return w.shape[-3] * PACK_WIDTH if packed else w.shape[-1]
+
+
+def _batched(x, w, isa: int, packed: bool = False):
+  """x [*H, M, K] . w [*H', K, N] (or packed [*H', P, K, 64]) under vmap, without
+  per-entry weight copies.
 
   vmap adds leading dims; `custom_vmap` rules below fold them: weights shared across
   the batch -> the batch joins the rows (one call, weights read once); both batched
   -> one batched call (x [H, M, K], w [H, K, N]); only w batched -> x broadcast."""
+  w_rank = 3 if packed else 2  # the dims of one weight
+
   @jax.custom_batching.custom_vmap
   def f(x, w):
-    return _call(x, w, isa)
+    return _call(x, w, isa, packed)
 
   @f.def_vmap
   def rule(axis_size, in_batched, x, w):
     x_b, w_b = in_batched
-    m, k, n = x.shape[-2], x.shape[-1], w.shape[-1]
+    m, k, n = x.shape[-2], x.shape[-1], _columns(w, packed)
     if not w_b:  # the batch shares the weights: its rows join M (weights read once)
       rows = jnp.moveaxis(x, 0, -3)  # [*H, A, M, K]
-      y = _batched(rows.reshape(*rows.shape[:-3], -1, k), w, isa)
+      y = _batched(rows.reshape(*rows.shape[:-3], -1, k), w, isa, packed)
       return jnp.moveaxis(y.reshape(*rows.shape[:-1], n), -3, 0), True
     if not x_b:
       x = jnp.broadcast_to(x, (axis_size, *x.shape))
-    y = _batched(x.reshape(-1, m, k), w.reshape(-1, k, n), isa)  # one batched call
+    y = _batched(x.reshape(-1, m, k), w.reshape(-1, *w.shape[-w_rank:]), isa,
+                 packed)  # one batched call
     return y.reshape(*x.shape[:-1], n), True
 
   return f(x, w)
@@ -177,33 +187,4 @@ def skinny_matmul_packed_cpu(x_MxK: jax.Array, w_PxKx64: jax.Array, *,
     raise ValueError(f'skinny_matmul_packed_cpu: want float32 x [M, K] and w [P, K, '
                      f'{PACK_WIDTH}], got {x_MxK.dtype}{list(x_MxK.shape)} and '
                      f'{w_PxKx64.dtype}{list(w_PxKx64.shape)}')
-  return _batched_packed(x_MxK, w_PxKx64, ISAS[isa])
-
-
-def _call_packed(x, w, isa: int):
-  """The FFI call on x [M, K], w [P, K, 64] or x [H, M, K], w [H, P, K, 64]."""
-  shape = (*x.shape[:-1], w.shape[-3] * PACK_WIDTH)
-  return jax.ffi.ffi_call(_PACKED_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32))(
-      x, w, isa=np.int32(isa))
-
-
-def _batched_packed(x, w, isa: int):
-  """`_batched` for packed weights: x [*H, M, K] . w [*H', P, K, 64]."""
-  @jax.custom_batching.custom_vmap
-  def f(x, w):
-    return _call_packed(x, w, isa)
-
-  @f.def_vmap
-  def rule(axis_size, in_batched, x, w):
-    x_b, w_b = in_batched
-    m, k, n = x.shape[-2], x.shape[-1], w.shape[-3] * PACK_WIDTH
-    if not w_b:  # the batch shares the weights: its rows join M (weights read once)
-      rows = jnp.moveaxis(x, 0, -3)  # [*H, A, M, K]
-      y = _batched_packed(rows.reshape(*rows.shape[:-3], -1, k), w, isa)
-      return jnp.moveaxis(y.reshape(*rows.shape[:-1], n), -3, 0), True
-    if not x_b:
-      x = jnp.broadcast_to(x, (axis_size, *x.shape))
-    y = _batched_packed(x.reshape(-1, m, k), w.reshape(-1, *w.shape[-3:]), isa)
-    return y.reshape(*x.shape[:-1], n), True
-
-  return f(x, w)
+  return _batched(x_MxK, w_PxKx64, ISAS[isa], packed=True)

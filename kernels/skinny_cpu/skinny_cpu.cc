@@ -250,21 +250,18 @@ ffi::Error SkinnyMatmulPacked(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmulPacked, SkinnyMatmulPacked,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int32_t>("isa"));
+// Both entry points take (pool; x, w; y; isa).
+#define LATTICE_SKINNY_BINDING                         \
+  ffi::Ffi::Bind()                                     \
+      .Ctx<ffi::ThreadPool>()                          \
+      .Arg<ffi::Buffer<ffi::F32>>()                    \
+      .Arg<ffi::Buffer<ffi::F32>>()                    \
+      .Ret<ffi::Buffer<ffi::F32>>()                    \
+      .Attr<int32_t>("isa")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmul, SkinnyMatmul,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int32_t>("isa"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmul, SkinnyMatmul, LATTICE_SKINNY_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeSkinnyMatmulPacked, SkinnyMatmulPacked,
+                              LATTICE_SKINNY_BINDING);
 
 // Plain C queries for Python (ctypes). Codes: 1 portable C++, 2 AVX2 + FMA, 3 AVX-512F.
 extern "C" int32_t LatticeSkinnyBestIsa() { return BestIsa(); }
