@@ -36,10 +36,15 @@ call per layer for all rows (kernels/skinny_cpu/attention.py; XLA's ~8 ops per r
 and layer, run row by row, had made the 2-row forward's op count and thread-pool
 traffic grow); the tied unembedding runs row by row (XLA's 2-row version costs ~5x
 a one-row call in the profile). With the native paths the verification forward
-runs about as many ops as a plain step (1,013 vs 962 in a profile, 30 Nov); what is
-left of `forward_cost` above `weight_ratio` is mostly the native calls themselves
-(the second row's multiply-adds in the projections and attention) and the prefill,
-which both decoders pay once but speculation spreads over fewer forwards.
+runs about as many ops as a plain step (1,013 vs 962 in a profile, 30 Nov). Both
+decoders then read packed copies of the projection kernels (lattice.decode.
+packed_weights, made once before timing; 64-column panels, each one contiguous
+stream, the same bits): a plain step got ~25% faster. What is left of
+`forward_cost` above `weight_ratio` is the second row's work where the step streams
+from DRAM (the 41 MB of weights do not fit the 32 MB L3): ~+8% per projection and
+~+4 us per layer of attention over a cold cache (informal single-thread profiles,
+30 Nov), and the prefill, which both decoders pay once but speculation spreads over
+fewer forwards.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
