@@ -299,13 +299,73 @@ class _Nfa:
                           if json_escape else d >= 0)
     if len(src):
       self.bulk_edges.append((ids[src], cls, plain, ids[d[src, cls]]))
-    for c in [c for c, sp in enumerate(special) if sp]:
-      for s in np.flatnonzero(d[:, c] >= 0).tolist():
-        t = int(ids[d[s, c]])
-        for b in _bits(special[c]):
-          mid = self.build(lit(JSON_ESCAPE[b][:-1]), int(ids[s]))
-          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], t))
+    if json_escape:
+      self._escapes_bulk(dfa, ids)
     return end
+
+  def _escapes_bulk(self, dfa: Dfa, ids: np.ndarray) -> None:
+    """The escaped forms of `dfa`'s edges on bytes JSON must escape (`JSON_ESCAPE`),
+    as byte-edge arrays: per source state s that has any, one state after `\\`, and
+    for `\\u00XX` one state after each of `u`, `0`, `0` and one per high digit
+    (`0`/`1`), so an escape costs at most six states per source state (one chain
+    of literal states per escaped byte and state was ~40 NFA states per DFA state
+    in Python). The same language as `_embed`'s chains."""
+    esc_b = _ESC_BYTES
+    T_SxB = dfa.delta_SxC[:, dfa.byte_class[esc_b]]
+    has_SxB = T_SxB >= 0
+    rows = np.flatnonzero(has_SxB.any(axis=1))
+    if not len(rows):
+      return
+    T_RxB, has_RxB = T_SxB[rows], has_SxB[rows]
+    src_R = ids[rows]
+    src, byte, tgt = [], [], []
+
+    def fresh(need_R: np.ndarray) -> np.ndarray:
+      """A new state for each row where `need_R` (-1 elsewhere)."""
+      out = np.full(len(rows), -1, np.int64)
+      k = int(need_R.sum())
+      if k:
+        out[need_R] = np.arange(self.states(k), self.n)
+      return out
+
+    def edges(frm_R: np.ndarray, b: int, to_R: np.ndarray, where: np.ndarray) -> None:
+      if where.any():
+        src.append(frm_R[where])
+        byte.append(np.full(int(where.sum()), b, np.int64))
+        tgt.append(to_R[where])
+
+    every = np.ones(len(rows), bool)
+    back = fresh(every)  # After the backslash.
+    edges(src_R, 0x5C, back, every)
+    for j, b in enumerate(esc_b.tolist()):
+      seq = JSON_ESCAPE[b]
+      if len(seq) == 2:
+        edges(back, seq[1], ids[np.maximum(T_RxB[:, j], 0)], has_RxB[:, j])
+    uni = ~_ESC_SHORT
+    need_u = (has_RxB & uni[None, :]).any(axis=1)
+    u1, u2, u3 = fresh(need_u), fresh(need_u), fresh(need_u)
+    edges(back, ord('u'), u1, need_u)
+    edges(u1, ord('0'), u2, need_u)
+    edges(u2, ord('0'), u3, need_u)
+    for h in (0, 1):
+      cols = uni & (esc_b >> 4 == h)
+      need_h = (has_RxB & cols[None, :]).any(axis=1)
+      u4 = fresh(need_h)
+      edges(u3, ord(f'{h}'), u4, need_h)
+      for j in np.flatnonzero(cols).tolist():
+        edges(u4, ord(f'{int(esc_b[j]) & 15:x}'), ids[np.maximum(T_RxB[:, j], 0)],
+              has_RxB[:, j])
+    used = sorted(set(np.concatenate(byte).tolist()))
+    slot = np.zeros(256, np.int64)
+    slot[used] = np.arange(len(used))
+    byte_E = np.concatenate(byte)
+    self.bulk_edges.append((np.concatenate(src), slot[byte_E],
+                            tuple(1 << b for b in used), np.concatenate(tgt)))
+
+
+# The bytes JSON must escape, ascending, and which of them have a short escape.
+_ESC_BYTES = np.array(sorted(JSON_ESCAPE), np.int64)
+_ESC_SHORT = np.array([len(JSON_ESCAPE[b]) == 2 for b in sorted(JSON_ESCAPE)])
 
 
 def _bits(mask: int) -> list[int]:
