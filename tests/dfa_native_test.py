@@ -237,3 +237,27 @@ def test_json_escaped_embed_matches_the_fallback(pattern, fallback):
     quoted = json.dumps(text, ensure_ascii=False)
     assert a.matches(quoted) == raw.matches(text), text
     assert not a.matches(quoted[:-1] + '\\u0041"') or raw.matches(text + 'A')
+
+
+@pytest.mark.parametrize('pattern', [
+    'a{0,20}',                          # The start inside a loop.
+    'x[a-c]{5,40}y',                    # lo inside the region bound: X^lo X{0,hi-lo}.
+    'x[a-c]{20,}y',                     # Unbounded, lo above the region bound.
+    '(\\w{13,30}|z)@.{0,15}',           # Two loops, one of multi-byte characters.
+    'q[^"]{14}',                        # Exactly hi copies.
+    'a{15,16}b{0,14}|c',                # Loops one after another, and another branch.
+])
+def test_counted_loops_unroll_like_the_fallback(pattern, fallback):
+  # Native: _unroll, _renumber and _canonical_classes in one call
+  # (`dfa_native.unroll`); fallback: the numpy steps. Same tables, same language.
+  node = regex_parse.parse(pattern)
+  limits = automaton.Limits(region_min=12)
+  fallback(True)
+  a = automaton._subset_dfa(node, limits)  # pylint: disable=protected-access
+  fallback(False)
+  b = automaton._subset_dfa(node, limits)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(a.delta_SxC, b.delta_SxC)
+  np.testing.assert_array_equal(a.byte_class, b.byte_class)
+  np.testing.assert_array_equal(a.accepting, b.accepting)
+  c = automaton._subset_dfa(node, automaton.Limits(region_min=10_000))  # pylint: disable=protected-access
+  assert a.n_states == c.n_states  # Unrolled as a loop or by the subset construction.

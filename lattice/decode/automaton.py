@@ -524,6 +524,16 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   internal = internal == 1
   delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
   delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions and dfa_native.LIB is not None:
+    # Unrolled and made canonical in one native call (the numpy steps below).
+    n = _unrolled_size(nfa, tag, limits)
+    lo_R = np.array([lo for _, lo, _, _ in nfa.regions], np.int64)
+    hi_R = np.array([-1 if hi is None else hi for _, _, hi, _ in nfa.regions], np.int64)
+    got = dfa_native.unroll(delta, accepting, tag, internal, lo_R, hi_R, n, byte_class)
+    if got is None:
+      raise RegexError('automaton: internal error unrolling a counted loop')
+    delta, accepting, byte_class = got
+    return intern(Dfa(delta, byte_class, accepting))
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
   delta, accepting = _renumber(delta, accepting, byte_class)
@@ -873,6 +883,27 @@ def _minimise(delta, accepting, tag, internal):
   new_delta = np.where(new_delta >= 0, inv[np.maximum(new_delta, 0)], -1)[perm]
   return (new_delta.astype(np.int32), accepting[leader][perm], tag[leader][perm],
           internal[leader][perm])
+
+
+def _unrolled_size(nfa: _Nfa, tag: np.ndarray, limits: Limits) -> int:
+  """The states `_unroll` makes: those outside loops, then per loop with a hub
+  its copies x (hub + character states). Raises LimitError past
+  `limits.max_states` (as `_unroll`) and RegexError when the start is inside a
+  loop's character."""
+  if tag[0] >= 0 and tag[0] % 2 == 1:
+    raise RegexError('automaton: internal error unrolling a counted loop')
+  count = np.bincount(tag[tag >= 0], minlength=2 * len(nfa.regions))
+  n = int((tag < 0).sum())
+  for r, (_, lo, hi, _) in enumerate(nfa.regions):
+    if not count[2 * r]:
+      continue
+    k = 1 + int(count[2 * r + 1])
+    copies = (hi if hi is not None else lo) + 1
+    if n + copies * k > limits.max_states:
+      raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                       f'(Limits.max_states) unrolling {{{lo},{hi}}}')
+    n += copies * k
+  return n
 
 
 def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):

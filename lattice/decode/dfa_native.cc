@@ -24,6 +24,79 @@ struct Subset {
   std::vector<int32_t> mem;        // members of each subset, ascending
 };
 
+// The canonical form of a DFA q[nb][C] (start state `start`): the states reachable
+// from the start in breadth-first order (targets in the order of the bytes that reach
+// them: classes by smallest byte, independent of class numbering), classes every kept
+// state treats alike merged and numbered by their smallest byte. Writes out_delta
+// ([n][C'], within nb x C), out_acc [n], out_bc [256], *out_C = C'; returns n.
+int64_t canonical(const int32_t* q, int64_t nb, int64_t C, int64_t start,
+                  const uint8_t* acc, const int32_t* byte_class, int32_t* out_delta,
+                  uint8_t* out_acc, int32_t* out_bc, int64_t* out_C) {
+  std::vector<int32_t> by_byte;
+  {
+    std::vector<uint8_t> seen_c(C, 0);
+    for (int b = 0; b < 256; ++b)
+      if (!seen_c[byte_class[b]]) { seen_c[byte_class[b]] = 1; by_byte.push_back(byte_class[b]); }
+    for (int64_t c = 0; c < C; ++c)  // (classes no byte has, if any: last)
+      if (!seen_c[c]) by_byte.push_back(static_cast<int32_t>(c));
+  }
+  std::vector<int64_t> order(nb), new_id(nb, -1);
+  int64_t n = 0;
+  order[n++] = start;
+  new_id[start] = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q + order[k] * C;
+    for (int32_t c : by_byte) {
+      const int32_t t = row[c];
+      if (t >= 0 && new_id[t] < 0) {
+        new_id[t] = n;
+        order[n++] = t;
+      }
+    }
+  }
+  // Equal columns (over the n kept states) merged; classes by smallest byte.
+  std::vector<uint64_t> col_hash(C, 1469598103934665603ULL);
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q + order[k] * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t t = row[c] >= 0 ? new_id[row[c]] : -1;
+      col_hash[c] = (col_hash[c] ^ static_cast<uint64_t>(t + 2)) * 1099511628211ULL;
+    }
+  }
+  auto same_col = [&](int64_t a, int64_t b) {
+    if (col_hash[a] != col_hash[b]) return false;
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t* row = q + order[k] * C;
+      if (row[a] != row[b]) return false;
+    }
+    return true;
+  };
+  std::vector<int64_t> cls_new(C, -1), kept;  // kept[j]: a class of new class j
+  for (int64_t b = 0; b < 256; ++b) {
+    const int64_t c = byte_class[b];
+    if (cls_new[c] < 0) {
+      for (size_t j = 0; j < kept.size(); ++j)
+        if (same_col(kept[j], c)) { cls_new[c] = static_cast<int64_t>(j); break; }
+      if (cls_new[c] < 0) {
+        cls_new[c] = static_cast<int64_t>(kept.size());
+        kept.push_back(c);
+      }
+    }
+    out_bc[b] = static_cast<int32_t>(cls_new[c]);
+  }
+  const int64_t C2 = static_cast<int64_t>(kept.size());
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t* row = q + order[k] * C;
+    for (int64_t j = 0; j < C2; ++j) {
+      const int32_t t = row[kept[j]];
+      out_delta[k * C2 + j] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
+    }
+    out_acc[k] = acc[order[k]];
+  }
+  *out_C = C2;
+  return n;
+}
+
 }  // namespace
 
 extern "C" {
@@ -502,71 +575,106 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
       const int32_t t = D[rep[b] * C + c];
       q[b * C + c] = t >= 0 ? static_cast<int32_t>(block[t]) : -1;
     }
-  // Breadth-first order from the start's block, targets in the order of the bytes
-  // that reach them (classes by smallest byte: independent of class numbering).
-  std::vector<int32_t> by_byte;
-  {
-    std::vector<uint8_t> seen_c(C, 0);
-    for (int b = 0; b < 256; ++b)
-      if (!seen_c[byte_class[b]]) { seen_c[byte_class[b]] = 1; by_byte.push_back(byte_class[b]); }
-    for (int64_t c = 0; c < C; ++c)  // (classes no byte has, if any: last)
-      if (!seen_c[c]) by_byte.push_back(static_cast<int32_t>(c));
-  }
-  std::vector<int64_t> order(nb), new_id(nb, -1);
+  std::vector<uint8_t> q_acc(nb);
+  for (int64_t b = 0; b < nb; ++b) q_acc[b] = block0[rep[b]] ? 1 : 0;
+  return canonical(q.data(), nb, C, block[0], q_acc.data(), byte_class, out_delta, out_acc,
+                   out_bc, out_C);
+}
+
+// Counted loops unrolled (automaton._unroll), then the canonical form (`canonical`:
+// automaton's _renumber and _canonical_classes), in one call. delta[S][C] is the
+// minimised DFA with loop tags tag[S] (-1 outside loops, 2r a loop r's hub, 2r+1
+// inside one of its characters) and internal[S][C] (1: the edge stays in its loop);
+// loop r repeats lo[r]..hi[r] times (hi -1: unbounded). The unrolled DFA, of
+// n_unrolled states (the caller counts them: states outside loops, then per loop
+// with a hub (copies = (hi < 0 ? lo : hi) + 1) x (1 + its character states)), is
+// built in `work` (int32[n_unrolled][C]) and `work_acc` (uint8[n_unrolled]): copy i
+// of a loop holds i characters written; leaving it needs i >= lo, another character
+// i < hi. Writes out_* as `canonical`; returns n, or -1 when n_unrolled is not
+// that count.
+int64_t lattice_dfa_unroll(const int32_t* delta, int64_t S, int64_t C, const uint8_t* accepting,
+                           const int64_t* tag, const uint8_t* internal, int64_t R,
+                           const int64_t* lo, const int64_t* hi, int64_t n_unrolled,
+                           const int32_t* byte_class, int32_t* work, uint8_t* work_acc,
+                           int32_t* out_delta, uint8_t* out_acc, int32_t* out_bc,
+                           int64_t* out_C) {
+  std::vector<int64_t> new_id(S, -1), local(S, -1);
   int64_t n = 0;
-  order[n++] = block[0];
-  new_id[block[0]] = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
-    for (int32_t c : by_byte) {
-      const int32_t t = row[c];
-      if (t >= 0 && new_id[t] < 0) {
-        new_id[t] = n;
-        order[n++] = t;
-      }
+  for (int64_t s = 0; s < S; ++s)
+    if (tag[s] < 0) new_id[s] = n++;
+  const int64_t n_base = n;
+  std::vector<int64_t> hub(R, -1);
+  std::vector<std::vector<int64_t>> mids(R);
+  for (int64_t s = 0; s < S; ++s) {
+    if (tag[s] < 0) continue;
+    const int64_t r = tag[s] / 2;
+    if (tag[s] % 2 == 0) {
+      if (hub[r] < 0) hub[r] = s;
+    } else {
+      mids[r].push_back(s);
     }
   }
-  // Equal columns (over the n kept states) merged; classes by smallest byte.
-  std::vector<uint64_t> col_hash(C, 1469598103934665603ULL);
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
+  // Loop blocks after the states outside loops, in loop order.
+  std::vector<int64_t> first(R, -1);
+  for (int64_t r = 0; r < R; ++r) {
+    if (hub[r] < 0) continue;
+    const int64_t h = hub[r], k = 1 + static_cast<int64_t>(mids[r].size());
+    const int64_t copies = (hi[r] < 0 ? lo[r] : hi[r]) + 1;
+    first[r] = n;
+    local[h] = 0;
+    for (size_t j = 0; j < mids[r].size(); ++j) local[mids[r][j]] = static_cast<int64_t>(j) + 1;
+    new_id[h] = n;  // Entries from outside land in copy 0's hub.
+    n += copies * k;
+  }
+  if (n != n_unrolled) return -1;
+  // States outside loops: targets renumbered (into a loop only through its hub).
+  for (int64_t s = 0; s < S; ++s) {
+    if (tag[s] >= 0) continue;
+    int32_t* row = work + new_id[s] * C;
     for (int64_t c = 0; c < C; ++c) {
-      const int64_t t = row[c] >= 0 ? new_id[row[c]] : -1;
-      col_hash[c] = (col_hash[c] ^ static_cast<uint64_t>(t + 2)) * 1099511628211ULL;
+      const int32_t t = delta[s * C + c];
+      // (Into a loop's character state, new_id is -1: rejected, as the numpy path.)
+      row[c] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
     }
+    work_acc[new_id[s]] = accepting[s];
   }
-  auto same_col = [&](int64_t a, int64_t b) {
-    if (col_hash[a] != col_hash[b]) return false;
-    for (int64_t k = 0; k < n; ++k) {
-      const int32_t* row = q.data() + order[k] * C;
-      if (row[a] != row[b]) return false;
-    }
-    return true;
-  };
-  std::vector<int64_t> cls_new(C, -1), kept;  // kept[j]: a class of new class j
-  for (int64_t b = 0; b < 256; ++b) {
-    const int64_t c = byte_class[b];
-    if (cls_new[c] < 0) {
-      for (size_t j = 0; j < kept.size(); ++j)
-        if (same_col(kept[j], c)) { cls_new[c] = static_cast<int64_t>(j); break; }
-      if (cls_new[c] < 0) {
-        cls_new[c] = static_cast<int64_t>(kept.size());
-        kept.push_back(c);
+  for (int64_t r = 0; r < R; ++r) {
+    if (hub[r] < 0) continue;
+    const int64_t h = hub[r], k = 1 + static_cast<int64_t>(mids[r].size());
+    const int64_t copies = (hi[r] < 0 ? lo[r] : hi[r]) + 1;
+    for (int64_t i = 0; i < copies; ++i) {
+      const int64_t nxt = hi[r] < 0 ? std::min(i + 1, copies - 1) : i + 1;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t m = j == 0 ? h : mids[r][j - 1];
+        const bool from_hub = j == 0;
+        const int64_t row_id = first[r] + i * k + j;
+        int32_t* row = work + row_id * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const int32_t t = delta[m * C + c];
+          int64_t out = -1;
+          if (t >= 0) {
+            const bool inner = internal[m * C + c] != 0;
+            if (inner) {
+              const bool is_hub = t == h;
+              const bool is_mid = !is_hub && local[t] > 0 && tag[t] == 2 * r + 1;
+              if (is_hub || is_mid) {
+                // A new character only below hi.
+                const bool blocked = hi[r] >= 0 && (from_hub || is_hub) && i >= hi[r];
+                if (!blocked)
+                  out = is_hub ? first[r] + nxt * k : first[r] + i * k + local[t];
+              }
+            } else if (from_hub && i >= lo[r]) {  // Leaving only at or above lo.
+              out = new_id[t];
+            }
+          }
+          row[c] = static_cast<int32_t>(out);
+        }
+        work_acc[row_id] = from_hub && accepting[h] && i >= lo[r] ? 1 : 0;
       }
     }
-    out_bc[b] = static_cast<int32_t>(cls_new[c]);
   }
-  const int64_t C2 = static_cast<int64_t>(kept.size());
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
-    for (int64_t j = 0; j < C2; ++j) {
-      const int32_t t = row[kept[j]];
-      out_delta[k * C2 + j] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
-    }
-    out_acc[k] = block0[rep[order[k]]] ? 1 : 0;
-  }
-  *out_C = C2;
-  return n;
+  return canonical(work, n, C, tag[0] >= 0 ? new_id[0] : 0, work_acc, byte_class,
+                   out_delta, out_acc, out_bc, out_C);
 }
 
 // Byte classes of M byte masks (masks[m*32 .. m*32+31]: 256 bits, little-endian):

@@ -57,6 +57,8 @@ def _load() -> ctypes.CDLL | None:
   lib.lattice_subset_run.restype = _P
   lib.lattice_dfa_finish.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P]
   lib.lattice_byte_classes.argtypes = [_P, _I, _P, _P, _P]
+  lib.lattice_dfa_unroll.argtypes = [_P, _I, _I, _P, _P, _P, _I, _P, _P, _I] + [_P] * 7
+  lib.lattice_dfa_unroll.restype = _I
   lib.lattice_subset_finish.argtypes = [_P] * 6
   lib.lattice_subset_finish.restype = _I
   lib.lattice_dfa_token_tables.argtypes = [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int32,
@@ -215,6 +217,33 @@ def finish(delta_SxC: np.ndarray, accepting_S: np.ndarray, byte_class: np.ndarra
   return _finish_call(
       lambda *out: LIB.lattice_dfa_finish(d.ctypes.data, S, C, acc.ctypes.data, *out),
       S, C, byte_class)
+
+
+def unroll(delta_SxC: np.ndarray, accepting_S: np.ndarray, tag_S: np.ndarray,
+           internal_SxC: np.ndarray, lo_R: np.ndarray, hi_R: np.ndarray, n_unrolled: int,
+           byte_class: np.ndarray):
+  """(delta int32[S', C'], accepting bool[S'], byte_class int32[256]): the counted
+  loops of a minimised DFA unrolled and the result in canonical form
+  (`automaton`'s _unroll, _renumber and _canonical_classes in one call). `tag_S`:
+  -1 outside loops, 2r loop r's hub, 2r+1 inside its characters; `internal_SxC`:
+  the edge stays in its loop; loop r repeats `lo_R[r]`..`hi_R[r]` times (-1:
+  unbounded); `n_unrolled`: the unrolled DFA's states (`automaton._unrolled_size`).
+  Requires `available()`."""
+  d = _table(delta_SxC)
+  S, C = d.shape
+  acc = np.ascontiguousarray(accepting_S, np.uint8)
+  tag = np.ascontiguousarray(tag_S, np.int64)
+  inner = np.ascontiguousarray(internal_SxC, np.uint8)
+  lo = np.ascontiguousarray(lo_R, np.int64)
+  hi = np.ascontiguousarray(hi_R, np.int64)
+  work = np.empty(n_unrolled * C, np.int32)
+  work_acc = np.empty(n_unrolled, np.uint8)
+  return _finish_call(
+      lambda *out: LIB.lattice_dfa_unroll(
+          d.ctypes.data, S, C, acc.ctypes.data, tag.ctypes.data, inner.ctypes.data,
+          len(lo), lo.ctypes.data, hi.ctypes.data, n_unrolled, out[0],
+          work.ctypes.data, work_acc.ctypes.data, *out[1:]),
+      n_unrolled, C, byte_class)
 
 
 def _finish_call(call, S: int, C: int, byte_class: np.ndarray):
