@@ -130,7 +130,7 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
                         edge_mask: np.ndarray,
                         edge_target: np.ndarray,
                         mask_classes: tuple[np.ndarray, np.ndarray],
-                        n_cls: int, core_ok: np.ndarray, region: list[int], final: int,
+                        n_cls: int, core_ok: np.ndarray, region: np.ndarray, final: int,
                         max_states: int, max_seconds: float,
                         finish_classes: np.ndarray | None = None):
   """The subset construction of a Thompson NFA over byte classes (the loop of
