@@ -262,6 +262,17 @@ GROUPS = [
                                                     'm': {'type': 'integer'}}}],
         'oneOf': [{'required': ['c']}, {'required': ['m']}]},
      ['{"c":1}', '{"m":2}'], ['[]', '[1]', '{"c":1,"m":2}', '{}']),
+    # propertyNames through a $ref to an enum (JSONSchemaStore's golangci-lint), a
+    # const, and a format (names are checked by the format checker too).
+    ('propertyNames enum by $ref', {
+        '$defs': {'n': {'enum': ['ab', 'cd', 3]}}, 'type': 'object',
+        'propertyNames': {'$ref': '#/$defs/n'}, 'additionalProperties': {'type': 'integer'}},
+     ['{}', '{"ab":1}', '{"ab":1,"cd":2}'], ['{"x":1}', '{"ab":"s"}', '{"3":1}']),
+    ('propertyNames const', {'type': 'object', 'propertyNames': {'const': 'k'}},
+     ['{}', '{"k":null}', '{"k":[1]}'], ['{"j":null}', '{"kk":1}']),
+    ('propertyNames format', {'type': 'object', 'propertyNames': {'format': 'ipv4'},
+                              'additionalProperties': {'type': 'null'}},
+     ['{}', '{"1.2.3.4":null}'], ['{"a":null}', '{"1.2.3":null}']),
 ]
 IDS = [g[0] for g in GROUPS]
 
@@ -327,6 +338,8 @@ def test_random_walks_validate_with_jsonschema(group):
      'maxContains', '/'),
     ({'type': 'number', 'multipleOf': 0.3}, 'multipleOf', '/'),
     ({'anyOf': []}, 'anyOf', '/'),
+    ({'type': 'object', 'propertyNames': {'type': 'integer'}}, 'propertyNames',
+     '/propertyNames'),
 ])
 def test_unsupported_or_malformed_is_one_error_naming_keyword_and_pointer(schema, keyword,
                                                                           pointer):

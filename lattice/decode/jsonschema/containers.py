@@ -29,7 +29,7 @@ from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import search
+from lattice.decode.jsonschema import formats, search
 from lattice.decode.jsonschema.common import KEY_CHAR as _KEY_CHAR
 from lattice.decode.jsonschema.common import dumps as _dumps
 from lattice.decode.jsonschema.common import nonneg_int as _nonneg_int
@@ -251,17 +251,49 @@ def _search(pattern: str, name: str, where: str) -> bool:
     raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
 
 
+_NAME_KEYWORDS = {'type', 'pattern', 'minLength', 'maxLength', 'format', 'enum', 'const',
+                  'title', 'description', '$comment', 'examples', 'default'}
+
+
 def _name_dfa(comp: Any, schema: Any, where: str) -> automaton.Dfa:
-  """Raw names `propertyNames` allows (string keywords only)."""
-  if not isinstance(schema, dict) or set(schema) - {'type', 'pattern', 'minLength',
-                                                    'maxLength', 'format'} \
-      - {'title', 'description', '$comment'}:
-    raise SchemaError(where, 'propertyNames', 'only string keywords are supported')
+  """Raw names `propertyNames` allows: string keywords (`pattern`, lengths,
+  `format`), `enum`/`const` (their string values), a local `$ref` to such a
+  schema. Raises SchemaError for anything else, or when no name is allowed."""
+  schema = comp.deref(schema, where, bounded=False)
+  if not isinstance(schema, dict) or set(schema) - _NAME_KEYWORDS or schema.get(
+      'type', 'string') not in ('string', ['string']):
+    raise SchemaError(where, 'propertyNames', 'only string keywords, enum and const are '
+                      'supported')
   regexes = [(regex_parse.parse_search, p, 'pattern') for p in
              ([schema['pattern']] if 'pattern' in schema else [])]
-  
+  fmt = schema.get('format')
+  if fmt in formats.UNSUPPORTED:
+    raise SchemaError(where, 'format', f'{fmt!r} is not supported')
+  if isinstance(fmt, str) and formats.FORMATS.get(fmt):
+    # (The format checker applies to names too: a sound subset, as for values.)
+    regexes.append((lambda r: regex_parse.parse(r, portable=True), formats.FORMATS[fmt],
+                    'format'))
   dfa = comp.string_dfa(regexes, _nonneg_int(schema, 'minLength', where, 0),
                         _nonneg_int(schema, 'maxLength', where), where)
+  if dfa is not None and ('enum' in schema or 'const' in schema):
+    values = schema['enum'] if 'enum' in schema else [schema['const']]
+    if not isinstance(values, list):
+      raise SchemaError(where, 'enum', f'expected an array, got {values!r}')
+    if 'const' in schema:
+      values = [v for v in values if v == schema['const']]
+    # Names are strings: other values never match (and `True == 1` must not count).
+    names = [v for v in values if isinstance(v, str)]
+    if not names:
+      dfa = None
+    else:
+      try:
+        listed = automaton.to_dfa(alt(*(automaton.lit(v) for v in dict.fromkeys(names))),
+                                  comp.opts.limits)
+        dfa = dfa_ops.intersect(dfa, listed, comp.opts.limits.max_states)
+      except automaton.LimitError as e:
+        raise SchemaError(where, 'propertyNames', str(e)) from e
+      except automaton.RegexError:
+        dfa = None
   if dfa is None:
     raise SchemaError(where, 'propertyNames', 'matches no name')
   return dfa
