@@ -343,8 +343,9 @@ def test_random_walks_validate_with_jsonschema(group):
 ])
 def test_unsupported_or_malformed_is_one_error_naming_keyword_and_pointer(schema, keyword,
                                                                           pointer):
+  # (strict: optional members are not left out, see the test after next.)
   with pytest.raises(constraints.SchemaError) as e:
-    constraints.compile_schema(schema)
+    constraints.compile_schema(schema, constraints.Options(strict=True))
   assert e.value.keyword == keyword and e.value.pointer == pointer, str(e.value)
   assert str(e.value).startswith(f'{pointer}: {keyword}: ')
 
@@ -532,3 +533,63 @@ def test_not_pattern_alone_is_applied():
     jsonschema.validate(json.loads(text), schema)
   for text in ('"a,"', '",a"', '"a,,b"', '"é"'):
     assert not dfa.matches(text), text
+
+
+@pytest.mark.parametrize('schema,texts,not_texts', [
+    # anyOf: the branch with an unsupported `not` is left out (JSONSchemaStore's
+    # golangci-lint); the other one is written.
+    ({'anyOf': [{'type': 'string', 'not': {'properties': {'a': {'const': 1}}}},
+                {'type': 'integer', 'minimum': 0}]}, ['0', '12'], ['"x"', '-1']),
+    # oneOf: a branch with a remote $ref is left out; the kept branch excludes it
+    # by type, so what is written matches exactly one branch.
+    ({'oneOf': [{'type': 'string', 'maxLength': 2},
+                {'type': 'object', 'properties': {'r': {'$ref': 'http://x.org/s#/a'}},
+                 'required': ['r']}]}, ['""', '"ab"'], ['{}', '"abc"']),
+    # An optional member the compiler cannot enforce is never written (swagger's
+    # remote `title`); the required ones still are.
+    ({'type': 'object', 'required': ['n'],
+      'properties': {'n': {'type': 'integer'}, 't': {'$ref': 'http://x.org/s#/t'},
+                     'p': {'type': 'string', 'pattern': '(?=a)b'}}},
+     ['{"n":1}'], ['{"n":1,"t":1}', '{}']),
+])
+def test_unenforceable_branches_and_optional_members_are_left_out_and_reported(
+    schema, texts, not_texts):
+  index = constraints.for_schema(schema)
+  dfa = constraints.compile_schema(schema)
+  assert index.warnings and all('never written' in w for w in index.warnings)
+  with pytest.raises(constraints.SchemaError):  # Options.strict: an error instead.
+    constraints.compile_schema(schema, constraints.Options(strict=True))
+  check = _validator(schema)
+  for t in texts:
+    assert dfa.matches(t), t
+    assert check.is_valid(json.loads(t)), t
+  for t in not_texts:
+    assert not dfa.matches(t), t
+  for data in _walks(index, dfa, np.random.default_rng(1), 30):
+    assert check.is_valid(json.loads(data.decode('utf-8'))), data
+
+
+@pytest.mark.parametrize('schema,keyword', [
+    # Malformed (not unsupported): still one error, not a left-out branch.
+    ({'anyOf': [{'type': 'string', 'minLength': 1.5}, {'type': 'integer'}]}, 'minLength'),
+    # Every branch unenforceable: the first one's error.
+    ({'anyOf': [{'$ref': 'http://x.org/a'}, {'type': 'string', 'pattern': '(?=a)b'}]},
+     '$ref'),
+    # A required member cannot be left out.
+    ({'type': 'object', 'required': ['t'], 'properties': {'t': {'$ref': 'http://x.org/t'}}},
+     '$ref'),
+])
+def test_what_cannot_be_left_out_still_raises(schema, keyword):
+  with pytest.raises(constraints.SchemaError) as e:
+    constraints.compile_schema(schema)
+  assert e.value.keyword == keyword, str(e.value)
+
+
+def test_warnings_are_capped_with_a_count():
+  n = constraints.MAX_WARNINGS + 10
+  schema = {'type': 'object', 'properties': {
+      f'p{i}': {'type': 'object', 'properties': {'r': {'$ref': f'http://x.org/{i}'}}}
+      for i in range(n)}}
+  index = constraints.for_schema(schema)
+  assert len(index.warnings) == constraints.MAX_WARNINGS + 1
+  assert index.warnings[-1].startswith('... and 10 more places')

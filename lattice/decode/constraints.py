@@ -60,11 +60,17 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
   return schema_regex_report(schema, options)[0]
 
 
+# Warning lines kept per schema (the rest counted in one more line).
+MAX_WARNINGS = 32
+
+
 def schema_regex_report(schema: Any, options: Options = Options()
                         ) -> tuple[automaton.Node, tuple[str, ...]]:
   """(`schema_regex`, the compiler's warnings): one line per place where valid
   instances are left out beyond the documented policy (optional members shed by
-  `Options.max_object_states`), naming the JSON pointer. Raises as `schema_regex`.
+  `Options.max_object_states`; optional members and anyOf/oneOf branches the
+  compiler cannot enforce), naming the JSON pointer; past `MAX_WARNINGS` lines,
+  one line counts the rest. Raises as `schema_regex`.
   """
   try:
     compiler = jsonschema_lib.Compiler(schema, options)
@@ -78,7 +84,12 @@ def schema_regex_report(schema: Any, options: Options = Options()
   if node is None:
     raise SchemaError('/', 'schema', 'no instance can be written (false, empty enum, '
                       'contradictory bounds, or recursion beyond max_ref_depth)')
-  return node, tuple(dict.fromkeys(compiler.warnings))
+  warnings = tuple(dict.fromkeys(compiler.warnings))
+  if len(warnings) > MAX_WARNINGS:  # (A recursive definition repeats them per place.)
+    warnings = warnings[:MAX_WARNINGS] + (
+        f'... and {len(warnings) - MAX_WARNINGS} more places where valid instances are '
+        f'left out',)
+  return node, warnings
 
 
 @contextlib.contextmanager

@@ -138,7 +138,16 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
     ok_name = name_dfa is None or name_dfa.matches(name)
     if not is_req and (not ok_name or not all(d in req for d in deps.get(name, ()))):
       continue
-    value = comp.node(sub, ptr(where, 'properties', name), depth + 1) if ok_name else None
+    try:
+      value = comp.node(sub, ptr(where, 'properties', name), depth + 1) if ok_name else None
+    except SchemaError as e:
+      # An optional member the compiler cannot enforce (unsupported keyword or
+      # regex, remote $ref, size cap) is never written: sound, and reported.
+      if is_req or not comp.droppable(e):
+        raise
+      comp.warnings.append(f'{where or "/"}: optional property {name!r} is never written '
+                           f'({e})')
+      continue
     if value is None:
       if is_req:
         return None
