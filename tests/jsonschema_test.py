@@ -273,6 +273,12 @@ GROUPS = [
     ('propertyNames format', {'type': 'object', 'propertyNames': {'format': 'ipv4'},
                               'additionalProperties': {'type': 'null'}},
      ['{}', '{"1.2.3.4":null}'], ['{"a":null}', '{"1.2.3":null}']),
+    # Extra members under maxProperties (JSONSchemaStore's io-package `news`).
+    ('maxProperties with patternProperties', {
+        'type': 'object', 'minProperties': 1, 'maxProperties': 2,
+        'patternProperties': {'^v[0-9]$': {'type': 'integer'}},
+        'additionalProperties': False},
+     ['{"v1":1}', '{"v1":1,"v2":-3}'], ['{}', '{"v1":1,"v2":2,"v3":3}', '{"x":1}']),
 ]
 IDS = [g[0] for g in GROUPS]
 

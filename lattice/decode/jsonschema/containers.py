@@ -11,8 +11,9 @@ always, optional ones skippable. Extra members come after them when
 object declares nothing) and for `patternProperties`: names are printable ASCII,
 never a declared name, and match exactly the patterns whose schemas the value
 satisfies (a DFA difference/intersection per pattern). `minProperties` promotes
-optional properties to required; `maxProperties` keeps the first ones and drops
-extras. `dependentRequired`/`dependencies` leave out optional properties whose
+optional properties to required; `maxProperties` keeps the first ones, and extra
+members only up to what is left (at most `_EXTRAS_UNDER_MAX`).
+`dependentRequired`/`dependencies` leave out optional properties whose
 dependencies are not all required. An object whose members' automata sum past
 `Options.max_object_states` leaves out its largest optional members until it fits
 (sound: fewer texts; a flat DFA copies each member's value once per object, so
@@ -165,16 +166,20 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
         kept.append((node, r, name))
         n_opt -= not r
     members = kept
-  write_extra = (hi is None and (patterns or isinstance(addl, dict) and addl != {} or
-                                 (addl is not False and
-                                  (comp.opts.extra_properties or not props))))
+  # Under maxProperties, extra members fill what the declared ones leave (all of
+  # those may be written), at most _EXTRAS_UNDER_MAX (each is a copy in the automaton).
+  room = None if hi is None else min(hi - len(members), _EXTRAS_UNDER_MAX)
+  write_extra = ((room is None or room > 0) and
+                 (patterns or isinstance(addl, dict) and addl != {} or
+                  (addl is not False and (comp.opts.extra_properties or not props))))
   if write_extra:
     # Extra names are never a member's name (a duplicate key would count once) nor
     # a name with dependencies (they might be missing: only members check them).
     extra = _extras(comp, s, list(dict.fromkeys([*order, *deps])), patterns, addl,
                     name_dfa, where, depth)
     if extra is not None:
-      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra,
+      members.append((cat(extra, rep(cat(lit(','), extra), 0,
+                                      None if room is None else room - 1)), need_extra,
                       '(additional members)'))
   if need_extra and not (write_extra and extra is not None):
     return None
@@ -185,6 +190,11 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
         f'never written (the object would pass Options.max_object_states='
         f'{comp.opts.max_object_states} states)')
   return cat(lit('{'), chain(tuple(shed), lit(',')), lit('}'))
+
+
+# Extra members written at most under `maxProperties` (a bounded repetition of a
+# member unrolls: each is a copy of its value's automaton).
+_EXTRAS_UNDER_MAX = 4
 
 
 def approx_states(node: Node, memo: dict | None = None) -> float:
