@@ -329,6 +329,11 @@ class _Nfa:
 
 
 @functools.lru_cache(maxsize=4096)
+def _nonzero_masks(masks: tuple[int, ...]) -> frozenset[int]:
+  return frozenset(m for m in masks if m)
+
+
+@functools.lru_cache(maxsize=4096)
 def _embed_template(dfa: Dfa, json_escape: bool):
   """(new states, accepting states, edge arrays) of `dfa` embedded in an NFA, in
   local state ids: 0 the entry, 1..S-1 the DFA's other states, S the exit (each
@@ -557,8 +562,11 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   final = nfa.build(node, start)
   mask_set = {m for edges in (nfa.edges.values() if nfa.bulk else nfa.edges)
               for m, _ in edges}
+  seen_plain = set()
   for _, _, plain, _ in nfa.bulk_edges:
-    mask_set.update(m for m in plain if m)
+    if id(plain) not in seen_plain:  # (Templates' mask tuples recur: one pass each.)
+      seen_plain.add(id(plain))
+      mask_set.update(_nonzero_masks(plain))
   masks = sorted(mask_set)
   if nfa.bulk:
     byte_class, held = dfa_native.byte_classes(masks)
@@ -648,8 +656,11 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   listed = [(s, mask_id[m], t) for s, e in nfa.edges.items() for m, t in e]
   listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
   src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
+  ids_of: dict[int, np.ndarray] = {}
   for s_E, c_E, plain, t_E in nfa.bulk_edges:
-    ids = np.array([mask_id.get(m, -1) for m in plain], np.int64)
+    ids = ids_of.get(id(plain))
+    if ids is None:
+      ids = ids_of[id(plain)] = np.array([mask_id.get(m, -1) for m in plain], np.int64)
     src.append(s_E)
     mid.append(ids[c_E])
     tgt.append(t_E)
