@@ -599,3 +599,23 @@ def test_warnings_are_capped_with_a_count():
   index = constraints.for_schema(schema)
   assert len(index.warnings) == constraints.MAX_WARNINGS + 1
   assert index.warnings[-1].startswith('... and 10 more places')
+
+
+def test_past_a_state_cap_more_optional_members_are_left_out():
+  # Four optional strings of ~900 states each pass a 2000-state cap within an
+  # 8000-state object budget; compiled again with a quarter of the budget, the
+  # largest optional members are left out (reported) and the rest is written.
+  schema = {'type': 'object', 'required': ['id'], 'properties': {
+      'id': {'type': 'integer'},
+      **{f's{i}': {'type': 'string', 'maxLength': 100} for i in range(4)}}}
+  opts = constraints.Options(limits=automaton.Limits(max_states=2000),
+                             max_object_states=8000)
+  with pytest.raises((constraints.SchemaError, automaton.LimitError)):  # First attempt.
+    automaton.to_dfa(constraints.schema_regex(schema, opts), opts.limits)
+  index = constraints.for_schema(schema, options=opts)
+  assert index.warnings and 'never written' in index.warnings[0]
+  dfa = constraints.compile_schema(schema, opts)
+  assert dfa.matches('{"id":1}') and dfa.n_states <= 2000
+  check = _validator(schema)
+  for data in _walks(index, dfa, np.random.default_rng(2), 30):
+    assert check.is_valid(json.loads(data.decode('utf-8'))), data
