@@ -13,7 +13,9 @@ minimisation (`partition`: Valmari's partial-DFA algorithm, so a long chain no
 longer costs a Moore round per link; the numpy fallback leaves DFAs without
 counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native path
 always minimises), the whole trim-minimise-canonicalise step of a loop-free DFA
-(`finish`) and one-byte token tables (`token_tables`). It is built by `setup.py`
+(`finish`, on the DFA's edges: O(edges), not O(states x classes)), the unrolling
+of counted loops with the canonical form (`unroll`) and one-byte token tables
+(`token_tables`). It is built by `setup.py`
 as the optional extension `lattice.decode._dfa_native` (a plain shared library, no
 Python API); when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is
 False and the callers use their Python/numpy/scipy code, which computes the same
