@@ -619,3 +619,16 @@ def test_past_a_state_cap_more_optional_members_are_left_out():
   check = _validator(schema)
   for data in _walks(index, dfa, np.random.default_rng(2), 30):
     assert check.is_valid(json.loads(data.decode('utf-8'))), data
+
+
+def test_approx_states_of_a_deep_ast_needs_no_recursion():
+  # JSONSchemaStore's venvironment-basic-schema built intermediate ASTs nested past
+  # Python's recursion limit ("nested too deeply" under the benchmark's default).
+  from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
+  node = automaton.one(1)
+  for _ in range(3000):
+    node = ('alt', (node, automaton.cat(automaton.one(2), automaton.one(4))))
+  assert containers.approx_states(node) == 1 + 3000 * 2
+  memo = {}
+  assert containers.approx_states(('chain', ((node, True),), automaton.one(8)), memo) == 6002
+  assert containers.approx_states(node, memo) == 6001  # From the memo.

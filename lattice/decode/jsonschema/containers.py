@@ -201,32 +201,53 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
   """About how many DFA states `node` builds (embedded DFAs at their size).
 
   `memo` (id -> (node, size), the node held so its id stays its own) spares
-  re-walking shared subtrees: members that stay ASTs nest level in level."""
-  kind = node[0]
-  if kind == 'dfa':
-    return node[1].n_states
-  if kind == 'set':
-    return 1
-  if memo is not None:
-    got = memo.get(id(node))
-    if got is not None:
-      return got[1]
-  if kind in ('cat', 'alt'):
-    size = sum(approx_states(p, memo) for p in node[1])
-  elif kind == 'chain':
-    size = sum(approx_states(m, memo) for m, _ in node[1]) + len(node[1])
-  else:
-    _, body, lo, hi = node
-    copies = max(1, hi if hi is not None else lo + 1)
-    if automaton.is_char(body):
-      # A character's DFA, not its byte sets: a JSON string character is ~23 sets
-      # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
-      size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+  re-walking shared subtrees: members that stay ASTs nest level in level. An
+  explicit stack, not recursion: intermediate ASTs nest hundreds deep (a
+  JSONSchemaStore schema passed Python's recursion limit here)."""
+  memo = {} if memo is None else memo
+
+  def known(n: Node) -> float | None:
+    kind = n[0]
+    if kind == 'dfa':
+      return n[1].n_states
+    if kind == 'set':
+      return 1
+    got = memo.get(id(n))
+    return None if got is None else got[1]
+
+  def parts(n: Node) -> list:
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      return list(n[1])
+    if kind == 'chain':
+      return [m for m, _ in n[1]]
+    return [] if automaton.is_char(n[1]) else [n[1]]
+
+  stack = [(node, False)]
+  while stack:
+    n, ready = stack.pop()
+    if known(n) is not None:
+      continue
+    if not ready:
+      stack.append((n, True))
+      stack.extend((p, False) for p in parts(n) if known(p) is None)
+      continue
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      size = sum(known(p) for p in n[1])
+    elif kind == 'chain':
+      size = sum(known(m) for m, _ in n[1]) + len(n[1])
     else:
-      size = approx_states(body, memo) * copies
-  if memo is not None:
-    memo[id(node)] = (node, size)
-  return size
+      _, body, lo, hi = n
+      copies = max(1, hi if hi is not None else lo + 1)
+      if automaton.is_char(body):
+        # A character's DFA, not its byte sets: a JSON string character is ~23 sets
+        # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
+        size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+      else:
+        size = known(body) * copies
+    memo[id(n)] = (n, size)
+  return known(node)
 
 
 def _shed(members: list, budget: int, memo: dict | None = None) -> tuple[list, list]:
