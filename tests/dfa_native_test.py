@@ -2,6 +2,8 @@
 fallback: distances, breadth-first renumbering and minimisation agree exactly, and
 schemas compile to the same automata either way."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,57 @@ def test_byte_classes_partition_like_numpy(seed):
     held = cls[off[m]:off[m + 1]].tolist()
     assert held == sorted({int(bc[b]) for b in range(256) if mask >> b & 1})
   assert dfa_native.byte_classes([])[0].tolist() == [0] * 256
+
+
+@pytest.mark.parametrize('pattern', [
+    '[\\x00-\\x7f]{0,3}',              # Every escaped byte, short and \\u00XX forms.
+    '(a[\\x01\\x1f]|"b|\\\\\\\\)*c',    # Some escapes, in a loop, to several targets.
+    '[\\x10-\\x1f]x|[\\x00-\\x0f]y',    # Only one high digit each.
+    'abc',                               # None at all.
+])
+def test_json_escaped_embed_matches_the_fallback(pattern, fallback):
+  # The native path writes a DFA's escaped bytes as shared escape states
+  # (`_Nfa._escapes_bulk`), the fallback as one literal chain per byte and state:
+  # the same language, so the same canonical tables; and the escaped automaton
+  # spells exactly the JSON-escaped texts of the raw one.
+  raw = automaton.to_dfa(regex_parse.parse(pattern))
+  node = automaton.cat(automaton.lit('"'), automaton.embed(raw, json_escape=True),
+                       automaton.lit('"'))
+  fallback(True)
+  a = automaton._subset_dfa(node, automaton.DEFAULT_LIMITS)  # pylint: disable=protected-access
+  fallback(False)
+  b = automaton._subset_dfa(node, automaton.DEFAULT_LIMITS)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(a.delta_SxC, b.delta_SxC)
+  np.testing.assert_array_equal(a.byte_class, b.byte_class)
+  np.testing.assert_array_equal(a.accepting, b.accepting)
+  rng = np.random.default_rng(0)
+  alphabet = [chr(i) for i in range(0x80)]
+  for _ in range(300):
+    text = ''.join(rng.choice(alphabet, int(rng.integers(0, 4))))
+    quoted = json.dumps(text, ensure_ascii=False)
+    assert a.matches(quoted) == raw.matches(text), text
+    assert not a.matches(quoted[:-1] + '\\u0041"') or raw.matches(text + 'A')
+
+
+@pytest.mark.parametrize('pattern', [
+    'a{0,20}',                          # The start inside a loop.
+    'x[a-c]{5,40}y',                    # lo inside the region bound: X^lo X{0,hi-lo}.
+    'x[a-c]{20,}y',                     # Unbounded, lo above the region bound.
+    '(\\w{13,30}|z)@.{0,15}',           # Two loops, one of multi-byte characters.
+    'q[^"]{14}',                        # Exactly hi copies.
+    'a{15,16}b{0,14}|c',                # Loops one after another, and another branch.
+])
+def test_counted_loops_unroll_like_the_fallback(pattern, fallback):
+  # Native: _unroll, _renumber and _canonical_classes in one call
+  # (`dfa_native.unroll`); fallback: the numpy steps. Same tables, same language.
+  node = regex_parse.parse(pattern)
+  limits = automaton.Limits(region_min=12)
+  fallback(True)
+  a = automaton._subset_dfa(node, limits)  # pylint: disable=protected-access
+  fallback(False)
+  b = automaton._subset_dfa(node, limits)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(a.delta_SxC, b.delta_SxC)
+  np.testing.assert_array_equal(a.byte_class, b.byte_class)
+  np.testing.assert_array_equal(a.accepting, b.accepting)
+  c = automaton._subset_dfa(node, automaton.Limits(region_min=10_000))  # pylint: disable=protected-access
+  assert a.n_states == c.n_states  # Unrolled as a loop or by the subset construction.

@@ -53,7 +53,7 @@ FLOORS: dict[str, tuple[float, float]] = {
     'maxContains': (0.60, 0.80),
     'maxItems': (1.00, 1.00),
     'maxLength': (1.00, 1.00),
-    'maxProperties': (1.00, 0.57),
+    'maxProperties': (1.00, 1.00),  # Was (1.00, 0.57): extra members under the bound.
     'maximum': (1.00, 0.66),
     'minContains': (0.75, 0.81),
     'minItems': (1.00, 1.00),
@@ -62,13 +62,17 @@ FLOORS: dict[str, tuple[float, float]] = {
     'minimum': (1.00, 0.75),
     'multipleOf': (0.60, 0.50),
     'not': (0.55, 0.85),
-    'oneOf': (0.45, 0.42),  # Was (0.27, 0.50): more cases compile, as narrowed branches.
+    # Was (0.27, 0.50), then (0.45, 0.42) with narrowed branches; branches that cannot
+    # be enforced are left out (reported) when another is written.
+    'oneOf': (0.63, 0.63),
     'pattern': (0.66, 1.00),
     'patternProperties': (0.83, 0.84),
     'prefixItems': (1.00, 1.00),
     'properties': (1.00, 0.93),
-    'propertyNames': (0.50, 1.00),
-    'ref': (0.52, 1.00),
+    'propertyNames': (0.83, 1.00),  # Was (0.50, 1.00): enum/const/$ref names.
+    # Was (0.52, 1.00): optional members with a remote $ref are left out (reported),
+    # so more cases compile and the valid instances holding them are not written.
+    'ref': (0.61, 0.87),
     'required': (1.00, 0.83),
     'type': (1.00, 0.95),
     'unevaluatedItems': (0.86, 0.51),

@@ -262,6 +262,23 @@ GROUPS = [
                                                     'm': {'type': 'integer'}}}],
         'oneOf': [{'required': ['c']}, {'required': ['m']}]},
      ['{"c":1}', '{"m":2}'], ['[]', '[1]', '{"c":1,"m":2}', '{}']),
+    # propertyNames through a $ref to an enum (JSONSchemaStore's golangci-lint), a
+    # const, and a format (names are checked by the format checker too).
+    ('propertyNames enum by $ref', {
+        '$defs': {'n': {'enum': ['ab', 'cd', 3]}}, 'type': 'object',
+        'propertyNames': {'$ref': '#/$defs/n'}, 'additionalProperties': {'type': 'integer'}},
+     ['{}', '{"ab":1}', '{"ab":1,"cd":2}'], ['{"x":1}', '{"ab":"s"}', '{"3":1}']),
+    ('propertyNames const', {'type': 'object', 'propertyNames': {'const': 'k'}},
+     ['{}', '{"k":null}', '{"k":[1]}'], ['{"j":null}', '{"kk":1}']),
+    ('propertyNames format', {'type': 'object', 'propertyNames': {'format': 'ipv4'},
+                              'additionalProperties': {'type': 'null'}},
+     ['{}', '{"1.2.3.4":null}'], ['{"a":null}', '{"1.2.3":null}']),
+    # Extra members under maxProperties (JSONSchemaStore's io-package `news`).
+    ('maxProperties with patternProperties', {
+        'type': 'object', 'minProperties': 1, 'maxProperties': 2,
+        'patternProperties': {'^v[0-9]$': {'type': 'integer'}},
+        'additionalProperties': False},
+     ['{"v1":1}', '{"v1":1,"v2":-3}'], ['{}', '{"v1":1,"v2":2,"v3":3}', '{"x":1}']),
 ]
 IDS = [g[0] for g in GROUPS]
 
@@ -327,11 +344,14 @@ def test_random_walks_validate_with_jsonschema(group):
      'maxContains', '/'),
     ({'type': 'number', 'multipleOf': 0.3}, 'multipleOf', '/'),
     ({'anyOf': []}, 'anyOf', '/'),
+    ({'type': 'object', 'propertyNames': {'type': 'integer'}}, 'propertyNames',
+     '/propertyNames'),
 ])
 def test_unsupported_or_malformed_is_one_error_naming_keyword_and_pointer(schema, keyword,
                                                                           pointer):
+  # (strict: optional members are not left out, see the test after next.)
   with pytest.raises(constraints.SchemaError) as e:
-    constraints.compile_schema(schema)
+    constraints.compile_schema(schema, constraints.Options(strict=True))
   assert e.value.keyword == keyword and e.value.pointer == pointer, str(e.value)
   assert str(e.value).startswith(f'{pointer}: {keyword}: ')
 
@@ -519,3 +539,96 @@ def test_not_pattern_alone_is_applied():
     jsonschema.validate(json.loads(text), schema)
   for text in ('"a,"', '",a"', '"a,,b"', '"é"'):
     assert not dfa.matches(text), text
+
+
+@pytest.mark.parametrize('schema,texts,not_texts', [
+    # anyOf: the branch with an unsupported `not` is left out (JSONSchemaStore's
+    # golangci-lint); the other one is written.
+    ({'anyOf': [{'type': 'string', 'not': {'properties': {'a': {'const': 1}}}},
+                {'type': 'integer', 'minimum': 0}]}, ['0', '12'], ['"x"', '-1']),
+    # oneOf: a branch with a remote $ref is left out; the kept branch excludes it
+    # by type, so what is written matches exactly one branch.
+    ({'oneOf': [{'type': 'string', 'maxLength': 2},
+                {'type': 'object', 'properties': {'r': {'$ref': 'http://x.org/s#/a'}},
+                 'required': ['r']}]}, ['""', '"ab"'], ['{}', '"abc"']),
+    # An optional member the compiler cannot enforce is never written (swagger's
+    # remote `title`); the required ones still are.
+    ({'type': 'object', 'required': ['n'],
+      'properties': {'n': {'type': 'integer'}, 't': {'$ref': 'http://x.org/s#/t'},
+                     'p': {'type': 'string', 'pattern': '(?=a)b'}}},
+     ['{"n":1}'], ['{"n":1,"t":1}', '{}']),
+])
+def test_unenforceable_branches_and_optional_members_are_left_out_and_reported(
+    schema, texts, not_texts):
+  index = constraints.for_schema(schema)
+  dfa = constraints.compile_schema(schema)
+  assert index.warnings and all('never written' in w for w in index.warnings)
+  with pytest.raises(constraints.SchemaError):  # Options.strict: an error instead.
+    constraints.compile_schema(schema, constraints.Options(strict=True))
+  check = _validator(schema)
+  for t in texts:
+    assert dfa.matches(t), t
+    assert check.is_valid(json.loads(t)), t
+  for t in not_texts:
+    assert not dfa.matches(t), t
+  for data in _walks(index, dfa, np.random.default_rng(1), 30):
+    assert check.is_valid(json.loads(data.decode('utf-8'))), data
+
+
+@pytest.mark.parametrize('schema,keyword', [
+    # Malformed (not unsupported): still one error, not a left-out branch.
+    ({'anyOf': [{'type': 'string', 'minLength': 1.5}, {'type': 'integer'}]}, 'minLength'),
+    # Every branch unenforceable: the first one's error.
+    ({'anyOf': [{'$ref': 'http://x.org/a'}, {'type': 'string', 'pattern': '(?=a)b'}]},
+     '$ref'),
+    # A required member cannot be left out.
+    ({'type': 'object', 'required': ['t'], 'properties': {'t': {'$ref': 'http://x.org/t'}}},
+     '$ref'),
+])
+def test_what_cannot_be_left_out_still_raises(schema, keyword):
+  with pytest.raises(constraints.SchemaError) as e:
+    constraints.compile_schema(schema)
+  assert e.value.keyword == keyword, str(e.value)
+
+
+def test_warnings_are_capped_with_a_count():
+  n = constraints.MAX_WARNINGS + 10
+  schema = {'type': 'object', 'properties': {
+      f'p{i}': {'type': 'object', 'properties': {'r': {'$ref': f'http://x.org/{i}'}}}
+      for i in range(n)}}
+  index = constraints.for_schema(schema)
+  assert len(index.warnings) == constraints.MAX_WARNINGS + 1
+  assert index.warnings[-1].startswith('... and 10 more places')
+
+
+def test_past_a_state_cap_more_optional_members_are_left_out():
+  # Four optional strings of ~900 states each pass a 2000-state cap within an
+  # 8000-state object budget; compiled again with a quarter of the budget, the
+  # largest optional members are left out (reported) and the rest is written.
+  schema = {'type': 'object', 'required': ['id'], 'properties': {
+      'id': {'type': 'integer'},
+      **{f's{i}': {'type': 'string', 'maxLength': 100} for i in range(4)}}}
+  opts = constraints.Options(limits=automaton.Limits(max_states=2000),
+                             max_object_states=8000)
+  with pytest.raises((constraints.SchemaError, automaton.LimitError)):  # First attempt.
+    automaton.to_dfa(constraints.schema_regex(schema, opts), opts.limits)
+  index = constraints.for_schema(schema, options=opts)
+  assert index.warnings and 'never written' in index.warnings[0]
+  dfa = constraints.compile_schema(schema, opts)
+  assert dfa.matches('{"id":1}') and dfa.n_states <= 2000
+  check = _validator(schema)
+  for data in _walks(index, dfa, np.random.default_rng(2), 30):
+    assert check.is_valid(json.loads(data.decode('utf-8'))), data
+
+
+def test_approx_states_of_a_deep_ast_needs_no_recursion():
+  # JSONSchemaStore's venvironment-basic-schema built intermediate ASTs nested past
+  # Python's recursion limit ("nested too deeply" under the benchmark's default).
+  from lattice.decode.jsonschema import containers  # pylint: disable=g-import-not-at-top
+  node = automaton.one(1)
+  for _ in range(3000):
+    node = ('alt', (node, automaton.cat(automaton.one(2), automaton.one(4))))
+  assert containers.approx_states(node) == 1 + 3000 * 2
+  memo = {}
+  assert containers.approx_states(('chain', ((node, True),), automaton.one(8)), memo) == 6002
+  assert containers.approx_states(node, memo) == 6001  # From the memo.

@@ -149,12 +149,32 @@ class _Nfa:
     self.edges: Any = collections.defaultdict(list) if bulk else []
     self.bulk_edges: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]] = []
     self.n = 0  # states
-    self.region: list[int] = []
+    self.cap = 4 * limits.max_states
+    # Counted-loop ids of the states as runs (first state, region id): states are
+    # made in order and the region changes only in `_region` (`region` expands).
+    self._runs: list[tuple[int, int]] = [(0, -1)]
     self.cur_region = -1
     # Per region id: (AST node id, lo, hi, hub state).
     self.regions: list[tuple[int, int, int | None, int]] = []
     self.limits, self.no_region = limits, no_region
     self.deadline = time.perf_counter() + limits.max_seconds
+
+  @property
+  def region(self) -> np.ndarray:
+    """int32[n]: each state's counted-loop id (-1: none)."""
+    firsts = [f for f, _ in self._runs] + [self.n]
+    return np.repeat(np.array([r for _, r in self._runs], np.int32), np.diff(firsts))
+
+  def _set_region(self, r: int) -> None:
+    self.cur_region = r
+    if self._runs[-1][0] == self.n:
+      self._runs[-1] = (self.n, r)
+    else:
+      self._runs.append((self.n, r))
+
+  def _over_cap(self):
+    raise LimitError(f'automaton: more than {self.cap} NFA states '
+                     f'(Limits.max_states={self.limits.max_states})')
 
   def state(self) -> int:
     return self.states(1)
@@ -162,14 +182,12 @@ class _Nfa:
   def states(self, k: int) -> int:
     """k fresh states; returns the first id."""
     first = self.n
-    if first + k > 4 * self.limits.max_states:
-      raise LimitError(f'automaton: more than {4 * self.limits.max_states} NFA states '
-                       f'(Limits.max_states={self.limits.max_states})')
+    if first + k > self.cap:
+      self._over_cap()
     self.n += k
     if not self.bulk:
       self.eps.extend([] for _ in range(k))
       self.edges.extend([] for _ in range(k))
-    self.region += [self.cur_region] * k
     return first
 
   def build(self, node: Node, start: int) -> int:
@@ -181,8 +199,22 @@ class _Nfa:
         self.edges[start].append((node[1], end))
       return end
     if kind == 'cat':
+      # Byte sets (a literal's bytes, mostly) added here, not by a call each.
+      edges, bulk = self.edges, self.bulk
       for part in node[1]:
-        start = self.build(part, start)
+        if part[0] != 'set':
+          start = self.build(part, start)
+          continue
+        end = self.n
+        if end >= self.cap:
+          self._over_cap()
+        self.n = end + 1
+        if not bulk:
+          self.eps.append([])
+          edges.append([])
+        if part[1]:
+          edges[start].append((part[1], end))
+        start = end
       return start
     if kind == 'alt':
       end = self.state()
@@ -224,12 +256,12 @@ class _Nfa:
 
   def _region(self, node: Node, start: int, lo: int, hi: int | None) -> int:
     body = node[1]
-    self.cur_region = len(self.regions)
+    self._set_region(len(self.regions))
     hub = self.state()
     self.regions.append((id(node), lo, hi, hub))
     self.eps[start].append(hub)
     self.eps[self.build(body, hub)].append(hub)
-    self.cur_region = -1
+    self._set_region(-1)
     end = self.state()
     self.eps[hub].append(end)
     return end
@@ -279,33 +311,124 @@ class _Nfa:
 
 
   def _embed_bulk(self, dfa: Dfa, json_escape: bool, start: int) -> int:
-    """`_embed` with the byte edges as arrays (one edge per state and class)."""
-    S = dfa.n_states
-    ids = np.empty(S, np.int64)
-    ids[0] = start
-    if S > 1:
-      ids[1:] = np.arange(self.states(S - 1), self.n)
-    end = self.state()
-    cls_mask = dfa_compose.class_masks(dfa)
-    if json_escape:
-      special = [m & _ESCAPED_MASK for m in cls_mask]
-      plain = tuple(m & ~sp for m, sp in zip(cls_mask, special))
-    else:
-      special, plain = [], cls_mask
-    for s in np.flatnonzero(dfa.accepting).tolist():
-      self.eps[int(ids[s])].append(end)
-    d = dfa.delta_SxC
-    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :]
-                          if json_escape else d >= 0)
-    if len(src):
-      self.bulk_edges.append((ids[src], cls, plain, ids[d[src, cls]]))
-    for c in [c for c, sp in enumerate(special) if sp]:
-      for s in np.flatnonzero(d[:, c] >= 0).tolist():
-        t = int(ids[d[s, c]])
-        for b in _bits(special[c]):
-          mid = self.build(lit(JSON_ESCAPE[b][:-1]), int(ids[s]))
-          self.edges[mid].append((1 << JSON_ESCAPE[b][-1], t))
+    """`_embed` with the byte edges as arrays: `_embed_template`'s edges with its
+    local states renumbered (0: `start`, i >= 1: fresh state i - 1)."""
+    n_new, acc, parts = _embed_template(dfa, json_escape)
+    first = self.states(n_new)
+    end = first + dfa.n_states - 1
+    shift = first - 1
+    for s in acc:
+      self.eps[start if s == 0 else s + shift].append(end)
+    for src_l, cls, masks, tgt_l in parts:
+      src = src_l + shift
+      src[src_l == 0] = start
+      tgt = tgt_l + shift
+      tgt[tgt_l == 0] = start
+      self.bulk_edges.append((src, cls, masks, tgt))
     return end
+
+
+@functools.lru_cache(maxsize=4096)
+def _nonzero_masks(masks: tuple[int, ...]) -> frozenset[int]:
+  return frozenset(m for m in masks if m)
+
+
+@functools.lru_cache(maxsize=4096)
+def _embed_template(dfa: Dfa, json_escape: bool):
+  """(new states, accepting states, edge arrays) of `dfa` embedded in an NFA, in
+  local state ids: 0 the entry, 1..S-1 the DFA's other states, S the exit (each
+  accepting state has an epsilon edge to it), then the escape states. Edge arrays
+  as `_Nfa.bulk_edges` (sources, mask index, masks, targets). Cached: a member's
+  DFA is embedded at every level that holds it."""
+  S = dfa.n_states
+  cls_mask = dfa_compose.class_masks(dfa)
+  if json_escape:
+    plain = tuple(m & ~_ESCAPED_MASK for m in cls_mask)
+  else:
+    plain = cls_mask
+  d = dfa.delta_SxC
+  if json_escape:
+    src, cls = np.nonzero((d >= 0) & np.array([m != 0 for m in plain])[None, :])
+  else:
+    src, cls = np.nonzero(d >= 0)
+  parts = []
+  if len(src):
+    parts.append((src.astype(np.int64), cls, plain, d[src, cls].astype(np.int64)))
+  n_new = S  # S - 1 DFA states and the exit.
+  if json_escape:
+    got = _escape_edges(dfa, S + 1)
+    if got is not None:
+      esc, n_esc = got
+      parts.append(esc)
+      n_new += n_esc
+  return n_new, np.flatnonzero(dfa.accepting).tolist(), tuple(parts)
+
+
+def _escape_edges(dfa: Dfa, next_id: int):
+  """The escaped forms of `dfa`'s edges on bytes JSON must escape (`JSON_ESCAPE`),
+  as one edge array (sources, mask index, masks, targets) in local ids (DFA
+  state s is s; new states from `next_id`), and the number of new states; None
+  when there are none. Per source state that has any: one state after `\\`, and
+  for `\\u00XX` one state after each of `u`, `0`, `0` and one per high digit
+  (`0`/`1`), so an escape costs at most six states per source state (one chain
+  of literal states per escaped byte and state was ~40 NFA states per DFA state
+  in Python). The same language as `_Nfa._embed`'s chains."""
+  esc_b = _ESC_BYTES
+  T_SxB = dfa.delta_SxC[:, dfa.byte_class[esc_b]].astype(np.int64)
+  has_SxB = T_SxB >= 0
+  rows = np.flatnonzero(has_SxB.any(axis=1))
+  if not len(rows):
+    return None
+  T_RxB, has_RxB = T_SxB[rows], has_SxB[rows]
+  src, byte, tgt = [], [], []
+  n = next_id
+
+  def fresh(need_R: np.ndarray) -> np.ndarray:
+    """A new state for each row where `need_R` (-1 elsewhere)."""
+    nonlocal n
+    out = np.full(len(rows), -1, np.int64)
+    k = int(need_R.sum())
+    out[need_R] = np.arange(n, n + k)
+    n += k
+    return out
+
+  def edges(frm_R: np.ndarray, b: int, to_R: np.ndarray, where: np.ndarray) -> None:
+    if where.any():
+      src.append(frm_R[where])
+      byte.append(np.full(int(where.sum()), b, np.int64))
+      tgt.append(to_R[where])
+
+  every = np.ones(len(rows), bool)
+  back = fresh(every)  # After the backslash.
+  edges(rows.astype(np.int64), 0x5C, back, every)
+  for j, b in enumerate(esc_b.tolist()):
+    seq = JSON_ESCAPE[b]
+    if len(seq) == 2:
+      edges(back, seq[1], T_RxB[:, j], has_RxB[:, j])
+  uni = ~_ESC_SHORT
+  need_u = (has_RxB & uni[None, :]).any(axis=1)
+  u1, u2, u3 = fresh(need_u), fresh(need_u), fresh(need_u)
+  edges(back, ord('u'), u1, need_u)
+  edges(u1, ord('0'), u2, need_u)
+  edges(u2, ord('0'), u3, need_u)
+  for h in (0, 1):
+    cols = uni & (esc_b >> 4 == h)
+    need_h = (has_RxB & cols[None, :]).any(axis=1)
+    u4 = fresh(need_h)
+    edges(u3, ord(f'{h}'), u4, need_h)
+    for j in np.flatnonzero(cols).tolist():
+      edges(u4, ord(f'{int(esc_b[j]) & 15:x}'), T_RxB[:, j], has_RxB[:, j])
+  byte_E = np.concatenate(byte)
+  used = sorted(set(byte_E.tolist()))
+  slot = np.zeros(256, np.int64)
+  slot[used] = np.arange(len(used))
+  return ((np.concatenate(src), slot[byte_E], tuple(1 << b for b in used),
+           np.concatenate(tgt)), n - next_id)
+
+
+# The bytes JSON must escape, ascending, and which of them have a short escape.
+_ESC_BYTES = np.array(sorted(JSON_ESCAPE), np.int64)
+_ESC_SHORT = np.array([len(JSON_ESCAPE[b]) == 2 for b in sorted(JSON_ESCAPE)])
 
 
 def _bits(mask: int) -> list[int]:
@@ -439,8 +562,11 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   final = nfa.build(node, start)
   mask_set = {m for edges in (nfa.edges.values() if nfa.bulk else nfa.edges)
               for m, _ in edges}
+  seen_plain = set()
   for _, _, plain, _ in nfa.bulk_edges:
-    mask_set.update(m for m in plain if m)
+    if id(plain) not in seen_plain:  # (Templates' mask tuples recur: one pass each.)
+      seen_plain.add(id(plain))
+      mask_set.update(_nonzero_masks(plain))
   masks = sorted(mask_set)
   if nfa.bulk:
     byte_class, held = dfa_native.byte_classes(masks)
@@ -464,6 +590,16 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   internal = internal == 1
   delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
   delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions and dfa_native.LIB is not None:
+    # Unrolled and made canonical in one native call (the numpy steps below).
+    n = _unrolled_size(nfa, tag, limits)
+    lo_R = np.array([lo for _, lo, _, _ in nfa.regions], np.int64)
+    hi_R = np.array([-1 if hi is None else hi for _, _, hi, _ in nfa.regions], np.int64)
+    got = dfa_native.unroll(delta, accepting, tag, internal, lo_R, hi_R, n, byte_class)
+    if got is None:
+      raise RegexError('automaton: internal error unrolling a counted loop')
+    delta, accepting, byte_class = got
+    return intern(Dfa(delta, byte_class, accepting))
   if nfa.regions:
     delta, accepting = _unroll(nfa, delta, accepting, tag, internal, limits)
   delta, accepting = _renumber(delta, accepting, byte_class)
@@ -520,8 +656,11 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   listed = [(s, mask_id[m], t) for s, e in nfa.edges.items() for m, t in e]
   listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
   src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
+  ids_of: dict[int, np.ndarray] = {}
   for s_E, c_E, plain, t_E in nfa.bulk_edges:
-    ids = np.array([mask_id.get(m, -1) for m in plain], np.int64)
+    ids = ids_of.get(id(plain))
+    if ids is None:
+      ids = ids_of[id(plain)] = np.array([mask_id.get(m, -1) for m in plain], np.int64)
     src.append(s_E)
     mid.append(ids[c_E])
     tgt.append(t_E)
@@ -567,7 +706,7 @@ def _python_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   first = core([0])
   ids, order, rows = {first: 0}, [first], []
   internal_rows = []  # Per state with loop members: per class, moved from the loop?
-  region = nfa.region
+  region = nfa.region.tolist()
   for dstate in order:
     row, inner = [-1] * n_cls, None
     regs = {region[s] for s in dstate} - {-1}
@@ -813,6 +952,27 @@ def _minimise(delta, accepting, tag, internal):
   new_delta = np.where(new_delta >= 0, inv[np.maximum(new_delta, 0)], -1)[perm]
   return (new_delta.astype(np.int32), accepting[leader][perm], tag[leader][perm],
           internal[leader][perm])
+
+
+def _unrolled_size(nfa: _Nfa, tag: np.ndarray, limits: Limits) -> int:
+  """The states `_unroll` makes: those outside loops, then per loop with a hub
+  its copies x (hub + character states). Raises LimitError past
+  `limits.max_states` (as `_unroll`) and RegexError when the start is inside a
+  loop's character."""
+  if tag[0] >= 0 and tag[0] % 2 == 1:
+    raise RegexError('automaton: internal error unrolling a counted loop')
+  count = np.bincount(tag[tag >= 0], minlength=2 * len(nfa.regions))
+  n = int((tag < 0).sum())
+  for r, (_, lo, hi, _) in enumerate(nfa.regions):
+    if not count[2 * r]:
+      continue
+    k = 1 + int(count[2 * r + 1])
+    copies = (hi if hi is not None else lo) + 1
+    if n + copies * k > limits.max_states:
+      raise LimitError(f'automaton: more than {limits.max_states} DFA states '
+                       f'(Limits.max_states) unrolling {{{lo},{hi}}}')
+    n += copies * k
+  return n
 
 
 def _unroll(nfa: _Nfa, delta, accepting, tag, internal, limits: Limits):

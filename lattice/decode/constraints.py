@@ -22,7 +22,9 @@ the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
 
-`compile_schema` caches per (schema, Options); below it `automaton.to_dfa` caches
+A schema past a state cap is compiled again with a quarter of
+`Options.max_object_states` (more optional members left out, each reported), down
+to 1000. `compile_schema` caches per (schema, Options); below it `automaton.to_dfa` caches
 per AST node and interns DFAs, so pieces shared by schemas (a string, a number,
 a format) are built once per process. The DFA and table steps run in C++ when
 `lattice.decode.dfa_native` is built (numpy/scipy otherwise; same tables).
@@ -33,6 +35,7 @@ a format) are built once per process. The DFA and table steps run in C++ when
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -60,11 +63,17 @@ def schema_regex(schema: Any, options: Options = Options()) -> automaton.Node:
   return schema_regex_report(schema, options)[0]
 
 
+# Warning lines kept per schema (the rest counted in one more line).
+MAX_WARNINGS = 32
+
+
 def schema_regex_report(schema: Any, options: Options = Options()
                         ) -> tuple[automaton.Node, tuple[str, ...]]:
   """(`schema_regex`, the compiler's warnings): one line per place where valid
   instances are left out beyond the documented policy (optional members shed by
-  `Options.max_object_states`), naming the JSON pointer. Raises as `schema_regex`.
+  `Options.max_object_states`; optional members and anyOf/oneOf branches the
+  compiler cannot enforce), naming the JSON pointer; past `MAX_WARNINGS` lines,
+  one line counts the rest. Raises as `schema_regex`.
   """
   try:
     compiler = jsonschema_lib.Compiler(schema, options)
@@ -78,7 +87,12 @@ def schema_regex_report(schema: Any, options: Options = Options()
   if node is None:
     raise SchemaError('/', 'schema', 'no instance can be written (false, empty enum, '
                       'contradictory bounds, or recursion beyond max_ref_depth)')
-  return node, tuple(dict.fromkeys(compiler.warnings))
+  warnings = tuple(dict.fromkeys(compiler.warnings))
+  if len(warnings) > MAX_WARNINGS:  # (A recursive definition repeats them per place.)
+    warnings = warnings[:MAX_WARNINGS] + (
+        f'... and {len(warnings) - MAX_WARNINGS} more places where valid instances are '
+        f'left out',)
+  return node, warnings
 
 
 @contextlib.contextmanager
@@ -102,11 +116,23 @@ def _gc_paused():
 def _compile_cached(key: str, options: Options) -> tuple[automaton.Dfa, tuple[str, ...]]:
   with _gc_paused():
     schema = json.loads(key)
-    node, warnings = schema_regex_report(schema, options)
     try:
-      return automaton.to_dfa(node, options.limits), warnings
-    except automaton.RegexError as e:
-      raise SchemaError('/', 'schema', str(e)) from e
+      node, warnings = schema_regex_report(schema, options)
+      try:
+        return automaton.to_dfa(node, options.limits), warnings
+      except automaton.RegexError as e:
+        raise SchemaError('/', 'schema', str(e)) from e
+    except SchemaError as e:
+      # Past a state cap: again with a quarter of the object budget, so more optional
+      # members are left out (each reported), down to _MIN_OBJECT_STATES.
+      if 'Limits.max_states' not in str(e) or options.max_object_states < 4 * _MIN_OBJECT_STATES:
+        raise
+      smaller = dataclasses.replace(options, max_object_states=options.max_object_states // 4)
+  return _compile_cached(key, smaller)
+
+
+# The smallest object budget `_compile_cached` retries with after a state cap.
+_MIN_OBJECT_STATES = 1000
 
 
 def compile_schema(schema: Any, options: Options = Options()) -> automaton.Dfa:

@@ -14,15 +14,205 @@
 
 namespace {
 
+int64_t partition_core(int64_t S, const std::vector<int32_t>& T, const std::vector<int32_t>& L,
+                       const std::vector<int32_t>& H, const int64_t* block0, int64_t* block);
+
+// A DFA with its edges per state in CSR form: state s's edges are
+// cls[off[s]..off[s+1]) -> tgt[...] (classes ascending); the absent ones reject.
+// Most states of a schema's DFA have a few edges of tens of classes, so the steps
+// below cost O(edges), not O(states x classes).
+struct Sparse {
+  int64_t S = 0, C = 0;
+  std::vector<int64_t> off{0};
+  std::vector<int32_t> cls, tgt;
+};
+
+Sparse to_sparse(const int32_t* delta, int64_t S, int64_t C) {
+  Sparse g;
+  g.S = S;
+  g.C = C;
+  g.off.reserve(S + 1);
+  for (int64_t s = 0; s < S; ++s) {
+    const int32_t* row = delta + s * C;
+    for (int64_t c = 0; c < C; ++c)
+      if (row[c] >= 0) {
+        g.cls.push_back(static_cast<int32_t>(c));
+        g.tgt.push_back(row[c]);
+      }
+    g.off.push_back(static_cast<int64_t>(g.cls.size()));
+  }
+  return g;
+}
+
 // The subset construction's result, kept until Python copies it out.
 struct Subset {
-  int64_t n_cls = 0;
-  std::vector<int32_t> delta;      // n x n_cls
-  std::vector<int8_t> internal;    // n x n_cls: 0 / 1 / 2 (see lattice_subset_run)
+  Sparse dfa;                      // edges (classes ascending per state)
+  std::vector<int8_t> internal;    // per edge: 0 / 1 / 2 (see lattice_subset_run)
   std::vector<uint8_t> accepting;  // n
   std::vector<int64_t> mem_off;    // n + 1
   std::vector<int32_t> mem;        // members of each subset, ascending
 };
+
+// The canonical form of a DFA g (start state `start`, acceptance acc[S]): the
+// states reachable from the start in breadth-first order (targets in the order of
+// the bytes that reach them: classes by smallest byte, independent of class
+// numbering), classes every kept state treats alike merged and numbered by their
+// smallest byte. Writes out_delta ([n][C'], within S x C), out_acc [n], out_bc
+// [256], *out_C = C'; returns n.
+int64_t canonical(const Sparse& g, int64_t start, const uint8_t* acc,
+                  const int32_t* byte_class, int32_t* out_delta, uint8_t* out_acc,
+                  int32_t* out_bc, int64_t* out_C) {
+  const int64_t S = g.S, C = g.C;
+  std::vector<int32_t> rank(C, -1);  // a class's place in smallest-byte order
+  {
+    int32_t r = 0;
+    for (int b = 0; b < 256; ++b)
+      if (rank[byte_class[b]] < 0) rank[byte_class[b]] = r++;
+    for (int64_t c = 0; c < C; ++c)  // (classes no byte has, if any: last)
+      if (rank[c] < 0) rank[c] = r++;
+  }
+  std::vector<int64_t> order(S), new_id(S, -1);
+  std::vector<std::pair<int32_t, int32_t>> row;  // (rank, target)
+  int64_t n = 0;
+  order[n++] = start;
+  new_id[start] = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = order[k];
+    row.clear();
+    for (int64_t e = g.off[s]; e < g.off[s + 1]; ++e) row.emplace_back(rank[g.cls[e]], g.tgt[e]);
+    std::sort(row.begin(), row.end());
+    for (const auto& rt : row) {
+      const int32_t t = rt.second;
+      if (new_id[t] < 0) {
+        new_id[t] = n;
+        order[n++] = t;
+      }
+    }
+  }
+  // Per class its column over the kept states, as (state, target) pairs in state
+  // order (CSR by class); equal columns merged, found by a hash and checked exactly.
+  std::vector<int64_t> col_off(C + 1, 0);
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t e = g.off[order[k]]; e < g.off[order[k] + 1]; ++e) ++col_off[g.cls[e] + 1];
+  for (int64_t c = 0; c < C; ++c) col_off[c + 1] += col_off[c];
+  std::vector<int64_t> fill(col_off.begin(), col_off.end() - 1);
+  std::vector<int64_t> col(2 * col_off[C]);
+  std::vector<uint64_t> col_hash(C, 1469598103934665603ULL);
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t e = g.off[order[k]]; e < g.off[order[k] + 1]; ++e) {
+      const int32_t c = g.cls[e];
+      const int64_t t = new_id[g.tgt[e]];
+      const int64_t i = fill[c]++;
+      col[2 * i] = k;
+      col[2 * i + 1] = t;
+      col_hash[c] = (col_hash[c] ^ static_cast<uint64_t>(k * 1000003 + t + 2)) * 1099511628211ULL;
+    }
+  auto same_col = [&](int64_t a, int64_t b) {
+    return col_hash[a] == col_hash[b] &&
+           col_off[a + 1] - col_off[a] == col_off[b + 1] - col_off[b] &&
+           std::equal(col.begin() + 2 * col_off[a], col.begin() + 2 * col_off[a + 1],
+                      col.begin() + 2 * col_off[b]);
+  };
+  std::vector<int64_t> cls_new(C, -1), kept;  // kept[j]: a class of new class j
+  for (int64_t b = 0; b < 256; ++b) {
+    const int64_t c = byte_class[b];
+    if (cls_new[c] < 0) {
+      for (size_t j = 0; j < kept.size(); ++j)
+        if (same_col(kept[j], c)) { cls_new[c] = static_cast<int64_t>(j); break; }
+      if (cls_new[c] < 0) {
+        cls_new[c] = static_cast<int64_t>(kept.size());
+        kept.push_back(c);
+      }
+    }
+    out_bc[b] = static_cast<int32_t>(cls_new[c]);
+  }
+  const int64_t C2 = static_cast<int64_t>(kept.size());
+  std::fill(out_delta, out_delta + n * C2, -1);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = order[k];
+    for (int64_t e = g.off[s]; e < g.off[s + 1]; ++e) {
+      const int64_t j = cls_new[g.cls[e]];
+      if (j >= 0) out_delta[k * C2 + j] = static_cast<int32_t>(new_id[g.tgt[e]]);
+    }
+    out_acc[k] = acc[s];
+  }
+  *out_C = C2;
+  return n;
+}
+
+// Trim, minimise and canonical form of a DFA without counted loops (see
+// lattice_dfa_finish), on its sparse edges.
+int64_t finish_sparse(const Sparse& g, const uint8_t* accepting, const int32_t* byte_class,
+                      int32_t* out_delta, uint8_t* out_acc, int32_t* out_bc,
+                      int64_t* out_C) {
+  const int64_t S = g.S;
+  if (S == 0) return -1;
+  const int64_t E = static_cast<int64_t>(g.cls.size());
+  // Fewest edges to acceptance, backwards from the accepting states.
+  std::vector<int64_t> in_off(S + 1, 0);
+  for (int64_t e = 0; e < E; ++e) ++in_off[g.tgt[e] + 1];
+  for (int64_t s = 0; s < S; ++s) in_off[s + 1] += in_off[s];
+  std::vector<int32_t> in_src(E);
+  {
+    std::vector<int64_t> f(in_off.begin(), in_off.end() - 1);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t e = g.off[s]; e < g.off[s + 1]; ++e) in_src[f[g.tgt[e]]++] = static_cast<int32_t>(s);
+  }
+  std::vector<uint8_t> live(S, 0);
+  std::vector<int32_t> queue;
+  queue.reserve(S);
+  for (int64_t s = 0; s < S; ++s)
+    if (accepting[s]) { live[s] = 1; queue.push_back(static_cast<int32_t>(s)); }
+  for (size_t q = 0; q < queue.size(); ++q) {
+    const int32_t t = queue[q];
+    for (int64_t i = in_off[t]; i < in_off[t + 1]; ++i)
+      if (!live[in_src[i]]) { live[in_src[i]] = 1; queue.push_back(in_src[i]); }
+  }
+  if (!live[0]) return -1;
+  // Live states renumbered in order; transitions between them (label 2c).
+  std::vector<int32_t> live_id(S, -1);
+  int64_t L = 0;
+  for (int64_t s = 0; s < S; ++s)
+    if (live[s]) live_id[s] = static_cast<int32_t>(L++);
+  std::vector<int32_t> T, Lab, H;
+  T.reserve(E); Lab.reserve(E); H.reserve(E);
+  std::vector<int64_t> block0(L);
+  for (int64_t s = 0; s < S; ++s) {
+    if (!live[s]) continue;
+    block0[live_id[s]] = accepting[s] ? 1 : 0;
+    for (int64_t e = g.off[s]; e < g.off[s + 1]; ++e)
+      if (live[g.tgt[e]]) {
+        T.push_back(live_id[s]);
+        Lab.push_back(2 * g.cls[e]);
+        H.push_back(live_id[g.tgt[e]]);
+      }
+  }
+  std::vector<int64_t> block(L);
+  const int64_t nb = partition_core(L, T, Lab, H, block0.data(), block.data());
+  // Quotient: each block's first state stands for it (T is grouped by tail, in
+  // state order, classes ascending).
+  std::vector<int64_t> rep(nb, -1);
+  for (int64_t i = 0; i < L; ++i)
+    if (rep[block[i]] < 0) rep[block[i]] = i;
+  std::vector<int64_t> t_off(L + 1, 0);
+  for (size_t e = 0; e < T.size(); ++e) ++t_off[T[e] + 1];
+  for (int64_t i = 0; i < L; ++i) t_off[i + 1] += t_off[i];
+  Sparse q;
+  q.S = nb;
+  q.C = g.C;
+  q.off.reserve(nb + 1);
+  std::vector<uint8_t> q_acc(nb);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t r = rep[b];
+    for (int64_t e = t_off[r]; e < t_off[r + 1]; ++e) {
+      q.cls.push_back(Lab[e] / 2);
+      q.tgt.push_back(static_cast<int32_t>(block[H[e]]));
+    }
+    q.off.push_back(static_cast<int64_t>(q.cls.size()));
+    q_acc[b] = block0[r] ? 1 : 0;
+  }
+  return canonical(q, block[0], q_acc.data(), byte_class, out_delta, out_acc, out_bc, out_C);
+}
 
 }  // namespace
 
@@ -100,20 +290,31 @@ int64_t lattice_dfa_bfs_order(const int32_t* delta, int64_t S, int64_t K,
 int64_t lattice_dfa_partition(const int32_t* delta, int64_t S, int64_t K,
                               const uint8_t* internal, const int64_t* block0,
                               int64_t* block) {
-  using I = int32_t;  // (S and the edge count fit: Limits.max_states)
   if (S == 0) return 0;
   // Transitions: tail T, label L, head H.
   std::vector<int32_t> T, L, H;
   T.reserve(S * 2);
-  for (I s = 0; s < S; ++s) {
+  for (int32_t s = 0; s < S; ++s) {
     const int32_t* row = delta + s * K;
-    for (I k = 0; k < K; ++k) {
+    for (int32_t k = 0; k < K; ++k) {
       if (row[k] < 0) continue;
       T.push_back(static_cast<int32_t>(s));
       L.push_back(static_cast<int32_t>(2 * k + (internal && internal[s * K + k] ? 1 : 0)));
       H.push_back(row[k]);
     }
   }
+  return partition_core(S, T, L, H, block0, block);
+}
+
+}  // extern "C"
+
+namespace {
+
+// lattice_dfa_partition on transition arrays (tail T, label L, head H) of n states.
+int64_t partition_core(int64_t S, const std::vector<int32_t>& T, const std::vector<int32_t>& L,
+                       const std::vector<int32_t>& H, const int64_t* block0, int64_t* block) {
+  using I = int32_t;  // (S and the edge count fit: Limits.max_states)
+  if (S == 0) return 0;
   const I m = static_cast<I>(T.size());
   const I n = S;
   const I work = std::max(n, m) + 1;
@@ -228,6 +429,10 @@ int64_t lattice_dfa_partition(const int32_t* delta, int64_t S, int64_t K,
   return n_blocks;
 }
 
+}  // namespace
+
+extern "C" {
+
 // The subset construction of a Thompson NFA over byte classes (automaton._to_dfa's
 // loop). NFA: n states; epsilon edges in CSR (eps_off[n+1], eps_tgt); byte edges in
 // CSR by source (edge_off[n+1], edge_mask = a mask id, edge_tgt); each mask id's
@@ -291,7 +496,7 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
     std::sort(out.begin(), out.end());
   };
   Subset* res = new Subset();
-  res->n_cls = n_cls;
+  res->dfa.C = n_cls;
   // DFA states' member sets in one pool (res->mem, offsets res->mem_off); sets of
   // one NFA state found through `single`, larger ones through an open-addressing
   // table of set hashes.
@@ -389,22 +594,22 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
         }
       }
     }
-    const size_t row0 = res->delta.size();
-    res->delta.resize(row0 + n_cls, -1);
-    res->internal.resize(row0 + n_cls, 0);
+    std::sort(touched.begin(), touched.end());
     for (int32_t c : touched) {
       touched_flag[c] = 0;
       core_of(step[c], targets);
       if (targets.empty()) continue;
-      if (regs) res->internal[row0 + c] = reg_multi[c] ? 2 : (reg_first[c] >= 0 ? 1 : 0);
       const int32_t id = id_of(targets);
       if (id < 0) {
         *status = 1;
         delete res;
         return nullptr;
       }
-      res->delta[row0 + c] = id;
+      res->dfa.cls.push_back(c);
+      res->dfa.tgt.push_back(id);
+      res->internal.push_back(regs ? (reg_multi[c] ? 2 : (reg_first[c] >= 0 ? 1 : 0)) : 0);
     }
+    res->dfa.off.push_back(static_cast<int64_t>(res->dfa.cls.size()));
     if ((d + 1) % 256 == 0) {
       const double dt = std::chrono::duration<double>(
           std::chrono::steady_clock::now() - t0).count();
@@ -416,6 +621,7 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
     }
   }
   const size_t S = off.size() - 1;
+  res->dfa.S = static_cast<int64_t>(S);
   res->accepting.resize(S);
   for (size_t d = 0; d < S; ++d)
     res->accepting[d] = std::binary_search(pool.begin() + off[d], pool.begin() + off[d + 1],
@@ -468,105 +674,104 @@ int64_t lattice_dfa_finish(const int32_t* delta, int64_t S, int64_t C,
                            const uint8_t* accepting, const int32_t* byte_class,
                            int32_t* out_delta, uint8_t* out_acc, int32_t* out_bc,
                            int64_t* out_C) {
-  std::vector<int64_t> dist(S);
-  lattice_dfa_distances(delta, S, C, accepting, dist.data());
-  if (S == 0 || dist[0] < 0) return -1;
-  // Live states, renumbered in order.
-  std::vector<int32_t> live_id(S, -1);
-  int64_t L = 0;
-  for (int64_t s = 0; s < S; ++s)
-    if (dist[s] >= 0) live_id[s] = static_cast<int32_t>(L++);
-  std::vector<int32_t> d1(L < S ? L * C : 0);
-  std::vector<int64_t> block0(L);
-  for (int64_t s = 0; s < S; ++s) {
-    const int32_t i = live_id[s];
-    if (i < 0) continue;
-    if (L < S) {
-      for (int64_t c = 0; c < C; ++c) {
-        const int32_t t = delta[s * C + c];
-        d1[i * C + c] = t >= 0 ? live_id[t] : -1;
-      }
-    }
-    block0[i] = accepting[s] ? 1 : 0;
-  }
-  const int32_t* D = L < S ? d1.data() : delta;  // (all live: the table as given)
-  std::vector<int64_t> block(L);
-  const int64_t nb = lattice_dfa_partition(D, L, C, nullptr, block0.data(), block.data());
-  // Quotient: each block's first state stands for it.
-  std::vector<int64_t> rep(nb, -1);
-  for (int64_t i = 0; i < L; ++i)
-    if (rep[block[i]] < 0) rep[block[i]] = i;
-  std::vector<int32_t> q(nb * C);
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t c = 0; c < C; ++c) {
-      const int32_t t = D[rep[b] * C + c];
-      q[b * C + c] = t >= 0 ? static_cast<int32_t>(block[t]) : -1;
-    }
-  // Breadth-first order from the start's block, targets in the order of the bytes
-  // that reach them (classes by smallest byte: independent of class numbering).
-  std::vector<int32_t> by_byte;
-  {
-    std::vector<uint8_t> seen_c(C, 0);
-    for (int b = 0; b < 256; ++b)
-      if (!seen_c[byte_class[b]]) { seen_c[byte_class[b]] = 1; by_byte.push_back(byte_class[b]); }
-    for (int64_t c = 0; c < C; ++c)  // (classes no byte has, if any: last)
-      if (!seen_c[c]) by_byte.push_back(static_cast<int32_t>(c));
-  }
-  std::vector<int64_t> order(nb), new_id(nb, -1);
+  return finish_sparse(to_sparse(delta, S, C), accepting, byte_class, out_delta, out_acc,
+                       out_bc, out_C);
+}
+
+// Counted loops unrolled (automaton._unroll), then the canonical form (`canonical`:
+// automaton's _renumber and _canonical_classes), in one call. delta[S][C] is the
+// minimised DFA with loop tags tag[S] (-1 outside loops, 2r a loop r's hub, 2r+1
+// inside one of its characters) and internal[S][C] (1: the edge stays in its loop);
+// loop r repeats lo[r]..hi[r] times (hi -1: unbounded). The unrolled DFA, of
+// n_unrolled states (the caller counts them: states outside loops, then per loop
+// with a hub (copies = (hi < 0 ? lo : hi) + 1) x (1 + its character states)), is
+// built in `work` (int32[n_unrolled][C]) and `work_acc` (uint8[n_unrolled]): copy i
+// of a loop holds i characters written; leaving it needs i >= lo, another character
+// i < hi. Writes out_* as `canonical`; returns n, or -1 when n_unrolled is not
+// that count.
+int64_t lattice_dfa_unroll(const int32_t* delta, int64_t S, int64_t C, const uint8_t* accepting,
+                           const int64_t* tag, const uint8_t* internal, int64_t R,
+                           const int64_t* lo, const int64_t* hi, int64_t n_unrolled,
+                           const int32_t* byte_class, int32_t* work, uint8_t* work_acc,
+                           int32_t* out_delta, uint8_t* out_acc, int32_t* out_bc,
+                           int64_t* out_C) {
+  std::vector<int64_t> new_id(S, -1), local(S, -1);
   int64_t n = 0;
-  order[n++] = block[0];
-  new_id[block[0]] = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
-    for (int32_t c : by_byte) {
-      const int32_t t = row[c];
-      if (t >= 0 && new_id[t] < 0) {
-        new_id[t] = n;
-        order[n++] = t;
-      }
+  for (int64_t s = 0; s < S; ++s)
+    if (tag[s] < 0) new_id[s] = n++;
+  const int64_t n_base = n;
+  std::vector<int64_t> hub(R, -1);
+  std::vector<std::vector<int64_t>> mids(R);
+  for (int64_t s = 0; s < S; ++s) {
+    if (tag[s] < 0) continue;
+    const int64_t r = tag[s] / 2;
+    if (tag[s] % 2 == 0) {
+      if (hub[r] < 0) hub[r] = s;
+    } else {
+      mids[r].push_back(s);
     }
   }
-  // Equal columns (over the n kept states) merged; classes by smallest byte.
-  std::vector<uint64_t> col_hash(C, 1469598103934665603ULL);
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
+  // Loop blocks after the states outside loops, in loop order.
+  std::vector<int64_t> first(R, -1);
+  for (int64_t r = 0; r < R; ++r) {
+    if (hub[r] < 0) continue;
+    const int64_t h = hub[r], k = 1 + static_cast<int64_t>(mids[r].size());
+    const int64_t copies = (hi[r] < 0 ? lo[r] : hi[r]) + 1;
+    first[r] = n;
+    local[h] = 0;
+    for (size_t j = 0; j < mids[r].size(); ++j) local[mids[r][j]] = static_cast<int64_t>(j) + 1;
+    new_id[h] = n;  // Entries from outside land in copy 0's hub.
+    n += copies * k;
+  }
+  if (n != n_unrolled) return -1;
+  // States outside loops: targets renumbered (into a loop only through its hub).
+  for (int64_t s = 0; s < S; ++s) {
+    if (tag[s] >= 0) continue;
+    int32_t* row = work + new_id[s] * C;
     for (int64_t c = 0; c < C; ++c) {
-      const int64_t t = row[c] >= 0 ? new_id[row[c]] : -1;
-      col_hash[c] = (col_hash[c] ^ static_cast<uint64_t>(t + 2)) * 1099511628211ULL;
+      const int32_t t = delta[s * C + c];
+      // (Into a loop's character state, new_id is -1: rejected, as the numpy path.)
+      row[c] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
     }
+    work_acc[new_id[s]] = accepting[s];
   }
-  auto same_col = [&](int64_t a, int64_t b) {
-    if (col_hash[a] != col_hash[b]) return false;
-    for (int64_t k = 0; k < n; ++k) {
-      const int32_t* row = q.data() + order[k] * C;
-      if (row[a] != row[b]) return false;
-    }
-    return true;
-  };
-  std::vector<int64_t> cls_new(C, -1), kept;  // kept[j]: a class of new class j
-  for (int64_t b = 0; b < 256; ++b) {
-    const int64_t c = byte_class[b];
-    if (cls_new[c] < 0) {
-      for (size_t j = 0; j < kept.size(); ++j)
-        if (same_col(kept[j], c)) { cls_new[c] = static_cast<int64_t>(j); break; }
-      if (cls_new[c] < 0) {
-        cls_new[c] = static_cast<int64_t>(kept.size());
-        kept.push_back(c);
+  for (int64_t r = 0; r < R; ++r) {
+    if (hub[r] < 0) continue;
+    const int64_t h = hub[r], k = 1 + static_cast<int64_t>(mids[r].size());
+    const int64_t copies = (hi[r] < 0 ? lo[r] : hi[r]) + 1;
+    for (int64_t i = 0; i < copies; ++i) {
+      const int64_t nxt = hi[r] < 0 ? std::min(i + 1, copies - 1) : i + 1;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t m = j == 0 ? h : mids[r][j - 1];
+        const bool from_hub = j == 0;
+        const int64_t row_id = first[r] + i * k + j;
+        int32_t* row = work + row_id * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const int32_t t = delta[m * C + c];
+          int64_t out = -1;
+          if (t >= 0) {
+            const bool inner = internal[m * C + c] != 0;
+            if (inner) {
+              const bool is_hub = t == h;
+              const bool is_mid = !is_hub && local[t] > 0 && tag[t] == 2 * r + 1;
+              if (is_hub || is_mid) {
+                // A new character only below hi.
+                const bool blocked = hi[r] >= 0 && (from_hub || is_hub) && i >= hi[r];
+                if (!blocked)
+                  out = is_hub ? first[r] + nxt * k : first[r] + i * k + local[t];
+              }
+            } else if (from_hub && i >= lo[r]) {  // Leaving only at or above lo.
+              out = new_id[t];
+            }
+          }
+          row[c] = static_cast<int32_t>(out);
+        }
+        work_acc[row_id] = from_hub && accepting[h] && i >= lo[r] ? 1 : 0;
       }
     }
-    out_bc[b] = static_cast<int32_t>(cls_new[c]);
   }
-  const int64_t C2 = static_cast<int64_t>(kept.size());
-  for (int64_t k = 0; k < n; ++k) {
-    const int32_t* row = q.data() + order[k] * C;
-    for (int64_t j = 0; j < C2; ++j) {
-      const int32_t t = row[kept[j]];
-      out_delta[k * C2 + j] = t >= 0 ? static_cast<int32_t>(new_id[t]) : -1;
-    }
-    out_acc[k] = block0[rep[order[k]]] ? 1 : 0;
-  }
-  *out_C = C2;
-  return n;
+  return canonical(to_sparse(work, n, C), tag[0] >= 0 ? new_id[0] : 0, work_acc, byte_class,
+                   out_delta, out_acc, out_bc, out_C);
 }
 
 // Byte classes of M byte masks (masks[m*32 .. m*32+31]: 256 bits, little-endian):
@@ -616,9 +821,8 @@ int64_t lattice_subset_size(void* h, int64_t which) {
 int64_t lattice_subset_finish(void* h, const int32_t* byte_class, int32_t* out_delta,
                               uint8_t* out_acc, int32_t* out_bc, int64_t* out_C) {
   Subset* r = static_cast<Subset*>(h);
-  const int64_t S = static_cast<int64_t>(r->accepting.size());
-  const int64_t n = lattice_dfa_finish(r->delta.data(), S, r->n_cls, r->accepting.data(),
-                                       byte_class, out_delta, out_acc, out_bc, out_C);
+  const int64_t n = finish_sparse(r->dfa, r->accepting.data(), byte_class, out_delta, out_acc,
+                                  out_bc, out_C);
   delete r;
   return n;
 }
@@ -627,8 +831,14 @@ int64_t lattice_subset_finish(void* h, const int32_t* byte_class, int32_t* out_d
 void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* accepting,
                          int64_t* mem_off, int32_t* mem) {
   Subset* r = static_cast<Subset*>(h);
-  if (delta) std::memcpy(delta, r->delta.data(), r->delta.size() * sizeof(int32_t));
-  if (internal) std::memcpy(internal, r->internal.data(), r->internal.size());
+  const Sparse& g = r->dfa;
+  if (delta) std::fill(delta, delta + g.S * g.C, -1);
+  if (internal) std::fill(internal, internal + g.S * g.C, 0);
+  for (int64_t s = 0; s < g.S; ++s)
+    for (int64_t e = g.off[s]; e < g.off[s + 1]; ++e) {
+      if (delta) delta[s * g.C + g.cls[e]] = g.tgt[e];
+      if (internal) internal[s * g.C + g.cls[e]] = r->internal[e];
+    }
   if (accepting) std::memcpy(accepting, r->accepting.data(), r->accepting.size());
   if (mem_off) std::memcpy(mem_off, r->mem_off.data(), r->mem_off.size() * sizeof(int64_t));
   if (mem) std::memcpy(mem, r->mem.data(), r->mem.size() * sizeof(int32_t));

@@ -12,7 +12,8 @@ json-pointer, relative-json-pointer, duration, regex, uri-template: sound subset
 see `formats`; unknown formats are annotations); `items` (schema or draft-4 tuple),
 `prefixItems`, `additionalItems`, `minItems`/`maxItems`, `uniqueItems` (at most
 one element); `properties`, `required`, `additionalProperties`,
-`patternProperties`, `propertyNames` (string keywords), `minProperties`/
+`patternProperties`, `propertyNames` (string keywords, format, enum/const, a local
+`$ref` to those), `minProperties`/
 `maxProperties`, `dependentRequired`/`dependencies`, `unevaluatedProperties`
 (false/schema after merging); `$ref` to local pointers (`#/$defs/..`,
 `#/definitions/..`, any `#/...`; inside a subschema with its own `$id`, relative
@@ -28,7 +29,9 @@ Annotations (`title`, `description`, `$id`, `id`, `$schema`, `examples`,
 `default`, `self`, `$comment`, `readOnly`, ...) and unknown keywords (`x-*`) are
 ignored, as the specification treats them.
 
-Not supported, one `SchemaError` naming the keyword and JSON pointer: other forms
+Not supported, one `SchemaError` naming the keyword and JSON pointer (where the
+instance cannot do without the part: a required member, the only branch; else see
+"left out" below, or every place with `Options.strict`): other forms
 of `not` (and of lookaround), `maxContains` with `minContains: 0`, `$dynamicRef`/`$recursiveRef`,
 remote `$ref`s, other fractional `multipleOf`, regex features outside `regex_parse` (lookaround, backreferences,
 `\\b`, inner anchors).
@@ -42,10 +45,14 @@ and leap seconds, numbers with exponents under bounds, array elements beyond
 under `maxLength` with its unbounded repetitions capped to fit the bound
 (`regex_ast.cap_length`), more than one element under `uniqueItems`, objects with
 fewer members than `minProperties` asks beyond one required extra member, instances
-of `if` that fail it (the `else` side), and optional members of an object whose
-automaton would pass `Options.max_object_states` (largest first; reported, never
-silent: `Compiler.warnings` -> `constraints.TokenIndex.warnings` -> the server's
-`warnings` field / `X-Lattice-Warnings` header).
+of `if` that fail it (the `else` side), more than 4 extra members under
+`maxProperties`, and, reported (never silent: `Compiler.warnings` ->
+`constraints.TokenIndex.warnings` -> the server's `warnings` field /
+`X-Lattice-Warnings` header): optional members of an object whose automaton would
+pass `Options.max_object_states` (largest first; past a state cap the schema is
+compiled again with a quarter of that budget, down to 1000), and optional members
+and anyOf/oneOf branches the compiler cannot enforce (an unsupported keyword or
+regex, a remote `$ref`, a size cap; not with `Options.strict`).
 """
 
 from lattice.decode.jsonschema.compile import Compiler

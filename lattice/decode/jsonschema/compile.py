@@ -66,6 +66,10 @@ class Options:
   # 1000 / 4000 / 16000 gave about the same medians on Github_ultra,
   # WashingtonPost, JsonSchemaStore and Github_hard at 30 a subset.)
   limits: automaton.Limits = automaton.DEFAULT_LIMITS
+  # False: an optional member or an anyOf/oneOf branch the compiler cannot enforce
+  # (unsupported keyword or regex, remote $ref, size cap) is left out and reported
+  # in `Compiler.warnings` (sound: fewer texts); True: a SchemaError, as anywhere.
+  strict: bool = False
 
 
 _dumps = common.dumps
@@ -202,6 +206,11 @@ class Compiler:
       return self.branches(s, 'oneOf', where, depth)
     return self.typed(s, where, depth)
 
+  def droppable(self, e: SchemaError) -> bool:
+    """Whether a part that raised `e` may be left out where the instance can omit
+    it: not `Options.strict`, and `e` is not a malformed schema (`_droppable`)."""
+    return not self.opts.strict and _droppable(e)
+
   def ref_blocked(self, ref: str) -> bool:
     """Whether expanding `ref` here passes the recursion bound: `ref` already
     expanded `max_ref_depth` times on this path, or already on the path when the
@@ -248,14 +257,29 @@ class Compiler:
         raise SchemaError(where, 'oneOf', 'no branch provably excludes the others')
     else:
       keep = range(len(subs))
-    parts = []
+    parts, dropped = [], []
     for i in keep:
       # Not inlined here: node() expands a `$ref` on its ref_stack, which bounds
       # recursion (inlining a recursive branch would recurse without bound).
       sub = subs[i]
-      parts.append(self.node(merge(base, sub, ptr(where, key, i)), ptr(where, key, i),
-                             depth))
+      try:
+        parts.append(self.node(merge(base, sub, ptr(where, key, i)), ptr(where, key, i),
+                               depth))
+      except SchemaError as e:
+        # A branch the compiler cannot enforce (an unsupported keyword or regex, a
+        # size cap) is left out when another branch can be written: sound (anyOf:
+        # the others validate; oneOf: each kept branch provably excludes it), and
+        # reported. Malformed schemas and the time cap still raise.
+        if len(keep) == 1 or not self.droppable(e):
+          raise
+        dropped.append((i, e))
     parts = [p for p in parts if p is not None]
+    if dropped:
+      if not parts:
+        raise dropped[0][1]
+      self.warnings.append(
+          f'{where or "/"}: {key} branches {[i for i, _ in dropped]} are never written '
+          f'({"; ".join(str(e) for _, e in dropped)})')
     return alt(*parts) if parts else None
 
   def _exclusive(self, b: Any, others: list, base: dict, where: str) -> Any:
@@ -579,6 +603,17 @@ def _integers_are_multiples(m: float) -> bool:
 @functools.lru_cache(maxsize=8)
 def _printable_strings(limits: automaton.Limits) -> automaton.Dfa:
   return automaton.to_dfa(rep(one(automaton.byte_set((0x20, 0x7E))), 0, None), limits)
+
+
+def _droppable(e: SchemaError) -> bool:
+  """Whether `e` says a feature is unsupported or a size cap was passed (not a
+  malformed schema, nor the time cap, which ends the whole compilation)."""
+  msg = str(e)
+  if 'Limits.max_seconds' in msg:
+    return False
+  return any(k in msg for k in ('not supported', 'unsupported', 'Limits.max_states',
+                               'only local references', 'only string keywords',
+                               'no branch provably excludes'))
 
 
 def _nested_one_of(comp: Compiler, subs: Any, where: str) -> bool:

@@ -11,8 +11,9 @@ always, optional ones skippable. Extra members come after them when
 object declares nothing) and for `patternProperties`: names are printable ASCII,
 never a declared name, and match exactly the patterns whose schemas the value
 satisfies (a DFA difference/intersection per pattern). `minProperties` promotes
-optional properties to required; `maxProperties` keeps the first ones and drops
-extras. `dependentRequired`/`dependencies` leave out optional properties whose
+optional properties to required; `maxProperties` keeps the first ones, and extra
+members only up to what is left (at most `_EXTRAS_UNDER_MAX`).
+`dependentRequired`/`dependencies` leave out optional properties whose
 dependencies are not all required. An object whose members' automata sum past
 `Options.max_object_states` leaves out its largest optional members until it fits
 (sound: fewer texts; a flat DFA copies each member's value once per object, so
@@ -29,7 +30,7 @@ from typing import Any
 
 from lattice.decode import automaton, dfa_ops, regex_parse
 from lattice.decode.automaton import EPS, Node, alt, cat, chain, lit, one, rep
-from lattice.decode.jsonschema import search
+from lattice.decode.jsonschema import formats, search
 from lattice.decode.jsonschema.common import KEY_CHAR as _KEY_CHAR
 from lattice.decode.jsonschema.common import dumps as _dumps
 from lattice.decode.jsonschema.common import nonneg_int as _nonneg_int
@@ -138,7 +139,16 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
     ok_name = name_dfa is None or name_dfa.matches(name)
     if not is_req and (not ok_name or not all(d in req for d in deps.get(name, ()))):
       continue
-    value = comp.node(sub, ptr(where, 'properties', name), depth + 1) if ok_name else None
+    try:
+      value = comp.node(sub, ptr(where, 'properties', name), depth + 1) if ok_name else None
+    except SchemaError as e:
+      # An optional member the compiler cannot enforce (unsupported keyword or
+      # regex, remote $ref, size cap) is never written: sound, and reported.
+      if is_req or not comp.droppable(e):
+        raise
+      comp.warnings.append(f'{where or "/"}: optional property {name!r} is never written '
+                           f'({e})')
+      continue
     if value is None:
       if is_req:
         return None
@@ -156,16 +166,20 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
         kept.append((node, r, name))
         n_opt -= not r
     members = kept
-  write_extra = (hi is None and (patterns or isinstance(addl, dict) and addl != {} or
-                                 (addl is not False and
-                                  (comp.opts.extra_properties or not props))))
+  # Under maxProperties, extra members fill what the declared ones leave (all of
+  # those may be written), at most _EXTRAS_UNDER_MAX (each is a copy in the automaton).
+  room = None if hi is None else min(hi - len(members), _EXTRAS_UNDER_MAX)
+  write_extra = ((room is None or room > 0) and
+                 (patterns or isinstance(addl, dict) and addl != {} or
+                  (addl is not False and (comp.opts.extra_properties or not props))))
   if write_extra:
     # Extra names are never a member's name (a duplicate key would count once) nor
     # a name with dependencies (they might be missing: only members check them).
     extra = _extras(comp, s, list(dict.fromkeys([*order, *deps])), patterns, addl,
                     name_dfa, where, depth)
     if extra is not None:
-      members.append((cat(extra, rep(cat(lit(','), extra), 0, None)), need_extra,
+      members.append((cat(extra, rep(cat(lit(','), extra), 0,
+                                      None if room is None else room - 1)), need_extra,
                       '(additional members)'))
   if need_extra and not (write_extra and extra is not None):
     return None
@@ -178,36 +192,62 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
   return cat(lit('{'), chain(tuple(shed), lit(',')), lit('}'))
 
 
+# Extra members written at most under `maxProperties` (a bounded repetition of a
+# member unrolls: each is a copy of its value's automaton).
+_EXTRAS_UNDER_MAX = 4
+
+
 def approx_states(node: Node, memo: dict | None = None) -> float:
   """About how many DFA states `node` builds (embedded DFAs at their size).
 
   `memo` (id -> (node, size), the node held so its id stays its own) spares
-  re-walking shared subtrees: members that stay ASTs nest level in level."""
-  kind = node[0]
-  if kind == 'dfa':
-    return node[1].n_states
-  if kind == 'set':
-    return 1
-  if memo is not None:
-    got = memo.get(id(node))
-    if got is not None:
-      return got[1]
-  if kind in ('cat', 'alt'):
-    size = sum(approx_states(p, memo) for p in node[1])
-  elif kind == 'chain':
-    size = sum(approx_states(m, memo) for m, _ in node[1]) + len(node[1])
-  else:
-    _, body, lo, hi = node
-    copies = max(1, hi if hi is not None else lo + 1)
-    if automaton.is_char(body):
-      # A character's DFA, not its byte sets: a JSON string character is ~23 sets
-      # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
-      size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+  re-walking shared subtrees: members that stay ASTs nest level in level. An
+  explicit stack, not recursion: intermediate ASTs nest hundreds deep (a
+  JSONSchemaStore schema passed Python's recursion limit here)."""
+  memo = {} if memo is None else memo
+
+  def known(n: Node) -> float | None:
+    kind = n[0]
+    if kind == 'dfa':
+      return n[1].n_states
+    if kind == 'set':
+      return 1
+    got = memo.get(id(n))
+    return None if got is None else got[1]
+
+  def parts(n: Node) -> list:
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      return list(n[1])
+    if kind == 'chain':
+      return [m for m, _ in n[1]]
+    return [] if automaton.is_char(n[1]) else [n[1]]
+
+  stack = [(node, False)]
+  while stack:
+    n, ready = stack.pop()
+    if known(n) is not None:
+      continue
+    if not ready:
+      stack.append((n, True))
+      stack.extend((p, False) for p in parts(n) if known(p) is None)
+      continue
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      size = sum(known(p) for p in n[1])
+    elif kind == 'chain':
+      size = sum(known(m) for m, _ in n[1]) + len(n[1])
     else:
-      size = approx_states(body, memo) * copies
-  if memo is not None:
-    memo[id(node)] = (node, size)
-  return size
+      _, body, lo, hi = n
+      copies = max(1, hi if hi is not None else lo + 1)
+      if automaton.is_char(body):
+        # A character's DFA, not its byte sets: a JSON string character is ~23 sets
+        # (every UTF-8 form) but 5 states, and `maxLength: 256` unrolls the states.
+        size = max(1, automaton.to_dfa(body).n_states - 1) * copies
+      else:
+        size = known(body) * copies
+    memo[id(n)] = (n, size)
+  return known(node)
 
 
 def _shed(members: list, budget: int, memo: dict | None = None) -> tuple[list, list]:
@@ -251,17 +291,49 @@ def _search(pattern: str, name: str, where: str) -> bool:
     raise SchemaError(where, 'patternProperties', f'unsupported regex: {e}') from e
 
 
+_NAME_KEYWORDS = {'type', 'pattern', 'minLength', 'maxLength', 'format', 'enum', 'const',
+                  'title', 'description', '$comment', 'examples', 'default'}
+
+
 def _name_dfa(comp: Any, schema: Any, where: str) -> automaton.Dfa:
-  """Raw names `propertyNames` allows (string keywords only)."""
-  if not isinstance(schema, dict) or set(schema) - {'type', 'pattern', 'minLength',
-                                                    'maxLength', 'format'} \
-      - {'title', 'description', '$comment'}:
-    raise SchemaError(where, 'propertyNames', 'only string keywords are supported')
+  """Raw names `propertyNames` allows: string keywords (`pattern`, lengths,
+  `format`), `enum`/`const` (their string values), a local `$ref` to such a
+  schema. Raises SchemaError for anything else, or when no name is allowed."""
+  schema = comp.deref(schema, where, bounded=False)
+  if not isinstance(schema, dict) or set(schema) - _NAME_KEYWORDS or schema.get(
+      'type', 'string') not in ('string', ['string']):
+    raise SchemaError(where, 'propertyNames', 'only string keywords, enum and const are '
+                      'supported')
   regexes = [(regex_parse.parse_search, p, 'pattern') for p in
              ([schema['pattern']] if 'pattern' in schema else [])]
-  
+  fmt = schema.get('format')
+  if fmt in formats.UNSUPPORTED:
+    raise SchemaError(where, 'format', f'{fmt!r} is not supported')
+  if isinstance(fmt, str) and formats.FORMATS.get(fmt):
+    # (The format checker applies to names too: a sound subset, as for values.)
+    regexes.append((lambda r: regex_parse.parse(r, portable=True), formats.FORMATS[fmt],
+                    'format'))
   dfa = comp.string_dfa(regexes, _nonneg_int(schema, 'minLength', where, 0),
                         _nonneg_int(schema, 'maxLength', where), where)
+  if dfa is not None and ('enum' in schema or 'const' in schema):
+    values = schema['enum'] if 'enum' in schema else [schema['const']]
+    if not isinstance(values, list):
+      raise SchemaError(where, 'enum', f'expected an array, got {values!r}')
+    if 'const' in schema:
+      values = [v for v in values if v == schema['const']]
+    # Names are strings: other values never match (and `True == 1` must not count).
+    names = [v for v in values if isinstance(v, str)]
+    if not names:
+      dfa = None
+    else:
+      try:
+        listed = automaton.to_dfa(alt(*(automaton.lit(v) for v in dict.fromkeys(names))),
+                                  comp.opts.limits)
+        dfa = dfa_ops.intersect(dfa, listed, comp.opts.limits.max_states)
+      except automaton.LimitError as e:
+        raise SchemaError(where, 'propertyNames', str(e)) from e
+      except automaton.RegexError:
+        dfa = None
   if dfa is None:
     raise SchemaError(where, 'propertyNames', 'matches no name')
   return dfa
