@@ -202,6 +202,25 @@ def test_constraint_longer_than_max_tokens_is_400(client):
   assert isinstance(parsed.choices[0].message.parsed.a, int)
 
 
+def test_strict_json_schema_refuses_what_a_lenient_one_leaves_out(client):
+  # An optional member with an unsupported pattern (a lookahead): left out and named
+  # in `warnings` without `strict`; OpenAI's `strict: true` makes it a 400.
+  schema = {'type': 'object', 'required': ['n'], 'properties': {
+      'n': {'type': 'integer'}, 'p': {'type': 'string', 'pattern': '(?=a)b'}}}
+  fmt = lambda strict: {'type': 'json_schema',
+                        'json_schema': {'name': 'r', 'schema': schema, 'strict': strict}}
+  out = client.chat.completions.create(
+      model=MODEL, messages=[{'role': 'user', 'content': 'x'}], max_tokens=8,
+      temperature=1.0, seed=3, response_format=fmt(False))
+  assert json.loads(out.choices[0].message.content).keys() == {'n'}
+  assert any('/properties/p' in w and 'never written' in w
+             for w in out.model_extra['warnings'])
+  with pytest.raises(openai.BadRequestError, match='pattern'):
+    client.chat.completions.create(
+        model=MODEL, messages=[{'role': 'user', 'content': 'x'}], max_tokens=8,
+        response_format=fmt(True))
+
+
 @pytest.mark.parametrize('method,path,body', [
     ('POST', '/v1/nothing', b'{"prompt": "a"}'),
     ('GET', '/v1/completions', b'{"prompt": "a"}'),

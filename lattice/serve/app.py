@@ -197,10 +197,11 @@ async def _tool_plan(served, req, tools: list[dict], choice, max_tokens: int,
     if tool is None:
       raise RequestError(f'tool_choice.function.name: no tool named {named!r}')
     index = await _compile(served, 'json_schema', tools_lib.parameters(tool),
-                           'tools.function.parameters', max_tokens)
+                           'tools.function.parameters', max_tokens,
+                           tool['function'].get('strict'))
     return index, named, '', None
   call = await _compile(served, 'json_schema', tools_lib.call_schema(tools), 'tools',
-                        None)
+                        None, any(t['function'].get('strict') for t in tools))
   lits = await asyncio.to_thread(served.tool_literals)  # walks the vocabulary once
   hook = tools_lib.CallsHook(call, served.tok.eos_id, lits, max_calls=max_calls,
                              required=choice == 'required')
@@ -307,11 +308,13 @@ def _check_room(served, prompts, max_tokens: int) -> None:
                          f'{served.engine.max_len}, fewer than max_tokens={max_tokens}')
 
 
-async def _compile(served, kind: str, spec, field: str, max_tokens: int | None):
+async def _compile(served, kind: str, spec, field: str, max_tokens: int | None,
+                   strict: bool | None = None):
   """Compiles off the event loop; compiler errors and a shortest match longer than
-  max_tokens are 400s naming `field`."""
+  max_tokens are 400s naming `field`. `strict` (OpenAI's json_schema / function
+  `strict`): every unsupported part is a 400, not a warning (served.compile)."""
   try:
-    index = await asyncio.to_thread(served.compile, kind, spec)
+    index = await asyncio.to_thread(served.compile, kind, spec, bool(strict))
   except (ValueError, TypeError, RecursionError) as e:
     raise RequestError(f'{field}: cannot be enforced: {e}') from None
   if max_tokens is not None and index.min_tokens > max_tokens:
@@ -326,7 +329,8 @@ async def _constraint(served, req, max_tokens: int):
     if fmt_.json_schema is None:
       raise RequestError('response_format.json_schema: required for type json_schema')
     return await _compile(served, 'json_schema', fmt_.json_schema.schema_,
-                          'response_format.json_schema.schema', max_tokens)
+                          'response_format.json_schema.schema', max_tokens,
+                          fmt_.json_schema.strict)
   if fmt_ is not None and fmt_.type == 'json_object':
     return await _compile(served, 'json_object', None, 'response_format', max_tokens)
   if req.guided_json is not None:

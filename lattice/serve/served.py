@@ -64,10 +64,16 @@ class ServedModel:
           self.engine.vocab, tokenizer_lib.vocab_bytes(self.tok, self.engine.vocab))
     return self._literals
 
-  def compile(self, kind: str, spec: Any) -> constraints_lib.TokenIndex:
+  def compile(self, kind: str, spec: Any, strict: bool = False
+              ) -> constraints_lib.TokenIndex:
     """The TokenIndex of a constraint (cached). Raises the compiler's errors
-    (SchemaError, RegexError, ValueError) for the caller to turn into a 400."""
-    key = kind + json.dumps(spec, sort_keys=True)
+    (SchemaError, RegexError, ValueError) for the caller to turn into a 400.
+
+    `strict` (a JSON schema's OpenAI `strict: true`): a part of the schema the
+    compiler cannot enforce is an error even where the instance may omit it (an
+    optional member, one anyOf/oneOf branch among others); otherwise such a part is
+    left out and named in the index's `warnings` (the output still validates)."""
+    key = kind + str(bool(strict)) + json.dumps(spec, sort_keys=True)
     with self._lock:
       if key in self._cache:
         self._cache.move_to_end(key)
@@ -76,7 +82,8 @@ class ServedModel:
     vocab = tokenizer_lib.vocab_bytes(self.tok, self.engine.vocab)
     kw = {'eos_id': self.tok.eos_id}
     if kind == 'json_schema':
-      index = constraints_lib.for_schema(spec, vocab, **kw)
+      index = constraints_lib.for_schema(
+          spec, vocab, constraints_lib.Options(strict=bool(strict)), **kw)
     elif kind == 'regex':
       index = constraints_lib.for_regex(spec, vocab, **kw)
     else:
