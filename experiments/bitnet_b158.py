@@ -169,7 +169,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _quick(widths=(32, 64), n_layers=1, seq_len=32, batch=8,
                               steps=8, lr=3e-3, seeds=(0,)),
       'quick': lambda: _quick(widths=(32, 64, 128), n_layers=2, seq_len=128,
-                              batch=16, steps=400, lr=3e-3, seeds=(0, 1, 2, 3, 4)),
+                              batch=16, steps=400, lr=3e-3, seeds=range(6)),
       'medium': _medium,
       'full': _full,
   })

@@ -155,7 +155,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _config(d_model=32, steps=6, gens=2, docs=64, toy_scale=1,
                                batch=8, seq=32, chains=500, seeds=(0,)),
-      'quick': lambda: _config(d_model=64, steps=150, gens=5, docs=1024, toy_scale=5),
+      'quick': lambda: _config(d_model=64, steps=150, gens=5, docs=1024, toy_scale=5,
+                               seeds=(0, 1, 2, 3)),
       # 5 epochs per generation, as Shumailov et al. 2024 trained each generation.
       'medium': lambda: _scale(d_model=128, n_layers=4, n_heads=4, batch=128,
                                docs=240_000, epochs=5, lr=3e-3, gens=5,
