@@ -52,6 +52,16 @@ Quick budget (an estimate, not a measurement): 4 arms x 3 seeds x 500 steps of
 (results/deepseek_moe: dense 22K, MoE arms 15-18K tokens/s) gives 47-68 s of steps
 per run, ~700 s for the 12 runs, plus compile and eval (~10 s each assumed idle):
 ~820 s summed arm time. Here, under load ~14 on 2 cores, dense took 0.86 s a step.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): dense and
+moe_fine_shared (check 1) 7 seeds (0-6); moe_coarse and moe_fine (check 2) 3 seeds
+(0-2). From the committed 3-seed result (c9984c2, before the fused MoE path; load
+0.4-2.0): check 1 needs 7 seeds (50% power) / 10 (80%), check 2 12 / 21. A seed of
+check 1's pair costs 103 s, of check 2's 121 s, so 7 + 3 project to ~1,080 s. Short:
+the budget reaches neither check 1's 80% (10 seeds: ~1,030 s for that pair alone)
+nor check 2 (21 seeds: ~2,540 s); these would need a seed ~2.5x cheaper (e.g. 200 of
+the 500 steps, which also shrinks the effect, or d_model 64) or the medium mode.
 """
 
 from __future__ import annotations
