@@ -84,6 +84,14 @@ scale; numbers from `lattice plan --chips h100x1`, not run):
     0.25 epoch, 2.39 EFLOPs, 1.68 H100-hours at 40% MFU. LLaMA's smallest published
     model (7B on 1T tokens, its Table 2) is far beyond one accelerator, so the
     paper-sized baseline is the standard 125M-class small LM instead.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 1 seed. Neither check
+is a paired t over seeds (the model against a fixed 4-gram with a margin; a
+bootstrap over samples), and one seed costs ~846 s of arm time (13bc790, load
+1.55-1.71), so 3 seeds (~2,540 s) do not fit the 1,200 s bound; they would need a
+run of <= ~370 s (under half the steps; a third of them ends far above the 4-gram,
+above).
 """
 
 from __future__ import annotations

@@ -73,6 +73,16 @@ Medium and full (FineWeb-Edu, GPT-2 tokenizer, 8 arms x 3 seeds; `lattice plan
     8 layers, 1.03B tokens, 51.5M params; 54.7M active with the second head, 18.8
     tokens/param) for every arm: the composition at the largest size one accelerator
     trains in a few hours; 0.26 / 0.39 H100-hours a run, 7.8 for the 24 runs.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 seeds for the
+factorial, 5 for the two dense MTP arms (check 3), as the quick mode already had.
+From the committed 3-seed result (58009e6, load 2.22 at the start, the previous
+run's tail): dense MTP acceptance non-inferiority needs 4 seeds (50% power) / 5
+(80%), MoE acceptance 3 / 3; the MoE main effect (-0.0031 [-0.0060, -0.0002]) 3 / 4
+by the same rule from its interval. Projected ~950 s (836 s + 2 seeds of the dense
+MTP arms, 57 s). Every arm at 4 seeds plus the dense MTP arms' 5th would take ~1,170
+s, too close to the 1,200 s bound, so the MoE main effect stays at 50% power.
 """
 
 from __future__ import annotations

@@ -52,6 +52,16 @@ Quick budget (an estimate, not a measurement): 4 arms x 3 seeds x 500 steps of
 (results/deepseek_moe: dense 22K, MoE arms 15-18K tokens/s) gives 47-68 s of steps
 per run, ~700 s for the 12 runs, plus compile and eval (~10 s each assumed idle):
 ~820 s summed arm time. Here, under load ~14 on 2 cores, dense took 0.86 s a step.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): dense and
+moe_fine_shared (check 1) 7 seeds (0-6); moe_coarse and moe_fine (check 2) 3 seeds
+(0-2). From the committed 3-seed result (c9984c2, before the fused MoE path; load
+0.4-2.0): check 1 needs 7 seeds (50% power) / 10 (80%), check 2 12 / 21. A seed of
+check 1's pair costs 103 s, of check 2's 121 s, so 7 + 3 project to ~1,080 s. Short:
+the budget reaches neither check 1's 80% (10 seeds: ~1,030 s for that pair alone)
+nor check 2 (21 seeds: ~2,540 s); these would need a seed ~2.5x cheaper (e.g. 200 of
+the 500 steps, which also shrinks the effect, or d_model 64) or the medium mode.
 """
 
 from __future__ import annotations
@@ -111,10 +121,16 @@ def arms(active: int, n_coarse: int, k_coarse: int, split: int = 4) -> list[dict
   ]
 
 
-def _quick(d_model, n_layers, active, seq_len, batch, steps, lr, seeds=(0, 1, 2)):
+def _quick(d_model, n_layers, active, seq_len, batch, steps, lr, seeds=(0, 1, 2),
+           check1_seeds=()):
+  """`check1_seeds`: the seeds of the two arms check 1 compares (dense and
+  moe_fine_shared), where they run more than `seeds` (lattice.run.arms.arm_seeds)."""
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr)
   c.arms = arms(active, n_coarse=8, k_coarse=1)
+  for a in c.arms:
+    if check1_seeds and a['name'] in ('dense', 'moe_fine_shared'):
+      a['seeds'] = list(check1_seeds)
   c.seeds = list(seeds)
   return c
 
@@ -166,8 +182,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return experiment.pick_mode(arg, {
       'smoke': lambda: _quick(d_model=32, n_layers=1, active=64, seq_len=32, batch=8,
                               steps=8, lr=3e-3, seeds=(0,)),
+      # Seeds pre-registered 2026-11-30 (docstring): 7 for check 1's arms, 3 for
+      # check 2's.
       'quick': lambda: _quick(d_model=96, n_layers=2, active=256, seq_len=128, batch=16,
-                              steps=500, lr=3e-3),
+                              steps=500, lr=3e-3, check1_seeds=range(7)),
       'medium': _medium,
       'full': _full,
   })
@@ -188,8 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
       headline={'paper': 'MoE > dense at equal compute; finer experts better',
                 'ours': f'dense {loss["dense"]:.3f}, coarse {loss["moe_coarse"]:.3f}, '
                         f'fine {loss["moe_fine"]:.3f}, fine+shared '
-                        f'{loss["moe_fine_shared"]:.3f} (mean over '
-                        f'{len(config.seeds)} seeds)'},
+                        f'{loss["moe_fine_shared"]:.3f} (mean over each arm\'s '
+                        f'seeds: ' + ', '.join(f'{a.name} {len(a.seeds)}'
+                                               for a in arm_results) + ')'},
       plots=plots,
       notes='Reported as measured, not pre-registered (no verdict drawn):\n\n'
             + '\n'.join(f'- {line}' for line in reported))

@@ -111,6 +111,14 @@ medium: the proposers and the aggregator are Qwen2.5-0.5B-Instruct (imported:
   From `lattice plan --chips h100x1` (not run; it prices one proposer's fine-tune):
   medium 494M params (Qwen2.5-0.5B's own count), 307K tokens, 0.0006 H100-hours;
   full 1.54B params, 614K tokens, 0.004 H100-hours; decoding is not priced.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): p0-p2 are three seeds
+of one config by design; one aggregator seed. The checks are paired bootstraps over
+1,000 questions, not paired t intervals over seeds, so the power table has no row
+for them. Short: the aggregator's own seed-to-seed spread is not covered (the
+'several aggregator seeds' above); the 169 s of arm time (ad76d57, load 1.80-2.06)
+leaves room for ~3 aggregator seeds once the design pairs them.
 """
 
 from __future__ import annotations

@@ -66,6 +66,12 @@ Plan numbers (from `lattice plan --chips h100x1`, 40% MFU assumed; not run):
     code_n4 38.4M, 22.2 tokens/param, 0.37 H100-hours; x 3 seeds = 1.54 H100-hours.
   full: code_n1 354M, 91B tokens (257 tokens/param), 213 H100-hours; code_n4 392M,
     295 H100-hours. (Corpus epochs unknown: the card gives no token count.)
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 seeds. From the
+committed 3-seed result (cc5fec7, load 2.10 at the start): induction AUC n=2 - n=1
++0.003 with a per-seed sd of 0.091, i.e. no effect at this scale (more than 500
+seeds); more seeds would not change the verdict, so the minimum (~685 s).
 """
 
 from __future__ import annotations

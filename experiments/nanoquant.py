@@ -89,6 +89,12 @@ SVD -0.242, CI [-0.293, -0.192]; -0.176, CI [-0.241, -0.110]; -0.086, CI [-0.125
 0.8 vs 0.55 bits -2.68% (CI [-3.45%, -1.92%]); bits per weight 1.000 / 0.750 /
 0.500. The SVD arm is not monotone in bits (2.476 / 2.455 / 2.428), as in the
 trial above.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 calibration seeds
+(the float model, shared by every arm, trains once). From the committed result
+(967d07c, load 0.77-2.33): every paired check needs 3 seeds even for 80% power; 4
+would take ~1,260 s.
 """
 
 from __future__ import annotations

@@ -64,6 +64,13 @@ is added by `run`), not run:
   full: 4 sizes up to the paper's smallest scale (~0.3B: 26M, 85M, 203M, 304M
     early), each at ~20 tokens/param (late 17-18), 28 H100-hours for the 8 runs;
     the trio at the 85M size adds ~8.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 seeds for the MoE
+arms, 1 for each of the 8 scaling arms (the exponent is a fit over sizes). From the
+committed result (58009e6, load 2.27-2.32): both MoE checks' pilot means are on the
+failing side (learned - dense +0.063, learned - hard +0.022 nats), so no seed count
+passes them on this design; the minimum, ~800 s.
 """
 
 from __future__ import annotations

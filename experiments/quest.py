@@ -86,6 +86,13 @@ converges, QuEST W1A1 - naive -0.061, CI [-0.089, -0.033]. Loss vs float (seeds
 0-4): W8A8 -0.0%, W4A4 +0.4%, W3A3 +1.1%, W2A2 +2.6%, W1A1 +6.2%, naive W1A1
 +8.5%; W4A4 without Hadamard +0.7%. At 45K parameters the Hadamard gain (~0.2-0.3%
 of the loss) is inside the seed spread; the paper's 1% is at 30M (medium).
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 5 seeds (0-4), and 10
+(0-9) for W4A4 and W4A4_no_hadamard (the Hadamard check), as the quick mode already
+had. From the committed 5-seed result (58009e6, load 1.97-1.61): the Hadamard check
+needs 6 seeds (50% power) / 9 (80%), W1A1 vs naive STE 3 / 4, the ordering checks 3.
+Projected ~900 s (718 s + 5 seeds of the W4A4 pair, 36.8 s each).
 """
 
 from __future__ import annotations

@@ -127,6 +127,14 @@ Expected: constrained calls 100% schema-valid for every model (by construction);
 specialists within 10 points of a capable teacher on >= 2 clusters at <= 1/10 of its
 FLOPs per call. Earlier quick result (k-means clusters, specialists from scratch;
 results/slm_agents): teacher 98.8% right tool, 3.1% exact calls; not reproduced.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 1 seed. The checks
+are per-cluster paired bootstraps over test requests, not paired t intervals over
+seeds. One seed's summed arm time is 1,100 s (967d07c, load 2.33-2.43; the teacher
+and the specialists each counted in both their arms), so a second seed does not fit;
+3 seeds would need the whole pipeline ~3x cheaper (the 400-step teacher above
+reached 22% exact calls).
 """
 
 from __future__ import annotations

@@ -150,6 +150,15 @@ cannot be right-aligned to one width as the byte prompts here are, and
 `sampling.generate` takes equal-length prompts), and the teacher taken from an
 imported run instead of trained here. lattice.synth.lm already samples with a run's
 own (subword) tokenizer. Not built this session.
+
+Pre-registered seed count (2026-11-30, chosen before the one-commit rerun from the
+power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 seeds (0-2), 5
+(0-4) for the noisy and unfiltered students (check 3), as the quick mode already
+had; one teacher (the data generator all students read). From the committed 3-seed
+result (8bee68c; load 1.04 at the start and 3.95 at the end, so its times may be
+inflated): the noisy - unfiltered check needs 4 seeds (50% power) / 6 (80%), exact -
+unfiltered 3. Projected ~1,110 s (783 s + 2 seeds of the check-3 pair, 162 s each);
+6 seeds of that pair (~1,270 s) do not fit.
 """
 
 from __future__ import annotations

@@ -39,3 +39,16 @@ def test_modes_and_docstring():
     for mode in ('smoke', 'quick', 'full'):
       assert f':{mode}' in doc, (path, mode)
       assert module.get_config(mode).mode == mode
+
+
+def test_quick_seed_counts_are_pre_registered():
+  # docs/REPRODUCE_PLAN.md (issue #20): each quick mode's seed count is stated in the
+  # docstring, chosen before the one-commit rerun; a change must update it there.
+  root = pathlib.Path(__file__).parent.parent
+  plan = (root / 'docs' / 'REPRODUCE_PLAN.md').read_text()
+  reproduced = [p for p in EXPERIMENTS if (root / 'results' / p.stem / 'result.json').exists()]
+  assert len(reproduced) == 14
+  for path in reproduced:  # experiments/lm.py is a generic LM, not a reproduction
+    module = experiment.load_experiment_module(str(path))
+    assert 'Pre-registered seed count (2026-11-30' in module.__doc__, path
+    assert f'| {path.stem} |' in plan, path
