@@ -261,3 +261,29 @@ def test_counted_loops_unroll_like_the_fallback(pattern, fallback):
   np.testing.assert_array_equal(a.accepting, b.accepting)
   c = automaton._subset_dfa(node, automaton.Limits(region_min=10_000))  # pylint: disable=protected-access
   assert a.n_states == c.n_states  # Unrolled as a loop or by the subset construction.
+
+
+_RAW = automaton.to_dfa(regex_parse.parse('[a-c]+x?'))
+
+
+@pytest.mark.parametrize('node', [
+    automaton.one(automaton.byte_set((0x61, 0x63))),  # Byte edges, no epsilon edge.
+    automaton.embed(_RAW),                              # Only an embed's edge arrays.
+    automaton.cat(automaton.embed(_RAW), automaton.embed(_RAW)),
+    automaton.alt(automaton.lit('ab'), automaton.EPS),  # The empty text too.
+    automaton.EPS,                                      # No byte edge at all.
+], ids=['set', 'embed', 'embed2', 'alt_eps', 'eps'])
+def test_nfa_edge_columns_in_corner_cases(node, fallback):
+  # The native path reads the NFA's listed edges and epsilon edges as flat columns
+  # (`_to_dfa`, `dfa_native.subset_construction`): NFAs without listed edges,
+  # without epsilon edges, or without any byte edge compile as on the fallback.
+  fallback(True)
+  a = automaton._subset_dfa(node, automaton.DEFAULT_LIMITS)  # pylint: disable=protected-access
+  fallback(False)
+  b = automaton._subset_dfa(node, automaton.DEFAULT_LIMITS)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(a.delta_SxC, b.delta_SxC)
+  np.testing.assert_array_equal(a.byte_class, b.byte_class)
+  np.testing.assert_array_equal(a.accepting, b.accepting)
+  for text in ['', 'a', 'ab', 'c', 'abx', 'axa', 'abxabx', 'd']:
+    assert a.matches(text) == b.matches(text)
+  assert a.matches('') == (node[0] == 'alt' or node is automaton.EPS)

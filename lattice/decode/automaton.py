@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import time
 from typing import Any
 
@@ -148,6 +149,9 @@ class _Nfa:
     self.eps: Any = collections.defaultdict(list) if bulk else []
     self.edges: Any = collections.defaultdict(list) if bulk else []
     self.bulk_edges: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]] = []
+    # bulk: the listed `edges` as columns (sources int64[E], masks, targets), set
+    # by `_to_dfa` once the NFA is built.
+    self.listed: tuple[np.ndarray, tuple[int, ...], tuple[int, ...]] | None = None
     self.n = 0  # states
     self.cap = 4 * limits.max_states
     # Counted-loop ids of the states as runs (first state, region id): states are
@@ -560,8 +564,17 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   nfa = _Nfa(limits, no_region, bulk=dfa_native.LIB is not None)
   start = nfa.state()
   final = nfa.build(node, start)
-  mask_set = {m for edges in (nfa.edges.values() if nfa.bulk else nfa.edges)
-              for m, _ in edges}
+  if nfa.bulk:
+    # The listed byte edges as flat columns (sources, masks, targets), once: the
+    # mask set here and `_native_subsets`' arrays read them.
+    lens = np.fromiter(map(len, nfa.edges.values()), np.int64, len(nfa.edges))
+    pairs = list(itertools.chain.from_iterable(nfa.edges.values()))
+    listed_m, listed_t = zip(*pairs) if pairs else ((), ())
+    listed_s = np.repeat(np.fromiter(nfa.edges.keys(), np.int64, len(nfa.edges)), lens)
+    nfa.listed = (listed_s, listed_m, listed_t)
+    mask_set = set(listed_m)
+  else:
+    mask_set = {m for edges in nfa.edges for m, _ in edges}
   seen_plain = set()
   for _, _, plain, _ in nfa.bulk_edges:
     if id(plain) not in seen_plain:  # (Templates' mask tuples recur: one pass each.)
@@ -653,9 +666,10 @@ def _native_subsets(nfa: _Nfa, masks, held, n_cls: int, final: int, limits: Limi
   mask_id = {m: i for i, m in enumerate(masks)}
   n = nfa.n
   # Byte edges: the lists' and the bulk arrays', grouped by source.
-  listed = [(s, mask_id[m], t) for s, e in nfa.edges.items() for m, t in e]
-  listed_3xE = np.array(listed, np.int64).reshape(-1, 3).T
-  src, mid, tgt = [listed_3xE[0]], [listed_3xE[1]], [listed_3xE[2]]
+  listed_s, listed_m, listed_t = nfa.listed
+  src = [listed_s]
+  mid = [np.fromiter(map(mask_id.__getitem__, listed_m), np.int64, len(listed_m))]
+  tgt = [np.fromiter(listed_t, np.int64, len(listed_t))]
   ids_of: dict[int, np.ndarray] = {}
   for s_E, c_E, plain, t_E in nfa.bulk_edges:
     ids = ids_of.get(id(plain))

@@ -26,6 +26,7 @@ against each other in `tests/dfa_native_test.py`).
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 
 import numpy as np
@@ -151,13 +152,17 @@ def subset_construction(n: int, eps: dict[int, list[int]], edge_off: np.ndarray,
   loops): `finish` of that DFA instead, in the same call (None: no match).
   Requires `available()`.
   """
-  pairs_2xE = np.array([(s, t) for s, e in eps.items() for t in e],
-                       np.int64).reshape(-1, 2).T
+  # Per source state (a dict key, once) its targets in the order added; CSR by
+  # source: the keys sorted, each state's targets kept in order.
+  keys_K = np.fromiter(eps.keys(), np.int64, len(eps))
+  lens_K = np.fromiter(map(len, eps.values()), np.int64, len(eps))
+  tgt_E = np.fromiter(itertools.chain.from_iterable(eps.values()), np.int32,
+                      int(lens_K.sum()))
   eps_off = np.zeros(n + 1, np.int64)
-  np.cumsum(np.bincount(pairs_2xE[0], minlength=n), out=eps_off[1:])
-  # Grouped by source (stable: each state's targets in the order added).
-  eps_tgt = np.ascontiguousarray(pairs_2xE[1][np.argsort(pairs_2xE[0], kind='stable')],
-                                 np.int32)
+  eps_off[keys_K + 1] = lens_K
+  np.cumsum(eps_off, out=eps_off)
+  src_E = np.repeat(keys_K, lens_K)
+  eps_tgt = np.ascontiguousarray(tgt_E[np.argsort(src_E, kind='stable')])
   edge_off = np.ascontiguousarray(edge_off, np.int64)
   edge_mask = np.ascontiguousarray(edge_mask, np.int32)
   edge_tgt = np.ascontiguousarray(edge_target, np.int32)
