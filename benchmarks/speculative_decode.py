@@ -39,8 +39,9 @@ a one-row call in the profile). With the native paths the verification forward
 runs about as many ops as a plain step (1,013 vs 962 in a profile, 30 Nov). Both
 decoders then read packed copies of the projection kernels (lattice.decode.
 packed_weights, made once before timing; 64-column panels, each one contiguous
-stream, the same bits): a plain step got ~25% faster. What is left of
-`forward_cost` above `weight_ratio` is the second row's work where the step streams
+stream, the same bits): greedy tok/s +20% with 2 threads (same-process A/B, idle).
+What is left of `forward_cost` above `weight_ratio` is the second row's work where
+the step streams
 from DRAM (the 41 MB of weights do not fit the 32 MB L3): ~+8% per projection and
 ~+4 us per layer of attention over a cold cache (informal single-thread profiles,
 30 Nov), and the prefill, which both decoders pay once but speculation spreads over
