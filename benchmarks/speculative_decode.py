@@ -41,8 +41,8 @@ decoders then read packed copies of the projection kernels (lattice.decode.
 packed_weights, made once before timing; 64-column panels, each one contiguous
 stream, the same bits): greedy tok/s +20% with 2 threads (same-process A/B, idle).
 What is left of `forward_cost` above `weight_ratio` is the second row's work where
-the step streams
-from DRAM (the 41 MB of weights do not fit the 32 MB L3): ~+8% per projection and
+the step streams from DRAM (the 41 MB of weights do not fit the 32 MB L3): ~+8% per
+projection and
 ~+4 us per layer of attention over a cold cache (informal single-thread profiles,
 30 Nov), and the prefill, which both decoders pay once but speculation spreads over
 fewer forwards.
