@@ -25,9 +25,10 @@ pytestmark = pytest.mark.skipif(ops.best_isa() is None,
                                 reason='kernels/skinny_cpu is not built')
 ISAS = [isa for isa in ('scalar', 'avx2', 'avx512') if ops.best_isa() and ops.supports(isa)]
 # (B, L, H, K, S, Dh): one kv head per query head at the benchmark's sizes; grouped
-# heads; Dh 12 (no 8-lane path); Dh 64.
+# heads; Dh 12 (no 8-lane path); Dh 64; 6 rows (the AVX-512 path's outputs in a group
+# of 4 rows and one of 2).
 SHAPES = [(1, 1, 16, 16, 162, 16), (2, 3, 8, 4, 50, 16), (2, 2, 6, 3, 21, 12),
-          (1, 4, 4, 2, 33, 64)]
+          (1, 4, 4, 2, 33, 64), (1, 6, 4, 4, 40, 16)]
 
 
 def _operands(b, l, h, k, s, dh, seed=0):

@@ -86,6 +86,10 @@ def test_decoders_emit_the_same_tokens_from_packed_weights(model):
   kw = dict(model_cfg=cfg, max_new_tokens=12)
   plain = speculative.generate_plain(variables, prompt, key, **kw)
   np.testing.assert_array_equal(speculative.generate_plain(packed, prompt, key, **kw), plain)
+  # The decoders do read the copies: zeroed copies (params untouched) change the tokens.
+  zeroed = {**packed, packed_weights.PACKED: jax.tree.map(jnp.zeros_like,
+                                                          packed[packed_weights.PACKED])}
+  assert not np.array_equal(speculative.generate_plain(zeroed, prompt, key, **kw), plain)
   s = sampling.SamplingConfig(temperature=0.8, top_k=10)
   np.testing.assert_array_equal(
       sampling.generate(packed, prompt, key, sampling=s, **kw),

@@ -264,18 +264,10 @@ __attribute__((target("avx512f"))) inline __m512 Sums16(const __m512* t) {
                        _mm512_shuffle_f32x4(x[0], x[1], 0xDD));
 }
 
-// Row() for R query rows of one head (R <= kMaxRows), Dh a multiple of 16 (<= 128),
-// with AVX-512: the logits of 16 positions at a time (each a 16-lane multiply-add over
-// Dh, summed across lanes by Sums16), exp and the softmax sum 16 lanes at a time, out
-// in four accumulators over s (s mod 4) added in a fixed order. The rows share each
-// key and value load (a verification forward's rows attend the same cache, which is
-// usually cold at decode time: the weights streamed since the last step evicted it),
-// but each row's arithmetic is its own and depends on its own visible count alone
-// (positions past it are zero logits, then masked; its out sums stop at it), so a row
-// gives the same bits in any call. About 3x fewer instructions per position than
-// Row8 at Dh 16, where Row8's per-position horizontal sums and 8-lane exp dominated.
+// Rows16's limits: rows per call, and rows whose outputs share one pass over the values
+// (their accumulators stay in registers).
 constexpr int kMaxRows = 8;
-constexpr int kJointRows = 4;  // rows sharing one pass (their accumulators in registers)
+constexpr int kJointRows = 4;
 
 // The softmax weights of one row into buf[0, visible): logits, max, exp, normalised.
 __attribute__((target("avx512f"))) void Weights16(const Problem& p, const float* q,
