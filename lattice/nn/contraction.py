@@ -41,14 +41,17 @@ from kernels.skinny_cpu import ops as skinny_ops
 PACKED_COLLECTION = 'decode_packed'
 
 
-def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+def _dot(x: jax.Array, w: jax.Array, n_in: int, w_packed: jax.Array | None = None
+         ) -> jax.Array:
   n_rows = math.prod(x.shape[:x.ndim - n_in])
   if skinny_ops.use_for(x, w, n_rows):
     # Decoding's few-row products: the native kernel reads each weight once for up to
     # 4 rows, and a row's result does not depend on how many rows share the call
     # (kernels/skinny_cpu), so plain and speculative decoding get identical logits.
     i = math.prod(w.shape[:n_in])
-    y = skinny_ops.skinny_matmul_cpu(x.reshape(n_rows, i), w.reshape(i, -1))
+    x_NxI = x.reshape(n_rows, i)
+    y = (skinny_ops.skinny_matmul_cpu(x_NxI, w.reshape(i, -1)) if w_packed is None
+         else skinny_ops.skinny_matmul_packed_cpu(x_NxI, w_packed))
     return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
   return jax.lax.dot_general(
       x, w, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
@@ -56,19 +59,14 @@ def _dot(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
 
 def contract_packed(x: jax.Array, w: jax.Array, w_packed: jax.Array, n_in: int
                     ) -> jax.Array:
-  """`contract(x, w, n_in)` for decoding, given w's packed copy `w_packed`
+  """`contract(x, w, n_in)`'s forward for decoding, given w's packed copy `w_packed`
   ([O / 64, I, 64], `kernels.skinny_cpu.ops.pack` of w as [I, O]): products the
   skinny kernel takes (`skinny_ops.use_for`) read the packed copy, which gives the
-  same bits faster; anything else (prefill, another backend) is `contract`.
+  same bits faster; anything else (prefill, another backend) is dot_general.
 
-  No gradient rule for the packed path: decoding only.
+  No gradient rule: decoding only.
   """
-  n_rows = math.prod(x.shape[:x.ndim - n_in])
-  if skinny_ops.use_for(x, w, n_rows):
-    i = math.prod(w.shape[:n_in])
-    y = skinny_ops.skinny_matmul_packed_cpu(x.reshape(n_rows, i), w_packed)
-    return y.reshape(*x.shape[:x.ndim - n_in], *w.shape[n_in:])
-  return contract(x, w, n_in)
+  return _dot(x, w, n_in, w_packed)
 
 
 def pack(w: jax.Array, n_in: int) -> jax.Array | None:
