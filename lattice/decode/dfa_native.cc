@@ -699,7 +699,6 @@ int64_t lattice_dfa_unroll(const int32_t* delta, int64_t S, int64_t C, const uin
   int64_t n = 0;
   for (int64_t s = 0; s < S; ++s)
     if (tag[s] < 0) new_id[s] = n++;
-  const int64_t n_base = n;
   std::vector<int64_t> hub(R, -1);
   std::vector<std::vector<int64_t>> mids(R);
   for (int64_t s = 0; s < S; ++s) {
