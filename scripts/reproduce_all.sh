@@ -18,7 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-if [[ -n "$(git status --porcelain --untracked-files=no)" && "${ALLOW_DIRTY:-0}" != 1 ]]; then
+# results/ and REPRODUCTIONS.md are this script's own outputs, not code (they do not
+# make a result '-dirty' either: lattice.run.records.RESULT_PATHS)
+if [[ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)results' ':(exclude)REPRODUCTIONS.md')" \
+      && "${ALLOW_DIRTY:-0}" != 1 ]]; then
   echo "reproduce_all: the tree has uncommitted changes; commit them (results must name a clean commit) or set ALLOW_DIRTY=1" >&2
   exit 2
 fi

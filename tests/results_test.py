@@ -136,6 +136,26 @@ class TestGitCommit:
     (tmp_path / 'f').write_text('2')
     assert records.git_commit(tmp_path) == sha + '-dirty'
 
+  def test_committed_results_are_not_code(self, tmp_path):
+    # reproduce_all.sh copies each result into results/ before the next experiment:
+    # the next one still ran the clean commit's code. Code beside them still counts.
+    def git(*args):
+      subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *args],
+                     cwd=tmp_path, check=True, capture_output=True)
+    git('init', '-q')
+    (tmp_path / 'results' / 'a').mkdir(parents=True)
+    for f in ('f', 'REPRODUCTIONS.md', 'results/a/result.json'):
+      (tmp_path / f).write_text('1')
+    git('add', '.')
+    git('commit', '-q', '-m', 'x')
+    sha = records.git_commit(tmp_path)
+    (tmp_path / 'results' / 'a' / 'result.json').write_text('2')
+    (tmp_path / 'REPRODUCTIONS.md').write_text('2')
+    assert records.git_commit(tmp_path) == sha
+    assert records.git_commit(tmp_path / 'results') == sha  # from a subfolder too
+    (tmp_path / 'f').write_text('2')
+    assert records.git_commit(tmp_path) == sha + '-dirty'
+
 
 class TestValidate:
 

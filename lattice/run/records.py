@@ -52,15 +52,24 @@ def check(name: str, passed: Any, detail: str) -> Check:
   return Check(name=name, passed=passed, detail=str(detail))
 
 
+# Paths that hold committed results, not code: a change there does not make the tree
+# '-dirty'. scripts/reproduce_all.sh copies each finished experiment's result into
+# results/<name>/ before the next one starts; counting those copies as changes had
+# stamped every experiment after the first of a clean rerun '-dirty' (2026-12-01).
+RESULT_PATHS = ('results', 'REPRODUCTIONS.md')
+
+
 def git_commit(repo_dir: str | os.PathLike[str]) -> str | None:
-  """Short sha of `repo_dir`'s HEAD, '-dirty' if changed; None if unknown."""
+  """Short sha of `repo_dir`'s HEAD, '-dirty' if a tracked file outside
+  `RESULT_PATHS` changed; None if unknown (not a repo, no commit, no git)."""
   def git(*args: str) -> str:
     return subprocess.run(
         ('git', *args), cwd=repo_dir, capture_output=True, text=True,
         timeout=10, check=True).stdout.strip()
   try:
     sha = git('rev-parse', '--short', 'HEAD')
-    dirty = bool(git('status', '--porcelain', '--untracked-files=no'))
+    dirty = bool(git('status', '--porcelain', '--untracked-files=no', '--', '.',
+                     *(f':(top,exclude){p}' for p in RESULT_PATHS)))
   except (OSError, subprocess.SubprocessError):
     # Not a repo, no commits yet, or no git binary: provenance is unknown,
     # which must never stop a result from being written.
