@@ -35,32 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from lattice.run import stats  # pylint: disable=wrong-import-position
 
-MAX_SEEDS = 500
+MAX_SEEDS = stats.MAX_SEEDS
+seeds_needed = stats.seeds_needed
 _SEEDS = re.compile(r'over \d+ seeds \(([^)]*)\)')
 _VALUE = re.compile(r's\d+ ([+-]?[0-9.]+(?:e[+-]?\d+)?)(%?)')
 _BOUND = re.compile(r'needs the CI (below|above) ([+-]?[0-9.]+)(%?)'
                     r'|needs the CI (upper|lower) bound [<>] ([+-]?[0-9.]+)(%?)')
-
-
-def seeds_needed(mean: float, sd: float, bound: float, below: bool,
-                 power: float = 0.5) -> int | None:
-  """Smallest n >= 3 at which a paired t interval (95%) over n seeds whose true
-  per-seed differences have mean `mean` and sd `sd` clears `bound` (below it when
-  `below`, else above) with probability ~`power` (0.5: the expected interval just
-  clears it). None when `mean` is on the failing side, MAX_SEEDS + 1 when more
-  than MAX_SEEDS would be needed. Raises ValueError for power outside [0.5, 1)."""
-  if not 0.5 <= power < 1:
-    raise ValueError(f'seeds_needed: power must be in [0.5, 1), got {power}')
-  gap = (bound - mean) if below else (mean - bound)
-  if gap <= 0:
-    return None
-  if sd == 0:
-    return 3
-  for n in range(3, MAX_SEEDS + 1):
-    z = stats.t_quantile(0.975, n - 1) + (stats.t_quantile(power, n - 1) if power > 0.5 else 0)
-    if z * sd / math.sqrt(n) < gap:
-      return n
-  return MAX_SEEDS + 1
 
 
 def parse_check(detail: str) -> dict | None:

@@ -50,6 +50,27 @@ def test_non_inferiority_at_the_margin():
   assert 'margin +0.35' in detail and 'upper bound < +0.35' in detail
 
 
+def test_a_failed_check_says_why_from_its_numbers():
+  from lattice.run import stats
+  b = _arm('b', [2.0, 3.0, 4.0])
+  # Differences -3, +1, -1: mean -1 on the passing side, sd 2, interval too wide.
+  detail = checks.judge(checks.better('c', 'b'), [_arm('c', [-1.0, 4.0, 3.0]), b]).detail
+  n80 = stats.seeds_needed(-1.0, 2.0, 0.0, below=True, power=0.8)
+  assert n80 == 34 and f'about {n80} paired seeds would pass' in detail
+  # The rule: n80 is the first n >= 3 whose (t_.975 + t_.80) sd / sqrt(n) < 1.
+  z = lambda n: stats.t_quantile(0.975, n - 1) + stats.t_quantile(0.8, n - 1)
+  assert z(n80) * 2.0 / math.sqrt(n80) < 1.0 <= z(n80 - 1) * 2.0 / math.sqrt(n80 - 1)
+  # Differences +1, +2, +3: the mean is on the failing side; seeds cannot help.
+  wrong = checks.judge(checks.better('w', 'b'), [_arm('w', [3.0, 5.0, 7.0]), b]).detail
+  assert 'on the failing side of +0' in wrong and 'more seeds would not' in wrong
+  # Non-inferiority, higher is better: the bound is -margin.
+  ni = checks.judge(checks.not_worse('c', 'b', margin=0.5, higher_is_better=True),
+                    [_arm('c', [2.5, 2.0, 4.5]), b]).detail  # diffs +0.5, -1, +0.5
+  assert 'passing side of -0.5' in ni
+  assert 'why' not in checks.judge(checks.better('b', 'c', higher_is_better=False),
+                                   [_arm('c', [5.0, 6.0, 7.0]), b]).detail  # passed
+
+
 def test_too_few_seeds_fail_and_say_so():
   a, b = _arm('a', [1.0, 1.5], (0, 1)), _arm('b', [2.0, 2.4], (0, 1))
   check = checks.judge(checks.better('a', 'b'), [a, b])

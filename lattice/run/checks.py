@@ -178,8 +178,43 @@ def judge_values(comparison: Comparison, a: Mapping[int, float], b: Mapping[int,
   ci = paired_ci([a[s] for s in seeds], [b[s] for s in seeds],
                  relative=comparison.relative, level=level)
   ok = passes(comparison, ci) and ci['n'] >= min_seeds
-  return records.check(comparison.name, ok,
-                       describe(comparison, ci, seeds, level, min_seeds))
+  detail = describe(comparison, ci, seeds, level, min_seeds)
+  if not passes(comparison, ci):  # (too few seeds alone is said by `describe`)
+    detail += f'; {why_failed(comparison, ci)}'
+  return records.check(comparison.name, ok, detail)
+
+
+def why_failed(comparison: Comparison, ci: Mapping[str, Any]) -> str:
+  """Why a failed comparison failed, read from its own per-seed differences (issue
+  #20: each check that does not reproduce says why, from its numbers).
+
+  With the per-seed differences' mean and sd taken as the truth: either the mean is
+  on the failing side of the check's bound (no seed count would pass this design at
+  this scale), or it is on the passing side and the interval was too wide, with the
+  paired seeds that give ~80% power (`stats.seeds_needed`, a one-sample t rule).
+  `ci` is a `paired_ci` result. Returns one sentence starting 'why:'.
+  """
+  c, rel, n = comparison, comparison.relative, ci['n']
+  if n < 2:
+    return f'why: {n} seed, no interval'
+  _, var, _ = stats.mean_var(ci['per_seed'])
+  sd = math.sqrt(var)
+  bound = (-c.margin if c.higher_is_better else c.margin) if c.kind == 'not_worse' else 0.0
+  below = not c.higher_is_better
+  n80 = stats.seeds_needed(ci['diff'], sd, bound, below, power=0.8)
+  if n80 is None:
+    return (f'why: the mean difference {_fmt(ci["diff"], rel)} is on the failing side '
+            f'of {_fmt(bound, rel)} (sd {_fmt(sd, rel).lstrip("+")} over {n} seeds): '
+            'more seeds would not make this design pass at this scale')
+  need = f'more than {stats.MAX_SEEDS}' if n80 > stats.MAX_SEEDS else f'about {n80}'
+  if n80 <= n:
+    return (f'why: the mean difference {_fmt(ci["diff"], rel)} clears {_fmt(bound, rel)}, '
+            f'but this draw\'s interval did not ({need} paired seeds give ~80% power at '
+            f'this mean and sd; {n} ran)')
+  return (f'why: the mean difference {_fmt(ci["diff"], rel)} is on the passing side of '
+          f'{_fmt(bound, rel)} but the interval is wider than the gap: {need} paired '
+          f'seeds would pass with ~80% power at this mean and sd '
+          f'({_fmt(sd, rel).lstrip("+")}; {n} ran)')
 
 
 def judge(comparison: Comparison, arms: Sequence[Any] | Mapping[str, Any], *,

@@ -42,6 +42,36 @@ def t_quantile(p: float, df: float) -> float:
   return float(stats.t.ppf(p, df))
 
 
+# seeds_needed's search limit.
+MAX_SEEDS = 500
+
+
+def seeds_needed(mean: float, sd: float, bound: float, below: bool,
+                 power: float = 0.5) -> int | None:
+  """Smallest n >= 3 at which a paired t interval (95%) over n seeds whose true
+  per-seed differences have mean `mean` and sd `sd` clears `bound` (below it when
+  `below`, else above) with probability ~`power` (0.5: the expected interval just
+  clears it). None when `mean` is on the failing side, MAX_SEEDS + 1 when more
+  than MAX_SEEDS would be needed. Raises ValueError for power outside [0.5, 1).
+
+  The rule: gap > (t_{n-1, 0.975} + t_{n-1, power}) sd / sqrt(n), the sample-size
+  rule of a one-sample t test (Chow, Shao & Wang, "Sample Size Calculations in
+  Clinical Research", 2008, sec. 3.1, with t quantiles in place of normal ones);
+  scripts/seed_power.py applies it to the committed results."""
+  if not 0.5 <= power < 1:
+    raise ValueError(f'seeds_needed: power must be in [0.5, 1), got {power}')
+  gap = (bound - mean) if below else (mean - bound)
+  if gap <= 0:
+    return None
+  if sd == 0:
+    return 3
+  for n in range(3, MAX_SEEDS + 1):
+    z = t_quantile(0.975, n - 1) + (t_quantile(power, n - 1) if power > 0.5 else 0)
+    if z * sd / math.sqrt(n) < gap:
+      return n
+  return MAX_SEEDS + 1
+
+
 def mean_var(xs: Sequence[float]) -> tuple[float, float, int]:
   n = len(xs)
   mean = sum(xs) / n
