@@ -22,6 +22,15 @@ the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
 
+For the byte tokenizer's vocabulary (every byte a one-byte token) `for_schema`
+builds a `lattice.decode.counted.CountedIndex` instead: counted loops (a long
+`maxLength`, a pattern's `{lo,hi}`) stay one loop of states plus a counter that
+the decode loop carries next to the state, and the tables are over byte classes
+(S x C, gathered to V per step), not S x V. The same masks and needs as the
+unrolled tables (`tests/counted_test.py`); both kinds share one interface
+(`Index`: `start_state`, `need_row`, `step` on the host; `init_state`,
+`need_rows`, `advance` in jitted code).
+
 A schema past a state cap is compiled again with a quarter of
 `Options.max_object_states` (more optional members left out, each reported), down
 to 1000. `compile_schema` caches per (schema, Options); below it `automaton.to_dfa` caches
