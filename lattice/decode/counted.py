@@ -32,8 +32,9 @@ one-byte tokens the fewest tokens from (s, c) to an accepting state is exactly
 (off 0 at a hub, 1 inside a character; m the fewest bytes of one character):
 from a hub, max(0, lo - c) more characters of at least m bytes, then the fewest
 bytes out of the loop to acceptance, where every loop entered later starts at
-c = 0, so its lo x m is a fixed cost of entering it (one Dijkstra search over
-the states outside loops and the hubs gives base). A token v is allowed in
+c = 0, so its lo x m is a fixed cost of entering it (one breadth-first search
+over the states outside loops and the hubs, each edge into a hub lengthened by a
+chain of lo x m extra states, gives base). A token v is allowed in
 (s, c) when the need after it fits in the steps left (`lattice.decode.sampling`),
 computed in the jitted loop from one gathered row per table and the row's c:
 no S x V table (built in O(S x C), not O(S x V)) and no host round trip. Only
@@ -49,9 +50,8 @@ from typing import Any
 import flax.struct
 import jax.numpy as jnp
 import numpy as np
-from scipy.sparse import csgraph, csr_matrix
 
-from lattice.decode import automaton
+from lattice.decode import automaton, dfa_native
 
 INF = 2**30  # (constraints.INF)
 PLAIN, INNER, COUNT, LEAVE, EOS = 0, 1, 2, 3, 4
@@ -69,36 +69,38 @@ def _plain(dfa: automaton.Dfa) -> automaton.CountedDfa:
 
 @functools.lru_cache(maxsize=64)
 def _edges(cdfa: automaton.CountedDfa):
-  """(next int64[S, C] (-1: rejected), kind int8[S, C], state kind int64[S],
-  loop int64[S] (-1: none))."""
+  """(next int32[S, C] (-1: rejected), kind int8[S, C], state kind int8[S],
+  loop int64[S] (-1: none)). The rules for the few rows inside loops; the
+  others only reject edges into a character state."""
   tag = cdfa.tag_S
   S = len(tag)
-  d = cdfa.delta_SxC.astype(np.int64)
-  valid = d >= 0
+  d = np.ascontiguousarray(cdfa.delta_SxC, np.int32)
   loop = np.where(tag >= 0, tag // 2, -1)
   if not len(cdfa.lo_R):
-    return np.where(valid, d, -1), np.zeros(d.shape, np.int8), np.zeros(S, np.int64), loop
-  sk = np.where(tag < 0, _OUT, _UNUSED)
+    return d, np.zeros(d.shape, np.int8), np.zeros(S, np.int8), loop
+  sk = np.where(tag < 0, _OUT, _UNUSED).astype(np.int8)
   hubs = np.flatnonzero((tag >= 0) & (tag % 2 == 0))
   _, first = np.unique(tag[hubs], return_index=True)
   hub_R = np.full(len(cdfa.lo_R), -1, np.int64)
   hub_R[tag[hubs[first]] // 2] = hubs[first]
   sk[hubs[first]] = _HUB
   sk[(tag >= 0) & (tag % 2 == 1) & (hub_R[np.maximum(loop, 0)] >= 0)] = _MID
-  t = np.maximum(d, 0)
-  tk = sk[t]
-  src = sk[:, None]
-  inner = cdfa.internal_SxC & valid
-  same = loop[t] == loop[:, None]
-  into = valid & ((tk == _OUT) | (tk == _HUB))  # Targets outside or entered at the hub.
-  in_loop = (src == _HUB) | (src == _MID)
-  kind = np.full(d.shape, -1, np.int8)
-  kind[(src == _OUT) & into] = PLAIN
-  kind[in_loop & inner & same & (tk == _HUB)] = COUNT
-  kind[in_loop & inner & same & (tk == _MID)] = INNER
-  kind[(src == _HUB) & ~inner & into] = LEAVE
-  nxt = np.where(kind >= 0, d, -1)
-  return nxt, np.maximum(kind, 0).astype(np.int8), sk, loop
+  # Outside loops: into states outside loops or a loop's hub (copy 0 there).
+  nxt = np.where(sk[np.maximum(d, 0)] <= _HUB, d, -1).astype(np.int32)
+  kind = np.zeros(d.shape, np.int8)
+  rows = np.flatnonzero((sk == _HUB) | (sk == _MID))
+  d_L = d[rows].astype(np.int64)
+  t_L = np.maximum(d_L, 0)
+  tk = sk[t_L]
+  inner = cdfa.internal_SxC[rows] & (d_L >= 0)
+  same = loop[t_L] == loop[rows][:, None]
+  k_L = np.full(d_L.shape, -1, np.int8)
+  k_L[inner & same & (tk == _HUB)] = COUNT
+  k_L[inner & same & (tk == _MID)] = INNER
+  k_L[(sk[rows] == _HUB)[:, None] & ~inner & (d_L >= 0) & (tk <= _HUB)] = LEAVE
+  nxt[rows] = np.where(k_L >= 0, d_L, -1)
+  kind[rows] = np.maximum(k_L, 0)
+  return nxt, kind, sk, loop
 
 
 def _loop_params(cdfa: automaton.CountedDfa, loop: np.ndarray):
@@ -144,42 +146,55 @@ def matches(cdfa: automaton.CountedDfa, data: bytes) -> bool:
 
 def _bases(cdfa, nxt, kind, sk, loop, lo):
   """(base int64[S] (INF: none), m int64[S]): see the module docstring."""
-  S = len(sk)
+  S, C = nxt.shape
   if not len(cdfa.lo_R):
-    dist = automaton.distances_to_accept(nxt.astype(np.int32), cdfa.accepting)
+    dist = automaton.distances_to_accept(nxt, cdfa.accepting)
     return np.where(dist >= 0, dist, INF), np.zeros(S, np.int64)
   hub = sk == _HUB
-  inner = (kind == INNER) | (kind == COUNT)
-  # Fewest bytes from a loop state back to its hub (inner edges stay in the loop).
-  dm = automaton.distances_to_accept(np.where(inner, nxt, -1).astype(np.int32), hub)
-  dm_f = np.where(dm >= 0, dm, np.inf).astype(np.float64)
+  rows = np.flatnonzero(hub | (sk == _MID))
+  pos = np.full(S, -1, np.int64)
+  pos[rows] = np.arange(len(rows))
+  k_L, n_L = kind[rows], nxt[rows]
+  inner_L = ((k_L == INNER) | (k_L == COUNT)) & (n_L >= 0)
+  # Fewest bytes from a loop state back to its hub (inner edges stay in its loop).
+  dm_L = automaton.distances_to_accept(
+      np.where(inner_L, pos[np.maximum(n_L, 0)], -1).astype(np.int32), hub[rows])
+  dm_L = np.where(dm_L >= 0, dm_L, INF)
   # m per hub: its shortest character (1 + the way back from the edge's target).
-  m_hub = np.where(inner, 1 + dm_f[np.maximum(nxt, 0)], np.inf).min(axis=1)
+  m_L = np.where(inner_L, 1 + dm_L[pos[np.maximum(n_L, 0)]], INF).min(axis=1)
   hub_R = np.full(len(cdfa.lo_R), -1, np.int64)
   hub_R[loop[hub]] = np.flatnonzero(hub)
   my_hub = np.where(loop >= 0, hub_R[np.maximum(loop, 0)], -1)
-  m_f = np.where(my_hub >= 0, m_hub[np.maximum(my_hub, 0)], 0.0)
-  lom = lo * np.where(lo > 0, m_f, 0.0)  # (lo = 0: no character needed, even if m = inf.)
-  # Dijkstra over the states outside loops and the hubs, backwards from the
-  # accepting ones: an edge into a hub also costs that loop's lo x m.
-  e_s, e_c = np.nonzero(((kind == PLAIN) | (kind == LEAVE)) & (nxt >= 0))
-  pair = np.unique(e_s * S + nxt[e_s, e_c])
-  e_s, e_t = pair // S, pair % S
-  w = 1.0 + np.where(hub[e_t], lom[e_t], 0.0)
-  finite = np.isfinite(w)
-  e_s, e_t, w = e_s[finite], e_t[finite], w[finite]
-  acc = np.flatnonzero(cdfa.accepting & ((sk == _OUT) | hub))
-  rows = np.concatenate([e_t, np.full(len(acc), S)])
-  cols = np.concatenate([e_s, acc])
-  graph = csr_matrix((np.concatenate([w, np.ones(len(acc))]), (rows, cols)),
-                     shape=(S + 1, S + 1))
-  g = csgraph.dijkstra(graph, directed=True, indices=S)[:S] - 1
-  g_hub = np.where(my_hub >= 0, g[np.maximum(my_hub, 0)], np.inf)
+  m = np.zeros(S, np.int64)
+  in_loop = my_hub >= 0
+  m[in_loop] = np.minimum(m_L[pos[my_hub[in_loop]]], INF)
+  lom = np.minimum(lo * m, INF)  # Entering a hub: lo characters before it is left.
+  # Fewest bytes to acceptance from the states outside loops and from each hub once
+  # its count is met, by one breadth-first search: an edge into a hub goes
+  # through a chain of lo x m extra states first (its entering cost), and the
+  # edges inside loops are left out.
+  chain = np.where(hub & (lom < INF), lom, 0)
+  first = S + np.cumsum(chain) - chain
+  n_ext = S + int(chain.sum())
+  entry = np.where(~hub | (lom >= INF), -1, np.where(chain > 0, first, np.arange(S)))
+  to_hub = (nxt >= 0) & hub[np.maximum(nxt, 0)]
+  table = np.full((n_ext, C), -1, np.int32)
+  table[:S] = np.where(to_hub, entry[np.maximum(nxt, 0)], nxt)
+  table[rows] = np.where(inner_L, -1, table[rows])
+  if n_ext > S:
+    h_E = np.repeat(np.arange(S), chain)  # Each chain state's hub.
+    step_E = np.arange(n_ext - S) - (first - S)[h_E]
+    table[S:, 0] = np.where(step_E + 1 < chain[h_E], np.arange(S + 1, n_ext + 1), h_E)
+  acc = np.zeros(n_ext, bool)
+  acc[:S] = cdfa.accepting & ((sk == _OUT) | hub)
+  g = automaton.distances_to_accept(table, acc)[:S]
+  g = np.where(g >= 0, g, INF)
+  g_hub = np.where(in_loop, g[np.maximum(my_hub, 0)], INF)
+  dm = np.zeros(S, np.int64)
+  dm[rows] = dm_L
   base = np.where(sk == _OUT, g, np.where(hub, lom + g, np.where(
-      sk == _MID, dm_f + lom + g_hub, np.inf)))
-  base = np.where(np.isfinite(base) & (base < INF), base, INF).astype(np.int64)
-  m = np.where(np.isfinite(m_f), m_f, INF).astype(np.int64)
-  return base, m
+      sk == _MID, dm + lom + g_hub, INF)))
+  return np.minimum(base, INF), m
 
 
 @flax.struct.dataclass
@@ -315,7 +330,7 @@ def build(dfa: automaton.Dfa | automaton.CountedDfa, byte_T: np.ndarray, *, eos_
 
   Rows are padded to a multiple of `state_multiple` and columns to one of
   `column_multiple`, so schemas of similar size share one compiled sampler.
-  Raises ValueError when nothing can be written.
+  Raises ValueError when no token sequence spells a match.
   """
   cdfa = dfa if isinstance(dfa, automaton.CountedDfa) else _plain(dfa)
   nxt, kind, sk, loop = _edges(cdfa)
@@ -326,16 +341,22 @@ def build(dfa: automaton.Dfa | automaton.CountedDfa, byte_T: np.ndarray, *, eos_
     raise ValueError('build_index: no token sequence of this vocabulary spells a match')
   S_pad = -(-S // state_multiple) * state_multiple
   K = -(-(C + 2) // column_multiple) * column_multiple
-  next_SxK = np.full((S_pad, K), -1, np.int32)
-  need_SxK = np.full((S_pad, K), INF, np.int32)
+  cls_K = np.minimum(np.arange(K), C)  # Columns past the classes: never allowed.
+  if dfa_native.LIB is not None:
+    next_SxK, need_SxK = dfa_native.token_tables(nxt, base, cls_K, S_pad, INF)
+  else:
+    need_SxC = np.append(base, INF)[nxt]  # (-1 reads the appended INF.)
+    next_SxK = np.full((S_pad, K), -1, np.int32)
+    need_SxK = np.full((S_pad, K), INF, np.int32)
+    next_SxK[:S, :C] = np.where(need_SxC < INF, nxt, -1)
+    need_SxK[:S, :C] = need_SxC
   kind_SxK = np.zeros((S_pad, K), np.int8)
-  next_SxK[:S, :C] = nxt
-  need_SxK[:S, :C] = np.where(nxt >= 0, base[np.maximum(nxt, 0)], INF)
-  kind_SxK[:S, :C] = kind
+  if len(cdfa.lo_R):
+    kind_SxK[:S, :C] = kind
   acc = cdfa.accepting & ((sk == _OUT) | (sk == _HUB))
   next_SxK[:S, C + 1] = np.where(acc, np.arange(S), -1)
   need_SxK[:S, C + 1] = np.where(acc, 0, INF)
-  kind_SxK[:S, C + 1] = EOS
+  kind_SxK[:, C + 1] = EOS
   col_V = np.full(vocab_size, C, np.int32)  # Specials: column C, never allowed.
   text = byte_T >= 0
   col_V[:len(byte_T)][text] = cdfa.byte_class[byte_T[text]]
@@ -349,5 +370,5 @@ def build(dfa: automaton.Dfa | automaton.CountedDfa, byte_T: np.ndarray, *, eos_
   return CountedIndex(next_SxK=next_SxK, need_SxK=need_SxK, kind_SxK=kind_SxK, col_V=col_V,
                       hub_S=np.pad(sk == _HUB, (0, S_pad - S)),
                       lo_S=per_state(lo, 0), hi_S=per_state(hi, INF),
-                      cap_S=per_state(cap, 0), m_S=per_state(np.minimum(m, INF), 0),
+                      cap_S=per_state(cap, 0), m_S=per_state(m, 0),
                       start=0, eos_id=eos_id, min_tokens=int(base[0]))
