@@ -397,6 +397,11 @@ def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,
-              **kwargs: Any) -> TokenIndex:
-  """`re.fullmatch` regex -> DFA -> TokenIndex; raises `automaton.RegexError`."""
-  return build_index(automaton.compile_regex(pattern), vocab, **kwargs)
+              **kwargs: Any) -> Index:
+  """`re.fullmatch` regex -> DFA -> token tables (counted, as `for_schema`, for a
+  vocabulary of one-byte tokens holding every byte); raises `automaton.RegexError`."""
+  vocab = list(vocab if vocab is not None else byte_vocab())
+  if counted_lib.byte_tokens(vocab) is None:
+    return build_index(automaton.compile_regex(pattern), vocab, **kwargs)
+  dfa = automaton.to_counted_dfa(automaton.parse(pattern))
+  return build_index(dfa, vocab, classes=True, **kwargs)
