@@ -147,10 +147,10 @@ def matches(cdfa: automaton.CountedDfa, data: bytes) -> bool:
 def _bases(cdfa, nxt, kind, sk, loop, lo):
   """(base int64[S] (INF: none), m int64[S]): see the module docstring."""
   S, C = nxt.shape
-  if not len(cdfa.lo_R):
-    dist = automaton.distances_to_accept(nxt, cdfa.accepting)
-    return np.where(dist >= 0, dist, INF), np.zeros(S, np.int64)
   hub = sk == _HUB
+  if not hub.any():  # No loops (edges into states of hubless loops are rejected).
+    dist = automaton.distances_to_accept(nxt, cdfa.accepting & (sk == _OUT))
+    return np.where(dist >= 0, dist, INF), np.zeros(S, np.int64)
   rows = np.flatnonzero(hub | (sk == _MID))
   pos = np.full(S, -1, np.int64)
   pos[rows] = np.arange(len(rows))
