@@ -207,7 +207,7 @@ class CountedIndex:
   next_SxK: Any   # int32: target (-1: rejected); the EOS column keeps s
   need_SxK: Any   # int32: base need after the edge (INF: rejected)
   kind_SxK: Any   # int8: PLAIN / INNER / COUNT / LEAVE / EOS
-  col_V: Any      # int32[V]: each token's column
+  col_V: Any      # intp[V]: each token's column
   hub_S: Any      # bool: a loop's hub
   lo_S: Any       # int32: its loop's lo (0 outside loops)
   hi_S: Any       # int32: its loop's hi (INF: unbounded or outside loops)
@@ -247,11 +247,10 @@ class CountedIndex:
   def need_row(self, state) -> np.ndarray:
     """int[V]: `need_rows` of one state, on the host (scalar counter rules)."""
     s, c = state
-    col_V = np.asarray(self.col_V)
-    need = np.asarray(self.need_SxK[s])
-    hub, m = bool(self.hub_S[s]), int(self.m_S[s])
-    if not hub and m == 0:  # Outside loops: no counter.
+    col_V, need = self.col_V, self.need_SxK[s]
+    if not self.m_S[s] and not self.hub_S[s]:  # Outside loops: no counter.
       return need[col_V]
+    hub, m = bool(self.hub_S[s]), int(self.m_S[s])
     lo, hi = int(self.lo_S[s]), int(self.hi_S[s])
     kind = np.asarray(self.kind_SxK[s])
     need = need.astype(np.int64)
@@ -357,7 +356,8 @@ def build(dfa: automaton.Dfa | automaton.CountedDfa, byte_T: np.ndarray, *, eos_
   next_SxK[:S, C + 1] = np.where(acc, np.arange(S), -1)
   need_SxK[:S, C + 1] = np.where(acc, 0, INF)
   kind_SxK[:, C + 1] = EOS
-  col_V = np.full(vocab_size, C, np.int32)  # Specials: column C, never allowed.
+  # (intp: the host gathers rows with it, 4x faster than with int32 indices.)
+  col_V = np.full(vocab_size, C, np.intp)  # Specials: column C, never allowed.
   text = byte_T >= 0
   col_V[:len(byte_T)][text] = cdfa.byte_class[byte_T[text]]
   col_V[eos_id] = C + 1
