@@ -627,12 +627,32 @@ def to_counted_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa | Counted
   caps and errors as `to_dfa` (the unrolled size is checked against
   `Limits.max_states`), so a schema compiles, or sheds members, alike either way.
   Cached per (node, limits)."""
-  if dfa_native.LIB is None:
-    return to_dfa(node, limits)
+  if dfa_native.LIB is None or not _may_count(node, limits.region_min):
+    return to_dfa(node, limits)  # (Shares to_dfa's cache: members recur across schemas.)
   try:
     return _to_counted_cached(node, limits)
   except TypeError:  # An unhashable node: not cached.
     return _subset_dfa(node, limits, counted=True)
+
+
+def _may_count(node: Node, region_min: int) -> bool:
+  """Whether `node` holds a repetition `_Nfa.build` may make a counted loop (a
+  one-character body, a bound above `region_min`); embedded DFAs hold none."""
+  todo = [node]
+  while todo:
+    n = todo.pop()
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      todo.extend(n[1])
+    elif kind == 'chain':
+      todo.extend(m for m, _ in n[1])
+      todo.append(n[2])
+    elif kind == 'rep':
+      _, body, lo, hi = n
+      if max(lo, hi or 0) > region_min and is_char(body):
+        return True
+      todo.append(body)
+  return False
 
 
 @functools.lru_cache(maxsize=256)
