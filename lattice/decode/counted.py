@@ -307,10 +307,16 @@ def _advance(xp, idx: CountedIndex, s_B, c_B, token_B):
   return t_B, c2_B.astype(c_B.dtype)
 
 
+_BYTES = [bytes([i]) for i in range(256)]
+
+
 def byte_tokens(vocab) -> np.ndarray | None:
   """int64[T] the byte of each one-byte token (-1: special), or None unless every
   text token is one byte and every byte is a token."""
   out = np.full(len(vocab), -1, np.int64)
+  if vocab[:256] == _BYTES and all(v is None for v in vocab[256:]):  # The byte tokenizer's.
+    out[:256] = np.arange(256)
+    return out
   for i, v in enumerate(vocab):
     if v is None:
       continue
