@@ -67,7 +67,6 @@ def _plain(dfa: automaton.Dfa) -> automaton.CountedDfa:
                               np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-@functools.lru_cache(maxsize=64)
 def _edges(cdfa: automaton.CountedDfa):
   """(next int32[S, C] (-1: rejected), kind int8[S, C], state kind int8[S],
   loop int64[S] (-1: none)). The rules for the few rows inside loops; the
@@ -103,6 +102,10 @@ def _edges(cdfa: automaton.CountedDfa):
   return nxt, kind, sk, loop
 
 
+# (For `matches`, called per string in tests; `build` calls `_edges` once.)
+_edges_cached = functools.lru_cache(maxsize=8)(_edges)
+
+
 def _loop_params(cdfa: automaton.CountedDfa, loop: np.ndarray):
   """Per state (lo, hi, cap) of its loop (0, INF, 0 outside loops), int64."""
   if not len(cdfa.lo_R):
@@ -131,7 +134,7 @@ def _move(cdfa, nxt, kind, sk, lo, hi, cap, s: int, c: int, cls: int):
 
 def matches(cdfa: automaton.CountedDfa, data: bytes) -> bool:
   """Whether `data` is in `cdfa`'s language (read with the counter)."""
-  nxt, kind, sk, loop = _edges(cdfa)
+  nxt, kind, sk, loop = _edges_cached(cdfa)
   lo, hi, cap = _loop_params(cdfa, loop)
   if sk[0] not in (_OUT, _HUB):
     return False
