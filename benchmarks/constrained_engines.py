@@ -41,13 +41,13 @@ class Lattice:
     return constraints.for_schema(schema, constraints.byte_vocab(V))
 
   def start(self, g):
-    return g.start
+    return g.start_state
 
   def allowed(self, g, state) -> np.ndarray:
-    return g.need_SxV[state] < constraints.INF
+    return g.need_row(state) < constraints.INF
 
   def advance(self, g, state, token: int):
-    return int(g.next_SxV[state, token])
+    return g.step(state, token)
 
 
 class _ByteTokenizer:

@@ -301,18 +301,19 @@ def test_keyword_group_complete_and_sound(group):
 
 
 def _walks(index, dfa, rng, n, max_len=120):
-  """Random texts the token tables allow (each ends accepting within max_len)."""
+  """Random texts the token tables allow (each ends accepting within max_len;
+  `dfa` accepts it too)."""
   out = []
   for _ in range(n):
-    state, data = 0, bytearray()
+    state, data = index.start_state, bytearray()
     for step in range(max_len):
-      moves = np.flatnonzero(index.need_SxV[state] <= max_len - 1 - step)
+      moves = np.flatnonzero(index.need_row(state) <= max_len - 1 - step)
       t = int(rng.choice(moves))
       if t == tok_lib.EOS_ID:
         break
       data.append(t)
-      state = int(index.next_SxV[state, t])
-    assert dfa.accepting[state]
+      state = index.step(state, t)
+    assert index.need_row(state)[tok_lib.EOS_ID] == 0 and dfa.matches(bytes(data)), data
     out.append(bytes(data))
   return out
 
@@ -321,10 +322,12 @@ def _walks(index, dfa, rng, n, max_len=120):
 def test_random_walks_validate_with_jsonschema(group):
   _, schema, _, _ = group
   dfa = constraints.compile_schema(schema)
-  index = constraints.build_index(dfa)
   check = _validator(schema)
   rng = np.random.default_rng(0)
-  for data in _walks(index, dfa, rng, 40):
+  # The unrolled DFA's S x V tables, and `for_schema`'s counted tables.
+  walks = [*_walks(constraints.build_index(dfa), dfa, rng, 40),
+           *_walks(constraints.for_schema(schema), dfa, rng, 40)]
+  for data in walks:
     value = json.loads(data.decode('utf-8'))  # Valid UTF-8 and JSON.
     errors = [e.message for e in check.iter_errors(value)]
     assert not errors, (data, errors)

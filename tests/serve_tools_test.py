@@ -44,7 +44,7 @@ def _walk(hook, max_tokens, rng):
     left = max_tokens - 1 - len(seq.tokens)
     allowed = hook(seq, left)
     if seq.constraint is not None:
-      fits = np.asarray(seq.constraint.need_SxV[seq.cstate]) <= left
+      fits = seq.constraint.need_row(seq.cstate) <= left
       allowed = fits if allowed is None else allowed & fits
     if allowed is None:
       allowed = np.ones(V, bool)
@@ -57,7 +57,7 @@ def _walk(hook, max_tokens, rng):
     t = int(rng.choice(pref if pref and rng.random() < 0.8 else ids))
     seq.tokens.append(t)
     if seq.constraint is not None and t != EOS:
-      seq.cstate = int(seq.constraint.next_SxV[seq.cstate, t])
+      seq.cstate = seq.constraint.step(seq.cstate, t)
     if t == EOS:
       break
   return bytes(t for t in seq.tokens if t < 256).decode('utf-8', 'replace')

@@ -76,7 +76,7 @@ def summarize(verdicts: Sequence[Verdict]) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=16)
 def call_constraint(vocab_size: int, tools: tuple[str, ...] | None = None
-                    ) -> constraints.TokenIndex:
+                    ) -> constraints.Index:
   """The byte-tokenizer TokenIndex of a call to any of `tools` (default all).
 
   Its tables are device arrays, so repeated `generate` calls do not copy them.

@@ -3,7 +3,7 @@
 Owns KV-cache sampling (greedy, temperature, top-k, top-p, logit processors;
 `sampling`), self-speculative decoding with a model's own multi-token heads
 (`speculative`, greedy output identical to plain greedy), and grammar-constrained
-decoding (JSON-schema automata; `constraints`, `schema`, `automaton`). It builds
+decoding (JSON-schema automata; `constraints`, `schema`, `automaton`, `counted`). It builds
 models through `lattice.model.make_model` and never imports the train or run layer.
 """
 

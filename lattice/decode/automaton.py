@@ -549,18 +549,118 @@ def _subset_dfa_cached(node: Node, limits: Limits) -> Dfa:
   return _subset_dfa(node, limits)
 
 
-def _subset_dfa(node: Node, limits: Limits) -> Dfa:
-  """The subset construction (with counted loops) of the whole AST."""
+def _subset_dfa(node: Node, limits: Limits, counted: bool = False) -> Dfa:
+  """The subset construction (with counted loops) of the whole AST; with
+  `counted`, a `CountedDfa` where counted loops remain."""
   no_region: set[int] = set()
   for _ in range(8):
     try:
-      return _to_dfa(node, limits, no_region)
+      return _to_dfa(node, limits, no_region, counted)
     except _RegionConflict as e:
       no_region |= e.node_ids  # Unroll those repetitions the ordinary way.
-  return _to_dfa(node, limits, no_region | {-1})
+  return _to_dfa(node, limits, no_region | {-1}, counted)
 
 
-def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
+@dataclasses.dataclass(frozen=True, eq=False)
+class CountedDfa:
+  """`to_dfa`'s automaton before its counted loops are unrolled: the minimal DFA
+  of the loops (Shape legend: S states, C byte classes, R loops) and a counter.
+
+  `tag_S`: -1 outside loops, 2r loop r's hub (between characters), 2r+1 inside
+  one of its characters; `internal_SxC`: the edge stays in its loop. Loop r
+  repeats `lo_R[r]`..`hi_R[r]` times (-1: unbounded). The language is that of
+  `unrolled` (what `to_dfa` returns), read with a counter c of the loop the state
+  is in (`lattice.decode.counted` has the rules, mirroring
+  `dfa_native.unroll`): entering a loop sets c = 0, an edge back to the hub
+  counts a character, a character starts only while c < hi, the loop is left
+  (and accepts) only with c >= lo. The constrained decoder carries c in its
+  loop (`lattice.decode.counted.CountedIndex`) instead of ~hi copies of the
+  loop's states in its tables.
+  """
+  delta_SxC: np.ndarray     # int32, -1 = reject
+  byte_class: np.ndarray    # int32[256]
+  accepting: np.ndarray     # bool[S]
+  tag_S: np.ndarray         # int64[S]
+  internal_SxC: np.ndarray  # bool[S, C]
+  lo_R: np.ndarray          # int64[R]
+  hi_R: np.ndarray          # int64[R], -1 = unbounded
+
+  @property
+  def n_states(self) -> int:
+    return len(self.accepting)
+
+  @functools.cached_property
+  def unrolled(self) -> Dfa:
+    """The plain DFA of the same language (equal to `to_dfa`'s)."""
+    got = dfa_native.unroll(self.delta_SxC, self.accepting, self.tag_S, self.internal_SxC,
+                            self.lo_R, self.hi_R, _unrolled_count(self.tag_S, self.lo_R,
+                                                                  self.hi_R),
+                            self.byte_class)
+    if got is None:
+      raise RegexError('automaton: internal error unrolling a counted loop')
+    delta, accepting, byte_class = got
+    return intern(Dfa(delta, byte_class, accepting))
+
+  def matches(self, data: bytes | str) -> bool:
+    """Whether `data` is in the language (read with the counter)."""
+    from lattice.decode import counted  # pylint: disable=g-import-not-at-top
+    if isinstance(data, str):
+      data = data.encode('utf-8')
+    return counted.matches(self, data)
+
+
+def _unrolled_count(tag_S: np.ndarray, lo_R: np.ndarray, hi_R: np.ndarray) -> int:
+  """States of the unrolled DFA (as `_unrolled_size`): those outside loops, then
+  per loop with a hub (copies = (hi if bounded else lo) + 1) x (1 + characters)."""
+  tag = np.asarray(tag_S)
+  n = int((tag < 0).sum())
+  count = np.bincount(tag[tag >= 0], minlength=2 * len(lo_R))
+  for r in range(len(lo_R)):
+    if count[2 * r]:
+      n += (int(hi_R[r] if hi_R[r] >= 0 else lo_R[r]) + 1) * (1 + int(count[2 * r + 1]))
+  return n
+
+
+def to_counted_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa | CountedDfa:
+  """`to_dfa(node)` with its counted loops kept as counters (a `CountedDfa`), or
+  the plain `Dfa` where none remain (or `dfa_native` is not built). The same
+  caps and errors as `to_dfa` (the unrolled size is checked against
+  `Limits.max_states`), so a schema compiles, or sheds members, alike either way.
+  Cached per (node, limits)."""
+  if dfa_native.LIB is None or not _may_count(node, limits.region_min):
+    return to_dfa(node, limits)  # (Shares to_dfa's cache: members recur across schemas.)
+  try:
+    return _to_counted_cached(node, limits)
+  except TypeError:  # An unhashable node: not cached.
+    return _subset_dfa(node, limits, counted=True)
+
+
+def _may_count(node: Node, region_min: int) -> bool:
+  """Whether `node` holds a repetition `_Nfa.build` may make a counted loop (a
+  one-character body, a bound above `region_min`); embedded DFAs hold none."""
+  todo = [node]
+  while todo:
+    n = todo.pop()
+    kind = n[0]
+    if kind in ('cat', 'alt'):
+      todo.extend(n[1])
+    elif kind == 'chain':
+      todo.extend(m for m, _ in n[1])
+      todo.append(n[2])
+    elif kind == 'rep':
+      _, body, lo, hi = n
+      if max(lo, hi or 0) > region_min and is_char(body):
+        return True
+      todo.append(body)
+  return False
+
+
+@functools.lru_cache(maxsize=256)
+def _to_counted_cached(node: Node, limits: Limits) -> Dfa | CountedDfa:
+  return _subset_dfa(node, limits, counted=True)
+
+
+def _to_dfa(node: Node, limits: Limits, no_region: set[int], counted: bool = False) -> Dfa:
   nfa = _Nfa(limits, no_region, bulk=dfa_native.LIB is not None)
   start = nfa.state()
   final = nfa.build(node, start)
@@ -603,6 +703,13 @@ def _to_dfa(node: Node, limits: Limits, no_region: set[int]) -> Dfa:
   internal = internal == 1
   delta, accepting, tag, internal = _prune(delta, accepting, tag, internal)
   delta, accepting, tag, internal = _minimise(delta, accepting, tag, internal)
+  if nfa.regions and counted and (tag >= 0).any():
+    _unrolled_size(nfa, tag, limits)  # The caps and checks of the unrolled DFA.
+    lo_R = np.array([lo for _, lo, _, _ in nfa.regions], np.int64)
+    hi_R = np.array([-1 if hi is None else hi for _, _, hi, _ in nfa.regions], np.int64)
+    return CountedDfa(np.ascontiguousarray(delta, np.int32), np.asarray(byte_class, np.int32),
+                      np.asarray(accepting, bool), np.asarray(tag, np.int64),
+                      np.asarray(internal, bool), lo_R, hi_R)
   if nfa.regions and dfa_native.LIB is not None:
     # Unrolled and made canonical in one native call (the numpy steps below).
     n = _unrolled_size(nfa, tag, limits)

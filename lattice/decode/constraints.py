@@ -22,6 +22,15 @@ the last step: every constrained output matches, for any model and sampling
 settings. States from which no accepting state is reachable in this vocabulary
 never appear (the DFA drops byte-dead states; `need` is INF into token-dead ones).
 
+For the byte tokenizer's vocabulary (every byte a one-byte token) `for_schema`
+builds a `lattice.decode.counted.CountedIndex` instead: counted loops (a long
+`maxLength`, a pattern's `{lo,hi}`) stay one loop of states plus a counter that
+the decode loop carries next to the state, and the tables are over byte classes
+(S x C, gathered to V per step), not S x V. The same masks and needs as the
+unrolled tables (`tests/counted_test.py`); both kinds share one interface
+(`Index`: `start_state`, `need_row`, `step` on the host; `init_state`,
+`need_rows`, `advance` in jitted code).
+
 A schema past a state cap is compiled again with a quarter of
 `Options.max_object_states` (more optional members left out, each reported), down
 to 1000. `compile_schema` caches per (schema, Options); below it `automaton.to_dfa` caches
@@ -43,14 +52,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.struct
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lattice.data import tokenizer as tokenizer_lib
 from lattice.decode import automaton
+from lattice.decode import counted as counted_lib
 from lattice.decode import dfa_native
 from lattice.decode import jsonschema as jsonschema_lib
 
-INF = 2**30
+INF = counted_lib.INF  # 2**30
 SchemaError = jsonschema_lib.SchemaError
 Options = jsonschema_lib.Options
 
@@ -113,13 +125,15 @@ def _gc_paused():
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_cached(key: str, options: Options) -> tuple[automaton.Dfa, tuple[str, ...]]:
+def _compile_cached(key: str, options: Options, counted: bool = False
+                    ) -> tuple[automaton.Dfa | automaton.CountedDfa, tuple[str, ...]]:
   with _gc_paused():
     schema = json.loads(key)
     try:
       node, warnings = schema_regex_report(schema, options)
       try:
-        return automaton.to_dfa(node, options.limits), warnings
+        to_dfa = automaton.to_counted_dfa if counted else automaton.to_dfa
+        return to_dfa(node, options.limits), warnings
       except automaton.RegexError as e:
         raise SchemaError('/', 'schema', str(e)) from e
     except SchemaError as e:
@@ -128,7 +142,7 @@ def _compile_cached(key: str, options: Options) -> tuple[automaton.Dfa, tuple[st
       if 'Limits.max_states' not in str(e) or options.max_object_states < 4 * _MIN_OBJECT_STATES:
         raise
       smaller = dataclasses.replace(options, max_object_states=options.max_object_states // 4)
-  return _compile_cached(key, smaller)
+  return _compile_cached(key, smaller, counted)
 
 
 # The smallest object budget `_compile_cached` retries with after a state cap.
@@ -140,14 +154,19 @@ def compile_schema(schema: Any, options: Options = Options()) -> automaton.Dfa:
   return compile_schema_report(schema, options)[0]
 
 
-def compile_schema_report(schema: Any, options: Options = Options()
-                          ) -> tuple[automaton.Dfa, tuple[str, ...]]:
-  """(`compile_schema`, its warnings: see `schema_regex_report`). Raises SchemaError."""
+def compile_schema_report(schema: Any, options: Options = Options(), counted: bool = False
+                          ) -> tuple[automaton.Dfa | automaton.CountedDfa, tuple[str, ...]]:
+  """(`compile_schema`, its warnings: see `schema_regex_report`). Raises SchemaError.
+
+  `counted`: counted loops (long `maxLength`, a pattern's `{lo,hi}`) kept as
+  counters (`automaton.to_counted_dfa`: a `CountedDfa` where any remain, its
+  `unrolled` the DFA `compile_schema` gives) for `build_index`'s counted tables.
+  """
   try:
     key = json.dumps(schema, allow_nan=False)  # Key order matters: members are written in it.
   except (TypeError, ValueError) as e:
     raise SchemaError('/', 'schema', f'not JSON: {e}') from e
-  return _compile_cached(key, options)
+  return _compile_cached(key, options, counted)
 
 
 @flax.struct.dataclass
@@ -179,6 +198,36 @@ class TokenIndex:
         return False
       state = int(self.next_SxV[state, t])
     return bool(self.need_SxV[state, self.eos_id] == 0)
+
+  # The interface shared with `counted.CountedIndex` (whose state is a pair).
+  @property
+  def vocab_size(self) -> int:
+    return self.need_SxV.shape[1]
+
+  @property
+  def start_state(self) -> int:
+    return self.start
+
+  def need_row(self, state: int) -> np.ndarray:
+    """int32[V] (host): fewest tokens after each token to acceptance (INF: rejected)."""
+    return np.asarray(self.need_SxV[state])
+
+  def step(self, state: int, token: int) -> int:
+    return int(self.next_SxV[state, token])
+
+  def init_state(self, batch: int) -> jax.Array:
+    return jnp.full((batch,), self.start, jnp.int32)
+
+  def need_rows(self, state_B: jax.Array) -> jax.Array:
+    """int32[B, V] (in-graph): `need_row` of each row's state."""
+    return self.need_SxV[state_B]
+
+  def advance(self, state_B: jax.Array, token_B: jax.Array) -> jax.Array:
+    return self.next_SxV[state_B, token_B]
+
+
+# Either kind of token tables (the same interface; see `build_index`).
+Index = TokenIndex | counted_lib.CountedIndex
 
 
 def byte_vocab(vocab_size: int = tokenizer_lib.VOCAB_SIZE) -> list[bytes | None]:
@@ -271,14 +320,22 @@ def _byte_tables(dfa: automaton.Dfa, vocab: list, S_pad: int, V: int):
   return next_SxV, need_SxV, dist
 
 
-def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None, *,
+def build_index(dfa: automaton.Dfa | automaton.CountedDfa,
+                vocab: Sequence[bytes | None] | None = None, *,
                 eos_id: int = tokenizer_lib.EOS_ID, vocab_size: int | None = None,
-                state_multiple: int = 64) -> TokenIndex:
-  """The TokenIndex of `dfa` for `vocab` (byte strings; None for specials).
+                state_multiple: int = 64, classes: bool = False) -> Index:
+  """The token tables of `dfa` for `vocab` (byte strings; None for specials).
 
   `vocab_size` (default len(vocab)) is the logits width; ids past the vocabulary
   are never allowed. Rows are padded to a multiple of `state_multiple` so schemas
   of similar size share one compiled sampler.
+
+  A `TokenIndex` (S x V tables), except for a vocabulary of one-byte tokens
+  holding every byte (the byte tokenizer's) when `dfa` is a `CountedDfa` or
+  `classes` is set: then a `counted.CountedIndex` (tables over byte classes,
+  counted loops as a counter in the decode loop). A `CountedDfa` with any other
+  vocabulary is unrolled first. Raises ValueError when eos_id is a text token or
+  past vocab_size, or when no token sequence spells a match.
   """
   vocab = list(vocab if vocab is not None else byte_vocab())
   V = vocab_size or len(vocab)
@@ -287,6 +344,13 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
                      f'fit in vocab_size {V}')
   if vocab[eos_id] is not None:
     raise ValueError(f'build_index: eos_id {eos_id} is a text token {vocab[eos_id]!r}')
+  if classes or isinstance(dfa, automaton.CountedDfa):
+    byte_T = counted_lib.byte_tokens(vocab)
+    if byte_T is not None:
+      return counted_lib.build(dfa, byte_T, eos_id=eos_id, vocab_size=V,
+                               state_multiple=state_multiple)
+  if isinstance(dfa, automaton.CountedDfa):
+    dfa = dfa.unrolled
   S = dfa.n_states
   S_pad = -(-S // state_multiple) * state_multiple
   T = len(vocab)
@@ -315,18 +379,29 @@ def build_index(dfa: automaton.Dfa, vocab: Sequence[bytes | None] | None = None,
 
 
 def for_schema(schema: Any, vocab: Sequence[bytes | None] | None = None,
-               options: Options = Options(), **kwargs: Any) -> TokenIndex:
-  """Schema -> regex -> DFA -> TokenIndex (byte vocabulary by default).
+               options: Options = Options(), **kwargs: Any) -> Index:
+  """Schema -> regex -> DFA -> token tables (byte vocabulary by default).
 
-  Raises SchemaError (unsupported/malformed/over the caps) or ValueError (no
-  token sequence of `vocab` spells a match). The index carries the compiler's
-  `warnings` (e.g. optional members shed past `Options.max_object_states`).
+  For a vocabulary of one-byte tokens holding every byte (the byte tokenizer's)
+  a `counted.CountedIndex`: counted loops kept as a counter carried in the
+  decode loop, tables over byte classes (`build_index(classes=True)`); for any
+  other a `TokenIndex` of the unrolled DFA. Raises SchemaError
+  (unsupported/malformed/over the caps) or ValueError (no token sequence of
+  `vocab` spells a match). The index carries the compiler's `warnings` (e.g.
+  optional members shed past `Options.max_object_states`).
   """
-  dfa, warnings = compile_schema_report(schema, options)
-  return build_index(dfa, vocab, **kwargs).replace(warnings=warnings)
+  vocab = list(vocab if vocab is not None else byte_vocab())
+  counted = counted_lib.byte_tokens(vocab) is not None
+  dfa, warnings = compile_schema_report(schema, options, counted=counted)
+  return build_index(dfa, vocab, classes=counted, **kwargs).replace(warnings=warnings)
 
 
 def for_regex(pattern: str, vocab: Sequence[bytes | None] | None = None,
-              **kwargs: Any) -> TokenIndex:
-  """`re.fullmatch` regex -> DFA -> TokenIndex; raises `automaton.RegexError`."""
-  return build_index(automaton.compile_regex(pattern), vocab, **kwargs)
+              **kwargs: Any) -> Index:
+  """`re.fullmatch` regex -> DFA -> token tables (counted, as `for_schema`, for a
+  vocabulary of one-byte tokens holding every byte); raises `automaton.RegexError`."""
+  vocab = list(vocab if vocab is not None else byte_vocab())
+  if counted_lib.byte_tokens(vocab) is None:
+    return build_index(automaton.compile_regex(pattern), vocab, **kwargs)
+  dfa = automaton.to_counted_dfa(automaton.parse(pattern))
+  return build_index(dfa, vocab, classes=True, **kwargs)

@@ -105,7 +105,7 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
              sampling: SamplingConfig = SamplingConfig(),
              processor: LogitProcessor = LogitProcessor(),
              eos_id: int | None = None, pad_id: int = 0,
-             constraint: constraints_lib.TokenIndex | None = None) -> jax.Array:
+             constraint: constraints_lib.Index | None = None) -> jax.Array:
   """Samples `max_new_tokens` after each (equal-length) prompt; returns int32[B, N].
 
   `variables` holds 'params' (and any non-gradient collections); no 'cache'.
@@ -131,13 +131,14 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
       # Allowed: the tokens after which an accepting state is still reachable in
       # the steps left (`need` is INF for tokens the automaton rejects).
       left = max_new_tokens - 1 - step
-      allowed_BxV = constraint.need_SxV[cstate_B] <= left
+      allowed_BxV = constraint.need_rows(cstate_B) <= left
       logits_BxV = jnp.where(allowed_BxV, logits_BxV, -jnp.inf)
     token_B = sample_logits(key, logits_BxV, sampling)
     token_B = jnp.where(done_B, pad_id, token_B)
     pstate = processor.update(pstate, token_B)
     if constraint is not None:
-      cstate_B = jnp.where(done_B, cstate_B, constraint.next_SxV[cstate_B, token_B])
+      new_B = constraint.advance(cstate_B, token_B)
+      cstate_B = jax.tree.map(lambda old, new: jnp.where(done_B, old, new), cstate_B, new_B)
     if eos_id is not None:
       done_B = done_B | (token_B == eos_id)
     return token_B, pstate, cstate_B, done_B
@@ -152,24 +153,25 @@ def generate(variables: dict, prompt_BxP: jax.Array, key: jax.Array, *,
     return (mut['cache'], token_B, pstate, cstate_B, done_B), token_B
 
   keys = jax.random.split(key, max_new_tokens)
-  start = constraint.start if constraint is not None else 0
+  cstate_B = (constraint.init_state(B) if constraint is not None
+              else jnp.zeros((B,), jnp.int32))
   first_B, pstate, cstate_B, done_B = pick(
-      keys[0], logits_BxPxV[:, -1], processor.init(B), jnp.full((B,), start, jnp.int32),
+      keys[0], logits_BxPxV[:, -1], processor.init(B), cstate_B,
       jnp.zeros((B,), bool), 0)
   _, rest_BxN = jax.lax.scan(body, (mut['cache'], first_B, pstate, cstate_B, done_B),
                              (keys[1:], jnp.arange(1, max_new_tokens)))
   return jnp.concatenate([first_B[:, None], rest_BxN.T], axis=1)
 
 
-def _check_constraint(constraint: constraints_lib.TokenIndex, eos_id: int | None,
+def _check_constraint(constraint: constraints_lib.Index, eos_id: int | None,
                       max_new_tokens: int, vocab_size: int) -> int:
   """The EOS id to stop at; errors a caller can cause, raised while tracing."""
   if eos_id is not None and eos_id != constraint.eos_id:
     raise ValueError(f'generate: eos_id {eos_id} differs from the constraint\'s '
                      f'{constraint.eos_id}')
-  if constraint.need_SxV.shape[1] != vocab_size:
+  if constraint.vocab_size != vocab_size:
     raise config_lib.ConfigError(
-        f'model.vocab_size: the constraint was built for {constraint.need_SxV.shape[1]} '
+        f'model.vocab_size: the constraint was built for {constraint.vocab_size} '
         f'tokens, the model has {vocab_size} (build_index(vocab_size=...))')
   if constraint.min_tokens > max_new_tokens:
     raise ValueError(f'generate: the shortest match takes {constraint.min_tokens} '

@@ -18,7 +18,7 @@ two >= k (or N): a lone request does not pay for N rows.
 
 The compiled shapes are one prefill per prompt bucket, one slot copy, one slot
 move and one step per row bucket, all compiled at start by `warmup()`. Grammar constraints
-(`lattice.decode.constraints.TokenIndex`) are applied on the host: each step gets an
+(`lattice.decode.constraints.Index`) are applied on the host: each step gets an
 N x V mask, a token allowed when its remaining need fits in the sequence's token
 budget (the rule `lattice.decode.sampling.generate` applies in-graph), so requests
 with different schemas share a step. Sampling keys depend only on (seed, choice,
@@ -67,7 +67,7 @@ class Sequence:
   top_p: float = 1.0
   seed: int = 0
   choice: int = 0
-  constraint: constraints_lib.TokenIndex | None = None
+  constraint: constraints_lib.Index | None = None
   on_token: Callable[[Sequence, Token], None] = lambda seq, tok: None
   on_done: Callable[[Sequence, Exception | None], None] = lambda seq, err: None
   # Host-side hook before each step: (seq, tokens left after this one) -> bool[V]
@@ -77,13 +77,13 @@ class Sequence:
   hook_state: Any = None
   # Filled in by the engine / the caller's on_token.
   tokens: list[int] = dataclasses.field(default_factory=list)
-  cstate: int = 0
+  cstate: Any = 0  # the constraint's state (a pair for a `counted.CountedIndex`)
   finished: bool = False
   prompt_tokens: list[Token] | None = None  # with want_prompt_logprobs
   want_prompt_logprobs: bool = False
 
-  def set_constraint(self, index: constraints_lib.TokenIndex | None) -> None:
-    self.constraint, self.cstate = index, (index.start if index is not None else 0)
+  def set_constraint(self, index: constraints_lib.Index | None) -> None:
+    self.constraint, self.cstate = index, (index.start_state if index is not None else 0)
 
 
 def bucket(n: int, limit: int) -> int:
@@ -308,7 +308,7 @@ class Engine:
     left = seq.max_tokens - 1 - len(seq.tokens)
     allowed = seq.mask_hook(seq, left) if seq.mask_hook is not None else None
     if seq.constraint is not None:
-      fits = np.asarray(seq.constraint.need_SxV[seq.cstate]) <= left
+      fits = seq.constraint.need_row(seq.cstate) <= left
       allowed = fits if allowed is None else allowed & fits
     return allowed
 
@@ -361,7 +361,7 @@ class Engine:
       tok = Token(int(token_R[i]), float(lp_R[i]), top_id_RxK[i], top_lp_RxK[i])
       seq.tokens.append(tok.id)
       if seq.constraint is not None and tok.id != self.eos_id:
-        seq.cstate = int(seq.constraint.next_SxV[seq.cstate, tok.id])
+        seq.cstate = seq.constraint.step(seq.cstate, tok.id)
       self._last[i] = tok.id
       seq.on_token(seq, tok)
       if tok.id == self.eos_id or len(seq.tokens) >= seq.max_tokens:

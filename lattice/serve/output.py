@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,9 +71,9 @@ class Delta:
   so_far: str = ''  # the choice's whole text at this delta (held text included)
 
 
-def complete(index: constraints_lib.TokenIndex, state: int) -> bool:
+def complete(index: constraints_lib.Index, state: Any) -> bool:
   """Whether a constrained output in `state` is a whole match nothing can extend."""
-  need = np.asarray(index.need_SxV[state])
+  need = index.need_row(state)
   others = np.delete(need, index.eos_id)
   return bool(need[index.eos_id] == 0 and (others >= constraints_lib.INF).all())
 

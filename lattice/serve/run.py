@@ -29,7 +29,7 @@ class Settings:
   top_p: float = 1.0
   seed: int = 0
   stops: tuple[str, ...] = ()
-  constraint: constraints_lib.TokenIndex | None = None
+  constraint: constraints_lib.Index | None = None
   prompt_logprobs: bool = False
   hold: str | None = None           # see output.Choice
   mask_hook: Callable | None = None  # see engine.Sequence

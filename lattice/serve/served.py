@@ -53,7 +53,7 @@ class ServedModel:
     self.template = chat.TEMPLATES[template]
     self.tok = tok if tok is not None else tokenizer_lib.ByteTokenizer()
     self.table = output.TokenTable(self.tok)
-    self._cache: OrderedDict[str, constraints_lib.TokenIndex] = OrderedDict()
+    self._cache: OrderedDict[str, constraints_lib.Index] = OrderedDict()
     self._lock = threading.Lock()
     self._literals: tuple[tools.Literal, tools.Literal] | None = None
 
@@ -65,7 +65,7 @@ class ServedModel:
     return self._literals
 
   def compile(self, kind: str, spec: Any, strict: bool = False
-              ) -> constraints_lib.TokenIndex:
+              ) -> constraints_lib.Index:
     """The TokenIndex of a constraint (cached). Raises the compiler's errors
     (SchemaError, RegexError, ValueError) for the caller to turn into a 400.
 
