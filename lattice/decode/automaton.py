@@ -289,7 +289,19 @@ class _Nfa:
     self.eps[rest].append(end)
     return end
 
+  def _entry(self, dfa: Dfa, start: int) -> int:
+    """The NFA state an embedded DFA's start state becomes: `start` itself, or a
+    fresh state entered from it when the DFA moves back into its start (else such
+    a move would land on `start`, which may also lead elsewhere: the end of a
+    loop `X*` before the DFA, or the skip of an optional copy)."""
+    if not _reenters_start(dfa):
+      return start
+    entry = self.state()
+    self.eps[start].append(entry)
+    return entry
+
   def _embed(self, dfa: Dfa, json_escape: bool, start: int) -> int:
+    start = self._entry(dfa, start)
     ids = [start] + [self.state() for _ in range(dfa.n_states - 1)]
     end = self.state()
     n_cls = dfa.delta_SxC.shape[1]
@@ -317,6 +329,7 @@ class _Nfa:
   def _embed_bulk(self, dfa: Dfa, json_escape: bool, start: int) -> int:
     """`_embed` with the byte edges as arrays: `_embed_template`'s edges with its
     local states renumbered (0: `start`, i >= 1: fresh state i - 1)."""
+    start = self._entry(dfa, start)
     n_new, acc, parts = _embed_template(dfa, json_escape)
     first = self.states(n_new)
     end = first + dfa.n_states - 1
@@ -330,6 +343,12 @@ class _Nfa:
       tgt[tgt_l == 0] = start
       self.bulk_edges.append((src, cls, masks, tgt))
     return end
+
+
+@functools.lru_cache(maxsize=4096)
+def _reenters_start(dfa: Dfa) -> bool:
+  """Whether some move of `dfa` leads into its start state."""
+  return bool((dfa.delta_SxC == 0).any())
 
 
 @functools.lru_cache(maxsize=4096)
