@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -1402,6 +1403,159 @@ void lattice_compose_take(void* h, int32_t* delta, uint8_t* accepting, int32_t* 
   std::memcpy(accepting, r->acc.data(), r->acc.size());
   std::memcpy(byte_class, r->bc, sizeof(r->bc));
   delete r;
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------------------------
+// Product of two DFAs (dfa_ops._product, then dfa_ops._trim): the pairs of states
+// reachable from (0, 0), breadth-first, each pair's row over the classes of the
+// byte pairs (numbered by the rank of a.bc * (max b.bc + 1) + b.bc), then the pairs
+// that cannot accept dropped. mode 0: intersection (both accept; a pair where b
+// rejects is dropped), 1: difference (a accepts, b does not; b may have rejected:
+// the pair lives on as (x, -1)).
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+Composed* product_run(const int32_t* da, int64_t Sa, int64_t Ca, const int32_t* bca,
+                      const uint8_t* acca, const int32_t* db, int64_t Sb, int64_t Cb,
+                      const int32_t* bcb, const uint8_t* accb, int64_t mode,
+                      int64_t max_states, int64_t* status) {
+  int64_t nb = 0;
+  for (int b = 0; b < 256; ++b) nb = std::max<int64_t>(nb, bcb[b] + 1);
+  int64_t key[256];
+  for (int b = 0; b < 256; ++b) key[b] = static_cast<int64_t>(bca[b]) * nb + bcb[b];
+  std::vector<int64_t> keys(key, key + 256);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  const int64_t C = static_cast<int64_t>(keys.size());
+  Composed* res = new Composed();
+  std::vector<int32_t> rep(C, -1);
+  for (int b = 0; b < 256; ++b) {
+    const int32_t c = static_cast<int32_t>(
+        std::lower_bound(keys.begin(), keys.end(), key[b]) - keys.begin());
+    res->bc[b] = c;
+    if (rep[c] < 0) rep[c] = b;
+  }
+  std::vector<int32_t> ca(C), cb(C);
+  for (int64_t c = 0; c < C; ++c) {
+    ca[c] = bca[rep[c]];
+    cb[c] = bcb[rep[c]];
+  }
+  // Pair ids: dense table when small, else a hash map; y = -1 (b rejected) as 0.
+  const int64_t W = Sb + 1;
+  const bool dense = Sa * W <= (int64_t{1} << 18);
+  std::vector<int32_t> dense_id(dense ? Sa * W : 0, -1);
+  std::unordered_map<int64_t, int32_t> sparse_id;
+  std::vector<int32_t> ox, oy;  // the pairs in order
+  std::vector<int32_t> delta;
+  auto id_of = [&](int32_t x, int32_t y) -> int32_t {
+    const int64_t k = static_cast<int64_t>(x) * W + (y + 1);
+    int32_t* slot;
+    if (dense) {
+      slot = &dense_id[k];
+    } else {
+      auto it = sparse_id.find(k);
+      if (it != sparse_id.end()) return it->second;
+      slot = &sparse_id[k];
+      *slot = -1;
+    }
+    if (*slot < 0) {
+      *slot = static_cast<int32_t>(ox.size());
+      ox.push_back(x);
+      oy.push_back(y);
+      if (static_cast<int64_t>(ox.size()) > max_states) throw ComposeAbort{1};
+    }
+    return *slot;
+  };
+  try {
+    id_of(0, 0);
+    for (size_t i = 0; i < ox.size(); ++i) {
+      const int32_t sa = ox[i], sb = oy[i];
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t x = da[sa * Ca + ca[c]];
+        const int32_t y = sb >= 0 ? db[sb * Cb + cb[c]] : -1;
+        delta.push_back(x < 0 || (y < 0 && mode == 0) ? -1 : id_of(x, y));
+      }
+    }
+  } catch (const ComposeAbort& e) {
+    delete res;
+    *status = e.status;
+    return nullptr;
+  }
+  const int64_t S = static_cast<int64_t>(ox.size());
+  std::vector<uint8_t> acc(S);
+  for (int64_t i = 0; i < S; ++i) {
+    const bool in_a = acca[ox[i]] != 0, in_b = oy[i] >= 0 && accb[oy[i]] != 0;
+    acc[i] = mode == 0 ? (in_a && in_b) : (in_a && !in_b);
+  }
+  // Trim: the pairs that reach acceptance (backwards from the accepting ones).
+  std::vector<int64_t> in_off(S + 1, 0);
+  for (int32_t t : delta)
+    if (t >= 0) ++in_off[t + 1];
+  for (int64_t s = 0; s < S; ++s) in_off[s + 1] += in_off[s];
+  std::vector<int32_t> in_src(in_off[S]);
+  {
+    std::vector<int64_t> fill(in_off.begin(), in_off.end() - 1);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t t = delta[s * C + c];
+        if (t >= 0) in_src[fill[t]++] = static_cast<int32_t>(s);
+      }
+  }
+  std::vector<uint8_t> live(S, 0);
+  std::vector<int32_t> queue;
+  for (int64_t s = 0; s < S; ++s)
+    if (acc[s]) { live[s] = 1; queue.push_back(static_cast<int32_t>(s)); }
+  for (size_t q = 0; q < queue.size(); ++q)
+    for (int64_t i = in_off[queue[q]]; i < in_off[queue[q] + 1]; ++i)
+      if (!live[in_src[i]]) { live[in_src[i]] = 1; queue.push_back(in_src[i]); }
+  if (!live[0]) {
+    delete res;
+    *status = 4;
+    return nullptr;
+  }
+  std::vector<int32_t> new_id(S, -1);
+  int64_t L = 0;
+  for (int64_t s = 0; s < S; ++s)
+    if (live[s]) new_id[s] = static_cast<int32_t>(L++);
+  res->S = L;
+  res->C = C;
+  res->delta.resize(L * C);
+  res->acc.resize(L);
+  for (int64_t s = 0; s < S; ++s) {
+    if (!live[s]) continue;
+    const int64_t r = new_id[s];
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = delta[s * C + c];
+      res->delta[r * C + c] = t >= 0 && live[t] ? new_id[t] : -1;
+    }
+    res->acc[r] = acc[s];
+  }
+  return res;
+}
+
+}  // namespace
+
+extern "C" {
+
+// The product of DFAs a (delta da[Sa][Ca], byte classes bca[256], accepting
+// acca[Sa]) and b (likewise): mode 0 intersection, 1 difference (see product_run).
+// Returns a handle (lattice_compose_size / _take), or null with *status 1 past
+// max_states pairs, 4 no pair reaches acceptance.
+void* lattice_dfa_product(const int32_t* da, int64_t Sa, int64_t Ca, const int32_t* bca,
+                          const uint8_t* acca, const int32_t* db, int64_t Sb, int64_t Cb,
+                          const int32_t* bcb, const uint8_t* accb, int64_t mode,
+                          int64_t max_states, int64_t* status) {
+  *status = 0;
+  try {
+    return product_run(da, Sa, Ca, bca, acca, db, Sb, Cb, bcb, accb, mode, max_states,
+                       status);
+  } catch (...) {  // (std::bad_alloc)
+    *status = 5;
+  }
+  return nullptr;
 }
 
 }  // extern "C"

@@ -80,6 +80,8 @@ def _load() -> ctypes.CDLL | None:
   lib.lattice_compose_size.restype = _I
   lib.lattice_compose_take.argtypes = [_P] * 4
   lib.lattice_compose_take.restype = None
+  lib.lattice_dfa_product.argtypes = [_P, _I, _I, _P, _P, _P, _I, _I, _P, _P, _I, _I, _P]
+  lib.lattice_dfa_product.restype = _P
   return lib
 
 
@@ -334,10 +336,33 @@ def compose(ops: list[int], masks: list[int], dfas: list, max_states: int, nfa_c
                               status.ctypes.data)
   if not h:
     return int(status[0])
+  del tables  # (Held through the call: the library read their addresses.)
+  return _take_composed(h)
+
+
+def _take_composed(h):
   S, C = LIB.lattice_compose_size(h, 0), LIB.lattice_compose_size(h, 1)
   delta = np.empty((S, C), np.int32)
   acc = np.empty(S, np.uint8)
   byte_class = np.empty(256, np.int32)
   LIB.lattice_compose_take(h, delta.ctypes.data, acc.ctypes.data, byte_class.ctypes.data)
-  del tables  # (Held through the call: the library read their addresses.)
   return delta, acc.astype(bool), byte_class
+
+
+def product(a, b, difference: bool, max_states: int):
+  """(delta int32[S, C], accepting bool[S], byte_class int32[256]) of the product of
+  `automaton.Dfa`s `a` and `b` (`dfa_ops`: the pairs reachable from (0, 0) in
+  breadth-first order, trimmed to those that reach acceptance): strings both
+  accept, or with `difference` strings `a` accepts and `b` does not. Or an int
+  status: 1 past `max_states` pairs, 4 nothing accepted, 5 out of memory.
+  Requires `can_compose()`."""
+  (da, bca, acca), _ = _dfa_tables(a)
+  (db, bcb, accb), _ = _dfa_tables(b)
+  status = np.zeros(1, np.int64)
+  h = LIB.lattice_dfa_product(da.ctypes.data, da.shape[0], da.shape[1], bca.ctypes.data,
+                              acca.ctypes.data, db.ctypes.data, db.shape[0], db.shape[1],
+                              bcb.ctypes.data, accb.ctypes.data, int(difference), max_states,
+                              status.ctypes.data)
+  if not h:
+    return int(status[0])
+  return _take_composed(h)
