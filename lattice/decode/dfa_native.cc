@@ -573,6 +573,8 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
   std::vector<int32_t> reg_first(n_cls);
   std::vector<uint8_t> reg_multi(n_cls), touched_flag(n_cls, 0);
   std::vector<int32_t> touched, targets;
+  constexpr int32_t kUnknownSet = -2, kEmptySet = -3;
+  std::vector<int32_t> one_id(n, kUnknownSet);  // per NFA state t: the id of core_of({t})
   for (size_t d = 0; d + 1 < off.size(); ++d) {
     bool regs = false;
     for (int64_t i = off[d]; i < off[d + 1]; ++i) regs |= region[pool[i]] >= 0;
@@ -599,13 +601,24 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
     std::sort(touched.begin(), touched.end());
     for (int32_t c : touched) {
       touched_flag[c] = 0;
-      core_of(step[c], targets);
-      if (targets.empty()) continue;
-      const int32_t id = id_of(targets);
-      if (id < 0) {
-        *status = 1;
-        delete res;
-        return nullptr;
+      // One NFA target (most moves of an embedded DFA's state): its set's id is
+      // remembered (kEmptySet: no core state), not recomputed per class.
+      const int32_t one = step[c].size() == 1 ? step[c][0] : -1;
+      int32_t id = one >= 0 ? one_id[one] : kUnknownSet;
+      if (id == kEmptySet) continue;
+      if (id == kUnknownSet) {
+        core_of(step[c], targets);
+        if (targets.empty()) {
+          if (one >= 0) one_id[one] = kEmptySet;
+          continue;
+        }
+        id = id_of(targets);
+        if (id < 0) {
+          *status = 1;
+          delete res;
+          return nullptr;
+        }
+        if (one >= 0) one_id[one] = id;
       }
       res->dfa.cls.push_back(c);
       res->dfa.tgt.push_back(id);
