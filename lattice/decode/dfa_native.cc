@@ -1322,7 +1322,8 @@ Composed* compose_run(const int32_t* ops, int64_t n_ops, const uint8_t* masks, i
           if (pass == 0 || !json_escaped(rep[c])) mask_cls[at + fill[g.bc[rep[c]]]++] = c;
         for (int64_t c = 0; c < g.C; ++c) mask_off[base + c + 1] = at + count[c + 1];
       } else {
-        for (int64_t c = 0; c < g.C; ++c) mask_off[base + c + 1] = static_cast<int64_t>(mask_cls.size());
+        const int64_t at = static_cast<int64_t>(mask_cls.size());
+        for (int64_t c = 0; c < g.C; ++c) mask_off[base + c + 1] = at;
       }
     }
   }

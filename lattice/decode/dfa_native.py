@@ -19,10 +19,11 @@ of counted loops with the canonical form (`unroll`), one-byte token tables
 program (`compose`: the Thompson NFA, the subset construction and `finish` in one
 call; a schema compiles one AST per nesting level, and building each NFA in Python
 was a fixed cost per level). It is built by `setup.py` as the optional extension
-`lattice.decode._dfa_native` (a plain shared library, no Python API); when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is
-False and the callers use their Python/numpy/scipy code, which computes the same
-tables (whenever the fallback's minimisation budget is not reached; checked
-against each other in `tests/dfa_native_test.py`).
+`lattice.decode._dfa_native` (a plain shared library, no Python API); when it is
+absent (or `LATTICE_DFA_NATIVE=0`), `available()` is False and the callers use
+their Python/numpy/scipy code, which computes the same tables (whenever the
+fallback's minimisation budget is not reached; checked against each other in
+`tests/dfa_native_test.py`).
 """
 
 from __future__ import annotations
