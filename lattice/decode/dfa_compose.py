@@ -357,6 +357,8 @@ class NotNative(Exception):
 
 # Opcodes of `dfa_native.compose`'s program (lattice_compose_run in dfa_native.cc).
 _OP_NONE, _OP_BYTE, _OP_SET, _OP_CAT, _OP_ALT, _OP_REP, _OP_DFA, _OP_CHAIN = range(8)
+# A one-byte set's ops, by its mask.
+_ONE_BYTE = {1 << b: (_OP_BYTE, b) for b in range(256)}
 
 
 def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
@@ -374,13 +376,15 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
   push, ext = ops.append, ops.extend
   mask_id: dict[int, int] = {}
   dfa_id: dict = {}
+  one_byte = _ONE_BYTE
 
   def put_set(m: int) -> None:
-    if not m & (m - 1):
-      if m:
-        ext((_OP_BYTE, m.bit_length() - 1))
-      else:
-        push(_OP_NONE)
+    op = one_byte.get(m)
+    if op is not None:
+      ext(op)
+      return
+    if not m:
+      push(_OP_NONE)
       return
     i = mask_id.get(m)
     if i is None:
@@ -395,10 +399,14 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
       parts = n[1]
       ext((_OP_CAT if kind == 'cat' else _OP_ALT, len(parts)))
       for p in parts:
-        if p[0] == 'set':
-          put_set(p[1])
-        else:
+        if p[0] != 'set':
           walk(p)
+        else:
+          op = one_byte.get(p[1])  # (Inline: a literal's bytes, mostly.)
+          if op is not None:
+            ext(op)
+          else:
+            put_set(p[1])
     elif kind == 'dfa':
       i = dfa_id.get(n[1])
       if i is None:
