@@ -100,6 +100,8 @@ class Compiler:
     self._texts: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `containers.approx_states`.
     self.sizes: dict[int, tuple] = {}
+    # Per AST node (by id, the node held): `minimal`'s result.
+    self._minimal: dict[int, tuple] = {}
     # Warnings for the caller (e.g. optional members left out by `max_object_states`).
     self.warnings: list[str] = []
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
@@ -525,6 +527,14 @@ class Compiler:
     again; left in the AST, the final `to_dfa` builds it as one counted loop and
     unrolls it once (a Snowplow schema: 2.7 s -> 0.2 s, same minimal DFA).
     """
+    got = self._minimal.get(id(node))
+    if got is not None:  # (A memoised subschema's node, used again.)
+      return got[1]
+    out = self._minimal_uncached(node)
+    self._minimal[id(node)] = (node, out)  # Holding `node`: its id stays its own.
+    return out
+
+  def _minimal_uncached(self, node: Node) -> Node:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
     if _has_counted_loop(node, self.opts.limits.region_min):
