@@ -93,7 +93,6 @@ _SEARCH = embed(search.search_dfa('^ab|c[0-9]'), json_escape=True)
 @_native_only
 @pytest.mark.parametrize('node', [
     lit('abc'),
-    one(0),
     EPS,
     alt(lit('ab'), lit('ac'), cat(lit('a'), rep(one(automaton.byte_set((48, 57))), 0, None))),
     chain(((lit('"a":1'), False), (lit('"ab":2'), True), (lit('"b":3'), False)), lit(',')),
