@@ -78,7 +78,9 @@ def _python_subsets(node, limits=_LIM):
 
 
 def _native(node, limits=_LIM):
-  return dfa_compose.native(node, limits.max_states, limits.max_seconds, limits.region_min)
+  """(delta, byte_class, accepting) by `dfa_compose.native` (as `_tables`), or None."""
+  got = dfa_compose.native(node, limits.max_states, limits.max_seconds, limits.region_min)
+  return None if got is None else (got[0], got[2], got[1])
 
 
 def _tables(dfa):
