@@ -138,7 +138,7 @@ class Compiler:
     got = self._texts.get(id(s))
     if got is None:
       try:
-        text = json.dumps(s, allow_nan=False)
+        text = common.STRICT.encode(s)
         got = (s, text, self._reach(text))
       except (SchemaError, TypeError, ValueError, RecursionError):
         got = (s, None, None)
@@ -161,7 +161,7 @@ class Compiler:
         continue
       out.add(ref)
       if ref not in self._ref_refs:
-        target = json.dumps(resolve_pointer(self.root, ref, ''), allow_nan=False)
+        target = common.STRICT.encode(resolve_pointer(self.root, ref, ''))
         self._ref_refs[ref] = [json.loads(f'"{m}"') for m in _REF_RE.findall(target)]
       todo.extend(self._ref_refs[ref])
     return tuple(sorted(out))
@@ -656,7 +656,7 @@ def _has_type(v: Any, types: Any) -> bool:
 def _writable(v: Any) -> bool:
   """Whether the compact JSON text of `v` is one the decoder may write (finite)."""
   try:
-    json.dumps(v, allow_nan=False)
+    common.STRICT.encode(v)
     return True
   except ValueError:
     return False

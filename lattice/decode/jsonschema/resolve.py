@@ -240,8 +240,12 @@ def json_equal(x: Any, y: Any) -> bool:
   return type(x) is type(y) and x == y
 
 
+# `json.dumps(v, sort_keys=True)`, its encoder made once (dumps builds one per call).
+_SORTED = json.JSONEncoder(sort_keys=True)
+
+
 def _same(x: Any, y: Any) -> bool:
-  return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True) and (
+  return _SORTED.encode(x) == _SORTED.encode(y) and (
       type(x) is type(y) or not isinstance(x, bool) and not isinstance(y, bool))
 
 
