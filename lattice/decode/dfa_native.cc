@@ -575,6 +575,7 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
   std::vector<int32_t> touched, targets;
   constexpr int32_t kUnknownSet = -2, kEmptySet = -3;
   std::vector<int32_t> one_id(n, kUnknownSet);  // per NFA state t: the id of core_of({t})
+  std::vector<int32_t> first_t(n_cls), n_t(n_cls, 0), single_t(1);
   for (size_t d = 0; d + 1 < off.size(); ++d) {
     bool regs = false;
     for (int64_t i = off[d]; i < off[d + 1]; ++i) regs |= region[pool[i]] >= 0;
@@ -588,13 +589,18 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
           if (!touched_flag[c]) {
             touched_flag[c] = 1;
             touched.push_back(c);
-            step[c].clear();
+            first_t[c] = t;  // (step[c] is filled only from a second target on)
+            n_t[c] = 1;
             reg_first[c] = region[s];
             reg_multi[c] = 0;
-          } else if (region[s] != reg_first[c]) {
-            reg_multi[c] = 1;
+          } else {
+            if (region[s] != reg_first[c]) reg_multi[c] = 1;
+            if (n_t[c]++ == 1) {
+              step[c].clear();
+              step[c].push_back(first_t[c]);
+            }
+            step[c].push_back(t);
           }
-          step[c].push_back(t);
         }
       }
     }
@@ -603,11 +609,12 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
       touched_flag[c] = 0;
       // One NFA target (most moves of an embedded DFA's state): its set's id is
       // remembered (kEmptySet: no core state), not recomputed per class.
-      const int32_t one = step[c].size() == 1 ? step[c][0] : -1;
+      const int32_t one = n_t[c] == 1 ? first_t[c] : -1;
       int32_t id = one >= 0 ? one_id[one] : kUnknownSet;
       if (id == kEmptySet) continue;
       if (id == kUnknownSet) {
-        core_of(step[c], targets);
+        if (one >= 0) single_t[0] = one;
+        core_of(one >= 0 ? single_t : step[c], targets);
         if (targets.empty()) {
           if (one >= 0) one_id[one] = kEmptySet;
           continue;

@@ -560,6 +560,10 @@ class Compiler:
     return _any_value(depth)
 
 
+# Nodes without repetitions inside.
+_LEAVES = ('set', 'dfa')
+
+
 @functools.lru_cache(maxsize=4096)
 def _has_counted_loop(node: Node, region_min: int) -> bool:
   """Whether `node` holds a repetition that `automaton.to_dfa` builds as a counted
@@ -567,8 +571,8 @@ def _has_counted_loop(node: Node, region_min: int) -> bool:
   kind = node[0]
   if kind in ('set', 'dfa'):
     return False
-  if kind in ('cat', 'alt'):
-    return any(_has_counted_loop(p, region_min) for p in node[1])
+  if kind in ('cat', 'alt'):  # (Leaves skipped here: a literal's bytes, mostly.)
+    return any(p[0] not in _LEAVES and _has_counted_loop(p, region_min) for p in node[1])
   if kind == 'chain':
     return (any(_has_counted_loop(m, region_min) for m, _ in node[1])
             or _has_counted_loop(node[2], region_min))
