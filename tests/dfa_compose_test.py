@@ -129,6 +129,11 @@ def test_native_caps_and_errors_say_what_automaton_says():
       assert str(got.value) == str(want.value) and type(got.value) is type(want.value)
   with pytest.raises(RegexError, match='matches nothing'):
     _native(cat(lit('a'), one(0)))
+  # A count past int32: left to automaton, which stops at its NFA cap.
+  huge = rep(embed(automaton.to_dfa(lit('ab'))), 0, 2**31)  # (not a counted loop)
+  assert _native(huge, tiny) is None
+  with pytest.raises(automaton.LimitError, match='NFA states'):
+    automaton.to_dfa(huge, tiny)
 
 
 @_native_only

@@ -450,8 +450,11 @@ def native(node: Node, max_states: int, max_seconds: float, region_min: int):
     ops, masks, dfas = program(node, region_min)
   except (NotNative, RecursionError):
     return None
-  got = dfa_native.compose(ops, masks, dfas, max_states, 4 * max_states,
-                           max_seconds - (time.perf_counter() - t0))
+  try:
+    got = dfa_native.compose(ops, masks, dfas, max_states, 4 * max_states,
+                             max_seconds - (time.perf_counter() - t0))
+  except OverflowError:  # A repetition count past int32: `automaton` builds it.
+    return None
   if isinstance(got, tuple):
     return got
   if got == 1:
