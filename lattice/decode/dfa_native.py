@@ -18,7 +18,8 @@ of counted loops with the canonical form (`unroll`), one-byte token tables
 (`token_tables`), and a whole regex AST without counted loops written as a flat
 program (`compose`: the Thompson NFA, the subset construction and `finish` in one
 call; a schema compiles one AST per nesting level, and building each NFA in Python
-was a fixed cost per level). It is built by `setup.py` as the optional extension
+was a fixed cost per level), and the product of two DFAs (`product`, for
+`dfa_ops`' intersection and difference: a Python loop per state and class). It is built by `setup.py` as the optional extension
 `lattice.decode._dfa_native` (a plain shared library, no Python API); when it is
 absent (or `LATTICE_DFA_NATIVE=0`), `available()` is False and the callers use
 their Python/numpy/scipy code, which computes the same tables (whenever the
@@ -301,7 +302,8 @@ def byte_classes(masks: list[int]) -> tuple[np.ndarray, tuple[np.ndarray, np.nda
 
 
 def can_compose() -> bool:
-  """Whether `compose` is available (the library is loaded and has it)."""
+  """Whether `compose` and `product` are available (the library is loaded and
+  has them)."""
   return LIB is not None and hasattr(LIB, 'lattice_compose_run')
 
 
