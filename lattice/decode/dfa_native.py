@@ -15,16 +15,17 @@ counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native path
 always minimises), the whole trim-minimise-canonicalise step of a loop-free DFA
 (`finish`, on the DFA's edges: O(edges), not O(states x classes)), the unrolling
 of counted loops with the canonical form (`unroll`), one-byte token tables
-(`token_tables`), and a whole regex AST without counted loops written as a flat
+(`token_tables`), a whole regex AST without counted loops written as a flat
 program (`compose`: the Thompson NFA, the subset construction and `finish` in one
 call; a schema compiles one AST per nesting level, and building each NFA in Python
-was a fixed cost per level), and the product of two DFAs (`product`, for
-`dfa_ops`' intersection and difference: a Python loop per state and class). It is built by `setup.py` as the optional extension
-`lattice.decode._dfa_native` (a plain shared library, no Python API); when it is
-absent (or `LATTICE_DFA_NATIVE=0`), `available()` is False and the callers use
-their Python/numpy/scipy code, which computes the same tables (whenever the
-fallback's minimisation budget is not reached; checked against each other in
-`tests/dfa_native_test.py`).
+was a fixed cost per level) and the product of two DFAs (`product`, for
+`dfa_ops`' intersection and difference, a Python loop per state and class before).
+It is built by `setup.py` as the optional extension `lattice.decode._dfa_native`
+(a plain shared library, no Python API); when it is absent (or
+`LATTICE_DFA_NATIVE=0`), `available()` is False and the callers use their
+Python/numpy/scipy code, which computes the same tables (whenever the fallback's
+minimisation budget is not reached; checked against each other in
+`tests/dfa_native_test.py`, `tests/dfa_compose_test.py`, `tests/dfa_ops_test.py`).
 """
 
 from __future__ import annotations
