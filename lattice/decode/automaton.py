@@ -23,12 +23,12 @@ breadth-first walks and the one-byte token tables. With it every AST takes the
 pipeline above: an AST without counted loops in one native call from a flat
 program (`dfa_compose.native`), one with them through `_Nfa` (embedded member
 DFAs entering the NFA as edge arrays, `_Nfa._embed_bulk`). Without it (not
-built, or `LATTICE_DFA_NATIVE=0`) the same steps run in Python/numpy/scipy (Moore rounds, within a budget for loop-free DFAs),
-and `to_dfa` first tries `dfa_compose`: the AST's deterministic pieces joined
-directly in one state arena, so an enclosing object costs a copy of its members'
-tables instead of a new Python subset construction over them; where pieces overlap
-it falls back to the subset construction, which small ASTs (`_SMALL_AST`) also
-take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
+built, or `LATTICE_DFA_NATIVE=0`) the same steps run in Python/numpy/scipy (Moore
+rounds, within a budget for loop-free DFAs), and `to_dfa` first tries
+`dfa_compose`: the AST's deterministic pieces joined directly in one state
+arena, so an enclosing object costs a copy of its members' tables instead of a
+new Python subset construction over them; where pieces overlap it falls back to
+the subset construction, which small ASTs (`_SMALL_AST`) also take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
 unminimised large loop-free DFAs aside).
 
 Counted repetition is linear, not unrolled through the subset construction: a
