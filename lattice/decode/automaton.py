@@ -28,8 +28,9 @@ rounds, within a budget for loop-free DFAs), and `to_dfa` first tries
 `dfa_compose`: the AST's deterministic pieces joined directly in one state
 arena, so an enclosing object costs a copy of its members' tables instead of a
 new Python subset construction over them; where pieces overlap it falls back to
-the subset construction, which small ASTs (`_SMALL_AST`) also take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
-unminimised large loop-free DFAs aside).
+the subset construction, which small ASTs (`_SMALL_AST`) also take. Both paths
+give the same tables (`tests/dfa_native_test.py`; the fallback's unminimised
+large loop-free DFAs aside).
 
 Counted repetition is linear, not unrolled through the subset construction: a
 repetition `X{lo,hi}` with a bound above `Limits.region_min` whose body is one
