@@ -90,10 +90,6 @@ def _tables(dfa):
 _STRING = embed(automaton.to_dfa(regex_parse.parse('[a-z"\\\\\n\x01]{1,5}x?')),
                 json_escape=True)
 _SEARCH = embed(search.search_dfa('^ab|c[0-9]'), json_escape=True)
-# A JSON array of numbers and extra members: a repeated item (`Y (S Y)*`).
-_ARRAY = cat(lit('['), rep(cat(_DIGITS, rep(cat(lit(','), _DIGITS), 0, None)), 0, 1), lit(']'))
-_PAIR = cat(lit('"'), _STRING, lit('":'), _DIGITS)
-_PAIRS = cat(lit('{'), _PAIR, rep(cat(lit(','), _PAIR), 0, None), lit('}'))
 
 
 @_native_only
@@ -110,7 +106,6 @@ _PAIRS = cat(lit('{'), _PAIR, rep(cat(lit(','), _PAIR), 0, None), lit('}'))
     cat(lit('"'), _SEARCH, lit('"'), rep(cat(lit(','), lit('"'), _SEARCH, lit('"')), 0, 2)),
     cat(lit('['), automaton.NON_ASCII, regex_parse.parse('[^a]*'), lit(']')),
     regex_parse.parse('(a|b)*abb[0-9]{2,4}'),
-    _ARRAY, _PAIRS, cat(_DIGITS, rep(cat(lit(';'), _DIGITS), 2, None)),
 ])
 def test_native_equals_the_python_nfa(node):
   for got, want in zip(_native(node), _tables(_python_subsets(node))):
@@ -179,15 +174,3 @@ def test_schemas_compile_to_the_same_tables_natively(schema, monkeypatch):
   for got, want in zip(_tables(new), _tables(old)):
     np.testing.assert_array_equal(got, want)
   assert new_warnings == old_warnings
-
-
-@_native_only
-def test_a_repeated_item_is_one_copy_in_the_program(monkeypatch):
-  # `Y (S Y)*` (array items, extra members) is written as one list op over one
-  # copy of Y, not Y twice (the language checked against the Python NFA above).
-  nodes = (_ARRAY, _PAIRS, cat(_DIGITS, rep(cat(lit(';'), _DIGITS), 2, None)))
-  once = [len(dfa_compose.program(node, 12)[0]) for node in nodes]
-  monkeypatch.setattr(dfa_compose, '_lists', lambda parts, region_min: parts)
-  twice = [len(dfa_compose.program(node, 12)[0]) for node in nodes]
-  for a, b in zip(once, twice):
-    assert a < b

@@ -356,9 +356,7 @@ class NotNative(Exception):
 
 
 # Opcodes of `dfa_native.compose`'s program (lattice_compose_run in dfa_native.cc).
-_OP_NONE, _OP_BYTE, _OP_SET, _OP_CAT, _OP_ALT, _OP_REP, _OP_DFA, _OP_CHAIN, _OP_LIST = range(9)
-# A `_lists` part (not an AST node kind): (_LIST, lo, S, Y).
-_LIST = '\0list'
+_OP_NONE, _OP_BYTE, _OP_SET, _OP_CAT, _OP_ALT, _OP_REP, _OP_DFA, _OP_CHAIN = range(8)
 # A one-byte set's ops, by its mask.
 _ONE_BYTE = {1 << b: (_OP_BYTE, b) for b in range(256)}
 
@@ -398,7 +396,7 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
     if kind == 'set':
       put_set(n[1])
     elif kind == 'cat' or kind == 'alt':
-      parts = n[1] if kind == 'alt' else _lists(n[1], region_min)
+      parts = n[1]
       ext((_OP_CAT if kind == 'cat' else _OP_ALT, len(parts)))
       for p in parts:
         if p[0] != 'set':
@@ -421,10 +419,6 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
       for m, required in members:
         push(1 if required else 0)
         walk(m)
-    elif kind == _LIST:
-      ext((_OP_LIST, n[1]))
-      walk(n[2])
-      walk(n[3])
     elif kind == 'rep':
       _, body, lo, hi = n
       if max(lo, hi or 0) > region_min and regex_ast.is_char(body):
@@ -436,38 +430,6 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
 
   walk(node)
   return ops, list(mask_id), list(dfa_id)
-
-
-def _lists(parts: tuple, region_min: int) -> tuple:
-  """`parts` of a concatenation with each `Y (S Y){lo,}` (parts Y, then a
-  repetition without upper bound of S and the same Y objects, as
-  `containers` writes array items and extra members) as one `_LIST` part: the
-  automaton then holds one copy of Y per counted item, the last re-entered after
-  each S, where the repetition's NFA copied Y once more (twice the states for
-  the subset construction and minimisation to merge back). A counted loop (a
-  one-character body, lo above `region_min`) is left as it is (`program` hands
-  it to `automaton`)."""
-  out, free = None, 0
-  for j, p in enumerate(parts):
-    if p[0] != 'rep' or p[3] is not None or p[1][0] != 'cat' or (
-        p[2] > region_min and regex_ast.is_char(p[1])):
-      continue
-    body = p[1][1]
-    m = 0
-    while (m < len(body) and j - 1 - m >= free
-           and body[len(body) - 1 - m] is parts[j - 1 - m]):
-      m += 1
-    if not m:
-      continue
-    if out is None:
-      out = []
-    out.extend(parts[free:j - m])
-    out.append((_LIST, p[2], ('cat', body[:len(body) - m]), ('cat', parts[j - m:j])))
-    free = j + 1
-  if out is None:
-    return parts
-  out.extend(parts[free:])
-  return tuple(out)
 
 
 def native(node: Node, max_states: int, max_seconds: float, region_min: int):

@@ -892,7 +892,7 @@ void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* acc
 namespace {
 
 enum ComposeOp : int32_t { kNone = 0, kByte = 1, kSet = 2, kCat = 3, kAlt = 4, kRep = 5,
-                           kDfa = 6, kChain = 7, kList = 8 };
+                           kDfa = 6, kChain = 7 };
 
 // The bytes JSON must escape inside a string (controls, '"', '\\').
 bool json_escaped(int b) { return b < 0x20 || b == 0x22 || b == 0x5C; }
@@ -1069,7 +1069,6 @@ struct ComposeNfa {
         return pc;
       }
       case kRep: return skip(pc + 3);
-      case kList: return skip(skip(pc + 2));
       case kChain: {
         const int32_t k = at(pc + 1);
         pc = skip(pc + 2);
@@ -1183,30 +1182,6 @@ struct ComposeNfa {
         out = embed(at(pc + 1), at(pc + 2) != 0, start);
         pc += 3;
         break;
-      case kList: {  // Y (S Y){lo,}: one copy of Y per counted item, the last re-entered
-        const int32_t lo = at(pc + 1);
-        if (lo < 0) throw ComposeAbort{5};
-        const int64_t sep = pc + 2, item = skip(sep);
-        int64_t p = item;
-        int32_t entry = states(1);
-        eps(start, entry);
-        out = build(p, entry);
-        const int64_t after = p;
-        for (int32_t i = 0; i <= lo; ++i) {
-          p = sep;
-          const int32_t s = build(p, out);
-          if (i == lo) {  // Back into the last copy: another item.
-            eps(s, entry);
-            break;
-          }
-          entry = states(1);
-          eps(s, entry);
-          p = item;
-          out = build(p, entry);
-        }
-        pc = after;
-        break;
-      }
       default: throw ComposeAbort{5};
     }
     --depth;
