@@ -20,15 +20,17 @@ built. DFAs are interned by content
 Native core (`dfa_native`, C++ through ctypes, built by setup.py): the subset
 construction, Hopcroft-style minimisation (Valmari's partial-DFA algorithm), the
 breadth-first walks and the one-byte token tables. With it every AST takes the
-pipeline above, embedded member DFAs entering the NFA as edge arrays
-(`_Nfa._embed_bulk`). Without it (not built, or `LATTICE_DFA_NATIVE=0`) the same
-steps run in Python/numpy/scipy (Moore rounds, within a budget for loop-free DFAs),
-and `to_dfa` first tries `dfa_compose`: the AST's deterministic pieces joined
-directly in one state arena, so an enclosing object costs a copy of its members'
-tables instead of a new Python subset construction over them; where pieces overlap
-it falls back to the subset construction, which small ASTs (`_SMALL_AST`) also
-take. Both paths give the same tables (`tests/dfa_native_test.py`; the fallback's
-unminimised large loop-free DFAs aside).
+pipeline above: an AST without counted loops in one native call from a flat
+program (`dfa_compose.native`), one with them through `_Nfa` (embedded member
+DFAs entering the NFA as edge arrays, `_Nfa._embed_bulk`). Without it (not
+built, or `LATTICE_DFA_NATIVE=0`) the same steps run in Python/numpy/scipy (Moore
+rounds, within a budget for loop-free DFAs), and `to_dfa` first tries
+`dfa_compose`: the AST's deterministic pieces joined directly in one state
+arena, so an enclosing object costs a copy of its members' tables instead of a
+new Python subset construction over them; where pieces overlap it falls back to
+the subset construction, which small ASTs (`_SMALL_AST`) also take. Both paths
+give the same tables (`tests/dfa_native_test.py`; the fallback's unminimised
+large loop-free DFAs aside).
 
 Counted repetition is linear, not unrolled through the subset construction: a
 repetition `X{lo,hi}` with a bound above `Limits.region_min` whose body is one
@@ -289,7 +291,19 @@ class _Nfa:
     self.eps[rest].append(end)
     return end
 
+  def _entry(self, dfa: Dfa, start: int) -> int:
+    """The NFA state an embedded DFA's start state becomes: `start` itself, or a
+    fresh state entered from it when the DFA moves back into its start (else such
+    a move would land on `start`, which may also lead elsewhere: the end of a
+    loop `X*` before the DFA, or the skip of an optional copy)."""
+    if not _reenters_start(dfa):
+      return start
+    entry = self.state()
+    self.eps[start].append(entry)
+    return entry
+
   def _embed(self, dfa: Dfa, json_escape: bool, start: int) -> int:
+    start = self._entry(dfa, start)
     ids = [start] + [self.state() for _ in range(dfa.n_states - 1)]
     end = self.state()
     n_cls = dfa.delta_SxC.shape[1]
@@ -317,6 +331,7 @@ class _Nfa:
   def _embed_bulk(self, dfa: Dfa, json_escape: bool, start: int) -> int:
     """`_embed` with the byte edges as arrays: `_embed_template`'s edges with its
     local states renumbered (0: `start`, i >= 1: fresh state i - 1)."""
+    start = self._entry(dfa, start)
     n_new, acc, parts = _embed_template(dfa, json_escape)
     first = self.states(n_new)
     end = first + dfa.n_states - 1
@@ -330,6 +345,12 @@ class _Nfa:
       tgt[tgt_l == 0] = start
       self.bulk_edges.append((src, cls, masks, tgt))
     return end
+
+
+@functools.lru_cache(maxsize=4096)
+def _reenters_start(dfa: Dfa) -> bool:
+  """Whether some move of `dfa` leads into its start state."""
+  return bool((dfa.delta_SxC == 0).any())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -550,8 +571,14 @@ def _subset_dfa_cached(node: Node, limits: Limits) -> Dfa:
 
 
 def _subset_dfa(node: Node, limits: Limits, counted: bool = False) -> Dfa:
-  """The subset construction (with counted loops) of the whole AST; with
-  `counted`, a `CountedDfa` where counted loops remain."""
+  """The subset construction (with counted loops) of the whole AST; without
+  counted loops, natively in one call (`dfa_compose.native`); with `counted`, a
+  `CountedDfa` where counted loops remain."""
+  if not counted and dfa_native.can_compose():
+    got = dfa_compose.native(node, limits.max_states, limits.max_seconds, limits.region_min)
+    if got is not None:
+      delta, accepting, byte_class = got
+      return intern(Dfa(delta, byte_class, accepting))
   no_region: set[int] = set()
   for _ in range(8):
     try:

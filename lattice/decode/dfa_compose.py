@@ -1,10 +1,12 @@
-"""Regex AST -> DFA by composing deterministic pieces, without a subset construction.
+"""Regex AST -> DFA: composed in Python without a subset construction, or natively.
 
 Shape legend: S states, C byte classes.
 
-(`automaton.to_dfa` uses it when the native core `dfa_native` is not built: there
-the subset construction runs in Python and re-determinising nested members is what
-this avoids; with the native core the subset construction is cheaper.)
+With the native core (`dfa_native`), `automaton.to_dfa` builds an AST without
+counted loops by `native` (end of this module): the AST written as a flat program
+and compiled in one C++ call. Without it, by `compose` below (the subset
+construction would run in Python, and re-determinising nested members is what
+composing avoids):
 
 `automaton.to_dfa` determinises a Thompson NFA of the whole AST. A JSON schema's
 AST is mostly already deterministic: embedded minimal DFAs of members (`embed`),
@@ -42,7 +44,7 @@ import time
 
 import numpy as np
 
-from lattice.decode import regex_ast
+from lattice.decode import dfa_native, regex_ast
 from lattice.decode.regex_ast import LimitError, Node
 
 
@@ -338,3 +340,130 @@ def compose(node: Node, max_states: int, max_seconds: float, region_min: int, su
   perm[[0, start]] = perm[[start, 0]]
   delta = np.where(delta >= 0, perm[np.maximum(delta, 0)], -1)[perm].astype(np.int32)
   return delta, byte_class, accepting[perm]
+
+
+# -- Native: the whole AST in one call ---------------------------------------------------
+# With the native core, `automaton.to_dfa` of an AST without counted loops is one
+# call of `dfa_native.compose` (the Thompson NFA of `automaton._Nfa`, the subset
+# construction and the trim-minimise-canonicalise step, all in C++): a schema
+# compiles one such AST per nesting level (`Compiler.minimal`), and the Python NFA
+# and array marshalling around the native subset construction were a fixed cost
+# per level. Python only writes the AST as a flat program of ints (`program`).
+
+
+class NotNative(Exception):
+  """The AST needs `automaton`'s Python NFA (a counted loop, an unknown node)."""
+
+
+# Opcodes of `dfa_native.compose`'s program (lattice_compose_run in dfa_native.cc).
+_OP_NONE, _OP_BYTE, _OP_SET, _OP_CAT, _OP_ALT, _OP_REP, _OP_DFA, _OP_CHAIN = range(8)
+# A one-byte set's ops, by its mask.
+_ONE_BYTE = {1 << b: (_OP_BYTE, b) for b in range(256)}
+
+
+def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
+  """(ops, byte masks, embedded DFAs): `node` in prefix order for
+  `dfa_native.compose`: a one-byte set as its byte, other sets as an index into
+  the masks, an embedded DFA as an index into the DFAs and its `json_escape`, a
+  chain as its separator then (required, member) pairs.
+
+  Raises:
+    NotNative: a repetition `automaton` builds as a counted loop (one-character
+      body, a bound above `region_min`), or an unknown node kind.
+    RecursionError: an AST nested past Python's recursion limit.
+  """
+  ops: list[int] = []
+  push, ext = ops.append, ops.extend
+  mask_id: dict[int, int] = {}
+  dfa_id: dict = {}
+  one_byte = _ONE_BYTE
+
+  def put_set(m: int) -> None:
+    op = one_byte.get(m)
+    if op is not None:
+      ext(op)
+      return
+    if not m:
+      push(_OP_NONE)
+      return
+    i = mask_id.get(m)
+    if i is None:
+      i = mask_id[m] = len(mask_id)
+    ext((_OP_SET, i))
+
+  def walk(n: Node) -> None:
+    kind = n[0]
+    if kind == 'set':
+      put_set(n[1])
+    elif kind == 'cat' or kind == 'alt':
+      parts = n[1]
+      ext((_OP_CAT if kind == 'cat' else _OP_ALT, len(parts)))
+      for p in parts:
+        if p[0] != 'set':
+          walk(p)
+        else:
+          op = one_byte.get(p[1])  # (Inline: a literal's bytes, mostly.)
+          if op is not None:
+            ext(op)
+          else:
+            put_set(p[1])
+    elif kind == 'dfa':
+      i = dfa_id.get(n[1])
+      if i is None:
+        i = dfa_id[n[1]] = len(dfa_id)
+      ext((_OP_DFA, i, 1 if n[2] else 0))
+    elif kind == 'chain':
+      members = n[1]
+      ext((_OP_CHAIN, len(members)))
+      walk(n[2])
+      for m, required in members:
+        push(1 if required else 0)
+        walk(m)
+    elif kind == 'rep':
+      _, body, lo, hi = n
+      if max(lo, hi or 0) > region_min and regex_ast.is_char(body):
+        raise NotNative('a counted loop')
+      ext((_OP_REP, lo, -1 if hi is None else hi))
+      walk(body)
+    else:
+      raise NotNative(f'node {kind!r}')
+
+  walk(node)
+  return ops, list(mask_id), list(dfa_id)
+
+
+def native(node: Node, max_states: int, max_seconds: float, region_min: int):
+  """(delta int32[S, C], accepting bool[S], byte_class int32[256]): the minimal
+  DFA of `node` in `automaton`'s canonical form, by `dfa_native.compose` (the
+  same tables as `automaton`'s subset construction: checked in
+  tests/dfa_compose_test.py); None where it does not apply (a counted loop, an
+  unknown node, an AST nested past the recursion limit: `automaton` builds those).
+  Requires `dfa_native.can_compose()`.
+
+  Raises:
+    LimitError: past `max_states` DFA states, 4 x `max_states` NFA states or
+      `max_seconds` (`automaton`'s messages).
+    RegexError: nothing matches.
+  """
+  t0 = time.perf_counter()
+  try:
+    ops, masks, dfas = program(node, region_min)
+  except (NotNative, RecursionError):
+    return None
+  try:
+    got = dfa_native.compose(ops, masks, dfas, max_states, 4 * max_states,
+                             max_seconds - (time.perf_counter() - t0))
+  except OverflowError:  # A repetition count past int32: `automaton` builds it.
+    return None
+  if isinstance(got, tuple):
+    return got
+  if got == 1:
+    raise LimitError(f'automaton: more than {max_states} DFA states (Limits.max_states)')
+  if got == 2:
+    raise LimitError(f'automaton: compiling took over {max_seconds} s (Limits.max_seconds)')
+  if got == 3:
+    raise LimitError(f'automaton: more than {4 * max_states} NFA states '
+                     f'(Limits.max_states={max_states})')
+  if got == 4:
+    raise regex_ast.RegexError('the pattern matches nothing')
+  return None  # 5: a program the library cannot read (not expected): `automaton` builds it.

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -571,6 +573,9 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
   std::vector<int32_t> reg_first(n_cls);
   std::vector<uint8_t> reg_multi(n_cls), touched_flag(n_cls, 0);
   std::vector<int32_t> touched, targets;
+  constexpr int32_t kUnknownSet = -2, kEmptySet = -3;
+  std::vector<int32_t> one_id(n, kUnknownSet);  // per NFA state t: the id of core_of({t})
+  std::vector<int32_t> first_t(n_cls), n_t(n_cls, 0), single_t(1);
   for (size_t d = 0; d + 1 < off.size(); ++d) {
     bool regs = false;
     for (int64_t i = off[d]; i < off[d + 1]; ++i) regs |= region[pool[i]] >= 0;
@@ -584,26 +589,43 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
           if (!touched_flag[c]) {
             touched_flag[c] = 1;
             touched.push_back(c);
-            step[c].clear();
+            first_t[c] = t;  // (step[c] is filled only from a second target on)
+            n_t[c] = 1;
             reg_first[c] = region[s];
             reg_multi[c] = 0;
-          } else if (region[s] != reg_first[c]) {
-            reg_multi[c] = 1;
+          } else {
+            if (region[s] != reg_first[c]) reg_multi[c] = 1;
+            if (n_t[c]++ == 1) {
+              step[c].clear();
+              step[c].push_back(first_t[c]);
+            }
+            step[c].push_back(t);
           }
-          step[c].push_back(t);
         }
       }
     }
     std::sort(touched.begin(), touched.end());
     for (int32_t c : touched) {
       touched_flag[c] = 0;
-      core_of(step[c], targets);
-      if (targets.empty()) continue;
-      const int32_t id = id_of(targets);
-      if (id < 0) {
-        *status = 1;
-        delete res;
-        return nullptr;
+      // One NFA target (most moves of an embedded DFA's state): its set's id is
+      // remembered (kEmptySet: no core state), not recomputed per class.
+      const int32_t one = n_t[c] == 1 ? first_t[c] : -1;
+      int32_t id = one >= 0 ? one_id[one] : kUnknownSet;
+      if (id == kEmptySet) continue;
+      if (id == kUnknownSet) {
+        if (one >= 0) single_t[0] = one;
+        core_of(one >= 0 ? single_t : step[c], targets);
+        if (targets.empty()) {
+          if (one >= 0) one_id[one] = kEmptySet;
+          continue;
+        }
+        id = id_of(targets);
+        if (id < 0) {
+          *status = 1;
+          delete res;
+          return nullptr;
+        }
+        if (one >= 0) one_id[one] = id;
       }
       res->dfa.cls.push_back(c);
       res->dfa.tgt.push_back(id);
@@ -842,6 +864,719 @@ void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* acc
   if (mem_off) std::memcpy(mem_off, r->mem_off.data(), r->mem_off.size() * sizeof(int64_t));
   if (mem) std::memcpy(mem, r->mem.data(), r->mem.size() * sizeof(int32_t));
   delete r;
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------------------------
+// A regex AST compiled in one call (lattice_compose_run): the Thompson NFA of
+// automaton._Nfa.build, the subset construction (lattice_subset_run) and `finish`.
+// automaton.to_dfa runs once per nesting level of a JSON schema (every object or
+// array value is made its own minimal DFA, `Compiler.minimal`); in Python each of
+// those calls paid a fixed ~0.1 ms of NFA building and array marshalling before the
+// native steps. Here Python only writes the AST as a flat program (prefix order):
+//   kNone                          a byte set with no byte (a state, no edge)
+//   kByte b                        one byte
+//   kSet i                         a byte set: masks[i] (256 bits, little-endian)
+//   kCat k <k nodes>               concatenation
+//   kAlt k <k nodes>               alternation
+//   kRep lo hi <node>              repetition (hi -1: unbounded); no counted loops
+//   kDfa d esc                     an embedded DFA (dfa d of the call), esc 1: JSON-escaped
+//   kChain k <sep> {req <node>}*k  a member chain (regex_ast.chain)
+// States are made in automaton._Nfa's order (the same NFA, so the same caps hit).
+// One deviation: an embedded DFA whose start state has incoming edges gets a fresh
+// NFA state for it (an epsilon move from the entry), so a back edge to its start
+// cannot re-enter what precedes the DFA (_Nfa merges the two states).
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+enum ComposeOp : int32_t { kNone = 0, kByte = 1, kSet = 2, kCat = 3, kAlt = 4, kRep = 5,
+                           kDfa = 6, kChain = 7 };
+
+// The bytes JSON must escape inside a string (controls, '"', '\\').
+bool json_escaped(int b) { return b < 0x20 || b == 0x22 || b == 0x5C; }
+
+// The second byte of a two-byte JSON escape of b, or 0 when b is written \u00XX.
+int short_escape(int b) {
+  switch (b) {
+    case 0x22: return '"';
+    case 0x5C: return '\\';
+    case 0x08: return 'b';
+    case 0x0C: return 'f';
+    case 0x0A: return 'n';
+    case 0x0D: return 'r';
+    case 0x09: return 't';
+    default: return 0;
+  }
+}
+
+struct ComposeAbort {
+  int64_t status;
+};
+
+// One DFA of the program: its tables (the caller's) and what its embedding needs.
+struct Embedded {
+  const int32_t* delta = nullptr;
+  int64_t S = 0, C = 0;
+  const int32_t* bc = nullptr;
+  const uint8_t* acc = nullptr;
+  bool prepared = false, esc_prepared = false;
+  bool start_entered = false;            // an edge leads back into state 0
+  std::vector<int64_t> accepting;        // accepting states
+  std::vector<int32_t> e_src, e_cls, e_tgt;  // edges (state, class, target)
+  bool used_plain = false, used_esc = false;
+  // JSON-escaped form: classes holding a byte that needs no escape; escape edges in
+  // local ids (DFA state s is s; escape states S+1, S+2, ...), labelled by byte.
+  std::vector<uint8_t> plain_ok;
+  int64_t n_esc = 0;
+  std::vector<int32_t> x_src, x_byte, x_tgt;
+  int64_t mask_base = 0, esc_mask_base = 0;  // mask ids of class 0
+
+  void prepare() {
+    if (prepared) return;
+    prepared = true;
+    for (int64_t s = 0; s < S; ++s) {
+      if (acc[s]) accepting.push_back(s);
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t t = delta[s * C + c];
+        if (t < 0) continue;
+        if (t == 0) start_entered = true;
+        e_src.push_back(static_cast<int32_t>(s));
+        e_cls.push_back(static_cast<int32_t>(c));
+        e_tgt.push_back(t);
+      }
+    }
+  }
+
+  // automaton._escape_edges: per source state with a move on an escaped byte, one
+  // state after the backslash; for \u00XX one state after each of u, 0, 0 and one
+  // per high digit; fresh states numbered in that order (rows ascending).
+  void prepare_escapes() {
+    if (esc_prepared) return;
+    esc_prepared = true;
+    plain_ok.assign(C, 0);
+    for (int b = 0; b < 256; ++b)
+      if (!json_escaped(b)) plain_ok[bc[b]] = 1;
+    std::vector<int32_t> esc_bytes;
+    for (int b = 0; b < 256; ++b)
+      if (json_escaped(b)) esc_bytes.push_back(b);
+    const size_t B = esc_bytes.size();
+    std::vector<int64_t> rows;
+    for (int64_t s = 0; s < S; ++s)
+      for (int32_t b : esc_bytes)
+        if (delta[s * C + bc[b]] >= 0) { rows.push_back(s); break; }
+    if (rows.empty()) return;
+    const int64_t R = static_cast<int64_t>(rows.size());
+    int64_t next = S + 1;
+    auto T = [&](int64_t r, size_t j) { return delta[rows[r] * C + bc[esc_bytes[j]]]; };
+    auto add = [&](int64_t src, int byte, int64_t tgt) {
+      x_src.push_back(static_cast<int32_t>(src));
+      x_byte.push_back(byte);
+      x_tgt.push_back(static_cast<int32_t>(tgt));
+    };
+    std::vector<int64_t> back(R), u1(R, -1), u2(R, -1), u3(R, -1);
+    for (int64_t r = 0; r < R; ++r) back[r] = next++;
+    for (int64_t r = 0; r < R; ++r) add(rows[r], '\\', back[r]);
+    for (size_t j = 0; j < B; ++j) {
+      const int e = short_escape(esc_bytes[j]);
+      if (!e) continue;
+      for (int64_t r = 0; r < R; ++r)
+        if (T(r, j) >= 0) add(back[r], e, T(r, j));
+    }
+    std::vector<uint8_t> need_u(R, 0);
+    for (int64_t r = 0; r < R; ++r)
+      for (size_t j = 0; j < B; ++j)
+        if (!short_escape(esc_bytes[j]) && T(r, j) >= 0) need_u[r] = 1;
+    for (auto* u : {&u1, &u2, &u3})
+      for (int64_t r = 0; r < R; ++r)
+        if (need_u[r]) (*u)[r] = next++;
+    for (int64_t r = 0; r < R; ++r)
+      if (need_u[r]) add(back[r], 'u', u1[r]);
+    for (int64_t r = 0; r < R; ++r)
+      if (need_u[r]) add(u1[r], '0', u2[r]);
+    for (int64_t r = 0; r < R; ++r)
+      if (need_u[r]) add(u2[r], '0', u3[r]);
+    for (int h = 0; h < 2; ++h) {
+      std::vector<int64_t> u4(R, -1);
+      for (int64_t r = 0; r < R; ++r)
+        for (size_t j = 0; j < B; ++j)
+          if (!short_escape(esc_bytes[j]) && esc_bytes[j] >> 4 == h && T(r, j) >= 0) {
+            u4[r] = 0;
+            break;
+          }
+      for (int64_t r = 0; r < R; ++r)
+        if (u4[r] == 0) u4[r] = next++;
+      for (int64_t r = 0; r < R; ++r)
+        if (u4[r] >= 0) add(u3[r], '0' + h, u4[r]);
+      for (size_t j = 0; j < B; ++j) {
+        const int b = esc_bytes[j];
+        if (short_escape(b) || b >> 4 != h) continue;
+        const int low = b & 15;
+        const int digit = low < 10 ? '0' + low : 'a' + low - 10;
+        for (int64_t r = 0; r < R; ++r)
+          if (T(r, j) >= 0) add(u4[r], digit, T(r, j));
+      }
+    }
+    n_esc = next - (S + 1);
+  }
+};
+
+// automaton._Nfa.build over the program. Mask ids: [0, M) the program's byte sets,
+// M + b the single byte b, then per DFA its classes (mask_base + c) and their
+// escape-free parts (esc_mask_base + c).
+struct ComposeNfa {
+  const int32_t* ops;
+  int64_t n_ops, M;
+  std::vector<Embedded>& dfas;
+  int64_t cap;
+  int64_t n = 0;
+  std::vector<int32_t> eps_src, eps_dst, e_src, e_mask, e_dst;
+  uint8_t used_byte[256] = {0};
+  int depth = 0;
+
+  ComposeNfa(const int32_t* o, int64_t k, int64_t m, std::vector<Embedded>& d, int64_t c)
+      : ops(o), n_ops(k), M(m), dfas(d), cap(c) {}
+
+  int32_t at(int64_t pc) const {
+    if (pc < 0 || pc >= n_ops) throw ComposeAbort{5};
+    return ops[pc];
+  }
+  int32_t states(int64_t k) {
+    if (n + k > cap) throw ComposeAbort{3};
+    const int64_t first = n;
+    n += k;
+    return static_cast<int32_t>(first);
+  }
+  void eps(int32_t a, int32_t b) { eps_src.push_back(a); eps_dst.push_back(b); }
+  void edge(int32_t a, int64_t mask, int32_t b) {
+    e_src.push_back(a);
+    e_mask.push_back(static_cast<int32_t>(mask));
+    e_dst.push_back(b);
+  }
+
+  // The program position after the node at pc.
+  int64_t skip(int64_t pc) {
+    const int32_t op = at(pc);
+    switch (op) {
+      case kNone: return pc + 1;
+      case kByte: case kSet: return pc + 2;
+      case kDfa: return pc + 3;
+      case kCat: case kAlt: {
+        const int32_t k = at(pc + 1);
+        pc += 2;
+        for (int32_t i = 0; i < k; ++i) pc = skip(pc);
+        return pc;
+      }
+      case kRep: return skip(pc + 3);
+      case kChain: {
+        const int32_t k = at(pc + 1);
+        pc = skip(pc + 2);
+        for (int32_t i = 0; i < k; ++i) pc = skip(pc + 1);
+        return pc;
+      }
+      default: throw ComposeAbort{5};
+    }
+  }
+
+  // Adds the node at pc from `start`; returns its end state and moves pc past it.
+  int32_t build(int64_t& pc, int32_t start) {
+    if (++depth > 20000) throw ComposeAbort{5};
+    const int32_t op = at(pc);
+    int32_t out = start;
+    switch (op) {
+      case kNone:
+        out = states(1);
+        pc += 1;
+        break;
+      case kByte: {
+        const int32_t b = at(pc + 1);
+        if (b < 0 || b > 255) throw ComposeAbort{5};
+        out = states(1);
+        used_byte[b] = 1;
+        edge(start, M + b, out);
+        pc += 2;
+        break;
+      }
+      case kSet: {
+        const int32_t i = at(pc + 1);
+        if (i < 0 || i >= M) throw ComposeAbort{5};
+        out = states(1);
+        edge(start, i, out);
+        pc += 2;
+        break;
+      }
+      case kCat: {
+        const int32_t k = at(pc + 1);
+        pc += 2;
+        for (int32_t i = 0; i < k; ++i) out = build(pc, out);
+        break;
+      }
+      case kAlt: {
+        const int32_t k = at(pc + 1);
+        out = states(1);
+        pc += 2;
+        for (int32_t i = 0; i < k; ++i) {
+          const int32_t s = states(1);
+          eps(start, s);
+          eps(build(pc, s), out);
+        }
+        break;
+      }
+      case kRep: {
+        const int32_t lo = at(pc + 1), hi = at(pc + 2);
+        const int64_t body = pc + 3;
+        if (lo < 0 || (hi >= 0 && hi < lo)) throw ComposeAbort{5};
+        int64_t after = -1;  // the position past the body, once built (else skipped)
+        auto copy = [&](int32_t from) {
+          int64_t p = body;
+          const int32_t end = build(p, from);
+          after = p;
+          return end;
+        };
+        int32_t s = start;
+        for (int32_t i = 0; i < lo; ++i) s = copy(s);
+        if (hi < 0) {  // body*: a loop through a fresh state.
+          const int32_t loop = states(1);
+          eps(s, loop);
+          eps(copy(loop), loop);
+          out = loop;
+        } else {
+          const int32_t end = states(1);
+          for (int32_t i = 0; i < hi - lo; ++i) {
+            eps(s, end);
+            s = copy(s);
+          }
+          eps(s, end);
+          out = end;
+        }
+        pc = after >= 0 ? after : skip(body);
+        break;
+      }
+      case kChain: {  // automaton._Nfa._chain
+        const int32_t k = at(pc + 1);
+        const int64_t sep = pc + 2;
+        pc = skip(sep);
+        int32_t first = start, rest = states(1);
+        for (int32_t i = 0; i < k; ++i) {
+          const bool required = at(pc) != 0;
+          ++pc;
+          const int32_t nf = states(1), nr = states(1), entry = states(1);
+          eps(first, entry);
+          int64_t p = sep;
+          eps(build(p, rest), entry);
+          eps(build(pc, entry), nr);
+          if (!required) {
+            eps(first, nf);
+            eps(rest, nr);
+          }
+          first = nf;
+          rest = nr;
+        }
+        out = states(1);
+        eps(first, out);
+        eps(rest, out);
+        break;
+      }
+      case kDfa:
+        out = embed(at(pc + 1), at(pc + 2) != 0, start);
+        pc += 3;
+        break;
+      default: throw ComposeAbort{5};
+    }
+    --depth;
+    return out;
+  }
+
+  // automaton._Nfa._embed_bulk: local state 0 is `start` (or a fresh state when
+  // state 0 is re-entered), s >= 1 a fresh state, S the exit, then escape states.
+  int32_t embed(int32_t d, bool esc, int32_t start) {
+    if (d < 0 || d >= static_cast<int32_t>(dfas.size())) throw ComposeAbort{5};
+    Embedded& g = dfas[d];
+    g.prepare();
+    if (esc) {
+      g.prepare_escapes();
+      g.used_esc = true;
+    } else {
+      g.used_plain = true;
+    }
+    const int64_t S = g.S;
+    int32_t entry = start;
+    if (g.start_entered) {
+      entry = states(1);
+      eps(start, entry);
+    }
+    const int32_t first = states(S + (esc ? g.n_esc : 0));
+    const int32_t end = first + static_cast<int32_t>(S) - 1;
+    auto local = [&](int64_t s) -> int32_t {
+      return s == 0 ? entry : static_cast<int32_t>(first + s - 1);
+    };
+    for (int64_t s : g.accepting) eps(local(s), end);
+    const int64_t base = esc ? g.esc_mask_base : g.mask_base;
+    for (size_t e = 0; e < g.e_src.size(); ++e) {
+      const int32_t c = g.e_cls[e];
+      if (esc && !g.plain_ok[c]) continue;
+      edge(local(g.e_src[e]), base + c, local(g.e_tgt[e]));
+    }
+    if (esc) {
+      for (size_t e = 0; e < g.x_src.size(); ++e) {
+        used_byte[g.x_byte[e]] = 1;
+        edge(local(g.x_src[e]), M + g.x_byte[e], local(g.x_tgt[e]));
+      }
+    }
+    return end;
+  }
+};
+
+// The result of lattice_compose_run, kept until Python copies it out.
+struct Composed {
+  int64_t S = 0, C = 0;
+  std::vector<int32_t> delta;
+  std::vector<uint8_t> acc;
+  int32_t bc[256];
+};
+
+// Refines the byte partition cls (n classes, numbered by smallest byte) by p (values
+// in [0, k)): bytes stay together only where p agrees.
+void refine_bytes(int32_t* cls, int32_t& n, const int32_t* p, int64_t k) {
+  std::vector<int32_t> id(static_cast<size_t>(n) * k, -1);
+  int32_t m = 0;
+  for (int b = 0; b < 256; ++b) {
+    int32_t& x = id[static_cast<size_t>(cls[b]) * k + p[b]];
+    if (x < 0) x = m++;
+    cls[b] = x;
+  }
+  n = m;
+}
+
+Composed* compose_run(const int32_t* ops, int64_t n_ops, const uint8_t* masks, int64_t M,
+                      const int64_t* dfa_info, int64_t D, int64_t max_states,
+                      int64_t nfa_cap, double max_seconds, int64_t* status) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Embedded> dfas(D);
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t* f = dfa_info + 5 * d;
+    dfas[d].delta = reinterpret_cast<const int32_t*>(f[0]);
+    dfas[d].S = f[1];
+    dfas[d].C = f[2];
+    dfas[d].bc = reinterpret_cast<const int32_t*>(f[3]);
+    dfas[d].acc = reinterpret_cast<const uint8_t*>(f[4]);
+    if (dfas[d].S < 1 || dfas[d].C < 1) throw ComposeAbort{5};
+  }
+  // Mask ids of the DFAs' classes (see ComposeNfa).
+  int64_t n_masks = M + 256;
+  for (auto& g : dfas) {
+    g.mask_base = n_masks;
+    g.esc_mask_base = n_masks + g.C;
+    n_masks += 2 * g.C;
+  }
+  ComposeNfa nfa(ops, n_ops, M, dfas, nfa_cap);
+  const int32_t start = nfa.states(1);
+  int64_t pc = 0;
+  const int32_t final_state = nfa.build(pc, start);
+  if (pc != n_ops) throw ComposeAbort{5};
+  const int64_t n = nfa.n;
+  // Byte classes: the program's sets, its single bytes, every DFA's classes (and,
+  // where one is JSON-escaped, the escaped bytes).
+  int32_t cls[256] = {0};
+  int32_t n_cls = 1;
+  {
+    int32_t p[256];
+    for (int b = 0; b < 256; ++b) p[b] = nfa.used_byte[b] ? b + 1 : 0;
+    refine_bytes(cls, n_cls, p, 257);
+    for (int64_t i = 0; i < M; ++i) {
+      for (int b = 0; b < 256; ++b) p[b] = masks[i * 32 + b / 8] >> (b % 8) & 1;
+      refine_bytes(cls, n_cls, p, 2);
+    }
+    bool any_esc = false;
+    for (auto& g : dfas) {
+      if (g.used_plain || g.used_esc) refine_bytes(cls, n_cls, g.bc, g.C);
+      any_esc |= g.used_esc;
+    }
+    if (any_esc) {
+      for (int b = 0; b < 256; ++b) p[b] = json_escaped(b) ? 1 : 0;
+      refine_bytes(cls, n_cls, p, 2);
+    }
+  }
+  std::vector<int32_t> rep(n_cls, -1);  // the smallest byte of each class
+  for (int b = 255; b >= 0; --b) rep[cls[b]] = b;
+  // Per mask id its classes (CSR).
+  std::vector<int64_t> mask_off(n_masks + 1, 0);
+  std::vector<int32_t> mask_cls;
+  mask_cls.reserve(M * 8 + 256 + n_cls * 2 * D);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int32_t c = 0; c < n_cls; ++c)
+      if (masks[i * 32 + rep[c] / 8] >> (rep[c] % 8) & 1) mask_cls.push_back(c);
+    mask_off[i + 1] = static_cast<int64_t>(mask_cls.size());
+  }
+  for (int b = 0; b < 256; ++b) {
+    if (nfa.used_byte[b]) mask_cls.push_back(cls[b]);
+    mask_off[M + b + 1] = static_cast<int64_t>(mask_cls.size());
+  }
+  for (auto& g : dfas) {
+    for (int pass = 0; pass < 2; ++pass) {
+      const bool used = pass == 0 ? g.used_plain : g.used_esc;
+      const int64_t base = pass == 0 ? g.mask_base : g.esc_mask_base;
+      if (used) {  // Classes grouped by the DFA's class (classes ascending in each).
+        std::vector<int64_t> count(g.C + 1, 0);
+        for (int32_t c = 0; c < n_cls; ++c)
+          if (pass == 0 || !json_escaped(rep[c])) ++count[g.bc[rep[c]] + 1];
+        const int64_t at = static_cast<int64_t>(mask_cls.size());
+        for (int64_t c = 0; c < g.C; ++c) count[c + 1] += count[c];
+        mask_cls.resize(at + count[g.C]);
+        std::vector<int64_t> fill(count.begin(), count.end() - 1);
+        for (int32_t c = 0; c < n_cls; ++c)
+          if (pass == 0 || !json_escaped(rep[c])) mask_cls[at + fill[g.bc[rep[c]]]++] = c;
+        for (int64_t c = 0; c < g.C; ++c) mask_off[base + c + 1] = at + count[c + 1];
+      } else {
+        const int64_t at = static_cast<int64_t>(mask_cls.size());
+        for (int64_t c = 0; c < g.C; ++c) mask_off[base + c + 1] = at;
+      }
+    }
+  }
+  // Edges and epsilon moves in CSR by source (insertion order kept).
+  auto csr = [n](const std::vector<int32_t>& src, std::vector<int64_t>& off,
+                 std::vector<int32_t>& order) {
+    off.assign(n + 1, 0);
+    for (int32_t s : src) ++off[s + 1];
+    for (int64_t s = 0; s < n; ++s) off[s + 1] += off[s];
+    std::vector<int64_t> fill(off.begin(), off.end() - 1);
+    order.resize(src.size());
+    for (size_t i = 0; i < src.size(); ++i) order[fill[src[i]]++] = static_cast<int32_t>(i);
+  };
+  std::vector<int64_t> edge_off, eps_off;
+  std::vector<int32_t> order;
+  csr(nfa.e_src, edge_off, order);
+  std::vector<int32_t> edge_mask(order.size()), edge_tgt(order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    edge_mask[i] = nfa.e_mask[order[i]];
+    edge_tgt[i] = nfa.e_dst[order[i]];
+  }
+  csr(nfa.eps_src, eps_off, order);
+  std::vector<int32_t> eps_tgt(order.size());
+  for (size_t i = 0; i < order.size(); ++i) eps_tgt[i] = nfa.eps_dst[order[i]];
+  std::vector<uint8_t> core_ok(n, 0);
+  for (int64_t s = 0; s < n; ++s) core_ok[s] = edge_off[s + 1] > edge_off[s];
+  core_ok[final_state] = 1;
+  std::vector<int32_t> region(n, -1);
+  const double spent = std::chrono::duration<double>(
+      std::chrono::steady_clock::now() - t0).count();
+  Subset* sub = static_cast<Subset*>(lattice_subset_run(
+      n, eps_off.data(), eps_tgt.data(), edge_off.data(), edge_mask.data(), edge_tgt.data(),
+      mask_off.data(), mask_cls.data(), n_cls, core_ok.data(), region.data(), final_state,
+      max_states, max_seconds - spent, status));
+  if (!sub) throw ComposeAbort{*status};
+  const int64_t S = sub->dfa.S;
+  std::unique_ptr<int32_t[]> out(new int32_t[static_cast<size_t>(S) * n_cls]);
+  std::unique_ptr<uint8_t[]> out_acc(new uint8_t[S]);
+  Composed* res = new Composed();
+  int64_t C2 = 0;
+  const int64_t got = finish_sparse(sub->dfa, sub->accepting.data(), cls, out.get(),
+                                    out_acc.get(), res->bc, &C2);
+  delete sub;
+  if (got < 0) {
+    delete res;
+    throw ComposeAbort{4};
+  }
+  res->S = got;
+  res->C = C2;
+  res->delta.assign(out.get(), out.get() + got * C2);
+  res->acc.assign(out_acc.get(), out_acc.get() + got);
+  return res;
+}
+
+}  // namespace
+
+extern "C" {
+
+// A regex AST (the program above: ops[n_ops]; masks[M][32]; per DFA d,
+// dfa_info[5d..5d+4] = delta int32[S][C] address, S, C, byte_class int32[256]
+// address, accepting uint8[S] address) as its minimal DFA in canonical form
+// (lattice_dfa_finish's). Returns a handle (lattice_compose_size / _take), or null
+// with *status: 1 past max_states DFA states, 2 past max_seconds, 3 past nfa_cap
+// NFA states, 4 nothing matches, 5 a malformed program.
+void* lattice_compose_run(const int32_t* ops, int64_t n_ops, const uint8_t* masks, int64_t M,
+                          const int64_t* dfa_info, int64_t D, int64_t max_states,
+                          int64_t nfa_cap, double max_seconds, int64_t* status) {
+  *status = 0;
+  try {
+    return compose_run(ops, n_ops, masks, M, dfa_info, D, max_states, nfa_cap, max_seconds,
+                       status);
+  } catch (const ComposeAbort& e) {
+    *status = e.status;
+  } catch (...) {  // (std::bad_alloc)
+    *status = 5;
+  }
+  return nullptr;
+}
+
+// which 0: states; 1: classes.
+int64_t lattice_compose_size(void* h, int64_t which) {
+  const Composed* r = static_cast<Composed*>(h);
+  return which == 0 ? r->S : r->C;
+}
+
+// Copies the result (delta int32[S][C], accepting uint8[S], byte_class int32[256])
+// and frees the handle.
+void lattice_compose_take(void* h, int32_t* delta, uint8_t* accepting, int32_t* byte_class) {
+  Composed* r = static_cast<Composed*>(h);
+  std::memcpy(delta, r->delta.data(), r->delta.size() * sizeof(int32_t));
+  std::memcpy(accepting, r->acc.data(), r->acc.size());
+  std::memcpy(byte_class, r->bc, sizeof(r->bc));
+  delete r;
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------------------------
+// Product of two DFAs (dfa_ops._product, then dfa_ops._trim): the pairs of states
+// reachable from (0, 0), breadth-first, each pair's row over the classes of the
+// byte pairs (numbered by the rank of a.bc * (max b.bc + 1) + b.bc), then the pairs
+// that cannot accept dropped. mode 0: intersection (both accept; a pair where b
+// rejects is dropped), 1: difference (a accepts, b does not; b may have rejected:
+// the pair lives on as (x, -1)).
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+Composed* product_run(const int32_t* da, int64_t Sa, int64_t Ca, const int32_t* bca,
+                      const uint8_t* acca, const int32_t* db, int64_t Sb, int64_t Cb,
+                      const int32_t* bcb, const uint8_t* accb, int64_t mode,
+                      int64_t max_states, int64_t* status) {
+  int64_t nb = 0;
+  for (int b = 0; b < 256; ++b) nb = std::max<int64_t>(nb, bcb[b] + 1);
+  int64_t key[256];
+  for (int b = 0; b < 256; ++b) key[b] = static_cast<int64_t>(bca[b]) * nb + bcb[b];
+  std::vector<int64_t> keys(key, key + 256);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  const int64_t C = static_cast<int64_t>(keys.size());
+  Composed* res = new Composed();
+  std::vector<int32_t> rep(C, -1);
+  for (int b = 0; b < 256; ++b) {
+    const int32_t c = static_cast<int32_t>(
+        std::lower_bound(keys.begin(), keys.end(), key[b]) - keys.begin());
+    res->bc[b] = c;
+    if (rep[c] < 0) rep[c] = b;
+  }
+  std::vector<int32_t> ca(C), cb(C);
+  for (int64_t c = 0; c < C; ++c) {
+    ca[c] = bca[rep[c]];
+    cb[c] = bcb[rep[c]];
+  }
+  // Pair ids: dense table when small, else a hash map; y = -1 (b rejected) as 0.
+  const int64_t W = Sb + 1;
+  const bool dense = Sa * W <= (int64_t{1} << 18);
+  std::vector<int32_t> dense_id(dense ? Sa * W : 0, -1);
+  std::unordered_map<int64_t, int32_t> sparse_id;
+  std::vector<int32_t> ox, oy;  // the pairs in order
+  std::vector<int32_t> delta;
+  auto id_of = [&](int32_t x, int32_t y) -> int32_t {
+    const int64_t k = static_cast<int64_t>(x) * W + (y + 1);
+    int32_t* slot;
+    if (dense) {
+      slot = &dense_id[k];
+    } else {
+      auto it = sparse_id.find(k);
+      if (it != sparse_id.end()) return it->second;
+      slot = &sparse_id[k];
+      *slot = -1;
+    }
+    if (*slot < 0) {
+      *slot = static_cast<int32_t>(ox.size());
+      ox.push_back(x);
+      oy.push_back(y);
+      if (static_cast<int64_t>(ox.size()) > max_states) throw ComposeAbort{1};
+    }
+    return *slot;
+  };
+  try {
+    id_of(0, 0);
+    for (size_t i = 0; i < ox.size(); ++i) {
+      const int32_t sa = ox[i], sb = oy[i];
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t x = da[sa * Ca + ca[c]];
+        const int32_t y = sb >= 0 ? db[sb * Cb + cb[c]] : -1;
+        delta.push_back(x < 0 || (y < 0 && mode == 0) ? -1 : id_of(x, y));
+      }
+    }
+  } catch (const ComposeAbort& e) {
+    delete res;
+    *status = e.status;
+    return nullptr;
+  }
+  const int64_t S = static_cast<int64_t>(ox.size());
+  std::vector<uint8_t> acc(S);
+  for (int64_t i = 0; i < S; ++i) {
+    const bool in_a = acca[ox[i]] != 0, in_b = oy[i] >= 0 && accb[oy[i]] != 0;
+    acc[i] = mode == 0 ? (in_a && in_b) : (in_a && !in_b);
+  }
+  // Trim: the pairs that reach acceptance (backwards from the accepting ones).
+  std::vector<int64_t> in_off(S + 1, 0);
+  for (int32_t t : delta)
+    if (t >= 0) ++in_off[t + 1];
+  for (int64_t s = 0; s < S; ++s) in_off[s + 1] += in_off[s];
+  std::vector<int32_t> in_src(in_off[S]);
+  {
+    std::vector<int64_t> fill(in_off.begin(), in_off.end() - 1);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t t = delta[s * C + c];
+        if (t >= 0) in_src[fill[t]++] = static_cast<int32_t>(s);
+      }
+  }
+  std::vector<uint8_t> live(S, 0);
+  std::vector<int32_t> queue;
+  for (int64_t s = 0; s < S; ++s)
+    if (acc[s]) { live[s] = 1; queue.push_back(static_cast<int32_t>(s)); }
+  for (size_t q = 0; q < queue.size(); ++q)
+    for (int64_t i = in_off[queue[q]]; i < in_off[queue[q] + 1]; ++i)
+      if (!live[in_src[i]]) { live[in_src[i]] = 1; queue.push_back(in_src[i]); }
+  if (!live[0]) {
+    delete res;
+    *status = 4;
+    return nullptr;
+  }
+  std::vector<int32_t> new_id(S, -1);
+  int64_t L = 0;
+  for (int64_t s = 0; s < S; ++s)
+    if (live[s]) new_id[s] = static_cast<int32_t>(L++);
+  res->S = L;
+  res->C = C;
+  res->delta.resize(L * C);
+  res->acc.resize(L);
+  for (int64_t s = 0; s < S; ++s) {
+    if (!live[s]) continue;
+    const int64_t r = new_id[s];
+    for (int64_t c = 0; c < C; ++c) {
+      const int32_t t = delta[s * C + c];
+      res->delta[r * C + c] = t >= 0 && live[t] ? new_id[t] : -1;
+    }
+    res->acc[r] = acc[s];
+  }
+  return res;
+}
+
+}  // namespace
+
+extern "C" {
+
+// The product of DFAs a (delta da[Sa][Ca], byte classes bca[256], accepting
+// acca[Sa]) and b (likewise): mode 0 intersection, 1 difference (see product_run).
+// Returns a handle (lattice_compose_size / _take), or null with *status 1 past
+// max_states pairs, 4 no pair reaches acceptance.
+void* lattice_dfa_product(const int32_t* da, int64_t Sa, int64_t Ca, const int32_t* bca,
+                          const uint8_t* acca, const int32_t* db, int64_t Sb, int64_t Cb,
+                          const int32_t* bcb, const uint8_t* accb, int64_t mode,
+                          int64_t max_states, int64_t* status) {
+  *status = 0;
+  try {
+    return product_run(da, Sa, Ca, bca, acca, db, Sb, Cb, bcb, accb, mode, max_states,
+                       status);
+  } catch (...) {  // (std::bad_alloc)
+    *status = 5;
+  }
+  return nullptr;
 }
 
 }  // extern "C"

@@ -14,18 +14,24 @@ longer costs a Moore round per link; the numpy fallback leaves DFAs without
 counted loops unminimised past `automaton._MINIMISE_BUDGET`, the native path
 always minimises), the whole trim-minimise-canonicalise step of a loop-free DFA
 (`finish`, on the DFA's edges: O(edges), not O(states x classes)), the unrolling
-of counted loops with the canonical form (`unroll`) and one-byte token tables
-(`token_tables`). It is built by `setup.py`
-as the optional extension `lattice.decode._dfa_native` (a plain shared library, no
-Python API); when it is absent (or `LATTICE_DFA_NATIVE=0`), `available()` is
-False and the callers use their Python/numpy/scipy code, which computes the same
-tables (whenever the fallback's minimisation budget is not reached; checked
-against each other in `tests/dfa_native_test.py`).
+of counted loops with the canonical form (`unroll`), one-byte token tables
+(`token_tables`), a whole regex AST without counted loops written as a flat
+program (`compose`: the Thompson NFA, the subset construction and `finish` in one
+call; a schema compiles one AST per nesting level, and building each NFA in Python
+was a fixed cost per level) and the product of two DFAs (`product`, for
+`dfa_ops`' intersection and difference, a Python loop per state and class before).
+It is built by `setup.py` as the optional extension `lattice.decode._dfa_native`
+(a plain shared library, no Python API); when it is absent (or
+`LATTICE_DFA_NATIVE=0`), `available()` is False and the callers use their
+Python/numpy/scipy code, which computes the same tables (whenever the fallback's
+minimisation budget is not reached; checked against each other in
+`tests/dfa_native_test.py`, `tests/dfa_compose_test.py`, `tests/dfa_ops_test.py`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 
@@ -69,6 +75,16 @@ def _load() -> ctypes.CDLL | None:
   lib.lattice_subset_size.argtypes = [_P, _I]
   lib.lattice_subset_take.argtypes = [_P] * 6
   lib.lattice_subset_take.restype = None
+  if not hasattr(lib, 'lattice_compose_run'):  # (A library built before it.)
+    return lib
+  lib.lattice_compose_run.argtypes = [_P, _I, _P, _I, _P, _I, _I, _I, ctypes.c_double, _P]
+  lib.lattice_compose_run.restype = _P
+  lib.lattice_compose_size.argtypes = [_P, _I]
+  lib.lattice_compose_size.restype = _I
+  lib.lattice_compose_take.argtypes = [_P] * 4
+  lib.lattice_compose_take.restype = None
+  lib.lattice_dfa_product.argtypes = [_P, _I, _I, _P, _P, _P, _I, _I, _P, _P, _I, _I, _P]
+  lib.lattice_dfa_product.restype = _P
   return lib
 
 
@@ -284,3 +300,73 @@ def byte_classes(masks: list[int]) -> tuple[np.ndarray, tuple[np.ndarray, np.nda
   LIB.lattice_byte_classes(raw, M, byte_class.ctypes.data, off.ctypes.data,
                            cls.ctypes.data)
   return byte_class, (off, cls[:off[-1]])
+
+
+def can_compose() -> bool:
+  """Whether `compose` and `product` are available (the library is loaded and
+  has them)."""
+  return LIB is not None and hasattr(LIB, 'lattice_compose_run')
+
+
+@functools.lru_cache(maxsize=4096)
+def _dfa_tables(dfa):
+  """(arrays kept alive, (delta address, S, C, byte_class address, accepting
+  address)) of an `automaton.Dfa`, in the dtypes `compose` reads. Cached per Dfa
+  (DFAs are interned and embedded at every level that holds them)."""
+  d = np.ascontiguousarray(dfa.delta_SxC, np.int32)
+  bc = np.ascontiguousarray(dfa.byte_class, np.int32)
+  acc = np.ascontiguousarray(dfa.accepting, np.uint8)
+  return (d, bc, acc), (d.ctypes.data, d.shape[0], d.shape[1], bc.ctypes.data,
+                        acc.ctypes.data)
+
+
+def compose(ops: list[int], masks: list[int], dfas: list, max_states: int, nfa_cap: int,
+            max_seconds: float):
+  """(delta int32[S, C], accepting bool[S], byte_class int32[256]): the minimal DFA,
+  in canonical form (as `finish`), of a regex AST written as the flat program
+  `ops` (the opcodes of `lattice_compose_run` in dfa_native.cc), its byte sets
+  `masks` (256-bit ints) and embedded `automaton.Dfa`s `dfas` (indices in `ops`):
+  the Thompson NFA of `automaton._Nfa`, the subset construction and `finish` in
+  one native call. Or an int status: 1 past `max_states` DFA states, 2 past
+  `max_seconds`, 3 past `nfa_cap` NFA states, 4 nothing matches, 5 a program the
+  library cannot read. Requires `can_compose()`."""
+  prog = np.array(ops, np.int32)
+  raw = b''.join(m.to_bytes(32, 'little') for m in masks) or b'\0'
+  tables = [_dfa_tables(d) for d in dfas]
+  info = np.array([x for _, f in tables for x in f] or [0], np.int64)
+  status = np.zeros(1, np.int64)
+  h = LIB.lattice_compose_run(prog.ctypes.data, len(prog), raw, len(masks), info.ctypes.data,
+                              len(dfas), max_states, nfa_cap, float(max_seconds),
+                              status.ctypes.data)
+  if not h:
+    return int(status[0])
+  del tables  # (Held through the call: the library read their addresses.)
+  return _take_composed(h)
+
+
+def _take_composed(h):
+  S, C = LIB.lattice_compose_size(h, 0), LIB.lattice_compose_size(h, 1)
+  delta = np.empty((S, C), np.int32)
+  acc = np.empty(S, np.uint8)
+  byte_class = np.empty(256, np.int32)
+  LIB.lattice_compose_take(h, delta.ctypes.data, acc.ctypes.data, byte_class.ctypes.data)
+  return delta, acc.astype(bool), byte_class
+
+
+def product(a, b, difference: bool, max_states: int):
+  """(delta int32[S, C], accepting bool[S], byte_class int32[256]) of the product of
+  `automaton.Dfa`s `a` and `b` (`dfa_ops`: the pairs reachable from (0, 0) in
+  breadth-first order, trimmed to those that reach acceptance): strings both
+  accept, or with `difference` strings `a` accepts and `b` does not. Or an int
+  status: 1 past `max_states` pairs, 4 nothing accepted, 5 out of memory.
+  Requires `can_compose()`."""
+  (da, bca, acca), _ = _dfa_tables(a)
+  (db, bcb, accb), _ = _dfa_tables(b)
+  status = np.zeros(1, np.int64)
+  h = LIB.lattice_dfa_product(da.ctypes.data, da.shape[0], da.shape[1], bca.ctypes.data,
+                              acca.ctypes.data, db.ctypes.data, db.shape[0], db.shape[1],
+                              bcb.ctypes.data, accb.ctypes.data, int(difference), max_states,
+                              status.ctypes.data)
+  if not h:
+    return int(status[0])
+  return _take_composed(h)

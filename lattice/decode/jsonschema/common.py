@@ -12,9 +12,16 @@ from lattice.decode.jsonschema.resolve import SchemaError
 KEY_CHAR = automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5C)
 
 
+# Encoders made once: `json.dumps` with options other than its defaults builds a
+# new JSONEncoder on every call (the same text either way).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'))
+# `json.dumps(v, allow_nan=False)`: the text of a schema (raises ValueError for NaN).
+STRICT = json.JSONEncoder(allow_nan=False)
+
+
 def dumps(v: Any) -> str:
   """Compact JSON text of `v` (how a const or an enum value is written)."""
-  return json.dumps(v, ensure_ascii=False, separators=(',', ':'))
+  return _COMPACT.encode(v)
 
 
 def nonneg_int(s: dict, k: str, where: str, default: int | None = None) -> int | None:

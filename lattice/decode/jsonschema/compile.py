@@ -100,6 +100,8 @@ class Compiler:
     self._texts: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `containers.approx_states`.
     self.sizes: dict[int, tuple] = {}
+    # Per AST node (by id, the node held): `minimal`'s result.
+    self._minimal: dict[int, tuple] = {}
     # Warnings for the caller (e.g. optional members left out by `max_object_states`).
     self.warnings: list[str] = []
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`
@@ -136,7 +138,7 @@ class Compiler:
     got = self._texts.get(id(s))
     if got is None:
       try:
-        text = json.dumps(s, allow_nan=False)
+        text = common.STRICT.encode(s)
         got = (s, text, self._reach(text))
       except (SchemaError, TypeError, ValueError, RecursionError):
         got = (s, None, None)
@@ -159,7 +161,7 @@ class Compiler:
         continue
       out.add(ref)
       if ref not in self._ref_refs:
-        target = json.dumps(resolve_pointer(self.root, ref, ''), allow_nan=False)
+        target = common.STRICT.encode(resolve_pointer(self.root, ref, ''))
         self._ref_refs[ref] = [json.loads(f'"{m}"') for m in _REF_RE.findall(target)]
       todo.extend(self._ref_refs[ref])
     return tuple(sorted(out))
@@ -525,6 +527,14 @@ class Compiler:
     again; left in the AST, the final `to_dfa` builds it as one counted loop and
     unrolls it once (a Snowplow schema: 2.7 s -> 0.2 s, same minimal DFA).
     """
+    got = self._minimal.get(id(node))
+    if got is not None:  # (A memoised subschema's node, used again.)
+      return got[1]
+    out = self._minimal_uncached(node)
+    self._minimal[id(node)] = (node, out)  # Holding `node`: its id stays its own.
+    return out
+
+  def _minimal_uncached(self, node: Node) -> Node:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
     if _has_counted_loop(node, self.opts.limits.region_min):
@@ -550,6 +560,10 @@ class Compiler:
     return _any_value(depth)
 
 
+# Nodes without repetitions inside.
+_LEAVES = ('set', 'dfa')
+
+
 @functools.lru_cache(maxsize=4096)
 def _has_counted_loop(node: Node, region_min: int) -> bool:
   """Whether `node` holds a repetition that `automaton.to_dfa` builds as a counted
@@ -557,8 +571,8 @@ def _has_counted_loop(node: Node, region_min: int) -> bool:
   kind = node[0]
   if kind in ('set', 'dfa'):
     return False
-  if kind in ('cat', 'alt'):
-    return any(_has_counted_loop(p, region_min) for p in node[1])
+  if kind in ('cat', 'alt'):  # (Leaves skipped here: a literal's bytes, mostly.)
+    return any(p[0] not in _LEAVES and _has_counted_loop(p, region_min) for p in node[1])
   if kind == 'chain':
     return (any(_has_counted_loop(m, region_min) for m, _ in node[1])
             or _has_counted_loop(node[2], region_min))
@@ -646,7 +660,7 @@ def _has_type(v: Any, types: Any) -> bool:
 def _writable(v: Any) -> bool:
   """Whether the compact JSON text of `v` is one the decoder may write (finite)."""
   try:
-    json.dumps(v, allow_nan=False)
+    common.STRICT.encode(v)
     return True
   except ValueError:
     return False

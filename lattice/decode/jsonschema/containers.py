@@ -85,7 +85,9 @@ def array(comp: Any, s: dict, where: str, depth: int) -> Node | None:
   return cat(lit('['), body if lo > 0 else rep(body, 0, 1), lit(']'))
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_lit(name: str) -> Node:
+  """`"name":` (cached: the same names recur across objects and schemas)."""
   return lit(_dumps(name) + ':')
 
 

@@ -240,8 +240,12 @@ def json_equal(x: Any, y: Any) -> bool:
   return type(x) is type(y) and x == y
 
 
+# `json.dumps(v, sort_keys=True)`, its encoder made once (dumps builds one per call).
+_SORTED = json.JSONEncoder(sort_keys=True)
+
+
 def _same(x: Any, y: Any) -> bool:
-  return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True) and (
+  return _SORTED.encode(x) == _SORTED.encode(y) and (
       type(x) is type(y) or not isinstance(x, bool) and not isinstance(y, bool))
 
 
@@ -267,12 +271,16 @@ def rebase_refs(root: Any) -> Any:
   `jsonschema` uses, `$id` opens a resource only at a subschema position (under
   `properties`, `items`, `$defs`, ...), and drafts 4-7 ignore an `$id` beside a
   `$ref`. References under data keywords (`enum`, `const`, `default`, `examples`)
-  are data and kept. Returns a new document; `root` is not changed.
+  are data and kept. Returns a new document, or `root` itself when no object below
+  the root has an identifier that could open a resource (nothing to rebase: the
+  walk below would copy it unchanged); `root` is not changed.
   """
   dialect = root.get('$schema', '') if isinstance(root, dict) else ''
   dialect = dialect if isinstance(dialect, str) else ''
   old = any(d in dialect for d in _OLD_DRAFTS)
   id_key = 'id' if ('draft-03' in dialect or 'draft-04' in dialect) else '$id'
+  if not _may_open_resource(root, id_key):
+    return root
 
   def walk(x: Any, base: str, where: str, schema_pos: bool) -> Any:
     if isinstance(x, list):
@@ -301,3 +309,20 @@ def rebase_refs(root: Any) -> Any:
     return out
 
   return walk(root, '', '', True)
+
+
+def _may_open_resource(root: Any, id_key: str) -> bool:
+  """Whether some object below `root` has a string `id_key` not starting with '#'
+  (every place `rebase_refs` may start a resource, and more: no paths built)."""
+  todo = list(root.values()) if isinstance(root, dict) else (
+      list(root) if isinstance(root, list) else [])
+  while todo:
+    x = todo.pop()
+    if isinstance(x, dict):
+      ident = x.get(id_key)
+      if isinstance(ident, str) and not ident.startswith('#'):
+        return True
+      todo.extend(x.values())
+    elif isinstance(x, list):
+      todo.extend(x)
+  return False
