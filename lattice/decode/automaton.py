@@ -628,13 +628,6 @@ class CountedDfa:
     delta, accepting, byte_class = got
     return intern(Dfa(delta, byte_class, accepting))
 
-  def matches(self, data: bytes | str) -> bool:
-    """Whether `data` is in the language (read with the counter)."""
-    from lattice.decode import counted  # pylint: disable=g-import-not-at-top
-    if isinstance(data, str):
-      data = data.encode('utf-8')
-    return counted.matches(self, data)
-
 
 def _unrolled_count(tag_S: np.ndarray, lo_R: np.ndarray, hi_R: np.ndarray) -> int:
   """States of the unrolled DFA (as `_unrolled_size`): those outside loops, then
