@@ -414,8 +414,10 @@ class Compiler:
     if hi is not None and hi < lo:
       return None
     if hi is not None and hi > self.opts.max_length_unroll:
-      # Each counted character is unrolled into states: write at most this many
-      # (still valid); minLength above the cap stays exact.
+      # The unrolled tables hold a copy of the character's states per counted
+      # character (the byte vocabulary's counter does not, but the size estimates
+      # in containers.py still assume unrolling): write at most this many (still
+      # valid); minLength above the cap stays exact.
       hi = max(lo, self.opts.max_length_unroll)
     pats = s.get('pattern', [])
     pats = pats if isinstance(pats, list) else [pats]
