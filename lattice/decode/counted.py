@@ -267,6 +267,9 @@ class CountedIndex:
     return need[col_V]
 
   def step(self, state, token: int) -> tuple[int, int]:
+    """The state after `token`, which must be one `need_row(state)` allows (a
+    rejected token gives a meaningless state, as `TokenIndex.step`'s table does:
+    callers step only on tokens their mask allowed)."""
     s, c = state
     k = int(self.col_V[token])
     t, e = int(self.next_SxK[s, k]), int(self.kind_SxK[s, k])
