@@ -92,6 +92,13 @@ bootstrap over samples), and one seed costs ~846 s of arm time (13bc790, load
 1.55-1.71), so 3 seeds (~2,540 s) do not fit the 1,200 s bound; they would need a
 run of <= ~370 s (under half the steps; a third of them ends far above the 4-gram,
 above).
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.08 at start and 1.70 at end): summed arm
+time 520 s (the #20 bound is 1,200 s), 542 s of wall time; 0/2 checks passed, NOT
+reproduced (failed: val bits/byte below a byte 4-gram Kneser-Ney model by > 0.05;
+samples use known words more often than the 4-gram's samples). The committed
+results/baseline_lm/ is this run.
 """
 
 from __future__ import annotations

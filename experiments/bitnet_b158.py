@@ -67,6 +67,11 @@ power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 6 seeds (0-5). Fr
 the committed 5-seed result (58009e6, load 1.61-2.00): the gap-shrinks check needs 5
 seeds for 50% power and 6 for 80%, the other paired checks 3. 6 seeds x 6 arms at
 the measured 158.6 s a seed (all arms) project to ~950 s of summed arm time.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.70 at start and 2.10 at end): summed arm
+time 672 s (the #20 bound is 1,200 s), 682 s of wall time; 5/5 checks passed,
+reproduced. The committed results/bitnet_b158/ is this run.
 """
 
 from __future__ import annotations

@@ -83,6 +83,12 @@ run's tail): dense MTP acceptance non-inferiority needs 4 seeds (50% power) / 5
 by the same rule from its interval. Projected ~950 s (836 s + 2 seeds of the dense
 MTP arms, 57 s). Every arm at 4 seeds plus the dense MTP arms' 5th would take ~1,170
 s, too close to the 1,200 s bound, so the MoE main effect stays at 50% power.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.10 at start and 1.76 at end): summed arm
+time 637 s (the #20 bound is 1,200 s), 666 s of wall time; 3/4 checks passed, NOT
+reproduced (failed: MTP drafts accepted as often with b1.58 weights (moe): not worse
+than float by > 0.05). The committed results/composition/ is this run.
 """
 
 from __future__ import annotations

@@ -62,6 +62,12 @@ check 1's pair costs 103 s, of check 2's 121 s, so 7 + 3 project to ~1,080 s. Sh
 the budget reaches neither check 1's 80% (10 seeds: ~1,030 s for that pair alone)
 nor check 2 (21 seeds: ~2,540 s); these would need a seed ~2.5x cheaper (e.g. 200 of
 the 500 steps, which also shrinks the effect, or d_model 64) or the medium mode.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.76 at start and 1.90 at end): summed arm
+time 479 s (the #20 bound is 1,200 s), 483 s of wall time; 1/2 checks passed, NOT
+reproduced (failed: moe_fine better than moe_coarse (val_loss)). The committed
+results/deepseek_moe/ is this run.
 """
 
 from __future__ import annotations

@@ -119,6 +119,12 @@ of one config by design; one aggregator seed. The checks are paired bootstraps o
 for them. Short: the aggregator's own seed-to-seed spread is not covered (the
 'several aggregator seeds' above); the 169 s of arm time (ad76d57, load 1.80-2.06)
 leaves room for ~3 aggregator seeds once the design pairs them.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.90 at start and 2.24 at end): summed arm
+time 130 s (the #20 bound is 1,200 s), 145 s of wall time; 3/4 checks passed, NOT
+reproduced (failed: Self-MoA beats mixed MoA when proposer quality differs). The
+committed results/mixture_of_agents/ is this run.
 """
 
 from __future__ import annotations

@@ -68,6 +68,11 @@ power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 4 LM seeds (0-3).
 From the committed 3-seed result (cc5fec7, load 2.52 at the start): the rare-token
 check needs 3 seeds (50% power) / 4 (80%), the other LM checks 3; 4 seeds x 2 LM
 arms at 31.5 s a seed project to ~250 s.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.14 at start and 1.98 at end): summed arm
+time 199 s (the #20 bound is 1,200 s), 277 s of wall time; 9/9 checks passed,
+reproduced. The committed results/model_collapse/ is this run.
 """
 
 from __future__ import annotations

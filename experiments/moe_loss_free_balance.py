@@ -119,6 +119,12 @@ medium and full, from `lattice plan` (40% MFU assumed), not run:
     100B tokens of C4 (0.64 epoch); 1.04B total / 0.22B activated, 1.3e20 FLOPs
     and 94 H100-hours a run; 3 arms x 1 seed: 281 H100-hours. Paper (Table 2,
     1B): aux loss PPL 9.56, MaxVio_global 0.72; loss-free 9.50, 0.04.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.98 at start and 2.04 at end): summed arm
+time 510 s (the #20 bound is 1,200 s), 513 s of wall time; 1/2 checks passed, NOT
+reproduced (failed: loss-free validation loss not worse than the aux loss's by more
+than 1%). The committed results/moe_loss_free_balance/ is this run.
 """
 
 from __future__ import annotations

@@ -80,6 +80,11 @@ the committed 5-seed result (58009e6, load 2.06-1.97): the loss non-inferiority
 check needs 10 seeds (50% power) / 18 (80%), the acceptance check 3. A seed of both
 arms costs 78.4 s, so 14 project to ~1,100 s, the most within ~7% of the 1,200 s
 bound; 18 (~1,410 s) would need a seed ~25% cheaper (e.g. 450 steps).
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.04 at start and 2.01 at end): summed arm
+time 823 s (the #20 bound is 1,200 s), 838 s of wall time; 2/2 checks passed,
+reproduced. The committed results/mtp_deepseek/ is this run.
 """
 
 from __future__ import annotations

@@ -72,6 +72,12 @@ power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 seeds. From the
 committed 3-seed result (cc5fec7, load 2.10 at the start): induction AUC n=2 - n=1
 +0.003 with a per-seed sd of 0.091, i.e. no effect at this scale (more than 500
 seeds); more seeds would not change the verdict, so the minimum (~685 s).
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.01 at start and 2.36 at end): summed arm
+time 514 s (the #20 bound is 1,200 s), 548 s of wall time; 0/1 checks passed, NOT
+reproduced (failed: induction_n2 better than induction_n1 (induction_auc)). The
+committed results/mtp_gloeckle/ is this run.
 """
 
 from __future__ import annotations

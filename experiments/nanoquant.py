@@ -95,6 +95,11 @@ power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 3 calibration see
 (the float model, shared by every arm, trains once). From the committed result
 (967d07c, load 0.77-2.33): every paired check needs 3 seeds even for 80% power; 4
 would take ~1,260 s.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.36 at start and 2.27 at end): summed arm
+time 638 s (the #20 bound is 1,200 s), 642 s of wall time; 9/9 checks passed,
+reproduced. The committed results/nanoquant/ is this run.
 """
 
 from __future__ import annotations

@@ -71,6 +71,13 @@ arms, 1 for each of the 8 scaling arms (the exponent is a fit over sizes). From 
 committed result (58009e6, load 2.27-2.32): both MoE checks' pilot means are on the
 failing side (learned - dense +0.063, learned - hard +0.022 nats), so no seed count
 passes them on this design; the minimum, ~800 s.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 2.27 at start and 3.06 at end): summed arm
+time 472 s (the #20 bound is 1,200 s), 479 s of wall time; 4/7 checks passed, NOT
+reproduced (failed: moe_learned better than moe_dense (val_loss); moe_learned better
+than moe_hard (val_loss); learned experts near-unimodal in the first and last layers
+(NMI > 0.5)). The committed results/native_multimodal/ is this run.
 """
 
 from __future__ import annotations

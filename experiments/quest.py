@@ -93,6 +93,12 @@ power table of scripts/seed_power.py; docs/REPRODUCE_PLAN.md): 5 seeds (0-4), an
 had. From the committed 5-seed result (58009e6, load 1.97-1.61): the Hadamard check
 needs 6 seeds (50% power) / 9 (80%), W1A1 vs naive STE 3 / 4, the ordering checks 3.
 Projected ~900 s (718 s + 5 seeds of the W4A4 pair, 36.8 s each).
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 3.06 at start and 1.99 at end): summed arm
+time 710 s (the #20 bound is 1,200 s), 716 s of wall time; 6/7 checks passed, NOT
+reproduced (failed: Hadamard better than none at W4A4). The committed results/quest/
+is this run.
 """
 
 from __future__ import annotations

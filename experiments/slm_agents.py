@@ -135,6 +135,11 @@ seeds. One seed's summed arm time is 1,100 s (967d07c, load 2.33-2.43; the teach
 and the specialists each counted in both their arms), so a second seed does not fit;
 3 seeds would need the whole pipeline ~3x cheaper (the 400-step teacher above
 reached 22% exact calls).
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.99 at start and 1.95 at end): summed arm
+time 776 s (the #20 bound is 1,200 s), 540 s of wall time; 4/4 checks passed,
+reproduced. The committed results/slm_agents/ is this run.
 """
 
 from __future__ import annotations

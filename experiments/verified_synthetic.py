@@ -159,6 +159,11 @@ result (8bee68c; load 1.04 at the start and 3.95 at the end, so its times may be
 inflated): the noisy - unfiltered check needs 4 seeds (50% power) / 6 (80%), exact -
 unfiltered 3. Projected ~1,110 s (783 s + 2 seeds of the check-3 pair, 162 s each);
 6 seeds of that pair (~1,270 s) do not fit.
+
+One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, the
+otherwise idle 2-core CPU, load average 1.95 at start and 3.46 at end): summed arm
+time 771 s (the #20 bound is 1,200 s), 793 s of wall time; 3/3 checks passed,
+reproduced. The committed results/verified_synthetic/ is this run.
 """
 
 from __future__ import annotations
