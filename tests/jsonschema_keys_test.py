@@ -51,7 +51,7 @@ def test_keys_equal_exactly_when_texts_equal():
     assert by_text.setdefault(text, key) == key, text
     assert by_key.setdefault(key, text) == text, text
     assert keys.key(v) == key  # Again, from the ids it remembers.
-  assert len(by_text) > 300  # (The pool is varied, not a handful of values.)
+  assert len(by_text) > 200  # (The pool is varied, not a handful of values.)
 
 
 @pytest.mark.parametrize('a, b, same', [
