@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import re
 import time
 from typing import Any
 
@@ -48,8 +46,6 @@ JSON_CHAR = alt(one(automaton.byte_set((0x20, 0x7E)) & ~(1 << 0x22) & ~(1 << 0x5
 # Characters of extra member names: printable ASCII but `"` and `\`, so a name has
 # one spelling and cannot collide with a declared one.
 _KEY_CHAR = common.KEY_CHAR
-# A `"$ref": "..."` member in a schema's JSON text (the value still escaped).
-_REF_RE = re.compile(r'"\$ref": "((?:[^"\\]|\\.)*)"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +91,10 @@ class Compiler:
     # node() per (subschema text, reference context): a definition used at k
     # places (or a subschema inlined k times) is compiled once.
     self._memo: dict[tuple, Node | None] = {}
-    self._ref_refs: dict[str, list[str]] = {}
-    # Per subschema object (by id, the object held): its text and reachable refs.
+    self._ref_refs: dict[str, frozenset] = {}
+    # Subschemas' keys (equal exactly when their JSON texts are), bottom-up.
+    self._keys = common.TreeKeys()
+    # Per subschema object (by id, the object held): its key and reachable refs.
     self._texts: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `containers.approx_states`.
     self.sizes: dict[int, tuple] = {}
@@ -131,15 +129,16 @@ class Compiler:
     return self._memo[key]
 
   def _memo_key(self, s: dict) -> tuple | None:
-    """What `node(s)` depends on: the subschema's text and, for the references
-    reachable from it, how often each is on the path (and the path's re-entries):
-    the recursion bound (`ref_blocked`) reads nothing else. None: not memoised
-    (a reference that does not resolve: `node` raises the error itself)."""
+    """What `node(s)` depends on: the subschema's text (as its `common.TreeKeys`
+    key: equal exactly when the texts are) and, for the references reachable from
+    it, how often each is on the path (and the path's re-entries): the recursion
+    bound (`ref_blocked`) reads nothing else. None: not memoised (a reference that
+    does not resolve: `node` raises the error itself; a value JSON cannot hold)."""
     got = self._texts.get(id(s))
     if got is None:
       try:
-        text = common.STRICT.encode(s)
-        got = (s, text, self._reach(text))
+        text = self._keys.key(s)
+        got = (s, text, self._reach(self._keys.refs(s)))
       except (SchemaError, TypeError, ValueError, RecursionError):
         got = (s, None, None)
       self._texts[id(s)] = got  # Holding `s`: its id is not reused meanwhile.
@@ -151,9 +150,10 @@ class Compiler:
     stack = self.ref_stack
     return (text, tuple(stack.count(r) for r in reach), len(stack) - len(set(stack)))
 
-  def _reach(self, text: str) -> tuple[str, ...]:
-    """The references in a schema's JSON text and, transitively, in their targets."""
-    todo = [json.loads(f'"{m}"') for m in _REF_RE.findall(text)]
+  def _reach(self, refs: frozenset) -> tuple[str, ...]:
+    """`refs` (the references inside a subschema) and, transitively, the references
+    inside their targets, sorted."""
+    todo = list(refs)
     out: set[str] = set()
     while todo:
       ref = todo.pop()
@@ -161,8 +161,7 @@ class Compiler:
         continue
       out.add(ref)
       if ref not in self._ref_refs:
-        target = common.STRICT.encode(resolve_pointer(self.root, ref, ''))
-        self._ref_refs[ref] = [json.loads(f'"{m}"') for m in _REF_RE.findall(target)]
+        self._ref_refs[ref] = self._keys.refs(resolve_pointer(self.root, ref, ''))
       todo.extend(self._ref_refs[ref])
     return tuple(sorted(out))
 

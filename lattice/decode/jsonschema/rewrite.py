@@ -85,6 +85,10 @@ def _once(comp: Any, s: dict, where: str) -> Any:
               comp.deref(then, ptr(where, 'then')), ptr(where, 'then'))
     if not isinstance(s, dict):
       return s
+    # `merge` may hand back one of its arguments (the `if` or `then` schema itself
+    # when the rest is empty): copied, as the steps below change `s` in place and a
+    # schema object must never change (the compiler's memo keys hold it by id).
+    s = dict(s)
   else:
     s.pop('then', None)
     s.pop('else', None)
