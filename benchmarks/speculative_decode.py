@@ -1,7 +1,7 @@
 r"""Self-speculative decoding vs plain greedy decoding of the same model (batch 1).
 
   python -m benchmarks.speculative_decode [--n 2] [--steps 400] [--workdir RUN]
-      [--d_model 256] [--n_layers 12] [--vocab 0] [--matmul xla,native] [--prompts 4]
+      [--d_model 256] [--n_layers 24] [--vocab 0] [--matmul xla,native] [--prompts 4]
       [--new_tokens 128] [--train_dir DIR] [--json out.json]
 
 Trains a parallel-heads MTP model (Gloeckle et al. 2024, arXiv 2404.19737) on the
@@ -18,34 +18,37 @@ once with kernels/skinny_cpu (LATTICE_SKINNY_MATMUL), in the same process; `spee
 is the best speculative tokens/s over the best greedy tokens/s among them, so the
 baseline is whichever plain decoder is faster here.
 
-The default model: d_model 256, 12 layers (a trunk of 11 blocks), n = 2 heads, byte
-vocabulary, 400 steps of 16 x 128 tokens (819K tokens, ~9 minutes on the 2-core
-machine). Why not the earlier d_model 64, 3 layers, n = 4 (still `--d_model 64
---n_layers 3 --n 4 --steps 300`): there a step costs its op count, not its weight
-reads, and the three extra full-block heads are 2x the plain step's weights
-(`weight_ratio` 2.0), so a verification forward cost 4.3-5.2x a plain step (0.35x,
-measured 2026-11-30). Speculative decoding pays where a step is bound by reading the
-weights; at 12 layers and n = 2 the weights (38 MB) spill out of the L2 caches, and
-the one extra head block is 1/12 of the model (`weight_ratio` 1.09, close to the
-paper's n = 4 heads on 32-layer 7B models, 3/32). Three CPU changes make a 2-row
-verification forward cost about its weight reads (each row computes exactly what a
-one-token step computes, so greedy output is identical by construction):
-projections of <= 8 rows go to kernels/skinny_cpu (XLA packs the weights of a
-2..8-row dot, ~2x a one-row dot per weight read); the cache attention is one native
-call per layer for all rows (kernels/skinny_cpu/attention.py; XLA's ~8 ops per row
-and layer, run row by row, had made the 2-row forward's op count and thread-pool
-traffic grow); the tied unembedding runs row by row (XLA's 2-row version costs ~5x
-a one-row call in the profile). With the native paths the verification forward
-runs about as many ops as a plain step (1,013 vs 962 in a profile, 30 Nov). Both
-decoders then read packed copies of the projection kernels (lattice.decode.
-packed_weights, made once before timing; 64-column panels, each one contiguous
-stream, the same bits): greedy tok/s +20% with 2 threads (same-process A/B, idle).
-What is left of `forward_cost` above `weight_ratio` is the second row's work where
-the step streams from DRAM (the 41 MB of weights do not fit the 32 MB L3): ~+8% per
-projection and
-~+4 us per layer of attention over a cold cache (informal single-thread profiles,
-30 Nov), and the prefill, which both decoders pay once but speculation spreads over
-fewer forwards.
+The default model: d_model 256, 24 layers (a trunk of 23 blocks), n = 2 heads, byte
+vocabulary, 400 steps of 16 x 128 tokens (819K tokens; ~20 minutes on the 2-core
+machine with other work running, 1 Dec; `--train_dir` keeps the run for
+`--workdir`). Speculative decoding pays where a decoding step is bound by reading
+the weights, as it is for the paper's 7B models; the model is sized so that its weights (77 MiB) stream from DRAM on every
+step, well past the 32 MiB L3 of the machine these figures come from, and the one
+extra head block is 1/24 of it (`weight_ratio` 1.05; the paper's n = 4 heads on
+32-layer 7B models read 3/32 more). History of the default, each kept as flags:
+  - d_model 64, 3 layers, n = 4 (`--d_model 64 --n_layers 3 --n 4 --steps 300`):
+    a step costs its op count, not its weight reads, and the three extra full-block
+    heads are 2x the plain step's weights (`weight_ratio` 2.0), so a verification
+    forward cost 4.3-5.2x a plain step (0.35x, measured 2026-11-30);
+  - d_model 256, 12 layers, n = 2 (`--n_layers 12`, the default until 2026-12-01):
+    the weights (40 MiB) sit at the L3's size, so part of each step reads them from
+    cache and the verification forward's second row shows in the time: 1.33-1.38x
+    at a forward cost of ~1.37-1.44x (BENCHMARKS.md).
+Three CPU changes make a 2-row verification forward cost about its weight reads
+(each row computes exactly what a one-token step computes, so greedy output is
+identical by construction): projections of <= 8 rows go to kernels/skinny_cpu (XLA
+packs the weights of a 2..8-row dot, ~2x a one-row dot per weight read); the cache
+attention is one native call per layer for all rows (kernels/skinny_cpu/
+attention.py; XLA's ~8 ops per row and layer, run row by row, had made the 2-row
+forward's op count and thread-pool traffic grow); the tied unembedding runs row by
+row (XLA's 2-row version costs ~5x a one-row call in the profile). With the native
+paths the verification forward runs about as many ops as a plain step (1,013 vs 962
+in a profile, 30 Nov). Both decoders then read packed copies of the projection
+kernels (lattice.decode.packed_weights, made once before timing; 64-column panels,
+each one contiguous stream, the same bits): greedy tok/s +20% with 2 threads at 12
+layers (same-process A/B, idle). At 24 layers, one thread (informal, 1 Dec, the
+other core busy): one verification forward's marginal cost is 1.11x a plain step's
+and the two prefills cost about the same (13.0 vs 12.3 ms for 32 prompt tokens).
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
@@ -115,7 +118,7 @@ def main(argv=None):
                            '--workdir); default: a temporary folder')
   parser.add_argument('--n', type=int, default=2, help='parallel heads when training')
   parser.add_argument('--d_model', type=int, default=256)
-  parser.add_argument('--n_layers', type=int, default=12)
+  parser.add_argument('--n_layers', type=int, default=24)
   parser.add_argument('--seq_len', type=int, default=128)
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--steps', type=int, default=400)
