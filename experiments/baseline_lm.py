@@ -150,8 +150,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _config(d_model=32, n_layers=1, n_heads=2, seq_len=32, batch=8,
                                steps=12, lr=3e-3, warmup=2, eval_every=0),
       'quick': lambda: _config(d_model=128, n_layers=4, n_heads=4, seq_len=128,
-                               batch=32, steps=2700, lr=3e-3, warmup=100,
-                               eval_every=675),
+                               batch=32, steps=5400, lr=3e-3, warmup=200,
+                               eval_every=1350),
       'medium': lambda: _scale(d_model=512, n_layers=8, n_heads=8, seq_len=1024,
                                batch=64, tokens=1_030_000_000, lr=1e-3),
       # GPT-3 Small's shape and schedule (arXiv 2005.14165 Table 2.1), 20 tokens/param.
