@@ -25,11 +25,14 @@ Pre-registered checks (code: `run`), against a byte-level interpolated Kneser-Ne
 The earlier parse-rate check is gone: at ~2.7 bits/byte random bytes drawn at the
 corpus's byte frequencies parsed as often as the model's samples (10.7% vs 10.5%).
 
-Quick: 128-wide, 4 layers (0.90M params), 2,700 steps of 32 x 128 bytes (11.1M
-bytes, 12.3 tokens/param). One seed, on purpose: the 4-gram is deterministic, the
-margin covers the seed spread, and a run costs ~1,080 s, so 3 seeds do not fit the
-1,200 s budget (#20); 3 seeds of a third as many steps would end far above the
-4-gram (the measured run below was at 2.86 bits/byte after 1,100 steps).
+Quick: 128-wide, 4 layers (0.90M params), 5,400 steps of 32 x 128 bytes (22.1M
+bytes, 24.5 tokens/param, 0.70 epoch of the corpus; warmup 200 steps, cosine decay
+over all steps, evaluations every 1,350), sized to the d4585f7 rerun's measured 0.193
+s a step (below; until then 2,700 steps). One seed, on purpose: the 4-gram is
+deterministic, the margin covers the seed spread, and a run costs ~1,040 s, so 3
+seeds do not fit the 1,200 s budget (#20); 3 seeds of a third as many steps would
+end far above the 4-gram (the measured run below was at 2.86 bits/byte after 1,100
+steps).
 
 Why this design (from the measured 2,200-step run below, not tuned by search):
   - Its validation bits/byte fell 3.03 -> 2.86 -> 2.55 -> 2.38 at steps 550 / 1,100
@@ -99,6 +102,35 @@ time 520 s (the #20 bound is 1,200 s), 542 s of wall time; 0/2 checks passed, NO
 reproduced (failed: val bits/byte below a byte 4-gram Kneser-Ney model by > 0.05;
 samples use known words more often than the 4-gram's samples). The committed
 results/baseline_lm/ is this run.
+
+Pre-registered steps for the next rerun (2026-12-01, before it runs;
+docs/REPRODUCE_PLAN.md, "The plan for the next rerun"): 5,400 steps (warmup 200,
+evaluations every 1,350), still 1 seed (seed 0), no check, margin or metric changed.
+The rerun trained 2,700 steps in 520 s of arm time (0.193 s a step, evaluations
+included), not the ~846-1,080 s assumed above, so the steps are sized to that time:
+5,400 project to ~1,040 s, 13% below the 1,200 s bound. The seed-count rule does not
+apply (no paired-t check). Chosen before the trial below; not changed after it.
+
+Exploratory trial of this design (not a result; seed 1, which the registered run
+does not use; `--config.seeds=[1]`, commit e8e876c, pinned to one CPU core shared
+with other work, load average 1.23 at start, 1.69 at end, ~4 at peaks; 2,966 s of
+arm time there, so its time says nothing about the idle 2-core run): val bits/byte
+2.660 / 2.563 / 2.142 / 2.029 at steps 1,350 / 2,700 / 4,050 / 5,400, against the
+4-gram fitted on the same 22.1M training bytes at 2.167 (needs < 2.117): passes by
+0.138. The 4-gram falls with the bytes it sees, and not smoothly (measured here on
+the same 65,536 validation bytes): seed 1's first 5.5M / 11.1M / 16.6M / 22.1M
+bytes give 2.427 / 2.359 / 2.152 / 2.167, and seed 0's (the registered order) 11.1M
+/ 22.1M give 2.412 / 2.174, so the registered run needs < ~2.124. Both the model and
+the 4-gram drop between 11M and 17M bytes. That fits the small validation set's
+documents having close relatives in that part of the stream (not checked). Known-word rate (the same
+measurement at the kept checkpoints, against the same 22.1M-byte 4-gram): model
+0.320 at step 4,050, 0.397 at 5,400, against the 4-gram's 0.469 / 0.461. Model -
+4-gram at 5,400 is -0.064, 95% CI [-0.093, -0.036] over 512 and 493 samples: fails.
+The 2,700-step rerun had -0.239, at 0.235 / 0.233 at steps 2,025 / 2,700 (seed 0).
+The samples still open with long runs of spaces. So the bits/byte check is likely
+to pass at 5,400 steps, and the sample check is likely to fail. It is not hopeless:
+the model's rate rose 0.08 in the last 1,350 steps. But the trial's CI is 0.036
+short of 0, and the budget allows no more steps.
 """
 
 from __future__ import annotations
@@ -150,8 +182,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'smoke': lambda: _config(d_model=32, n_layers=1, n_heads=2, seq_len=32, batch=8,
                                steps=12, lr=3e-3, warmup=2, eval_every=0),
       'quick': lambda: _config(d_model=128, n_layers=4, n_heads=4, seq_len=128,
-                               batch=32, steps=2700, lr=3e-3, warmup=100,
-                               eval_every=675),
+                               batch=32, steps=5400, lr=3e-3, warmup=200,
+                               eval_every=1350),
       'medium': lambda: _scale(d_model=512, n_layers=8, n_heads=8, seq_len=1024,
                                batch=64, tokens=1_030_000_000, lr=1e-3),
       # GPT-3 Small's shape and schedule (arXiv 2005.14165 Table 2.1), 20 tokens/param.

@@ -52,3 +52,28 @@ def test_quick_seed_counts_are_pre_registered():
     module = experiment.load_experiment_module(str(path))
     assert 'Pre-registered seed count (2026-11-30' in module.__doc__, path
     assert f'| {path.stem} |' in plan, path
+
+
+def test_next_rerun_plan_matches_quick_configs():
+  # docs/REPRODUCE_PLAN.md, "The plan for the next rerun": every seed count the plan
+  # raises (bold, "-> **N**") is the largest per-arm seed count of that quick mode,
+  # and the experiment's docstring registers it; baseline_lm's planned steps are the
+  # quick mode's.
+  import re  # pylint: disable=g-import-not-at-top
+  from lattice.run import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).parent.parent
+  plan = (root / 'docs' / 'REPRODUCE_PLAN.md').read_text()
+  section = plan.split('## The plan for the next rerun (registered 2026-12-01')[1]
+  raised = {m.group(1): int(m.group(2)) for m in
+            re.finditer(r'^\| (\w+) \|[^|]*-> \*\*(\d+)\*\*', section, re.M)}
+  assert set(raised) == {'composition', 'deepseek_moe', 'quest'}, raised
+  for name, n in raised.items():
+    module = experiment.load_experiment_module(str(root / 'experiments' / f'{name}.py'))
+    seeds = arms_lib.arm_seeds(module.get_config('quick'))
+    assert max(len(s) for s in seeds.values()) == n, (name, seeds)
+    assert all(s == list(range(len(s))) for s in seeds.values()), (name, seeds)
+    assert 'Pre-registered seed count for the next rerun (2026-12-01' in module.__doc__
+  steps = int(re.search(r'\| baseline_lm \|[^|]*steps 2,700 -> (\d),(\d+)\*\*',
+                        section).expand(r'\1\2'))
+  baseline = experiment.load_experiment_module(str(root / 'experiments' / 'baseline_lm.py'))
+  assert baseline.get_config('quick').train.steps == steps == 5400
