@@ -98,8 +98,6 @@ class Compiler:
     self._texts: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `containers.approx_states`.
     self.sizes: dict[int, tuple] = {}
-    # Per AST node (by id, the node held): `_shape`.
-    self._shapes: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `minimal`'s result.
     self._minimal: dict[int, tuple] = {}
     # Warnings for the caller (e.g. optional members left out by `max_object_states`).
@@ -540,8 +538,9 @@ class Compiler:
   def _minimal_uncached(self, node: Node) -> Node:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
-    size, counted, _ = self._shape(node)
-    if counted or size > self.opts.embed_max_states:
+    if _has_counted_loop(node, self.opts.limits.region_min):
+      return node
+    if not automaton._size_at_most(node, self.opts.embed_max_states):  # pylint: disable=protected-access
       return node
     self.check_time('')
     try:
@@ -550,59 +549,6 @@ class Compiler:
       raise SchemaError('', 'schema', str(e)) from e
     finally:
       self.check_time('')
-
-  def _shape(self, node: Node) -> tuple[int, bool, bool]:
-    """(`automaton._size_at_most`'s measure of `node`: byte sets, embedded DFA
-    states and each bounded repetition's extra copies; whether it holds a
-    repetition `to_dfa` builds as a counted loop, as `_has_counted_loop`; whether
-    it is a character, as `automaton.is_char`).
-
-    Bottom-up, memoised per node (by id, the node held) for the whole
-    compilation: members that stay ASTs nest level in level, and each level's
-    `minimal` asked both questions again of the subtrees below it (two walks,
-    and a re-hash of the subtree for `_has_counted_loop`'s cache). An explicit
-    stack, not recursion (intermediate ASTs nest hundreds deep)."""
-    memo, region_min = self._shapes, self.opts.limits.region_min
-
-    def known(n: Node) -> tuple | None:
-      kind = n[0]
-      if kind == 'set':
-        return _SET_SHAPE
-      if kind == 'dfa':
-        return (n[1].n_states, False, False)
-      got = memo.get(id(n))
-      return None if got is None else got[1]
-
-    def parts(n: Node):
-      kind = n[0]
-      if kind in ('cat', 'alt'):
-        return n[1]
-      if kind == 'chain':
-        return [m for m, _ in n[1]] + [n[2]]
-      return (n[1],)
-
-    stack = [(node, False)]
-    while stack:
-      n, ready = stack.pop()
-      if known(n) is not None:
-        continue
-      if not ready:
-        stack.append((n, True))
-        stack.extend((p, False) for p in parts(n) if known(p) is None)
-        continue
-      got = [known(p) for p in parts(n)]
-      kind = n[0]
-      if kind in ('cat', 'alt'):
-        shape = (sum(g[0] for g in got), any(g[1] for g in got), all(g[2] for g in got))
-      elif kind == 'chain':
-        shape = (sum(g[0] for g in got), any(g[1] for g in got), False)
-      else:  # ('rep', body, lo, hi)
-        _, _, lo, hi = n
-        size, counted, char = got[0]
-        shape = ((0 if hi is None else max(hi - 1, 0)) + size,
-                 counted or (max(lo, hi or 0) > region_min and char), False)
-      memo[id(n)] = (n, shape)
-    return known(node)
 
   def t_array(self, s, where, depth):
     return containers.array(self, s, where, depth)
@@ -615,8 +561,25 @@ class Compiler:
     return _any_value(depth)
 
 
-# `Compiler._shape` of a byte set.
-_SET_SHAPE = (1, False, True)
+# Nodes without repetitions inside.
+_LEAVES = ('set', 'dfa')
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_counted_loop(node: Node, region_min: int) -> bool:
+  """Whether `node` holds a repetition that `automaton.to_dfa` builds as a counted
+  loop (a one-character body, bound above `region_min`)."""
+  kind = node[0]
+  if kind in ('set', 'dfa'):
+    return False
+  if kind in ('cat', 'alt'):  # (Leaves skipped here: a literal's bytes, mostly.)
+    return any(p[0] not in _LEAVES and _has_counted_loop(p, region_min) for p in node[1])
+  if kind == 'chain':
+    return (any(_has_counted_loop(m, region_min) for m, _ in node[1])
+            or _has_counted_loop(node[2], region_min))
+  _, body, lo, hi = node
+  return (max(lo, hi or 0) > region_min and automaton.is_char(body)) or _has_counted_loop(
+      body, region_min)
 
 
 def _any_value_node(depth: int) -> Node:
