@@ -59,6 +59,9 @@ def test_intern_shares_equal_tables_and_checks_hits_exactly():
   a = automaton.compile_regex('ab|cd')
   copy = automaton.Dfa(a.delta_SxC.copy(), a.byte_class.copy(), a.accepting.copy())
   assert automaton.intern(copy) is a
+  # Tables compared as C-order bytes, whatever their layout.
+  fortran = automaton.Dfa(np.asfortranarray(a.delta_SxC), a.byte_class, a.accepting)
+  assert automaton.intern(fortran) is a
   other = automaton.compile_regex('ab|ce')
   assert automaton.intern(other) is other
   # A key that hits with different tables (a hash collision) is not shared.
@@ -69,3 +72,12 @@ def test_intern_shares_equal_tables_and_checks_hits_exactly():
     assert automaton.intern(other) is other
   finally:
     automaton._INTERNED[key] = other  # pylint: disable=protected-access
+
+
+def test_lit_is_the_bytes_in_order_and_cached():
+  assert automaton.lit('a\u00e9') == automaton.cat(
+      automaton.one(1 << 0x61), automaton.one(1 << 0xC3), automaton.one(1 << 0xA9))
+  assert automaton.lit(b'ab') == automaton.lit('ab')
+  assert automaton.lit('x') == automaton.one(1 << 0x78)
+  assert automaton.lit('') == automaton.EPS
+  assert automaton.lit('null') is automaton.lit('null')  # (Nodes are immutable.)

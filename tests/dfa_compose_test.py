@@ -106,6 +106,18 @@ _SEARCH = embed(search.search_dfa('^ab|c[0-9]'), json_escape=True)
     cat(lit('"'), _SEARCH, lit('"'), rep(cat(lit(','), lit('"'), _SEARCH, lit('"')), 0, 2)),
     cat(lit('['), automaton.NON_ASCII, regex_parse.parse('[^a]*'), lit(']')),
     regex_parse.parse('(a|b)*abb[0-9]{2,4}'),
+    # Separated lists `X (s X)*` (X built once natively; ComposeNfa::separated_list):
+    # an embedded item, a multi-part item (a literal, flattened into the cat), a
+    # two-part separator, a prefix before X, and near misses (another item, a
+    # bounded or non-empty repetition) built as written.
+    cat(lit('['), rep(cat(_STRING, rep(cat(lit(','), _STRING), 0, None)), 0, 1), lit(']')),
+    cat(lit('['), rep(cat(lit('"a"'), _SEARCH, rep(cat(lit(','), lit('"a"'), _SEARCH), 0,
+                                                     None)), 0, 1), lit(']')),
+    cat(lit('x'), _DIGITS, rep(cat(lit(', '), _DIGITS), 0, None)),
+    cat(lit('['), lit('ab'), rep(cat(lit(','), lit('ab')), 0, None), lit(']')),
+    cat(_DIGITS, rep(cat(lit(','), lit('7')), 0, None)),
+    cat(_DIGITS, rep(cat(lit(','), _DIGITS), 0, 3)),
+    cat(_DIGITS, rep(cat(lit(','), _DIGITS), 1, None)),
 ])
 def test_native_equals_the_python_nfa(node):
   for got, want in zip(_native(node), _tables(_python_subsets(node))):

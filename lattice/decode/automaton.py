@@ -116,14 +116,16 @@ def intern(dfa: Dfa) -> Dfa:
   they are one key and each enclosing automaton is built once.
   """
   arrays = (dfa.delta_SxC, dfa.byte_class, dfa.accepting)
+  raw = [a.tobytes() for a in arrays]  # (C order, whatever the layout.)
   # Python's 64-bit hash of each table's bytes (~4x blake2b's speed), checked
-  # exactly on a hit; on a collision `dfa` itself is returned (only not shared).
-  key = tuple((a.shape, a.dtype.str, hash(np.ascontiguousarray(a).tobytes()))
-              for a in arrays)
+  # exactly on a hit (the bytes compared: equal shapes and dtypes are in the key,
+  # and np.array_equal's fixed cost was most of a small DFA's interning); on a
+  # collision `dfa` itself is returned (only not shared).
+  key = tuple((a.shape, a.dtype.str, hash(r)) for a, r in zip(arrays, raw))
   got = _INTERNED.get(key)
   if got is not None:
-    same = all(np.array_equal(x, y) for x, y in
-               zip(arrays, (got.delta_SxC, got.byte_class, got.accepting)))
+    same = all(x.tobytes() == r for x, r in
+               zip((got.delta_SxC, got.byte_class, got.accepting), raw))
     return got if same else dfa
   if len(_INTERNED) >= _INTERN_MAX:
     _INTERNED.clear()

@@ -883,10 +883,14 @@ void lattice_subset_take(void* h, int32_t* delta, int8_t* internal, uint8_t* acc
 //   kRep lo hi <node>              repetition (hi -1: unbounded); no counted loops
 //   kDfa d esc                     an embedded DFA (dfa d of the call), esc 1: JSON-escaped
 //   kChain k <sep> {req <node>}*k  a member chain (regex_ast.chain)
-// States are made in automaton._Nfa's order (the same NFA, so the same caps hit).
-// One deviation: an embedded DFA whose start state has incoming edges gets a fresh
-// NFA state for it (an epsilon move from the entry), so a back edge to its start
-// cannot re-enter what precedes the DFA (_Nfa merges the two states).
+// States are made in automaton._Nfa's order (the same NFA, so the same caps hit),
+// with two deviations: an embedded DFA whose start state has incoming edges gets a
+// fresh NFA state for it (an epsilon move from the entry), so a back edge to its
+// start cannot re-enter what precedes the DFA (_Nfa merges the two states); and a
+// separated list `X (s X)*` (an array's items) builds X once, not twice
+// (ComposeNfa::separated_list): the same minimal DFA from fewer NFA states and
+// (the two copies' subsets made one) fewer subset states, so a cap that _Nfa's
+// construction hits may not be hit here.
 // ---------------------------------------------------------------------------------
 
 namespace {
@@ -1079,6 +1083,35 @@ struct ComposeNfa {
     }
   }
 
+  // For a concatenation's parts (starts part[0..k], part[k] its end) and part i:
+  // when part i is `kRep 0 -1` of a concatenation `s X1 .. Xj` whose X1 .. Xj are
+  // (op for op) the j parts before it (a separated list, `X (s X)*`: an array's
+  // items), j; else 0. Thompson's construction copies X twice; both copies' DFA
+  // states are equivalent (the same rest follows each), so the subset construction
+  // made each twice and minimisation merged them (an array of a large item: twice
+  // the work). Built once (ComposeNfa::build), the minimal DFA is the same (the
+  // language is), with fewer NFA and subset states on the way.
+  int32_t separated_list(const std::vector<int64_t>& part, int32_t i) {
+    const int64_t r = part[i];
+    if (at(r) != kRep || at(r + 1) != 0 || at(r + 2) != -1 || at(r + 3) != kCat) return 0;
+    const int32_t k2 = at(r + 4);
+    const int32_t j = k2 - 1;
+    if (j < 1 || j > i) return 0;
+    std::vector<int64_t> body(k2 + 1);
+    int64_t q = r + 5;
+    for (int32_t t = 0; t < k2; ++t) {
+      body[t] = q;
+      q = skip(q);
+    }
+    body[k2] = q;
+    for (int32_t t = 0; t < j; ++t) {
+      const int64_t a0 = part[i - j + t], a1 = part[i - j + t + 1];
+      const int64_t b0 = body[1 + t], b1 = body[2 + t];
+      if (a1 - a0 != b1 - b0 || !std::equal(ops + a0, ops + a1, ops + b0)) return 0;
+    }
+    return j;
+  }
+
   // Adds the node at pc from `start`; returns its end state and moves pc past it.
   int32_t build(int64_t& pc, int32_t start) {
     if (++depth > 20000) throw ComposeAbort{5};
@@ -1109,7 +1142,48 @@ struct ComposeNfa {
       case kCat: {
         const int32_t k = at(pc + 1);
         pc += 2;
-        for (int32_t i = 0; i < k; ++i) out = build(pc, out);
+        // Parts' starts, and where a separated list `X (s X)*` begins (list[p] = j:
+        // parts p .. p+j-1 are X, part p+j the repetition; see separated_list).
+        std::vector<int64_t> part(k + 1);
+        bool any_rep = false;
+        for (int32_t i = 0; i < k; ++i) {
+          part[i] = pc;
+          any_rep |= at(pc) == kRep;
+          pc = skip(pc);
+        }
+        part[k] = pc;
+        std::vector<int32_t> list;
+        if (any_rep) {
+          list.assign(k, 0);
+          for (int32_t i = k - 1; i >= 1; --i) {
+            const int32_t j = separated_list(part, i);
+            if (j) list[i - j] = j;
+          }
+        }
+        for (int32_t i = 0; i < k;) {
+          int64_t p = part[i];
+          const int32_t j = any_rep ? list[i] : 0;
+          if (!j) {
+            out = build(p, out);
+            ++i;
+            continue;
+          }
+          // X once, entered from before it and after each separator s (a fresh
+          // entry state); the list's end is the loop state, as kRep's.
+          const int32_t entry = states(1);
+          eps(out, entry);
+          int32_t x = entry;
+          for (int32_t t = 0; t < j; ++t) {
+            p = part[i + t];
+            x = build(p, x);
+          }
+          const int32_t loop = states(1);
+          eps(x, loop);
+          int64_t sep = part[i + j] + 5;  // kRep 0 -1 kCat k2 <s> ...
+          eps(build(sep, loop), entry);
+          out = loop;
+          i += j + 1;
+        }
         break;
       }
       case kAlt: {

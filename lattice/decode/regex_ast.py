@@ -9,6 +9,8 @@ between written ones: O(n) states where nested alternations would be exponential
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 Node = tuple
@@ -35,7 +37,11 @@ def one(mask: int) -> Node:
   return ('set', mask)
 
 
+@functools.lru_cache(maxsize=8192)
 def lit(data: bytes | str) -> Node:
+  """The bytes of `data` (a str: its UTF-8) in order. Cached: a schema compiler
+  writes the same punctuation, keywords and names again and again (nodes are
+  immutable tuples, so sharing one is safe)."""
   if isinstance(data, str):
     data = data.encode('utf-8')
   return cat(*(one(1 << b) for b in data))

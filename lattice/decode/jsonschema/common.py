@@ -85,21 +85,23 @@ class TreeKeys:
     if got is not None:
       return got[1]
     refs = _NO_REFS
+    key, all_refs = self.key, self._refs
+    # (A string value, most leaves, is its own key: taken inline, not by a call.)
     if isinstance(x, (list, tuple)):
       sig = ['[']
       for v in x:
-        k = self.key(v)
+        k = v if v.__class__ is str else key(v)
         sig.append(k)
-        if k.__class__ is int and self._refs[k]:
-          refs = refs | self._refs[k]
+        if k.__class__ is int and all_refs[k]:
+          refs = refs | all_refs[k]
     elif isinstance(x, dict):
       sig = ['{']
       for name, v in x.items():
-        k = self.key(v)
+        k = v if v.__class__ is str else key(v)
         sig.append(name if isinstance(name, str) else _key_text(name))
         sig.append(k)
-        if k.__class__ is int and self._refs[k]:
-          refs = refs | self._refs[k]
+        if k.__class__ is int and all_refs[k]:
+          refs = refs | all_refs[k]
       ref = x.get('$ref')
       if isinstance(ref, str):
         refs = refs | {ref}

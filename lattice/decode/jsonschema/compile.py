@@ -100,6 +100,8 @@ class Compiler:
     self.sizes: dict[int, tuple] = {}
     # Per AST node (by id, the node held): `minimal`'s result.
     self._minimal: dict[int, tuple] = {}
+    # Per (branch, base) objects (by id, both held): `disjoint._prep`'s raw form.
+    self.raw_branches: dict[tuple, tuple] = {}
     # Warnings for the caller (e.g. optional members left out by `max_object_states`).
     self.warnings: list[str] = []
     # One schema's whole compilation shares `Limits.max_seconds` (each `to_dfa`

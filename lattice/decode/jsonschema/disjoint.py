@@ -21,7 +21,23 @@ _ALL = {'null', 'boolean', 'object', 'array', 'number', 'string', 'integer'}
 
 def _prep(comp, s: Any, base: dict, written: bool) -> Any:
   """`s` & base; `written`: as the compiler writes it (rewrites applied, a subset),
-  else as raw keywords (a superset of what validates: `if`, `not` ignored)."""
+  else as raw keywords (a superset of what validates: `if`, `not` ignored).
+
+  The raw form reads neither the reference stack nor rewrites: it is remembered
+  per (s, base) objects for the compilation (`oneOf` checks every pair of
+  branches, and again once narrowed: each branch was prepared ~2k times)."""
+  if written:
+    return _prep_uncached(comp, s, base, True)
+  memo = comp.raw_branches
+  key = (id(s), id(base))
+  got = memo.get(key)
+  if got is None:
+    # (Holding s and base: their ids are not reused meanwhile.)
+    got = memo[key] = (s, base, _prep_uncached(comp, s, base, False))
+  return got[2]
+
+
+def _prep_uncached(comp, s: Any, base: dict, written: bool) -> Any:
   if not written and comp.old_draft and isinstance(s, dict) and '$ref' in s:
     # Drafts 4-7 ignore a $ref's siblings: what validates is the target alone.
     s = {'$ref': s['$ref']}
