@@ -49,6 +49,9 @@ each one contiguous stream, the same bits): greedy tok/s +20% with 2 threads at 
 layers (same-process A/B, idle). At 24 layers, one thread (informal, 1 Dec, the
 other core busy): one verification forward's marginal cost is 1.11x a plain step's
 and the two prefills cost about the same (13.0 vs 12.3 ms for 32 prompt tokens).
+On an older EPYC (Zen 1: AVX2, 8 MiB L3; measured 1 Dec, idle, BENCHMARKS.md's
+tenth session) the same default model decodes at 126 greedy tok/s and reaches only
+1.28x: a verification forward costs 1.41x a plain step there (not profiled).
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
