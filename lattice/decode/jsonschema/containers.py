@@ -207,24 +207,6 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
   explicit stack, not recursion: intermediate ASTs nest hundreds deep (a
   JSONSchemaStore schema passed Python's recursion limit here)."""
   memo = {} if memo is None else memo
-  if node[0] == 'cat':
-    # (Fast path, the same sum: an object's member `"name":value`, its name's bytes
-    # and a value already sized.)
-    total = 0
-    for p in node[1]:
-      kind = p[0]
-      if kind == 'set':
-        total += 1
-      elif kind == 'dfa':
-        total += p[1].n_states
-      else:
-        got = memo.get(id(p))
-        if got is None:
-          break
-        total += got[1]
-    else:
-      memo[id(node)] = (node, total)
-      return total
 
   def known(n: Node) -> float | None:
     kind = n[0]
@@ -234,6 +216,14 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
       return 1
     got = memo.get(id(n))
     return None if got is None else got[1]
+
+  if node[0] == 'cat':
+    # (Fast path, the same sum without the walk's stack: an object's member
+    # `"name":value`, its name's bytes and a value already sized.)
+    sizes = [known(p) for p in node[1]]
+    if None not in sizes:
+      memo[id(node)] = (node, sum(sizes))
+      return sum(sizes)
 
   def parts(n: Node) -> list:
     kind = n[0]
