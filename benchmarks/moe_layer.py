@@ -50,7 +50,12 @@ XNNPACK fusion types, YNNPACK off) gave no better than the default. Those OpenBL
 rates were its AVX2 'Haswell' kernels (its detection's pick on the build machine's
 AMD EPYC, and the machine's OPENBLAS_CORETYPE); the kernel now loads the AVX-512
 'SkylakeX' ones there, ~200-235 GFLOP/s of CPU time on the same products
-(`native.openblas_coretype`).
+(`native.openblas_coretype`). On an AVX2-only Zen 1 EPYC (a Firecracker VM, 1 Dec) the
+Haswell kernel's prefetches past the packed B panel into never-touched pages of
+OpenBLAS's packing buffer cost a page walk each, and the per-expert products ran at
+~10 GFLOP/s a core instead of ~35 (dropless 2.35-2.64x the dense time); the native
+library now maps those buffers when it loads (`native.prefault_openblas_buffers`;
+LATTICE_OPENBLAS_PREFAULT=0 turns it off for the A/B).
 
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
@@ -60,7 +65,9 @@ that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
 "openblas_kernels" the OpenBLAS kernel family the native path loaded),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
-the 2-D baseline), "rows": [...], "device", "backend", settings}.
+the 2-D baseline), "openblas_prefaulted" (OpenBLAS packing buffers mapped at load,
+`native.prefault_openblas_buffers`; null with LATTICE_OPENBLAS_PREFAULT=0, the A/B),
+"rows": [...], "device", "backend", settings}.
 """
 
 from __future__ import annotations
@@ -223,8 +230,11 @@ def main(argv=None):
     fused = args.activation == 'swiglu' and moe_layer.native_moves(
         jnp.zeros((), args.dtype), model_config(args.d_model, args.seq_len,
                                                 {'kind': 'dense', 'd_ff': 8}, args.dtype))
+    prefaulted = native_lib.openblas_prefaulted()
     blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
-                 else ' (') + f'OpenBLAS kernels {blas})'
+                 else ' (') + f'OpenBLAS kernels {blas}, ' + (
+                     f'{prefaulted} packing buffers prefaulted)' if prefaulted is not None
+                     else 'buffers not prefaulted: LATTICE_OPENBLAS_PREFAULT=0)')
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '
         f'expert_d_ff {args.expert_d_ff} (dense d_ff {args.top_k * args.expert_d_ff}), '
@@ -244,7 +254,8 @@ def main(argv=None):
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
-                 'openblas_kernels': blas, 'rows': rows, 'device': device.device_kind,
+                 'openblas_kernels': blas,
+                 'openblas_prefaulted': native_lib.openblas_prefaulted(), 'rows': rows, 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,
                  'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
                  'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,

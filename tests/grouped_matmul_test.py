@@ -206,6 +206,22 @@ def test_openblas_loaded_with_the_chosen_kernels():
 
 
 @NATIVE
+def test_openblas_packing_buffers_prefaulted_at_load():
+  # One buffer slot per concurrent caller (the task loop's threads): each found, as a
+  # new anonymous mapping, and mapped (native.prefault_openblas_buffers). On Linux only
+  # (it reads /proc/self/maps); skipped with the A/B switch off.
+  import os
+  if os.environ.get('LATTICE_OPENBLAS_PREFAULT') == '0' or not os.path.exists('/proc/self/maps'):
+    pytest.skip('prefault off / no /proc')
+  got = native.openblas_prefaulted()
+  assert got is not None and 1 <= got <= len(os.sched_getaffinity(0))
+  # the products are still right after it
+  x = np.arange(12, dtype=np.float32).reshape(3, 4)
+  w = np.ones((4, 2), np.float32)
+  np.testing.assert_allclose(np.asarray(native.matmul(jnp.asarray(x), jnp.asarray(w))), x @ w)
+
+
+@NATIVE
 def test_native_row_moves_equal_xla_moves():
   # The native token gather and gate-weighted combine (values and VJPs for x, gate and
   # the experts' weights) against the XLA gathers and einsum, with uneven loads and an

@@ -51,6 +51,7 @@ import ctypes
 import functools
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -139,7 +140,99 @@ def _openblas_sgemm() -> int | None:
     else:
       os.environ['OPENBLAS_CORETYPE'] = before
   blas.scipy_openblas_set_num_threads(ctypes.c_int(1))
-  return ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+  address = ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p).value
+  if os.environ.get('LATTICE_OPENBLAS_PREFAULT', '1') != '0':
+    _PREFAULTED.append(prefault_openblas_buffers(_SGEMM_TYPE(address),
+                                                 len(os.sched_getaffinity(0))))
+  return address
+
+
+def openblas_prefaulted() -> int | None:
+  """How many OpenBLAS packing buffers `prefault_openblas_buffers` mapped when the
+  native library loaded (None: not loaded, or LATTICE_OPENBLAS_PREFAULT=0)."""
+  if _library() is None or not _PREFAULTED:
+    return None
+  return _PREFAULTED[0]
+
+
+# cblas_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc),
+# 32-bit ints (scipy-openblas32); calls release the GIL.
+_SGEMM_TYPE = ctypes.CFUNCTYPE(None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p,
+                               ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_float,
+                               ctypes.c_void_p, ctypes.c_int)
+_PREFAULTED: list[int] = []  # prefault_openblas_buffers' result at load
+_MADV_POPULATE_WRITE = 23  # linux/mman.h, Linux >= 5.14
+_MIN_BUFFER_BYTES = 16 << 20  # OpenBLAS's BUFFER_SIZE: 32 MiB on x86-64 by default
+
+
+def _anonymous_rw_mappings() -> set[tuple[int, int]]:
+  """[start, end) of this process's private read-write mappings without a file."""
+  out = set()
+  with open('/proc/self/maps') as f:
+    for line in f:
+      fields = line.split()
+      if len(fields) == 5 and fields[1] == 'rw-p':
+        lo, hi = fields[0].split('-')
+        out.add((int(lo, 16), int(hi, 16)))
+  return out
+
+
+def prefault_openblas_buffers(sgemm, callers: int) -> int:
+  """Makes OpenBLAS allocate the packing buffers of `callers` concurrent sgemm calls and
+  maps their pages now; returns the number of buffers found (0 where /proc is absent).
+
+  Why: OpenBLAS mmaps one packing buffer (32 MiB) per concurrent caller and never
+  touches most of it, and its AVX2 'Haswell' sgemm kernel issues `prefetcht1` for the
+  next packed panel of B, past the end of the last one, into pages never written.
+  Where a prefetch to an unmapped page costs a page walk each time (here: a Firecracker
+  VM on an AMD EPYC Zen 1, 1 Dec 2026), a [256, 256] x [256, 256] sgemm ran at 9.8
+  GFLOP/s until some larger call happened to write past that point, and at 35 after
+  (perf: ~74% of the kernel's samples on the instruction after that prefetch); the MoE
+  layer's fused experts (moe_cpu.cc), which only ever make such calls, took 205 ms a
+  fwd+bwd at E = 8 against 89 ms with the buffers mapped (informal timing loop, idle
+  machine; `benchmarks/moe_layer.py` with LATTICE_OPENBLAS_PREFAULT=0 is the A/B). On a machine where those prefetches
+  are cheap this changes nothing but resident memory (32 MiB a caller).
+
+  How: `callers` threads call `sgemm` at once (so each takes its own buffer slot;
+  OpenBLAS keeps the slots for the life of the process), and every private anonymous
+  read-write mapping of >= 16 MiB that appeared meanwhile is populated with
+  madvise(MADV_POPULATE_WRITE) (zero pages made present: contents unchanged), or, on
+  kernels before 5.14, read once. Set LATTICE_OPENBLAS_PREFAULT=0 to skip it (the
+  A/B of `benchmarks/moe_layer.py`).
+
+  sgemm: OpenBLAS's cblas_sgemm as a `_SGEMM_TYPE` function; callers: the
+  most concurrent calls expected (XLA's intra-op pool size, the kernels' task loop).
+  """
+  if not os.path.exists('/proc/self/maps'):
+    return 0
+  n = 256
+  a = np.ones((n, n), np.float32)
+  outs = [np.empty((n, n), np.float32) for _ in range(callers)]
+  ready, go = threading.Barrier(callers + 1), threading.Barrier(callers + 1)
+
+  def work(out):
+    ready.wait()
+    go.wait()
+    for _ in range(2):  # a few ms each: the callers overlap, so no slot is shared
+      sgemm(101, 111, 111, n, n, n, 1.0, a.ctypes.data, n, a.ctypes.data, n, 0.0,
+            out.ctypes.data, n)
+
+  threads = [threading.Thread(target=work, args=(out,), daemon=True) for out in outs]
+  for t in threads:
+    t.start()
+  ready.wait()  # the threads' stacks exist before the snapshot the buffers are new to
+  before = _anonymous_rw_mappings()
+  go.wait()
+  for t in threads:
+    t.join()
+  new = [(lo, hi) for lo, hi in _anonymous_rw_mappings() - before
+         if hi - lo >= _MIN_BUFFER_BYTES]
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+  for lo, hi in new:
+    if libc.madvise(lo, hi - lo, _MADV_POPULATE_WRITE) != 0:
+      ctypes.string_at(lo, hi - lo)  # read: each page mapped (the shared zero page)
+  return len(new)
 
 
 def openblas_corename() -> str | None:
