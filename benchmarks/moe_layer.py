@@ -65,7 +65,7 @@ that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
 "openblas_kernels" the OpenBLAS kernel family the native path loaded),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
-the 2-D baseline), "openblas_prefaulted" (OpenBLAS packing buffers mapped at load,
+the 2-D baseline), "openblas_prefaulted" (MiB of OpenBLAS packing buffers mapped at load,
 `native.prefault_openblas_buffers`; null with LATTICE_OPENBLAS_PREFAULT=0, the A/B),
 "rows": [...], "device", "backend", settings}.
 """
@@ -233,7 +233,7 @@ def main(argv=None):
     prefaulted = native_lib.openblas_prefaulted()
     blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
                  else ' (') + f'OpenBLAS kernels {blas}, ' + (
-                     f'{prefaulted} packing buffers prefaulted)' if prefaulted is not None
+                     f'{prefaulted} MiB of packing buffers prefaulted)' if prefaulted is not None
                      else 'buffers not prefaulted: LATTICE_OPENBLAS_PREFAULT=0)')
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
         f'tokens {args.batch}x{args.seq_len}, d_model {args.d_model}, top_k {args.top_k}, '

@@ -50,8 +50,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import itertools
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -148,7 +150,7 @@ def _openblas_sgemm() -> int | None:
 
 
 def openblas_prefaulted() -> int | None:
-  """How many OpenBLAS packing buffers `prefault_openblas_buffers` mapped when the
+  """MiB of OpenBLAS packing buffers `prefault_openblas_buffers` mapped when the
   native library loaded (None: not loaded, or LATTICE_OPENBLAS_PREFAULT=0)."""
   if _library() is None or not _PREFAULTED:
     return None
@@ -179,7 +181,8 @@ def _anonymous_rw_mappings() -> set[tuple[int, int]]:
 
 def prefault_openblas_buffers(sgemm, callers: int) -> int:
   """Makes OpenBLAS allocate the packing buffers of `callers` concurrent sgemm calls and
-  maps their pages now; returns the number of buffers found (0 where /proc is absent).
+  maps their pages now; returns the MiB mapped (0 where /proc is absent): 32 per
+  buffer by default, two buffers side by side being one mapping in /proc/self/maps.
 
   Why: OpenBLAS mmaps one packing buffer (32 MiB) per concurrent caller and never
   touches most of it, and its AVX2 'Haswell' sgemm kernel issues `prefetcht1` for the
@@ -213,9 +216,14 @@ def prefault_openblas_buffers(sgemm, callers: int) -> int:
   def work(out):
     ready.wait()
     go.wait()
-    for _ in range(2):  # a few ms each: the callers overlap, so no slot is shared
+    # Calls for >= 20 ms (a [256, 256] product takes ~0.3 ms with AVX-512 kernels, ~3
+    # ms cold on Zen 1), so the callers overlap and each takes its own slot.
+    end = time.perf_counter() + 0.02
+    for i in itertools.count():
       sgemm(101, 111, 111, n, n, n, 1.0, a.ctypes.data, n, a.ctypes.data, n, 0.0,
             out.ctypes.data, n)
+      if i >= 1 and time.perf_counter() > end:
+        break
 
   threads = [threading.Thread(target=work, args=(out,), daemon=True) for out in outs]
   for t in threads:
@@ -232,7 +240,7 @@ def prefault_openblas_buffers(sgemm, callers: int) -> int:
   for lo, hi in new:
     if libc.madvise(lo, hi - lo, _MADV_POPULATE_WRITE) != 0:
       ctypes.string_at(lo, hi - lo)  # read: each page mapped (the shared zero page)
-  return len(new)
+  return sum(hi - lo for lo, hi in new) >> 20
 
 
 def openblas_corename() -> str | None:
