@@ -55,7 +55,10 @@ Haswell kernel's prefetches past the packed B panel into never-touched pages of
 OpenBLAS's packing buffer cost a page walk each, and the per-expert products ran at
 ~10 GFLOP/s a core instead of ~35 (dropless 2.35-2.64x the dense time); the native
 library now maps those buffers when it loads (`native.prefault_openblas_buffers`;
-LATTICE_OPENBLAS_PREFAULT=0 turns it off for the A/B).
+LATTICE_OPENBLAS_PREFAULT=0 turns it off for the A/B). On an Intel Xeon VM with
+AVX-512 (2 Dec) E = 32 varied from 1.20x to 1.52x between processes with the number
+of page faults on XLA's fresh output buffers (glibc returning their pages between
+calls; BENCHMARKS.md's eleventh session); E = 8 and 16 stayed <= 1.17x.
 
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless
 kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
