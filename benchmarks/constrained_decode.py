@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import constrained_compare, constrained_engines
+from benchmarks import constrained_compare, constrained_engines, machine
 from lattice import config as config_lib
 from lattice.agents import toolcall
 from lattice.data import tokenizer as tok_lib
@@ -159,6 +159,8 @@ def main(argv=None):
   parser.add_argument('--timeout', type=float, default=30.0, help='s per schema')
   parser.add_argument('--compare_only', action='store_true')
   args = parser.parse_args(argv)
+  mach = machine.describe()
+  print(machine.line(mach))
   engines = [e for e in args.engines.split(',') if e in constrained_engines.available()]
   path = args.schemas or Path(__file__).parent / 'data' / 'constrained_schemas.json'
   comparison = constrained_compare.compare(
@@ -169,7 +171,8 @@ def main(argv=None):
     if args.json:
       with open(args.json, 'w') as f:
         json.dump({'comparison': comparison, 'engines': engines, 'schemas': str(path),
-                   'sample': args.sample, 'walks': args.walks}, f, indent=1)
+                   'sample': args.sample, 'walks': args.walks,
+                   'machine': machine.finish(mach)}, f, indent=1)
     return
   N = args.new_tokens
   examples = toolcalls.generate(max(int(b) for b in args.batch.split(',')), 0, 'test')
@@ -229,7 +232,7 @@ def main(argv=None):
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({**summary, 'rows': rows, 'schemas': schemas, 'new_tokens': N,
-                 'comparison': comparison, 'engines': engines,
+                 'comparison': comparison, 'engines': engines, 'machine': machine.finish(mach),
                  'device': jax.devices()[0].device_kind, 'backend': jax.default_backend()},
                 f, indent=1)
 

@@ -85,6 +85,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from benchmarks import machine
 from kernels.grouped_matmul import ffn as grouped_ffn_lib
 from kernels.grouped_matmul import native as native_lib
 from lattice import config as config_lib
@@ -206,6 +207,8 @@ def main(argv=None):
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  mach = machine.describe()
+  print(machine.line(mach))
   experts = [int(s) for s in args.experts.split(',') if s]
   ragged = {int(s) for s in args.ragged_experts.split(',') if s}
 
@@ -258,7 +261,8 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
                  'openblas_kernels': blas,
-                 'openblas_prefaulted': native_lib.openblas_prefaulted(), 'rows': rows, 'device': device.device_kind,
+                 'openblas_prefaulted': native_lib.openblas_prefaulted(), 'rows': rows,
+                 'machine': machine.finish(mach), 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,
                  'batch': args.batch, 'seq_len': args.seq_len, 'top_k': args.top_k,
                  'expert_d_ff': args.expert_d_ff, 'capacity_factor': args.capacity_factor,

@@ -75,6 +75,7 @@ import tempfile
 import jax
 import numpy as np
 
+from benchmarks import machine
 from kernels.skinny_cpu import ops as skinny_ops
 from lattice import config as config_lib
 from lattice import experiment
@@ -145,6 +146,8 @@ def main(argv=None):
                            'speculative over the best greedy among them')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  mach = machine.describe()
+  print(machine.line(mach))
 
   if args.workdir:
     cfg, params = artifacts.load_run(args.workdir)
@@ -204,7 +207,8 @@ def main(argv=None):
              'train_tokens': int(train_tokens), 'val_loss': float(val_loss),
              'n': cfg.model.mtp.n, 'kind': cfg.model.mtp.kind,
              'skinny_isa': skinny_ops.best_isa(),
-             'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}
+             'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
+             'machine': machine.finish(mach)}
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(summary, f, indent=1)

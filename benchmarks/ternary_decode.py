@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import machine
 from kernels import ternary_matmul as tm
 from lattice import config as config_lib
 from lattice.decode import packed_weights as decode_packing
@@ -84,6 +85,8 @@ def main(argv=None) -> dict:
 
 
 def _run(args) -> dict:
+  mach = machine.describe()
+  print(machine.line(mach))
   cfg = model_config(args.d_model, args.layers, args.prompt + args.new_tokens)
   params = transformer.Transformer(cfg).init(
       jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
@@ -135,6 +138,7 @@ def _run(args) -> dict:
       'backend': jax.default_backend(),
       'device': jax.devices()[0].device_kind,
       'settings': vars(args),
+      'machine': machine.finish(mach),
   }
   print(f'device: {result["device"]} ({result["backend"]}); d_model {args.d_model}, '
         f'{args.layers} layers, batch 1, {args.new_tokens} new tokens; packed matmul '

@@ -32,6 +32,7 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import machine
 from lattice import config as config_lib
 from lattice import sharding
 from lattice.train import flops, loop
@@ -119,6 +120,8 @@ def main(argv=None):
                       help='model.attention.implementation: auto | einsum | xla | cudnn')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  mach = machine.describe()
+  print(machine.line(mach))
   load_before = os.getloadavg()[0]
   devices = jax.devices()[:1]
   import jax.numpy as jnp
@@ -144,6 +147,7 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({'rows': rows, 'best_mfu': best, 'matmul_peak_flops': peak,
                  'attention': args.attention, 'load_average': load, 'maxtext': maxtext,
+                 'machine': machine.finish(mach),
                  'device': devices[0].device_kind, 'backend': jax.default_backend(),
                  'seq_len': args.seq_len, 'batch': args.batch, 'dtype': args.dtype}, f,
                 indent=1)

@@ -3,7 +3,7 @@
 import json
 import math
 
-from benchmarks import moe_layer, train_throughput
+from benchmarks import machine, moe_layer, train_throughput
 
 
 def _positive_finite(v):
@@ -25,6 +25,27 @@ def test_moe_layer_benchmark_writes_its_ratios(tmp_path):
   for r in result['rows']:
     assert _positive_finite(r['ms']) and 0 <= r['drop_rate'] <= 1
   assert result['backend'] and result['device']
+  _check_machine(result['machine'])
+
+
+def _check_machine(m):
+  # What the record says it ran on (benchmarks/machine.py): this process's CPUs, the
+  # kernels' ISA flags as a list, the load at the start and the end.
+  import os
+  assert m['cores'] == len(os.sched_getaffinity(0))
+  assert isinstance(m['isa'], list) and set(m['isa']) <= set(machine._ISA_FLAGS)
+  assert m['load_average_start'] >= 0 and m['load_average_end'] >= 0
+
+
+def test_machine_line_names_cpu_cores_isa_and_caches():
+  m = {'cpu': 'Some CPU', 'cores': 2, 'isa': ['avx2', 'fma'], 'l2_kib': 2048,
+       'l3_kib': None, 'load_average_start': 0.5}
+  assert machine.line(m) == 'machine: Some CPU, 2 cores, avx2+fma, L2 2048 KiB, load 0.50'
+  m.update(cpu=None, isa=[], l2_kib=None, load_average_start=None)
+  assert machine.line(m) == 'machine: unknown cpu, 2 cores, no listed ISA flags'
+  d = machine.describe()
+  assert d['cores'] >= 1 and 'load_average_end' not in d
+  assert machine.finish(d) is d and 'load_average_end' in d
 
 
 def test_train_throughput_benchmark_writes_rows(tmp_path):
@@ -38,6 +59,7 @@ def test_train_throughput_benchmark_writes_rows(tmp_path):
   assert row['d_model'] == 32
   assert _positive_finite(result['matmul_peak_flops'])
   assert result['best_mfu'] == row['mfu'] and result['attention'] == 'auto'
+  _check_machine(result['machine'])
   # No MaxText row is ever invented: the field says it did not run, and why.
   assert result['maxtext']['ran'] is False and result['maxtext']['reason']
 
