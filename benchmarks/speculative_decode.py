@@ -53,8 +53,8 @@ On an older EPYC (Zen 1: AVX2, 8 MiB L3; measured 1 Dec, idle, BENCHMARKS.md's
 tenth session) the same default model decodes at 126 greedy tok/s and reaches only
 1.28x: a verification forward costs 1.41x a plain step there (not profiled); its
 AVX2 packed path's 32-column passes later gave 1.43x there (informal). On an Intel
-Xeon VM with AVX-512 (2 Dec, BENCHMARKS.md's eleventh session): 1.43 / 1.49 / 1.47 /
-1.53x in four measured runs (~350-395 greedy tok/s), `forward_cost` 1.23-1.32; the
+Xeon VM with AVX-512 (2 Dec, BENCHMARKS.md's eleventh session): 1.43-1.53x in seven
+measured runs, 1.51 in one (~345-395 greedy tok/s), `forward_cost` 1.23-1.32; the
 second row costs ~1.18x a one-row step's time there (perf of plain decoding at batch
 2: the packed products 1.10x, the decode attention most of the rest).
 
