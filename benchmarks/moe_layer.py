@@ -56,9 +56,10 @@ OpenBLAS's packing buffer cost a page walk each, and the per-expert products ran
 ~10 GFLOP/s a core instead of ~35 (dropless 2.35-2.64x the dense time); the native
 library now maps those buffers when it loads (`native.prefault_openblas_buffers`;
 LATTICE_OPENBLAS_PREFAULT=0 turns it off for the A/B). On an Intel Xeon VM with
-AVX-512 (2 Dec) E = 32 varied from 1.20x to 1.52x between processes with the number
-of page faults on XLA's fresh output buffers (glibc returning their pages between
-calls; BENCHMARKS.md's eleventh session); E = 8 and 16 stayed <= 1.17x. Started with
+AVX-512 (2 Dec, 7 measured runs) E = 32 varied from 1.20x to 1.52x between processes
+with the number of page faults on XLA's fresh output buffers (glibc returning their
+pages between calls; BENCHMARKS.md's eleventh session); E = 8 and 16 stayed <= 1.25x.
+Started with
 GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=1073741824:\
 glibc.malloc.mmap_threshold=33554432 (one malloc arena, freed memory kept mapped), the
 faults stayed at E = 8's count in every process tried (informal).
