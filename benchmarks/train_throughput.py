@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 
@@ -122,7 +121,6 @@ def main(argv=None):
   args = parser.parse_args(argv)
   mach = machine.describe()
   print(machine.line(mach))
-  load_before = os.getloadavg()[0]
   devices = jax.devices()[:1]
   import jax.numpy as jnp
   peak = flops.measure_matmul_peak(dtype=getattr(jnp, args.dtype))
@@ -132,7 +130,8 @@ def main(argv=None):
                                        attention=args.attention), args.steps, devices)
     row['mfu'] = row['tokens_per_s'] * row['flops_per_token'] / peak
     rows.append(row)
-  load = [load_before, os.getloadavg()[0]]
+  machine.finish(mach)
+  load = [mach['load_average_start'], mach['load_average_end']]
   maxtext = maxtext_status()
   best = max(r['mfu'] for r in rows)
   print(f'device: {devices[0].device_kind} ({jax.default_backend()}), '
@@ -147,7 +146,7 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({'rows': rows, 'best_mfu': best, 'matmul_peak_flops': peak,
                  'attention': args.attention, 'load_average': load, 'maxtext': maxtext,
-                 'machine': machine.finish(mach),
+                 'machine': mach,
                  'device': devices[0].device_kind, 'backend': jax.default_backend(),
                  'seq_len': args.seq_len, 'batch': args.batch, 'dtype': args.dtype}, f,
                 indent=1)
