@@ -63,7 +63,7 @@ Started with
 GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=1073741824:\
 glibc.malloc.mmap_threshold=33554432 (one malloc arena, freed memory kept mapped), the
 faults stayed at E = 8's count in every process tried (informal). On an AMD EPYC of
-family 26 with AVX-512 (2 Dec, 4 measured runs, BENCHMARKS.md's twelfth session) the
+family 26 with AVX-512 (2 Dec, 7 measured runs, BENCHMARKS.md's twelfth session) the
 worst E gave 0.98-1.28x, E = 32 again the most spread (0.90-1.28x).
 
 Goal: dropless MoE <= 1.3x the dense time on CPU (anchor: MegaBlocks' dropless

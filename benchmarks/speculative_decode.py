@@ -57,9 +57,9 @@ Xeon VM with AVX-512 (2 Dec, BENCHMARKS.md's eleventh session): 1.43-1.53x in se
 measured runs, 1.51 in one (~345-395 greedy tok/s), `forward_cost` 1.23-1.32; the
 second row costs ~1.18x a one-row step's time there (perf of plain decoding at batch
 2: the packed products 1.10x, the decode attention most of the rest). On an AMD EPYC
-of family 26 with AVX-512 (2 Dec, BENCHMARKS.md's twelfth session): 1.61, 1.53, 1.50
-and 1.53x in four measured runs (goal 1.50), `forward_cost` 1.15-1.23, the greedy
-baseline 400-452 tok/s.
+of family 26 with AVX-512 (2 Dec, BENCHMARKS.md's twelfth session): 1.48-1.61x in seven
+measured runs (goal 1.50; met in six), `forward_cost` 1.15-1.25, the greedy baseline
+353-452 tok/s.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
