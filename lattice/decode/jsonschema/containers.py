@@ -219,11 +219,22 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
 
   if node[0] == 'cat':
     # (Fast path, the same sum without the walk's stack: an object's member
-    # `"name":value`, its name's bytes and a value already sized.)
-    sizes = [known(p) for p in node[1]]
-    if None not in sizes:
-      memo[id(node)] = (node, sum(sizes))
-      return sum(sizes)
+    # `"name":value`, its name's bytes and a value already sized; `known` inline.)
+    total = 0
+    for p in node[1]:
+      kind = p[0]
+      if kind == 'set':
+        total += 1
+      elif kind == 'dfa':
+        total += p[1].n_states
+      else:
+        got = memo.get(id(p))
+        if got is None:
+          break
+        total += got[1]
+    else:
+      memo[id(node)] = (node, total)
+      return total
 
   def parts(n: Node) -> list:
     kind = n[0]
