@@ -93,7 +93,7 @@ class Compiler:
     self._memo: dict[tuple, Node | None] = {}
     self._ref_refs: dict[str, frozenset] = {}
     # `_reach` per set of references (frozensets: their hashes are kept).
-    self._reached: dict[frozenset, tuple[frozenset, ...]] = {}
+    self._reached: dict[frozenset, frozenset] = {}
     # `resolve_pointer(self.root, ref)` per reference that resolves (the root is
     # never changed, so the same object every time).
     self._targets: dict[str, Any] = {}
