@@ -555,14 +555,18 @@ def _size_at_most(node: Node, budget: int) -> bool:
     elif kind == 'dfa':
       left -= n[1].n_states
     elif kind in ('cat', 'alt'):
-      todo.extend(n[1])
+      for p in n[1]:  # (Byte sets counted here, not pushed: a literal's bytes, mostly.)
+        if p[0] == 'set':
+          left -= 1
+        else:
+          todo.append(p)
     elif kind == 'chain':
       todo.extend(m for m, _ in n[1])
       todo.append(n[2])
     else:  # rep: its body, once per bounded copy.
       left -= 0 if n[3] is None else max(n[3] - 1, 0)
       todo.append(n[1])
-    if left < 0:
+    if left < 0:  # (`left` only falls: stopping early gives the same answer.)
       return False
   return True
 
@@ -660,12 +664,18 @@ def to_counted_dfa(node: Node, limits: Limits = DEFAULT_LIMITS) -> Dfa | Counted
 def _may_count(node: Node, region_min: int) -> bool:
   """Whether `node` holds a repetition `_Nfa.build` may make a counted loop (a
   one-character body, a bound above `region_min`); embedded DFAs hold none."""
-  todo = [node]
+  todo, seen = [node], set()
   while todo:
     n = todo.pop()
     kind = n[0]
+    if kind != 'set':  # (A subtree shared by several parents: walked once.)
+      if id(n) in seen:
+        continue
+      seen.add(id(n))
     if kind in ('cat', 'alt'):
-      todo.extend(n[1])
+      for p in n[1]:
+        if p[0] != 'set':
+          todo.append(p)
     elif kind == 'chain':
       todo.extend(m for m, _ in n[1])
       todo.append(n[2])

@@ -128,14 +128,8 @@ def _gc_paused():
 def _compile_cached(key: str, options: Options, counted: bool = False
                     ) -> tuple[automaton.Dfa | automaton.CountedDfa, tuple[str, ...]]:
   with _gc_paused():
-    schema = json.loads(key)
     try:
-      node, warnings = schema_regex_report(schema, options)
-      try:
-        to_dfa = automaton.to_counted_dfa if counted else automaton.to_dfa
-        return to_dfa(node, options.limits), warnings
-      except automaton.RegexError as e:
-        raise SchemaError('/', 'schema', str(e)) from e
+      return _compile(key, options, counted)
     except SchemaError as e:
       # Past a state cap: again with a quarter of the object budget, so more optional
       # members are left out (each reported), down to _MIN_OBJECT_STATES.
@@ -143,6 +137,21 @@ def _compile_cached(key: str, options: Options, counted: bool = False
         raise
       smaller = dataclasses.replace(options, max_object_states=options.max_object_states // 4)
   return _compile_cached(key, smaller, counted)
+
+
+def _compile(key: str, options: Options, counted: bool
+             ) -> tuple[automaton.Dfa | automaton.CountedDfa, tuple[str, ...]]:
+  """`_compile_cached`'s one attempt. Its own frame, so the parsed schema and the
+  AST are freed when it returns, before `_gc_paused`'s closing pass (which
+  otherwise walked them: that pass went from ~0.44 to ~0.30 ms a schema on
+  JsonSchemaStore's middle half, ~1.3 to ~0.95 ms on Github_ultra; cProfile,
+  informal)."""
+  node, warnings = schema_regex_report(json.loads(key), options)
+  try:
+    to_dfa = automaton.to_counted_dfa if counted else automaton.to_dfa
+    return to_dfa(node, options.limits), warnings
+  except automaton.RegexError as e:
+    raise SchemaError('/', 'schema', str(e)) from e
 
 
 # The smallest object budget `_compile_cached` retries with after a state cap.

@@ -399,14 +399,20 @@ def program(node: Node, region_min: int) -> tuple[list[int], list[int], list]:
       parts = n[1]
       ext((_OP_CAT if kind == 'cat' else _OP_ALT, len(parts)))
       for p in parts:
-        if p[0] != 'set':
-          walk(p)
-        else:
+        k = p[0]
+        if k == 'set':
           op = one_byte.get(p[1])  # (Inline: a literal's bytes, mostly.)
           if op is not None:
             ext(op)
           else:
             put_set(p[1])
+        elif k == 'dfa':  # (Inline too: an object's member values, mostly.)
+          i = dfa_id.get(p[1])
+          if i is None:
+            i = dfa_id[p[1]] = len(dfa_id)
+          ext((_OP_DFA, i, 1 if p[2] else 0))
+        else:
+          walk(p)
     elif kind == 'dfa':
       i = dfa_id.get(n[1])
       if i is None:

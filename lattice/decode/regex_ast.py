@@ -44,7 +44,13 @@ def lit(data: bytes | str) -> Node:
   immutable tuples, so sharing one is safe)."""
   if isinstance(data, str):
     data = data.encode('utf-8')
-  return cat(*(one(1 << b) for b in data))
+  if len(data) == 1:
+    return _BYTE_NODES[data[0]]
+  return ('cat', tuple([_BYTE_NODES[b] for b in data]))  # (`cat` of the bytes' sets.)
+
+
+# `one(1 << b)` per byte b, made once (a literal's parts).
+_BYTE_NODES = tuple(('set', 1 << b) for b in range(256))
 
 
 def cat(*parts: Node) -> Node:

@@ -92,6 +92,11 @@ class Compiler:
     # places (or a subschema inlined k times) is compiled once.
     self._memo: dict[tuple, Node | None] = {}
     self._ref_refs: dict[str, frozenset] = {}
+    # `_reach` per set of references (frozensets: their hashes are kept).
+    self._reached: dict[frozenset, frozenset] = {}
+    # `resolve_pointer(self.root, ref)` per reference that resolves (the root is
+    # never changed, so the same object every time).
+    self._targets: dict[str, Any] = {}
     # Subschemas' keys (equal exactly when their JSON texts are), bottom-up.
     self._keys = common.TreeKeys()
     # Per subschema object (by id, the object held): its key and reachable refs.
@@ -150,11 +155,20 @@ class Compiler:
     if not reach:
       return (text,)
     stack = self.ref_stack
-    return (text, tuple(stack.count(r) for r in reach), len(stack) - len(set(stack)))
+    # (How often each reachable reference is on the path, as the sorted multiset of
+    # those on it: equal exactly when the counts are.)
+    return (text, tuple(sorted([r for r in stack if r in reach])),
+            len(stack) - len(set(stack)))
 
-  def _reach(self, refs: frozenset) -> tuple[str, ...]:
+  def _reach(self, refs: frozenset) -> frozenset:
     """`refs` (the references inside a subschema) and, transitively, the references
-    inside their targets, sorted."""
+    inside their targets (memoised per `refs`)."""
+    got = self._reached.get(refs)
+    if got is None:
+      got = self._reached[refs] = self._reach_uncached(refs)
+    return got
+
+  def _reach_uncached(self, refs: frozenset) -> frozenset:
     todo = list(refs)
     out: set[str] = set()
     while todo:
@@ -163,9 +177,19 @@ class Compiler:
         continue
       out.add(ref)
       if ref not in self._ref_refs:
-        self._ref_refs[ref] = self._keys.refs(resolve_pointer(self.root, ref, ''))
+        self._ref_refs[ref] = self._keys.refs(self.target(ref, ''))
       todo.extend(self._ref_refs[ref])
-    return tuple(sorted(out))
+    return frozenset(out)
+
+  def target(self, ref: Any, where: str) -> Any:
+    """The subschema `ref` names in `self.root` (`resolve_pointer`, memoised).
+    Raises SchemaError as `resolve_pointer`."""
+    got = self._targets.get(ref) if isinstance(ref, str) else None
+    if got is None:
+      got = resolve_pointer(self.root, ref, where)
+      if isinstance(ref, str) and got is not None:
+        self._targets[ref] = got
+    return got
 
   def _node(self, s: dict, where: str, depth: int) -> Node | None:
     s = strip(s)
@@ -173,7 +197,7 @@ class Compiler:
       ref = s['$ref']
       if self.ref_blocked(ref):
         return None  # Recursion bound: the caller leaves this value out if it can.
-      target = resolve_pointer(self.root, ref, where)
+      target = self.target(ref, where)
       rest = {k: v for k, v in s.items() if k != '$ref'}
       self.ref_stack.append(ref)
       try:
@@ -238,7 +262,7 @@ class Compiler:
         return s
       seen.add(s['$ref'])
       rest = {k: v for k, v in s.items() if k != '$ref'}
-      target = resolve_pointer(self.root, s['$ref'], where)
+      target = self.target(s['$ref'], where)
       s = merge(target, rest, where) if rest else target
     return s
 

@@ -219,16 +219,27 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
 
   if node[0] == 'cat':
     # (Fast path, the same sum without the walk's stack: an object's member
-    # `"name":value`, its name's bytes and a value already sized.)
-    sizes = [known(p) for p in node[1]]
-    if None not in sizes:
-      memo[id(node)] = (node, sum(sizes))
-      return sum(sizes)
+    # `"name":value`, its name's bytes and a value already sized; `known` inline.)
+    total = 0
+    for p in node[1]:
+      kind = p[0]
+      if kind == 'set':
+        total += 1
+      elif kind == 'dfa':
+        total += p[1].n_states
+      else:
+        got = memo.get(id(p))
+        if got is None:
+          break
+        total += got[1]
+    else:
+      memo[id(node)] = (node, total)
+      return total
 
   def parts(n: Node) -> list:
     kind = n[0]
     if kind in ('cat', 'alt'):
-      return list(n[1])
+      return n[1]
     if kind == 'chain':
       return [m for m, _ in n[1]]
     return [] if automaton.is_char(n[1]) else [n[1]]
@@ -240,11 +251,17 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
       continue
     if not ready:
       stack.append((n, True))
-      stack.extend((p, False) for p in parts(n) if known(p) is None)
+      for p in parts(n):  # (`known(p) is None`, inline: byte sets are most parts.)
+        kind = p[0]
+        if kind != 'set' and kind != 'dfa' and id(p) not in memo:
+          stack.append((p, False))
       continue
     kind = n[0]
     if kind in ('cat', 'alt'):
-      size = sum(known(p) for p in n[1])
+      size = 0
+      for p in n[1]:
+        kind = p[0]
+        size += 1 if kind == 'set' else p[1].n_states if kind == 'dfa' else memo[id(p)][1]
     elif kind == 'chain':
       size = sum(known(m) for m, _ in n[1]) + len(n[1])
     else:
