@@ -252,16 +252,16 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
     if not ready:
       stack.append((n, True))
       for p in parts(n):  # (`known(p) is None`, inline: byte sets are most parts.)
-        kind = p[0]
-        if kind != 'set' and kind != 'dfa' and id(p) not in memo:
+        pk = p[0]
+        if pk != 'set' and pk != 'dfa' and id(p) not in memo:
           stack.append((p, False))
       continue
     kind = n[0]
     if kind in ('cat', 'alt'):
       size = 0
       for p in n[1]:
-        kind = p[0]
-        size += 1 if kind == 'set' else p[1].n_states if kind == 'dfa' else memo[id(p)][1]
+        pk = p[0]
+        size += 1 if pk == 'set' else p[1].n_states if pk == 'dfa' else memo[id(p)][1]
     elif kind == 'chain':
       size = sum(known(m) for m, _ in n[1]) + len(n[1])
     else:
