@@ -73,11 +73,15 @@ SKINNY_CPU = Extension(
 # The native core of DFA post-processing for constrained decoding
 # (lattice/decode/dfa_native.cc: trimming, Moore minimisation, renumbering), loaded
 # with ctypes; lattice.decode.automaton uses numpy/scipy when it is not built.
+# -O3 (was -O2): the schema compiler's native compose calls ran 3-5% faster
+# (JSONSchemaBench's JsonSchemaStore, Github_hard and Github_ultra calls replayed
+# through both builds alternately in one process, identical tables; integer code
+# only, so the tables do not depend on the flag).
 DFA_NATIVE = Extension(
     'lattice.decode._dfa_native',
     sources=['lattice/decode/dfa_native.cc'],
     language='c++',
-    extra_compile_args=['-std=c++17', '-O2', '-w'],
+    extra_compile_args=['-std=c++17', '-O3', '-w'],
     optional=True,
 )
 
