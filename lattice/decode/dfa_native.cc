@@ -453,23 +453,26 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
                          double max_seconds, int64_t* status) {
   const auto t0 = std::chrono::steady_clock::now();
   *status = 0;
-  // Epsilon closures restricted to core states, computed on demand.
-  std::vector<std::vector<int32_t>> closure(n);
-  std::vector<uint8_t> closed(n, 0);
+  // Epsilon closures restricted to core states, computed on demand: state s's is
+  // cl_pool[cl_start[s] .. cl_start[s] + cl_len[s]) (one pool, not a vector per
+  // state: a call reaches hundreds of NFA states, each closure was an allocation).
+  std::vector<int64_t> cl_start(n, -1);
+  std::vector<int32_t> cl_len(n, 0);
+  std::vector<int32_t> cl_pool;
   std::vector<int64_t> stamp(n, -1);
   int64_t round = 0;
   std::vector<int32_t> todo;
-  auto get_closure = [&](int32_t s) -> const std::vector<int32_t>& {
-    if (!closed[s]) {
+  auto get_closure = [&](int32_t s) {
+    if (cl_start[s] < 0) {
       ++round;
       todo.clear();
       todo.push_back(s);
       stamp[s] = round;
-      std::vector<int32_t>& out = closure[s];
+      const int64_t start = static_cast<int64_t>(cl_pool.size());
       while (!todo.empty()) {
         const int32_t u = todo.back();
         todo.pop_back();
-        if (core_ok[u]) out.push_back(u);
+        if (core_ok[u]) cl_pool.push_back(u);
         for (int64_t i = eps_off[u]; i < eps_off[u + 1]; ++i) {
           const int32_t t = eps_tgt[i];
           if (stamp[t] != round) {
@@ -478,9 +481,10 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
           }
         }
       }
-      closed[s] = 1;
+      cl_start[s] = start;
+      cl_len[s] = static_cast<int32_t>(static_cast<int64_t>(cl_pool.size()) - start);
     }
-    return closure[s];
+    return cl_start[s];
   };
   std::vector<int64_t> in_core(n, -1);
   int64_t core_round = 0;
@@ -488,7 +492,9 @@ void* lattice_subset_run(int64_t n, const int64_t* eps_off, const int32_t* eps_t
     ++core_round;
     out.clear();
     for (int32_t s : states) {
-      for (int32_t t : get_closure(s)) {
+      const int64_t at = get_closure(s);  // (Before reading the pool: it may grow.)
+      for (int64_t i = at; i < at + cl_len[s]; ++i) {
+        const int32_t t = cl_pool[i];
         if (in_core[t] != core_round) {
           in_core[t] = core_round;
           out.push_back(t);
