@@ -57,8 +57,8 @@ def test_quick_seed_counts_are_pre_registered():
 def test_next_rerun_plan_matches_quick_configs():
   # docs/REPRODUCE_PLAN.md, "The plan for the next rerun": every seed count the plan
   # raises (bold, "-> **N**") is the largest per-arm seed count of that quick mode,
-  # and the experiment's docstring registers it; baseline_lm's planned steps are the
-  # quick mode's.
+  # and the experiment's docstring registers it; baseline_lm's and mtp_gloeckle's
+  # planned steps are their quick modes'.
   import re  # pylint: disable=g-import-not-at-top
   from lattice.run import arms as arms_lib  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(__file__).parent.parent
@@ -77,3 +77,10 @@ def test_next_rerun_plan_matches_quick_configs():
                         section).expand(r'\1\2'))
   baseline = experiment.load_experiment_module(str(root / 'experiments' / 'baseline_lm.py'))
   assert baseline.get_config('quick').train.steps == steps == 5400
+  # mtp_gloeckle's redesign (2026-12-02): the same seeds, twice the steps.
+  steps = int(re.search(r'\| mtp_gloeckle \|[^|]*steps 1,500 -> (\d),(\d+)\*\*',
+                        section).expand(r'\1\2'))
+  gloeckle = experiment.load_experiment_module(
+      str(root / 'experiments' / 'mtp_gloeckle.py'))
+  assert gloeckle.get_config('quick').train.steps == steps == 3000
+  assert 'Pre-registered seed count and design (2026-12-02' in gloeckle.__doc__
