@@ -196,6 +196,25 @@ def test_an_arm_may_run_its_own_seeds():
     arms_lib.validate_arms(config)
 
 
+def test_a_preempted_seed_stops_the_arm(tmp_path, monkeypatch):
+  """After a seed saves on SIGTERM, no further seed starts and Preempted is raised
+  (it used to train the next seed, so one SIGTERM per seed was needed to stop)."""
+  from lattice.run import arms as arms_lib  # pylint: disable=g-import-not-at-top
+  from lattice.train.recorder import RunOutput  # pylint: disable=g-import-not-at-top
+  started = []
+
+  def fake_train(cfg, workdir):
+    started.append(workdir.name)
+    return RunOutput({'preempted': True, 'steps': 1}, None, None)
+  monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
+  config = _base()
+  config.seeds = [0, 1, 2]
+  config.arms = [{'name': 'a', 'overrides': {}}]
+  with pytest.raises(arms_lib.Preempted, match="arm 'a' seed 0"):
+    arms_lib.run_arms(config, tmp_path, vmap_seeds=False)
+  assert started == ['seed_0']
+
+
 def test_run_sweep_refuses_arm_seeds_of_an_unknown_arm(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="arm_seeds: no arm 'nope'"):
     sweep.run_sweep(_base(), tmp_path, [('model.ffn.kind', ['dense', 'moe'])], seeds=[0],

@@ -150,6 +150,8 @@ def _train(name: str, cfgs: dict[int, config_lib.Config], todo: list[int],
   for seed in todo:
     print(f'[lattice] arm {name!r} seed {seed}')
     fresh[seed] = loop.train_and_evaluate(cfgs[seed], workdir / name / f'seed_{seed}')
+    if fresh[seed].metrics.get('preempted'):
+      break  # saved on SIGTERM: start no further seed (the caller raises Preempted)
   return fresh
 
 
