@@ -59,7 +59,11 @@ second row costs ~1.18x a one-row step's time there (perf of plain decoding at b
 2: the packed products 1.10x, the decode attention most of the rest). On an AMD EPYC
 of family 26 with AVX-512 (2 Dec, BENCHMARKS.md's twelfth session): 1.48-1.61x in seven
 measured runs (goal 1.50; met in six), `forward_cost` 1.15-1.25, the greedy baseline
-353-452 tok/s.
+353-452 tok/s. On an Intel Xeon of model 207 with a 260 MiB L3 (2 Dec, BENCHMARKS.md's
+thirteenth session), where the 77 MiB of weights fit in the L3 but the packed products
+run at the same ~23-26 GB/s from it as from DRAM: 1.29-1.48x in six of seven measured
+runs and 1.68x in one whose greedy baseline was an outlier (241 tok/s against
+280-355), `forward_cost` 1.13-1.47.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
