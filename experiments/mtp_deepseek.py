@@ -85,6 +85,14 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 2.04 at start and 2.01 at end): summed arm
 time 823 s (the #20 bound is 1,200 s), 838 s of wall time; 2/2 checks passed,
 reproduced. The committed results/mtp_deepseek/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 0.41 at start and
+1.85 at end): summed arm time 1115 s (within the #20 bound of 1,200 s; the d4585f7
+rerun: 823 s), 1141 s of wall time; 2/2 checks passed, reproduced. The committed
+results/mtp_deepseek/ is this run (docs/REPRODUCE_PLAN.md, "The next rerun, part
+B").
 """
 
 from __future__ import annotations

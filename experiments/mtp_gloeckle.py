@@ -147,6 +147,15 @@ otherwise idle 2-core CPU, load average 2.01 at start and 2.36 at end): summed a
 time 514 s (the #20 bound is 1,200 s), 548 s of wall time; 0/1 checks passed, NOT
 reproduced (failed: induction_n2 better than induction_n1 (induction_auc)). The
 committed results/mtp_gloeckle/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 1.85 at start and
+1.99 at end): summed arm time 1260 s (OVER the #20 bound of 1,200 s; the d4585f7
+rerun: 514 s), 1351 s of wall time; 0/1 checks passed, NOT reproduced (failed:
+induction_n2 better than induction_n1 (induction_auc)). The committed
+results/mtp_gloeckle/ is this run (docs/REPRODUCE_PLAN.md, "The next rerun, part
+B").
 """
 
 from __future__ import annotations

@@ -100,6 +100,13 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 2.36 at start and 2.27 at end): summed arm
 time 638 s (the #20 bound is 1,200 s), 642 s of wall time; 9/9 checks passed,
 reproduced. The committed results/nanoquant/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 1.99 at start and
+2.25 at end): summed arm time 755 s (within the #20 bound of 1,200 s; the d4585f7
+rerun: 638 s), 760 s of wall time; 9/9 checks passed, reproduced. The committed
+results/nanoquant/ is this run (docs/REPRODUCE_PLAN.md, "The next rerun, part B").
 """
 
 from __future__ import annotations

@@ -78,6 +78,16 @@ time 472 s (the #20 bound is 1,200 s), 479 s of wall time; 4/7 checks passed, NO
 reproduced (failed: moe_learned better than moe_dense (val_loss); moe_learned better
 than moe_hard (val_loss); learned experts near-unimodal in the first and last layers
 (NMI > 0.5)). The committed results/native_multimodal/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 2.15 at start and
+2.66 at end): summed arm time 543 s (within the #20 bound of 1,200 s; the d4585f7
+rerun: 472 s), 553 s of wall time; 4/7 checks passed, NOT reproduced (failed:
+moe_learned better than moe_dense (val_loss); moe_learned better than moe_hard
+(val_loss); learned experts near-unimodal in the first and last layers (NMI > 0.5)).
+The committed results/native_multimodal/ is this run (docs/REPRODUCE_PLAN.md, "The
+next rerun, part B").
 """
 
 from __future__ import annotations

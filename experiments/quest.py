@@ -115,6 +115,14 @@ a miss (5 -> 10 before the registration, 10 -> 24 by the rule), and the paper's
 effect is at 30M parameters, not 45K. Seeds 0-9 repeat the rerun's exactly:
 training is deterministic on this CPU (part A and the rerun agreed to the printed
 digits), so the new evidence is seeds 10-23.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 2.52 at start and
+1.76 at end): summed arm time 1337 s (OVER the #20 bound of 1,200 s; the d4585f7
+rerun: 710 s), 1351 s of wall time; 6/7 checks passed, NOT reproduced (failed:
+Hadamard better than none at W4A4). The committed results/quest/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part B").
 """
 
 from __future__ import annotations

@@ -140,6 +140,13 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 1.99 at start and 1.95 at end): summed arm
 time 776 s (the #20 bound is 1,200 s), 540 s of wall time; 4/4 checks passed,
 reproduced. The committed results/slm_agents/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 1.70 at start and
+2.07 at end): summed arm time 844 s (within the #20 bound of 1,200 s; the d4585f7
+rerun: 776 s), 592 s of wall time; 4/4 checks passed, reproduced. The committed
+results/slm_agents/ is this run (docs/REPRODUCE_PLAN.md, "The next rerun, part B").
 """
 
 from __future__ import annotations

@@ -164,6 +164,14 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 1.95 at start and 3.46 at end): summed arm
 time 771 s (the #20 bound is 1,200 s), 793 s of wall time; 3/3 checks passed,
 reproduced. The committed results/verified_synthetic/ is this run.
+
+Next rerun, part B (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+mtp_deepseek mtp_gloeckle nanoquant native_multimodal quest slm_agents
+verified_synthetic`, the otherwise idle 2-core CPU, load average 1.99 at start and
+3.69 at end): summed arm time 869 s (within the #20 bound of 1,200 s; the d4585f7
+rerun: 771 s), 905 s of wall time; 3/3 checks passed, reproduced. The committed
+results/verified_synthetic/ is this run (docs/REPRODUCE_PLAN.md, "The next rerun,
+part B").
 """
 
 from __future__ import annotations

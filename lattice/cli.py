@@ -106,8 +106,8 @@ def _sweep(args) -> None:
   except config_lib.ConfigError as e:
     fail(f'sweep: {e}')
   except arms.Preempted as e:
-    print(f'[lattice] preempted: {e}')
-    return
+    print(f'[lattice] preempted: {e}; rerun the same command to resume')
+    sys.exit(arms.PREEMPTED_EXIT)
   print(out['table'])
   print(f'wrote {args.workdir / sweep.TABLE_FILE} and {args.workdir / sweep.SWEEP_FILE}')
 

@@ -44,7 +44,9 @@ def run(config, workdir: str):
 
 def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
   """`lattice run`: flags -> config -> run. Exit 2 on a user error, 1 on a fault
-  of the run (checkpoints on disk stay intact; a rerun resumes)."""
+  of the run (checkpoints on disk stay intact; a rerun resumes), 143
+  (`arms.PREEMPTED_EXIT`) when SIGTERM stopped the run after it saved (a rerun
+  resumes)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from lattice.run import arms, config_file  # pylint: disable=g-import-not-at-top
   from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
@@ -68,7 +70,8 @@ def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
   except config_lib.ConfigError as e:
     parser_lib.fail(str(e))
   except arms.Preempted as e:
-    print(f'[lattice] preempted: {e}')
+    print(f'[lattice] preempted: {e}; rerun the same command to resume')
+    sys.exit(arms.PREEMPTED_EXIT)
   except (checkpoint.CheckpointError, loop.NonFiniteError) as e:
     parser_lib.fail(str(e), code=1)
 

@@ -43,8 +43,15 @@ echo "commit $commit, $(nproc) cores, $(date -u +%FT%TZ): ${names[*]}" | tee -a 
 for n in "${names[@]}"; do
   start=$(date +%s)
   echo "== $n start $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
+  rc=0
   $PY -m lattice.main --config="experiments/$n.py:${MODE:-quick}" --workdir="$work/$n" \
-    > "$work/$n.out" 2>&1 || { echo "== $n FAILED (see $work/$n.out)" | tee -a "$log"; continue; }
+    > "$work/$n.out" 2>&1 || rc=$?
+  if [[ $rc == 143 ]]; then  # SIGTERM: the run saved its checkpoint (arms.PREEMPTED_EXIT)
+    echo "== $n preempted at $(date -u +%T); rerun this script to resume it" | tee -a "$log"
+    exit 143
+  elif [[ $rc != 0 ]]; then
+    echo "== $n FAILED (see $work/$n.out)" | tee -a "$log"; continue
+  fi
   echo "== $n done in $(( $(date +%s) - start )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
   # issue #20's bound: the summed arm wall time of a quick result <= 1200 s
   # (docs/REPRODUCE_PLAN.md projects each one); reported, never acted on.

@@ -82,6 +82,31 @@ def test_induction_accuracy_of_a_random_model_is_a_fraction():
   assert 0.0 <= acc <= 1.0
 
 
+def test_an_induction_scorer_compiles_the_model_once():
+  """curve() scores every checkpoint with one scorer: later calls (new arrays of
+  the same shapes, as a restored checkpoint gives) lower nothing new (lowerings are
+  counted, not backend compiles, which the tests' persistent cache may skip)."""
+  cfg = config_lib.replace(_cfg(kind='none'), **{'data.seq_len': 40})
+  variables = _variables(cfg)
+  score = induction_eval.scorer(cfg, n_stories=4)
+  compiles = []
+
+  def listener(event, duration_secs, **kwargs):
+    del duration_secs, kwargs
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':  # a lowering
+      compiles.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    first = score(variables)
+    after_first = len(compiles)
+    again = [score(jax.tree.map(np.array, variables)) for _ in range(3)]
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert after_first >= 1 and len(compiles) == after_first, compiles
+  assert again == [first] * 3
+  assert first == induction_eval.accuracy(cfg, variables, n_stories=4)
+
+
 def test_truncate_cuts_at_the_next_top_level_statement():
   assert code_samples.truncate('    return 1\n\ndef g():\n  pass') == '    return 1\n'
   assert code_samples.truncate('    return 1\n') == '    return 1\n'

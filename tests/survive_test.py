@@ -622,6 +622,20 @@ def test_run_faults_end_the_command_in_one_line_exit_1(tmp_path, monkeypatch, fa
   assert [l for l in err.splitlines() if l.strip()] == [f'lattice: error: {error}']
 
 
+def test_a_preempted_run_exits_143_so_a_supervisor_reruns_it(tmp_path, monkeypatch):
+  from lattice import main as main_lib
+  from lattice.run import arms
+  monkeypatch.chdir(ROOT)
+
+  def preempted_run(config, workdir):
+    raise arms.Preempted("arm 'baseline' seed 0 saved its checkpoint on SIGTERM")
+
+  monkeypatch.setattr(main_lib, 'run', preempted_run)
+  code, err, out = _run_main([SMOKE, f'--workdir={tmp_path}'], {})
+  assert code == arms.PREEMPTED_EXIT == 143 and 'Traceback' not in err + out
+  assert 'preempted' in out and 'rerun the same command to resume' in out
+
+
 def test_checkpoints_from_before_sealing_still_resume(tmp_path, caplog):
   with checkpoint.Checkpointer(tmp_path, _ckpt_cfg()) as c:
     c.save(1, _state(1))

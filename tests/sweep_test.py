@@ -295,3 +295,19 @@ def test_cli_errors_are_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('lattice: error: sweep:') and needle in err[0]
+
+
+def test_a_preempted_sweep_exits_143(tmp_path, monkeypatch, capsys):
+  """`lattice sweep` after a seed saved on SIGTERM: exit 143 (arms.PREEMPTED_EXIT), so
+  a supervisor reruns it (a rerun resumes); it used to exit 0 as if finished."""
+  from lattice import cli
+  from lattice.run import arms as arms_lib  # pylint: disable=g-import-not-at-top
+
+  def preempted(*args, **kwargs):
+    raise arms_lib.Preempted("arm 'a' seed 0 saved its checkpoint on SIGTERM")
+  monkeypatch.setattr(sweep, 'run_sweep', preempted)
+  with pytest.raises(SystemExit) as e:
+    cli.main(['sweep', 'experiments/baseline_lm.py:smoke', '--workdir', str(tmp_path),
+              '--grid', 'model.ffn.kind=dense,moe'])
+  assert e.value.code == arms_lib.PREEMPTED_EXIT == 143
+  assert 'rerun the same command to resume' in capsys.readouterr().out

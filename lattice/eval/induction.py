@@ -8,6 +8,8 @@ only guess (1/26 with bytes); after, it copies. Here:
 
   accuracy(cfg, variables, n)   the main head's accuracy on those targets in n
                                 held-out stories (one per row, the run's tokenizer)
+  scorer(cfg, n)                the same as a function of the variables, compiled
+                                once (for many checkpoints)
   curve(cfg, state, run_dir, steps)   accuracy at each checkpointed step
   area(steps, values, total)    the area under that curve, normalised to [0, 1]
                                 (trapezoids from (0, chance) to the last point)
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -34,6 +36,29 @@ from lattice.train import checkpoint
 
 EVAL_SEED = 10_007  # held-out stories: a seed no training or validation stream uses
 CHANCE = 1 / 26     # a byte name's second letter before the name has been seen
+
+
+def scorer(cfg: config_lib.Config, n_stories: int, seed: int = EVAL_SEED
+           ) -> Callable[[dict], float]:
+  """`accuracy` as a function of the variables, with the stories built and the
+  model's apply compiled once (`curve` scores every checkpoint with one scorer;
+  a fresh `jax.jit` per checkpoint compiled the model again each time).
+
+  Raises ConfigError as `accuracy` does.
+  """
+  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
+  inputs_NxL, targets_NxL, mask_NxL = induction.eval_arrays(
+      n_stories, seed=seed, seq_len=cfg.data.seq_len, tok=tok)
+  if not mask_NxL.sum():
+    raise config_lib.ConfigError('data.seq_len: too short for any repeated name in '
+                                 'the induction stories')
+  apply = jax.jit(model_lib.make_model(cfg.model, False).apply)
+
+  def score(variables: dict) -> float:
+    logits_NxLxV = apply(variables, inputs_NxL)
+    hit_NxL = np.asarray(np.argmax(logits_NxLxV, -1) == targets_NxL, np.float32)
+    return float((hit_NxL * mask_NxL).sum() / mask_NxL.sum())
+  return score
 
 
 def accuracy(cfg: config_lib.Config, variables: dict, n_stories: int,
@@ -52,16 +77,7 @@ def accuracy(cfg: config_lib.Config, variables: dict, n_stories: int,
     ConfigError: naming data.tokenizer (see `induction.eval_arrays`), or when the
       stories hold no repeated name within data.seq_len.
   """
-  tok = tokenizer_lib.make_tokenizer(cfg.data.tokenizer)
-  inputs_NxL, targets_NxL, mask_NxL = induction.eval_arrays(
-      n_stories, seed=seed, seq_len=cfg.data.seq_len, tok=tok)
-  if not mask_NxL.sum():
-    raise config_lib.ConfigError('data.seq_len: too short for any repeated name in '
-                                 'the induction stories')
-  model = model_lib.make_model(cfg.model, False)
-  logits_NxLxV = jax.jit(model.apply)(variables, inputs_NxL)
-  hit_NxL = np.asarray(np.argmax(logits_NxLxV, -1) == targets_NxL, np.float32)
-  return float((hit_NxL * mask_NxL).sum() / mask_NxL.sum())
+  return scorer(cfg, n_stories, seed)(variables)
 
 
 def curve(cfg: config_lib.Config, state: Any, run_dir: str | Path, n_stories: int
@@ -69,15 +85,16 @@ def curve(cfg: config_lib.Config, state: Any, run_dir: str | Path, n_stories: in
   """(steps, accuracies) at every checkpoint kept in `run_dir/checkpoints`.
 
   `state` is any train state of the run's shapes (e.g. the final one) to restore
-  into. Raises ConfigError naming checkpoint.keep when no checkpoint is kept.
+  into. The model compiles once for all checkpoints (`scorer`). Raises ConfigError
+  naming checkpoint.keep when no checkpoint is kept.
   """
   ckpt = checkpoint.Checkpointer(Path(run_dir) / 'checkpoints', cfg.checkpoint)
   try:
     steps = sorted(ckpt.all_steps())
     if not steps:
       raise config_lib.ConfigError(f'checkpoint.keep: no checkpoint kept in {run_dir}')
-    values = [accuracy(cfg, ckpt.restore(state, step=s).variables, n_stories)
-              for s in steps]
+    score = scorer(cfg, n_stories)
+    values = [score(ckpt.restore(state, step=s).variables) for s in steps]
   finally:
     ckpt.close()
   return steps, values

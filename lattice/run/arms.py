@@ -38,6 +38,13 @@ class Preempted(RuntimeError):
   """A run saved on SIGTERM before finishing; rerunning resumes it."""
 
 
+# The exit status of `lattice run` / `lattice sweep` after a preempted run saved its
+# checkpoint: 128 + SIGTERM, the shell's status for "ended by SIGTERM". A supervisor
+# (a Kubernetes Job's restart policy, Slurm --requeue, a shell `until` loop) then
+# reruns the command, which resumes; status 0 would mark the unfinished run done.
+PREEMPTED_EXIT = 143
+
+
 def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
   """(name, overrides) of each arm; one 'baseline' arm when the config lists none."""
   arms = config.get('arms') or [{'name': 'baseline', 'overrides': {}}]
