@@ -107,6 +107,49 @@ def test_an_induction_scorer_compiles_the_model_once():
   assert first == induction_eval.accuracy(cfg, variables, n_stories=4)
 
 
+def test_an_induction_curve_lowers_the_model_once_for_all_checkpoints(monkeypatch):
+  """curve() over 3 checkpoints lowers no more than curve() over 1 (a fresh jax.jit
+  per checkpoint lowered the model once per checkpoint: 3 against 1)."""
+  import types  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.replace(_cfg(kind='none'), **{'data.seq_len': 40})
+  variables = {s: _variables(cfg, seed=s) for s in (1, 2, 3)}
+  kept = []
+
+  class Checkpoints:  # the kept steps of a run, without Orbax
+    def __init__(self, *args):
+      del args
+    def all_steps(self):
+      return list(kept)
+    def restore(self, state, step):
+      del state
+      return types.SimpleNamespace(variables=variables[step])
+    def close(self):
+      pass
+  monkeypatch.setattr(induction_eval.checkpoint, 'Checkpointer', Checkpoints)
+  lowerings = []
+
+  def listener(event, duration_secs, **kwargs):
+    del duration_secs, kwargs
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      lowerings.append(event)
+
+  def lowered_by_curve(steps):
+    kept[:] = steps
+    before = len(lowerings)
+    out = induction_eval.curve(cfg, None, '/nonexistent', n_stories=4)
+    return len(lowerings) - before, out
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    lowered_by_curve([1])  # first-time compiles of anything else
+    one, _ = lowered_by_curve([1])
+    three, (steps, values) = lowered_by_curve([1, 2, 3])
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert three == one, (one, three)
+  assert steps == [1, 2, 3]
+  assert values == [induction_eval.accuracy(cfg, variables[s], n_stories=4) for s in steps]
+
+
 def test_truncate_cuts_at_the_next_top_level_statement():
   assert code_samples.truncate('    return 1\n\ndef g():\n  pass') == '    return 1\n'
   assert code_samples.truncate('    return 1\n') == '    return 1\n'

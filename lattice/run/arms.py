@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +43,7 @@ class Preempted(RuntimeError):
 # checkpoint: 128 + SIGTERM, the shell's status for "ended by SIGTERM". A supervisor
 # (a Kubernetes Job's restart policy, Slurm --requeue, a shell `until` loop) then
 # reruns the command, which resumes; status 0 would mark the unfinished run done.
-PREEMPTED_EXIT = 143
+PREEMPTED_EXIT = 128 + signal.SIGTERM  # 143
 
 
 def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
