@@ -147,7 +147,7 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
   x = jax.random.normal(jax.random.key(1), (args.batch, args.seq_len, D),
                         getattr(jnp, args.dtype))
   common = {'kind': 'moe', 'n_experts': E, 'top_k': K, 'expert_d_ff': F,
-            'activation': args.activation}
+            'activation': args.activation, 'norm_topk': K > 1}
   variants = {'grouped': {'dispatch': 'dropless', 'dropless_impl': 'grouped'},
               'blocks': {'dispatch': 'dropless', 'dropless_impl': 'blocks'},
               'capacity': {'dispatch': 'capacity',

@@ -131,6 +131,14 @@ The samples still open with long runs of spaces. So the bits/byte check is likel
 to pass at 5,400 steps, and the sample check is likely to fail. It is not hopeless:
 the model's rate rose 0.08 in the last 1,350 steps. But the trial's CI is 0.036
 short of 0, and the budget allows no more steps.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 0.69 at start and
+1.67 at end): summed arm time 1510 s (**over** the #20 bound of 1,200 s), 1553 s of wall
+time; 1/2 checks passed, NOT reproduced (failed: samples use known words more often than
+the 4-gram's samples). The committed results/baseline_lm/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

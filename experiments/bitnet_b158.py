@@ -72,6 +72,13 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 1.70 at start and 2.10 at end): summed arm
 time 672 s (the #20 bound is 1,200 s), 682 s of wall time; 5/5 checks passed,
 reproduced. The committed results/bitnet_b158/ is this run.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 1.62 at start and
+2.11 at end): summed arm time 901 s (within the #20 bound of 1,200 s), 916 s of wall
+time; 5/5 checks passed, reproduced. The committed results/bitnet_b158/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

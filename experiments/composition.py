@@ -105,6 +105,13 @@ the truth, so they are optimistic). Seeds 0-2 of every arm (0-4 of the dense MTP
 pair) repeat the rerun's exactly: training is deterministic on this CPU (part A and
 the rerun agreed to the printed digits), so the new evidence is seeds 3-9 of the
 MoE MTP pair; checks 1-3 see the same seeds as in the rerun.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 2.02 at start and
+1.48 at end): summed arm time 1158 s (within the #20 bound of 1,200 s), 1226 s of wall
+time; 4/4 checks passed, reproduced. The committed results/composition/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ auxiliary-loss-free balancing.
 Arms (all with the same attention and the same activated FFN width A; `arms`):
 dense (d_ff=A), coarse MoE, fine MoE (each coarse expert split in 4) and fine +
 shared (one fine expert always on, the rest routed; same total and activated
-parameters as fine). quick: coarse 8 experts of A top-1, fine 32 of A/4 top-4,
-fine + shared 1 + 31 of A/4 top-3. medium and full: the paper's shape, coarse 16
-experts of F top-2 (A = 2F), fine 64 of F/4 top-8, fine + shared 1 + 63 top-7.
+parameters as fine). quick: coarse 16 experts of A/2 top-2, fine (each coarse expert
+split in 2) 32 of A/4 top-4, fine + shared 1 + 31 of A/4 top-3 (until 2026-12-03 the
+coarse arm was 8 experts of A top-1: see "Design fix" at the end). medium and full:
+the paper's shape, coarse 16 experts of F top-2 (A = 2F), fine 64 of F/4 top-8, fine +
+shared 1 + 63 top-7.
 
 Commands:
   python -m lattice.main --config=experiments/deepseek_moe.py:smoke  --workdir=runs/dsmoe_smoke
@@ -82,6 +84,41 @@ seeds (50% power) / 20 (80%); a seed of its pair costs 46.8 s (coarse 22.9 + fin
 rerun's mean as the truth, so they are optimistic). Seeds 0-2 (and check
 1's 0-6) repeat the rerun's exactly: training is deterministic on this CPU (part A
 and the rerun agreed to the printed digits), so the new evidence is seeds 3-15.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 1.44 at start and
+2.07 at end): summed arm time 1183 s (within the #20 bound of 1,200 s), 1190 s of wall
+time; 2/2 checks passed, reproduced. The committed results/deepseek_moe/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A"). Check 2 does not count: the coarse
+arm was top-1 with the normalized gate (always 1), so its router got no gradient from
+the loss; see "Design fix" below.
+
+Design fix, registered 2026-12-03 (before the next rerun; docs/REPRODUCE_PLAN.md,
+"Design fix: the top-1 gate"). Quick's coarse arm was 8 experts of A, top-1, with
+the normalized sigmoid gate of every arm (DeepSeek-V3's). Normalized over one
+expert that gate is s / s = 1, so the loss gave its router no gradient: it routed by
+its initial projection plus the balancing bias, and part A's check-2 pass compared
+fine against that arm. The config now refuses `model.ffn.norm_topk` with top_k = 1
+(lattice/moe/options.py). Trials on seeds 100-102 only (never the registered seeds;
+the uncommitted tree on top of 09ad5d1, the machine shared with a helper, so no
+times), val_loss per seed:
+  - dense 2.3087 / 2.2870 / 2.2904; fine (32 of A/4, top-4) 2.3352 / 2.3407 / 2.3089;
+  - the old coarse arm (normalized top-1, router without gradient) 2.3581 / 2.3761 /
+    2.3680: fine - coarse -0.023 / -0.035 / -0.059;
+  - top-1 with the raw sigmoid gate (the smallest repair) 2.4163 / 2.3932 / 2.4000:
+    worse than the router that did not learn, +0.108 above dense;
+  - top-2, 16 experts of A/2 (the paper's GShard baseline; medium and full already
+    use it) 2.3493 / 2.3224 / 2.3219: fine - coarse -0.0141 / +0.0183 / -0.0130,
+    mean -0.0029, sd 0.0184.
+Quick now uses the top-2 coarse arm because it is the paper's baseline, although on
+the trials it is the arm check 2 is least likely to beat. Splitting each of its
+experts in 2 gives exactly the fine and fine + shared arms above, so those arms and
+check 1 are unchanged. The check-2 seed count stays 16 (0-15): with the trials'
+mean and sd taken as the truth its power is ~9% (n50 158, n80 318 seeds), so
+check 2 will most likely fail, and deepseek_moe with it. The coarse arm's cost a
+seed is about the fine arm's in the trials (34-36 s against 38-43 s, shared
+machine), so the registered time projection stands.
 """
 
 from __future__ import annotations
@@ -130,6 +167,8 @@ def arms(active: int, n_coarse: int, k_coarse: int, split: int = 4) -> list[dict
       dict(name='dense', overrides={'model.ffn.d_ff': active}),
       dict(name='moe_coarse', overrides={**moe, 'model.ffn.n_experts': n_coarse,
                                          'model.ffn.top_k': k_coarse,
+                                         # top-1: the raw gate (a normalized one is 1)
+                                         'model.ffn.norm_topk': k_coarse > 1,
                                          'model.ffn.expert_d_ff': active // k_coarse}),
       dict(name='moe_fine', overrides={**moe, 'model.ffn.n_experts': n_fine,
                                        'model.ffn.top_k': k_fine,
@@ -148,7 +187,11 @@ def _quick(d_model, n_layers, active, seq_len, batch, steps, lr, seeds=(0, 1, 2)
   they run more than `seeds` (lattice.run.arms.arm_seeds)."""
   c = experiment.lm_config(d_model, n_layers, max(d_model // 32, 2), seq_len, batch,
                            steps, lr)
-  c.arms = arms(active, n_coarse=8, k_coarse=1)
+  # GShard-like top-2 coarse arm (the paper's baseline, as in medium and full); each
+  # coarse expert split in 2 gives the fine arms (32 of active / 4, top-4). Until
+  # 2026-12-03 quick's coarse arm was 8 experts top-1 with the normalized gate, whose
+  # router got no gradient (docstring, "Design fix").
+  c.arms = arms(active, n_coarse=16, k_coarse=2, split=2)
   for a in c.arms:
     if check1_seeds and a['name'] in ('dense', 'moe_fine_shared'):
       a['seeds'] = list(check1_seeds)

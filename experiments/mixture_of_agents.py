@@ -125,6 +125,14 @@ otherwise idle 2-core CPU, load average 1.90 at start and 2.24 at end): summed a
 time 130 s (the #20 bound is 1,200 s), 145 s of wall time; 3/4 checks passed, NOT
 reproduced (failed: Self-MoA beats mixed MoA when proposer quality differs). The
 committed results/mixture_of_agents/ is this run.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 1.98 at start and
+2.47 at end): summed arm time 148 s (within the #20 bound of 1,200 s), 168 s of wall
+time; 3/4 checks passed, NOT reproduced (failed: Self-MoA beats mixed MoA when proposer
+quality differs). The committed results/mixture_of_agents/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

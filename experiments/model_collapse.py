@@ -73,6 +73,13 @@ One-commit rerun (2026-12-01, clean d4585f7, `bash scripts/reproduce_all.sh`, th
 otherwise idle 2-core CPU, load average 2.14 at start and 1.98 at end): summed arm
 time 199 s (the #20 bound is 1,200 s), 277 s of wall time; 9/9 checks passed,
 reproduced. The committed results/model_collapse/ is this run.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 2.47 at start and
+2.05 at end): summed arm time 221 s (within the #20 bound of 1,200 s), 312 s of wall
+time; 9/9 checks passed, reproduced. The committed results/model_collapse/ is this run
+(docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

@@ -125,6 +125,14 @@ otherwise idle 2-core CPU, load average 1.98 at start and 2.04 at end): summed a
 time 510 s (the #20 bound is 1,200 s), 513 s of wall time; 1/2 checks passed, NOT
 reproduced (failed: loss-free validation loss not worse than the aux loss's by more
 than 1%). The committed results/moe_loss_free_balance/ is this run.
+
+Next rerun, part A (2026-12-02, clean cfa7268, `bash scripts/reproduce_all.sh
+baseline_lm bitnet_b158 composition deepseek_moe mixture_of_agents model_collapse
+moe_loss_free_balance`, the otherwise idle 2-core CPU, load average 1.96 at start and
+1.85 at end): summed arm time 567 s (within the #20 bound of 1,200 s), 572 s of wall
+time; 1/2 checks passed, NOT reproduced (failed: loss-free validation loss not worse
+than the aux loss's by more than 1%). The committed results/moe_loss_free_balance/ is
+this run (docs/REPRODUCE_PLAN.md, "The next rerun, part A").
 """
 
 from __future__ import annotations

@@ -88,6 +88,21 @@ moe_learned better than moe_dense (val_loss); moe_learned better than moe_hard
 (val_loss); learned experts near-unimodal in the first and last layers (NMI > 0.5)).
 The committed results/native_multimodal/ is this run (docs/REPRODUCE_PLAN.md, "The
 next rerun, part B").
+
+Design fix, registered 2026-12-03 (before the next rerun; docs/REPRODUCE_PLAN.md,
+"Design fix: the top-1 gate"). Both MoE arms are top-1, and until now used the
+library's default `model.ffn.norm_topk` True: the gate renormalized over the one
+chosen expert is s / s = 1, so the loss gave the router no gradient and the
+committed runs' "learned" routing learned only from the balance and z losses. The
+arms now gate by the raw router probability (Switch Transformer eq. 2, arXiv
+2101.03961: `model.ffn.norm_topk` False), and the config refuses norm_topk with
+top_k = 1 (lattice/moe/options.py). Trial on seeds 100-102 only (never the
+registered 0-2; the uncommitted tree on top of 09ad5d1, the machine shared with a
+helper, so no times): moe_learned - moe_dense +0.0024 (per seed +0.0247, -0.0046,
+-0.0129; the registered seeds with the old gate: +0.064), moe_learned - moe_hard
++0.0123 (old +0.026), modality/expert NMI first layer 0.479, last 0.214 (old 0.298,
+0.141). The fix closes most of the gap, but all three MoE checks would still fail
+at this size; nothing else in the design changes.
 """
 
 from __future__ import annotations
@@ -202,8 +217,9 @@ def moe_arms(config) -> list[dict]:
            'train.eval_every': max(m.steps // 4, 1),
            'checkpoint.every': max(m.steps // 2, 1)}
   # Switch-style balance loss (1e-2, Fedus et al. 2021) keeps top-1 routing from collapsing.
+  # The top-1 gate is the raw router probability (Switch eq. 2): normalized, it is always 1.
   moe = {**dense, 'model.ffn.kind': 'moe', 'model.ffn.n_experts': 8, 'model.ffn.top_k': 1,
-         'model.ffn.aux_loss': 1e-2,
+         'model.ffn.norm_topk': False, 'model.ffn.aux_loss': 1e-2,
          'model.ffn.expert_d_ff': experiment.arm_config(config, dense, 0).model.d_ff}
   return [dict(name='moe_dense', overrides=dense),
           dict(name='moe_learned', overrides=moe),

@@ -18,7 +18,8 @@ def _boxed(shape, names):
 
 def _config():
   return config_lib.build(tiny_config(model={
-      'vocab_size': 128, 'ffn': {'kind': 'moe', 'n_experts': 4, 'top_k': 1}}))
+      'vocab_size': 128, 'ffn': {'kind': 'moe', 'n_experts': 4, 'top_k': 1,
+                                               'norm_topk': False}}))
 
 
 def _cfg():

@@ -185,6 +185,23 @@ def test_gate_math_by_hand():
   assert float(router.switch_aux_loss(bal_idx, jnp.full((4, 4), 0.25))) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize('kind', ['softmax', 'sigmoid'])
+def test_top1_router_learns_only_with_the_raw_gate(kind):
+  # With top_k=1 a normalized gate is s / s = 1 whatever the logits, so the loss gives
+  # the router no gradient; the raw gate (Switch Transformer, arXiv 2101.03961 eq. 2)
+  # does. The config refuses the first.
+  logits = jax.random.normal(jax.random.key(1), (8, 4))
+  grads = {}
+  for norm in (True, False):
+    f = config_lib.FFNConfig(kind='moe', n_experts=4, top_k=1, router=kind,
+                             norm_topk=norm)
+    grads[norm] = np.asarray(jax.grad(lambda l: jnp.sum(router.route(l, f)[1]))(logits))
+  assert np.abs(grads[True]).max() < 1e-6
+  assert (np.abs(grads[False]).sum(-1) > 1e-2).all()
+  with pytest.raises(config_lib.ConfigError, match='^model.ffn.norm_topk: with top_k=1'):
+    _cfg(top_k=1)
+  assert _cfg(top_k=1, norm_topk=False).ffn.top_k == 1
+
 def test_group_limited_routing_stays_in_kept_groups():
   f = config_lib.FFNConfig(kind='moe', n_experts=16, top_k=4, n_groups=4, topk_groups=2,
                            router='sigmoid')

@@ -91,7 +91,8 @@ def setups():
   # fusion; one device keeps compiles short.
   for name, cfg in (('late', _cfg('late')),
                     ('early_moe', _cfg('early', ffn={'kind': 'moe', 'n_experts': 4,
-                                                     'top_k': 1, 'router': 'modality'}))):
+                                                     'top_k': 1, 'norm_topk': False,
+                                                     'router': 'modality'}))):
     setup = loop.build(cfg, devices=jax.devices()[:1])
     out[name] = (setup, setup.init(jax.random.key(0)))
   return out
@@ -181,8 +182,8 @@ def test_config_errors_at_build():
     _cfg(patch_size=12)
   # Hard modality routing is the MoE router 'modality' (tests/modality_router_test.py).
   with pytest.raises(config_lib.ConfigError, match='^model.ffn.image_experts'):
-    _cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1, 'router': 'modality',
-              'image_experts': 4})
+    _cfg(ffn={'kind': 'moe', 'n_experts': 4, 'top_k': 1, 'norm_topk': False,
+              'router': 'modality', 'image_experts': 4})
   with pytest.raises(config_lib.ConfigError, match='model.frontend.enc_heads'):
     _cfg('late', enc_heads=3)
   with pytest.raises(config_lib.ConfigError, match='^data.seq_len'):

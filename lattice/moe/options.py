@@ -31,7 +31,10 @@ class MoEOptions:
   expert_d_ff: int = 0         # 0: d_ff // top_k (so active FFN width ~ dense d_ff)
   n_shared: int = 0            # always-on shared experts, each expert_d_ff wide
   router: str = 'softmax'      # a moe.router.ROUTERS entry: softmax | sigmoid | modality
-  norm_topk: bool = True       # renormalize the chosen k gates to sum to 1
+  # Renormalize the chosen k gates to sum to 1 (DeepSeek-V3). Must be False with
+  # top_k=1: the one gate would always be 1 and the router would get no gradient from
+  # the loss; the raw probability is the Switch Transformer gate (arXiv 2101.03961 eq. 2).
+  norm_topk: bool = True
   route_scale: float = 1.0     # DeepSeek-V3 uses 2.5
   n_groups: int = 1            # group-limited routing: groups of experts ...
   topk_groups: int = 1         # ... of which this many are kept per token
@@ -70,6 +73,10 @@ class MoEOptions:
     if e % g:
       raise ConfigError(f'model.ffn.n_groups: {g} groups do not divide '
                         f'model.ffn.n_experts={e}')
+    if k == 1 and e > 1 and self.norm_topk:
+      raise ConfigError('model.ffn.norm_topk: with top_k=1 every normalized gate is 1, '
+                        'so the router gets no gradient from the loss; set '
+                        'model.ffn.norm_topk=False (the Switch Transformer top-1 gate)')
     if self.topk_groups > g:
       raise ConfigError(f'model.ffn.topk_groups: {self.topk_groups} exceeds '
                         f'model.ffn.n_groups={g}')
