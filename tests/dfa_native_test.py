@@ -288,3 +288,28 @@ def _subset_both_ways(node, fallback):
   np.testing.assert_array_equal(a.byte_class, b.byte_class)
   np.testing.assert_array_equal(a.accepting, b.accepting)
   return a, b
+
+
+def test_intern_shares_equal_tables_with_the_native_hash(fallback):
+  """`automaton.intern` keyed by `dfa_native.hash_array`: equal tables give one
+  object (as with Python's hash of the bytes), a one-entry change does not, and
+  the hash reads every byte (a tail shorter than a word included)."""
+  rng = np.random.default_rng(0)
+  delta, acc = _random_dfa(rng, 37, 5)
+  bc = np.zeros(256, np.int32)
+  bc[:5] = np.arange(5)
+  a = automaton.intern(automaton.Dfa(delta, bc, acc))
+  b = automaton.intern(automaton.Dfa(delta.copy(), bc.copy(), acc.copy()))
+  assert a is b
+  other = delta.copy()
+  other[36, 4] = -1 if other[36, 4] >= 0 else 0
+  assert automaton.intern(automaton.Dfa(other, bc, acc)) is not a
+  raw = np.frombuffer(bytes(range(45)), np.uint8)
+  for i in range(45):
+    changed = raw.copy()
+    changed[i] ^= 1
+    assert dfa_native.hash_array(changed) != dfa_native.hash_array(raw)
+  assert dfa_native.hash_array(raw) == dfa_native.hash_array(raw.copy())
+  fallback(False)  # Python's hash of the bytes: the same sharing.
+  c = automaton.intern(automaton.Dfa(delta.copy(), bc.copy(), acc.copy()))
+  assert automaton.intern(automaton.Dfa(delta.copy(), bc.copy(), acc.copy())) is c

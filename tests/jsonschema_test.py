@@ -635,3 +635,41 @@ def test_approx_states_of_a_deep_ast_needs_no_recursion():
   memo = {}
   assert containers.approx_states(('chain', ((node, True),), automaton.one(8)), memo) == 6002
   assert containers.approx_states(node, memo) == 6001  # From the memo.
+
+
+def _has_counted_loop_reference(node, region_min):
+  """The loop test `Compiler.minimal` used before `_embeddable` (recursive)."""
+  kind = node[0]
+  if kind in ('set', 'dfa'):
+    return False
+  if kind in ('cat', 'alt'):
+    return any(_has_counted_loop_reference(p, region_min) for p in node[1])
+  if kind == 'chain':
+    return (any(_has_counted_loop_reference(m, region_min) for m, _ in node[1])
+            or _has_counted_loop_reference(node[2], region_min))
+  _, body, lo, hi = node
+  return (max(lo, hi or 0) > region_min and automaton.is_char(body)) or (
+      _has_counted_loop_reference(body, region_min))
+
+
+def test_embeddable_is_no_counted_loop_and_within_the_size_budget():
+  """`compile._embeddable` (one walk) decides as the counted-loop test and
+  `automaton._size_at_most` did together, at budgets around each node's size."""
+  from lattice.decode.jsonschema import compile as compile_lib  # pylint: disable=g-import-not-at-top
+  word = automaton.lit('abc')
+  small = automaton.to_dfa(automaton.alt(word, automaton.lit('d')))
+  nodes = [
+      automaton.rep(automaton.one(1 << 97), 0, 100),           # a counted loop
+      automaton.rep(automaton.one(1 << 97), 0, 5),             # short: unrolled
+      automaton.rep(word, 0, 40),                              # not one character
+      automaton.cat(word, automaton.embed(small), automaton.rep(word, 2, 7)),
+      automaton.chain(((word, True), (automaton.rep(automaton.one(1 << 98), 20, None),
+                                      False)), automaton.lit(',')),
+      automaton.alt(*(automaton.lit(f'k{i}') for i in range(30))),
+      automaton.rep(automaton.alt(automaton.embed(small), word), 1, None),
+  ]
+  for node in nodes:
+    for budget in (0, 3, 10, 40, 100, 1000):
+      want = (not _has_counted_loop_reference(node, 12)
+              and automaton._size_at_most(node, budget))  # pylint: disable=protected-access
+      assert compile_lib._embeddable(node, 12, budget) == want, (node[0], budget)  # pylint: disable=protected-access

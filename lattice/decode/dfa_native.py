@@ -75,6 +75,9 @@ def _load() -> ctypes.CDLL | None:
   lib.lattice_subset_size.argtypes = [_P, _I]
   lib.lattice_subset_take.argtypes = [_P] * 6
   lib.lattice_subset_take.restype = None
+  if hasattr(lib, 'lattice_hash_bytes'):
+    lib.lattice_hash_bytes.argtypes = [_P, _I]
+    lib.lattice_hash_bytes.restype = ctypes.c_uint64
   if not hasattr(lib, 'lattice_compose_run'):  # (A library built before it.)
     return lib
   lib.lattice_compose_run.argtypes = [_P, _I, _P, _I, _P, _I, _I, _I, ctypes.c_double, _P]
@@ -95,6 +98,17 @@ LIB = _load()
 def available() -> bool:
   """Whether the native library is loaded (built, and LATTICE_DFA_NATIVE is not '0')."""
   return LIB is not None
+
+
+def can_hash() -> bool:
+  """Whether `hash_array` is available (the library is loaded and has it)."""
+  return LIB is not None and hasattr(LIB, 'lattice_hash_bytes')
+
+
+def hash_array(a: np.ndarray) -> int:
+  """A 64-bit hash of a C-contiguous array's bytes (equal bytes, equal hashes).
+  Requires `can_hash()`."""
+  return LIB.lattice_hash_bytes(a.ctypes.data, a.nbytes)
 
 
 def _table(delta_SxK: np.ndarray) -> np.ndarray:

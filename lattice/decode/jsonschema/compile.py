@@ -564,9 +564,7 @@ class Compiler:
   def _minimal_uncached(self, node: Node) -> Node:
     if node[0] in ('set', 'dfa') or node[0] == 'cat' and all(p[0] == 'set' for p in node[1]):
       return node
-    if _has_counted_loop(node, self.opts.limits.region_min):
-      return node
-    if not automaton._size_at_most(node, self.opts.embed_max_states):  # pylint: disable=protected-access
+    if not _embeddable(node, self.opts.limits.region_min, self.opts.embed_max_states):
       return node
     self.check_time('')
     try:
@@ -587,25 +585,40 @@ class Compiler:
     return _any_value(depth)
 
 
-# Nodes without repetitions inside.
-_LEAVES = ('set', 'dfa')
-
-
-@functools.lru_cache(maxsize=4096)
-def _has_counted_loop(node: Node, region_min: int) -> bool:
-  """Whether `node` holds a repetition that `automaton.to_dfa` builds as a counted
-  loop (a one-character body, bound above `region_min`)."""
-  kind = node[0]
-  if kind in ('set', 'dfa'):
-    return False
-  if kind in ('cat', 'alt'):  # (Leaves skipped here: a literal's bytes, mostly.)
-    return any(p[0] not in _LEAVES and _has_counted_loop(p, region_min) for p in node[1])
-  if kind == 'chain':
-    return (any(_has_counted_loop(m, region_min) for m, _ in node[1])
-            or _has_counted_loop(node[2], region_min))
-  _, body, lo, hi = node
-  return (max(lo, hi or 0) > region_min and automaton.is_char(body)) or _has_counted_loop(
-      body, region_min)
+def _embeddable(node: Node, region_min: int, budget: int) -> bool:
+  """Whether `minimal` embeds `node` as a DFA: it holds no repetition that
+  `automaton.to_dfa` builds as a counted loop (a one-character body, a bound above
+  `region_min`) and at most `budget` byte sets and embedded DFA states (counted as
+  `automaton._size_at_most` counts them). One walk, stopping at the first counted
+  loop or once past the budget (either way the node stays an AST); it was two, the
+  loop test through an lru_cache whose key hashed each subtree again at every
+  level of the recursion (~0.5 ms a schema on JsonSchemaStore's middle half)."""
+  todo, left = [node], budget
+  while todo:
+    n = todo.pop()
+    kind = n[0]
+    if kind == 'set':
+      left -= 1
+    elif kind == 'dfa':
+      left -= n[1].n_states
+    elif kind == 'cat' or kind == 'alt':
+      for p in n[1]:  # (Byte sets counted here, not pushed: a literal's bytes, mostly.)
+        if p[0] == 'set':
+          left -= 1
+        else:
+          todo.append(p)
+    elif kind == 'chain':
+      todo.extend(m for m, _ in n[1])
+      todo.append(n[2])
+    else:  # rep: a counted loop, or its body once per bounded copy.
+      _, body, lo, hi = n
+      if max(lo, hi or 0) > region_min and automaton.is_char(body):
+        return False
+      left -= 0 if hi is None else max(hi - 1, 0)
+      todo.append(body)
+    if left < 0:
+      return False
+  return True
 
 
 def _any_value_node(depth: int) -> Node:

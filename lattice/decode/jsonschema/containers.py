@@ -155,7 +155,13 @@ def obj(comp: Any, s: dict, where: str, depth: int) -> Node | None:
       if is_req:
         return None
       continue
-    members.append((cat(_key_lit(name), comp.minimal(value)), is_req, name))
+    key, value = _key_lit(name), comp.minimal(value)
+    member = cat(key, value)
+    # Its size for `_shed`, from the value's (memoised per value: a definition's
+    # node recurs; the key's bytes are one state each), so `approx_states` does not
+    # walk the key's bytes again for every object (the same sum).
+    comp.sizes[id(member)] = (member, len(key[1]) + approx_states(value, comp.sizes))
+    members.append((member, is_req, name))
   # One member short of minProperties: an extra member (below) becomes required.
   need_extra = len(req) == lo - 1
   if len(req) < lo - need_extra or (hi is not None and len(req) > hi):
@@ -207,6 +213,9 @@ def approx_states(node: Node, memo: dict | None = None) -> float:
   explicit stack, not recursion: intermediate ASTs nest hundreds deep (a
   JSONSchemaStore schema passed Python's recursion limit here)."""
   memo = {} if memo is None else memo
+  got = memo.get(id(node))
+  if got is not None:
+    return got[1]
 
   def known(n: Node) -> float | None:
     kind = n[0]
