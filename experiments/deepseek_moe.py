@@ -110,7 +110,11 @@ times), val_loss per seed:
     worse than the router that did not learn, +0.108 above dense;
   - top-2, 16 experts of A/2 (the paper's GShard baseline; medium and full already
     use it) 2.3493 / 2.3224 / 2.3219: fine - coarse -0.0141 / +0.0183 / -0.0130,
-    mean -0.0029, sd 0.0184.
+    mean -0.0029, sd 0.0184;
+  - after choosing the above, the paper's split of 4 from that top-2 arm (fine 64 of
+    A/8, top-8: 2.3262 / 2.3131 / 2.3592; fine + shared 1 + 63, top-7: 2.2833 /
+    2.3176 / 2.3423), to see whether finer splitting shows the effect: fine - coarse
+    -0.0231 / -0.0093 / +0.0373, no better, at ~1.2x the fine arm's time. Not used.
 Quick now uses the top-2 coarse arm because it is the paper's baseline, although on
 the trials it is the arm check 2 is least likely to beat. Splitting each of its
 experts in 2 gives exactly the fine and fine + shared arms above, so those arms and
