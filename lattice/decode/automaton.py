@@ -553,8 +553,11 @@ def _composed_dfa(node: Node, limits: Limits) -> Dfa:
 _SMALL_AST = 200
 
 
-def _size_at_most(node: Node, budget: int) -> bool:
-  """Whether `node` holds at most `budget` byte sets and embedded DFA states."""
+def _size_at_most(node: Node, budget: int, loop_above: int | None = None) -> bool:
+  """Whether `node` holds at most `budget` byte sets and embedded DFA states; with
+  `loop_above`, also no repetition that `to_dfa` builds as a counted loop (a
+  one-character body with a bound above `loop_above`). One walk, stopping at the
+  first counted loop or once past the budget."""
   todo, left = [node], budget
   while todo:
     n = todo.pop()
@@ -572,9 +575,12 @@ def _size_at_most(node: Node, budget: int) -> bool:
     elif kind == 'chain':
       todo.extend(m for m, _ in n[1])
       todo.append(n[2])
-    else:  # rep: its body, once per bounded copy.
-      left -= 0 if n[3] is None else max(n[3] - 1, 0)
-      todo.append(n[1])
+    else:  # rep: a counted loop, or its body once per bounded copy.
+      _, body, lo, hi = n
+      if loop_above is not None and max(lo, hi or 0) > loop_above and is_char(body):
+        return False
+      left -= 0 if hi is None else max(hi - 1, 0)
+      todo.append(body)
     if left < 0:  # (`left` only falls: stopping early gives the same answer.)
       return False
   return True

@@ -588,37 +588,12 @@ class Compiler:
 def _embeddable(node: Node, region_min: int, budget: int) -> bool:
   """Whether `minimal` embeds `node` as a DFA: it holds no repetition that
   `automaton.to_dfa` builds as a counted loop (a one-character body, a bound above
-  `region_min`) and at most `budget` byte sets and embedded DFA states (counted as
-  `automaton._size_at_most` counts them). One walk, stopping at the first counted
-  loop or once past the budget (either way the node stays an AST); it was two, the
-  loop test through an lru_cache whose key hashed each subtree again at every
-  level of the recursion (~0.5 ms a schema on JsonSchemaStore's middle half)."""
-  todo, left = [node], budget
-  while todo:
-    n = todo.pop()
-    kind = n[0]
-    if kind == 'set':
-      left -= 1
-    elif kind == 'dfa':
-      left -= n[1].n_states
-    elif kind == 'cat' or kind == 'alt':
-      for p in n[1]:  # (Byte sets counted here, not pushed: a literal's bytes, mostly.)
-        if p[0] == 'set':
-          left -= 1
-        else:
-          todo.append(p)
-    elif kind == 'chain':
-      todo.extend(m for m, _ in n[1])
-      todo.append(n[2])
-    else:  # rep: a counted loop, or its body once per bounded copy.
-      _, body, lo, hi = n
-      if max(lo, hi or 0) > region_min and automaton.is_char(body):
-        return False
-      left -= 0 if hi is None else max(hi - 1, 0)
-      todo.append(body)
-    if left < 0:
-      return False
-  return True
+  `region_min`) and at most `budget` byte sets and embedded DFA states (one walk:
+  `automaton._size_at_most`). It was two walks, the loop test through an lru_cache
+  whose key hashed each subtree again at every level of the recursion (~0.5 ms a
+  schema on JsonSchemaStore's middle half)."""
+  return automaton._size_at_most(  # pylint: disable=protected-access
+      node, budget, loop_above=region_min)
 
 
 def _any_value_node(depth: int) -> Node:
