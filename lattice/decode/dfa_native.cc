@@ -256,7 +256,6 @@ int64_t lattice_dfa_distances(const int32_t* delta, int64_t S, int64_t K,
   // most edges): a reject (-1) in column k counts into, and writes through, a
   // junk slot of its own column (one slot for all rejects made every cell wait
   // for the previous one's store).
-  const int64_t n = S * K;
   std::vector<int64_t> count(S + K, 0);  // count[t]: edges into t; [S + k]: junk
   for (int64_t s = 0; s < S; ++s) {
     const int32_t* row = delta + s * K;
@@ -280,7 +279,6 @@ int64_t lattice_dfa_distances(const int32_t* delta, int64_t S, int64_t K,
       f += t >= 0;
     }
   }
-  (void)n;
   std::vector<int64_t> queue;
   queue.reserve(S);
   for (int64_t s = 0; s < S; ++s) {
