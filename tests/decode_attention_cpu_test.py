@@ -26,9 +26,10 @@ pytestmark = pytest.mark.skipif(ops.best_isa() is None,
 ISAS = [isa for isa in ('scalar', 'avx2', 'avx512') if ops.best_isa() and ops.supports(isa)]
 # (B, L, H, K, S, Dh): one kv head per query head at the benchmark's sizes; grouped
 # heads; Dh 12 (no 8-lane path); Dh 64; 6 rows (the AVX-512 path's outputs in a group
-# of 4 rows and one of 2).
+# of 4 rows and one of 2); 19 rows, a prefill (the AVX-512 path's row groups of 8, 8
+# and 3).
 SHAPES = [(1, 1, 16, 16, 162, 16), (2, 3, 8, 4, 50, 16), (2, 2, 6, 3, 21, 12),
-          (1, 4, 4, 2, 33, 64), (1, 6, 4, 4, 40, 16)]
+          (1, 4, 4, 2, 33, 64), (1, 6, 4, 4, 40, 16), (1, 19, 4, 2, 45, 16)]
 
 
 def _operands(b, l, h, k, s, dh, seed=0):
@@ -115,6 +116,7 @@ def test_cached_attention_uses_the_kernel_on_cpu(monkeypatch):
   if not ops.available():
     pytest.skip('the kernel needs AVX2 + FMA')
   assert native_attention.use_for(jnp.zeros((1, 2, 4, 8)), jnp.zeros((1, 2, 16, 8)))
+  assert native_attention.use_for(jnp.zeros((1, 40, 4, 8)), jnp.zeros((1, 2, 64, 8)))  # prefill
   assert 'lattice_decode_attention' in _decode_hlo()
   monkeypatch.setenv('LATTICE_SKINNY_MATMUL', '0')
   assert 'lattice_decode_attention' not in _decode_hlo()

@@ -78,6 +78,16 @@ def test_contraction_routes_decode_rows_to_the_kernel(monkeypatch):
   hlo = lambda x: jax.jit(lambda a, b: contraction.contract(a, b, 1)).lower(x, w).as_text()
   assert 'lattice_skinny_matmul' in hlo(few)
   assert 'lattice_skinny_matmul' not in hlo(many)
+  # With decoding's packed copy, a prefill's rows (up to MAX_PACKED_ROWS) go there too.
+  w_packed = contraction.pack(w, 1)
+  hlo_packed = lambda x: jax.jit(lambda a, b, c: contraction.contract_packed(
+      a, b, c, 1)).lower(x, w, w_packed).as_text()
+  assert 'lattice_skinny_matmul_packed' in hlo_packed(many)
+  lots = jnp.zeros((1, ops.MAX_PACKED_ROWS + 1, 64))
+  assert 'lattice_skinny_matmul' not in hlo_packed(lots)
+  np.testing.assert_allclose(contraction.contract_packed(many, w, w_packed, 1),
+                             jax.lax.dot_general(many, w, (((2,), (0,)), ((), ()))),
+                             rtol=1e-5, atol=1e-5)
   ref = jax.lax.dot_general(few, w, (((2,), (0,)), ((), ())))
   np.testing.assert_allclose(contraction.contract(few, w, 1), ref, rtol=1e-5, atol=1e-5)
   monkeypatch.setenv('LATTICE_SKINNY_MATMUL', '0')

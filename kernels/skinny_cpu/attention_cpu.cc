@@ -2,7 +2,8 @@
 // from JAX through the XLA FFI (kernels/skinny_cpu/attention.py).
 //
 // Shape legend: N batch entries (batch rows, times any vmapped axes), L query rows
-// (1 for a plain decoding step, K + 1 for a self-speculative verification forward),
+// (1 for a plain decoding step, K + 1 for a self-speculative verification forward,
+// the prompt's length for a prefill),
 // H query heads, KV key/value heads (H = KV * G, query head h = kv * G + g), S cache
 // positions, Dh head dimension.
 //   q    float32 [N, L, H, Dh]
@@ -22,7 +23,8 @@
 // (max subtracted, exp, sum, divide), out = sum_s p_s v_s, in an order fixed by the
 // row's visible count alone. With AVX-512 and Dh a multiple of 16 (<= 128, `Rows16`):
 // the same steps 16 positions and 16 lanes at a time (logits summed across lanes by a
-// fixed shuffle tree), all rows of a head in one pass over its cache. With AVX2 + FMA (also on AVX-512 CPUs for other Dh) and Dh a
+// fixed shuffle tree), the rows of a head in one pass over its cache, up to 8 at a
+// time (a prefill's L rows in groups of 8). With AVX2 + FMA (also on AVX-512 CPUs for other Dh) and Dh a
 // multiple of 8 (`Row8`): the logits of 8 positions at a time, each an 8-lane fused
 // multiply-add over Dh, summed across lanes together in a fixed tree; exp and the
 // softmax sum 8 lanes at a time; out in four accumulators over s (s mod 4), added
@@ -398,9 +400,11 @@ inline void PrefetchPair(const Problem& p, int64_t c) {
 template <int kVector>
 inline __attribute__((always_inline)) void PairsBody(const Problem& p, int64_t c0,
                                                      int64_t c1) {
-  // Row8 / Rows16 store whole blocks of 8 / 16; Rows16 keeps one buffer per row.
-  const bool joint = kVector == 2 && p.dh % 16 == 0 && p.dh <= 128 && p.l <= kMaxRows;
-  std::vector<float> buf((p.s + 16) * (joint ? p.l : 1));
+  // Row8 / Rows16 store whole blocks of 8 / 16; Rows16 keeps one buffer per row of a
+  // group of at most kMaxRows rows (a longer call, e.g. a prompt's prefill, runs its
+  // rows in such groups: a row's bits do not depend on its group).
+  const bool joint = kVector == 2 && p.dh % 16 == 0 && p.dh <= 128;
+  std::vector<float> buf((p.s + 16) * (joint ? std::min<int64_t>(p.l, kMaxRows) : 1));
   const std::vector<float> zeros(p.dh, 0.0f);  // the query of a fully masked row
   const int64_t g_per = p.h / p.kv;
   for (int64_t c = c0; c < c1; ++c) {
@@ -427,7 +431,10 @@ inline __attribute__((always_inline)) void PairsBody(const Problem& p, int64_t c
           outs[rows] = p.out + at;
           bufs[rows] = buf.data() + rows * (p.s + 16);
           vis[rows] = std::min<int64_t>(pos + 1, p.s);
-          ++rows;
+          if (++rows == kMaxRows) {
+            Rows16(p, rows, qs, k, v, vis, bufs, outs);
+            rows = 0;
+          }
         }
         if (rows) Rows16(p, rows, qs, k, v, vis, bufs, outs);
       }

@@ -14,7 +14,9 @@ so plain and speculative decoding compute identical logits.
 The kernel is a C++ shared library built at `pip install` (setup.py, optional) and
 called as an XLA FFI custom call (`jax.ffi.ffi_call`). `available()` says whether it
 loaded; `lattice.nn.contraction` uses it on CPU for float32 products of at most
-`MAX_ROWS` rows unless LATTICE_SKINNY_MATMUL=0 (then XLA's dot everywhere).
+`MAX_ROWS` rows, and of at most `MAX_PACKED_ROWS` rows where decoding made a packed
+copy of the weight (a prompt's prefill), unless LATTICE_SKINNY_MATMUL=0 (then XLA's
+dot everywhere).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ _NAMES = {v: k for k, v in ISAS.items()}
 # Rows at or below which decoding's products go to the kernel: a verification
 # forward has n <= 8 rows per sequence at batch 1 (model.mtp.n <= 8).
 MAX_ROWS = 8
+# Rows at or below which a product with a packed weight copy (decoding only:
+# lattice.decode.packed_weights) goes to the kernel, so a prompt's prefill does too.
+# Panels() streams each 64-column panel once from memory and re-reads it from L2 for
+# every 4 rows, so at prefill sizes the kernel is compute-bound: over the 175 packed
+# projections of benchmarks/speculative_decode's model (d_model 256, 24 layers,
+# 2-core Xeon 6/167, idle, 3 Dec) 155 / 170 / 201 GFLOP/s at 48 / 64 / 96 rows
+# against XLA's dot on the unpacked weights at 100 / 126 / 196 (which wins from
+# ~128 rows on); the speculative benchmark's 32-token prefill 29 -> 18 ms with the
+# attention kernel's row limit lifted too (kernels/skinny_cpu/attention.py).
+MAX_PACKED_ROWS = 64
 # Columns per panel of the packed weight layout [N / PACK_WIDTH, K, PACK_WIDTH]
 # (skinny_cpu.cc's kPackWidth).
 PACK_WIDTH = 64
@@ -71,10 +83,12 @@ def available() -> bool:
           and best_isa() in ('avx2', 'avx512'))
 
 
-def use_for(x: jax.Array, w: jax.Array, n_rows: int) -> bool:
+def use_for(x: jax.Array, w: jax.Array, n_rows: int, packed: bool = False) -> bool:
   """Whether `lattice.nn.contraction` sends this product to the kernel: on CPU,
-  float32 operands, at most MAX_ROWS rows, kernel available."""
-  return (n_rows <= MAX_ROWS and x.dtype == jnp.float32 and w.dtype == jnp.float32
+  float32 operands, at most MAX_ROWS rows (MAX_PACKED_ROWS if decoding made a packed
+  copy of w: `packed`), kernel available."""
+  limit = MAX_PACKED_ROWS if packed else MAX_ROWS
+  return (n_rows <= limit and x.dtype == jnp.float32 and w.dtype == jnp.float32
           and jax.default_backend() == 'cpu' and available())
 
 

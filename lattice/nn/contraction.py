@@ -23,7 +23,9 @@ XLA:CPU packs the weights for a 2..8-row dot, so a self-speculative verification
 forward cost ~2x a one-row step per weight read, and the kernel's rounding does not
 depend on the row count, so plain and speculative decoding compute identical logits
 (kernels/skinny_cpu/ops.py; tests/skinny_cpu_test.py). LATTICE_SKINNY_MATMUL=0
-turns it off.
+turns it off. Where decoding made a packed copy of the weight, products of up to
+`MAX_PACKED_ROWS` = 64 rows (a prompt's prefill) go there too: at those sizes the
+kernel outruns XLA's dot (ops.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ PACKED_COLLECTION = 'decode_packed'
 def _dot(x: jax.Array, w: jax.Array, n_in: int, w_packed: jax.Array | None = None
          ) -> jax.Array:
   n_rows = math.prod(x.shape[:x.ndim - n_in])
-  if skinny_ops.use_for(x, w, n_rows):
+  if skinny_ops.use_for(x, w, n_rows, packed=w_packed is not None):
     # Decoding's few-row products: the native kernel reads each weight once for up to
     # 4 rows, and a row's result does not depend on how many rows share the call
     # (kernels/skinny_cpu), so plain and speculative decoding get identical logits.
@@ -61,8 +63,9 @@ def contract_packed(x: jax.Array, w: jax.Array, w_packed: jax.Array, n_in: int
                     ) -> jax.Array:
   """`contract(x, w, n_in)`'s forward for decoding, given w's packed copy `w_packed`
   ([O / 64, I, 64], `kernels.skinny_cpu.ops.pack` of w as [I, O]): products the
-  skinny kernel takes (`skinny_ops.use_for`) read the packed copy, which gives the
-  same bits faster; anything else (prefill, another backend) is dot_general.
+  skinny kernel takes (`skinny_ops.use_for`: up to `MAX_PACKED_ROWS` rows, so a short
+  prompt's prefill too) read the packed copy, which gives the same bits faster;
+  anything else (a longer prefill, another backend) is dot_general.
 
   No gradient rule: decoding only.
   """
