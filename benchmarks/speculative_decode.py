@@ -64,6 +64,15 @@ thirteenth session), where the 77 MiB of weights fit in the L3 but the packed pr
 run at the same ~23-26 GB/s from it as from DRAM: 1.29-1.48x in six of seven measured
 runs and 1.68x in one whose greedy baseline was an outlier (241 tok/s against
 280-355), `forward_cost` 1.13-1.47.
+The prompt's prefill is part of both decoders' time: until 3 Dec its 32 rows went to
+XLA's dot (~83 GFLOP/s) and XLA's masked attention over all S cache positions, and it
+took 29-32 ms, ~15 plain steps, ~10% of plain decoding's 128 tokens and ~16% of
+speculative decoding's (which takes ~67 forwards for them), so it alone pulled the
+ratio down by ~4%. Prefill rows now take the native kernels too (packed products of
+<= 64 rows, kernels/skinny_cpu/ops.py `MAX_PACKED_ROWS`; cached attention at any row
+count): 16-18 ms, and on the eleventh session's Xeon kind (BENCHMARKS.md's sixteenth
+session) 1.52-1.58x in three measured runs, `forward_cost` 1.20-1.25, against
+1.50-1.54x before on the same model and machine.
 
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
