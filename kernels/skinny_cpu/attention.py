@@ -31,9 +31,9 @@ def use_for(q_BxLxHxDh: jax.Array, k_BxKxSxDh: jax.Array) -> bool:
   Xeon 6/167, idle, 3 Dec; native vs XLA's `decode_attention`): H 4, S 192: 20 vs
   152 us at L 32, 146 vs 396 at L 128; H 8, S 1024: 53 vs 1,098 us at L 32, 1,295 vs
   3,949 at L 256; H 16 over 4 kv heads, S 2048: 2,812 vs 29,003 us at L 256.
-  Above 8 rows the kernel runs row by row (attention_cpu.cc's Row8), whose rounding
-  differs from the joint path's: plain and speculative decoding prefill alike, so
-  their outputs stay identical."""
+  Whatever L is, the kernel takes the same path for every row (AVX-512: Rows16, in
+  groups of 8 rows; else Row8 or the portable Row, row by row), so a prefill row
+  rounds as a decoding row does."""
   return (q_BxLxHxDh.dtype == jnp.float32 and k_BxKxSxDh.dtype == jnp.float32
           and jax.default_backend() == 'cpu' and ops.available())
 

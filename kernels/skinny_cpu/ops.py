@@ -46,8 +46,9 @@ MAX_ROWS = 8
 # every 4 rows, so at prefill sizes the kernel is compute-bound: over the 175 packed
 # projections of benchmarks/speculative_decode's model (d_model 256, 24 layers,
 # 2-core Xeon 6/167, idle, 3 Dec) 155 / 170 / 201 GFLOP/s at 48 / 64 / 96 rows
-# against XLA's dot on the unpacked weights at 100 / 126 / 196 (which wins from
-# ~128 rows on); the speculative benchmark's 32-token prefill 29 -> 18 ms with the
+# against XLA's dot at 100 / 126 / 196 over the model's 76 two-dimensional kernels
+# unpacked (its rate; XLA wins from ~128 rows on); the speculative benchmark's
+# 32-token prefill 29 -> 16-18 ms with the
 # attention kernel's row limit lifted too (kernels/skinny_cpu/attention.py).
 MAX_PACKED_ROWS = 64
 # Columns per panel of the packed weight layout [N / PACK_WIDTH, K, PACK_WIDTH]
