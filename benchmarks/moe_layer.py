@@ -12,8 +12,10 @@ into one matmul: the dense FFN runs wi_0 and wi_1 as two dots, and the grouped p
 runs them as two grouped products. Variants: dropless with `dropless_impl='grouped'`
 (auto's CPU path: for float32 with the native kernel built, a native counting sort,
 router matmul and top-k, and SwiGLU experts fused with the token gather and the
-gate-weighted combine, one OpenBLAS sgemm per product of each block of an expert's
-rows, through two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
+gate-weighted combine, the products of each block of an expert's rows on the kernel's
+own AVX-512 code (`kernels/grouped_matmul/small_gemm.h`: operands read in place, no
+packed copies) where the CPU has AVX-512, else one OpenBLAS sgemm per product, through
+two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
 `kernels.grouped_matmul.grouped_ffn`'s batched dots over each expert's window of
 sorted rows with a tile loop for rows past a window, between XLA gathers;
 `grouped_ffn_impl` in the output says which ran: build the kernel with `python
@@ -30,7 +32,10 @@ a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
 baseline's own layout.
 After a compile+warmup call per function, the functions of one E are timed
 round-robin (so load on a shared machine hits them alike) and the median of
-`--repeats` calls is kept; `ragged` is timed alone after them (in the round robin
+`--repeats` calls is kept. Where the fused kernel runs its AVX-512 products, the
+round robin also times `grouped_openblas`: the same compiled layer with the products on
+OpenBLAS's sgemm (`native.set_moe_gemm`), so the products' share of the ratio is measured
+in one process. `ragged` is timed alone after them (in the round robin
 it slowed the dense call that followed it). Router weights use the layer's own random init on N(0, 1)
 inputs; the batch's MaxVio and each variant's drop rate are reported alongside.
 
@@ -71,7 +76,10 @@ kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 `--json PATH` writes {"dropless_over_dense": worst ratio over E of the dropless path
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
 "grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows', and
-"openblas_kernels" the OpenBLAS kernel family the native path loaded),
+"openblas_kernels" the OpenBLAS kernel family the native path loaded, "moe_gemm" the
+fused kernel's products: 'avx512' or 'openblas', null where the fused kernel does not run),
+"grouped_openblas_over_grouped" (the smallest over E of grouped_openblas / grouped, when
+both ran),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "openblas_prefaulted" (MiB of OpenBLAS packing buffers mapped at load,
@@ -129,6 +137,13 @@ def _dense_2d_grad_fn(activation: str):
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
+def _fused(args) -> bool:
+  """Whether the grouped variant runs the fused SwiGLU kernel (kernels/grouped_matmul/moe.py)."""
+  return args.activation == 'swiglu' and moe_layer.native_moves(
+      jnp.zeros((), args.dtype), model_config(args.d_model, args.seq_len,
+                                              {'kind': 'dense', 'd_ff': 8}, args.dtype))
+
+
 def _time_round_robin(fns: dict, repeats: int) -> dict[str, float]:
   """Median seconds per call of each (fn, args), calls interleaved across fns."""
   for fn, args in fns.values():  # compile and warm up
@@ -173,6 +188,20 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
     stats[name] = (float(router_lib.max_violation(inter['expert_load'][0])),
                    float(inter['metrics'][0]['drop_rate']))
     fns[name] = (_grad_fn(moe), (moe_params, x))
+  if native_lib.moe_gemm() == 'avx512' and _fused(args):
+    # The same compiled function with the fused kernel's products on OpenBLAS's sgemm
+    # (the setting is read when the kernel runs, so the call completes inside it).
+    fn, fn_args = fns['grouped']
+
+    def on_openblas(*a, fn=fn):
+      native_lib.set_moe_gemm('openblas')
+      try:
+        return jax.block_until_ready(fn(*a))
+      finally:
+        native_lib.set_moe_gemm(None)
+
+    fns['grouped_openblas'] = (on_openblas, fn_args)
+    stats['grouped_openblas'] = stats['grouped']
   # ragged_dot (~7x the dense time) is timed on its own afterwards: inside the round
   # robin it slowed the dense call after it (dense 37-42 ms at E = 8 against 30-33 ms
   # at E = 16 / 32 in the same runs, 30.8 ms at E = 8 without ragged; 2026-11-30).
@@ -231,6 +260,10 @@ def main(argv=None):
              'capacity_over_dense': worst('capacity')}
   if worst('ragged') is not None:
     summary['ragged_over_dense'] = worst('ragged')
+  if worst('grouped_openblas') is not None:
+    summary['grouped_openblas_over_grouped'] = min(
+        r['ms'] / g['ms'] for r in rows for g in rows if r['variant'] == 'grouped_openblas'
+        and g['variant'] == 'grouped' and g['n_experts'] == r['n_experts'])
   summary['dropless_over_dense_2d'] = max(
       r['ms'] / d['ms'] for r in rows for d in rows if r['variant'] == auto
       and d['variant'] == 'dense_2d' and d['n_experts'] == r['n_experts'])
@@ -239,12 +272,13 @@ def main(argv=None):
   blas = native_lib.openblas_corename() if ffn_impl == 'native' else None
   blas_note = ''
   if blas:
-    fused = args.activation == 'swiglu' and moe_layer.native_moves(
-        jnp.zeros((), args.dtype), model_config(args.d_model, args.seq_len,
-                                                {'kind': 'dense', 'd_ff': 8}, args.dtype))
+    fused = _fused(args)
     prefaulted = native_lib.openblas_prefaulted()
+    gemm = native_lib.moe_gemm()
+    products = ('products: AVX-512 small_gemm.h (no packed copies; grouped_openblas: the '
+                'same on OpenBLAS), ' if fused and gemm == 'avx512' else '')
     blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
-                 else ' (') + f'OpenBLAS kernels {blas}, ' + (
+                 else ' (') + products + f'OpenBLAS kernels {blas}, ' + (
                      f'{prefaulted} MiB of packing buffers prefaulted)' if prefaulted is not None
                      else 'buffers not prefaulted: LATTICE_OPENBLAS_PREFAULT=0)')
   print(f'device: {device.device_kind} ({jax.default_backend()}); '
@@ -254,10 +288,10 @@ def main(argv=None):
         f'{ffn_impl}{blas_note}; XLA_FLAGS: {os.environ.get("XLA_FLAGS") or "none (defaults)"}')
   print('MoE time includes the router (D x E matmul, top-k) and dispatch; '
         'gflop = fwd+bwd matmul FLOPs')
-  print(f'{"E":>4} {"k":>3} {"variant":>9} {"ms":>9} {"vs dense":>9} {"drop":>7} '
+  print(f'{"E":>4} {"k":>3} {"variant":>16} {"ms":>9} {"vs dense":>9} {"drop":>7} '
         f'{"MaxVio":>7} {"gflop":>7}')
   for r in rows:
-    print(f'{r["n_experts"]:>4} {r["top_k"]:>3} {r["variant"]:>9} {r["ms"]:>9.2f} '
+    print(f'{r["n_experts"]:>4} {r["top_k"]:>3} {r["variant"]:>16} {r["ms"]:>9.2f} '
           f'{r["ratio_vs_dense"]:>8.2f}x {r["drop_rate"]:>7.1%} '
           f'{"-" if r["maxvio_batch"] is None else format(r["maxvio_batch"], ".2f"):>7} '
           f'{r["gflop"]:>7.2f}')
@@ -267,6 +301,8 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
                  'openblas_kernels': blas,
+                 'moe_gemm': native_lib.moe_gemm() if ffn_impl == 'native' and _fused(args)
+                 else None,
                  'openblas_prefaulted': native_lib.openblas_prefaulted(), 'rows': rows,
                  'machine': machine.finish(mach), 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,

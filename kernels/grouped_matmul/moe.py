@@ -20,6 +20,12 @@ in a quiet moment, `benchmarks/moe_layer.py` shapes): the MoE layer's fwd+bwd on
 path (with the native sort, router matmul and top-k) took ~1.06x / 1.11x / 1.19x the
 dense FFN's at E = 8 / 16 / 32; the two kernel calls alone ~1.02x (E = 8) and ~1.12x
 (E = 32) the dense FFN's nine matmuls and activation.
+
+The nine products per block run on `small_gemm.h`'s AVX-512 code where the CPU has it
+(read in place: no packed copies, no zeroing pass), else OpenBLAS's sgemm;
+`native.set_moe_gemm` chooses, `native.moe_gemm` says which runs. At E = 32 the
+benchmark's `grouped_openblas` row (the same compiled layer on sgemm, in the same
+round robin) took ~1.3x the time of `grouped` (BENCHMARKS.md, seventeenth session).
 """
 
 from __future__ import annotations

@@ -26,6 +26,14 @@
 // call. What is left at E = 32 over E = 8 (~10% in the kernel-only A/B on the 2-core
 // machine) is each expert's weights read and gradients written once a direction.
 //
+// Products: small_gemm.h's AVX-512 code where the CPU has it (LatticeMoeSetGemm picks;
+// it reads each operand in place, each 32-column strip of the right-hand side copied or
+// transposed into an L1 buffer, with no packed copy of the left-hand side and no pass
+// zeroing C), else OpenBLAS's sgemm. At ~128 rows an expert (E = 32 in
+// benchmarks/moe_layer.py) perf put ~30% of the kernels' time on the 2-core Xeon in
+// sgemm's packing copies and its beta = 0 memset; the layer's fwd+bwd took ~1.3x as long
+// on sgemm as on small_gemm.h in the same process.
+//
 // Threads (RunTasks): forward tasks are row blocks; a backward task is one expert (its
 // weight gradients accumulate over its blocks with sgemm's beta = 1; an expert with
 // more than a thread's share of the rows is cut into runs of blocks with partial
@@ -33,12 +41,14 @@
 // largest first.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "grouped_cpu.h"
+#include "small_gemm.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -60,6 +70,43 @@ int64_t BlockRows(int64_t rows) {
   const int64_t pieces = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
   return (rows + pieces - 1) / pieces;
 }
+
+// The products' code: 1 OpenBLAS's sgemm, 2 small_gemm.h's AVX-512 products (no packed
+// copies; ~20% faster than sgemm on an expert's [128, 256] x [256, 256] products, NN
+// and NT forms, and even with it on TN, single-core on the 2-core Xeon, 3 Dec 2026);
+// 0 (the default) the best this CPU runs. LatticeMoeSetGemm sets it (tests, the A/B).
+std::atomic<int32_t> g_gemm{0};
+
+int32_t GemmKind() {
+  static const bool avx512 = SmallGemmAvailable();
+  return g_gemm.load() == 1 || !avx512 ? 1 : 2;
+}
+
+// C (+)= op(A) op(B) as sgemm's row-major call (beta 0 or 1), on the chosen code.
+class Products {
+ public:
+  explicit Products(Sgemm sgemm) : sgemm_(sgemm), native_(GemmKind() == 2) {}
+  void operator()(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
+                  const float* b, int ldb, float beta, float* c, int ldc) const {
+    const bool ta = trans_a == kTrans, tb = trans_b == kTrans;
+#ifdef LATTICE_SMALL_GEMM
+    if (native_ && !(ta && tb)) {
+      if (ta)
+        GemmTN(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
+      else if (tb)
+        GemmNT(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
+      else
+        GemmNN(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
+      return;
+    }
+#endif
+    sgemm_(kRowMajor, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+  }
+
+ private:
+  Sgemm sgemm_;
+  bool native_;
+};
 
 struct Problem {
   int64_t t, n, d, f, e;
@@ -118,8 +165,8 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
                ffi::Buffer<ffi::S32> sizes, ffi::Buffer<ffi::S32> inv, ffi::Buffer<ffi::F32> gate,
                ffi::ResultBuffer<ffi::F32> a, ffi::ResultBuffer<ffi::F32> b,
                ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> y) {
-  const Sgemm sgemm = GetSgemm();
-  if (sgemm == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_fwd: no sgemm");
+  if (GetSgemm() == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_fwd: no sgemm");
+  const Products gemm(GetSgemm());
   const auto xd = x.dimensions(), wd = w0.dimensions();
   const int64_t n = src.element_count();
   if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
@@ -158,12 +205,12 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S
     float* h = xs + kRows * d;
     GatherRows(xp, s, blk.lo, blk.hi, d, xs);
     float *ar = ap + blk.lo * f, *br = bp + blk.lo * f;
-    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, f, d, 1.0f, xs, d, w0p + blk.e * d * f, f, 0.0f,
+    gemm(kNoTrans, kNoTrans, rows, f, d, xs, d, w0p + blk.e * d * f, f, 0.0f,
           ar, f);
-    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, f, d, 1.0f, xs, d, w1p + blk.e * d * f, f, 0.0f,
+    gemm(kNoTrans, kNoTrans, rows, f, d, xs, d, w1p + blk.e * d * f, f, 0.0f,
           br, f);
     up(ar, br, h, rows * f);
-    sgemm(kRowMajor, kNoTrans, kNoTrans, rows, d, f, 1.0f, h, f, wop + blk.e * f * d, d, 0.0f,
+    gemm(kNoTrans, kNoTrans, rows, d, f, h, f, wop + blk.e * f * d, d, 0.0f,
           yp + blk.lo * d, d);
   });
   if (!Combine(pool, yp, n, inv.typed_data(), gate.typed_data(), p.t, inv.dimensions()[1], d,
@@ -180,8 +227,8 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
                ffi::ResultBuffer<ffi::F32> dgate,
                ffi::ResultBuffer<ffi::F32> dw0, ffi::ResultBuffer<ffi::F32> dw1,
                ffi::ResultBuffer<ffi::F32> dwo) {
-  const Sgemm sgemm = GetSgemm();
-  if (sgemm == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_bwd: no sgemm");
+  if (GetSgemm() == nullptr) return ffi::Error::Internal("lattice_moe_swiglu_bwd: no sgemm");
+  const Products gemm(GetSgemm());
   const auto xd = x.dimensions(), wd = w0.dimensions();
   const int64_t n = src.element_count();
   if (xd.size() != 2 || wd.size() != 3 || wd[0] != sizes.element_count() || wd[1] != xd[1] ||
@@ -264,7 +311,7 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
       GatherRows(dyp, s, lo, lo + rows, d, g);  // dy of each row's token (gate not applied)
       // u = dy wo[e]^T into da; the gate's cotangent u . h; then dh = gate u and
       // dys = gate dy in place; then da, db in place.
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, f, d, 1.0f, g, d, woe, d, 0.0f, da, f);
+      gemm(kNoTrans, kTrans, rows, f, d, g, d, woe, d, 0.0f, da, f);
       up(ar, br, h, rows * f);
       for (int r = 0; r < rows; ++r) {
         float* u = da + r * f;
@@ -278,12 +325,12 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::
         for (int64_t j = 0; j < d; ++j) gr[j] *= c;
       }
       down(da, ar, br, da, db, rows * f);
-      sgemm(kRowMajor, kTrans, kNoTrans, f, d, rows, 1.0f, h, f, g, d, beta, go, d);
-      sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, da, f, beta, g0, f);
-      sgemm(kRowMajor, kTrans, kNoTrans, d, f, rows, 1.0f, xs, d, db, f, beta, g1, f);
+      gemm(kTrans, kNoTrans, f, d, rows, h, f, g, d, beta, go, d);
+      gemm(kTrans, kNoTrans, d, f, rows, xs, d, da, f, beta, g0, f);
+      gemm(kTrans, kNoTrans, d, f, rows, xs, d, db, f, beta, g1, f);
       float* dxr = dxp + lo * d;
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, da, f, w0e, f, 0.0f, dxr, d);
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, d, f, 1.0f, db, f, w1e, f, 1.0f, dxr, d);
+      gemm(kNoTrans, kTrans, rows, d, f, da, f, w0e, f, 0.0f, dxr, d);
+      gemm(kNoTrans, kTrans, rows, d, f, db, f, w1e, f, 1.0f, dxr, d);
     }
   });
   for (const Task& task : tasks) {  // the partial gradients of cut experts, added in
@@ -337,3 +384,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// Plain C for Python (ctypes): the products' code (0 the best this CPU runs, 1 OpenBLAS,
+// 2 AVX-512 where the CPU has it; negative: leave it); returns the one now in use (1 or 2).
+extern "C" int32_t LatticeMoeSetGemm(int32_t kind) {
+  if (kind >= 0) g_gemm.store(kind == 1 || kind == 2 ? kind : 0);
+  return GemmKind();
+}
+
+// For tests (ctypes): one small_gemm.h product, form 0 NN, 1 NT, 2 TN (shapes as in
+// small_gemm.h); returns 0 without running it where the CPU lacks AVX-512.
+extern "C" int32_t LatticeSmallGemm(int32_t form, int64_t m, int64_t n, int64_t k,
+                                    const float* a, int64_t lda, const float* b, int64_t ldb,
+                                    float* c, int64_t ldc, int32_t accumulate) {
+#ifdef LATTICE_SMALL_GEMM
+  if (!SmallGemmAvailable() || form < 0 || form > 2) return 0;
+  const auto gemm = form == 0 ? GemmNN : form == 1 ? GemmNT : GemmTN;
+  gemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate != 0);
+  return 1;
+#else
+  return 0;
+#endif
+}

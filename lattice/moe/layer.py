@@ -93,7 +93,7 @@ def grouped_expert_ffn(cfg: config_lib.ModelConfig):
   """ffn(w, x_NxD sorted by expert, sizes_E) for dropless_impl='grouped'.
 
   Float linears: `kernels.grouped_matmul.grouped_ffn` (float32 on CPU with the native
-  kernel built: one OpenBLAS sgemm per expert over its sorted rows, SwiGLU fused;
+  kernel built: one product per expert over its sorted rows, SwiGLU fused;
   otherwise batched dots over each expert's window of rows and a tile loop past the
   windows); quantized kinds keep their
   `prepare` hook (and its straight-through gradient) through three `grouped_matmul`
@@ -125,7 +125,8 @@ def auto_dropless_impl() -> str:
   CPU: 'grouped' (`_grouped`: float32 with the native kernel built, SwiGLU experts
   fused with the gather and combine, `kernels.grouped_matmul.moe`; other activations
   `kernels.grouped_matmul.grouped_ffn`, the native per-expert OpenBLAS kernel when
-  built, else batched dots over per-expert windows of the sorted rows). On the idle
+  built, else batched dots over per-expert windows of the sorted rows; the fused path's
+  products are its own AVX-512 code where the CPU has it, else OpenBLAS's). On the idle
   2-core CPU (BENCHMARKS.md, `41f663e`) the unfused native path took 0.97-1.29x the
   dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x; the fused path ~1.06-1.19x in
   informal A/B runs on the shared machine (module doc of kernels/grouped_matmul/moe.py).
