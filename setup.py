@@ -46,14 +46,15 @@ TERNARY_CPU = Extension(
 # The native CPU grouped matmul of dropless MoE (kernels/grouped_matmul/grouped_cpu.cc):
 # one OpenBLAS sgemm per expert, the fused SwiGLU experts of a MoE layer (moe_cpu.cc) and
 # the token gather / combine around them (permute_cpu.cc); the fused MoE kernel's own
-# AVX-512 products (small_gemm.h, chosen at run time where the CPU has AVX-512);
+# AVX-512 / AVX2 products (small_gemm.h, chosen at run time by what the CPU runs);
 # it links no BLAS (Python hands it scipy-openblas32's
 # sgemm at load time), so it builds with the FFI headers alone.
 GROUPED_CPU = Extension(
     'kernels.grouped_matmul._grouped_cpu',
     sources=['kernels/grouped_matmul/grouped_cpu.cc', 'kernels/grouped_matmul/moe_cpu.cc',
              'kernels/grouped_matmul/permute_cpu.cc'],
-    depends=['kernels/grouped_matmul/grouped_cpu.h', 'kernels/grouped_matmul/small_gemm.h'],
+    depends=['kernels/grouped_matmul/grouped_cpu.h', 'kernels/grouped_matmul/small_gemm.h',
+             'kernels/grouped_matmul/small_gemm_impl.inc'],
     language='c++',
     extra_compile_args=['-std=c++17', '-O3', '-w'],
     optional=True,

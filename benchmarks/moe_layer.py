@@ -13,8 +13,8 @@ runs them as two grouped products. Variants: dropless with `dropless_impl='group
 (auto's CPU path: for float32 with the native kernel built, a native counting sort,
 router matmul and top-k, and SwiGLU experts fused with the token gather and the
 gate-weighted combine, the products of each block of an expert's rows on the kernel's
-own AVX-512 code (`kernels/grouped_matmul/small_gemm.h`: operands read in place, no
-packed copies) where the CPU has AVX-512, else one OpenBLAS sgemm per product, through
+own AVX-512 or AVX2 code (`kernels/grouped_matmul/small_gemm.h`: no sgemm packing or
+zeroing passes), the best the CPU runs, else one OpenBLAS sgemm per product, through
 two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
 `kernels.grouped_matmul.grouped_ffn`'s batched dots over each expert's window of
 sorted rows with a tile loop for rows past a window, between XLA gathers;
@@ -32,10 +32,11 @@ a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
 baseline's own layout.
 After a compile+warmup call per function, the functions of one E are timed
 round-robin (so load on a shared machine hits them alike) and the median of
-`--repeats` calls is kept. Where the fused kernel runs its AVX-512 products, the
-round robin also times `grouped_openblas`: the same compiled layer with the products on
-OpenBLAS's sgemm (`native.set_moe_gemm`), so the products' share of the ratio is measured
-in one process. `ragged` is timed alone after them (in the round robin
+`--repeats` calls is kept. Where the fused kernel runs, the round robin also times the
+same compiled layer with its products on each other code this CPU runs
+(`native.set_moe_gemm`): `grouped_openblas` (OpenBLAS's sgemm) and `grouped_avx2`
+(small_gemm.h's AVX2 products), so the products' share of the ratio is measured in one
+process. `ragged` is timed alone after them (in the round robin
 it slowed the dense call that followed it). Router weights use the layer's own random init on N(0, 1)
 inputs; the batch's MaxVio and each variant's drop rate are reported alongside.
 
@@ -77,9 +78,10 @@ kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
 "grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows', and
 "openblas_kernels" the OpenBLAS kernel family the native path loaded, "moe_gemm" the
-fused kernel's products: 'avx512' or 'openblas', null where the fused kernel does not run),
-"grouped_openblas_over_grouped" (the smallest over E of grouped_openblas / grouped, when
-both ran),
+fused kernel's products: 'avx512', 'avx2' or 'openblas', null where the fused kernel does
+not run),
+"grouped_openblas_over_grouped", "grouped_avx2_over_grouped" (the smallest over E of
+grouped_<code> / grouped, when both ran),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
 "ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "openblas_prefaulted" (MiB of OpenBLAS packing buffers mapped at load,
@@ -188,20 +190,26 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
     stats[name] = (float(router_lib.max_violation(inter['expert_load'][0])),
                    float(inter['metrics'][0]['drop_rate']))
     fns[name] = (_grad_fn(moe), (moe_params, x))
-  if native_lib.moe_gemm() == 'avx512' and _fused(args):
-    # The same compiled function with the fused kernel's products on OpenBLAS's sgemm
-    # (the setting is read when the kernel runs, so the call completes inside it).
+  if native_lib.available() and _fused(args):
+    # The same compiled function with the fused kernel's products on each other code
+    # this CPU runs (the setting is read when the kernel runs, so the call completes
+    # inside it): grouped_openblas, grouped_avx2.
     fn, fn_args = fns['grouped']
+    auto = native_lib.moe_gemm()
+    for kind in ('openblas', 'avx2'):
+      if kind == auto or native_lib.set_moe_gemm(kind) != kind:
+        continue
 
-    def on_openblas(*a, fn=fn):
-      native_lib.set_moe_gemm('openblas')
-      try:
-        return jax.block_until_ready(fn(*a))
-      finally:
-        native_lib.set_moe_gemm(None)
+      def on(*a, fn=fn, kind=kind):
+        native_lib.set_moe_gemm(kind)
+        try:
+          return jax.block_until_ready(fn(*a))
+        finally:
+          native_lib.set_moe_gemm(None)
 
-    fns['grouped_openblas'] = (on_openblas, fn_args)
-    stats['grouped_openblas'] = stats['grouped']
+      fns[f'grouped_{kind}'] = (on, fn_args)
+      stats[f'grouped_{kind}'] = stats['grouped']
+    native_lib.set_moe_gemm(None)
   # ragged_dot (~7x the dense time) is timed on its own afterwards: inside the round
   # robin it slowed the dense call after it (dense 37-42 ms at E = 8 against 30-33 ms
   # at E = 16 / 32 in the same runs, 30.8 ms at E = 8 without ragged; 2026-11-30).
@@ -260,10 +268,11 @@ def main(argv=None):
              'capacity_over_dense': worst('capacity')}
   if worst('ragged') is not None:
     summary['ragged_over_dense'] = worst('ragged')
-  if worst('grouped_openblas') is not None:
-    summary['grouped_openblas_over_grouped'] = min(
-        r['ms'] / g['ms'] for r in rows for g in rows if r['variant'] == 'grouped_openblas'
-        and g['variant'] == 'grouped' and g['n_experts'] == r['n_experts'])
+  for kind in ('openblas', 'avx2'):
+    if worst(f'grouped_{kind}') is not None:
+      summary[f'grouped_{kind}_over_grouped'] = min(
+          r['ms'] / g['ms'] for r in rows for g in rows if r['variant'] == f'grouped_{kind}'
+          and g['variant'] == 'grouped' and g['n_experts'] == r['n_experts'])
   summary['dropless_over_dense_2d'] = max(
       r['ms'] / d['ms'] for r in rows for d in rows if r['variant'] == auto
       and d['variant'] == 'dense_2d' and d['n_experts'] == r['n_experts'])
@@ -275,8 +284,8 @@ def main(argv=None):
     fused = _fused(args)
     prefaulted = native_lib.openblas_prefaulted()
     gemm = native_lib.moe_gemm()
-    products = ('products: AVX-512 small_gemm.h (no packed copies; grouped_openblas: the '
-                'same on OpenBLAS), ' if fused and gemm == 'avx512' else '')
+    products = (f'products: {"OpenBLAS" if gemm == "openblas" else "small_gemm.h " + gemm} '
+                '(grouped_<code>: the same layer on the other codes), ' if fused else '')
     blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
                  else ' (') + products + f'OpenBLAS kernels {blas}, ' + (
                      f'{prefaulted} MiB of packing buffers prefaulted)' if prefaulted is not None

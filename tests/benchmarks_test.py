@@ -20,9 +20,15 @@ def test_moe_layer_benchmark_writes_its_ratios(tmp_path):
               'capacity_over_dense', 'dropless_over_dense_2d'):
     assert _positive_finite(result[key]), (key, result[key])
   want = {'dense', 'dense_2d', 'grouped', 'blocks', 'capacity'}
-  if result['moe_gemm'] == 'avx512':  # the fused kernel's products on OpenBLAS, for the A/B
-    want.add('grouped_openblas')
-    assert _positive_finite(result['grouped_openblas_over_grouped'])
+  if result['moe_gemm']:  # the fused kernel ran: its products on the other codes too
+    others = {f'grouped_{kind}' for kind in ('openblas', 'avx2') if kind != result['moe_gemm']}
+    assert {r['variant'] for r in result['rows']} - want <= others
+    assert 'grouped_openblas' in {r['variant'] for r in result['rows']} or (
+        result['moe_gemm'] == 'openblas')
+    for kind in ('openblas', 'avx2'):
+      if f'grouped_{kind}' in {r['variant'] for r in result['rows']}:
+        assert _positive_finite(result[f'grouped_{kind}_over_grouped'])
+        want.add(f'grouped_{kind}')
   assert {r['variant'] for r in result['rows']} == want
   assert result['dropless_over_dense'] == result[f'{result["dropless_impl"]}_over_dense']
   for r in result['rows']:

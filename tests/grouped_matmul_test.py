@@ -277,9 +277,9 @@ def test_fused_moe_swiglu_equals_gather_ffn_combine(t, k, e, d, f):
                                       (0, 1, 2)))(x, gate, w)
 
   want = run(False)
-  try:  # every elementwise code path (portable, AVX2, AVX-512) this CPU runs, and both
-    # products (OpenBLAS's sgemm; small_gemm.h's where the CPU has AVX-512)
-    for gemm in ('openblas', 'avx512'):
+  try:  # every elementwise code path (portable, AVX2, AVX-512) this CPU runs, and every
+    # products' code (OpenBLAS's sgemm; small_gemm.h's AVX2 and AVX-512, capped at the CPU)
+    for gemm in ('openblas', 'avx2', 'avx512'):
       native.set_moe_gemm(gemm)
       for isa in (1, 2, 3):
         native.set_isa(isa)
@@ -332,34 +332,37 @@ def test_native_top_k_indices_equal_lax_top_k():
 
 @NATIVE
 def test_small_gemm_products_equal_numpy():
-  # small_gemm.h's three forms (the fused MoE kernel's products on AVX-512) against
-  # float64 numpy: row counts that leave every tile height (12/8/4/2/1), column counts
-  # with masked strips, K past one 256-row block and K = 0, strides wider than the
-  # rows, beta 0 and 1; the columns between n and the stride stay untouched.
+  # small_gemm.h's three forms (the fused MoE kernel's products) on each instruction set
+  # this CPU runs, against float64 numpy: row counts that leave every tile height
+  # (12/8/4/2/1 on AVX-512: 23 = 12 + 8 + 2 + 1; 6/2/1 on AVX2), column counts with
+  # masked strips, K past one 256-row block and K = 0, strides wider than the rows,
+  # beta 0 and 1; the columns between n and the stride stay untouched.
   import ctypes
-  lib = native._library()
-  f = lib.LatticeSmallGemm
+  f = native._library().LatticeSmallGemm
   f.restype = ctypes.c_int32
-  f.argtypes = [ctypes.c_int32] + [ctypes.c_int64] * 3 + [
+  f.argtypes = [ctypes.c_int32] * 2 + [ctypes.c_int64] * 3 + [
       ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
       ctypes.c_int64, ctypes.c_int32]
-  if native.set_moe_gemm('avx512') != 'avx512':
-    native.set_moe_gemm(None)
-    pytest.skip('the CPU has no AVX-512')
+  isas = [isa for isa, name in ((2, 'avx2'), (3, 'avx512'))
+          if native.set_moe_gemm(name) == name]
   native.set_moe_gemm(None)
+  if not isas:
+    pytest.skip('the CPU has neither AVX2 nor AVX-512')
   rng = np.random.default_rng(0)
-  for m, n, k in [(1, 1, 1), (27, 70, 300), (12, 32, 256), (13, 33, 17), (40, 5, 0),
-                  (3, 48, 513)]:
-    for form in range(3):
-      for acc in (0, 1):
-        a = rng.standard_normal((k, m + 3) if form == 2 else (m, k + 3), np.float32)
-        b = rng.standard_normal((n, k + 2) if form == 1 else (k, n + 2), np.float32)
-        c = rng.standard_normal((m, n + 5), np.float32)
-        a_mk = (a[:, :m].T if form == 2 else a[:, :k]).astype(np.float64)
-        b_kn = (b[:, :k].T if form == 1 else b[:, :n]).astype(np.float64)
-        want = c.astype(np.float64).copy()
-        want[:, :n] = a_mk @ b_kn + (want[:, :n] if acc else 0)
-        assert f(form, m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1],
-                 c.ctypes.data, c.shape[1], acc) == 1
-        np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4 * np.sqrt(k + 1),
-                                   err_msg=f'form {form} m {m} n {n} k {k} acc {acc}')
+  for isa in isas:
+    for m, n, k in [(1, 1, 1), (27, 70, 300), (12, 32, 256), (13, 33, 17), (40, 5, 0),
+                    (3, 48, 513), (7, 9, 8), (23, 40, 64), (11, 17, 30)]:
+      for form in range(3):
+        for acc in (0, 1):
+          a = rng.standard_normal((k, m + 3) if form == 2 else (m, k + 3), np.float32)
+          b = rng.standard_normal((n, k + 2) if form == 1 else (k, n + 2), np.float32)
+          c = rng.standard_normal((m, n + 5), np.float32)
+          a_mk = (a[:, :m].T if form == 2 else a[:, :k]).astype(np.float64)
+          b_kn = (b[:, :k].T if form == 1 else b[:, :n]).astype(np.float64)
+          want = c.astype(np.float64).copy()
+          want[:, :n] = a_mk @ b_kn + (want[:, :n] if acc else 0)
+          assert f(isa, form, m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1],
+                   c.ctypes.data, c.shape[1], acc) == 1
+          np.testing.assert_allclose(
+              c, want, rtol=1e-4, atol=1e-4 * np.sqrt(k + 1),
+              err_msg=f'isa {isa} form {form} m {m} n {n} k {k} acc {acc}')

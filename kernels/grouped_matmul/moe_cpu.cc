@@ -26,10 +26,9 @@
 // call. What is left at E = 32 over E = 8 (~10% in the kernel-only A/B on the 2-core
 // machine) is each expert's weights read and gradients written once a direction.
 //
-// Products: small_gemm.h's AVX-512 code where the CPU has it (LatticeMoeSetGemm picks;
-// it reads each operand in place, each 32-column strip of the right-hand side copied or
-// transposed into an L1 buffer, with no packed copy of the left-hand side and no pass
-// zeroing C), else OpenBLAS's sgemm. At ~128 rows an expert (E = 32 in
+// Products: small_gemm.h's AVX-512 or AVX2 code, the best the CPU runs
+// (LatticeMoeSetGemm picks; each strip of the right-hand side copied or transposed into an
+// L1 buffer, no pass zeroing C), else OpenBLAS's sgemm. At ~128 rows an expert (E = 32 in
 // benchmarks/moe_layer.py) perf put ~30% of the kernels' time on the 2-core Xeon in
 // sgemm's packing copies and its beta = 0 memset; the layer's fwd+bwd took ~1.3x as long
 // on sgemm as on small_gemm.h in the same process.
@@ -71,41 +70,48 @@ int64_t BlockRows(int64_t rows) {
   return (rows + pieces - 1) / pieces;
 }
 
-// The products' code: 1 OpenBLAS's sgemm, 2 small_gemm.h's AVX-512 products (no packed
-// copies; ~20% faster than sgemm on an expert's [128, 256] x [256, 256] products, NN
-// and NT forms, and even with it on TN, single-core on the 2-core Xeon, 3 Dec 2026);
-// 0 (the default) the best this CPU runs. LatticeMoeSetGemm sets it (tests, the A/B).
+// The products' code: 1 OpenBLAS's sgemm; 2 / 3 small_gemm.h's AVX2 / AVX-512 products
+// (capped at what the CPU runs); 0 (the default): AVX-512 where the CPU has it, else
+// sgemm. LatticeMoeSetGemm sets it (tests, the benchmark's A/B). Informal, one core of
+// the 2-core Xeon (3 Dec 2026), an expert's [128, 256] x [256, 256] products with the
+// weights streamed from 32 experts: AVX-512 nn / nt / tn 150-159 / 156-161 / 150-152
+// GFLOP/s against OpenBLAS's SkylakeX kernels' 115-125 / 115-120 / 133-145; AVX2 89-90 /
+// 95-99 / 92-97 against OpenBLAS's Haswell kernels' 92-95 / 90-94 / 100-102; the whole
+// layer (benchmarks/moe_layer.py, OpenBLAS on its Haswell kernels) 32.3 / 36.5 ms on the
+// AVX2 products against 32.8 / 37.4 on sgemm at E = 8 / 32, one run: equal within the
+// noise, so the default leaves AVX2-only CPUs on sgemm (the benchmark times the AVX2
+// products beside it, `grouped_avx2`, so an AVX2-only machine measures its own case).
 std::atomic<int32_t> g_gemm{0};
 
+// The code in use: 1 (sgemm) or the small_gemm.h ISA (2 or 3).
 int32_t GemmKind() {
-  static const bool avx512 = SmallGemmAvailable();
-  return g_gemm.load() == 1 || !avx512 ? 1 : 2;
+  const int32_t want = g_gemm.load();
+  if (want == 1) return 1;
+  const int isa = SmallGemmFor(want == 0 ? 3 : want).isa;
+  return isa == 0 || (want == 0 && isa != 3) ? 1 : isa;
 }
 
 // C (+)= op(A) op(B) as sgemm's row-major call (beta 0 or 1), on the chosen code.
 class Products {
  public:
-  explicit Products(Sgemm sgemm) : sgemm_(sgemm), native_(GemmKind() == 2) {}
+  explicit Products(Sgemm sgemm) : sgemm_(sgemm) {
+    const int32_t kind = GemmKind();
+    if (kind != 1) own_ = SmallGemmFor(kind);
+  }
   void operator()(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
                   const float* b, int ldb, float beta, float* c, int ldc) const {
     const bool ta = trans_a == kTrans, tb = trans_b == kTrans;
-#ifdef LATTICE_SMALL_GEMM
-    if (native_ && !(ta && tb)) {
-      if (ta)
-        GemmTN(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
-      else if (tb)
-        GemmNT(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
-      else
-        GemmNN(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
+    if (own_.isa != 0 && !(ta && tb) && (beta == 0.0f || beta == 1.0f)) {
+      const GemmFn f = ta ? own_.tn : tb ? own_.nt : own_.nn;
+      f(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
       return;
     }
-#endif
     sgemm_(kRowMajor, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
   }
 
  private:
   Sgemm sgemm_;
-  bool native_;
+  SmallGemm own_;
 };
 
 struct Problem {
@@ -385,24 +391,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// Plain C for Python (ctypes): the products' code (0 the best this CPU runs, 1 OpenBLAS,
-// 2 AVX-512 where the CPU has it; negative: leave it); returns the one now in use (1 or 2).
+// Plain C for Python (ctypes): the products' code (0 the default above, 1 OpenBLAS,
+// 2 AVX2, 3 AVX-512, each capped at what the CPU runs; negative: leave it as it is);
+// returns the one now in use (1, 2 or 3).
 extern "C" int32_t LatticeMoeSetGemm(int32_t kind) {
-  if (kind >= 0) g_gemm.store(kind == 1 || kind == 2 ? kind : 0);
+  if (kind >= 0) g_gemm.store(kind <= 3 ? kind : 0);
   return GemmKind();
 }
 
-// For tests (ctypes): one small_gemm.h product, form 0 NN, 1 NT, 2 TN (shapes as in
-// small_gemm.h); returns 0 without running it where the CPU lacks AVX-512.
-extern "C" int32_t LatticeSmallGemm(int32_t form, int64_t m, int64_t n, int64_t k,
-                                    const float* a, int64_t lda, const float* b, int64_t ldb,
-                                    float* c, int64_t ldc, int32_t accumulate) {
-#ifdef LATTICE_SMALL_GEMM
-  if (!SmallGemmAvailable() || form < 0 || form > 2) return 0;
-  const auto gemm = form == 0 ? GemmNN : form == 1 ? GemmNT : GemmTN;
-  gemm(m, n, k, a, lda, b, ldb, c, ldc, accumulate != 0);
+// For tests (ctypes): one small_gemm.h product on instruction set `isa` (2 AVX2, 3
+// AVX-512), form 0 nn, 1 nt, 2 tn (shapes as in small_gemm.h); returns 0 without running
+// it where the CPU (or this build) lacks that instruction set.
+extern "C" int32_t LatticeSmallGemm(int32_t isa, int32_t form, int64_t m, int64_t n,
+                                    int64_t k, const float* a, int64_t lda, const float* b,
+                                    int64_t ldb, float* c, int64_t ldc, int32_t accumulate) {
+  const SmallGemm g = SmallGemmFor(isa);
+  if (g.isa != isa || form < 0 || form > 2) return 0;
+  (form == 0 ? g.nn : form == 1 ? g.nt : g.tn)(m, n, k, a, lda, b, ldb, c, ldc,
+                                                accumulate != 0);
   return 1;
-#else
-  return 0;
-#endif
 }

@@ -306,29 +306,31 @@ def set_isa(isa: int) -> int:
   return int(_library().LatticeGroupedSetIsa(ctypes.c_int32(isa)))
 
 
-MOE_GEMMS = {1: 'openblas', 2: 'avx512'}
+MOE_GEMMS = {1: 'openblas', 2: 'avx2', 3: 'avx512'}
 
 
 def set_moe_gemm(kind: str | None) -> str:
   """Choose the fused MoE kernel's products (moe_cpu.cc): 'openblas' (OpenBLAS's sgemm),
-  'avx512' (small_gemm.h: the block's products read in place, no packed copies; capped at
-  what this CPU runs), or None for the best this CPU runs. Returns the one in use. For
-  tests and the benchmark's A/B: a jitted function calls the kernel at run time, so the
-  setting holds for later calls.
+  'avx2' or 'avx512' (small_gemm.h: no sgemm packing or zeroing passes; capped at what
+  this CPU runs), or None for the default (AVX-512 where the CPU has it, else OpenBLAS:
+  the AVX2 products measured no faster than OpenBLAS's Haswell kernels, moe_cpu.cc).
+  Returns the one in use. For tests and the benchmark's A/B: a jitted function calls the kernel at run
+  time, so the setting holds for later calls.
 
   Raises:
     ValueError: an unknown kind. RuntimeError: the native kernel is unavailable.
   """
   check()
-  codes = {None: 0, 'openblas': 1, 'avx512': 2}
+  codes = {None: 0, 'openblas': 1, 'avx2': 2, 'avx512': 3}
   if kind not in codes:
-    raise ValueError(f'set_moe_gemm: kind {kind!r} is not one of openblas, avx512, None')
+    raise ValueError(f'set_moe_gemm: kind {kind!r} is not one of openblas, avx2, avx512, '
+                     'None')
   return MOE_GEMMS[int(_library().LatticeMoeSetGemm(ctypes.c_int32(codes[kind])))]
 
 
 def moe_gemm() -> str | None:
-  """The products the fused MoE kernel runs now ('avx512' or 'openblas'), None when the
-  native kernel is unavailable."""
+  """The products the fused MoE kernel runs now ('avx512', 'avx2' or 'openblas'), None
+  when the native kernel is unavailable."""
   if _library() is None:
     return None
   return MOE_GEMMS[int(_library().LatticeMoeSetGemm(ctypes.c_int32(-1)))]  # -1: query

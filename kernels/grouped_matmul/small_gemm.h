@@ -1,32 +1,41 @@
-// Products of one expert's block of rows on AVX-512, read in place: no packed copies of
-// either operand and no pass that zeroes C first (what OpenBLAS's sgemm spends ~30% of
-// the dropless MoE layer's kernel time on at ~128 rows an expert: its packing copies
-// and its beta = 0 memset, perf on the 2-core Xeon, 3 Dec 2026).
+// Products of one expert's block of rows without sgemm's packing and zeroing passes.
+// OpenBLAS's sgemm spent ~30% of the dropless MoE layer's kernel time on those at ~128
+// rows an expert (its packing copies and its beta = 0 memset; perf of
+// benchmarks/moe_layer.py at E = 32 on the 2-core Xeon, 3 Dec 2026). Used by moe_cpu.cc.
 //
 // Shape legend: row-major float32; M, N the output's rows and columns, K the
 // contraction; lda/ldb/ldc the row strides in floats. `accumulate` adds into C
-// (sgemm's beta = 1), else C is overwritten (beta = 0).
-//   GemmNN: C [M, N] (+)= A [M, K] B [K, N]
-//   GemmNT: C [M, N] (+)= A [M, K] B [N, K]^T
-//   GemmTN: C [M, N] (+)= A [K, M]^T B [K, N]
+// (sgemm's beta = 1), else C is overwritten (beta = 0). C must not alias A or B.
+//   nn: C [M, N] (+)= A [M, K] B [K, N]
+//   nt: C [M, N] (+)= A [M, K] B [N, K]^T
+//   tn: C [M, N] (+)= A [K, M]^T B [K, N]
 //
-// How: NN and TN are outer products: a register tile of up to 12 rows x 32 columns
-// (24 accumulators) takes each step's two 16-float vectors of B's row and broadcasts
-// one element of A per row of the tile; B's 32-column strip (K x 128 bytes, K cut in
-// blocks of 256) stays in L1 while the tile walks down the rows. NT is a dot-product
-// form: a tile of 4 rows of A x 6 rows of B accumulates 16-float partial sums along K
-// (both operands contiguous there), and a transpose-add tree turns each tile's 24
-// vectors into its 24 sums. Tails are masked loads and stores, so any M, N, K works.
-// Summation order differs from sgemm's (as sgemm's differs between its own kernels).
+// How (small_gemm_impl.inc, compiled once for AVX2 + FMA and once for AVX-512F): every
+// form is an outer product on a register tile of kMr rows x two vectors (AVX-512: 12 x
+// 32, AVX2: 6 x 16; 2 kMr accumulators): each step loads the two vectors of one row of
+// the right-hand operand and broadcasts one element of A per tile row. That operand's
+// strip of two vectors' columns (a block of <= 256 of its rows) is first copied (nn,
+// tn) or transposed in registers (nt) into an aligned L1 buffer, which every tile down
+// the rows then reads: read in place at its own 1 KB stride, a strip's rows fall in a
+// few L1 sets (the AVX-512 nn tile ran ~150 GFLOP/s that way vs ~175 from the buffer,
+// one core, informal). The buffer (32 KB on AVX-512, 16 KB on AVX2) is sized for the
+// 48 KB L1 of recent Xeons and EPYCs (a 128-row K block measured no faster there); on a
+// 32 KB L1 it fills the cache. nn and nt read A in place (a tile's rows stream along K); tn's A
+// is read down its columns, so it is first packed in blocks of kMr columns (one pass, a
+// per-thread buffer of M x <= 256 floats). C is read only when accumulating. Tails are
+// masked loads and stores, so any M, N, K works. Summation order differs from sgemm's
+// (sgemm's differs between its own kernels too).
 //
-// Defined on x86-64 with GCC/Clang (LATTICE_SMALL_GEMM); callers check
-// `SmallGemmAvailable()` (the CPU has AVX-512F) and otherwise use sgemm.
+// Defined on x86-64 with GCC/Clang (LATTICE_SMALL_GEMM); `SmallGemmFor(isa)` returns the
+// products of that instruction set (3 AVX-512F, 2 AVX2 + FMA), or nulls where the
+// library or the CPU has neither: callers fall back to sgemm.
 
 #ifndef LATTICE_KERNELS_GROUPED_MATMUL_SMALL_GEMM_H_
 #define LATTICE_KERNELS_GROUPED_MATMUL_SMALL_GEMM_H_
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LATTICE_SMALL_GEMM 1
@@ -35,138 +44,100 @@
 
 namespace lattice_grouped {
 
-inline bool SmallGemmAvailable() {
+using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                        const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
+struct SmallGemm {
+  GemmFn nn = nullptr, nt = nullptr, tn = nullptr;
+  int isa = 0;  // 3 AVX-512F, 2 AVX2 + FMA, 0 none
+};
+
+// The best instruction set this CPU runs the products on (3, 2 or 0, as above).
+inline int SmallGemmBestIsa() {
 #ifdef LATTICE_SMALL_GEMM
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
-#else
-  return false;
+  if (__builtin_cpu_supports("avx512f")) return 3;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
 #endif
+  return 0;
 }
 
 }  // namespace lattice_grouped
 
 #ifdef LATTICE_SMALL_GEMM
-namespace lattice_grouped {
 
-#define LATTICE_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace lattice_grouped::small_gemm_avx2 {
 
-namespace small_gemm {
+using V = __m256;
+using M = __m256i;
+constexpr int kW = 8, kMr = 6;  // 12 accumulators of the 16 registers
 
-constexpr int kNr = 32;    // columns of an outer-product tile (two vectors)
-constexpr int kMr = 12;    // rows of an outer-product tile
-constexpr int64_t kKc = 256;  // K block of the outer products (B strip K x 128 B in L1)
-
-LATTICE_AVX512 inline __mmask16 Mask(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xffff)
-                 : (n <= 0 ? static_cast<__mmask16>(0)
-                           : static_cast<__mmask16>((1u << n) - 1));
+inline V Zero() { return _mm256_setzero_ps(); }
+inline V Load(const float* p) { return _mm256_load_ps(p); }
+inline V LoadU(const float* p) { return _mm256_loadu_ps(p); }
+inline M MaskOf(int64_t n) {
+  const int32_t c = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(kW, n)));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+inline V LoadMasked(M m, const float* p) { return _mm256_maskload_ps(p, m); }
+inline void Store(float* p, V v) { _mm256_store_ps(p, v); }
+inline void StoreU(float* p, V v) { _mm256_storeu_ps(p, v); }
+inline void StoreMasked(M m, float* p, V v) { _mm256_maskstore_ps(p, m, v); }
+inline V Bcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 
-// C tile [MR, 32 masked by m0/m1] (+)= sum over k < kc of a(r, k) * B[k, :], where a(r,
-// k) = a[r * ar + k * ak] (NN: ar = lda, ak = 1; TN: ar = 1, ak = lda). kFull: all 32
-// columns (unmasked loads); kPrefetch: also fetch the next strip's B row (the strip's
-// first tile, so later strips come from cache, not memory at a 1 KB stride).
-template <int MR, bool kFull, bool kPrefetch>
-LATTICE_AVX512 inline void OuterTile(int64_t kc, const float* a, int64_t ar, int64_t ak,
-                                     const float* b, int64_t ldb, float* c, int64_t ldc,
-                                     bool load_c, __mmask16 m0, __mmask16 m1) {
-  __m512 c0[MR], c1[MR];
-  if (load_c) {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      c0[r] = kFull ? _mm512_loadu_ps(c + r * ldc) : _mm512_maskz_loadu_ps(m0, c + r * ldc);
-      c1[r] = kFull ? _mm512_loadu_ps(c + r * ldc + 16)
-                    : _mm512_maskz_loadu_ps(m1, c + r * ldc + 16);
-    }
-  } else {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+// out[j] lane i = r[i] lane j (8 x 8).
+inline void TransposeW(const V* r, V* out) {
+  V t[8], s[8];
+  for (int p = 0; p < 4; ++p) {
+    t[2 * p] = _mm256_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+    t[2 * p + 1] = _mm256_unpackhi_ps(r[2 * p], r[2 * p + 1]);
   }
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* bk = b + k * ldb;
-    if (kPrefetch) {
-      _mm_prefetch(reinterpret_cast<const char*>(bk + kNr), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(bk + kNr + 16), _MM_HINT_T0);
-    }
-    const __m512 b0 = kFull ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(m0, bk);
-    const __m512 b1 = kFull ? _mm512_loadu_ps(bk + 16) : _mm512_maskz_loadu_ps(m1, bk + 16);
-    const float* ak_ = a + k * ak;
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(ak_[r * ar]);
-      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
-    }
+  // s[4q + c], 128-bit half H: column 4H + c of rows 4q..4q+3.
+  for (int q = 0; q < 2; ++q) {
+    s[4 * q] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * q + 1] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], _MM_SHUFFLE(3, 2, 3, 2));
   }
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) {
-    if (kFull) {
-      _mm512_storeu_ps(c + r * ldc, c0[r]);
-      _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
-    } else {
-      _mm512_mask_storeu_ps(c + r * ldc, m0, c0[r]);
-      _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c1[r]);
-    }
+  for (int c = 0; c < 4; ++c) {
+    out[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
+    out[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
   }
 }
 
-template <int MR, bool kFull>
-LATTICE_AVX512 inline void OuterRows(int64_t m, int64_t kc, const float* a, int64_t ar,
-                                     int64_t ak, const float* b, int64_t ldb, float* c,
-                                     int64_t ldc, bool load_c, __mmask16 m0, __mmask16 m1,
-                                     bool prefetch, int64_t* row) {
-  for (; *row + MR <= m; *row += MR) {
-    if (prefetch && *row == 0)
-      OuterTile<MR, kFull, true>(kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1);
-    else
-      OuterTile<MR, kFull, false>(kc, a + *row * ar, ar, ak, b, ldb, c + *row * ldc, ldc,
-                                  load_c, m0, m1);
-  }
-}
+#include "small_gemm_impl.inc"
 
-template <bool kFull>
-LATTICE_AVX512 inline void OuterStrip(int64_t m, int64_t kc, const float* a, int64_t ar,
-                                      int64_t ak, const float* b, int64_t ldb, float* c,
-                                      int64_t ldc, bool load_c, __mmask16 m0, __mmask16 m1,
-                                      bool prefetch) {
-  int64_t row = 0;
-  OuterRows<kMr, kFull>(m, kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1, prefetch, &row);
-  OuterRows<8, kFull>(m, kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1, prefetch, &row);
-  OuterRows<4, kFull>(m, kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1, prefetch, &row);
-  OuterRows<2, kFull>(m, kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1, prefetch, &row);
-  OuterRows<1, kFull>(m, kc, a, ar, ak, b, ldb, c, ldc, load_c, m0, m1, prefetch, &row);
-}
+}  // namespace lattice_grouped::small_gemm_avx2
+#pragma GCC pop_options
 
-// The outer-product driver of NN (ar = lda, ak = 1) and TN (ar = 1, ak = lda).
-LATTICE_AVX512 inline void Outer(int64_t m, int64_t n, int64_t k, const float* a, int64_t ar,
-                                 int64_t ak, const float* b, int64_t ldb, float* c,
-                                 int64_t ldc, bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int64_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
-    return;
-  }
-  for (int64_t k0 = 0; k0 < k; k0 += kKc) {
-    const int64_t kc = std::min(kKc, k - k0);
-    const bool load_c = accumulate || k0 > 0;
-    const float* ap = a + k0 * ak;
-    const float* bp = b + k0 * ldb;
-    for (int64_t j = 0; j < n; j += kNr) {
-      const __mmask16 m0 = Mask(n - j), m1 = Mask(n - j - 16);
-      const bool prefetch = j + 2 * kNr <= n;  // the next strip is a full one
-      if (j + kNr <= n)
-        OuterStrip<true>(m, kc, ap, ar, ak, bp + j, ldb, c + j, ldc, load_c, m0, m1, prefetch);
-      else
-        OuterStrip<false>(m, kc, ap, ar, ak, bp + j, ldb, c + j, ldc, load_c, m0, m1, false);
-    }
-  }
-}
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace lattice_grouped::small_gemm_avx512 {
 
-// out[j] lane i = rows[i] lane j: a 16 x 16 transpose in four shuffle stages.
-LATTICE_AVX512 inline void Transpose16(const __m512* r, __m512* out) {
-  __m512 t[16], u[16];
+using V = __m512;
+using M = __mmask16;
+constexpr int kW = 16, kMr = 12;  // 24 accumulators of the 32 registers
+
+inline V Zero() { return _mm512_setzero_ps(); }
+inline V Load(const float* p) { return _mm512_load_ps(p); }
+inline V LoadU(const float* p) { return _mm512_loadu_ps(p); }
+inline M MaskOf(int64_t n) {
+  return n >= kW ? static_cast<M>(0xffff)
+                 : (n <= 0 ? static_cast<M>(0) : static_cast<M>((1u << n) - 1));
+}
+inline V LoadMasked(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline void Store(float* p, V v) { _mm512_store_ps(p, v); }
+inline void StoreU(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline void StoreMasked(M m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
+inline V Bcast(const float* p) { return _mm512_set1_ps(*p); }
+inline V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+
+// out[j] lane i = r[i] lane j (16 x 16), in four shuffle stages.
+inline void TransposeW(const V* r, V* out) {
+  V t[16], u[16];
   for (int p = 0; p < 8; ++p) {
     t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
     t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
@@ -181,10 +152,10 @@ LATTICE_AVX512 inline void Transpose16(const __m512* r, __m512* out) {
     u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
   }
   for (int c = 0; c < 4; ++c) {
-    const __m512 e01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-    const __m512 o01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
-    const __m512 e23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-    const __m512 o23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
+    const V e01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+    const V o01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
+    const V e23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const V o23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
     out[c] = _mm512_shuffle_f32x4(e01, e23, 0x88);
     out[8 + c] = _mm512_shuffle_f32x4(e01, e23, 0xdd);
     out[4 + c] = _mm512_shuffle_f32x4(o01, o23, 0x88);
@@ -192,93 +163,30 @@ LATTICE_AVX512 inline void Transpose16(const __m512* r, __m512* out) {
   }
 }
 
-// buf [kc, 32] = B rows [nr <= 32, kc]^T (rows past nr as zeros).
-LATTICE_AVX512 inline void TransposeStrip(const float* b, int64_t ldb, int64_t nr, int64_t kc,
-                                          float* buf) {
-  for (int h = 0; h < 2; ++h)
-    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-      const __mmask16 mk = Mask(kc - k0);
-      __m512 rows[16], cols[16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t row = 16 * h + i;
-        rows[i] = row < nr ? _mm512_maskz_loadu_ps(mk, b + row * ldb + k0) : _mm512_setzero_ps();
-      }
-      Transpose16(rows, cols);
-      const int64_t kn = std::min<int64_t>(16, kc - k0);
-      for (int64_t i = 0; i < kn; ++i) _mm512_store_ps(buf + (k0 + i) * kNr + 16 * h, cols[i]);
-    }
-}
+#include "small_gemm_impl.inc"
 
-// buf [kc, 32] = B [kc, nr <= 32] (columns past nr as zeros).
-LATTICE_AVX512 inline void CopyStrip(const float* b, int64_t ldb, int64_t nr, int64_t kc,
-                                     float* buf) {
-  const __mmask16 m0 = Mask(nr), m1 = Mask(nr - 16);
-  for (int64_t k = 0; k < kc; ++k) {
-    _mm512_store_ps(buf + k * kNr, _mm512_maskz_loadu_ps(m0, b + k * ldb));
-    _mm512_store_ps(buf + k * kNr + 16, _mm512_maskz_loadu_ps(m1, b + k * ldb + 16));
+}  // namespace lattice_grouped::small_gemm_avx512
+#pragma GCC pop_options
+
+#endif  // LATTICE_SMALL_GEMM
+
+namespace lattice_grouped {
+
+// The products of instruction set `isa` (3 AVX-512F, 2 AVX2 + FMA), capped at what this
+// CPU runs; nulls (isa 0) where neither is available.
+inline SmallGemm SmallGemmFor(int isa) {
+  SmallGemm g;
+#ifdef LATTICE_SMALL_GEMM
+  isa = std::min(isa, SmallGemmBestIsa());
+  if (isa >= 3) {
+    g = {small_gemm_avx512::GemmNN, small_gemm_avx512::GemmNT, small_gemm_avx512::GemmTN, 3};
+  } else if (isa == 2) {
+    g = {small_gemm_avx2::GemmNN, small_gemm_avx2::GemmNT, small_gemm_avx2::GemmTN, 2};
   }
+#endif
+  return g;
 }
-
-// The driver of all three forms: C [m, n] (+)= sum over k of a(r, k) B'[k, :] with a(r,
-// k) = a[r * ar + k * ak]; each 32-column strip of B' (a block of <= 256 of its rows) is
-// first put in an L1 buffer [kc, 32]: copied from B [k, n] (kTransposed false) or
-// transposed from B [n, k] (true), so the tiles read it at a 128-byte stride (B's own
-// stride, often 1 KB, maps its rows to a few L1 sets).
-template <bool kTransposed>
-LATTICE_AVX512 inline void Strips(int64_t m, int64_t n, int64_t k, const float* a, int64_t ar,
-                                  int64_t ak, const float* b, int64_t ldb, float* c,
-                                  int64_t ldc, bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int64_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
-    return;
-  }
-  alignas(64) float buf[kKc * kNr];
-  for (int64_t k0 = 0; k0 < k; k0 += kKc) {
-    const int64_t kc = std::min(kKc, k - k0);
-    const bool load_c = accumulate || k0 > 0;
-    for (int64_t j = 0; j < n; j += kNr) {
-      const int64_t nr = std::min<int64_t>(kNr, n - j);
-      if (kTransposed)
-        TransposeStrip(b + j * ldb + k0, ldb, nr, kc, buf);
-      else
-        CopyStrip(b + k0 * ldb + j, ldb, nr, kc, buf);
-      const __mmask16 m0 = Mask(nr), m1 = Mask(nr - 16);
-      if (nr == kNr)
-        OuterStrip<true>(m, kc, a + k0 * ak, ar, ak, buf, kNr, c + j, ldc, load_c, m0, m1, false);
-      else
-        OuterStrip<false>(m, kc, a + k0 * ak, ar, ak, buf, kNr, c + j, ldc, load_c, m0, m1, false);
-    }
-  }
-}
-
-}  // namespace small_gemm
-
-// C [M, N] (+)= A [M, K] B [K, N].
-LATTICE_AVX512 inline void GemmNN(int64_t m, int64_t n, int64_t k, const float* a,
-                                  int64_t lda, const float* b, int64_t ldb, float* c,
-                                  int64_t ldc, bool accumulate) {
-  small_gemm::Strips<false>(m, n, k, a, lda, 1, b, ldb, c, ldc, accumulate);
-}
-
-// C [M, N] (+)= A [K, M]^T B [K, N].
-LATTICE_AVX512 inline void GemmTN(int64_t m, int64_t n, int64_t k, const float* a,
-                                  int64_t lda, const float* b, int64_t ldb, float* c,
-                                  int64_t ldc, bool accumulate) {
-  small_gemm::Strips<false>(m, n, k, a, 1, lda, b, ldb, c, ldc, accumulate);
-}
-
-// C [M, N] (+)= A [M, K] B [N, K]^T.
-LATTICE_AVX512 inline void GemmNT(int64_t m, int64_t n, int64_t k, const float* a,
-                                  int64_t lda, const float* b, int64_t ldb, float* c,
-                                  int64_t ldc, bool accumulate) {
-  small_gemm::Strips<true>(m, n, k, a, lda, 1, b, ldb, c, ldc, accumulate);
-}
-
-#undef LATTICE_AVX512
 
 }  // namespace lattice_grouped
-#endif  // LATTICE_SMALL_GEMM
 
 #endif  // LATTICE_KERNELS_GROUPED_MATMUL_SMALL_GEMM_H_

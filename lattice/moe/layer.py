@@ -126,7 +126,7 @@ def auto_dropless_impl() -> str:
   fused with the gather and combine, `kernels.grouped_matmul.moe`; other activations
   `kernels.grouped_matmul.grouped_ffn`, the native per-expert OpenBLAS kernel when
   built, else batched dots over per-expert windows of the sorted rows; the fused path's
-  products are its own AVX-512 code where the CPU has it, else OpenBLAS's). On the idle
+  products are its own AVX-512 / AVX2 code, the best the CPU runs, else OpenBLAS's). On the idle
   2-core CPU (BENCHMARKS.md, `41f663e`) the unfused native path took 0.97-1.29x the
   dense FFN's time at E = 8, 16, 32, blocks 1.88-4.39x; the fused path ~1.06-1.19x in
   informal A/B runs on the shared machine (module doc of kernels/grouped_matmul/moe.py).
