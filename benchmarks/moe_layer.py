@@ -32,7 +32,7 @@ a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
 baseline's own layout.
 After a compile+warmup call per function, the functions of one E are timed
 round-robin (so load on a shared machine hits them alike) and the median of
-`--repeats` calls is kept. Where the fused kernel runs, the round robin also times the
+`--repeats` calls is kept. Where the native kernel runs, the round robin also times the
 same compiled layer with its products on each other code this CPU runs
 (`native.set_moe_gemm`): `grouped_openblas` (OpenBLAS's sgemm) and `grouped_avx2`
 (small_gemm.h's AVX2 products), so the products' share of the ratio is measured in one
@@ -78,8 +78,7 @@ kernels beat capacity-based dispatch by up to 40%, arXiv 2211.15841).
 that dropless_impl='auto' takes on this backend ("dropless_impl" names it, and
 "grouped_ffn_impl" the grouped FFN it ran: 'native' or 'windows', and
 "openblas_kernels" the OpenBLAS kernel family the native path loaded, "moe_gemm" the
-fused kernel's products: 'avx512', 'avx2' or 'openblas', null where the fused kernel does
-not run),
+native kernel's products: 'avx512', 'avx2' or 'openblas', null where it does not run),
 "grouped_openblas_over_grouped", "grouped_avx2_over_grouped" (the smallest over E of
 grouped_<code> / grouped, when both ran),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
@@ -190,8 +189,8 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
     stats[name] = (float(router_lib.max_violation(inter['expert_load'][0])),
                    float(inter['metrics'][0]['drop_rate']))
     fns[name] = (_grad_fn(moe), (moe_params, x))
-  if native_lib.available() and _fused(args):
-    # The same compiled function with the fused kernel's products on each other code
+  if grouped_ffn_lib.native_applies(getattr(jnp, args.dtype)):
+    # The same compiled function with the native kernel's products on each other code
     # this CPU runs (the setting is read when the kernel runs, so the call completes
     # inside it): grouped_openblas, grouped_avx2.
     fn, fn_args = fns['grouped']
@@ -285,7 +284,7 @@ def main(argv=None):
     prefaulted = native_lib.openblas_prefaulted()
     gemm = native_lib.moe_gemm()
     products = (f'products: {"OpenBLAS" if gemm == "openblas" else "small_gemm.h " + gemm} '
-                '(grouped_<code>: the same layer on the other codes), ' if fused else '')
+                '(grouped_<code>: the same layer on the other codes), ')
     blas_note = (' (fused SwiGLU experts with the token gather and combine, ' if fused
                  else ' (') + products + f'OpenBLAS kernels {blas}, ' + (
                      f'{prefaulted} MiB of packing buffers prefaulted)' if prefaulted is not None
@@ -310,8 +309,7 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({**summary, 'dropless_impl': auto, 'grouped_ffn_impl': ffn_impl,
                  'openblas_kernels': blas,
-                 'moe_gemm': native_lib.moe_gemm() if ffn_impl == 'native' and _fused(args)
-                 else None,
+                 'moe_gemm': native_lib.moe_gemm() if ffn_impl == 'native' else None,
                  'openblas_prefaulted': native_lib.openblas_prefaulted(), 'rows': rows,
                  'machine': machine.finish(mach), 'device': device.device_kind,
                  'backend': jax.default_backend(), 'd_model': args.d_model,

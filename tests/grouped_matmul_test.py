@@ -110,9 +110,19 @@ def test_grouped_ffn_rules_and_errors():
 
 
 @NATIVE
-def test_native_grouped_products_equal_ragged_dot_and_einsum():
+@pytest.mark.parametrize('gemm', ['openblas', 'avx2', 'avx512'])
+def test_native_grouped_products_equal_ragged_dot_and_einsum(gemm):
   # The products of the native kernel one by one, with an empty group, rows
-  # past the sizes' sum (0) and a group larger than one row chunk (256 rows).
+  # past the sizes' sum (0) and a group larger than one row chunk (256 rows), on each
+  # products' code (capped at what the CPU runs).
+  native.set_moe_gemm(gemm)
+  try:
+    _check_native_grouped_products()
+  finally:
+    native.set_moe_gemm(None)
+
+
+def _check_native_grouped_products():
   sizes_E = jnp.asarray([300, 0, 7, 40], jnp.int32)
   n, i, o = 360, 12, 5
   ks = jax.random.split(jax.random.key(3), 3)
@@ -173,12 +183,15 @@ def test_native_fused_swiglu_equals_ragged_dot_on_every_code_path():
   got_fn = loss(native.grouped_ffn_native)
   paths = set()
   try:
-    for isa in (1, 2, 3):
-      paths.add(native.set_isa(isa))
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3),
-                   got_fn(x, w0, w1, wo), want)
+    for gemm in ('openblas', 'avx512'):  # the products on sgemm and on small_gemm.h
+      native.set_moe_gemm(gemm)
+      for isa in (1, 2, 3):
+        paths.add(native.set_isa(isa))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3),
+                     got_fn(x, w0, w1, wo), want)
   finally:
     native.set_isa(0)
+    native.set_moe_gemm(None)
   assert 1 in paths
 
 

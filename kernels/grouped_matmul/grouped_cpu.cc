@@ -24,7 +24,9 @@
 // 2-D dot) at ~75-87 GFLOP/s on one core of the build machine where OpenBLAS runs the
 // same per-group product at ~97-98 GFLOP/s with its AVX2 kernels, as fast as XLA's
 // large dense dot (~100), and at ~200-235 with the AVX-512 ones native.py now loads on
-// AVX-512 CPUs (CPU-time rates); see kernels/grouped_matmul/native.py.
+// AVX-512 CPUs (CPU-time rates); see kernels/grouped_matmul/native.py. Where the CPU has
+// AVX-512 the products run on small_gemm.h instead (no sgemm packing or zeroing passes;
+// `Products` and GemmKind in grouped_cpu.h), sgemm otherwise.
 //
 // Threads: the chunks (a group's rows cut into pieces of <= kRows rows; for tgmm a
 // group's output columns cut into pieces of kCols) are claimed from an atomic counter
@@ -48,10 +50,12 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+using lattice_grouped::Products;
 using lattice_grouped::Sgemm;
 using lattice_grouped::kRowMajor;
 using lattice_grouped::kNoTrans;
 using lattice_grouped::kTrans;
+std::atomic<int32_t> g_gemm{0};  // the products' code (GemmKind)
 std::atomic<Sgemm> g_sgemm{nullptr};
 constexpr int64_t kRows = 256;  // rows per chunk (modes 0/1)
 constexpr int64_t kCols = 128;  // output columns per chunk (mode 2), when O > kCols
@@ -174,7 +178,7 @@ struct Chunk {
 };
 
 struct Shared {
-  Sgemm sgemm;
+  Products sgemm{nullptr};  // set with the sgemm when the call starts
   int32_t mode;
   const float *x, *w;
   const float *x2 = nullptr, *w2 = nullptr;  // mode 1 with a second pair: y += x2 @ w2[e]^T
@@ -193,36 +197,35 @@ struct Shared {
     if (mode == 3) {
       const int64_t rows = c.hi - c.lo;
       float *ya = y + c.lo * o, *yb = y2 + c.lo * o;
-      sgemm(kRowMajor, kNoTrans, kNoTrans, rows, o, i, 1.0f, x + c.lo * i, i, w + e * i * o, o,
+      sgemm(kNoTrans, kNoTrans, rows, o, i, x + c.lo * i, i, w + e * i * o, o,
             0.0f, ya, o);
-      sgemm(kRowMajor, kNoTrans, kNoTrans, rows, o, i, 1.0f, x + c.lo * i, i, w2 + e * i * o,
+      sgemm(kNoTrans, kNoTrans, rows, o, i, x + c.lo * i, i, w2 + e * i * o,
             o, 0.0f, yb, o);
       Up()(ya, yb, y3 + c.lo * o, rows * o);
     } else if (mode == 4) {  // dh = dy @ wo[e]^T into da's rows, then da, db in place
       const int64_t rows = c.hi - c.lo;
       float *da = y + c.lo * o, *db = y2 + c.lo * o;
-      sgemm(kRowMajor, kNoTrans, kTrans, rows, o, i, 1.0f, x + c.lo * i, i, w + e * o * i, i,
+      sgemm(kNoTrans, kTrans, rows, o, i, x + c.lo * i, i, w + e * o * i, i,
             0.0f, da, o);
       Down()(da, a + c.lo * o, b + c.lo * o, da, db, rows * o);
     } else if (mode != 2) {
       const int64_t rows = c.hi - c.lo;
       float* const out = y + c.lo * o;
       if (mode == 0) {
-        sgemm(kRowMajor, kNoTrans, kNoTrans, rows, o, i, 1.0f, x + c.lo * i, i,
+        sgemm(kNoTrans, kNoTrans, rows, o, i, x + c.lo * i, i,
               w + e * i * o, o, 0.0f, out, o);
       } else {
-        sgemm(kRowMajor, kNoTrans, kTrans, rows, o, i, 1.0f, x + c.lo * i, i,
+        sgemm(kNoTrans, kTrans, rows, o, i, x + c.lo * i, i,
               w + e * o * i, i, 0.0f, out, o);
         if (x2 != nullptr)
-          sgemm(kRowMajor, kNoTrans, kTrans, rows, o, i, 1.0f, x2 + c.lo * i, i,
+          sgemm(kNoTrans, kTrans, rows, o, i, x2 + c.lo * i, i,
                 w2 + e * o * i, i, 1.0f, out, o);
       }
     } else {  // tgmm: x_e^T g_e for columns [lo, hi) of the output; w holds g [N, O]
       const int64_t rows = start[e + 1] - start[e];
       const int64_t ilo = c.ilo, ihi = c.ihi < 0 ? i : c.ihi;
-      sgemm(kRowMajor, kTrans, kNoTrans, ihi - ilo, c.hi - c.lo, rows, 1.0f,
-            x + start[e] * i + ilo, i, w + start[e] * o + c.lo, o, 0.0f,
-            y + e * i * o + ilo * o + c.lo, o);
+      sgemm(kTrans, kNoTrans, ihi - ilo, c.hi - c.lo, rows, x + start[e] * i + ilo, i,
+            w + start[e] * o + c.lo, o, 0.0f, y + e * i * o + ilo * o + c.lo, o);
     }
   }
 
@@ -270,7 +273,7 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F
 
   auto shared = std::make_shared<Shared>();
   Shared& s = *shared;
-  s.sgemm = sgemm;
+  s.sgemm = Products(sgemm);
   s.mode = mode;
   s.x = x.typed_data();
   s.w = w.typed_data();
@@ -371,7 +374,7 @@ ffi::Error SwigluUp(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
         "lattice_grouped_swiglu_up: want x [N, D], w0/w1 [E, D, F], a/b/h [N, F]");
   auto shared = std::make_shared<Shared>();
   Shared& s = *shared;
-  s.sgemm = sgemm;
+  s.sgemm = Products(sgemm);
   s.mode = 3;
   s.x = x.typed_data();
   s.w = w0.typed_data();
@@ -402,7 +405,7 @@ ffi::Error SwigluDown(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy,
         "lattice_grouped_swiglu_down: want dy [N, D], wo [E, F, D], a/b/da/db [N, F]");
   auto shared = std::make_shared<Shared>();
   Shared& s = *shared;
-  s.sgemm = sgemm;
+  s.sgemm = Products(sgemm);
   s.mode = 4;
   s.x = dy.typed_data();
   s.w = wo.typed_data();
@@ -419,6 +422,15 @@ ffi::Error SwigluDown(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy,
 
 namespace lattice_grouped {
 Sgemm GetSgemm() { return g_sgemm.load(); }
+
+int32_t GemmKind() {
+  const int32_t want = g_gemm.load();
+  if (want == 1) return 1;
+  const int isa = SmallGemmFor(want == 0 ? 3 : want).isa;
+  return isa == 0 || (want == 0 && isa != 3) ? 1 : isa;
+}
+
+void SetGemmKind(int32_t kind) { g_gemm.store(kind >= 0 && kind <= 3 ? kind : 0); }
 UpFn SwigluUpKernel() { return Up(); }
 DownFn SwigluDownKernel() { return Down(); }
 }  // namespace lattice_grouped

@@ -40,14 +40,12 @@
 // largest first.
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "grouped_cpu.h"
-#include "small_gemm.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -69,50 +67,6 @@ int64_t BlockRows(int64_t rows) {
   const int64_t pieces = std::max<int64_t>(1, (rows + kRows - 1) / kRows);
   return (rows + pieces - 1) / pieces;
 }
-
-// The products' code: 1 OpenBLAS's sgemm; 2 / 3 small_gemm.h's AVX2 / AVX-512 products
-// (capped at what the CPU runs); 0 (the default): AVX-512 where the CPU has it, else
-// sgemm. LatticeMoeSetGemm sets it (tests, the benchmark's A/B). Informal, one core of
-// the 2-core Xeon (3 Dec 2026), an expert's [128, 256] x [256, 256] products with the
-// weights streamed from 32 experts: AVX-512 nn / nt / tn 150-159 / 156-161 / 150-152
-// GFLOP/s against OpenBLAS's SkylakeX kernels' 115-125 / 115-120 / 133-145; AVX2 89-90 /
-// 95-99 / 92-97 against OpenBLAS's Haswell kernels' 92-95 / 90-94 / 100-102; the whole
-// layer (benchmarks/moe_layer.py, OpenBLAS on its Haswell kernels) 32.3 / 36.5 ms on the
-// AVX2 products against 32.8 / 37.4 on sgemm at E = 8 / 32, one run: equal within the
-// noise, so the default leaves AVX2-only CPUs on sgemm (the benchmark times the AVX2
-// products beside it, `grouped_avx2`, so an AVX2-only machine measures its own case).
-std::atomic<int32_t> g_gemm{0};
-
-// The code in use: 1 (sgemm) or the small_gemm.h ISA (2 or 3).
-int32_t GemmKind() {
-  const int32_t want = g_gemm.load();
-  if (want == 1) return 1;
-  const int isa = SmallGemmFor(want == 0 ? 3 : want).isa;
-  return isa == 0 || (want == 0 && isa != 3) ? 1 : isa;
-}
-
-// C (+)= op(A) op(B) as sgemm's row-major call (beta 0 or 1), on the chosen code.
-class Products {
- public:
-  explicit Products(Sgemm sgemm) : sgemm_(sgemm) {
-    const int32_t kind = GemmKind();
-    if (kind != 1) own_ = SmallGemmFor(kind);
-  }
-  void operator()(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
-                  const float* b, int ldb, float beta, float* c, int ldc) const {
-    const bool ta = trans_a == kTrans, tb = trans_b == kTrans;
-    if (own_.isa != 0 && !(ta && tb) && (beta == 0.0f || beta == 1.0f)) {
-      const GemmFn f = ta ? own_.tn : tb ? own_.nt : own_.nn;
-      f(m, n, k, a, lda, b, ldb, c, ldc, beta != 0.0f);
-      return;
-    }
-    sgemm_(kRowMajor, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-  }
-
- private:
-  Sgemm sgemm_;
-  SmallGemm own_;
-};
 
 struct Problem {
   int64_t t, n, d, f, e;
@@ -391,11 +345,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LatticeMoeSwigluBwd, Bwd,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// Plain C for Python (ctypes): the products' code (0 the default above, 1 OpenBLAS,
-// 2 AVX2, 3 AVX-512, each capped at what the CPU runs; negative: leave it as it is);
-// returns the one now in use (1, 2 or 3).
+// Plain C for Python (ctypes): the products' code of this library's grouped kernels
+// (0 the default, GemmKind in grouped_cpu.cc; 1 OpenBLAS, 2 AVX2, 3 AVX-512, each capped
+// at what the CPU runs; negative: leave it as it is); returns the one now in use (1-3).
 extern "C" int32_t LatticeMoeSetGemm(int32_t kind) {
-  if (kind >= 0) g_gemm.store(kind <= 3 ? kind : 0);
+  if (kind >= 0) SetGemmKind(kind);
   return GemmKind();
 }
 

@@ -310,7 +310,8 @@ MOE_GEMMS = {1: 'openblas', 2: 'avx2', 3: 'avx512'}
 
 
 def set_moe_gemm(kind: str | None) -> str:
-  """Choose the fused MoE kernel's products (moe_cpu.cc): 'openblas' (OpenBLAS's sgemm),
+  """Choose the native grouped kernels' products (moe_cpu.cc's fused MoE layer and
+  grouped_cpu.cc's per-product calls): 'openblas' (OpenBLAS's sgemm),
   'avx2' or 'avx512' (small_gemm.h: no sgemm packing or zeroing passes; capped at what
   this CPU runs), or None for the default (AVX-512 where the CPU has it, else OpenBLAS:
   the AVX2 products measured no faster than OpenBLAS's Haswell kernels, moe_cpu.cc).
@@ -329,8 +330,8 @@ def set_moe_gemm(kind: str | None) -> str:
 
 
 def moe_gemm() -> str | None:
-  """The products the fused MoE kernel runs now ('avx512', 'avx2' or 'openblas'), None
-  when the native kernel is unavailable."""
+  """The products the native grouped kernels run now ('avx512', 'avx2' or 'openblas'),
+  None when the native kernel is unavailable."""
   if _library() is None:
     return None
   return MOE_GEMMS[int(_library().LatticeMoeSetGemm(ctypes.c_int32(-1)))]  # -1: query
