@@ -12,8 +12,9 @@ expert); with w1=None the FFN is ungated, act(x[r] @ w0[e]) @ wo[e].
 experts through `moe.moe_swiglu` instead, which also fuses the token gather and the
 combine; this FFN serves the other activations there, and every dtype and backend.)
 
-Which path (`impl`): 'auto' runs `native.grouped_ffn_native` (one OpenBLAS sgemm per
-expert over its sorted rows, through an XLA FFI call; nine grouped products, no
+Which path (`impl`): 'auto' runs `native.grouped_ffn_native` (one product per expert
+over its sorted rows, small_gemm.h's or OpenBLAS's, through an XLA FFI call; nine
+grouped products, no
 padding) for float32 on the CPU backend when the kernel is built and scipy-openblas32
 is installed (`native_applies`), and the XLA windows path below otherwise (other
 dtypes, other backends, no kernel, or an explicit window/levels). In single-core

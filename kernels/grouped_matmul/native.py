@@ -3,8 +3,10 @@
 Shape legend: N rows (sorted by group), I input features, O output features, E groups
 (experts), D model width, F expert FFN width.
 
-`gmm`, `gmm_t`, `tgmm` are the three grouped products of grouped_cpu.cc (one BLAS
-sgemm per group, rows and weights read in place, transposes as sgemm flags), called
+`gmm`, `gmm_t`, `tgmm` are the three grouped products of grouped_cpu.cc (one product
+per group, rows and weights read in place, transposes as sgemm flags; the products on
+small_gemm.h's AVX-512 code where the CPU has it, OpenBLAS's sgemm otherwise:
+`set_moe_gemm`), called
 as an XLA FFI custom call (`jax.ffi.ffi_call`); `grouped_ffn_native` composes them
 into the FFN y[r] = (act(x[r] w0[e]) * (x[r] w1[e])) wo[e] with a written-out
 backward: nine grouped products (three forward; dh, dx from both up-projections and
