@@ -112,7 +112,12 @@ setup(
                  # A local GCS emulator for the gs:// workdir tests (127.0.0.1 only).
                  'gcp-storage-emulator>=2026.7.19', 'gcsfs>=2026.10.1',
                  # Two test workers, one file each (pytest.ini: -n 2 --dist loadfile).
-                 'pytest-xdist>=3.8'],
+                 'pytest-xdist>=3.8',
+                 # dropless_impl='tokamax' (XLA's ragged_dot inside it on CPU).
+                 'tokamax>=0.0.12'],
+        # dropless_impl='tokamax': the kernel library's grouped matmul (Mosaic / Triton
+        # ragged_dot kernels on GPU and TPU).
+        'kernels': ['tokamax>=0.0.12'],
         # --workdir=gs://...: etils.epath reads and writes GCS through gcsfs.
         'gcs': ['gcsfs>=2026.10.1'],
         'eval': ['lm_eval>=0.4.9'],

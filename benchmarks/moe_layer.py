@@ -24,8 +24,10 @@ or it is 'windows'; the header names the OpenBLAS kernels it loaded,
 `native.openblas_coretype`) and 'blocks'
 (auto's path elsewhere), capacity dispatch (`--capacity_factor`, drops
 overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's grouped
-matmul; ~5x slower on CPU, so only at `--ragged_experts`; tokamax's `ragged_dot` runs this same XLA path on CPU,
-its Mosaic and Triton kernels being GPU/TPU only). A second baseline, `dense_2d`, is
+matmul; ~5x slower on CPU, so only at `--ragged_experts`) and, where tokamax is
+installed, `tokamax` (dropless_impl='tokamax': the kernel library's `ragged_dot`, #18's
+peer for the grouped matmul; its Mosaic and Triton kernels are GPU/TPU only, on CPU it
+runs the same XLA path as `ragged`), at the same expert counts. A second baseline, `dense_2d`, is
 the same dense SwiGLU with the same weights as plain 2-D `jnp.dot`s on [T, D]: the
 model's `MLP` contracts [B, L, D] inputs, whose weight gradients XLA:CPU computes on
 a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
@@ -82,7 +84,7 @@ native kernel's products: 'avx512', 'avx2' or 'openblas', null where it does not
 "grouped_openblas_over_grouped", "grouped_avx2_over_grouped" (the smallest over E of
 grouped_<code> / grouped, when both ran),
 "grouped_over_dense", "blocks_over_dense", "capacity_over_dense": likewise,
-"ragged_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
+"ragged_over_dense", "tokamax_over_dense" (if measured), "dropless_over_dense_2d" (the auto path against
 the 2-D baseline), "openblas_prefaulted" (MiB of OpenBLAS packing buffers mapped at load,
 `native.prefault_openblas_buffers`; null with LATTICE_OPENBLAS_PREFAULT=0, the A/B),
 "rows": [...], "device", "backend", settings}.
@@ -91,6 +93,7 @@ the 2-D baseline), "openblas_prefaulted" (MiB of OpenBLAS packing buffers mapped
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -170,6 +173,8 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
                            'capacity_factor': args.capacity_factor}}
   if with_ragged:
     variants['ragged'] = {'dispatch': 'dropless', 'dropless_impl': 'ragged'}
+    if importlib.util.find_spec('tokamax') is not None:
+      variants['tokamax'] = {'dispatch': 'dropless', 'dropless_impl': 'tokamax'}
 
   dense = mlp.MLP(model_config(D, args.seq_len, {'kind': 'dense', 'd_ff': K * F,
                                                  'activation': args.activation},
@@ -209,10 +214,10 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
       fns[f'grouped_{kind}'] = (on, fn_args)
       stats[f'grouped_{kind}'] = stats['grouped']
     native_lib.set_moe_gemm(None)
-  # ragged_dot (~7x the dense time) is timed on its own afterwards: inside the round
-  # robin it slowed the dense call after it (dense 37-42 ms at E = 8 against 30-33 ms
+  # ragged_dot (~7x the dense time; tokamax's the same on CPU) is timed on its own
+  # afterwards: inside the round robin it slowed the dense call after it (dense 37-42 ms at E = 8 against 30-33 ms
   # at E = 16 / 32 in the same runs, 30.8 ms at E = 8 without ragged; 2026-11-30).
-  slow = {k: fns.pop(k) for k in ('ragged',) if k in fns}
+  slow = {k: fns.pop(k) for k in ('ragged', 'tokamax') if k in fns}
   med = _time_round_robin(fns, args.repeats)
   for name, fn_args in slow.items():
     med.update(_time_round_robin({name: fn_args}, args.repeats))
@@ -267,6 +272,8 @@ def main(argv=None):
              'capacity_over_dense': worst('capacity')}
   if worst('ragged') is not None:
     summary['ragged_over_dense'] = worst('ragged')
+  if worst('tokamax') is not None:
+    summary['tokamax_over_dense'] = worst('tokamax')
   for kind in ('openblas', 'avx2'):
     if worst(f'grouped_{kind}') is not None:
       summary[f'grouped_{kind}_over_grouped'] = min(

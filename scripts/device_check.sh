@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The accelerator checks, as one script for a lent GPU machine (see BENCHMARKS.md):
 # installs the carried wheels (.whl: ml_collections, grain, array_record, portpicker,
-# PyYAML), then runs the GPU benchmarks and the GPU-relevant tests. Make .whl here with
+# PyYAML; tokamax and its dependencies for moe_layer's `tokamax` rows, #18's grouped-
+# matmul peer), then runs the GPU benchmarks and the GPU-relevant tests. Make .whl here
+# with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
 #   manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl ml_collections==1.1.0
-#   grain==0.2.18 array_record==0.8.6 portpicker==1.6.0 PyYAML==6.0.2
-# (the lent machine has jax, flax, optax and orbax but not these).
+#   grain==0.2.18 array_record==0.8.6 portpicker==1.6.0 PyYAML==6.0.2 tokamax==0.0.12
+#   qwix==0.1.8 einshape==1.0 jaxtyping==0.3.11 wadler_lindig==0.1.8 typeguard==2.13.3
+#   immutabledict==4.3.1 tensorboardX==2.6.5 pydantic pydantic-core annotated-types
+#   typing-inspection
+# (the lent machine has jax, flax, optax and orbax but not these; without tokamax the
+# moe section skips its rows).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import importlib.util
 
 import flax.linen as nn
 import jax
@@ -59,11 +60,15 @@ def _exact_matmuls():
 
 NATIVE = pytest.mark.skipif(not permute.applies(jnp.float32),
                             reason='native grouped kernel not built / no scipy-openblas32')
+# tokamax is in the test extra; without it (a bare install) its path is skipped.
+TOKAMAX = pytest.mark.skipif(importlib.util.find_spec('tokamax') is None,
+                             reason='tokamax not installed')
 
 
 @pytest.mark.parametrize('path', ['blocks', 'ragged', 'grouped', 'grouped_ffn',
                                   pytest.param('grouped_native', marks=NATIVE),
                                   pytest.param('grouped_fused', marks=NATIVE),
+                                  pytest.param('tokamax', marks=TOKAMAX),
                                   'capacity_large'])
 def test_dispatch_equals_per_token_loop(path):
   cfg = _cfg()
@@ -85,6 +90,8 @@ def test_dispatch_equals_per_token_loop(path):
   elif path == 'grouped_fused':  # what it runs for SwiGLU there: one fused native pass
     assert cfg.ffn.activation == 'swiglu'
     y, dropped = layer.DISPATCH['grouped'](x, idx, gate, w, cfg, x.shape[0])
+  elif path == 'tokamax':  # dropless_impl='tokamax': the kernel library's ragged_dot
+    y, dropped = layer.DISPATCH['tokamax'](x, idx, gate, w, cfg, x.shape[0])
   else:  # a capacity no expert can exceed: nothing dropped, same as dropless
     cap = dispatch.capacity(x.shape[0], 2, E, factor=E / 2)
     y, dropped = dispatch.dispatch_capacity(x, idx, gate, w, layer.expert_ffn(cfg), E, cap)
@@ -116,6 +123,10 @@ def test_grouped_dispatch_gradients_equal_plain_autodiff():
                  got, want)
   if permute.applies(jnp.float32):  # the fused native experts (gather + FFN + combine)
     got = grads(lambda *a: layer.DISPATCH['grouped'](*a, cfg, x.shape[0]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+                 got, want)
+  if importlib.util.find_spec('tokamax') is not None:  # tokamax's own backward
+    got = grads(lambda *a: layer.DISPATCH['tokamax'](*a, cfg, x.shape[0]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
                  got, want)
 
@@ -333,6 +344,15 @@ def test_bad_moe_configs_are_clear():
   with pytest.raises(config_lib.ConfigError, match='^model.ffn.n_experts: 6 experts'):
     config_lib.build(tiny_config(model={'ffn': {'kind': 'moe', 'n_experts': 6}},
                                  mesh={'expert': 4}))
+
+
+def test_tokamax_without_the_package_is_a_config_error(monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'tokamax' else real(name, *a))
+  with pytest.raises(config_lib.ConfigError,
+                     match="^model.ffn.dropless_impl: 'tokamax' needs the tokamax package"):
+    _cfg(dropless_impl='tokamax')
 
 
 def test_grouped_dispatch_without_the_native_kernel(monkeypatch):

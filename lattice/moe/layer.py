@@ -76,7 +76,8 @@ def expert_ffn(cfg: config_lib.ModelConfig):
 
 def ragged_expert_ffn(cfg: config_lib.ModelConfig, ragged_dot=jax.lax.ragged_dot):
   """ffn(w, x_NxD sorted by expert, sizes_E) via `ragged_dot(x_NxI, w_ExIxO, sizes_E)`:
-  jax.lax.ragged_dot, or kernels.grouped_matmul for dropless_impl='grouped'."""
+  jax.lax.ragged_dot, kernels.grouped_matmul for dropless_impl='grouped', or
+  `tokamax_ragged_dot` for 'tokamax'."""
   lcfg, dtype = cfg.linear, layers.dtype_of(cfg.dtype)
   prepare = linears.LINEARS[lcfg.kind].prepare
 
@@ -260,6 +261,23 @@ def _grouped(x_TxD, idx_TxK, gate_TxK, w, cfg):
                                   native_moves=moves)
 
 
+def tokamax_ragged_dot(x_NxI: jax.Array, w_ExIxO: jax.Array, sizes_E: jax.Array) -> jax.Array:
+  """`tokamax.ragged_dot` (jax.lax.ragged_dot's signature and values; its own backward):
+  the kernel library's grouped matmul, Pallas Mosaic kernels on Hopper / Blackwell GPUs
+  and TPU, Triton elsewhere on GPU, XLA's ragged_dot on CPU. Imported on first use
+  (~2 s); `MoEOptions.check` refuses dropless_impl='tokamax' without the package.
+
+  tokamax reads its settings as absl flags and parses sys.argv for them on first use,
+  which raises under any other command line (pytest's, argparse programs'); when no
+  absl program has parsed the flags, they are marked parsed here, so tokamax takes
+  its defaults."""
+  import tokamax  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return tokamax.ragged_dot(x_NxI, w_ExIxO, sizes_E)
+
+
 def _capacity(x_TxD, idx_TxK, gate_TxK, w, cfg, seq_len):
   # Capacity per sequence (MaxText's rule): a row's drops depend only on its own
   # tokens, never on the other rows of the batch.
@@ -277,6 +295,10 @@ DISPATCH = {
         x, idx, gate, w, expert_ffn(cfg), cfg.ffn.n_experts),
     'ragged': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
         x, idx, gate, w, ragged_expert_ffn(cfg), cfg.ffn.n_experts),
+    # The same sort, then the kernel library's grouped matmul (#18: the peer to measure
+    # the blocks / grouped paths against on GPU and TPU).
+    'tokamax': lambda x, idx, gate, w, cfg, seq_len: dispatch.dispatch_ragged(
+        x, idx, gate, w, ragged_expert_ffn(cfg, tokamax_ragged_dot), cfg.ffn.n_experts),
     # Sorted rows, the grouped FFN (native per-expert BLAS or batched windows), no
     # weight gathers; the native row moves for float32 on CPU (`native_moves`).
     'grouped': lambda x, idx, gate, w, cfg, seq_len: _grouped(x, idx, gate, w, cfg),

@@ -11,6 +11,7 @@ implementations are the non-capacity entries of `moe.layer.DISPATCH` plus 'auto'
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 
 from lattice.errors import ConfigError
@@ -20,7 +21,7 @@ if typing.TYPE_CHECKING:  # annotations only: lattice.config imports this module
   from lattice import config as config_lib
 
 DISPATCHES = ('dropless', 'capacity')
-DROPLESS_IMPLS = ('auto', 'blocks', 'ragged', 'grouped')
+DROPLESS_IMPLS = ('auto', 'blocks', 'ragged', 'grouped', 'tokamax')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,9 @@ class MoEOptions:
   bias_rate: float = 0.0       # loss-free balancing step u (1e-3, arXiv 2408.15664)
   dispatch: str = 'dropless'   # dropless | capacity
   capacity_factor: float = 1.25
-  dropless_impl: str = 'auto'  # auto | blocks | ragged (jax.lax.ragged_dot) | grouped
+  # auto | blocks | ragged (jax.lax.ragged_dot) | grouped | tokamax (tokamax.ragged_dot:
+  # its Mosaic / Triton grouped-matmul kernels on GPU and TPU, XLA's ragged_dot on CPU)
+  dropless_impl: str = 'auto'
   # A per-expert selection bias even when bias_rate=0 (an imported DeepSeek-V3-style
   # router's e_score_correction_bias, kept fixed unless bias_rate > 0).
   router_bias: bool = False
@@ -73,6 +76,9 @@ class MoEOptions:
     if e % g:
       raise ConfigError(f'model.ffn.n_groups: {g} groups do not divide '
                         f'model.ffn.n_experts={e}')
+    if self.dropless_impl == 'tokamax' and importlib.util.find_spec('tokamax') is None:
+      raise ConfigError("model.ffn.dropless_impl: 'tokamax' needs the tokamax package "
+                        "(pip install tokamax, or lattice's 'kernels' extra)")
     if k == 1 and e > 1 and self.norm_topk:
       raise ConfigError('model.ffn.norm_topk: with top_k=1 every normalized gate is 1, '
                         'so the router gets no gradient from the loss; set '
