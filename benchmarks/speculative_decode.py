@@ -74,16 +74,24 @@ count): 16-18 ms, and on the eleventh session's Xeon kind (BENCHMARKS.md's sixte
 session) 1.52-1.58x in three measured runs, `forward_cost` 1.20-1.25, against
 1.50-1.54x before on the same model and machine.
 
+On GPU/TPU, decoding is timed under `jax.default_matmul_precision('highest')` unless
+`--matmul_precision` says otherwise: the greedy-identity guarantee holds under exact
+float32 arithmetic, and with an H200's default TF32 passes the verification forward
+and the one-token step rounded differently (`identical` false, BENCHMARKS.md). On CPU
+the backend default already computes float32 exactly.
+
 `--json PATH` writes {"speedup", "accepted_per_forward", "identical",
 "forward_cost" (one speculative forward's wall time over one plain step's),
 "weight_ratio" (parameters one speculative forward reads over one plain step's, a
 count), "plain_tokens_per_s", "spec_tokens_per_s", "train_tokens", "val_loss", "n",
-"d_model", "n_layers", "vocab_size", ...}.
+"d_model", "n_layers", "vocab_size", "matmul_precision" (null: the backend default),
+...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -134,6 +142,17 @@ def weight_ratio(params, n: int) -> float:
   return (rest + heads + unembed) / (rest + heads / n)
 
 
+def matmul_precision(arg: str, backend: str) -> str | None:
+  """The `jax.default_matmul_precision` decoding is timed under: `arg` ('auto':
+  'highest' off CPU, None, the backend default, on CPU). Raises SystemExit naming the
+  flag for a value that is not auto, default, high or highest."""
+  if arg == 'auto':
+    return None if backend == 'cpu' else 'highest'
+  if arg not in ('default', 'high', 'highest'):
+    raise SystemExit(f'--matmul_precision: {arg!r} is not auto, default, high or highest')
+  return arg
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', default=None,
@@ -160,6 +179,12 @@ def main(argv=None):
                       help='projection paths to time, comma-separated: xla (XLA\'s dot) and '
                            'native (kernels/skinny_cpu, CPU); the speedup is the best '
                            'speculative over the best greedy among them')
+  parser.add_argument('--matmul_precision', default='auto',
+                      help="jax.default_matmul_precision while decoding is timed: 'auto' is "
+                           "'highest' on GPU/TPU (their default TF32 / bf16 passes round the "
+                           "n-token verification forward and the one-token step differently, "
+                           "so greedy outputs can differ: the H200 row of BENCHMARKS.md) and "
+                           "the backend default on CPU; or default / high / highest")
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
   mach = machine.describe()
@@ -187,6 +212,7 @@ def main(argv=None):
         f'val loss {val_loss:.4f}')
   rows = np.concatenate([b['inputs'] for b in batches])
   prompts = [rows[i:i + 1, :args.prompt_len] for i in range(args.prompts)]
+  precision = matmul_precision(args.matmul_precision, jax.default_backend())
   paths = {}
   for path in args.matmul.split(','):
     if path == 'native' and (not skinny_ops.best_isa() or jax.default_backend() != 'cpu'):
@@ -194,8 +220,10 @@ def main(argv=None):
       continue
     os.environ['LATTICE_SKINNY_MATMUL'] = '1' if path == 'native' else '0'
     jax.clear_caches()  # the path is chosen when a function is traced
-    paths[path] = speculative.compare_with_plain({'params': params}, cfg.model, prompts,
-                                                 args.new_tokens, repeats=args.repeats)
+    with (jax.default_matmul_precision(precision) if precision
+          else contextlib.nullcontext()):
+      paths[path] = speculative.compare_with_plain({'params': params}, cfg.model, prompts,
+                                                   args.new_tokens, repeats=args.repeats)
   done = {k: v for k, v in paths.items() if 'skipped' not in v}
   best_plain = max(done, key=lambda k: done[k]['plain_tokens_per_s'])
   best_spec = max(done, key=lambda k: done[k]['spec_tokens_per_s'])
@@ -222,7 +250,7 @@ def main(argv=None):
              'params': int(sum(x.size for x in jax.tree.leaves(params))),
              'train_tokens': int(train_tokens), 'val_loss': float(val_loss),
              'n': cfg.model.mtp.n, 'kind': cfg.model.mtp.kind,
-             'skinny_isa': skinny_ops.best_isa(),
+             'skinny_isa': skinny_ops.best_isa(), 'matmul_precision': precision,
              'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
              'machine': machine.finish(mach)}
   if args.json:

@@ -213,3 +213,15 @@ def test_benchmark_weight_ratio_counts_the_extra_head_blocks_and_unembedding():
   # plain: everything but heads 2 and 3; verify: everything, plus the table again.
   np.testing.assert_allclose(speculative_decode.weight_ratio(params, 3),
                              (total + table) / (total - 2 * head))
+
+
+def test_speculative_benchmark_times_gpus_at_highest_precision():
+  # Greedy identity holds under exact float32 matmuls; off CPU the benchmark asks for
+  # them ('auto'), on CPU it keeps the backend default (already exact).
+  from benchmarks import speculative_decode  # pylint: disable=g-import-not-at-top
+  assert speculative_decode.matmul_precision('auto', 'gpu') == 'highest'
+  assert speculative_decode.matmul_precision('auto', 'tpu') == 'highest'
+  assert speculative_decode.matmul_precision('auto', 'cpu') is None
+  assert speculative_decode.matmul_precision('high', 'gpu') == 'high'
+  with pytest.raises(SystemExit, match='--matmul_precision'):
+    speculative_decode.matmul_precision('tf32', 'gpu')

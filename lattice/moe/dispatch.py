@@ -10,8 +10,8 @@ Each path takes `ffn(w, x_ExCxD) -> y_ExCxD`, the experts' batched FFN, and retu
   rows, and run one batched matmul over [n, b, D] with the owning expert's weights
   gathered per block (MegaBlocks' block-sparse idea, in XLA);
 - `dispatch_ragged`: the same sort, then an FFN over exactly the N sorted rows with
-  group sizes (`jax.lax.ragged_dot`, or the `kernels.grouped_matmul` loops for
-  dropless_impl='grouped'); the sort permutation and its inverse make both the
+  group sizes (`jax.lax.ragged_dot`, the `kernels.grouped_matmul` loops for
+  dropless_impl='grouped', or tokamax's `ragged_dot` for 'tokamax'); the sort permutation and its inverse make both the
   forward and the backward gathers (no scatter-add); with `native_moves` the sort,
   gather and combine run in the native CPU kernel (`kernels.grouped_matmul.permute`);
 - `dispatch_fused`: the native sort, then the layer's experts with the gather and
