@@ -12,8 +12,11 @@ import os
 import sys
 
 from lattice import distributed
+from lattice import hostmem
 from lattice import parser as parser_lib
-from lattice import config as config_lib
+# (lattice.config is imported inside run_command: importing it starts native threads
+# (grain's), and glibc fixes its arena limit when a second thread first allocates, so
+# `hostmem.tune_malloc` has to run before it.)
 
 
 # The experiment module `run_command` loaded (the file named by --config).
@@ -43,11 +46,14 @@ def run(config, workdir: str):
 
 
 def run_command(args, overrides: list[tuple[str, str | None]]) -> None:
-  """`lattice run`: flags -> config -> run. Exit 2 on a user error, 1 on a fault
+  """`lattice run`: flags -> config -> run (glibc's malloc tuned first,
+  `lattice.hostmem`; LATTICE_MALLOC=0 keeps its defaults). Exit 2 on a user error, 1 on a fault
   of the run (checkpoints on disk stay intact; a rerun resumes), 143
   (`arms.PREEMPTED_EXIT`) when SIGTERM stopped the run after it saved (a rerun
   resumes)."""
+  hostmem.tune_malloc()  # before any native thread exists (lattice.hostmem: why, measured)
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from lattice import config as config_lib  # pylint: disable=g-import-not-at-top
   from lattice.run import arms, config_file  # pylint: disable=g-import-not-at-top
   from lattice.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   try:
