@@ -13,9 +13,9 @@ runs them as two grouped products. Variants: dropless with `dropless_impl='group
 (auto's CPU path: for float32 with the native kernel built, a native counting sort,
 router matmul and top-k, and SwiGLU experts fused with the token gather and the
 gate-weighted combine, the products of each block of an expert's rows on the kernel's
-own AVX-512 or AVX2 code (`kernels/grouped_matmul/small_gemm.h`: no sgemm packing or
-zeroing passes), the best the CPU runs, else one OpenBLAS sgemm per product, through
-two XLA FFI calls, `kernels/grouped_matmul/moe.py`; otherwise
+own AVX-512 code (`kernels/grouped_matmul/small_gemm.h`: no sgemm packing or zeroing
+passes) where the CPU has it, else one OpenBLAS sgemm per product, through two XLA FFI
+calls, `kernels/grouped_matmul/moe.py`; otherwise
 `kernels.grouped_matmul.grouped_ffn`'s batched dots over each expert's window of
 sorted rows with a tile loop for rows past a window, between XLA gathers;
 `grouped_ffn_impl` in the output says which ran: build the kernel with `python
@@ -27,7 +27,8 @@ overflow), and dropless `ragged` (`jax.lax.ragged_dot`, the JAX library's groupe
 matmul; ~5x slower on CPU, so only at `--ragged_experts`) and, where tokamax is
 installed, `tokamax` (dropless_impl='tokamax': the kernel library's `ragged_dot`, #18's
 peer for the grouped matmul; its Mosaic and Triton kernels are GPU/TPU only, on CPU it
-runs the same XLA path as `ragged`), at the same expert counts. A second baseline, `dense_2d`, is
+runs the same XLA path as `ragged`), at the same expert counts. A second baseline,
+`dense_2d`, is
 the same dense SwiGLU with the same weights as plain 2-D `jnp.dot`s on [T, D]: the
 model's `MLP` contracts [B, L, D] inputs, whose weight gradients XLA:CPU computes on
 a slower path, so `dropless_over_dense_2d` says how much of the ratio is the
@@ -215,7 +216,8 @@ def bench_experts(E: int, args, with_ragged: bool) -> list[dict]:
       stats[f'grouped_{kind}'] = stats['grouped']
     native_lib.set_moe_gemm(None)
   # ragged_dot (~7x the dense time; tokamax's the same on CPU) is timed on its own
-  # afterwards: inside the round robin it slowed the dense call after it (dense 37-42 ms at E = 8 against 30-33 ms
+  # afterwards: inside the round robin it slowed the dense call after it (dense 37-42
+  # ms at E = 8 against 30-33 ms
   # at E = 16 / 32 in the same runs, 30.8 ms at E = 8 without ragged; 2026-11-30).
   slow = {k: fns.pop(k) for k in ('ragged', 'tokamax') if k in fns}
   med = _time_round_robin(fns, args.repeats)

@@ -1,7 +1,8 @@
 """glibc malloc settings for lattice's training processes: `tune_malloc`.
 
 XLA:CPU gives each execution of a compiled step its temporaries as one block (273 MB
-for baseline_lm's quick model: d_model 128, 4 layers, 32 x 128 tokens). That is above
+for `train_throughput`'s d_model-128 step, 4 layers, 32 x 128 tokens; 309 MB for
+baseline_lm's quick model of that size). That is above
 glibc's mmap threshold (at most 32 MiB; and a pool thread's arena, whose heaps are at
 most 64 MiB, maps any larger request itself), so every step maps the block, touches
 the ~100 MB it uses page by page, and unmaps it: on the 2-core Xeon (3 Dec 2026, perf

@@ -135,13 +135,8 @@ __attribute__((target("avx512f,avx2,fma"))) static void DownAvx512(const float* 
 using lattice_grouped::DownFn;
 using lattice_grouped::UpFn;
 
-static int BestIsa() {  // 3 AVX-512F, 2 AVX2 + FMA, 1 portable C++
-#ifdef LATTICE_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return 3;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
-#endif
-  return 1;
+static int BestIsa() {  // 3 AVX-512F, 2 AVX2 + FMA, 1 portable C++ (small_gemm.h's check)
+  return std::max(1, lattice_grouped::SmallGemmBestIsa());
 }
 
 // The elementwise code path: 0 = the best this CPU runs (BestIsa), or 1-3 forced by

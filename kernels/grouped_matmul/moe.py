@@ -21,12 +21,11 @@ path (with the native sort, router matmul and top-k) took ~1.06x / 1.11x / 1.19x
 dense FFN's at E = 8 / 16 / 32; the two kernel calls alone ~1.02x (E = 8) and ~1.12x
 (E = 32) the dense FFN's nine matmuls and activation.
 
-The nine products per block run on `small_gemm.h`'s AVX-512 or AVX2 code, the best the
-CPU runs (no sgemm packing or zeroing passes), else OpenBLAS's sgemm;
-`native.set_moe_gemm` chooses, `native.moe_gemm` says which runs. At E = 32 the
-benchmark's `grouped_openblas` row (the same compiled layer on sgemm, in the same
-round robin) took ~1.25x the time of `grouped` on AVX-512 (BENCHMARKS.md, seventeenth
-session).
+The nine products per block run on `small_gemm.h`'s AVX-512 code where the CPU has it
+(no sgemm packing or zeroing passes), else OpenBLAS's sgemm; `native.set_moe_gemm`
+chooses (AVX2 included), `native.moe_gemm` says which runs. At E = 32 the benchmark's
+`grouped_openblas` row (the same compiled layer on sgemm, in the same round robin) took
+1.24-1.32x the time of `grouped` on AVX-512 (BENCHMARKS.md, seventeenth session).
 """
 
 from __future__ import annotations

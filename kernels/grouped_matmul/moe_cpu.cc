@@ -26,9 +26,9 @@
 // call. What is left at E = 32 over E = 8 (~10% in the kernel-only A/B on the 2-core
 // machine) is each expert's weights read and gradients written once a direction.
 //
-// Products: small_gemm.h's AVX-512 or AVX2 code, the best the CPU runs
-// (LatticeMoeSetGemm picks; each strip of the right-hand side copied or transposed into an
-// L1 buffer, no pass zeroing C), else OpenBLAS's sgemm. At ~128 rows an expert (E = 32 in
+// Products: small_gemm.h's AVX-512 code where the CPU has it, else OpenBLAS's sgemm
+// (`Products` in grouped_cpu.h; LatticeMoeSetGemm picks, AVX2 included; each strip of
+// the right-hand side copied or transposed into an L1 buffer, no pass zeroing C). At ~128 rows an expert (E = 32 in
 // benchmarks/moe_layer.py) perf put ~30% of the kernels' time on the 2-core Xeon in
 // sgemm's packing copies and its beta = 0 memset; the layer's fwd+bwd took ~1.3x as long
 // on sgemm as on small_gemm.h in the same process.

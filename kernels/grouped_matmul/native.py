@@ -316,9 +316,9 @@ def set_moe_gemm(kind: str | None) -> str:
   grouped_cpu.cc's per-product calls): 'openblas' (OpenBLAS's sgemm),
   'avx2' or 'avx512' (small_gemm.h: no sgemm packing or zeroing passes; capped at what
   this CPU runs), or None for the default (AVX-512 where the CPU has it, else OpenBLAS:
-  the AVX2 products measured no faster than OpenBLAS's Haswell kernels, moe_cpu.cc).
-  Returns the one in use. For tests and the benchmark's A/B: a jitted function calls the kernel at run
-  time, so the setting holds for later calls.
+  the AVX2 products measured no faster than OpenBLAS's Haswell kernels, grouped_cpu.h).
+  Returns the one in use. For tests and the benchmark's A/B: a jitted function calls the
+  kernel at run time, so the setting holds for later calls.
 
   Raises:
     ValueError: an unknown kind. RuntimeError: the native kernel is unavailable.

@@ -1,7 +1,8 @@
 // Products of one expert's block of rows without sgemm's packing and zeroing passes.
 // OpenBLAS's sgemm spent ~30% of the dropless MoE layer's kernel time on those at ~128
 // rows an expert (its packing copies and its beta = 0 memset; perf of
-// benchmarks/moe_layer.py at E = 32 on the 2-core Xeon, 3 Dec 2026). Used by moe_cpu.cc.
+// benchmarks/moe_layer.py at E = 32 on the 2-core Xeon, 3 Dec 2026). Used through
+// `Products` (grouped_cpu.h) by moe_cpu.cc and grouped_cpu.cc.
 //
 // Shape legend: row-major float32; M, N the output's rows and columns, K the
 // contraction; lda/ldb/ldc the row strides in floats. `accumulate` adds into C
