@@ -23,7 +23,15 @@ CPU and >= 2x on GPU (anchor: bitnet.cpp 2.37-6.17x over fp16 on x86 CPUs, with
 hand-written lookup-table kernels). `--json PATH` writes bf16_over_packed_2bit,
 bf16_over_packed_base3, decode_speedup (packed tokens/s / float32 tokens/s),
 decode_speedup_vs_bf16, tokens_per_s per variant, kernel_path (the packed model's
-matmul path: pallas, native-avx512, native-avx2 or xla-unpack), backend and device.
+matmul path at batch 1: pallas-gemv on GPU, pallas on TPU, native-avx512,
+native-avx2 or xla-unpack on CPU), backend and device.
+
+`matvec` (also in the JSON): one [1, d_model] x [d_model, 4 d_model] product alone,
+`--matvec_reps` of them chained in one jitted loop (so launches and the model's
+other ops drop out), microseconds each: the packed path that decoding takes, on
+GPU also the tiled Pallas kernel it replaced at batch 1 (`packed_tiled`), against
+`jnp.dot` on bf16 and float32 weights (#18's peer), and `packed_over_bf16` (the
+speed ratio, > 1 faster). Weight bytes per product: 2-bit d x 4d / 4, bf16 8x that.
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ def main(argv=None) -> dict:
   ap.add_argument('--prompt', type=int, default=8)
   ap.add_argument('--new_tokens', type=int, default=64)
   ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--matvec_reps', type=int, default=50,
+                  help='products chained per timed call in the matvec rows (0: skip)')
   ap.add_argument('--cpu_path', default='auto', choices=('auto', 'native', 'xla'),
                   help='CPU path of the packed matmuls (auto: native when built)')
   ap.add_argument('--json', default=None)
@@ -124,7 +134,10 @@ def _run(args) -> dict:
       times[name].append(time.perf_counter() - t0)
   tps = {name: args.new_tokens / statistics.median(ts) for name, ts in times.items()}
   wb = weight_bytes(params)
-  kernel_path = 'pallas' if jax.default_backend() in ('gpu', 'tpu') else tm.cpu_path()
+  kernel_path = {'gpu': 'pallas-gemv', 'tpu': 'pallas'}.get(jax.default_backend(),
+                                                            tm.cpu_path())
+  matvec = (time_matvec(args.d_model, args.matvec_reps, args.repeats)
+            if args.matvec_reps else None)
   result = {
       'bf16_over_packed_2bit': wb['bf16'] / wb['packed_2bit'],
       'bf16_over_packed_base3': wb['bf16'] / wb['packed_base3'],
@@ -135,6 +148,7 @@ def _run(args) -> dict:
                                                       outs['fake_quant_ternary'])),
       'weight_bytes': wb,
       'kernel_path': kernel_path,
+      'matvec': matvec,
       'backend': jax.default_backend(),
       'device': jax.devices()[0].device_kind,
       'settings': vars(args),
@@ -151,10 +165,64 @@ def _run(args) -> dict:
   print(f'packed / float32 decode speed: {result["decode_speedup"]:.2f}x; packed / bf16: '
         f'{result["decode_speedup_vs_bf16"]:.2f}x; packed tokens == fake-quant tokens: '
         f'{result["packed_equals_fake_quant"]}')
+  if matvec:
+    print(f'one [1, {args.d_model}] x [{args.d_model}, {4 * args.d_model}] product, '
+          f'{args.matvec_reps} chained: '
+          + ', '.join(f'{k} {v:.1f} us' for k, v in matvec['us'].items())
+          + f'; packed / bf16 speed {matvec["packed_over_bf16"]:.2f}x')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=1)
   return result
+
+
+def time_matvec(d_model: int, reps: int, repeats: int) -> dict:
+  """{'us': {variant: microseconds a product}, 'packed_over_bf16'}: `reps` chained
+  [1, d] x [d, 4d] products per jitted call (a runtime zero added to the input each
+  time, so no product is hoisted or folded), median of `repeats` calls, variants
+  timed round-robin. Variants: packed (ternary_matmul, impl 'auto'), on GPU
+  packed_tiled (the tiled Pallas kernel), bf16 and float32 (`jnp.dot`, HIGHEST
+  precision for float32 so GPUs do not round through TF32)."""
+  n = 4 * d_model
+  kx, kw = jax.random.split(jax.random.key(2))
+  x_1xK = jax.random.normal(kx, (1, d_model))
+  w_KxN = jax.random.normal(kw, (d_model, n)) * 0.02
+  w_packed, sw = tm.pack_weight(w_KxN)
+  zero = jnp.zeros((), jnp.float32)
+
+  def chain(product):
+    @jax.jit
+    def run(x_1xK, eps):
+      def body(i, acc):
+        return acc + product(x_1xK + i.astype(jnp.float32) * eps)[0, 0]
+      return jax.lax.fori_loop(0, reps, body, jnp.zeros((), jnp.float32))
+    return lambda: run(x_1xK, zero)
+
+  def packed(impl):
+    def product(x):
+      x_q, sx = tm.quantize_activation(x)
+      return tm.ternary_matmul(x_q, sx, w_packed, sw, n, impl=impl)
+    return product
+
+  w_bf16 = w_KxN.astype(jnp.bfloat16)
+  fns = {'packed': chain(packed('auto'))}
+  if jax.default_backend() == 'gpu':
+    fns['packed_tiled'] = chain(packed('pallas'))
+  fns['bf16'] = chain(lambda x: jnp.dot(x.astype(jnp.bfloat16), w_bf16,
+                                        preferred_element_type=jnp.float32))
+  fns['float32'] = chain(lambda x: jnp.dot(x, w_KxN,
+                                           precision=jax.lax.Precision.HIGHEST))
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - t0)
+  us = {name: 1e6 * statistics.median(ts) / reps for name, ts in times.items()}
+  return {'us': us, 'packed_over_bf16': us['bf16'] / us['packed'],
+          'shape': [1, d_model, n], 'reps': reps}
 
 
 if __name__ == '__main__':

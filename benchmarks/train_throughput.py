@@ -10,9 +10,18 @@ same process just before, so the ratio is stable on a noisy shared machine.
 of `lattice.nn.einsum_attention` on CPU, `jax.nn.dot_product_attention` elsewhere);
 `--attention xla` times the library's XLA path for comparison.
 
-`--json PATH` writes {"rows": [{"d_model", "params", "tokens_per_s", "mfu"}, ...],
-"best_mfu", "matmul_peak_flops", "attention", "load_average" (1-minute, before and
-after), "maxtext": {...}}.
+`--layers` (default 4), `--scan` and `--remat` set the model's depth,
+`model.scan_layers` and `model.remat`; `--scale_defaults` takes the defaults of
+`lattice.run.scale.scale_config` (scanned layers, remat 'dots', bf16 compute), the
+settings of #18's ">= 1B parameters" GPU row (scripts/device_check.sh: d_model
+2048, 24 layers, 1.22B parameters). On chips `lattice.chips` lists, each row also
+gets `mfu_spec`: the same FLOPs over the published dense bf16 peak (#18's GPU goal is
+stated against it; the measured peak is the CPU goal's reference).
+
+`--json PATH` writes {"rows": [{"d_model", "params", "tokens_per_s", "mfu",
+"mfu_spec"}, ...], "best_mfu", "best_mfu_spec", "matmul_peak_flops",
+"spec_peak_flops", "attention", "layers", "scan", "remat", "load_average"
+(1-minute, before and after), "maxtext": {...}}.
 
 MaxText peer (issue #18 item 5): `maxtext_status()` tries to import the `maxtext`
 package in this process and records why no MaxText row is printed. No row is ever
@@ -67,9 +76,11 @@ def maxtext_status() -> dict:
 
 
 def model_config(d_model: int, seq_len: int, batch: int, dtype: str,
-                 microbatches: int = 1, attention: str = 'auto') -> config_lib.Config:
+                 microbatches: int = 1, attention: str = 'auto', layers: int = 4,
+                 scan: bool = False, remat: str = 'none') -> config_lib.Config:
   return config_lib.build({
-      'model': {'d_model': d_model, 'n_layers': 4, 'max_len': seq_len, 'dtype': dtype,
+      'model': {'d_model': d_model, 'n_layers': layers, 'max_len': seq_len,
+                'dtype': dtype, 'scan_layers': scan, 'remat': remat,
                 'attention': {'n_heads': max(d_model // 64, 2),
                               'implementation': attention}},
       'data': {'seq_len': seq_len, 'batch_size': batch},
@@ -117,35 +128,57 @@ def main(argv=None):
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--attention', default='auto',
                       help='model.attention.implementation: auto | einsum | xla | cudnn')
+  parser.add_argument('--layers', type=int, default=4)
+  parser.add_argument('--scan', action=argparse.BooleanOptionalAction, default=None,
+                      help='model.scan_layers (default: off, on with --scale_defaults)')
+  parser.add_argument('--remat', default=None, choices=('none', 'full', 'dots'),
+                      help="model.remat (default: none, 'dots' with --scale_defaults)")
+  parser.add_argument('--scale_defaults', action='store_true',
+                      help='scan, remat dots and bf16 compute, as lattice.run.scale')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
+  if args.scale_defaults:
+    args.dtype = 'bfloat16' if args.dtype == 'float32' else args.dtype
+  scan = args.scale_defaults if args.scan is None else args.scan
+  remat = args.remat or ('dots' if args.scale_defaults else 'none')
   mach = machine.describe()
   print(machine.line(mach))
   devices = jax.devices()[:1]
   import jax.numpy as jnp
   peak = flops.measure_matmul_peak(dtype=getattr(jnp, args.dtype))
+  spec = flops.spec_peak(devices)
   rows = []
   for d in (int(s) for s in args.sizes.split(',')):
     row = time_train_step(model_config(d, args.seq_len, args.batch, args.dtype,
-                                       attention=args.attention), args.steps, devices)
+                                       attention=args.attention, layers=args.layers,
+                                       scan=scan, remat=remat), args.steps, devices)
     row['mfu'] = row['tokens_per_s'] * row['flops_per_token'] / peak
+    row['mfu_spec'] = row['tokens_per_s'] * row['flops_per_token'] / spec if spec else None
     rows.append(row)
   machine.finish(mach)
   load = [mach['load_average_start'], mach['load_average_end']]
   maxtext = maxtext_status()
   best = max(r['mfu'] for r in rows)
+  best_spec = max(r['mfu_spec'] for r in rows) if spec else None
   print(f'device: {devices[0].device_kind} ({jax.default_backend()}), '
-        f'matmul peak {peak / 1e9:.1f} GFLOP/s ({args.dtype}, measured); attention '
-        f'{args.attention}; load average {load[0]:.2f} -> {load[1]:.2f}')
-  print(f'{"d_model":>8} {"params":>10} {"GFLOP/token":>12} {"tokens/s":>10} {"MFU":>7}')
+        f'matmul peak {peak / 1e9:.1f} GFLOP/s ({args.dtype}, measured)'
+        + (f', spec bf16 peak {spec / 1e12:.0f} TFLOP/s' if spec else '')
+        + f'; attention {args.attention}; {args.layers} layers, scan {scan}, remat '
+        f'{remat}; load average {load[0]:.2f} -> {load[1]:.2f}')
+  print(f'{"d_model":>8} {"params":>14} {"GFLOP/token":>12} {"tokens/s":>10} {"MFU":>7}'
+        + (f' {"MFU spec":>9}' if spec else ''))
   for r in rows:
-    print(f'{r["d_model"]:>8} {r["params"]:>10,} {r["flops_per_token"] / 1e9:>12.4f} '
-          f'{r["tokens_per_s"]:>10.0f} {r["mfu"]:>7.1%}')
-  print(f'best MFU {best:.1%}; MaxText: not run: {maxtext["reason"]}')
+    print(f'{r["d_model"]:>8} {r["params"]:>14,} {r["flops_per_token"] / 1e9:>12.4f} '
+          f'{r["tokens_per_s"]:>10.0f} {r["mfu"]:>7.1%}'
+          + (f' {r["mfu_spec"]:>9.1%}' if spec else ''))
+  print(f'best MFU {best:.1%}' + (f' ({best_spec:.1%} of the spec peak)' if spec else '')
+        + f'; MaxText: not run: {maxtext["reason"]}')
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({'rows': rows, 'best_mfu': best, 'matmul_peak_flops': peak,
-                 'attention': args.attention, 'load_average': load, 'maxtext': maxtext,
+      json.dump({'rows': rows, 'best_mfu': best, 'best_mfu_spec': best_spec,
+                 'matmul_peak_flops': peak, 'spec_peak_flops': spec or None,
+                 'attention': args.attention, 'layers': args.layers, 'scan': scan,
+                 'remat': remat, 'load_average': load, 'maxtext': maxtext,
                  'machine': mach,
                  'device': devices[0].device_kind, 'backend': jax.default_backend(),
                  'seq_len': args.seq_len, 'batch': args.batch, 'dtype': args.dtype}, f,

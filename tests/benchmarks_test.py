@@ -80,14 +80,16 @@ def test_ternary_decode_benchmark_writes_its_ratios(tmp_path):
   from benchmarks import ternary_decode
   out = tmp_path / 'ternary.json'
   ternary_decode.main(['--d_model', '64', '--layers', '1', '--new_tokens', '3',
-                       '--repeats', '1', '--json', str(out)])
+                       '--repeats', '1', '--matvec_reps', '2', '--json', str(out)])
   result = json.loads(out.read_text())
+  assert set(result['matvec']['us']) >= {'packed', 'bf16', 'float32'}
+  assert _positive_finite(result['matvec']['packed_over_bf16'])
   for key in ('bf16_over_packed_2bit', 'bf16_over_packed_base3', 'decode_speedup'):
     assert _positive_finite(result[key]), (key, result[key])
   assert result['bf16_over_packed_2bit'] > 7.5 and result['bf16_over_packed_base3'] > 9.0
   assert result['packed_equals_fake_quant'] is True
   assert result['backend']
-  assert result['kernel_path'] in ('pallas', 'native-avx512', 'native-avx2', 'xla-unpack')
+  assert result['kernel_path'] in ('pallas-gemv', 'pallas', 'native-avx512', 'native-avx2', 'xla-unpack')
 
 
 def test_accumulation_benchmark_writes_its_ratios(tmp_path):

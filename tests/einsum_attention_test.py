@@ -82,6 +82,65 @@ def test_auto_is_einsum_on_cpu():
   assert attention.train_implementation('xla') == 'xla'
 
 
+def test_auto_is_cudnn_on_gpu_for_bf16_heads_it_supports():
+  from unittest import mock
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'):
+    resolve = attention.train_implementation
+    assert resolve('auto', jnp.bfloat16, 64) == 'cudnn'
+    assert resolve('auto', jnp.float16, 128) == 'cudnn'
+    assert resolve('auto', jnp.float32, 64) == 'auto'   # cuDNN flash: half precision
+    assert resolve('auto', jnp.bfloat16, 100) == 'auto'  # head_dim % 8
+    assert resolve('auto', jnp.bfloat16, 256) == 'auto'  # head_dim <= 128
+    assert resolve('xla', jnp.bfloat16, 64) == 'xla'
+  with mock.patch.object(jax, 'default_backend', lambda: 'tpu'):
+    assert attention.train_implementation('auto', jnp.bfloat16, 64) == 'auto'
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='a real GPU has cuDNN')
+def test_auto_falls_back_to_xla_without_cudnn():
+  # A GPU backend without cuDNN: jax raises when tracing the cuDNN call; 'auto'
+  # then takes XLA's path (one warning) and gives XLA's numbers. Run here on the CPU
+  # with the backend reported as 'gpu', where jax finds no cuDNN.
+  from unittest import mock
+  c = tiny_config(model={'attention': {'n_heads': 2}, 'dtype': 'bfloat16'})
+  c['model']['vocab_size'] = 384
+  cfg = config_lib.build(c).model
+  xla_cfg = dataclasses.replace(
+      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 256)
+  params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
+  want = transformer.Transformer(xla_cfg).apply(params, tokens)
+  attention._CUDNN_FALLBACK_WARNED.clear()
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'):
+    assert attention.train_implementation('auto', jnp.bfloat16, cfg.head_dim) == 'cudnn'
+    with pytest.warns(UserWarning, match='cuDNN flash attention unavailable'):
+      got = transformer.Transformer(cfg).apply(params, tokens)
+    cudnn_cfg = dataclasses.replace(
+        cfg, attention=dataclasses.replace(cfg.attention, implementation='cudnn'))
+    with pytest.raises(RuntimeError, match='cuDNN'):  # asked for by name: no fallback
+      transformer.Transformer(cudnn_cfg).apply(params, tokens)
+  np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'gpu', reason='needs a GPU')
+def test_cudnn_auto_matches_xla_on_gpu():
+  # bf16 model, packed rows (document mask): 'auto' (cuDNN flash) against XLA's path.
+  c = tiny_config(model={'attention': {'n_heads': 2}, 'dtype': 'bfloat16'})
+  c['model']['vocab_size'] = 384
+  cfg = config_lib.build(c).model
+  assert attention.train_implementation('auto', jnp.bfloat16, cfg.head_dim) == 'cudnn'
+  xla_cfg = dataclasses.replace(
+      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+  tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
+  segments = jnp.asarray([[1] * 9 + [2] * 7, [1] * 16], jnp.int32)
+  params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
+  packed = lambda mod, t: mod.logits(mod.trunk(mod.embed_tokens(t), None, None, segments))
+  run = lambda m: jax.jit(lambda p: m.apply(p, tokens, method=packed))(params)
+  np.testing.assert_allclose(run(transformer.Transformer(cfg)).astype(np.float32),
+                             run(transformer.Transformer(xla_cfg)).astype(np.float32),
+                             atol=5e-2, rtol=5e-2)
+
+
 def test_model_einsum_equals_xla():
   c = tiny_config(model={'attention': {'n_heads': 4, 'n_kv_heads': 2,
                                        'implementation': 'einsum'}})

@@ -56,11 +56,91 @@ def test_kernel_interpret_equals_reference(m, k, n, block):
   np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize('impl', ['auto', 'xla', 'reference', 'pallas', 'native'])
+# (m, k, n): M 1..8 (padded to 1, 2, 4, 8), ragged K and N, 1 to 8 K splits.
+GEMV_SHAPES = [(1, 64, 16), (1, 4096, 512), (2, 300, 200), (3, 1030, 130), (5, 2048, 40),
+               (8, 130, 20), (8, 1024, 256)]
+
+
+@pytest.mark.parametrize('m,k,n', GEMV_SHAPES)
+def test_gemv_interpret_equals_reference(m, k, n):
+  _, _, args = _operands(m, k, n, seed=k + m)
+  want = tm.ternary_matmul_reference(*args, n)
+  got = tm.ternary_gemv_pallas(*args, n, interpret=True)
+  assert got.shape == (m, n) and got.dtype == jnp.float32
+  np.testing.assert_array_equal(got, want)  # int32 partial sums: exact
+
+
+def test_gemv_blocks_spread_the_weight_stream():
+  from kernels.ternary_matmul import kernel
+  # [1, 4096] x [4096, 4096]: 32 column blocks of 128 bytes, K split 8 ways (256
+  # programs, each reading 128 packed rows x 128 bytes once).
+  assert kernel.gemv_blocks(1, 1024, 4096) == (1, 128, 64, 8)
+  # Short K is not split below _GEMV_MIN_SPLIT_ROWS packed rows a program.
+  assert kernel.gemv_blocks(1, 64, 4096)[3] == 1
+  # Wider M: smaller K steps, so a step's [mp, bk4, bn] product keeps its size.
+  assert kernel.gemv_blocks(8, 1024, 4096)[:3] == (8, 128, 8)
+  with pytest.raises(ValueError, match='M must be 1..8'):
+    kernel.gemv_blocks(9, 1024, 4096)
+  _, _, (x_q, sx, w_packed, sw) = _operands(2, 64, 24)
+  with pytest.raises(ValueError, match='block_k4 must be a power of two'):
+    tm.ternary_gemv_pallas(x_q, sx, w_packed, sw, 24, block_k4=48, interpret=True)
+
+
+@pytest.mark.parametrize('fn,m', [('ternary_gemv_pallas', 1), ('ternary_gemv_pallas', 3),
+                                  ('ternary_matmul_pallas', 1)])
+def test_pallas_kernels_lower_to_triton(fn, m):
+  # Pallas lowers to Triton IR in Python, so a CUDA export on this CPU catches
+  # lowering errors (block shapes, unsupported ops) before a GPU is lent.
+  from unittest import mock
+  from jax import export
+  from kernels.ternary_matmul import kernel
+  k, n = 4096, 4096
+  specs = (jax.ShapeDtypeStruct((m, k), jnp.int8), jax.ShapeDtypeStruct((m, 1), jnp.float32),
+           jax.ShapeDtypeStruct((k // 4, n), jnp.uint8))
+  pallas_fn = getattr(kernel, fn)
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'):
+    exported = export.export(
+        jax.jit(lambda x, s, w: pallas_fn(x, s, w, 0.5, n)), platforms=['cuda'],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton')],
+    )(*specs)
+  module = exported.mlir_module()
+  assert '__gpu$xla.gpu.triton' in module
+  if fn == 'ternary_gemv_pallas':
+    assert 'grid_x = 32 : i32, grid_y = 8 : i32' in module  # gemv_blocks above
+
+
+def test_auto_takes_the_gemv_on_gpu_for_decoding_rows():
+  from unittest import mock
+  from kernels.ternary_matmul import kernel
+  calls = []
+  real = {name: getattr(kernel, name) for name in ('ternary_gemv_pallas',
+                                                     'ternary_matmul_pallas')}
+
+  def spy(name, label):
+    def fn(*args, **kwargs):
+      calls.append(label)
+      return real[name](*args, **kwargs)
+    return fn
+
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'), \
+       mock.patch.object(kernel, 'ternary_gemv_pallas',
+                         spy('ternary_gemv_pallas', 'gemv')), \
+       mock.patch.object(kernel, 'ternary_matmul_pallas',
+                         spy('ternary_matmul_pallas', 'tiled')):
+    for m in (1, 8, 9):
+      _, _, args = _operands(m, 64, 24, seed=m)
+      got = tm.ternary_matmul(*args, 24, interpret=True)
+      np.testing.assert_array_equal(got, tm.ternary_matmul_reference(*args, 24))
+  assert calls == ['gemv', 'gemv', 'tiled']
+
+
+@pytest.mark.parametrize('impl', ['auto', 'xla', 'reference', 'pallas', 'pallas_gemv',
+                                  'native'])
 def test_op_equals_bitnet_fake_quant(impl):
   if impl == 'native' and not (jax.default_backend() == 'cpu' and ternary_cpu.available()):
     pytest.skip('native CPU kernel not built or not on CPU')
-  x_MxK, w_KxN, args = _operands(24, 96, 40, seed=3)
+  m = 6 if impl == 'pallas_gemv' else 24  # the GEMV takes M <= 8
+  x_MxK, w_KxN, args = _operands(m, 96, 40, seed=3)
   got = tm.ternary_matmul(*args, 40, impl=impl)
   want = _fake_quant(x_MxK, w_KxN)
   # Fake quant rounds each dequantized product; tolerance scaled to the output size.
@@ -96,3 +176,12 @@ def test_kernel_on_gpu_equals_reference(m, k, n):
   got = tm.ternary_matmul_pallas(*args, n, interpret=False)
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(tm.ternary_matmul(*args, n), want)  # 'auto' -> kernel
+
+
+@pytest.mark.skipif(jax.default_backend() != 'gpu', reason='needs a GPU')
+@pytest.mark.parametrize('m,k,n', GEMV_SHAPES)
+def test_gemv_on_gpu_equals_reference(m, k, n):
+  _, _, args = _operands(m, k, n, seed=k + m)
+  want = tm.ternary_matmul_reference(*args, n)
+  np.testing.assert_array_equal(tm.ternary_gemv_pallas(*args, n), want)
+  np.testing.assert_array_equal(tm.ternary_matmul(*args, n), want)  # 'auto' -> GEMV

@@ -123,3 +123,128 @@ def ternary_matmul_pallas(x_int8_MxK: jax.Array, x_scale_Mx1: jax.Array,
       interpret=interpret,
   )(x_4xMxKp, sx_Mx1, w_KpxN, sw_1x1)
   return y_MpxNp[:m, :n]
+
+
+# --- M <= 8 (decoding): a weight-streaming GEMV ---------------------------------------
+
+# Rows the GEMV takes; more go to the tiled kernel above (whose dots want M >= 16).
+GEMV_MAX_M = 8
+# Programs the GEMV aims for: a few per SM of a large GPU (an H100/H200 has 132), so
+# the weight stream is spread over every SM even where N / block_n is small.
+_GEMV_TARGET_PROGRAMS = 256
+# Fewest packed rows (4 features each) a K split gets: its int32 partial sums
+# ([Mp, bn] per program) then cost at most ~1/16 of the weight bytes it reads.
+_GEMV_MIN_SPLIT_ROWS = 128
+
+
+def _ternary_gemv_kernel(x_ref, w_ref, o_ref, *, bk4: int, k_steps: int):
+  """x_ref int8 [4, Mp, Ks], w_ref uint8 [Ks, bn], o_ref int32 [1, Mp, bn].
+
+  Ks = k_steps * bk4 packed rows: this program's share of K (split-K). Integer
+  arithmetic throughout: the partial sums are exact and the wrapper adds the splits.
+  """
+  mp, bn = o_ref.shape[1], o_ref.shape[2]
+
+  def k_step(step, acc_MpxBn):
+    rows = pl.ds(pl.multiple_of(step * bk4, bk4), bk4)
+    w_bk4xbn = w_ref[rows, :].astype(jnp.int32)
+    for i, shift in enumerate(reference._SHIFTS):
+      plane_bk4xbn = ((w_bk4xbn >> shift) & 3) - 1
+      x_MpxBk4 = x_ref[i, :, rows].astype(jnp.int32)
+      # [Mp, bk4, 1] * [1, bk4, bn] summed over bk4: a broadcast multiply-add, no dot
+      # (Triton's dots need 16 rows; M is 1-8 here and the loop is bound by the weight
+      # stream, 2 bits a weight, each byte read by one program only).
+      acc_MpxBn += jnp.sum(x_MpxBk4[:, :, None] * plane_bk4xbn[None, :, :], axis=1)
+    return acc_MpxBn
+
+  acc_MpxBn = jax.lax.fori_loop(0, k_steps, k_step, jnp.zeros((mp, bn), jnp.int32))
+  o_ref[...] = acc_MpxBn[None]
+
+
+def gemv_blocks(m: int, kq: int, n: int, block_n: int = 128,
+                block_k4: int = 64) -> tuple[int, int, int, int]:
+  """(mp, bn, bk4, splits) the GEMV uses for M rows, Kq packed rows and N columns.
+
+  mp: M rounded up to a power of two; bn: a power of two >= 16 up to block_n (128
+  bytes: one coalesced row segment); bk4: block_k4 / mp (>= 4), so a step's
+  [mp, bk4, bn] product stays the same size whatever M; splits: K split into this
+  many programs' shares (a power of two, at most the K steps there are, each share
+  >= _GEMV_MIN_SPLIT_ROWS packed rows) so that (N / bn) x splits approaches
+  _GEMV_TARGET_PROGRAMS.
+  Raises ValueError if m is outside 1..GEMV_MAX_M.
+  """
+  if not 1 <= m <= GEMV_MAX_M:
+    raise ValueError(f'ternary_gemv_pallas: M must be 1..{GEMV_MAX_M}, got {m}')
+  mp = 1
+  while mp < m:
+    mp *= 2
+  bn = _block(n, block_n)
+  bk4 = max(4, block_k4 // mp)
+  while bk4 > 4 and bk4 >= 2 * kq:
+    bk4 //= 2
+  k_steps = -(-kq // bk4)
+  col_blocks = -(-n // bn)
+  splits = 1
+  while (splits * 2 <= k_steps and col_blocks * splits * 2 <= _GEMV_TARGET_PROGRAMS
+         and kq >= 2 * splits * _GEMV_MIN_SPLIT_ROWS):
+    splits *= 2
+  return mp, bn, bk4, splits
+
+
+@functools.partial(jax.jit, static_argnames=('n', 'block_n', 'block_k4', 'interpret'))
+def ternary_gemv_pallas(x_int8_MxK: jax.Array, x_scale_Mx1: jax.Array,
+                        w_packed_KqxN: jax.Array, w_scale: jax.Array, n: int, *,
+                        block_n: int = 128, block_k4: int = 64,
+                        interpret: bool = False) -> jax.Array:
+  """float32 [M, N] = (x_q @ w_t) / (sx * sw) for M <= GEMV_MAX_M: decoding's shape.
+
+  A weight-streaming GEMV (issue #18): grid (N / bn, splits); each program reads its
+  [Ks, bn] slice of the 2-bit packed weights once (uint8, 4 weights a byte), unpacks
+  it in registers and multiplies the int8 activations in int32; the K splits' int32
+  partial sums [splits, Mp, Np] are added outside (exact), then scaled as in
+  reference.py, so the result equals `ternary_matmul_reference` bit for bit. Unlike
+  `ternary_matmul_pallas` it pads M to a power of two (not 16) and splits K, so a
+  [1, 4096] x [4096, 4096] product runs 256 programs instead of 32. Block sizes:
+  `gemv_blocks`. Raises ValueError for bad shapes or M outside 1..GEMV_MAX_M.
+  """
+  reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed_KqxN, n)
+  for name, b in (('block_n', block_n), ('block_k4', block_k4)):
+    if b < _MIN_BLOCK or b & (b - 1):
+      raise ValueError(f'ternary_gemv_pallas: {name} must be a power of two >= '
+                       f'{_MIN_BLOCK}, got {b}')
+  m, _ = x_int8_MxK.shape
+  kq = w_packed_KqxN.shape[0]
+  mp, bn, bk4, splits = gemv_blocks(m, kq, n, block_n, block_k4)
+  k_steps = -(-kq // bk4)
+  k_steps = -(-k_steps // splits) * splits  # whole steps in every split
+  kp = k_steps * bk4
+
+  x_MxK = jnp.pad(x_int8_MxK, ((0, mp - m), (0, 4 * kp - x_int8_MxK.shape[1])))
+  x_4xMpxKp = x_MxK.reshape(mp, kp, 4).transpose(2, 0, 1)
+  w_KpxNp = _pad_to(jnp.pad(w_packed_KqxN, ((0, kp - kq), (0, 0)),
+                            constant_values=reference.ZERO_BYTE), 1, bn,
+                    reference.ZERO_BYTE)
+  np_ = w_KpxNp.shape[1]
+  ks = kp // splits
+
+  compiler_params = None
+  if not interpret and jax.default_backend() == 'gpu':
+    from jax.experimental.pallas import triton as pltriton
+    compiler_params = pltriton.CompilerParams(num_warps=4, num_stages=3)
+
+  kernel = functools.partial(_ternary_gemv_kernel, bk4=bk4, k_steps=ks // bk4)
+  partial_SxMpxNp = pl.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct((splits, mp, np_), jnp.int32),
+      grid=(np_ // bn, splits),
+      in_specs=[
+          pl.BlockSpec((4, mp, ks), lambda j, s: (0, 0, s)),
+          pl.BlockSpec((ks, bn), lambda j, s: (s, j)),
+      ],
+      out_specs=pl.BlockSpec((1, mp, bn), lambda j, s: (s, 0, j)),
+      compiler_params=compiler_params,
+      interpret=interpret,
+  )(x_4xMpxKp, w_KpxNp)
+  acc_MxN = partial_SxMpxNp.sum(axis=0)[:m, :n]
+  scale = x_scale_Mx1.astype(jnp.float32) * jnp.asarray(w_scale, jnp.float32)
+  return acc_MxN.astype(jnp.float32) / scale

@@ -1,6 +1,8 @@
 """Public int8 x ternary matmul for BitNet b1.58 inference (arXiv 2402.17764).
 
-Paths: the Pallas kernel (kernel.py) on GPU/TPU; on CPU the native C++ kernel
+Paths: the Pallas kernels (kernel.py) on GPU/TPU -- on GPU the weight-streaming GEMV
+(`ternary_gemv_pallas`) for M <= kernel.GEMV_MAX_M rows (decoding), the tiled kernel
+for more; on CPU the native C++ kernel
 (kernels/ternary_cpu, AVX2 / AVX-512 VNNI, built at install) when it is built and the
 CPU has AVX2, else XLA (unpack the codes to float32, then XLA's dot). `cpu_path()`
 names the CPU path `impl='auto'` takes.
@@ -30,7 +32,7 @@ from kernels import ternary_cpu
 from kernels.ternary_matmul import kernel, reference
 from lattice.quant import packing, ste
 
-IMPLS = ('auto', 'pallas', 'native', 'xla', 'reference')
+IMPLS = ('auto', 'pallas', 'pallas_gemv', 'native', 'xla', 'reference')
 # What impl='auto' means on CPU ('native' | 'xla'); None: native when available.
 _CPU_AUTO = contextvars.ContextVar('ternary_cpu_auto', default=None)
 # float32 sums of int8 x ternary products stay exact integers while 128 * K < 2**24.
@@ -101,12 +103,14 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
                    interpret: bool | None = None) -> jax.Array:
   """float32 [..., N] = (x_q / sx) @ (w_t / sw) from int8 x and packed ternary w.
 
-  impl: 'pallas' (kernel.py), 'native' (kernels/ternary_cpu, CPU only), 'xla'
-  (unpack once, float32 dot), 'reference' (unpack, int32 dot), or 'auto': the Pallas
-  kernel on GPU/TPU; on CPU 'native' where `kernels.ternary_cpu.available()`, else
+  impl: 'pallas' (kernel.py's tiled kernel), 'pallas_gemv' (kernel.py's
+  weight-streaming GEMV, M <= kernel.GEMV_MAX_M), 'native' (kernels/ternary_cpu, CPU only), 'xla'
+  (unpack once, float32 dot), 'reference' (unpack, int32 dot), or 'auto': on GPU the
+  GEMV for M <= kernel.GEMV_MAX_M rows and the tiled kernel above that; on TPU the
+  tiled kernel (the GEMV's Mosaic TPU lowering is untested); on CPU 'native' where `kernels.ternary_cpu.available()`, else
   'xla' (see `cpu_path`, `cpu_auto`); 'xla' becomes the int32 reference when
   K >= 2**17, where float32 sums stop being exact.
-  interpret: for 'pallas'; None means interpret only when running on CPU.
+  interpret: for the Pallas kernels; None means interpret only when running on CPU.
   """
   if impl not in IMPLS:
     raise ValueError(f'ternary_matmul: impl must be one of {IMPLS}, got {impl!r}')
@@ -117,7 +121,9 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed, n)
   k = x_int8_MxK.shape[1]
   if impl == 'auto':
-    if backend in ('gpu', 'tpu'):
+    if backend == 'gpu' and x_int8_MxK.shape[0] <= kernel.GEMV_MAX_M:
+      impl = 'pallas_gemv'
+    elif backend in ('gpu', 'tpu'):
       impl = 'pallas'
     else:
       impl = 'native' if cpu_path().startswith('native') else 'xla'
@@ -125,11 +131,13 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
     raise ValueError(f'ternary_matmul: impl native runs on CPU only, backend is {backend}')
   if impl == 'xla' and k >= _F32_EXACT_MAX_K:
     impl = 'reference'
-  if impl == 'pallas':
+  if impl in ('pallas', 'pallas_gemv'):
     if interpret is None:
       interpret = backend == 'cpu'
-    y_MxN = kernel.ternary_matmul_pallas(x_int8_MxK, x_scale_Mx1, w_packed, w_scale,
-                                         n, interpret=interpret)
+    pallas_fn = (kernel.ternary_gemv_pallas if impl == 'pallas_gemv'
+                 else kernel.ternary_matmul_pallas)
+    y_MxN = pallas_fn(x_int8_MxK, x_scale_Mx1, w_packed, w_scale, n,
+                      interpret=interpret)
   elif impl == 'native':
     y_MxN = ternary_cpu.ternary_matmul_cpu(x_int8_MxK, x_scale_Mx1, w_packed, w_scale, n)
   elif impl == 'xla':

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 
 import flax.linen as nn
 import jax
@@ -91,14 +92,30 @@ def _implementation(name: str) -> str | None:
   return None if name in ('auto', 'einsum') else name
 
 
-def train_implementation(name: str) -> str:
-  """The training path `model.attention.implementation` resolves to: 'auto' is
-  'einsum' (`lattice.nn.einsum_attention`, causal blocks skipped) on CPU, where
-  XLA's path of `jax.nn.dot_product_attention` was the step's bottleneck, and the
-  library call (cuDNN/flash where it applies) on GPU/TPU."""
-  if name == 'auto':
-    return 'einsum' if jax.default_backend() == 'cpu' else 'auto'
-  return name
+def train_implementation(name: str, dtype=None, head_dim: int = 0) -> str:
+  """The training path `model.attention.implementation` resolves to.
+
+  'auto' is 'einsum' (`lattice.nn.einsum_attention`, causal blocks skipped) on CPU,
+  where XLA's path of `jax.nn.dot_product_attention` was the step's bottleneck;
+  'cudnn' (cuDNN's fused flash attention through `jax.nn.dot_product_attention`) on
+  GPU when the compute `dtype` is bfloat16/float16 and `head_dim` is a multiple of 8
+  up to 128 (cuDNN's limits; `jax.nn.dot_product_attention(implementation=None)`
+  would take XLA's unfused path, #18 item 4); otherwise 'auto', the library's choice.
+  Any other name is returned as given.
+  """
+  if name != 'auto':
+    return name
+  backend = jax.default_backend()
+  if backend == 'cpu':
+    return 'einsum'
+  if (backend == 'gpu' and dtype is not None
+      and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+      and head_dim % 8 == 0 and 0 < head_dim <= 128):
+    return 'cudnn'
+  return 'auto'
+
+
+_CUDNN_FALLBACK_WARNED = []
 
 
 class Attention(nn.Module):
@@ -154,7 +171,8 @@ class Attention(nn.Module):
 
   def _train_attention(self, q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, segment_ids_BxL):
     """Causal attention within documents over the whole (packed) rows."""
-    impl = train_implementation(self.cfg.attention.implementation)
+    asked = self.cfg.attention.implementation
+    impl = train_implementation(asked, q_BxLxHxDh.dtype, q_BxLxHxDh.shape[-1])
     if impl == 'einsum':
       # Query blocks of 64 rows (4 at the benchmark's L=256), at most 8 blocks, so
       # long rows do not unroll into many small matmuls at compile time.
@@ -162,9 +180,19 @@ class Attention(nn.Module):
       return einsum_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh,
                                                segment_ids_BxL, block=block)
     mask = None if segment_ids_BxL is None else document_mask(segment_ids_BxL)
-    return jax.nn.dot_product_attention(
+    call = lambda impl: jax.nn.dot_product_attention(
         q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, mask=mask, is_causal=True,
         implementation=_implementation(impl))
+    if impl == 'cudnn' and asked == 'auto':
+      try:  # jax checks cuDNN's presence, version and the GPU when it traces
+        return call('cudnn')
+      except (RuntimeError, NotImplementedError, ValueError) as e:
+        if not _CUDNN_FALLBACK_WARNED:
+          _CUDNN_FALLBACK_WARNED.append(True)
+          warnings.warn(f'attention: cuDNN flash attention unavailable, using XLA\'s '
+                        f'path ({type(e).__name__}: {str(e)[:200]})')
+        return call('xla')
+    return call(impl)
 
   def _cached_attention(self, q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh):
     B, L, K, Dh = k_BxLxKxDh.shape
