@@ -58,7 +58,7 @@ def test_kernel_interpret_equals_reference(m, k, n, block):
 
 # (m, k, n): M 1..8 (padded to 1, 2, 4, 8), ragged K and N, 1 to 8 K splits.
 GEMV_SHAPES = [(1, 64, 16), (1, 4096, 512), (2, 300, 200), (3, 1030, 130), (5, 2048, 40),
-               (8, 130, 20), (8, 1024, 256)]
+               (8, 130, 20), (8, 1024, 256), (1, 3072, 768)]  # the last: 6 K splits
 
 
 @pytest.mark.parametrize('m,k,n', GEMV_SHAPES)
@@ -79,8 +79,16 @@ def test_gemv_blocks_spread_the_weight_stream():
   assert kernel.gemv_blocks(1, 64, 4096)[3] == 1
   # Wider M: smaller K steps, so a step's [mp, bk4, bn] product keeps its size.
   assert kernel.gemv_blocks(8, 1024, 4096)[:3] == (8, 128, 8)
+  # Splits divide the K steps (no weight padding): 12 steps of 64 rows -> 6 splits.
+  assert kernel.gemv_blocks(1, 768, 768) == (1, 128, 64, 6)
   with pytest.raises(ValueError, match='M must be 1..8'):
     kernel.gemv_blocks(9, 1024, 4096)
+  # Model widths are read in place: no pad (a copy of the weight each call) of uint8.
+  _, _, args = _operands(1, 11008, 384)  # 43 K steps: not split, not padded to 48
+  jaxpr = jax.make_jaxpr(lambda *a: tm.ternary_gemv_pallas(*a, 384, interpret=True))(*args)
+  inner = jaxpr.jaxpr.eqns[0].params['jaxpr']
+  call, = [e for e in inner.eqns if e.primitive.name == 'pallas_call']
+  assert call.invars[1] is inner.invars[2]  # the kernel reads the weight argument itself
   _, _, (x_q, sx, w_packed, sw) = _operands(2, 64, 24)
   with pytest.raises(ValueError, match='block_k4 must be a power of two'):
     tm.ternary_gemv_pallas(x_q, sx, w_packed, sw, 24, block_k4=48, interpret=True)

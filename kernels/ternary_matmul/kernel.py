@@ -166,11 +166,14 @@ def gemv_blocks(m: int, kq: int, n: int, block_n: int = 128,
   """(mp, bn, bk4, splits) the GEMV uses for M rows, Kq packed rows and N columns.
 
   mp: M rounded up to a power of two; bn: a power of two >= 16 up to block_n (128
-  bytes: one coalesced row segment); bk4: block_k4 / mp (>= 4), so a step's
-  [mp, bk4, bn] product stays the same size whatever M; splits: K split into this
-  many programs' shares (a power of two, at most the K steps there are, each share
+  bytes: one coalesced row segment), halved while it does not divide N (down to
+  16); bk4: block_k4 / mp (>= 4), so a step's [mp, bk4, bn] product stays the same
+  size whatever M, halved while it does not divide Kq (down to 4); splits: K split
+  into this many programs' shares (a divisor of the K steps, each share
   >= _GEMV_MIN_SPLIT_ROWS packed rows) so that (N / bn) x splits approaches
-  _GEMV_TARGET_PROGRAMS.
+  _GEMV_TARGET_PROGRAMS. With these divisors a weight whose Kq is a multiple of 4
+  and N of 16 (every model width here) is read in place; other shapes are padded,
+  which copies the weight on every call.
   Raises ValueError if m is outside 1..GEMV_MAX_M.
   """
   if not 1 <= m <= GEMV_MAX_M:
@@ -179,15 +182,17 @@ def gemv_blocks(m: int, kq: int, n: int, block_n: int = 128,
   while mp < m:
     mp *= 2
   bn = _block(n, block_n)
+  while bn > _MIN_BLOCK and n % bn:
+    bn //= 2
   bk4 = max(4, block_k4 // mp)
-  while bk4 > 4 and bk4 >= 2 * kq:
+  while bk4 > 4 and (bk4 >= 2 * kq or kq % bk4):
     bk4 //= 2
   k_steps = -(-kq // bk4)
   col_blocks = -(-n // bn)
-  splits = 1
-  while (splits * 2 <= k_steps and col_blocks * splits * 2 <= _GEMV_TARGET_PROGRAMS
-         and kq >= 2 * splits * _GEMV_MIN_SPLIT_ROWS):
-    splits *= 2
+  splits = max(d for d in range(1, k_steps + 1)
+               if k_steps % d == 0 and (d == 1 or (
+                   col_blocks * d <= _GEMV_TARGET_PROGRAMS
+                   and kq >= d * _GEMV_MIN_SPLIT_ROWS)))
   return mp, bn, bk4, splits
 
 
@@ -215,14 +220,13 @@ def ternary_gemv_pallas(x_int8_MxK: jax.Array, x_scale_Mx1: jax.Array,
   m, _ = x_int8_MxK.shape
   kq = w_packed_KqxN.shape[0]
   mp, bn, bk4, splits = gemv_blocks(m, kq, n, block_n, block_k4)
-  k_steps = -(-kq // bk4)
-  k_steps = -(-k_steps // splits) * splits  # whole steps in every split
+  k_steps = -(-kq // bk4)  # a multiple of splits (gemv_blocks)
   kp = k_steps * bk4
 
   x_MxK = jnp.pad(x_int8_MxK, ((0, mp - m), (0, 4 * kp - x_int8_MxK.shape[1])))
   x_4xMpxKp = x_MxK.reshape(mp, kp, 4).transpose(2, 0, 1)
-  w_KpxNp = _pad_to(jnp.pad(w_packed_KqxN, ((0, kp - kq), (0, 0)),
-                            constant_values=reference.ZERO_BYTE), 1, bn,
+  # Padded only where a divisor could not be found (gemv_blocks): a copy per call.
+  w_KpxNp = _pad_to(_pad_to(w_packed_KqxN, 0, kp, reference.ZERO_BYTE), 1, bn,
                     reference.ZERO_BYTE)
   np_ = w_KpxNp.shape[1]
   ks = kp // splits
