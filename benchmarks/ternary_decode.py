@@ -190,28 +190,30 @@ def time_matvec(d_model: int, reps: int, repeats: int) -> dict:
   w_packed, sw = tm.pack_weight(w_KxN)
   zero = jnp.zeros((), jnp.float32)
 
-  def chain(product):
+  def chain(product, *weights):
+    # Weights are arguments, not closed-over constants (which XLA would embed in the
+    # program: hundreds of MB of HLO at d_model 4096).
     @jax.jit
-    def run(x_1xK, eps):
+    def run(x_1xK, eps, *weights):
       def body(i, acc):
-        return acc + product(x_1xK + i.astype(jnp.float32) * eps)[0, 0]
+        return acc + product(x_1xK + i.astype(jnp.float32) * eps, *weights)[0, 0]
       return jax.lax.fori_loop(0, reps, body, jnp.zeros((), jnp.float32))
-    return lambda: run(x_1xK, zero)
+    return lambda: run(x_1xK, zero, *weights)
 
   def packed(impl):
-    def product(x):
+    def product(x, w_packed, sw):
       x_q, sx = tm.quantize_activation(x)
       return tm.ternary_matmul(x_q, sx, w_packed, sw, n, impl=impl)
     return product
 
-  w_bf16 = w_KxN.astype(jnp.bfloat16)
-  fns = {'packed': chain(packed('auto'))}
+  fns = {'packed': chain(packed('auto'), w_packed, sw)}
   if jax.default_backend() == 'gpu':
-    fns['packed_tiled'] = chain(packed('pallas'))
-  fns['bf16'] = chain(lambda x: jnp.dot(x.astype(jnp.bfloat16), w_bf16,
-                                        preferred_element_type=jnp.float32))
-  fns['float32'] = chain(lambda x: jnp.dot(x, w_KxN,
-                                           precision=jax.lax.Precision.HIGHEST))
+    fns['packed_tiled'] = chain(packed('pallas'), w_packed, sw)
+  fns['bf16'] = chain(lambda x, w: jnp.dot(x.astype(jnp.bfloat16), w,
+                                           preferred_element_type=jnp.float32),
+                      w_KxN.astype(jnp.bfloat16))
+  fns['float32'] = chain(lambda x, w: jnp.dot(x, w, precision=jax.lax.Precision.HIGHEST),
+                         w_KxN)
   for fn in fns.values():
     jax.block_until_ready(fn())
   times = {name: [] for name in fns}

@@ -7,8 +7,11 @@ uses) on synthetic batches and reports tokens/s and MFU = tokens/s x train FLOPs
 token (6N + attention, PaLM App. B) / the FLOP/s of a large `jnp.dot` measured in the
 same process just before, so the ratio is stable on a noisy shared machine.
 `--attention` sets `model.attention.implementation` (default auto: the einsum path
-of `lattice.nn.einsum_attention` on CPU, `jax.nn.dot_product_attention` elsewhere);
-`--attention xla` times the library's XLA path for comparison.
+of `lattice.nn.einsum_attention` on CPU, cuDNN's flash attention on GPUs where
+`lattice.nn.attention.cudnn_flash_usable()` and the compute dtype is bf16/fp16, else
+`jax.nn.dot_product_attention`'s choice); `--attention xla` times the library's XLA
+path for comparison. The path taken is printed and written as `attention_path`
+('xla (cuDNN fallback)' when jax refused cuDNN while tracing).
 
 `--layers` (default 4), `--scan` and `--remat` set the model's depth,
 `model.scan_layers` and `model.remat`; `--scale_defaults` takes the defaults of
@@ -125,7 +128,8 @@ def main(argv=None):
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--steps', type=int, default=10)
-  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--dtype', default=None,
+                      help='compute dtype (default float32; bfloat16 with --scale_defaults)')
   parser.add_argument('--attention', default='auto',
                       help='model.attention.implementation: auto | einsum | xla | cudnn')
   parser.add_argument('--layers', type=int, default=4)
@@ -137,8 +141,7 @@ def main(argv=None):
                       help='scan, remat dots and bf16 compute, as lattice.run.scale')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
-  if args.scale_defaults:
-    args.dtype = 'bfloat16' if args.dtype == 'float32' else args.dtype
+  args.dtype = args.dtype or ('bfloat16' if args.scale_defaults else 'float32')
   scan = args.scale_defaults if args.scan is None else args.scan
   remat = args.remat or ('dots' if args.scale_defaults else 'none')
   mach = machine.describe()
@@ -158,12 +161,20 @@ def main(argv=None):
   machine.finish(mach)
   load = [mach['load_average_start'], mach['load_average_end']]
   maxtext = maxtext_status()
+  from lattice.nn import attention as attention_lib  # pylint: disable=g-import-not-at-top
+  cfg0 = model_config(rows[0]['d_model'], args.seq_len, args.batch, args.dtype,
+                      attention=args.attention, layers=args.layers).model
+  attention_path = attention_lib.train_implementation(
+      args.attention, getattr(jnp, args.dtype), cfg0.head_dim, args.seq_len)
+  if attention_path == 'cudnn' and attention_lib._CUDNN_FALLBACK_WARNED:  # pylint: disable=protected-access
+    attention_path = 'xla (cuDNN fallback)'
   best = max(r['mfu'] for r in rows)
   best_spec = max(r['mfu_spec'] for r in rows) if spec else None
   print(f'device: {devices[0].device_kind} ({jax.default_backend()}), '
         f'matmul peak {peak / 1e9:.1f} GFLOP/s ({args.dtype}, measured)'
         + (f', spec bf16 peak {spec / 1e12:.0f} TFLOP/s' if spec else '')
-        + f'; attention {args.attention}; {args.layers} layers, scan {scan}, remat '
+        + f'; attention {args.attention} ({attention_path}); {args.layers} layers, '
+        f'scan {scan}, remat '
         f'{remat}; load average {load[0]:.2f} -> {load[1]:.2f}')
   print(f'{"d_model":>8} {"params":>14} {"GFLOP/token":>12} {"tokens/s":>10} {"MFU":>7}'
         + (f' {"MFU spec":>9}' if spec else ''))
@@ -177,7 +188,8 @@ def main(argv=None):
     with open(args.json, 'w') as f:
       json.dump({'rows': rows, 'best_mfu': best, 'best_mfu_spec': best_spec,
                  'matmul_peak_flops': peak, 'spec_peak_flops': spec or None,
-                 'attention': args.attention, 'layers': args.layers, 'scan': scan,
+                 'attention': args.attention, 'attention_path': attention_path,
+                 'layers': args.layers, 'scan': scan,
                  'remat': remat, 'load_average': load, 'maxtext': maxtext,
                  'machine': mach,
                  'device': devices[0].device_kind, 'backend': jax.default_backend(),

@@ -145,8 +145,9 @@ class AttentionConfig:
   rope_theta: float = 10_000.0
   # Training path: einsum (lattice.nn.einsum_attention) or xla | cudnn
   # (jax.nn.dot_product_attention); auto: einsum on CPU, cudnn (flash) on GPU for
-  # bf16/fp16 with head_dim % 8 == 0 and <= 128 (XLA if cuDNN is missing), else the
-  # library's choice (lattice.nn.attention.train_implementation).
+  # bf16/fp16 with head_dim % 8 == 0 and <= 128 on compute >= 8.0 and CUDA < 13 (XLA
+  # where jax refuses cuDNN while tracing), else the library's choice
+  # (lattice.nn.attention.train_implementation).
   # Decoding always calls jax.nn.dot_product_attention (einsum: its default).
   implementation: str = 'auto'
   # Imported checkpoints (lattice/convert): Qwen2 biases on q/k/v only; Qwen3 RMSNorm

@@ -84,14 +84,23 @@ def test_auto_is_einsum_on_cpu():
 
 def test_auto_is_cudnn_on_gpu_for_bf16_heads_it_supports():
   from unittest import mock
-  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'):
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'), \
+       mock.patch.object(attention, 'cudnn_flash_usable', lambda: True):
     resolve = attention.train_implementation
     assert resolve('auto', jnp.bfloat16, 64) == 'cudnn'
+    assert resolve('auto', jnp.bfloat16, 64, seq_len=15) == 'cudnn'  # no mask: causal
+    assert resolve('auto', jnp.bfloat16, 64, seq_len=15, masked=True) == 'auto'
+    assert resolve('auto', jnp.bfloat16, 64, seq_len=16, masked=True) == 'cudnn'
     assert resolve('auto', jnp.float16, 128) == 'cudnn'
     assert resolve('auto', jnp.float32, 64) == 'auto'   # cuDNN flash: half precision
     assert resolve('auto', jnp.bfloat16, 100) == 'auto'  # head_dim % 8
     assert resolve('auto', jnp.bfloat16, 256) == 'auto'  # head_dim <= 128
     assert resolve('xla', jnp.bfloat16, 64) == 'xla'
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'), \
+       mock.patch.object(attention, 'cudnn_flash_usable', lambda: False):  # CUDA 13, V100
+    assert attention.train_implementation('auto', jnp.bfloat16, 64) == 'auto'
+  if jax.default_backend() == 'cpu':
+    assert not attention.cudnn_flash_usable()  # no CUDA runtime here
   with mock.patch.object(jax, 'default_backend', lambda: 'tpu'):
     assert attention.train_implementation('auto', jnp.bfloat16, 64) == 'auto'
 
@@ -111,7 +120,8 @@ def test_auto_falls_back_to_xla_without_cudnn():
   params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
   want = transformer.Transformer(xla_cfg).apply(params, tokens)
   attention._CUDNN_FALLBACK_WARNED.clear()
-  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'):
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'), \
+       mock.patch.object(attention, 'cudnn_flash_usable', lambda: True):
     assert attention.train_implementation('auto', jnp.bfloat16, cfg.head_dim) == 'cudnn'
     with pytest.warns(UserWarning, match='cuDNN flash attention unavailable'):
       got = transformer.Transformer(cfg).apply(params, tokens)
@@ -122,7 +132,8 @@ def test_auto_falls_back_to_xla_without_cudnn():
   np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.skipif(jax.default_backend() != 'gpu', reason='needs a GPU')
+@pytest.mark.skipif(jax.default_backend() != 'gpu' or not attention.cudnn_flash_usable(),
+                    reason='needs a GPU where auto takes cuDNN (compute >= 8.0, CUDA < 13)')
 def test_cudnn_auto_matches_xla_on_gpu():
   # bf16 model, packed rows (document mask): 'auto' (cuDNN flash) against XLA's path.
   c = tiny_config(model={'attention': {'n_heads': 2}, 'dtype': 'bfloat16'})
@@ -139,6 +150,13 @@ def test_cudnn_auto_matches_xla_on_gpu():
   np.testing.assert_allclose(run(transformer.Transformer(cfg)).astype(np.float32),
                              run(transformer.Transformer(xla_cfg)).astype(np.float32),
                              atol=5e-2, rtol=5e-2)
+  # The backward too (cuDNN's dbias path for the document mask).
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, tokens, method=packed) ** 2)
+  g_cudnn = jax.jit(jax.grad(loss(transformer.Transformer(cfg))))(params)
+  g_xla = jax.jit(jax.grad(loss(transformer.Transformer(xla_cfg))))(params)
+  for a, b in zip(jax.tree.leaves(g_cudnn), jax.tree.leaves(g_xla)):
+    scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) + 1e-6
+    assert float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))) < 0.1 * scale
 
 
 def test_model_einsum_equals_xla():

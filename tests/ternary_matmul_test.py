@@ -56,9 +56,9 @@ def test_kernel_interpret_equals_reference(m, k, n, block):
   np.testing.assert_array_equal(got, want)
 
 
-# (m, k, n): M 1..8 (padded to 1, 2, 4, 8), ragged K and N, 1 to 8 K splits.
+# (m, k, n): M 1..16, ragged K and N, 1 to 8 K splits (6 for the last).
 GEMV_SHAPES = [(1, 64, 16), (1, 4096, 512), (2, 300, 200), (3, 1030, 130), (5, 2048, 40),
-               (8, 130, 20), (8, 1024, 256), (1, 3072, 768)]  # the last: 6 K splits
+               (8, 130, 20), (16, 1024, 256), (1, 3072, 768)]
 
 
 @pytest.mark.parametrize('m,k,n', GEMV_SHAPES)
@@ -67,31 +67,31 @@ def test_gemv_interpret_equals_reference(m, k, n):
   want = tm.ternary_matmul_reference(*args, n)
   got = tm.ternary_gemv_pallas(*args, n, interpret=True)
   assert got.shape == (m, n) and got.dtype == jnp.float32
-  np.testing.assert_array_equal(got, want)  # int32 partial sums: exact
+  np.testing.assert_array_equal(got, want)  # integer sums in float32: exact
 
 
 def test_gemv_blocks_spread_the_weight_stream():
   from kernels.ternary_matmul import kernel
   # [1, 4096] x [4096, 4096]: 32 column blocks of 128 bytes, K split 8 ways (256
   # programs, each reading 128 packed rows x 128 bytes once).
-  assert kernel.gemv_blocks(1, 1024, 4096) == (1, 128, 64, 8)
+  assert kernel.gemv_blocks(1024, 4096) == (128, 64, 8)
   # Short K is not split below _GEMV_MIN_SPLIT_ROWS packed rows a program.
-  assert kernel.gemv_blocks(1, 64, 4096)[3] == 1
-  # Wider M: smaller K steps, so a step's [mp, bk4, bn] product keeps its size.
-  assert kernel.gemv_blocks(8, 1024, 4096)[:3] == (8, 128, 8)
+  assert kernel.gemv_blocks(64, 4096)[2] == 1
   # Splits divide the K steps (no weight padding): 12 steps of 64 rows -> 6 splits.
-  assert kernel.gemv_blocks(1, 768, 768) == (1, 128, 64, 6)
-  with pytest.raises(ValueError, match='M must be 1..8'):
-    kernel.gemv_blocks(9, 1024, 4096)
+  assert kernel.gemv_blocks(768, 768) == (128, 64, 6)
+  # K = 11008 (Kq 2752 = 43 x 64): steps of 16 rows allow 4 splits (128 programs).
+  assert kernel.gemv_blocks(2752, 4096) == (128, 16, 4)
+  _, _, (x_q, sx, w_packed, sw) = _operands(17, 64, 24)
+  with pytest.raises(ValueError, match='M must be 1..16'):
+    tm.ternary_gemv_pallas(x_q, sx, w_packed, sw, 24, interpret=True)
+  with pytest.raises(ValueError, match='block_n must be a power of two'):
+    tm.ternary_gemv_pallas(x_q[:2], sx[:2], w_packed, sw, 24, block_n=48, interpret=True)
   # Model widths are read in place: no pad (a copy of the weight each call) of uint8.
-  _, _, args = _operands(1, 11008, 384)  # 43 K steps: not split, not padded to 48
+  _, _, args = _operands(1, 11008, 384)  # 43 K steps of 64 rows
   jaxpr = jax.make_jaxpr(lambda *a: tm.ternary_gemv_pallas(*a, 384, interpret=True))(*args)
   inner = jaxpr.jaxpr.eqns[0].params['jaxpr']
   call, = [e for e in inner.eqns if e.primitive.name == 'pallas_call']
   assert call.invars[1] is inner.invars[2]  # the kernel reads the weight argument itself
-  _, _, (x_q, sx, w_packed, sw) = _operands(2, 64, 24)
-  with pytest.raises(ValueError, match='block_k4 must be a power of two'):
-    tm.ternary_gemv_pallas(x_q, sx, w_packed, sw, 24, block_k4=48, interpret=True)
 
 
 @pytest.mark.parametrize('fn,m', [('ternary_gemv_pallas', 1), ('ternary_gemv_pallas', 3),
@@ -135,7 +135,7 @@ def test_auto_takes_the_gemv_on_gpu_for_decoding_rows():
                          spy('ternary_gemv_pallas', 'gemv')), \
        mock.patch.object(kernel, 'ternary_matmul_pallas',
                          spy('ternary_matmul_pallas', 'tiled')):
-    for m in (1, 8, 9):
+    for m in (1, 16, 17):
       _, _, args = _operands(m, 64, 24, seed=m)
       got = tm.ternary_matmul(*args, 24, interpret=True)
       np.testing.assert_array_equal(got, tm.ternary_matmul_reference(*args, 24))
@@ -147,7 +147,7 @@ def test_auto_takes_the_gemv_on_gpu_for_decoding_rows():
 def test_op_equals_bitnet_fake_quant(impl):
   if impl == 'native' and not (jax.default_backend() == 'cpu' and ternary_cpu.available()):
     pytest.skip('native CPU kernel not built or not on CPU')
-  m = 6 if impl == 'pallas_gemv' else 24  # the GEMV takes M <= 8
+  m = 6 if impl == 'pallas_gemv' else 24  # the GEMV takes M <= 16
   x_MxK, w_KxN, args = _operands(m, 96, 40, seed=3)
   got = tm.ternary_matmul(*args, 40, impl=impl)
   want = _fake_quant(x_MxK, w_KxN)

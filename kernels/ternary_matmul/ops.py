@@ -1,8 +1,8 @@
 """Public int8 x ternary matmul for BitNet b1.58 inference (arXiv 2402.17764).
 
 Paths: the Pallas kernels (kernel.py) on GPU/TPU -- on GPU the weight-streaming GEMV
-(`ternary_gemv_pallas`) for M <= kernel.GEMV_MAX_M rows (decoding), the tiled kernel
-for more; on CPU the native C++ kernel
+(`ternary_gemv_pallas`) for M <= kernel.GEMV_MAX_M rows (decoding, speculative
+verification), the tiled kernel for more; on CPU the native C++ kernel
 (kernels/ternary_cpu, AVX2 / AVX-512 VNNI, built at install) when it is built and the
 CPU has AVX2, else XLA (unpack the codes to float32, then XLA's dot). `cpu_path()`
 names the CPU path `impl='auto'` takes.
@@ -104,9 +104,10 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   """float32 [..., N] = (x_q / sx) @ (w_t / sw) from int8 x and packed ternary w.
 
   impl: 'pallas' (kernel.py's tiled kernel), 'pallas_gemv' (kernel.py's
-  weight-streaming GEMV, M <= kernel.GEMV_MAX_M), 'native' (kernels/ternary_cpu, CPU only), 'xla'
+  weight-streaming GEMV, M <= kernel.GEMV_MAX_M, K < kernel.GEMV_MAX_K), 'native' (kernels/ternary_cpu, CPU only), 'xla'
   (unpack once, float32 dot), 'reference' (unpack, int32 dot), or 'auto': on GPU the
-  GEMV for M <= kernel.GEMV_MAX_M rows and the tiled kernel above that; on TPU the
+  GEMV for M <= kernel.GEMV_MAX_M rows (and K < kernel.GEMV_MAX_K) and the tiled
+  kernel otherwise; on TPU the
   tiled kernel (the GEMV's Mosaic TPU lowering is untested); on CPU 'native' where `kernels.ternary_cpu.available()`, else
   'xla' (see `cpu_path`, `cpu_auto`); 'xla' becomes the int32 reference when
   K >= 2**17, where float32 sums stop being exact.
@@ -121,7 +122,8 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed, n)
   k = x_int8_MxK.shape[1]
   if impl == 'auto':
-    if backend == 'gpu' and x_int8_MxK.shape[0] <= kernel.GEMV_MAX_M:
+    if (backend == 'gpu' and x_int8_MxK.shape[0] <= kernel.GEMV_MAX_M
+        and k < kernel.GEMV_MAX_K):
       impl = 'pallas_gemv'
     elif backend in ('gpu', 'tpu'):
       impl = 'pallas'

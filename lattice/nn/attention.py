@@ -20,6 +20,7 @@ before it in the row. Decoding has no segment ids (one document per cache row).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 import warnings
 
@@ -92,16 +93,37 @@ def _implementation(name: str) -> str | None:
   return None if name in ('auto', 'einsum') else name
 
 
-def train_implementation(name: str, dtype=None, head_dim: int = 0) -> str:
+@functools.lru_cache(maxsize=1)
+def cudnn_flash_usable() -> bool:
+  """Whether 'auto' may take cuDNN's flash attention on this GPU: compute capability
+  >= 8.0 and a CUDA runtime below 13.0 (jax's own cuDNN attention tests skip below
+  Ampere, and on CUDA 13.0 where "cuDNN creates no execution plans": a failure at XLA
+  compile time, which the trace-time fallback cannot catch). False off CUDA or when
+  jax does not report the versions."""
+  try:
+    from jax._src.lib import cuda_versions  # pylint: disable=g-import-not-at-top
+    if cuda_versions is None or cuda_versions.cuda_runtime_get_version() >= 13000:
+      return False
+    gpu = jax.devices('gpu')[0]
+    return tuple(int(x) for x in gpu.compute_capability.split('.')) >= (8, 0)
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def train_implementation(name: str, dtype=None, head_dim: int = 0, seq_len: int = 0,
+                         masked: bool = False) -> str:
   """The training path `model.attention.implementation` resolves to.
 
   'auto' is 'einsum' (`lattice.nn.einsum_attention`, causal blocks skipped) on CPU,
   where XLA's path of `jax.nn.dot_product_attention` was the step's bottleneck;
   'cudnn' (cuDNN's fused flash attention through `jax.nn.dot_product_attention`) on
-  GPU when the compute `dtype` is bfloat16/float16 and `head_dim` is a multiple of 8
-  up to 128 (cuDNN's limits; `jax.nn.dot_product_attention(implementation=None)`
-  would take XLA's unfused path, #18 item 4); otherwise 'auto', the library's choice.
-  Any other name is returned as given.
+  GPU where `cudnn_flash_usable()`, the compute `dtype` is bfloat16/float16,
+  `head_dim` is a multiple of 8 up to 128, and, with a document mask (`masked`:
+  packed rows, passed to cuDNN as a [B, 1, L, L] bias), `seq_len` is even (cuDNN's
+  limits, checked by jax when the gradient is traced, e.g. inside a scan, where no
+  fallback can catch them); `jax.nn.dot_product_attention(implementation=None)` would
+  take XLA's unfused path (#18 item 4). Otherwise 'auto', the library's choice. Any
+  other name is returned as given.
   """
   if name != 'auto':
     return name
@@ -110,7 +132,8 @@ def train_implementation(name: str, dtype=None, head_dim: int = 0) -> str:
     return 'einsum'
   if (backend == 'gpu' and dtype is not None
       and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-      and head_dim % 8 == 0 and 0 < head_dim <= 128):
+      and head_dim % 8 == 0 and 0 < head_dim <= 128
+      and not (masked and seq_len % 2) and cudnn_flash_usable()):
     return 'cudnn'
   return 'auto'
 
@@ -172,7 +195,8 @@ class Attention(nn.Module):
   def _train_attention(self, q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, segment_ids_BxL):
     """Causal attention within documents over the whole (packed) rows."""
     asked = self.cfg.attention.implementation
-    impl = train_implementation(asked, q_BxLxHxDh.dtype, q_BxLxHxDh.shape[-1])
+    impl = train_implementation(asked, q_BxLxHxDh.dtype, q_BxLxHxDh.shape[-1],
+                                q_BxLxHxDh.shape[1], segment_ids_BxL is not None)
     if impl == 'einsum':
       # Query blocks of 64 rows (4 at the benchmark's L=256), at most 8 blocks, so
       # long rows do not unroll into many small matmuls at compile time.
