@@ -43,8 +43,17 @@ want ternary && for d in 1024 2048 4096; do
   python3 -m benchmarks.ternary_decode --d_model $d --layers 4 --new_tokens 64 \
     --json "$OUT/ternary_decode_d$d.json" 2>&1 | grep -v -i warn | tee "$OUT/ternary_decode_d$d.log"
 done
-want speculative && python3 -m benchmarks.speculative_decode --n 4 \
+want speculative && python3 -m benchmarks.speculative_decode --n 4 --train_dir /tmp/spec_gpu \
   --json "$OUT/speculative_decode.json" 2>&1 | grep -v -i warn | tail -30 | tee "$OUT/speculative_decode.log"
+# The same model with XLA's CUDA-graph command buffers extended to while loops and
+# conditionals: speculative decoding's data-dependent while_loop otherwise reads its
+# predicate back to the host every verification step, where plain decoding's scan has
+# a known trip count (a guess at the H200's 0.94x, to be measured; `|| true`: older
+# XLAs may not know the flag's values).
+want speculative && { XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
+  python3 -m benchmarks.speculative_decode --workdir /tmp/spec_gpu \
+  --json "$OUT/speculative_decode_cmdbuf.json" 2>&1 | grep -v -i warn | tail -12 \
+  | tee "$OUT/speculative_decode_cmdbuf.log" || true; }
 # issue 17: a shrunk `medium` run (the mode's model, batch and sequence length, bf16
 # via model.dtype=auto, 300 steps on a local Zipf token file: no internet here);
 # tokens/s, MFU vs the chip's published peak and memory -> $OUT/medium.json.
