@@ -117,6 +117,56 @@ def test_pallas_kernels_lower_to_triton(fn, m):
     assert 'grid_x = 32 : i32, grid_y = 8 : i32' in module  # gemv_blocks above
 
 
+def test_gemv_triton_ir_adds_splits_atomically():
+  # Interpret mode runs the grid one program at a time, so a plain (racy) store of
+  # the K splits' sums would pass there; the Triton IR must hold one atomic add into
+  # the output and no store. Reads the IR through Pallas's (private) lowering hook.
+  from unittest import mock
+  from jax import export
+  from kernels.ternary_matmul import kernel
+  try:
+    from jax._src.pallas.triton import pallas_call_registration as registration
+    lower = registration.lowering.lower_jaxpr_to_triton_module
+  except (ImportError, AttributeError):
+    pytest.skip("this jax's Pallas Triton lowering hook moved")
+  modules = []
+
+  def capture(*args, **kwargs):
+    out = lower(*args, **kwargs)
+    modules.append(out.module.operation.get_asm())
+    return out
+
+  k, n = 4096, 4096
+  specs = (jax.ShapeDtypeStruct((1, k), jnp.int8), jax.ShapeDtypeStruct((1, 1), jnp.float32),
+           jax.ShapeDtypeStruct((k // 4, n), jnp.uint8))
+  with mock.patch.object(jax, 'default_backend', lambda: 'gpu'), \
+       mock.patch.object(registration.lowering, 'lower_jaxpr_to_triton_module', capture):
+    export.export(
+        jax.jit(lambda x, s, w: kernel.ternary_gemv_pallas(x, s, w, 0.5, n)),
+        platforms=['cuda'],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton')],
+    )(*specs)
+  ir, = modules
+  assert ir.count('tt.atomic_rmw fadd') == 1 and 'tt.store' not in ir
+  assert ir.count('tt.dot') == 4  # one bf16 dot per code plane and K step
+
+
+@pytest.mark.parametrize('m,x_value,code', [(1, -128, 1), (1, 127, 1), (1, -128, -1),
+                                            (16, -128, 1)])
+def test_gemv_exact_at_the_extremes(m, x_value, code):
+  # |x @ (c + 1)| reaches 2 * 128 * K inside the kernel: at K = 32768 that is 2**23,
+  # still exact in float32 (GEMV_MAX_K = 65536 is the bound). Codes are packed by hand.
+  k, n = 32768, 16
+  x_q = jnp.full((m, k), x_value, jnp.int8)
+  digit = code + 1
+  w_packed = jnp.full((k // 4, n), digit | digit << 2 | digit << 4 | digit << 6, jnp.uint8)
+  sx, sw = jnp.full((m, 1), 0.75, jnp.float32), jnp.float32(0.37)
+  want = tm.ternary_matmul_reference(x_q, sx, w_packed, sw, n)
+  got = tm.ternary_gemv_pallas(x_q, sx, w_packed, sw, n, interpret=True)
+  np.testing.assert_array_equal(np.asarray(got).view(np.int32),
+                                np.asarray(want).view(np.int32))
+
+
 def test_auto_takes_the_gemv_on_gpu_for_decoding_rows():
   from unittest import mock
   from kernels.ternary_matmul import kernel

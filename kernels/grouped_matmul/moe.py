@@ -33,7 +33,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kernels.grouped_matmul import native, permute
+from kernels.grouped_matmul import native
 
 
 def _f32(a):

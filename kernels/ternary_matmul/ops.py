@@ -104,13 +104,15 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   """float32 [..., N] = (x_q / sx) @ (w_t / sw) from int8 x and packed ternary w.
 
   impl: 'pallas' (kernel.py's tiled kernel), 'pallas_gemv' (kernel.py's
-  weight-streaming GEMV, M <= kernel.GEMV_MAX_M, K < kernel.GEMV_MAX_K), 'native' (kernels/ternary_cpu, CPU only), 'xla'
-  (unpack once, float32 dot), 'reference' (unpack, int32 dot), or 'auto': on GPU the
-  GEMV for M <= kernel.GEMV_MAX_M rows (and K < kernel.GEMV_MAX_K) and the tiled
-  kernel otherwise; on TPU the
-  tiled kernel (the GEMV's Mosaic TPU lowering is untested); on CPU 'native' where `kernels.ternary_cpu.available()`, else
-  'xla' (see `cpu_path`, `cpu_auto`); 'xla' becomes the int32 reference when
-  K >= 2**17, where float32 sums stop being exact.
+  weight-streaming GEMV: M <= kernel.GEMV_MAX_M, K < kernel.GEMV_MAX_K), 'native'
+  (kernels/ternary_cpu, CPU only), 'xla' (unpack once, float32 dot), 'reference'
+  (unpack, int32 dot), or 'auto':
+    GPU: the GEMV for 1..GEMV_MAX_M rows with K < GEMV_MAX_K, else the tiled kernel;
+    TPU: the tiled kernel (the GEMV's Mosaic TPU lowering is untested);
+    both: the int32 reference once K >= 2**17, where the tiled kernel's float32
+    sums stop being exact;
+    CPU: 'native' where `kernels.ternary_cpu.available()`, else 'xla' (see
+    `cpu_path`, `cpu_auto`); 'xla' becomes the int32 reference when K >= 2**17.
   interpret: for the Pallas kernels; None means interpret only when running on CPU.
   """
   if impl not in IMPLS:
@@ -122,11 +124,12 @@ def ternary_matmul(x_int8: jax.Array, x_scale: jax.Array, w_packed: jax.Array,
   reference.check_shapes(x_int8_MxK, x_scale_Mx1, w_packed, n)
   k = x_int8_MxK.shape[1]
   if impl == 'auto':
-    if (backend == 'gpu' and x_int8_MxK.shape[0] <= kernel.GEMV_MAX_M
+    if (backend == 'gpu' and 0 < x_int8_MxK.shape[0] <= kernel.GEMV_MAX_M
         and k < kernel.GEMV_MAX_K):
       impl = 'pallas_gemv'
     elif backend in ('gpu', 'tpu'):
-      impl = 'pallas'
+      # The tiled kernel's float32 sums are exact while K < 2**17, as 'xla''s.
+      impl = 'pallas' if k < _F32_EXACT_MAX_K else 'reference'
     else:
       impl = 'native' if cpu_path().startswith('native') else 'xla'
   if impl == 'native' and backend != 'cpu':
