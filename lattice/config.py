@@ -143,8 +143,9 @@ class AttentionConfig:
   n_kv_heads: int = 0          # 0: same as n_heads (multi-head); fewer: GQA.
   head_dim: int = 0            # 0: d_model // n_heads.
   rope_theta: float = 10_000.0
-  # Training path: einsum (lattice.nn.einsum_attention) or xla | cudnn
-  # (jax.nn.dot_product_attention); auto: einsum on CPU, cudnn (flash) on GPU for
+  # Training path: einsum (lattice.nn.einsum_attention), xla | cudnn
+  # (jax.nn.dot_product_attention) or splash (Pallas's TPU splash-attention kernel,
+  # seq_len % 128 == 0; interpreted off TPU, for tests); auto: einsum on CPU, cudnn (flash) on GPU for
   # bf16/fp16 with head_dim % 8 == 0 and <= 128 on compute >= 8.0 and CUDA < 13 (XLA
   # where jax refuses cuDNN while tracing), else the library's choice
   # (lattice.nn.attention.train_implementation).
@@ -355,7 +356,7 @@ _CHOICES = {
     'model.remat': ('none', 'full', 'dots'),
     'model.dtype': ('auto', 'float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'model.attention.implementation': ('auto', 'xla', 'cudnn', 'einsum'),
+    'model.attention.implementation': ('auto', 'xla', 'cudnn', 'einsum', 'splash'),
     'model.attention.rope_scaling': ('none', 'linear', 'llama3'),
     'model.ffn.activation': ('swiglu', 'geglu', 'gelu', 'relu2', 'relu2_glu'),
     'data.source': DATA_SOURCES,

@@ -89,8 +89,9 @@ def document_mask(segment_ids_BxL: jax.Array) -> jax.Array:
 
 
 def _implementation(name: str) -> str | None:
-  """`implementation=` for `jax.nn.dot_product_attention` (the decode path)."""
-  return None if name in ('auto', 'einsum') else name
+  """`implementation=` for `jax.nn.dot_product_attention` (the decode path, and
+  training's library paths): the library's default for the training-only paths."""
+  return None if name in ('auto', 'einsum', 'splash') else name
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,6 +140,64 @@ def train_implementation(name: str, dtype=None, head_dim: int = 0, seq_len: int 
 
 
 _CUDNN_FALLBACK_WARNED = []
+
+
+@functools.lru_cache(maxsize=16)
+def _splash_kernel(n_heads: int, seq_len: int, interpret: bool):
+  """The splash-attention kernel for causal [seq_len, seq_len] attention over
+  `n_heads` heads, blocks of min(512, seq_len) (jax's block sizes must be multiples
+  of 128). Built once per shape: the mask's block tables are numpy work."""
+  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask
+  block = min(512, seq_len)
+  while seq_len % block:
+    block //= 2
+  sizes = splash_attention_kernel.BlockSizes(
+      block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+      block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+  mask = splash_attention_mask.MultiHeadMask(
+      [splash_attention_mask.CausalMask((seq_len, seq_len)) for _ in range(n_heads)])
+  # Concrete arrays even when first built inside a trace (jit, init): the cached
+  # kernel holds its block tables, which would otherwise be that trace's tracers.
+  with jax.ensure_compile_time_eval():
+    return splash_attention_kernel.make_splash_mha(
+        mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+
+
+def splash_attention(q_BxLxHxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: jax.Array,
+                     segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+  """[B, L, H, Dh] causal attention within documents with Pallas's TPU flash kernel
+  (splash attention, `jax.experimental.pallas.ops.tpu.splash_attention`; MaxText's
+  TPU default): blockwise, never materialising [L, L] logits or a document mask, and
+  skipping the blocks the causal and document masks rule out. Segment ids [B, L] are
+  the kernel's own (a query sees keys of its segment only, lattice's packed-row
+  convention); None is one document per row. GQA: H a multiple of K. Logits are
+  scaled by 1/sqrt(Dh) (q scaled before the kernel). Off TPU the kernel runs in
+  Pallas's interpreter (tests; slow). Per-row kernels are vmapped over B; under a
+  sharded mesh XLA sees a custom call, so shard the batch before calling (not done
+  here: measured on no TPU). Raises ValueError unless L is a multiple of 128 (the
+  kernel's blocks).
+  """
+  B, L, H, Dh = q_BxLxHxDh.shape
+  if L % 128:
+    raise ValueError(f"attention.implementation='splash': the sequence length must be "
+                     f"a multiple of 128 (the kernel's blocks), got {L}")
+  kernel = _splash_kernel(H, L, jax.default_backend() != 'tpu')
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel  # pylint: disable=g-import-not-at-top
+  q_BxHxLxDh = (q_BxLxHxDh * (Dh ** -0.5)).astype(q_BxLxHxDh.dtype).transpose(0, 2, 1, 3)
+  k_BxKxLxDh = k_BxLxKxDh.transpose(0, 2, 1, 3)
+  v_BxKxLxDh = v_BxLxKxDh.transpose(0, 2, 1, 3)
+  if segment_ids_BxL is None:
+    segment_ids_BxL = jnp.zeros((B, L), jnp.int32)
+
+  def one_row(q_HxLxDh, k_KxLxDh, v_KxLxDh, seg_L):
+    ids = splash_attention_kernel.SegmentIds(q=seg_L, kv=seg_L)
+    return kernel(q_HxLxDh, k_KxLxDh, v_KxLxDh, segment_ids=ids)
+
+  out_BxHxLxDh = jax.vmap(one_row)(q_BxHxLxDh, k_BxKxLxDh, v_BxKxLxDh,
+                                   segment_ids_BxL.astype(jnp.int32))
+  return out_BxHxLxDh.transpose(0, 2, 1, 3).astype(q_BxLxHxDh.dtype)
 
 
 class Attention(nn.Module):
@@ -203,6 +262,8 @@ class Attention(nn.Module):
       block = max(64, -(-q_BxLxHxDh.shape[1] // 8))
       return einsum_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh,
                                                segment_ids_BxL, block=block)
+    if impl == 'splash':
+      return splash_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, segment_ids_BxL)
     mask = None if segment_ids_BxL is None else document_mask(segment_ids_BxL)
     call = lambda impl: jax.nn.dot_product_attention(
         q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, mask=mask, is_causal=True,
