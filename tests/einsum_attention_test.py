@@ -91,6 +91,11 @@ def test_auto_is_cudnn_on_gpu_for_bf16_heads_it_supports():
     assert resolve('auto', jnp.bfloat16, 64, seq_len=15) == 'cudnn'  # no mask: causal
     assert resolve('auto', jnp.bfloat16, 64, seq_len=15, masked=True) == 'auto'
     assert resolve('auto', jnp.bfloat16, 64, seq_len=16, masked=True) == 'cudnn'
+    mesh = jax.sharding.AbstractMesh((1, 2), ('data', 'tensor'))
+    with jax.sharding.use_abstract_mesh(mesh):  # tensor parallelism: XLA's path
+      assert resolve('auto', jnp.bfloat16, 64) == 'auto'
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((2, 1), ('data', 'tensor'))):
+      assert resolve('auto', jnp.bfloat16, 64) == 'cudnn'
     assert resolve('auto', jnp.float16, 128) == 'cudnn'
     assert resolve('auto', jnp.float32, 64) == 'auto'   # cuDNN flash: half precision
     assert resolve('auto', jnp.bfloat16, 100) == 'auto'  # head_dim % 8

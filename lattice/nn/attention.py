@@ -122,7 +122,7 @@ def train_implementation(name: str, dtype=None, head_dim: int = 0, seq_len: int 
   `head_dim` is a multiple of 8 up to 128, and, with a document mask (`masked`:
   packed rows, passed to cuDNN as a [B, 1, L, L] bias), `seq_len` is even (cuDNN's
   limits, checked by jax when the gradient is traced, e.g. inside a scan, where no
-  fallback can catch them); `jax.nn.dot_product_attention(implementation=None)` would
+  fallback can catch them), and the mesh has no tensor parallelism (`_heads_unsharded`); `jax.nn.dot_product_attention(implementation=None)` would
   take XLA's unfused path (#18 item 4). Otherwise 'auto', the library's choice. Any
   other name is returned as given.
   """
@@ -134,9 +134,18 @@ def train_implementation(name: str, dtype=None, head_dim: int = 0, seq_len: int 
   if (backend == 'gpu' and dtype is not None
       and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
       and head_dim % 8 == 0 and 0 < head_dim <= 128
-      and not (masked and seq_len % 2) and cudnn_flash_usable()):
+      and not (masked and seq_len % 2) and _heads_unsharded() and cudnn_flash_usable()):
     return 'cudnn'
   return 'auto'
+
+
+def _heads_unsharded() -> bool:
+  """No tensor parallelism in the current mesh. jax's cuDNN attention checks at
+  compile time (custom partitioning) that q, k and v share one sharding, and lattice
+  shards query and kv heads over 'tensor' with different head counts (GQA), so 'auto'
+  keeps XLA's path under tensor parallelism (not tried on GPUs)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return mesh.empty or 'tensor' not in mesh.axis_names or mesh.shape['tensor'] == 1
 
 
 _CUDNN_FALLBACK_WARNED = []
