@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 import warnings
 
@@ -183,10 +184,10 @@ def splash_attention(q_BxLxHxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: j
   the kernel's own (a query sees keys of its segment only, lattice's packed-row
   convention); None is one document per row. GQA: H a multiple of K. Logits are
   scaled by 1/sqrt(Dh) (q scaled before the kernel). Off TPU the kernel runs in
-  Pallas's interpreter (tests; slow). Per-row kernels are vmapped over B; under a
-  sharded mesh XLA sees a custom call, so shard the batch before calling (not done
-  here: measured on no TPU). Raises ValueError unless L is a multiple of 128 (the
-  kernel's blocks).
+  Pallas's interpreter (tests; slow). Per-row kernels are vmapped over B, and under a
+  mesh run in a `jax.shard_map` (rows over the data-parallel axes, heads over
+  'tensor', lattice.sharding.RULES). Raises ValueError unless L is a multiple of 128
+  (the kernel's blocks).
   """
   B, L, H, Dh = q_BxLxHxDh.shape
   if L % 128:
@@ -204,8 +205,23 @@ def splash_attention(q_BxLxHxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: j
     ids = splash_attention_kernel.SegmentIds(q=seg_L, kv=seg_L)
     return kernel(q_HxLxDh, k_KxLxDh, v_KxLxDh, segment_ids=ids)
 
-  out_BxHxLxDh = jax.vmap(one_row)(q_BxHxLxDh, k_BxKxLxDh, v_BxKxLxDh,
-                                   segment_ids_BxL.astype(jnp.int32))
+  rows = jax.vmap(one_row)
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty:
+    # Each device runs the kernel on its own rows and heads (the kernel is a custom
+    # call XLA cannot partition): batch over the data-parallel axes, heads over
+    # 'tensor' (K % tensor == 0 is checked at build, so GQA groups stay whole).
+    from lattice import sharding  # pylint: disable=g-import-not-at-top
+    batch, heads = (nn.logical_to_mesh_axes(('act_batch', 'act_heads'), sharding.RULES))
+    size = lambda axes: math.prod(mesh.shape[a] for a in (
+        axes if isinstance(axes, tuple) else (axes,) if axes else ()))
+    if B % size(batch):
+      batch = None  # (init's one-row batch: every device takes the whole of it)
+    qkv = jax.sharding.PartitionSpec(batch, heads, None, None)
+    rows = jax.shard_map(rows, mesh=mesh, in_specs=(qkv, qkv, qkv,
+                                                    jax.sharding.PartitionSpec(batch)),
+                         out_specs=qkv, check_vma=False)
+  out_BxHxLxDh = rows(q_BxHxLxDh, k_BxKxLxDh, v_BxKxLxDh, segment_ids_BxL.astype(jnp.int32))
   return out_BxHxLxDh.transpose(0, 2, 1, 3).astype(q_BxLxHxDh.dtype)
 
 
