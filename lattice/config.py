@@ -481,6 +481,9 @@ def validate(cfg: Config) -> Config:
                       f'got {m.head_dim}')
   d = cfg.data
   _positive('data.seq_len', d.seq_len)
+  if a.implementation == 'splash' and d.seq_len % 128:
+    raise ConfigError(f"model.attention.implementation: 'splash' needs data.seq_len "
+                      f"a multiple of 128 (the kernel's blocks), got {d.seq_len}")
   _positive('data.batch_size', d.batch_size)
   _positive('data.num_workers', d.num_workers, allow_zero=True)
   _positive('data.eval_batches', d.eval_batches, allow_zero=True)

@@ -251,3 +251,12 @@ def test_init_from_step_is_checked():
     config_lib.build({'train': {'init_from': 'runs/x', 'init_from_step': -1}})
   assert config_lib.build({'train': {'init_from': 'runs/x', 'init_from_step': 5}}
                           ).train.init_from_step == 5
+
+
+def test_splash_needs_whole_kernel_blocks():
+  with pytest.raises(ConfigError, match="^model.attention.implementation: 'splash' needs "
+                                        'data.seq_len a multiple of 128'):
+    config_lib.build({'model': {'attention': {'implementation': 'splash'}},
+                      'data': {'seq_len': 64}})
+  config_lib.build({'model': {'attention': {'implementation': 'splash'}},
+                    'data': {'seq_len': 256}})
