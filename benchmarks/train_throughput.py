@@ -21,10 +21,12 @@ settings of #18's ">= 1B parameters" GPU row (scripts/device_check.sh: d_model
 gets `mfu_spec`: the same FLOPs over the published dense bf16 peak (#18's GPU goal is
 stated against it; the measured peak is the CPU goal's reference).
 
-`--json PATH` writes {"rows": [{"d_model", "params", "tokens_per_s", "mfu",
-"mfu_spec"}, ...], "best_mfu", "best_mfu_spec", "matmul_peak_flops",
-"spec_peak_flops", "attention", "layers", "scan", "remat", "load_average"
-(1-minute, before and after), "maxtext": {...}}.
+`--json PATH` writes {"rows": [{"d_model", "params", "flops_per_token",
+"tokens_per_s", "mfu", "mfu_spec"}, ...], "best_mfu", "best_mfu_spec",
+"matmul_peak_flops", "spec_peak_flops", "attention", "attention_path" (what ran:
+einsum, cudnn, splash, 'library default (XLA)' or 'xla (cuDNN fallback)'), "layers",
+"scan", "remat", "dtype", "seq_len", "batch", "load_average" (1-minute, before and
+after), "maxtext": {...}, "machine", "device", "backend"}.
 
 MaxText peer (issue #18 item 5): `maxtext_status()` tries to import the `maxtext`
 package in this process and records why no MaxText row is printed. No row is ever
@@ -131,7 +133,7 @@ def main(argv=None):
   parser.add_argument('--dtype', default=None,
                       help='compute dtype (default float32; bfloat16 with --scale_defaults)')
   parser.add_argument('--attention', default='auto',
-                      help='model.attention.implementation: auto | einsum | xla | cudnn')
+                      help='model.attention.implementation: auto | einsum | xla | cudnn | splash')
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--scan', action=argparse.BooleanOptionalAction, default=None,
                       help='model.scan_layers (default: off, on with --scale_defaults)')
@@ -168,6 +170,8 @@ def main(argv=None):
       args.attention, getattr(jnp, args.dtype), cfg0.head_dim, args.seq_len)
   if attention_path == 'cudnn' and attention_lib._CUDNN_FALLBACK_WARNED:  # pylint: disable=protected-access
     attention_path = 'xla (cuDNN fallback)'
+  elif attention_path == 'auto':
+    attention_path = 'library default (XLA)'
   best = max(r['mfu'] for r in rows)
   best_spec = max(r['mfu_spec'] for r in rows) if spec else None
   print(f'device: {devices[0].device_kind} ({jax.default_backend()}), '

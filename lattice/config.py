@@ -146,11 +146,12 @@ class AttentionConfig:
   # Training path: einsum (lattice.nn.einsum_attention), xla | cudnn
   # (jax.nn.dot_product_attention) or splash (Pallas's TPU splash-attention kernel,
   # seq_len % 128 == 0; interpreted off TPU, for tests); auto: einsum on CPU, cudnn (flash) on GPU for
-  # bf16/fp16 with head_dim % 8 == 0 and <= 128 on compute >= 8.0 and CUDA < 13 (XLA
-  # where jax refuses cuDNN while tracing), else the library's choice
+  # bf16/fp16 with head_dim % 8 == 0 and <= 128 on compute >= 8.0 and CUDA < 13, no
+  # tensor parallelism, even seq_len when packed (XLA otherwise, silently; XLA with a
+  # warning where jax refuses cuDNN while tracing), else the library's choice
   # (lattice.nn.attention.train_implementation).
   # Decoding always calls jax.nn.dot_product_attention (einsum: its default).
-  implementation: str = 'auto'
+  implementation: str = 'auto'  # auto | einsum | xla | cudnn | splash
   # Imported checkpoints (lattice/convert): Qwen2 biases on q/k/v only; Qwen3 RMSNorm
   # of each query/key head before RoPE; RoPE frequency scaling as Hugging Face's
   # `rope_scaling` (linear: all frequencies / factor; llama3: Llama 3.1's

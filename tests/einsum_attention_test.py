@@ -187,7 +187,8 @@ def test_splash_equals_xla_on_packed_rows():
   # Pallas's TPU splash-attention kernel, run by its interpreter here: forward and
   # gradients against XLA's path with the document mask (GQA, two documents in row 0).
   c = tiny_config(model={'attention': {'n_heads': 4, 'n_kv_heads': 2,
-                                       'implementation': 'splash'}})
+                                       'implementation': 'splash'}},
+                  data={'seq_len': 128})
   c['model']['vocab_size'] = 384
   c['model']['max_len'] = 128
   cfg = config_lib.build(c).model
