@@ -186,7 +186,8 @@ def splash_attention(q_BxLxHxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: j
   scaled by 1/sqrt(Dh) (q scaled before the kernel). Off TPU the kernel runs in
   Pallas's interpreter (tests; slow). Per-row kernels are vmapped over B, and under a
   mesh run in a `jax.shard_map` (rows over the data-parallel axes, heads over
-  'tensor', lattice.sharding.RULES). Raises ValueError unless L is a multiple of 128
+  'tensor': the flax axis rules in context, lattice.sharding.RULES under use_mesh;
+  without rules every device runs every row and head). Raises ValueError unless L is a multiple of 128
   (the kernel's blocks).
   """
   B, L, H, Dh = q_BxLxHxDh.shape
@@ -211,8 +212,9 @@ def splash_attention(q_BxLxHxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: j
     # Each device runs the kernel on its own rows and heads (the kernel is a custom
     # call XLA cannot partition): batch over the data-parallel axes, heads over
     # 'tensor' (K % tensor == 0 is checked at build, so GQA groups stay whole).
-    from lattice import sharding  # pylint: disable=g-import-not-at-top
-    batch, heads = (nn.logical_to_mesh_axes(('act_batch', 'act_heads'), sharding.RULES))
+    # The rules lattice.sharding.use_mesh installs (no import of lattice.sharding
+    # here: it imports lattice.config, which imports the model tables).
+    batch, heads = nn.logical_to_mesh_axes(('act_batch', 'act_heads'))
     size = lambda axes: math.prod(mesh.shape[a] for a in (
         axes if isinstance(axes, tuple) else (axes,) if axes else ()))
     if B % size(batch):
