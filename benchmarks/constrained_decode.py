@@ -51,7 +51,6 @@ import argparse
 import functools
 import json
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -60,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import constrained_compare, constrained_engines, machine
+from benchmarks import constrained_compare, constrained_engines, machine, timing
 from lattice import config as config_lib
 from lattice.agents import toolcall
 from lattice.data import tokenizer as tok_lib
@@ -86,19 +85,6 @@ def _texts(tokens) -> list[str]:
     row = row[:row.index(tok_lib.EOS_ID)] if tok_lib.EOS_ID in row else row
     out.append(tok.decode(row))
   return out
-
-
-def _round_robin(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
-  """Seconds per call of each fn: {'min', 'median'} over calls interleaved across fns."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[k].append(time.perf_counter() - t)
-  return {k: {'min': min(v), 'median': statistics.median(v)} for k, v in times.items()}
 
 
 def build_times(n_random: int) -> list[dict]:
@@ -139,7 +125,7 @@ def mask_only(index: constraints.Index, steps: int, repeats: int) -> float:
     return jax.jit(scan)
 
   masked, plain = run(True), run(False)
-  t = _round_robin({'m': lambda: masked(index, logits_NxV),
+  t = timing.round_robin({'m': lambda: masked(index, logits_NxV),
                     'p': lambda: plain(index, logits_NxV)}, repeats)
   return (t['m']['min'] - t['p']['min']) / steps * 1e6
 
@@ -196,7 +182,7 @@ def main(argv=None):
     free = lambda: sampling.generate(variables, prompts, jax.random.key(1), **common)
     con = lambda: sampling.generate(variables, prompts, jax.random.key(1),
                                     constraint=index, **common)
-    t = _round_robin({'free': free, 'con': con}, args.repeats)
+    t = timing.round_robin({'free': free, 'con': con}, args.repeats)
     step = (t['con']['min'] - t['free']['min']) / N * 1e6
     step_median = (t['con']['median'] - t['free']['median']) / N * 1e6
     rows.append({'batch': B, 'free_s': t['free'], 'constrained_s': t['con'],

@@ -39,15 +39,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import machine
+from benchmarks import machine, timing
 from kernels import ternary_matmul as tm
 from lattice import config as config_lib
 from lattice.decode import packed_weights as decode_packing
@@ -126,13 +124,8 @@ def _run(args) -> dict:
          'float32': decoder(float_cfg, params),
          'bfloat16': decoder(bf16_cfg, bf16)}
   outs = {name: np.asarray(jax.block_until_ready(fn())) for name, fn in fns.items()}
-  times = {name: [] for name in fns}
-  for _ in range(args.repeats):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - t0)
-  tps = {name: args.new_tokens / statistics.median(ts) for name, ts in times.items()}
+  times = timing.round_robin(fns, args.repeats)
+  tps = {name: args.new_tokens / t['median'] for name, t in times.items()}
   wb = weight_bytes(params)
   kernel_path = {'gpu': 'pallas-gemv', 'tpu': 'pallas'}.get(jax.default_backend(),
                                                             tm.cpu_path())
@@ -215,15 +208,8 @@ def time_matvec(d_model: int, reps: int, repeats: int) -> dict:
                       w_KxN.astype(jnp.bfloat16))
   fns['float32'] = chain(lambda x, w: jnp.dot(x, w, precision=jax.lax.Precision.HIGHEST),
                          w_KxN)
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - t0)
-  us = {name: 1e6 * statistics.median(ts) / reps for name, ts in times.items()}
+  times = timing.round_robin(fns, repeats)
+  us = {name: 1e6 * t['median'] / reps for name, t in times.items()}
   return {'us': us, 'packed_over_bf16': us['bf16'] / us['packed'],
           'shape': [1, d_model, n], 'reps': reps}
 

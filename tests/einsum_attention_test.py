@@ -44,6 +44,18 @@ def _loss(fn):
   return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
 
 
+def _model_and_xla(attention_kw, max_len=None, **model_kw):
+  """(ModelConfig of a tiny byte model with `attention_kw`, the same with XLA's path)."""
+  c = tiny_config(model={'attention': attention_kw, **model_kw},
+                  **({'data': {'seq_len': max_len}} if max_len else {}))
+  c['model']['vocab_size'] = 384
+  if max_len:
+    c['model']['max_len'] = max_len
+  cfg = config_lib.build(c).model
+  return cfg, dataclasses.replace(
+      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+
+
 @pytest.mark.parametrize('block,packed', [(3, True), (4, False), (5, True), (L, False),
                                           (64, True)])
 def test_equals_dot_product_attention(block, packed):
@@ -116,11 +128,7 @@ def test_auto_falls_back_to_xla_without_cudnn():
   # then takes XLA's path (one warning) and gives XLA's numbers. Run here on the CPU
   # with the backend reported as 'gpu', where jax finds no cuDNN.
   from unittest import mock
-  c = tiny_config(model={'attention': {'n_heads': 2}, 'dtype': 'bfloat16'})
-  c['model']['vocab_size'] = 384
-  cfg = config_lib.build(c).model
-  xla_cfg = dataclasses.replace(
-      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+  cfg, xla_cfg = _model_and_xla({'n_heads': 2}, dtype='bfloat16')
   tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 256)
   params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
   want = transformer.Transformer(xla_cfg).apply(params, tokens)
@@ -141,12 +149,8 @@ def test_auto_falls_back_to_xla_without_cudnn():
                     reason='needs a GPU where auto takes cuDNN (compute >= 8.0, CUDA < 13)')
 def test_cudnn_auto_matches_xla_on_gpu():
   # bf16 model, packed rows (document mask): 'auto' (cuDNN flash) against XLA's path.
-  c = tiny_config(model={'attention': {'n_heads': 2}, 'dtype': 'bfloat16'})
-  c['model']['vocab_size'] = 384
-  cfg = config_lib.build(c).model
+  cfg, xla_cfg = _model_and_xla({'n_heads': 2}, dtype='bfloat16')
   assert attention.train_implementation('auto', jnp.bfloat16, cfg.head_dim) == 'cudnn'
-  xla_cfg = dataclasses.replace(
-      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
   tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
   segments = jnp.asarray([[1] * 9 + [2] * 7, [1] * 16], jnp.int32)
   params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
@@ -165,12 +169,7 @@ def test_cudnn_auto_matches_xla_on_gpu():
 
 
 def test_model_einsum_equals_xla():
-  c = tiny_config(model={'attention': {'n_heads': 4, 'n_kv_heads': 2,
-                                       'implementation': 'einsum'}})
-  c['model']['vocab_size'] = 384
-  cfg = config_lib.build(c).model
-  xla_cfg = dataclasses.replace(
-      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+  cfg, xla_cfg = _model_and_xla({'n_heads': 4, 'n_kv_heads': 2, 'implementation': 'einsum'})
   tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 256)
   params = nn.unbox(transformer.Transformer(cfg).init(jax.random.key(0), tokens))
   loss = lambda m: lambda p: jnp.mean(m.apply(p, tokens) ** 2)
@@ -186,14 +185,8 @@ def test_model_einsum_equals_xla():
 def test_splash_equals_xla_on_packed_rows():
   # Pallas's TPU splash-attention kernel, run by its interpreter here: forward and
   # gradients against XLA's path with the document mask (GQA, two documents in row 0).
-  c = tiny_config(model={'attention': {'n_heads': 4, 'n_kv_heads': 2,
-                                       'implementation': 'splash'}},
-                  data={'seq_len': 128})
-  c['model']['vocab_size'] = 384
-  c['model']['max_len'] = 128
-  cfg = config_lib.build(c).model
-  xla_cfg = dataclasses.replace(
-      cfg, attention=dataclasses.replace(cfg.attention, implementation='xla'))
+  cfg, xla_cfg = _model_and_xla({'n_heads': 4, 'n_kv_heads': 2, 'implementation': 'splash'},
+                                 max_len=128)
   L = 128
   tokens = jax.random.randint(jax.random.key(1), (2, L), 0, 256)
   segments = jnp.asarray([[1] * 70 + [2] * 58, [1] * L], jnp.int32)
