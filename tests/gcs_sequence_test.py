@@ -43,7 +43,7 @@ WORKDIR = 'gs://lattice-test/sequence'
 # each batch's assembly and counts the batches into a local file, so the test can
 # SIGTERM the run at a known step. Each run marks its start on stderr.
 _SCRIPT = '''
-import json, sys, time
+import json, os, sys, time
 import jax
 import gcs_emulator
 gcs_emulator.no_retries_on_not_implemented()  # the emulator has no moveTo
@@ -58,7 +58,9 @@ for n, line in enumerate(iter(sys.stdin.readline, '')):
     def slow(batch, mesh):
       time.sleep(opts['slow'])
       count[0] += 1
-      open(opts['marker'], 'w').write(str(count[0]))
+      with open(opts['marker'] + '.tmp', 'w') as f:  # replaced whole: never read half-written
+        f.write(str(count[0]))
+      os.replace(opts['marker'] + '.tmp', opts['marker'])
       return assemble(batch, mesh)
     sharding.global_batch = slow
   print(f'RUN {n}', file=sys.stderr, flush=True)
@@ -140,7 +142,7 @@ def test_train_sigterm_resume_corrupt_resume_in_a_bucket(tmp_path):
     # returns (preempted).
     trainer.start(_cfg(), slow=0.4, marker=str(marker))
     deadline = time.time() + 300
-    while not (marker.exists() and marker.read_text() and int(marker.read_text()) >= 4):
+    while not (marker.exists() and int(marker.read_text() or 0) >= 4):
       assert trainer.proc.poll() is None, trainer.err_path.read_text()[-3000:]
       assert time.time() < deadline, 'never reached step 4'
       time.sleep(0.05)
