@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from lattice import experiment
+from lattice import config as config_lib, experiment
 from lattice.run import records
 
 EXPERIMENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / 'experiments')
@@ -54,6 +54,14 @@ def test_quick_seed_counts_are_pre_registered():
     assert f'| {path.stem} |' in plan, path
 
 
+def test_baseline_lm_samples_stay_inside_the_training_window(monkeypatch):
+  root = pathlib.Path(__file__).parent.parent
+  baseline = experiment.load_experiment_module(str(root / 'experiments' / 'baseline_lm.py'))
+  monkeypatch.setattr(baseline, 'SAMPLING', dict(baseline.SAMPLING, new_tokens=224))
+  with pytest.raises(config_lib.ConfigError, match='exceed data.seq_len'):
+    baseline.get_config('quick')
+
+
 def test_next_rerun_plan_matches_quick_configs():
   # docs/REPRODUCE_PLAN.md, "The plan for the next rerun": every seed count the plan
   # raises (bold, "-> **N**") is the largest per-arm seed count of that quick mode,
@@ -73,10 +81,15 @@ def test_next_rerun_plan_matches_quick_configs():
     assert max(len(s) for s in seeds.values()) == n, (name, seeds)
     assert all(s == list(range(len(s))) for s in seeds.values()), (name, seeds)
     assert 'Pre-registered seed count for the next rerun (2026-12-01' in module.__doc__
-  steps = int(re.search(r'\| baseline_lm \|[^|]*steps 2,700 -> (\d),(\d+)\*\*',
-                        section).expand(r'\1\2'))
+  # baseline_lm's redesign (2026-12-03): fewer steps, samples inside the window.
+  redesign = plan.split('## baseline_lm: the redesign (registered 2026-12-03')[1]
+  steps = int(re.search(r'\| baseline_lm \|[^|]*\|[^|]*steps 5,400 -> (\d),(\d+)\*\*',
+                        redesign).expand(r'\1\2'))
   baseline = experiment.load_experiment_module(str(root / 'experiments' / 'baseline_lm.py'))
-  assert baseline.get_config('quick').train.steps == steps == 5400
+  quick = baseline.get_config('quick')
+  assert quick.train.steps == steps == 4400
+  assert quick.eval.prompt_len + quick.eval.new_tokens == quick.data.seq_len
+  assert 'Redesign (registered 2026-12-03' in baseline.__doc__
   # mtp_gloeckle's redesign (2026-12-02): the same seeds, twice the steps.
   steps = int(re.search(r'\| mtp_gloeckle \|[^|]*steps 1,500 -> (\d),(\d+)\*\*',
                         section).expand(r'\1\2'))
