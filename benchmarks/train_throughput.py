@@ -38,6 +38,7 @@ requirements that keep it out of this environment.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import time
@@ -68,7 +69,7 @@ def maxtext_status() -> dict:
   status = {'ran': False, 'python': platform.python_version(), 'jax': jax.__version__,
             'flax': flax.__version__}
   try:
-    import maxtext  # noqa: F401  (optional peer; never a dependency)
+    importlib.import_module('maxtext')  # optional peer; never a dependency
   except Exception as e:  # noqa: BLE001  (any import failure is the recorded reason)
     status['importable'] = False
     status['reason'] = (f'maxtext does not import here ({type(e).__name__}: {e}); '

@@ -20,12 +20,16 @@ import ml_collections
 from lattice import config as config_lib
 from lattice import storage
 from lattice.run import records
-from lattice.run.arms import Preempted, arm_config, arm_list, run_arms  # pylint: disable=unused-import
-from lattice.run.budget import flops_per_token, match_flops  # pylint: disable=unused-import
+from lattice.run.arms import arm_config, run_arms  # pylint: disable=unused-import
+from lattice.run.budget import flops_per_token  # pylint: disable=unused-import
 from lattice.run.config_file import load_experiment_module  # pylint: disable=unused-import
 from lattice.run.plots import plot_bars, plot_series, plot_training  # pylint: disable=unused-import
 from lattice.run.records import Arm, Result, check  # pylint: disable=unused-import
 from lattice.run.stats import aggregate  # pylint: disable=unused-import
+
+__all__ = ['Arm', 'Result', 'aggregate', 'arm_config', 'check', 'finish', 'flops_per_token',
+           'lm_config', 'load_experiment_module', 'metric_curve', 'pick_mode', 'plot_bars',
+           'plot_series', 'plot_training', 'run_arms']
 
 
 def result_env(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -70,7 +70,9 @@ ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 # The xdist workers take the longest test files first (tests/xdist_order.py).
-from xdist_order import pytest_xdist_make_scheduler  # noqa: E402,F401
+import xdist_order  # noqa: E402
+
+pytest_xdist_make_scheduler = xdist_order.pytest_xdist_make_scheduler
 
 logging.set_verbosity(logging.WARNING)
 

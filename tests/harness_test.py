@@ -93,7 +93,7 @@ def test_lattice_eval_rows_land_in_the_experiment_record(run, tmp_path, capsys):
       k: v for k, v in before.items()}
   table = (exp / 'table.md').read_text()
   assert '## Evaluation (`lattice eval`)' in table
-  assert f'| base/seed_0 | 2 | `jsonl`' in table and f'{written["val_bpb"]:.4f}' in table
+  assert '| base/seed_0 | 2 | `jsonl`' in table and f'{written["val_bpb"]:.4f}' in table
   assert '### Evaluation' in report.render(report.collect(exp), exp)
 
 

@@ -8,11 +8,10 @@ from flax import traverse_util
 
 from lattice import config as config_lib
 from lattice import model as model_lib
-from lattice import multimodal
 from lattice.data import interleaved as data
 from lattice.data import tokenizer as tok_lib
 from lattice.data.tasks import shapes
-from lattice.multimodal import codebook, early, flops, patches
+from lattice.multimodal import codebook, early, patches
 from lattice.nn import flops as nn_flops
 from lattice.train import loop
 

@@ -5,7 +5,6 @@ import json
 import types
 
 import jax
-import numpy as np
 import pytest
 
 from lattice import chips

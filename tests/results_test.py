@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lattice.run import equal_flops, plots, records, stats, tables
+from lattice.run import plots, records, stats, tables
 
 # A fixed env keeps these tests independent of the machine and fast (no jax init).
 ENV = {'jax': '0.0.0', 'backend': 'cpu', 'device_count': 1, 'device_kind': 'cpu',

@@ -6,3 +6,5 @@ toolcall.py, calls.py, routing.py, aggregate_data.py, open_models.py; the server
 lattice.serve)."""
 
 from lattice.agents.generator import Generator, LatticeGenerator, OpenAIClient  # noqa: F401
+
+__all__ = ['Generator', 'LatticeGenerator', 'OpenAIClient']

@@ -12,7 +12,6 @@ models and over real served ones.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os

@@ -14,3 +14,5 @@ from lattice.convert.hf_config import ConvertError
 from lattice.convert.hf_config import model_config
 from lattice.convert.importer import import_hf
 from lattice.convert.safetensors_reader import HFCheckpoint
+
+__all__ = ['ConvertError', 'HFCheckpoint', 'export_hf', 'import_hf', 'model_config']

@@ -17,3 +17,6 @@ from lattice.data.sources import get_source
 from lattice.data.sources import stdlib_info
 from lattice.data.tokenizer import ByteTokenizer
 from lattice.data.tokenizer import padded_vocab_size
+
+__all__ = ['ByteTokenizer', 'DataError', 'SOURCES', 'describe', 'get_source', 'local_batch_size',
+           'make_eval_batches', 'make_train_iterator', 'padded_vocab_size', 'stdlib_info']

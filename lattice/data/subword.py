@@ -21,7 +21,6 @@ text), and so does the constrained decoder's token table.
 from __future__ import annotations
 
 import functools
-import typing
 from collections.abc import Iterable
 
 import numpy as np
@@ -30,9 +29,6 @@ import tokenizers
 from etils import epath
 
 from lattice.errors import ConfigError
-
-if typing.TYPE_CHECKING:  # annotations only: lattice.config imports the kind tables
-  from lattice import config as config_lib
 
 # The modality markers a lattice-trained tokenizer reserves (see tokenizer.py).
 MARKERS = ('<boi>', '<eoi>', '<img>')

@@ -11,3 +11,5 @@ from lattice.decode.sampling import LogitProcessor
 from lattice.decode.sampling import SamplingConfig
 from lattice.decode.sampling import generate
 from lattice.decode.sampling import sample_logits
+
+__all__ = ['LogitProcessor', 'SamplingConfig', 'generate', 'sample_logits']

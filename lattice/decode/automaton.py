@@ -58,9 +58,14 @@ from scipy.sparse import csgraph, csr_matrix
 
 from lattice.decode import dfa_compose, dfa_native, regex_ast, regex_parse
 # Re-exported: the AST vocabulary is part of this module's public surface.
-from lattice.decode.regex_ast import (ALL_BYTES, ANY_CHAR, EPS, NON_ASCII, LimitError,  # pylint: disable=unused-import
-                                      Node, RegexError, alt, byte_set, cat, chain, chars,
-                                      embed, is_char, lit, one, rep)
+from lattice.decode.regex_ast import (EPS, NON_ASCII, LimitError, Node,  # pylint: disable=unused-import
+                                      RegexError, alt, byte_set, cat, chain, embed, is_char,
+                                      lit, one, rep)
+
+__all__ = ['CountedDfa', 'DEFAULT_LIMITS', 'Dfa', 'EPS', 'LimitError', 'Limits', 'NON_ASCII',
+           'Node', 'RegexError', 'alt', 'byte_set', 'cat', 'chain', 'compile_regex',
+           'distances_to_accept', 'embed', 'intern', 'is_char', 'lit', 'one', 'parse', 'rep',
+           'to_counted_dfa', 'to_dfa']
 
 
 @dataclasses.dataclass(frozen=True)

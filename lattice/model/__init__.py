@@ -16,3 +16,6 @@ from lattice.model.flops import train_flops_per_token
 from lattice.model.loss import loss_fn
 from lattice.model.loss import make_eval_step
 from lattice.model.loss import summarize_eval
+
+__all__ = ['Model', 'init_batch', 'loss_fn', 'make_eval_step', 'make_model', 'n_drafts',
+           'summarize_eval', 'train_flops_per_token', 'trunk_name']

@@ -11,3 +11,5 @@ kind 'moe', checked once when the config is built). The trunk picks it as
 
 from lattice.moe.layer import BIAS_COLLECTION
 from lattice.moe.layer import MoE
+
+__all__ = ['BIAS_COLLECTION', 'MoE']

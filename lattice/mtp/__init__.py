@@ -21,3 +21,5 @@ HEADS = {
     'parallel': ParallelHeads,
     'sequential': SequentialHeads,
 }
+
+__all__ = ['HEADS', 'head_ce', 'shifted_targets']

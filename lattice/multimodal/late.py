@@ -18,7 +18,6 @@ import typing
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from lattice.multimodal import early, patches as patches_lib
 from lattice.multimodal import options as options_lib

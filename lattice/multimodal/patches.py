@@ -11,6 +11,8 @@ import einops
 
 from lattice.data.interleaved import n_patches  # noqa: F401  (one definition)
 
+__all__ = ['n_patches', 'patchify', 'unpatchify']
+
 
 def patchify(images_BxNxHxWxC, patch: int):
   """[..., H, W, C] -> [..., P, Q]; H and W must be multiples of `patch`."""

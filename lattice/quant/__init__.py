@@ -20,3 +20,7 @@ from lattice.quant.ste import int8_codes
 from lattice.quant.ste import straight_through
 from lattice.quant.ste import ternary_codes
 from lattice.quant.ste import ternary_weight
+
+__all__ = ['BitLinear', 'Linear', 'QuestLinear', 'fwht', 'int8_activation', 'int8_codes', 'packing',
+           'quest_quantize', 'straight_through', 'ternary_codes', 'ternary_weight',
+           'trust_quantize']

@@ -36,7 +36,7 @@ from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice.quant import packing
 
-from lattice.quant.packed_linear import KIND, PackedBitLinear  # noqa: F401
+from lattice.quant.packed_linear import KIND
 
 
 def _pack_kernel(kernel: np.ndarray, n: int, stacked: int) -> tuple[np.ndarray, np.ndarray]:

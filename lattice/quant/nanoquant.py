@@ -46,9 +46,12 @@ from lattice import config as config_lib
 from lattice.nn import layers, transformer
 
 from lattice.quant.nanoquant_init import (  # noqa: F401
-    admm_init, fit_scales, init_factors, signs, svd_init, weighted_error)
+    admm_init, fit_scales, init_factors, signs, weighted_error)
 from lattice.quant.nanoquant_linear import (  # noqa: F401
-    KIND, SCALE_BITS, NanoQuantLinear, binary_weight, bits_per_weight, rank_for)
+    KIND, SCALE_BITS, binary_weight, bits_per_weight, rank_for)
+
+__all__ = ['CompressConfig', 'admm_init', 'binary_weight', 'bits_per_weight', 'compress',
+           'fit_scales', 'init_factors', 'rank_for', 'signs', 'weighted_error']
 
 
 # ---- block-wise compression -------------------------------------------------------

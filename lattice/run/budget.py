@@ -11,7 +11,7 @@ from __future__ import annotations
 from lattice import config as config_lib
 from lattice import model as model_lib
 from lattice.run import config_file
-from lattice.train import flops, loop
+from lattice.train import loop
 
 
 def flops_per_token(cfg: config_lib.Config) -> float:

@@ -16,3 +16,9 @@ from lattice.synth.metrics import (diversity_report, distinct_n, kl_to_real, rar
                                    rare_tokens)
 from lattice.synth.quality import NoisyVerifier, exact, minhash_dedup, rejection_sample
 from lattice.synth.recursive import Policy, compose, provenance, run_generations
+
+__all__ = ['NoisyVerifier', 'Policy', 'compose', 'data_overrides', 'distinct_n', 'diversity_report',
+           'exact', 'generate', 'kl_to_real', 'metrics', 'minhash_dedup', 'prompts_from_docs',
+           'provenance', 'quality', 'rare_token_mass', 'rare_tokens', 'read_jsonl', 'recursive',
+           'rejection_sample', 'run_generations', 'sample', 'tasks', 'toy', 'transforms',
+           'write_arrayrecord', 'write_jsonl', 'write_records']

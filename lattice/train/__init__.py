@@ -13,3 +13,5 @@ exports (e.g. MoE's eval summary).
 
 from lattice.train.loop import NonFiniteError
 from lattice.train.loop import train_and_evaluate
+
+__all__ = ['NonFiniteError', 'train_and_evaluate']

@@ -16,7 +16,9 @@ from lattice import config as config_lib
 from lattice import storage
 from lattice.train import checkpoint, loop
 from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
-from lattice.train.rundir import load_config, load_params, with_model_of  # pylint: disable=unused-import
+from lattice.train.rundir import load_config
+
+__all__ = ['CONFIG_FILE', 'load_config', 'load_run', 'save_config']
 
 
 def load_run(workdir: str | os.PathLike, step: int | None = None

@@ -20,6 +20,9 @@ from lattice.model.flops import train_flops_per_token  # noqa: F401
 from lattice.nn.flops import (  # noqa: F401
     VECTOR_PARAMS, active_params, count_params, logical_axes, matmul_params)
 
+__all__ = ['VECTOR_PARAMS', 'active_params', 'count_params', 'logical_axes', 'matmul_params',
+           'measure_matmul_peak', 'measured_peak', 'spec_peak', 'train_flops_per_token']
+
 
 @functools.lru_cache(maxsize=None)  # once per process: every run in it shares the peak
 def measure_matmul_peak(n: int = 0, dtype=jnp.float32, repeats: int = 5,

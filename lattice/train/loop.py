@@ -38,6 +38,9 @@ from lattice.train import rundir
 from lattice.train.recorder import NonFiniteError, Recorder, RunOutput  # pylint: disable=unused-import
 from lattice.train.state import TrainState
 
+__all__ = ['NonFiniteError', 'RunOutput', 'Setup', 'build', 'eval_sums', 'evaluate', 'make_data',
+           'resolve', 'run_steps', 'train_and_evaluate']
+
 
 def resolve(cfg: config_lib.Config, tok=None) -> config_lib.Config:
   """Fills derived fields (model.vocab_size=0 -> the tokenizer's, padded to 128)."""

@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from lattice import config as config_lib
 from lattice import storage
 from lattice.train import checkpoint
-from lattice.train.recorder import CONFIG_FILE, save_config  # pylint: disable=unused-import
+from lattice.train.recorder import CONFIG_FILE
 
 MAX_DEPTH = 3  # how deep under a workdir runs are looked for (<arm>/seed_<k>: 2)
 

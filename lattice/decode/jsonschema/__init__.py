@@ -58,3 +58,5 @@ regex, a remote `$ref`, a size cap; not with `Options.strict`).
 from lattice.decode.jsonschema.compile import Compiler
 from lattice.decode.jsonschema.compile import Options
 from lattice.decode.jsonschema.resolve import SchemaError
+
+__all__ = ['Compiler', 'Options', 'SchemaError']
