@@ -75,6 +75,11 @@ def test_next_rerun_plan_matches_quick_configs():
   raised = {m.group(1): int(m.group(2)) for m in
             re.finditer(r'^\| (\w+) \|[^|]*-> \*\*(\d+)\*\*', section, re.M)}
   assert set(raised) == {'composition', 'deepseek_moe', 'quest'}, raised
+  # Revised for the 1,200 s bound (2026-12-03): quest's pair 24 -> 10 seeds.
+  bound = plan.split('## Time-bound changes for the next rerun (registered 2026-12-03')[1]
+  assert raised['quest'] == 24
+  raised['quest'] = int(re.search(r'^\| quest \| W4A4 pair \*\*24 -> (\d+)\*\*', bound,
+                                  re.M).group(1))
   for name, n in raised.items():
     module = experiment.load_experiment_module(str(root / 'experiments' / f'{name}.py'))
     seeds = arms_lib.arm_seeds(module.get_config('quick'))
@@ -93,7 +98,12 @@ def test_next_rerun_plan_matches_quick_configs():
   # mtp_gloeckle's redesign (2026-12-02): the same seeds, twice the steps.
   steps = int(re.search(r'\| mtp_gloeckle \|[^|]*steps 1,500 -> (\d),(\d+)\*\*',
                         section).expand(r'\1\2'))
+  assert steps == 3000
+  # ... and 2,750 since 2026-12-03, for the 1,200 s bound.
+  steps = int(re.search(r'\| mtp_gloeckle \| \*\*steps 3,000 -> (\d),(\d+)\*\*',
+                        bound).expand(r'\1\2'))
   gloeckle = experiment.load_experiment_module(
       str(root / 'experiments' / 'mtp_gloeckle.py'))
-  assert gloeckle.get_config('quick').train.steps == steps == 3000
+  assert gloeckle.get_config('quick').train.steps == steps == 2750
+  assert 'Revised for the 1,200 s bound (2026-12-03' in gloeckle.__doc__
   assert 'Pre-registered seed count and design (2026-12-02' in gloeckle.__doc__
