@@ -231,7 +231,7 @@ def test_help_everywhere_and_config_listing():
     assert want in proc.stdout, (name, proc.stdout[-2000:])
   listing = results['config'][0].stdout
   assert "data.paths = ''  # files, folders or globs" in listing
-  assert 'train.steps = 5400' in listing
+  assert 'train.steps = 4400' in listing
 
 
 def test_overrides_parse_by_type_and_scale_step_intervals():
