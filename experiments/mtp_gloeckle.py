@@ -161,7 +161,7 @@ Revised for the 1,200 s bound (2026-12-03, before the next rerun; docs/REPRODUCE
 "Time-bound changes for the next rerun"): 2,750 steps instead of 3,000 (11 curve points,
 the AUC over steps 0..2,750); seeds, model, lr and check unchanged. The 3,000-step
 design took 1,260 s of arm time at cfa7268 (AMD EPYC family 26), over the bound. On the
-Xeon kind (measured 2026-12-03, idle, with `tune_malloc`, which gives 1.05x here) a seed
+Xeon kind (measured 2026-12-03, idle, with `tune_malloc`, which gives 1.06x here) a seed
 of n = 2 costs ~7 s + 0.0677 s a step and n = 1 ~7 s + 0.0547 s a step: 3,000 steps
 project to ~1,143 s, 2,750 to ~1,050 s (EPYC: ~1,100 s). Of the onsets seen (the
 first evaluation at >= 0.5), the latest came at step 2,500 (n = 1, trial seed 101;

@@ -60,6 +60,8 @@ def test_baseline_lm_samples_stay_inside_the_training_window(monkeypatch):
   monkeypatch.setattr(baseline, 'SAMPLING', dict(baseline.SAMPLING, new_tokens=224))
   with pytest.raises(config_lib.ConfigError, match='exceed data.seq_len'):
     baseline.get_config('quick')
+  with pytest.raises(config_lib.ConfigError, match='exceed data.seq_len'):
+    baseline._check_window({'prompt_len': 32, 'new_tokens': 97}, 128)  # run()'s check
 
 
 def test_next_rerun_plan_matches_quick_configs():
@@ -94,6 +96,12 @@ def test_next_rerun_plan_matches_quick_configs():
   quick = baseline.get_config('quick')
   assert quick.train.steps == steps == 4400
   assert quick.eval.prompt_len + quick.eval.new_tokens == quick.data.seq_len
+  assert (quick.eval.samples, quick.train.eval_every) == (1024, 1100)
+  quest = experiment.load_experiment_module(str(root / 'experiments' / 'quest.py'))
+  assert 'revised for the 1,200 s bound\n(2026-12-03' in quest.__doc__
+  assert {n: len(s) for n, s in arms_lib.arm_seeds(quest.get_config('quick')).items()
+          if not n.startswith('W4A4')} == dict.fromkeys(
+              ['float', 'W8A8', 'W3A3', 'W2A2', 'W1A1', 'W1A1_naive_ste'], 5)
   assert 'Redesign (registered 2026-12-03' in baseline.__doc__
   # mtp_gloeckle's redesign (2026-12-02): the same seeds, twice the steps.
   steps = int(re.search(r'\| mtp_gloeckle \|[^|]*steps 1,500 -> (\d),(\d+)\*\*',
