@@ -151,7 +151,7 @@ metric, margin or seed (seed 0, both checks as registered):
     above "drift into runs of spaces and fused word fragments after ~100 bytes",
     i.e. from about position 128. The 4-gram has no positions, so the comparison
     was not like for like. Now 1,024 samples of 96 new bytes (32 + 96 = 128), and
-    `get_config` refuses any mode whose samples would leave the window.
+    `run` refuses, before training, a config whose samples would leave the window.
   - The 1,200 s bound: 5,400 steps took 1,510 s of arm time at cfa7268 (0.28 s a
     step, AMD EPYC family 26), over the bound. `lattice.hostmem.tune_malloc` (since
     cfa7268) made this model's step 1.23x faster on the Xeon kind (0.267 -> 0.218 s),
@@ -240,7 +240,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.microbatches = 16
   if c.mode == 'smoke':
     c.eval = dict(SAMPLING, samples=4, prompt_len=8, new_tokens=24)
-  _check_window(c.eval, c.data.seq_len)
   return c
 
 
@@ -291,7 +290,7 @@ def sample_both(cfg, out, ev, model_ngram, key) -> tuple[list[str], list[str]]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> experiment.Result:
   ev = dict(config.eval)
-  _check_window(ev, config.data.seq_len)  # again: --config overrides come after get_config
+  _check_window(ev, config.data.seq_len)  # before training; after any --config override
   got = {}
 
   def measure(cfg, out):

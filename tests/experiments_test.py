@@ -54,14 +54,17 @@ def test_quick_seed_counts_are_pre_registered():
     assert f'| {path.stem} |' in plan, path
 
 
-def test_baseline_lm_samples_stay_inside_the_training_window(monkeypatch):
+def test_baseline_lm_samples_stay_inside_the_training_window(tmp_path):
   root = pathlib.Path(__file__).parent.parent
   baseline = experiment.load_experiment_module(str(root / 'experiments' / 'baseline_lm.py'))
-  monkeypatch.setattr(baseline, 'SAMPLING', dict(baseline.SAMPLING, new_tokens=224))
+  for mode in ('smoke', 'quick', 'medium', 'full'):
+    c = baseline.get_config(mode)
+    assert c.eval.prompt_len + c.eval.new_tokens <= c.data.seq_len, mode
+  c = baseline.get_config('smoke')  # seq_len 32, prompt 8
+  c.eval.new_tokens = 25  # as `--config.eval.new_tokens=25` would: refused before training
   with pytest.raises(config_lib.ConfigError, match='exceed data.seq_len'):
-    baseline.get_config('quick')
-  with pytest.raises(config_lib.ConfigError, match='exceed data.seq_len'):
-    baseline._check_window({'prompt_len': 32, 'new_tokens': 97}, 128)  # run()'s check
+    baseline.run(c, str(tmp_path))
+  assert not any(tmp_path.iterdir())
 
 
 def test_next_rerun_plan_matches_quick_configs():

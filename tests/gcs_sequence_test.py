@@ -142,7 +142,7 @@ def test_train_sigterm_resume_corrupt_resume_in_a_bucket(tmp_path):
     # returns (preempted).
     trainer.start(_cfg(), slow=0.4, marker=str(marker))
     deadline = time.time() + 300
-    while not (marker.exists() and int(marker.read_text() or 0) >= 4):
+    while not (marker.exists() and int(marker.read_text()) >= 4):
       assert trainer.proc.poll() is None, trainer.err_path.read_text()[-3000:]
       assert time.time() < deadline, 'never reached step 4'
       time.sleep(0.05)
